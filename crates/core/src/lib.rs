@@ -1,0 +1,26 @@
+//! pgpatrol-core: the pure half of pgpatrol. It knows what a Patroni cluster is and what
+//! to do about it; it never talks to one. Sources, the clock and the environment are
+//! inputs; decisions are values.
+//!
+//! ```text
+//! Source ──► Snapshot ──► decide(snapshot, policy, history, now) ──► Plan
+//! (rest|k8s|dcs)  (model::Cluster)        (policy, pure)        (actions + skips, each with a reason)
+//!                                                                   │
+//!        report / metrics / alerts ◄── Outcome ◄── Executor (REST calls, re-check before acting)
+//! ```
+//!
+//! Modules: [`lsn`] and [`units`] (numbers as Patroni and operators write them),
+//! [`model`] (the cluster), [`sli`] (the max-lag SLI), [`fixtures`] (test builders).
+
+pub mod fixtures;
+pub mod lsn;
+pub mod model;
+pub mod sli;
+pub mod units;
+
+pub use lsn::Lsn;
+pub use model::{
+    Cluster, HistoryEntry, Lag, LagKind, LagSource, Member, PatroniVersion, Role,
+    ScheduledSwitchover, State,
+};
+pub use units::{ByteSize, Unit};

@@ -1,0 +1,108 @@
+//! PostgreSQL WAL positions: `"0/4000060"` ↔ a byte offset from `0/0`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A WAL position, as bytes from `0/0` (what `pg_wal_lsn_diff(lsn, '0/0')` returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// Bytes from `other` forward to `self`, or 0 when `other` is ahead (as Patroni clamps).
+    pub fn bytes_after(self, other: Lsn) -> u64 {
+        self.0.saturating_sub(other.0)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// Why a string is not an LSN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsnParseError(pub String);
+
+impl fmt::Display for LsnParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not an LSN (expected two hex numbers like \"0/4000060\")",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for LsnParseError {}
+
+impl FromStr for Lsn {
+    type Err = LsnParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || LsnParseError(s.to_string());
+        let (hi, lo) = s.split_once('/').ok_or_else(err)?;
+        let valid =
+            |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid(hi) || !valid(lo) {
+            return Err(err());
+        }
+        let hi = u64::from_str_radix(hi, 16).map_err(|_| err())?;
+        let lo = u64::from_str_radix(lo, 16).map_err(|_| err())?;
+        Ok(Lsn((hi << 32) | lo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_patroni_examples() {
+        assert_eq!("0/4000060".parse::<Lsn>().unwrap(), Lsn(0x4000060));
+        assert_eq!("0/EE523E8".parse::<Lsn>().unwrap(), Lsn(0xEE5_23E8));
+        assert_eq!("1/0".parse::<Lsn>().unwrap(), Lsn(1 << 32));
+        assert_eq!(Lsn(0x15C89FE8).to_string(), "0/15C89FE8");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            "unknown",
+            "0",
+            "/1",
+            "1/",
+            "0/G",
+            "123456789/0",
+            "0/0/0",
+            " 0/1",
+        ] {
+            assert!(bad.parse::<Lsn>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn lag_clamps_at_zero() {
+        assert_eq!(Lsn(100).bytes_after(Lsn(40)), 60);
+        assert_eq!(Lsn(40).bytes_after(Lsn(100)), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn display_parse_round_trip(n in any::<u64>()) {
+            let lsn = Lsn(n);
+            prop_assert_eq!(lsn.to_string().parse::<Lsn>().unwrap(), lsn);
+        }
+
+        #[test]
+        fn lowercase_hex_parses_too(n in any::<u64>()) {
+            let s = Lsn(n).to_string().to_lowercase();
+            prop_assert_eq!(s.parse::<Lsn>().unwrap(), Lsn(n));
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The cluster as pgpatrol reasons about it: members, roles, states, timelines, LSNs and
+//! lag. Every source (REST, Kubernetes, DCS) converts its wire format into these types in
+//! one place; everything downstream (SLI, plans, reports, metrics) reads only these.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::lsn::Lsn;
+
+/// A member's role, as Patroni names it in `/cluster`. `master` (3.x) and `primary` (4.x)
+/// are the same role as `leader`; unknown roles are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    Leader,
+    StandbyLeader,
+    SyncStandby,
+    QuorumStandby,
+    Replica,
+    Other(String),
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Role {
+        match s {
+            "leader" | "master" | "primary" => Role::Leader,
+            "standby_leader" => Role::StandbyLeader,
+            "sync_standby" => Role::SyncStandby,
+            "quorum_standby" => Role::QuorumStandby,
+            "replica" => Role::Replica,
+            other => Role::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Role::Leader => "leader",
+            Role::StandbyLeader => "standby_leader",
+            Role::SyncStandby => "sync_standby",
+            Role::QuorumStandby => "quorum_standby",
+            Role::Replica => "replica",
+            Role::Other(s) => s,
+        }
+    }
+
+    /// Holds the leader lock: a leader, or a standby cluster's standby leader.
+    pub fn is_leader(&self) -> bool {
+        matches!(self, Role::Leader | Role::StandbyLeader)
+    }
+
+    /// A synchronous or quorum standby (taking it away can block commits on the leader).
+    pub fn is_synchronous(&self) -> bool {
+        matches!(self, Role::SyncStandby | Role::QuorumStandby)
+    }
+
+    /// The role as patronictl shows it: `role.replace('_', ' ').title()`.
+    pub fn title(&self) -> String {
+        title_case(&self.as_str().replace('_', " "))
+    }
+}
+
+fn title_case(s: &str) -> String {
+    // Python's str.title(): upper-case a letter that follows a non-letter, lower-case the rest.
+    let mut out = String::with_capacity(s.len());
+    let mut prev_alpha = false;
+    for c in s.chars() {
+        if c.is_alphabetic() {
+            if prev_alpha {
+                out.extend(c.to_lowercase());
+            } else {
+                out.extend(c.to_uppercase());
+            }
+            prev_alpha = true;
+        } else {
+            out.push(c);
+            prev_alpha = false;
+        }
+    }
+    out
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Role::parse(&String::deserialize(d)?))
+    }
+}
+
+/// A member's state as `/cluster` shows it: PostgreSQL's state for the leader, the
+/// replication state (`streaming`, `in archive recovery`) for others when they have one.
+/// Unknown strings are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum State {
+    Running,
+    Streaming,
+    InArchiveRecovery,
+    Starting,
+    Stopping,
+    Stopped,
+    Restarting,
+    CreatingReplica,
+    InitializingNewCluster,
+    RunningCustomBootstrapScript,
+    StartingAfterCustomBootstrap,
+    InitdbFailed,
+    CustomBootstrapFailed,
+    StartFailed,
+    RestartFailed,
+    StopFailed,
+    Crashed,
+    Unknown,
+    Other(String),
+}
+
+impl State {
+    const NAMES: [(&'static str, State); 18] = [
+        ("running", State::Running),
+        ("streaming", State::Streaming),
+        ("in archive recovery", State::InArchiveRecovery),
+        ("starting", State::Starting),
+        ("stopping", State::Stopping),
+        ("stopped", State::Stopped),
+        ("restarting", State::Restarting),
+        ("creating replica", State::CreatingReplica),
+        ("initializing new cluster", State::InitializingNewCluster),
+        (
+            "running custom bootstrap script",
+            State::RunningCustomBootstrapScript,
+        ),
+        (
+            "starting after custom bootstrap",
+            State::StartingAfterCustomBootstrap,
+        ),
+        ("initdb failed", State::InitdbFailed),
+        ("custom bootstrap failed", State::CustomBootstrapFailed),
+        ("start failed", State::StartFailed),
+        ("restart failed", State::RestartFailed),
+        ("stop failed", State::StopFailed),
+        ("crashed", State::Crashed),
+        ("unknown", State::Unknown),
+    ];
+
+    pub fn parse(s: &str) -> State {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, st)| st.clone())
+            .unwrap_or_else(|| State::Other(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            State::Other(s) => s,
+            known => Self::NAMES
+                .iter()
+                .find(|(_, st)| st == known)
+                .map(|(name, _)| *name)
+                .unwrap_or("unknown"),
+        }
+    }
+
+    /// A replica in this state is replicating: `running`, `streaming`, `in archive recovery`.
+    pub fn is_healthy_replica(&self) -> bool {
+        matches!(
+            self,
+            State::Running | State::Streaming | State::InArchiveRecovery
+        )
+    }
+
+    /// Patroni is busy rebuilding or (re)starting the member: a reinit or restart is under way.
+    pub fn is_in_transition(&self) -> bool {
+        matches!(
+            self,
+            State::Stopping
+                | State::Stopped
+                | State::CreatingReplica
+                | State::Starting
+                | State::Restarting
+        )
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(State::parse(&String::deserialize(d)?))
+    }
+}
+
+/// Replication lag in bytes, or unknown. Unknown is never zero: it is its own condition,
+/// worse than any number. Serialized as an integer or the string `"unknown"`, like Patroni.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lag {
+    Bytes(u64),
+    Unknown,
+}
+
+impl Lag {
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            Lag::Bytes(b) => Some(b),
+            Lag::Unknown => None,
+        }
+    }
+
+    /// At or above `tolerance`, or unknown.
+    pub fn breaches(self, tolerance: u64) -> bool {
+        self.bytes().is_none_or(|b| b >= tolerance)
+    }
+
+    /// Orders lags from best to worst: unknown is worse than any number.
+    pub fn severity(self) -> (bool, u64) {
+        match self {
+            Lag::Bytes(b) => (false, b),
+            Lag::Unknown => (true, 0),
+        }
+    }
+}
+
+impl fmt::Display for Lag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lag::Bytes(b) => write!(f, "{b}"),
+            Lag::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+impl Serialize for Lag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Lag::Bytes(b) => s.serialize_u64(*b),
+            Lag::Unknown => s.serialize_str("unknown"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Lag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64().map_or(Lag::Unknown, Lag::Bytes),
+            _ => Lag::Unknown,
+        })
+    }
+}
+
+/// Which lag an SLI, a tolerance or a plan looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LagKind {
+    /// WAL received (written) by the replica: what Patroni's legacy `lag` shows.
+    Receive,
+    /// WAL applied by the replica: what queries on it see. A replica that receives but cannot
+    /// replay shows only here.
+    #[default]
+    Replay,
+}
+
+impl LagKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LagKind::Receive => "receive",
+            LagKind::Replay => "replay",
+        }
+    }
+}
+
+/// Where the replay figures came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LagSource {
+    /// Patroni ≥ 4.1: `receive_lag`/`replay_lag` in `/cluster`, against the DCS leader optime.
+    #[default]
+    Cluster,
+    /// Patroni < 4.1: receive from `/cluster` `lag`; replay computed as the leader's
+    /// `/patroni` `xlog.location` minus each replica's `xlog.replayed_location`.
+    MemberStatus,
+}
+
+/// A Patroni version, e.g. `4.1.5`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PatroniVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl PatroniVersion {
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        PatroniVersion {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `4.1.5`, `3.0.4`, `4.0`; ignores suffixes like `4.1.0rc1` after the numbers.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.trim().split('.').map(|p| {
+            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        });
+        let major = parts.next()??;
+        let minor = parts.next()??;
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(PatroniVersion {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    /// `/cluster` carries `receive_lag`/`replay_lag` (4.1.0+).
+    pub fn has_replay_lag(self) -> bool {
+        self >= PatroniVersion::new(4, 1, 0)
+    }
+}
+
+impl fmt::Display for PatroniVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl Serialize for PatroniVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One member of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    pub name: String,
+    pub role: Role,
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u64>,
+    /// Receive and replay positions and lag; `None` for the leader (lag does not apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_lsn: Option<Lsn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<Lsn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_lag: Option<Lag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_lag: Option<Lag>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending_restart: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_restart_reason: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_restart: Option<Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, Value>,
+}
+
+impl Member {
+    pub fn new(name: impl Into<String>, role: Role, state: State) -> Self {
+        Member {
+            name: name.into(),
+            role,
+            state,
+            host: None,
+            port: None,
+            api_url: None,
+            timeline: None,
+            receive_lsn: None,
+            replay_lsn: None,
+            receive_lag: None,
+            replay_lag: None,
+            pending_restart: false,
+            pending_restart_reason: None,
+            scheduled_restart: None,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// The lag of the given kind; `Unknown` for a non-leader without a figure.
+    pub fn lag(&self, kind: LagKind) -> Option<Lag> {
+        if self.role.is_leader() {
+            return None;
+        }
+        let lag = match kind {
+            LagKind::Receive => self.receive_lag,
+            LagKind::Replay => self.replay_lag,
+        };
+        Some(lag.unwrap_or(Lag::Unknown))
+    }
+
+    /// The member this one replicates from when cascading (tag `replicatefrom`).
+    pub fn replicatefrom(&self) -> Option<&str> {
+        self.tags.get("replicatefrom").and_then(Value::as_str)
+    }
+
+    /// Tag `nofailover`/`noloadbalance` etc. set to a true value.
+    pub fn tag_is_true(&self, tag: &str) -> bool {
+        match self.tags.get(tag) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => {
+                matches!(s.to_lowercase().as_str(), "true" | "on" | "yes" | "1")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A switchover the leader will run at a given time (`/cluster` `scheduled_switchover`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledSwitchover {
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A snapshot of one Patroni cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The version of the Patroni node that answered, when it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patroni_version: Option<PatroniVersion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// Maintenance mode: Patroni takes no automatic action.
+    pub paused: bool,
+    /// No member holds the leader lock (from the answering node's `/patroni`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unlocked: bool,
+    /// Failsafe mode is active: the DCS is unreachable and the leader runs on member consent.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub failsafe_active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_switchover: Option<ScheduledSwitchover>,
+    pub lag_source: LagSource,
+    pub members: Vec<Member>,
+}
+
+impl Cluster {
+    pub fn new(members: Vec<Member>) -> Self {
+        Cluster {
+            scope: None,
+            patroni_version: None,
+            system_identifier: None,
+            paused: false,
+            unlocked: false,
+            failsafe_active: false,
+            scheduled_switchover: None,
+            lag_source: LagSource::Cluster,
+            members,
+        }
+    }
+
+    /// Members holding the leader lock (leader or standby leader). Exactly one when healthy.
+    pub fn leaders(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.role.is_leader())
+    }
+
+    /// The leader when there is exactly one.
+    pub fn leader(&self) -> Option<&Member> {
+        let mut it = self.leaders();
+        match (it.next(), it.next()) {
+            (Some(l), None) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Every member that is not a leader.
+    pub fn replicas(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| !m.role.is_leader())
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The cluster's timelines (leader first), to spot members on an old timeline.
+    pub fn timelines(&self) -> Vec<u64> {
+        let mut tls: Vec<u64> = self.members.iter().filter_map(|m| m.timeline).collect();
+        tls.sort_unstable();
+        tls.dedup();
+        tls
+    }
+}
+
+/// One line of `/history`: timeline `timeline` ended at `lsn`, and `new_leader` promoted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub timeline: u64,
+    pub lsn: Lsn,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_leader: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_and_primary_are_the_leader() {
+        for s in ["leader", "master", "primary"] {
+            assert_eq!(Role::parse(s), Role::Leader);
+        }
+        assert_eq!(Role::parse("wizard"), Role::Other("wizard".into()));
+        assert_eq!(Role::parse("wizard").as_str(), "wizard");
+    }
+
+    #[test]
+    fn role_titles_match_patronictl() {
+        assert_eq!(Role::Leader.title(), "Leader");
+        assert_eq!(Role::StandbyLeader.title(), "Standby Leader");
+        assert_eq!(Role::SyncStandby.title(), "Sync Standby");
+        assert_eq!(Role::QuorumStandby.title(), "Quorum Standby");
+        assert_eq!(Role::Replica.title(), "Replica");
+    }
+
+    #[test]
+    fn states_round_trip_and_keep_unknown_strings() {
+        for (name, _) in State::NAMES {
+            assert_eq!(State::parse(name).as_str(), name);
+        }
+        let odd = State::parse("restart failed (start failed)");
+        assert_eq!(odd, State::Other("restart failed (start failed)".into()));
+        assert_eq!(odd.to_string(), "restart failed (start failed)");
+    }
+
+    #[test]
+    fn unknown_lag_is_never_zero() {
+        assert!(Lag::Unknown.breaches(u64::MAX));
+        assert!(Lag::Unknown.severity() > Lag::Bytes(u64::MAX).severity());
+        let v: Lag = serde_json::from_str("\"unknown\"").unwrap();
+        assert_eq!(v, Lag::Unknown);
+        let v: Lag = serde_json::from_str("-1").unwrap();
+        assert_eq!(v, Lag::Unknown);
+        assert_eq!(serde_json::to_string(&Lag::Unknown).unwrap(), "\"unknown\"");
+    }
+
+    #[test]
+    fn versions() {
+        let v = PatroniVersion::parse("4.1.5").unwrap();
+        assert!(v.has_replay_lag());
+        assert!(!PatroniVersion::parse("3.0.4").unwrap().has_replay_lag());
+        assert_eq!(
+            PatroniVersion::parse("4.1.0rc1"),
+            Some(PatroniVersion::new(4, 1, 0))
+        );
+        assert_eq!(
+            PatroniVersion::parse("4.0"),
+            Some(PatroniVersion::new(4, 0, 0))
+        );
+        assert_eq!(PatroniVersion::parse("garbage"), None);
+    }
+}

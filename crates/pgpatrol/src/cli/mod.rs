@@ -1,0 +1,89 @@
+//! Command-line entry: one module per subcommand, each owning its `Args` and `run()`.
+//! Exit codes: 0 ok, 1 a problem found, 2 an error (bad input, unreachable cluster, ...).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod lab;
+
+/// Keeps Patroni PostgreSQL clusters healthy.
+///
+/// Measures replica lag as an SLI, reinitializes replicas that cannot catch up (safely),
+/// and reads a cluster the way an on-call runbook does, through Patroni's REST API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgpatrol",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+}
+
+/// What a command found, mapped onto the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0: all is well.
+    Ok,
+    /// 1: the command ran and found a problem (a breach, unknown lag, a refused plan).
+    Problem,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::Problem => ExitCode::from(1),
+        }
+    }
+}
+
+/// Parses arguments, runs the command, prints an error as one line, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(outcome) => outcome.into(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Lab(cmd) => cmd.run().await,
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    // A closed pipe (`pgpatrol list | head -1`) is not an error.
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {}", one_line(&format!("{e:#}")));
+    ExitCode::from(2)
+}
+
+/// Errors print as one line: newlines from remote bodies are folded.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,1 @@
+//! The local lab: a real Patroni cluster on loopback.

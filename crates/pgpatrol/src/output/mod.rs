@@ -1,0 +1,1 @@
+//! Renderers: tables, JSON, YAML, reports. They write to `&mut impl Write`.

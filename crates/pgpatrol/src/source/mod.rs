@@ -1,0 +1,1 @@
+//! Where cluster snapshots come from: the Patroni REST API (Kubernetes and the DCS later).

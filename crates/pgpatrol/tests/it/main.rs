@@ -1,0 +1,2 @@
+//! Integration tests against a real local Patroni cluster (see harness.rs).
+fn main() {}
