@@ -5,7 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod common;
+pub mod history;
 pub mod lab;
+pub mod list;
+pub mod show_config;
+pub mod sli;
+pub mod topology;
 
 /// Keeps Patroni PostgreSQL clusters healthy.
 ///
@@ -25,6 +31,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the members: role, state, timeline, receive and replay LSN and lag.
+    #[command(visible_alias = "status")]
+    List(list::ListArgs),
+    /// Print the maximum replica lag as one number (the SLI).
+    Sli(sli::SliArgs),
+    /// Show the replication tree (cascading replicas under their upstream).
+    Topology(topology::TopologyArgs),
+    /// Show the timeline history (failovers and switchovers).
+    History(history::HistoryArgs),
+    /// Show the cluster's dynamic configuration.
+    ShowConfig(show_config::ShowConfigArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -67,6 +84,11 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::List(args) => args.run().await,
+        Command::Sli(args) => args.run().await,
+        Command::Topology(args) => args.run().await,
+        Command::History(args) => args.run().await,
+        Command::ShowConfig(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
     }
 }

@@ -1,1 +1,5 @@
-//! Renderers: tables, JSON, YAML, reports. They write to `&mut impl Write`.
+//! Renderers: tables, patronictl-compatible JSON, reports. They write to `&mut impl Write`
+//! and are tested against a `Vec<u8>`.
+
+pub mod patronictl;
+pub mod table;

@@ -1,1 +1,42 @@
-//! Where cluster snapshots come from: the Patroni REST API (Kubernetes and the DCS later).
+//! Where cluster snapshots come from: the Patroni REST API (Kubernetes and the DCS later),
+//! and how the operator names a cluster (`--url`, `-c patroni.yml`).
+
+pub mod patroni_yml;
+pub mod rest;
+
+use rest::RestError;
+
+/// Why no snapshot could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    #[error("no member answered: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    AllFailed(Vec<RestError>),
+    #[error(
+        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), or -c patroni.yml"
+    )]
+    NoTarget,
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl SourceError {
+    fn from_attempts(mut errors: Vec<RestError>) -> Self {
+        match errors.len() {
+            0 => SourceError::NoTarget,
+            1 => SourceError::Rest(errors.remove(0)),
+            _ => SourceError::AllFailed(errors),
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SourceError::Rest(e) => e.metric_label(),
+            SourceError::AllFailed(_) => "all_failed",
+            SourceError::NoTarget => "no_target",
+            SourceError::BadInput(_) => "bad_input",
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! `pgpatrol history`: failovers and switchovers, one line per timeline change.
+
+use clap::Args;
+
+use super::common::{write_structured, ClusterArgs, Format};
+use super::Outcome;
+use crate::output::table;
+
+/// Show the timeline history: when each timeline ended, why, and who became leader.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+impl HistoryArgs {
+    pub async fn run(self) -> anyhow::Result<Outcome> {
+        let entries = self.cluster.source()?.history().await?;
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            Format::Table => table::history(&mut out, &entries)?,
+            f => write_structured(&mut out, f, &entries)?,
+        }
+        Ok(Outcome::Ok)
+    }
+}

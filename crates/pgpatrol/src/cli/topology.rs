@@ -1,0 +1,67 @@
+//! `pgpatrol topology`: the members as a cascade tree (tag `replicatefrom`).
+
+use clap::Args;
+use serde::Serialize;
+
+use super::common::{write_structured, ClusterArgs, Format};
+use super::Outcome;
+use crate::output::table;
+use crate::source::rest::Detail;
+
+/// Show the replication tree: leader first, cascading replicas under their upstream.
+#[derive(Debug, Args)]
+pub struct TopologyArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Output format (JSON and YAML give a nested tree).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Debug, Serialize)]
+struct Node<'a> {
+    #[serde(flatten)]
+    member: &'a pgpatrol_core::Member,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    children: Vec<Node<'a>>,
+}
+
+impl TopologyArgs {
+    pub async fn run(self) -> anyhow::Result<Outcome> {
+        let snap = self.cluster.source()?.snapshot(Detail::Full).await?;
+        let order = table::topology_order(&snap.cluster);
+        let mut out = std::io::stdout().lock();
+        if self.format == Format::Table {
+            table::members(&mut out, &snap.cluster, &order)?;
+            return Ok(Outcome::Ok);
+        }
+        // Rebuild the nesting from the depth-first order.
+        let mut stack: Vec<(usize, Node)> = Vec::new();
+        let mut roots = Vec::new();
+        for (depth, m) in order {
+            while stack.last().is_some_and(|(d, _)| *d >= depth) {
+                let (_, done) = stack.pop().expect("checked non-empty");
+                match stack.last_mut() {
+                    Some((_, parent)) => parent.children.push(done),
+                    None => roots.push(done),
+                }
+            }
+            stack.push((
+                depth,
+                Node {
+                    member: m,
+                    children: Vec::new(),
+                },
+            ));
+        }
+        while let Some((_, done)) = stack.pop() {
+            match stack.last_mut() {
+                Some((_, parent)) => parent.children.push(done),
+                None => roots.push(done),
+            }
+        }
+        write_structured(&mut out, self.format, &roots)?;
+        Ok(Outcome::Ok)
+    }
+}

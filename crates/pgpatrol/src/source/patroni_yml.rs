@@ -1,0 +1,120 @@
+//! Reads a Patroni configuration file the way patronictl does, for what a client needs:
+//! the REST API address (`restapi.connect_address`, https when `restapi.certfile` is set),
+//! credentials (`ctl.authentication`, else `restapi.authentication`), the CA
+//! (`ctl.cacert`, else `restapi.cafile`), a client certificate (`ctl.certfile`/`keyfile`)
+//! and `ctl.insecure`.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use super::rest::Credentials;
+
+/// What a client takes from patroni.yml.
+#[derive(Debug, Clone, Default)]
+pub struct PatroniYml {
+    pub scope: Option<String>,
+    pub url: Option<String>,
+    pub auth: Option<Credentials>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub insecure: bool,
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn text(v: &Value, path: &[&str]) -> Option<String> {
+    get(v, path).and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+fn credentials(v: &Value, section: &str) -> Option<Credentials> {
+    Some(Credentials {
+        username: text(v, &[section, "authentication", "username"])?,
+        password: text(v, &[section, "authentication", "password"])?,
+    })
+}
+
+impl PatroniYml {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read Patroni config {}: {e}", path.display()))?;
+        Self::parse(&raw).map_err(|e| format!("Patroni config {}: {e}", path.display()))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let v: Value = serde_yaml::from_str(raw).map_err(|e| format!("not valid YAML: {e}"))?;
+        if !v.is_mapping() {
+            return Err("not a YAML mapping of Patroni settings".into());
+        }
+        let restapi = v
+            .get("restapi")
+            .ok_or("it has no restapi section: add restapi.connect_address, or pass --url")?;
+        let tls = restapi.get("certfile").is_some();
+        let url = text(restapi, &["connect_address"])
+            .map(|a| format!("{}://{}", if tls { "https" } else { "http" }, a));
+        if url.is_none() {
+            return Err("restapi has no connect_address: add it, or pass --url".into());
+        }
+        let dir = |p: String| PathBuf::from(p);
+        let cert = text(&v, &["ctl", "certfile"]).map(dir);
+        let key = text(&v, &["ctl", "keyfile"])
+            .map(dir)
+            .or_else(|| cert.clone());
+        Ok(PatroniYml {
+            scope: text(&v, &["scope"]),
+            url,
+            auth: credentials(&v, "ctl").or_else(|| credentials(&v, "restapi")),
+            ca_file: text(&v, &["ctl", "cacert"])
+                .or_else(|| text(&v, &["restapi", "cafile"]))
+                .map(dir),
+            client_cert: cert.zip(key),
+            insecure: get(&v, &["ctl", "insecure"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_like_patronictl() {
+        let y = PatroniYml::parse(
+            "scope: demo\nrestapi:\n  listen: 0.0.0.0:8008\n  connect_address: 10.0.0.5:8008\n  certfile: /c.pem\n  cafile: /ca.pem\n  authentication: {username: api, password: s3}\nctl:\n  authentication: {username: ctl, password: s4}\n  insecure: true\n",
+        )
+        .unwrap();
+        assert_eq!(y.url.as_deref(), Some("https://10.0.0.5:8008"));
+        assert_eq!(y.auth.as_ref().map(|a| a.username.as_str()), Some("ctl"));
+        assert_eq!(y.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert!(y.insecure);
+        assert_eq!(y.scope.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn restapi_auth_is_the_fallback() {
+        let y = PatroniYml::parse(
+            "restapi:\n  connect_address: h:8008\n  authentication: {username: api, password: s3}\n",
+        )
+        .unwrap();
+        assert_eq!(y.url.as_deref(), Some("http://h:8008"));
+        assert_eq!(y.auth.unwrap().username, "api");
+    }
+
+    #[test]
+    fn missing_restapi_is_a_clear_error() {
+        let e = PatroniYml::parse("scope: demo\npostgresql: {}\n").unwrap_err();
+        assert!(e.contains("no restapi section"), "{e}");
+        let e = PatroniYml::parse("[1, 2]").unwrap_err();
+        assert!(e.contains("mapping"), "{e}");
+        let e = PatroniYml::parse("a: [").unwrap_err();
+        assert!(e.contains("YAML"), "{e}");
+    }
+}

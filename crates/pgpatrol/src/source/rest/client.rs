@@ -1,0 +1,414 @@
+//! HTTP to Patroni: requests are built as values and sent in one place ([`Http::send`]),
+//! and every way a call can fail becomes a typed [`RestError`], never a panic.
+//! Patroni speaks HTTP/1.0 with close-delimited bodies, plain-text (`text/html`) answers
+//! and sometimes Python's HTML error pages; all of that is handled here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// How to reach Patroni's REST API: TLS, credentials and timeouts.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Basic-auth credentials, sent on Patroni's unsafe (writing) endpoints only.
+    pub auth: Option<Credentials>,
+    /// A PEM CA bundle to trust for https.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate and its key (restapi `verify_client`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate. Only when asked (`--insecure`, `ctl.insecure`).
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// Basic-auth credentials. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+/// A request to Patroni, as a value.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    /// Base URL of a member's API (`http://host:port`), without path.
+    pub base: String,
+    /// Path with its leading slash, e.g. `/cluster`.
+    pub path: String,
+    pub body: Option<serde_json::Value>,
+    /// A long-running call (switchover, restart) may take longer than the default timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    pub fn get(base: &str, path: &str) -> Self {
+        Request {
+            method: Method::GET,
+            base: base.to_string(),
+            path: path.to_string(),
+            body: None,
+            timeout: None,
+        }
+    }
+
+    pub fn post(base: &str, path: &str, body: serde_json::Value) -> Self {
+        Request {
+            method: Method::POST,
+            body: Some(body),
+            ..Request::get(base, path)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}{}", self.base, self.path)
+    }
+
+    fn is_unsafe(&self) -> bool {
+        self.method != Method::GET && self.method != Method::HEAD
+    }
+}
+
+/// A response: status and body text.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+/// Every way a call to Patroni can fail, each naming the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url} did not answer within {timeout}: raise --timeout, or check that the member is not hung")]
+    Timeout { url: String, timeout: String },
+    #[error(
+        "TLS with {url} failed: {reason} (check https:// vs http://, --cacert, or --insecure)"
+    )]
+    Tls { url: String, reason: String },
+    #[error(
+        "{url} did not speak HTTP ({reason}): is it a TLS port (use https://) or not Patroni?"
+    )]
+    NotHttp { url: String, reason: String },
+    #[error(
+        "{url} refused the credentials (HTTP {status}: {body}): check --username and the password"
+    )]
+    Auth {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} did not answer with JSON ({what}): is this Patroni's REST API?")]
+    NotJson { url: String, what: String },
+    #[error("{url} answered JSON that is not Patroni's {endpoint} shape: {reason}")]
+    Shape {
+        url: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+}
+
+impl RestError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RestError::Connect { .. } => "connect",
+            RestError::Timeout { .. } => "timeout",
+            RestError::Tls { .. } => "tls",
+            RestError::NotHttp { .. } => "not_http",
+            RestError::Auth { .. } => "auth",
+            RestError::Status { .. } => "status",
+            RestError::NotJson { .. } => "not_json",
+            RestError::Shape { .. } => "shape",
+            RestError::Setup(_) => "setup",
+        }
+    }
+}
+
+/// The HTTP client for Patroni's REST API.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    auth: Option<Credentials>,
+    timeout: Duration,
+}
+
+impl Http {
+    pub fn new(opts: &HttpOptions) -> Result<Self, RestError> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.timeout)
+            .user_agent(concat!("pgpatrol/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(opts.insecure);
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                RestError::Setup(format!("cannot read CA file {}: {e}", ca.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RestError::Setup(format!("CA file {} is not PEM: {e}", ca.display()))
+            })?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some((cert, key)) = &opts.client_cert {
+            let read = |p: &PathBuf| {
+                std::fs::read(p)
+                    .map_err(|e| RestError::Setup(format!("cannot read {}: {e}", p.display())))
+            };
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                RestError::Setup(format!(
+                    "client certificate {} / key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            b = b.identity(id);
+        }
+        let client = b.build().map_err(|e| RestError::Setup(chain(&e)))?;
+        Ok(Http {
+            client,
+            auth: opts.auth.clone(),
+            timeout: opts.timeout,
+        })
+    }
+
+    /// Sends one request; any status is returned (callers decide what a 503 means).
+    pub async fn send(&self, req: &Request) -> Result<Response, RestError> {
+        let url = req.url();
+        let mut rb = self.client.request(req.method.clone(), &url);
+        if let Some(t) = req.timeout {
+            rb = rb.timeout(t);
+        }
+        if let Some(body) = &req.body {
+            rb = rb.json(body);
+        }
+        if req.is_unsafe() {
+            if let Some(a) = &self.auth {
+                rb = rb.basic_auth(&a.username, Some(&a.password));
+            }
+        }
+        let timeout = req.timeout.unwrap_or(self.timeout);
+        let resp = rb.send().await.map_err(|e| classify(&url, timeout, e))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| classify(&url, timeout, e))?;
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(RestError::Auth {
+                url,
+                status: status.as_u16(),
+                body: snippet(&body),
+            });
+        }
+        Ok(Response { status, body })
+    }
+
+    /// GETs `path` and decodes JSON; any status but 200 is an error.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+    ) -> Result<T, RestError> {
+        let req = Request::get(base, path);
+        let resp = self.send(&req).await?;
+        let url = req.url();
+        if resp.status != StatusCode::OK {
+            return Err(RestError::Status {
+                url,
+                status: resp.status.as_u16(),
+                body: snippet(&resp.body),
+            });
+        }
+        decode(&url, path, &resp.body)
+    }
+}
+
+/// Decodes a JSON body, telling HTML, empty and truncated bodies apart from wrong shapes.
+pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Result<T, RestError> {
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+        let trimmed = body.trim_start();
+        let what = if trimmed.is_empty() {
+            "the body was empty".to_string()
+        } else if trimmed.starts_with('<') {
+            format!("it sent HTML: {}", snippet(body))
+        } else if e.is_eof() {
+            format!("the JSON was cut off: {e}")
+        } else {
+            format!("{e}: {}", snippet(body))
+        };
+        RestError::NotJson {
+            url: url.to_string(),
+            what,
+        }
+    })?;
+    serde_json::from_value(value).map_err(|e| RestError::Shape {
+        url: url.to_string(),
+        endpoint: endpoint.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The first 200 characters of a body, on one line, with HTML tags stripped.
+pub fn snippet(body: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 200 {
+        format!("{}…", one.chars().take(200).collect::<String>())
+    } else {
+        one
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> RestError {
+    let url = url.to_string();
+    if e.is_timeout() {
+        return RestError::Timeout {
+            url,
+            timeout: humantime::format_duration(timeout).to_string(),
+        };
+    }
+    let full = chain(&e);
+    let lower = full.to_lowercase();
+    let io_kind = {
+        let mut cur: Option<&dyn std::error::Error> = Some(&e);
+        let mut kind = None;
+        while let Some(c) = cur {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                kind = Some(io.kind());
+                break;
+            }
+            cur = c.source();
+        }
+        kind
+    };
+    if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+        || lower.contains("invalidcontenttype")
+        || lower.contains("corrupt message")
+    {
+        let reason = full.rsplit(": ").next().unwrap_or(&full).to_string();
+        return RestError::Tls { url, reason };
+    }
+    if lower.contains("invalid http") || lower.contains("invalid status") || lower.contains("parse")
+    {
+        return RestError::NotHttp {
+            url,
+            reason: full.rsplit(": ").next().unwrap_or(&full).to_string(),
+        };
+    }
+    let reason = match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            "connection refused (is Patroni running there?)".into()
+        }
+        Some(std::io::ErrorKind::ConnectionReset) | Some(std::io::ErrorKind::UnexpectedEof) => {
+            "the connection was closed before an answer (a TLS port? try https://)".into()
+        }
+        _ if lower.contains("dns") || lower.contains("lookup") => {
+            format!(
+                "cannot resolve the host ({})",
+                full.rsplit(": ").next().unwrap_or(&full)
+            )
+        }
+        _ if lower.contains("closed before message completed")
+            || lower.contains("connection closed") =>
+        {
+            "the connection was closed before an answer (a TLS port? try https://)".into()
+        }
+        _ => full.clone(),
+    };
+    RestError::Connect { url, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Shape {
+        members: Vec<serde_json::Value>,
+    }
+
+    #[test]
+    fn html_error_pages_become_not_json() {
+        let html = "<!DOCTYPE HTML>\n<html><head><title>Error response</title></head>\
+                    <body><h1>Error response</h1><p>Error code: 400</p></body></html>";
+        let e = decode::<Shape>("http://x/cluster", "/cluster", html).unwrap_err();
+        assert!(matches!(e, RestError::NotJson { .. }), "{e}");
+        assert!(e.to_string().contains("Error code: 400"), "{e}");
+    }
+
+    #[test]
+    fn truncated_json_says_cut_off() {
+        let e = decode::<Shape>(
+            "http://x/cluster",
+            "/cluster",
+            r#"{"members": [{"name": "a""#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("cut off"), "{e}");
+    }
+
+    #[test]
+    fn wrong_shape_is_not_a_decode_panic() {
+        let e = decode::<Shape>("http://x/cluster", "/cluster", r#"{"hello": 1}"#).unwrap_err();
+        assert!(matches!(e, RestError::Shape { .. }), "{e}");
+        let e = decode::<Shape>("http://x/cluster", "/cluster", "").unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let c = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
