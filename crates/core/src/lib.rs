@@ -10,11 +10,14 @@
 //! ```
 //!
 //! Modules: [`lsn`] and [`units`] (numbers as Patroni and operators write them),
-//! [`model`] (the cluster), [`sli`] (the max-lag SLI), [`fixtures`] (test builders).
+//! [`model`] (the cluster), [`sli`] (the max-lag SLI), [`plan`] and [`policy`] (what heal
+//! does and every guardrail), [`fixtures`] (test builders).
 
 pub mod fixtures;
 pub mod lsn;
 pub mod model;
+pub mod plan;
+pub mod policy;
 pub mod sli;
 pub mod units;
 

@@ -14,56 +14,46 @@ use crate::source::rest::{Credentials, Http, HttpOptions, RestSource};
 pub struct ClusterArgs {
     /// Patroni REST API of any member (e.g. http://10.0.0.5:8008). Repeat or comma-separate
     /// to try several in turn.
-    #[arg(
-        long = "url",
-        env = "PATRONI_URL",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long = "url", env = "PATRONI_URL", value_delimiter = ',')]
     pub urls: Vec<String>,
 
     /// A Patroni configuration file, read like patronictl reads it: restapi.connect_address,
     /// ctl/restapi authentication, CA and client certificate.
-    #[arg(
-        short = 'c',
-        long = "config",
-        env = "PATRONICTL_CONFIG_FILE",
-        global = true
-    )]
+    #[arg(short = 'c', long = "config", env = "PATRONICTL_CONFIG_FILE")]
     pub config: Option<PathBuf>,
 
     /// User for Patroni's unsafe endpoints (reinitialize, switchover, ...). The password comes
     /// from PATRONI_RESTAPI_PASSWORD or --password-file, never from a flag.
-    #[arg(long, env = "PATRONI_RESTAPI_USERNAME", global = true)]
+    #[arg(long, env = "PATRONI_RESTAPI_USERNAME")]
     pub username: Option<String>,
 
     /// A file holding the REST API password (its first line).
-    #[arg(long, env = "PGPATROL_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "PGPATROL_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
 
     /// A PEM CA bundle to verify Patroni's https certificate.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub cacert: Option<PathBuf>,
 
     /// A PEM client certificate, for restapi verify_client.
-    #[arg(long, requires = "key", global = true)]
+    #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
 
     /// The client certificate's PEM key.
-    #[arg(long, requires = "cert", global = true)]
+    #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
 
     /// Do not verify Patroni's https certificate.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub insecure: bool,
 
     /// How long to wait for a TCP connection to a member.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 
     /// How long one request to a member may take in all.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
-    pub timeout: Duration,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 }
 
 impl ClusterArgs {
@@ -105,7 +95,7 @@ impl ClusterArgs {
                 .or_else(|| yml.as_ref().and_then(|y| y.client_cert.clone())),
             insecure: self.insecure || yml.as_ref().is_some_and(|y| y.insecure),
             connect_timeout: self.connect_timeout,
-            timeout: self.timeout,
+            timeout: self.request_timeout,
         };
         Ok(RestSource::new(Http::new(&opts)?, &urls)?)
     }

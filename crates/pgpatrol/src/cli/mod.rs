@@ -6,9 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod confirm;
+pub mod heal;
 pub mod history;
 pub mod lab;
 pub mod list;
+pub mod progress;
+pub mod reinit;
 pub mod show_config;
 pub mod sli;
 pub mod topology;
@@ -36,6 +40,10 @@ pub enum Command {
     List(list::ListArgs),
     /// Print the maximum replica lag as one number (the SLI).
     Sli(sli::SliArgs),
+    /// Reinitialize replicas whose lag is beyond the tolerance, behind guardrails, and report.
+    Heal(heal::HealArgs),
+    /// Reinitialize one replica by hand (never the leader), optionally waiting for it.
+    Reinit(reinit::ReinitArgs),
     /// Show the replication tree (cascading replicas under their upstream).
     Topology(topology::TopologyArgs),
     /// Show the timeline history (failovers and switchovers).
@@ -86,6 +94,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::List(args) => args.run().await,
         Command::Sli(args) => args.run().await,
+        Command::Heal(args) => args.run().await,
+        Command::Reinit(args) => args.run().await,
         Command::Topology(args) => args.run().await,
         Command::History(args) => args.run().await,
         Command::ShowConfig(args) => args.run().await,

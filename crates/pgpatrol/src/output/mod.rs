@@ -2,4 +2,5 @@
 //! and are tested against a `Vec<u8>`.
 
 pub mod patronictl;
+pub mod report;
 pub mod table;

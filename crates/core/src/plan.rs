@@ -1,0 +1,179 @@
+//! Decisions as values. `policy::decide` returns a [`Plan`]; `--dry-run`, the report, logs
+//! and `/plan` all show this same value, and the executor only executes plans.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::model::{Lag, LagKind};
+
+/// How heal decides. Built at the edge (flags, env, config); core only reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// A replica whose lag is at or above this many bytes is a candidate.
+    pub tolerance: u64,
+    /// Which lag the tolerance applies to (replay by default).
+    pub lag: LagKind,
+    /// At most this many reinitializations at once, counting ones already in progress.
+    pub max_concurrent: usize,
+    /// Keep at least this many healthy replicas that are not being remediated.
+    pub min_healthy: usize,
+    /// Do not act on a member again within this long after an earlier action on it.
+    pub cooldown: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            tolerance: 5 * 1024 * 1024,
+            lag: LagKind::Replay,
+            max_concurrent: 1,
+            min_healthy: 1,
+            cooldown: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// An earlier (or running) action on a member, for cooldowns and concurrency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionRecord {
+    pub member: String,
+    pub started: SystemTime,
+    /// `None` while it is still running (it then counts against `max_concurrent`).
+    pub finished: Option<SystemTime>,
+}
+
+/// One reinitialization to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub member: String,
+    /// The member's lag of the policy's kind when decided.
+    pub lag: Lag,
+    /// Why, in words: e.g. "replay lag 110.2 MB ≥ tolerance 5MB".
+    pub reason: String,
+}
+
+/// Why a member is left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Never the leader or a standby leader.
+    Leader,
+    /// Lag below the tolerance: nothing to do.
+    WithinTolerance { lag: u64 },
+    /// Lag unknown: automation never acts on data it does not understand.
+    LagUnknown { state: String },
+    /// Patroni is already rebuilding or restarting it (stopping, creating replica, starting...).
+    InProgress { state: String },
+    /// The max-concurrent limit is reached (counting reinits in progress).
+    ConcurrencyLimit { limit: usize, in_progress: usize },
+    /// Acting would leave fewer than `min_healthy` healthy replicas untouched.
+    MinHealthy { min_healthy: usize, healthy: usize },
+    /// It is the only synchronous or quorum standby.
+    OnlySynchronousStandby,
+    /// An earlier action on it is too recent.
+    Cooldown { remaining_secs: u64 },
+}
+
+/// A member left alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skip {
+    pub member: String,
+    pub reason: SkipReason,
+}
+
+/// Why nothing at all may be done on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Blocker {
+    /// Maintenance mode: Patroni itself takes no automatic action, nor do we.
+    Paused,
+    NoLeader,
+    MultipleLeaders {
+        leaders: Vec<String>,
+    },
+    /// No member holds the leader lock (Patroni's `cluster_unlocked`).
+    Unlocked,
+    /// The DCS is unreachable and the leader runs on member consent.
+    Failsafe,
+}
+
+/// What heal will do, and everything it will not do, each with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Plan {
+    /// Cluster-level refusals: when any is present, `actions` is empty.
+    pub blockers: Vec<Blocker>,
+    /// Worst first.
+    pub actions: Vec<Action>,
+    pub skips: Vec<Skip>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Some member needs healing but a guardrail stops it (cluster- or member-level).
+    pub fn refused(&self) -> bool {
+        !self.blockers.is_empty()
+            || self.skips.iter().any(|s| {
+                !matches!(
+                    s.reason,
+                    SkipReason::Leader | SkipReason::WithinTolerance { .. }
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::units::human;
+        match self {
+            SkipReason::Leader => f.write_str("the leader is never reinitialized"),
+            SkipReason::WithinTolerance { lag } => write!(f, "lag {} is within tolerance", human(*lag)),
+            SkipReason::LagUnknown { state } => {
+                write!(f, "lag unknown (state {state}): not acting on data it does not understand")
+            }
+            SkipReason::InProgress { state } => write!(f, "Patroni is already working on it (state {state})"),
+            SkipReason::ConcurrencyLimit { limit, in_progress } => {
+                write!(f, "{in_progress} reinitialization(s) in progress, limit {limit}")
+            }
+            SkipReason::MinHealthy { min_healthy, healthy } => write!(
+                f,
+                "would leave {healthy} healthy replica(s) untouched, fewer than --min-healthy {min_healthy}"
+            ),
+            SkipReason::OnlySynchronousStandby => f.write_str("it is the only synchronous/quorum standby"),
+            SkipReason::Cooldown { remaining_secs } => {
+                write!(f, "acted on recently: cooldown has {remaining_secs}s left")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocker::Paused => {
+                f.write_str("the cluster is paused (maintenance mode): no automatic action")
+            }
+            Blocker::NoLeader => f.write_str("the cluster has no leader"),
+            Blocker::MultipleLeaders { leaders } => {
+                write!(
+                    f,
+                    "more than one member claims the leader role: {}",
+                    leaders.join(", ")
+                )
+            }
+            Blocker::Unlocked => {
+                f.write_str("the cluster is unlocked (no member holds the leader lock)")
+            }
+            Blocker::Failsafe => f.write_str("failsafe mode is active (the DCS is unreachable)"),
+        }
+    }
+}
+
+/// Seconds left of a cooldown, if any.
+pub fn cooldown_left(started: SystemTime, cooldown: Duration, now: SystemTime) -> Option<Duration> {
+    let elapsed = now.duration_since(started).unwrap_or_default();
+    cooldown.checked_sub(elapsed).filter(|d| !d.is_zero())
+}

@@ -1,0 +1,930 @@
+//! The heal decision: which lagging replicas to reinitialize now, and for every member left
+//! alone, why. Every guardrail from DESIGN.md ("Guardrails") that can be decided from one
+//! snapshot lives here; re-checking before acting and leases belong to the executor.
+//!
+//! Pure: the snapshot, the policy, the action history and `now` are the only inputs, so the
+//! same inputs always give the same plan (`--dry-run` shows exactly what would run).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use crate::model::{Cluster, Lag, Member};
+use crate::plan::{cooldown_left, Action, ActionRecord, Blocker, Plan, Policy, Skip, SkipReason};
+use crate::units::human;
+
+/// A non-leader member whose lag is at or above the tolerance.
+struct Candidate<'a> {
+    /// Index in `cluster.members`, so its skip lands in member order.
+    index: usize,
+    member: &'a Member,
+    bytes: u64,
+}
+
+pub(super) fn decide(
+    cluster: &Cluster,
+    policy: &Policy,
+    history: &[ActionRecord],
+    now: SystemTime,
+) -> Plan {
+    let blockers = blockers(cluster);
+
+    // An unfinished record means the executor asked Patroni to reinit that member and
+    // /cluster may not show it yet, so it is in progress whatever the snapshot says.
+    let unfinished: BTreeSet<&str> = history
+        .iter()
+        .filter(|r| r.finished.is_none())
+        .map(|r| r.member.as_str())
+        .collect();
+
+    // Reinits in progress, by name. Seeded with every unfinished record, even one for a
+    // member this snapshot does not show: over-counting only delays an action, while
+    // under-counting could run more reinits at once than the operator allowed.
+    let mut in_progress: BTreeSet<&str> = unfinished.clone();
+
+    // One slot per member, filled as decided, so skips come out in member order.
+    let mut skips: Vec<Option<SkipReason>> = vec![None; cluster.members.len()];
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    // Replicas that are replicating fine and untouched: what min_healthy and the
+    // synchronous-standby rule protect.
+    let mut healthy: Vec<&Member> = Vec::new();
+
+    for (index, member) in cluster.members.iter().enumerate() {
+        if member.role.is_leader() {
+            skips[index] = Some(SkipReason::Leader);
+            continue;
+        }
+        if member.state.is_in_transition() || unfinished.contains(member.name.as_str()) {
+            in_progress.insert(member.name.as_str());
+            // Never pile a second reinit (or a `force`) on top of one Patroni is running.
+            skips[index] = Some(SkipReason::InProgress {
+                state: member.state.to_string(),
+            });
+            continue;
+        }
+        // `lag` is `None` only for leaders, handled above; a missing figure is Unknown.
+        match member.lag(policy.lag).unwrap_or(Lag::Unknown) {
+            Lag::Unknown => {
+                // Never act on data we do not understand.
+                skips[index] = Some(SkipReason::LagUnknown {
+                    state: member.state.to_string(),
+                });
+            }
+            // Below the tolerance the member is not lagging, whatever its state: an
+            // unhealthy state with a small lag is skipped as WithinTolerance (there is
+            // nothing a reinit would fix about its lag) but does not count as healthy.
+            Lag::Bytes(bytes) if bytes < policy.tolerance => {
+                skips[index] = Some(SkipReason::WithinTolerance { lag: bytes });
+                if member.state.is_healthy_replica() {
+                    healthy.push(member);
+                }
+            }
+            // At or above the tolerance it is a candidate even when its state is not a
+            // healthy replica state (e.g. "running" but not streaming): the lag is known and
+            // too large, which is exactly what a reinit is for.
+            Lag::Bytes(bytes) => candidates.push(Candidate {
+                index,
+                member,
+                bytes,
+            }),
+        }
+    }
+
+    // Worst first; ties by name so the plan does not depend on member order.
+    candidates.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.member.name.cmp(&b.member.name))
+    });
+
+    let mut actions = Vec::new();
+    // With a blocker nothing is done and candidates get no skip of their own: the blocker
+    // is the reason, and member guardrails on a cluster in that state would mislead.
+    if blockers.is_empty() {
+        for c in candidates {
+            match guardrail(
+                c.member,
+                policy,
+                history,
+                now,
+                &healthy,
+                in_progress.len() + actions.len(),
+            ) {
+                Some(reason) => skips[c.index] = Some(reason),
+                None => actions.push(Action {
+                    member: c.member.name.clone(),
+                    lag: Lag::Bytes(c.bytes),
+                    reason: format!(
+                        "{} lag {} ≥ tolerance {}",
+                        policy.lag.as_str(),
+                        human(c.bytes),
+                        human(policy.tolerance)
+                    ),
+                }),
+            }
+        }
+    }
+
+    let skips = cluster
+        .members
+        .iter()
+        .zip(skips)
+        .filter_map(|(m, reason)| {
+            reason.map(|reason| Skip {
+                member: m.name.clone(),
+                reason,
+            })
+        })
+        .collect();
+
+    Plan {
+        blockers,
+        actions,
+        skips,
+    }
+}
+
+/// Cluster-level refusals, all that apply, in a fixed order.
+fn blockers(cluster: &Cluster) -> Vec<Blocker> {
+    let mut blockers = Vec::new();
+    // Patroni itself takes no automatic action in maintenance mode; neither do we.
+    if cluster.paused {
+        blockers.push(Blocker::Paused);
+    }
+    // Without exactly one leader there is no trustworthy source to rebuild a replica from.
+    let leaders: Vec<String> = cluster.leaders().map(|m| m.name.clone()).collect();
+    match leaders.len() {
+        0 => blockers.push(Blocker::NoLeader),
+        1 => {}
+        _ => blockers.push(Blocker::MultipleLeaders { leaders }),
+    }
+    // No leader lock or no DCS: a failover may be under way; reinits would only add risk.
+    if cluster.unlocked {
+        blockers.push(Blocker::Unlocked);
+    }
+    if cluster.failsafe_active {
+        blockers.push(Blocker::Failsafe);
+    }
+    blockers
+}
+
+/// The first member-level guardrail that stops acting on `member`, if any. Order: cooldown,
+/// only synchronous standby, concurrency, min healthy.
+fn guardrail(
+    member: &Member,
+    policy: &Policy,
+    history: &[ActionRecord],
+    now: SystemTime,
+    healthy: &[&Member],
+    busy: usize,
+) -> Option<SkipReason> {
+    // Cooldown runs from the latest action on the member: a reinit that did not fix the lag
+    // should not be retried in a loop.
+    let latest = history
+        .iter()
+        .filter(|r| r.member == member.name)
+        .max_by_key(|r| r.started);
+    if let Some(left) = latest.and_then(|r| cooldown_left(r.started, policy.cooldown, now)) {
+        return Some(SkipReason::Cooldown {
+            remaining_secs: ceil_secs(left),
+        });
+    }
+    // Taking the only synchronous/quorum standby can block commits on the leader.
+    if member.role.is_synchronous()
+        && !healthy
+            .iter()
+            .any(|h| h.name != member.name && h.role.is_synchronous())
+    {
+        return Some(SkipReason::OnlySynchronousStandby);
+    }
+    // `busy` counts reinits in progress plus the ones this plan already chose.
+    if busy >= policy.max_concurrent {
+        return Some(SkipReason::ConcurrencyLimit {
+            limit: policy.max_concurrent,
+            in_progress: busy,
+        });
+    }
+    // Candidates are never counted healthy, so acting on one leaves `healthy` unchanged;
+    // checked anyway so that a cluster already short of healthy replicas is not made busier.
+    if healthy.len() < policy.min_healthy {
+        return Some(SkipReason::MinHealthy {
+            min_healthy: policy.min_healthy,
+            healthy: healthy.len(),
+        });
+    }
+    None
+}
+
+/// Whole seconds, rounded up: a cooldown with 0.3 s left still reports 1 s, never 0.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ClusterBuilder;
+    use crate::model::{LagKind, State};
+    use proptest::prelude::*;
+
+    const MB: u64 = 1024 * 1024;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn ago(secs: u64) -> SystemTime {
+        now() - Duration::from_secs(secs)
+    }
+
+    fn plan(cluster: &Cluster) -> Plan {
+        decide(cluster, &Policy::default(), &[], now())
+    }
+
+    fn acted(plan: &Plan) -> Vec<&str> {
+        plan.actions.iter().map(|a| a.member.as_str()).collect()
+    }
+
+    fn skip_of<'a>(plan: &'a Plan, member: &str) -> Option<&'a SkipReason> {
+        plan.skips
+            .iter()
+            .find(|s| s.member == member)
+            .map(|s| &s.reason)
+    }
+
+    fn record(member: &str, started: SystemTime, finished: Option<SystemTime>) -> ActionRecord {
+        ActionRecord {
+            member: member.into(),
+            started,
+            finished,
+        }
+    }
+
+    #[test]
+    fn lagging_replica_is_chosen_with_a_reason() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        let p = plan(&c);
+        assert!(p.blockers.is_empty());
+        assert_eq!(acted(&p), ["pg1"]);
+        assert_eq!(p.actions[0].lag, Lag::Bytes(100 * MB));
+        assert_eq!(
+            p.actions[0].reason,
+            "replay lag 100.0 MB ≥ tolerance 5.0 MB"
+        );
+        assert_eq!(skip_of(&p, "pg0"), Some(&SkipReason::Leader));
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::WithinTolerance { lag: 0 })
+        );
+        assert!(!p.refused());
+    }
+
+    #[test]
+    fn replica_within_tolerance_is_skipped() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(4)
+            .build();
+        let p = plan(&c);
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::WithinTolerance { lag: 4 * MB })
+        );
+    }
+
+    #[test]
+    fn lag_exactly_at_tolerance_is_a_candidate() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(5)
+            .replica("pg2")
+            .build();
+        assert_eq!(acted(&plan(&c)), ["pg1"]);
+    }
+
+    #[test]
+    fn leader_and_standby_leader_are_never_chosen() {
+        let c = ClusterBuilder::new().leader("pg0").replica("pg1").build();
+        assert_eq!(skip_of(&plan(&c), "pg0"), Some(&SkipReason::Leader));
+
+        // A standby leader with a (bogus) lag figure is still never a candidate.
+        let c = ClusterBuilder::new()
+            .standby_leader("pg0")
+            .lag_mb(500)
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        let p = plan(&c);
+        assert_eq!(skip_of(&p, "pg0"), Some(&SkipReason::Leader));
+        assert_eq!(acted(&p), ["pg1"]);
+    }
+
+    #[test]
+    fn paused_cluster_gets_nothing_but_a_paused_blocker() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .paused()
+            .build();
+        let p = plan(&c);
+        assert_eq!(p.blockers, [Blocker::Paused]);
+        assert!(p.actions.is_empty());
+        // Non-candidates still explain themselves; the candidate is explained by the blocker.
+        assert_eq!(skip_of(&p, "pg0"), Some(&SkipReason::Leader));
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::WithinTolerance { lag: 0 })
+        );
+        assert_eq!(skip_of(&p, "pg1"), None);
+        assert!(p.refused());
+    }
+
+    #[test]
+    fn no_leader_blocks() {
+        let c = ClusterBuilder::new()
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        let p = plan(&c);
+        assert_eq!(p.blockers, [Blocker::NoLeader]);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn two_leaders_block() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .leader("pg1")
+            .replica("pg2")
+            .lag_mb(100)
+            .replica("pg3")
+            .build();
+        let p = plan(&c);
+        assert_eq!(
+            p.blockers,
+            [Blocker::MultipleLeaders {
+                leaders: vec!["pg0".into(), "pg1".into()]
+            }]
+        );
+        assert!(p.actions.is_empty());
+        assert_eq!(skip_of(&p, "pg1"), Some(&SkipReason::Leader));
+    }
+
+    #[test]
+    fn unlocked_blocks() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .unlocked()
+            .build();
+        let p = plan(&c);
+        assert_eq!(p.blockers, [Blocker::Unlocked]);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn failsafe_blocks() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .failsafe()
+            .build();
+        let p = plan(&c);
+        assert_eq!(p.blockers, [Blocker::Failsafe]);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn every_blocker_that_applies_is_listed() {
+        let c = ClusterBuilder::new()
+            .replica("pg1")
+            .lag_mb(100)
+            .paused()
+            .unlocked()
+            .failsafe()
+            .build();
+        let p = plan(&c);
+        assert_eq!(
+            p.blockers,
+            [
+                Blocker::Paused,
+                Blocker::NoLeader,
+                Blocker::Unlocked,
+                Blocker::Failsafe
+            ]
+        );
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn max_concurrent_one_chooses_only_the_worst() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(50)
+            .replica("pg2")
+            .lag_mb(200)
+            .replica("pg3")
+            .build();
+        let p = plan(&c);
+        assert_eq!(acted(&p), ["pg2"]);
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::ConcurrencyLimit {
+                limit: 1,
+                in_progress: 1
+            })
+        );
+        assert!(p.refused());
+    }
+
+    #[test]
+    fn actions_are_worst_first_ties_by_name_and_skips_in_member_order() {
+        let c = ClusterBuilder::new()
+            .replica("pg3")
+            .lag_mb(50)
+            .leader("pg0")
+            .replica("pg2")
+            .lag_mb(200)
+            .replica("pg1")
+            .lag_mb(50)
+            .replica("pg4")
+            .build();
+        let policy = Policy {
+            max_concurrent: 3,
+            ..Policy::default()
+        };
+        let p = decide(&c, &policy, &[], now());
+        assert_eq!(acted(&p), ["pg2", "pg1", "pg3"]);
+        let skipped: Vec<&str> = p.skips.iter().map(|s| s.member.as_str()).collect();
+        assert_eq!(skipped, ["pg0", "pg4"]);
+    }
+
+    #[test]
+    fn member_creating_replica_consumes_the_slot() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .state(State::CreatingReplica)
+            .unknown_lag()
+            .replica("pg2")
+            .lag_mb(100)
+            .replica("pg3")
+            .build();
+        let p = plan(&c);
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::InProgress {
+                state: "creating replica".into()
+            })
+        );
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::ConcurrencyLimit {
+                limit: 1,
+                in_progress: 1
+            })
+        );
+    }
+
+    #[test]
+    fn unfinished_action_record_consumes_the_slot() {
+        // pg1 still looks fine in /cluster: Patroni has not started the reinit we asked for.
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(300)
+            .replica("pg2")
+            .lag_mb(100)
+            .replica("pg3")
+            .build();
+        let history = [record("pg1", ago(10), None)];
+        let p = decide(&c, &Policy::default(), &history, now());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::InProgress {
+                state: "streaming".into()
+            })
+        );
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::ConcurrencyLimit {
+                limit: 1,
+                in_progress: 1
+            })
+        );
+    }
+
+    #[test]
+    fn min_healthy_refuses_when_every_replica_lags() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .lag_mb(50)
+            .build();
+        let p = plan(&c);
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::MinHealthy {
+                min_healthy: 1,
+                healthy: 0
+            })
+        );
+        assert!(p.refused());
+    }
+
+    #[test]
+    fn min_healthy_zero_allows_when_every_replica_lags() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .lag_mb(50)
+            .build();
+        let policy = Policy {
+            min_healthy: 0,
+            ..Policy::default()
+        };
+        let p = decide(&c, &policy, &[], now());
+        assert_eq!(acted(&p), ["pg1"]);
+    }
+
+    #[test]
+    fn unhealthy_state_replica_does_not_count_as_healthy() {
+        // pg2 has no lag to speak of but is not replicating: it does not satisfy min_healthy.
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .state(State::StartFailed)
+            .build();
+        let p = plan(&c);
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::WithinTolerance { lag: 0 })
+        );
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::MinHealthy {
+                min_healthy: 1,
+                healthy: 0
+            })
+        );
+    }
+
+    #[test]
+    fn running_but_not_streaming_with_lag_is_a_candidate() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .state(State::Running)
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        assert_eq!(acted(&plan(&c)), ["pg1"]);
+    }
+
+    #[test]
+    fn only_sync_standby_is_never_taken() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .sync_standby("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        let p = plan(&c);
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::OnlySynchronousStandby)
+        );
+        assert!(p.refused());
+    }
+
+    #[test]
+    fn sync_standby_is_taken_when_another_healthy_sync_or_quorum_standby_exists() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .sync_standby("pg1")
+            .lag_mb(100)
+            .sync_standby("pg2")
+            .build();
+        assert_eq!(acted(&plan(&c)), ["pg1"]);
+
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .quorum_standby("pg1")
+            .lag_mb(100)
+            .quorum_standby("pg2")
+            .build();
+        assert_eq!(acted(&plan(&c)), ["pg1"]);
+    }
+
+    #[test]
+    fn another_sync_standby_that_also_lags_does_not_count() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .sync_standby("pg1")
+            .lag_mb(100)
+            .quorum_standby("pg2")
+            .lag_mb(50)
+            .replica("pg3")
+            .build();
+        let policy = Policy {
+            max_concurrent: 2,
+            ..Policy::default()
+        };
+        let p = decide(&c, &policy, &[], now());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::OnlySynchronousStandby)
+        );
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::OnlySynchronousStandby)
+        );
+    }
+
+    #[test]
+    fn cooldown_from_history_skips() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        // An older action and the latest one: the latest sets the cooldown.
+        let history = [
+            record("pg1", ago(3 * 3600), Some(ago(3 * 3600 - 60))),
+            record("pg1", ago(600), Some(ago(500))),
+        ];
+        let p = decide(&c, &Policy::default(), &history, now());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::Cooldown {
+                remaining_secs: 1200
+            })
+        );
+        assert!(p.refused());
+    }
+
+    #[test]
+    fn cooldown_rounds_up_to_a_whole_second() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        let started = now() - Duration::from_secs(1800) + Duration::from_millis(300);
+        let history = [record("pg1", started, Some(started))];
+        let p = decide(&c, &Policy::default(), &history, now());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::Cooldown { remaining_secs: 1 })
+        );
+    }
+
+    #[test]
+    fn expired_cooldown_allows() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .replica("pg2")
+            .build();
+        let history = [record("pg1", ago(1800), Some(ago(1700)))];
+        let p = decide(&c, &Policy::default(), &history, now());
+        assert_eq!(acted(&p), ["pg1"]);
+    }
+
+    #[test]
+    fn unknown_lag_is_never_acted_on() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .unknown_lag()
+            .replica("pg2")
+            .state(State::Crashed)
+            .unknown_lag()
+            .replica("pg3")
+            .build();
+        let policy = Policy {
+            max_concurrent: 5,
+            min_healthy: 0,
+            ..Policy::default()
+        };
+        let p = decide(&c, &policy, &[], now());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::LagUnknown {
+                state: "streaming".into()
+            })
+        );
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::LagUnknown {
+                state: "crashed".into()
+            })
+        );
+    }
+
+    #[test]
+    fn replay_only_lag_is_chosen_with_replay_kind_but_not_receive() {
+        // Receives WAL fine but cannot apply it: only replay lag shows the problem.
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .replay_lag_mb(100)
+            .replica("pg2")
+            .build();
+        let replay = decide(&c, &Policy::default(), &[], now());
+        assert_eq!(acted(&replay), ["pg1"]);
+        assert_eq!(
+            replay.actions[0].reason,
+            "replay lag 100.0 MB ≥ tolerance 5.0 MB"
+        );
+
+        let receive = Policy {
+            lag: LagKind::Receive,
+            ..Policy::default()
+        };
+        let p = decide(&c, &receive, &[], now());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::WithinTolerance { lag: 0 })
+        );
+    }
+
+    #[test]
+    fn refused_only_when_a_guardrail_stopped_a_candidate() {
+        let fine = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .replica("pg2")
+            .build();
+        let p = plan(&fine);
+        assert!(p.actions.is_empty());
+        assert!(!p.refused());
+
+        let stopped = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .build();
+        let p = plan(&stopped);
+        assert!(p.actions.is_empty());
+        assert!(p.refused());
+    }
+
+    /// Hand-built clusters of assorted shapes: leader never acted on, the limit always held.
+    #[test]
+    fn assorted_clusters_respect_leader_and_concurrency() {
+        let clusters = [
+            ClusterBuilder::new()
+                .replica("a")
+                .lag_mb(900)
+                .leader("b")
+                .replica("c")
+                .lag_mb(10)
+                .replica("d")
+                .lag_mb(10)
+                .replica("e")
+                .build(),
+            ClusterBuilder::new()
+                .standby_leader("a")
+                .lag_mb(999)
+                .sync_standby("b")
+                .lag_mb(40)
+                .quorum_standby("c")
+                .replica("d")
+                .state(State::Restarting)
+                .unknown_lag()
+                .replica("e")
+                .replay_lag_mb(70)
+                .build(),
+            ClusterBuilder::new()
+                .leader("a")
+                .replica("b")
+                .lag_mb(6)
+                .replica("c")
+                .lag_mb(7)
+                .replica("d")
+                .lag_mb(8)
+                .replica("e")
+                .lag_mb(9)
+                .build(),
+        ];
+        let history = [
+            record("c", ago(60), None),
+            record("e", ago(100), Some(ago(50))),
+        ];
+        for cluster in &clusters {
+            for max_concurrent in 0..4 {
+                for min_healthy in 0..3 {
+                    let policy = Policy {
+                        max_concurrent,
+                        min_healthy,
+                        ..Policy::default()
+                    };
+                    for hist in [&history[..], &[]] {
+                        let p = decide(cluster, &policy, hist, now());
+                        check_invariants(cluster, &policy, &p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_invariants(cluster: &Cluster, policy: &Policy, p: &Plan) {
+        assert!(p.actions.len() <= policy.max_concurrent, "{p:?}");
+        if !p.blockers.is_empty() {
+            assert!(p.actions.is_empty(), "{p:?}");
+        }
+        for a in &p.actions {
+            let m = cluster.member(&a.member).map(|m| m.role.is_leader());
+            assert_eq!(m, Some(false), "acted on a leader or a stranger: {p:?}");
+            assert!(a.lag.bytes().is_some_and(|b| b >= policy.tolerance));
+        }
+        // No member is both acted on and skipped, or skipped twice.
+        let mut seen = BTreeSet::new();
+        for name in p
+            .actions
+            .iter()
+            .map(|a| &a.member)
+            .chain(p.skips.iter().map(|s| &s.member))
+        {
+            assert!(seen.insert(name.clone()), "{name} twice: {p:?}");
+        }
+    }
+
+    fn arb_member() -> impl Strategy<Value = (u8, u8, Option<u64>)> {
+        (0u8..6, 0u8..6, proptest::option::of(0u64..20 * MB))
+    }
+
+    proptest! {
+        #[test]
+        fn random_clusters_respect_leader_and_concurrency(
+            members in proptest::collection::vec(arb_member(), 0..7),
+            max_concurrent in 0usize..4,
+            min_healthy in 0usize..4,
+            paused in any::<bool>(),
+        ) {
+            let mut b = ClusterBuilder::new();
+            for (i, (role, state, lag)) in members.into_iter().enumerate() {
+                let name = format!("pg{i}");
+                b = match role {
+                    0 => b.leader(&name),
+                    1 => b.standby_leader(&name),
+                    2 => b.sync_standby(&name),
+                    3 => b.quorum_standby(&name),
+                    _ => b.replica(&name),
+                };
+                b = b.state(match state {
+                    0 => State::Running,
+                    1 => State::Streaming,
+                    2 => State::CreatingReplica,
+                    3 => State::Crashed,
+                    _ => State::Streaming,
+                });
+                b = match lag {
+                    Some(bytes) => b.receive_lag_bytes(bytes).replay_lag_bytes(bytes),
+                    None => b.unknown_lag(),
+                };
+            }
+            if paused {
+                b = b.paused();
+            }
+            let cluster = b.build();
+            let policy = Policy { max_concurrent, min_healthy, ..Policy::default() };
+            let p = decide(&cluster, &policy, &[], now());
+            check_invariants(&cluster, &policy, &p);
+        }
+    }
+}

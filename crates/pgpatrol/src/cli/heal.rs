@@ -1,0 +1,313 @@
+//! `pgpatrol heal`: the taskset of seed 000, done safely. Reads the cluster, decides a plan
+//! behind the guardrails (docs/SAFETY.md), re-reads and re-decides just before each action,
+//! reinitializes replicas that cannot catch up one at a time (by default), waits until each
+//! streams again, and reports before and after.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, ValueEnum};
+
+use pgpatrol_core::plan::{ActionRecord, Policy};
+use pgpatrol_core::policy::decide;
+use pgpatrol_core::{ByteSize, Cluster, LagKind};
+
+use super::common::ClusterArgs;
+use super::confirm;
+use super::progress::Spinner;
+use super::sli::LagArg;
+use super::Outcome;
+use crate::executor::{self, ReinitOptions, Result_};
+use crate::output::report::{self, HealReport};
+use crate::source::rest::{Detail, RestSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown, for people and tickets.
+    Md,
+    /// JSON with the same facts.
+    Json,
+}
+
+/// Reinitialize replicas whose lag is at or above the tolerance, behind guardrails, and report.
+///
+/// Exit codes: 0 nothing was needed or everything healed; 1 something stayed unhealthy or a
+/// guardrail refused; 2 error.
+#[derive(Debug, Args)]
+pub struct HealArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Lag at or above which a replica is reinitialized: a bare number is MB (as in the
+    /// seed's LAG_TOLERANCE=5), or 512kB, 5MB, 1GB.
+    #[arg(long, env = "LAG_TOLERANCE", default_value = "5")]
+    pub tolerance: ByteSize,
+
+    /// Which lag the tolerance applies to.
+    #[arg(long, value_enum, default_value = "replay")]
+    pub lag: LagArg,
+
+    /// Print the exact plan and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// At most this many reinitializations at once, counting ones already in progress.
+    #[arg(long, default_value_t = 1)]
+    pub max_concurrent: usize,
+
+    /// Keep at least this many healthy replicas untouched (not lagging, not being rebuilt).
+    #[arg(long, default_value_t = 1)]
+    pub min_healthy: usize,
+
+    /// Give up waiting for one member to stream again after this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Do not ask before acting (on a terminal, heal asks; elsewhere it does not).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// Report format, printed to stdout.
+    #[arg(long, value_enum, default_value = "md")]
+    pub report: ReportFormat,
+
+    /// Runbook link for the report.
+    #[arg(long, env = "DOC_LINK")]
+    pub doc_link: Option<String>,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn leader_name(c: &Cluster) -> Option<String> {
+    c.leader().map(|m| m.name.clone())
+}
+
+/// Replicas at or above the tolerance, or with unknown lag.
+fn unhealthy(c: &Cluster, policy: &Policy) -> Vec<String> {
+    c.replicas()
+        .filter(|m| {
+            m.lag(policy.lag)
+                .is_some_and(|l| l.breaches(policy.tolerance))
+        })
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+impl HealArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            tolerance: self.tolerance.0,
+            lag: match self.lag {
+                LagArg::Replay => LagKind::Replay,
+                LagArg::Receive => LagKind::Receive,
+            },
+            max_concurrent: self.max_concurrent.max(1),
+            min_healthy: self.min_healthy,
+            ..Policy::default()
+        }
+    }
+
+    pub async fn run(self) -> anyhow::Result<Outcome> {
+        let source = self.cluster.source()?;
+        let policy = self.policy();
+        let started = now_text();
+        let before = source.snapshot(Detail::Full).await?.cluster;
+        let plan = decide(&before, &policy, &[], SystemTime::now());
+        let mut report = HealReport {
+            cluster: before.scope.clone(),
+            started,
+            finished: String::new(),
+            dry_run: self.dry_run,
+            tolerance_bytes: policy.tolerance,
+            lag: policy.lag,
+            before: before.clone(),
+            plan: plan.clone(),
+            outcomes: Vec::new(),
+            stopped: None,
+            after: None,
+            still_unhealthy: Vec::new(),
+            doc_link: self.doc_link.clone(),
+        };
+
+        if self.dry_run || plan.actions.is_empty() {
+            report.finished = now_text();
+            report.still_unhealthy = unhealthy(&before, &policy);
+            self.print(&report)?;
+            let problem =
+                !plan.actions.is_empty() || plan.refused() || !report.still_unhealthy.is_empty();
+            return Ok(if problem {
+                Outcome::Problem
+            } else {
+                Outcome::Ok
+            });
+        }
+
+        if !self.yes && confirm::interactive() {
+            let mut text = Vec::new();
+            report::plan_text(&mut text, &plan)?;
+            eprint!("{}", String::from_utf8_lossy(&text));
+            if !confirm::ask(
+                "Reinitialize these replicas? Their data directories are wiped and re-cloned.",
+            )? {
+                anyhow::bail!("not confirmed: nothing was done");
+            }
+        }
+
+        self.execute(&source, &policy, &before, &plan, &mut report)
+            .await;
+        let after = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
+        report.still_unhealthy = after
+            .as_ref()
+            .map(|a| unhealthy(a, &policy))
+            .unwrap_or_default();
+        report.after = after;
+        report.finished = now_text();
+        self.print(&report)?;
+        let all_healed = report.outcomes.iter().all(|o| o.result == Result_::Healed);
+        let ok = report.stopped.is_none()
+            && all_healed
+            && report.still_unhealthy.is_empty()
+            && report.after.is_some();
+        Ok(if ok { Outcome::Ok } else { Outcome::Problem })
+    }
+
+    /// Runs the plan: before each round, re-read the cluster and decide again; act only on
+    /// members the confirmed plan named; stop if the leader changed.
+    async fn execute(
+        &self,
+        source: &RestSource,
+        policy: &Policy,
+        before: &Cluster,
+        plan: &pgpatrol_core::plan::Plan,
+        report: &mut HealReport,
+    ) {
+        let planned: BTreeSet<&str> = plan.actions.iter().map(|a| a.member.as_str()).collect();
+        let leader = leader_name(before);
+        let mut history: Vec<ActionRecord> = Vec::new();
+        let spinner = Spinner::new();
+        let opts = ReinitOptions {
+            tolerance: policy.tolerance,
+            lag: policy.lag,
+            timeout: self.timeout,
+            poll: Duration::from_millis(250),
+            force: false,
+            wait: true,
+        };
+        loop {
+            let fresh = match source.snapshot(Detail::Full).await {
+                Ok(s) => s.cluster,
+                Err(e) => {
+                    report.stopped = Some(format!("cannot re-read the cluster before acting: {e}"));
+                    break;
+                }
+            };
+            if leader_name(&fresh) != leader {
+                report.stopped = Some(format!(
+                    "the leader changed from {} to {} since the plan was made",
+                    leader.as_deref().unwrap_or("none"),
+                    leader_name(&fresh).as_deref().unwrap_or("none")
+                ));
+                break;
+            }
+            let now = SystemTime::now();
+            let fresh_plan = decide(&fresh, policy, &history, now);
+            if let Some(b) = fresh_plan.blockers.first() {
+                report.stopped = Some(format!("a guardrail now refuses: {b}"));
+                break;
+            }
+            let batch: Vec<_> = fresh_plan
+                .actions
+                .iter()
+                .filter(|a| planned.contains(a.member.as_str()))
+                .filter(|a| !history.iter().any(|h| h.member == a.member))
+                .cloned()
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            let leader_api = fresh.leader().and_then(|l| l.api_url.clone());
+            let mut runs = Vec::new();
+            for a in &batch {
+                history.push(ActionRecord {
+                    member: a.member.clone(),
+                    started: now,
+                    finished: None,
+                });
+                let api = fresh
+                    .member(&a.member)
+                    .and_then(|m| m.api_url.clone())
+                    .unwrap_or_default();
+                runs.push((a.member.clone(), api));
+            }
+            let outcomes = run_batch(source, &runs, leader_api.as_deref(), &opts, &spinner).await;
+            let done = SystemTime::now();
+            for h in history.iter_mut().filter(|h| h.finished.is_none()) {
+                h.finished = Some(done);
+            }
+            let lost = outcomes
+                .iter()
+                .find(|o| o.result == Result_::LeaderLost)
+                .map(|o| o.detail.clone());
+            report.outcomes.extend(outcomes);
+            if let Some(why) = lost {
+                report.stopped = Some(why);
+                break;
+            }
+        }
+        spinner.finish();
+    }
+
+    fn print(&self, report: &HealReport) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        match self.report {
+            ReportFormat::Md => report::markdown(&mut out, report)?,
+            ReportFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, report)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one batch of reinitializations concurrently and collects their outcomes in order.
+async fn run_batch(
+    source: &RestSource,
+    runs: &[(String, String)],
+    leader_api: Option<&str>,
+    opts: &ReinitOptions,
+    progress: &Spinner,
+) -> Vec<executor::ReinitOutcome> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (member, api)) in runs.iter().enumerate() {
+        let (source, member, api) = (source.clone(), member.clone(), api.clone());
+        let (leader_api, opts, progress) = (
+            leader_api.map(str::to_string),
+            opts.clone(),
+            progress.clone(),
+        );
+        set.spawn(async move {
+            let o = executor::reinitialize(
+                &source,
+                &member,
+                &api,
+                leader_api.as_deref(),
+                &opts,
+                &progress,
+            )
+            .await;
+            (i, o)
+        });
+    }
+    let mut out: Vec<(usize, executor::ReinitOutcome)> = Vec::new();
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(pair) => out.push(pair),
+            Err(e) => tracing::error!(error = %e, "a reinitialization task failed"),
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
+}

@@ -1,0 +1,272 @@
+//! The executor: carries out one reinitialization through Patroni's REST API and watches it
+//! to the end. It never sends `force` over a reinit in progress unless told to, and stops
+//! waiting when the leader goes away.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+use serde::Serialize;
+
+use pgpatrol_core::{LagKind, Lsn, Role};
+
+use crate::source::rest::wire::StatusWire;
+use crate::source::rest::{base_url, Request, RestSource};
+
+/// How to run and wait for a reinitialization.
+#[derive(Debug, Clone)]
+pub struct ReinitOptions {
+    /// Done when the member streams with lag below this many bytes.
+    pub tolerance: u64,
+    pub lag: LagKind,
+    /// Give up waiting after this long.
+    pub timeout: Duration,
+    /// How often to poll the member's `/patroni`.
+    pub poll: Duration,
+    /// Send `{"force": true}` (cancels whatever Patroni is doing on that member).
+    pub force: bool,
+    /// Wait until the member is healthy again.
+    pub wait: bool,
+}
+
+/// How one reinitialization ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Result_ {
+    /// Rebuilt and streaming again with lag below the tolerance.
+    Healed,
+    /// Patroni accepted the request; not waited for.
+    Started,
+    /// Patroni refused (e.g. "I am the leader, can not reinitialize").
+    Refused,
+    /// Not healthy within the timeout.
+    TimedOut,
+    /// The leader went away or changed while waiting: stopped acting.
+    LeaderLost,
+    /// The request failed (network, auth, unexpected answer).
+    Failed,
+}
+
+/// The record of one reinitialization, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReinitOutcome {
+    pub member: String,
+    pub result: Result_,
+    /// What happened, in words.
+    pub detail: String,
+    /// A reinit was already running: we waited for it instead of forcing a new one.
+    pub joined_running: bool,
+    pub started: String,
+    pub duration_secs: f64,
+    /// The states the member went through, as its `/patroni` reported them.
+    pub states: Vec<String>,
+}
+
+/// Live progress, for a spinner or a log line.
+pub trait Progress: Send + Sync {
+    fn update(&self, member: &str, message: &str);
+}
+
+/// No progress output.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn update(&self, _: &str, _: &str) {}
+}
+
+fn lag_of(leader: &StatusWire, member: &StatusWire, kind: LagKind) -> Option<u64> {
+    let leader_pos = leader.xlog.as_ref()?.location?;
+    let x = member.xlog.as_ref()?;
+    let pos = match kind {
+        LagKind::Replay => x.replayed_location?,
+        LagKind::Receive => x.received_location.or(x.replayed_location)?,
+    };
+    Some(Lsn(leader_pos).bytes_after(Lsn(pos)))
+}
+
+fn is_leader_status(s: &StatusWire) -> bool {
+    s.role
+        .as_deref()
+        .map(Role::parse)
+        .is_some_and(|r| r.is_leader())
+        && s.state.as_deref() == Some("running")
+}
+
+/// Reinitializes `member` (whose API is at `api_url`), with `leader_api` the leader's API, and
+/// (if asked) waits until it streams again below the tolerance.
+pub async fn reinitialize(
+    source: &RestSource,
+    member: &str,
+    api_url: &str,
+    leader_api: Option<&str>,
+    opts: &ReinitOptions,
+    progress: &dyn Progress,
+) -> ReinitOutcome {
+    let t0 = Instant::now();
+    let mut out = ReinitOutcome {
+        member: member.to_string(),
+        result: Result_::Failed,
+        detail: String::new(),
+        joined_running: false,
+        started: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        duration_secs: 0.0,
+        states: Vec::new(),
+    };
+    let finish = |mut out: ReinitOutcome, result: Result_, detail: String| {
+        out.result = result;
+        out.detail = detail;
+        out.duration_secs = (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        out
+    };
+    let base = match base_url(api_url) {
+        Ok(b) => b,
+        Err(e) => return finish(out, Result_::Failed, e.to_string()),
+    };
+    let before = source.member_status(api_url).await.ok();
+    let start_time_before = before
+        .as_ref()
+        .and_then(|s| s.postmaster_start_time.clone());
+
+    progress.update(member, "asking Patroni to reinitialize");
+    let req = Request::post(
+        &base,
+        "/reinitialize",
+        serde_json::json!({ "force": opts.force }),
+    );
+    match source.http().send(&req).await {
+        Ok(resp) if resp.status == StatusCode::OK => {}
+        Ok(resp)
+            if resp.status == StatusCode::SERVICE_UNAVAILABLE
+                && resp.body.ends_with("already in progress") =>
+        {
+            // Patroni is already busy with this member. Forcing would cancel a running
+            // basebackup (patroni#3220): wait for it instead.
+            out.joined_running = true;
+            progress.update(
+                member,
+                &format!("Patroni says \"{}\": waiting for it", resp.body.trim()),
+            );
+        }
+        Ok(resp) if resp.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return finish(
+                out,
+                Result_::Refused,
+                format!("Patroni refused: {}", resp.body.trim()),
+            );
+        }
+        Ok(resp) => {
+            let body = crate::source::rest::client::snippet(&resp.body);
+            return finish(
+                out,
+                Result_::Failed,
+                format!(
+                    "POST {} answered HTTP {}: {body}",
+                    req.url(),
+                    resp.status.as_u16()
+                ),
+            );
+        }
+        Err(e) => return finish(out, Result_::Failed, e.to_string()),
+    }
+    if !opts.wait {
+        let what = if out.joined_running {
+            "a reinitialization was already running"
+        } else {
+            "reinitialization started"
+        };
+        return finish(out, Result_::Started, what.to_string());
+    }
+
+    let deadline = t0 + opts.timeout;
+    // Done means a rebuilt member: we saw it leave "running", or its postmaster restarted.
+    // When we joined a running reinit and the member already looked healthy at first read,
+    // the rebuild may have finished in between: its next healthy reading counts.
+    let before_running = before
+        .as_ref()
+        .is_some_and(|s| s.state.as_deref() == Some("running"));
+    let mut transitioned = out.joined_running && before_running;
+    let mut leader_failures = 0u32;
+    loop {
+        tokio::time::sleep(opts.poll).await;
+        let (status, leader) = match leader_api {
+            Some(l) => {
+                let (s, l) = tokio::join!(source.member_status(api_url), source.member_status(l));
+                (s, Some(l))
+            }
+            None => (source.member_status(api_url).await, None),
+        };
+        // The leader must stay the leader: if it goes away, stop acting and say so.
+        let leader_status = match leader {
+            Some(Ok(l)) if is_leader_status(&l) => {
+                leader_failures = 0;
+                Some(l)
+            }
+            Some(Ok(l)) => {
+                let role = l.role.unwrap_or_default();
+                let state = l.state.unwrap_or_default();
+                return finish(out, Result_::LeaderLost, format!("the leader stopped being leader while waiting (role {role}, state {state}): stopped acting"));
+            }
+            Some(Err(e)) => {
+                leader_failures += 1;
+                if leader_failures >= 3 {
+                    return finish(
+                        out,
+                        Result_::LeaderLost,
+                        format!("the leader stopped answering while waiting ({e}): stopped acting"),
+                    );
+                }
+                None
+            }
+            None => None,
+        };
+        if let Ok(s) = &status {
+            let state = match (&s.state, &s.replication_state) {
+                (Some(st), Some(rs)) if st == "running" => format!("{st}/{rs}"),
+                (Some(st), _) => st.clone(),
+                _ => "unknown".into(),
+            };
+            if out.states.last() != Some(&state) {
+                progress.update(member, &state);
+                out.states.push(state.clone());
+            }
+            if s.state.as_deref() != Some("running") {
+                transitioned = true;
+            }
+            let restarted =
+                s.postmaster_start_time.is_some() && s.postmaster_start_time != start_time_before;
+            let streaming = s.state.as_deref() == Some("running")
+                && s.replication_state.as_deref() == Some("streaming");
+            if (transitioned || restarted) && streaming {
+                if let Some(lag) = leader_status.as_ref().and_then(|l| lag_of(l, s, opts.lag)) {
+                    if lag < opts.tolerance {
+                        let detail = format!(
+                            "streaming again, {} lag {}",
+                            opts.lag.as_str(),
+                            pgpatrol_core::units::human(lag)
+                        );
+                        return finish(out, Result_::Healed, detail);
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let last = out
+                .states
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            let why = match status {
+                Err(e) => format!("; last error: {e}"),
+                Ok(_) => String::new(),
+            };
+            return finish(
+                out,
+                Result_::TimedOut,
+                format!(
+                    "not streaming below the tolerance after {} (last state {last}{why})",
+                    humantime::format_duration(opts.timeout)
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The heal report: the state before, the plan with its reasons, each action's outcome and
+//! duration, the state after, and the runbook link. Markdown for people, JSON for machines;
+//! both carry the same facts (one `HealReport` value).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use pgpatrol_core::plan::Plan;
+use pgpatrol_core::units::human;
+use pgpatrol_core::{Cluster, Lag, LagKind};
+
+use crate::executor::{ReinitOutcome, Result_};
+
+/// Everything one `heal` run did and saw.
+#[derive(Debug, Serialize)]
+pub struct HealReport {
+    pub cluster: Option<String>,
+    pub started: String,
+    pub finished: String,
+    pub dry_run: bool,
+    pub tolerance_bytes: u64,
+    pub lag: LagKind,
+    pub before: Cluster,
+    pub plan: Plan,
+    pub outcomes: Vec<ReinitOutcome>,
+    /// Why acting stopped before the plan was done, if it did.
+    pub stopped: Option<String>,
+    pub after: Option<Cluster>,
+    /// Replicas still at or above the tolerance (or unknown) afterwards.
+    pub still_unhealthy: Vec<String>,
+    pub doc_link: Option<String>,
+}
+
+fn lag_text(l: Option<Lag>) -> String {
+    match l {
+        None => "—".into(),
+        Some(Lag::Bytes(b)) => human(b),
+        Some(Lag::Unknown) => "unknown".into(),
+    }
+}
+
+fn state_table(out: &mut impl Write, c: &Cluster) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "| Member | Role | State | TL | Receive lag | Replay lag |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|")?;
+    for m in &c.members {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            m.name,
+            m.role.title(),
+            m.state,
+            m.timeline.map(|t| t.to_string()).unwrap_or_default(),
+            lag_text(m.lag(LagKind::Receive)),
+            lag_text(m.lag(LagKind::Replay)),
+        )?;
+    }
+    if c.paused {
+        writeln!(out, "\nMaintenance mode: on")?;
+    }
+    Ok(())
+}
+
+/// The plan in words (also what `--dry-run` prints).
+pub fn plan_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+    for b in &plan.blockers {
+        writeln!(out, "- **Refused:** {b}")?;
+    }
+    for a in &plan.actions {
+        writeln!(out, "- **Reinitialize {}**: {}", a.member, a.reason)?;
+    }
+    for s in &plan.skips {
+        writeln!(out, "- Leave {}: {}", s.member, s.reason)?;
+    }
+    if plan.blockers.is_empty() && plan.actions.is_empty() && plan.skips.is_empty() {
+        writeln!(out, "- Nothing to do: no replicas.")?;
+    }
+    Ok(())
+}
+
+pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
+    let name = r.cluster.as_deref().unwrap_or("cluster");
+    let verdict = if r.dry_run {
+        if r.plan.actions.is_empty() {
+            "dry run: nothing would be done"
+        } else {
+            "dry run: nothing was done"
+        }
+    } else if r.stopped.is_some() {
+        "stopped before the plan was done"
+    } else if !r.still_unhealthy.is_empty() || r.plan.refused() {
+        "needs attention"
+    } else if r.outcomes.is_empty() {
+        "healthy, nothing to do"
+    } else {
+        "healed"
+    };
+    writeln!(out, "# pgpatrol heal: {name} — {verdict}\n")?;
+    writeln!(
+        out,
+        "Tolerance: {} of {} lag. Started {}, finished {}.\n",
+        human(r.tolerance_bytes),
+        r.lag.as_str(),
+        r.started,
+        r.finished
+    )?;
+    writeln!(out, "## Before\n")?;
+    state_table(out, &r.before)?;
+    writeln!(out, "\n## Plan\n")?;
+    plan_text(out, &r.plan)?;
+    if !r.outcomes.is_empty() {
+        writeln!(out, "\n## Actions\n")?;
+        writeln!(out, "| Member | Result | Duration | Detail |")?;
+        writeln!(out, "|---|---|---|---|")?;
+        for o in &r.outcomes {
+            let result = match o.result {
+                Result_::Healed => "healed",
+                Result_::Started => "started",
+                Result_::Refused => "refused",
+                Result_::TimedOut => "timed out",
+                Result_::LeaderLost => "stopped: leader lost",
+                Result_::Failed => "failed",
+            };
+            let joined = if o.joined_running {
+                " (joined a reinit already running)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "| {} | {result} | {:.1} s | {}{joined} |",
+                o.member, o.duration_secs, o.detail
+            )?;
+        }
+    }
+    if let Some(s) = &r.stopped {
+        writeln!(out, "\n**Stopped acting:** {s}")?;
+    }
+    if let Some(after) = &r.after {
+        writeln!(out, "\n## After\n")?;
+        state_table(out, after)?;
+    }
+    if !r.still_unhealthy.is_empty() {
+        writeln!(
+            out,
+            "\nStill at or above the tolerance: {}",
+            r.still_unhealthy.join(", ")
+        )?;
+    }
+    if let Some(link) = r.doc_link.as_deref().filter(|l| !l.is_empty()) {
+        writeln!(out, "\nRunbook: {link}")?;
+    }
+    Ok(())
+}
