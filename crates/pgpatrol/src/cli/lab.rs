@@ -1,13 +1,402 @@
-//! `pgpatrol lab`: a real local Patroni cluster. (Skeleton: the lab is built in its own change.)
+//! `pgpatrol lab`: a real local Patroni cluster (PostgreSQL 15 + etcd + Patroni on
+//! 127.0.0.1) to try every command on, and the integration tests' fixture.
 
-#[derive(Debug, clap::Subcommand)]
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+
+use super::Outcome;
+use crate::lab::faults::{self, LagKind};
+use crate::lab::process::{self, UpOptions};
+use crate::lab::{self, LabPaths, LabState, PatroniVersion};
+
+#[derive(Debug, Subcommand)]
 pub enum LabCommand {
-    /// Show the lab's members and processes.
-    Status,
+    /// Start etcd and N Patroni members, wait until 1 leader and N-1 replicas stream.
+    Up(UpArgs),
+    /// Show the lab's processes and Patroni's /cluster view (exit 1 when not healthy).
+    Status(DirArg),
+    /// Print the tail of a member's log (or etcd's), or of every log.
+    Logs(LogsArgs),
+    /// Stop every lab process, remove the cluster from etcd and delete the data.
+    Down(DownArgs),
+    /// Inject a real fault.
+    #[command(subcommand)]
+    Break(Fault),
+    /// Undo every fault (resume stopped processes, restart killed ones), wait healthy.
+    Repair(RepairArgs),
+    /// Run SQL on the leader (or --member) as the superuser, over TCP.
+    Psql(PsqlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// The lab's folder (state, configs, logs, data).
+    #[arg(long, env = "PGPATROL_LAB_DIR", default_value = "/tmp/pgpatrol-lab")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Number of members (pg0, pg1, ...).
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// Patroni version to run.
+    #[arg(long, value_enum, default_value = "4.1")]
+    pub patroni: PatroniVersion,
+    /// Patroni virtualenv (default: .tools/patroni-<ver>* above the binary or the cwd).
+    #[arg(long, env = "PGPATROL_PATRONI_VENV")]
+    pub venv: Option<PathBuf>,
+    /// Fixed ports: etcd client P, peer P+1, member i REST P+2+2i and PostgreSQL P+3+2i
+    /// (default: free ports picked by the kernel).
+    #[arg(long)]
+    pub port_base: Option<u16>,
+    /// Patroni cluster name (DCS keys under /service/<scope>/).
+    #[arg(long, default_value = "demo")]
+    pub scope: String,
+    /// How long to wait for the cluster to become healthy.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Member name (pg0, ...) or `etcd`; all logs when omitted.
+    pub member: Option<String>,
+    /// Number of lines.
+    #[arg(short = 'n', long, default_value_t = 40)]
+    pub lines: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Keep data/ and etcd/ (for post-mortems); processes are stopped all the same.
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// How long to wait for the cluster to become healthy again.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PsqlArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Member to connect to (default: the current leader).
+    #[arg(long)]
+    pub member: Option<String>,
+    /// SQL to run.
+    #[arg(short = 'c', long = "command")]
+    pub sql: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Fault {
+    /// SIGSTOP a replica's walreceiver and write on the leader until Patroni reports the lag
+    /// (the replica still says "streaming").
+    Lag(LagArgs),
+    /// SIGSTOP a replica's startup process and write until Patroni reports replay lag.
+    Replay(LagArgs),
+    /// kill -9 the leader's Patroni and postmaster (a new leader after about ttl = 20 s).
+    CrashLeader(DirArg),
+}
+
+#[derive(Debug, Args)]
+pub struct LagArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The replica to stall.
+    #[arg(long)]
+    pub member: String,
+    /// Lag to reach, in MB (1024*1024 bytes).
+    #[arg(long, default_value_t = 64)]
+    pub mb: u64,
+    /// Give up when the lag is not reached within this time.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 impl LabCommand {
-    pub async fn run(self) -> anyhow::Result<super::Outcome> {
-        anyhow::bail!("the lab is not built yet")
+    pub async fn run(self) -> Result<Outcome> {
+        match self {
+            LabCommand::Up(args) => up(args).await,
+            LabCommand::Status(args) => status(&args.dir).await,
+            LabCommand::Logs(args) => logs(args),
+            LabCommand::Down(args) => down(&args.dir.dir, args.keep_data).await,
+            LabCommand::Break(fault) => break_(fault).await,
+            LabCommand::Repair(args) => repair(args).await,
+            LabCommand::Psql(args) => psql(args).await,
+        }
     }
+}
+
+async fn up(args: UpArgs) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let opts = UpOptions {
+        dir: args.dir.dir,
+        members: args.members,
+        patroni: args.patroni,
+        venv: args.venv,
+        port_base: args.port_base,
+        scope: args.scope,
+        timeout: args.timeout,
+    };
+    let (paths, state) = process::up(&opts).await?;
+    let leader = lab::any_cluster_json(&state)
+        .await
+        .ok()
+        .and_then(|c| lab::leader_name(&c))
+        .unwrap_or_default();
+    println!(
+        "lab up: {} member(s), scope {}, Patroni {} ({}), in {} ({:.1} s)",
+        state.members.len(),
+        state.scope,
+        state.patroni.as_str(),
+        state.venv.display(),
+        paths.dir.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    for m in &state.members {
+        let role = if m.name == leader {
+            "leader"
+        } else {
+            "replica"
+        };
+        println!(
+            "  {:<5} {:<8} REST {}  PostgreSQL 127.0.0.1:{}",
+            m.name,
+            role,
+            m.url(),
+            m.pg_port
+        );
+    }
+    println!(
+        "  etcd           http://127.0.0.1:{}",
+        state.etcd.client_port
+    );
+    println!(
+        "REST API user {}; its password is in {} (mode 0600)",
+        lab::REST_USER,
+        paths.password().display()
+    );
+    println!("{}", state.export_line(&paths));
+    Ok(Outcome::Ok)
+}
+
+fn alive_word(alive: bool) -> &'static str {
+    if alive {
+        "alive"
+    } else {
+        "dead"
+    }
+}
+
+async fn status(dir: &Path) -> Result<Outcome> {
+    let paths = LabPaths::new(dir)?;
+    let state = LabState::load(&paths)?;
+    let cluster = lab::any_cluster_json(&state).await;
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header([
+        "member",
+        "patroni pid",
+        "rest",
+        "pg",
+        "role",
+        "state",
+        "lag",
+        "receive_lag",
+        "replay_lag",
+    ]);
+    let field = |name: &str, key: &str| -> String {
+        let Ok(c) = &cluster else { return "?".into() };
+        c["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
+            .map(|m| match &m[key] {
+                serde_json::Value::Null => "-".into(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| "absent".into())
+    };
+    for m in &state.members {
+        let pid = m
+            .pid
+            .map(|p| format!("{p} {}", alive_word(process::alive(p, "patroni"))))
+            .unwrap_or_else(|| "-".into());
+        table.add_row([
+            m.name.clone(),
+            pid,
+            m.rest_port.to_string(),
+            m.pg_port.to_string(),
+            field(&m.name, "role"),
+            field(&m.name, "state"),
+            field(&m.name, "lag"),
+            field(&m.name, "receive_lag"),
+            field(&m.name, "replay_lag"),
+        ]);
+    }
+    println!("{table}");
+    let etcd_alive = state.etcd.pid.is_some_and(|p| process::alive(p, "etcd"));
+    println!(
+        "etcd: pid {} {}, client 127.0.0.1:{}",
+        state
+            .etcd
+            .pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into()),
+        alive_word(etcd_alive),
+        state.etcd.client_port
+    );
+    for s in &state.stopped {
+        println!(
+            "fault: {}'s {} (PID {}) is SIGSTOPped",
+            s.member, s.process, s.pid
+        );
+    }
+    for k in &state.killed {
+        println!("fault: {k} was killed");
+    }
+    let verdict = match &cluster {
+        Ok(c) => lab::check_health(c, state.members.len(), Some(lab::HEALTHY_MAX_LAG)),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    match verdict {
+        Ok(()) if etcd_alive => {
+            println!("healthy");
+            Ok(Outcome::Ok)
+        }
+        Ok(()) => {
+            println!("not healthy: etcd is not running");
+            Ok(Outcome::Problem)
+        }
+        Err(why) => {
+            println!("not healthy: {why}");
+            Ok(Outcome::Problem)
+        }
+    }
+}
+
+fn logs(args: LogsArgs) -> Result<Outcome> {
+    let paths = LabPaths::new(&args.dir.dir)?;
+    let state = LabState::load(&paths)?;
+    let mut names: Vec<String> = match args.member {
+        Some(m) if m == "etcd" => vec![m],
+        Some(m) => vec![state.member(&m)?.name.clone()],
+        None => state.members.iter().map(|m| m.name.clone()).collect(),
+    };
+    let many = names.len() > 1;
+    if many {
+        names.push("etcd".into());
+    }
+    for name in names {
+        if many {
+            println!("==> {} <==", paths.log(&name).display());
+        }
+        println!("{}", lab::tail(&paths.log(&name), args.lines));
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn down(dir: &Path, keep_data: bool) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let paths = LabPaths::new(dir)?;
+    if !paths.state().exists() {
+        println!("no lab in {}", paths.dir.display());
+        return Ok(Outcome::Ok);
+    }
+    let state = LabState::load(&paths)?;
+    process::teardown(&paths, &state, keep_data).await?;
+    println!(
+        "lab down: {} stopped{} ({:.1} s)",
+        paths.dir.display(),
+        if keep_data {
+            ", data kept"
+        } else {
+            ", data removed"
+        },
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Outcome::Ok)
+}
+
+async fn break_(fault: Fault) -> Result<Outcome> {
+    let t0 = Instant::now();
+    match fault {
+        Fault::Lag(a) => break_lag(a, LagKind::Receive, t0).await,
+        Fault::Replay(a) => break_lag(a, LagKind::Replay, t0).await,
+        Fault::CrashLeader(d) => {
+            let paths = LabPaths::new(&d.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let name = faults::crash_leader(&paths, &mut state).await?;
+            println!("killed the leader {name} (Patroni and postmaster, SIGKILL); a replica takes over after ttl (about 20 s)");
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+async fn break_lag(args: LagArgs, kind: LagKind, t0: Instant) -> Result<Outcome> {
+    let paths = LabPaths::new(&args.dir.dir)?;
+    let mut state = LabState::load(&paths)?;
+    let lag = faults::break_lag(
+        &paths,
+        &mut state,
+        &args.member,
+        args.mb,
+        kind,
+        args.timeout,
+    )
+    .await?;
+    let what = match kind {
+        LagKind::Receive => "lag (walreceiver stopped)",
+        LagKind::Replay => "replay lag (startup process stopped)",
+    };
+    println!(
+        "{} is {:.1} MB behind: {what}; undo with `pgpatrol lab repair` ({:.1} s)",
+        args.member,
+        lag as f64 / (1024.0 * 1024.0),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Outcome::Ok)
+}
+
+async fn repair(args: RepairArgs) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let paths = LabPaths::new(&args.dir.dir)?;
+    let mut state = LabState::load(&paths)?;
+    let done = faults::repair(&paths, &mut state, args.timeout).await?;
+    for line in &done {
+        println!("{line}");
+    }
+    println!("lab healthy ({:.1} s)", t0.elapsed().as_secs_f64());
+    Ok(Outcome::Ok)
+}
+
+async fn psql(args: PsqlArgs) -> Result<Outcome> {
+    let paths = LabPaths::new(&args.dir.dir)?;
+    let state = LabState::load(&paths)?;
+    let member = match &args.member {
+        Some(m) => state.member(m)?,
+        None => faults::leader(&state).await?,
+    };
+    let out = faults::psql(member, &args.sql).await?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    Ok(Outcome::Ok)
 }

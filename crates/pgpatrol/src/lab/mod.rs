@@ -1,1 +1,540 @@
-//! The local lab: a real Patroni cluster on loopback.
+//! The local lab: a real Patroni cluster (PostgreSQL 15 + etcd + Patroni) on loopback.
+//!
+//! Everything about one lab lives in one folder (`DIR`): generated configs, logs, data,
+//! sockets, the REST API password and `lab.json`, the state file that records every PID the
+//! lab started so `lab down` can always clean up, even after a failed `lab up`.
+//!
+//! ```text
+//! DIR/lab.json            state (this module)     DIR/config/pgN.yml   config.rs
+//! DIR/restapi.password    0600, never printed     DIR/logs/*.log       process.rs
+//! DIR/data/pgN, DIR/etcd  data (removed by down)  DIR/run              sockets, pgpass
+//! ```
+
+pub mod config;
+pub mod faults;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Version of the `lab.json` layout.
+pub const STATE_VERSION: u32 = 1;
+/// Where PostgreSQL 15's binaries are on Debian.
+pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's etcd server.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// The REST API user the lab creates.
+pub const REST_USER: &str = "patrol";
+/// A replica lagging more than this is not "healthy" for the lab (1 MiB, like
+/// `maximum_lag_on_failover`).
+pub const HEALTHY_MAX_LAG: u64 = 1024 * 1024;
+
+/// The Patroni major versions the lab can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum PatroniVersion {
+    /// Patroni 4.1 (4.1.5): has `receive_lag` and `replay_lag` in /cluster.
+    #[value(name = "4.1")]
+    #[serde(rename = "4.1")]
+    V4_1,
+    /// Patroni 3.0 (3.0.4): `lag` only; replay lag comes from each member's /patroni.
+    #[value(name = "3.0")]
+    #[serde(rename = "3.0")]
+    V3_0,
+}
+
+impl PatroniVersion {
+    /// The version prefix of the venv folder `.tools/patroni-<ver>...`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PatroniVersion::V4_1 => "4.1",
+            PatroniVersion::V3_0 => "3.0",
+        }
+    }
+}
+
+/// The files and folders of one lab.
+#[derive(Debug, Clone)]
+pub struct LabPaths {
+    pub dir: PathBuf,
+}
+
+impl LabPaths {
+    /// Makes `dir` absolute, so paths written into configs and printed exports work anywhere.
+    pub fn new(dir: &Path) -> Result<Self> {
+        let dir = if dir.is_absolute() {
+            dir.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(dir)
+        };
+        Ok(LabPaths { dir })
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+    pub fn password(&self) -> PathBuf {
+        self.dir.join("restapi.password")
+    }
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+    pub fn config(&self, member: &str) -> PathBuf {
+        self.config_dir().join(format!("{member}.yml"))
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs().join(format!("{name}.log"))
+    }
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn data(&self, member: &str) -> PathBuf {
+        self.data_root().join(member)
+    }
+    pub fn etcd_data(&self) -> PathBuf {
+        self.dir.join("etcd")
+    }
+    /// Unix sockets and pgpass files: short paths, owned by the user the lab runs as.
+    pub fn run(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+}
+
+/// `DIR/lab.json`: everything `status`, `break`, `repair` and `down` need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub version: u32,
+    pub scope: String,
+    pub patroni: PatroniVersion,
+    pub venv: PathBuf,
+    pub etcd: EtcdState,
+    pub members: Vec<MemberState>,
+    /// PIDs a fault SIGSTOPped; `repair` and `down` SIGCONT them.
+    #[serde(default)]
+    pub stopped: Vec<StoppedPid>,
+    /// Members whose Patroni a fault killed; `repair` restarts them.
+    #[serde(default)]
+    pub killed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtcdState {
+    pub pid: Option<u32>,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberState {
+    pub name: String,
+    pub rest_port: u16,
+    pub pg_port: u16,
+    /// The Patroni process (it owns the member's postmaster).
+    pub pid: Option<u32>,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoppedPid {
+    pub pid: u32,
+    pub member: String,
+    /// What was stopped: `walreceiver` or `startup`.
+    pub process: String,
+}
+
+impl MemberState {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rest_port)
+    }
+}
+
+impl LabState {
+    /// Reads `DIR/lab.json`; a missing file is a clear "no lab here".
+    pub fn load(paths: &LabPaths) -> Result<Self> {
+        let path = paths.state();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no lab in {} (start one with `pgpatrol lab up --dir {}`)",
+                paths.dir.display(),
+                paths.dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a lab state file", path.display()))
+    }
+
+    /// Writes the state atomically (write + rename), so a crash never leaves half a file.
+    pub fn save(&self, paths: &LabPaths) -> Result<()> {
+        let path = paths.state();
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).context("cannot encode the lab state")?;
+        std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(MemberState::url).collect()
+    }
+
+    pub fn member(&self, name: &str) -> Result<&MemberState> {
+        self.members
+            .iter()
+            .find(|m| m.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+                format!(
+                    "no member {name:?} in the lab (members: {})",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// True when any process the lab started is still running.
+    pub fn any_alive(&self) -> bool {
+        let patroni = self
+            .members
+            .iter()
+            .any(|m| m.pid.is_some_and(|p| process::alive(p, "patroni")));
+        let postmaster = self.members.iter().any(|m| {
+            process::postmaster_pid(&m.data_dir).is_some_and(|p| process::alive(p, "postgres"))
+        });
+        let etcd = self.etcd.pid.is_some_and(|p| process::alive(p, "etcd"));
+        patroni || postmaster || etcd
+    }
+
+    /// The `export` line that points pgpatrol and patronictl at this lab.
+    pub fn export_line(&self, paths: &LabPaths) -> String {
+        let first = self
+            .members
+            .first()
+            .map(|m| m.config.display().to_string())
+            .unwrap_or_default();
+        format!(
+            "export PATRONI_URL={} PATRONI_RESTAPI_USERNAME={REST_USER} PGPATROL_PASSWORD_FILE={} PATRONICTL_CONFIG_FILE={}",
+            self.urls().join(","),
+            paths.password().display(),
+            first
+        )
+    }
+}
+
+fn http() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("cannot build an HTTP client")
+}
+
+async fn get_json(url: &str) -> Result<Value> {
+    let resp = http()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await.with_context(|| format!("GET {url}"))?;
+    if !status.is_success() {
+        bail!("GET {url}: HTTP {status}: {}", crate::cli::one_line(&body));
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
+}
+
+/// GET `<url>/cluster`. The lab's only reader of cluster state, kept in one small function so
+/// the real REST client (`source::rest`) can replace it.
+pub async fn cluster_json(url: &str) -> Result<Value> {
+    get_json(&format!("{}/cluster", url.trim_end_matches('/'))).await
+}
+
+/// GET `<url>/patroni` (the member's own view: xlog positions, role).
+pub async fn patroni_json(url: &str) -> Result<Value> {
+    get_json(&format!("{}/patroni", url.trim_end_matches('/'))).await
+}
+
+/// /cluster from the first member that answers.
+pub async fn any_cluster_json(state: &LabState) -> Result<Value> {
+    let mut last = None;
+    for url in state.urls() {
+        match cluster_json(&url).await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("the lab has no members")))
+}
+
+/// True when etcd answers `/health` with `"health":"true"`.
+pub async fn etcd_healthy(client_port: u16) -> bool {
+    let url = format!("http://127.0.0.1:{client_port}/health");
+    matches!(get_json(&url).await, Ok(v) if v["health"] == "true")
+}
+
+/// Deletes every DCS key of the cluster (`/service/<scope>/...`) through etcd's v3 JSON
+/// gateway, like `patronictl remove` does, so a later lab with the same scope starts clean.
+pub async fn etcd_delete_scope(client_port: u16, scope: &str) -> Result<()> {
+    let url = format!("http://127.0.0.1:{client_port}/v3/kv/deleterange");
+    let body = serde_json::json!({
+        "key": base64(format!("/service/{scope}/").as_bytes()),
+        // The prefix's range end: the same bytes with the last one incremented ('/' + 1 = '0').
+        "range_end": base64(format!("/service/{scope}0").as_bytes()),
+    });
+    let resp = http()?
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    if !resp.status().is_success() {
+        bail!("POST {url}: HTTP {}", resp.status());
+    }
+    Ok(())
+}
+
+/// Standard base64 with padding (etcd's JSON gateway encodes keys this way).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A leader role in /cluster across versions (`leader`; `master`/`primary` from older or
+/// DCS views; a standby cluster's `standby_leader`).
+pub fn is_leader_role(role: &str) -> bool {
+    matches!(role, "leader" | "master" | "primary" | "standby_leader")
+}
+
+/// The leader's name in a /cluster document.
+pub fn leader_name(cluster: &Value) -> Option<String> {
+    cluster["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"].as_str().is_some_and(is_leader_role))
+        .and_then(|m| m["name"].as_str().map(str::to_owned))
+}
+
+/// Checks a /cluster document: exactly one running leader, `members - 1` streaming replicas,
+/// and (when `max_lag` is set) every reported lag a number at most `max_lag` bytes.
+/// `Err` carries a one-line reason.
+pub fn check_health(cluster: &Value, members: usize, max_lag: Option<u64>) -> Result<(), String> {
+    let list = cluster["members"]
+        .as_array()
+        .ok_or("/cluster has no members list")?;
+    let mut leaders = 0;
+    let mut streaming = 0;
+    let mut problems = Vec::new();
+    for m in list {
+        let name = m["name"].as_str().unwrap_or("?");
+        let role = m["role"].as_str().unwrap_or("?");
+        let state = m["state"].as_str().unwrap_or("?");
+        if is_leader_role(role) {
+            if state == "running" {
+                leaders += 1;
+            } else {
+                problems.push(format!("leader {name} is {state}"));
+            }
+            continue;
+        }
+        if state == "streaming" {
+            streaming += 1;
+        } else {
+            problems.push(format!("{name} is {role}/{state}"));
+        }
+        if let Some(max) = max_lag {
+            for key in ["lag", "receive_lag", "replay_lag"] {
+                match &m[key] {
+                    Value::Null => {}
+                    Value::Number(n) if n.as_u64().is_some_and(|b| b <= max) => {}
+                    other => problems.push(format!("{name} {key} {other}")),
+                }
+            }
+        }
+    }
+    if list.len() != members {
+        problems.insert(
+            0,
+            format!("{} of {members} members in /cluster", list.len()),
+        );
+    }
+    if leaders != 1 {
+        problems.insert(0, format!("{leaders} running leaders"));
+    }
+    if problems.is_empty() && streaming + 1 == members {
+        Ok(())
+    } else {
+        Err(problems.join(", "))
+    }
+}
+
+/// The last `n` lines of a file ("" when it cannot be read).
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Finds the Patroni venv: `--venv`/`PGPATROL_PATRONI_VENV` if given, else
+/// `.tools/patroni-<ver>*` walking up from the running binary's folder, then from the cwd
+/// (so both `target/debug/pgpatrol` and a copy elsewhere find the project's venvs).
+pub fn find_venv(explicit: Option<&Path>, version: PatroniVersion) -> Result<PathBuf> {
+    let not_found = || {
+        anyhow::anyhow!(
+            "Patroni {} venv not found (.tools/patroni-{}.*): run scripts/setup, or pass --venv",
+            version.as_str(),
+            version.as_str()
+        )
+    };
+    if let Some(dir) = explicit {
+        if dir.join("bin/patroni").is_file() {
+            return LabPaths::new(dir).map(|p| p.dir);
+        }
+        bail!(
+            "Patroni venv not found at {} (no bin/patroni): run scripts/setup",
+            dir.display()
+        );
+    }
+    let mut starts = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        starts.push(dir);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    let prefix = format!("patroni-{}.", version.as_str());
+    for start in starts {
+        for dir in start.ancestors() {
+            let Ok(entries) = std::fs::read_dir(dir.join(".tools")) else {
+                continue;
+            };
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix))
+                        && p.join("bin/patroni").is_file()
+                })
+                .collect();
+            found.sort();
+            if let Some(venv) = found.pop() {
+                return Ok(venv);
+            }
+        }
+    }
+    Err(not_found())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"/service/demo/"), "L3NlcnZpY2UvZGVtby8=");
+    }
+
+    #[test]
+    fn healthy_cluster_needs_one_leader_and_streaming_replicas() {
+        let ok = json!({"members": [
+            {"name": "pg0", "role": "leader", "state": "running"},
+            {"name": "pg1", "role": "replica", "state": "streaming", "lag": 0},
+            {"name": "pg2", "role": "replica", "state": "streaming", "lag": 0, "replay_lag": 0},
+        ]});
+        assert_eq!(check_health(&ok, 3, Some(HEALTHY_MAX_LAG)), Ok(()));
+        assert!(check_health(&ok, 2, None).is_err());
+
+        let lagging = json!({"members": [
+            {"name": "pg0", "role": "leader", "state": "running"},
+            {"name": "pg1", "role": "replica", "state": "streaming", "lag": 67108864},
+        ]});
+        assert!(check_health(&lagging, 2, None).is_ok());
+        let why = check_health(&lagging, 2, Some(HEALTHY_MAX_LAG)).unwrap_err();
+        assert!(why.contains("pg1 lag 67108864"), "{why}");
+
+        let unknown = json!({"members": [
+            {"name": "pg0", "role": "leader", "state": "running"},
+            {"name": "pg1", "role": "replica", "state": "streaming", "lag": "unknown"},
+        ]});
+        assert!(check_health(&unknown, 2, Some(HEALTHY_MAX_LAG)).is_err());
+
+        let two_running = json!({"members": [
+            {"name": "pg0", "role": "leader", "state": "running"},
+            {"name": "pg1", "role": "replica", "state": "running"},
+        ]});
+        assert!(check_health(&two_running, 2, None)
+            .unwrap_err()
+            .contains("pg1 is replica/running"));
+    }
+
+    #[test]
+    fn export_line_lists_every_member() {
+        let paths = LabPaths::new(Path::new("/tmp/x")).unwrap();
+        let member = |i: u16| MemberState {
+            name: format!("pg{i}"),
+            rest_port: 8000 + i,
+            pg_port: 5000 + i,
+            pid: None,
+            data_dir: paths.data(&format!("pg{i}")),
+            config: paths.config(&format!("pg{i}")),
+            log: paths.log(&format!("pg{i}")),
+        };
+        let state = LabState {
+            version: STATE_VERSION,
+            scope: "demo".into(),
+            patroni: PatroniVersion::V4_1,
+            venv: "/v".into(),
+            etcd: EtcdState {
+                pid: None,
+                client_port: 1,
+                peer_port: 2,
+                data_dir: paths.etcd_data(),
+                log: paths.log("etcd"),
+            },
+            members: vec![member(0), member(1)],
+            stopped: vec![],
+            killed: vec![],
+        };
+        assert_eq!(
+            state.export_line(&paths),
+            "export PATRONI_URL=http://127.0.0.1:8000,http://127.0.0.1:8001 PATRONI_RESTAPI_USERNAME=patrol \
+             PGPATROL_PASSWORD_FILE=/tmp/x/restapi.password PATRONICTL_CONFIG_FILE=/tmp/x/config/pg0.yml"
+        );
+    }
+}

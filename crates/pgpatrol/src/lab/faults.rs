@@ -1,0 +1,237 @@
+//! Real faults for the lab and their repair: a stalled walreceiver (receive lag that Patroni
+//! still calls "streaming"), a stalled startup process (replay-only lag), a crashed leader.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::process::{self, alive, RunAs};
+use super::{config, LabPaths, LabState, MemberState, StoppedPid, PG_BIN_DIR};
+
+const MB: u64 = 1024 * 1024;
+/// One batch of writes on the leader: about 22 MB of WAL.
+const LOAD_SQL: &str = "CREATE TABLE IF NOT EXISTS pgpatrol_lab_load(id bigint, pad text); \
+     INSERT INTO pgpatrol_lab_load SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g;";
+
+/// Which lag a fault creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagKind {
+    /// SIGSTOP the walreceiver: nothing is received (so nothing replayed either).
+    Receive,
+    /// SIGSTOP the startup process: WAL arrives but is not replayed.
+    Replay,
+}
+
+impl LagKind {
+    fn process(self) -> &'static str {
+        match self {
+            LagKind::Receive => "walreceiver",
+            LagKind::Replay => "startup",
+        }
+    }
+}
+
+/// Runs SQL on a member over TCP as the superuser; returns psql's unaligned output.
+pub async fn psql(member: &MemberState, sql: &str) -> Result<String> {
+    let yaml = std::fs::read_to_string(&member.config)
+        .with_context(|| format!("cannot read {}", member.config.display()))?;
+    let password = config::superuser_password(&yaml)?;
+    let out = tokio::process::Command::new(Path::new(PG_BIN_DIR).join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &member.pg_port.to_string()])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .arg("-c")
+        .arg(sql)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run psql")?;
+    if !out.status.success() {
+        bail!(
+            "psql on {} failed: {}",
+            member.name,
+            crate::cli::one_line(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The current leader's member record, from /cluster.
+pub async fn leader(state: &LabState) -> Result<&MemberState> {
+    let cluster = super::any_cluster_json(state).await?;
+    let name = super::leader_name(&cluster).context("the cluster has no leader right now")?;
+    state.member(&name)
+}
+
+/// The lag Patroni reports for `member`, in bytes: `lag`/`receive_lag` for receive faults;
+/// `replay_lag` from /cluster (4.1), or, where /cluster has none (3.0), the leader's
+/// `xlog.location` minus the member's `xlog.replayed_location` from /patroni.
+pub async fn reported_lag(
+    state: &LabState,
+    member: &MemberState,
+    kind: LagKind,
+) -> Result<Option<u64>> {
+    let cluster = super::any_cluster_json(state).await?;
+    let entry = cluster["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["name"] == member.name.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null);
+    match kind {
+        LagKind::Receive => Ok(entry["receive_lag"].as_u64().or(entry["lag"].as_u64())),
+        LagKind::Replay => {
+            if let Some(lag) = entry["replay_lag"].as_u64() {
+                return Ok(Some(lag));
+            }
+            let leader_name = super::leader_name(&cluster).context("the cluster has no leader")?;
+            let leader = state.member(&leader_name)?;
+            let top = super::patroni_json(&leader.url()).await?["xlog"]["location"].as_u64();
+            let replayed =
+                super::patroni_json(&member.url()).await?["xlog"]["replayed_location"].as_u64();
+            Ok(top.zip(replayed).map(|(t, r)| t.saturating_sub(r)))
+        }
+    }
+}
+
+/// SIGSTOPs the member's walreceiver (receive lag) or startup process (replay lag), then
+/// writes on the leader until Patroni itself reports at least `mb` MB of that lag.
+pub async fn break_lag(
+    paths: &LabPaths,
+    state: &mut LabState,
+    member: &str,
+    mb: u64,
+    kind: LagKind,
+    timeout: Duration,
+) -> Result<u64> {
+    let target = state.member(member)?.clone();
+    let leader = leader(state).await?.clone();
+    if leader.name == target.name {
+        bail!("{member} is the leader; pick a replica");
+    }
+    let pm = process::postmaster_pid(&target.data_dir)
+        .filter(|p| alive(*p, "postgres"))
+        .with_context(|| format!("{member}'s postgres is not running"))?;
+    let what = kind.process();
+    let pid = *process::children(pm, what)
+        .first()
+        .with_context(|| format!("{member} has no {what} process (is it a streaming replica?)"))?;
+    process::signal(pid, Signal::SIGSTOP)?;
+    state.stopped.push(StoppedPid {
+        pid,
+        member: member.to_owned(),
+        process: what.to_owned(),
+    });
+    state.save(paths)?;
+
+    let want = mb * MB;
+    let deadline = Instant::now() + timeout;
+    let start_lsn = psql(&leader, "SELECT pg_current_wal_lsn()").await?;
+    let written_sql =
+        format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint");
+    let mut written: u64 = 0;
+    let mut last_write = Instant::now();
+    let mut last_seen = None;
+    loop {
+        last_seen = reported_lag(state, &target, kind)
+            .await
+            .ok()
+            .flatten()
+            .or(last_seen);
+        if let Some(lag) = last_seen.filter(|l| *l >= want) {
+            return Ok(lag);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{member} reached only {} MB of {} lag within {} (wanted {mb} MB)",
+                last_seen.unwrap_or(0) / MB,
+                if kind == LagKind::Receive {
+                    "receive"
+                } else {
+                    "replay"
+                },
+                humantime::format_duration(timeout)
+            );
+        }
+        // Write until the leader has produced a little more WAL than asked, then give
+        // Patroni time to report it (it refreshes once per loop_wait = 2 s); write another
+        // batch only if two loops pass without the lag showing.
+        if written < want + 4 * MB || last_write.elapsed() > Duration::from_secs(5) {
+            psql(&leader, LOAD_SQL).await?;
+            written = psql(&leader, &written_sql).await?.parse().unwrap_or(0);
+            last_write = Instant::now();
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// kill -9 the leader's Patroni and its postmaster. Returns the leader's name.
+pub async fn crash_leader(paths: &LabPaths, state: &mut LabState) -> Result<String> {
+    let leader = leader(state).await?.clone();
+    let pm = process::postmaster_pid(&leader.data_dir).filter(|p| alive(*p, "postgres"));
+    if let Some(pid) = leader.pid.filter(|p| alive(*p, "patroni")) {
+        process::signal(pid, Signal::SIGKILL)?;
+    }
+    if let Some(pm) = pm {
+        process::signal(pm, Signal::SIGKILL)?;
+    }
+    if !state.killed.contains(&leader.name) {
+        state.killed.push(leader.name.clone());
+    }
+    state.save(paths)?;
+    Ok(leader.name)
+}
+
+/// Undoes every fault: SIGCONT stopped PIDs, restart etcd if it died, restart every member
+/// whose Patroni is not running, wait until healthy, forget the records.
+pub async fn repair(
+    paths: &LabPaths,
+    state: &mut LabState,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for s in std::mem::take(&mut state.stopped) {
+        if alive(s.pid, "postgres") {
+            process::signal(s.pid, Signal::SIGCONT)?;
+            done.push(format!(
+                "resumed {}'s {} (PID {})",
+                s.member, s.process, s.pid
+            ));
+        }
+    }
+    state.save(paths)?;
+    let run_as = RunAs::resolve(&paths.dir)?;
+    if !state.etcd.pid.is_some_and(|p| alive(p, "etcd")) {
+        process::start_etcd(paths, state, &run_as).await?;
+        done.push("restarted etcd".to_owned());
+    }
+    for i in 0..state.members.len() {
+        let m = &state.members[i];
+        if m.pid.is_some_and(|p| alive(p, "patroni")) {
+            continue;
+        }
+        // A killed postmaster's children can outlive it for a moment; Patroni copes.
+        let name = m.name.clone();
+        process::start_member(paths, state, i, &run_as)?;
+        done.push(format!("restarted {name}'s Patroni"));
+    }
+    state.killed.clear();
+    state.save(paths)?;
+    process::wait_healthy(state, timeout).await?;
+    Ok(done)
+}

@@ -1,0 +1,545 @@
+//! Starting and stopping the lab's processes: etcd and one Patroni per member, detached
+//! (own process group, stdin null, output to a log file) so they outlive `lab up`.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Pid, User};
+
+use super::config::{self, Ports, Secrets};
+use super::{
+    check_health, EtcdState, LabPaths, LabState, MemberState, PatroniVersion, ETCD_BIN,
+    HEALTHY_MAX_LAG, PG_BIN_DIR, STATE_VERSION,
+};
+
+/// Who the lab's processes run as. PostgreSQL refuses root, so root runs them as `postgres`.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// `None`: the current (non-root) user.
+    pub ids: Option<(u32, u32)>,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    pub fn resolve(dir: &Path) -> Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(RunAs {
+                ids: None,
+                home: dir.to_path_buf(),
+            });
+        }
+        let user = User::from_name("postgres")
+            .ok()
+            .flatten()
+            .context("cannot switch to the postgres user: it does not exist (run scripts/setup)")?;
+        let home = if user.dir.is_dir() {
+            user.dir
+        } else {
+            dir.to_path_buf()
+        };
+        Ok(RunAs {
+            ids: Some((user.uid.as_raw(), user.gid.as_raw())),
+            home,
+        })
+    }
+
+    /// Gives a path the lab creates to the user the processes run as.
+    pub fn own(&self, path: &Path) -> Result<()> {
+        if let Some((uid, gid)) = self.ids {
+            chown(path, Some(uid), Some(gid)).with_context(|| {
+                format!(
+                    "cannot switch to the postgres user: chown {} failed",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A detached command: clean environment, own process group, stdin null, output to `log`.
+    fn command(&self, program: &Path, log: &Path) -> Result<Command> {
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        self.own(log)?;
+        let err = out.try_clone().context("cannot duplicate the log file")?;
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own group: Ctrl-C in the terminal that ran `lab up` does not reach it.
+            .process_group(0);
+        if let Some((uid, gid)) = self.ids {
+            // std drops supplementary groups when root sets uid/gid.
+            cmd.uid(uid).gid(gid);
+        }
+        Ok(cmd)
+    }
+}
+
+fn spawn(mut cmd: Command, what: &str) -> Result<u32> {
+    let child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            anyhow::anyhow!("cannot switch to the postgres user to start {what}: {e}")
+        } else {
+            anyhow::anyhow!("cannot start {what}: {e}")
+        }
+    })?;
+    // The Child is dropped without waiting: the process is meant to outlive us.
+    Ok(child.id())
+}
+
+/// True when `pid` runs (not a zombie) and its command line contains `needle`, so a
+/// recycled PID is never mistaken for a lab process.
+pub fn alive(pid: u32, needle: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    if matches!(state, Some('Z' | 'X') | None) {
+        return false;
+    }
+    cmdline(pid).is_some_and(|c| c.contains(needle))
+}
+
+/// `/proc/PID/cmdline` with NULs as spaces (PostgreSQL puts its process title there).
+pub fn cmdline(pid: u32) -> Option<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+}
+
+/// The postmaster's PID: the first line of `DATA/postmaster.pid`.
+pub fn postmaster_pid(data_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Children of `parent` whose command line contains `needle`.
+pub fn children(parent: u32, needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                });
+            ppid == Some(parent) && alive(*pid, needle)
+        })
+        .collect()
+}
+
+/// Sends `sig`; a process that is already gone is not an error.
+pub fn signal(pid: u32, sig: Signal) -> Result<()> {
+    let raw = i32::try_from(pid).context("PID out of range")?;
+    match kill(Pid::from_raw(raw), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot send {sig} to PID {pid}")),
+    }
+}
+
+fn create_dir(path: &Path, mode: u32, run_as: &RunAs) -> Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", path.display()))?;
+    run_as.own(path)
+}
+
+fn write_private(path: &Path, text: &str, owner: Option<&RunAs>) -> Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode_0600()
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(run_as) = owner {
+        run_as.own(path)?;
+    }
+    Ok(())
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+impl Mode0600 for OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+/// What `lab up` needs to know.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub members: usize,
+    pub patroni: PatroniVersion,
+    pub venv: Option<PathBuf>,
+    pub port_base: Option<u16>,
+    pub scope: String,
+    pub timeout: Duration,
+}
+
+/// Checks the host has what a lab needs, with the fix in the message.
+fn check_installed(venv: &Path) -> Result<()> {
+    for bin in ["postgres", "pg_ctl", "psql"] {
+        let path = Path::new(PG_BIN_DIR).join(bin);
+        if !path.is_file() {
+            bail!(
+                "PostgreSQL 15 not found ({} is missing): run scripts/setup",
+                path.display()
+            );
+        }
+    }
+    if !Path::new(ETCD_BIN).is_file() {
+        bail!("etcd not found ({ETCD_BIN} is missing): run scripts/setup");
+    }
+    if !venv.join("bin/patroni").is_file() {
+        bail!("Patroni not found in {}: run scripts/setup", venv.display());
+    }
+    Ok(())
+}
+
+/// Starts a lab and waits until it is healthy. On any failure after the first process
+/// started, tears everything down again (as `lab down` does).
+pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
+    if opts.members == 0 {
+        bail!("--members must be at least 1");
+    }
+    if opts.scope.is_empty()
+        || !opts
+            .scope
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("--scope {:?}: use letters, digits, '-' and '_'", opts.scope);
+    }
+    let paths = LabPaths::new(&opts.dir)?;
+    if paths.state().exists() {
+        let old = LabState::load(&paths)?;
+        if old.any_alive() {
+            bail!(
+                "a lab is already up in {} (run `pgpatrol lab down --dir {}` first)",
+                paths.dir.display(),
+                paths.dir.display()
+            );
+        }
+        // A stale lab.json (its processes are gone): clean it up and start afresh.
+        teardown(&paths, &old, false).await?;
+    }
+    let venv = super::find_venv(opts.venv.as_deref(), opts.patroni)?;
+    check_installed(&venv)?;
+    let run_as = RunAs::resolve(&paths.dir)?;
+    let ports = match opts.port_base {
+        Some(base) => Ports::fixed(base, opts.members)?,
+        None => Ports::pick(opts.members)?,
+    };
+    ports.check_free()?;
+
+    // Folders: DIR stays the caller's; what the processes write belongs to them.
+    std::fs::create_dir_all(&paths.dir)
+        .with_context(|| format!("cannot create {}", paths.dir.display()))?;
+    for old in [paths.data_root(), paths.etcd_data(), paths.run()] {
+        if old.exists() {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+    }
+    create_dir(&paths.config_dir(), 0o755, &run_as)?;
+    create_dir(&paths.logs(), 0o755, &run_as)?;
+    create_dir(&paths.data_root(), 0o700, &run_as)?;
+    create_dir(&paths.etcd_data(), 0o700, &run_as)?;
+    create_dir(&paths.run(), 0o755, &run_as)?;
+
+    let secrets = Secrets::generate()?;
+    write_private(&paths.password(), &secrets.restapi, None)?;
+    let mut members = Vec::new();
+    for i in 0..opts.members {
+        let name = format!("pg{i}");
+        let yaml = config::to_yaml(&config::member_config(
+            &opts.scope,
+            i,
+            &ports,
+            &paths,
+            &secrets,
+        )?)?;
+        write_private(&paths.config(&name), &yaml, Some(&run_as))?;
+        let (rest_port, pg_port) = ports.members[i];
+        members.push(MemberState {
+            rest_port,
+            pg_port,
+            pid: None,
+            data_dir: paths.data(&name),
+            config: paths.config(&name),
+            log: paths.log(&name),
+            name,
+        });
+    }
+    let mut state = LabState {
+        version: STATE_VERSION,
+        scope: opts.scope.clone(),
+        patroni: opts.patroni,
+        venv,
+        etcd: EtcdState {
+            pid: None,
+            client_port: ports.etcd_client,
+            peer_port: ports.etcd_peer,
+            data_dir: paths.etcd_data(),
+            log: paths.log("etcd"),
+        },
+        members,
+        stopped: Vec::new(),
+        killed: Vec::new(),
+    };
+    // Written before anything starts, so `lab down` can clean up whatever follows.
+    state.save(&paths)?;
+
+    let started = async {
+        start_etcd(&paths, &mut state, &run_as).await?;
+        for i in 0..state.members.len() {
+            start_member(&paths, &mut state, i, &run_as)?;
+        }
+        wait_healthy(&state, opts.timeout).await
+    }
+    .await;
+    if let Err(e) = started {
+        let _ = teardown(&paths, &state, false).await;
+        return Err(e);
+    }
+    Ok((paths, state))
+}
+
+/// Starts etcd and waits (10 s at most) until it answers `/health`.
+pub async fn start_etcd(paths: &LabPaths, state: &mut LabState, run_as: &RunAs) -> Result<()> {
+    let e = &state.etcd;
+    let client = format!("http://127.0.0.1:{}", e.client_port);
+    let peer = format!("http://127.0.0.1:{}", e.peer_port);
+    let mut cmd = run_as.command(Path::new(ETCD_BIN), &e.log)?;
+    cmd.arg("--name")
+        .arg("lab")
+        .arg("--data-dir")
+        .arg(&e.data_dir)
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .arg("--initial-cluster")
+        .arg(format!("lab={peer}"))
+        .args(["--initial-cluster-state", "new"])
+        .arg("--initial-cluster-token")
+        .arg(format!("pgpatrol-lab-{}", state.scope))
+        .current_dir(&paths.dir);
+    let pid = spawn(cmd, "etcd")?;
+    state.etcd.pid = Some(pid);
+    state.save(paths)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if super::etcd_healthy(state.etcd.client_port).await {
+            return Ok(());
+        }
+        if !alive(pid, "etcd") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "etcd did not become healthy on {client}; {} says: {}",
+        state.etcd.log.display(),
+        super::tail(&state.etcd.log, 5).replace('\n', " | ")
+    )
+}
+
+/// Starts member `i`'s Patroni with its config and records the PID.
+pub fn start_member(
+    paths: &LabPaths,
+    state: &mut LabState,
+    i: usize,
+    run_as: &RunAs,
+) -> Result<()> {
+    let m = &state.members[i];
+    let mut cmd = run_as.command(&state.venv.join("bin/patroni"), &m.log)?;
+    cmd.arg(&m.config).current_dir(&paths.dir);
+    let pid = spawn(cmd, &format!("Patroni for {}", m.name))?;
+    state.members[i].pid = Some(pid);
+    state.save(paths)
+}
+
+/// Polls /cluster until the lab is healthy (see [`check_health`]); on timeout the error
+/// carries the reason and the tail of the first unhealthy member's log.
+pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut why;
+    loop {
+        match super::any_cluster_json(state).await {
+            Ok(cluster) => match check_health(&cluster, state.members.len(), Some(HEALTHY_MAX_LAG))
+            {
+                Ok(()) => match members_agree(state, &cluster).await {
+                    Ok(()) => return Ok(()),
+                    Err(reason) => why = reason,
+                },
+                Err(reason) => why = reason,
+            },
+            Err(e) => why = format!("{e:#}"),
+        }
+        if state
+            .members
+            .iter()
+            .all(|m| !m.pid.is_some_and(|p| alive(p, "patroni")))
+        {
+            why = format!("every Patroni process exited ({why})");
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Blame the first member that is dead or named in the reason; else the first member.
+    let culprit = state
+        .members
+        .iter()
+        .find(|m| !m.pid.is_some_and(|p| alive(p, "patroni")))
+        .or_else(|| state.members.iter().find(|m| why.contains(&m.name)))
+        .or(state.members.first());
+    let log = culprit
+        .map(|m| {
+            format!(
+                "; {} log: {}",
+                m.name,
+                super::tail(&m.log, 5).replace('\n', " | ")
+            )
+        })
+        .unwrap_or_default();
+    bail!(
+        "the lab did not become healthy within {} ({why}){log}",
+        humantime::format_duration(timeout)
+    )
+}
+
+/// /cluster is the DCS's view, which lags reality: a killed leader still shows as "leader
+/// running" until its key expires. So each member's own /patroni must answer, say "running",
+/// and agree on its role.
+async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<(), String> {
+    let leader = super::leader_name(cluster).unwrap_or_default();
+    for m in &state.members {
+        let me = super::patroni_json(&m.url())
+            .await
+            .map_err(|e| format!("{} does not answer: {e:#}", m.name))?;
+        let (st, role) = (
+            me["state"].as_str().unwrap_or("?"),
+            me["role"].as_str().unwrap_or("?"),
+        );
+        let is_leader = matches!(role, "primary" | "master" | "standby_leader");
+        if st != "running" || is_leader != (m.name == leader) {
+            return Err(format!("{} says {role}/{st}", m.name));
+        }
+    }
+    Ok(())
+}
+
+/// Stops everything a lab started and removes its data: SIGCONT stopped PIDs, SIGTERM every
+/// Patroni (it stops its postgres), SIGKILL what is left after 30 s, delete the cluster's
+/// DCS keys, stop etcd, remove data and `lab.json`. Idempotent.
+pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Result<()> {
+    // A stopped walreceiver or startup process would block the postmaster's shutdown.
+    for s in &state.stopped {
+        signal(s.pid, Signal::SIGCONT)?;
+    }
+    let mut waiting: Vec<(u32, &str)> = Vec::new();
+    for m in &state.members {
+        let postmaster = postmaster_pid(&m.data_dir).filter(|p| alive(*p, "postgres"));
+        match m.pid.filter(|p| alive(*p, "patroni")) {
+            Some(pid) => {
+                signal(pid, Signal::SIGTERM)?;
+                waiting.push((pid, "patroni"));
+            }
+            // Patroni is gone (crashed or killed) but its postgres may not be: fast shutdown.
+            None => {
+                if let Some(pm) = postmaster {
+                    signal(pm, Signal::SIGINT)?;
+                }
+            }
+        }
+        if let Some(pm) = postmaster {
+            waiting.push((pm, "postgres"));
+        }
+    }
+    wait_gone(&waiting, Duration::from_secs(30)).await;
+    for &(pid, needle) in &waiting {
+        if alive(pid, needle) {
+            signal(pid, Signal::SIGKILL)?;
+        }
+    }
+    wait_gone(&waiting, Duration::from_secs(5)).await;
+
+    if let Some(pid) = state.etcd.pid.filter(|p| alive(*p, "etcd")) {
+        // Best effort: the keys go away with etcd's data anyway unless --keep-data.
+        let _ = super::etcd_delete_scope(state.etcd.client_port, &state.scope).await;
+        signal(pid, Signal::SIGTERM)?;
+        wait_gone(&[(pid, "etcd")], Duration::from_secs(10)).await;
+        if alive(pid, "etcd") {
+            signal(pid, Signal::SIGKILL)?;
+            wait_gone(&[(pid, "etcd")], Duration::from_secs(5)).await;
+        }
+    }
+    if !keep_data {
+        for dir in [paths.data_root(), paths.etcd_data(), paths.run()] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+            }
+        }
+    }
+    match std::fs::remove_file(paths.state()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", paths.state().display())),
+    }
+}
+
+async fn wait_gone(pids: &[(u32, &str)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while pids.iter().any(|&(p, n)| alive(p, n)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
