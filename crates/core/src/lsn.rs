@@ -3,12 +3,18 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Serialize, Serializer};
 
 /// A WAL position, as bytes from `0/0` (what `pg_wal_lsn_diff(lsn, '0/0')` returns).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+/// Serialized as PostgreSQL writes it (`"0/4000060"`), like Patroni's `/cluster`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);
+
+impl Serialize for Lsn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 impl Lsn {
     /// Bytes from `other` forward to `self`, or 0 when `other` is ahead (as Patroni clamps).

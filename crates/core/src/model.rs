@@ -181,14 +181,12 @@ impl State {
     }
 
     /// Patroni is busy rebuilding or (re)starting the member: a reinit or restart is under way.
+    /// `stopped` is not: a reinit passes through it for a moment, but a member that stays
+    /// stopped (e.g. in maintenance mode) is simply down, with unknown lag.
     pub fn is_in_transition(&self) -> bool {
         matches!(
             self,
-            State::Stopping
-                | State::Stopped
-                | State::CreatingReplica
-                | State::Starting
-                | State::Restarting
+            State::Stopping | State::CreatingReplica | State::Starting | State::Restarting
         )
     }
 }

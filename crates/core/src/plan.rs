@@ -134,9 +134,9 @@ impl std::fmt::Display for SkipReason {
             SkipReason::LagUnknown { state } => {
                 write!(f, "lag unknown (state {state}): not acting on data it does not understand")
             }
-            SkipReason::InProgress { state } => write!(f, "Patroni is already working on it (state {state})"),
+            SkipReason::InProgress { state } => write!(f, "Patroni is already rebuilding or restarting it (state {state})"),
             SkipReason::ConcurrencyLimit { limit, in_progress } => {
-                write!(f, "{in_progress} reinitialization(s) in progress, limit {limit}")
+                write!(f, "waits for a slot: {in_progress} reinitialization(s) running or planned, at most {limit} at once")
             }
             SkipReason::MinHealthy { min_healthy, healthy } => write!(
                 f,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use pgpatrol_core::plan::{ActionRecord, Policy};
+use pgpatrol_core::plan::{ActionRecord, Policy, SkipReason};
 use pgpatrol_core::policy::decide;
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
@@ -157,7 +157,13 @@ impl HealArgs {
 
         self.execute(&source, &policy, &before, &plan, &mut report)
             .await;
-        let after = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
+        let healed: Vec<&str> = report
+            .outcomes
+            .iter()
+            .filter(|o| o.result == Result_::Healed)
+            .map(|o| o.member.as_str())
+            .collect();
+        let after = settled_snapshot(&source, &policy, &healed).await;
         report.still_unhealthy = after
             .as_ref()
             .map(|a| unhealthy(a, &policy))
@@ -183,7 +189,19 @@ impl HealArgs {
         plan: &pgpatrol_core::plan::Plan,
         report: &mut HealReport,
     ) {
-        let planned: BTreeSet<&str> = plan.actions.iter().map(|a| a.member.as_str()).collect();
+        // The confirmed plan: its actions, then the members queued behind the concurrency
+        // limit (each is decided again, with fresh state, when a slot frees up).
+        let planned: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .map(|a| a.member.as_str())
+            .chain(
+                plan.skips
+                    .iter()
+                    .filter(|s| matches!(s.reason, SkipReason::ConcurrencyLimit { .. }))
+                    .map(|s| s.member.as_str()),
+            )
+            .collect();
         let leader = leader_name(before);
         let mut history: Vec<ActionRecord> = Vec::new();
         let spinner = Spinner::new();
@@ -269,6 +287,31 @@ impl HealArgs {
             }
         }
         Ok(())
+    }
+}
+
+/// The state after healing. `/cluster` trails the members' own `/patroni` (which the
+/// executor watched) by up to `loop_wait`: give it a few seconds to show the healed members
+/// below the tolerance before reporting, so the report does not show stale lag.
+async fn settled_snapshot(
+    source: &RestSource,
+    policy: &Policy,
+    healed: &[&str],
+) -> Option<Cluster> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let snap = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
+        let settled = snap.as_ref().is_some_and(|c| {
+            healed.iter().all(|name| {
+                c.member(name)
+                    .and_then(|m| m.lag(policy.lag))
+                    .is_some_and(|l| !l.breaches(policy.tolerance))
+            })
+        });
+        if settled || std::time::Instant::now() >= deadline {
+            return snap;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -107,7 +107,12 @@ fn fail(e: anyhow::Error) -> ExitCode {
     // A closed pipe (`pgpatrol list | head -1`) is not an error.
     if e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                c.downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
     }) {
         return ExitCode::SUCCESS;
     }

@@ -108,7 +108,7 @@ pub async fn reinitialize(
         result: Result_::Failed,
         detail: String::new(),
         joined_running: false,
-        started: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         duration_secs: 0.0,
         states: Vec::new(),
     };

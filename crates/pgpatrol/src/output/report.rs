@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use pgpatrol_core::plan::Plan;
+use pgpatrol_core::plan::{Plan, SkipReason};
 use pgpatrol_core::units::human;
 use pgpatrol_core::{Cluster, Lag, LagKind};
 
@@ -73,7 +73,12 @@ pub fn plan_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
         writeln!(out, "- **Reinitialize {}**: {}", a.member, a.reason)?;
     }
     for s in &plan.skips {
-        writeln!(out, "- Leave {}: {}", s.member, s.reason)?;
+        match s.reason {
+            SkipReason::ConcurrencyLimit { .. } => {
+                writeln!(out, "- Then {}: {}", s.member, s.reason)?
+            }
+            _ => writeln!(out, "- Leave {}: {}", s.member, s.reason)?,
+        }
     }
     if plan.blockers.is_empty() && plan.actions.is_empty() && plan.skips.is_empty() {
         writeln!(out, "- Nothing to do: no replicas.")?;

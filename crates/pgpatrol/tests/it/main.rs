@@ -7,15 +7,31 @@
 //! Topics, each a file exporting `pub fn tests() -> Vec<Test>`:
 //! - `lab`:  the lab itself: up, real faults (lag, replay lag), repair, side-by-side labs,
 //!   down leaves nothing behind, clear errors for a busy dir or port.
+//! - `read`: list/topology/history/show-config agree with Patroni; patronictl-json equals
+//!   patronictl; the SLI sees receive and replay lag on every version; unknown is not 0.
+//! - `badinput`: unreachable URLs, HTML, garbage and truncated JSON, TLS against plain,
+//!   timeouts, wrong credentials, bad units, bad config: one line, exit 2, no panic.
+//! - `heal`: the live guardrail tests named in docs/SAFETY.md.
+//!
+//! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs`, add `mod topic;` below and `("topic", topic::tests)`
 //! to the list in `main`.
 
+mod badinput;
 mod harness;
+mod heal;
 mod lab;
+mod read;
+mod util;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    harness::main(&[("lab", lab::tests)])
+    harness::main(&[
+        ("lab", lab::tests),
+        ("read", read::tests),
+        ("badinput", badinput::tests),
+        ("heal", heal::tests),
+    ])
 }

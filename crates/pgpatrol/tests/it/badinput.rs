@@ -1,0 +1,178 @@
+//! Bad input and faults: each gives one clear line on stderr naming the problem, exit 2,
+//! and no panic. Servers that misbehave are real sockets on loopback.
+
+use crate::harness::{run, test, Lab, Test};
+use crate::util::{code, fake_server, one_line_error, stdout};
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        test("nothing_listening", nothing_listening),
+        test("a_port_serving_html", a_port_serving_html),
+        test("garbage_and_truncated_json", garbage_and_truncated_json),
+        test("not_http_at_all", not_http_at_all),
+        test("tls_against_a_plain_port", tls_against_a_plain_port),
+        test(
+            "a_member_that_never_answers_times_out",
+            a_member_that_never_answers_times_out,
+        ),
+        test("wrong_credentials", wrong_credentials),
+        test("bad_units_and_sizes", bad_units_and_sizes),
+        test(
+            "config_without_restapi_and_missing_password",
+            config_without_restapi_and_missing_password,
+        ),
+        test(
+            "a_dead_url_is_skipped_for_a_live_one",
+            a_dead_url_is_skipped_for_a_live_one,
+        ),
+        test("unknown_member_for_reinit", unknown_member_for_reinit),
+    ]
+}
+
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn nothing_listening(_: &Lab) {
+    let url = format!("http://127.0.0.1:{}", dead_port());
+    one_line_error(&run(&["sli", "--url", &url]), "connection refused");
+    one_line_error(&run(&["list", "--url", &url]), &url);
+    one_line_error(&run(&["heal", "--url", &url, "--yes"]), "cannot connect");
+    one_line_error(&run(&["sli", "--url", "not a url"]), "is not a URL");
+    one_line_error(
+        &run(&["sli", "--url", "http://no-such-host.invalid:8008"]),
+        "no-such-host.invalid",
+    );
+    let out = run(&["sli"]);
+    one_line_error(&out, "--url");
+}
+
+fn a_port_serving_html(_: &Lab) {
+    let page: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>";
+    let (url, _h) = fake_server(Some(page), 1);
+    one_line_error(&run(&["sli", "--url", &url]), "HTML");
+    let err: &[u8] = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/html\r\n\r\n<html><p>Error code: 503</p>\n<p>Message: busy.</p></html>";
+    let (url, _h) = fake_server(Some(err), 1);
+    one_line_error(&run(&["sli", "--url", &url]), "HTTP 503");
+}
+
+fn garbage_and_truncated_json(_: &Lab) {
+    let (url, _h) = fake_server(
+        Some(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\nhello, world"),
+        1,
+    );
+    one_line_error(&run(&["sli", "--url", &url]), "did not answer with JSON");
+    let (url, _h) = fake_server(
+        Some(b"HTTP/1.0 200 OK\r\n\r\n{\"members\": [{\"name\": \"pg0\", \"role\": \"lea"),
+        1,
+    );
+    one_line_error(&run(&["sli", "--url", &url]), "cut off");
+    let (url, _h) = fake_server(Some(b"HTTP/1.0 200 OK\r\n\r\n{\"status\": \"ok\"}"), 1);
+    one_line_error(
+        &run(&["sli", "--url", &url]),
+        "not Patroni's /cluster shape",
+    );
+    let (url, _h) = fake_server(Some(b"HTTP/1.0 200 OK\r\n\r\n"), 1);
+    one_line_error(&run(&["sli", "--url", &url]), "empty");
+}
+
+fn not_http_at_all(_: &Lab) {
+    let (url, _h) = fake_server(Some(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), 1);
+    one_line_error(&run(&["sli", "--url", &url]), "did not speak HTTP");
+}
+
+fn tls_against_a_plain_port(lab: &Lab) {
+    let plain = lab.urls()[0].replace("http://", "https://");
+    one_line_error(&run(&["sli", "--url", &plain]), "TLS");
+}
+
+fn a_member_that_never_answers_times_out(_: &Lab) {
+    let (url, _h) = fake_server(None, 1);
+    one_line_error(
+        &run(&["sli", "--url", &url, "--request-timeout", "1s"]),
+        "did not answer within 1s",
+    );
+}
+
+fn wrong_credentials(lab: &Lab) {
+    let replica = lab.replica();
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["reinit", &replica, "--yes", "--username", "patrol"])
+        .env("PATRONI_URL", lab.urls().join(","))
+        .env("PATRONI_RESTAPI_PASSWORD", "not-the-password")
+        .output()
+        .expect("run");
+    one_line_error(&out, "refused the credentials");
+    assert_eq!(
+        lab.member_json(&replica)["state"],
+        "streaming",
+        "nothing happened"
+    );
+}
+
+fn bad_units_and_sizes(lab: &Lab) {
+    let out = lab.pgpatrol(&["sli", "--unit", "TB"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        crate::harness::stderr(&out).contains("not a unit"),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    let out = lab.pgpatrol(&["heal", "--dry-run", "--tolerance", "5XB"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        crate::harness::stderr(&out).contains("is not a size"),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["heal", "--dry-run"])
+        .env("PATRONI_URL", lab.urls().join(","))
+        .env("LAG_TOLERANCE", "five")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 2, "LAG_TOLERANCE=five: {}", stdout(&out));
+    assert!(!crate::harness::stderr(&out).contains("panicked"));
+}
+
+fn config_without_restapi_and_missing_password(lab: &Lab) {
+    let dir = lab.dir().join("badcfg");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = dir.join("patroni.yml");
+    std::fs::write(&cfg, "scope: demo\npostgresql:\n  listen: 127.0.0.1:5432\n").expect("write");
+    one_line_error(
+        &run(&["list", "-c", cfg.to_str().unwrap()]),
+        "no restapi section",
+    );
+    std::fs::write(&cfg, "scope: [unclosed\n").expect("write");
+    one_line_error(
+        &run(&["list", "-c", cfg.to_str().unwrap()]),
+        "not valid YAML",
+    );
+    one_line_error(
+        &run(&["list", "-c", "/nonexistent/patroni.yml"]),
+        "cannot read Patroni config",
+    );
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["heal", "--dry-run", "--username", "patrol"])
+        .env("PATRONI_URL", lab.urls().join(","))
+        .env_remove("PATRONI_RESTAPI_PASSWORD")
+        .output()
+        .expect("run");
+    one_line_error(&out, "PATRONI_RESTAPI_PASSWORD");
+}
+
+fn a_dead_url_is_skipped_for_a_live_one(lab: &Lab) {
+    let urls = format!("http://127.0.0.1:{},{}", dead_port(), lab.urls()[0]);
+    let out = run(&["sli", "--url", &urls]);
+    assert_eq!(code(&out), 0, "{}", crate::harness::stderr(&out));
+    assert!(stdout(&out).trim().parse::<u64>().is_ok());
+}
+
+fn unknown_member_for_reinit(lab: &Lab) {
+    one_line_error(
+        &lab.pgpatrol(&["reinit", "pg9", "--yes"]),
+        "no member named \"pg9\"",
+    );
+}

@@ -1,0 +1,182 @@
+//! Small helpers shared by the topic files: plain HTTP to Patroni, output checks, and a
+//! fake server that answers with whatever bytes a test wants.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Output;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::Lab;
+
+/// GET over plain HTTP/1.0 (Patroni closes the connection after the body). Returns
+/// (status, body).
+pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http:// URL");
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = TcpStream::connect(hostport).unwrap_or_else(|e| panic!("connect {hostport}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+pub fn get_json(url: &str) -> Value {
+    let (status, body) = http("GET", url, None);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+}
+
+/// Each member's `postmaster_start_time` from its own /patroni: unchanged means untouched.
+pub fn start_times(lab: &Lab) -> BTreeMap<String, String> {
+    let state = lab.state();
+    state
+        .members
+        .iter()
+        .zip(state.urls())
+        .map(|(m, url)| {
+            let s = get_json(&format!("{url}/patroni"));
+            (
+                m.name.clone(),
+                s["postmaster_start_time"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Asserts the command failed with exit 2 and one clear line on stderr that mentions `needle`.
+pub fn one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        code(out),
+        2,
+        "expected exit 2; stderr: {err}; stdout: {}",
+        stdout(out)
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+}
+
+/// Pauses the cluster; resumes it when dropped (also when the test panics).
+pub struct Paused<'a>(&'a Lab);
+
+impl<'a> Paused<'a> {
+    pub fn new(lab: &'a Lab) -> Self {
+        let url = lab.urls()[0].clone();
+        let auth = lab_auth(lab);
+        patch_config(&url, &auth, r#"{"pause": true}"#);
+        // Wait until Patroni itself reports it (the members read the DCS every loop_wait).
+        for _ in 0..50 {
+            if lab.cluster_json()["pause"] == true {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Paused(lab)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        let url = self.0.urls()[0].clone();
+        patch_config(&url, &lab_auth(self.0), r#"{"pause": null}"#);
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+fn lab_auth(lab: &Lab) -> String {
+    let pw = std::fs::read_to_string(lab.dir().join("restapi.password")).expect("password file");
+    basic(&format!("patrol:{}", pw.lines().next().unwrap_or_default()))
+}
+
+fn basic(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn patch_config(url: &str, auth: &str, body: &str) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let mut s = TcpStream::connect(rest).expect("connect");
+    write!(
+        s,
+        "PATCH /config HTTP/1.0\r\nHost: {rest}\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok();
+    assert!(
+        raw.starts_with("HTTP/1.0 200"),
+        "PATCH /config {body}: {raw}"
+    );
+}
+
+/// A server on loopback that answers up to `count` connections with `response` (raw bytes),
+/// or holds them open without answering when `response` is `None`. Returns its base URL.
+pub fn fake_server(response: Option<&'static [u8]>, count: usize) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            match response {
+                Some(bytes) => {
+                    let _ = s.write_all(bytes);
+                }
+                None => std::thread::sleep(Duration::from_secs(3)),
+            }
+        }
+    });
+    (url, handle)
+}
