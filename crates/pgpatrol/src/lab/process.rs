@@ -49,6 +49,29 @@ impl RunAs {
         })
     }
 
+    /// Fails when the user the processes run as cannot reach `path` because a parent folder
+    /// is not world-traversable (a checkout under /root, mode 700).
+    pub fn check_reachable(&self, path: &Path, what: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Some((uid, _)) = self.ids else {
+            return Ok(());
+        };
+        for dir in path.ancestors().skip(1) {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue; // Not created yet: `lab up` creates it traversable.
+            };
+            if meta.mode() & 0o001 == 0 && meta.uid() != uid {
+                bail!(
+                    "cannot switch to the postgres user: it cannot reach the {what} {} because {} is not \
+                     world-traversable (chmod o+x it, or use another place)",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Gives a path the lab creates to the user the processes run as.
     pub fn own(&self, path: &Path) -> Result<()> {
         if let Some((uid, gid)) = self.ids {
@@ -262,6 +285,8 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     let venv = super::find_venv(opts.venv.as_deref(), opts.patroni)?;
     check_installed(&venv)?;
     let run_as = RunAs::resolve(&paths.dir)?;
+    run_as.check_reachable(&paths.data_root(), "lab folder")?;
+    run_as.check_reachable(&venv.join("bin/patroni"), "Patroni venv")?;
     let ports = match opts.port_base {
         Some(base) => Ports::fixed(base, opts.members)?,
         None => Ports::pick(opts.members)?,
