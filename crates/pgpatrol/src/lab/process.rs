@@ -296,7 +296,13 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     // Folders: DIR stays the caller's; what the processes write belongs to them.
     std::fs::create_dir_all(&paths.dir)
         .with_context(|| format!("cannot create {}", paths.dir.display()))?;
-    for old in [paths.data_root(), paths.etcd_data(), paths.run()] {
+    // Fresh logs: a failed `up` shows its own log tail, not an older run's.
+    for old in [
+        paths.data_root(),
+        paths.etcd_data(),
+        paths.run(),
+        paths.logs(),
+    ] {
         if old.exists() {
             std::fs::remove_dir_all(&old)
                 .with_context(|| format!("cannot remove {}", old.display()))?;

@@ -8,9 +8,10 @@
 //! - `lab`:  the lab itself: up, real faults (lag, replay lag), repair, side-by-side labs,
 //!   down leaves nothing behind, clear errors for a busy dir or port.
 //!
-//! To add a topic: create `topic.rs`, add `mod topic;` below and `("topic", topic::tests)`
-//! to the list in `main`.
+//! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
+//! `mod topic;` below and `("topic", topic::tests)` to the list in `main`.
 
+#[macro_use]
 mod harness;
 mod lab;
 
