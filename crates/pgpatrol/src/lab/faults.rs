@@ -131,12 +131,15 @@ pub async fn break_lag(
         .first()
         .with_context(|| format!("{member} has no {what} process (is it a streaming replica?)"))?;
     process::signal(pid, Signal::SIGSTOP)?;
-    state.stopped.push(StoppedPid {
-        pid,
-        member: member.to_owned(),
-        process: what.to_owned(),
-    });
-    state.save(paths)?;
+    // Breaking the same member twice finds the same stopped process: record it once.
+    if !state.stopped.iter().any(|s| s.pid == pid) {
+        state.stopped.push(StoppedPid {
+            pid,
+            member: member.to_owned(),
+            process: what.to_owned(),
+        });
+        state.save(paths)?;
+    }
 
     let want = mb * MB;
     let deadline = Instant::now() + timeout;

@@ -358,7 +358,14 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     state.save(&paths)?;
 
     let started = async {
+        eprintln!("lab: starting etcd on 127.0.0.1:{}", ports.etcd_client);
         start_etcd(&paths, &mut state, &run_as).await?;
+        eprintln!(
+            "lab: starting {} Patroni {} member(s); waiting for 1 leader and {} streaming replica(s)",
+            state.members.len(),
+            opts.patroni.as_str(),
+            state.members.len() - 1
+        );
         for i in 0..state.members.len() {
             start_member(&paths, &mut state, i, &run_as)?;
         }
@@ -513,7 +520,7 @@ async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<
 /// DCS keys, stop etcd, remove data and `lab.json`. Idempotent.
 pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Result<()> {
     // A stopped walreceiver or startup process would block the postmaster's shutdown.
-    for s in &state.stopped {
+    for s in state.stopped.iter().filter(|s| alive(s.pid, "postgres")) {
         signal(s.pid, Signal::SIGCONT)?;
     }
     let mut waiting: Vec<(u32, &str)> = Vec::new();
@@ -572,5 +579,39 @@ async fn wait_gone(pids: &[(u32, &str)], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while pids.iter().any(|&(p, n)| alive(p, n)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alive_sees_this_process_and_not_a_missing_one() {
+        let me = std::process::id();
+        assert!(alive(me, ""));
+        assert!(!alive(me, "no-such-command-line"));
+        assert!(!alive(u32::MAX - 1, ""));
+    }
+
+    #[test]
+    fn children_finds_a_spawned_child_by_command_line() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let found = children(std::process::id(), "sleep");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()), "{found:?}");
+        // Reaped: no longer alive.
+        assert!(!alive(child.id(), "sleep"));
+    }
+
+    #[test]
+    fn postmaster_pid_reads_the_first_line() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-pmpid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(postmaster_pid(&dir), None);
+        std::fs::write(dir.join("postmaster.pid"), "4242\n/data\n1700000000\n").unwrap();
+        assert_eq!(postmaster_pid(&dir), Some(4242));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
