@@ -198,11 +198,13 @@ fn create_dir(path: &Path, mode: u32, run_as: &RunAs) -> Result<()> {
 
 fn write_private(path: &Path, text: &str, owner: Option<&RunAs>) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Created afresh with mode 0600: the file is never readable by others, not even briefly.
     let _ = std::fs::remove_file(path);
     let mut f = OpenOptions::new()
         .create_new(true)
         .write(true)
-        .mode_0600()
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())
@@ -211,16 +213,6 @@ fn write_private(path: &Path, text: &str, owner: Option<&RunAs>) -> Result<()> {
         run_as.own(path)?;
     }
     Ok(())
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-impl Mode0600 for OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
 
 /// What `lab up` needs to know.
