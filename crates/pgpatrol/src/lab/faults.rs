@@ -13,9 +13,14 @@ use super::process::{self, alive, RunAs};
 use super::{config, LabPaths, LabState, MemberState, StoppedPid, PG_BIN_DIR};
 
 const MB: u64 = 1024 * 1024;
+/// The load table. Autovacuum stays off for it: vacuuming freshly written pages with data
+/// checksums on writes full-page images, i.e. megabytes of WAL that would show up as lag
+/// after a repair.
+const LOAD_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS pgpatrol_lab_load(id bigint, pad text) \
+     WITH (autovacuum_enabled = false); TRUNCATE pgpatrol_lab_load;";
 /// One batch of writes on the leader: about 22 MB of WAL.
-const LOAD_SQL: &str = "CREATE TABLE IF NOT EXISTS pgpatrol_lab_load(id bigint, pad text); \
-     INSERT INTO pgpatrol_lab_load SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g;";
+const LOAD_SQL: &str =
+    "INSERT INTO pgpatrol_lab_load SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g;";
 
 /// Which lag a fault creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,13 +135,18 @@ pub async fn break_lag(
     let pid = *process::children(pm, what)
         .first()
         .with_context(|| format!("{member} has no {what} process (is it a streaming replica?)"))?;
+    // Emptied first so repeated faults do not grow the table without bound.
+    psql(&leader, LOAD_TABLE_SQL).await?;
     process::signal(pid, Signal::SIGSTOP)?;
-    state.stopped.push(StoppedPid {
-        pid,
-        member: member.to_owned(),
-        process: what.to_owned(),
-    });
-    state.save(paths)?;
+    // Breaking the same member twice finds the same stopped process: record it once.
+    if !state.stopped.iter().any(|s| s.pid == pid) {
+        state.stopped.push(StoppedPid {
+            pid,
+            member: member.to_owned(),
+            process: what.to_owned(),
+        });
+        state.save(paths)?;
+    }
 
     let want = mb * MB;
     let deadline = Instant::now() + timeout;

@@ -49,6 +49,29 @@ impl RunAs {
         })
     }
 
+    /// Fails when the user the processes run as cannot reach `path` because a parent folder
+    /// is not world-traversable (a checkout under /root, mode 700).
+    pub fn check_reachable(&self, path: &Path, what: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Some((uid, _)) = self.ids else {
+            return Ok(());
+        };
+        for dir in path.ancestors().skip(1) {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue; // Not created yet: `lab up` creates it traversable.
+            };
+            if meta.mode() & 0o001 == 0 && meta.uid() != uid {
+                bail!(
+                    "cannot switch to the postgres user: it cannot reach the {what} {} because {} is not \
+                     world-traversable (chmod o+x it, or use another place)",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Gives a path the lab creates to the user the processes run as.
     pub fn own(&self, path: &Path) -> Result<()> {
         if let Some((uid, gid)) = self.ids {
@@ -175,11 +198,13 @@ fn create_dir(path: &Path, mode: u32, run_as: &RunAs) -> Result<()> {
 
 fn write_private(path: &Path, text: &str, owner: Option<&RunAs>) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Created afresh with mode 0600: the file is never readable by others, not even briefly.
     let _ = std::fs::remove_file(path);
     let mut f = OpenOptions::new()
         .create_new(true)
         .write(true)
-        .mode_0600()
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())
@@ -188,16 +213,6 @@ fn write_private(path: &Path, text: &str, owner: Option<&RunAs>) -> Result<()> {
         run_as.own(path)?;
     }
     Ok(())
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-impl Mode0600 for OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
 
 /// What `lab up` needs to know.
@@ -262,6 +277,8 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     let venv = super::find_venv(opts.venv.as_deref(), opts.patroni)?;
     check_installed(&venv)?;
     let run_as = RunAs::resolve(&paths.dir)?;
+    run_as.check_reachable(&paths.data_root(), "lab folder")?;
+    run_as.check_reachable(&venv.join("bin/patroni"), "Patroni venv")?;
     let ports = match opts.port_base {
         Some(base) => Ports::fixed(base, opts.members)?,
         None => Ports::pick(opts.members)?,
@@ -271,7 +288,13 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     // Folders: DIR stays the caller's; what the processes write belongs to them.
     std::fs::create_dir_all(&paths.dir)
         .with_context(|| format!("cannot create {}", paths.dir.display()))?;
-    for old in [paths.data_root(), paths.etcd_data(), paths.run()] {
+    // Fresh logs: a failed `up` shows its own log tail, not an older run's.
+    for old in [
+        paths.data_root(),
+        paths.etcd_data(),
+        paths.run(),
+        paths.logs(),
+    ] {
         if old.exists() {
             std::fs::remove_dir_all(&old)
                 .with_context(|| format!("cannot remove {}", old.display()))?;
@@ -327,7 +350,14 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     state.save(&paths)?;
 
     let started = async {
+        eprintln!("lab: starting etcd on 127.0.0.1:{}", ports.etcd_client);
         start_etcd(&paths, &mut state, &run_as).await?;
+        eprintln!(
+            "lab: starting {} Patroni {} member(s); waiting for 1 leader and {} streaming replica(s)",
+            state.members.len(),
+            opts.patroni.as_str(),
+            state.members.len() - 1
+        );
         for i in 0..state.members.len() {
             start_member(&paths, &mut state, i, &run_as)?;
         }
@@ -482,7 +512,7 @@ async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<
 /// DCS keys, stop etcd, remove data and `lab.json`. Idempotent.
 pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Result<()> {
     // A stopped walreceiver or startup process would block the postmaster's shutdown.
-    for s in &state.stopped {
+    for s in state.stopped.iter().filter(|s| alive(s.pid, "postgres")) {
         signal(s.pid, Signal::SIGCONT)?;
     }
     let mut waiting: Vec<(u32, &str)> = Vec::new();
@@ -541,5 +571,39 @@ async fn wait_gone(pids: &[(u32, &str)], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while pids.iter().any(|&(p, n)| alive(p, n)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alive_sees_this_process_and_not_a_missing_one() {
+        let me = std::process::id();
+        assert!(alive(me, ""));
+        assert!(!alive(me, "no-such-command-line"));
+        assert!(!alive(u32::MAX - 1, ""));
+    }
+
+    #[test]
+    fn children_finds_a_spawned_child_by_command_line() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let found = children(std::process::id(), "sleep");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()), "{found:?}");
+        // Reaped: no longer alive.
+        assert!(!alive(child.id(), "sleep"));
+    }
+
+    #[test]
+    fn postmaster_pid_reads_the_first_line() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-pmpid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(postmaster_pid(&dir), None);
+        std::fs::write(dir.join("postmaster.pid"), "4242\n/data\n1700000000\n").unwrap();
+        assert_eq!(postmaster_pid(&dir), Some(4242));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,31 +1,19 @@
 //! Bad input and faults: each gives one clear line on stderr naming the problem, exit 2,
 //! and no panic. Servers that misbehave are real sockets on loopback.
 
-use crate::harness::{run, test, Lab, Test};
+use crate::harness::{run, Lab, Test};
 use crate::util::{code, fake_server, one_line_error, stdout};
 
 pub fn tests() -> Vec<Test> {
-    vec![
-        test("nothing_listening", nothing_listening),
-        test("a_port_serving_html", a_port_serving_html),
-        test("garbage_and_truncated_json", garbage_and_truncated_json),
-        test("not_http_at_all", not_http_at_all),
-        test("tls_against_a_plain_port", tls_against_a_plain_port),
-        test(
-            "a_member_that_never_answers_times_out",
-            a_member_that_never_answers_times_out,
-        ),
-        test("wrong_credentials", wrong_credentials),
-        test("bad_units_and_sizes", bad_units_and_sizes),
-        test(
-            "config_without_restapi_and_missing_password",
-            config_without_restapi_and_missing_password,
-        ),
-        test(
-            "a_dead_url_is_skipped_for_a_live_one",
-            a_dead_url_is_skipped_for_a_live_one,
-        ),
-        test("unknown_member_for_reinit", unknown_member_for_reinit),
+    tests![
+        nothing_listening,
+        a_port_serving_html,
+        garbage_and_truncated_json,
+        not_http_at_all,
+        tls_against_a_plain_port,
+        wrong_credentials,
+        bad_units_and_sizes,
+        unknown_member_for_reinit,
     ]
 }
 

@@ -32,7 +32,14 @@ pub type Topic = (&'static str, fn() -> Vec<Test>);
 
 type TestFn = fn(&Lab);
 
-/// Shorthand for topic files: `test("up_gives_a_leader", up_gives_a_leader)`.
+/// `tests![f, g]`: a `Vec<Test>` with each test named after its function.
+macro_rules! tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$($crate::harness::test(stringify!($f), $f)),*]
+    };
+}
+
+/// One test by hand (topic files usually use `tests![...]`).
 pub fn test(name: &'static str, run: fn(&Lab)) -> Test {
     Test { name, run }
 }

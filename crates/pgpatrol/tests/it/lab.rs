@@ -6,39 +6,20 @@ use std::net::TcpListener;
 use pgpatrol::lab::process::alive;
 use pgpatrol::lab::{LabPaths, LabState};
 
-use crate::harness::{free_port_base, it_root, ok, run, stderr, test, Lab, Test, MB};
+use crate::harness::{free_port_base, it_root, ok, run, stderr, Lab, Test, MB};
 
 pub fn tests() -> Vec<Test> {
-    vec![
-        test(
-            "up_gives_one_leader_and_streaming_replicas",
-            up_gives_one_leader_and_streaming_replicas,
-        ),
-        test(
-            "break_lag_leaves_replica_behind_but_streaming",
-            break_lag_leaves_replica_behind_but_streaming,
-        ),
-        test(
-            "repair_brings_the_replica_back",
-            repair_brings_the_replica_back,
-        ),
-        test(
-            "break_replay_gives_replay_only_lag",
-            break_replay_gives_replay_only_lag,
-        ),
-        test(
-            "crash_leader_then_repair_heals",
-            crash_leader_then_repair_heals,
-        ),
-        test(
-            "up_refuses_a_dir_with_a_live_lab",
-            up_refuses_a_dir_with_a_live_lab,
-        ),
-        test("up_refuses_a_port_in_use", up_refuses_a_port_in_use),
-        test(
-            "second_lab_side_by_side_and_down_leaves_nothing",
-            second_lab_side_by_side_and_down_leaves_nothing,
-        ),
+    tests![
+        up_gives_one_leader_and_streaming_replicas,
+        break_lag_leaves_replica_behind_but_streaming,
+        repair_brings_the_replica_back,
+        break_replay_gives_replay_only_lag,
+        crash_leader_then_repair_heals,
+        up_refuses_a_dir_with_a_live_lab,
+        up_refuses_a_port_in_use,
+        up_replaces_a_stale_lab,
+        logs_show_a_member_and_etcd,
+        second_lab_side_by_side_and_down_leaves_nothing,
     ]
 }
 
@@ -210,4 +191,54 @@ fn second_lab_side_by_side_and_down_leaves_nothing(lab: &Lab) {
     assert!(!dir.join("lab.json").exists());
     assert!(!dir.join("data").exists() && !dir.join("etcd").exists());
     assert!(dir.join("logs").exists(), "logs are kept for post-mortems");
+}
+
+/// A lab whose processes all died (a killed terminal, a reboot) leaves lab.json behind;
+/// the next `lab up` cleans it up instead of refusing.
+fn up_replaces_a_stale_lab(_lab: &Lab) {
+    let dir = it_root().join("stale");
+    let d = dir.to_string_lossy().into_owned();
+    let ver = crate::harness::patroni_version();
+    let up = [
+        "lab",
+        "up",
+        "--dir",
+        &d,
+        "--members",
+        "1",
+        "--scope",
+        "stale",
+        "--patroni",
+        &ver,
+        "--timeout",
+        "120s",
+    ];
+    ok("first lab up", &run(&up));
+    let state = LabState::load(&LabPaths::new(&dir).expect("paths")).expect("lab.json");
+    let m = &state.members[0];
+    let mut pids = vec![m.pid.expect("patroni"), state.etcd.pid.expect("etcd")];
+    pids.extend(pgpatrol::lab::process::postmaster_pid(&m.data_dir));
+    for pid in &pids {
+        pgpatrol::lab::process::signal(*pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+    }
+    while pids.iter().any(|p| alive(*p, "")) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(dir.join("lab.json").exists());
+    ok("lab up over a stale lab.json", &run(&up));
+    ok("lab down", &run(&["lab", "down", "--dir", &d]));
+}
+
+fn logs_show_a_member_and_etcd(lab: &Lab) {
+    let pg0 = ok("lab logs pg0", &lab.lab(&["logs", "pg0", "-n", "5"]));
+    assert!(!pg0.trim().is_empty() && pg0.lines().count() <= 5, "{pg0}");
+    let etcd = ok("lab logs etcd", &lab.lab(&["logs", "etcd"]));
+    assert!(etcd.contains("etcd"), "{etcd}");
+    let out = lab.lab(&["logs", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no member \"nosuch\""),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -15,11 +15,13 @@
 //!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
-//! To add a topic: create `topic.rs`, add `mod topic;` below and `("topic", topic::tests)`
-//! to the list in `main`.
+//! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
+//! `mod topic;` below and `("topic", topic::tests)` to the list in `main`.
+
+#[macro_use]
+mod harness;
 
 mod badinput;
-mod harness;
 mod heal;
 mod lab;
 mod read;

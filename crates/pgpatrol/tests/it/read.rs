@@ -4,40 +4,11 @@
 
 use serde_json::Value;
 
-use crate::harness::{ok, patroni_version, test, Lab, Test, MB};
+use crate::harness::{ok, patroni_version, Lab, Test, MB};
 use crate::util::{code, get_json, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
-    vec![
-        test(
-            "list_json_agrees_with_patronis_cluster",
-            list_json_agrees_with_patronis_cluster,
-        ),
-        test(
-            "patronictl_json_equals_patronictl",
-            patronictl_json_equals_patronictl,
-        ),
-        test(
-            "sli_sees_replay_only_lag_on_every_version",
-            sli_sees_replay_only_lag_on_every_version,
-        ),
-        test(
-            "sli_sees_a_stopped_walreceiver_as_receive_and_replay_lag",
-            sli_sees_a_stopped_walreceiver_as_receive_and_replay_lag,
-        ),
-        test(
-            "sli_names_unknown_members_and_exits_1",
-            sli_names_unknown_members_and_exits_1,
-        ),
-        test(
-            "history_topology_and_show_config_read_the_cluster",
-            history_topology_and_show_config_read_the_cluster,
-        ),
-        test(
-            "config_file_is_read_like_patronictl",
-            config_file_is_read_like_patronictl,
-        ),
-    ]
+    tests![]
 }
 
 fn list_json(lab: &Lab) -> Value {
