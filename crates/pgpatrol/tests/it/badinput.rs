@@ -11,8 +11,11 @@ pub fn tests() -> Vec<Test> {
         garbage_and_truncated_json,
         not_http_at_all,
         tls_against_a_plain_port,
+        a_member_that_never_answers_times_out,
         wrong_credentials,
         bad_units_and_sizes,
+        config_without_restapi_and_missing_password,
+        a_dead_url_is_skipped_for_a_live_one,
         unknown_member_for_reinit,
     ]
 }

@@ -12,7 +12,15 @@ use crate::harness::{bin, ok, stderr, Lab, Test, MB};
 use crate::util::{code, start_times, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
-    tests![dry_run_changes_nothing,]
+    tests![
+        heal_reinitializes_exactly_the_lagging_replica,
+        dry_run_changes_nothing,
+        heal_on_a_paused_cluster_does_nothing,
+        reinit_of_the_leader_is_refused,
+        a_running_reinit_is_waited_for_not_forced,
+        two_lagging_replicas_are_healed_one_at_a_time_worst_first,
+        killing_the_leader_while_waiting_stops_heal,
+    ]
 }
 
 fn heal_json(lab: &Lab, args: &[&str]) -> (i32, Value) {

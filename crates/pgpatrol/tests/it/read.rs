@@ -8,7 +8,15 @@ use crate::harness::{ok, patroni_version, Lab, Test, MB};
 use crate::util::{code, get_json, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
-    tests![]
+    tests![
+        list_json_agrees_with_patronis_cluster,
+        patronictl_json_equals_patronictl,
+        sli_sees_replay_only_lag_on_every_version,
+        sli_sees_a_stopped_walreceiver_as_receive_and_replay_lag,
+        sli_names_unknown_members_and_exits_1,
+        history_topology_and_show_config_read_the_cluster,
+        config_file_is_read_like_patronictl,
+    ]
 }
 
 fn list_json(lab: &Lab) -> Value {
