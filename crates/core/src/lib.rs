@@ -19,6 +19,7 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod sli;
+pub mod slo;
 pub mod units;
 
 pub use lsn::Lsn;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Lag, LagKind};
 
@@ -35,7 +35,7 @@ impl Default for Policy {
 }
 
 /// An earlier (or running) action on a member, for cooldowns and concurrency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRecord {
     pub member: String,
     pub started: SystemTime,

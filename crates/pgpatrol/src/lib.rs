@@ -7,3 +7,4 @@ pub mod executor;
 pub mod lab;
 pub mod output;
 pub mod source;
+pub mod watch;

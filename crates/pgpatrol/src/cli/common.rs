@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use crate::source::patroni_yml::PatroniYml;
-use crate::source::rest::{Credentials, Http, HttpOptions, RestSource};
+use crate::source::rest::RestSource;
+use crate::source::target::{read_password_file, Target};
 
 /// How to reach a cluster through Patroni's REST API.
 #[derive(Debug, Clone, Args)]
@@ -57,60 +56,33 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    /// Resolves flags, environment and patroni.yml into a REST source.
-    pub fn source(&self) -> anyhow::Result<RestSource> {
-        let yml = match &self.config {
-            Some(p) => Some(PatroniYml::read(p).map_err(anyhow::Error::msg)?),
-            None => None,
+    /// The cluster these flags name (the password resolved from its file or environment).
+    pub fn target(&self) -> anyhow::Result<Target> {
+        let password = match (&self.username, &self.password_file) {
+            (None, _) => None,
+            (Some(_), Some(file)) => Some(read_password_file(file)?),
+            (Some(_), None) => Some(std::env::var("PATRONI_RESTAPI_PASSWORD").map_err(|_| {
+                anyhow::anyhow!(
+                    "--username needs a password: set PATRONI_RESTAPI_PASSWORD or pass --password-file"
+                )
+            })?),
         };
-        let urls: Vec<String> = if !self.urls.is_empty() {
-            self.urls
-                .iter()
-                .filter(|u| !u.trim().is_empty())
-                .cloned()
-                .collect()
-        } else {
-            yml.as_ref()
-                .and_then(|y| y.url.clone())
-                .into_iter()
-                .collect()
-        };
-        let auth = match &self.username {
-            Some(user) => Some(Credentials {
-                username: user.clone(),
-                password: self.password()?,
-            }),
-            None => yml.as_ref().and_then(|y| y.auth.clone()),
-        };
-        let opts = HttpOptions {
-            auth,
-            ca_file: self
-                .cacert
-                .clone()
-                .or_else(|| yml.as_ref().and_then(|y| y.ca_file.clone())),
-            client_cert: self
-                .cert
-                .clone()
-                .zip(self.key.clone())
-                .or_else(|| yml.as_ref().and_then(|y| y.client_cert.clone())),
-            insecure: self.insecure || yml.as_ref().is_some_and(|y| y.insecure),
+        Ok(Target {
+            urls: self.urls.clone(),
+            patroni_yml: self.config.clone(),
+            username: self.username.clone(),
+            password,
+            cacert: self.cacert.clone(),
+            client_cert: self.cert.clone().zip(self.key.clone()),
+            insecure: self.insecure,
             connect_timeout: self.connect_timeout,
-            timeout: self.request_timeout,
-        };
-        Ok(RestSource::new(Http::new(&opts)?, &urls)?)
+            request_timeout: self.request_timeout,
+        })
     }
 
-    fn password(&self) -> anyhow::Result<String> {
-        if let Some(p) = &self.password_file {
-            let raw = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the password file {}", p.display()))?;
-            return Ok(raw.lines().next().unwrap_or_default().to_string());
-        }
-        std::env::var("PATRONI_RESTAPI_PASSWORD").map_err(|_| {
-            anyhow::anyhow!(
-                "--username needs a password: set PATRONI_RESTAPI_PASSWORD or pass --password-file"
-            )
-        })
+    /// Resolves flags, environment and patroni.yml into a REST source.
+    pub fn source(&self) -> anyhow::Result<RestSource> {
+        Ok(self.target()?.source()?)
     }
 }
 

@@ -15,7 +15,9 @@ pub mod progress;
 pub mod reinit;
 pub mod show_config;
 pub mod sli;
+pub mod slo;
 pub mod topology;
+pub mod watch;
 
 /// Keeps Patroni PostgreSQL clusters healthy.
 ///
@@ -44,6 +46,11 @@ pub enum Command {
     Heal(heal::HealArgs),
     /// Reinitialize one replica by hand (never the leader), optionally waiting for it.
     Reinit(reinit::ReinitArgs),
+    /// Watch clusters: lag metrics, the lag SLO, burn-rate alerts, auto-heal when allowed.
+    Watch(watch::WatchArgs),
+    /// SLO tooling: Prometheus rules for the lag SLOs of a watch config.
+    #[command(subcommand)]
+    Slo(slo::SloCommand),
     /// Show the replication tree (cascading replicas under their upstream).
     Topology(topology::TopologyArgs),
     /// Show the timeline history (failovers and switchovers).
@@ -97,6 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Heal(args) => args.run().await,
         Command::Reinit(args) => args.run().await,
         Command::Topology(args) => args.run().await,
+        Command::Watch(args) => args.run().await,
+        Command::Slo(cmd) => cmd.run().await,
         Command::History(args) => args.run().await,
         Command::ShowConfig(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,

@@ -3,6 +3,7 @@
 
 pub mod patroni_yml;
 pub mod rest;
+pub mod target;
 
 use rest::RestError;
 

@@ -19,6 +19,9 @@ pub struct PatroniYml {
     pub ca_file: Option<PathBuf>,
     pub client_cert: Option<(PathBuf, PathBuf)>,
     pub insecure: bool,
+    /// The cluster's etcd (`etcd3` section: `url`, else the first of `hosts`/`host`), when
+    /// its DCS is etcd v3: watch's heal lease can live there.
+    pub etcd3_url: Option<String>,
 }
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -38,6 +41,20 @@ fn credentials(v: &Value, section: &str) -> Option<Credentials> {
         username: text(v, &[section, "authentication", "username"])?,
         password: text(v, &[section, "authentication", "password"])?,
     })
+}
+
+fn etcd3_url(v: &Value) -> Option<String> {
+    let e = v.get("etcd3")?;
+    let scheme = text(e, &["protocol"]).unwrap_or_else(|| "http".into());
+    if let Some(url) = text(e, &["url"]) {
+        return Some(url.trim_end_matches('/').to_string());
+    }
+    let first = match e.get("hosts") {
+        Some(Value::Sequence(hosts)) => hosts.first().and_then(|h| h.as_str()).map(str::to_string),
+        Some(Value::String(hosts)) => hosts.split(',').next().map(|h| h.trim().to_string()),
+        _ => text(e, &["host"]),
+    }?;
+    Some(format!("{scheme}://{first}"))
 }
 
 impl PatroniYml {
@@ -77,6 +94,7 @@ impl PatroniYml {
             insecure: get(&v, &["ctl", "insecure"])
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            etcd3_url: etcd3_url(&v),
         })
     }
 }
@@ -96,6 +114,21 @@ mod tests {
         assert_eq!(y.ca_file, Some(PathBuf::from("/ca.pem")));
         assert!(y.insecure);
         assert_eq!(y.scope.as_deref(), Some("demo"));
+        assert_eq!(y.etcd3_url, None);
+    }
+
+    #[test]
+    fn finds_the_etcd3_dcs() {
+        let y = PatroniYml::parse(
+            "restapi: {connect_address: h:8008}\netcd3: {hosts: 10.0.0.1:2379,10.0.0.2:2379}\n",
+        )
+        .unwrap();
+        assert_eq!(y.etcd3_url.as_deref(), Some("http://10.0.0.1:2379"));
+        let y = PatroniYml::parse(
+            "restapi: {connect_address: h:8008}\netcd3: {hosts: [a:2379], protocol: https}\n",
+        )
+        .unwrap();
+        assert_eq!(y.etcd3_url.as_deref(), Some("https://a:2379"));
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! How the operator names one cluster (URLs or a patroni.yml, credentials, TLS, timeouts),
+//! resolved into a REST source. The CLI flags and the watch config both become a `Target`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::patroni_yml::PatroniYml;
+use super::rest::{Credentials, Http, HttpOptions, RestSource};
+use super::SourceError;
+
+/// One cluster's address and access settings, before anything is read.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub urls: Vec<String>,
+    pub patroni_yml: Option<PathBuf>,
+    pub username: Option<String>,
+    /// Already resolved (from a file or the environment) by the caller.
+    pub password: Option<String>,
+    pub cacert: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Target {
+    /// Resolves URLs and credentials (flags first, then patroni.yml) into a REST source.
+    pub fn source(&self) -> Result<RestSource, SourceError> {
+        let yml = match &self.patroni_yml {
+            Some(p) => Some(PatroniYml::read(p).map_err(SourceError::BadInput)?),
+            None => None,
+        };
+        let urls: Vec<String> = if !self.urls.is_empty() {
+            self.urls
+                .iter()
+                .filter(|u| !u.trim().is_empty())
+                .cloned()
+                .collect()
+        } else {
+            yml.as_ref()
+                .and_then(|y| y.url.clone())
+                .into_iter()
+                .collect()
+        };
+        let auth =
+            match (&self.username, &self.password) {
+                (Some(user), Some(password)) => Some(Credentials {
+                    username: user.clone(),
+                    password: password.clone(),
+                }),
+                (Some(_), None) => return Err(SourceError::BadInput(
+                    "a username needs a password: set PATRONI_RESTAPI_PASSWORD or a password file"
+                        .into(),
+                )),
+                _ => yml.as_ref().and_then(|y| y.auth.clone()),
+            };
+        let opts = HttpOptions {
+            auth,
+            ca_file: self
+                .cacert
+                .clone()
+                .or_else(|| yml.as_ref().and_then(|y| y.ca_file.clone())),
+            client_cert: self
+                .client_cert
+                .clone()
+                .or_else(|| yml.as_ref().and_then(|y| y.client_cert.clone())),
+            insecure: self.insecure || yml.as_ref().is_some_and(|y| y.insecure),
+            connect_timeout: self.connect_timeout,
+            timeout: self.request_timeout,
+        };
+        RestSource::new(Http::new(&opts)?, &urls)
+    }
+}
+
+/// Reads a password file's first line.
+pub fn read_password_file(path: &std::path::Path) -> Result<String, SourceError> {
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        SourceError::BadInput(format!(
+            "cannot read the password file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(raw.lines().next().unwrap_or_default().to_string())
+}

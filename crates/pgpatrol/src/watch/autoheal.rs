@@ -1,0 +1,379 @@
+//! Auto-heal for `watch`: the same plan and executor as `pgpatrol heal`, plus what a daemon
+//! needs to be trusted with it — the breach must persist (N samples and/or a duration), a
+//! per-member cooldown, a cap on attempts, an escalation alert when a heal fails or the cap
+//! is reached, and one active healer per cluster (a lease).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use pgpatrol_core::plan::{ActionRecord, Blocker, Plan, Policy, SkipReason};
+use pgpatrol_core::policy::decide;
+use pgpatrol_core::Cluster;
+
+use super::alerts::AlertEvent;
+use super::config::{ClusterConfig, HealConfig, LeaseConfig, WatchConfig};
+use super::lease::LeaseStore;
+use super::metrics::{ClusterL, ClusterReasonL};
+use super::Shared;
+use crate::executor::{self, ReinitOptions, Result_};
+use crate::source::patroni_yml::PatroniYml;
+use crate::source::rest::RestSource;
+
+/// The heal policy of a cluster's `heal:` section.
+pub fn policy(h: &HealConfig) -> Policy {
+    Policy {
+        tolerance: h.tolerance.0,
+        lag: h.lag,
+        max_concurrent: h.max_concurrent.max(1),
+        min_healthy: h.min_healthy,
+        cooldown: h.cooldown,
+    }
+}
+
+/// What `/plan` shows of auto-heal.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HealView {
+    pub enabled: bool,
+    /// Consecutive breaching samples per member.
+    pub breaches: BTreeMap<String, u32>,
+    pub attempts: BTreeMap<String, u32>,
+    pub history: Vec<ActionRecord>,
+    pub last_outcomes: Vec<executor::ReinitOutcome>,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    history: Vec<ActionRecord>,
+    outcomes: Vec<executor::ReinitOutcome>,
+    running: bool,
+}
+
+/// One cluster's auto-healer.
+#[derive(Debug)]
+pub struct Healer {
+    policy: Policy,
+    cfg: HealConfig,
+    lease: LeaseStore,
+    owner: String,
+    breaches: BTreeMap<String, (u32, SystemTime)>,
+    attempts: BTreeMap<String, u32>,
+    escalated: BTreeSet<String>,
+    progress: Arc<Mutex<Progress>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::Result<LeaseStore> {
+    Ok(match &h.lease {
+        LeaseConfig::Etcd { url } => LeaseStore::Etcd {
+            url: url.trim_end_matches('/').to_string(),
+        },
+        LeaseConfig::File { dir } => LeaseStore::File { dir: dir.clone() },
+        LeaseConfig::Auto => {
+            let etcd = match &c.patroni_yml {
+                Some(p) => PatroniYml::read(p).map_err(anyhow::Error::msg)?.etcd3_url,
+                None => None,
+            };
+            match etcd {
+                Some(url) => LeaseStore::Etcd { url },
+                None => LeaseStore::File {
+                    dir: cfg
+                        .state_file
+                        .as_ref()
+                        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or_else(std::env::temp_dir),
+                },
+            }
+        }
+    })
+}
+
+fn blocker_label(b: &Blocker) -> &'static str {
+    match b {
+        Blocker::Paused => "paused",
+        Blocker::NoLeader => "no_leader",
+        Blocker::MultipleLeaders { .. } => "multiple_leaders",
+        Blocker::Unlocked => "unlocked",
+        Blocker::Failsafe => "failsafe",
+    }
+}
+
+fn skip_label(r: &SkipReason) -> Option<&'static str> {
+    Some(match r {
+        SkipReason::Leader | SkipReason::WithinTolerance { .. } => return None,
+        SkipReason::LagUnknown { .. } => "lag_unknown",
+        SkipReason::InProgress { .. } => "in_progress",
+        SkipReason::ConcurrencyLimit { .. } => "concurrency_limit",
+        SkipReason::MinHealthy { .. } => "min_healthy",
+        SkipReason::OnlySynchronousStandby => "only_synchronous_standby",
+        SkipReason::Cooldown { .. } => "cooldown",
+    })
+}
+
+impl Healer {
+    pub fn new(
+        cfg: &WatchConfig,
+        c: &ClusterConfig,
+        h: &HealConfig,
+        history: Vec<ActionRecord>,
+    ) -> anyhow::Result<Self> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let progress = Progress {
+            history,
+            ..Progress::default()
+        };
+        Ok(Healer {
+            policy: policy(h),
+            cfg: h.clone(),
+            lease: lease_store(cfg, c, h)?,
+            owner: format!("{}:{}", host.trim(), std::process::id()),
+            breaches: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            escalated: BTreeSet::new(),
+            progress: Arc::new(Mutex::new(progress)),
+            task: None,
+        })
+    }
+
+    fn persisted(&self, member: &str, now: SystemTime) -> bool {
+        self.breaches.get(member).is_some_and(|(n, since)| {
+            *n >= self.cfg.persist_samples
+                && self
+                    .cfg
+                    .persist_for
+                    .is_none_or(|d| now.duration_since(*since).unwrap_or_default() >= d)
+        })
+    }
+
+    /// Called with every fresh snapshot: decides, and acts when everything allows it.
+    pub async fn on_snapshot(
+        &mut self,
+        name: &str,
+        cluster: &Cluster,
+        source: &RestSource,
+        shared: &Arc<Shared>,
+        alerts: &mpsc::Sender<AlertEvent>,
+        now: SystemTime,
+    ) -> Plan {
+        let m = &shared.metrics;
+        // 1. Persistence: count consecutive breaching samples per replica.
+        for r in cluster.replicas() {
+            let breaching = r
+                .lag(self.policy.lag)
+                .and_then(|l| l.bytes())
+                .is_some_and(|b| b >= self.policy.tolerance);
+            if breaching {
+                let e = self.breaches.entry(r.name.clone()).or_insert((0, now));
+                e.0 += 1;
+            } else {
+                self.breaches.remove(&r.name);
+            }
+        }
+        self.breaches.retain(|k, _| cluster.member(k).is_some());
+
+        // 2. The same decision as `pgpatrol heal`, with this healer's history.
+        let (history, running) = {
+            let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            (p.history.clone(), p.running)
+        };
+        let plan = decide(cluster, &self.policy, &history, now);
+        let persisted: Vec<String> = self
+            .breaches
+            .keys()
+            .filter(|k| self.persisted(k, now))
+            .cloned()
+            .collect();
+        if persisted.is_empty() {
+            return plan;
+        }
+        let refuse = |reason: &str| {
+            m.heal_refused
+                .get_or_create(&ClusterReasonL {
+                    cluster: name.to_string(),
+                    reason: reason.to_string(),
+                })
+                .inc();
+        };
+        for b in &plan.blockers {
+            refuse(blocker_label(b));
+        }
+        for s in plan.skips.iter().filter(|s| persisted.contains(&s.member)) {
+            if let Some(label) = skip_label(&s.reason) {
+                refuse(label);
+            }
+        }
+
+        // 3. Persisted, under the cap; escalate once when the cap is reached.
+        let mut actions = Vec::new();
+        for a in plan
+            .actions
+            .iter()
+            .filter(|a| persisted.contains(&a.member))
+        {
+            let tries = self.attempts.get(&a.member).copied().unwrap_or(0);
+            if tries >= self.cfg.max_attempts {
+                refuse("max_attempts");
+                if self.escalated.insert(a.member.clone()) {
+                    m.heal_escalations
+                        .get_or_create(&ClusterL {
+                            cluster: name.to_string(),
+                        })
+                        .inc();
+                    let _ = alerts
+                        .send(escalation(name, &a.member, &format!("{tries} reinitializations did not keep it below the tolerance; auto-heal stopped trying")))
+                        .await;
+                }
+                continue;
+            }
+            actions.push(a.clone());
+        }
+        if actions.is_empty() || running {
+            return plan;
+        }
+
+        // 4. One healer per cluster.
+        let held = match self.lease.try_acquire(name, &self.owner).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                refuse("lease_held");
+                return plan;
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %name, error = %e, "cannot take the heal lease: not acting");
+                refuse("lease_error");
+                return plan;
+            }
+        };
+
+        // 5. Act in the background; the poller keeps polling (and keeps this member counted
+        //    as in progress through the unfinished history record).
+        let leader_api = cluster.leader().and_then(|l| l.api_url.clone());
+        let mut runs = Vec::new();
+        {
+            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            p.running = true;
+            for a in &actions {
+                p.history.push(ActionRecord {
+                    member: a.member.clone(),
+                    started: now,
+                    finished: None,
+                });
+                *self.attempts.entry(a.member.clone()).or_insert(0) += 1;
+                m.heal_attempted
+                    .get_or_create(&ClusterL {
+                        cluster: name.to_string(),
+                    })
+                    .inc();
+                let api = cluster
+                    .member(&a.member)
+                    .and_then(|x| x.api_url.clone())
+                    .unwrap_or_default();
+                tracing::info!(cluster = %name, member = %a.member, reason = %a.reason, "auto-heal: reinitializing");
+                runs.push((a.member.clone(), api));
+            }
+        }
+        let opts = ReinitOptions {
+            tolerance: self.policy.tolerance,
+            lag: self.policy.lag,
+            timeout: self.cfg.timeout,
+            poll: Duration::from_millis(500),
+            force: false,
+            wait: true,
+        };
+        let (source, shared, alerts, progress, name) = (
+            source.clone(),
+            shared.clone(),
+            alerts.clone(),
+            self.progress.clone(),
+            name.to_string(),
+        );
+        self.task = Some(tokio::spawn(async move {
+            for (member, api) in runs {
+                let o = executor::reinitialize(
+                    &source,
+                    &member,
+                    &api,
+                    leader_api.as_deref(),
+                    &opts,
+                    &executor::Quiet,
+                )
+                .await;
+                let ok = o.result == Result_::Healed;
+                let c = ClusterL {
+                    cluster: name.clone(),
+                };
+                if ok {
+                    shared.metrics.heal_succeeded.get_or_create(&c).inc();
+                } else {
+                    shared.metrics.heal_failed.get_or_create(&c).inc();
+                    shared.metrics.heal_escalations.get_or_create(&c).inc();
+                    let _ = alerts
+                        .send(escalation(
+                            &name,
+                            &member,
+                            &format!("auto-heal failed: {}", o.detail),
+                        ))
+                        .await;
+                }
+                tracing::info!(cluster = %name, member = %member, result = ?o.result, detail = %o.detail, "auto-heal: done");
+                let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+                let done = SystemTime::now();
+                for h in p
+                    .history
+                    .iter_mut()
+                    .filter(|h| h.member == member && h.finished.is_none())
+                {
+                    h.finished = Some(done);
+                }
+                p.outcomes.push(o);
+                let excess = p.outcomes.len().saturating_sub(20);
+                p.outcomes.drain(..excess);
+            }
+            held.release().await;
+            progress.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+        }));
+        plan
+    }
+
+    pub fn view(&self) -> HealView {
+        let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        HealView {
+            enabled: true,
+            breaches: self
+                .breaches
+                .iter()
+                .map(|(k, (n, _))| (k.clone(), *n))
+                .collect(),
+            attempts: self.attempts.clone(),
+            history: p.history.clone(),
+            last_outcomes: p.outcomes.clone(),
+        }
+    }
+
+    /// Stops watching a running heal (Patroni finishes the reinit on its own; the lease is
+    /// released or expires).
+    pub async fn shutdown(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+fn escalation(cluster: &str, member: &str, why: &str) -> AlertEvent {
+    AlertEvent {
+        alertname: "PgpatrolHealEscalation".into(),
+        cluster: cluster.to_string(),
+        severity: "page".into(),
+        firing: true,
+        summary: format!("Auto-heal could not fix {member} in {cluster}: a person is needed"),
+        description: why.to_string(),
+        labels: [("member".to_string(), member.to_string())]
+            .into_iter()
+            .collect(),
+    }
+}

@@ -1,0 +1,346 @@
+//! `watch.yml`: which clusters to watch, their SLOs, and whether (and how safely) to heal.
+//! The file says what and how safely; flags say how to run (listen address, log format).
+//!
+//! ```yaml
+//! listen: 127.0.0.1:9187          # /metrics, /healthz, /readyz, /plan
+//! interval: 10s                   # default poll interval
+//! timeout: 5s                     # default per-poll timeout
+//! state_file: /var/lib/pgpatrol/watch-state.json   # SLO samples survive restarts
+//! doc_link: https://runbooks.example/patroni-lag
+//! alertmanager: http://127.0.0.1:9093             # POST /api/v2/alerts
+//! webhook: http://127.0.0.1:8080/hook             # plain JSON
+//! clusters:
+//!   - name: demo
+//!     urls: [http://10.0.0.5:8008, http://10.0.0.6:8008]   # or patroni_yml: /etc/patroni.yml
+//!     username: patrol
+//!     password_file: /etc/pgpatrol/patrol.password
+//!     slo: {objective: 99.5%, threshold: 5MB, window: 30d}
+//!     heal: {enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 30m, max_attempts: 3}
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use pgpatrol_core::slo::parse_objective;
+use pgpatrol_core::{ByteSize, LagKind};
+
+use crate::source::target::{read_password_file, Target};
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not a duration like 10s, 5m, 30d: {e}"))
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    let v = serde_yaml::Value::deserialize(d)?;
+    let s = match v {
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::String(s) => s,
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "{other:?} is not a size like 5MB"
+            )))
+        }
+    };
+    s.parse::<ByteSize>().map_err(serde::de::Error::custom)
+}
+
+fn objective<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = serde_yaml::Value::deserialize(d)?;
+    let s = match v {
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::String(s) => s,
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "{other:?} is not an objective like 99.5%"
+            )))
+        }
+    };
+    parse_objective(&s).map_err(serde::de::Error::custom)
+}
+
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    #[serde(default)]
+    pub doc_link: Option<String>,
+    #[serde(default)]
+    pub alertmanager: Option<String>,
+    #[serde(default)]
+    pub webhook: Option<String>,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+/// One cluster to watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The label on every metric and alert.
+    pub name: String,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub patroni_yml: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub slo: Option<SloConfig>,
+    #[serde(default)]
+    pub heal: Option<HealConfig>,
+}
+
+/// The lag SLO of one cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Fraction of good samples, e.g. `99.5%` (or `0.995`).
+    #[serde(deserialize_with = "objective")]
+    pub objective: f64,
+    /// A sample is good when the SLI is at or below this (a bare number is MB).
+    #[serde(deserialize_with = "size")]
+    pub threshold: ByteSize,
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    #[serde(default)]
+    pub lag: LagKind,
+    /// Override the workbook's burn-rate alert windows (for short windows in tests).
+    #[serde(default)]
+    pub alerts: Option<Vec<AlertWindowConfig>>,
+}
+
+/// One multi-window burn-rate alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertWindowConfig {
+    pub severity: String,
+    #[serde(deserialize_with = "duration")]
+    pub long: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub short: Duration,
+    pub factor: f64,
+}
+
+/// How a healer makes sure it is the only one acting on a cluster.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum LeaseConfig {
+    /// An etcd lease at `url` (the cluster's own DCS, usually).
+    Etcd { url: String },
+    /// A lock file in this directory (one host).
+    File { dir: PathBuf },
+    /// The etcd of `patroni_yml` when it has an `etcd3` section, else a lock file next to
+    /// the state file (or in the temp dir).
+    #[default]
+    Auto,
+}
+
+/// Auto-heal: opt-in, behind the same guardrails as `pgpatrol heal`, plus persistence,
+/// cooldown, a cap on attempts, escalation and one healer per cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(deserialize_with = "size")]
+    pub tolerance: ByteSize,
+    #[serde(default)]
+    pub lag: LagKind,
+    /// The breach must hold for this many consecutive samples...
+    #[serde(default = "default_persist_samples")]
+    pub persist_samples: u32,
+    /// ... and for at least this long.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub persist_for: Option<Duration>,
+    #[serde(default = "default_cooldown", deserialize_with = "duration")]
+    pub cooldown: Duration,
+    /// At most this many reinitializations of one member while the watch runs; after that it
+    /// escalates instead of trying again.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "one")]
+    pub max_concurrent: usize,
+    #[serde(default = "one")]
+    pub min_healthy: usize,
+    #[serde(default = "default_heal_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub lease: LeaseConfig,
+}
+
+fn default_persist_samples() -> u32 {
+    3
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn one() -> usize {
+    1
+}
+fn default_heal_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl WatchConfig {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&raw).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let c: WatchConfig = serde_yaml::from_str(raw).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.clusters.is_empty() {
+            return Err("no clusters: list at least one under `clusters:`".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for c in &self.clusters {
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            {
+                return Err(format!(
+                    "cluster name {:?}: use letters, digits, - _ .",
+                    c.name
+                ));
+            }
+            if !names.insert(&c.name) {
+                return Err(format!("cluster {:?} is listed twice", c.name));
+            }
+            if c.urls.is_empty() && c.patroni_yml.is_none() {
+                return Err(format!(
+                    "cluster {:?}: give `urls` or `patroni_yml`",
+                    c.name
+                ));
+            }
+            if let Some(i) = c.interval {
+                if i < Duration::from_millis(100) {
+                    return Err(format!("cluster {:?}: interval {i:?} is too short", c.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn interval(&self, c: &ClusterConfig) -> Duration {
+        c.interval.unwrap_or(self.interval)
+    }
+
+    pub fn timeout(&self, c: &ClusterConfig) -> Duration {
+        c.timeout.unwrap_or(self.timeout)
+    }
+
+    /// The cluster's source settings, the password resolved.
+    pub fn target(&self, c: &ClusterConfig) -> Result<Target, String> {
+        let password = match (&c.password_file, &c.password_env) {
+            (Some(f), _) => Some(read_password_file(f).map_err(|e| e.to_string())?),
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .map_err(|_| format!("cluster {:?}: password_env {var} is not set", c.name))?,
+            ),
+            (None, None) => None,
+        };
+        let timeout = self.timeout(c);
+        Ok(Target {
+            urls: c.urls.clone(),
+            patroni_yml: c.patroni_yml.clone(),
+            username: c.username.clone(),
+            password,
+            cacert: c.cacert.clone(),
+            client_cert: None,
+            insecure: c.insecure,
+            connect_timeout: timeout.min(Duration::from_secs(2)),
+            request_timeout: timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = WatchConfig::parse(
+            "listen: 127.0.0.1:9999\ninterval: 5s\nalertmanager: http://127.0.0.1:9093\nclusters:\n  - name: demo\n    urls: [http://10.0.0.5:8008]\n    slo: {objective: 99.5%, threshold: 5MB, window: 30d}\n    heal: {enabled: true, tolerance: 5, persist_samples: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        let slo = c.clusters[0].slo.as_ref().unwrap();
+        assert!((slo.objective - 0.995).abs() < 1e-9);
+        assert_eq!(slo.threshold, ByteSize(5 << 20));
+        let heal = c.clusters[0].heal.as_ref().unwrap();
+        assert_eq!(heal.tolerance, ByteSize(5 << 20));
+        assert_eq!(heal.lease, LeaseConfig::Auto);
+        assert_eq!(c.interval(&c.clusters[0]), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let e = WatchConfig::parse("clusters: []\n").unwrap_err();
+        assert!(e.contains("no clusters"), "{e}");
+        let e = WatchConfig::parse("clusters:\n  - name: a\n").unwrap_err();
+        assert!(e.contains("urls"), "{e}");
+        let e = WatchConfig::parse("clusters:\n  - {name: a, urls: [x], slo: {objective: 150%, threshold: 5MB, window: 1d}}\n").unwrap_err();
+        assert!(e.contains("objective"), "{e}");
+        let e = WatchConfig::parse("clusters:\n  - {name: a, urls: [x], slo: {objective: 99%, threshold: 5XB, window: 1d}}\n").unwrap_err();
+        assert!(e.contains("not a size"), "{e}");
+        let e =
+            WatchConfig::parse("clusters:\n  - {name: a, urls: [x], intervall: 5s}\n").unwrap_err();
+        assert!(e.contains("intervall"), "{e}");
+        let e =
+            WatchConfig::parse("clusters:\n  - {name: a, urls: [x]}\n  - {name: a, urls: [y]}\n")
+                .unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+}

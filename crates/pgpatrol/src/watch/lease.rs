@@ -1,0 +1,197 @@
+//! One active healer per cluster. Before auto-heal acts, it takes a lease: an etcd v3 lease
+//! (through etcd's JSON gateway, the same API Patroni's `etcd3` DCS uses) on the key
+//! `/pgpatrol/heal/<cluster>`, or an exclusive `flock` on a local lock file. A second watch
+//! process finds the lease held and does not act.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::{json, Value};
+
+/// A held lease; dropping a file lock releases it, an etcd lease is revoked by `release`.
+#[derive(Debug)]
+pub enum Held {
+    Etcd {
+        url: String,
+        id: String,
+        keepalive: tokio::task::JoinHandle<()>,
+    },
+    File(#[allow(dead_code)] Flock<File>),
+}
+
+/// Where leases live.
+#[derive(Debug, Clone)]
+pub enum LeaseStore {
+    Etcd { url: String },
+    File { dir: PathBuf },
+}
+
+const TTL_SECS: u64 = 30;
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> Result<Value, String> {
+    let resp = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("etcd {url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| format!("etcd {url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("etcd {url}: HTTP {status}: {}", text.trim()));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("etcd {url}: not JSON ({e})"))
+}
+
+impl LeaseStore {
+    /// Tries to take the lease for `cluster`: `Ok(None)` when another healer holds it.
+    pub async fn try_acquire(&self, cluster: &str, owner: &str) -> Result<Option<Held>, String> {
+        match self {
+            LeaseStore::File { dir } => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("lock dir {}: {e}", dir.display()))?;
+                let path = dir.join(format!("pgpatrol-heal-{cluster}.lock"));
+                let file = File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| format!("lock file {}: {e}", path.display()))?;
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => Ok(Some(Held::File(lock))),
+                    Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+                    Err((_, e)) => Err(format!("lock file {}: {e}", path.display())),
+                }
+            }
+            LeaseStore::Etcd { url } => {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let grant = post(
+                    &http,
+                    &format!("{url}/v3/lease/grant"),
+                    json!({ "TTL": TTL_SECS }),
+                )
+                .await?;
+                let id = grant["ID"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()));
+                let id =
+                    id.ok_or_else(|| format!("etcd {url}: lease grant without an ID: {grant}"))?;
+                let key = b64(&format!("/pgpatrol/heal/{cluster}"));
+                let txn = json!({
+                    "compare": [{"key": key, "target": "CREATE", "create_revision": "0"}],
+                    "success": [{"requestPut": {"key": key, "value": b64(owner), "lease": id}}],
+                });
+                let res = post(&http, &format!("{url}/v3/kv/txn"), txn).await?;
+                if res["succeeded"] != Value::Bool(true) {
+                    let _ = post(
+                        &http,
+                        &format!("{url}/v3/lease/revoke"),
+                        json!({ "ID": id }),
+                    )
+                    .await;
+                    return Ok(None);
+                }
+                let (ka_url, ka_id, ka_http) = (
+                    format!("{url}/v3/lease/keepalive"),
+                    id.clone(),
+                    http.clone(),
+                );
+                let keepalive = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(TTL_SECS / 3)).await;
+                        if let Err(e) = post(&ka_http, &ka_url, json!({ "ID": ka_id })).await {
+                            tracing::warn!(error = %e, "heal lease keepalive failed");
+                        }
+                    }
+                });
+                Ok(Some(Held::Etcd {
+                    url: url.clone(),
+                    id,
+                    keepalive,
+                }))
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Without keepalives an etcd lease expires by itself after its TTL.
+        if let Held::Etcd { keepalive, .. } = self {
+            keepalive.abort();
+        }
+    }
+}
+
+impl Held {
+    pub async fn release(self) {
+        if let Held::Etcd { url, id, .. } = &self {
+            let (url, id) = (url.clone(), id.clone());
+            if let Ok(http) = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+            {
+                if let Err(e) = post(
+                    &http,
+                    &format!("{url}/v3/lease/revoke"),
+                    json!({ "ID": id }),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "cannot revoke the heal lease: it expires in {TTL_SECS}s");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_etcd_expectations() {
+        assert_eq!(b64("/pgpatrol/heal/demo"), "L3BncGF0cm9sL2hlYWwvZGVtbw==");
+        assert_eq!(b64("ab"), "YWI=");
+        assert_eq!(b64(""), "");
+    }
+
+    #[tokio::test]
+    async fn a_second_file_lock_is_refused_until_the_first_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-lease-test-{}", std::process::id()));
+        let store = LeaseStore::File { dir: dir.clone() };
+        let first = store.try_acquire("demo", "a").await.unwrap();
+        assert!(first.is_some());
+        // flock is per open file description: a second open in the same process conflicts too.
+        assert!(store.try_acquire("demo", "b").await.unwrap().is_none());
+        drop(first);
+        assert!(store.try_acquire("demo", "b").await.unwrap().is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
