@@ -132,32 +132,89 @@ pub async fn break_lag(
         .filter(|p| alive(*p, "postgres"))
         .with_context(|| format!("{member}'s postgres is not running"))?;
     let what = kind.process();
-    let pid = *process::children(pm, what)
-        .first()
-        .with_context(|| format!("{member} has no {what} process (is it a streaming replica?)"))?;
+    let deadline = Instant::now() + timeout;
     // Emptied first so repeated faults do not grow the table without bound.
     psql(&leader, LOAD_TABLE_SQL).await?;
-    process::signal(pid, Signal::SIGSTOP)?;
-    // Breaking the same member twice finds the same stopped process: record it once.
-    if !state.stopped.iter().any(|s| s.pid == pid) {
-        state.stopped.push(StoppedPid {
-            pid,
-            member: member.to_owned(),
-            process: what.to_owned(),
-        });
+    for attempt in 1..=3 {
+        let pid = *process::children(pm, what).first().with_context(|| {
+            format!("{member} has no {what} process (is it a streaming replica?)")
+        })?;
+        if kind == LagKind::Replay {
+            wait_startup_idle(pid).await;
+        }
+        process::signal(pid, Signal::SIGSTOP)?;
+        // Breaking the same member twice finds the same stopped process: record it once.
+        if !state.stopped.iter().any(|s| s.pid == pid) {
+            state.stopped.push(StoppedPid {
+                pid,
+                member: member.to_owned(),
+                process: what.to_owned(),
+            });
+            state.save(paths)?;
+        }
+        let lag = write_until_lag(state, &leader, &target, kind, mb, deadline).await?;
+        if kind == LagKind::Receive || receiving(state, &target).await? {
+            return Ok(lag);
+        }
+        // The startup process was stopped holding a lock the walreceiver needs, so nothing
+        // is received either: that is not replay-only lag. Resume it and try again.
+        eprintln!("lab: {member} stopped receiving too (attempt {attempt}); resuming and retrying");
+        process::signal(pid, Signal::SIGCONT)?;
+        state.stopped.retain(|s| s.pid != pid);
         state.save(paths)?;
+        if attempt < 3 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
     }
+    bail!("{member}'s walreceiver stalled together with its startup process three times; run `pgpatrol lab repair`")
+}
 
+/// Waits (5 s at most) until the startup process is idle, waiting for WAL: stopped in the
+/// middle of replay it may hold a lock the walreceiver needs.
+async fn wait_startup_idle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if process::cmdline(pid).is_some_and(|c| c.contains("waiting for")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With writes stopped, a replica that still receives shows (almost) no receive lag within
+/// two Patroni loops.
+async fn receiving(state: &LabState, target: &MemberState) -> Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if reported_lag(state, target, LagKind::Receive)
+            .await?
+            .is_some_and(|l| l < MB)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Writes on the leader until Patroni reports `mb` MB of `kind` lag on `target`.
+async fn write_until_lag(
+    state: &LabState,
+    leader: &MemberState,
+    target: &MemberState,
+    kind: LagKind,
+    mb: u64,
+    deadline: Instant,
+) -> Result<u64> {
     let want = mb * MB;
-    let deadline = Instant::now() + timeout;
-    let start_lsn = psql(&leader, "SELECT pg_current_wal_lsn()").await?;
+    let start_lsn = psql(leader, "SELECT pg_current_wal_lsn()").await?;
     let written_sql =
         format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')::bigint");
     let mut written: u64 = 0;
     let mut last_write = Instant::now();
     let mut last_seen = None;
     loop {
-        last_seen = reported_lag(state, &target, kind)
+        last_seen = reported_lag(state, target, kind)
             .await
             .ok()
             .flatten()
@@ -167,22 +224,22 @@ pub async fn break_lag(
         }
         if Instant::now() >= deadline {
             bail!(
-                "{member} reached only {} MB of {} lag within {} (wanted {mb} MB)",
+                "{} reached only {} MB of {} lag in time (wanted {mb} MB)",
+                target.name,
                 last_seen.unwrap_or(0) / MB,
                 if kind == LagKind::Receive {
                     "receive"
                 } else {
                     "replay"
                 },
-                humantime::format_duration(timeout)
             );
         }
         // Write until the leader has produced a little more WAL than asked, then give
         // Patroni time to report it (it refreshes once per loop_wait = 2 s); write another
         // batch only if two loops pass without the lag showing.
         if written < want + 4 * MB || last_write.elapsed() > Duration::from_secs(5) {
-            psql(&leader, LOAD_SQL).await?;
-            written = psql(&leader, &written_sql).await?.parse().unwrap_or(0);
+            psql(leader, LOAD_SQL).await?;
+            written = psql(leader, &written_sql).await?.parse().unwrap_or(0);
             last_write = Instant::now();
         } else {
             tokio::time::sleep(Duration::from_millis(500)).await;

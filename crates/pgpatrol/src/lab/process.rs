@@ -589,7 +589,15 @@ mod tests {
     #[test]
     fn children_finds_a_spawned_child_by_command_line() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        let found = children(std::process::id(), "sleep");
+        // Until the child has exec'd, its command line is still ours.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = children(std::process::id(), "sleep");
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(found.contains(&child.id()), "{found:?}");
