@@ -18,8 +18,8 @@ pub struct ClusterArgs {
 
     /// A Patroni configuration file, read like patronictl reads it: restapi.connect_address,
     /// ctl/restapi authentication, CA and client certificate.
-    #[arg(short = 'c', long = "config", env = "PATRONICTL_CONFIG_FILE")]
-    pub config: Option<PathBuf>,
+    #[arg(short = 'c', long = "config-file", env = "PATRONICTL_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
 
     /// User for Patroni's unsafe endpoints (reinitialize, switchover, ...). The password comes
     /// from PATRONI_RESTAPI_PASSWORD or --password-file, never from a flag.
@@ -69,7 +69,7 @@ impl ClusterArgs {
         };
         Ok(Target {
             urls: self.urls.clone(),
-            patroni_yml: self.config.clone(),
+            patroni_yml: self.config_file.clone(),
             username: self.username.clone(),
             password,
             cacert: self.cacert.clone(),

@@ -15,7 +15,7 @@ pub enum SourceError {
     #[error("no member answered: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     AllFailed(Vec<RestError>),
     #[error(
-        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), or -c patroni.yml"
+        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), or -c/--config-file patroni.yml"
     )]
     NoTarget,
     #[error("{0}")]
