@@ -12,6 +12,8 @@
 //! - `badinput`: unreachable URLs, HTML, garbage and truncated JSON, TLS against plain,
 //!   timeouts, wrong credentials, bad units, bad config: one line, exit 2, no panic.
 //! - `heal`: the live guardrail tests named in docs/SAFETY.md.
+//! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
+//!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
@@ -25,6 +27,7 @@ mod badinput;
 mod heal;
 mod lab;
 mod read;
+mod tls;
 mod util;
 
 use std::process::ExitCode;
@@ -35,5 +38,6 @@ fn main() -> ExitCode {
         ("read", read::tests),
         ("badinput", badinput::tests),
         ("heal", heal::tests),
+        ("tls", tls::tests),
     ])
 }

@@ -92,10 +92,12 @@ pub enum RestError {
     Connect { url: String, reason: String },
     #[error("{url} did not answer within {timeout}: raise --timeout, or check that the member is not hung")]
     Timeout { url: String, timeout: String },
-    #[error(
-        "TLS with {url} failed: {reason} (check https:// vs http://, --cacert, or --insecure)"
-    )]
-    Tls { url: String, reason: String },
+    #[error("TLS with {url} failed: {reason} ({hint})")]
+    Tls {
+        url: String,
+        reason: String,
+        hint: String,
+    },
     #[error(
         "{url} did not speak HTTP ({reason}): is it a TLS port (use https://) or not Patroni?"
     )]
@@ -149,6 +151,8 @@ pub struct Http {
     client: reqwest::Client,
     auth: Option<Credentials>,
     timeout: Duration,
+    /// Whether a client certificate is sent (it changes what a TLS alert most likely means).
+    client_cert: bool,
 }
 
 impl Http {
@@ -163,9 +167,23 @@ impl Http {
                 RestError::Setup(format!("cannot read CA file {}: {e}", ca.display()))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RestError::Setup(format!("CA file {} is not PEM: {e}", ca.display()))
+                RestError::Setup(format!(
+                    "CA file {} is not PEM: {}",
+                    ca.display(),
+                    inner(&e)
+                ))
             })?;
+            if certs.is_empty() {
+                return Err(RestError::Setup(format!(
+                    "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    ca.display()
+                )));
+            }
             for c in certs {
+                try_build(
+                    reqwest::Client::builder().add_root_certificate(c.clone()),
+                    || format!("CA file {}", ca.display()),
+                )?;
                 b = b.add_root_certificate(c);
             }
         }
@@ -175,15 +193,21 @@ impl Http {
                     .map_err(|e| RestError::Setup(format!("cannot read {}: {e}", p.display())))
             };
             let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                RestError::Setup(format!(
-                    "client certificate {} / key {}: {e}",
+            // ctl.certfile without ctl.keyfile: one file holds both; read it once.
+            if key != cert {
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+            }
+            let what = || {
+                format!(
+                    "client certificate {} / key {}",
                     cert.display(),
                     key.display()
-                ))
-            })?;
+                )
+            };
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| RestError::Setup(format!("{}: {}", what(), inner(&e))))?;
+            try_build(reqwest::Client::builder().identity(id.clone()), what)?;
             b = b.identity(id);
         }
         let client = b.build().map_err(|e| RestError::Setup(chain(&e)))?;
@@ -191,6 +215,7 @@ impl Http {
             client,
             auth: opts.auth.clone(),
             timeout: opts.timeout,
+            client_cert: opts.client_cert.is_some(),
         })
     }
 
@@ -210,9 +235,10 @@ impl Http {
             }
         }
         let timeout = req.timeout.unwrap_or(self.timeout);
-        let resp = rb.send().await.map_err(|e| classify(&url, timeout, e))?;
+        let fail = |e| classify(&url, timeout, self.client_cert, e);
+        let resp = rb.send().await.map_err(fail)?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| classify(&url, timeout, e))?;
+        let body = resp.text().await.map_err(fail)?;
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RestError::Auth {
                 url,
@@ -304,7 +330,77 @@ fn chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> RestError {
+/// A reqwest builder error without reqwest's "builder error" and rustls's "unexpected error"
+/// wrappers.
+fn inner(e: &reqwest::Error) -> String {
+    let s = std::error::Error::source(e).map_or_else(|| e.to_string(), chain);
+    s.strip_prefix("unexpected error: ")
+        .map_or(s.clone(), str::to_string)
+}
+
+/// reqwest checks certificates and keys only when a client is built: build one with a single
+/// TLS setting so that a bad file is named in the error.
+fn try_build(b: reqwest::ClientBuilder, what: impl FnOnce() -> String) -> Result<(), RestError> {
+    b.build()
+        .map(drop)
+        .map_err(|e| RestError::Setup(format!("{}: {}", what(), inner(&e))))
+}
+
+/// rustls's own words from an error chain (`invalid peer certificate: UnknownIssuer`,
+/// `received fatal alert: CertificateRequired`), without reqwest's and hyper's wrappers.
+fn tls_reason(full: &str) -> String {
+    const RUSTLS: [&str; 5] = [
+        "invalid peer certificate",
+        "received fatal alert",
+        "received corrupt message",
+        "peer is incompatible",
+        "peer misbehaved",
+    ];
+    RUSTLS
+        .iter()
+        .filter_map(|p| full.rfind(p))
+        .min()
+        .map_or_else(
+            || full.rsplit(": ").next().unwrap_or(full).to_string(),
+            |i| full[i..].to_string(),
+        )
+}
+
+/// What a TLS failure most likely means, and what to do about it.
+fn tls_hint(reason: &str, client_cert: bool) -> String {
+    let alert = |names: &[&str]| {
+        reason.starts_with("received fatal alert") && names.iter().any(|n| reason.contains(n))
+    };
+    if reason.contains("UnknownIssuer") || reason.contains("BadSignature") {
+        "the server's certificate is not signed by a trusted CA: pass its CA with --cacert, \
+         ctl.cacert or restapi.cafile, or use --insecure"
+            .into()
+    } else if reason.contains("not valid for name") {
+        "connect by a name or IP the server's certificate holds, or pass --insecure".into()
+    } else if !client_cert && alert(&["CertificateRequired", "HandshakeFailure"]) {
+        "the server may require a client certificate (restapi.verify_client): pass --cert and \
+         --key, or ctl.certfile and ctl.keyfile with -c"
+            .into()
+    } else if client_cert
+        && alert(&[
+            "CertificateRequired",
+            "UnknownCA",
+            "BadCertificate",
+            "CertificateUnknown",
+            "DecryptError",
+            "AccessDenied",
+            "HandshakeFailure",
+        ])
+    {
+        "the server rejected the client certificate: is it signed by the server's \
+         restapi.cafile?"
+            .into()
+    } else {
+        "check https:// vs http://, --cacert, or --insecure".into()
+    }
+}
+
+fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) -> RestError {
     let url = url.to_string();
     if e.is_timeout() {
         return RestError::Timeout {
@@ -329,11 +425,13 @@ fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> RestError {
     if lower.contains("certificate")
         || lower.contains("tls")
         || lower.contains("handshake")
+        || lower.contains("fatal alert")
         || lower.contains("invalidcontenttype")
         || lower.contains("corrupt message")
     {
-        let reason = full.rsplit(": ").next().unwrap_or(&full).to_string();
-        return RestError::Tls { url, reason };
+        let reason = tls_reason(&full);
+        let hint = tls_hint(&reason, client_cert);
+        return RestError::Tls { url, reason, hint };
     }
     if lower.contains("invalid http") || lower.contains("invalid status") || lower.contains("parse")
     {
@@ -401,6 +499,22 @@ mod tests {
         assert!(matches!(e, RestError::Shape { .. }), "{e}");
         let e = decode::<Shape>("http://x/cluster", "/cluster", "").unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn tls_failures_keep_rustls_words_and_say_what_to_do() {
+        let full = "error sending request for url (https://h:1/cluster): client error (Connect): \
+                    invalid peer certificate: UnknownIssuer";
+        let reason = tls_reason(full);
+        assert_eq!(reason, "invalid peer certificate: UnknownIssuer");
+        assert!(tls_hint(&reason, false).contains("--cacert"));
+        let reason =
+            tls_reason("client error (SendRequest): received fatal alert: CertificateRequired");
+        assert!(tls_hint(&reason, false).contains("--cert"));
+        assert!(tls_hint(&reason, true).contains("rejected the client certificate"));
+        let reason = tls_reason("connection error: received fatal alert: UnknownCA");
+        assert!(tls_hint(&reason, true).contains("rejected the client certificate"));
+        assert!(tls_hint("corrupt", false).contains("https:// vs http://"));
     }
 
     #[test]
