@@ -15,7 +15,7 @@ use pgpatrol_core::policy::decide;
 use pgpatrol_core::Cluster;
 
 use super::alerts::AlertEvent;
-use super::config::{ClusterConfig, HealConfig, LeaseConfig, WatchConfig};
+use super::config::{ClusterConfig, HealConfig, WatchConfig};
 use super::lease::LeaseStore;
 use super::metrics::{ClusterL, ClusterReasonL};
 use super::Shared;
@@ -67,28 +67,28 @@ pub struct Healer {
 }
 
 fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::Result<LeaseStore> {
-    Ok(match &h.lease {
-        LeaseConfig::Etcd { url } => LeaseStore::Etcd {
+    if let Some(url) = &h.lease.etcd {
+        return Ok(LeaseStore::Etcd {
             url: url.trim_end_matches('/').to_string(),
+        });
+    }
+    if let Some(dir) = &h.lease.dir {
+        return Ok(LeaseStore::File { dir: dir.clone() });
+    }
+    let etcd = match &c.patroni_yml {
+        Some(p) => PatroniYml::read(p).map_err(anyhow::Error::msg)?.etcd3_url,
+        None => None,
+    };
+    Ok(match etcd {
+        Some(url) => LeaseStore::Etcd { url },
+        None => LeaseStore::File {
+            dir: cfg
+                .state_file
+                .as_ref()
+                .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or_else(std::env::temp_dir),
         },
-        LeaseConfig::File { dir } => LeaseStore::File { dir: dir.clone() },
-        LeaseConfig::Auto => {
-            let etcd = match &c.patroni_yml {
-                Some(p) => PatroniYml::read(p).map_err(anyhow::Error::msg)?.etcd3_url,
-                None => None,
-            };
-            match etcd {
-                Some(url) => LeaseStore::Etcd { url },
-                None => LeaseStore::File {
-                    dir: cfg
-                        .state_file
-                        .as_ref()
-                        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-                        .filter(|d| !d.as_os_str().is_empty())
-                        .unwrap_or_else(std::env::temp_dir),
-                },
-            }
-        }
     })
 }
 

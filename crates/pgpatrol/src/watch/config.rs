@@ -161,18 +161,17 @@ pub struct AlertWindowConfig {
     pub factor: f64,
 }
 
-/// How a healer makes sure it is the only one acting on a cluster.
+/// How a healer makes sure it is the only one acting on a cluster: `lease: {etcd: URL}` (an
+/// etcd v3 lease, usually the cluster's own DCS), `lease: {dir: PATH}` (a lock file, one
+/// host), or nothing: the etcd of `patroni_yml` when it has an `etcd3` section, else a lock
+/// file next to the state file (or in the temp dir).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum LeaseConfig {
-    /// An etcd lease at `url` (the cluster's own DCS, usually).
-    Etcd { url: String },
-    /// A lock file in this directory (one host).
-    File { dir: PathBuf },
-    /// The etcd of `patroni_yml` when it has an `etcd3` section, else a lock file next to
-    /// the state file (or in the temp dir).
-    #[default]
-    Auto,
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    #[serde(default)]
+    pub etcd: Option<String>,
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 /// Auto-heal: opt-in, behind the same guardrails as `pgpatrol heal`, plus persistence,
@@ -263,6 +262,16 @@ impl WatchConfig {
                     c.name
                 ));
             }
+            if let Some(LeaseConfig {
+                etcd: Some(_),
+                dir: Some(_),
+            }) = c.heal.as_ref().map(|h| &h.lease)
+            {
+                return Err(format!(
+                    "cluster {:?}: heal.lease takes `etcd` or `dir`, not both",
+                    c.name
+                ));
+            }
             if let Some(i) = c.interval {
                 if i < Duration::from_millis(100) {
                     return Err(format!("cluster {:?}: interval {i:?} is too short", c.name));
@@ -321,7 +330,7 @@ mod tests {
         assert_eq!(slo.threshold, ByteSize(5 << 20));
         let heal = c.clusters[0].heal.as_ref().unwrap();
         assert_eq!(heal.tolerance, ByteSize(5 << 20));
-        assert_eq!(heal.lease, LeaseConfig::Auto);
+        assert_eq!(heal.lease, LeaseConfig::default());
         assert_eq!(c.interval(&c.clusters[0]), Duration::from_secs(5));
     }
 

@@ -519,6 +519,14 @@ impl Poller {
         };
         let m = &self.shared.metrics;
         let c = cl(&self.name);
+        // Both series exist from the first sample on, so rates over them are defined
+        // (a ratio over a missing `bad` series would have no value at all).
+        for result in ["good", "bad"] {
+            let _ = m.slo_samples.get_or_create(&ClusterResultL {
+                cluster: self.name.clone(),
+                result: result.into(),
+            });
+        }
         m.slo_samples
             .get_or_create(&ClusterResultL {
                 cluster: self.name.clone(),

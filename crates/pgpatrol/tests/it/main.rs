@@ -15,6 +15,8 @@
 //! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
+//! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
+//!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
@@ -29,6 +31,7 @@ mod lab;
 mod read;
 mod tls;
 mod util;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         ("read", read::tests),
         ("badinput", badinput::tests),
         ("heal", heal::tests),
+        ("watch", watch::tests),
         ("tls", tls::tests),
     ])
 }

@@ -1,0 +1,657 @@
+//! `pgpatrol watch` against the live lab, a real Alertmanager and a real Prometheus
+//! (Debian's packages, started here on loopback): lag shows in /metrics within an interval,
+//! the burn-rate alert reaches Alertmanager and resolves after repair, generated rules pass
+//! promtool and load in Prometheus, Prometheus scrapes /metrics, auto-heal waits for the
+//! breach to persist, two watchers never heal at once, and a restart keeps the budget.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{bin, ok, Lab, Test};
+use crate::util::{code, get_json, http, one_line_error, stdout};
+
+pub fn tests() -> Vec<Test> {
+    tests![
+        watch_exports_lag_within_an_interval,
+        burn_rate_alert_reaches_alertmanager_and_resolves_after_repair,
+        generated_rules_pass_promtool_and_prometheus_scrapes_watch,
+        auto_heal_acts_only_after_the_breach_persists,
+        the_heal_lease_in_etcd_admits_one_holder,
+        two_watchers_never_heal_at_once,
+        a_restart_keeps_the_error_budget,
+        bad_watch_config_is_one_line,
+    ]
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) when dropped, also when a test panics.
+struct Proc {
+    child: Child,
+    what: &'static str,
+}
+
+impl Proc {
+    fn spawn(what: &'static str, cmd: &mut Command, log: &Path) -> Proc {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc { child, what }
+    }
+
+    /// SIGTERM and wait (bounded); returns the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("{} did not stop on SIGTERM within 15 s", self.what);
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Waits until `f` returns Some (bounded); panics with `what` otherwise.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn scratch(lab: &Lab, name: &str) -> PathBuf {
+    let d = lab.dir().join("watch-tests").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+struct WatchSpec<'a> {
+    heal: Option<&'a str>,
+    alertmanager: Option<String>,
+    state_file: Option<PathBuf>,
+}
+
+fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
+    let urls = lab.urls().join(", ");
+    let mut y = format!(
+        "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\ndoc_link: https://runbooks.example/patroni-lag\n"
+    );
+    if let Some(am) = &spec.alertmanager {
+        y.push_str(&format!("alertmanager: {am}\n"));
+    }
+    if let Some(s) = &spec.state_file {
+        y.push_str(&format!("state_file: {}\n", s.display()));
+    }
+    y.push_str(&format!(
+        "clusters:\n  - name: lab\n    urls: [{urls}]\n    username: patrol\n    password_file: {}\n    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n      alerts:\n        - {{severity: page, long: 20s, short: 5s, factor: 10}}\n",
+        lab.dir().join("restapi.password").display()
+    ));
+    if let Some(h) = spec.heal {
+        y.push_str(&format!("    heal: {h}\n"));
+    }
+    let path = dir.join(format!("watch-{port}.yml"));
+    std::fs::write(&path, y).expect("write watch.yml");
+    path
+}
+
+fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
+    let p = Proc::spawn(
+        "pgpatrol watch",
+        Command::new(bin()).args(["watch", "--config"]).arg(cfg),
+        &dir.join(format!("watch-{port}.log")),
+    );
+    wait_for("watch /readyz", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        (http("GET", &format!("http://127.0.0.1:{port}/readyz"), None).0 == 200).then_some(())
+    });
+    p
+}
+
+fn metrics(port: u16) -> String {
+    http("GET", &format!("http://127.0.0.1:{port}/metrics"), None).1
+}
+
+/// The value of the first sample whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn watch_exports_lag_within_an_interval(lab: &Lab) {
+    let dir = scratch(lab, "lag");
+    let port = free_port();
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: None,
+            alertmanager: None,
+            state_file: None,
+        },
+    );
+    let _w = start_watch(&dir, &cfg, port);
+    assert_eq!(
+        http("GET", &format!("http://127.0.0.1:{port}/healthz"), None).0,
+        200
+    );
+    let m = metrics(port);
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_up{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_leaders{cluster=\"lab\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_members{cluster=\"lab\"}"),
+        Some(lab.members().len() as f64)
+    );
+
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    // lab break returns once Patroni reports the lag: watch shows it within its interval.
+    let series = format!(
+        "pgpatrol_member_lag_bytes{{cluster=\"lab\",member=\"{replica}\",kind=\"replay\"}}"
+    );
+    let lag = wait_for("lag in /metrics", Duration::from_secs(5), || {
+        sample(&metrics(port), &series).filter(|v| *v >= 20.0 * 1024.0 * 1024.0)
+    });
+    assert!(lag >= 20.0 * 1024.0 * 1024.0);
+    let m = metrics(port);
+    assert!(
+        sample(
+            &m,
+            "pgpatrol_cluster_sli_bytes{cluster=\"lab\",kind=\"replay\"}"
+        )
+        .unwrap()
+            >= lag
+    );
+    let plan: Value = get_json(&format!("http://127.0.0.1:{port}/plan"));
+    assert_eq!(plan["lab"]["up"], true, "{plan:#}");
+    assert!(plan["lab"]["sli_bytes"].as_u64().unwrap() >= 20 << 20);
+}
+
+struct Alertmanager {
+    _proc: Proc,
+    url: String,
+}
+
+fn start_alertmanager(dir: &Path) -> Alertmanager {
+    let port = free_port();
+    let cfg = dir.join("alertmanager.yml");
+    std::fs::write(
+        &cfg,
+        "route: {receiver: 'null', group_wait: 1s, group_interval: 1s, repeat_interval: 1h}\nreceivers: [{name: 'null'}]\n",
+    )
+    .expect("write");
+    let p = Proc::spawn(
+        "alertmanager",
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address="),
+        &dir.join("alertmanager.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for("Alertmanager ready", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        (http("GET", &format!("{url}/-/ready"), None).0 == 200).then_some(())
+    });
+    Alertmanager { _proc: p, url }
+}
+
+fn active_alerts(am: &str) -> Vec<Value> {
+    let v = get_json(&format!(
+        "{am}/api/v2/alerts?active=true&silenced=false&inhibited=false"
+    ));
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
+    let dir = scratch(lab, "alerts");
+    let am = start_alertmanager(&dir);
+    let port = free_port();
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: None,
+            alertmanager: Some(am.url.clone()),
+            state_file: None,
+        },
+    );
+    let _w = start_watch(&dir, &cfg, port);
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let alert = wait_for(
+        "the burn-rate alert in Alertmanager",
+        Duration::from_secs(60),
+        || {
+            active_alerts(&am.url)
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "PgpatrolReplicaLagBudgetBurn")
+        },
+    );
+    assert_eq!(alert["labels"]["cluster"], "lab");
+    assert_eq!(alert["labels"]["severity"], "page");
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "https://runbooks.example/patroni-lag"
+    );
+    assert!(alert["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("lab"));
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_slo_alert_firing{cluster=\"lab\""),
+        Some(1.0)
+    );
+
+    lab.repair();
+    wait_for(
+        "the alert to resolve in Alertmanager",
+        Duration::from_secs(90),
+        || {
+            let still = active_alerts(&am.url)
+                .into_iter()
+                .any(|a| a["labels"]["alertname"] == "PgpatrolReplicaLagBudgetBurn");
+            (!still).then_some(())
+        },
+    );
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_slo_alert_firing{cluster=\"lab\""),
+        Some(0.0)
+    );
+}
+
+fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
+    let dir = scratch(lab, "prometheus");
+    let port = free_port();
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: None,
+            alertmanager: None,
+            state_file: None,
+        },
+    );
+    let rules = dir.join("rules.yml");
+    let out = Command::new(bin())
+        .args(["slo", "rules", "--config"])
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&rules)
+        .output()
+        .expect("run");
+    ok("slo rules", &out);
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool");
+    assert!(
+        check.status.success(),
+        "promtool: {}{}",
+        stdout(&check),
+        crate::harness::stderr(&check)
+    );
+    assert!(stdout(&check).contains("SUCCESS"), "{}", stdout(&check));
+
+    let _w = start_watch(&dir, &cfg, port);
+    let prom_port = free_port();
+    let prom_cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n  - job_name: pgpatrol\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
+            rules.display()
+        ),
+    )
+    .expect("write");
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&prom_cfg)
+        .output()
+        .expect("promtool");
+    assert!(
+        check.status.success(),
+        "promtool check config: {}{}",
+        stdout(&check),
+        crate::harness::stderr(&check)
+    );
+    let _p = Proc::spawn(
+        "prometheus",
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        &dir.join("prometheus.log"),
+    );
+    let api = format!("http://127.0.0.1:{prom_port}/api/v1");
+    let v = wait_for(
+        "Prometheus to scrape pgpatrol_cluster_up",
+        Duration::from_secs(60),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", prom_port)).ok()?;
+            let (status, body) = http(
+                "GET",
+                &format!("{api}/query?query=pgpatrol_cluster_up"),
+                None,
+            );
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (status == 200
+                && v["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()))
+            .then_some(v)
+        },
+    );
+    assert_eq!(v["data"]["result"][0]["metric"]["cluster"], "lab");
+    assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    // The target is healthy (the OpenMetrics exposition parsed) and the rules loaded.
+    let targets = get_json(&format!("{api}/targets"));
+    assert_eq!(
+        targets["data"]["activeTargets"][0]["health"], "up",
+        "{targets:#}"
+    );
+    let rules_api = get_json(&format!("{api}/rules"));
+    let groups = rules_api["data"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{rules_api:#}");
+    assert!(
+        groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .all(|r| r["health"] != "err"),
+        "{rules_api:#}"
+    );
+    wait_for(
+        "a recording rule to produce a value",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = http(
+                "GET",
+                &format!("{api}/query?query=pgpatrol:slo_error_ratio:rate20s"),
+                None,
+            );
+            let v: Value = serde_json::from_str(&body).ok()?;
+            v["data"]["result"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .map(|_| ())
+        },
+    );
+}
+
+fn plan(port: u16) -> Value {
+    get_json(&format!("http://127.0.0.1:{port}/plan"))
+}
+
+fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
+    let dir = scratch(lab, "autoheal");
+    let port = free_port();
+    let heal =
+        "{enabled: true, tolerance: 5MB, persist_samples: 4, min_healthy: 1, lease: {dir: LOCKS}}"
+            .replace("LOCKS", &dir.join("locks").display().to_string());
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: Some(&heal),
+            alertmanager: None,
+            state_file: None,
+        },
+    );
+    let _w = start_watch(&dir, &cfg, port);
+    let replica = lab.replica();
+    let before = crate::util::start_times(lab);
+    lab.break_lag(&replica, 20);
+    // Until the breach has held for 4 samples, nothing may be attempted.
+    let healed = wait_for("auto-heal to heal", Duration::from_secs(90), || {
+        let p = plan(port);
+        let h = &p["lab"]["heal"];
+        let breaches = h["breaches"][&replica].as_u64().unwrap_or(0);
+        let attempts = h["attempts"][&replica].as_u64().unwrap_or(0);
+        if attempts > 0 && breaches > 0 {
+            assert!(
+                breaches >= 4,
+                "acted after {breaches} breaching samples: {p:#}"
+            );
+        }
+        let outcomes = h["last_outcomes"].as_array().cloned().unwrap_or_default();
+        outcomes
+            .into_iter()
+            .find(|o| o["member"] == replica.as_str())
+    });
+    assert_eq!(healed["result"], "healed", "{healed:#}");
+    let m = metrics(port);
+    assert_eq!(
+        sample(&m, "pgpatrol_heal_attempted_total{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "pgpatrol_heal_succeeded_total{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let after = crate::util::start_times(lab);
+    assert_ne!(before[&replica], after[&replica], "the replica was rebuilt");
+    let leader = lab.leader();
+    assert_eq!(before[&leader], after[&leader], "the leader is untouched");
+}
+
+fn etcd_url(lab: &Lab) -> String {
+    format!("http://127.0.0.1:{}", lab.state().etcd.client_port)
+}
+
+fn the_heal_lease_in_etcd_admits_one_holder(lab: &Lab) {
+    use pgpatrol::watch::lease::LeaseStore;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = LeaseStore::Etcd { url: etcd_url(lab) };
+        let a = store
+            .try_acquire("lease-test", "a")
+            .await
+            .expect("etcd answers")
+            .expect("the first takes it");
+        assert!(
+            store
+                .try_acquire("lease-test", "b")
+                .await
+                .expect("etcd answers")
+                .is_none(),
+            "a second holder"
+        );
+        a.release().await;
+        let b = store
+            .try_acquire("lease-test", "b")
+            .await
+            .expect("etcd answers");
+        assert!(b.is_some(), "free again after release");
+        if let Some(b) = b {
+            b.release().await;
+        }
+    });
+}
+
+fn two_watchers_never_heal_at_once(lab: &Lab) {
+    let dir = scratch(lab, "two");
+    let heal = format!(
+        "{{enabled: true, tolerance: 5MB, persist_samples: 2, lease: {{etcd: {}}}}}",
+        etcd_url(lab)
+    );
+    let (pa, pb) = (free_port(), free_port());
+    let ca = watch_yml(
+        lab,
+        &dir,
+        pa,
+        &WatchSpec {
+            heal: Some(&heal),
+            alertmanager: None,
+            state_file: None,
+        },
+    );
+    let cb = watch_yml(
+        lab,
+        &dir,
+        pb,
+        &WatchSpec {
+            heal: Some(&heal),
+            alertmanager: None,
+            state_file: None,
+        },
+    );
+    let _a = start_watch(&dir, &ca, pa);
+    let _b = start_watch(&dir, &cb, pb);
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let attempted = |port| {
+        sample(
+            &metrics(port),
+            "pgpatrol_heal_attempted_total{cluster=\"lab\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let succeeded = |port| {
+        sample(
+            &metrics(port),
+            "pgpatrol_heal_succeeded_total{cluster=\"lab\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for(
+        "one of the watchers to heal",
+        Duration::from_secs(90),
+        || (succeeded(pa) + succeeded(pb) >= 1.0).then_some(()),
+    );
+    // Keep watching a few more polls: the other must not start a second reinit.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        attempted(pa) + attempted(pb),
+        1.0,
+        "exactly one reinitialization between the two watchers"
+    );
+}
+
+fn a_restart_keeps_the_error_budget(lab: &Lab) {
+    let dir = scratch(lab, "restart");
+    let port = free_port();
+    let state = dir.join("state.json");
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: None,
+            alertmanager: None,
+            state_file: Some(state.clone()),
+        },
+    );
+    let mut w = start_watch(&dir, &cfg, port);
+    let samples = wait_for("a few samples", Duration::from_secs(20), || {
+        plan(port)["lab"]["slo"]["samples"]
+            .as_u64()
+            .filter(|n| *n >= 3)
+    });
+    assert_eq!(w.terminate(), Some(0), "SIGTERM stops watch cleanly");
+    assert!(state.exists(), "the state file is written on shutdown");
+    let _w2 = start_watch(&dir, &cfg, port);
+    let after = plan(port)["lab"]["slo"]["samples"].as_u64().unwrap_or(0);
+    assert!(
+        after > samples,
+        "samples after the restart ({after}) continue from before ({samples})"
+    );
+}
+
+fn bad_watch_config_is_one_line(lab: &Lab) {
+    let dir = scratch(lab, "bad");
+    let cfg = dir.join("bad.yml");
+    std::fs::write(&cfg, "clusters:\n  - {name: x, urls: [http://127.0.0.1:1], slo: {objective: 200%, threshold: 5MB, window: 1d}}\n").expect("write");
+    let out = Command::new(bin())
+        .args(["watch", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    one_line_error(&out, "objective");
+    let out = Command::new(bin())
+        .args(["watch", "--config", "/nonexistent.yml"])
+        .output()
+        .expect("run");
+    one_line_error(&out, "cannot read");
+    let out = Command::new(bin())
+        .args(["slo", "rules", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), 2);
+    // A port in use.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let good = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: None,
+            alertmanager: None,
+            state_file: None,
+        },
+    );
+    let out = Command::new(bin())
+        .args(["watch", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    one_line_error(&out, "cannot listen");
+}
