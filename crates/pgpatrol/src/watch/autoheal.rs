@@ -40,6 +40,7 @@ pub struct HealView {
     pub enabled: bool,
     /// Consecutive breaching samples per member.
     pub breaches: BTreeMap<String, u32>,
+    /// Reinitializations per member in the last 24 hours.
     pub attempts: BTreeMap<String, u32>,
     pub history: Vec<ActionRecord>,
     pub last_outcomes: Vec<executor::ReinitOutcome>,
@@ -50,7 +51,12 @@ struct Progress {
     history: Vec<ActionRecord>,
     outcomes: Vec<executor::ReinitOutcome>,
     running: bool,
+    /// Members with a firing escalation alert (resolved when they are healthy again).
+    escalated: BTreeSet<String>,
 }
+
+/// The attempt cap counts reinitializations of a member within this long.
+const ATTEMPT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// One cluster's auto-healer.
 #[derive(Debug)]
@@ -60,8 +66,6 @@ pub struct Healer {
     lease: LeaseStore,
     owner: String,
     breaches: BTreeMap<String, (u32, SystemTime)>,
-    attempts: BTreeMap<String, u32>,
-    escalated: BTreeSet<String>,
     progress: Arc<Mutex<Progress>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -132,8 +136,6 @@ impl Healer {
             lease: lease_store(cfg, c, h)?,
             owner: format!("{}:{}", host.trim(), std::process::id()),
             breaches: BTreeMap::new(),
-            attempts: BTreeMap::new(),
-            escalated: BTreeSet::new(),
             progress: Arc::new(Mutex::new(progress)),
             task: None,
         })
@@ -174,6 +176,27 @@ impl Healer {
             }
         }
         self.breaches.retain(|k, _| cluster.member(k).is_some());
+        let recovered: Vec<String> = {
+            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let healthy = |m: &str| {
+                cluster.member(m).is_some_and(|x| {
+                    x.state.is_healthy_replica()
+                        && x.lag(self.policy.lag)
+                            .and_then(|l| l.bytes())
+                            .is_some_and(|b| b < self.policy.tolerance)
+                })
+            };
+            let done: Vec<String> = p.escalated.iter().filter(|m| healthy(m)).cloned().collect();
+            for m in &done {
+                p.escalated.remove(m);
+            }
+            done
+        };
+        for member in recovered {
+            let mut ev = escalation(name, &member, "the member is healthy again");
+            ev.firing = false;
+            let _ = alerts.send(ev).await;
+        }
 
         // 2. The same decision as `pgpatrol heal`, with this healer's history.
         let (history, running) = {
@@ -207,25 +230,32 @@ impl Healer {
             }
         }
 
-        // 3. Persisted, under the cap; escalate once when the cap is reached.
+        // 3. Persisted, under the cap (attempts in the last 24 h); escalate once at the cap.
         let mut actions = Vec::new();
         for a in plan
             .actions
             .iter()
             .filter(|a| persisted.contains(&a.member))
         {
-            let tries = self.attempts.get(&a.member).copied().unwrap_or(0);
+            let tries = recent_attempts(&history, &a.member, now);
             if tries >= self.cfg.max_attempts {
                 refuse("max_attempts");
-                if self.escalated.insert(a.member.clone()) {
+                let first = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .escalated
+                    .insert(a.member.clone());
+                if first {
                     m.heal_escalations
                         .get_or_create(&ClusterL {
                             cluster: name.to_string(),
                         })
                         .inc();
-                    let _ = alerts
-                        .send(escalation(name, &a.member, &format!("{tries} reinitializations did not keep it below the tolerance; auto-heal stopped trying")))
-                        .await;
+                    let why = format!(
+                        "{tries} reinitializations in 24 h did not keep it below the tolerance; auto-heal stopped trying"
+                    );
+                    let _ = alerts.send(escalation(name, &a.member, &why)).await;
                 }
                 continue;
             }
@@ -262,7 +292,6 @@ impl Healer {
                     started: now,
                     finished: None,
                 });
-                *self.attempts.entry(a.member.clone()).or_insert(0) += 1;
                 m.heal_attempted
                     .get_or_create(&ClusterL {
                         cluster: name.to_string(),
@@ -311,6 +340,11 @@ impl Healer {
                 } else {
                     shared.metrics.heal_failed.get_or_create(&c).inc();
                     shared.metrics.heal_escalations.get_or_create(&c).inc();
+                    progress
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .escalated
+                        .insert(member.clone());
                     let _ = alerts
                         .send(escalation(
                             &name,
@@ -341,6 +375,8 @@ impl Healer {
 
     pub fn view(&self) -> HealView {
         let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now();
+        let members: BTreeSet<&str> = p.history.iter().map(|h| h.member.as_str()).collect();
         HealView {
             enabled: true,
             breaches: self
@@ -348,7 +384,10 @@ impl Healer {
                 .iter()
                 .map(|(k, (n, _))| (k.clone(), *n))
                 .collect(),
-            attempts: self.attempts.clone(),
+            attempts: members
+                .into_iter()
+                .map(|m| (m.to_string(), recent_attempts(&p.history, m, now)))
+                .collect(),
             history: p.history.clone(),
             last_outcomes: p.outcomes.clone(),
         }
@@ -362,6 +401,16 @@ impl Healer {
             let _ = t.await;
         }
     }
+}
+
+/// Reinitializations of `member` started within the attempt window.
+fn recent_attempts(history: &[ActionRecord], member: &str, now: SystemTime) -> u32 {
+    history
+        .iter()
+        .filter(|h| {
+            h.member == member && now.duration_since(h.started).unwrap_or_default() < ATTEMPT_WINDOW
+        })
+        .count() as u32
 }
 
 fn escalation(cluster: &str, member: &str, why: &str) -> AlertEvent {

@@ -193,8 +193,8 @@ pub struct HealConfig {
     pub persist_for: Option<Duration>,
     #[serde(default = "default_cooldown", deserialize_with = "duration")]
     pub cooldown: Duration,
-    /// At most this many reinitializations of one member while the watch runs; after that it
-    /// escalates instead of trying again.
+    /// At most this many reinitializations of one member in 24 hours; then it escalates
+    /// instead of trying again.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     #[serde(default = "one")]

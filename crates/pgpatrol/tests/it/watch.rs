@@ -19,6 +19,7 @@ pub fn tests() -> Vec<Test> {
         burn_rate_alert_reaches_alertmanager_and_resolves_after_repair,
         generated_rules_pass_promtool_and_prometheus_scrapes_watch,
         auto_heal_acts_only_after_the_breach_persists,
+        a_failed_heal_escalates_and_resolves_when_healthy,
         the_heal_lease_in_etcd_admits_one_holder,
         two_watchers_never_heal_at_once,
         a_restart_keeps_the_error_budget,
@@ -486,6 +487,35 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
     assert_ne!(before[&replica], after[&replica], "the replica was rebuilt");
     let leader = lab.leader();
     assert_eq!(before[&leader], after[&leader], "the leader is untouched");
+}
+
+fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
+    let dir = scratch(lab, "escalation");
+    let am = start_alertmanager(&dir);
+    let port = free_port();
+    // A 1 s wait is shorter than any reinit: the heal counts as failed, so it escalates.
+    let heal = format!(
+        "{{enabled: true, tolerance: 5MB, persist_samples: 2, timeout: 1s, lease: {{dir: {}}}}}",
+        dir.join("locks").display()
+    );
+    let spec = WatchSpec { heal: Some(&heal), alertmanager: Some(am.url.clone()), state_file: None };
+    let cfg = watch_yml(lab, &dir, port, &spec);
+    let _w = start_watch(&dir, &cfg, port);
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let alert = wait_for("the escalation in Alertmanager", Duration::from_secs(60), || {
+        active_alerts(&am.url).into_iter().find(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation")
+    });
+    assert_eq!(alert["labels"]["member"], replica.as_str());
+    assert_eq!(alert["labels"]["severity"], "page");
+    assert!(alert["annotations"]["description"].as_str().unwrap().contains("auto-heal failed"), "{alert:#}");
+    let m = metrics(port);
+    assert_eq!(sample(&m, "pgpatrol_heal_failed_total{cluster=\"lab\"}"), Some(1.0), "{m}");
+    // Patroni finishes the reinit on its own; once the member is healthy the page resolves.
+    wait_for("the escalation to resolve", Duration::from_secs(90), || {
+        let open = active_alerts(&am.url).into_iter().any(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation");
+        (!open).then_some(())
+    });
 }
 
 fn etcd_url(lab: &Lab) -> String {
