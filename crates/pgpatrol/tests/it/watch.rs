@@ -498,22 +498,44 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
         "{{enabled: true, tolerance: 5MB, persist_samples: 2, timeout: 1s, lease: {{dir: {}}}}}",
         dir.join("locks").display()
     );
-    let spec = WatchSpec { heal: Some(&heal), alertmanager: Some(am.url.clone()), state_file: None };
+    let spec = WatchSpec {
+        heal: Some(&heal),
+        alertmanager: Some(am.url.clone()),
+        state_file: None,
+    };
     let cfg = watch_yml(lab, &dir, port, &spec);
     let _w = start_watch(&dir, &cfg, port);
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
-    let alert = wait_for("the escalation in Alertmanager", Duration::from_secs(60), || {
-        active_alerts(&am.url).into_iter().find(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation")
-    });
+    let alert = wait_for(
+        "the escalation in Alertmanager",
+        Duration::from_secs(60),
+        || {
+            active_alerts(&am.url)
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation")
+        },
+    );
     assert_eq!(alert["labels"]["member"], replica.as_str());
     assert_eq!(alert["labels"]["severity"], "page");
-    assert!(alert["annotations"]["description"].as_str().unwrap().contains("auto-heal failed"), "{alert:#}");
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("auto-heal failed"),
+        "{alert:#}"
+    );
     let m = metrics(port);
-    assert_eq!(sample(&m, "pgpatrol_heal_failed_total{cluster=\"lab\"}"), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, "pgpatrol_heal_failed_total{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
     // Patroni finishes the reinit on its own; once the member is healthy the page resolves.
     wait_for("the escalation to resolve", Duration::from_secs(90), || {
-        let open = active_alerts(&am.url).into_iter().any(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation");
+        let open = active_alerts(&am.url)
+            .into_iter()
+            .any(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation");
         (!open).then_some(())
     });
 }
