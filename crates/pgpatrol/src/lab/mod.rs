@@ -286,9 +286,9 @@ pub async fn etcd_healthy(client_port: u16) -> bool {
 pub async fn etcd_delete_scope(client_port: u16, scope: &str) -> Result<()> {
     let url = format!("http://127.0.0.1:{client_port}/v3/kv/deleterange");
     let body = serde_json::json!({
-        "key": base64(format!("/service/{scope}/").as_bytes()),
+        "key": crate::etcd::base64(format!("/service/{scope}/").as_bytes()),
         // The prefix's range end: the same bytes with the last one incremented ('/' + 1 = '0').
-        "range_end": base64(format!("/service/{scope}0").as_bytes()),
+        "range_end": crate::etcd::base64(format!("/service/{scope}0").as_bytes()),
     });
     let resp = http()?
         .post(&url)
@@ -300,28 +300,6 @@ pub async fn etcd_delete_scope(client_port: u16, scope: &str) -> Result<()> {
         bail!("POST {url}: HTTP {}", resp.status());
     }
     Ok(())
-}
-
-/// Standard base64 with padding (etcd's JSON gateway encodes keys this way).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// A leader role in /cluster across versions (`leader`; `master`/`primary` from older or
@@ -459,16 +437,6 @@ pub fn find_venv(explicit: Option<&Path>, version: PatroniVersion) -> Result<Pat
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(b"/service/demo/"), "L3NlcnZpY2UvZGVtby8=");
-    }
 
     #[test]
     fn healthy_cluster_needs_one_leader_and_streaming_replicas() {

@@ -72,11 +72,7 @@ pub fn rows(cluster: &Cluster, version: PatroniVersion) -> Vec<Map<String, Value
         .iter()
         .filter(|m| m.host.is_some())
         .collect();
-    let mut hosts: Vec<&str> = with_host.iter().filter_map(|m| m.host.as_deref()).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    let append_port = with_host.iter().any(|m| m.port.is_some_and(|p| p != 5432))
-        || hosts.len() < with_host.len();
+    let host_column = super::table::hosts(cluster);
     let any = |f: &dyn Fn(&Member) -> bool| with_host.iter().any(|m| f(m));
     let extra_pending = any(&|m| m.pending_restart);
     let extra_reason = with_reason
@@ -92,16 +88,13 @@ pub fn rows(cluster: &Cluster, version: PatroniVersion) -> Vec<Map<String, Value
     cluster
         .members
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let mut cols: Vec<(&str, Value)> = Vec::new();
             if cluster_key {
                 cols.push(("Cluster", Value::from(scope.clone())));
             }
-            let host = match (&m.host, m.port) {
-                (Some(h), Some(p)) if append_port => format!("{h}:{p}"),
-                (Some(h), _) => h.clone(),
-                _ => String::new(),
-            };
+            let host = host_column[i].clone();
             cols.push(("Member", Value::from(m.name.clone())));
             cols.push(("Host", Value::from(host)));
             cols.push(("Role", Value::from(m.role.title())));

@@ -19,8 +19,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// `host`, or `host:port` as patronictl shows it when any port is not 5432 or hosts repeat.
-fn hosts(cluster: &Cluster) -> Vec<String> {
+/// The Host column, one entry per member: `host`, or `host:port` as patronictl shows it when
+/// any port is not 5432 or two members share a host.
+pub fn hosts(cluster: &Cluster) -> Vec<String> {
     let with_host: Vec<&Member> = cluster
         .members
         .iter()

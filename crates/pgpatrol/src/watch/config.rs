@@ -40,32 +40,23 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
     duration(d).map(Some)
 }
 
+/// A YAML scalar as text: sizes and objectives may be written as numbers or strings.
+fn scalar<'de, D: Deserializer<'de>>(d: D, what: &str) -> Result<String, D::Error> {
+    match serde_yaml::Value::deserialize(d)? {
+        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        serde_yaml::Value::String(s) => Ok(s),
+        other => Err(serde::de::Error::custom(format!("{other:?} is not {what}"))),
+    }
+}
+
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
-    let v = serde_yaml::Value::deserialize(d)?;
-    let s = match v {
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::String(s) => s,
-        other => {
-            return Err(serde::de::Error::custom(format!(
-                "{other:?} is not a size like 5MB"
-            )))
-        }
-    };
-    s.parse::<ByteSize>().map_err(serde::de::Error::custom)
+    scalar(d, "a size like 5MB")?
+        .parse::<ByteSize>()
+        .map_err(serde::de::Error::custom)
 }
 
 fn objective<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = serde_yaml::Value::deserialize(d)?;
-    let s = match v {
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::String(s) => s,
-        other => {
-            return Err(serde::de::Error::custom(format!(
-                "{other:?} is not an objective like 99.5%"
-            )))
-        }
-    };
-    parse_objective(&s).map_err(serde::de::Error::custom)
+    parse_objective(&scalar(d, "an objective like 99.5%")?).map_err(serde::de::Error::custom)
 }
 
 pub fn default_listen() -> SocketAddr {
