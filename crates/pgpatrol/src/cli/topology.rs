@@ -40,8 +40,7 @@ impl TopologyArgs {
         let mut stack: Vec<(usize, Node)> = Vec::new();
         let mut roots = Vec::new();
         for (depth, m) in order {
-            while stack.last().is_some_and(|(d, _)| *d >= depth) {
-                let (_, done) = stack.pop().expect("checked non-empty");
+            while let Some((_, done)) = stack.pop_if(|(d, _)| *d >= depth) {
                 match stack.last_mut() {
                     Some((_, parent)) => parent.children.push(done),
                     None => roots.push(done),
