@@ -213,6 +213,7 @@ impl HealArgs {
             force: false,
             wait: true,
         };
+        let mut waited_for_slot = std::time::Instant::now();
         loop {
             let fresh = match source.snapshot(Detail::Full).await {
                 Ok(s) => s.cluster,
@@ -243,6 +244,18 @@ impl HealArgs {
                 .cloned()
                 .collect();
             if batch.is_empty() {
+                // A queued member held back only by the concurrency limit waits for a slot:
+                // right after a reinit, /cluster still shows the rebuilt member busy for up to
+                // loop_wait. Anything else (it caught up, another guardrail) ends the run.
+                let queued = fresh_plan.skips.iter().any(|s| {
+                    planned.contains(s.member.as_str())
+                        && !history.iter().any(|h| h.member == s.member)
+                        && matches!(s.reason, SkipReason::ConcurrencyLimit { .. })
+                });
+                if queued && waited_for_slot.elapsed() < self.timeout {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 break;
             }
             let leader_api = fresh.leader().and_then(|l| l.api_url.clone());
@@ -260,6 +273,7 @@ impl HealArgs {
                 runs.push((a.member.clone(), api));
             }
             let outcomes = run_batch(source, &runs, leader_api.as_deref(), &opts, &spinner).await;
+            waited_for_slot = std::time::Instant::now();
             let done = SystemTime::now();
             for h in history.iter_mut().filter(|h| h.finished.is_none()) {
                 h.finished = Some(done);

@@ -101,9 +101,11 @@ fn scratch(lab: &Lab, name: &str) -> PathBuf {
     d
 }
 
+#[derive(Default)]
 struct WatchSpec<'a> {
     heal: Option<&'a str>,
     alertmanager: Option<String>,
+    webhook: Option<String>,
     state_file: Option<PathBuf>,
 }
 
@@ -114,6 +116,9 @@ fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
     );
     if let Some(am) = &spec.alertmanager {
         y.push_str(&format!("alertmanager: {am}\n"));
+    }
+    if let Some(w) = &spec.webhook {
+        y.push_str(&format!("webhook: {w}\n"));
     }
     if let Some(s) = &spec.state_file {
         y.push_str(&format!("state_file: {}\n", s.display()));
@@ -166,6 +171,7 @@ fn watch_exports_lag_within_an_interval(lab: &Lab) {
             heal: None,
             alertmanager: None,
             state_file: None,
+            ..Default::default()
         },
     );
     let _w = start_watch(&dir, &cfg, port);
@@ -249,18 +255,62 @@ fn active_alerts(am: &str) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// A webhook receiver on loopback that keeps every JSON body POSTed to it.
+fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 8192];
+            // Read the head, then Content-Length bytes of body.
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        if let Ok(v) = serde_json::from_str::<Value>(&body[..len]) {
+                            keep.lock().unwrap().push(v);
+                        }
+                        break;
+                    }
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
 fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
     let dir = scratch(lab, "alerts");
     let am = start_alertmanager(&dir);
+    let (hook, hooked) = webhook_receiver();
     let port = free_port();
     let cfg = watch_yml(
         lab,
         &dir,
         port,
         &WatchSpec {
-            heal: None,
             alertmanager: Some(am.url.clone()),
-            state_file: None,
+            webhook: Some(hook),
+            ..Default::default()
         },
     );
     let _w = start_watch(&dir, &cfg, port);
@@ -305,6 +355,19 @@ fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
         sample(&metrics(port), "pgpatrol_slo_alert_firing{cluster=\"lab\""),
         Some(0.0)
     );
+    // The webhook got the same story: one firing, then one resolved, as plain JSON.
+    let bodies = hooked.lock().unwrap().clone();
+    let statuses: Vec<&str> = bodies
+        .iter()
+        .filter(|b| b["alertname"] == "PgpatrolReplicaLagBudgetBurn")
+        .filter_map(|b| b["status"].as_str())
+        .collect();
+    assert_eq!(statuses, vec!["firing", "resolved"], "{bodies:#?}");
+    assert_eq!(bodies[0]["cluster"], "lab");
+    assert_eq!(
+        bodies[0]["runbook_url"],
+        "https://runbooks.example/patroni-lag"
+    );
 }
 
 fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
@@ -318,6 +381,7 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
             heal: None,
             alertmanager: None,
             state_file: None,
+            ..Default::default()
         },
     );
     let rules = dir.join("rules.yml");
@@ -448,6 +512,7 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
             heal: Some(&heal),
             alertmanager: None,
             state_file: None,
+            ..Default::default()
         },
     );
     let _w = start_watch(&dir, &cfg, port);
@@ -502,6 +567,7 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
         heal: Some(&heal),
         alertmanager: Some(am.url.clone()),
         state_file: None,
+        ..Default::default()
     };
     let cfg = watch_yml(lab, &dir, port, &spec);
     let _w = start_watch(&dir, &cfg, port);
@@ -592,6 +658,7 @@ fn two_watchers_never_heal_at_once(lab: &Lab) {
             heal: Some(&heal),
             alertmanager: None,
             state_file: None,
+            ..Default::default()
         },
     );
     let cb = watch_yml(
@@ -602,6 +669,7 @@ fn two_watchers_never_heal_at_once(lab: &Lab) {
             heal: Some(&heal),
             alertmanager: None,
             state_file: None,
+            ..Default::default()
         },
     );
     let _a = start_watch(&dir, &ca, pa);
@@ -648,6 +716,7 @@ fn a_restart_keeps_the_error_budget(lab: &Lab) {
             heal: None,
             alertmanager: None,
             state_file: Some(state.clone()),
+            ..Default::default()
         },
     );
     let mut w = start_watch(&dir, &cfg, port);
@@ -698,6 +767,7 @@ fn bad_watch_config_is_one_line(lab: &Lab) {
             heal: None,
             alertmanager: None,
             state_file: None,
+            ..Default::default()
         },
     );
     let out = Command::new(bin())
