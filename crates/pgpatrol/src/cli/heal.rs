@@ -17,7 +17,7 @@ use super::confirm;
 use super::progress::Spinner;
 use super::sli::LagArg;
 use super::Outcome;
-use crate::executor::{self, ReinitOptions, Result_};
+use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::output::report::{self, HealReport};
 use crate::source::rest::{Detail, RestSource};
 
@@ -160,7 +160,7 @@ impl HealArgs {
         let healed: Vec<&str> = report
             .outcomes
             .iter()
-            .filter(|o| o.result == Result_::Healed)
+            .filter(|o| o.result == ReinitResult::Healed)
             .map(|o| o.member.as_str())
             .collect();
         let after = settled_snapshot(&source, &policy, &healed).await;
@@ -171,7 +171,10 @@ impl HealArgs {
         report.after = after;
         report.finished = now_text();
         self.print(&report)?;
-        let all_healed = report.outcomes.iter().all(|o| o.result == Result_::Healed);
+        let all_healed = report
+            .outcomes
+            .iter()
+            .all(|o| o.result == ReinitResult::Healed);
         let ok = report.stopped.is_none()
             && all_healed
             && report.still_unhealthy.is_empty()
@@ -280,7 +283,7 @@ impl HealArgs {
             }
             let lost = outcomes
                 .iter()
-                .find(|o| o.result == Result_::LeaderLost)
+                .find(|o| o.result == ReinitResult::LeaderLost)
                 .map(|o| o.detail.clone());
             report.outcomes.extend(outcomes);
             if let Some(why) = lost {

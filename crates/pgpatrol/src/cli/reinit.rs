@@ -12,7 +12,7 @@ use super::common::ClusterArgs;
 use super::confirm;
 use super::progress::Spinner;
 use super::Outcome;
-use crate::executor::{self, ReinitOptions, Result_};
+use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::source::rest::Detail;
 
 /// Reinitialize one replica: wipe its data directory and re-clone it from the leader.
@@ -122,14 +122,14 @@ impl ReinitArgs {
             ""
         };
         match o.result {
-            Result_::Healed | Result_::Started => {
+            ReinitResult::Healed | ReinitResult::Started => {
                 println!(
                     "{}: {} in {:.1} s{joined}",
                     o.member, o.detail, o.duration_secs
                 );
                 Ok(Outcome::Ok)
             }
-            Result_::Failed => anyhow::bail!("{}: {}", o.member, o.detail),
+            ReinitResult::Failed => anyhow::bail!("{}: {}", o.member, o.detail),
             _ => {
                 eprintln!("pgpatrol: {}: {}{joined}", o.member, o.detail);
                 Ok(Outcome::Problem)

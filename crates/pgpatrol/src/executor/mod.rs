@@ -31,7 +31,7 @@ pub struct ReinitOptions {
 /// How one reinitialization ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Result_ {
+pub enum ReinitResult {
     /// Rebuilt and streaming again with lag below the tolerance.
     Healed,
     /// Patroni accepted the request; not waited for.
@@ -50,7 +50,7 @@ pub enum Result_ {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReinitOutcome {
     pub member: String,
-    pub result: Result_,
+    pub result: ReinitResult,
     /// What happened, in words.
     pub detail: String,
     /// A reinit was already running: we waited for it instead of forcing a new one.
@@ -105,14 +105,14 @@ pub async fn reinitialize(
     let t0 = Instant::now();
     let mut out = ReinitOutcome {
         member: member.to_string(),
-        result: Result_::Failed,
+        result: ReinitResult::Failed,
         detail: String::new(),
         joined_running: false,
         started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         duration_secs: 0.0,
         states: Vec::new(),
     };
-    let finish = |mut out: ReinitOutcome, result: Result_, detail: String| {
+    let finish = |mut out: ReinitOutcome, result: ReinitResult, detail: String| {
         out.result = result;
         out.detail = detail;
         out.duration_secs = (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0;
@@ -120,7 +120,7 @@ pub async fn reinitialize(
     };
     let base = match base_url(api_url) {
         Ok(b) => b,
-        Err(e) => return finish(out, Result_::Failed, e.to_string()),
+        Err(e) => return finish(out, ReinitResult::Failed, e.to_string()),
     };
     let before = source.member_status(api_url).await.ok();
     let start_time_before = before
@@ -150,7 +150,7 @@ pub async fn reinitialize(
         Ok(resp) if resp.status == StatusCode::SERVICE_UNAVAILABLE => {
             return finish(
                 out,
-                Result_::Refused,
+                ReinitResult::Refused,
                 format!("Patroni refused: {}", resp.body.trim()),
             );
         }
@@ -158,7 +158,7 @@ pub async fn reinitialize(
             let body = crate::source::rest::client::snippet(&resp.body);
             return finish(
                 out,
-                Result_::Failed,
+                ReinitResult::Failed,
                 format!(
                     "POST {} answered HTTP {}: {body}",
                     req.url(),
@@ -166,7 +166,7 @@ pub async fn reinitialize(
                 ),
             );
         }
-        Err(e) => return finish(out, Result_::Failed, e.to_string()),
+        Err(e) => return finish(out, ReinitResult::Failed, e.to_string()),
     }
     if !opts.wait {
         let what = if out.joined_running {
@@ -174,7 +174,7 @@ pub async fn reinitialize(
         } else {
             "reinitialization started"
         };
-        return finish(out, Result_::Started, what.to_string());
+        return finish(out, ReinitResult::Started, what.to_string());
     }
 
     let deadline = t0 + opts.timeout;
@@ -204,14 +204,14 @@ pub async fn reinitialize(
             Some(Ok(l)) => {
                 let role = l.role.unwrap_or_default();
                 let state = l.state.unwrap_or_default();
-                return finish(out, Result_::LeaderLost, format!("the leader stopped being leader while waiting (role {role}, state {state}): stopped acting"));
+                return finish(out, ReinitResult::LeaderLost, format!("the leader stopped being leader while waiting (role {role}, state {state}): stopped acting"));
             }
             Some(Err(e)) => {
                 leader_failures += 1;
                 if leader_failures >= 3 {
                     return finish(
                         out,
-                        Result_::LeaderLost,
+                        ReinitResult::LeaderLost,
                         format!("the leader stopped answering while waiting ({e}): stopped acting"),
                     );
                 }
@@ -244,7 +244,7 @@ pub async fn reinitialize(
                             opts.lag.as_str(),
                             pgpatrol_core::units::human(lag)
                         );
-                        return finish(out, Result_::Healed, detail);
+                        return finish(out, ReinitResult::Healed, detail);
                     }
                 }
             }
@@ -261,7 +261,7 @@ pub async fn reinitialize(
             };
             return finish(
                 out,
-                Result_::TimedOut,
+                ReinitResult::TimedOut,
                 format!(
                     "not streaming below the tolerance after {} (last state {last}{why})",
                     humantime::format_duration(opts.timeout)

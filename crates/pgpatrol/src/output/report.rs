@@ -10,7 +10,7 @@ use pgpatrol_core::plan::{Plan, SkipReason};
 use pgpatrol_core::units::human;
 use pgpatrol_core::{Cluster, Lag, LagKind};
 
-use crate::executor::{ReinitOutcome, Result_};
+use crate::executor::{ReinitOutcome, ReinitResult};
 
 /// Everything one `heal` run did and saw.
 #[derive(Debug, Serialize)]
@@ -122,12 +122,12 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
         writeln!(out, "|---|---|---|---|")?;
         for o in &r.outcomes {
             let result = match o.result {
-                Result_::Healed => "healed",
-                Result_::Started => "started",
-                Result_::Refused => "refused",
-                Result_::TimedOut => "timed out",
-                Result_::LeaderLost => "stopped: leader lost",
-                Result_::Failed => "failed",
+                ReinitResult::Healed => "healed",
+                ReinitResult::Started => "started",
+                ReinitResult::Refused => "refused",
+                ReinitResult::TimedOut => "timed out",
+                ReinitResult::LeaderLost => "stopped: leader lost",
+                ReinitResult::Failed => "failed",
             };
             let joined = if o.joined_running {
                 " (joined a reinit already running)"

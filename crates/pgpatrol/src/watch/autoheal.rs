@@ -19,7 +19,7 @@ use super::config::{ClusterConfig, HealConfig, WatchConfig};
 use super::lease::LeaseStore;
 use super::metrics::{ClusterL, ClusterReasonL};
 use super::Shared;
-use crate::executor::{self, ReinitOptions, Result_};
+use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::source::patroni_yml::PatroniYml;
 use crate::source::rest::RestSource;
 
@@ -331,7 +331,7 @@ impl Healer {
                     &executor::Quiet,
                 )
                 .await;
-                let ok = o.result == Result_::Healed;
+                let ok = o.result == ReinitResult::Healed;
                 let c = ClusterL {
                     cluster: name.clone(),
                 };
