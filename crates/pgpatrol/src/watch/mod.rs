@@ -145,11 +145,13 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         Some(p) => state::load(p)?,
         None => state::Persisted::default(),
     };
+    // Clusters with the same TLS and timeout settings share one HTTP client.
+    let mut clients = crate::source::rest::HttpCache::default();
     for c in &cfg.clusters {
         let source = cfg
             .target(c)
             .map_err(anyhow::Error::msg)?
-            .source()
+            .source_with(&mut clients)
             .map_err(|e| anyhow::anyhow!("cluster {:?}: {e}", c.name))?;
         let spec = slo_spec(c).map_err(anyhow::Error::msg)?;
         let log = match (&spec, persisted.samples.get(&c.name)) {
