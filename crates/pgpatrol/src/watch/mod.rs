@@ -210,8 +210,10 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
     let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
 
     let mut tasks = tokio::task::JoinSet::new();
-    for p in pollers {
-        tasks.spawn(p.run(shutdown.clone()));
+    let n = pollers.len();
+    for (i, p) in pollers.into_iter().enumerate() {
+        let first = first_poll_offset(i, n, p.interval);
+        tasks.spawn(p.run(first, shutdown.clone()));
     }
     let saver = cfg.state_file.clone().map(|path| {
         let (shared, mut stop) = (shared.clone(), shutdown.clone());
@@ -240,6 +242,17 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
     Ok(())
 }
 
+/// When the `i`-th of `n` pollers polls first. Pollers that all started at once would poll
+/// at once forever: 1,000 clusters would be 2,000 connections in flight every interval, and
+/// the memory for them held as the process's peak. Their phases are spread instead, 10 ms
+/// apart (at most 100 first polls a second), and closer when `n` of those would not fit in
+/// one interval, so every cluster is still polled within its first interval.
+fn first_poll_offset(i: usize, n: usize, interval: Duration) -> Duration {
+    const SPACING: Duration = Duration::from_millis(10);
+    let step = (interval / (n.max(1) as u32)).min(SPACING);
+    step * (i as u32)
+}
+
 struct Poller {
     name: String,
     interval: Duration,
@@ -256,8 +269,9 @@ struct Poller {
 }
 
 impl Poller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.interval);
+    async fn run(mut self, first: Duration, mut shutdown: watch::Receiver<bool>) {
+        let start = tokio::time::Instant::now() + first;
+        let mut tick = tokio::time::interval_at(start, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -674,6 +688,19 @@ pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_polls_are_spread_within_one_interval() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(first_poll_offset(0, 1, ten), Duration::ZERO);
+        assert_eq!(first_poll_offset(2, 3, ten), Duration::from_millis(20));
+        assert_eq!(
+            first_poll_offset(999, 1000, ten),
+            Duration::from_millis(9990)
+        );
+        assert!(first_poll_offset(4999, 5000, ten) < ten);
+        assert!(first_poll_offset(9, 10, Duration::from_millis(100)) < Duration::from_millis(100));
+    }
 
     #[test]
     fn history_timestamps_with_offsets() {
