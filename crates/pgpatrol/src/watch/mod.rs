@@ -192,7 +192,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             shared: shared.clone(),
             alerts: alert_tx.clone(),
             firing: BTreeSet::new(),
-            known_members: BTreeSet::new(),
+            exported: BTreeMap::new(),
             last_history: None,
         });
     }
@@ -264,7 +264,9 @@ struct Poller {
     shared: Arc<Shared>,
     alerts: mpsc::Sender<AlertEvent>,
     firing: BTreeSet<String>,
-    known_members: BTreeSet<String>,
+    /// The role and state label values exported for each member, so that a change removes
+    /// the one old series instead of every possible value.
+    exported: BTreeMap<String, (String, String)>,
     last_history: Option<Instant>,
 }
 
@@ -365,28 +367,35 @@ impl Poller {
         let m = &self.shared.metrics;
         let name = self.name.clone();
         let c = cl(&name);
-        let mut present = BTreeSet::new();
+        let mut present = BTreeMap::new();
         for member in &cluster.members {
-            present.insert(member.name.clone());
             let ml = MemberL {
                 cluster: name.clone(),
                 member: member.name.clone(),
             };
-            self.clear_member(&member.name, false);
+            let (role, state) = (bounded_role(member), bounded_state(&member.state));
+            if let Some((old_role, old_state)) = self.exported.get(&member.name) {
+                self.clear_role_state(
+                    &member.name,
+                    (old_role != &role).then_some(old_role),
+                    (old_state != &state).then_some(old_state),
+                );
+            }
             m.member_role
                 .get_or_create(&MemberRoleL {
                     cluster: name.clone(),
                     member: member.name.clone(),
-                    role: bounded_role(member),
+                    role: role.clone(),
                 })
                 .set(1);
             m.member_state
                 .get_or_create(&MemberStateL {
                     cluster: name.clone(),
                     member: member.name.clone(),
-                    state: bounded_state(&member.state),
+                    state: state.clone(),
                 })
                 .set(1);
+            present.insert(member.name.clone(), (role, state));
             if let Some(tl) = member.timeline {
                 m.member_timeline.get_or_create(&ml).set(tl as i64);
             }
@@ -414,15 +423,13 @@ impl Poller {
                 }
             }
         }
-        for gone in self
-            .known_members
-            .difference(&present)
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            self.clear_member(&gone, true);
+        for (gone, (role, state)) in &self.exported {
+            if !present.contains_key(gone) {
+                self.clear_role_state(gone, Some(role), Some(state));
+                self.clear_member(gone);
+            }
         }
-        self.known_members = present;
+        self.exported = present;
         for kind in [LagKind::Receive, LagKind::Replay] {
             let sli = Sli::measure(cluster, kind);
             let l = ClusterKindL {
@@ -454,39 +461,42 @@ impl Poller {
         }
     }
 
-    /// Removes a member's role/state series (all values), and its other series when it left.
-    fn clear_member(&self, member: &str, gone: bool) {
+    /// Removes a member's role and/or state series (the values given).
+    fn clear_role_state(&self, member: &str, role: Option<&String>, state: Option<&String>) {
         let m = &self.shared.metrics;
-        for role in ROLES {
+        if let Some(role) = role {
             m.member_role.remove(&MemberRoleL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                role: (*role).into(),
+                role: role.clone(),
             });
         }
-        for state in STATES {
+        if let Some(state) = state {
             m.member_state.remove(&MemberStateL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                state: (*state).into(),
+                state: state.clone(),
             });
         }
-        if gone {
-            let ml = MemberL {
+    }
+
+    /// Removes the other series of a member that left the cluster.
+    fn clear_member(&self, member: &str) {
+        let m = &self.shared.metrics;
+        let ml = MemberL {
+            cluster: self.name.clone(),
+            member: member.into(),
+        };
+        m.member_timeline.remove(&ml);
+        m.member_up.remove(&ml);
+        for kind in ["receive", "replay"] {
+            let l = MemberKindL {
                 cluster: self.name.clone(),
                 member: member.into(),
+                kind: kind.into(),
             };
-            m.member_timeline.remove(&ml);
-            m.member_up.remove(&ml);
-            for kind in ["receive", "replay"] {
-                let l = MemberKindL {
-                    cluster: self.name.clone(),
-                    member: member.into(),
-                    kind: kind.into(),
-                };
-                m.member_lag_bytes.remove(&l);
-                m.member_lag_unknown.remove(&l);
-            }
+            m.member_lag_bytes.remove(&l);
+            m.member_lag_unknown.remove(&l);
         }
     }
 
@@ -601,36 +611,6 @@ impl Poller {
     }
 }
 
-const ROLES: &[&str] = &[
-    "leader",
-    "standby_leader",
-    "sync_standby",
-    "quorum_standby",
-    "replica",
-    "other",
-];
-const STATES: &[&str] = &[
-    "running",
-    "streaming",
-    "in archive recovery",
-    "starting",
-    "stopping",
-    "stopped",
-    "restarting",
-    "creating replica",
-    "initializing new cluster",
-    "running custom bootstrap script",
-    "starting after custom bootstrap",
-    "initdb failed",
-    "custom bootstrap failed",
-    "start failed",
-    "restart failed",
-    "stop failed",
-    "crashed",
-    "unknown",
-    "other",
-];
-
 /// Roles outside Patroni's set become `other`, so label values stay bounded.
 fn bounded_role(m: &pgpatrol_core::Member) -> String {
     match &m.role {
@@ -688,6 +668,89 @@ pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_poller(shared: Arc<Shared>) -> Poller {
+        let http = crate::source::rest::Http::new(&Default::default()).unwrap();
+        Poller {
+            name: "demo".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            source: RestSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
+            spec: None,
+            heal_policy: None,
+            healer: None,
+            shared,
+            alerts: mpsc::channel(1).0,
+            firing: BTreeSet::new(),
+            exported: BTreeMap::new(),
+            last_history: None,
+        }
+    }
+
+    fn series(shared: &Shared, family: &str) -> Vec<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        let prefix = format!("pgpatrol_{family}{{");
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(k, _)| k).to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn one_role_and_state_series_per_member_and_none_once_it_left() {
+        let cfg =
+            WatchConfig::parse("clusters:\n  - {name: demo, urls: [http://x:8008]}\n").unwrap();
+        let shared = Arc::new(Shared::new(&cfg));
+        let mut p = test_poller(shared.clone());
+        use pgpatrol_core::fixtures::ClusterBuilder;
+        p.export_cluster(&ClusterBuilder::new().leader("a").replica("b").build());
+        p.export_cluster(
+            &ClusterBuilder::new()
+                .replica("a")
+                .leader("b")
+                .replica("c")
+                .state(State::Stopped)
+                .build(),
+        );
+        assert_eq!(
+            series(&shared, "member_role"),
+            [
+                r#"pgpatrol_member_role{cluster="demo",member="a",role="replica"}"#,
+                r#"pgpatrol_member_role{cluster="demo",member="b",role="leader"}"#,
+                r#"pgpatrol_member_role{cluster="demo",member="c",role="replica"}"#,
+            ]
+        );
+        assert!(series(&shared, "member_state").contains(
+            &r#"pgpatrol_member_state{cluster="demo",member="c",state="stopped"}"#.into()
+        ));
+        p.export_cluster(&ClusterBuilder::new().leader("b").build());
+        assert_eq!(
+            series(&shared, "member_role"),
+            [r#"pgpatrol_member_role{cluster="demo",member="b",role="leader"}"#]
+        );
+        assert_eq!(
+            series(&shared, "member_state"),
+            [r#"pgpatrol_member_state{cluster="demo",member="b",state="running"}"#]
+        );
+        for family in [
+            "member_up",
+            "member_timeline",
+            "member_lag_bytes",
+            "member_lag_unknown",
+        ] {
+            assert!(
+                series(&shared, family)
+                    .iter()
+                    .all(|l| l.contains(r#"member="b""#)),
+                "{family}: {:?}",
+                series(&shared, family)
+            );
+        }
+    }
 
     #[test]
     fn first_polls_are_spread_within_one_interval() {
