@@ -185,6 +185,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             name: c.name.clone(),
             interval: cfg.interval(c),
             timeout: cfg.timeout(c),
+            detail: detail_for(c),
             source,
             spec,
             heal_policy: c.heal.as_ref().map(autoheal::policy),
@@ -253,10 +254,22 @@ fn first_poll_offset(i: usize, n: usize, interval: Duration) -> Duration {
     step * (i as u32)
 }
 
+/// How much a poll reads. `/cluster` holds everything the metrics and the SLO need; the
+/// answering node's `/patroni` (version, unlocked, failsafe) only matters to a heal plan, so
+/// clusters without `heal` skip it: half the requests, and no poll fails for it.
+fn detail_for(c: &ClusterConfig) -> Detail {
+    if c.heal.is_some() {
+        Detail::Full
+    } else {
+        Detail::Lag
+    }
+}
+
 struct Poller {
     name: String,
     interval: Duration,
     timeout: Duration,
+    detail: Detail,
     source: RestSource,
     spec: Option<SloSpec>,
     heal_policy: Option<pgpatrol_core::plan::Policy>,
@@ -291,7 +304,7 @@ impl Poller {
         let m = &self.shared.metrics;
         let c = cl(&self.name);
         let t0 = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.source.snapshot(Detail::Full)).await;
+        let result = tokio::time::timeout(self.timeout, self.source.snapshot(self.detail)).await;
         m.poll_duration_seconds
             .get_or_create(&c)
             .set(t0.elapsed().as_secs_f64());
@@ -675,6 +688,7 @@ mod tests {
             name: "demo".into(),
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
+            detail: Detail::Lag,
             source: RestSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
             spec: None,
             heal_policy: None,
@@ -750,6 +764,16 @@ mod tests {
                 series(&shared, family)
             );
         }
+    }
+
+    #[test]
+    fn only_clusters_with_heal_read_patroni_every_poll() {
+        let cfg = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [x]}\n  - {name: b, urls: [y], heal: {enabled: false, tolerance: 5}}\n",
+        )
+        .unwrap();
+        assert_eq!(detail_for(&cfg.clusters[0]), Detail::Lag);
+        assert_eq!(detail_for(&cfg.clusters[1]), Detail::Full);
     }
 
     #[test]
