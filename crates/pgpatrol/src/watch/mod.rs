@@ -245,14 +245,23 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
 
 /// When the `i`-th of `n` pollers polls first. Pollers that all started at once would poll
 /// at once forever: 1,000 clusters would be 2,000 connections in flight every interval, and
-/// the memory for them held as the process's peak. Their phases are spread instead, 10 ms
-/// apart (at most 100 first polls a second), and closer when `n` of those would not fit in
-/// one interval, so every cluster is still polled within its first interval.
+/// the memory for them held as the process's peak. Pollers that each had a phase of their
+/// own would wake the runtime's threads 100 times a second, and switching threads costs more
+/// than the polls. So they start in groups: up to [`POLL_GROUP`] clusters together, groups
+/// [`POLL_GROUP_SPACING`] apart, and bigger groups when that many would not fit in one
+/// interval, so every cluster is still polled within its first interval and a fleet of up to
+/// 50 clusters is polled at once.
 fn first_poll_offset(i: usize, n: usize, interval: Duration) -> Duration {
-    const SPACING: Duration = Duration::from_millis(10);
-    let step = (interval / (n.max(1) as u32)).min(SPACING);
-    step * (i as u32)
+    let fit = (interval.as_nanos() / POLL_GROUP_SPACING.as_nanos()).max(1);
+    let groups = (n.div_ceil(POLL_GROUP) as u128).clamp(1, fit);
+    // Both are at most `n`, which a u32 holds for any fleet a config file can list.
+    let (groups, i) = (groups as u32, i as u32);
+    POLL_GROUP_SPACING * (i % groups)
 }
+
+/// See [`first_poll_offset`]: measured with `scripts/bench-fleet` (docs/BENCHMARKS.md).
+const POLL_GROUP: usize = 50;
+const POLL_GROUP_SPACING: Duration = Duration::from_millis(500);
 
 /// How much a poll reads. `/cluster` holds everything the metrics and the SLO need; the
 /// answering node's `/patroni` (version, unlocked, failsafe) only matters to a heal plan, so
@@ -777,16 +786,23 @@ mod tests {
     }
 
     #[test]
-    fn first_polls_are_spread_within_one_interval() {
+    fn first_polls_start_in_groups_within_one_interval() {
         let ten = Duration::from_secs(10);
-        assert_eq!(first_poll_offset(0, 1, ten), Duration::ZERO);
-        assert_eq!(first_poll_offset(2, 3, ten), Duration::from_millis(20));
-        assert_eq!(
-            first_poll_offset(999, 1000, ten),
-            Duration::from_millis(9990)
-        );
-        assert!(first_poll_offset(4999, 5000, ten) < ten);
-        assert!(first_poll_offset(9, 10, Duration::from_millis(100)) < Duration::from_millis(100));
+        let offsets = |n: usize, interval| {
+            (0..n)
+                .map(|i| first_poll_offset(i, n, interval))
+                .collect::<Vec<_>>()
+        };
+        assert!(offsets(50, ten).iter().all(|d| d.is_zero()));
+        let o = offsets(1000, ten);
+        assert_eq!(o.iter().filter(|d| d.is_zero()).count(), 50);
+        assert_eq!(o.iter().max(), Some(&Duration::from_millis(9500)));
+        let o = offsets(5000, ten);
+        assert_eq!(o.iter().filter(|d| d.is_zero()).count(), 250);
+        assert!(o.iter().all(|d| *d < ten));
+        assert!(offsets(500, Duration::from_millis(200))
+            .iter()
+            .all(|d| d.is_zero()));
     }
 
     #[test]
