@@ -321,9 +321,12 @@ async fn main() {
             let listener = match TcpListener::bind(sa).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!(
-                        "fake_fleet: cannot listen on {sa}: {e} (too many open files? raise ulimit -n)"
-                    );
+                    let hint = match e.kind() {
+                        std::io::ErrorKind::AddrInUse => " (another fleet? choose --port)",
+                        _ if e.raw_os_error() == Some(24) => " (raise ulimit -n)",
+                        _ => "",
+                    };
+                    eprintln!("fake_fleet: cannot listen on {sa}: {e}{hint}");
                     std::process::exit(1);
                 }
             };
