@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::patroni_yml::PatroniYml;
-use super::rest::{Credentials, Http, HttpOptions, RestSource};
+use super::rest::{Credentials, HttpCache, HttpOptions, RestSource};
 use super::SourceError;
 
 /// One cluster's address and access settings, before anything is read.
@@ -26,6 +26,12 @@ pub struct Target {
 impl Target {
     /// Resolves URLs and credentials (flags first, then patroni.yml) into a REST source.
     pub fn source(&self) -> Result<RestSource, SourceError> {
+        self.source_with(&mut HttpCache::default())
+    }
+
+    /// As [`Target::source`], with the HTTP client taken from `cache`: a daemon watching many
+    /// clusters builds one client per distinct TLS/timeout setting, not one per cluster.
+    pub fn source_with(&self, cache: &mut HttpCache) -> Result<RestSource, SourceError> {
         let yml = match &self.patroni_yml {
             Some(p) => Some(PatroniYml::read(p).map_err(SourceError::BadInput)?),
             None => None,
@@ -68,7 +74,7 @@ impl Target {
             connect_timeout: self.connect_timeout,
             timeout: self.request_timeout,
         };
-        RestSource::new(Http::new(&opts)?, &urls)
+        RestSource::new(cache.get(&opts)?, &urls)
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Shared {
     pub views: Mutex<BTreeMap<String, ClusterView>>,
     pub samples: Mutex<BTreeMap<String, SampleLog>>,
     pub started: Instant,
+    /// The size of the last /metrics body: the next one is allocated at once, not grown by
+    /// doubling (a fleet of 1,000 clusters is a 3 MiB body).
+    pub metrics_size: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -75,6 +78,7 @@ impl Shared {
             views: Mutex::new(views),
             samples: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
+            metrics_size: Default::default(),
         }
     }
 
@@ -145,11 +149,13 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         Some(p) => state::load(p)?,
         None => state::Persisted::default(),
     };
+    // Clusters with the same TLS and timeout settings share one HTTP client.
+    let mut clients = crate::source::rest::HttpCache::default();
     for c in &cfg.clusters {
         let source = cfg
             .target(c)
             .map_err(anyhow::Error::msg)?
-            .source()
+            .source_with(&mut clients)
             .map_err(|e| anyhow::anyhow!("cluster {:?}: {e}", c.name))?;
         let spec = slo_spec(c).map_err(anyhow::Error::msg)?;
         let log = match (&spec, persisted.samples.get(&c.name)) {
@@ -183,6 +189,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             name: c.name.clone(),
             interval: cfg.interval(c),
             timeout: cfg.timeout(c),
+            detail: detail_for(c),
             source,
             spec,
             heal_policy: c.heal.as_ref().map(autoheal::policy),
@@ -190,7 +197,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             shared: shared.clone(),
             alerts: alert_tx.clone(),
             firing: BTreeSet::new(),
-            known_members: BTreeSet::new(),
+            exported: BTreeMap::new(),
             last_history: None,
         });
     }
@@ -208,8 +215,10 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
     let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
 
     let mut tasks = tokio::task::JoinSet::new();
-    for p in pollers {
-        tasks.spawn(p.run(shutdown.clone()));
+    let n = pollers.len();
+    for (i, p) in pollers.into_iter().enumerate() {
+        let first = first_poll_offset(i, n, p.interval);
+        tasks.spawn(p.run(first, shutdown.clone()));
     }
     let saver = cfg.state_file.clone().map(|path| {
         let (shared, mut stop) = (shared.clone(), shutdown.clone());
@@ -238,10 +247,42 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
     Ok(())
 }
 
+/// When the `i`-th of `n` pollers polls first. Pollers that all started at once would poll
+/// at once forever: 1,000 clusters would be 2,000 connections in flight every interval, and
+/// the memory for them held as the process's peak. Pollers that each had a phase of their
+/// own would wake the runtime's threads 100 times a second, and switching threads costs more
+/// than the polls. So they start in groups: up to [`POLL_GROUP`] clusters together, groups
+/// [`POLL_GROUP_SPACING`] apart, and bigger groups when that many would not fit in one
+/// interval, so every cluster is still polled within its first interval and a fleet of up to
+/// 50 clusters is polled at once.
+fn first_poll_offset(i: usize, n: usize, interval: Duration) -> Duration {
+    let fit = (interval.as_nanos() / POLL_GROUP_SPACING.as_nanos()).max(1);
+    let groups = (n.div_ceil(POLL_GROUP) as u128).clamp(1, fit);
+    // Both are at most `n`, which a u32 holds for any fleet a config file can list.
+    let (groups, i) = (groups as u32, i as u32);
+    POLL_GROUP_SPACING * (i % groups)
+}
+
+/// See [`first_poll_offset`]: measured with `scripts/bench-fleet` (docs/BENCHMARKS.md).
+const POLL_GROUP: usize = 50;
+const POLL_GROUP_SPACING: Duration = Duration::from_millis(500);
+
+/// How much a poll reads. `/cluster` holds everything the metrics and the SLO need; the
+/// answering node's `/patroni` (version, unlocked, failsafe) only matters to a heal plan, so
+/// clusters without `heal` skip it: half the requests, and no poll fails for it.
+fn detail_for(c: &ClusterConfig) -> Detail {
+    if c.heal.is_some() {
+        Detail::Full
+    } else {
+        Detail::Lag
+    }
+}
+
 struct Poller {
     name: String,
     interval: Duration,
     timeout: Duration,
+    detail: Detail,
     source: RestSource,
     spec: Option<SloSpec>,
     heal_policy: Option<pgpatrol_core::plan::Policy>,
@@ -249,13 +290,16 @@ struct Poller {
     shared: Arc<Shared>,
     alerts: mpsc::Sender<AlertEvent>,
     firing: BTreeSet<String>,
-    known_members: BTreeSet<String>,
+    /// The role and state label values exported for each member, so that a change removes
+    /// the one old series instead of every possible value.
+    exported: BTreeMap<String, (String, String)>,
     last_history: Option<Instant>,
 }
 
 impl Poller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.interval);
+    async fn run(mut self, first: Duration, mut shutdown: watch::Receiver<bool>) {
+        let start = tokio::time::Instant::now() + first;
+        let mut tick = tokio::time::interval_at(start, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -273,7 +317,7 @@ impl Poller {
         let m = &self.shared.metrics;
         let c = cl(&self.name);
         let t0 = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.source.snapshot(Detail::Full)).await;
+        let result = tokio::time::timeout(self.timeout, self.source.snapshot(self.detail)).await;
         m.poll_duration_seconds
             .get_or_create(&c)
             .set(t0.elapsed().as_secs_f64());
@@ -349,28 +393,35 @@ impl Poller {
         let m = &self.shared.metrics;
         let name = self.name.clone();
         let c = cl(&name);
-        let mut present = BTreeSet::new();
+        let mut present = BTreeMap::new();
         for member in &cluster.members {
-            present.insert(member.name.clone());
             let ml = MemberL {
                 cluster: name.clone(),
                 member: member.name.clone(),
             };
-            self.clear_member(&member.name, false);
+            let (role, state) = (bounded_role(member), bounded_state(&member.state));
+            if let Some((old_role, old_state)) = self.exported.get(&member.name) {
+                self.clear_role_state(
+                    &member.name,
+                    (old_role != &role).then_some(old_role),
+                    (old_state != &state).then_some(old_state),
+                );
+            }
             m.member_role
                 .get_or_create(&MemberRoleL {
                     cluster: name.clone(),
                     member: member.name.clone(),
-                    role: bounded_role(member),
+                    role: role.clone(),
                 })
                 .set(1);
             m.member_state
                 .get_or_create(&MemberStateL {
                     cluster: name.clone(),
                     member: member.name.clone(),
-                    state: bounded_state(&member.state),
+                    state: state.clone(),
                 })
                 .set(1);
+            present.insert(member.name.clone(), (role, state));
             if let Some(tl) = member.timeline {
                 m.member_timeline.get_or_create(&ml).set(tl as i64);
             }
@@ -398,15 +449,13 @@ impl Poller {
                 }
             }
         }
-        for gone in self
-            .known_members
-            .difference(&present)
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            self.clear_member(&gone, true);
+        for (gone, (role, state)) in &self.exported {
+            if !present.contains_key(gone) {
+                self.clear_role_state(gone, Some(role), Some(state));
+                self.clear_member(gone);
+            }
         }
-        self.known_members = present;
+        self.exported = present;
         for kind in [LagKind::Receive, LagKind::Replay] {
             let sli = Sli::measure(cluster, kind);
             let l = ClusterKindL {
@@ -438,39 +487,42 @@ impl Poller {
         }
     }
 
-    /// Removes a member's role/state series (all values), and its other series when it left.
-    fn clear_member(&self, member: &str, gone: bool) {
+    /// Removes a member's role and/or state series (the values given).
+    fn clear_role_state(&self, member: &str, role: Option<&String>, state: Option<&String>) {
         let m = &self.shared.metrics;
-        for role in ROLES {
+        if let Some(role) = role {
             m.member_role.remove(&MemberRoleL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                role: (*role).into(),
+                role: role.clone(),
             });
         }
-        for state in STATES {
+        if let Some(state) = state {
             m.member_state.remove(&MemberStateL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                state: (*state).into(),
+                state: state.clone(),
             });
         }
-        if gone {
-            let ml = MemberL {
+    }
+
+    /// Removes the other series of a member that left the cluster.
+    fn clear_member(&self, member: &str) {
+        let m = &self.shared.metrics;
+        let ml = MemberL {
+            cluster: self.name.clone(),
+            member: member.into(),
+        };
+        m.member_timeline.remove(&ml);
+        m.member_up.remove(&ml);
+        for kind in ["receive", "replay"] {
+            let l = MemberKindL {
                 cluster: self.name.clone(),
                 member: member.into(),
+                kind: kind.into(),
             };
-            m.member_timeline.remove(&ml);
-            m.member_up.remove(&ml);
-            for kind in ["receive", "replay"] {
-                let l = MemberKindL {
-                    cluster: self.name.clone(),
-                    member: member.into(),
-                    kind: kind.into(),
-                };
-                m.member_lag_bytes.remove(&l);
-                m.member_lag_unknown.remove(&l);
-            }
+            m.member_lag_bytes.remove(&l);
+            m.member_lag_unknown.remove(&l);
         }
     }
 
@@ -593,36 +645,6 @@ impl Poller {
     }
 }
 
-const ROLES: &[&str] = &[
-    "leader",
-    "standby_leader",
-    "sync_standby",
-    "quorum_standby",
-    "replica",
-    "other",
-];
-const STATES: &[&str] = &[
-    "running",
-    "streaming",
-    "in archive recovery",
-    "starting",
-    "stopping",
-    "stopped",
-    "restarting",
-    "creating replica",
-    "initializing new cluster",
-    "running custom bootstrap script",
-    "starting after custom bootstrap",
-    "initdb failed",
-    "custom bootstrap failed",
-    "start failed",
-    "restart failed",
-    "stop failed",
-    "crashed",
-    "unknown",
-    "other",
-];
-
 /// Roles outside Patroni's set become `other`, so label values stay bounded.
 fn bounded_role(m: &pgpatrol_core::Member) -> String {
     match &m.role {
@@ -680,6 +702,120 @@ pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_poller(shared: Arc<Shared>) -> Poller {
+        let http = crate::source::rest::Http::new(&Default::default()).unwrap();
+        Poller {
+            name: "demo".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            detail: Detail::Lag,
+            source: RestSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
+            spec: None,
+            heal_policy: None,
+            healer: None,
+            shared,
+            alerts: mpsc::channel(1).0,
+            firing: BTreeSet::new(),
+            exported: BTreeMap::new(),
+            last_history: None,
+        }
+    }
+
+    fn series(shared: &Shared, family: &str) -> Vec<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        let prefix = format!("pgpatrol_{family}{{");
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(k, _)| k).to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn one_role_and_state_series_per_member_and_none_once_it_left() {
+        let cfg =
+            WatchConfig::parse("clusters:\n  - {name: demo, urls: [http://x:8008]}\n").unwrap();
+        let shared = Arc::new(Shared::new(&cfg));
+        let mut p = test_poller(shared.clone());
+        use pgpatrol_core::fixtures::ClusterBuilder;
+        p.export_cluster(&ClusterBuilder::new().leader("a").replica("b").build());
+        p.export_cluster(
+            &ClusterBuilder::new()
+                .replica("a")
+                .leader("b")
+                .replica("c")
+                .state(State::Stopped)
+                .build(),
+        );
+        assert_eq!(
+            series(&shared, "member_role"),
+            [
+                r#"pgpatrol_member_role{cluster="demo",member="a",role="replica"}"#,
+                r#"pgpatrol_member_role{cluster="demo",member="b",role="leader"}"#,
+                r#"pgpatrol_member_role{cluster="demo",member="c",role="replica"}"#,
+            ]
+        );
+        assert!(series(&shared, "member_state").contains(
+            &r#"pgpatrol_member_state{cluster="demo",member="c",state="stopped"}"#.into()
+        ));
+        p.export_cluster(&ClusterBuilder::new().leader("b").build());
+        assert_eq!(
+            series(&shared, "member_role"),
+            [r#"pgpatrol_member_role{cluster="demo",member="b",role="leader"}"#]
+        );
+        assert_eq!(
+            series(&shared, "member_state"),
+            [r#"pgpatrol_member_state{cluster="demo",member="b",state="running"}"#]
+        );
+        for family in [
+            "member_up",
+            "member_timeline",
+            "member_lag_bytes",
+            "member_lag_unknown",
+        ] {
+            assert!(
+                series(&shared, family)
+                    .iter()
+                    .all(|l| l.contains(r#"member="b""#)),
+                "{family}: {:?}",
+                series(&shared, family)
+            );
+        }
+    }
+
+    #[test]
+    fn only_clusters_with_heal_read_patroni_every_poll() {
+        let cfg = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [x]}\n  - {name: b, urls: [y], heal: {enabled: false, tolerance: 5}}\n",
+        )
+        .unwrap();
+        assert_eq!(detail_for(&cfg.clusters[0]), Detail::Lag);
+        assert_eq!(detail_for(&cfg.clusters[1]), Detail::Full);
+    }
+
+    #[test]
+    fn first_polls_start_in_groups_within_one_interval() {
+        let ten = Duration::from_secs(10);
+        let offsets = |n: usize, interval| {
+            (0..n)
+                .map(|i| first_poll_offset(i, n, interval))
+                .collect::<Vec<_>>()
+        };
+        assert!(offsets(50, ten).iter().all(|d| d.is_zero()));
+        let o = offsets(1000, ten);
+        assert_eq!(o.iter().filter(|d| d.is_zero()).count(), 50);
+        assert_eq!(o.iter().max(), Some(&Duration::from_millis(9500)));
+        let o = offsets(5000, ten);
+        assert_eq!(o.iter().filter(|d| d.is_zero()).count(), 250);
+        assert!(o.iter().all(|d| *d < ten));
+        assert!(offsets(500, Duration::from_millis(200))
+            .iter()
+            .all(|d| d.is_zero()));
+    }
 
     #[test]
     fn history_timestamps_with_offsets() {

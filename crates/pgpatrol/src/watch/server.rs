@@ -14,16 +14,21 @@ use tokio::sync::watch;
 use super::Shared;
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let mut body = String::new();
+    use std::sync::atomic::Ordering;
+    let last = s.metrics_size.load(Ordering::Relaxed);
+    let mut body = String::with_capacity(last + last / 16);
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
+        Ok(()) => {
+            s.metrics_size.store(body.len(), Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                body,
+            )
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],

@@ -219,6 +219,15 @@ impl Http {
         })
     }
 
+    /// The same client (connection pool, TLS configuration) with other credentials: cheap,
+    /// as the client is shared, not copied.
+    pub fn with_auth(&self, auth: Option<Credentials>) -> Http {
+        Http {
+            auth,
+            ..self.clone()
+        }
+    }
+
     /// Sends one request; any status is returned (callers decide what a 503 means).
     pub async fn send(&self, req: &Request) -> Result<Response, RestError> {
         let url = req.url();
@@ -266,6 +275,54 @@ impl Http {
             });
         }
         decode(&url, path, &resp.body)
+    }
+}
+
+/// One client per distinct TLS and timeout setting, shared by every cluster that uses it.
+///
+/// A `reqwest::Client` carries a rustls configuration with its root store and a connection
+/// pool: about 20 KiB each, so one per cluster is 20 MiB for a fleet of 1,000 that could
+/// share one. Credentials are not part of the client ([`Http::with_auth`]), so clusters with
+/// different passwords still share it.
+#[derive(Debug, Default)]
+pub struct HttpCache {
+    clients: std::collections::HashMap<ClientKey, Http>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    ca_file: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+    insecure: bool,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl HttpCache {
+    /// A client for `opts`: a shared one when an earlier call had the same settings.
+    pub fn get(&mut self, opts: &HttpOptions) -> Result<Http, RestError> {
+        let key = ClientKey {
+            ca_file: opts.ca_file.clone(),
+            client_cert: opts.client_cert.clone(),
+            insecure: opts.insecure,
+            connect_timeout: opts.connect_timeout,
+            timeout: opts.timeout,
+        };
+        if let Some(http) = self.clients.get(&key) {
+            return Ok(http.with_auth(opts.auth.clone()));
+        }
+        let http = Http::new(opts)?;
+        self.clients.insert(key, http.clone());
+        Ok(http)
+    }
+
+    /// How many distinct clients were built.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
     }
 }
 
@@ -515,6 +572,39 @@ mod tests {
         let reason = tls_reason("connection error: received fatal alert: UnknownCA");
         assert!(tls_hint(&reason, true).contains("rejected the client certificate"));
         assert!(tls_hint("corrupt", false).contains("https:// vs http://"));
+    }
+
+    #[test]
+    fn clients_are_shared_by_settings_and_keep_their_own_credentials() {
+        let mut cache = HttpCache::default();
+        let opts = |user: &str, insecure| HttpOptions {
+            auth: Some(Credentials {
+                username: user.into(),
+                password: "p".into(),
+            }),
+            insecure,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            ..HttpOptions::default()
+        };
+        let a = cache.get(&opts("a", false)).unwrap();
+        let b = cache.get(&opts("b", false)).unwrap();
+        assert_eq!(cache.len(), 1);
+        assert_eq!(a.auth.as_ref().unwrap().username, "a");
+        assert_eq!(b.auth.as_ref().unwrap().username, "b");
+        cache.get(&opts("a", true)).unwrap();
+        let mut slower = opts("a", false);
+        slower.timeout = Duration::from_secs(30);
+        cache.get(&slower).unwrap();
+        assert_eq!(cache.len(), 3);
+        let e = cache
+            .get(&HttpOptions {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..opts("a", false)
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        assert_eq!(cache.len(), 3);
     }
 
     #[test]

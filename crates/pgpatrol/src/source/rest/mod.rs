@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use pgpatrol_core::{Cluster, HistoryEntry};
 
-pub use client::{Credentials, Http, HttpOptions, Request, Response, RestError};
+pub use client::{Credentials, Http, HttpCache, HttpOptions, Request, Response, RestError};
 use wire::{ClusterWire, HistoryWire, LegacyReplay, StatusWire};
 
 use super::SourceError;
