@@ -518,6 +518,10 @@ fn since_epoch(t: SystemTime) -> Duration {
 pub struct SampleLog {
     fine: Ring,
     coarse: Ring,
+    /// When sampling began (seconds since the epoch). An alert needs at least its short
+    /// window of observation: one bad sample out of one is not a 100 % burn worth a page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_secs: Option<u64>,
 }
 
 impl Default for SampleLog {
@@ -544,6 +548,7 @@ impl SampleLog {
         SampleLog {
             fine: Ring::new(fine_width, fine_span),
             coarse: Ring::new(coarse_width, coarse_span),
+            first_secs: None,
         }
     }
 
@@ -586,9 +591,17 @@ impl SampleLog {
     /// Records one sample. Buckets that fall off either ring's old end are dropped here.
     pub fn record(&mut self, at: SystemTime, good: bool) {
         let secs = since_epoch(at).as_secs();
+        self.first_secs = Some(self.first_secs.map_or(secs, |f| f.min(secs)));
         let good = u32::from(good);
         self.fine.add(secs / self.fine.width, good, 1);
         self.coarse.add(secs / self.coarse.width, good, 1);
+    }
+
+    /// How long this log has been sampling at `now` (zero before the first sample).
+    pub fn observed_for(&self, now: SystemTime) -> Duration {
+        self.first_secs
+            .map(|f| Duration::from_secs(since_epoch(now).as_secs().saturating_sub(f)))
+            .unwrap_or_default()
     }
 
     /// `(good, total)` samples in the window `(now − window, now]`, from the fine ring when
@@ -745,10 +758,12 @@ pub fn evaluate(spec: &SloSpec, log: &SampleLog, now: SystemTime) -> SloStatus {
         .map(|rule| {
             let burn_long = burn(rule.long);
             let burn_short = burn(rule.short);
+            // Both windows above the factor, and at least the short window observed.
+            let observed = log.observed_for(now) >= rule.short;
             AlertState {
                 name: rule.name.clone(),
                 severity: rule.severity,
-                firing: burn_long > rule.factor && burn_short > rule.factor,
+                firing: observed && burn_long > rule.factor && burn_short > rule.factor,
                 long_window: format_window(rule.long),
                 short_window: format_window(rule.short),
                 burn_long,
@@ -1297,5 +1312,31 @@ mod tests {
             let expected = (inside.iter().filter(|g| **g).count() as u64, inside.len() as u64);
             prop_assert_eq!(log.counts(window, at(now)), expected);
         }
+    }
+
+    /// Regression (found by the fleet benchmark): one bad sample at start-up set off every
+    /// burn-rate alert, since one bad out of one is a 100 % burn.
+    #[test]
+    fn a_single_bad_sample_at_start_does_not_page_but_a_bad_short_window_does() {
+        let spec = SloSpec::new(0.995, 5 << 20, Duration::from_secs(30 * DAY));
+        let mut log = SampleLog::for_spec(&spec);
+        log.record(at(0), false);
+        assert!(evaluate(&spec, &log, at(0))
+            .alerts
+            .iter()
+            .all(|a| !a.firing));
+        // Bad for the whole short window (5 min) of the fast page: now it pages.
+        feed(&mut log, 10, 5 * MINUTE, false);
+        let s = evaluate(&spec, &log, at(5 * MINUTE));
+        assert!(
+            s.alerts.iter().any(|a| a.firing && a.name == "page-1h-5m"),
+            "{s:?}"
+        );
+        // The observation start survives the state file.
+        let back: SampleLog = serde_json::from_str(&serde_json::to_string(&log).unwrap()).unwrap();
+        assert_eq!(
+            back.observed_for(at(5 * MINUTE)),
+            Duration::from_secs(5 * MINUTE)
+        );
     }
 }
