@@ -154,6 +154,7 @@ pub async fn break_lag(
         }
         let lag = write_until_lag(state, &leader, &target, kind, mb, deadline).await?;
         if kind == LagKind::Receive || receiving(state, &target).await? {
+            settle_others(state, &leader).await;
             return Ok(lag);
         }
         // The startup process was stopped holding a lock the walreceiver needs, so nothing
@@ -167,6 +168,33 @@ pub async fn break_lag(
         }
     }
     bail!("{member}'s walreceiver stalled together with its startup process three times; run `pgpatrol lab repair`")
+}
+
+/// A fault is made when only the broken members lag. The write burst also shows on healthy
+/// replicas for a Patroni loop or two; a test (or heal's min-healthy guardrail) would take
+/// that for a second fault. Waits (10 s at most) until every other replica that is not
+/// itself broken reports under 1 MB of receive and replay lag again.
+async fn settle_others(state: &LabState, leader: &MemberState) {
+    let broken: Vec<&str> = state.stopped.iter().map(|s| s.member.as_str()).collect();
+    let others: Vec<&MemberState> = state
+        .members
+        .iter()
+        .filter(|m| m.name != leader.name && !broken.contains(&m.name.as_str()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut settled = true;
+        for m in &others {
+            for kind in [LagKind::Receive, LagKind::Replay] {
+                let lag = reported_lag(state, m, kind).await.ok().flatten();
+                settled &= lag.is_some_and(|l| l < MB);
+            }
+        }
+        if settled || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits (5 s at most) until the startup process is idle, waiting for WAL: stopped in the
