@@ -1,6 +1,8 @@
-//! Where cluster snapshots come from: the Patroni REST API (Kubernetes and the DCS later),
+//! Where cluster snapshots come from: the Patroni REST API, directly or through Kubernetes
+//! (the DCS later),
 //! and how the operator names a cluster (`--url`, `-c patroni.yml`).
 
+pub mod k8s;
 pub mod patroni_yml;
 pub mod rest;
 pub mod target;
@@ -15,7 +17,7 @@ pub enum SourceError {
     #[error("no member answered: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     AllFailed(Vec<RestError>),
     #[error(
-        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), or -c/--config-file patroni.yml"
+        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), -c/--config-file patroni.yml, or --k8s-resource statefulset/NAME (PATRONI_RESOURCE_NAME)"
     )]
     NoTarget,
     #[error("{0}")]

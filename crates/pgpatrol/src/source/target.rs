@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::k8s::K8sTarget;
 use super::patroni_yml::PatroniYml;
 use super::rest::{Credentials, Http, HttpOptions, RestSource};
 use super::SourceError;
@@ -21,11 +22,33 @@ pub struct Target {
     pub insecure: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// A Kubernetes workload to find the members from, used when no URL or patroni.yml is
+    /// given.
+    pub k8s: Option<K8sTarget>,
 }
 
 impl Target {
+    /// Resolves the target into a REST source: through Kubernetes when a workload is named
+    /// and no URL or patroni.yml is, else as [`Target::source`].
+    pub async fn connect(&self) -> Result<RestSource, SourceError> {
+        let urls_given = self.urls.iter().any(|u| !u.trim().is_empty());
+        match &self.k8s {
+            Some(k8s) if !urls_given && self.patroni_yml.is_none() => {
+                let (_, opts) = self.resolve()?;
+                super::k8s::source(k8s, Http::new(&opts)?, self.request_timeout).await
+            }
+            _ => self.source(),
+        }
+    }
+
     /// Resolves URLs and credentials (flags first, then patroni.yml) into a REST source.
     pub fn source(&self) -> Result<RestSource, SourceError> {
+        let (urls, opts) = self.resolve()?;
+        RestSource::new(Http::new(&opts)?, &urls)
+    }
+
+    /// The URLs and HTTP options, flags first, then patroni.yml.
+    fn resolve(&self) -> Result<(Vec<String>, HttpOptions), SourceError> {
         let yml = match &self.patroni_yml {
             Some(p) => Some(PatroniYml::read(p).map_err(SourceError::BadInput)?),
             None => None,
@@ -68,7 +91,7 @@ impl Target {
             connect_timeout: self.connect_timeout,
             timeout: self.request_timeout,
         };
-        RestSource::new(Http::new(&opts)?, &urls)
+        Ok((urls, opts))
     }
 }
 

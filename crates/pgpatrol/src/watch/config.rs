@@ -310,6 +310,7 @@ impl WatchConfig {
             insecure: c.insecure,
             connect_timeout: timeout.min(Duration::from_secs(2)),
             request_timeout: timeout,
+            k8s: None,
         })
     }
 }

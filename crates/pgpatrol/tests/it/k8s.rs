@@ -1,0 +1,393 @@
+//! The Kubernetes source against the API server fixture (k8s_fixture.rs) in front of the
+//! live lab: the seed's variables (PATRONI_RESOURCE_NAME, NAMESPACE, CONTEXT, DISTRIBUTION,
+//! LAG_TOLERANCE) select the cluster; `sli`, `list` and `heal` agree with `--url`; reads go
+//! through pods/proxy and the reinitialize through pods/portforward with basic auth; every
+//! misconfiguration is one line and exit 2. kubectl itself lists the fixture's pods.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::harness::{bin, ok, stderr, Lab, Test};
+use crate::k8s_fixture::{FakePod, FakeWorkload, Fixture, World};
+use crate::util::{code, one_line_error, start_times, stdout};
+
+pub fn tests() -> Vec<Test> {
+    tests![
+        kubectl_lists_the_fixture_pods,
+        sli_and_list_through_kubernetes_match_url,
+        a_deployment_and_a_pod_select_the_same_cluster,
+        heal_through_kubernetes_reinitializes_by_port_forward,
+        reinit_reads_credentials_from_a_secret,
+        misconfigurations_are_one_line_and_exit_2,
+    ]
+}
+
+const NS: &str = "mydata";
+
+fn labels(cluster: &str) -> BTreeMap<String, String> {
+    [
+        ("application".to_string(), "patroni".to_string()),
+        ("cluster-name".to_string(), cluster.to_string()),
+    ]
+    .into()
+}
+
+/// The lab as Kubernetes would show it: statefulset/mypatroni-1 and deployment/mypatroni-d
+/// over one pod per member (container port `patroni` = the member's REST port), a Secret
+/// with the REST credentials, a namespace `locked` where pods/proxy is denied, a
+/// statefulset whose pods are not ready and one whose pods have no Patroni port.
+fn world(lab: &Lab) -> World {
+    let mut w = World::default();
+    for ns in [NS, "locked"] {
+        for (i, m) in lab.state().members.iter().enumerate() {
+            w.pods.push(FakePod {
+                namespace: ns.into(),
+                name: format!("mypatroni-1-{i}"),
+                labels: labels("mypatroni-1"),
+                ports: vec![
+                    ("postgresql".into(), m.pg_port),
+                    ("patroni".into(), m.rest_port),
+                ],
+                ready: true,
+            });
+        }
+        w.workloads.push(FakeWorkload {
+            kind: "StatefulSet",
+            namespace: ns.into(),
+            name: "mypatroni-1".into(),
+            selector: labels("mypatroni-1"),
+        });
+    }
+    w.workloads.push(FakeWorkload {
+        kind: "Deployment",
+        namespace: NS.into(),
+        name: "mypatroni-d".into(),
+        selector: labels("mypatroni-1"),
+    });
+    w.pods.push(FakePod {
+        namespace: NS.into(),
+        name: "starting-0".into(),
+        labels: labels("starting"),
+        ports: vec![("patroni".into(), 8008)],
+        ready: false,
+    });
+    w.workloads.push(FakeWorkload {
+        kind: "StatefulSet",
+        namespace: NS.into(),
+        name: "starting".into(),
+        selector: labels("starting"),
+    });
+    w.pods.push(FakePod {
+        namespace: NS.into(),
+        name: "plainpg-0".into(),
+        labels: labels("plainpg"),
+        ports: vec![("postgresql".into(), 5432)],
+        ready: true,
+    });
+    w.workloads.push(FakeWorkload {
+        kind: "StatefulSet",
+        namespace: NS.into(),
+        name: "plainpg".into(),
+        selector: labels("plainpg"),
+    });
+    let password = std::fs::read_to_string(lab.dir().join("restapi.password"))
+        .expect("lab password")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    w.secrets.insert(
+        (NS.into(), "patroni-rest".into()),
+        [
+            ("username".to_string(), "patrol".to_string()),
+            ("password".to_string(), password),
+        ]
+        .into(),
+    );
+    w.denied
+        .push(("locked".into(), "get".into(), "pods/proxy".into()));
+    w
+}
+
+fn fixture(lab: &Lab) -> Fixture {
+    Fixture::start(world(lab), &lab.dir().join("k8s-fixture"))
+}
+
+/// Runs pgpatrol with the seed's configuration and no URL: only Kubernetes names the
+/// cluster. `extra` env entries override; an empty value removes the variable.
+fn seeded(lab: &Lab, fx: &Fixture, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("PATRONI_URL")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("PATRONI_RESOURCE_NAME", "statefulset/mypatroni-1")
+        .env("NAMESPACE", NS)
+        .env("CONTEXT", "default")
+        .env("DISTRIBUTION", "Kubernetes")
+        .env("LAG_TOLERANCE", "5")
+        .env("KUBECONFIG", &fx.kubeconfig)
+        .env("PATRONI_RESTAPI_USERNAME", "patrol")
+        .env("PGPATROL_PASSWORD_FILE", lab.dir().join("restapi.password"));
+    for (k, v) in extra {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()))
+}
+
+fn kubectl_lists_the_fixture_pods(lab: &Lab) {
+    let fx = fixture(lab);
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig"])
+        .arg(&fx.kubeconfig)
+        .args(["get", "pods", "-n", NS, "-o", "json"])
+        .output()
+        .expect("kubectl (scripts/setup installs kubernetes-client)");
+    assert!(out.status.success(), "kubectl failed: {}", stderr(&out));
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("kubectl printed JSON");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"mypatroni-1-0"), "{names:?}");
+    assert_eq!(list["items"][0]["status"]["podIP"], "127.0.0.1");
+    // kubectl's own table printing and label selectors work against it too.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&fx.kubeconfig)
+        .args(["get", "pods", "-l", "cluster-name=mypatroni-1"])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "kubectl failed: {}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("mypatroni-1-2"), "{table}");
+    assert!(!table.contains("plainpg-0"), "{table}");
+}
+
+fn names_roles_states(list: &Value) -> Vec<(String, String, String)> {
+    let members = list["members"]
+        .as_array()
+        .or_else(|| list.as_array())
+        .unwrap_or_else(|| panic!("no members in {list:#}"));
+    let mut v: Vec<_> = members
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (s("name"), s("role"), s("state"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn sli_and_list_through_kubernetes_match_url(lab: &Lab) {
+    let fx = fixture(lab);
+    lab.break_lag(&lab.replica(), 12);
+    let by_url: u64 = ok("sli --url", &lab.pgpatrol(&["sli"]))
+        .trim()
+        .parse()
+        .expect("a number");
+    let out = seeded(lab, &fx, &["sli"], &[]);
+    let by_k8s: u64 = ok("sli via k8s", &out).trim().parse().expect("a number");
+    assert!(by_url >= 12, "{by_url}");
+    assert_eq!(
+        by_k8s, by_url,
+        "the SLI through Kubernetes equals the SLI by --url"
+    );
+
+    let url_list: Value =
+        serde_json::from_str(&ok("list --url", &lab.pgpatrol(&["list", "-o", "json"])))
+            .expect("json");
+    let k8s_list: Value = serde_json::from_str(&ok(
+        "list via k8s",
+        &seeded(lab, &fx, &["list", "-o", "json"], &[]),
+    ))
+    .expect("json");
+    assert_eq!(names_roles_states(&k8s_list), names_roles_states(&url_list));
+
+    let log = fx.log();
+    assert!(
+        log.iter().any(|l| l == "GET statefulsets/mypatroni-1"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("LIST pods mydata ") && l.contains("cluster-name=mypatroni-1")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("PROXY GET mypatroni-1-") && l.ends_with("/cluster")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("PORTFORWARD")),
+        "reads never port-forward: {log:#?}"
+    );
+}
+
+fn a_deployment_and_a_pod_select_the_same_cluster(lab: &Lab) {
+    let fx = fixture(lab);
+    let by_url = ok("sli --url", &lab.pgpatrol(&["sli"]));
+    for resource in [
+        "deployment/mypatroni-d",
+        "pod/mypatroni-1-1",
+        "sts/mypatroni-1",
+    ] {
+        // DISTRIBUTION is a hint: a value pgpatrol does not know changes nothing.
+        let env = [
+            ("PATRONI_RESOURCE_NAME", resource),
+            ("DISTRIBUTION", "Rancher"),
+        ];
+        let out = seeded(lab, &fx, &["sli"], &env);
+        assert_eq!(ok(resource, &out), by_url, "{resource}");
+    }
+    // Flags win over the seed's variables; the context's namespace is the default.
+    let out = seeded(
+        lab,
+        &fx,
+        &[
+            "sli",
+            "--k8s-resource",
+            "statefulset/mypatroni-1",
+            "--context",
+            "default",
+        ],
+        &[
+            ("NAMESPACE", ""),
+            ("PATRONI_RESOURCE_NAME", "statefulset/nope"),
+        ],
+    );
+    assert_eq!(ok("flags", &out), by_url);
+}
+
+fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
+    let fx = fixture(lab);
+    let target = lab.replica();
+    lab.break_lag(&target, 40);
+    let before = start_times(lab);
+    let out = seeded(lab, &fx, &["heal", "--yes", "--report", "json"], &[]);
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    assert_eq!(code(&out), 0, "{report:#}\n{}", stderr(&out));
+    let outcomes = report["outcomes"].as_array().expect("outcomes");
+    assert_eq!(outcomes.len(), 1, "{report:#}");
+    assert_eq!(outcomes[0]["member"], target.as_str());
+    assert_eq!(outcomes[0]["result"], "healed");
+    let after = start_times(lab);
+    assert_ne!(
+        before[&target], after[&target],
+        "the lagging replica was rebuilt"
+    );
+    let leader = lab.leader();
+    assert_eq!(before[&leader], after[&leader], "the leader is untouched");
+
+    let log = fx.log();
+    assert!(
+        log.iter()
+            .any(|l| l == "PORTFORWARD-HTTP POST /reinitialize HTTP/1.0 auth"),
+        "the reinitialize went by port-forward with basic auth: {log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("PROXY POST")),
+        "no write through pods/proxy (it strips Authorization): {log:#?}"
+    );
+    let sli = ok("sli via k8s", &seeded(lab, &fx, &["sli"], &[]));
+    let lag: u64 = sli.trim().parse().expect("a number");
+    assert!(lag < 5, "still {lag} MB behind after heal");
+}
+
+fn reinit_reads_credentials_from_a_secret(lab: &Lab) {
+    let fx = fixture(lab);
+    let target = lab.replica();
+    let before = start_times(lab);
+    // No username or password in the environment: only the Secret has them.
+    let out = seeded(
+        lab,
+        &fx,
+        &["reinit", &target, "--yes", "--k8s-secret", "patroni-rest"],
+        &[
+            ("PATRONI_RESTAPI_USERNAME", ""),
+            ("PGPATROL_PASSWORD_FILE", ""),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let after = start_times(lab);
+    assert_ne!(before[&target], after[&target], "{target} was rebuilt");
+    let log = fx.log();
+    assert!(
+        log.iter().any(|l| l == "GET secrets/patroni-rest"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l == "PORTFORWARD-HTTP POST /reinitialize HTTP/1.0 auth"),
+        "{log:#?}"
+    );
+    // Without any credentials Patroni refuses, and the error says so on one line.
+    let out = seeded(
+        lab,
+        &fx,
+        &["reinit", &target, "--yes"],
+        &[
+            ("PATRONI_RESTAPI_USERNAME", ""),
+            ("PGPATROL_PASSWORD_FILE", ""),
+        ],
+    );
+    one_line_error(&out, "refused the credentials");
+}
+
+fn misconfigurations_are_one_line_and_exit_2(lab: &Lab) {
+    let fx = fixture(lab);
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("NAMESPACE", "locked")],
+            "forbidden: cannot get pods/proxy in namespace locked: grant \"get\" on \"pods/proxy\"",
+        ),
+        (&[("CONTEXT", "prod")], "context \"prod\" is not in the kubeconfig (it has: default, other)"),
+        (
+            &[("PATRONI_RESOURCE_NAME", "daemonset/mypatroni-1")],
+            "unknown resource kind \"daemonset\"",
+        ),
+        (
+            &[("PATRONI_RESOURCE_NAME", "statefulset/starting")],
+            "statefulset/starting in namespace mydata has no ready pod (starting-0 Pending)",
+        ),
+        (
+            &[("PATRONI_RESOURCE_NAME", "statefulset/plainpg")],
+            "pod plainpg-0 declares ports 5432 (postgresql) but none named patroni/api and not 8008: pass --k8s-port",
+        ),
+        (
+            &[("PATRONI_RESOURCE_NAME", "statefulset/missing")],
+            "statefulset missing not found in namespace mydata",
+        ),
+    ];
+    for (env, needle) in cases {
+        let out = seeded(lab, &fx, &["sli"], env);
+        one_line_error(&out, needle);
+    }
+    // A denied list names its verb too.
+    fx.world
+        .lock()
+        .expect("world")
+        .denied
+        .push((NS.into(), "list".into(), "pods".into()));
+    one_line_error(
+        &seeded(lab, &fx, &["list"], &[]),
+        "forbidden: cannot list pods in namespace mydata: grant \"list\" on \"pods\"",
+    );
+}
