@@ -9,7 +9,7 @@
 //! talks to the pod IPs itself.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,7 +28,8 @@ use super::SourceError;
 pub const DEFAULT_PORT: u16 = 8008;
 
 /// How Patroni's REST calls reach the pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Access {
     /// Reads through the API server's `pods/proxy`, writes through `pods/portforward`.
     #[default]
@@ -37,8 +38,10 @@ pub enum Access {
     Direct,
 }
 
-/// Which Kubernetes workload is the Patroni cluster, and how to reach it.
-#[derive(Debug, Clone)]
+/// Which Kubernetes workload is the Patroni cluster, and how to reach it (the flags, or a
+/// watch cluster's `kubernetes:` section).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct K8sTarget {
     /// `statefulset/NAME`, `deployment/NAME` or `pod/NAME`.
     pub resource: String,
@@ -53,6 +56,21 @@ pub struct K8sTarget {
     pub port: Option<u16>,
     /// A Secret with `username` and `password` keys for Patroni's unsafe endpoints.
     pub secret: Option<String>,
+}
+
+impl Default for K8sTarget {
+    fn default() -> Self {
+        K8sTarget {
+            resource: String::new(),
+            namespace: None,
+            context: None,
+            kubeconfig: None,
+            distribution: None,
+            access: Access::Proxy,
+            port: None,
+            secret: None,
+        }
+    }
 }
 
 /// Why the Kubernetes source could not be set up. Each message is one line that says what
@@ -286,18 +304,19 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Loads the client configuration: `--kubeconfig`/`KUBECONFIG`, else the in-cluster
-/// service account when running in a pod, else `~/.kube/config`.
+/// Loads the client configuration: `--kubeconfig`/`KUBECONFIG`, else `~/.kube/config`, else
+/// the pod's service account when running in a cluster. In a pod without a kubeconfig the
+/// context is ignored: the seed's `CONTEXT=default` names the only context there is.
 async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
     let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if t.kubeconfig.is_none() && t.context.is_none() && in_cluster {
-        return kube::Config::incluster().map_err(|e| {
+    let incluster = || {
+        kube::Config::incluster().map_err(|e| {
             K8sError::Config(format!(
                 "cannot use the in-cluster service account: {}",
                 one_line(&chain(&e))
             ))
-        });
-    }
+        })
+    };
     let kc = match &t.kubeconfig {
         Some(p) => Kubeconfig::read_from(p).map_err(|e| {
             K8sError::Config(format!(
@@ -306,12 +325,17 @@ async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
                 one_line(&chain(&e))
             ))
         })?,
-        None => Kubeconfig::read().map_err(|e| {
-            K8sError::Config(format!(
-                "no kubeconfig: pass --kubeconfig or set KUBECONFIG ({})",
-                one_line(&chain(&e))
-            ))
-        })?,
+        None if in_cluster && t.context.is_none() => return incluster(),
+        None => match Kubeconfig::read() {
+            Ok(kc) => kc,
+            Err(_) if in_cluster => return incluster(),
+            Err(e) => {
+                return Err(K8sError::Config(format!(
+                    "no kubeconfig: pass --kubeconfig or set KUBECONFIG ({})",
+                    one_line(&chain(&e))
+                )))
+            }
+        },
     };
     if let Some(ctx) = &t.context {
         if !kc.contexts.iter().any(|c| &c.name == ctx) {
@@ -347,6 +371,9 @@ pub struct Discovered {
     pub client: Client,
     pub namespace: String,
     pub pods: Vec<PodInfo>,
+    /// The workload's label selector; `None` for `pod/NAME` (then the namespace's pods).
+    pub selector: Option<String>,
+    pub port: Option<u16>,
 }
 
 /// Finds the workload's pods.
@@ -402,28 +429,22 @@ pub async fn discover(t: &K8sTarget) -> Result<Discovered, K8sError> {
         }
         Kind::Pod => None,
     };
-    let pods_api = Api::<Pod>::namespaced(client.clone(), ns);
-    let pods: Vec<Pod> = match &selector {
-        Some(sel) => {
-            pods_api
-                .list(&ListParams::default().labels(sel))
+    let pods = match &selector {
+        Some(sel) => list_pods(&client, ns, Some(sel), t.port).await?,
+        None => {
+            let pod = Api::<Pod>::namespaced(client.clone(), ns)
+                .get_opt(&name)
                 .await
-                .map_err(|e| api_error(e, "list", "pods", ns))?
-                .items
+                .map_err(|e| api_error(e, "get", "pods", ns))?
+                .ok_or_else(|| not_found("pod"))?;
+            vec![PodInfo::from_pod(&pod, t.port)]
         }
-        None => vec![pods_api
-            .get_opt(&name)
-            .await
-            .map_err(|e| api_error(e, "get", "pods", ns))?
-            .ok_or_else(|| not_found("pod"))?],
     };
-    let mut pods: Vec<PodInfo> = pods.iter().map(|p| PodInfo::from_pod(p, t.port)).collect();
-    pods.sort_by(|a, b| a.name.cmp(&b.name));
     if pods.is_empty() {
         return Err(K8sError::Discovery(format!(
             "{} in namespace {ns} has no pods (selector {})",
             t.resource,
-            selector.unwrap_or_default()
+            selector.clone().unwrap_or_default()
         )));
     }
     let ready: Vec<&PodInfo> = pods.iter().filter(|p| p.ready && p.ip.is_some()).collect();
@@ -450,7 +471,32 @@ pub async fn discover(t: &K8sTarget) -> Result<Discovered, K8sError> {
         client,
         namespace,
         pods,
+        selector,
+        port: t.port,
     })
+}
+
+/// The pods matching `selector` (all the namespace's pods without one), sorted by name.
+async fn list_pods(
+    client: &Client,
+    ns: &str,
+    selector: Option<&str>,
+    port: Option<u16>,
+) -> Result<Vec<PodInfo>, K8sError> {
+    let mut lp = ListParams::default();
+    if let Some(sel) = selector {
+        lp = lp.labels(sel);
+    }
+    let mut pods: Vec<PodInfo> = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .map_err(|e| api_error(e, "list", "pods", ns))?
+        .items
+        .iter()
+        .map(|p| PodInfo::from_pod(p, port))
+        .collect();
+    pods.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pods)
 }
 
 /// Reads Patroni's REST credentials from a Secret's `username` and `password` keys.
@@ -526,7 +572,9 @@ pub async fn source(
         Access::Proxy => http.with_transport(Arc::new(Transport {
             client: found.client,
             namespace: found.namespace,
-            pods: found.pods,
+            pods: RwLock::new(found.pods),
+            selector: found.selector,
+            port: found.port,
             timeout: http_timeout,
         })),
     };
@@ -535,75 +583,107 @@ pub async fn source(
 
 /// Carries Patroni requests through the API server: `base` names a pod by its IP (and
 /// port), or by its name as the first label of a host name.
-#[derive(Clone)]
 pub struct Transport {
     client: Client,
     namespace: String,
-    pods: Vec<PodInfo>,
+    /// The pods as last listed; listed again when a member's address names none of them
+    /// (a restarted pod has a new IP; a long-running `watch` sees that).
+    pods: RwLock<Vec<PodInfo>>,
+    selector: Option<String>,
+    port: Option<u16>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Transport({}, {} pods)", self.namespace, self.pods.len())
+        write!(f, "Transport({})", self.namespace)
     }
 }
 
 impl Transport {
-    /// The pod and port a member's base URL stands for.
-    fn pod_for(&self, base: &str) -> Result<(&PodInfo, u16), RestError> {
-        let url = reqwest::Url::parse(base).map_err(|e| RestError::Kubernetes {
-            url: base.to_string(),
-            reason: format!("not a URL: {e}"),
-        })?;
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-        let port = url.port_or_known_default();
-        let by_ip: Vec<&PodInfo> = self
-            .pods
-            .iter()
-            .filter(|p| p.ip.as_deref() == Some(host))
-            .collect();
-        // Pod IPs are unique in a cluster; (IP, port) also tells apart pods that share an IP
-        // (host networking, or the test fixture on loopback).
-        let pod = by_ip
-            .iter()
-            .find(|p| port.is_some() && p.port.as_ref().ok().copied() == port)
-            .or(if by_ip.len() == 1 {
-                by_ip.first()
-            } else {
-                None
-            })
-            .copied()
-            .or_else(|| {
-                let label = host.split('.').next().unwrap_or_default();
-                self.pods.iter().find(|p| p.name == label)
-            })
-            .ok_or_else(|| RestError::Kubernetes {
-                url: base.to_string(),
-                reason: format!(
-                    "no pod of the workload in namespace {} has IP or name {host}",
-                    self.namespace
-                ),
-            })?;
-        let port = port
-            .or(pod.port.as_ref().ok().copied())
-            .unwrap_or(DEFAULT_PORT);
-        Ok((pod, port))
+    /// The pod name and port a member's base URL stands for, listing the pods again once
+    /// when none matches.
+    async fn pod_for(&self, base: &str) -> Result<(String, u16), RestError> {
+        let found = {
+            let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+            find_pod(&pods, base, &self.namespace)
+        };
+        match found {
+            Err(RestError::Kubernetes { .. }) => {
+                let fresh = list_pods(
+                    &self.client,
+                    &self.namespace,
+                    self.selector.as_deref(),
+                    self.port,
+                )
+                .await
+                .map_err(|e| RestError::Kubernetes {
+                    url: base.to_string(),
+                    reason: e.to_string(),
+                })?;
+                let found = find_pod(&fresh, base, &self.namespace);
+                *self.pods.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                found
+            }
+            other => other,
+        }
     }
+}
 
+/// The pod a member's base URL stands for: by IP and port, by IP alone when one pod has
+/// it, else by name as the first label of a host name.
+fn find_pod(pods: &[PodInfo], base: &str, namespace: &str) -> Result<(String, u16), RestError> {
+    let url = reqwest::Url::parse(base).map_err(|e| RestError::Kubernetes {
+        url: base.to_string(),
+        reason: format!("not a URL: {e}"),
+    })?;
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let port = url.port_or_known_default();
+    let by_ip: Vec<&PodInfo> = pods
+        .iter()
+        .filter(|p| p.ip.as_deref() == Some(host))
+        .collect();
+    // Pod IPs are unique in a cluster; (IP, port) also tells apart pods that share an IP
+    // (host networking, or the test fixture on loopback).
+    let pod = by_ip
+        .iter()
+        .find(|p| port.is_some() && p.port.as_ref().ok().copied() == port)
+        .or(if by_ip.len() == 1 {
+            by_ip.first()
+        } else {
+            None
+        })
+        .copied()
+        .or_else(|| {
+            let label = host.split('.').next().unwrap_or_default();
+            pods.iter().find(|p| p.name == label)
+        })
+        .ok_or_else(|| RestError::Kubernetes {
+            url: base.to_string(),
+            reason: format!(
+                "no pod of the workload in namespace {namespace} has IP or name {host}"
+            ),
+        })?;
+    let port = port
+        .or(pod.port.as_ref().ok().copied())
+        .unwrap_or(DEFAULT_PORT);
+    Ok((pod.name.clone(), port))
+}
+
+impl Transport {
     /// Sends one request: reads by `pods/proxy`, writes by `pods/portforward`.
     pub async fn send(
         &self,
         req: &Request,
         auth: Option<&Credentials>,
     ) -> Result<Response, RestError> {
-        let (pod, port) = self.pod_for(&req.base)?;
+        let (pod, port) = self.pod_for(&req.base).await?;
         let timeout = req.timeout.unwrap_or(self.timeout);
         let call = async {
             if req.method == reqwest::Method::GET || req.method == reqwest::Method::HEAD {
-                self.proxy(req, &pod.name, port).await
+                self.proxy(req, &pod, port).await
             } else {
-                self.port_forward(req, &pod.name, port, auth).await
+                self.port_forward(req, &pod, port, auth).await
             }
         };
         tokio::time::timeout(timeout, call)

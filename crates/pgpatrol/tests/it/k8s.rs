@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::harness::{bin, ok, stderr, Lab, Test};
+use crate::harness::{bin, ok, stderr, Lab, Test, MB};
 use crate::k8s_fixture::{FakePod, FakeWorkload, Fixture, World};
 use crate::util::{code, one_line_error, start_times, stdout};
 
@@ -21,6 +21,7 @@ pub fn tests() -> Vec<Test> {
         heal_through_kubernetes_reinitializes_by_port_forward,
         reinit_reads_credentials_from_a_secret,
         misconfigurations_are_one_line_and_exit_2,
+        watch_finds_the_cluster_through_kubernetes,
     ]
 }
 
@@ -268,12 +269,23 @@ fn a_deployment_and_a_pod_select_the_same_cluster(lab: &Lab) {
         ],
     );
     assert_eq!(ok("flags", &out), by_url);
+
+    // --k8s-access direct: discovery by the API server, then straight to the pod IPs.
+    let before = fx.log().len();
+    let out = seeded(lab, &fx, &["sli", "--k8s-access", "direct"], &[]);
+    assert_eq!(ok("direct", &out), by_url);
+    let log = fx.log();
+    assert!(
+        !log[before..].iter().any(|l| l.starts_with("PROXY")),
+        "direct does not proxy: {log:#?}"
+    );
 }
 
 fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
     let fx = fixture(lab);
     let target = lab.replica();
     lab.break_lag(&target, 40);
+    others_caught_up(lab, &target);
     let before = start_times(lab);
     let out = seeded(lab, &fx, &["heal", "--yes", "--report", "json"], &[]);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
@@ -311,6 +323,28 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
     assert!(lag < 5, "still {lag} MB behind after heal");
 }
 
+/// /cluster shows each member's position as of its last DCS update (every loop_wait): after
+/// `break_lag` writes, the other replicas may look behind for a moment. Waits (bounded) until
+/// they do not, so that heal sees exactly one lagging replica.
+fn others_caught_up(lab: &Lab, target: &str) {
+    let leader = lab.leader();
+    for _ in 0..80 {
+        let c = lab.cluster_json();
+        let behind = c["members"].as_array().into_iter().flatten().any(|m| {
+            let name = m["name"].as_str().unwrap_or_default();
+            name != target && name != leader && m["replay_lag"].as_u64().is_none_or(|l| l > MB)
+        });
+        if !behind {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!(
+        "the other replicas still look behind: {:#}",
+        lab.cluster_json()
+    );
+}
+
 fn reinit_reads_credentials_from_a_secret(lab: &Lab) {
     let fx = fixture(lab);
     let target = lab.replica();
@@ -319,7 +353,14 @@ fn reinit_reads_credentials_from_a_secret(lab: &Lab) {
     let out = seeded(
         lab,
         &fx,
-        &["reinit", &target, "--yes", "--k8s-secret", "patroni-rest"],
+        &[
+            "reinit",
+            &target,
+            "--yes",
+            "--wait",
+            "--k8s-secret",
+            "patroni-rest",
+        ],
         &[
             ("PATRONI_RESTAPI_USERNAME", ""),
             ("PGPATROL_PASSWORD_FILE", ""),
@@ -389,5 +430,47 @@ fn misconfigurations_are_one_line_and_exit_2(lab: &Lab) {
     one_line_error(
         &seeded(lab, &fx, &["list"], &[]),
         "forbidden: cannot list pods in namespace mydata: grant \"list\" on \"pods\"",
+    );
+}
+
+fn watch_finds_the_cluster_through_kubernetes(lab: &Lab) {
+    use crate::watch::{free_port, metrics, sample, scratch, start_watch, wait_for};
+    use std::time::Duration;
+
+    let fx = fixture(lab);
+    let dir = scratch(lab, "k8s");
+    let port = free_port();
+    let cfg = dir.join("watch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: mypatroni-1\n    kubernetes:\n      resource: statefulset/mypatroni-1\n      namespace: {NS}\n      context: default\n      kubeconfig: {}\n    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n",
+            fx.kubeconfig.display()
+        ),
+    )
+    .expect("write watch.yml");
+    let _w = start_watch(&dir, &cfg, port);
+    let m = metrics(port);
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_up{cluster=\"mypatroni-1\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_members{cluster=\"mypatroni-1\"}"),
+        Some(lab.members().len() as f64)
+    );
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let series = format!(
+        "pgpatrol_member_lag_bytes{{cluster=\"mypatroni-1\",member=\"{replica}\",kind=\"replay\"}}"
+    );
+    wait_for("lag in /metrics", Duration::from_secs(5), || {
+        sample(&metrics(port), &series).filter(|v| *v >= 20.0 * 1024.0 * 1024.0)
+    });
+    let log = fx.log();
+    assert!(
+        log.iter().any(|l| l.starts_with("PROXY GET mypatroni-1-")),
+        "{log:#?}"
     );
 }
