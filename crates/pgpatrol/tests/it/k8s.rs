@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         reinit_reads_credentials_from_a_secret,
         misconfigurations_are_one_line_and_exit_2,
         watch_finds_the_cluster_through_kubernetes,
+        the_roles_in_deploy_are_enough_and_needed,
     ]
 }
 
@@ -328,7 +329,7 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
 /// they do not, so that heal sees exactly one lagging replica.
 fn others_caught_up(lab: &Lab, target: &str) {
     let leader = lab.leader();
-    for _ in 0..80 {
+    for _ in 0..240 {
         let c = lab.cluster_json();
         let behind = c["members"].as_array().into_iter().flatten().any(|m| {
             let name = m["name"].as_str().unwrap_or_default();
@@ -473,4 +474,78 @@ fn watch_finds_the_cluster_through_kubernetes(lab: &Lab) {
         log.iter().any(|l| l.starts_with("PROXY GET mypatroni-1-")),
         "{log:#?}"
     );
+}
+
+/// The (verb, resource) pairs of a Role in deploy/rbac.yaml.
+fn role_rules(role: &str) -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
+    let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml");
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).expect("rbac.yaml is YAML");
+        if v["kind"] != "Role" || v["metadata"]["name"] != role {
+            continue;
+        }
+        for rule in v["rules"].as_array().expect("rules") {
+            for r in rule["resources"].as_array().expect("resources") {
+                for verb in rule["verbs"].as_array().expect("verbs") {
+                    out.push((
+                        verb.as_str().unwrap_or_default().to_string(),
+                        r.as_str().unwrap_or_default().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no Role {role} in {path}");
+    out
+}
+
+fn the_roles_in_deploy_are_enough_and_needed(lab: &Lab) {
+    let fx = fixture(lab);
+    // Only what pgpatrol-read grants: sli and list work, heal cannot reinitialize.
+    fx.world.lock().expect("world").allowed = Some(role_rules("pgpatrol-read"));
+    let by_url = ok("sli --url", &lab.pgpatrol(&["sli"]));
+    assert_eq!(
+        ok("sli as pgpatrol-read", &seeded(lab, &fx, &["sli"], &[])),
+        by_url
+    );
+    ok("list as pgpatrol-read", &seeded(lab, &fx, &["list"], &[]));
+    let target = lab.replica();
+    let out = seeded(lab, &fx, &["reinit", &target, "--yes"], &[]);
+    assert_ne!(code(&out), 0, "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("forbidden: cannot create pods/portforward in namespace mydata"),
+        "{text}"
+    );
+    // pgpatrol-heal: heal reinitializes, with the Secret for credentials.
+    fx.world.lock().expect("world").allowed = Some(role_rules("pgpatrol-heal"));
+    lab.break_lag(&target, 20);
+    others_caught_up(lab, &target);
+    let out = seeded(
+        lab,
+        &fx,
+        &[
+            "heal",
+            "--yes",
+            "--k8s-secret",
+            "patroni-rest",
+            "--report",
+            "json",
+        ],
+        &[
+            ("PATRONI_RESTAPI_USERNAME", ""),
+            ("PGPATROL_PASSWORD_FILE", ""),
+        ],
+    );
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        )
+    });
+    assert_eq!(code(&out), 0, "{report:#}");
+    assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
 }

@@ -58,6 +58,8 @@ pub struct World {
     pub secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
     /// (namespace, verb, resource) the caller may not use: answered with a 403 Status.
     pub denied: Vec<(String, String, String)>,
+    /// When set, only these (verb, resource) pairs are allowed, as with a single Role.
+    pub allowed: Option<Vec<(String, String)>>,
     /// Every request: "METHOD path" plus " auth" when it carried Authorization to the pod.
     pub log: Vec<String>,
 }
@@ -232,7 +234,10 @@ fn check(world: &Shared, ns: &str, verb: &str, resource: &str, name: &str) -> Op
     let denied = w
         .denied
         .iter()
-        .any(|(n, v, r)| n == ns && v == verb && r == resource);
+        .any(|(n, v, r)| n == ns && v == verb && r == resource)
+        || w.allowed
+            .as_ref()
+            .is_some_and(|a| !a.iter().any(|(v, r)| v == verb && r == resource));
     if !denied {
         return None;
     }
