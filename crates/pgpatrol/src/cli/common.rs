@@ -62,43 +62,55 @@ pub struct ClusterArgs {
 /// How to find a Patroni cluster in Kubernetes (docs/KUBERNETES.md). Used when no --url
 /// or -c is given.
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Kubernetes")]
 pub struct K8sArgs {
     /// The Patroni workload: statefulset/NAME, deployment/NAME or pod/NAME.
-    #[arg(long = "k8s-resource", env = "PATRONI_RESOURCE_NAME")]
+    #[arg(
+        long = "k8s-resource",
+        env = "PATRONI_RESOURCE_NAME",
+        help_heading = "Kubernetes"
+    )]
     pub resource: Option<String>,
 
     /// The workload's namespace (default: the context's namespace).
-    #[arg(long, env = "NAMESPACE")]
+    #[arg(long, env = "NAMESPACE", help_heading = "Kubernetes")]
     pub namespace: Option<String>,
 
     /// The kubeconfig context to use (default: its current context).
-    #[arg(long, env = "CONTEXT")]
+    #[arg(long, env = "CONTEXT", help_heading = "Kubernetes")]
     pub context: Option<String>,
 
     /// A kubeconfig file (default: ~/.kube/config, or the pod's service account in a
     /// cluster).
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long, env = "KUBECONFIG", help_heading = "Kubernetes")]
     pub kubeconfig: Option<PathBuf>,
 
     /// The Kubernetes distribution (Kubernetes, GKE, AKS, EKS, OpenShift): a hint for
     /// messages, never required; any value is accepted.
-    #[arg(long, env = "DISTRIBUTION")]
+    #[arg(long, env = "DISTRIBUTION", help_heading = "Kubernetes")]
     pub distribution: Option<String>,
 
     /// How REST calls reach the pods: proxy (reads by pods/proxy, writes by
     /// pods/portforward, which keeps basic auth) or direct (pod IPs, inside the cluster).
-    #[arg(long = "k8s-access", value_enum, default_value = "proxy")]
+    #[arg(
+        long = "k8s-access",
+        value_enum,
+        default_value = "proxy",
+        help_heading = "Kubernetes"
+    )]
     pub access: Access,
 
     /// Patroni's REST port in the pods (default: the container port named patroni/api, else
     /// 8008).
-    #[arg(long = "k8s-port")]
+    #[arg(long = "k8s-port", help_heading = "Kubernetes")]
     pub port: Option<u16>,
 
     /// A Secret in the namespace with keys username and password for Patroni's unsafe
     /// endpoints (else --username and PATRONI_RESTAPI_PASSWORD).
-    #[arg(long = "k8s-secret", env = "PATRONI_RESTAPI_SECRET")]
+    #[arg(
+        long = "k8s-secret",
+        env = "PATRONI_RESTAPI_SECRET",
+        help_heading = "Kubernetes"
+    )]
     pub secret: Option<String>,
 }
 

@@ -118,7 +118,9 @@ pub fn parse_resource(raw: &str) -> Result<(Kind, String), K8sError> {
         resource: raw.to_string(),
     };
     let Some((kind, name)) = raw.split_once('/') else {
-        return Err(bad(""));
+        return Err(K8sError::Config(format!(
+            "{raw:?} is not KIND/NAME: write e.g. statefulset/mypatroni-1"
+        )));
     };
     let kind_l = kind.to_ascii_lowercase();
     let kind_l = kind_l.split('.').next().unwrap_or_default();
@@ -243,7 +245,7 @@ fn api_error(e: kube::Error, verb: &str, resource: &str, namespace: &str) -> K8s
     match e {
         kube::Error::Api(status) => status_error(&status, verb, resource, namespace),
         other => K8sError::Api(format!(
-            "cannot {verb} {resource} in namespace {namespace}: {}",
+            "cannot {verb} {resource} in namespace {namespace}: the API server did not answer ({}): check --kubeconfig and --context",
             one_line(&chain(&other))
         )),
     }
