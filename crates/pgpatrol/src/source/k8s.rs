@@ -251,9 +251,11 @@ fn api_error(e: kube::Error, verb: &str, resource: &str, namespace: &str) -> K8s
     }
 }
 
-/// An API server `Status` as an error. The verb and resource are the ones this call used;
-/// the Status's `details.kind` (the resource the server checked) takes precedence where it
-/// names a subresource.
+/// An API server `Status` as an error. A 403 names what the server checked: the verb and
+/// resource from its RBAC message (`cannot create resource "pods/portforward"`), else the
+/// Status's `details.kind` with the verb of this call, else this call's verb and resource.
+/// The server's words win because it may check another verb than the HTTP method suggests
+/// (a websocket upgrade is a GET that newer servers authorize as `create`).
 fn status_error(
     status: &kube::core::Status,
     verb: &str,
@@ -261,18 +263,17 @@ fn status_error(
     namespace: &str,
 ) -> K8sError {
     if status.code == 403 {
-        let kind = status
-            .details
-            .as_ref()
-            .map(|d| d.kind.clone())
-            .unwrap_or_default();
-        let resource = if kind.contains('/') {
-            kind
-        } else {
-            resource.into()
-        };
+        let (verb, resource) = rbac_denial(&status.message).unwrap_or_else(|| {
+            let kind = status
+                .details
+                .as_ref()
+                .map(|d| d.kind.clone())
+                .filter(|k| k.contains('/'))
+                .unwrap_or_else(|| resource.to_string());
+            (verb.to_string(), kind)
+        });
         return K8sError::Forbidden {
-            verb: verb.into(),
+            verb,
             resource,
             namespace: namespace.into(),
         };
@@ -287,6 +288,16 @@ fn status_error(
         status.code,
         one_line(&detail)
     ))
+}
+
+/// `... cannot create resource "pods/portforward" in API group "" ...` → (create,
+/// pods/portforward), as the RBAC authorizer words a denial.
+fn rbac_denial(message: &str) -> Option<(String, String)> {
+    let rest = &message[message.find(" cannot ")? + " cannot ".len()..];
+    let (verb, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("resource \"")?;
+    let (resource, _) = rest.split_once('"')?;
+    (!verb.is_empty() && !resource.is_empty()).then(|| (verb.to_string(), resource.to_string()))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -378,10 +389,18 @@ pub struct Discovered {
     pub port: Option<u16>,
 }
 
-/// Finds the workload's pods.
-pub async fn discover(t: &K8sTarget) -> Result<Discovered, K8sError> {
+/// Finds the workload's pods. The timeouts bound each call to the API server (kube's
+/// defaults would let a hung API server stall an SLI reading for minutes).
+pub async fn discover(
+    t: &K8sTarget,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<Discovered, K8sError> {
     let (kind, name) = parse_resource(&t.resource)?;
-    let config = client_config(t).await?;
+    let mut config = client_config(t).await?;
+    config.connect_timeout = Some(connect_timeout);
+    config.read_timeout = Some(request_timeout);
+    config.write_timeout = Some(request_timeout);
     let namespace = t
         .namespace
         .clone()
@@ -547,9 +566,10 @@ pub async fn secret_credentials(
 pub async fn source(
     t: &K8sTarget,
     http: Http,
+    connect_timeout: Duration,
     http_timeout: Duration,
 ) -> Result<RestSource, SourceError> {
-    let found = discover(t).await?;
+    let found = discover(t, connect_timeout, http_timeout).await?;
     let http = match &t.secret {
         Some(name) => {
             let creds = secret_credentials(&found.client, &found.namespace, name).await?;
@@ -729,8 +749,9 @@ impl Transport {
         // An error of the API server itself (RBAC, pod gone, pod unreachable) is a Status
         // object; Patroni never answers with one.
         if is_json && status >= 400 {
-            if let Ok(st) = serde_json::from_str::<kube::core::Status>(&body) {
-                if body.contains("\"kind\":\"Status\"") || body.contains("\"kind\": \"Status\"") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["kind"] == "Status" && v["apiVersion"] == "v1" {
+                if let Ok(st) = serde_json::from_value::<kube::core::Status>(v) {
                     return Err(fail(
                         status_error(&st, "get", "pods/proxy", &self.namespace).to_string(),
                     ));
@@ -933,5 +954,19 @@ mod tests {
             e,
             "forbidden: cannot get pods/proxy in namespace mydata: grant \"get\" on \"pods/proxy\" to the service account (see deploy/rbac.yaml)"
         );
+        // The server's own words win over the call's: a websocket GET checked as create.
+        let mut st = st;
+        st.message = "pods \"p-0\" is forbidden: User \"x\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"mydata\"".into();
+        let e = status_error(&st, "get", "pods/portforward", "mydata").to_string();
+        assert!(
+            e.starts_with(
+                "forbidden: cannot create pods/portforward in namespace mydata: grant \"create\""
+            ),
+            "{e}"
+        );
+        // Without a message: details.kind, else the call's own verb and resource.
+        st.message.clear();
+        let e = status_error(&st, "list", "pods", "mydata").to_string();
+        assert!(e.starts_with("forbidden: cannot list pods in"), "{e}");
     }
 }

@@ -35,7 +35,13 @@ impl Target {
         match &self.k8s {
             Some(k8s) if !urls_given && self.patroni_yml.is_none() => {
                 let (_, opts) = self.resolve()?;
-                super::k8s::source(k8s, Http::new(&opts)?, self.request_timeout).await
+                super::k8s::source(
+                    k8s,
+                    Http::new(&opts)?,
+                    self.connect_timeout,
+                    self.request_timeout,
+                )
+                .await
             }
             _ => self.source(),
         }

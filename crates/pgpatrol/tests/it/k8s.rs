@@ -287,6 +287,17 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
     let target = lab.replica();
     lab.break_lag(&target, 40);
     others_caught_up(lab, &target);
+    // The dry-run plan through Kubernetes is the plan by --url: same actions, same skips.
+    let url_plan =
+        plan_summary(&lab.pgpatrol(&["heal", "--dry-run", "--report", "json", "--tolerance", "5"]));
+    let k8s_plan = plan_summary(&seeded(
+        lab,
+        &fx,
+        &["heal", "--dry-run", "--report", "json"],
+        &[],
+    ));
+    assert_eq!(k8s_plan, url_plan);
+    assert_eq!(k8s_plan.0, vec![target.clone()], "{k8s_plan:?}");
     let before = start_times(lab);
     let out = seeded(lab, &fx, &["heal", "--yes", "--report", "json"], &[]);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
@@ -322,6 +333,26 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
     let sli = ok("sli via k8s", &seeded(lab, &fx, &["sli"], &[]));
     let lag: u64 = sli.trim().parse().expect("a number");
     assert!(lag < 5, "still {lag} MB behind after heal");
+}
+
+/// A heal report's plan as (members acted on, (member, skip kind) pairs).
+fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
+    let report: Value = serde_json::from_str(&stdout(out))
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}\n{}", stdout(out), stderr(out)));
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let actions = report["plan"]["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| s(&a["member"]))
+        .collect();
+    let skips = report["plan"]["skips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|k| (s(&k["member"]), s(&k["reason"]["kind"])))
+        .collect();
+    (actions, skips)
 }
 
 /// /cluster shows each member's position as of its last DCS update (every loop_wait): after
