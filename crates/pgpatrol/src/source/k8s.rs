@@ -331,13 +331,7 @@ async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
         })
     };
     let kc = match &t.kubeconfig {
-        Some(p) => Kubeconfig::read_from(p).map_err(|e| {
-            K8sError::Config(format!(
-                "cannot read the kubeconfig {}: {}",
-                p.display(),
-                one_line(&chain(&e))
-            ))
-        })?,
+        Some(p) => read_kubeconfigs(p)?,
         None if in_cluster && t.context.is_none() => return incluster(),
         None => match Kubeconfig::read() {
             Ok(kc) => kc,
@@ -376,6 +370,30 @@ async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
                 one_line(&chain(&e))
             ))
         })
+}
+
+/// Reads a kubeconfig, or a `:`-separated list of them merged as kubectl merges
+/// `KUBECONFIG` (the first file to set a value wins).
+fn read_kubeconfigs(paths: &std::path::Path) -> Result<Kubeconfig, K8sError> {
+    let mut merged: Option<Kubeconfig> = None;
+    for p in std::env::split_paths(paths.as_os_str()) {
+        if p.as_os_str().is_empty() {
+            continue;
+        }
+        let fail = |e: kube::config::KubeconfigError| {
+            K8sError::Config(format!(
+                "cannot read the kubeconfig {}: {}",
+                p.display(),
+                one_line(&chain(&e))
+            ))
+        };
+        let kc = Kubeconfig::read_from(&p).map_err(fail)?;
+        merged = Some(match merged {
+            Some(m) => m.merge(kc).map_err(fail)?,
+            None => kc,
+        });
+    }
+    merged.ok_or_else(|| K8sError::Config("the kubeconfig path is empty".into()))
 }
 
 /// What discovery found: the namespace, the pods, and the client to reach them.

@@ -271,6 +271,18 @@ fn a_deployment_and_a_pod_select_the_same_cluster(lab: &Lab) {
     );
     assert_eq!(ok("flags", &out), by_url);
 
+    // KUBECONFIG as a list of files, as kubectl takes it: the fixture's context is found in
+    // the second.
+    let extra = lab.dir().join("k8s-fixture").join("empty-kubeconfig");
+    std::fs::write(
+        &extra,
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+    )
+    .expect("write");
+    let list = format!("{}:{}", extra.display(), fx.kubeconfig.display());
+    let out = seeded(lab, &fx, &["sli"], &[("KUBECONFIG", list.as_str())]);
+    assert_eq!(ok("KUBECONFIG list", &out), by_url);
+
     // --k8s-access direct: discovery by the API server, then straight to the pod IPs.
     let before = fx.log().len();
     let out = seeded(lab, &fx, &["sli", "--k8s-access", "direct"], &[]);
