@@ -173,6 +173,31 @@ fn kubectl_lists_the_fixture_pods(lab: &Lab) {
     let table = stdout(&out);
     assert!(table.contains("mypatroni-1-2"), "{table}");
     assert!(!table.contains("plainpg-0"), "{table}");
+    // The StatefulSet and the 404 Status decode in kubectl as well.
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&fx.kubeconfig)
+        .args(["get", "statefulset", "mypatroni-1", "-o", "json"])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "kubectl failed: {}", stderr(&out));
+    let sts: Value = serde_json::from_str(&stdout(&out)).expect("kubectl printed JSON");
+    assert_eq!(
+        sts["spec"]["selector"]["matchLabels"]["cluster-name"],
+        "mypatroni-1"
+    );
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&fx.kubeconfig)
+        .args(["get", "statefulset", "missing"])
+        .output()
+        .expect("kubectl");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("statefulsets.apps \"missing\" not found"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn names_roles_states(list: &Value) -> Vec<(String, String, String)> {

@@ -174,6 +174,7 @@ fn router(world: Shared) -> Router {
             "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
             get(deployment),
         )
+        .route("/api/v1/namespaces/{ns}", get(namespace))
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
         .route("/api/v1/pods", get(list_all_pods))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
@@ -298,6 +299,7 @@ async fn core_resources() -> Response {
     json_response(
         StatusCode::OK,
         json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            resource("namespaces", "Namespace", false, &["get"]),
             resource("pods", "Pod", true, &["get", "list"]),
             resource("pods/proxy", "PodProxyOptions", true, &["create", "get"]),
             resource("pods/portforward", "PodPortForwardOptions", true, &["create", "get"]),
@@ -473,6 +475,21 @@ async fn list_pods(
 async fn list_all_pods(State(world): State<Shared>) -> Response {
     let w = world.lock().expect("world");
     pod_list(w.pods.iter().map(pod_json).collect())
+}
+
+/// A namespace exists when something lives in it (kubectl asks after a NotFound).
+async fn namespace(State(world): State<Shared>, UrlPath(ns): UrlPath<String>) -> Response {
+    let w = world.lock().expect("world");
+    if w.pods.iter().any(|p| p.namespace == ns) || w.workloads.iter().any(|x| x.namespace == ns) {
+        json_response(
+            StatusCode::OK,
+            json!({"kind": "Namespace", "apiVersion": "v1",
+                   "metadata": {"name": ns, "uid": format!("uid-ns-{ns}"), "resourceVersion": "1"},
+                   "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        )
+    } else {
+        not_found("namespaces", "", &ns)
+    }
 }
 
 async fn get_pod(
