@@ -16,7 +16,7 @@ use crate::util::{code, one_line_error, start_times, stdout};
 pub fn tests() -> Vec<Test> {
     tests![
         kubectl_lists_the_fixture_pods,
-        sli_and_list_through_kubernetes_match_url,
+        sli_list_and_the_other_reads_through_kubernetes_match_url,
         a_deployment_and_a_pod_select_the_same_cluster,
         heal_through_kubernetes_reinitializes_by_port_forward,
         reinit_reads_credentials_from_a_secret,
@@ -216,7 +216,7 @@ fn names_roles_states(list: &Value) -> Vec<(String, String, String)> {
     v
 }
 
-fn sli_and_list_through_kubernetes_match_url(lab: &Lab) {
+fn sli_list_and_the_other_reads_through_kubernetes_match_url(lab: &Lab) {
     let fx = fixture(lab);
     lab.break_lag(&lab.replica(), 12);
     let by_url: u64 = ok("sli --url", &lab.pgpatrol(&["sli"]))
@@ -240,6 +240,19 @@ fn sli_and_list_through_kubernetes_match_url(lab: &Lab) {
     ))
     .expect("json");
     assert_eq!(names_roles_states(&k8s_list), names_roles_states(&url_list));
+    // The other reading commands print the same through Kubernetes as by --url.
+    for args in [
+        &["history", "-o", "json"][..],
+        &["show-config", "-o", "json"][..],
+        &["topology"][..],
+    ] {
+        let by_url = ok(args[0], &lab.pgpatrol(args));
+        assert_eq!(
+            ok(args[0], &seeded(lab, &fx, args, &[])),
+            by_url,
+            "{args:?}"
+        );
+    }
 
     let log = fx.log();
     assert!(
