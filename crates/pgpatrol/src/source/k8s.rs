@@ -290,6 +290,18 @@ fn status_error(
     ))
 }
 
+/// A Kubernetes error on a Patroni call: an RBAC denial stands alone (it is the same for
+/// every pod, and says what to grant); anything else names the call.
+fn rest_error(url: &str, e: K8sError) -> RestError {
+    match e {
+        K8sError::Forbidden { .. } => RestError::KubernetesDenied(e.to_string()),
+        other => RestError::Kubernetes {
+            url: url.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 /// `... cannot create resource "pods/portforward" in API group "" ...` → (create,
 /// pods/portforward), as the RBAC authorizer words a denial.
 fn rbac_denial(message: &str) -> Option<(String, String)> {
@@ -770,8 +782,9 @@ impl Transport {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if v["kind"] == "Status" && v["apiVersion"] == "v1" {
                 if let Ok(st) = serde_json::from_value::<kube::core::Status>(v) {
-                    return Err(fail(
-                        status_error(&st, "get", "pods/proxy", &self.namespace).to_string(),
+                    return Err(rest_error(
+                        &req.url(),
+                        status_error(&st, "get", "pods/proxy", &self.namespace),
                     ));
                 }
             }
@@ -798,9 +811,10 @@ impl Transport {
         };
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut pf = pods.portforward(pod, &[port]).await.map_err(|e| match e {
-            kube::Error::Api(st) => {
-                fail(status_error(&st, "create", "pods/portforward", &self.namespace).to_string())
-            }
+            kube::Error::Api(st) => rest_error(
+                &req.url(),
+                status_error(&st, "create", "pods/portforward", &self.namespace),
+            ),
             other => fail(format!(
                 "cannot port-forward to {pod}:{port}: {}",
                 one_line(&chain(&other))

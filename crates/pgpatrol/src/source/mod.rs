@@ -26,6 +26,13 @@ pub enum SourceError {
 
 impl SourceError {
     fn from_attempts(mut errors: Vec<RestError>) -> Self {
+        // An RBAC denial is the same for every member: say it once.
+        if let Some(i) = errors
+            .iter()
+            .position(|e| matches!(e, RestError::KubernetesDenied(_)))
+        {
+            return SourceError::Rest(errors.swap_remove(i));
+        }
         match errors.len() {
             0 => SourceError::NoTarget,
             1 => SourceError::Rest(errors.remove(0)),

@@ -512,6 +512,19 @@ fn misconfigurations_are_one_line_and_exit_2(lab: &Lab) {
         let out = seeded(lab, &fx, &["sli"], env);
         one_line_error(&out, needle);
     }
+    // The denial is said once, as the whole message, not once per pod.
+    let out = seeded(lab, &fx, &["sli"], &[("NAMESPACE", "locked")]);
+    assert!(
+        stderr(&out).starts_with("error: forbidden: cannot get pods/proxy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out).matches("forbidden").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
     // A denied list names its verb too.
     fx.world
         .lock()

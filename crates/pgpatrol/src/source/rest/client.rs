@@ -132,6 +132,9 @@ pub enum RestError {
     /// The Kubernetes API server could not carry the call (RBAC, pod gone, port-forward).
     #[error("{url} through Kubernetes: {reason}")]
     Kubernetes { url: String, reason: String },
+    /// The Kubernetes API server refused the call (RBAC): the message says what to grant.
+    #[error("{0}")]
+    KubernetesDenied(String),
 }
 
 impl RestError {
@@ -148,6 +151,7 @@ impl RestError {
             RestError::Shape { .. } => "shape",
             RestError::Setup(_) => "setup",
             RestError::Kubernetes { .. } => "kubernetes",
+            RestError::KubernetesDenied(_) => "kubernetes_denied",
         }
     }
 }
