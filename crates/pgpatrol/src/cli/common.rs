@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::source::k8s::{Access, K8sTarget};
 use crate::source::rest::RestSource;
 use crate::source::target::{read_password_file, Target};
 
@@ -53,6 +54,83 @@ pub struct ClusterArgs {
     /// How long one request to a member may take in all.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+}
+
+/// How to find a Patroni cluster in Kubernetes (docs/KUBERNETES.md). Used when no --url
+/// or -c is given.
+#[derive(Debug, Clone, Args)]
+pub struct K8sArgs {
+    /// The Patroni workload: statefulset/NAME, deployment/NAME or pod/NAME.
+    #[arg(
+        long = "k8s-resource",
+        env = "PATRONI_RESOURCE_NAME",
+        help_heading = "Kubernetes"
+    )]
+    pub resource: Option<String>,
+
+    /// The workload's namespace (default: the context's namespace).
+    #[arg(long, env = "NAMESPACE", help_heading = "Kubernetes")]
+    pub namespace: Option<String>,
+
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, env = "CONTEXT", help_heading = "Kubernetes")]
+    pub context: Option<String>,
+
+    /// A kubeconfig file (default: ~/.kube/config, or the pod's service account in a
+    /// cluster).
+    #[arg(long, env = "KUBECONFIG", help_heading = "Kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The Kubernetes distribution (Kubernetes, GKE, AKS, EKS, OpenShift): a hint for
+    /// messages, never required; any value is accepted.
+    #[arg(long, env = "DISTRIBUTION", help_heading = "Kubernetes")]
+    pub distribution: Option<String>,
+
+    /// How REST calls reach the pods: proxy (reads by pods/proxy, writes by
+    /// pods/portforward, which keeps basic auth) or direct (pod IPs, inside the cluster).
+    #[arg(
+        long = "k8s-access",
+        value_enum,
+        default_value = "proxy",
+        help_heading = "Kubernetes"
+    )]
+    pub access: Access,
+
+    /// Patroni's REST port in the pods (default: the container port named patroni/api, else
+    /// 8008).
+    #[arg(long = "k8s-port", help_heading = "Kubernetes")]
+    pub port: Option<u16>,
+
+    /// A Secret in the namespace with keys username and password for Patroni's unsafe
+    /// endpoints (else --username and PATRONI_RESTAPI_PASSWORD).
+    #[arg(
+        long = "k8s-secret",
+        env = "PATRONI_RESTAPI_SECRET",
+        help_heading = "Kubernetes"
+    )]
+    pub secret: Option<String>,
+}
+
+impl K8sArgs {
+    fn target(&self) -> Option<K8sTarget> {
+        let resource = self.resource.clone().filter(|r| !r.trim().is_empty())?;
+        Some(K8sTarget {
+            resource,
+            namespace: self.namespace.clone(),
+            context: self.context.clone().filter(|c| !c.is_empty()),
+            kubeconfig: self
+                .kubeconfig
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
+            distribution: self.distribution.clone().filter(|d| !d.is_empty()),
+            access: self.access,
+            port: self.port,
+            secret: self.secret.clone().filter(|s| !s.is_empty()),
+        })
+    }
 }
 
 impl ClusterArgs {
@@ -77,12 +155,14 @@ impl ClusterArgs {
             insecure: self.insecure,
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
+            k8s: self.k8s.target(),
         })
     }
 
-    /// Resolves flags, environment and patroni.yml into a REST source.
-    pub fn source(&self) -> anyhow::Result<RestSource> {
-        Ok(self.target()?.source()?)
+    /// Resolves flags, environment, patroni.yml or the Kubernetes workload into a REST
+    /// source.
+    pub async fn source(&self) -> anyhow::Result<RestSource> {
+        Ok(self.target()?.connect().await?)
     }
 }
 

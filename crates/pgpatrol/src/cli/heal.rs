@@ -110,7 +110,7 @@ impl HealArgs {
     }
 
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let source = self.cluster.source()?;
+        let source = self.cluster.source().await?;
         let policy = self.policy();
         let started = now_text();
         let before = source.snapshot(Detail::Full).await?.cluster;

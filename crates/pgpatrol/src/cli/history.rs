@@ -19,7 +19,7 @@ pub struct HistoryArgs {
 
 impl HistoryArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let entries = self.cluster.source()?.history().await?;
+        let entries = self.cluster.source().await?.history().await?;
         let mut out = std::io::stdout().lock();
         match self.format {
             Format::Table => table::history(&mut out, &entries)?,

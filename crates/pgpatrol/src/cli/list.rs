@@ -33,7 +33,7 @@ pub struct ListArgs {
 
 impl ListArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let source = self.cluster.source()?;
+        let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Full).await?;
         let cluster = &snap.cluster;
         let mut out = std::io::stdout().lock();

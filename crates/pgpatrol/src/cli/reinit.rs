@@ -51,7 +51,7 @@ pub struct ReinitArgs {
 
 impl ReinitArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let source = self.cluster.source()?;
+        let source = self.cluster.source().await?;
         let cluster = source.snapshot(Detail::Full).await?.cluster;
         let Some(member) = cluster.member(&self.member) else {
             let names: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();

@@ -18,7 +18,7 @@ pub struct ShowConfigArgs {
 
 impl ShowConfigArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let config = self.cluster.source()?.config().await?;
+        let config = self.cluster.source().await?.config().await?;
         let format = if self.format == Format::Table {
             Format::Yaml
         } else {

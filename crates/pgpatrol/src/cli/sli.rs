@@ -92,7 +92,7 @@ impl SliArgs {
             LagArg::Replay => LagKind::Replay,
             LagArg::Receive => LagKind::Receive,
         };
-        let snap = self.cluster.source()?.snapshot(Detail::Lag).await?;
+        let snap = self.cluster.source().await?.snapshot(Detail::Lag).await?;
         let sli = Sli::measure(&snap.cluster, kind);
         let known = sli.max_bytes.map(|b| self.unit.round(b));
         let value = match (self.unknown_as, sli.unknown.is_empty()) {

@@ -29,7 +29,7 @@ struct Node<'a> {
 
 impl TopologyArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let snap = self.cluster.source()?.snapshot(Detail::Full).await?;
+        let snap = self.cluster.source().await?.snapshot(Detail::Full).await?;
         let order = table::topology_order(&snap.cluster);
         let mut out = std::io::stdout().lock();
         if self.format == Format::Table {

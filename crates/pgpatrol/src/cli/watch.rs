@@ -78,9 +78,9 @@ impl WatchArgs {
             Some(p) => WatchConfig::read(p).map_err(anyhow::Error::msg)?,
             None => {
                 let t = self.cluster.target()?;
-                if t.urls.is_empty() && t.patroni_yml.is_none() {
+                if t.urls.is_empty() && t.patroni_yml.is_none() && t.k8s.is_none() {
                     anyhow::bail!(
-                        "no cluster given: pass --config watch.yml, or --url/-c for one cluster"
+                        "no cluster given: pass --config watch.yml, or --url/-c/--k8s-resource for one cluster"
                     );
                 }
                 let slo = SloConfig {
@@ -107,6 +107,7 @@ impl WatchArgs {
                     timeout: Some(t.request_timeout),
                     slo: Some(slo),
                     heal: None,
+                    kubernetes: t.k8s.clone(),
                 };
                 let cfg = WatchConfig {
                     listen: default_listen(),

@@ -1,6 +1,8 @@
-//! Where cluster snapshots come from: the Patroni REST API (Kubernetes and the DCS later),
+//! Where cluster snapshots come from: the Patroni REST API, directly or through Kubernetes
+//! (the DCS later),
 //! and how the operator names a cluster (`--url`, `-c patroni.yml`).
 
+pub mod k8s;
 pub mod patroni_yml;
 pub mod rest;
 pub mod target;
@@ -15,7 +17,7 @@ pub enum SourceError {
     #[error("no member answered: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     AllFailed(Vec<RestError>),
     #[error(
-        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), or -c/--config-file patroni.yml"
+        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), -c/--config-file patroni.yml, or --k8s-resource statefulset/NAME (PATRONI_RESOURCE_NAME)"
     )]
     NoTarget,
     #[error("{0}")]
@@ -24,6 +26,13 @@ pub enum SourceError {
 
 impl SourceError {
     fn from_attempts(mut errors: Vec<RestError>) -> Self {
+        // An RBAC denial is the same for every member: say it once.
+        if let Some(i) = errors
+            .iter()
+            .position(|e| matches!(e, RestError::KubernetesDenied(_)))
+        {
+            return SourceError::Rest(errors.swap_remove(i));
+        }
         match errors.len() {
             0 => SourceError::NoTarget,
             1 => SourceError::Rest(errors.remove(0)),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::k8s::K8sTarget;
 use super::patroni_yml::PatroniYml;
 use super::rest::{Credentials, HttpCache, HttpOptions, RestSource};
 use super::SourceError;
@@ -21,17 +22,50 @@ pub struct Target {
     pub insecure: bool,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// A Kubernetes workload to find the members from, used when no URL or patroni.yml is
+    /// given.
+    pub k8s: Option<K8sTarget>,
 }
 
 impl Target {
+    /// Resolves the target into a REST source: through Kubernetes when a workload is named
+    /// and no URL or patroni.yml is, else as [`Target::source`].
+    pub async fn connect(&self) -> Result<RestSource, SourceError> {
+        self.connect_with(&mut HttpCache::default()).await
+    }
+
+    /// As [`Target::connect`], with the HTTP client taken from `cache`: a daemon watching many
+    /// clusters builds one client per distinct TLS/timeout setting, not one per cluster.
+    pub async fn connect_with(&self, cache: &mut HttpCache) -> Result<RestSource, SourceError> {
+        let urls_given = self.urls.iter().any(|u| !u.trim().is_empty());
+        match &self.k8s {
+            Some(k8s) if !urls_given && self.patroni_yml.is_none() => {
+                let (_, opts) = self.resolve()?;
+                super::k8s::source(
+                    k8s,
+                    cache.get(&opts)?,
+                    self.connect_timeout,
+                    self.request_timeout,
+                )
+                .await
+            }
+            _ => self.source_with(cache),
+        }
+    }
+
     /// Resolves URLs and credentials (flags first, then patroni.yml) into a REST source.
     pub fn source(&self) -> Result<RestSource, SourceError> {
         self.source_with(&mut HttpCache::default())
     }
 
-    /// As [`Target::source`], with the HTTP client taken from `cache`: a daemon watching many
-    /// clusters builds one client per distinct TLS/timeout setting, not one per cluster.
+    /// As [`Target::source`], with the HTTP client taken from `cache`.
     pub fn source_with(&self, cache: &mut HttpCache) -> Result<RestSource, SourceError> {
+        let (urls, opts) = self.resolve()?;
+        RestSource::new(cache.get(&opts)?, &urls)
+    }
+
+    /// The URLs and HTTP options, flags first, then patroni.yml.
+    fn resolve(&self) -> Result<(Vec<String>, HttpOptions), SourceError> {
         let yml = match &self.patroni_yml {
             Some(p) => Some(PatroniYml::read(p).map_err(SourceError::BadInput)?),
             None => None,
@@ -74,7 +108,7 @@ impl Target {
             connect_timeout: self.connect_timeout,
             timeout: self.request_timeout,
         };
-        RestSource::new(cache.get(&opts)?, &urls)
+        Ok((urls, opts))
     }
 }
 

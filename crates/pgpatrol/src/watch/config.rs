@@ -27,6 +27,7 @@ use serde::{Deserialize, Deserializer};
 use pgpatrol_core::slo::parse_objective;
 use pgpatrol_core::{ByteSize, LagKind};
 
+use crate::source::k8s::K8sTarget;
 use crate::source::target::{read_password_file, Target};
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -119,6 +120,9 @@ pub struct ClusterConfig {
     pub slo: Option<SloConfig>,
     #[serde(default)]
     pub heal: Option<HealConfig>,
+    /// Find the members from a Kubernetes workload instead of `urls` (docs/KUBERNETES.md).
+    #[serde(default)]
+    pub kubernetes: Option<K8sTarget>,
 }
 
 /// The lag SLO of one cluster.
@@ -247,11 +251,15 @@ impl WatchConfig {
             if !names.insert(&c.name) {
                 return Err(format!("cluster {:?} is listed twice", c.name));
             }
-            if c.urls.is_empty() && c.patroni_yml.is_none() {
+            if c.urls.is_empty() && c.patroni_yml.is_none() && c.kubernetes.is_none() {
                 return Err(format!(
-                    "cluster {:?}: give `urls` or `patroni_yml`",
+                    "cluster {:?}: give `urls`, `patroni_yml` or `kubernetes`",
                     c.name
                 ));
+            }
+            if let Some(k) = &c.kubernetes {
+                crate::source::k8s::parse_resource(&k.resource)
+                    .map_err(|e| format!("cluster {:?}: kubernetes.resource: {e}", c.name))?;
             }
             if let Some(LeaseConfig {
                 etcd: Some(_),
@@ -301,6 +309,7 @@ impl WatchConfig {
             insecure: c.insecure,
             connect_timeout: timeout.min(Duration::from_secs(2)),
             request_timeout: timeout,
+            k8s: c.kubernetes.clone(),
         })
     }
 }

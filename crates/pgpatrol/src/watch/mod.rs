@@ -155,7 +155,8 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         let source = cfg
             .target(c)
             .map_err(anyhow::Error::msg)?
-            .source_with(&mut clients)
+            .connect_with(&mut clients)
+            .await
             .map_err(|e| anyhow::anyhow!("cluster {:?}: {e}", c.name))?;
         let spec = slo_spec(c).map_err(anyhow::Error::msg)?;
         let log = match (&spec, persisted.samples.get(&c.name)) {

@@ -17,6 +17,9 @@
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
+//! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
+//!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab.
+//!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
@@ -27,6 +30,8 @@ mod harness;
 
 mod badinput;
 mod heal;
+mod k8s;
+mod k8s_fixture;
 mod lab;
 mod read;
 mod tls;
@@ -43,5 +48,6 @@ fn main() -> ExitCode {
         ("heal", heal::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
+        ("k8s", k8s::tests),
     ])
 }

@@ -27,7 +27,7 @@ pub fn tests() -> Vec<Test> {
     ]
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -36,7 +36,7 @@ fn free_port() -> u16 {
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) when dropped, also when a test panics.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     what: &'static str,
 }
@@ -80,7 +80,7 @@ impl Drop for Proc {
 }
 
 /// Waits until `f` returns Some (bounded); panics with `what` otherwise.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -94,7 +94,7 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-fn scratch(lab: &Lab, name: &str) -> PathBuf {
+pub(crate) fn scratch(lab: &Lab, name: &str) -> PathBuf {
     let d = lab.dir().join("watch-tests").join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("mkdir");
@@ -135,7 +135,7 @@ fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
     path
 }
 
-fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
+pub(crate) fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
     let p = Proc::spawn(
         "pgpatrol watch",
         Command::new(bin()).args(["watch", "--config"]).arg(cfg),
@@ -148,12 +148,12 @@ fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
     p
 }
 
-fn metrics(port: u16) -> String {
+pub(crate) fn metrics(port: u16) -> String {
     http("GET", &format!("http://127.0.0.1:{port}/metrics"), None).1
 }
 
 /// The value of the first sample whose line starts with `prefix` (name and labels).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())

@@ -4,10 +4,13 @@
 //! and sometimes Python's HTML error pages; all of that is handled here.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
+
+use crate::source::k8s::Transport;
 
 /// How to reach Patroni's REST API: TLS, credentials and timeouts.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +76,7 @@ impl Request {
         format!("{}{}", self.base, self.path)
     }
 
-    fn is_unsafe(&self) -> bool {
+    pub fn is_unsafe(&self) -> bool {
         self.method != Method::GET && self.method != Method::HEAD
     }
 }
@@ -126,6 +129,12 @@ pub enum RestError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),
+    /// The Kubernetes API server could not carry the call (RBAC, pod gone, port-forward).
+    #[error("{url} through Kubernetes: {reason}")]
+    Kubernetes { url: String, reason: String },
+    /// The Kubernetes API server refused the call (RBAC): the message says what to grant.
+    #[error("{0}")]
+    KubernetesDenied(String),
 }
 
 impl RestError {
@@ -141,6 +150,8 @@ impl RestError {
             RestError::NotJson { .. } => "not_json",
             RestError::Shape { .. } => "shape",
             RestError::Setup(_) => "setup",
+            RestError::Kubernetes { .. } => "kubernetes",
+            RestError::KubernetesDenied(_) => "kubernetes_denied",
         }
     }
 }
@@ -153,6 +164,8 @@ pub struct Http {
     timeout: Duration,
     /// Whether a client certificate is sent (it changes what a TLS alert most likely means).
     client_cert: bool,
+    /// In Kubernetes mode, requests go through the API server instead of straight to `base`.
+    transport: Option<Arc<Transport>>,
 }
 
 impl Http {
@@ -216,7 +229,16 @@ impl Http {
             auth: opts.auth.clone(),
             timeout: opts.timeout,
             client_cert: opts.client_cert.is_some(),
+            transport: None,
         })
+    }
+
+    /// Sends every request through the Kubernetes API server (see `source::k8s`).
+    pub fn with_transport(self, transport: Arc<Transport>) -> Self {
+        Http {
+            transport: Some(transport),
+            ..self
+        }
     }
 
     /// The same client (connection pool, TLS configuration) with other credentials: cheap,
@@ -231,6 +253,11 @@ impl Http {
     /// Sends one request; any status is returned (callers decide what a 503 means).
     pub async fn send(&self, req: &Request) -> Result<Response, RestError> {
         let url = req.url();
+        if let Some(t) = &self.transport {
+            let auth = self.auth.as_ref().filter(|_| req.is_unsafe());
+            let resp = t.send(req, auth).await?;
+            return check_auth(url, resp);
+        }
         let mut rb = self.client.request(req.method.clone(), &url);
         if let Some(t) = req.timeout {
             rb = rb.timeout(t);
@@ -248,14 +275,7 @@ impl Http {
         let resp = rb.send().await.map_err(fail)?;
         let status = resp.status();
         let body = resp.text().await.map_err(fail)?;
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(RestError::Auth {
-                url,
-                status: status.as_u16(),
-                body: snippet(&body),
-            });
-        }
-        Ok(Response { status, body })
+        check_auth(url, Response { status, body })
     }
 
     /// GETs `path` and decodes JSON; any status but 200 is an error.
@@ -324,6 +344,18 @@ impl HttpCache {
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
     }
+}
+
+/// Patroni's 401/403 means the credentials were refused.
+fn check_auth(url: String, resp: Response) -> Result<Response, RestError> {
+    if resp.status == StatusCode::UNAUTHORIZED || resp.status == StatusCode::FORBIDDEN {
+        return Err(RestError::Auth {
+            url,
+            status: resp.status.as_u16(),
+            body: snippet(&resp.body),
+        });
+    }
+    Ok(resp)
 }
 
 /// Decodes a JSON body, telling HTML, empty and truncated bodies apart from wrong shapes.

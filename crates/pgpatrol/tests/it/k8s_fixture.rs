@@ -1,0 +1,757 @@
+//! A Kubernetes API server fixture: just the endpoints pgpatrol (and `kubectl get pods`)
+//! use, answering with the real wire format: apps/v1 StatefulSets and Deployments, v1 Pods
+//! (list by labelSelector, get), Secrets, `pods/proxy` forwarded to a live lab member (the
+//! `Authorization` header stripped, as the real API server does), `pods/portforward` over a
+//! websocket with the `v4.channel.k8s.io` framing, 404 and 403 `Status` objects, and the
+//! discovery documents kubectl reads first.
+//!
+//! It is not an API server: no watch, no auth, no admission. Every pod has
+//! `status.podIP` 127.0.0.1 and its Patroni container port is the lab member's REST port, so
+//! the (IP, port) pair tells pods apart the way the pod IP alone does in a real cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A pod the fixture serves.
+#[derive(Debug, Clone)]
+pub struct FakePod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Container ports: (name, port).
+    pub ports: Vec<(String, u16)>,
+    pub ready: bool,
+}
+
+/// A StatefulSet or Deployment: its kind, namespace, name and matchLabels.
+#[derive(Debug, Clone)]
+pub struct FakeWorkload {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+}
+
+/// What the fixture knows, and what it was asked.
+#[derive(Debug, Default)]
+pub struct World {
+    pub pods: Vec<FakePod>,
+    pub workloads: Vec<FakeWorkload>,
+    /// (namespace, name) → data keys.
+    pub secrets: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// (namespace, verb, resource) the caller may not use: answered with a 403 Status.
+    pub denied: Vec<(String, String, String)>,
+    /// When set, only these (verb, resource) pairs are allowed, as with a single Role.
+    pub allowed: Option<Vec<(String, String)>>,
+    /// Every request: "METHOD path" plus " auth" when it carried Authorization to the pod.
+    pub log: Vec<String>,
+}
+
+/// A running fixture and a kubeconfig pointing at it.
+pub struct Fixture {
+    pub kubeconfig: PathBuf,
+    pub world: Arc<Mutex<World>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Fixture {
+    /// Starts the fixture on a free loopback port and writes `dir/kubeconfig` with a context
+    /// `default` (namespace mydata) and a context `other`.
+    pub fn start(world: World, dir: &Path) -> Fixture {
+        let world = Arc::new(Mutex::new(world));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fixture");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let w = world.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = router(w);
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        std::fs::create_dir_all(dir).expect("fixture dir");
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: fixture
+  cluster:
+    server: http://127.0.0.1:{port}
+users:
+- name: fixture
+  user:
+    token: fixture-token
+contexts:
+- name: default
+  context:
+    cluster: fixture
+    user: fixture
+    namespace: mydata
+- name: other
+  context:
+    cluster: fixture
+    user: fixture
+    namespace: elsewhere
+current-context: default
+"
+            ),
+        )
+        .expect("write kubeconfig");
+        Fixture {
+            kubeconfig,
+            world,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.world.lock().expect("world").log.clone()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn router(world: Shared) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/api", get(api_versions))
+        .route("/api/v1", get(core_resources))
+        .route("/apis", get(api_groups))
+        .route("/apis/apps/v1", get(apps_resources))
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}",
+            get(statefulset),
+        )
+        .route(
+            "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+            get(deployment),
+        )
+        .route("/api/v1/namespaces/{ns}", get(namespace))
+        .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+        .route("/api/v1/pods", get(list_all_pods))
+        .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
+        .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/proxy/{*path}",
+            any(proxy),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/portforward",
+            get(portforward),
+        )
+        .fallback(not_found_route)
+        .with_state(world)
+}
+
+fn json_response(code: StatusCode, v: Value) -> Response {
+    let mut r = (code, v.to_string()).into_response();
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A `metav1.Status` as the API server sends it for errors.
+fn status(code: u16, reason: &str, message: String, details: Value) -> Response {
+    json_response(
+        StatusCode::from_u16(code).expect("code"),
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "details": details,
+            "code": code,
+        }),
+    )
+}
+
+fn not_found(kind: &str, group: &str, name: &str) -> Response {
+    let what = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
+    status(
+        404,
+        "NotFound",
+        format!("{what} \"{name}\" not found"),
+        json!({"name": name, "group": group, "kind": kind}),
+    )
+}
+
+/// A 403 when the world denies (verb, resource) in `ns`, worded like the real API server.
+fn check(world: &Shared, ns: &str, verb: &str, resource: &str, name: &str) -> Option<Response> {
+    let w = world.lock().expect("world");
+    let denied = w
+        .denied
+        .iter()
+        .any(|(n, v, r)| n == ns && v == verb && r == resource)
+        || w.allowed
+            .as_ref()
+            .is_some_and(|a| !a.iter().any(|(v, r)| v == verb && r == resource));
+    if !denied {
+        return None;
+    }
+    let (kind, _) = resource.split_once('/').unwrap_or((resource, ""));
+    let group = if matches!(kind, "statefulsets" | "deployments") {
+        "apps"
+    } else {
+        ""
+    };
+    Some(status(
+        403,
+        "Forbidden",
+        format!(
+            "{kind} \"{name}\" is forbidden: User \"system:serviceaccount:{ns}:pgpatrol\" cannot {verb} resource \"{resource}\" in API group \"{group}\" in the namespace \"{ns}\""
+        ),
+        json!({"name": name, "group": group, "kind": kind}),
+    ))
+}
+
+fn record(world: &Shared, line: String) {
+    world.lock().expect("world").log.push(line);
+}
+
+async fn not_found_route(req: Request) -> Response {
+    status(
+        404,
+        "NotFound",
+        format!(
+            "the server could not find the requested resource ({})",
+            req.uri().path()
+        ),
+        json!({}),
+    )
+}
+
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-pgpatrol-fixture",
+               "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+               "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"}),
+    )
+}
+
+async fn api_versions() -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "APIVersions", "versions": ["v1"],
+               "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+    )
+}
+
+fn resource(name: &str, kind: &str, namespaced: bool, verbs: &[&str]) -> Value {
+    json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs})
+}
+
+async fn core_resources() -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+            resource("namespaces", "Namespace", false, &["get"]),
+            resource("pods", "Pod", true, &["get", "list"]),
+            resource("pods/proxy", "PodProxyOptions", true, &["create", "get"]),
+            resource("pods/portforward", "PodPortForwardOptions", true, &["create", "get"]),
+            resource("secrets", "Secret", true, &["get"]),
+        ]}),
+    )
+}
+
+async fn api_groups() -> Response {
+    let gv = json!({"groupVersion": "apps/v1", "version": "v1"});
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": "apps", "versions": [gv], "preferredVersion": gv}
+        ]}),
+    )
+}
+
+async fn apps_resources() -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
+            resource("statefulsets", "StatefulSet", true, &["get", "list"]),
+            resource("deployments", "Deployment", true, &["get", "list"]),
+        ]}),
+    )
+}
+
+fn workload_json(w: &FakeWorkload) -> Value {
+    let pod_labels = json!(w.selector);
+    json!({
+        "kind": w.kind,
+        "apiVersion": "apps/v1",
+        "metadata": {"name": w.name, "namespace": w.namespace,
+                     "uid": format!("uid-{}-{}", w.namespace, w.name),
+                     "resourceVersion": "1", "generation": 1,
+                     "creationTimestamp": "2026-01-01T00:00:00Z",
+                     "labels": pod_labels},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": w.selector},
+            "template": {"metadata": {"labels": pod_labels},
+                         "spec": {"containers": [{"name": "patroni", "image": "patroni:4"}]}}
+        },
+        "status": {"replicas": 3}
+    })
+}
+
+async fn workload(
+    world: Shared,
+    kind: &'static str,
+    plural: &str,
+    ns: String,
+    name: String,
+) -> Response {
+    record(&world, format!("GET {plural}/{name}"));
+    if let Some(r) = check(&world, &ns, "get", plural, &name) {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    match w
+        .workloads
+        .iter()
+        .find(|x| x.kind == kind && x.namespace == ns && x.name == name)
+    {
+        Some(x) => json_response(StatusCode::OK, workload_json(x)),
+        None => not_found(plural, "apps", &name),
+    }
+}
+
+async fn statefulset(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    workload(world, "StatefulSet", "statefulsets", ns, name).await
+}
+
+async fn deployment(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    workload(world, "Deployment", "deployments", ns, name).await
+}
+
+/// A pod as `kubectl get pod -o json` shows it (the fields pgpatrol and kubectl read, and
+/// the usual neighbours).
+fn pod_json(p: &FakePod) -> Value {
+    let ports: Vec<Value> = p
+        .ports
+        .iter()
+        .map(|(n, port)| json!({"name": n, "containerPort": port, "protocol": "TCP"}))
+        .collect();
+    let ready = if p.ready { "True" } else { "False" };
+    let phase = if p.ready { "Running" } else { "Pending" };
+    json!({
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": p.name, "namespace": p.namespace,
+            "uid": format!("uid-{}-{}", p.namespace, p.name),
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": p.labels,
+        },
+        "spec": {
+            "containers": [{
+                "name": "patroni", "image": "patroni:4",
+                "ports": ports,
+                "readinessProbe": {"httpGet": {"path": "/readiness", "port": p.ports.first().map_or(8008, |x| x.1)}},
+            }],
+            "restartPolicy": "Always",
+            "serviceAccountName": "patroni",
+            "nodeName": "node-1",
+        },
+        "status": {
+            "phase": phase,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "Ready", "status": ready, "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "ContainersReady", "status": ready, "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            ],
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": "2026-01-01T00:00:00Z",
+            "containerStatuses": [{
+                "name": "patroni", "ready": p.ready, "restartCount": 0, "started": p.ready,
+                "image": "patroni:4", "imageID": "", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+            }],
+        }
+    })
+}
+
+/// `a=b,c=d` (the only selector form the fixture's workloads produce).
+fn matches(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => labels.get(k.trim_end_matches('=')) == Some(&v.to_string()),
+            None => labels.contains_key(term),
+        })
+}
+
+fn pod_list(pods: Vec<Value>) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": pods}),
+    )
+}
+
+async fn list_pods(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    record(&world, format!("LIST pods {ns} {sel}"));
+    if let Some(r) = check(&world, &ns, "list", "pods", "") {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    pod_list(
+        w.pods
+            .iter()
+            .filter(|p| p.namespace == ns && matches(&sel, &p.labels))
+            .map(pod_json)
+            .collect(),
+    )
+}
+
+async fn list_all_pods(State(world): State<Shared>) -> Response {
+    let w = world.lock().expect("world");
+    pod_list(w.pods.iter().map(pod_json).collect())
+}
+
+/// A namespace exists when something lives in it (kubectl asks after a NotFound).
+async fn namespace(State(world): State<Shared>, UrlPath(ns): UrlPath<String>) -> Response {
+    let w = world.lock().expect("world");
+    if w.pods.iter().any(|p| p.namespace == ns) || w.workloads.iter().any(|x| x.namespace == ns) {
+        json_response(
+            StatusCode::OK,
+            json!({"kind": "Namespace", "apiVersion": "v1",
+                   "metadata": {"name": ns, "uid": format!("uid-ns-{ns}"), "resourceVersion": "1"},
+                   "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        )
+    } else {
+        not_found("namespaces", "", &ns)
+    }
+}
+
+async fn get_pod(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    record(&world, format!("GET pods/{name}"));
+    if let Some(r) = check(&world, &ns, "get", "pods", &name) {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    match w.pods.iter().find(|p| p.namespace == ns && p.name == name) {
+        Some(p) => json_response(StatusCode::OK, pod_json(p)),
+        None => not_found("pods", "", &name),
+    }
+}
+
+async fn get_secret(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    use base64::Engine;
+    record(&world, format!("GET secrets/{name}"));
+    if let Some(r) = check(&world, &ns, "get", "secrets", &name) {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    match w.secrets.get(&(ns.clone(), name.clone())) {
+        Some(data) => {
+            let data: BTreeMap<&String, String> = data
+                .iter()
+                .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
+                .collect();
+            json_response(
+                StatusCode::OK,
+                json!({"kind": "Secret", "apiVersion": "v1",
+                       "metadata": {"name": name, "namespace": ns}, "type": "Opaque", "data": data}),
+            )
+        }
+        None => not_found("secrets", "", &name),
+    }
+}
+
+/// The pod a proxy or port-forward names, and the port to reach on loopback.
+fn pod_port(world: &Shared, ns: &str, name_port: &str) -> Result<u16, Box<Response>> {
+    let (name, port) = match name_port.split_once(':') {
+        Some((n, p)) => (n, p.parse::<u16>().ok()),
+        None => (name_port, None),
+    };
+    let w = world.lock().expect("world");
+    let pod = w
+        .pods
+        .iter()
+        .find(|p| p.namespace == ns && p.name == name)
+        .ok_or_else(|| Box::new(not_found("pods", "", name)))?;
+    Ok(port.unwrap_or_else(|| pod.ports.first().map_or(8008, |x| x.1)))
+}
+
+/// `pods/proxy`: forwards to the member's REST port without the `Authorization` header,
+/// as the real API server does (it takes that header as its own credential).
+async fn proxy(
+    State(world): State<Shared>,
+    UrlPath((ns, name, path)): UrlPath<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let verb = if method == Method::GET || method == Method::HEAD {
+        "get"
+    } else {
+        "create"
+    };
+    record(&world, format!("PROXY {method} {name} /{path}"));
+    if let Some(r) = check(
+        &world,
+        &ns,
+        verb,
+        "pods/proxy",
+        name.split(':').next().unwrap_or(""),
+    ) {
+        return r;
+    }
+    let port = match pod_port(&world, &ns, &name) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let client = reqwest::Client::new();
+    let mut rb = client.request(method, format!("http://127.0.0.1:{port}/{path}"));
+    if let Some(ct) = headers.get("content-type") {
+        rb = rb.header("content-type", ct.clone());
+    }
+    match rb.body(body.to_vec()).send().await {
+        Ok(resp) => {
+            let code = resp.status();
+            let ct = resp.headers().get("content-type").cloned();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = StatusCode::from_u16(code.as_u16()).expect("status");
+            if let Some(ct) = ct {
+                if let Ok(v) = HeaderValue::from_bytes(ct.as_bytes()) {
+                    r.headers_mut().insert("content-type", v);
+                }
+            }
+            r
+        }
+        Err(e) => status(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+            json!({}),
+        ),
+    }
+}
+
+/// `pods/portforward`: a websocket with the `v4.channel.k8s.io` framing. Each binary
+/// message starts with a channel byte (0 data, 1 error for the first port); the server first
+/// sends the port number (little-endian u16) on both channels, then relays bytes between the
+/// data channel and a TCP connection to the member.
+async fn portforward(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    mut req: Request,
+) -> Response {
+    record(
+        &world,
+        format!(
+            "PORTFORWARD {name} ports={}",
+            q.get("ports").cloned().unwrap_or_default()
+        ),
+    );
+    if let Some(r) = check(&world, &ns, "create", "pods/portforward", &name) {
+        return r;
+    }
+    let default_port = match pod_port(&world, &ns, &name) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let port: u16 = q
+        .get("ports")
+        .and_then(|p| p.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default_port);
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return status(
+            400,
+            "BadRequest",
+            "not a websocket upgrade".into(),
+            json!({}),
+        );
+    };
+    let protocols = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    if !protocols
+        .split(',')
+        .any(|p| p.trim() == "v4.channel.k8s.io")
+    {
+        return status(
+            400,
+            "BadRequest",
+            format!("unsupported websocket protocols {protocols:?}"),
+            json!({}),
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let w = world.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        relay(ws, port, w).await;
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", HeaderValue::from_static("websocket"));
+    h.insert("connection", HeaderValue::from_static("Upgrade"));
+    h.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", v);
+    }
+    r
+}
+
+async fn relay<S>(ws: WebSocketStream<S>, port: u16, world: Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let [lo, hi] = port.to_le_bytes();
+    for ch in [0u8, 1u8] {
+        if sink.send(Message::binary(vec![ch, lo, hi])).await.is_err() {
+            return;
+        }
+    }
+    let tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(t) => t,
+        Err(e) => {
+            let mut msg = vec![1u8];
+            msg.extend(format!("error forwarding port {port}: {e}").into_bytes());
+            let _ = sink.send(Message::binary(msg)).await;
+            let _ = sink.close().await;
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tcp.into_split();
+    let to_pod = tokio::spawn(async move {
+        let mut first = true;
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Binary(b) if b.first() == Some(&0) => {
+                    if first {
+                        // Note what reached the pod: the request line and whether it
+                        // carried credentials.
+                        let text = String::from_utf8_lossy(&b[1..]);
+                        let line = text.lines().next().unwrap_or_default().to_string();
+                        let auth = text
+                            .to_ascii_lowercase()
+                            .contains("\nauthorization: basic ");
+                        record(
+                            &world,
+                            format!("PORTFORWARD-HTTP {line}{}", if auth { " auth" } else { "" }),
+                        );
+                        first = false;
+                    }
+                    if wr.write_all(&b[1..]).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let mut msg = Vec::with_capacity(n + 1);
+                msg.push(0u8);
+                msg.extend_from_slice(&buf[..n]);
+                if sink.send(Message::binary(msg)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // The member closed the connection: end the stream, as the kubelet does.
+    let _ = sink.close().await;
+    to_pod.abort();
+}
