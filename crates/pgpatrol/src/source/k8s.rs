@@ -21,6 +21,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::rest::client::chain;
 use super::rest::{Credentials, Http, Request, Response, RestError, RestSource};
 use super::SourceError;
 
@@ -310,19 +311,6 @@ fn rbac_denial(message: &str) -> Option<(String, String)> {
     let rest = rest.strip_prefix("resource \"")?;
     let (resource, _) = rest.split_once('"')?;
     (!verb.is_empty() && !resource.is_empty()).then(|| (verb.to_string(), resource.to_string()))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
 }
 
 fn one_line(s: &str) -> String {

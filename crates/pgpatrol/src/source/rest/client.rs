@@ -406,7 +406,8 @@ pub fn snippet(body: &str) -> String {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line, without repeating a cause already in the text.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(c) = cur {
