@@ -150,14 +150,7 @@ pub fn rows(cluster: &Cluster, version: PatroniVersion) -> Vec<Map<String, Value
 mod tests {
     use super::*;
     use crate::source::rest::wire::{into_cluster, ClusterWire};
-
-    fn capture(name: &str) -> String {
-        let path = format!(
-            "{}/../../../shared/reference/captures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::test_support::capture;
 
     fn rows_of(cluster_file: &str, version: PatroniVersion) -> Value {
         let wire: ClusterWire = serde_json::from_str(&capture(cluster_file)).unwrap();

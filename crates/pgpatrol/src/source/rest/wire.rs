@@ -292,14 +292,7 @@ pub fn into_history(wire: HistoryWire) -> Result<Vec<HistoryEntry>, BadHistoryLi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn capture(name: &str) -> String {
-        let path = format!(
-            "{}/../../../shared/reference/captures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
+    use crate::test_support::capture;
 
     fn cluster(name: &str) -> Cluster {
         into_cluster(serde_json::from_str(&capture(name)).unwrap(), None, None)
