@@ -7,10 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use pgpatrol_core::{LagKind, Lsn, Role};
+use pgpatrol_core::{Lag, LagKind, Lsn, Role};
 
 use crate::source::rest::wire::StatusWire;
-use crate::source::rest::{base_url, Request, RestSource};
+use crate::source::rest::{base_url, Detail, Request, RestSource};
 
 /// How to run and wait for a reinitialization.
 #[derive(Debug, Clone)]
@@ -186,6 +186,7 @@ pub async fn reinitialize(
         .is_some_and(|s| s.state.as_deref() == Some("running"));
     let mut transitioned = out.joined_running && before_running;
     let mut leader_failures = 0u32;
+    let mut last_view: Option<String> = None;
     loop {
         tokio::time::sleep(opts.poll).await;
         let (status, leader) = match leader_api {
@@ -239,12 +240,28 @@ pub async fn reinitialize(
             if (transitioned || restarted) && streaming {
                 if let Some(lag) = leader_status.as_ref().and_then(|l| lag_of(l, s, opts.lag)) {
                     if lag < opts.tolerance {
-                        let detail = format!(
-                            "streaming again, {} lag {}",
-                            opts.lag.as_str(),
-                            pgpatrol_core::units::human(lag)
-                        );
-                        return finish(out, ReinitResult::Healed, detail);
+                        // The member says it is back; done once the cluster view (the DCS,
+                        // what /cluster, failover and the next heal read) says so too. It
+                        // lags the member's own /patroni by up to a Patroni loop.
+                        match cluster_view(source, member, opts).await {
+                            Ok(()) => {
+                                let detail = format!(
+                                    "streaming again, {} lag {}",
+                                    opts.lag.as_str(),
+                                    pgpatrol_core::units::human(lag)
+                                );
+                                return finish(out, ReinitResult::Healed, detail);
+                            }
+                            Err(seen) => {
+                                if last_view.as_ref() != Some(&seen) {
+                                    progress.update(
+                                        member,
+                                        &format!("waiting for the cluster view ({seen})"),
+                                    );
+                                }
+                                last_view = Some(seen);
+                            }
+                        }
                     }
                 }
             }
@@ -255,9 +272,10 @@ pub async fn reinitialize(
                 .last()
                 .cloned()
                 .unwrap_or_else(|| "unknown".into());
-            let why = match status {
-                Err(e) => format!("; last error: {e}"),
-                Ok(_) => String::new(),
+            let why = match (status, last_view) {
+                (Err(e), _) => format!("; last error: {e}"),
+                (Ok(_), Some(view)) => format!("; the cluster view still shows {view}"),
+                (Ok(_), None) => String::new(),
             };
             return finish(
                 out,
@@ -268,5 +286,161 @@ pub async fn reinitialize(
                 ),
             );
         }
+    }
+}
+
+/// `Ok` when `/cluster` lists `member` as a healthy replica with a known lag below the
+/// tolerance; otherwise what it shows instead.
+async fn cluster_view(
+    source: &RestSource,
+    member: &str,
+    opts: &ReinitOptions,
+) -> Result<(), String> {
+    let snap = source
+        .snapshot(Detail::Lag)
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let m = snap
+        .cluster
+        .member(member)
+        .ok_or_else(|| format!("no member {member}"))?;
+    if !m.state.is_healthy_replica() {
+        return Err(format!("state {}", m.state));
+    }
+    match m.lag(opts.lag) {
+        Some(Lag::Bytes(b)) if b < opts.tolerance => Ok(()),
+        Some(Lag::Bytes(b)) => Err(format!(
+            "{} lag {}",
+            opts.lag.as_str(),
+            pgpatrol_core::units::human(b)
+        )),
+        _ => Err(format!("{} lag unknown", opts.lag.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The executor against a fake Patroni on loopback: a member whose own `/patroni` is
+    //! back before the cluster view (`/cluster`, from the DCS) says so.
+
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::source::rest::Http;
+
+    /// `/cluster` shows the member "creating replica" for this many reads after the reinit.
+    struct Fake {
+        posted: AtomicBool,
+        stale_reads: usize,
+        cluster_reads: AtomicUsize,
+    }
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    async fn member_status(State(f): State<Arc<Fake>>) -> Json<Value> {
+        let started = if f.posted.load(Ordering::SeqCst) {
+            "after"
+        } else {
+            "before"
+        };
+        Json(
+            json!({"state": "running", "role": "replica", "replication_state": "streaming",
+            "postmaster_start_time": started,
+            "xlog": {"received_location": 1000, "replayed_location": 1000}}),
+        )
+    }
+
+    async fn reinit(State(f): State<Arc<Fake>>) -> &'static str {
+        f.posted.store(true, Ordering::SeqCst);
+        "reinitialize started"
+    }
+
+    async fn cluster(State(f): State<Arc<Fake>>) -> Json<Value> {
+        let n = f.cluster_reads.fetch_add(1, Ordering::SeqCst);
+        let state = if n < f.stale_reads {
+            "creating replica"
+        } else {
+            "streaming"
+        };
+        let lag = if n < f.stale_reads {
+            json!("unknown")
+        } else {
+            json!(0)
+        };
+        Json(json!({"scope": "demo", "members": [
+            {"name": "pg0", "role": "leader", "state": "running", "api_url": "http://127.0.0.1:1/patroni", "timeline": 1},
+            {"name": "pg1", "role": "replica", "state": state, "api_url": "http://127.0.0.1:1/patroni",
+             "receive_lag": lag, "replay_lag": lag, "lag": lag, "lsn": "0/3E8"}]}))
+    }
+
+    async fn leader_status() -> Json<Value> {
+        Json(json!({"state": "running", "role": "primary", "xlog": {"location": 1000}}))
+    }
+
+    async fn run(stale_reads: usize, timeout: Duration) -> (ReinitOutcome, usize) {
+        let fake = Arc::new(Fake {
+            posted: AtomicBool::new(false),
+            stale_reads,
+            cluster_reads: AtomicUsize::new(0),
+        });
+        let member = serve(
+            Router::new()
+                .route("/patroni", get(member_status))
+                .route("/reinitialize", post(reinit))
+                .with_state(Arc::clone(&fake)),
+        )
+        .await;
+        let leader = serve(
+            Router::new()
+                .route("/patroni", get(leader_status))
+                .route("/cluster", get(cluster))
+                .with_state(Arc::clone(&fake)),
+        )
+        .await;
+        let source = RestSource::new(
+            Http::new(&Default::default()).unwrap(),
+            std::slice::from_ref(&leader),
+        )
+        .unwrap();
+        let opts = ReinitOptions {
+            tolerance: 1024 * 1024,
+            lag: LagKind::Replay,
+            timeout,
+            poll: Duration::from_millis(20),
+            force: false,
+            wait: true,
+        };
+        let out = reinitialize(&source, "pg1", &member, Some(&leader), &opts, &Quiet).await;
+        (out, fake.cluster_reads.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn healed_only_once_the_cluster_view_agrees() {
+        let (out, reads) = run(5, Duration::from_secs(30)).await;
+        assert_eq!(out.result, ReinitResult::Healed, "{out:?}");
+        assert_eq!(reads, 6, "five stale views, then the one that agrees");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_view_that_never_agrees_times_out_and_says_so() {
+        let (out, _) = run(usize::MAX, Duration::from_millis(500)).await;
+        assert_eq!(out.result, ReinitResult::TimedOut, "{out:?}");
+        assert!(
+            out.detail
+                .contains("the cluster view still shows state creating replica"),
+            "{}",
+            out.detail
+        );
     }
 }

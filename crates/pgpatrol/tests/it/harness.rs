@@ -342,6 +342,20 @@ impl Lab {
         }
     }
 
+    /// After a failed test: what Patroni itself logged lately, for the CI log.
+    fn dump_logs(&self) {
+        let Ok(paths) = LabPaths::new(&self.dir) else {
+            return;
+        };
+        for m in &self.state().members {
+            eprintln!(
+                "---- harness: last lines of {}'s Patroni log ----\n{}",
+                m.name,
+                pgpatrol::lab::tail(&paths.log(&m.name), 25)
+            );
+        }
+    }
+
     fn down(&self) {
         down_all(&it_root());
     }
@@ -381,7 +395,11 @@ pub fn main(topics: &[Topic]) -> ExitCode {
             let lab = Arc::clone(&lab);
             Trial::test(name, move || {
                 lab.baseline()?;
-                body(&lab);
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&lab)));
+                if let Err(panic) = run {
+                    lab.dump_logs();
+                    std::panic::resume_unwind(panic);
+                }
                 Ok(())
             })
         })
