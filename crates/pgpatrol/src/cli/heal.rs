@@ -84,12 +84,14 @@ fn leader_name(c: &Cluster) -> Option<String> {
     c.leader().map(|m| m.name.clone())
 }
 
-/// Replicas at or above the tolerance, or with unknown lag.
+/// Replicas at or above the tolerance, with unknown lag, or not replicating (e.g. still
+/// `creating replica` in the DCS view).
 fn unhealthy(c: &Cluster, policy: &Policy) -> Vec<String> {
     c.replicas()
         .filter(|m| {
-            m.lag(policy.lag)
-                .is_some_and(|l| l.breaches(policy.tolerance))
+            !m.state.is_healthy_replica()
+                || m.lag(policy.lag)
+                    .is_some_and(|l| l.breaches(policy.tolerance))
         })
         .map(|m| m.name.clone())
         .collect()
@@ -320,9 +322,11 @@ async fn settled_snapshot(
         let snap = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
         let settled = snap.as_ref().is_some_and(|c| {
             healed.iter().all(|name| {
-                c.member(name)
-                    .and_then(|m| m.lag(policy.lag))
-                    .is_some_and(|l| !l.breaches(policy.tolerance))
+                c.member(name).is_some_and(|m| {
+                    m.state.is_healthy_replica()
+                        && m.lag(policy.lag)
+                            .is_some_and(|l| !l.breaches(policy.tolerance))
+                })
             })
         });
         if settled || std::time::Instant::now() >= deadline {
@@ -370,4 +374,33 @@ async fn run_batch(
     }
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, o)| o).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use pgpatrol_core::fixtures::ClusterBuilder;
+    use pgpatrol_core::State;
+
+    use super::*;
+
+    #[test]
+    fn a_replica_still_rebuilding_is_unhealthy_whatever_its_lag_says() {
+        // Patroni < 4.1: replay lag comes from the member's own /patroni and may read 0
+        // while the DCS still lists it as "creating replica".
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .state(State::CreatingReplica)
+            .replay_lag_bytes(0)
+            .replica("pg2")
+            .replay_lag_bytes(0)
+            .replica("pg3")
+            .replay_lag_mb(6)
+            .build();
+        let policy = Policy {
+            tolerance: 5 * 1024 * 1024,
+            ..Policy::default()
+        };
+        assert_eq!(unhealthy(&c, &policy), ["pg1", "pg3"]);
+    }
 }

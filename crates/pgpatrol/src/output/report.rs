@@ -151,7 +151,7 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
     if !r.still_unhealthy.is_empty() {
         writeln!(
             out,
-            "\nStill at or above the tolerance: {}",
+            "\nStill unhealthy (lag at or above the tolerance, unknown, or not replicating): {}",
             r.still_unhealthy.join(", ")
         )?;
     }
