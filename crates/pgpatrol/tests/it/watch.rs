@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{bin, ok, Lab, Test};
+use crate::harness::{bin, ok, Lab, Test, MB};
 use crate::util::{code, get_json, http, one_line_error, stdout};
 
 pub fn tests() -> Vec<Test> {
@@ -20,6 +20,7 @@ pub fn tests() -> Vec<Test> {
         generated_rules_pass_promtool_and_prometheus_scrapes_watch,
         auto_heal_acts_only_after_the_breach_persists,
         a_failed_heal_escalates_and_resolves_when_healthy,
+        at_the_attempt_cap_auto_heal_escalates_instead_of_acting,
         the_heal_lease_in_etcd_admits_one_holder,
         two_watchers_never_heal_at_once,
         a_restart_keeps_the_error_budget,
@@ -604,6 +605,78 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
             .any(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation");
         (!open).then_some(())
     });
+}
+
+fn at_the_attempt_cap_auto_heal_escalates_instead_of_acting(lab: &Lab) {
+    let dir = scratch(lab, "cap");
+    let am = start_alertmanager(&dir);
+    let port = free_port();
+    // One attempt per member per 24 h and no cooldown: the second breach meets the cap.
+    let heal = format!(
+        "{{enabled: true, tolerance: 5MB, persist_samples: 2, cooldown: 0s, max_attempts: 1, lease: {{dir: {}}}}}",
+        dir.join("locks").display()
+    );
+    let spec = WatchSpec {
+        heal: Some(&heal),
+        alertmanager: Some(am.url.clone()),
+        ..Default::default()
+    };
+    let cfg = watch_yml(lab, &dir, port, &spec);
+    let _w = start_watch(&dir, &cfg, port);
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let first = wait_for("the first auto-heal", Duration::from_secs(90), || {
+        let p = plan(port);
+        let outcomes = p["lab"]["heal"]["last_outcomes"].as_array().cloned();
+        outcomes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| o["member"] == replica.as_str())
+    });
+    assert_eq!(first["result"], "healed", "{first:#}");
+
+    // The same fault again: now at the cap, auto-heal pages a person and leaves the member.
+    lab.break_lag(&replica, 20);
+    let rebuilt = crate::util::start_times(lab);
+    let alert = wait_for("the escalation at the cap", Duration::from_secs(60), || {
+        active_alerts(&am.url)
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation")
+    });
+    assert_eq!(alert["labels"]["member"], replica.as_str());
+    let why = alert["annotations"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("auto-heal stopped trying"), "{alert:#}");
+    let m = metrics(port);
+    assert_eq!(
+        sample(&m, "pgpatrol_heal_attempted_total{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"max_attempts\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    // A few more polls: still no second reinitialization, the replica still lags.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        rebuilt,
+        crate::util::start_times(lab),
+        "nothing was rebuilt"
+    );
+    assert_eq!(
+        sample(
+            &metrics(port),
+            "pgpatrol_heal_attempted_total{cluster=\"lab\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(lab.member_json(&replica)["lag"].as_u64().unwrap_or(0) >= 20 * MB);
 }
 
 fn etcd_url(lab: &Lab) -> String {
