@@ -59,6 +59,11 @@ pub struct HealArgs {
     #[arg(long, default_value_t = 1)]
     pub min_healthy: usize,
 
+    /// Clone from the leader, not from a replica tagged `clonefrom` (Patroni 4.1+; a member
+    /// on an older Patroni is refused, since it would ignore the request).
+    #[arg(long)]
+    pub from_leader: bool,
+
     /// Give up waiting for one member to stream again after this long.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -217,6 +222,7 @@ impl HealArgs {
             poll: Duration::from_millis(250),
             force: false,
             wait: true,
+            from_leader: self.from_leader,
         };
         let mut waited_for_slot = std::time::Instant::now();
         loop {

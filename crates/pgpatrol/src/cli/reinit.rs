@@ -44,6 +44,11 @@ pub struct ReinitArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Clone from the leader, not from a replica tagged `clonefrom` (Patroni 4.1+; on an
+    /// older Patroni this is refused, since it would ignore the request).
+    #[arg(long)]
+    pub from_leader: bool,
+
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
@@ -103,6 +108,7 @@ impl ReinitArgs {
             poll: Duration::from_millis(250),
             force: self.force,
             wait: self.wait,
+            from_leader: self.from_leader,
         };
         let leader_api = cluster.leader().and_then(|l| l.api_url.clone());
         let spinner = Spinner::new();

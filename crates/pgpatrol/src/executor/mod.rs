@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use pgpatrol_core::{Lag, LagKind, Lsn, Role};
+use pgpatrol_core::{Lag, LagKind, Lsn, PatroniVersion, Role};
 
 use crate::source::rest::wire::StatusWire;
 use crate::source::rest::{base_url, Detail, Request, RestSource};
@@ -26,6 +26,9 @@ pub struct ReinitOptions {
     pub force: bool,
     /// Wait until the member is healthy again.
     pub wait: bool,
+    /// Send `{"from_leader": true}`: take the basebackup from the leader, not from a replica
+    /// tagged `clonefrom` (Patroni 4.1+; refused on older members, which would ignore it).
+    pub from_leader: bool,
 }
 
 /// How one reinitialization ended.
@@ -73,6 +76,9 @@ pub struct Quiet;
 impl Progress for Quiet {
     fn update(&self, _: &str, _: &str) {}
 }
+
+/// `POST /reinitialize` reads `from_leader` from this version on.
+const FROM_LEADER_SINCE: PatroniVersion = PatroniVersion::new(4, 1, 0);
 
 fn lag_of(leader: &StatusWire, member: &StatusWire, kind: LagKind) -> Option<u64> {
     let leader_pos = leader.xlog.as_ref()?.location?;
@@ -127,12 +133,23 @@ pub async fn reinitialize(
         .as_ref()
         .and_then(|s| s.postmaster_start_time.clone());
 
+    let mut body = serde_json::json!({ "force": opts.force });
+    if opts.from_leader {
+        // Patroni < 4.1 ignores the key and may clone from a replica: say so, do nothing.
+        match before.as_ref().and_then(StatusWire::version) {
+            Some(v) if v >= FROM_LEADER_SINCE => body["from_leader"] = true.into(),
+            seen => {
+                let runs = seen.map_or("an unknown version".to_string(), |v| v.to_string());
+                return finish(
+                    out,
+                    ReinitResult::Refused,
+                    format!("--from-leader needs Patroni {FROM_LEADER_SINCE} or later on {member}, which runs {runs}: older Patroni ignores it; nothing was done"),
+                );
+            }
+        }
+    }
     progress.update(member, "asking Patroni to reinitialize");
-    let req = Request::post(
-        &base,
-        "/reinitialize",
-        serde_json::json!({ "force": opts.force }),
-    );
+    let req = Request::post(&base, "/reinitialize", body);
     match source.http().send(&req).await {
         Ok(resp) if resp.status == StatusCode::OK => {}
         Ok(resp)
@@ -324,7 +341,7 @@ mod tests {
     //! back before the cluster view (`/cluster`, from the DCS) says so.
 
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use axum::extract::State;
     use axum::routing::{get, post};
@@ -339,6 +356,10 @@ mod tests {
         posted: AtomicBool,
         stale_reads: usize,
         cluster_reads: AtomicUsize,
+        /// The member's Patroni version, in its `/patroni`.
+        version: &'static str,
+        /// The body of the `POST /reinitialize`, if one came.
+        body: Mutex<Option<Value>>,
     }
 
     async fn serve(app: Router) -> String {
@@ -356,12 +377,13 @@ mod tests {
         };
         Json(
             json!({"state": "running", "role": "replica", "replication_state": "streaming",
-            "postmaster_start_time": started,
+            "postmaster_start_time": started, "patroni": {"version": f.version, "scope": "demo"},
             "xlog": {"received_location": 1000, "replayed_location": 1000}}),
         )
     }
 
-    async fn reinit(State(f): State<Arc<Fake>>) -> &'static str {
+    async fn reinit(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> &'static str {
+        *f.body.lock().unwrap() = Some(body);
         f.posted.store(true, Ordering::SeqCst);
         "reinitialize started"
     }
@@ -388,11 +410,18 @@ mod tests {
         Json(json!({"state": "running", "role": "primary", "xlog": {"location": 1000}}))
     }
 
-    async fn run(stale_reads: usize, timeout: Duration) -> (ReinitOutcome, usize) {
+    async fn run(
+        stale_reads: usize,
+        timeout: Duration,
+        version: &'static str,
+        from_leader: bool,
+    ) -> (ReinitOutcome, Arc<Fake>) {
         let fake = Arc::new(Fake {
             posted: AtomicBool::new(false),
             stale_reads,
             cluster_reads: AtomicUsize::new(0),
+            version,
+            body: Mutex::new(None),
         });
         let member = serve(
             Router::new()
@@ -420,21 +449,25 @@ mod tests {
             poll: Duration::from_millis(20),
             force: false,
             wait: true,
+            from_leader,
         };
         let out = reinitialize(&source, "pg1", &member, Some(&leader), &opts, &Quiet).await;
-        (out, fake.cluster_reads.load(Ordering::SeqCst))
+        (out, fake)
     }
 
     #[tokio::test]
     async fn healed_only_once_the_cluster_view_agrees() {
-        let (out, reads) = run(5, Duration::from_secs(30)).await;
+        let (out, fake) = run(5, Duration::from_secs(30), "4.1.5", false).await;
         assert_eq!(out.result, ReinitResult::Healed, "{out:?}");
+        let reads = fake.cluster_reads.load(Ordering::SeqCst);
         assert_eq!(reads, 6, "five stale views, then the one that agrees");
+        let body = fake.body.lock().unwrap().clone();
+        assert_eq!(body, Some(json!({"force": false})));
     }
 
     #[tokio::test]
     async fn a_cluster_view_that_never_agrees_times_out_and_says_so() {
-        let (out, _) = run(usize::MAX, Duration::from_millis(500)).await;
+        let (out, _) = run(usize::MAX, Duration::from_millis(500), "4.1.5", false).await;
         assert_eq!(out.result, ReinitResult::TimedOut, "{out:?}");
         assert!(
             out.detail
@@ -442,5 +475,27 @@ mod tests {
             "{}",
             out.detail
         );
+    }
+
+    #[tokio::test]
+    async fn from_leader_is_sent_to_patroni_4_1() {
+        let (out, fake) = run(0, Duration::from_secs(30), "4.1.5", true).await;
+        assert_eq!(out.result, ReinitResult::Healed, "{out:?}");
+        let body = fake.body.lock().unwrap().clone();
+        assert_eq!(body, Some(json!({"force": false, "from_leader": true})));
+    }
+
+    #[tokio::test]
+    async fn from_leader_is_refused_before_patroni_4_1_and_nothing_is_sent() {
+        for version in ["3.0.4", "4.0.7", "not-a-version"] {
+            let (out, fake) = run(0, Duration::from_secs(30), version, true).await;
+            assert_eq!(out.result, ReinitResult::Refused, "{out:?}");
+            assert!(
+                out.detail.contains("needs Patroni 4.1.0 or later"),
+                "{}",
+                out.detail
+            );
+            assert!(fake.body.lock().unwrap().is_none(), "nothing was POSTed");
+        }
     }
 }

@@ -312,6 +312,7 @@ impl Healer {
             poll: Duration::from_millis(500),
             force: false,
             wait: true,
+            from_leader: self.cfg.from_leader,
         };
         let (source, shared, alerts, progress, name) = (
             source.clone(),

@@ -198,6 +198,9 @@ pub struct HealConfig {
     pub min_healthy: usize,
     #[serde(default = "default_heal_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Clone from the leader, not from a `clonefrom` replica (Patroni 4.1+).
+    #[serde(default)]
+    pub from_leader: bool,
     #[serde(default)]
     pub lease: LeaseConfig,
 }

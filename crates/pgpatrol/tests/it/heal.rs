@@ -20,6 +20,7 @@ pub fn tests() -> Vec<Test> {
         a_running_reinit_is_waited_for_not_forced,
         two_lagging_replicas_are_healed_one_at_a_time_worst_first,
         killing_the_leader_while_waiting_stops_heal,
+        reinit_from_leader_needs_patroni_4_1,
     ]
 }
 
@@ -222,4 +223,27 @@ fn killing_the_leader_while_waiting_stops_heal(lab: &Lab) {
         outcomes.iter().any(|o| o["result"] == "leader_lost"),
         "{report:#}"
     );
+}
+
+fn reinit_from_leader_needs_patroni_4_1(lab: &Lab) {
+    let target = lab.replica();
+    let before = start_times(lab);
+    let out = lab.pgpatrol(&["reinit", &target, "--from-leader", "--wait", "--yes"]);
+    if crate::harness::patroni_version() == "3.0" {
+        // Patroni 3.0 would ignore `from_leader`: refused before anything is sent.
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("needs Patroni 4.1.0 or later"),
+            "{}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(before, start_times(lab), "nothing was restarted");
+    } else {
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert!(stdout(&out).contains("streaming again"), "{}", stdout(&out));
+        let after = start_times(lab);
+        assert_ne!(before[&target], after[&target], "rebuilt");
+        assert_eq!(before[&lab.leader()], after[&lab.leader()]);
+    }
 }
