@@ -133,6 +133,13 @@ pub async fn break_lag(
         .with_context(|| format!("{member}'s postgres is not running"))?;
     let what = kind.process();
     let deadline = Instant::now() + timeout;
+    // Forget faults whose process is gone (a heal rebuilt the member): that member is no
+    // longer broken, and must settle like any other replica below.
+    let before = state.stopped.len();
+    state.stopped.retain(|s| alive(s.pid, "postgres"));
+    if state.stopped.len() != before {
+        state.save(paths)?;
+    }
     // Emptied first so repeated faults do not grow the table without bound.
     psql(&leader, LOAD_TABLE_SQL).await?;
     for attempt in 1..=3 {
@@ -172,16 +179,29 @@ pub async fn break_lag(
 
 /// A fault is made when only the broken members lag. The write burst also shows on healthy
 /// replicas for a Patroni loop or two; a test (or heal's min-healthy guardrail) would take
-/// that for a second fault. Waits (10 s at most) until every other replica that is not
-/// itself broken reports under 1 MB of receive and replay lag again.
+/// that for a second fault. Waits (20 s at most) until every other replica that is not
+/// itself broken has reported under 1 MB of receive and replay lag for `SETTLED_FOR`: one
+/// reading is not enough, since `/cluster` compares the leader's and the member's DCS keys,
+/// each refreshed once per loop, and a stale pair can read 0 just before the leader's key
+/// catches up with the burst.
 async fn settle_others(state: &LabState, leader: &MemberState) {
-    let broken: Vec<&str> = state.stopped.iter().map(|s| s.member.as_str()).collect();
+    const SETTLED_FOR: Duration = Duration::from_secs(3);
+    let broken: Vec<&str> = state
+        .stopped
+        .iter()
+        .filter(|s| alive(s.pid, "postgres"))
+        .map(|s| s.member.as_str())
+        .collect();
     let others: Vec<&MemberState> = state
         .members
         .iter()
         .filter(|m| m.name != leader.name && !broken.contains(&m.name.as_str()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    if others.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut since: Option<Instant> = None;
     loop {
         let mut settled = true;
         for m in &others {
@@ -190,7 +210,12 @@ async fn settle_others(state: &LabState, leader: &MemberState) {
                 settled &= lag.is_some_and(|l| l < MB);
             }
         }
-        if settled || Instant::now() >= deadline {
+        since = if settled {
+            since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if since.is_some_and(|t| t.elapsed() >= SETTLED_FOR) || Instant::now() >= deadline {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -247,7 +272,9 @@ async fn write_until_lag(
             .ok()
             .flatten()
             .or(last_seen);
-        if let Some(lag) = last_seen.filter(|l| *l >= want) {
+        // Only lag made by this fault counts: a member still catching up from something
+        // earlier (a rebuild, another burst) may already read as far behind.
+        if let Some(lag) = last_seen.filter(|l| *l >= want && written >= want) {
             return Ok(lag);
         }
         if Instant::now() >= deadline {

@@ -268,10 +268,11 @@ impl Lab {
 
     /// `lab break lag`: `member` ≥ `mb` MB behind (walreceiver stopped; still "streaming").
     pub fn break_lag(&self, member: &str, mb: u64) {
-        ok(
+        let said = ok(
             "lab break lag",
             &self.lab(&["break", "lag", "--member", member, "--mb", &mb.to_string()]),
         );
+        eprintln!("harness: {}", said.trim());
     }
 
     /// `lab break replay`: `member` ≥ `mb` MB of replay lag (startup process stopped).
