@@ -503,7 +503,7 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
     let dir = scratch(lab, "autoheal");
     let port = free_port();
     let heal =
-        "{enabled: true, tolerance: 5MB, persist_samples: 4, min_healthy: 1, lease: {dir: LOCKS}}"
+        "{enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1, lease: {dir: LOCKS}}"
             .replace("LOCKS", &dir.join("locks").display().to_string());
     let cfg = watch_yml(
         lab,
@@ -520,7 +520,8 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
     let replica = lab.replica();
     let before = crate::util::start_times(lab);
     lab.break_lag(&replica, 20);
-    // Until the breach has held for 4 samples, nothing may be attempted.
+    // Until the breach has held for 10 samples, nothing may be attempted (10, not fewer: the
+    // watcher must not act before `lab break lag` has finished making the fault).
     let healed = wait_for("auto-heal to heal", Duration::from_secs(90), || {
         let p = plan(port);
         let h = &p["lab"]["heal"];
@@ -528,7 +529,7 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
         let attempts = h["attempts"][&replica].as_u64().unwrap_or(0);
         if attempts > 0 && breaches > 0 {
             assert!(
-                breaches >= 4,
+                breaches >= 10,
                 "acted after {breaches} breaching samples: {p:#}"
             );
         }
@@ -561,7 +562,7 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
     let port = free_port();
     // A 1 s wait is shorter than any reinit: the heal counts as failed, so it escalates.
     let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 2, timeout: 1s, lease: {{dir: {}}}}}",
+        "{{enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s, lease: {{dir: {}}}}}",
         dir.join("locks").display()
     );
     let spec = WatchSpec {
@@ -613,7 +614,7 @@ fn at_the_attempt_cap_auto_heal_escalates_instead_of_acting(lab: &Lab) {
     let port = free_port();
     // One attempt per member per 24 h and no cooldown: the second breach meets the cap.
     let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 2, cooldown: 0s, max_attempts: 1, lease: {{dir: {}}}}}",
+        "{{enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1, lease: {{dir: {}}}}}",
         dir.join("locks").display()
     );
     let spec = WatchSpec {
@@ -719,7 +720,7 @@ fn the_heal_lease_in_etcd_admits_one_holder(lab: &Lab) {
 fn two_watchers_never_heal_at_once(lab: &Lab) {
     let dir = scratch(lab, "two");
     let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 2, lease: {{etcd: {}}}}}",
+        "{{enabled: true, tolerance: 5MB, persist_samples: 10, lease: {{etcd: {}}}}}",
         etcd_url(lab)
     );
     let (pa, pb) = (free_port(), free_port());
