@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::source::k8s::Transport;
 
 /// How to reach Patroni's REST API: TLS, credentials and timeouts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     /// Basic-auth credentials, sent on Patroni's unsafe (writing) endpoints only.
     pub auth: Option<Credentials>,
@@ -25,6 +25,21 @@ pub struct HttpOptions {
     pub insecure: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+}
+
+/// The CLI's defaults: plain http, no credentials, 2 s to connect, 10 s per request (a zero
+/// timeout would fail every request).
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            auth: None,
+            ca_file: None,
+            client_cert: None,
+            insecure: false,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Basic-auth credentials. `Debug` never shows the password.
