@@ -263,7 +263,12 @@ async fn status(dir: &Path) -> Result<Outcome> {
         alive_word(etcd_alive),
         state.etcd.client_port
     );
-    for s in &state.stopped {
+    // A record whose process is gone was undone by a rebuild (heal, reinit): not a fault.
+    for s in state
+        .stopped
+        .iter()
+        .filter(|s| process::alive(s.pid, "postgres"))
+    {
         println!(
             "fault: {}'s {} (PID {}) is SIGSTOPped",
             s.member, s.process, s.pid

@@ -58,6 +58,11 @@ fn break_lag_leaves_replica_behind_but_streaming(lab: &Lab) {
     assert_eq!(m["state"], "streaming", "{m}");
     let status = lab.lab(&["status"]);
     assert_eq!(status.status.code(), Some(1), "status must report the lag");
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains(&format!("fault: {replica}'s walreceiver")),
+        "{said}"
+    );
 }
 
 fn repair_brings_the_replica_back(lab: &Lab) {
