@@ -416,6 +416,12 @@ impl Member {
         Some(lag.unwrap_or(Lag::Unknown))
     }
 
+    /// A replica that replicates (healthy state) with a known lag of `kind` below
+    /// `tolerance`: what a heal must leave behind. Never true of a leader.
+    pub fn is_caught_up(&self, kind: LagKind, tolerance: u64) -> bool {
+        self.state.is_healthy_replica() && self.lag(kind).is_some_and(|l| !l.breaches(tolerance))
+    }
+
     /// The member this one replicates from when cascading (tag `replicatefrom`).
     pub fn replicatefrom(&self) -> Option<&str> {
         self.tags.get("replicatefrom").and_then(Value::as_str)
@@ -529,6 +535,29 @@ pub struct HistoryEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caught_up_means_replicating_with_known_lag_below_the_tolerance() {
+        let c = crate::fixtures::ClusterBuilder::new()
+            .leader("l")
+            .replica("ok")
+            .replay_lag_bytes(10)
+            .replica("far")
+            .replay_lag_bytes(100)
+            .replica("unknown")
+            .unknown_lag()
+            .replica("rebuilding")
+            .state(State::CreatingReplica)
+            .replay_lag_bytes(0)
+            .build();
+        let caught_up: Vec<&str> = c
+            .members
+            .iter()
+            .filter(|m| m.is_caught_up(LagKind::Replay, 100))
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(caught_up, ["ok"]);
+    }
 
     #[test]
     fn master_and_primary_are_the_leader() {

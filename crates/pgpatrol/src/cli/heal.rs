@@ -93,11 +93,7 @@ fn leader_name(c: &Cluster) -> Option<String> {
 /// `creating replica` in the DCS view).
 fn unhealthy(c: &Cluster, policy: &Policy) -> Vec<String> {
     c.replicas()
-        .filter(|m| {
-            !m.state.is_healthy_replica()
-                || m.lag(policy.lag)
-                    .is_some_and(|l| l.breaches(policy.tolerance))
-        })
+        .filter(|m| !m.is_caught_up(policy.lag, policy.tolerance))
         .map(|m| m.name.clone())
         .collect()
 }
@@ -328,11 +324,8 @@ async fn settled_snapshot(
         let snap = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
         let settled = snap.as_ref().is_some_and(|c| {
             healed.iter().all(|name| {
-                c.member(name).is_some_and(|m| {
-                    m.state.is_healthy_replica()
-                        && m.lag(policy.lag)
-                            .is_some_and(|l| !l.breaches(policy.tolerance))
-                })
+                c.member(name)
+                    .is_some_and(|m| m.is_caught_up(policy.lag, policy.tolerance))
             })
         });
         if settled || std::time::Instant::now() >= deadline {

@@ -326,18 +326,18 @@ async fn cluster_view(
         .cluster
         .member(member)
         .ok_or_else(|| format!("no member {member}"))?;
+    if m.is_caught_up(opts.lag, opts.tolerance) {
+        return Ok(());
+    }
     if !m.state.is_healthy_replica() {
         return Err(format!("state {}", m.state));
     }
-    match m.lag(opts.lag) {
-        Some(Lag::Bytes(b)) if b < opts.tolerance => Ok(()),
-        Some(Lag::Bytes(b)) => Err(format!(
-            "{} lag {}",
-            opts.lag.as_str(),
-            pgpatrol_core::units::human(b)
-        )),
-        _ => Err(format!("{} lag unknown", opts.lag.as_str())),
-    }
+    // Not caught up, though replicating: its lag is too high or unknown.
+    let lag = match m.lag(opts.lag) {
+        Some(Lag::Bytes(b)) => pgpatrol_core::units::human(b),
+        _ => "unknown".to_string(),
+    };
+    Err(format!("{} lag {lag}", opts.lag.as_str()))
 }
 
 #[cfg(test)]

@@ -179,12 +179,9 @@ impl Healer {
         let recovered: Vec<String> = {
             let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             let healthy = |m: &str| {
-                cluster.member(m).is_some_and(|x| {
-                    x.state.is_healthy_replica()
-                        && x.lag(self.policy.lag)
-                            .and_then(|l| l.bytes())
-                            .is_some_and(|b| b < self.policy.tolerance)
-                })
+                cluster
+                    .member(m)
+                    .is_some_and(|x| x.is_caught_up(self.policy.lag, self.policy.tolerance))
             };
             let done: Vec<String> = p.escalated.iter().filter(|m| healthy(m)).cloned().collect();
             for m in &done {
