@@ -160,13 +160,21 @@ impl HealArgs {
 
         self.execute(&source, &policy, &before, &plan, &mut report)
             .await;
-        let healed: Vec<&str> = report
+        // Expected caught up afterwards: the members healed, and the replicas that already
+        // were before (a rebuild's checkpoint and WAL switch show on them for a loop or two).
+        let expected: Vec<&str> = report
             .outcomes
             .iter()
             .filter(|o| o.result == ReinitResult::Healed)
             .map(|o| o.member.as_str())
+            .chain(
+                before
+                    .replicas()
+                    .filter(|m| m.is_caught_up(policy.lag, policy.tolerance))
+                    .map(|m| m.name.as_str()),
+            )
             .collect();
-        let after = settled_snapshot(&source, &policy, &healed).await;
+        let after = settled_snapshot(&source, &policy, &expected).await;
         report.still_unhealthy = after
             .as_ref()
             .map(|a| unhealthy(a, &policy))
@@ -311,19 +319,20 @@ impl HealArgs {
     }
 }
 
-/// The state after healing. `/cluster` trails the members' own `/patroni` (which the
-/// executor watched) by up to `loop_wait`: give it a few seconds to show the healed members
-/// below the tolerance before reporting, so the report does not show stale lag.
+/// The state after healing. `/cluster` pairs DCS keys that each refresh once per loop, and a
+/// rebuild's checkpoint and WAL switch show on the other replicas for a loop or two: give it
+/// up to 15 s to show the `expected` members caught up before reporting, so the report does
+/// not show stale lag. What still lags then is reported as it is.
 async fn settled_snapshot(
     source: &RestSource,
     policy: &Policy,
-    healed: &[&str],
+    expected: &[&str],
 ) -> Option<Cluster> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let snap = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
         let settled = snap.as_ref().is_some_and(|c| {
-            healed.iter().all(|name| {
+            expected.iter().all(|name| {
                 c.member(name)
                     .is_some_and(|m| m.is_caught_up(policy.lag, policy.tolerance))
             })
