@@ -8,6 +8,7 @@ pub mod executor;
 pub mod lab;
 pub mod output;
 pub mod source;
+pub mod supervise;
 pub mod watch;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use super::Outcome;
 use crate::lab::faults::{self, LagKind};
 use crate::lab::process::{self, UpOptions};
-use crate::lab::{self, LabPaths, LabState, PatroniVersion};
+use crate::lab::{self, Init, LabPaths, LabState, PatroniVersion};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -62,6 +62,11 @@ pub struct UpArgs {
     /// How long to wait for the cluster to become healthy.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// What runs each member: `none` (on the host), or in its own PID namespace (as in a
+    /// container, needs root) under `direct` (Patroni as PID 1), `supervise` (pgpatrol
+    /// supervise), `tini`, or `no-reap` (a PID 1 that never reaps: reproduces seed 001's hang).
+    #[arg(long, value_enum, default_value = "none")]
+    pub init: Init,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +160,7 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         port_base: args.port_base,
         scope: args.scope,
         timeout: args.timeout,
+        init: args.init,
     };
     let (paths, state) = process::up(&opts).await?;
     let leader = lab::any_cluster_json(&state)
@@ -162,8 +168,16 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         .ok()
         .and_then(|c| lab::leader_name(&c))
         .unwrap_or_default();
+    let init = if state.init.namespaced() {
+        format!(
+            ", each in its own PID namespace under init {}",
+            state.init.as_str()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "lab up: {} member(s), scope {}, Patroni {} ({}), in {} ({:.1} s)",
+        "lab up: {} member(s), scope {}, Patroni {} ({}){init}, in {} ({:.1} s)",
         state.members.len(),
         state.scope,
         state.patroni.as_str(),
@@ -276,6 +290,22 @@ async fn status(dir: &Path) -> Result<Outcome> {
     }
     for k in &state.killed {
         println!("fault: {k} was killed");
+    }
+    for m in &state.members {
+        let zombies = m.zombies();
+        if !zombies.is_empty() {
+            let list: Vec<String> = zombies
+                .iter()
+                .map(|(pid, comm)| format!("{comm} (PID {pid})"))
+                .collect();
+            println!(
+                "zombies: {} in {}'s PID namespace (init {}): {}",
+                zombies.len(),
+                m.name,
+                state.init.as_str(),
+                list.join(", ")
+            );
+        }
     }
     let verdict = match &cluster {
         Ok(c) => lab::check_health(c, state.members.len(), Some(lab::HEALTHY_MAX_LAG)),

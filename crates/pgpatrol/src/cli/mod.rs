@@ -16,6 +16,7 @@ pub mod reinit;
 pub mod show_config;
 pub mod sli;
 pub mod slo;
+pub mod supervise;
 pub mod topology;
 pub mod watch;
 
@@ -60,6 +61,8 @@ pub enum Command {
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Run a command as a container's PID 1: reap zombies, forward signals, keep its exit code.
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// What a command found, mapped onto the process exit code.
@@ -83,6 +86,16 @@ impl From<Outcome> for ExitCode {
 /// Parses arguments, runs the command, prints an error as one line, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // supervise is an init: synchronous, single-threaded, no runtime (crate::supervise).
+    let cli = match cli.command {
+        Command::Supervise(args) => {
+            return match args.run() {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+                Err(e) => fail(e),
+            }
+        }
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -109,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => args.run().await,
         Command::ShowConfig(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
+        Command::Supervise(_) => anyhow::bail!("supervise runs before the async runtime starts"),
     }
 }
 

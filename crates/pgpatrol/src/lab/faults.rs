@@ -128,8 +128,8 @@ pub async fn break_lag(
     if leader.name == target.name {
         bail!("{member} is the leader; pick a replica");
     }
-    let pm = process::postmaster_pid(&target.data_dir)
-        .filter(|p| alive(*p, "postgres"))
+    let pm = target
+        .postmaster()
         .with_context(|| format!("{member}'s postgres is not running"))?;
     let what = kind.process();
     let deadline = Instant::now() + timeout;
@@ -298,15 +298,24 @@ async fn write_until_lag(
     }
 }
 
-/// kill -9 the leader's Patroni and its postmaster. Returns the leader's name.
+/// kill -9 the leader's Patroni and its postmaster (its whole PID namespace under `--init`).
+/// Returns the leader's name.
 pub async fn crash_leader(paths: &LabPaths, state: &mut LabState) -> Result<String> {
     let leader = leader(state).await?.clone();
-    let pm = process::postmaster_pid(&leader.data_dir).filter(|p| alive(*p, "postgres"));
-    if let Some(pid) = leader.pid.filter(|p| alive(*p, "patroni")) {
-        process::signal(pid, Signal::SIGKILL)?;
-    }
-    if let Some(pm) = pm {
-        process::signal(pm, Signal::SIGKILL)?;
+    let pm = leader.postmaster();
+    let config = leader.config.to_string_lossy().into_owned();
+    match leader.init_pid.filter(|p| alive(*p, &config)) {
+        // In its own PID namespace: SIGKILL its PID 1 and the kernel kills the rest, as when
+        // a pod is deleted.
+        Some(init) => process::signal(init, Signal::SIGKILL)?,
+        None => {
+            if let Some(pid) = leader.pid.filter(|p| alive(*p, "patroni")) {
+                process::signal(pid, Signal::SIGKILL)?;
+            }
+            if let Some(pm) = pm {
+                process::signal(pm, Signal::SIGKILL)?;
+            }
+        }
     }
     if !state.killed.contains(&leader.name) {
         state.killed.push(leader.name.clone());

@@ -56,6 +56,42 @@ impl PatroniVersion {
     }
 }
 
+/// What each member's Patroni runs under (`lab up --init`). Every mode but `none` puts each
+/// member in its own PID namespace (`unshare --pid --fork --mount-proc`), as a container
+/// would, so the process there at PID 1 is the one that inherits the orphaned postmaster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// No namespace: Patroni runs on the host; postmasters are orphans of the machine's init.
+    #[default]
+    None,
+    /// Patroni itself as PID 1 (its built-in init mode forks the daemon and reaps).
+    Direct,
+    /// `pgpatrol supervise` as PID 1.
+    Supervise,
+    /// Debian's `tini` as PID 1 (for side-by-side comparison).
+    Tini,
+    /// A PID 1 that waits only for its own child and never reaps orphans: seed 001's hang.
+    NoReap,
+}
+
+impl Init {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Init::None => "none",
+            Init::Direct => "direct",
+            Init::Supervise => "supervise",
+            Init::Tini => "tini",
+            Init::NoReap => "no-reap",
+        }
+    }
+
+    /// True when members run in their own PID namespace.
+    pub fn namespaced(self) -> bool {
+        self != Init::None
+    }
+}
+
 /// The files and folders of one lab.
 #[derive(Debug, Clone)]
 pub struct LabPaths {
@@ -114,6 +150,9 @@ pub struct LabState {
     pub scope: String,
     pub patroni: PatroniVersion,
     pub venv: PathBuf,
+    /// What each member's Patroni runs under.
+    #[serde(default)]
+    pub init: Init,
     pub etcd: EtcdState,
     pub members: Vec<MemberState>,
     /// PIDs a fault SIGSTOPped; `repair` and `down` SIGCONT them.
@@ -138,8 +177,12 @@ pub struct MemberState {
     pub name: String,
     pub rest_port: u16,
     pub pg_port: u16,
-    /// The Patroni process (it owns the member's postmaster).
+    /// The Patroni process (it owns the member's postmaster), as the host sees it.
     pub pid: Option<u32>,
+    /// With `--init` other than `none`: the host PID of the member's namespace init (PID 1
+    /// inside). SIGKILL on it ends the whole namespace, as deleting a pod does.
+    #[serde(default)]
+    pub init_pid: Option<u32>,
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -156,6 +199,27 @@ pub struct StoppedPid {
 impl MemberState {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.rest_port)
+    }
+
+    /// The running postmaster's host PID. `postmaster.pid` holds the PID PostgreSQL saw, which
+    /// inside a PID namespace is the namespace's number, so it is translated there.
+    pub fn postmaster(&self) -> Option<u32> {
+        let pid = process::postmaster_pid(&self.data_dir)?;
+        let host = match self.init_pid {
+            None => pid,
+            Some(init) => process::host_pid(init, pid)?,
+        };
+        process::alive(host, "postgres").then_some(host)
+    }
+
+    /// Zombies in the member's PID namespace (`(host PID, command)`), when it has one.
+    pub fn zombies(&self) -> Vec<(u32, String)> {
+        match self.init_pid {
+            Some(init) if process::alive(init, &self.config.to_string_lossy()) => {
+                process::zombies_under(init)
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -208,9 +272,7 @@ impl LabState {
             .members
             .iter()
             .any(|m| m.pid.is_some_and(|p| process::alive(p, "patroni")));
-        let postmaster = self.members.iter().any(|m| {
-            process::postmaster_pid(&m.data_dir).is_some_and(|p| process::alive(p, "postgres"))
-        });
+        let postmaster = self.members.iter().any(|m| m.postmaster().is_some());
         let etcd = self.etcd.pid.is_some_and(|p| process::alive(p, "etcd"));
         patroni || postmaster || etcd
     }
@@ -479,6 +541,7 @@ mod tests {
             rest_port: 8000 + i,
             pg_port: 5000 + i,
             pid: None,
+            init_pid: None,
             data_dir: paths.data(&format!("pg{i}")),
             config: paths.config(&format!("pg{i}")),
             log: paths.log(&format!("pg{i}")),
@@ -488,6 +551,7 @@ mod tests {
             scope: "demo".into(),
             patroni: PatroniVersion::V4_1,
             venv: "/v".into(),
+            init: Init::None,
             etcd: EtcdState {
                 pid: None,
                 client_port: 1,

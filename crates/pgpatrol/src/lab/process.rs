@@ -14,7 +14,7 @@ use nix::unistd::{Pid, User};
 
 use super::config::{self, Ports, Secrets};
 use super::{
-    check_health, EtcdState, LabPaths, LabState, MemberState, PatroniVersion, ETCD_BIN,
+    check_health, EtcdState, Init, LabPaths, LabState, MemberState, PatroniVersion, ETCD_BIN,
     HEALTHY_MAX_LAG, PG_BIN_DIR, STATE_VERSION,
 };
 
@@ -85,8 +85,19 @@ impl RunAs {
         Ok(())
     }
 
-    /// A detached command: clean environment, own process group, stdin null, output to `log`.
+    /// A detached command run as the lab's user: clean environment, own process group,
+    /// stdin null, output to `log`.
     fn command(&self, program: &Path, log: &Path) -> Result<Command> {
+        let mut cmd = self.detached(program, log)?;
+        if let Some((uid, gid)) = self.ids {
+            // std drops supplementary groups when root sets uid/gid.
+            cmd.uid(uid).gid(gid);
+        }
+        Ok(cmd)
+    }
+
+    /// The same, but keeping the caller's user (root, for `unshare --pid`).
+    fn detached(&self, program: &Path, log: &Path) -> Result<Command> {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
@@ -104,10 +115,6 @@ impl RunAs {
             .stderr(err)
             // Its own group: Ctrl-C in the terminal that ran `lab up` does not reach it.
             .process_group(0);
-        if let Some((uid, gid)) = self.ids {
-            // std drops supplementary groups when root sets uid/gid.
-            cmd.uid(uid).gid(gid);
-        }
         Ok(cmd)
     }
 }
@@ -157,27 +164,84 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<u32> {
         .ok()
 }
 
-/// Children of `parent` whose command line contains `needle`.
-pub fn children(parent: u32, needle: &str) -> Vec<u32> {
+/// One line of the process table.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: u32,
+    pub ppid: u32,
+    /// `R`, `S`, `Z`, ... from `/proc/PID/stat`.
+    pub state: char,
+    pub comm: String,
+}
+
+/// Every process, from `/proc/*/stat` (processes that end while it reads are skipped).
+pub fn proc_table() -> Vec<Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')?
-                        .1
-                        .split_whitespace()
-                        .nth(1)?
-                        .parse::<u32>()
-                        .ok()
-                });
-            ppid == Some(parent) && alive(*pid, needle)
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "PID (comm) S PPID ...": comm may hold spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_owned();
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            Some(Proc {
+                pid,
+                ppid,
+                state,
+                comm,
+            })
         })
         .collect()
+}
+
+/// `root` and every process below it, parents before children.
+pub fn descendants(root: u32) -> Vec<Proc> {
+    let table = proc_table();
+    let mut found: Vec<Proc> = table.iter().filter(|p| p.pid == root).cloned().collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i].pid;
+        found.extend(table.iter().filter(|p| p.ppid == parent).cloned());
+        i += 1;
+    }
+    found
+}
+
+/// Children of `parent` whose command line contains `needle`.
+pub fn children(parent: u32, needle: &str) -> Vec<u32> {
+    proc_table()
+        .into_iter()
+        .filter(|p| p.ppid == parent && alive(p.pid, needle))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Zombies at or below `root`: `(host PID, command)`.
+pub fn zombies_under(root: u32) -> Vec<(u32, String)> {
+    descendants(root)
+        .into_iter()
+        .filter(|p| p.state == 'Z')
+        .map(|p| (p.pid, p.comm))
+        .collect()
+}
+
+/// The host PID of the process that PID namespace `init` (a host PID) calls `inner`, from
+/// the `NSpid:` line of `/proc/PID/status` (host PID first, innermost last).
+pub fn host_pid(init: u32, inner: u32) -> Option<u32> {
+    descendants(init).into_iter().map(|p| p.pid).find(|&pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+                line.split_whitespace().last()?.parse::<u32>().ok()
+            })
+            == Some(inner)
+    })
 }
 
 /// Sends `sig`; a process that is already gone is not an error.
@@ -225,6 +289,7 @@ pub struct UpOptions {
     pub port_base: Option<u16>,
     pub scope: String,
     pub timeout: Duration,
+    pub init: Init,
 }
 
 /// Checks the host has what a lab needs, with the fix in the message.
@@ -324,6 +389,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             rest_port,
             pg_port,
             pid: None,
+            init_pid: None,
             data_dir: paths.data(&name),
             config: paths.config(&name),
             log: paths.log(&name),
@@ -335,6 +401,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         scope: opts.scope.clone(),
         patroni: opts.patroni,
         venv,
+        init: opts.init,
         etcd: EtcdState {
             pid: None,
             client_port: ports.etcd_client,
@@ -419,7 +486,18 @@ pub async fn start_etcd(paths: &LabPaths, state: &mut LabState, run_as: &RunAs) 
     )
 }
 
-/// Starts member `i`'s Patroni with its config and records the PID.
+/// The PID 1 that `--init no-reap` puts in a member's namespace: it starts the command and
+/// waits for that one child only, like a service manager that tracks only its own services.
+/// Orphans re-parented to it stay zombies.
+const NO_REAP_INIT: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execvp(sys.argv[1], sys.argv[1:])\n\
+os.waitpid(pid, 0)\n";
+
+/// Debian's tini (`--init tini`).
+pub const TINI_BIN: &str = "/usr/bin/tini";
+
+/// Starts member `i`'s Patroni with its config (under the lab's init) and records the PIDs.
 pub fn start_member(
     paths: &LabPaths,
     state: &mut LabState,
@@ -427,11 +505,89 @@ pub fn start_member(
     run_as: &RunAs,
 ) -> Result<()> {
     let m = &state.members[i];
-    let mut cmd = run_as.command(&state.venv.join("bin/patroni"), &m.log)?;
-    cmd.arg(&m.config).current_dir(&paths.dir);
-    let pid = spawn(cmd, &format!("Patroni for {}", m.name))?;
+    let patroni = state.venv.join("bin/patroni");
+    let what = format!("Patroni for {}", m.name);
+    let (pid, init_pid) = if state.init.namespaced() {
+        let unshare = spawn(namespaced(state.init, run_as, &patroni, m)?, &what)?;
+        let (init, pid) = find_namespaced_patroni(unshare, &state.venv, &m.log)?;
+        (pid, Some(init))
+    } else {
+        let mut cmd = run_as.command(&patroni, &m.log)?;
+        cmd.arg(&m.config).current_dir(&paths.dir);
+        (spawn(cmd, &what)?, None)
+    };
     state.members[i].pid = Some(pid);
+    state.members[i].init_pid = init_pid;
     state.save(paths)
+}
+
+/// `unshare --pid --fork --mount-proc INIT... setpriv (to the lab user) patroni CONFIG`: the
+/// member in its own PID namespace, as in a container. Needs root.
+fn namespaced(init: Init, run_as: &RunAs, patroni: &Path, m: &MemberState) -> Result<Command> {
+    let Some((uid, gid)) = run_as.ids else {
+        bail!(
+            "lab up --init {} needs root: a PID namespace (unshare --pid) needs CAP_SYS_ADMIN; use --init none",
+            init.as_str()
+        );
+    };
+    let mut cmd = run_as.detached(Path::new("/usr/bin/unshare"), &m.log)?;
+    // --kill-child: if unshare itself dies, the namespace goes with it.
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"]);
+    match init {
+        Init::None | Init::Direct => {}
+        Init::Supervise => {
+            let me = std::env::current_exe().context("cannot find the pgpatrol binary")?;
+            cmd.arg(me).args(["supervise", "--grace", "10s", "--"]);
+        }
+        Init::Tini => {
+            if !Path::new(TINI_BIN).is_file() {
+                bail!("--init tini: {TINI_BIN} not found: run scripts/setup (it installs Debian's tini)");
+            }
+            cmd.args([TINI_BIN, "--"]);
+        }
+        Init::NoReap => {
+            cmd.args(["/usr/bin/python3", "-c", NO_REAP_INIT]);
+        }
+    }
+    cmd.arg("/usr/bin/setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--init-groups", "--"])
+        .arg(patroni)
+        .arg(&m.config);
+    if let Some(dir) = m.config.parent() {
+        cmd.current_dir(dir);
+    }
+    Ok(cmd)
+}
+
+/// Waits (10 s at most) until `unshare`'s namespace runs Patroni; returns the host PIDs of
+/// the namespace's init and of Patroni (the outermost Patroni process: with `--init direct`
+/// that is PID 1 itself, which forwards signals to the daemon it forked).
+fn find_namespaced_patroni(unshare: u32, venv: &Path, log: &Path) -> Result<(u32, u32)> {
+    let python = venv.join("bin/python").to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let tree = descendants(unshare);
+        let init = tree.iter().find(|p| p.ppid == unshare).map(|p| p.pid);
+        let patroni = tree
+            .iter()
+            .skip(1)
+            .find(|p| cmdline(p.pid).is_some_and(|c| c.starts_with(&python)))
+            .map(|p| p.pid);
+        if let (Some(init), Some(patroni)) = (init, patroni) {
+            return Ok((init, patroni));
+        }
+        if !alive(unshare, "unshare") && tree.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "Patroni did not start in its PID namespace; {} says: {}",
+        log.display(),
+        super::tail(log, 5).replace('\n', " | ")
+    )
 }
 
 /// Polls /cluster until the lab is healthy (see [`check_health`]); on timeout the error
@@ -517,7 +673,7 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
     }
     let mut waiting: Vec<(u32, &str)> = Vec::new();
     for m in &state.members {
-        let postmaster = postmaster_pid(&m.data_dir).filter(|p| alive(*p, "postgres"));
+        let postmaster = m.postmaster();
         match m.pid.filter(|p| alive(*p, "patroni")) {
             Some(pid) => {
                 signal(pid, Signal::SIGTERM)?;
@@ -534,7 +690,21 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
             waiting.push((pm, "postgres"));
         }
     }
-    wait_gone(&waiting, Duration::from_secs(30)).await;
+    // In a PID namespace a Patroni stuck behind a non-reaping init never exits by itself:
+    // give it less time, then SIGKILL the namespace's init, which ends everything in it.
+    let patience = if state.init.namespaced() { 10 } else { 30 };
+    wait_gone(&waiting, Duration::from_secs(patience)).await;
+    let configs: Vec<String> = state
+        .members
+        .iter()
+        .map(|m| m.config.to_string_lossy().into_owned())
+        .collect();
+    for (m, config) in state.members.iter().zip(&configs) {
+        if let Some(init) = m.init_pid.filter(|p| alive(*p, config)) {
+            signal(init, Signal::SIGKILL)?;
+            waiting.push((init, config));
+        }
+    }
     for &(pid, needle) in &waiting {
         if alive(pid, needle) {
             signal(pid, Signal::SIGKILL)?;

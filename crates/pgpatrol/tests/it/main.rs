@@ -20,6 +20,9 @@
 //! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
 //!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab.
 //!
+//! - `supervise`: seed 001's hang live: members in their own PID namespaces under a PID 1
+//!   that does not reap (the hang is asserted) and under `pgpatrol supervise` (it is gone).
+//!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
@@ -34,6 +37,7 @@ mod k8s;
 mod k8s_fixture;
 mod lab;
 mod read;
+mod supervise;
 mod tls;
 mod util;
 mod watch;
@@ -49,5 +53,6 @@ fn main() -> ExitCode {
         ("watch", watch::tests),
         ("tls", tls::tests),
         ("k8s", k8s::tests),
+        ("supervise", supervise::tests),
     ])
 }

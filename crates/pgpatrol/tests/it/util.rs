@@ -17,28 +17,45 @@ use crate::harness::Lab;
 /// GET over plain HTTP/1.0 (Patroni closes the connection after the body). Returns
 /// (status, body).
 pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    request(method, url, body, None, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// One HTTP/1.0 request with optional basic auth (`auth` is the base64 `user:password`);
+/// `Err` when it cannot connect or no answer came within `timeout`.
+pub fn request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    auth: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").expect("http:// URL");
     let (hostport, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = TcpStream::connect(hostport).unwrap_or_else(|e| panic!("connect {hostport}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut s = TcpStream::connect(hostport).map_err(|e| format!("connect {hostport}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).ok();
     let body = body.unwrap_or("");
+    let auth = auth
+        .map(|a| format!("Authorization: Basic {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {hostport}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-    .expect("send");
+    .map_err(|e| format!("send: {e}"))?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
+    s.read_to_string(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    Ok((status, body.to_string()))
 }
 
 pub fn get_json(url: &str) -> Value {
@@ -118,7 +135,12 @@ impl Drop for Paused<'_> {
 }
 
 fn lab_auth(lab: &Lab) -> String {
-    let pw = std::fs::read_to_string(lab.dir().join("restapi.password")).expect("password file");
+    auth_for(lab.dir())
+}
+
+/// The base64 basic-auth value for the REST API of the lab in `dir`.
+pub fn auth_for(dir: &std::path::Path) -> String {
+    let pw = std::fs::read_to_string(dir.join("restapi.password")).expect("password file");
     basic(&format!("patrol:{}", pw.lines().next().unwrap_or_default()))
 }
 
