@@ -5,7 +5,7 @@
 //! (the whole of 127/8 is local on Linux), so every cluster has its own base URLs as in a
 //! real fleet: N clusters are 3N listeners, each an accept loop on one tokio task.
 //! Every member answers like Patroni 4.1.5 (bodies shaped on the captures in
-//! `/work/shared/reference/captures/`):
+//! `crates/pgpatrol/tests/fixtures/captures/`):
 //!
 //! - `GET /cluster`: 3 members (`node0` leads, `node1` and `node2` stream) with 4.1's
 //!   `receive_lag`/`replay_lag`/`*_lsn`, `scope` = the cluster's name, `api_url`s pointing

@@ -13,12 +13,13 @@ pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    //! Helpers for unit tests: Patroni's real responses, captured in shared/reference.
+    //! Helpers for unit tests: Patroni's real responses, captured from live clusters and kept
+    //! in `crates/pgpatrol/tests/fixtures/captures/` (see its README).
 
-    /// A capture from `shared/reference/captures/` beside the repository.
+    /// A capture by file name.
     pub fn capture(name: &str) -> String {
         let path = format!(
-            "{}/../../../shared/reference/captures/{name}",
+            "{}/tests/fixtures/captures/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -30,7 +30,7 @@ pub fn tests() -> Vec<Test> {
 
 fn capture(name: &str) -> String {
     format!(
-        "{}/../../../shared/reference/captures/{name}",
+        "{}/tests/fixtures/captures/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
 }
