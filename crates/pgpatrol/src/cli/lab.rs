@@ -308,7 +308,12 @@ async fn status(dir: &Path) -> Result<Outcome> {
         }
     }
     let verdict = match &cluster {
-        Ok(c) => lab::check_health(c, state.members.len(), Some(lab::HEALTHY_MAX_LAG)),
+        Ok(c) => lab::check_health(
+            c,
+            state.members.len(),
+            Some(lab::HEALTHY_MAX_LAG),
+            state.patroni.streaming_state(),
+        ),
         Err(e) => Err(format!("{e:#}")),
     };
     match verdict {

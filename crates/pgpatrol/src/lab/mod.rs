@@ -33,28 +33,62 @@ pub const REST_USER: &str = "patrol";
 /// `maximum_lag_on_failover`).
 pub const HEALTHY_MAX_LAG: u64 = 1024 * 1024;
 
-/// The Patroni major versions the lab can run.
+/// The Patroni lines the lab can run: `.tools/patroni-<line>.*` venvs from PyPI, or Debian's
+/// own package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum PatroniVersion {
     /// Patroni 4.1 (4.1.5): has `receive_lag` and `replay_lag` in /cluster.
     #[value(name = "4.1")]
     #[serde(rename = "4.1")]
     V4_1,
+    /// Patroni 4.0 (4.0.11): `primary` (no longer `master`), `lag` only.
+    #[value(name = "4.0")]
+    #[serde(rename = "4.0")]
+    V4_0,
+    /// Patroni 3.3 (3.3.11), the last 3.x line: `master`, `lag` only.
+    #[value(name = "3.3")]
+    #[serde(rename = "3.3")]
+    V3_3,
     /// Patroni 3.0 (3.0.4): `lag` only; replay lag comes from each member's /patroni.
     #[value(name = "3.0")]
     #[serde(rename = "3.0")]
     V3_0,
+    /// Patroni 2.1 (2.1.7): replicas say `running`, not `streaming`.
+    #[value(name = "2.1")]
+    #[serde(rename = "2.1")]
+    V2_1,
+    /// Debian's packaged Patroni (3.0.2 on Debian 12), installed in /usr.
+    #[value(name = "debian")]
+    #[serde(rename = "debian")]
+    Debian,
 }
 
 impl PatroniVersion {
-    /// The version prefix of the venv folder `.tools/patroni-<ver>...`.
+    /// The version prefix of the venv folder `.tools/patroni-<ver>...` (`debian` for the
+    /// system install).
     pub fn as_str(self) -> &'static str {
         match self {
             PatroniVersion::V4_1 => "4.1",
+            PatroniVersion::V4_0 => "4.0",
+            PatroniVersion::V3_3 => "3.3",
             PatroniVersion::V3_0 => "3.0",
+            PatroniVersion::V2_1 => "2.1",
+            PatroniVersion::Debian => "debian",
+        }
+    }
+
+    /// The `/cluster` state of a healthy streaming replica: Patroni before 3.0 says
+    /// `running` (it does not tell streaming from archive recovery).
+    pub fn streaming_state(self) -> &'static str {
+        match self {
+            PatroniVersion::V2_1 => "running",
+            _ => "streaming",
         }
     }
 }
+
+/// Where Debian's `patroni` package installs (`/usr/bin/patroni`, `/usr/bin/patronictl`).
+pub const DEBIAN_PREFIX: &str = "/usr";
 
 /// What each member's Patroni runs under (`lab up --init`). Every mode but `none` puts each
 /// member in its own PID namespace (`unshare --pid --fork --mount-proc`), as a container
@@ -382,7 +416,12 @@ pub fn leader_name(cluster: &Value) -> Option<String> {
 /// Checks a /cluster document: exactly one running leader, `members - 1` streaming replicas,
 /// and (when `max_lag` is set) every reported lag a number at most `max_lag` bytes.
 /// `Err` carries a one-line reason.
-pub fn check_health(cluster: &Value, members: usize, max_lag: Option<u64>) -> Result<(), String> {
+pub fn check_health(
+    cluster: &Value,
+    members: usize,
+    max_lag: Option<u64>,
+    streaming_state: &str,
+) -> Result<(), String> {
     let list = cluster["members"]
         .as_array()
         .ok_or("/cluster has no members list")?;
@@ -401,7 +440,7 @@ pub fn check_health(cluster: &Value, members: usize, max_lag: Option<u64>) -> Re
             }
             continue;
         }
-        if state == "streaming" {
+        if state == streaming_state {
             streaming += 1;
         } else {
             problems.push(format!("{name} is {role}/{state}"));
@@ -452,6 +491,13 @@ pub fn find_venv(explicit: Option<&Path>, version: PatroniVersion) -> Result<Pat
             version.as_str()
         )
     };
+    if explicit.is_none() && version == PatroniVersion::Debian {
+        let prefix = Path::new(DEBIAN_PREFIX);
+        if prefix.join("bin/patroni").is_file() {
+            return Ok(prefix.to_path_buf());
+        }
+        bail!("Debian's patroni package is not installed (no /usr/bin/patroni): run scripts/setup");
+    }
     if let Some(dir) = explicit {
         if dir.join("bin/patroni").is_file() {
             return LabPaths::new(dir).map(|p| p.dir);
@@ -507,28 +553,30 @@ mod tests {
             {"name": "pg1", "role": "replica", "state": "streaming", "lag": 0},
             {"name": "pg2", "role": "replica", "state": "streaming", "lag": 0, "replay_lag": 0},
         ]});
-        assert_eq!(check_health(&ok, 3, Some(HEALTHY_MAX_LAG)), Ok(()));
-        assert!(check_health(&ok, 2, None).is_err());
+        assert_eq!(check_health(&ok, 3, Some(HEALTHY_MAX_LAG), "streaming"), Ok(()));
+        assert!(check_health(&ok, 2, None, "streaming").is_err());
 
         let lagging = json!({"members": [
             {"name": "pg0", "role": "leader", "state": "running"},
             {"name": "pg1", "role": "replica", "state": "streaming", "lag": 67108864},
         ]});
-        assert!(check_health(&lagging, 2, None).is_ok());
-        let why = check_health(&lagging, 2, Some(HEALTHY_MAX_LAG)).unwrap_err();
+        assert!(check_health(&lagging, 2, None, "streaming").is_ok());
+        // Patroni 2.1 says `running` for a streaming replica.
+        assert!(check_health(&lagging, 2, None, "running").is_err());
+        let why = check_health(&lagging, 2, Some(HEALTHY_MAX_LAG), "streaming").unwrap_err();
         assert!(why.contains("pg1 lag 67108864"), "{why}");
 
         let unknown = json!({"members": [
             {"name": "pg0", "role": "leader", "state": "running"},
             {"name": "pg1", "role": "replica", "state": "streaming", "lag": "unknown"},
         ]});
-        assert!(check_health(&unknown, 2, Some(HEALTHY_MAX_LAG)).is_err());
+        assert!(check_health(&unknown, 2, Some(HEALTHY_MAX_LAG), "streaming").is_err());
 
         let two_running = json!({"members": [
             {"name": "pg0", "role": "leader", "state": "running"},
             {"name": "pg1", "role": "replica", "state": "running"},
         ]});
-        assert!(check_health(&two_running, 2, None)
+        assert!(check_health(&two_running, 2, None, "streaming")
             .unwrap_err()
             .contains("pg1 is replica/running"));
     }

@@ -566,6 +566,15 @@ fn namespaced(init: Init, run_as: &RunAs, patroni: &Path, m: &MemberState) -> Re
 /// that is PID 1 itself, which forwards signals to the daemon it forked).
 fn find_namespaced_patroni(unshare: u32, venv: &Path, log: &Path) -> Result<(u32, u32)> {
     let python = venv.join("bin/python").to_string_lossy().into_owned();
+    let script = venv.join("bin/patroni").to_string_lossy().into_owned();
+    // `PYTHON .../bin/patroni CONFIG`: the interpreter running the patroni script (an init
+    // that is itself Python, like --init no-reap's, has other arguments).
+    let is_patroni = |pid: u32| {
+        cmdline(pid).is_some_and(|c| {
+            let mut argv = c.split(' ');
+            argv.next().is_some_and(|a| a.starts_with(&python)) && argv.next() == Some(&script)
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let tree = descendants(unshare);
@@ -573,7 +582,7 @@ fn find_namespaced_patroni(unshare: u32, venv: &Path, log: &Path) -> Result<(u32
         let patroni = tree
             .iter()
             .skip(1)
-            .find(|p| cmdline(p.pid).is_some_and(|c| c.starts_with(&python)))
+            .find(|p| is_patroni(p.pid))
             .map(|p| p.pid);
         if let (Some(init), Some(patroni)) = (init, patroni) {
             return Ok((init, patroni));
@@ -597,7 +606,12 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
     let mut why;
     loop {
         match super::any_cluster_json(state).await {
-            Ok(cluster) => match check_health(&cluster, state.members.len(), Some(HEALTHY_MAX_LAG))
+            Ok(cluster) => match check_health(
+                &cluster,
+                state.members.len(),
+                Some(HEALTHY_MAX_LAG),
+                state.patroni.streaming_state(),
+            )
             {
                 Ok(()) => match members_agree(state, &cluster).await {
                     Ok(()) => return Ok(()),
