@@ -24,4 +24,19 @@ pub(crate) mod test_support {
         );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
+
+    /// The versions with a folder of captures (`captures/<version>/`, made by
+    /// scripts/capture-patroni), oldest first.
+    pub fn captured_versions() -> Vec<String> {
+        let dir = format!("{}/tests/fixtures/captures", env!("CARGO_MANIFEST_DIR"));
+        let mut found: Vec<(pgpatrol_core::PatroniVersion, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                Some((pgpatrol_core::PatroniVersion::parse(&name)?, name))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, name)| name).collect()
+    }
 }

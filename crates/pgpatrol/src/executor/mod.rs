@@ -80,6 +80,19 @@ impl Progress for Quiet {
 /// `POST /reinitialize` reads `from_leader` from this version on.
 const FROM_LEADER_SINCE: PatroniVersion = PatroniVersion::new(4, 1, 0);
 
+/// The first Patroni that reports `replication_state` in `/patroni`.
+const REPLICATION_STATE_SINCE: PatroniVersion = PatroniVersion::new(3, 0, 4);
+
+/// A running replica's own `/patroni` says it streams: `replication_state: streaming`, or,
+/// on Patroni before 3.0.4, which never reports it, nothing to the contrary (its lag against
+/// the leader, checked beside this, is the evidence then).
+fn says_streaming(s: &StatusWire) -> bool {
+    match s.replication_state.as_deref() {
+        Some(rs) => rs == "streaming",
+        None => s.version().is_some_and(|v| v < REPLICATION_STATE_SINCE),
+    }
+}
+
 fn lag_of(leader: &StatusWire, member: &StatusWire, kind: LagKind) -> Option<u64> {
     let leader_pos = leader.xlog.as_ref()?.location?;
     let x = member.xlog.as_ref()?;
@@ -256,8 +269,7 @@ pub async fn reinitialize(
             }
             let restarted =
                 s.postmaster_start_time.is_some() && s.postmaster_start_time != start_time_before;
-            let streaming = s.state.as_deref() == Some("running")
-                && s.replication_state.as_deref() == Some("streaming");
+            let streaming = s.state.as_deref() == Some("running") && says_streaming(s);
             if (transitioned || restarted) && streaming {
                 if let Some(lag) = leader_status.as_ref().and_then(|l| lag_of(l, s, opts.lag)) {
                     if lag < opts.tolerance {
@@ -365,6 +377,8 @@ mod tests {
         version: &'static str,
         /// The body of the `POST /reinitialize`, if one came.
         body: Mutex<Option<Value>>,
+        /// `replication_state` in the member's `/patroni` (absent before Patroni 3.0.4).
+        replication_state: Option<&'static str>,
     }
 
     async fn serve(app: Router) -> String {
@@ -380,11 +394,13 @@ mod tests {
         } else {
             "before"
         };
-        Json(
-            json!({"state": "running", "role": "replica", "replication_state": "streaming",
+        let mut status = json!({"state": "running", "role": "replica",
             "postmaster_start_time": started, "patroni": {"version": f.version, "scope": "demo"},
-            "xlog": {"received_location": 1000, "replayed_location": 1000}}),
-        )
+            "xlog": {"received_location": 1000, "replayed_location": 1000}});
+        if let Some(rs) = f.replication_state {
+            status["replication_state"] = json!(rs);
+        }
+        Json(status)
     }
 
     async fn reinit(State(f): State<Arc<Fake>>, Json(body): Json<Value>) -> &'static str {
@@ -421,12 +437,30 @@ mod tests {
         version: &'static str,
         from_leader: bool,
     ) -> (ReinitOutcome, Arc<Fake>) {
+        run_with(
+            stale_reads,
+            timeout,
+            version,
+            from_leader,
+            Some("streaming"),
+        )
+        .await
+    }
+
+    async fn run_with(
+        stale_reads: usize,
+        timeout: Duration,
+        version: &'static str,
+        from_leader: bool,
+        replication_state: Option<&'static str>,
+    ) -> (ReinitOutcome, Arc<Fake>) {
         let fake = Arc::new(Fake {
             posted: AtomicBool::new(false),
             stale_reads,
             cluster_reads: AtomicUsize::new(0),
             version,
             body: Mutex::new(None),
+            replication_state,
         });
         let member = serve(
             Router::new()
@@ -458,6 +492,24 @@ mod tests {
         };
         let out = reinitialize(&source, "pg1", &member, Some(&leader), &opts, &Quiet).await;
         (out, fake)
+    }
+
+    /// Regression (found by the compatibility topic on 2.1.7): Patroni before 3.0.4 never
+    /// says `replication_state`, and heal waited for it until its 10 minutes ran out.
+    #[tokio::test]
+    async fn before_patroni_3_0_4_a_running_replica_caught_up_is_healed() {
+        for version in ["2.1.7", "3.0.2"] {
+            let (out, _) = run_with(0, Duration::from_secs(30), version, false, None).await;
+            assert_eq!(out.result, ReinitResult::Healed, "{version}: {out:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn from_patroni_3_0_4_running_without_streaming_is_not_healed() {
+        for rs in [None, Some("stopped")] {
+            let (out, _) = run_with(0, Duration::from_millis(500), "4.1.5", false, rs).await;
+            assert_eq!(out.result, ReinitResult::TimedOut, "{rs:?}: {out:?}");
+        }
     }
 
     #[tokio::test]

@@ -81,7 +81,7 @@ impl PatroniVersion {
     /// `running` (it does not tell streaming from archive recovery).
     pub fn streaming_state(self) -> &'static str {
         match self {
-            PatroniVersion::V2_1 => "running",
+            PatroniVersion::V2_1 | PatroniVersion::Debian => "running",
             _ => "streaming",
         }
     }
@@ -553,7 +553,10 @@ mod tests {
             {"name": "pg1", "role": "replica", "state": "streaming", "lag": 0},
             {"name": "pg2", "role": "replica", "state": "streaming", "lag": 0, "replay_lag": 0},
         ]});
-        assert_eq!(check_health(&ok, 3, Some(HEALTHY_MAX_LAG), "streaming"), Ok(()));
+        assert_eq!(
+            check_health(&ok, 3, Some(HEALTHY_MAX_LAG), "streaming"),
+            Ok(())
+        );
         assert!(check_health(&ok, 2, None, "streaming").is_err());
 
         let lagging = json!({"members": [

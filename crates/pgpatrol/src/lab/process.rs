@@ -611,8 +611,7 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
                 state.members.len(),
                 Some(HEALTHY_MAX_LAG),
                 state.patroni.streaming_state(),
-            )
-            {
+            ) {
                 Ok(()) => match members_agree(state, &cluster).await {
                     Ok(()) => return Ok(()),
                     Err(reason) => why = reason,

@@ -2,12 +2,12 @@
 //! version being talked to, so scripts written against patronictl switch without change.
 //! Rules from `patroni/ctl.py output_members` + `print_output`:
 //! - keys are the column names; a key whose value prints as the empty string is dropped;
-//! - 3.0.x–4.0.x: `Cluster, Member, Host, Role, State, TL, Lag in MB` (3.0.3–3.0.4 lose the
+//! - 2.1.x–4.0.x: `Cluster, Member, Host, Role, State, TL, Lag in MB` (3.0.3–3.0.4 lose the
 //!   `Cluster` key to a typo fixed in 3.1.0); lag is rounded MB, `"unknown"` passes through;
 //! - 4.1+: `... TL, Receive LSN, Receive Lag, Replay LSN, Replay Lag`; unknown lag is dropped
 //!   but an unknown LSN shows as `"unknown"`;
 //! - `Pending restart` (`*`), `Pending restart reason` (3.3+), `Scheduled restart`, `Tags`
-//!   when any member has one.
+//!   when any member with a host has one (2.1: any member at all).
 
 use serde_json::{Map, Value};
 
@@ -67,10 +67,13 @@ pub fn rows(cluster: &Cluster, version: PatroniVersion) -> Vec<Map<String, Value
     let cluster_key =
         !(version >= PatroniVersion::new(3, 0, 3) && version < PatroniVersion::new(3, 1, 0));
     let with_reason = version >= PatroniVersion::new(3, 3, 0);
+    // Which members decide the optional columns: from 3.0.0 only those with a host; 2.1
+    // looks at every member.
+    let every_member = version < PatroniVersion::new(3, 0, 0);
     let with_host: Vec<&Member> = cluster
         .members
         .iter()
-        .filter(|m| m.host.is_some())
+        .filter(|m| every_member || m.host.is_some())
         .collect();
     let host_column = super::table::hosts(cluster);
     let any = |f: &dyn Fn(&Member) -> bool| with_host.iter().any(|m| f(m));
@@ -149,7 +152,7 @@ pub fn rows(cluster: &Cluster, version: PatroniVersion) -> Vec<Map<String, Value
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::rest::wire::{into_cluster, ClusterWire};
+    use crate::source::rest::wire::{into_cluster, ClusterWire, StatusWire};
     use crate::test_support::capture;
 
     fn rows_of(cluster_file: &str, version: PatroniVersion) -> Value {
@@ -173,6 +176,34 @@ mod tests {
     }
 
     #[test]
+    fn equals_every_captured_versions_own_patronictl() {
+        for v in crate::test_support::captured_versions() {
+            let version = PatroniVersion::parse(&v).unwrap();
+            // With the leader's /patroni, as `list` reads it (before 3.2 the scope is only
+            // there, not in /cluster).
+            let wire: ClusterWire =
+                serde_json::from_str(&capture(&format!("{v}/cluster.json"))).unwrap();
+            let status: StatusWire =
+                serde_json::from_str(&capture(&format!("{v}/patroni_leader.json"))).unwrap();
+            let c = into_cluster(wire, Some(&status), None);
+            let ours = Value::Array(rows(&c, version).into_iter().map(Value::Object).collect());
+            let theirs: Value =
+                serde_json::from_str(&capture(&format!("{v}/patronictl_list.json"))).unwrap();
+            assert_eq!(ours, theirs, "Patroni {v}");
+            for (o, t) in ours
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(theirs.as_array().unwrap())
+            {
+                let ok: Vec<&String> = o.as_object().unwrap().keys().collect();
+                let tk: Vec<&String> = t.as_object().unwrap().keys().collect();
+                assert_eq!(ok, tk, "Patroni {v}: key order");
+            }
+        }
+    }
+
+    #[test]
     fn key_order_matches_patronictl() {
         let ours = rows_of("cluster_replay_lag.json", PatroniVersion::new(4, 1, 5));
         let keys: Vec<&String> = ours[0].as_object().unwrap().keys().collect();
@@ -191,6 +222,20 @@ mod tests {
                 "Replay Lag"
             ]
         );
+    }
+
+    #[test]
+    fn on_2_1_a_member_without_a_host_decides_the_optional_columns_too() {
+        let wire: ClusterWire = serde_json::from_value(serde_json::json!({"members": [
+            {"name": "pg0", "role": "leader", "state": "running", "host": "127.0.0.1", "port": 5432, "timeline": 1},
+            {"name": "pg1", "role": "replica", "state": "stopped", "tags": {"nofailover": true}},
+        ]}))
+        .unwrap();
+        let c = into_cluster(wire, None, None);
+        let has_tags = |v: PatroniVersion| rows(&c, v).iter().any(|r| r.contains_key("Tags"));
+        assert!(has_tags(PatroniVersion::new(2, 1, 7)));
+        assert!(!has_tags(PatroniVersion::new(3, 0, 2)));
+        assert!(!has_tags(PatroniVersion::new(4, 1, 5)));
     }
 
     #[test]

@@ -51,9 +51,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgpatrol")
 }
 
-/// The Patroni version under test: "4.1" or "3.0".
+/// The Patroni line under test (`lab up --patroni`): "4.1" (default), "3.0", or a
+/// compatibility line: "4.0", "3.3", "2.1", "debian".
 pub fn patroni_version() -> String {
     std::env::var("PGPATROL_IT_PATRONI").unwrap_or_else(|_| "4.1".into())
+}
+
+/// True for the lines the whole suite runs on (4.1 and 3.0); the others run the `compat`
+/// topic only.
+pub fn full_suite() -> bool {
+    matches!(patroni_version().as_str(), "4.1" | "3.0")
 }
 
 /// The folder holding this run's labs: `main` (the shared lab) and any a test starts.

@@ -46,7 +46,7 @@ fn other_replicas(lab: &Lab, except: &str) -> Vec<String> {
         .collect()
 }
 
-fn heal_reinitializes_exactly_the_lagging_replica(lab: &Lab) {
+pub(crate) fn heal_reinitializes_exactly_the_lagging_replica(lab: &Lab) {
     let target = lab.replica();
     lab.break_lag(&target, 40);
     let before = start_times(lab);

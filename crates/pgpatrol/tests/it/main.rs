@@ -23,6 +23,10 @@
 //! - `supervise`: seed 001's hang live: members in their own PID namespaces under a PID 1
 //!   that does not reap (the hang is asserted) and under `pgpatrol supervise` (it is gone).
 //!
+//! - `compat`: every Patroni line a user still runs. On 4.1 and 3.0 (the whole suite) it adds
+//!   the per-version checks; on 4.0, 3.3, 2.1 and Debian's 3.0.2 it is the only topic, and
+//!   runs the key reading, heal and watch tests too (PGPATROL_IT_PATRONI=2.1 ...).
+//!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
@@ -32,6 +36,7 @@
 mod harness;
 
 mod badinput;
+mod compat;
 mod heal;
 mod k8s;
 mod k8s_fixture;
@@ -45,6 +50,9 @@ mod watch;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if !harness::full_suite() {
+        return harness::main(&[("compat", compat::tests)]);
+    }
     harness::main(&[
         ("lab", lab::tests),
         ("read", read::tests),
@@ -54,5 +62,6 @@ fn main() -> ExitCode {
         ("tls", tls::tests),
         ("k8s", k8s::tests),
         ("supervise", supervise::tests),
+        ("compat", compat::tests),
     ])
 }

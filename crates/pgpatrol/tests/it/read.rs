@@ -24,7 +24,7 @@ fn list_json(lab: &Lab) -> Value {
         .expect("list JSON")
 }
 
-fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
+pub(crate) fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
     let ours = list_json(lab);
     let theirs = get_json(&format!("{}/cluster", lab.urls()[0]));
     let (ours_m, theirs_m) = (
@@ -51,13 +51,15 @@ fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
         }
     }
     assert_eq!(ours["scope"], "demo");
+    let line = patroni_version();
+    let expected = if line == "debian" { "3.0.2" } else { &line };
     assert!(ours["patroni_version"]
         .as_str()
         .unwrap()
-        .starts_with(&patroni_version()));
+        .starts_with(expected));
 }
 
-fn patronictl_json_equals_patronictl(lab: &Lab) {
+pub(crate) fn patronictl_json_equals_patronictl(lab: &Lab) {
     let theirs = lab.patronictl(&["list", "-f", "json"]);
     let theirs: Value =
         serde_json::from_str(&ok("patronictl list -f json", &theirs)).expect("patronictl JSON");
@@ -89,7 +91,7 @@ fn sli_mb(lab: &Lab, args: &[&str]) -> u64 {
         .expect("a number")
 }
 
-fn sli_sees_replay_only_lag_on_every_version(lab: &Lab) {
+pub(crate) fn sli_sees_replay_only_lag_on_every_version(lab: &Lab) {
     let replica = lab.replica();
     lab.break_replay(&replica, 40);
     let replay = sli_mb(lab, &[]);

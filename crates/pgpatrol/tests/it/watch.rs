@@ -161,7 +161,7 @@ pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn watch_exports_lag_within_an_interval(lab: &Lab) {
+pub(crate) fn watch_exports_lag_within_an_interval(lab: &Lab) {
     let dir = scratch(lab, "lag");
     let port = free_port();
     let cfg = watch_yml(

@@ -357,6 +357,101 @@ mod tests {
     }
 
     #[test]
+    fn every_captured_version_parses() {
+        let versions = crate::test_support::captured_versions();
+        for v in ["2.1.7", "3.0.2", "3.0.4", "3.3.11", "4.0.11", "4.1.5"] {
+            assert!(
+                versions.iter().any(|c| c == v),
+                "no captures of {v}: {versions:?}"
+            );
+        }
+        for v in versions {
+            let version = PatroniVersion::parse(&v).unwrap();
+            let file = |name: &str| capture(&format!("{v}/{name}"));
+            let leader: StatusWire = serde_json::from_str(&file("patroni_leader.json")).unwrap();
+            let replica: StatusWire = serde_json::from_str(&file("patroni_replica.json")).unwrap();
+            assert_eq!(leader.version(), Some(version), "{v}");
+            assert_eq!(
+                Role::parse(leader.role.as_deref().unwrap()),
+                Role::Leader,
+                "{v}"
+            );
+            assert!(leader.xlog.as_ref().unwrap().location.is_some(), "{v}");
+            let xlog = replica.xlog.clone().unwrap();
+            assert!(
+                xlog.replayed_location.is_some() && xlog.received_location.is_some(),
+                "{v}"
+            );
+
+            let wire: ClusterWire = serde_json::from_str(&file("cluster.json")).unwrap();
+            let split = version >= PatroniVersion::new(4, 1, 0);
+            assert_eq!(
+                wire.members.iter().any(MemberWire::has_split_lag),
+                split,
+                "{v}"
+            );
+            let replica_name = replica.patroni.as_ref().and_then(|p| p.name.clone());
+            let mut legacy = LegacyReplay {
+                leader_location: leader.xlog.as_ref().unwrap().location,
+                ..Default::default()
+            };
+            // Before 3.2 /patroni has no member name: pair by elimination in /cluster below.
+            let c = into_cluster(wire.clone(), None, None);
+            let leader_name = c.leader().map(|m| m.name.clone()).unwrap();
+            assert_eq!(
+                c.members.iter().filter(|m| m.role == Role::Leader).count(),
+                1,
+                "{v}"
+            );
+            for m in c.members.iter().filter(|m| m.name != leader_name) {
+                assert!(
+                    matches!(m.state, State::Streaming | State::Running),
+                    "{v}: {} is {:?}",
+                    m.name,
+                    m.state
+                );
+                assert_eq!(m.receive_lag, Some(Lag::Bytes(0)), "{v}: {}", m.name);
+                if !split {
+                    // < 4.1: replay lag needs /patroni; without it, unknown (never 0).
+                    assert_eq!(m.replay_lag, Some(Lag::Unknown), "{v}: {}", m.name);
+                }
+                if replica_name.as_deref().is_none_or(|n| n == m.name) {
+                    legacy.replicas.insert(m.name.clone(), xlog.clone());
+                }
+            }
+            if !split {
+                let c = into_cluster(wire, None, Some(&legacy));
+                assert!(
+                    c.members
+                        .iter()
+                        .filter(|m| legacy.replicas.contains_key(&m.name))
+                        .all(|m| matches!(m.replay_lag, Some(Lag::Bytes(_)))),
+                    "{v}: replay lag from /patroni"
+                );
+            }
+
+            let history = into_history(serde_json::from_str(&file("history.json")).unwrap())
+                .unwrap_or_else(|e| panic!("{v}: {e:?}"));
+            assert!(!history.is_empty(), "{v}: the capture follows a switchover");
+            assert!(history.iter().all(|h| h.timestamp.is_some()), "{v}");
+            let config: Value = serde_json::from_str(&file("config.json")).unwrap();
+            assert!(
+                config["ttl"].is_number() && config["loop_wait"].is_number(),
+                "{v}"
+            );
+            let metrics = file("metrics_leader.txt");
+            let encoded = metrics
+                .lines()
+                .find(|l| l.starts_with("patroni_version"))
+                .and_then(|l| l.split_whitespace().last())
+                .unwrap_or_else(|| panic!("{v}: no patroni_version in /metrics"));
+            // Patroni writes 4.1.5 as 040105.
+            let (a, b, c) = (version.major, version.minor, version.patch);
+            assert_eq!(encoded, format!("{a:02}{b:02}{c:02}"), "{v}");
+        }
+    }
+
+    #[test]
     fn history_lines_of_3_4_and_5_elements() {
         let wire: HistoryWire = serde_json::from_str(
             r#"[[1, 25623960, "no recovery target specified"],
