@@ -308,12 +308,16 @@ async fn status(dir: &Path) -> Result<Outcome> {
         }
     }
     let verdict = match &cluster {
-        Ok(c) => lab::check_health(
+        Ok(c) => match lab::check_health(
             c,
             state.members.len(),
             Some(lab::HEALTHY_MAX_LAG),
             state.patroni.streaming_state(),
-        ),
+        ) {
+            // /cluster is the DCS's view: the members' own answers must agree.
+            Ok(()) => process::members_agree(&state, c).await,
+            Err(why) => Err(why),
+        },
         Err(e) => Err(format!("{e:#}")),
     };
     match verdict {

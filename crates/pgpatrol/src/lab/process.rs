@@ -658,8 +658,9 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
 /// /cluster is the DCS's view, which lags reality: a killed leader still shows as "leader
 /// running" until its key expires. So each member's own /patroni must answer, say "running",
 /// and agree on its role.
-async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<(), String> {
+pub async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<(), String> {
     let leader = super::leader_name(cluster).unwrap_or_default();
+    let mut senders = None;
     for m in &state.members {
         let me = super::patroni_json(&m.url())
             .await
@@ -671,6 +672,24 @@ async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<
         let is_leader = matches!(role, "primary" | "master" | "standby_leader");
         if st != "running" || is_leader != (m.name == leader) {
             return Err(format!("{} says {role}/{st}", m.name));
+        }
+        if is_leader {
+            senders = Some(me["replication"].clone());
+        }
+    }
+    // The leader's pg_stat_replication: every replica streams. Patroni before 3.0.4 says a
+    // replica is `running` whether or not its walreceiver has connected yet.
+    let senders = senders.unwrap_or_default();
+    for m in state.members.iter().filter(|m| m.name != leader) {
+        let streams = senders.as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["application_name"] == m.name.as_str() && r["state"] == "streaming")
+        });
+        if !streams {
+            return Err(format!(
+                "{} is not streaming from the leader yet (its pg_stat_replication)",
+                m.name
+            ));
         }
     }
     Ok(())

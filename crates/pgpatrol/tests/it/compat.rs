@@ -147,10 +147,31 @@ fn captures_dir(version: &str) -> PathBuf {
         .join(version)
 }
 
+/// Keys Patroni sends only in some states (a walsender running, a pending restart, maintenance
+/// mode, synchronous mode...): not part of a version's shape.
+const CONDITIONAL: [&str; 11] = [
+    "replication",
+    "pending_restart",
+    "pending_restart_reason",
+    "scheduled_restart",
+    "scheduled_switchover",
+    "pause",
+    "tags",
+    "cluster_unlocked",
+    "failsafe_mode_is_active",
+    "sync_standby",
+    "quorum_standby",
+];
+
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v
         .as_object()
-        .map(|o| o.keys().cloned().collect())
+        .map(|o| {
+            o.keys()
+                .filter(|k| !CONDITIONAL.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     k.sort();
     k
