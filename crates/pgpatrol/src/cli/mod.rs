@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::output::term::ColorChoice;
+
 pub mod common;
 pub mod confirm;
 pub mod heal;
@@ -33,6 +35,11 @@ pub mod watch;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Colour in tables and logs: auto (on a terminal, unless NO_COLOR is set), always, never.
+    /// JSON, YAML and patronictl-json never carry colour.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,15 +105,16 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let color = cli.color;
     match cli.command {
-        Command::List(args) => args.run().await,
+        Command::List(args) => args.run(color).await,
         Command::Sli(args) => args.run().await,
         Command::Heal(args) => args.run().await,
         Command::Reinit(args) => args.run().await,
-        Command::Topology(args) => args.run().await,
-        Command::Watch(args) => args.run().await,
+        Command::Topology(args) => args.run(color).await,
+        Command::Watch(args) => args.run(color).await,
         Command::Slo(cmd) => cmd.run().await,
-        Command::History(args) => args.run().await,
+        Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
     }
