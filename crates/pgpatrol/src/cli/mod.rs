@@ -8,11 +8,13 @@ use clap::{Parser, Subcommand};
 use crate::output::term::ColorChoice;
 
 pub mod common;
+pub mod completions;
 pub mod confirm;
 pub mod heal;
 pub mod history;
 pub mod lab;
 pub mod list;
+pub mod man;
 pub mod progress;
 pub mod reinit;
 pub mod show_config;
@@ -42,31 +44,27 @@ pub struct Cli {
     pub color: ColorChoice,
 }
 
+// Each command's help is the doc comment of its Args struct (first line: the summary;
+// the rest: `--help` and the man page). A doc comment on a variant here would replace it.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the members: role, state, timeline, receive and replay LSN and lag.
     #[command(visible_alias = "status")]
     List(list::ListArgs),
-    /// Print the maximum replica lag as one number (the SLI).
     Sli(sli::SliArgs),
-    /// Reinitialize replicas whose lag is beyond the tolerance, behind guardrails, and report.
     Heal(heal::HealArgs),
-    /// Reinitialize one replica by hand (never the leader), optionally waiting for it.
     Reinit(reinit::ReinitArgs),
-    /// Watch clusters: lag metrics, the lag SLO, burn-rate alerts, auto-heal when allowed.
     Watch(watch::WatchArgs),
     /// SLO tooling: Prometheus rules for the lag SLOs of a watch config.
     #[command(subcommand)]
     Slo(slo::SloCommand),
-    /// Show the replication tree (cascading replicas under their upstream).
     Topology(topology::TopologyArgs),
-    /// Show the timeline history (failovers and switchovers).
     History(history::HistoryArgs),
-    /// Show the cluster's dynamic configuration.
     ShowConfig(show_config::ShowConfigArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// What a command found, mapped onto the process exit code.
@@ -117,6 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
+        Command::Completions(args) => args.run(),
+        Command::Man(args) => args.run(),
     }
 }
 
