@@ -20,6 +20,12 @@
 //! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
 //!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab.
 //!
+//! - `toolbox`: what an operator installs and looks at: bash completion, colour only where
+//!   it belongs, `list --watch` in a real terminal (tmux) through an outage and a failover,
+//!   the Grafana dashboard's queries against a real Prometheus, and the Debian package
+//!   (dpkg -i, its unit's command line as its user, purge). Needs root, tmux, man-db,
+//!   bash-completion (scripts/setup installs them).
+//!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
@@ -35,6 +41,7 @@ mod k8s_fixture;
 mod lab;
 mod read;
 mod tls;
+mod toolbox;
 mod util;
 mod watch;
 
@@ -49,5 +56,6 @@ fn main() -> ExitCode {
         ("watch", watch::tests),
         ("tls", tls::tests),
         ("k8s", k8s::tests),
+        ("toolbox", toolbox::tests),
     ])
 }
