@@ -5,6 +5,7 @@ use clap::Args;
 use super::common::{write_structured, ClusterArgs, Format};
 use super::Outcome;
 use crate::output::table;
+use crate::output::term::{ColorChoice, Look};
 
 /// Show the timeline history: when each timeline ended, why, and who became leader.
 #[derive(Debug, Args)]
@@ -18,11 +19,11 @@ pub struct HistoryArgs {
 }
 
 impl HistoryArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let entries = self.cluster.source().await?.history().await?;
         let mut out = std::io::stdout().lock();
         match self.format {
-            Format::Table => table::history(&mut out, &entries)?,
+            Format::Table => table::history(&mut out, &entries, &Look::stdout(color))?,
             f => write_structured(&mut out, f, &entries)?,
         }
         Ok(Outcome::Ok)

@@ -1,13 +1,22 @@
-//! `pgpatrol list` (alias `status`): the members, roles, states, timelines and lag.
+//! `pgpatrol list` (alias `status`): the members, roles, states, timelines and lag; with
+//! `--watch`, refreshed in place like `patronictl list -W`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
+use pgpatrol_core::{ByteSize, Cluster};
+
 use super::common::{write_structured, ClusterArgs, Format};
 use super::Outcome;
-use crate::output::{patronictl, table};
-use crate::source::rest::Detail;
+use crate::output::live::{self, Tracker};
+use crate::output::patronictl;
+use crate::output::table::{self, Emphasis};
+use crate::output::term::{ColorChoice, Look};
+use crate::source::rest::{Detail, RestSource};
+use crate::source::target::Target;
+use crate::source::SourceError;
 
 /// Output formats of `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,7 +29,17 @@ pub enum ListFormat {
     PatronictlJson,
 }
 
+/// The shortest --watch interval: faster than this only loads the cluster.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 /// List the cluster's members: role, state, timeline, receive and replay LSN and lag.
+///
+/// With --watch, the table is read again every INTERVAL and redrawn in place (on a
+/// terminal; in a pipe the tables follow one another). What changed is highlighted (or
+/// marked `*` without colour) for at least 10 s: a role, a state, a timeline, a lag crossing
+/// --tolerance, a member joining; the last changes are listed under the table. When the
+/// cluster cannot be read the error shows in place of the table and the watch goes on.
+/// Ctrl-C or SIGTERM stops it (exit 0).
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
@@ -29,16 +48,42 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub format: ListFormat,
+
+    /// Lag at or above this shows in red, and crossing it counts as a change for --watch: a
+    /// bare number is MB (as LAG_TOLERANCE), or 512kB, 5MB, 1GB.
+    #[arg(long, env = "LAG_TOLERANCE", default_value = "5")]
+    pub tolerance: ByteSize,
+
+    /// Refresh every INTERVAL (default 2s) until Ctrl-C, like `patronictl list -W`.
+    #[arg(
+        short = 'W',
+        long,
+        value_name = "INTERVAL",
+        num_args = 0..=1,
+        default_missing_value = "2s",
+        value_parser = humantime::parse_duration
+    )]
+    pub watch: Option<Duration>,
 }
 
 impl ListArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+        if let Some(every) = self.watch {
+            return self.watch(every, color).await;
+        }
         let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Full).await?;
         let cluster = &snap.cluster;
         let mut out = std::io::stdout().lock();
         match self.format {
-            ListFormat::Table => table::list(&mut out, cluster)?,
+            ListFormat::Table => {
+                let emphasis = Emphasis {
+                    look: Look::stdout(color),
+                    tolerance: Some(self.tolerance.0),
+                    changed: None,
+                };
+                table::list(&mut out, cluster, &emphasis)?
+            }
             ListFormat::Json => write_structured(&mut out, Format::Json, cluster)?,
             ListFormat::Yaml => write_structured(&mut out, Format::Yaml, cluster)?,
             ListFormat::PatronictlJson => {
@@ -54,5 +99,99 @@ impl ListArgs {
             }
         }
         Ok(Outcome::Ok)
+    }
+
+    async fn watch(self, every: Duration, color: ColorChoice) -> anyhow::Result<Outcome> {
+        if self.format != ListFormat::Table {
+            anyhow::bail!(
+                "--watch redraws a table: drop -o {} (for a stream of JSON, run `pgpatrol list -o json` in a loop)",
+                self.format
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string())
+            );
+        }
+        if every < MIN_INTERVAL {
+            anyhow::bail!(
+                "--watch {}: the interval must be at least 100ms",
+                humantime::format_duration(every)
+            );
+        }
+        let target = self.cluster.target()?;
+        // A mistake in the flags (a bad URL, an unreadable patroni.yml) will not heal by
+        // waiting: say it now, exit 2. Anything else is shown and retried.
+        let mut source = match target.connect().await {
+            Ok(s) => Some(s),
+            Err(e @ (SourceError::BadInput(_) | SourceError::NoTarget)) => return Err(e.into()),
+            Err(_) => None,
+        };
+        let mut tracker = Tracker::new(self.tolerance.0, live::hold_for(every));
+        let terminal = std::io::stdout().is_terminal();
+        let header = |at: SystemTime| {
+            format!(
+                "Every {} · {} · Ctrl-C to stop",
+                humantime::format_duration(every),
+                humantime::format_rfc3339_seconds(at)
+            )
+        };
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
+            }
+            let reading = tokio::select! {
+                r = read(&target, &mut source) => r,
+                _ = &mut stop => break,
+            };
+            let at = SystemTime::now();
+            tracker.observe(reading, at);
+            let look = Look::stdout(color);
+            let mut frame = Vec::new();
+            tracker.render(&mut frame, &look, &header(at))?;
+            live::write_frame(&mut std::io::stdout().lock(), &frame, terminal, first)?;
+            first = false;
+        }
+        Ok(Outcome::Ok)
+    }
+}
+
+/// One reading. After a failure the source is built again on the next reading (for a
+/// Kubernetes target that finds the pods anew).
+async fn read(target: &Target, source: &mut Option<RestSource>) -> Result<Cluster, String> {
+    let s = match source {
+        Some(s) => s,
+        None => source.insert(target.connect().await.map_err(describe)?),
+    };
+    match s.snapshot(Detail::Full).await {
+        Ok(snap) => Ok(snap.cluster),
+        Err(e) => {
+            *source = None;
+            Err(describe(e))
+        }
+    }
+}
+
+/// An error as the one line the CLI would print (without `error: `).
+fn describe(e: SourceError) -> String {
+    super::one_line(&format!("{:#}", anyhow::Error::from(e)))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::output::term::ColorChoice;
+
 pub mod common;
+pub mod completions;
 pub mod confirm;
 pub mod heal;
 pub mod history;
 pub mod lab;
 pub mod list;
+pub mod man;
 pub mod progress;
 pub mod reinit;
 pub mod show_config;
@@ -34,35 +38,35 @@ pub mod watch;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Colour in tables and logs: auto (on a terminal, unless NO_COLOR is set), always, never.
+    /// JSON, YAML and patronictl-json never carry colour.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
 }
 
+// Each command's help is the doc comment of its Args struct (first line: the summary;
+// the rest: `--help` and the man page). A doc comment on a variant here would replace it.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the members: role, state, timeline, receive and replay LSN and lag.
     #[command(visible_alias = "status")]
     List(list::ListArgs),
-    /// Print the maximum replica lag as one number (the SLI).
     Sli(sli::SliArgs),
-    /// Reinitialize replicas whose lag is beyond the tolerance, behind guardrails, and report.
     Heal(heal::HealArgs),
-    /// Reinitialize one replica by hand (never the leader), optionally waiting for it.
     Reinit(reinit::ReinitArgs),
-    /// Watch clusters: lag metrics, the lag SLO, burn-rate alerts, auto-heal when allowed.
     Watch(watch::WatchArgs),
     /// SLO tooling: Prometheus rules for the lag SLOs of a watch config.
     #[command(subcommand)]
     Slo(slo::SloCommand),
-    /// Show the replication tree (cascading replicas under their upstream).
     Topology(topology::TopologyArgs),
-    /// Show the timeline history (failovers and switchovers).
     History(history::HistoryArgs),
-    /// Show the cluster's dynamic configuration.
     ShowConfig(show_config::ShowConfigArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
-    /// Run a command as a container's PID 1: reap zombies, forward signals, keep its exit code.
     Supervise(supervise::SuperviseArgs),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// What a command found, mapped onto the process exit code.
@@ -85,16 +89,16 @@ impl From<Outcome> for ExitCode {
 
 /// Parses arguments, runs the command, prints an error as one line, returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let Cli { command, color } = Cli::parse();
     // supervise is an init: synchronous, single-threaded, no runtime (crate::supervise).
-    let cli = match cli.command {
+    let cli = match command {
         Command::Supervise(args) => {
             return match args.run() {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
                 Err(e) => fail(e),
             }
         }
-        command => Cli { command },
+        command => Cli { command, color },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -111,18 +115,21 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let color = cli.color;
     match cli.command {
-        Command::List(args) => args.run().await,
+        Command::List(args) => args.run(color).await,
         Command::Sli(args) => args.run().await,
         Command::Heal(args) => args.run().await,
         Command::Reinit(args) => args.run().await,
-        Command::Topology(args) => args.run().await,
-        Command::Watch(args) => args.run().await,
+        Command::Topology(args) => args.run(color).await,
+        Command::Watch(args) => args.run(color).await,
         Command::Slo(cmd) => cmd.run().await,
-        Command::History(args) => args.run().await,
+        Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
         Command::Supervise(_) => anyhow::bail!("supervise runs before the async runtime starts"),
+        Command::Completions(args) => args.run(),
+        Command::Man(args) => args.run(),
     }
 }
 

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::common::{write_structured, ClusterArgs, Format};
 use super::Outcome;
-use crate::output::table;
+use crate::output::table::{self, Emphasis};
+use crate::output::term::{ColorChoice, Look};
 use crate::source::rest::Detail;
 
 /// Show the replication tree: leader first, cascading replicas under their upstream.
@@ -28,12 +29,16 @@ struct Node<'a> {
 }
 
 impl TopologyArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let snap = self.cluster.source().await?.snapshot(Detail::Full).await?;
         let order = table::topology_order(&snap.cluster);
         let mut out = std::io::stdout().lock();
         if self.format == Format::Table {
-            table::members(&mut out, &snap.cluster, &order)?;
+            let emphasis = Emphasis {
+                look: Look::stdout(color),
+                ..Emphasis::plain()
+            };
+            table::members(&mut out, &snap.cluster, &order, &emphasis)?;
             return Ok(Outcome::Ok);
         }
         // Rebuild the nesting from the depth-first order.

@@ -13,6 +13,7 @@ use super::common::ClusterArgs;
 use super::Outcome;
 use pgpatrol_core::slo::parse_objective;
 
+use crate::output::term::ColorChoice;
 use crate::watch::config::{default_listen, ClusterConfig, SloConfig, WatchConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,11 +130,14 @@ impl WatchArgs {
         Ok(cfg)
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let filter = tracing_subscriber::EnvFilter::try_from_env("PGPATROL_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // No escape codes unless stderr is a terminal: a log in a file, journald or a log
+        // shipper gets plain text (tracing-subscriber would colour it by default).
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(color.for_stderr())
             .with_writer(std::io::stderr);
         let _ = match self.log_format {
             LogFormat::Json => builder.json().try_init(),

@@ -17,7 +17,7 @@ use pgpatrol_core::Cluster;
 use super::alerts::AlertEvent;
 use super::config::{ClusterConfig, HealConfig, WatchConfig};
 use super::lease::LeaseStore;
-use super::metrics::{ClusterL, ClusterReasonL};
+use super::metrics::{ClusterL, ClusterReasonL, Metrics};
 use super::Shared;
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::source::patroni_yml::PatroniYml;
@@ -94,6 +94,43 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
                 .unwrap_or_else(std::env::temp_dir),
         },
     })
+}
+
+/// Every `reason` of `pgpatrol_heal_refused_total` (docs/METRICS.md lists the same set).
+pub const REFUSAL_REASONS: [&str; 14] = [
+    "paused",
+    "no_leader",
+    "multiple_leaders",
+    "unlocked",
+    "failsafe",
+    "lag_unknown",
+    "in_progress",
+    "concurrency_limit",
+    "min_healthy",
+    "only_synchronous_standby",
+    "cooldown",
+    "max_attempts",
+    "lease_held",
+    "lease_error",
+];
+
+/// Creates a healing cluster's heal counters at 0 before anything happens: a counter that
+/// first appears at 1 shows no `increase()` in Prometheus (the first heal would be missed),
+/// and a dashboard should read 0, not "no data", while nothing has been healed.
+pub fn init_metrics(m: &Metrics, cluster: &str) {
+    let c = ClusterL {
+        cluster: cluster.to_string(),
+    };
+    let _ = m.heal_attempted.get_or_create(&c);
+    let _ = m.heal_succeeded.get_or_create(&c);
+    let _ = m.heal_failed.get_or_create(&c);
+    let _ = m.heal_escalations.get_or_create(&c);
+    for reason in REFUSAL_REASONS {
+        let _ = m.heal_refused.get_or_create(&ClusterReasonL {
+            cluster: cluster.to_string(),
+            reason: reason.to_string(),
+        });
+    }
 }
 
 fn blocker_label(b: &Blocker) -> &'static str {
@@ -422,5 +459,58 @@ fn escalation(cluster: &str, member: &str, why: &str) -> AlertEvent {
         labels: [("member".to_string(), member.to_string())]
             .into_iter()
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_label_is_created_up_front() {
+        let blockers = [
+            Blocker::Paused,
+            Blocker::NoLeader,
+            Blocker::MultipleLeaders { leaders: vec![] },
+            Blocker::Unlocked,
+            Blocker::Failsafe,
+        ];
+        let skips = [
+            SkipReason::LagUnknown { state: "x".into() },
+            SkipReason::InProgress { state: "x".into() },
+            SkipReason::ConcurrencyLimit {
+                limit: 1,
+                in_progress: 1,
+            },
+            SkipReason::MinHealthy {
+                min_healthy: 1,
+                healthy: 0,
+            },
+            SkipReason::OnlySynchronousStandby,
+            SkipReason::Cooldown { remaining_secs: 1 },
+        ];
+        let mut labels: Vec<&str> = blockers.iter().map(blocker_label).collect();
+        labels.extend(skips.iter().filter_map(skip_label));
+        // The healer's own refusals (see `on_snapshot`).
+        labels.extend(["max_attempts", "lease_held", "lease_error"]);
+        for l in &labels {
+            assert!(REFUSAL_REASONS.contains(l), "{l} is not created up front");
+        }
+        assert_eq!(labels.len(), REFUSAL_REASONS.len());
+
+        let m = Metrics::default();
+        init_metrics(&m, "c");
+        let mut r = prometheus_client::registry::Registry::default();
+        m.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(
+            text.contains("pgpatrol_heal_attempted_total{cluster=\"c\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgpatrol_heal_refused_total{cluster=\"c\",reason=\"min_healthy\"} 0"),
+            "{text}"
+        );
     }
 }

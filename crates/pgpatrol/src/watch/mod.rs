@@ -186,6 +186,9 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             )?),
             _ => None,
         };
+        if healer.is_some() {
+            autoheal::init_metrics(&shared.metrics, &c.name);
+        }
         pollers.push(Poller {
             name: c.name.clone(),
             interval: cfg.interval(c),

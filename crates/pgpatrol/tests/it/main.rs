@@ -26,6 +26,11 @@
 //! - `compat`: every Patroni line a user still runs. On 4.1 and 3.0 (the whole suite) it adds
 //!   the per-version checks; on 4.0, 3.3, 2.1 and Debian's 3.0.2 it is the only topic, and
 //!   runs the key reading, heal and watch tests too (PGPATROL_IT_PATRONI=2.1 ...).
+//! - `toolbox`: what an operator installs and looks at: bash completion, colour only where
+//!   it belongs, `list --watch` in a real terminal (tmux) through an outage and a failover,
+//!   the Grafana dashboard's queries against a real Prometheus, and the Debian package
+//!   (dpkg -i, its unit's command line as its user, purge). Needs root, tmux, man-db,
+//!   bash-completion (scripts/setup installs them).
 //!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
@@ -44,6 +49,7 @@ mod lab;
 mod read;
 mod supervise;
 mod tls;
+mod toolbox;
 mod util;
 mod watch;
 
@@ -63,5 +69,6 @@ fn main() -> ExitCode {
         ("k8s", k8s::tests),
         ("supervise", supervise::tests),
         ("compat", compat::tests),
+        ("toolbox", toolbox::tests),
     ])
 }

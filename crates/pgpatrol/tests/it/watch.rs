@@ -43,7 +43,8 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    fn spawn(what: &'static str, cmd: &mut Command, log: &Path) -> Proc {
+    /// Starts `cmd` with stdout and stderr into `log` (a file, as a service's journal is).
+    pub(crate) fn spawn(what: &'static str, cmd: &mut Command, log: &Path) -> Proc {
         let f = std::fs::File::create(log).expect("log file");
         let child = cmd
             .stdin(Stdio::null())
@@ -55,7 +56,7 @@ impl Proc {
     }
 
     /// SIGTERM and wait (bounded); returns the exit code.
-    fn terminate(&mut self) -> Option<i32> {
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let t0 = Instant::now();
