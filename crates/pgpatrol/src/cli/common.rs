@@ -189,3 +189,19 @@ pub fn write_structured<T: serde::Serialize>(
     }
     Ok(())
 }
+
+/// Resolves on Ctrl-C or SIGTERM (`watch`, `list --watch`).
+pub async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -133,7 +133,7 @@ impl ListArgs {
                 humantime::format_rfc3339_seconds(at)
             )
         };
-        let stop = stop_signal();
+        let stop = super::common::stop_signal();
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,20 +178,4 @@ async fn read(target: &Target, source: &mut Option<RestSource>) -> Result<Cluste
 /// An error as the one line the CLI would print (without `error: `).
 fn describe(e: SourceError) -> String {
     super::one_line(&format!("{:#}", anyhow::Error::from(e)))
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

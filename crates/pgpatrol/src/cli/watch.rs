@@ -146,18 +146,7 @@ impl WatchArgs {
         let cfg = self.config()?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term => {}
-            }
+            super::common::stop_signal().await;
             let _ = tx.send(true);
         });
         crate::watch::run(cfg, rx).await?;
