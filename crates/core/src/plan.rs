@@ -20,6 +20,9 @@ pub struct Policy {
     pub min_healthy: usize,
     /// Do not act on a member again within this long after an earlier action on it.
     pub cooldown: Duration,
+    /// An unfinished action older than this no longer counts as in progress: its healer was
+    /// stopped mid-action and never recorded the end (the heal timeout plus a margin).
+    pub stale_after: Duration,
 }
 
 impl Default for Policy {
@@ -30,6 +33,7 @@ impl Default for Policy {
             max_concurrent: 1,
             min_healthy: 1,
             cooldown: Duration::from_secs(30 * 60),
+            stale_after: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -41,6 +45,54 @@ pub struct ActionRecord {
     pub started: SystemTime,
     /// `None` while it is still running (it then counts against `max_concurrent`).
     pub finished: Option<SystemTime>,
+    /// How it ended; `None` while running (and in state files from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RecordOutcome>,
+}
+
+/// How a recorded action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordOutcome {
+    Healed,
+    /// Not healed: timed out, refused, the leader lost.
+    Failed,
+    /// Its healer was stopped (SIGTERM) while it ran; Patroni finishes the reinit alone.
+    Interrupted,
+}
+
+impl ActionRecord {
+    /// A record of an action that starts now.
+    pub fn starting(member: &str, now: SystemTime) -> Self {
+        ActionRecord {
+            member: member.to_owned(),
+            started: now,
+            finished: None,
+            outcome: None,
+        }
+    }
+
+    /// Records the end, once.
+    pub fn finish(&mut self, outcome: RecordOutcome, at: SystemTime) {
+        if self.finished.is_none() {
+            self.finished = Some(at);
+            self.outcome = Some(outcome);
+        }
+    }
+
+    /// Still in progress: unfinished, and started less than `stale_after` ago. An older
+    /// unfinished record was left by a healer that died mid-action; Patroni has finished or
+    /// given up since, so it must not hold a slot for ever.
+    pub fn in_flight(&self, stale_after: Duration, now: SystemTime) -> bool {
+        self.finished.is_none()
+            && now.duration_since(self.started).unwrap_or_default() < stale_after
+    }
+}
+
+/// Drops what no rule looks at any more: finished records older than `keep` (the longer of
+/// the cooldown and the attempt window) and stale unfinished ones older than `keep` too.
+pub fn prune_history(history: &mut Vec<ActionRecord>, keep: Duration, now: SystemTime) {
+    history.retain(|r| now.duration_since(r.started).unwrap_or_default() < keep);
 }
 
 /// One reinitialization to run.

@@ -29,10 +29,11 @@ pub(super) fn decide(
     let blockers = blockers(cluster);
 
     // An unfinished record means the executor asked Patroni to reinit that member and
-    // /cluster may not show it yet, so it is in progress whatever the snapshot says.
+    // /cluster may not show it yet, so it is in progress whatever the snapshot says, until
+    // it is stale (its healer died mid-action and never wrote the end).
     let unfinished: BTreeSet<&str> = history
         .iter()
-        .filter(|r| r.finished.is_none())
+        .filter(|r| r.in_flight(policy.stale_after, now))
         .map(|r| r.member.as_str())
         .collect();
 
@@ -224,6 +225,7 @@ mod tests {
     use super::*;
     use crate::fixtures::ClusterBuilder;
     use crate::model::{LagKind, State};
+    use crate::plan::RecordOutcome;
     use proptest::prelude::*;
 
     const MB: u64 = 1024 * 1024;
@@ -253,6 +255,7 @@ mod tests {
 
     fn record(member: &str, started: SystemTime, finished: Option<SystemTime>) -> ActionRecord {
         ActionRecord {
+            outcome: None,
             member: member.into(),
             started,
             finished,
@@ -530,6 +533,49 @@ mod tests {
                 in_progress: 1
             })
         );
+    }
+
+    /// Regression (issue: a SIGTERM mid-heal left an unfinished record in the watch state
+    /// file, and after a restart auto-heal counted that reinit as running for ever).
+    #[test]
+    fn a_stale_unfinished_record_no_longer_holds_the_slot() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(300)
+            .replica("pg2")
+            .build();
+        let policy = Policy {
+            cooldown: Duration::from_secs(60),
+            stale_after: Duration::from_secs(15 * 60),
+            ..Policy::default()
+        };
+        let left_behind = [record("pg1", ago(16 * 60), None)];
+        let p = decide(&c, &policy, &left_behind, now());
+        assert_eq!(p.actions.len(), 1, "{p:?}");
+        assert_eq!(p.actions[0].member, "pg1");
+        // A fresh one still does, and so does any unfinished record for the cooldown.
+        let running = [record("pg1", ago(14 * 60), None)];
+        assert!(decide(&c, &policy, &running, now()).actions.is_empty());
+    }
+
+    #[test]
+    fn finishing_a_record_happens_once_and_pruning_keeps_the_recent() {
+        let mut r = ActionRecord::starting("pg1", ago(100));
+        assert!(r.in_flight(Duration::from_secs(600), now()));
+        r.finish(RecordOutcome::Interrupted, ago(50));
+        r.finish(RecordOutcome::Healed, ago(10));
+        assert_eq!(r.outcome, Some(RecordOutcome::Interrupted));
+        assert_eq!(r.finished, Some(ago(50)));
+        assert!(!r.in_flight(Duration::from_secs(600), now()));
+        let mut h = vec![
+            record("pg1", ago(3 * 86_400), Some(ago(3 * 86_400))),
+            record("pg2", ago(2 * 86_400), None),
+            r,
+        ];
+        crate::plan::prune_history(&mut h, Duration::from_secs(86_400), now());
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].member, "pg1");
     }
 
     #[test]

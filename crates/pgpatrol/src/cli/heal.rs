@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use pgpatrol_core::plan::{ActionRecord, Policy, SkipReason};
+use pgpatrol_core::plan::{ActionRecord, Policy, RecordOutcome, SkipReason};
 use pgpatrol_core::policy::decide;
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
@@ -276,11 +276,7 @@ impl HealArgs {
             let leader_api = fresh.leader().and_then(|l| l.api_url.clone());
             let mut runs = Vec::new();
             for a in &batch {
-                history.push(ActionRecord {
-                    member: a.member.clone(),
-                    started: now,
-                    finished: None,
-                });
+                history.push(ActionRecord::starting(&a.member, now));
                 let api = fresh
                     .member(&a.member)
                     .and_then(|m| m.api_url.clone())
@@ -290,8 +286,16 @@ impl HealArgs {
             let outcomes = run_batch(source, &runs, leader_api.as_deref(), &opts, &spinner).await;
             waited_for_slot = std::time::Instant::now();
             let done = SystemTime::now();
-            for h in history.iter_mut().filter(|h| h.finished.is_none()) {
-                h.finished = Some(done);
+            for h in history.iter_mut() {
+                let healed = outcomes
+                    .iter()
+                    .any(|o| o.member == h.member && o.result == ReinitResult::Healed);
+                let outcome = if healed {
+                    RecordOutcome::Healed
+                } else {
+                    RecordOutcome::Failed
+                };
+                h.finish(outcome, done);
             }
             let lost = outcomes
                 .iter()

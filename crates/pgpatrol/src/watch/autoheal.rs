@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use pgpatrol_core::plan::{ActionRecord, Blocker, Plan, Policy, SkipReason};
+use pgpatrol_core::plan::{
+    prune_history, ActionRecord, Blocker, Plan, Policy, RecordOutcome, SkipReason,
+};
 use pgpatrol_core::policy::decide;
 use pgpatrol_core::Cluster;
 
@@ -31,8 +33,14 @@ pub fn policy(h: &HealConfig) -> Policy {
         max_concurrent: h.max_concurrent.max(1),
         min_healthy: h.min_healthy,
         cooldown: h.cooldown,
+        // A record still open this long after its start was left by a watcher that died
+        // mid-heal (the executor gives up at `timeout`).
+        stale_after: h.timeout + STALE_MARGIN,
     }
 }
+
+/// Added to the heal timeout before an unfinished record stops counting as in progress.
+const STALE_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// What `/plan` shows of auto-heal.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -320,12 +328,14 @@ impl Healer {
         {
             let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             p.running = true;
+            // Only what the cooldown and the attempt cap look at is kept (and persisted).
+            prune_history(
+                &mut p.history,
+                ATTEMPT_WINDOW.max(self.policy.cooldown),
+                now,
+            );
             for a in &actions {
-                p.history.push(ActionRecord {
-                    member: a.member.clone(),
-                    started: now,
-                    finished: None,
-                });
+                p.history.push(ActionRecord::starting(&a.member, now));
                 m.heal_attempted
                     .get_or_create(&ClusterL {
                         cluster: name.to_string(),
@@ -391,12 +401,13 @@ impl Healer {
                 tracing::info!(cluster = %name, member = %member, result = ?o.result, detail = %o.detail, "auto-heal: done");
                 let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
                 let done = SystemTime::now();
-                for h in p
-                    .history
-                    .iter_mut()
-                    .filter(|h| h.member == member && h.finished.is_none())
-                {
-                    h.finished = Some(done);
+                let outcome = if ok {
+                    RecordOutcome::Healed
+                } else {
+                    RecordOutcome::Failed
+                };
+                for h in p.history.iter_mut().filter(|h| h.member == member) {
+                    h.finish(outcome, done);
                 }
                 p.outcomes.push(o);
                 let excess = p.outcomes.len().saturating_sub(20);
@@ -430,11 +441,26 @@ impl Healer {
 
     /// Stops watching a running heal (Patroni finishes the reinit on its own; the lease is
     /// released or expires).
-    pub async fn shutdown(mut self) {
+    ///
+    /// A reinit in flight is marked `interrupted` (it ended for this healer), so a restarted
+    /// watch does not count it as running; returns the final view, for the state file.
+    pub async fn shutdown(mut self) -> HealView {
         if let Some(t) = self.task.take() {
             t.abort();
             let _ = t.await;
         }
+        {
+            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let now = SystemTime::now();
+            for h in &mut p.history {
+                if h.finished.is_none() {
+                    tracing::info!(member = %h.member, "auto-heal: stopped while a reinit ran; Patroni finishes it on its own");
+                }
+                h.finish(RecordOutcome::Interrupted, now);
+            }
+            p.running = false;
+        }
+        self.view()
     }
 }
 

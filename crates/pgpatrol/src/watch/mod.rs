@@ -313,7 +313,10 @@ impl Poller {
             self.poll_once().await;
         }
         if let Some(h) = self.healer.take() {
-            h.shutdown().await;
+            // The view is what the state file persists: with the reinit in flight marked
+            // interrupted, a restarted watch can act on that member again.
+            let view = h.shutdown().await;
+            self.shared.view(&self.name, |v| v.heal = view);
         }
     }
 

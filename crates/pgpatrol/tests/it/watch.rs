@@ -19,6 +19,7 @@ pub fn tests() -> Vec<Test> {
         burn_rate_alert_reaches_alertmanager_and_resolves_after_repair,
         generated_rules_pass_promtool_and_prometheus_scrapes_watch,
         auto_heal_acts_only_after_the_breach_persists,
+        a_watch_stopped_mid_heal_heals_again_after_a_restart,
         a_failed_heal_escalates_and_resolves_when_healthy,
         at_the_attempt_cap_auto_heal_escalates_instead_of_acting,
         the_heal_lease_in_etcd_admits_one_holder,
@@ -777,6 +778,67 @@ fn two_watchers_never_heal_at_once(lab: &Lab) {
         1.0,
         "exactly one reinitialization between the two watchers"
     );
+}
+
+/// Regression: a SIGTERM during an auto-heal left the reinit's record unfinished in the
+/// state file, and the restarted watch counted it as running for ever: it never healed that
+/// cluster again.
+fn a_watch_stopped_mid_heal_heals_again_after_a_restart(lab: &Lab) {
+    let dir = scratch(lab, "midheal");
+    let port = free_port();
+    let state = dir.join("state.json");
+    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1, lease: {dir: LOCKS}}"
+        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: Some(&heal),
+            alertmanager: None,
+            state_file: Some(state.clone()),
+            ..Default::default()
+        },
+    );
+    let replica = lab.replica();
+    let mut w = start_watch(&dir, &cfg, port);
+    lab.break_lag(&replica, 20);
+    // Stopped while the reinit runs: an attempt is recorded and not yet finished.
+    wait_for("auto-heal to start", Duration::from_secs(60), || {
+        let p = plan(port);
+        p["lab"]["heal"]["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|r| r["member"] == replica.as_str()))
+            .filter(|r| r["finished"].is_null())
+            .cloned()
+    });
+    assert_eq!(w.terminate(), Some(0), "SIGTERM stops watch cleanly");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).expect("state file"))
+        .expect("state JSON");
+    let record = &saved["heal_history"]["lab"][0];
+    assert_eq!(record["member"], replica.as_str(), "{saved:#}");
+    assert_eq!(record["outcome"], "interrupted", "{saved:#}");
+    assert!(!record["finished"].is_null(), "{saved:#}");
+
+    // Patroni finishes the rebuild by itself; then the same fault again.
+    assert!(
+        wait_for("the lab to be healthy", Duration::from_secs(90), || lab
+            .healthy()
+            .then_some(true)),
+        "healthy"
+    );
+    let _w2 = start_watch(&dir, &cfg, port);
+    lab.break_lag(&replica, 20);
+    let healed = wait_for(
+        "auto-heal after the restart",
+        Duration::from_secs(90),
+        || {
+            plan(port)["lab"]["heal"]["last_outcomes"]
+                .as_array()
+                .and_then(|o| o.iter().find(|o| o["member"] == replica.as_str()).cloned())
+        },
+    );
+    assert_eq!(healed["result"], "healed", "{healed:#}");
 }
 
 fn a_restart_keeps_the_error_budget(lab: &Lab) {
