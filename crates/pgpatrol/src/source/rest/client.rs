@@ -538,6 +538,14 @@ fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) 
         let hint = tls_hint(&reason, client_cert);
         return RestError::Tls { url, reason, hint };
     }
+    // TLS 1.3 sends a client-certificate refusal after the handshake: when it lands before
+    // the request is written, hyper reports only that the connection was not ready, and the
+    // alert's words are lost. Same cause, same advice as the alert.
+    if url.starts_with("https://") && lower.contains("connection was not ready") {
+        let reason = "the server closed the connection right after the TLS handshake".to_string();
+        let hint = tls_hint("received fatal alert: CertificateRequired", client_cert);
+        return RestError::Tls { url, reason, hint };
+    }
     if lower.contains("invalid http") || lower.contains("invalid status") || lower.contains("parse")
     {
         return RestError::NotHttp {
