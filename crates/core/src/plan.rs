@@ -59,6 +59,10 @@ pub enum RecordOutcome {
     Failed,
     /// Its healer was stopped (SIGTERM) while it ran; Patroni finishes the reinit alone.
     Interrupted,
+    /// Its healer stopped watching it while it ran (the heal lease was lost, or the leader
+    /// changed), or it was left unfinished by a healer that died and found stale later.
+    /// Patroni finishes or gives up on its own.
+    Abandoned,
 }
 
 impl ActionRecord {
@@ -87,6 +91,24 @@ impl ActionRecord {
         self.finished.is_none()
             && now.duration_since(self.started).unwrap_or_default() < stale_after
     }
+}
+
+/// Ends every unfinished record older than `stale_after` as [`RecordOutcome::Abandoned`]
+/// (its healer died mid-action); returns how many. Such a record already stops counting as
+/// in progress; ending it makes the history say so too.
+pub fn abandon_stale(
+    history: &mut [ActionRecord],
+    stale_after: Duration,
+    now: SystemTime,
+) -> usize {
+    let mut n = 0;
+    for r in history.iter_mut() {
+        if r.finished.is_none() && !r.in_flight(stale_after, now) {
+            r.finish(RecordOutcome::Abandoned, now);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Drops what no rule looks at any more: finished records older than `keep` (the longer of

@@ -3,12 +3,11 @@
 //! reinitializes replicas that cannot catch up one at a time (by default), waits until each
 //! streams again, and reports before and after.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use pgpatrol_core::plan::{ActionRecord, Policy, RecordOutcome, SkipReason};
+use pgpatrol_core::plan::Policy;
 use pgpatrol_core::policy::decide;
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
@@ -17,6 +16,7 @@ use super::confirm;
 use super::progress::Spinner;
 use super::sli::LagArg;
 use super::Outcome;
+use crate::executor::runner::{self, ConfirmedPlan, NoLock, RunOptions};
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::output::report::{self, HealReport};
 use crate::source::rest::{Detail, RestSource};
@@ -83,10 +83,6 @@ pub struct HealArgs {
 
 fn now_text() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-fn leader_name(c: &Cluster) -> Option<String> {
-    c.leader().map(|m| m.name.clone())
 }
 
 /// Replicas at or above the tolerance, with unknown lag, or not replicating (e.g. still
@@ -193,8 +189,9 @@ impl HealArgs {
         Ok(if ok { Outcome::Ok } else { Outcome::Problem })
     }
 
-    /// Runs the plan: before each round, re-read the cluster and decide again; act only on
-    /// members the confirmed plan named; stop if the leader changed.
+    /// Runs the confirmed plan through the plan runner (it re-reads and decides again
+    /// before each action, acts only on members the confirmed plan named, and stops if the
+    /// leader changed).
     async fn execute(
         &self,
         source: &RestSource,
@@ -203,111 +200,37 @@ impl HealArgs {
         plan: &pgpatrol_core::plan::Plan,
         report: &mut HealReport,
     ) {
-        // The confirmed plan: its actions, then the members queued behind the concurrency
-        // limit (each is decided again, with fresh state, when a slot frees up).
-        let planned: BTreeSet<&str> = plan
-            .actions
-            .iter()
-            .map(|a| a.member.as_str())
-            .chain(
-                plan.skips
-                    .iter()
-                    .filter(|s| matches!(s.reason, SkipReason::ConcurrencyLimit { .. }))
-                    .map(|s| s.member.as_str()),
-            )
-            .collect();
-        let leader = leader_name(before);
-        let mut history: Vec<ActionRecord> = Vec::new();
         let spinner = Spinner::new();
-        let opts = ReinitOptions {
-            tolerance: policy.tolerance,
-            lag: policy.lag,
-            timeout: self.timeout,
-            poll: Duration::from_millis(250),
-            force: false,
-            wait: true,
-            from_leader: self.from_leader,
+        let exec = executor::RestReinit {
+            source,
+            opts: ReinitOptions {
+                tolerance: policy.tolerance,
+                lag: policy.lag,
+                timeout: self.timeout,
+                poll: Duration::from_millis(250),
+                force: false,
+                wait: true,
+                from_leader: self.from_leader,
+            },
+            progress: &spinner,
         };
-        let mut waited_for_slot = std::time::Instant::now();
-        loop {
-            let fresh = match source.snapshot(Detail::Full).await {
-                Ok(s) => s.cluster,
-                Err(e) => {
-                    report.stopped = Some(format!("cannot re-read the cluster before acting: {e}"));
-                    break;
-                }
-            };
-            if leader_name(&fresh) != leader {
-                report.stopped = Some(format!(
-                    "the leader changed from {} to {} since the plan was made",
-                    leader.as_deref().unwrap_or("none"),
-                    leader_name(&fresh).as_deref().unwrap_or("none")
-                ));
-                break;
-            }
-            let now = SystemTime::now();
-            let fresh_plan = decide(&fresh, policy, &history, now);
-            if let Some(b) = fresh_plan.blockers.first() {
-                report.stopped = Some(format!("a guardrail now refuses: {b}"));
-                break;
-            }
-            let batch: Vec<_> = fresh_plan
-                .actions
-                .iter()
-                .filter(|a| planned.contains(a.member.as_str()))
-                .filter(|a| !history.iter().any(|h| h.member == a.member))
-                .cloned()
-                .collect();
-            if batch.is_empty() {
-                // A queued member held back only by the concurrency limit waits for a slot:
-                // right after a reinit, /cluster still shows the rebuilt member busy for up to
-                // loop_wait. Anything else (it caught up, another guardrail) ends the run.
-                let queued = fresh_plan.skips.iter().any(|s| {
-                    planned.contains(s.member.as_str())
-                        && !history.iter().any(|h| h.member == s.member)
-                        && matches!(s.reason, SkipReason::ConcurrencyLimit { .. })
-                });
-                if queued && waited_for_slot.elapsed() < self.timeout {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                break;
-            }
-            let leader_api = fresh.leader().and_then(|l| l.api_url.clone());
-            let mut runs = Vec::new();
-            for a in &batch {
-                history.push(ActionRecord::starting(&a.member, now));
-                let api = fresh
-                    .member(&a.member)
-                    .and_then(|m| m.api_url.clone())
-                    .unwrap_or_default();
-                runs.push((a.member.clone(), api));
-            }
-            let outcomes = run_batch(source, &runs, leader_api.as_deref(), &opts, &spinner).await;
-            waited_for_slot = std::time::Instant::now();
-            let done = SystemTime::now();
-            for h in history.iter_mut() {
-                let healed = outcomes
-                    .iter()
-                    .any(|o| o.member == h.member && o.result == ReinitResult::Healed);
-                let outcome = if healed {
-                    RecordOutcome::Healed
-                } else {
-                    RecordOutcome::Failed
-                };
-                h.finish(outcome, done);
-            }
-            let lost = outcomes
-                .iter()
-                .find(|o| o.result == ReinitResult::LeaderLost)
-                .map(|o| o.detail.clone());
-            report.outcomes.extend(outcomes);
-            if let Some(why) = lost {
-                report.stopped = Some(why);
-                break;
-            }
-        }
+        let history = std::sync::Mutex::new(Vec::new());
+        let run = runner::run_plan(
+            source,
+            &exec,
+            policy,
+            &ConfirmedPlan::of(plan, before),
+            &history,
+            &NoLock,
+            &RunOptions {
+                tick: Duration::from_secs(1),
+                slot_wait: self.timeout,
+            },
+        )
+        .await;
         spinner.finish();
+        report.outcomes = run.outcomes;
+        report.stopped = run.stopped.map(|s| s.detail);
     }
 
     fn print(&self, report: &HealReport) -> anyhow::Result<()> {
@@ -346,46 +269,6 @@ async fn settled_snapshot(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Runs one batch of reinitializations concurrently and collects their outcomes in order.
-async fn run_batch(
-    source: &RestSource,
-    runs: &[(String, String)],
-    leader_api: Option<&str>,
-    opts: &ReinitOptions,
-    progress: &Spinner,
-) -> Vec<executor::ReinitOutcome> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, (member, api)) in runs.iter().enumerate() {
-        let (source, member, api) = (source.clone(), member.clone(), api.clone());
-        let (leader_api, opts, progress) = (
-            leader_api.map(str::to_string),
-            opts.clone(),
-            progress.clone(),
-        );
-        set.spawn(async move {
-            let o = executor::reinitialize(
-                &source,
-                &member,
-                &api,
-                leader_api.as_deref(),
-                &opts,
-                &progress,
-            )
-            .await;
-            (i, o)
-        });
-    }
-    let mut out: Vec<(usize, executor::ReinitOutcome)> = Vec::new();
-    while let Some(res) = set.join_next().await {
-        match res {
-            Ok(pair) => out.push(pair),
-            Err(e) => tracing::error!(error = %e, "a reinitialization task failed"),
-        }
-    }
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, o)| o).collect()
 }
 
 #[cfg(test)]

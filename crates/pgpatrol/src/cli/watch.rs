@@ -118,6 +118,7 @@ impl WatchArgs {
                     doc_link: std::env::var("DOC_LINK").ok(),
                     alertmanager: self.alertmanager.clone(),
                     webhook: None,
+                    alert_queue: 1024,
                     clusters: vec![cluster],
                 };
                 cfg.validate().map_err(anyhow::Error::msg)?;

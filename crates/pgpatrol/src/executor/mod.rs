@@ -12,6 +12,8 @@ use pgpatrol_core::{Lag, LagKind, Lsn, PatroniVersion, Role};
 use crate::source::rest::wire::StatusWire;
 use crate::source::rest::{base_url, Detail, Request, RestSource};
 
+pub mod runner;
+
 /// How to run and wait for a reinitialization.
 #[derive(Debug, Clone)]
 pub struct ReinitOptions {
@@ -47,6 +49,8 @@ pub enum ReinitResult {
     LeaderLost,
     /// The request failed (network, auth, unexpected answer).
     Failed,
+    /// Stopped watching it (the heal lease was lost): Patroni finishes it on its own.
+    Abandoned,
 }
 
 /// The record of one reinitialization, for the report.
@@ -64,6 +68,24 @@ pub struct ReinitOutcome {
     pub states: Vec<String>,
 }
 
+impl ReinitOutcome {
+    /// An action its healer stopped watching, started at `started`.
+    pub fn abandoned(member: &str, started: SystemTime, detail: &str) -> Self {
+        ReinitOutcome {
+            member: member.to_string(),
+            result: ReinitResult::Abandoned,
+            detail: detail.to_string(),
+            joined_running: false,
+            started: humantime::format_rfc3339_millis(started).to_string(),
+            duration_secs: started
+                .elapsed()
+                .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
+                .unwrap_or_default(),
+            states: Vec::new(),
+        }
+    }
+}
+
 /// Live progress, for a spinner or a log line.
 pub trait Progress: Send + Sync {
     fn update(&self, member: &str, message: &str);
@@ -75,6 +97,40 @@ pub struct Quiet;
 
 impl Progress for Quiet {
     fn update(&self, _: &str, _: &str) {}
+}
+
+impl runner::ClusterReader for RestSource {
+    async fn read(&self) -> Result<pgpatrol_core::Cluster, String> {
+        self.snapshot(Detail::Full)
+            .await
+            .map(|s| s.cluster)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The REST executor as the plan runner drives it.
+pub struct RestReinit<'a> {
+    pub source: &'a RestSource,
+    pub opts: ReinitOptions,
+    pub progress: &'a dyn Progress,
+}
+
+impl runner::Reinitializer for RestReinit<'_> {
+    async fn reinitialize(
+        &self,
+        member: &pgpatrol_core::Member,
+        leader: Option<&pgpatrol_core::Member>,
+    ) -> ReinitOutcome {
+        reinitialize(
+            self.source,
+            &member.name,
+            member.api_url.as_deref().unwrap_or_default(),
+            leader.and_then(|l| l.api_url.as_deref()),
+            &self.opts,
+            self.progress,
+        )
+        .await
+    }
 }
 
 /// `POST /reinitialize` reads `from_leader` from this version on.

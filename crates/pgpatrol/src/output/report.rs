@@ -128,6 +128,7 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
                 ReinitResult::TimedOut => "timed out",
                 ReinitResult::LeaderLost => "stopped: leader lost",
                 ReinitResult::Failed => "failed",
+                ReinitResult::Abandoned => "abandoned: lease lost",
             };
             let joined = if o.joined_running {
                 " (joined a reinit already running)"

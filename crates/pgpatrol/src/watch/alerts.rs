@@ -1,13 +1,98 @@
 //! Alert delivery: to Alertmanager's v2 API (`POST /api/v2/alerts`) and/or a plain JSON
 //! webhook. Firing alerts are re-sent every minute (Alertmanager resolves alerts it stops
 //! hearing about after `resolve_timeout`); a resolved alert is sent once with `endsAt`.
+//!
+//! Pollers hand alerts to a bounded [`AlertQueue`] that never waits: when it is full (a dead
+//! or slow Alertmanager), the oldest queued alert is dropped and counted
+//! (`pgpatrol_alerts_dropped_total`). One task sends, each request with a timeout, off the
+//! poll path: no receiver, however dead, holds up polling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+
+/// How long one request to Alertmanager or the webhook may take.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The alerts waiting to be sent: bounded, and `push` never waits.
+#[derive(Debug, Clone)]
+pub struct AlertQueue {
+    inner: Arc<QueueInner>,
+}
+
+#[derive(Debug)]
+struct QueueInner {
+    queue: Mutex<VecDeque<AlertEvent>>,
+    capacity: usize,
+    notify: Notify,
+    closed: AtomicBool,
+    dropped: Counter,
+}
+
+impl AlertQueue {
+    /// A queue of at most `capacity` alerts (at least 1); drops are counted on `dropped`.
+    pub fn new(capacity: usize, dropped: Counter) -> Self {
+        AlertQueue {
+            inner: Arc::new(QueueInner {
+                queue: Mutex::new(VecDeque::new()),
+                capacity: capacity.max(1),
+                notify: Notify::new(),
+                closed: AtomicBool::new(false),
+                dropped,
+            }),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<AlertEvent>> {
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `ev`; when the queue is full the oldest alert is dropped (and counted).
+    pub fn push(&self, ev: AlertEvent) {
+        {
+            let mut q = self.queue();
+            while q.len() >= self.inner.capacity {
+                if let Some(old) = q.pop_front() {
+                    self.inner.dropped.inc();
+                    tracing::warn!(alert = %old.alertname, cluster = %old.cluster, "alert queue full (is the receiver down?): dropped the oldest alert");
+                }
+            }
+            q.push_back(ev);
+        }
+        self.inner.notify.notify_one();
+    }
+
+    /// How many alerts wait.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.queue().len()
+    }
+
+    /// No more alerts: the sender ends once the queue is empty.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.notify.notify_one();
+    }
+
+    /// The next alert; `None` once closed and empty.
+    async fn pop(&self) -> Option<AlertEvent> {
+        loop {
+            if let Some(ev) = self.queue().pop_front() {
+                return Some(ev);
+            }
+            if self.inner.closed.load(Ordering::SeqCst) {
+                return None;
+            }
+            self.inner.notify.notified().await;
+        }
+    }
+}
 
 /// One alert's transition.
 #[derive(Debug, Clone, Serialize)]
@@ -114,10 +199,12 @@ impl AlertSinks {
         }
     }
 
-    /// Runs until the channel closes: sends transitions at once and re-sends firing alerts.
-    pub async fn run(self, mut rx: mpsc::Receiver<AlertEvent>) {
+    /// Runs until the queue is closed and empty: sends transitions in order and re-sends
+    /// firing alerts.
+    pub async fn run(self, queue: AlertQueue) {
         let http = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(SEND_TIMEOUT)
             .build()
         {
             Ok(h) => h,
@@ -131,7 +218,7 @@ impl AlertSinks {
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                ev = rx.recv() => {
+                ev = queue.pop() => {
                     let Some(ev) = ev else { break };
                     tracing::info!(alert = %ev.alertname, cluster = %ev.cluster, firing = ev.firing, "alert");
                     let since = if ev.firing {
@@ -151,5 +238,69 @@ impl AlertSinks {
         }
         // On shutdown, firing alerts stay with Alertmanager until their endsAt: a watch
         // restart does not resolve a real problem.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: usize) -> AlertEvent {
+        AlertEvent {
+            alertname: format!("A{n}"),
+            cluster: "c".into(),
+            severity: "page".into(),
+            firing: true,
+            summary: String::new(),
+            description: String::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_oldest_and_counts_it_without_waiting() {
+        let dropped = Counter::default();
+        let q = AlertQueue::new(2, dropped.clone());
+        for n in 0..5 {
+            q.push(ev(n));
+        }
+        assert_eq!(q.len(), 2);
+        assert_eq!(dropped.get(), 3);
+        assert_eq!(q.pop().await.map(|e| e.alertname), Some("A3".into()));
+        assert_eq!(q.pop().await.map(|e| e.alertname), Some("A4".into()));
+        q.close();
+        assert!(q.pop().await.is_none());
+    }
+
+    /// A receiver that accepts and never answers holds up only the sender task.
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_does_not_hold_up_pushes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            loop {
+                if let Ok((s, _)) = listener.accept().await {
+                    conns.push(s);
+                }
+            }
+        });
+        let dropped = Counter::default();
+        let q = AlertQueue::new(4, dropped.clone());
+        let sinks = AlertSinks {
+            alertmanager: Some(url),
+            ..AlertSinks::default()
+        };
+        let sender = tokio::spawn(sinks.run(q.clone()));
+        for n in 0..100 {
+            q.push(ev(n));
+            tokio::task::yield_now().await;
+        }
+        // The sender holds at most one alert in its hung request; the rest were dropped,
+        // not waited for.
+        assert!(dropped.get() >= 90, "dropped {}", dropped.get());
+        q.close();
+        sender.abort();
+        held.abort();
     }
 }

@@ -8,19 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use pgpatrol_core::plan::{
-    prune_history, ActionRecord, Blocker, Plan, Policy, RecordOutcome, SkipReason,
+    abandon_stale, prune_history, ActionRecord, Blocker, Plan, Policy, RecordOutcome, SkipReason,
 };
 use pgpatrol_core::policy::decide;
-use pgpatrol_core::Cluster;
+use pgpatrol_core::{Cluster, Member};
 
-use super::alerts::AlertEvent;
+use super::alerts::{AlertEvent, AlertQueue};
 use super::config::{ClusterConfig, HealConfig, WatchConfig};
 use super::lease::LeaseStore;
 use super::metrics::{ClusterL, ClusterReasonL, Metrics};
 use super::Shared;
+use crate::executor::runner::{self, ConfirmedPlan, RunOptions, Stop, StopKind};
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::source::patroni_yml::PatroniYml;
 use crate::source::rest::RestSource;
@@ -52,15 +52,22 @@ pub struct HealView {
     pub attempts: BTreeMap<String, u32>,
     pub history: Vec<ActionRecord>,
     pub last_outcomes: Vec<executor::ReinitOutcome>,
+    /// Why the last run stopped before its plan was done (lease lost, leader changed...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_stop: Option<Stop>,
 }
 
 #[derive(Debug, Default)]
 struct Progress {
-    history: Vec<ActionRecord>,
     outcomes: Vec<executor::ReinitOutcome>,
     running: bool,
     /// Members with a firing escalation alert (resolved when they are healthy again).
     escalated: BTreeSet<String>,
+    last_stop: Option<Stop>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The attempt cap counts reinitializations of a member within this long.
@@ -74,6 +81,8 @@ pub struct Healer {
     lease: LeaseStore,
     owner: String,
     breaches: BTreeMap<String, (u32, SystemTime)>,
+    /// Earlier and running actions: the plan runner records every start and end here.
+    history: Arc<Mutex<Vec<ActionRecord>>>,
     progress: Arc<Mutex<Progress>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -105,7 +114,7 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
 }
 
 /// Every `reason` of `pgpatrol_heal_refused_total` (docs/METRICS.md lists the same set).
-pub const REFUSAL_REASONS: [&str; 14] = [
+pub const REFUSAL_REASONS: [&str; 15] = [
     "paused",
     "no_leader",
     "multiple_leaders",
@@ -120,6 +129,7 @@ pub const REFUSAL_REASONS: [&str; 14] = [
     "max_attempts",
     "lease_held",
     "lease_error",
+    "lease_lost",
 ];
 
 /// Creates a healing cluster's heal counters at 0 before anything happens: a counter that
@@ -168,20 +178,23 @@ impl Healer {
         cfg: &WatchConfig,
         c: &ClusterConfig,
         h: &HealConfig,
-        history: Vec<ActionRecord>,
+        mut history: Vec<ActionRecord>,
     ) -> anyhow::Result<Self> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let progress = Progress {
-            history,
-            ..Progress::default()
-        };
+        let policy = policy(h);
+        // A record a dead watcher left open, older than any heal can take, ended long ago.
+        let stale = abandon_stale(&mut history, policy.stale_after, SystemTime::now());
+        if stale > 0 {
+            tracing::info!(cluster = %c.name, records = stale, "auto-heal: unfinished heals from before a restart are older than the heal timeout: recorded as abandoned");
+        }
         Ok(Healer {
-            policy: policy(h),
+            policy,
             cfg: h.clone(),
             lease: lease_store(cfg, c, h)?,
             owner: format!("{}:{}", host.trim(), std::process::id()),
             breaches: BTreeMap::new(),
-            progress: Arc::new(Mutex::new(progress)),
+            history: Arc::new(Mutex::new(history)),
+            progress: Arc::new(Mutex::new(Progress::default())),
             task: None,
         })
     }
@@ -203,7 +216,7 @@ impl Healer {
         cluster: &Cluster,
         source: &RestSource,
         shared: &Arc<Shared>,
-        alerts: &mpsc::Sender<AlertEvent>,
+        alerts: &AlertQueue,
         now: SystemTime,
     ) -> Plan {
         let m = &shared.metrics;
@@ -237,14 +250,12 @@ impl Healer {
         for member in recovered {
             let mut ev = escalation(name, &member, "the member is healthy again");
             ev.firing = false;
-            let _ = alerts.send(ev).await;
+            alerts.push(ev);
         }
 
         // 2. The same decision as `pgpatrol heal`, with this healer's history.
-        let (history, running) = {
-            let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            (p.history.clone(), p.running)
-        };
+        let history = locked(&self.history).clone();
+        let running = locked(&self.progress).running;
         let plan = decide(cluster, &self.policy, &history, now);
         let persisted: Vec<String> = self
             .breaches
@@ -297,7 +308,7 @@ impl Healer {
                     let why = format!(
                         "{tries} reinitializations in 24 h did not keep it below the tolerance; auto-heal stopped trying"
                     );
-                    let _ = alerts.send(escalation(name, &a.member, &why)).await;
+                    alerts.push(escalation(name, &a.member, &why));
                 }
                 continue;
             }
@@ -321,34 +332,28 @@ impl Healer {
             }
         };
 
-        // 5. Act in the background; the poller keeps polling (and keeps this member counted
-        //    as in progress through the unfinished history record).
-        let leader_api = cluster.leader().and_then(|l| l.api_url.clone());
-        let mut runs = Vec::new();
+        // 5. Act in the background, through the same plan runner as `pgpatrol heal`: it
+        //    re-reads and decides again before each action, acts only on the members that
+        //    met the rules above, stops when the leader changes or the lease is lost, and
+        //    records every start and end in the history (the poller keeps polling, and the
+        //    unfinished records keep those members counted as in progress).
+        let acting: BTreeSet<String> = actions.iter().map(|a| a.member.clone()).collect();
+        let queued: BTreeSet<String> = plan
+            .skips
+            .iter()
+            .filter(|s| matches!(s.reason, SkipReason::ConcurrencyLimit { .. }))
+            .filter(|s| persisted.contains(&s.member))
+            .filter(|s| recent_attempts(&history, &s.member, now) < self.cfg.max_attempts)
+            .map(|s| s.member.clone())
+            .collect();
+        let confirmed =
+            ConfirmedPlan::of(&plan, cluster).only(|m| acting.contains(m) || queued.contains(m));
         {
-            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            p.running = true;
+            let mut h = locked(&self.history);
             // Only what the cooldown and the attempt cap look at is kept (and persisted).
-            prune_history(
-                &mut p.history,
-                ATTEMPT_WINDOW.max(self.policy.cooldown),
-                now,
-            );
-            for a in &actions {
-                p.history.push(ActionRecord::starting(&a.member, now));
-                m.heal_attempted
-                    .get_or_create(&ClusterL {
-                        cluster: name.to_string(),
-                    })
-                    .inc();
-                let api = cluster
-                    .member(&a.member)
-                    .and_then(|x| x.api_url.clone())
-                    .unwrap_or_default();
-                tracing::info!(cluster = %name, member = %a.member, reason = %a.reason, "auto-heal: reinitializing");
-                runs.push((a.member.clone(), api));
-            }
+            prune_history(&mut h, ATTEMPT_WINDOW.max(self.policy.cooldown), now);
         }
+        locked(&self.progress).running = true;
         let opts = ReinitOptions {
             tolerance: self.policy.tolerance,
             lag: self.policy.lag,
@@ -358,71 +363,65 @@ impl Healer {
             wait: true,
             from_leader: self.cfg.from_leader,
         };
-        let (source, shared, alerts, progress, name) = (
+        let exec = WatchReinit {
+            name: name.to_string(),
+            source: source.clone(),
+            opts,
+            shared: shared.clone(),
+            alerts: alerts.clone(),
+            progress: self.progress.clone(),
+        };
+        let (source, policy, history, progress, shared, name) = (
             source.clone(),
-            shared.clone(),
-            alerts.clone(),
+            self.policy.clone(),
+            self.history.clone(),
             self.progress.clone(),
+            shared.clone(),
             name.to_string(),
         );
+        let run_opts = RunOptions {
+            tick: Duration::from_secs(1),
+            slot_wait: Duration::from_secs(30),
+        };
         self.task = Some(tokio::spawn(async move {
-            for (member, api) in runs {
-                let o = executor::reinitialize(
-                    &source,
-                    &member,
-                    &api,
-                    leader_api.as_deref(),
-                    &opts,
-                    &executor::Quiet,
-                )
-                .await;
-                let ok = o.result == ReinitResult::Healed;
-                let c = ClusterL {
-                    cluster: name.clone(),
-                };
-                if ok {
-                    shared.metrics.heal_succeeded.get_or_create(&c).inc();
-                } else {
-                    shared.metrics.heal_failed.get_or_create(&c).inc();
-                    shared.metrics.heal_escalations.get_or_create(&c).inc();
-                    progress
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .escalated
-                        .insert(member.clone());
-                    let _ = alerts
-                        .send(escalation(
-                            &name,
-                            &member,
-                            &format!("auto-heal failed: {}", o.detail),
-                        ))
-                        .await;
+            let report = runner::run_plan(
+                &source, &exec, &policy, &confirmed, &history, &held, &run_opts,
+            )
+            .await;
+            if let Some(stop) = &report.stopped {
+                tracing::warn!(cluster = %name, reason = ?stop.kind, detail = %stop.detail, "auto-heal: stopped before the plan was done");
+                if stop.kind == StopKind::LeaseLost {
+                    shared
+                        .metrics
+                        .heal_refused
+                        .get_or_create(&ClusterReasonL {
+                            cluster: name.clone(),
+                            reason: "lease_lost".to_string(),
+                        })
+                        .inc();
                 }
-                tracing::info!(cluster = %name, member = %member, result = ?o.result, detail = %o.detail, "auto-heal: done");
-                let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
-                let done = SystemTime::now();
-                let outcome = if ok {
-                    RecordOutcome::Healed
-                } else {
-                    RecordOutcome::Failed
-                };
-                for h in p.history.iter_mut().filter(|h| h.member == member) {
-                    h.finish(outcome, done);
-                }
-                p.outcomes.push(o);
-                let excess = p.outcomes.len().saturating_sub(20);
-                p.outcomes.drain(..excess);
+            }
+            for n in &report.not_acted {
+                tracing::info!(cluster = %name, member = %n.member, reason = %n.reason, "auto-heal: not acted on");
             }
             held.release().await;
-            progress.lock().unwrap_or_else(|p| p.into_inner()).running = false;
+            let mut p = locked(&progress);
+            for o in report.outcomes {
+                p.outcomes.push(o);
+            }
+            let excess = p.outcomes.len().saturating_sub(20);
+            p.outcomes.drain(..excess);
+            p.last_stop = report.stopped;
+            p.running = false;
         }));
         plan
     }
 
     pub fn view(&self) -> HealView {
-        let p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let p = locked(&self.progress);
+        let history = locked(&self.history).clone();
         let now = SystemTime::now();
-        let members: BTreeSet<&str> = p.history.iter().map(|h| h.member.as_str()).collect();
+        let members: BTreeSet<&str> = history.iter().map(|h| h.member.as_str()).collect();
         HealView {
             enabled: true,
             breaches: self
@@ -432,10 +431,11 @@ impl Healer {
                 .collect(),
             attempts: members
                 .into_iter()
-                .map(|m| (m.to_string(), recent_attempts(&p.history, m, now)))
+                .map(|m| (m.to_string(), recent_attempts(&history, m, now)))
                 .collect(),
-            history: p.history.clone(),
             last_outcomes: p.outcomes.clone(),
+            last_stop: p.last_stop.clone(),
+            history,
         }
     }
 
@@ -450,17 +450,65 @@ impl Healer {
             let _ = t.await;
         }
         {
-            let mut p = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             let now = SystemTime::now();
-            for h in &mut p.history {
+            for h in locked(&self.history).iter_mut() {
                 if h.finished.is_none() {
                     tracing::info!(member = %h.member, "auto-heal: stopped while a reinit ran; Patroni finishes it on its own");
                 }
                 h.finish(RecordOutcome::Interrupted, now);
             }
-            p.running = false;
+            locked(&self.progress).running = false;
         }
         self.view()
+    }
+}
+
+/// Auto-heal's executor: the REST executor, counted in the heal metrics, escalating a heal
+/// that failed.
+struct WatchReinit {
+    name: String,
+    source: RestSource,
+    opts: ReinitOptions,
+    shared: Arc<Shared>,
+    alerts: AlertQueue,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl runner::Reinitializer for WatchReinit {
+    async fn reinitialize(
+        &self,
+        member: &Member,
+        leader: Option<&Member>,
+    ) -> executor::ReinitOutcome {
+        let c = ClusterL {
+            cluster: self.name.clone(),
+        };
+        let m = &self.shared.metrics;
+        m.heal_attempted.get_or_create(&c).inc();
+        tracing::info!(cluster = %self.name, member = %member.name, "auto-heal: reinitializing");
+        let o = executor::reinitialize(
+            &self.source,
+            &member.name,
+            member.api_url.as_deref().unwrap_or_default(),
+            leader.and_then(|l| l.api_url.as_deref()),
+            &self.opts,
+            &executor::Quiet,
+        )
+        .await;
+        if o.result == ReinitResult::Healed {
+            m.heal_succeeded.get_or_create(&c).inc();
+        } else {
+            m.heal_failed.get_or_create(&c).inc();
+            m.heal_escalations.get_or_create(&c).inc();
+            locked(&self.progress).escalated.insert(member.name.clone());
+            self.alerts.push(escalation(
+                &self.name,
+                &member.name,
+                &format!("auto-heal failed: {}", o.detail),
+            ));
+        }
+        tracing::info!(cluster = %self.name, member = %o.member, result = ?o.result, detail = %o.detail, "auto-heal: done");
+        o
     }
 }
 
@@ -518,7 +566,7 @@ mod tests {
         let mut labels: Vec<&str> = blockers.iter().map(blocker_label).collect();
         labels.extend(skips.iter().filter_map(skip_label));
         // The healer's own refusals (see `on_snapshot`).
-        labels.extend(["max_attempts", "lease_held", "lease_error"]);
+        labels.extend(["max_attempts", "lease_held", "lease_error", "lease_lost"]);
         for l in &labels {
             assert!(REFUSAL_REASONS.contains(l), "{l} is not created up front");
         }

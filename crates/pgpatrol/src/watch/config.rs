@@ -9,6 +9,7 @@
 //! doc_link: https://runbooks.example/patroni-lag
 //! alertmanager: http://127.0.0.1:9093             # POST /api/v2/alerts
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
+//! alert_queue: 1024               # alerts waiting to be sent; beyond it the oldest is dropped
 //! clusters:
 //!   - name: demo
 //!     urls: [http://10.0.0.5:8008, http://10.0.0.6:8008]   # or patroni_yml: /etc/patroni.yml
@@ -88,7 +89,15 @@ pub struct WatchConfig {
     pub alertmanager: Option<String>,
     #[serde(default)]
     pub webhook: Option<String>,
+    /// At most this many alerts wait to be sent; beyond it the oldest is dropped (and
+    /// counted in `pgpatrol_alerts_dropped_total`).
+    #[serde(default = "default_alert_queue")]
+    pub alert_queue: usize,
     pub clusters: Vec<ClusterConfig>,
+}
+
+fn default_alert_queue() -> usize {
+    1024
 }
 
 /// One cluster to watch.

@@ -2,6 +2,10 @@
 //! (through etcd's JSON gateway, the same API Patroni's `etcd3` DCS uses) on the key
 //! `/pgpatrol/heal/<cluster>`, or an exclusive `flock` on a local lock file. A second watch
 //! process finds the lease held and does not act.
+//!
+//! An etcd lease is renewed every `TTL/3` while held, and once more right before each
+//! action (`HealLock::confirm`). A renewal that fails, or that finds the lease expired,
+//! means another healer may hold it now: the plan runner stops acting at once.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 /// A held lease; dropping a file lock releases it, an etcd lease is revoked by `release`.
 #[derive(Debug)]
@@ -17,8 +22,76 @@ pub enum Held {
         url: String,
         id: String,
         keepalive: tokio::task::JoinHandle<()>,
+        http: reqwest::Client,
+        /// `Some(why)` once a renewal failed or found the lease expired.
+        lost: watch::Receiver<Option<String>>,
+        lost_tx: watch::Sender<Option<String>>,
     },
     File(#[allow(dead_code)] Flock<File>),
+}
+
+/// Renews lease `id` once: `Err` when etcd does not answer or says it expired.
+async fn keepalive(http: &reqwest::Client, url: &str, id: &str) -> Result<(), String> {
+    let v = post(
+        http,
+        &format!("{url}/v3/lease/keepalive"),
+        json!({ "ID": id }),
+    )
+    .await?;
+    // etcd's gateway wraps stream answers in `result`; a TTL of 0 (omitted) means expired.
+    let r = v.get("result").unwrap_or(&v);
+    if let Some(e) = v.get("error") {
+        return Err(format!("etcd {url}: keepalive refused: {e}"));
+    }
+    let ttl = r["TTL"]
+        .as_str()
+        .and_then(|t| t.parse::<i64>().ok())
+        .or_else(|| r["TTL"].as_i64())
+        .unwrap_or(0);
+    if ttl <= 0 {
+        return Err(format!("etcd {url}: the lease {id} expired"));
+    }
+    Ok(())
+}
+
+impl crate::executor::runner::HealLock for Held {
+    async fn confirm(&self) -> Result<(), String> {
+        match self {
+            Held::File(_) => Ok(()),
+            Held::Etcd {
+                url,
+                id,
+                http,
+                lost,
+                lost_tx,
+                ..
+            } => {
+                if let Some(why) = lost.borrow().clone() {
+                    return Err(why);
+                }
+                keepalive(http, url, id).await.inspect_err(|why| {
+                    let _ = lost_tx.send(Some(why.clone()));
+                })
+            }
+        }
+    }
+
+    async fn lost(&self) -> String {
+        match self {
+            Held::File(_) => std::future::pending().await,
+            Held::Etcd { lost, .. } => {
+                let mut rx = lost.clone();
+                loop {
+                    if let Some(why) = rx.borrow_and_update().clone() {
+                        return why;
+                    }
+                    if rx.changed().await.is_err() {
+                        return "the lease keepalive stopped".to_string();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Where leases live.
@@ -101,16 +174,17 @@ impl LeaseStore {
                     .await;
                     return Ok(None);
                 }
-                let (ka_url, ka_id, ka_http) = (
-                    format!("{url}/v3/lease/keepalive"),
-                    id.clone(),
-                    http.clone(),
-                );
+                let (lost_tx, lost) = watch::channel(None);
+                let (ka_url, ka_id, ka_http, ka_tx) =
+                    (url.clone(), id.clone(), http.clone(), lost_tx.clone());
                 let keepalive = tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(Duration::from_secs(TTL_SECS / 3)).await;
-                        if let Err(e) = post(&ka_http, &ka_url, json!({ "ID": ka_id })).await {
-                            tracing::warn!(error = %e, "heal lease keepalive failed");
+                        if let Err(e) = keepalive(&ka_http, &ka_url, &ka_id).await {
+                            // Not retried: by the next try another healer may hold it.
+                            tracing::warn!(error = %e, "heal lease keepalive failed: auto-heal stops acting");
+                            let _ = ka_tx.send(Some(e));
+                            break;
                         }
                     }
                 });
@@ -118,6 +192,9 @@ impl LeaseStore {
                     url: url.clone(),
                     id,
                     keepalive,
+                    http,
+                    lost,
+                    lost_tx,
                 }))
             }
         }

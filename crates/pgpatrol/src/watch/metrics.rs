@@ -110,6 +110,8 @@ pub struct Metrics {
     pub heal_failed: Family<ClusterL, Counter>,
     pub heal_refused: Family<ClusterReasonL, Counter>,
     pub heal_escalations: Family<ClusterL, Counter>,
+    /// Alerts dropped because the queue to Alertmanager/the webhook was full.
+    pub alerts_dropped: Counter,
 }
 
 impl Metrics {
@@ -261,6 +263,11 @@ impl Metrics {
             "heal_escalations",
             "Escalation alerts after failed or capped heals",
             self.heal_escalations.clone(),
+        );
+        p.register(
+            "alerts_dropped",
+            "Alerts dropped because the send queue was full (a slow or dead receiver)",
+            self.alerts_dropped.clone(),
         );
     }
 }

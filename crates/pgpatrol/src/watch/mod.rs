@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use pgpatrol_core::plan::Plan;
 use pgpatrol_core::sli::Sli;
@@ -135,13 +135,14 @@ pub fn slo_spec(c: &ClusterConfig) -> Result<Option<SloSpec>, String> {
 /// Runs the daemon until `shutdown` turns true.
 pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(&cfg));
-    let (alert_tx, alert_rx) = mpsc::channel::<AlertEvent>(256);
+    let alert_queue =
+        alerts::AlertQueue::new(cfg.alert_queue, shared.metrics.alerts_dropped.clone());
     let sinks = alerts::AlertSinks {
         alertmanager: cfg.alertmanager.clone(),
         webhook: cfg.webhook.clone(),
         doc_link: cfg.doc_link.clone(),
     };
-    let alert_task = tokio::spawn(sinks.run(alert_rx));
+    let alert_task = tokio::spawn(sinks.run(alert_queue.clone()));
 
     // Everything that can be wrong with the file is found before anything starts.
     let mut pollers = Vec::new();
@@ -199,13 +200,12 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             heal_policy: c.heal.as_ref().map(autoheal::policy),
             healer,
             shared: shared.clone(),
-            alerts: alert_tx.clone(),
+            alerts: alert_queue.clone(),
             firing: BTreeSet::new(),
             exported: BTreeMap::new(),
             last_history: None,
         });
     }
-    drop(alert_tx);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -247,7 +247,10 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         state::save(path, &shared);
     }
     let _ = server.await;
-    let _ = alert_task.await;
+    // What is queued still goes out, within one send timeout; a dead receiver does not
+    // hold up the exit.
+    alert_queue.close();
+    let _ = tokio::time::timeout(alerts::SEND_TIMEOUT * 2, alert_task).await;
     Ok(())
 }
 
@@ -292,7 +295,7 @@ struct Poller {
     heal_policy: Option<pgpatrol_core::plan::Policy>,
     healer: Option<autoheal::Healer>,
     shared: Arc<Shared>,
-    alerts: mpsc::Sender<AlertEvent>,
+    alerts: alerts::AlertQueue,
     firing: BTreeSet<String>,
     /// The role and state label values exported for each member, so that a change removes
     /// the one old series instead of every possible value.
@@ -645,7 +648,7 @@ impl Poller {
                     ),
                     labels: [("slo_alert".to_string(), a.name.clone())].into_iter().collect(),
                 };
-                let _ = self.alerts.send(ev).await;
+                self.alerts.push(ev);
             }
         }
         self.shared.view(&self.name, |v| v.slo = Some(status));
@@ -722,7 +725,7 @@ mod tests {
             heal_policy: None,
             healer: None,
             shared,
-            alerts: mpsc::channel(1).0,
+            alerts: alerts::AlertQueue::new(1, Default::default()),
             firing: BTreeSet::new(),
             exported: BTreeMap::new(),
             last_history: None,
