@@ -299,6 +299,56 @@ pub enum LagSource {
     MemberStatus,
 }
 
+/// What one member says of itself (`GET /patroni`), as far as acting on it needs: the
+/// executor watches a rebuilt member and the leader through this, never through wire types.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberStatus {
+    pub state: State,
+    pub role: Role,
+    /// `streaming`, `in archive recovery`, ...: absent before Patroni 3.0.4.
+    pub replication_state: Option<String>,
+    pub version: Option<PatroniVersion>,
+    /// Changes when PostgreSQL restarts (a rebuilt member's does).
+    pub postmaster_start_time: Option<String>,
+    /// The leader's current WAL position (`xlog.location`).
+    pub wal_position: Option<Lsn>,
+    /// A replica's received and replayed positions (`xlog.received_location`,
+    /// `xlog.replayed_location`).
+    pub received: Option<Lsn>,
+    pub replayed: Option<Lsn>,
+}
+
+/// The first Patroni that reports `replication_state` in `/patroni`.
+pub const REPLICATION_STATE_SINCE: PatroniVersion = PatroniVersion::new(3, 0, 4);
+
+impl MemberStatus {
+    /// A running leader (primary, master or standby leader).
+    pub fn is_running_leader(&self) -> bool {
+        self.role.is_leader() && self.state == State::Running
+    }
+
+    /// It says it streams: `replication_state: streaming`, or, on Patroni before 3.0.4,
+    /// which never reports it, nothing to the contrary (its lag against the leader, checked
+    /// beside this, is the evidence then).
+    pub fn says_streaming(&self) -> bool {
+        match self.replication_state.as_deref() {
+            Some(rs) => rs == "streaming",
+            None => self.version.is_some_and(|v| v < REPLICATION_STATE_SINCE),
+        }
+    }
+
+    /// Bytes of WAL this member is behind `leader`'s position, of the given kind (receive
+    /// falls back to replay when only that is known). The rule Patroni < 4.1 needs for
+    /// replay lag, which its `/cluster` does not carry (see [`LagSource::MemberStatus`]).
+    pub fn lag_behind(&self, leader: &MemberStatus, kind: LagKind) -> Option<u64> {
+        let pos = match kind {
+            LagKind::Replay => self.replayed?,
+            LagKind::Receive => self.received.or(self.replayed)?,
+        };
+        Some(leader.wal_position?.bytes_after(pos))
+    }
+}
+
 /// A Patroni version, e.g. `4.1.5`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PatroniVersion {

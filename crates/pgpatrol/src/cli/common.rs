@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::source::k8s::{Access, K8sTarget};
 use crate::source::rest::RestSource;
-use crate::source::target::{read_password_file, Target};
+use crate::source::target::{AccessSettings, Target};
 
 /// How to reach a cluster through Patroni's REST API.
 #[derive(Debug, Clone, Args)]
@@ -134,29 +134,28 @@ impl K8sArgs {
 }
 
 impl ClusterArgs {
-    /// The cluster these flags name (the password resolved from its file or environment).
-    pub fn target(&self) -> anyhow::Result<Target> {
-        let password = match (&self.username, &self.password_file) {
-            (None, _) => None,
-            (Some(_), Some(file)) => Some(read_password_file(file)?),
-            (Some(_), None) => Some(std::env::var("PATRONI_RESTAPI_PASSWORD").map_err(|_| {
-                anyhow::anyhow!(
-                    "--username needs a password: set PATRONI_RESTAPI_PASSWORD or pass --password-file"
-                )
-            })?),
-        };
-        Ok(Target {
+    /// The access settings these flags give: the same struct a watch.yml cluster entry
+    /// fills, so both doors honour every setting.
+    pub fn access(&self) -> AccessSettings {
+        AccessSettings {
             urls: self.urls.clone(),
             patroni_yml: self.config_file.clone(),
             username: self.username.clone(),
-            password,
+            password_file: self.password_file.clone(),
+            password_env: None,
             cacert: self.cacert.clone(),
-            client_cert: self.cert.clone().zip(self.key.clone()),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
             insecure: self.insecure,
-            connect_timeout: self.connect_timeout,
-            request_timeout: self.request_timeout,
-            k8s: self.k8s.target(),
-        })
+            connect_timeout: Some(self.connect_timeout),
+            request_timeout: Some(self.request_timeout),
+            kubernetes: self.k8s.target(),
+        }
+    }
+
+    /// The cluster these flags name (the password resolved from its file or environment).
+    pub fn target(&self) -> anyhow::Result<Target> {
+        Ok(self.access().target(self.request_timeout)?)
     }
 
     /// Resolves flags, environment, patroni.yml or the Kubernetes workload into a REST

@@ -26,6 +26,15 @@ pub enum LagArg {
     Receive,
 }
 
+impl From<LagArg> for LagKind {
+    fn from(l: LagArg) -> LagKind {
+        match l {
+            LagArg::Replay => LagKind::Replay,
+            LagArg::Receive => LagKind::Receive,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SliFormat {
     /// The number alone.

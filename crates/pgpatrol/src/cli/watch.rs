@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use pgpatrol_core::ByteSize;
 
 use super::common::ClusterArgs;
+use super::sli::LagArg;
 use super::Outcome;
 use pgpatrol_core::slo::parse_objective;
 
@@ -60,6 +61,10 @@ pub struct WatchArgs {
     #[arg(long, default_value = "30d")]
     pub slo_window: String,
 
+    /// With flags: which lag the SLO holds (the SLI is the worst replica's lag of this kind).
+    #[arg(long, value_enum, default_value = "replay")]
+    pub slo_lag: LagArg,
+
     /// With flags: where SLO samples persist across restarts.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
@@ -74,12 +79,13 @@ pub struct WatchArgs {
 }
 
 impl WatchArgs {
-    fn config(&self) -> anyhow::Result<WatchConfig> {
+    pub(crate) fn config(&self) -> anyhow::Result<WatchConfig> {
         let mut cfg = match &self.config {
             Some(p) => WatchConfig::read(p).map_err(anyhow::Error::msg)?,
             None => {
-                let t = self.cluster.target()?;
-                if t.urls.is_empty() && t.patroni_yml.is_none() && t.k8s.is_none() {
+                // The flags give the same access settings a watch.yml cluster entry does.
+                let access = self.cluster.access();
+                if !access.names_a_cluster() {
                     anyhow::bail!(
                         "no cluster given: pass --config watch.yml, or --url/-c/--k8s-resource for one cluster"
                     );
@@ -90,30 +96,21 @@ impl WatchArgs {
                     threshold: self.slo_threshold,
                     window: humantime::parse_duration(&self.slo_window)
                         .map_err(|e| anyhow::anyhow!("--slo-window {:?}: {e}", self.slo_window))?,
-                    lag: pgpatrol_core::LagKind::Replay,
+                    lag: self.slo_lag.into(),
                     alerts: None,
                 };
                 let cluster = ClusterConfig {
                     name: self.name.clone(),
-                    urls: t.urls,
-                    patroni_yml: t.patroni_yml,
-                    username: t.username.clone(),
-                    password_file: self.cluster.password_file.clone(),
-                    // The password was resolved from the environment when no file was given.
-                    password_env: (t.username.is_some() && self.cluster.password_file.is_none())
-                        .then(|| "PATRONI_RESTAPI_PASSWORD".to_string()),
-                    cacert: t.cacert,
-                    insecure: t.insecure,
+                    access,
                     interval: None,
-                    timeout: Some(t.request_timeout),
                     slo: Some(slo),
                     heal: None,
-                    kubernetes: t.k8s.clone(),
+                    unknown: Default::default(),
                 };
                 let cfg = WatchConfig {
                     listen: default_listen(),
                     interval: self.interval,
-                    timeout: t.request_timeout,
+                    timeout: self.cluster.request_timeout,
                     state_file: self.state_file.clone(),
                     doc_link: std::env::var("DOC_LINK").ok(),
                     alertmanager: self.alertmanager.clone(),
@@ -122,6 +119,9 @@ impl WatchArgs {
                     clusters: vec![cluster],
                 };
                 cfg.validate().map_err(anyhow::Error::msg)?;
+                // Found now, not at the first poll: a missing password, a half-given
+                // client certificate.
+                cfg.target(&cfg.clusters[0]).map_err(anyhow::Error::msg)?;
                 cfg
             }
         };
@@ -152,5 +152,170 @@ impl WatchArgs {
         });
         crate::watch::run(cfg, rx).await?;
         Ok(Outcome::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every access setting through both doors: `pgpatrol watch` flags and a watch.yml
+    //! cluster entry end in the same `Target`.
+
+    use clap::Parser;
+    use pgpatrol_core::LagKind;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::source::target::Target;
+
+    fn by_flags(flags: &[&str]) -> (WatchConfig, Target) {
+        let mut argv = vec!["pgpatrol", "watch"];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let Command::Watch(args) = cli.command else {
+            panic!("not watch")
+        };
+        let cfg = args.config().unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let t = cfg.target(&cfg.clusters[0]).expect("target");
+        (cfg, t)
+    }
+
+    fn by_file(entry: &str) -> (WatchConfig, Target) {
+        let raw = format!("clusters:\n  - name: default\n{entry}");
+        let cfg = WatchConfig::parse(&raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+        let t = cfg.target(&cfg.clusters[0]).expect("target");
+        (cfg, t)
+    }
+
+    #[test]
+    fn every_access_setting_works_through_flags_and_through_watch_yml() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-doors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret\nignored\n").unwrap();
+        let pw = pw.display().to_string();
+        type Check = Box<dyn Fn(&Target) -> bool>;
+        let rows: Vec<(&str, Vec<String>, String, Check)> = vec![
+            (
+                "urls",
+                vec!["--url".into(), "http://a:8008,http://b:8008".into()],
+                "    urls: [http://a:8008, http://b:8008]\n".into(),
+                Box::new(|t| t.urls == ["http://a:8008", "http://b:8008"]),
+            ),
+            (
+                "patroni.yml",
+                vec!["-c".into(), "/etc/patroni.yml".into()],
+                "    patroni_yml: /etc/patroni.yml\n".into(),
+                Box::new(|t| t.patroni_yml.as_deref() == Some("/etc/patroni.yml".as_ref())),
+            ),
+            (
+                "username and password file",
+                vec![
+                    "--url=http://a:8008".into(),
+                    "--username=patrol".into(),
+                    format!("--password-file={pw}"),
+                ],
+                format!("    urls: [http://a:8008]\n    username: patrol\n    password_file: {pw}\n"),
+                Box::new(|t| {
+                    t.username.as_deref() == Some("patrol") && t.password.as_deref() == Some("s3cret")
+                }),
+            ),
+            (
+                "CA bundle",
+                vec!["--url=http://a:8008".into(), "--cacert=/etc/ca.pem".into()],
+                "    urls: [http://a:8008]\n    cacert: /etc/ca.pem\n".into(),
+                Box::new(|t| t.cacert.as_deref() == Some("/etc/ca.pem".as_ref())),
+            ),
+            (
+                "client certificate",
+                vec![
+                    "--url=http://a:8008".into(),
+                    "--cert=/etc/c.pem".into(),
+                    "--key=/etc/k.pem".into(),
+                ],
+                "    urls: [http://a:8008]\n    cert: /etc/c.pem\n    key: /etc/k.pem\n".into(),
+                Box::new(|t| {
+                    t.client_cert
+                        == Some(("/etc/c.pem".into(), "/etc/k.pem".into()))
+                }),
+            ),
+            (
+                "insecure",
+                vec!["--url=http://a:8008".into(), "--insecure".into()],
+                "    urls: [http://a:8008]\n    insecure: true\n".into(),
+                Box::new(|t| t.insecure),
+            ),
+            (
+                "connect timeout",
+                vec!["--url=http://a:8008".into(), "--connect-timeout=3s".into()],
+                "    urls: [http://a:8008]\n    connect_timeout: 3s\n".into(),
+                Box::new(|t| t.connect_timeout == Duration::from_secs(3)),
+            ),
+            (
+                "request timeout",
+                vec!["--url=http://a:8008".into(), "--request-timeout=7s".into()],
+                "    urls: [http://a:8008]\n    timeout: 7s\n".into(),
+                Box::new(|t| t.request_timeout == Duration::from_secs(7)),
+            ),
+            (
+                "kubernetes",
+                vec![
+                    "--k8s-resource=statefulset/pg".into(),
+                    "--namespace=db".into(),
+                    "--context=c1".into(),
+                    "--k8s-access=direct".into(),
+                    "--k8s-port=8009".into(),
+                    "--k8s-secret=patroni-api".into(),
+                ],
+                "    kubernetes: {resource: statefulset/pg, namespace: db, context: c1, access: direct, port: 8009, secret: patroni-api}\n".into(),
+                Box::new(|t| {
+                    t.k8s.as_ref().is_some_and(|k| {
+                        k.resource == "statefulset/pg"
+                            && k.namespace.as_deref() == Some("db")
+                            && k.context.as_deref() == Some("c1")
+                            && k.access == crate::source::k8s::Access::Direct
+                            && k.port == Some(8009)
+                            && k.secret.as_deref() == Some("patroni-api")
+                    })
+                }),
+            ),
+        ];
+        for (what, flags, entry, check) in rows {
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let (_, a) = by_flags(&flags);
+            assert!(check(&a), "{what} by flags: {a:?}");
+            let (_, b) = by_file(&entry);
+            assert!(check(&b), "{what} in watch.yml: {b:?}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_half_given_client_certificate_is_refused_through_both_doors() {
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [http://a:8008], cert: /etc/c.pem}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("both `cert` and `key`"), "{e}");
+        // clap refuses --cert without --key before anything runs.
+        assert!(Cli::try_parse_from(["pgpatrol", "watch", "--url=http://a", "--cert=c"]).is_err());
+    }
+
+    #[test]
+    fn the_slo_lag_kind_is_honoured_through_both_doors() {
+        let (cfg, _) = by_flags(&["--url=http://a:8008", "--slo-lag=receive"]);
+        assert_eq!(crate::watch::sli_kind(&cfg.clusters[0]), LagKind::Receive);
+        let (cfg, _) = by_file(
+            "    urls: [http://a:8008]\n    slo: {objective: 99%, threshold: 5MB, window: 1d, lag: receive}\n",
+        );
+        assert_eq!(crate::watch::sli_kind(&cfg.clusters[0]), LagKind::Receive);
+        let (cfg, _) = by_flags(&["--url=http://a:8008"]);
+        assert_eq!(crate::watch::sli_kind(&cfg.clusters[0]), LagKind::Replay);
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_cluster_entry_is_named() {
+        let e =
+            WatchConfig::parse("clusters:\n  - {name: a, urls: [x], intervall: 5s}\n").unwrap_err();
+        assert!(e.contains("unknown key `intervall`"), "{e}");
     }
 }

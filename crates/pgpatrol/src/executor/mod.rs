@@ -7,9 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use pgpatrol_core::{Lag, LagKind, Lsn, PatroniVersion, Role};
+use pgpatrol_core::{Lag, LagKind, PatroniVersion, State};
 
-use crate::source::rest::wire::StatusWire;
 use crate::source::rest::{base_url, Detail, Request, RestSource};
 
 pub mod runner;
@@ -136,37 +135,6 @@ impl runner::Reinitializer for RestReinit<'_> {
 /// `POST /reinitialize` reads `from_leader` from this version on.
 const FROM_LEADER_SINCE: PatroniVersion = PatroniVersion::new(4, 1, 0);
 
-/// The first Patroni that reports `replication_state` in `/patroni`.
-const REPLICATION_STATE_SINCE: PatroniVersion = PatroniVersion::new(3, 0, 4);
-
-/// A running replica's own `/patroni` says it streams: `replication_state: streaming`, or,
-/// on Patroni before 3.0.4, which never reports it, nothing to the contrary (its lag against
-/// the leader, checked beside this, is the evidence then).
-fn says_streaming(s: &StatusWire) -> bool {
-    match s.replication_state.as_deref() {
-        Some(rs) => rs == "streaming",
-        None => s.version().is_some_and(|v| v < REPLICATION_STATE_SINCE),
-    }
-}
-
-fn lag_of(leader: &StatusWire, member: &StatusWire, kind: LagKind) -> Option<u64> {
-    let leader_pos = leader.xlog.as_ref()?.location?;
-    let x = member.xlog.as_ref()?;
-    let pos = match kind {
-        LagKind::Replay => x.replayed_location?,
-        LagKind::Receive => x.received_location.or(x.replayed_location)?,
-    };
-    Some(Lsn(leader_pos).bytes_after(Lsn(pos)))
-}
-
-fn is_leader_status(s: &StatusWire) -> bool {
-    s.role
-        .as_deref()
-        .map(Role::parse)
-        .is_some_and(|r| r.is_leader())
-        && s.state.as_deref() == Some("running")
-}
-
 /// Reinitializes `member` (whose API is at `api_url`), with `leader_api` the leader's API, and
 /// (if asked) waits until it streams again below the tolerance.
 pub async fn reinitialize(
@@ -205,7 +173,7 @@ pub async fn reinitialize(
     let mut body = serde_json::json!({ "force": opts.force });
     if opts.from_leader {
         // Patroni < 4.1 ignores the key and may clone from a replica: say so, do nothing.
-        match before.as_ref().and_then(StatusWire::version) {
+        match before.as_ref().and_then(|s| s.version) {
             Some(v) if v >= FROM_LEADER_SINCE => body["from_leader"] = true.into(),
             seen => {
                 let runs = seen.map_or("an unknown version".to_string(), |v| v.to_string());
@@ -267,9 +235,7 @@ pub async fn reinitialize(
     // Done means a rebuilt member: we saw it leave "running", or its postmaster restarted.
     // When we joined a running reinit and the member already looked healthy at first read,
     // the rebuild may have finished in between: its next healthy reading counts.
-    let before_running = before
-        .as_ref()
-        .is_some_and(|s| s.state.as_deref() == Some("running"));
+    let before_running = before.as_ref().is_some_and(|s| s.state == State::Running);
     let mut transitioned = out.joined_running && before_running;
     let mut leader_failures = 0u32;
     // What /cluster showed on the last poll where the member itself was back (None when it
@@ -287,13 +253,12 @@ pub async fn reinitialize(
         };
         // The leader must stay the leader: if it goes away, stop acting and say so.
         let leader_status = match leader {
-            Some(Ok(l)) if is_leader_status(&l) => {
+            Some(Ok(l)) if l.is_running_leader() => {
                 leader_failures = 0;
                 Some(l)
             }
             Some(Ok(l)) => {
-                let role = l.role.unwrap_or_default();
-                let state = l.state.unwrap_or_default();
+                let (role, state) = (l.role, l.state);
                 return finish(out, ReinitResult::LeaderLost, format!("the leader stopped being leader while waiting (role {role}, state {state}): stopped acting"));
             }
             Some(Err(e)) => {
@@ -312,22 +277,24 @@ pub async fn reinitialize(
         last_view = None;
         if let Ok(s) = &status {
             let state = match (&s.state, &s.replication_state) {
-                (Some(st), Some(rs)) if st == "running" => format!("{st}/{rs}"),
-                (Some(st), _) => st.clone(),
-                _ => "unknown".into(),
+                (State::Running, Some(rs)) => format!("running/{rs}"),
+                (st, _) => st.to_string(),
             };
             if out.states.last() != Some(&state) {
                 progress.update(member, &state);
                 out.states.push(state.clone());
             }
-            if s.state.as_deref() != Some("running") {
+            if s.state != State::Running {
                 transitioned = true;
             }
             let restarted =
                 s.postmaster_start_time.is_some() && s.postmaster_start_time != start_time_before;
-            let streaming = s.state.as_deref() == Some("running") && says_streaming(s);
+            let streaming = s.state == State::Running && s.says_streaming();
             if (transitioned || restarted) && streaming {
-                if let Some(lag) = leader_status.as_ref().and_then(|l| lag_of(l, s, opts.lag)) {
+                if let Some(lag) = leader_status
+                    .as_ref()
+                    .and_then(|l| s.lag_behind(l, opts.lag))
+                {
                     if lag < opts.tolerance {
                         // The member says it is back; done once the cluster view (the DCS,
                         // what /cluster, failover and the next heal read) says so too. It

@@ -282,10 +282,14 @@ where
         .filter(|m| !attempted.contains(*m))
         .map(|m| NotActed {
             member: m.clone(),
-            reason: last_reason
-                .get(m)
-                .cloned()
-                .unwrap_or_else(|| "the run stopped first".to_string()),
+            reason: match (last_reason.get(m), &report.stopped) {
+                // It only waited for a slot when the run stopped: the stop is why.
+                (Some(r), Some(stop)) if r.starts_with(SLOT_PREFIX) => {
+                    format!("not started: {}", stop.detail)
+                }
+                (Some(r), _) => r.clone(),
+                (None, _) => "not started: the run stopped first".to_string(),
+            },
         })
         .collect();
     report

@@ -4,10 +4,124 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
+
 use super::k8s::K8sTarget;
 use super::patroni_yml::PatroniYml;
 use super::rest::{Credentials, HttpCache, HttpOptions, RestSource};
 use super::SourceError;
+
+/// How to reach one cluster: the same settings, by the same names, whether they come from a
+/// command's flags (`--url`, `--cert`, `--connect-timeout`...) or from a cluster entry of
+/// watch.yml (`urls:`, `cert:`, `connect_timeout:`...). Both doors fill this one struct, so
+/// a setting cannot be honoured by one and dropped by the other.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AccessSettings {
+    /// Patroni REST API URLs of members, tried in turn.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// A Patroni configuration file, read like patronictl reads it.
+    #[serde(default)]
+    pub patroni_yml: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file whose first line is the REST API password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The name of an environment variable holding the password (else
+    /// `PATRONI_RESTAPI_PASSWORD`).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A PEM CA bundle for Patroni's https certificate.
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    /// A PEM client certificate and its key, for restapi `verify_client`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+    /// How long a TCP connection may take (default: 2 s, or the request timeout if shorter).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// How long one request may take in all (watch.yml calls it `timeout`).
+    #[serde(default, rename = "timeout", deserialize_with = "opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// Find the members from a Kubernetes workload instead.
+    #[serde(default)]
+    pub kubernetes: Option<K8sTarget>,
+}
+
+/// The default password variable, as patronictl's.
+pub const PASSWORD_ENV: &str = "PATRONI_RESTAPI_PASSWORD";
+
+/// A duration like `10s`, `5m`, `30d`.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not a duration like 10s, 5m, 30d: {e}"))
+    })
+}
+
+pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+impl AccessSettings {
+    /// Something names the cluster: URLs, a patroni.yml or a Kubernetes workload.
+    pub fn names_a_cluster(&self) -> bool {
+        self.urls.iter().any(|u| !u.trim().is_empty())
+            || self.patroni_yml.is_some()
+            || self.kubernetes.is_some()
+    }
+
+    /// The password, when a username is given: from `password_file`, else the variable
+    /// `password_env` names, else `PATRONI_RESTAPI_PASSWORD`.
+    pub fn password(&self) -> Result<Option<String>, SourceError> {
+        if self.username.is_none() {
+            return Ok(None);
+        }
+        if let Some(f) = &self.password_file {
+            return read_password_file(f).map(Some);
+        }
+        let var = self.password_env.as_deref().unwrap_or(PASSWORD_ENV);
+        std::env::var(var).map(Some).map_err(|_| {
+            SourceError::BadInput(format!(
+                "a username needs a password: set {var} or give a password file"
+            ))
+        })
+    }
+
+    /// The target these settings name, the password resolved; `request_timeout` when none
+    /// is set.
+    pub fn target(&self, request_timeout: Duration) -> Result<Target, SourceError> {
+        let client_cert = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(SourceError::BadInput(
+                    "a client certificate needs both cert and key (--cert and --key)".into(),
+                ))
+            }
+        };
+        let request_timeout = self.request_timeout.unwrap_or(request_timeout);
+        Ok(Target {
+            urls: self.urls.clone(),
+            patroni_yml: self.patroni_yml.clone(),
+            username: self.username.clone(),
+            password: self.password()?,
+            cacert: self.cacert.clone(),
+            client_cert,
+            insecure: self.insecure,
+            connect_timeout: self
+                .connect_timeout
+                .unwrap_or_else(|| request_timeout.min(Duration::from_secs(2))),
+            request_timeout,
+            k8s: self.kubernetes.clone(),
+        })
+    }
+}
 
 /// One cluster's address and access settings, before anything is read.
 #[derive(Debug, Clone, Default)]

@@ -96,7 +96,7 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
     if let Some(dir) = &h.lease.dir {
         return Ok(LeaseStore::File { dir: dir.clone() });
     }
-    let etcd = match &c.patroni_yml {
+    let etcd = match &c.access.patroni_yml {
         Some(p) => PatroniYml::read(p).map_err(anyhow::Error::msg)?.etcd3_url,
         None => None,
     };

@@ -28,19 +28,7 @@ use serde::{Deserialize, Deserializer};
 use pgpatrol_core::slo::parse_objective;
 use pgpatrol_core::{ByteSize, LagKind};
 
-use crate::source::k8s::K8sTarget;
-use crate::source::target::{read_password_file, Target};
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("{s:?} is not a duration like 10s, 5m, 30d: {e}"))
-    })
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
-}
+use crate::source::target::{duration, opt_duration, AccessSettings, Target};
 
 /// A YAML scalar as text: sizes and objectives may be written as numbers or strings.
 fn scalar<'de, D: Deserializer<'de>>(d: D, what: &str) -> Result<String, D::Error> {
@@ -102,36 +90,23 @@ fn default_alert_queue() -> usize {
 
 /// One cluster to watch.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The label on every metric and alert.
     pub name: String,
-    #[serde(default)]
-    pub urls: Vec<String>,
-    #[serde(default)]
-    pub patroni_yml: Option<PathBuf>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// The name of an environment variable holding the password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    #[serde(default)]
-    pub cacert: Option<PathBuf>,
-    #[serde(default)]
-    pub insecure: bool,
+    /// How to reach it: `urls`, `patroni_yml`, `username`, `password_file`, `password_env`,
+    /// `cacert`, `cert`, `key`, `insecure`, `connect_timeout`, `timeout`, `kubernetes` (the
+    /// same settings as the command-line flags).
+    #[serde(flatten)]
+    pub access: AccessSettings,
     #[serde(default, deserialize_with = "opt_duration")]
     pub interval: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub timeout: Option<Duration>,
     #[serde(default)]
     pub slo: Option<SloConfig>,
     #[serde(default)]
     pub heal: Option<HealConfig>,
-    /// Find the members from a Kubernetes workload instead of `urls` (docs/KUBERNETES.md).
-    #[serde(default)]
-    pub kubernetes: Option<K8sTarget>,
+    /// Any other key: an error (`deny_unknown_fields` does not work with `flatten`).
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// The lag SLO of one cluster.
@@ -263,13 +238,25 @@ impl WatchConfig {
             if !names.insert(&c.name) {
                 return Err(format!("cluster {:?} is listed twice", c.name));
             }
-            if c.urls.is_empty() && c.patroni_yml.is_none() && c.kubernetes.is_none() {
+            if let Some(key) = c.unknown.keys().next() {
+                return Err(format!(
+                    "cluster {:?}: unknown key `{key}` (see docs/GUIDE.md for the keys of a cluster)",
+                    c.name
+                ));
+            }
+            if !c.access.names_a_cluster() {
                 return Err(format!(
                     "cluster {:?}: give `urls`, `patroni_yml` or `kubernetes`",
                     c.name
                 ));
             }
-            if let Some(k) = &c.kubernetes {
+            if c.access.cert.is_some() != c.access.key.is_some() {
+                return Err(format!(
+                    "cluster {:?}: a client certificate needs both `cert` and `key`",
+                    c.name
+                ));
+            }
+            if let Some(k) = &c.access.kubernetes {
                 crate::source::k8s::parse_resource(&k.resource)
                     .map_err(|e| format!("cluster {:?}: kubernetes.resource: {e}", c.name))?;
             }
@@ -297,32 +284,14 @@ impl WatchConfig {
     }
 
     pub fn timeout(&self, c: &ClusterConfig) -> Duration {
-        c.timeout.unwrap_or(self.timeout)
+        c.access.request_timeout.unwrap_or(self.timeout)
     }
 
     /// The cluster's source settings, the password resolved.
     pub fn target(&self, c: &ClusterConfig) -> Result<Target, String> {
-        let password = match (&c.password_file, &c.password_env) {
-            (Some(f), _) => Some(read_password_file(f).map_err(|e| e.to_string())?),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .map_err(|_| format!("cluster {:?}: password_env {var} is not set", c.name))?,
-            ),
-            (None, None) => None,
-        };
-        let timeout = self.timeout(c);
-        Ok(Target {
-            urls: c.urls.clone(),
-            patroni_yml: c.patroni_yml.clone(),
-            username: c.username.clone(),
-            password,
-            cacert: c.cacert.clone(),
-            client_cert: None,
-            insecure: c.insecure,
-            connect_timeout: timeout.min(Duration::from_secs(2)),
-            request_timeout: timeout,
-            k8s: c.kubernetes.clone(),
-        })
+        c.access
+            .target(self.timeout)
+            .map_err(|e| format!("cluster {:?}: {e}", c.name))
     }
 }
 

@@ -197,6 +197,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             detail: detail_for(c),
             source,
             spec,
+            slo_lag: sli_kind(c),
             heal_policy: c.heal.as_ref().map(autoheal::policy),
             healer,
             shared: shared.clone(),
@@ -274,6 +275,11 @@ fn first_poll_offset(i: usize, n: usize, interval: Duration) -> Duration {
 const POLL_GROUP: usize = 50;
 const POLL_GROUP_SPACING: Duration = Duration::from_millis(500);
 
+/// The lag the cluster's SLI is measured on: its SLO's `lag` (replay by default).
+pub fn sli_kind(c: &ClusterConfig) -> LagKind {
+    c.slo.as_ref().map_or(LagKind::Replay, |s| s.lag)
+}
+
 /// How much a poll reads. `/cluster` holds everything the metrics and the SLO need; the
 /// answering node's `/patroni` (version, unlocked, failsafe) only matters to a heal plan, so
 /// clusters without `heal` skip it: half the requests, and no poll fails for it.
@@ -292,6 +298,8 @@ struct Poller {
     detail: Detail,
     source: RestSource,
     spec: Option<SloSpec>,
+    /// Which lag the SLI (and so the SLO) is measured on.
+    slo_lag: LagKind,
     heal_policy: Option<pgpatrol_core::plan::Policy>,
     healer: Option<autoheal::Healer>,
     shared: Arc<Shared>,
@@ -361,8 +369,11 @@ impl Poller {
                     .inc();
             }
         }
-        let kind = self.spec_kind();
-        let sli = snapshot.as_ref().ok().map(|cl| Sli::measure(cl, kind));
+        // The SLI is the worst replica's lag of the kind the SLO names (`slo.lag`).
+        let sli = snapshot
+            .as_ref()
+            .ok()
+            .map(|cl| Sli::measure(cl, self.slo_lag));
         self.record_slo(sli.as_ref(), now).await;
         let plan = match (&snapshot, &mut self.healer, &self.heal_policy) {
             (Ok(cluster), Some(healer), _) => Some(
@@ -392,10 +403,6 @@ impl Poller {
             v.plan = plan;
             v.heal = heal_view;
         });
-    }
-
-    fn spec_kind(&self) -> LagKind {
-        self.heal_policy.as_ref().map_or(LagKind::Replay, |p| p.lag)
     }
 
     /// Per-member and per-cluster gauges; series of members that left are removed.
@@ -722,6 +729,7 @@ mod tests {
             detail: Detail::Lag,
             source: RestSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
             spec: None,
+            slo_lag: LagKind::Replay,
             heal_policy: None,
             healer: None,
             shared,

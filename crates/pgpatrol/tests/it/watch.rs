@@ -24,6 +24,8 @@ pub fn tests() -> Vec<Test> {
         at_the_attempt_cap_auto_heal_escalates_instead_of_acting,
         the_heal_lease_in_etcd_admits_one_holder,
         two_watchers_never_heal_at_once,
+        a_lost_lease_stops_auto_heal_before_the_second_action,
+        a_receiver_that_never_answers_does_not_hold_up_polling,
         a_restart_keeps_the_error_budget,
         bad_watch_config_is_one_line,
     ]
@@ -54,6 +56,10 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         Proc { child, what }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM and wait (bounded); returns the exit code.
@@ -913,4 +919,185 @@ fn bad_watch_config_is_one_line(lab: &Lab) {
         .output()
         .expect("run");
     one_line_error(&out, "cannot listen");
+}
+
+/// A second etcd on loopback, only for the heal lease: stopping it (SIGSTOP) loses the
+/// lease and nothing else (Patroni's own etcd keeps running, so `/cluster` still answers and
+/// only the lease handling can stop the second action). Continued and stopped when dropped.
+struct LeaseEtcd {
+    proc: Proc,
+    url: String,
+}
+
+impl LeaseEtcd {
+    fn start(dir: &Path) -> LeaseEtcd {
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let proc = Proc::spawn(
+            "lease etcd",
+            Command::new("/usr/bin/etcd")
+                .args(["--name", "lease", "--data-dir"])
+                .arg(dir.join("lease-etcd"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .arg("--initial-cluster")
+                .arg(format!("lease={peer_url}")),
+            &dir.join("lease-etcd.log"),
+        );
+        wait_for("the lease etcd", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", client)).ok()?;
+            (http("GET", &format!("{url}/health"), None).0 == 200).then_some(())
+        });
+        LeaseEtcd { proc, url }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.proc.pid() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal the lease etcd");
+    }
+}
+
+impl Drop for LeaseEtcd {
+    fn drop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Guardrail: auto-heal acts only while it holds the lease. Two replicas lag, one
+/// reinitialization at a time; the lease's etcd is stopped while the first runs: the run
+/// stops (lease_lost), and the second replica is never touched.
+fn a_lost_lease_stops_auto_heal_before_the_second_action(lab: &Lab) {
+    let dir = scratch(lab, "leaselost");
+    let etcd = LeaseEtcd::start(&dir);
+    let port = free_port();
+    let heal = format!(
+        "{{enabled: true, tolerance: 5MB, persist_samples: 3, min_healthy: 0, max_concurrent: 1, cooldown: 1s, lease: {{etcd: {}}}}}",
+        etcd.url
+    );
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: Some(&heal),
+            ..Default::default()
+        },
+    );
+    let leader = lab.leader();
+    let replicas: Vec<String> = lab.members().into_iter().filter(|m| *m != leader).collect();
+    assert_eq!(replicas.len(), 2, "the lab has two replicas");
+    // Both lag before the watch starts, so both breaches persist at the same poll and the
+    // plan holds both: the second only waits for the first's slot.
+    for r in &replicas {
+        lab.break_lag(r, 20);
+    }
+    let _w = start_watch(&dir, &cfg, port);
+    let first = wait_for(
+        "the first reinitialization",
+        Duration::from_secs(60),
+        || {
+            let p = plan(port);
+            p["lab"]["heal"]["history"]
+                .as_array()
+                .and_then(|h| h.iter().find(|r| r["finished"].is_null()).cloned())
+        },
+    );
+    etcd.signal(nix::sys::signal::Signal::SIGSTOP);
+    let stop = wait_for(
+        "the run to stop for the lease",
+        Duration::from_secs(60),
+        || {
+            let p = plan(port);
+            let s = &p["lab"]["heal"]["last_stop"];
+            (!s.is_null()).then(|| s.clone())
+        },
+    );
+    assert_eq!(stop["kind"], "lease_lost", "{stop:#}");
+    // Several more polls: the lease cannot be taken again while its etcd is stopped.
+    std::thread::sleep(Duration::from_secs(8));
+    let p = plan(port);
+    let history = p["lab"]["heal"]["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(history.len(), 1, "one action only: {p:#}");
+    assert_eq!(history[0]["member"], first["member"]);
+    let m = metrics(port);
+    assert_eq!(
+        sample(&m, "pgpatrol_heal_attempted_total{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"lease_lost\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+    drop(_w);
+    drop(etcd);
+    lab.repair();
+}
+
+/// Alerts never hold up polling: Alertmanager accepts connections and never answers, six
+/// unreachable clusters fire burn-rate alerts into a queue of two. The lab cluster keeps
+/// being polled, `/metrics` keeps answering, and the overflow is dropped and counted.
+fn a_receiver_that_never_answers_does_not_hold_up_polling(lab: &Lab) {
+    let dir = scratch(lab, "deadam");
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let am = format!("http://{}", hole.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let port = free_port();
+    let slo = "    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n      alerts:\n        - {severity: page, long: 20s, short: 5s, factor: 1}\n";
+    let mut y = format!(
+        "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 1s\nalertmanager: {am}\nalert_queue: 2\nclusters:\n  - name: lab\n    urls: [{}]\n{slo}",
+        lab.urls().join(", ")
+    );
+    for i in 0..6 {
+        y.push_str(&format!(
+            "  - name: dead{i}\n    urls: [http://127.0.0.1:{}]\n{slo}",
+            free_port()
+        ));
+    }
+    let cfg = dir.join("watch.yml");
+    std::fs::write(&cfg, y).expect("write watch.yml");
+    let _w = start_watch(&dir, &cfg, port);
+    let polls = || sample(&metrics(port), "pgpatrol_polls_total{cluster=\"lab\"}").unwrap_or(0.0);
+    let dropped = wait_for("alerts to be dropped", Duration::from_secs(60), || {
+        sample(&metrics(port), "pgpatrol_alerts_dropped_total").filter(|d| *d >= 1.0)
+    });
+    assert!(dropped >= 1.0);
+    let before = polls();
+    std::thread::sleep(Duration::from_secs(6));
+    let after = polls();
+    assert!(
+        after >= before + 3.0,
+        "the lab cluster was polled {} times in 6 s while Alertmanager hung",
+        after - before
+    );
+    let m = metrics(port);
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_up{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "pgpatrol_slo_alert_firing{cluster=\"dead0\"").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
 }

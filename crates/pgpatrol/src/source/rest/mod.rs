@@ -177,9 +177,17 @@ impl RestSource {
     }
 
     /// A member's own `/patroni` (fresher than `/cluster`, which lags by up to `loop_wait`).
-    pub async fn member_status(&self, api_url: &str) -> Result<StatusWire, SourceError> {
+    /// What the member at `api_url` says of itself (`GET /patroni`), in the core model.
+    pub async fn member_status(
+        &self,
+        api_url: &str,
+    ) -> Result<pgpatrol_core::MemberStatus, SourceError> {
         let base = base_url(api_url)?;
-        Ok(self.http.get_json::<StatusWire>(&base, "/patroni").await?)
+        Ok(self
+            .http
+            .get_json::<StatusWire>(&base, "/patroni")
+            .await?
+            .to_status())
     }
 
     pub async fn history(&self) -> Result<Vec<HistoryEntry>, SourceError> {

@@ -116,6 +116,21 @@ pub struct StatusWire {
 }
 
 impl StatusWire {
+    /// What the member says of itself, in the core model.
+    pub fn to_status(&self) -> pgpatrol_core::MemberStatus {
+        let x = self.xlog.as_ref();
+        pgpatrol_core::MemberStatus {
+            state: pgpatrol_core::State::parse(self.state.as_deref().unwrap_or("unknown")),
+            role: pgpatrol_core::Role::parse(self.role.as_deref().unwrap_or("unknown")),
+            replication_state: self.replication_state.clone(),
+            version: self.version(),
+            postmaster_start_time: self.postmaster_start_time.clone(),
+            wal_position: x.and_then(|x| x.location).map(pgpatrol_core::Lsn),
+            received: x.and_then(|x| x.received_location).map(pgpatrol_core::Lsn),
+            replayed: x.and_then(|x| x.replayed_location).map(pgpatrol_core::Lsn),
+        }
+    }
+
     pub fn version(&self) -> Option<PatroniVersion> {
         self.patroni
             .as_ref()
