@@ -9,6 +9,7 @@ pub mod lab;
 pub mod output;
 pub mod source;
 pub mod supervise;
+pub mod text;
 pub mod watch;
 
 #[cfg(test)]

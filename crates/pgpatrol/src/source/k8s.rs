@@ -21,9 +21,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::rest::client::chain;
 use super::rest::{Credentials, Http, Request, Response, RestError, RestSource};
 use super::SourceError;
+use crate::text::{error_chain, one_line};
 
 /// Patroni's REST port when the container spec names none.
 pub const DEFAULT_PORT: u16 = 8008;
@@ -247,7 +247,7 @@ fn api_error(e: kube::Error, verb: &str, resource: &str, namespace: &str) -> K8s
         kube::Error::Api(status) => status_error(&status, verb, resource, namespace),
         other => K8sError::Api(format!(
             "cannot {verb} {resource} in namespace {namespace}: the API server did not answer ({}): check --kubeconfig and --context",
-            one_line(&chain(&other))
+            one_line(&error_chain(&other))
         )),
     }
 }
@@ -313,10 +313,6 @@ fn rbac_denial(message: &str) -> Option<(String, String)> {
     (!verb.is_empty() && !resource.is_empty()).then(|| (verb.to_string(), resource.to_string()))
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// Loads the client configuration: `--kubeconfig`/`KUBECONFIG`, else `~/.kube/config`, else
 /// the pod's service account when running in a cluster. In a pod without a kubeconfig the
 /// context is ignored: the seed's `CONTEXT=default` names the only context there is.
@@ -326,7 +322,7 @@ async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
         kube::Config::incluster().map_err(|e| {
             K8sError::Config(format!(
                 "cannot use the in-cluster service account: {}",
-                one_line(&chain(&e))
+                one_line(&error_chain(&e))
             ))
         })
     };
@@ -339,7 +335,7 @@ async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
             Err(e) => {
                 return Err(K8sError::Config(format!(
                     "no kubeconfig: pass --kubeconfig or set KUBECONFIG ({})",
-                    one_line(&chain(&e))
+                    one_line(&error_chain(&e))
                 )))
             }
         },
@@ -367,7 +363,7 @@ async fn client_config(t: &K8sTarget) -> Result<kube::Config, K8sError> {
         .map_err(|e| {
             K8sError::Config(format!(
                 "cannot use the kubeconfig: {}",
-                one_line(&chain(&e))
+                one_line(&error_chain(&e))
             ))
         })
 }
@@ -384,7 +380,7 @@ fn read_kubeconfigs(paths: &std::path::Path) -> Result<Kubeconfig, K8sError> {
             K8sError::Config(format!(
                 "cannot read the kubeconfig {}: {}",
                 p.display(),
-                one_line(&chain(&e))
+                one_line(&error_chain(&e))
             ))
         };
         let kc = Kubeconfig::read_from(&p).map_err(fail)?;
@@ -427,7 +423,7 @@ pub async fn discover(
     let client = Client::try_from(config).map_err(|e| {
         K8sError::Config(format!(
             "cannot set up the Kubernetes client: {}",
-            one_line(&chain(&e))
+            one_line(&error_chain(&e))
         ))
     })?;
     let ns = namespace.as_str();
@@ -752,7 +748,7 @@ impl Transport {
             .client
             .send(http_req)
             .await
-            .map_err(|e| fail(one_line(&chain(&e))))?;
+            .map_err(|e| fail(one_line(&error_chain(&e))))?;
         let status = resp.status().as_u16();
         let is_json = resp
             .headers()
@@ -762,7 +758,7 @@ impl Transport {
             .into_body()
             .collect_bytes()
             .await
-            .map_err(|e| fail(one_line(&chain(&e))))?;
+            .map_err(|e| fail(one_line(&error_chain(&e))))?;
         let body = String::from_utf8_lossy(&bytes).into_owned();
         // An error of the API server itself (RBAC, pod gone, pod unreachable) is a Status
         // object; Patroni never answers with one.
@@ -805,7 +801,7 @@ impl Transport {
             ),
             other => fail(format!(
                 "cannot port-forward to {pod}:{port}: {}",
-                one_line(&chain(&other))
+                one_line(&error_chain(&other))
             )),
         })?;
         let mut stream = pf

@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::source::k8s::Transport;
+use crate::text::{error_chain, snippet};
 
 /// How to reach Patroni's REST API: TLS, credentials and timeouts.
 #[derive(Debug, Clone)]
@@ -238,7 +239,7 @@ impl Http {
             try_build(reqwest::Client::builder().identity(id.clone()), what)?;
             b = b.identity(id);
         }
-        let client = b.build().map_err(|e| RestError::Setup(chain(&e)))?;
+        let client = b.build().map_err(|e| RestError::Setup(error_chain(&e)))?;
         Ok(Http {
             client,
             auth: opts.auth.clone(),
@@ -398,47 +399,10 @@ pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Res
     })
 }
 
-/// The first 200 characters of a body, on one line, with HTML tags stripped.
-pub fn snippet(body: &str) -> String {
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in body.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            _ if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 200 {
-        format!("{}…", one.chars().take(200).collect::<String>())
-    } else {
-        one
-    }
-}
-
-/// An error and its sources on one line, without repeating a cause already in the text.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
 /// A reqwest builder error without reqwest's "builder error" and rustls's "unexpected error"
 /// wrappers.
 fn inner(e: &reqwest::Error) -> String {
-    let s = std::error::Error::source(e).map_or_else(|| e.to_string(), chain);
+    let s = std::error::Error::source(e).map_or_else(|| e.to_string(), error_chain);
     s.strip_prefix("unexpected error: ")
         .map_or(s.clone(), str::to_string)
 }
@@ -513,7 +477,7 @@ fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) 
             timeout: humantime::format_duration(timeout).to_string(),
         };
     }
-    let full = chain(&e);
+    let full = error_chain(&e);
     let lower = full.to_lowercase();
     let io_kind = {
         let mut cur: Option<&dyn std::error::Error> = Some(&e);
