@@ -21,7 +21,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::rest::{Credentials, Http, Request, Response, RestError, RestSource};
+use super::rest::{
+    BoxFuture, Credentials, Http, Request, Response, RestError, RestSource, Transport,
+};
 use super::SourceError;
 use crate::text::{error_chain, one_line};
 
@@ -605,7 +607,7 @@ pub async fn source(
         .collect();
     let http = match t.access {
         Access::Direct => http,
-        Access::Proxy => http.with_transport(Arc::new(Transport {
+        Access::Proxy => http.with_transport(Arc::new(ApiServer {
             client: found.client,
             namespace: found.namespace,
             pods: RwLock::new(found.pods),
@@ -619,7 +621,7 @@ pub async fn source(
 
 /// Carries Patroni requests through the API server: `base` names a pod by its IP (and
 /// port), or by its name as the first label of a host name.
-pub struct Transport {
+pub struct ApiServer {
     client: Client,
     namespace: String,
     /// The pods as last listed; listed again when a member's address names none of them
@@ -630,13 +632,13 @@ pub struct Transport {
     timeout: Duration,
 }
 
-impl std::fmt::Debug for Transport {
+impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Transport({})", self.namespace)
+        write!(f, "ApiServer({})", self.namespace)
     }
 }
 
-impl Transport {
+impl ApiServer {
     /// The pod name and port a member's base URL stands for, listing the pods again once
     /// when none matches.
     async fn pod_for(&self, base: &str) -> Result<(String, u16), RestError> {
@@ -706,9 +708,19 @@ fn find_pod(pods: &[PodInfo], base: &str, namespace: &str) -> Result<(String, u1
     Ok((pod.name.clone(), port))
 }
 
-impl Transport {
+impl Transport for ApiServer {
     /// Sends one request: reads by `pods/proxy`, writes by `pods/portforward`.
-    pub async fn send(
+    fn send<'a>(
+        &'a self,
+        req: &'a Request,
+        auth: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<Response, RestError>> {
+        Box::pin(self.send_one(req, auth))
+    }
+}
+
+impl ApiServer {
+    async fn send_one(
         &self,
         req: &Request,
         auth: Option<&Credentials>,
