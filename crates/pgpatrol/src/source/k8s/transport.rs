@@ -5,10 +5,14 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use base64::Engine;
+use http::header;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::Client;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::discovery::{list_pods, Discovered, PodInfo};
 use super::errors::{rest_error, status_error};
@@ -202,8 +206,8 @@ impl ApiServer {
         })
     }
 
-    /// One HTTP/1.0 exchange over a port-forward stream: the pod's Patroni sees the request
-    /// as sent, `Authorization` included, and closes the connection after answering.
+    /// One HTTP exchange over a port-forward stream: the pod's Patroni sees the request as
+    /// sent, `Authorization` included, and closes the connection after answering.
     async fn port_forward(
         &self,
         req: &Request,
@@ -215,6 +219,7 @@ impl ApiServer {
             url: req.url(),
             reason,
         };
+        let request = forwarded_request(req, port, auth).map_err(fail)?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut pf = pods.portforward(pod, &[port]).await.map_err(|e| match e {
             kube::Error::Api(st) => rest_error(
@@ -226,100 +231,201 @@ impl ApiServer {
                 one_line(&error_chain(&other))
             )),
         })?;
-        let mut stream = pf
+        let stream = pf
             .take_stream(port)
             .ok_or_else(|| fail(format!("no port-forward stream for port {port}")))?;
-        let body = match &req.body {
-            Some(b) => serde_json::to_vec(b).map_err(|e| fail(e.to_string()))?,
-            None => Vec::new(),
-        };
-        let mut head = format!(
-            "{} {} HTTP/1.0\r\nHost: localhost:{port}\r\nUser-Agent: pgpatrol/{}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            req.method,
-            req.path,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        );
-        if req.body.is_some() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        if let Some(a) = auth {
-            let token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{}", a.username, a.password));
-            head.push_str(&format!("Authorization: Basic {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        let io = |e: std::io::Error| fail(format!("port-forward to {pod}:{port}: {e}"));
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(&body).await.map_err(io)?;
-        stream.flush().await.map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(io)?;
-        drop(stream);
+        let answer = exchange(stream, request).await;
         pf.abort();
-        parse_http_response(&raw).map_err(|r| fail(format!("{pod}:{port} {r}")))
+        answer.map_err(|e| fail(format!("port-forward to {pod}:{port}: {e}")))
     }
 }
 
-/// Splits a raw HTTP/1.x answer into status and body.
-fn parse_http_response(raw: &[u8]) -> Result<Response, String> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        format!(
-            "closed the connection before a full answer ({} bytes)",
-            raw.len()
+/// The request as it goes over the port-forward stream, `Host` and `Authorization` included.
+fn forwarded_request(
+    req: &Request,
+    port: u16,
+    auth: Option<&Credentials>,
+) -> Result<http::Request<Full<Bytes>>, String> {
+    let mut b = http::Request::builder()
+        .method(req.method.as_str())
+        .uri(&req.path)
+        .header(header::HOST, format!("localhost:{port}"))
+        .header(
+            header::USER_AGENT,
+            concat!("pgpatrol/", env!("CARGO_PKG_VERSION")),
         )
-    })?;
-    let status_line = head.lines().next().unwrap_or_default();
-    let code: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("did not speak HTTP: {status_line:?}"))?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
+        .header(header::CONNECTION, "close");
+    let body = match &req.body {
+        Some(v) => {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+            serde_json::to_vec(v).map_err(|e| e.to_string())?
+        }
+        None => Vec::new(),
     };
-    Ok(Response {
-        status: reqwest::StatusCode::from_u16(code).map_err(|e| e.to_string())?,
-        body,
-    })
+    if let Some(a) = auth {
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", a.username, a.password));
+        b = b.header(header::AUTHORIZATION, format!("Basic {token}"));
+    }
+    b.body(Full::new(Bytes::from(body)))
+        .map_err(|e| format!("cannot build the request: {e}"))
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+/// One HTTP/1 exchange over a byte stream by hyper's client connection: hyper reads the
+/// answer however it is framed (length, chunked, or closed), and the body is decoded as
+/// text only once it is whole, so a character split across chunks arrives intact.
+async fn exchange<S>(io: S, request: http::Request<Full<Bytes>>) -> Result<Response, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let words = |e: hyper::Error| one_line(&error_chain(&e));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(words)?;
+    // The connection is driven alongside the call, and ends once the call drops `sender`.
+    let call = async move {
+        let answer = sender.send_request(request).await?;
+        let status = answer.status();
+        let body = answer.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>(Response {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    let (answer, _closed) = tokio::join!(call, conn);
+    answer.map_err(words)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn raw_http_answers_parse() {
-        let r = parse_http_response(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n{\"a\":1}").unwrap();
+    /// Plays a member's side of a port-forward stream: reads the request (head and body),
+    /// then writes `answer` piece by piece, each piece a write of its own, and closes.
+    /// Returns the answer and the request as the member saw it.
+    async fn serve(
+        request: http::Request<Full<Bytes>>,
+        answer: &[&[u8]],
+    ) -> (Result<Response, String>, String) {
+        let (client, mut member) = tokio::io::duplex(64);
+        let answer: Vec<Vec<u8>> = answer.iter().map(|p| p.to_vec()).collect();
+        let member = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 256];
+            loop {
+                let n = member.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |l| l.parse().unwrap());
+                    if n == 0 || body.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            for piece in answer {
+                member.write_all(&piece).await.unwrap();
+                member.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            drop(member);
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        let answer = exchange(client, request).await;
+        (answer, member.await.unwrap())
+    }
+
+    fn get(path: &str) -> http::Request<Full<Bytes>> {
+        forwarded_request(&Request::get("http://10.0.0.1:8008", path), 8008, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_however_they_are_framed() {
+        // Patroni's HTTP/1.0: the body ends when the connection closes.
+        let (r, _) = serve(
+            get("/patroni"),
+            &[b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n{\"a\":1}"],
+        )
+        .await;
+        let r = r.unwrap();
         assert_eq!(r.status.as_u16(), 200);
         assert_eq!(r.body, "{\"a\":1}");
-        let r = parse_http_response(
-            b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        let (r, _) = serve(
+            get("/patroni"),
+            &[b"HTTP/1.1 503 X\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"],
         )
-        .unwrap();
-        assert_eq!(r.body, "abc");
-        assert!(parse_http_response(b"").is_err());
+        .await;
+        let r = r.unwrap();
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (503, "abc"));
+        let (r, _) = serve(
+            get("/patroni"),
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+        )
+        .await;
+        assert_eq!(r.unwrap().body, "ok");
+        // Closed before a full answer, or not HTTP at all: an error, never a panic.
+        let (r, _) = serve(get("/patroni"), &[]).await;
+        assert!(r.is_err(), "{r:?}");
+        let (r, _) = serve(get("/patroni"), &[b"SSH-2.0-OpenSSH_9.6\r\n\r\n"]).await;
+        assert!(r.is_err(), "{r:?}");
+    }
+
+    /// Regression: the hand-written parser decoded the raw answer as text before removing
+    /// the chunk framing, so a multi-byte character split across two chunks became U+FFFD
+    /// and the chunk sizes then cut a character in half: a panic in `dechunk`.
+    #[tokio::test]
+    async fn a_character_split_across_port_forward_chunks_arrives_whole() {
+        let (r, _) = serve(
+            get("/patroni"),
+            &[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"d\r\n{\"name\":\"caf\xc3\r\n",
+                b"3\r\n\xa9\"}\r\n",
+                b"0\r\n\r\n",
+            ],
+        )
+        .await;
+        assert_eq!(r.unwrap().body, "{\"name\":\"caf\u{e9}\"}");
+        // The same character split across two writes of a close-delimited answer.
+        let (r, _) = serve(
+            get("/patroni"),
+            &[b"HTTP/1.0 200 OK\r\n\r\n{\"name\":\"caf\xc3", b"\xa9\"}"],
+        )
+        .await;
+        assert_eq!(r.unwrap().body, "{\"name\":\"caf\u{e9}\"}");
+    }
+
+    #[tokio::test]
+    async fn a_write_carries_its_body_and_basic_auth() {
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let req = Request::post(
+            "http://10.0.0.1:8008",
+            "/reinitialize",
+            serde_json::json!({"force": false}),
+        );
+        let request = forwarded_request(&req, 8009, Some(&creds)).unwrap();
+        let (r, seen) = serve(request, &[b"HTTP/1.0 200 OK\r\n\r\nreinitialize started"]).await;
+        assert_eq!(r.unwrap().body, "reinitialize started");
+        let seen = seen.to_ascii_lowercase();
+        for line in [
+            "post /reinitialize http/1.1\r\n",
+            "host: localhost:8009\r\n",
+            "authorization: basic dtpw\r\n",
+            "content-type: application/json\r\n",
+            "content-length: 15\r\n",
+        ] {
+            assert!(seen.contains(line), "{line:?} not in {seen:?}");
+        }
+        assert!(seen.ends_with("\r\n\r\n{\"force\":false}"), "{seen:?}");
     }
 }
