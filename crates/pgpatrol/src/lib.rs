@@ -11,6 +11,7 @@ pub mod source;
 pub mod supervise;
 pub mod text;
 pub mod watch;
+pub mod yaml;
 
 #[cfg(test)]
 pub(crate) mod test_support {
