@@ -10,6 +10,7 @@ pub mod output;
 pub mod source;
 pub mod supervise;
 pub mod text;
+pub mod time;
 pub mod watch;
 pub mod yaml;
 
