@@ -333,8 +333,10 @@ pub async fn discover(
             states.join(", ")
         )));
     }
-    if ready.iter().all(|p| p.port.is_err()) {
-        let p = ready[0];
+    if let Some(p) = ready
+        .first()
+        .filter(|_| ready.iter().all(|p| p.port.is_err()))
+    {
         return Err(K8sError::Discovery(format!(
             "pod {} {}: pass --k8s-port",
             p.name,

@@ -100,7 +100,7 @@ pub(super) fn rest_error(url: &str, e: K8sError) -> RestError {
 /// `... cannot create resource "pods/portforward" in API group "" ...` → (create,
 /// pods/portforward), as the RBAC authorizer words a denial.
 fn rbac_denial(message: &str) -> Option<(String, String)> {
-    let rest = &message[message.find(" cannot ")? + " cannot ".len()..];
+    let (_, rest) = message.split_once(" cannot ")?;
     let (verb, rest) = rest.split_once(' ')?;
     let rest = rest.strip_prefix("resource \"")?;
     let (resource, _) = rest.split_once('"')?;

@@ -311,9 +311,10 @@ fn tls_reason(full: &str) -> String {
         .iter()
         .filter_map(|p| full.rfind(p))
         .min()
+        .and_then(|i| full.get(i..))
         .map_or_else(
             || full.rsplit(": ").next().unwrap_or(full).to_string(),
-            |i| full[i..].to_string(),
+            str::to_string,
         )
 }
 
