@@ -240,13 +240,16 @@ impl ApiServer {
     }
 }
 
-/// The request as it goes over the port-forward stream, `Host` and `Authorization` included.
+/// The request as it goes over the port-forward stream, `Host` and `Authorization` included:
+/// HTTP/1.0, as Patroni's own server speaks, with the body's length (hyper never chunks a
+/// 1.0 request).
 fn forwarded_request(
     req: &Request,
     port: u16,
     auth: Option<&Credentials>,
 ) -> Result<http::Request<Full<Bytes>>, String> {
     let mut b = http::Request::builder()
+        .version(http::Version::HTTP_10)
         .method(req.method.as_str())
         .uri(&req.path)
         .header(header::HOST, format!("localhost:{port}"))
@@ -418,7 +421,7 @@ mod tests {
         assert_eq!(r.unwrap().body, "reinitialize started");
         let seen = seen.to_ascii_lowercase();
         for line in [
-            "post /reinitialize http/1.1\r\n",
+            "post /reinitialize http/1.0\r\n",
             "host: localhost:8009\r\n",
             "authorization: basic dtpw\r\n",
             "content-type: application/json\r\n",
