@@ -9,7 +9,10 @@ pub mod lab;
 pub mod output;
 pub mod source;
 pub mod supervise;
+pub mod text;
+pub mod time;
 pub mod watch;
+pub mod yaml;
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -184,7 +184,7 @@ pub fn write_structured<T: serde::Serialize>(
             serde_json::to_writer_pretty(&mut *out, value)?;
             writeln!(out)?;
         }
-        Format::Yaml => serde_yaml::to_writer(&mut *out, value)?,
+        Format::Yaml => out.write_all(crate::yaml::to_string(value)?.as_bytes())?,
     }
     Ok(())
 }

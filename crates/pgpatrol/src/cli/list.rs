@@ -177,5 +177,5 @@ async fn read(target: &Target, source: &mut Option<RestSource>) -> Result<Cluste
 
 /// An error as the one line the CLI would print (without `error: `).
 fn describe(e: SourceError) -> String {
-    super::one_line(&format!("{:#}", anyhow::Error::from(e)))
+    crate::text::one_line(&format!("{:#}", anyhow::Error::from(e)))
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::output::term::ColorChoice;
+use crate::text::one_line;
 
 pub mod common;
 pub mod completions;
@@ -148,11 +149,6 @@ fn fail(e: anyhow::Error) -> ExitCode {
     }
     eprintln!("error: {}", one_line(&format!("{e:#}")));
     ExitCode::from(2)
-}
-
-/// Errors print as one line: newlines from remote bodies are folded.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ impl RulesArgs {
                 self.config.display()
             );
         }
-        let yaml = serde_yaml::to_string(&json!({ "groups": groups }))?;
+        let yaml = crate::yaml::to_string(&json!({ "groups": groups }))?;
         match &self.output {
             Some(p) => std::fs::write(p, yaml)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,

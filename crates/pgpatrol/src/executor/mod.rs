@@ -209,7 +209,7 @@ pub async fn reinitialize(
             );
         }
         Ok(resp) => {
-            let body = crate::source::rest::client::snippet(&resp.body);
+            let body = crate::text::snippet(&resp.body);
             return finish(
                 out,
                 ReinitResult::Failed,

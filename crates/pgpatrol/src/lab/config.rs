@@ -1,5 +1,5 @@
 //! Port layout, secrets and the Patroni YAML of each lab member (built as JSON values,
-//! serialized with serde_yaml, never from string templates).
+//! serialized by `crate::yaml`, never from string templates).
 
 use std::net::TcpListener;
 
@@ -174,7 +174,9 @@ pub fn member_config(
 
 /// The superuser password written in a member config (psql needs it for TCP logins).
 pub fn superuser_password(config_yaml: &str) -> Result<String> {
-    let v: Value = serde_yaml::from_str(config_yaml).context("the member config is not YAML")?;
+    let v: Value = crate::yaml::from_str(config_yaml)
+        .map_err(anyhow::Error::msg)
+        .context("the member config is not YAML")?;
     v["postgresql"]["authentication"]["superuser"]["password"]
         .as_str()
         .map(str::to_owned)
@@ -182,7 +184,7 @@ pub fn superuser_password(config_yaml: &str) -> Result<String> {
 }
 
 pub fn to_yaml(config: &Value) -> Result<String> {
-    serde_yaml::to_string(config).context("cannot encode the Patroni config as YAML")
+    crate::yaml::to_string(config).context("cannot encode the Patroni config as YAML")
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub async fn psql(member: &MemberState, sql: &str) -> Result<String> {
         bail!(
             "psql on {} failed: {}",
             member.name,
-            crate::cli::one_line(&String::from_utf8_lossy(&out.stderr))
+            crate::text::one_line(&String::from_utf8_lossy(&out.stderr))
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

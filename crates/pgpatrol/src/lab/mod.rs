@@ -343,7 +343,7 @@ async fn get_json(url: &str) -> Result<Value> {
     let status = resp.status();
     let body = resp.text().await.with_context(|| format!("GET {url}"))?;
     if !status.is_success() {
-        bail!("GET {url}: HTTP {status}: {}", crate::cli::one_line(&body));
+        bail!("GET {url}: HTTP {status}: {}", crate::text::one_line(&body));
     }
     serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use super::rest::Credentials;
 
@@ -50,7 +50,7 @@ fn etcd3_url(v: &Value) -> Option<String> {
         return Some(url.trim_end_matches('/').to_string());
     }
     let first = match e.get("hosts") {
-        Some(Value::Sequence(hosts)) => hosts.first().and_then(|h| h.as_str()).map(str::to_string),
+        Some(Value::Array(hosts)) => hosts.first().and_then(|h| h.as_str()).map(str::to_string),
         Some(Value::String(hosts)) => hosts.split(',').next().map(|h| h.trim().to_string()),
         _ => text(e, &["host"]),
     }?;
@@ -65,8 +65,8 @@ impl PatroniYml {
     }
 
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let v: Value = serde_yaml::from_str(raw).map_err(|e| format!("not valid YAML: {e}"))?;
-        if !v.is_mapping() {
+        let v: Value = crate::yaml::from_str(raw).map_err(|e| format!("not valid YAML: {e}"))?;
+        if !v.is_object() {
             return Err("not a YAML mapping of Patroni settings".into());
         }
         let restapi = v

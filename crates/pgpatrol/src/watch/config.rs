@@ -32,10 +32,10 @@ use crate::source::target::{duration, opt_duration, AccessSettings, Target};
 
 /// A YAML scalar as text: sizes and objectives may be written as numbers or strings.
 fn scalar<'de, D: Deserializer<'de>>(d: D, what: &str) -> Result<String, D::Error> {
-    match serde_yaml::Value::deserialize(d)? {
-        serde_yaml::Value::Number(n) => Ok(n.to_string()),
-        serde_yaml::Value::String(s) => Ok(s),
-        other => Err(serde::de::Error::custom(format!("{other:?} is not {what}"))),
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(serde::de::Error::custom(format!("{other} is not {what}"))),
     }
 }
 
@@ -213,7 +213,7 @@ impl WatchConfig {
     }
 
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let c: WatchConfig = serde_yaml::from_str(raw).map_err(|e| e.to_string())?;
+        let c: WatchConfig = crate::yaml::from_str(raw)?;
         c.validate()?;
         Ok(c)
     }
@@ -325,6 +325,13 @@ mod tests {
         assert!(e.contains("objective"), "{e}");
         let e = WatchConfig::parse("clusters:\n  - {name: a, urls: [x], slo: {objective: 99%, threshold: 5XB, window: 1d}}\n").unwrap_err();
         assert!(e.contains("not a size"), "{e}");
+        let e = WatchConfig::parse("clusters:\n  - {name: a, urls: [x], slo: {objective: 99%, threshold: true, window: 1d}}\n").unwrap_err();
+        assert!(
+            e.starts_with("true is not a size like 5MB at line 2"),
+            "{e}"
+        );
+        let e = WatchConfig::parse("clusters: [\n").unwrap_err();
+        assert!(!e.contains('\n') && e.contains("line 1"), "{e}");
         let e =
             WatchConfig::parse("clusters:\n  - {name: a, urls: [x], intervall: 5s}\n").unwrap_err();
         assert!(e.contains("intervall"), "{e}");

@@ -564,7 +564,7 @@ impl Poller {
         let day_ago = SystemTime::now() - Duration::from_secs(86_400);
         let recent = history
             .iter()
-            .filter_map(|h| h.timestamp.as_deref().and_then(parse_iso8601))
+            .filter_map(|h| h.timestamp.as_deref().and_then(crate::time::parse_iso8601))
             .filter(|t| *t >= day_ago)
             .count();
         m.cluster_failovers_24h.get_or_create(&c).set(recent as i64);
@@ -693,29 +693,6 @@ fn same_shape(a: &SampleLog, b: &SampleLog) -> bool {
     )
 }
 
-/// Parses Patroni's history timestamps (`2026-11-22T03:46:12.910825+00:00`, `...Z`).
-pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let (main, offset_secs) = if let Some(rest) = s.strip_suffix('Z') {
-        (rest, 0i64)
-    } else {
-        let idx = s.rfind(['+', '-']).filter(|&i| i > 10)?;
-        let (main, off) = s.split_at(idx);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (h, m) = off[1..]
-            .split_once(':')
-            .unwrap_or((&off[1..3.min(off.len())], "00"));
-        (
-            main,
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60),
-        )
-    };
-    let main = main.split('.').next()?;
-    let t = humantime::parse_rfc3339(&format!("{main}Z")).ok()?;
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs() as i64 - offset_secs;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,15 +810,5 @@ mod tests {
         assert!(offsets(500, Duration::from_millis(200))
             .iter()
             .all(|d| d.is_zero()));
-    }
-
-    #[test]
-    fn history_timestamps_with_offsets() {
-        let a = parse_iso8601("2026-11-22T03:46:12.910825+00:00").unwrap();
-        let b = parse_iso8601("2026-11-22T05:46:12+02:00").unwrap();
-        let c = parse_iso8601("2026-11-22T03:46:12Z").unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a, c);
-        assert!(parse_iso8601("yesterday").is_none());
     }
 }

@@ -584,8 +584,8 @@ fn role_rules(role: &str) -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
     let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml");
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc).expect("rbac.yaml is YAML");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml is YAML");
+    for v in docs {
         if v["kind"] != "Role" || v["metadata"]["name"] != role {
             continue;
         }

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::source::k8s::Transport;
+use super::transport::{BoxFuture, Credentials, Request, Response, RestError, Transport};
+use crate::text::{error_chain, snippet};
 
 /// How to reach Patroni's REST API: TLS, credentials and timeouts.
 #[derive(Debug, Clone)]
@@ -42,145 +43,49 @@ impl Default for HttpOptions {
     }
 }
 
-/// Basic-auth credentials. `Debug` never shows the password.
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, ***)", self.username)
-    }
-}
-
-/// A request to Patroni, as a value.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: Method,
-    /// Base URL of a member's API (`http://host:port`), without path.
-    pub base: String,
-    /// Path with its leading slash, e.g. `/cluster`.
-    pub path: String,
-    pub body: Option<serde_json::Value>,
-    /// A long-running call (switchover, restart) may take longer than the default timeout.
-    pub timeout: Option<Duration>,
-}
-
-impl Request {
-    pub fn get(base: &str, path: &str) -> Self {
-        Request {
-            method: Method::GET,
-            base: base.to_string(),
-            path: path.to_string(),
-            body: None,
-            timeout: None,
-        }
-    }
-
-    pub fn post(base: &str, path: &str, body: serde_json::Value) -> Self {
-        Request {
-            method: Method::POST,
-            body: Some(body),
-            ..Request::get(base, path)
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("{}{}", self.base, self.path)
-    }
-
-    pub fn is_unsafe(&self) -> bool {
-        self.method != Method::GET && self.method != Method::HEAD
-    }
-}
-
-/// A response: status and body text.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: StatusCode,
-    pub body: String,
-}
-
-/// Every way a call to Patroni can fail, each naming the URL.
-#[derive(Debug, thiserror::Error)]
-pub enum RestError {
-    #[error("cannot connect to {url}: {reason}")]
-    Connect { url: String, reason: String },
-    #[error("{url} did not answer within {timeout}: raise --timeout, or check that the member is not hung")]
-    Timeout { url: String, timeout: String },
-    #[error("TLS with {url} failed: {reason} ({hint})")]
-    Tls {
-        url: String,
-        reason: String,
-        hint: String,
-    },
-    #[error(
-        "{url} did not speak HTTP ({reason}): is it a TLS port (use https://) or not Patroni?"
-    )]
-    NotHttp { url: String, reason: String },
-    #[error(
-        "{url} refused the credentials (HTTP {status}: {body}): check --username and the password"
-    )]
-    Auth {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    #[error("{url} answered HTTP {status}: {body}")]
-    Status {
-        url: String,
-        status: u16,
-        body: String,
-    },
-    #[error("{url} did not answer with JSON ({what}): is this Patroni's REST API?")]
-    NotJson { url: String, what: String },
-    #[error("{url} answered JSON that is not Patroni's {endpoint} shape: {reason}")]
-    Shape {
-        url: String,
-        endpoint: String,
-        reason: String,
-    },
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
-    /// The Kubernetes API server could not carry the call (RBAC, pod gone, port-forward).
-    #[error("{url} through Kubernetes: {reason}")]
-    Kubernetes { url: String, reason: String },
-    /// The Kubernetes API server refused the call (RBAC): the message says what to grant.
-    #[error("{0}")]
-    KubernetesDenied(String),
-}
-
-impl RestError {
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            RestError::Connect { .. } => "connect",
-            RestError::Timeout { .. } => "timeout",
-            RestError::Tls { .. } => "tls",
-            RestError::NotHttp { .. } => "not_http",
-            RestError::Auth { .. } => "auth",
-            RestError::Status { .. } => "status",
-            RestError::NotJson { .. } => "not_json",
-            RestError::Shape { .. } => "shape",
-            RestError::Setup(_) => "setup",
-            RestError::Kubernetes { .. } => "kubernetes",
-            RestError::KubernetesDenied(_) => "kubernetes_denied",
-        }
-    }
-}
-
-/// The HTTP client for Patroni's REST API.
+/// The HTTP client for Patroni's REST API: the credentials, and the transport that carries
+/// the requests (straight to the members unless [`Http::with_transport`] says otherwise).
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     auth: Option<Credentials>,
+}
+
+/// Straight to a member's `base` URL, with reqwest.
+#[derive(Debug)]
+struct Direct {
+    client: reqwest::Client,
     timeout: Duration,
     /// Whether a client certificate is sent (it changes what a TLS alert most likely means).
     client_cert: bool,
-    /// In Kubernetes mode, requests go through the API server instead of straight to `base`.
-    transport: Option<Arc<Transport>>,
+}
+
+impl Transport for Direct {
+    fn send<'a>(
+        &'a self,
+        req: &'a Request,
+        auth: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<Response, RestError>> {
+        Box::pin(async move {
+            let url = req.url();
+            let mut rb = self.client.request(req.method.clone(), &url);
+            if let Some(t) = req.timeout {
+                rb = rb.timeout(t);
+            }
+            if let Some(body) = &req.body {
+                rb = rb.json(body);
+            }
+            if let Some(a) = auth {
+                rb = rb.basic_auth(&a.username, Some(&a.password));
+            }
+            let timeout = req.timeout.unwrap_or(self.timeout);
+            let fail = |e| classify(&url, timeout, self.client_cert, e);
+            let resp = rb.send().await.map_err(fail)?;
+            let status = resp.status();
+            let body = resp.text().await.map_err(fail)?;
+            Ok(Response { status, body })
+        })
+    }
 }
 
 impl Http {
@@ -238,22 +143,21 @@ impl Http {
             try_build(reqwest::Client::builder().identity(id.clone()), what)?;
             b = b.identity(id);
         }
-        let client = b.build().map_err(|e| RestError::Setup(chain(&e)))?;
+        let client = b.build().map_err(|e| RestError::Setup(error_chain(&e)))?;
         Ok(Http {
-            client,
+            transport: Arc::new(Direct {
+                client,
+                timeout: opts.timeout,
+                client_cert: opts.client_cert.is_some(),
+            }),
             auth: opts.auth.clone(),
-            timeout: opts.timeout,
-            client_cert: opts.client_cert.is_some(),
-            transport: None,
         })
     }
 
-    /// Sends every request through the Kubernetes API server (see `source::k8s`).
-    pub fn with_transport(self, transport: Arc<Transport>) -> Self {
-        Http {
-            transport: Some(transport),
-            ..self
-        }
+    /// Sends every request through another transport (e.g. the Kubernetes API server),
+    /// keeping the credentials.
+    pub fn with_transport(self, transport: Arc<dyn Transport>) -> Self {
+        Http { transport, ..self }
     }
 
     /// The same client (connection pool, TLS configuration) with other credentials: cheap,
@@ -267,30 +171,9 @@ impl Http {
 
     /// Sends one request; any status is returned (callers decide what a 503 means).
     pub async fn send(&self, req: &Request) -> Result<Response, RestError> {
-        let url = req.url();
-        if let Some(t) = &self.transport {
-            let auth = self.auth.as_ref().filter(|_| req.is_unsafe());
-            let resp = t.send(req, auth).await?;
-            return check_auth(url, resp);
-        }
-        let mut rb = self.client.request(req.method.clone(), &url);
-        if let Some(t) = req.timeout {
-            rb = rb.timeout(t);
-        }
-        if let Some(body) = &req.body {
-            rb = rb.json(body);
-        }
-        if req.is_unsafe() {
-            if let Some(a) = &self.auth {
-                rb = rb.basic_auth(&a.username, Some(&a.password));
-            }
-        }
-        let timeout = req.timeout.unwrap_or(self.timeout);
-        let fail = |e| classify(&url, timeout, self.client_cert, e);
-        let resp = rb.send().await.map_err(fail)?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(fail)?;
-        check_auth(url, Response { status, body })
+        let auth = self.auth.as_ref().filter(|_| req.is_unsafe());
+        let resp = self.transport.send(req, auth).await?;
+        check_auth(req.url(), resp)
     }
 
     /// GETs `path` and decodes JSON; any status but 200 is an error.
@@ -398,47 +281,10 @@ pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Res
     })
 }
 
-/// The first 200 characters of a body, on one line, with HTML tags stripped.
-pub fn snippet(body: &str) -> String {
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in body.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            _ if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 200 {
-        format!("{}…", one.chars().take(200).collect::<String>())
-    } else {
-        one
-    }
-}
-
-/// An error and its sources on one line, without repeating a cause already in the text.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
 /// A reqwest builder error without reqwest's "builder error" and rustls's "unexpected error"
 /// wrappers.
 fn inner(e: &reqwest::Error) -> String {
-    let s = std::error::Error::source(e).map_or_else(|| e.to_string(), chain);
+    let s = std::error::Error::source(e).map_or_else(|| e.to_string(), error_chain);
     s.strip_prefix("unexpected error: ")
         .map_or(s.clone(), str::to_string)
 }
@@ -465,9 +311,10 @@ fn tls_reason(full: &str) -> String {
         .iter()
         .filter_map(|p| full.rfind(p))
         .min()
+        .and_then(|i| full.get(i..))
         .map_or_else(
             || full.rsplit(": ").next().unwrap_or(full).to_string(),
-            |i| full[i..].to_string(),
+            str::to_string,
         )
 }
 
@@ -513,7 +360,7 @@ fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) 
             timeout: humantime::format_duration(timeout).to_string(),
         };
     }
-    let full = chain(&e);
+    let full = error_chain(&e);
     let lower = full.to_lowercase();
     let io_kind = {
         let mut cur: Option<&dyn std::error::Error> = Some(&e);
@@ -661,6 +508,66 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
         assert_eq!(cache.len(), 3);
+    }
+
+    /// Records what it was asked to carry and answers with a fixed status.
+    #[derive(Debug)]
+    struct Recording {
+        status: StatusCode,
+        sent: std::sync::Mutex<Vec<(String, Option<String>)>>,
+    }
+
+    impl Transport for Recording {
+        fn send<'a>(
+            &'a self,
+            req: &'a Request,
+            auth: Option<&'a Credentials>,
+        ) -> BoxFuture<'a, Result<Response, RestError>> {
+            let user = auth.map(|a| a.username.clone());
+            self.sent.lock().unwrap().push((req.url(), user));
+            Box::pin(async move {
+                Ok(Response {
+                    status: self.status,
+                    body: "<h1>no</h1>".into(),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn any_transport_gets_credentials_on_unsafe_requests_only() {
+        let rec = Arc::new(Recording {
+            status: StatusCode::OK,
+            sent: Default::default(),
+        });
+        let creds = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let http = Http::new(&HttpOptions::default())
+            .unwrap()
+            .with_auth(Some(creds))
+            .with_transport(rec.clone());
+        http.send(&Request::get("http://m:8008", "/cluster"))
+            .await
+            .unwrap();
+        let post = Request::post("http://m:8008", "/reinitialize", serde_json::json!({}));
+        http.send(&post).await.unwrap();
+        assert_eq!(
+            *rec.sent.lock().unwrap(),
+            [
+                ("http://m:8008/cluster".to_string(), None),
+                ("http://m:8008/reinitialize".to_string(), Some("u".into())),
+            ]
+        );
+        // A refusal is the same error whichever transport carried it.
+        let refusing = Arc::new(Recording {
+            status: StatusCode::UNAUTHORIZED,
+            sent: Default::default(),
+        });
+        let e = http.with_transport(refusing).send(&post).await.unwrap_err();
+        assert!(matches!(e, RestError::Auth { status: 401, .. }), "{e}");
+        assert!(e.to_string().contains("(HTTP 401: no)"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! cluster (`/cluster` is read from the DCS); several URLs are tried in turn.
 
 pub mod client;
+pub mod transport;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -11,7 +12,8 @@ use tokio::task::JoinSet;
 
 use pgpatrol_core::{Cluster, HistoryEntry};
 
-pub use client::{Credentials, Http, HttpCache, HttpOptions, Request, Response, RestError};
+pub use client::{Http, HttpCache, HttpOptions};
+pub use transport::{BoxFuture, Credentials, Request, Response, RestError, Transport};
 use wire::{ClusterWire, HistoryWire, LegacyReplay, StatusWire};
 
 use super::SourceError;

@@ -1,0 +1,113 @@
+//! The Kubernetes source: finds a Patroni cluster's pods from a workload
+//! (`statefulset/NAME`, `deployment/NAME`, `pod/NAME`) and carries Patroni's REST calls
+//! through the API server, so that [`RestSource`] works unchanged on top of it.
+//!
+//! Reads (`GET /cluster`, `/patroni`, ...) go through the `pods/proxy` subresource. Writes
+//! (`POST /reinitialize`, ...) go through `pods/portforward`, because the API server's proxy
+//! strips the `Authorization` header and Patroni's unsafe endpoints need basic auth
+//! (docs/KUBERNETES.md). With `--k8s-access direct` pgpatrol, running inside the cluster,
+//! talks to the pod IPs itself.
+//!
+//! `discovery` finds the pods, `transport` carries the calls, `errors` words what the API
+//! server refused.
+
+mod discovery;
+mod errors;
+mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::rest::{Http, RestSource};
+use super::SourceError;
+
+pub use discovery::{
+    discover, parse_resource, patroni_port, secret_credentials, selector_string, Discovered, Kind,
+    PodInfo,
+};
+pub use errors::K8sError;
+pub use transport::ApiServer;
+
+/// Patroni's REST port when the container spec names none.
+pub const DEFAULT_PORT: u16 = 8008;
+
+/// How Patroni's REST calls reach the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Reads through the API server's `pods/proxy`, writes through `pods/portforward`.
+    #[default]
+    Proxy,
+    /// Straight to the pod IPs (pgpatrol runs inside the cluster's network).
+    Direct,
+}
+
+/// Which Kubernetes workload is the Patroni cluster, and how to reach it (the flags, or a
+/// watch cluster's `kubernetes:` section).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K8sTarget {
+    /// `statefulset/NAME`, `deployment/NAME` or `pod/NAME`.
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub context: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubernetes, GKE, AKS, EKS, OpenShift, or anything else: a hint for messages, never
+    /// required and never rejected.
+    pub distribution: Option<String>,
+    pub access: Access,
+    /// Overrides the port found in the container spec.
+    pub port: Option<u16>,
+    /// A Secret with `username` and `password` keys for Patroni's unsafe endpoints.
+    pub secret: Option<String>,
+}
+
+impl Default for K8sTarget {
+    fn default() -> Self {
+        K8sTarget {
+            resource: String::new(),
+            namespace: None,
+            context: None,
+            kubeconfig: None,
+            distribution: None,
+            access: Access::Proxy,
+            port: None,
+            secret: None,
+        }
+    }
+}
+
+/// Builds the REST source: the ready pods are the members tried for cluster-wide reads.
+pub async fn source(
+    t: &K8sTarget,
+    http: Http,
+    connect_timeout: Duration,
+    http_timeout: Duration,
+) -> Result<RestSource, SourceError> {
+    let found = discover(t, connect_timeout, http_timeout).await?;
+    let http = match &t.secret {
+        Some(name) => {
+            let creds = secret_credentials(&found.client, &found.namespace, name).await?;
+            http.with_auth(Some(creds))
+        }
+        None => http,
+    };
+    let bases: Vec<String> = found
+        .pods
+        .iter()
+        .filter(|p| p.ready)
+        .filter_map(|p| {
+            Some(format!(
+                "http://{}:{}",
+                p.ip.as_ref()?,
+                p.port.clone().ok()?
+            ))
+        })
+        .collect();
+    let http = match t.access {
+        Access::Direct => http,
+        Access::Proxy => http.with_transport(Arc::new(ApiServer::new(found, http_timeout))),
+    };
+    RestSource::new(http, &bases)
+}

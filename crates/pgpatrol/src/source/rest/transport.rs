@@ -1,0 +1,153 @@
+//! A call to Patroni as values ([`Request`], [`Response`], [`RestError`]) and the port that
+//! carries it ([`Transport`]): straight over HTTP (`client::Direct`), or through a carrier
+//! outside this module, such as the Kubernetes API server. `rest` names no carrier, so a
+//! carrier depends on `rest` and never the other way round.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+/// A boxed future, as a trait object's async method returns it.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Carries one request to a member and brings back its answer, any status included
+/// (callers decide what a 503 means). `auth` is given for unsafe requests only.
+pub trait Transport: Send + Sync + Debug {
+    fn send<'a>(
+        &'a self,
+        req: &'a Request,
+        auth: Option<&'a Credentials>,
+    ) -> BoxFuture<'a, Result<Response, RestError>>;
+}
+
+/// Basic-auth credentials. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+/// A request to Patroni, as a value.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    /// Base URL of a member's API (`http://host:port`), without path.
+    pub base: String,
+    /// Path with its leading slash, e.g. `/cluster`.
+    pub path: String,
+    pub body: Option<serde_json::Value>,
+    /// A long-running call (switchover, restart) may take longer than the default timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    pub fn get(base: &str, path: &str) -> Self {
+        Request {
+            method: Method::GET,
+            base: base.to_string(),
+            path: path.to_string(),
+            body: None,
+            timeout: None,
+        }
+    }
+
+    pub fn post(base: &str, path: &str, body: serde_json::Value) -> Self {
+        Request {
+            method: Method::POST,
+            body: Some(body),
+            ..Request::get(base, path)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}{}", self.base, self.path)
+    }
+
+    pub fn is_unsafe(&self) -> bool {
+        self.method != Method::GET && self.method != Method::HEAD
+    }
+}
+
+/// A response: status and body text.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+/// Every way a call to Patroni can fail, each naming the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url} did not answer within {timeout}: raise --timeout, or check that the member is not hung")]
+    Timeout { url: String, timeout: String },
+    #[error("TLS with {url} failed: {reason} ({hint})")]
+    Tls {
+        url: String,
+        reason: String,
+        hint: String,
+    },
+    #[error(
+        "{url} did not speak HTTP ({reason}): is it a TLS port (use https://) or not Patroni?"
+    )]
+    NotHttp { url: String, reason: String },
+    #[error(
+        "{url} refused the credentials (HTTP {status}: {body}): check --username and the password"
+    )]
+    Auth {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} did not answer with JSON ({what}): is this Patroni's REST API?")]
+    NotJson { url: String, what: String },
+    #[error("{url} answered JSON that is not Patroni's {endpoint} shape: {reason}")]
+    Shape {
+        url: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+    /// The Kubernetes API server could not carry the call (RBAC, pod gone, port-forward).
+    #[error("{url} through Kubernetes: {reason}")]
+    Kubernetes { url: String, reason: String },
+    /// The Kubernetes API server refused the call (RBAC): the message says what to grant.
+    #[error("{0}")]
+    KubernetesDenied(String),
+}
+
+impl RestError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RestError::Connect { .. } => "connect",
+            RestError::Timeout { .. } => "timeout",
+            RestError::Tls { .. } => "tls",
+            RestError::NotHttp { .. } => "not_http",
+            RestError::Auth { .. } => "auth",
+            RestError::Status { .. } => "status",
+            RestError::NotJson { .. } => "not_json",
+            RestError::Shape { .. } => "shape",
+            RestError::Setup(_) => "setup",
+            RestError::Kubernetes { .. } => "kubernetes",
+            RestError::KubernetesDenied(_) => "kubernetes_denied",
+        }
+    }
+}
