@@ -7,8 +7,16 @@ use serde::Serialize;
 
 /// Parses a YAML document. The error is one line: what is wrong and where (line, column),
 /// without the source excerpt, which may hold secrets (patroni.yml has passwords).
+///
+/// YAML 1.2 booleans only (`true`/`false`): `y`, `n`, `on`, `off` stay strings, as they were
+/// with serde_yaml, so a host called `y` or a value `on` is never read as a boolean (a
+/// flattened or untyped value is inferred, not typed).
 pub fn from_str<T: DeserializeOwned>(raw: &str) -> Result<T, String> {
-    serde_saphyr::from_str(raw).map_err(|e| crate::text::one_line(&e.without_snippet().to_string()))
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+    };
+    serde_saphyr::from_str_with_options(raw, options)
+        .map_err(|e| crate::text::one_line(&e.without_snippet().to_string()))
 }
 
 /// Writes a value as a YAML document; a string with newlines becomes a `|` block.
@@ -35,6 +43,15 @@ mod tests {
         assert!(out.contains("text: |-\n  a\n  b\n"), "{out}");
         let back: serde_json::Value = from_str(&out).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn only_yaml_1_2_booleans_are_booleans() {
+        let v: serde_json::Value = from_str("a: [y, n, on, off, yes]\nb: true\n").unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["y", "n", "on", "off", "yes"], "b": true})
+        );
     }
 
     #[test]
