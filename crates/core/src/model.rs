@@ -316,6 +316,9 @@ pub struct MemberStatus {
     /// `xlog.replayed_location`).
     pub received: Option<Lsn>,
     pub replayed: Option<Lsn>,
+    /// A leader's `replication` (its `pg_stat_replication`): the `application_name` of
+    /// every standby whose state is `streaming`.
+    pub streaming_to: Vec<String>,
 }
 
 /// The first Patroni that reports `replication_state` in `/patroni`.

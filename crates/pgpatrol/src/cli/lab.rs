@@ -163,10 +163,10 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         init: args.init,
     };
     let (paths, state) = process::up(&opts).await?;
-    let leader = lab::any_cluster_json(&state)
+    let leader = lab::any_cluster(&state)
         .await
         .ok()
-        .and_then(|c| lab::leader_name(&c))
+        .and_then(|c| c.leader().map(|l| l.name.clone()))
         .unwrap_or_default();
     let init = if state.init.namespaced() {
         format!(
@@ -223,7 +223,7 @@ fn alive_word(alive: bool) -> &'static str {
 async fn status(dir: &Path) -> Result<Outcome> {
     let paths = LabPaths::new(dir)?;
     let state = LabState::load(&paths)?;
-    let cluster = lab::any_cluster_json(&state).await;
+    let cluster = lab::any_cluster(&state).await;
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_header([
         "member",
@@ -232,21 +232,19 @@ async fn status(dir: &Path) -> Result<Outcome> {
         "pg",
         "role",
         "state",
-        "lag",
-        "receive_lag",
-        "replay_lag",
+        "receive lag",
+        "replay lag",
     ]);
-    let field = |name: &str, key: &str| -> String {
+    let field = |name: &str, f: &dyn Fn(&pgpatrol_core::Member) -> String| -> String {
         let Ok(c) = &cluster else { return "?".into() };
-        c["members"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["name"] == name))
-            .map(|m| match &m[key] {
-                serde_json::Value::Null => "-".into(),
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .unwrap_or_else(|| "absent".into())
+        c.member(name).map(f).unwrap_or_else(|| "absent".into())
+    };
+    let lag = |kind: pgpatrol_core::LagKind| {
+        move |m: &pgpatrol_core::Member| match m.lag(kind) {
+            Some(pgpatrol_core::Lag::Bytes(b)) => pgpatrol_core::units::human(b),
+            Some(pgpatrol_core::Lag::Unknown) => "unknown".into(),
+            None => "-".into(),
+        }
     };
     for m in &state.members {
         let pid = m
@@ -258,11 +256,10 @@ async fn status(dir: &Path) -> Result<Outcome> {
             pid,
             m.rest_port.to_string(),
             m.pg_port.to_string(),
-            field(&m.name, "role"),
-            field(&m.name, "state"),
-            field(&m.name, "lag"),
-            field(&m.name, "receive_lag"),
-            field(&m.name, "replay_lag"),
+            field(&m.name, &|m| m.role.to_string()),
+            field(&m.name, &|m| m.state.to_string()),
+            field(&m.name, &lag(pgpatrol_core::LagKind::Receive)),
+            field(&m.name, &lag(pgpatrol_core::LagKind::Replay)),
         ]);
     }
     println!("{table}");

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 use super::process::{self, alive, RunAs};
 use super::{config, LabPaths, LabState, MemberState, StoppedPid, PG_BIN_DIR};
@@ -22,21 +21,15 @@ const LOAD_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS pgpatrol_lab_load(id bi
 const LOAD_SQL: &str =
     "INSERT INTO pgpatrol_lab_load SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g;";
 
-/// Which lag a fault creates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LagKind {
-    /// SIGSTOP the walreceiver: nothing is received (so nothing replayed either).
-    Receive,
-    /// SIGSTOP the startup process: WAL arrives but is not replayed.
-    Replay,
-}
+/// Which lag a fault creates: the core's kinds.
+pub use pgpatrol_core::LagKind;
 
-impl LagKind {
-    fn process(self) -> &'static str {
-        match self {
-            LagKind::Receive => "walreceiver",
-            LagKind::Replay => "startup",
-        }
+/// The process a lag fault stops: the walreceiver for receive lag (nothing is received, so
+/// nothing replayed either), the startup process for replay lag (WAL arrives, unapplied).
+fn process_for(kind: LagKind) -> &'static str {
+    match kind {
+        LagKind::Receive => "walreceiver",
+        LagKind::Replay => "startup",
     }
 }
 
@@ -78,39 +71,26 @@ pub async fn psql(member: &MemberState, sql: &str) -> Result<String> {
 
 /// The current leader's member record, from /cluster.
 pub async fn leader(state: &LabState) -> Result<&MemberState> {
-    let cluster = super::any_cluster_json(state).await?;
-    let name = super::leader_name(&cluster).context("the cluster has no leader right now")?;
+    let cluster = super::any_cluster(state).await?;
+    let name = cluster
+        .leader()
+        .map(|l| l.name.clone())
+        .context("the cluster has no leader right now")?;
     state.member(&name)
 }
 
-/// The lag Patroni reports for `member`, in bytes: `lag`/`receive_lag` for receive faults;
-/// `replay_lag` from /cluster (4.1), or, where /cluster has none (3.0), the leader's
-/// `xlog.location` minus the member's `xlog.replayed_location` from /patroni.
+/// The lag of `member` in bytes, as every pgpatrol command reads it (`/cluster`, and on
+/// Patroni < 4.1 replay lag from the members' own `/patroni`); `None` while unknown.
 pub async fn reported_lag(
     state: &LabState,
     member: &MemberState,
     kind: LagKind,
 ) -> Result<Option<u64>> {
-    let cluster = super::any_cluster_json(state).await?;
-    let entry = cluster["members"]
-        .as_array()
-        .and_then(|ms| ms.iter().find(|m| m["name"] == member.name.as_str()))
-        .cloned()
-        .unwrap_or(Value::Null);
-    match kind {
-        LagKind::Receive => Ok(entry["receive_lag"].as_u64().or(entry["lag"].as_u64())),
-        LagKind::Replay => {
-            if let Some(lag) = entry["replay_lag"].as_u64() {
-                return Ok(Some(lag));
-            }
-            let leader_name = super::leader_name(&cluster).context("the cluster has no leader")?;
-            let leader = state.member(&leader_name)?;
-            let top = super::patroni_json(&leader.url()).await?["xlog"]["location"].as_u64();
-            let replayed =
-                super::patroni_json(&member.url()).await?["xlog"]["replayed_location"].as_u64();
-            Ok(top.zip(replayed).map(|(t, r)| t.saturating_sub(r)))
-        }
-    }
+    let cluster = super::any_cluster(state).await?;
+    Ok(cluster
+        .member(&member.name)
+        .and_then(|m| m.lag(kind))
+        .and_then(|l| l.bytes()))
 }
 
 /// SIGSTOPs the member's walreceiver (receive lag) or startup process (replay lag), then
@@ -131,7 +111,7 @@ pub async fn break_lag(
     let pm = target
         .postmaster()
         .with_context(|| format!("{member}'s postgres is not running"))?;
-    let what = kind.process();
+    let what = process_for(kind);
     let deadline = Instant::now() + timeout;
     // Forget faults whose process is gone (a heal rebuilt the member): that member is no
     // longer broken, and must settle like any other replica below.

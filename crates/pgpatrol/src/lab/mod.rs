@@ -21,6 +21,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use pgpatrol_core::{Cluster, Lag, LagKind, MemberStatus, State};
+
+use crate::source::rest::{Detail, Http, HttpOptions, RestSource};
+
 /// Version of the `lab.json` layout.
 pub const STATE_VERSION: u32 = 1;
 /// Where PostgreSQL 15's binaries are on Debian.
@@ -348,27 +352,36 @@ async fn get_json(url: &str) -> Result<Value> {
     serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
 }
 
-/// GET `<url>/cluster`. The lab's only reader of cluster state, kept in one small function so
-/// the real REST client (`source::rest`) can replace it.
-pub async fn cluster_json(url: &str) -> Result<Value> {
-    get_json(&format!("{}/cluster", url.trim_end_matches('/'))).await
+/// A REST source for the lab's members (the same client every command uses).
+fn source(urls: &[String]) -> Result<RestSource> {
+    let http = Http::new(&HttpOptions {
+        connect_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
+        ..HttpOptions::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    RestSource::new(http, urls).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// GET `<url>/patroni` (the member's own view: xlog positions, role).
-pub async fn patroni_json(url: &str) -> Result<Value> {
-    get_json(&format!("{}/patroni", url.trim_end_matches('/'))).await
-}
-
-/// /cluster from the first member that answers.
-pub async fn any_cluster_json(state: &LabState) -> Result<Value> {
-    let mut last = None;
-    for url in state.urls() {
-        match cluster_json(&url).await {
-            Ok(v) => return Ok(v),
-            Err(e) => last = Some(e),
-        }
+/// The cluster from the first member that answers, in the core model (on Patroni < 4.1 with
+/// replay lag from each member's own `/patroni`, as every command reads it).
+pub async fn any_cluster(state: &LabState) -> Result<Cluster> {
+    if state.members.is_empty() {
+        bail!("the lab has no members");
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("the lab has no members")))
+    let snap = source(&state.urls())?
+        .snapshot(Detail::Lag)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(snap.cluster)
+}
+
+/// What the member at `url` says of itself (`GET /patroni`).
+pub async fn member_status(url: &str) -> Result<MemberStatus> {
+    source(&[url.to_string()])?
+        .member_status(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// True when etcd answers `/health` with `"health":"true"`.
@@ -398,67 +411,46 @@ pub async fn etcd_delete_scope(client_port: u16, scope: &str) -> Result<()> {
     Ok(())
 }
 
-/// A leader role in /cluster across versions (`leader`; `master`/`primary` from older or
-/// DCS views; a standby cluster's `standby_leader`).
-pub fn is_leader_role(role: &str) -> bool {
-    matches!(role, "leader" | "master" | "primary" | "standby_leader")
-}
-
-/// The leader's name in a /cluster document.
-pub fn leader_name(cluster: &Value) -> Option<String> {
-    cluster["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["role"].as_str().is_some_and(is_leader_role))
-        .and_then(|m| m["name"].as_str().map(str::to_owned))
-}
-
-/// Checks a /cluster document: exactly one running leader, `members - 1` streaming replicas,
-/// and (when `max_lag` is set) every reported lag a number at most `max_lag` bytes.
-/// `Err` carries a one-line reason.
+/// Checks the cluster: exactly one running leader, `members - 1` replicas in the version's
+/// streaming state, and (when `max_lag` is set) every replica's receive and replay lag known
+/// and at most `max_lag` bytes. `Err` carries a one-line reason.
 pub fn check_health(
-    cluster: &Value,
+    cluster: &Cluster,
     members: usize,
     max_lag: Option<u64>,
     streaming_state: &str,
 ) -> Result<(), String> {
-    let list = cluster["members"]
-        .as_array()
-        .ok_or("/cluster has no members list")?;
     let mut leaders = 0;
     let mut streaming = 0;
     let mut problems = Vec::new();
-    for m in list {
-        let name = m["name"].as_str().unwrap_or("?");
-        let role = m["role"].as_str().unwrap_or("?");
-        let state = m["state"].as_str().unwrap_or("?");
-        if is_leader_role(role) {
-            if state == "running" {
+    for m in &cluster.members {
+        if m.role.is_leader() {
+            if m.state == State::Running {
                 leaders += 1;
             } else {
-                problems.push(format!("leader {name} is {state}"));
+                problems.push(format!("leader {} is {}", m.name, m.state));
             }
             continue;
         }
-        if state == streaming_state {
+        if m.state.as_str() == streaming_state {
             streaming += 1;
         } else {
-            problems.push(format!("{name} is {role}/{state}"));
+            problems.push(format!("{} is {}/{}", m.name, m.role, m.state));
         }
         if let Some(max) = max_lag {
-            for key in ["lag", "receive_lag", "replay_lag"] {
-                match &m[key] {
-                    Value::Null => {}
-                    Value::Number(n) if n.as_u64().is_some_and(|b| b <= max) => {}
-                    other => problems.push(format!("{name} {key} {other}")),
+            for kind in [LagKind::Receive, LagKind::Replay] {
+                match m.lag(kind) {
+                    Some(Lag::Bytes(b)) if b <= max => {}
+                    Some(lag) => problems.push(format!("{} {} lag {lag}", m.name, kind.as_str())),
+                    None => {}
                 }
             }
         }
     }
-    if list.len() != members {
+    if cluster.members.len() != members {
         problems.insert(
             0,
-            format!("{} of {members} members in /cluster", list.len()),
+            format!("{} of {members} members in /cluster", cluster.members.len()),
         );
     }
     if leaders != 1 {
@@ -544,41 +536,47 @@ pub fn find_venv(explicit: Option<&Path>, version: PatroniVersion) -> Result<Pat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn healthy_cluster_needs_one_leader_and_streaming_replicas() {
-        let ok = json!({"members": [
-            {"name": "pg0", "role": "leader", "state": "running"},
-            {"name": "pg1", "role": "replica", "state": "streaming", "lag": 0},
-            {"name": "pg2", "role": "replica", "state": "streaming", "lag": 0, "replay_lag": 0},
-        ]});
+        use pgpatrol_core::fixtures::ClusterBuilder;
+        let ok = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(0)
+            .replica("pg2")
+            .lag_mb(0)
+            .build();
         assert_eq!(
             check_health(&ok, 3, Some(HEALTHY_MAX_LAG), "streaming"),
             Ok(())
         );
         assert!(check_health(&ok, 2, None, "streaming").is_err());
 
-        let lagging = json!({"members": [
-            {"name": "pg0", "role": "leader", "state": "running"},
-            {"name": "pg1", "role": "replica", "state": "streaming", "lag": 67108864},
-        ]});
+        let lagging = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(64)
+            .build();
         assert!(check_health(&lagging, 2, None, "streaming").is_ok());
         // Patroni 2.1 says `running` for a streaming replica.
         assert!(check_health(&lagging, 2, None, "running").is_err());
         let why = check_health(&lagging, 2, Some(HEALTHY_MAX_LAG), "streaming").unwrap_err();
-        assert!(why.contains("pg1 lag 67108864"), "{why}");
+        assert!(why.contains("pg1 receive lag 67108864"), "{why}");
 
-        let unknown = json!({"members": [
-            {"name": "pg0", "role": "leader", "state": "running"},
-            {"name": "pg1", "role": "replica", "state": "streaming", "lag": "unknown"},
-        ]});
-        assert!(check_health(&unknown, 2, Some(HEALTHY_MAX_LAG), "streaming").is_err());
+        let unknown = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .unknown_lag()
+            .build();
+        let why = check_health(&unknown, 2, Some(HEALTHY_MAX_LAG), "streaming").unwrap_err();
+        assert!(why.contains("pg1 receive lag unknown"), "{why}");
 
-        let two_running = json!({"members": [
-            {"name": "pg0", "role": "leader", "state": "running"},
-            {"name": "pg1", "role": "replica", "state": "running"},
-        ]});
+        let two_running = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .state(State::Running)
+            .build();
         assert!(check_health(&two_running, 2, None, "streaming")
             .unwrap_err()
             .contains("pg1 is replica/running"));

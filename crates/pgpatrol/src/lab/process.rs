@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
+use pgpatrol_core::{Cluster, State};
 
 use super::config::{self, Ports, Secrets};
 use super::{
@@ -605,7 +606,7 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut why;
     loop {
-        match super::any_cluster_json(state).await {
+        match super::any_cluster(state).await {
             Ok(cluster) => match check_health(
                 &cluster,
                 state.members.len(),
@@ -658,34 +659,25 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
 /// /cluster is the DCS's view, which lags reality: a killed leader still shows as "leader
 /// running" until its key expires. So each member's own /patroni must answer, say "running",
 /// and agree on its role.
-pub async fn members_agree(state: &LabState, cluster: &serde_json::Value) -> Result<(), String> {
-    let leader = super::leader_name(cluster).unwrap_or_default();
-    let mut senders = None;
+pub async fn members_agree(state: &LabState, cluster: &Cluster) -> Result<(), String> {
+    let leader = cluster.leader().map(|l| l.name.clone()).unwrap_or_default();
+    let mut senders = Vec::new();
     for m in &state.members {
-        let me = super::patroni_json(&m.url())
+        let me = super::member_status(&m.url())
             .await
             .map_err(|e| format!("{} does not answer: {e:#}", m.name))?;
-        let (st, role) = (
-            me["state"].as_str().unwrap_or("?"),
-            me["role"].as_str().unwrap_or("?"),
-        );
-        let is_leader = matches!(role, "primary" | "master" | "standby_leader");
-        if st != "running" || is_leader != (m.name == leader) {
-            return Err(format!("{} says {role}/{st}", m.name));
+        let is_leader = me.role.is_leader();
+        if me.state != State::Running || is_leader != (m.name == leader) {
+            return Err(format!("{} says {}/{}", m.name, me.role, me.state));
         }
         if is_leader {
-            senders = Some(me["replication"].clone());
+            senders = me.streaming_to;
         }
     }
     // The leader's pg_stat_replication: every replica streams. Patroni before 3.0.4 says a
     // replica is `running` whether or not its walreceiver has connected yet.
-    let senders = senders.unwrap_or_default();
     for m in state.members.iter().filter(|m| m.name != leader) {
-        let streams = senders.as_array().is_some_and(|rows| {
-            rows.iter()
-                .any(|r| r["application_name"] == m.name.as_str() && r["state"] == "streaming")
-        });
-        if !streams {
+        if !senders.contains(&m.name) {
             return Err(format!(
                 "{} is not streaming from the leader yet (its pg_stat_replication)",
                 m.name

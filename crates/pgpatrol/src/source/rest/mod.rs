@@ -5,7 +5,6 @@ pub mod client;
 pub mod transport;
 pub mod wire;
 
-use std::collections::BTreeMap;
 
 use reqwest::Url;
 use tokio::task::JoinSet;
@@ -161,18 +160,15 @@ impl RestSource {
                 (name, leader, status)
             });
         }
-        let mut out = LegacyReplay {
-            leader_location: None,
-            replicas: BTreeMap::new(),
-        };
+        let mut out = LegacyReplay::default();
         while let Some(Ok((name, leader, status))) = set.join_next().await {
-            let Some(xlog) = status.and_then(|s| s.xlog) else {
+            let Some(status) = status.filter(|s| s.xlog.is_some()) else {
                 continue;
             };
             if leader {
-                out.leader_location = xlog.location;
+                out.leader = Some(status.to_status());
             } else {
-                out.replicas.insert(name, xlog);
+                out.replicas.insert(name, status.to_status());
             }
         }
         out

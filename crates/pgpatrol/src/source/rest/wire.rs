@@ -113,6 +113,18 @@ pub struct StatusWire {
     pub pending_restart: Option<bool>,
     #[serde(default)]
     pub patroni: Option<PatroniInfoWire>,
+    /// A leader's `pg_stat_replication` rows.
+    #[serde(default)]
+    pub replication: Option<Vec<ReplicationWire>>,
+}
+
+/// One row of a leader's `replication` in `/patroni`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ReplicationWire {
+    #[serde(default)]
+    pub application_name: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 impl StatusWire {
@@ -128,6 +140,13 @@ impl StatusWire {
             wal_position: x.and_then(|x| x.location).map(pgpatrol_core::Lsn),
             received: x.and_then(|x| x.received_location).map(pgpatrol_core::Lsn),
             replayed: x.and_then(|x| x.replayed_location).map(pgpatrol_core::Lsn),
+            streaming_to: self
+                .replication
+                .iter()
+                .flatten()
+                .filter(|r| r.state.as_deref() == Some("streaming"))
+                .filter_map(|r| r.application_name.clone())
+                .collect(),
         }
     }
 
@@ -180,10 +199,10 @@ fn lsn(s: &Option<String>) -> Option<Lsn> {
 /// Replay figures for Patroni < 4.1, from each member's own `/patroni`.
 #[derive(Debug, Clone, Default)]
 pub struct LegacyReplay {
-    /// The leader's `xlog.location` (its flush LSN), if its `/patroni` answered.
-    pub leader_location: Option<u64>,
-    /// Each replica's `xlog` (`received_location`, `replayed_location`) by member name.
-    pub replicas: BTreeMap<String, XlogWire>,
+    /// The leader's own view (its `xlog.location`), if its `/patroni` answered.
+    pub leader: Option<pgpatrol_core::MemberStatus>,
+    /// Each replica's own view (received and replayed positions) by member name.
+    pub replicas: BTreeMap<String, pgpatrol_core::MemberStatus>,
 }
 
 /// Converts `/cluster` (plus, when asked, the answering node's `/patroni` and the legacy
@@ -267,10 +286,15 @@ fn member_lag(m: &mut Member, w: &MemberWire, legacy: Option<&LegacyReplay>) {
     m.replay_lag = Some(Lag::Unknown);
     if let Some(legacy) = legacy {
         if let Some(x) = legacy.replicas.get(&m.name) {
-            m.receive_lsn = x.received_location.map(Lsn);
-            m.replay_lsn = x.replayed_location.map(Lsn);
-            if let (Some(leader), Some(replayed)) = (legacy.leader_location, x.replayed_location) {
-                m.replay_lag = Some(Lag::Bytes(Lsn(leader).bytes_after(Lsn(replayed))));
+            m.receive_lsn = x.received;
+            m.replay_lsn = x.replayed;
+            // The one rule, in core: leader position minus the replica's replayed position.
+            if let Some(b) = legacy
+                .leader
+                .as_ref()
+                .and_then(|l| x.lag_behind(l, pgpatrol_core::LagKind::Replay))
+            {
+                m.replay_lag = Some(Lag::Bytes(b));
             }
         }
     }
@@ -341,17 +365,27 @@ mod tests {
     #[test]
     fn legacy_replay_lag_comes_from_member_status() {
         let wire: ClusterWire = serde_json::from_str(&capture("cluster_304.json")).unwrap();
+        let status = |x: XlogWire| {
+            StatusWire {
+                xlog: Some(x),
+                ..Default::default()
+            }
+            .to_status()
+        };
         let mut legacy = LegacyReplay {
-            leader_location: Some(300),
+            leader: Some(status(XlogWire {
+                location: Some(300),
+                ..Default::default()
+            })),
             ..Default::default()
         };
         legacy.replicas.insert(
             "node1".into(),
-            XlogWire {
+            status(XlogWire {
                 received_location: Some(300),
                 replayed_location: Some(100),
                 ..Default::default()
-            },
+            }),
         );
         let c = into_cluster(wire, None, Some(&legacy));
         let node1 = c.member("node1").unwrap();
@@ -407,7 +441,7 @@ mod tests {
             );
             let replica_name = replica.patroni.as_ref().and_then(|p| p.name.clone());
             let mut legacy = LegacyReplay {
-                leader_location: leader.xlog.as_ref().unwrap().location,
+                leader: Some(leader.to_status()),
                 ..Default::default()
             };
             // Before 3.2 /patroni has no member name: pair by elimination in /cluster below.
@@ -431,7 +465,7 @@ mod tests {
                     assert_eq!(m.replay_lag, Some(Lag::Unknown), "{v}: {}", m.name);
                 }
                 if replica_name.as_deref().is_none_or(|n| n == m.name) {
-                    legacy.replicas.insert(m.name.clone(), xlog.clone());
+                    legacy.replicas.insert(m.name.clone(), replica.to_status());
                 }
             }
             if !split {
