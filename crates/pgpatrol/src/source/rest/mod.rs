@@ -5,7 +5,6 @@ pub mod client;
 pub mod transport;
 pub mod wire;
 
-
 use reqwest::Url;
 use tokio::task::JoinSet;
 

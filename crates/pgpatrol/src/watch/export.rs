@@ -1,0 +1,229 @@
+//! A poller's metrics: per-member and per-cluster gauges from a snapshot, with the series
+//! of members that left (or changed role or state) removed, and label values bounded.
+
+use std::collections::BTreeMap;
+
+use pgpatrol_core::sli::Sli;
+use pgpatrol_core::{Cluster, LagKind, State};
+
+use super::cl;
+use super::metrics::*;
+use super::poller::Poller;
+
+impl Poller {
+    /// Per-member and per-cluster gauges; series of members that left are removed.
+    pub(super) fn export_cluster(&mut self, cluster: &Cluster) {
+        let m = &self.shared.metrics;
+        let name = self.name.clone();
+        let c = cl(&name);
+        let mut present = BTreeMap::new();
+        for member in &cluster.members {
+            let ml = MemberL {
+                cluster: name.clone(),
+                member: member.name.clone(),
+            };
+            let (role, state) = (bounded_role(member), bounded_state(&member.state));
+            if let Some((old_role, old_state)) = self.exported.get(&member.name) {
+                self.clear_role_state(
+                    &member.name,
+                    (old_role != &role).then_some(old_role),
+                    (old_state != &state).then_some(old_state),
+                );
+            }
+            m.member_role
+                .get_or_create(&MemberRoleL {
+                    cluster: name.clone(),
+                    member: member.name.clone(),
+                    role: role.clone(),
+                })
+                .set(1);
+            m.member_state
+                .get_or_create(&MemberStateL {
+                    cluster: name.clone(),
+                    member: member.name.clone(),
+                    state: state.clone(),
+                })
+                .set(1);
+            present.insert(member.name.clone(), (role, state));
+            if let Some(tl) = member.timeline {
+                m.member_timeline.get_or_create(&ml).set(tl as i64);
+            }
+            m.member_up
+                .get_or_create(&ml)
+                .set(i64::from(member.state.is_healthy_replica()));
+            for kind in [LagKind::Receive, LagKind::Replay] {
+                let Some(lag) = member.lag(kind) else {
+                    continue;
+                };
+                let l = MemberKindL {
+                    cluster: name.clone(),
+                    member: member.name.clone(),
+                    kind: kind.as_str().into(),
+                };
+                match lag.bytes() {
+                    Some(b) => {
+                        m.member_lag_bytes.get_or_create(&l).set(b as f64);
+                        m.member_lag_unknown.get_or_create(&l).set(0);
+                    }
+                    None => {
+                        m.member_lag_bytes.remove(&l);
+                        m.member_lag_unknown.get_or_create(&l).set(1);
+                    }
+                }
+            }
+        }
+        for (gone, (role, state)) in &self.exported {
+            if !present.contains_key(gone) {
+                self.clear_role_state(gone, Some(role), Some(state));
+                self.clear_member(gone);
+            }
+        }
+        self.exported = present;
+        for kind in [LagKind::Receive, LagKind::Replay] {
+            let sli = Sli::measure(cluster, kind);
+            let l = ClusterKindL {
+                cluster: name.clone(),
+                kind: kind.as_str().into(),
+            };
+            if let Some(b) = sli.max_bytes {
+                m.cluster_sli_bytes.get_or_create(&l).set(b as f64);
+            } else {
+                m.cluster_sli_bytes.remove(&l);
+            }
+            if kind == LagKind::Replay {
+                m.cluster_lag_unknown_members
+                    .get_or_create(&c)
+                    .set(sli.unknown.len() as i64);
+                m.cluster_leaders
+                    .get_or_create(&c)
+                    .set(sli.leader_count as i64);
+            }
+        }
+        m.cluster_paused
+            .get_or_create(&c)
+            .set(i64::from(cluster.paused));
+        m.cluster_members
+            .get_or_create(&c)
+            .set(cluster.members.len() as i64);
+        if let Some(tl) = cluster.leader().and_then(|l| l.timeline) {
+            m.cluster_timeline.get_or_create(&c).set(tl as i64);
+        }
+    }
+
+    /// Removes a member's role and/or state series (the values given).
+    fn clear_role_state(&self, member: &str, role: Option<&String>, state: Option<&String>) {
+        let m = &self.shared.metrics;
+        if let Some(role) = role {
+            m.member_role.remove(&MemberRoleL {
+                cluster: self.name.clone(),
+                member: member.into(),
+                role: role.clone(),
+            });
+        }
+        if let Some(state) = state {
+            m.member_state.remove(&MemberStateL {
+                cluster: self.name.clone(),
+                member: member.into(),
+                state: state.clone(),
+            });
+        }
+    }
+
+    /// Removes the other series of a member that left the cluster.
+    fn clear_member(&self, member: &str) {
+        let m = &self.shared.metrics;
+        let ml = MemberL {
+            cluster: self.name.clone(),
+            member: member.into(),
+        };
+        m.member_timeline.remove(&ml);
+        m.member_up.remove(&ml);
+        for kind in ["receive", "replay"] {
+            let l = MemberKindL {
+                cluster: self.name.clone(),
+                member: member.into(),
+                kind: kind.into(),
+            };
+            m.member_lag_bytes.remove(&l);
+            m.member_lag_unknown.remove(&l);
+        }
+    }
+}
+
+/// Roles outside Patroni's set become `other`, so label values stay bounded.
+fn bounded_role(m: &pgpatrol_core::Member) -> String {
+    match &m.role {
+        pgpatrol_core::Role::Other(_) => "other".into(),
+        r => r.as_str().into(),
+    }
+}
+
+fn bounded_state(s: &State) -> String {
+    match s {
+        State::Other(_) => "other".into(),
+        s => s.as_str().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pgpatrol_core::State;
+
+    use super::super::config::WatchConfig;
+    use super::super::poller::tests::{series, test_poller};
+    use super::super::Shared;
+
+    #[test]
+    fn one_role_and_state_series_per_member_and_none_once_it_left() {
+        let cfg =
+            WatchConfig::parse("clusters:\n  - {name: demo, urls: [http://x:8008]}\n").unwrap();
+        let shared = Arc::new(Shared::new(&cfg));
+        let mut p = test_poller(shared.clone());
+        use pgpatrol_core::fixtures::ClusterBuilder;
+        p.export_cluster(&ClusterBuilder::new().leader("a").replica("b").build());
+        p.export_cluster(
+            &ClusterBuilder::new()
+                .replica("a")
+                .leader("b")
+                .replica("c")
+                .state(State::Stopped)
+                .build(),
+        );
+        assert_eq!(
+            series(&shared, "member_role"),
+            [
+                r#"pgpatrol_member_role{cluster="demo",member="a",role="replica"}"#,
+                r#"pgpatrol_member_role{cluster="demo",member="b",role="leader"}"#,
+                r#"pgpatrol_member_role{cluster="demo",member="c",role="replica"}"#,
+            ]
+        );
+        assert!(series(&shared, "member_state").contains(
+            &r#"pgpatrol_member_state{cluster="demo",member="c",state="stopped"}"#.into()
+        ));
+        p.export_cluster(&ClusterBuilder::new().leader("b").build());
+        assert_eq!(
+            series(&shared, "member_role"),
+            [r#"pgpatrol_member_role{cluster="demo",member="b",role="leader"}"#]
+        );
+        assert_eq!(
+            series(&shared, "member_state"),
+            [r#"pgpatrol_member_state{cluster="demo",member="b",state="running"}"#]
+        );
+        for family in [
+            "member_up",
+            "member_timeline",
+            "member_lag_bytes",
+            "member_lag_unknown",
+        ] {
+            assert!(
+                series(&shared, family)
+                    .iter()
+                    .all(|l| l.contains(r#"member="b""#)),
+                "{family}: {:?}",
+                series(&shared, family)
+            );
+        }
+    }
+}

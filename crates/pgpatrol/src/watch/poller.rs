@@ -1,0 +1,287 @@
+//! One cluster's poller: every tick a snapshot, the metrics (export.rs), an SLO sample
+//! and its burn-rate alerts, and the auto-heal decision.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use pgpatrol_core::sli::Sli;
+use pgpatrol_core::slo::{self, SampleLog, SloSpec};
+use pgpatrol_core::LagKind;
+
+use super::alerts::{self, AlertEvent};
+use super::metrics::*;
+use super::{autoheal, cl, Shared};
+use crate::source::rest::{Detail, RestSource};
+
+pub(super) struct Poller {
+    pub(super) name: String,
+    pub(super) interval: Duration,
+    pub(super) timeout: Duration,
+    pub(super) detail: Detail,
+    pub(super) source: RestSource,
+    pub(super) spec: Option<SloSpec>,
+    /// Which lag the SLI (and so the SLO) is measured on.
+    pub(super) slo_lag: LagKind,
+    pub(super) heal_policy: Option<pgpatrol_core::plan::Policy>,
+    pub(super) healer: Option<autoheal::Healer>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) alerts: alerts::AlertQueue,
+    pub(super) firing: BTreeSet<String>,
+    /// The role and state label values exported for each member, so that a change removes
+    /// the one old series instead of every possible value.
+    pub(super) exported: BTreeMap<String, (String, String)>,
+    pub(super) last_history: Option<Instant>,
+}
+
+impl Poller {
+    pub(super) async fn run(mut self, first: Duration, mut shutdown: watch::Receiver<bool>) {
+        let start = tokio::time::Instant::now() + first;
+        let mut tick = tokio::time::interval_at(start, self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            self.poll_once().await;
+        }
+        if let Some(h) = self.healer.take() {
+            // The view is what the state file persists: with the reinit in flight marked
+            // interrupted, a restarted watch can act on that member again.
+            let view = h.shutdown().await;
+            self.shared.view(&self.name, |v| v.heal = view);
+        }
+    }
+
+    async fn poll_once(&mut self) {
+        let m = &self.shared.metrics;
+        let c = cl(&self.name);
+        let t0 = Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.source.snapshot(self.detail)).await;
+        m.poll_duration_seconds
+            .get_or_create(&c)
+            .set(t0.elapsed().as_secs_f64());
+        m.polls.get_or_create(&c).inc();
+        let now = SystemTime::now();
+        let snapshot = match result {
+            Ok(Ok(s)) => Ok(s.cluster),
+            Ok(Err(e)) => Err((e.metric_label(), e.to_string())),
+            Err(_) => Err((
+                "timeout",
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            )),
+        };
+        match &snapshot {
+            Ok(cluster) => {
+                m.cluster_up.get_or_create(&c).set(1);
+                self.export_cluster(cluster);
+                self.maybe_history().await;
+            }
+            Err((label, msg)) => {
+                tracing::warn!(cluster = %self.name, error = %msg, "poll failed");
+                m.cluster_up.get_or_create(&c).set(0);
+                m.poll_errors
+                    .get_or_create(&ClusterReasonL {
+                        cluster: self.name.clone(),
+                        reason: label.to_string(),
+                    })
+                    .inc();
+            }
+        }
+        // The SLI is the worst replica's lag of the kind the SLO names (`slo.lag`).
+        let sli = snapshot
+            .as_ref()
+            .ok()
+            .map(|cl| Sli::measure(cl, self.slo_lag));
+        self.record_slo(sli.as_ref(), now).await;
+        let plan = match (&snapshot, &mut self.healer, &self.heal_policy) {
+            (Ok(cluster), Some(healer), _) => Some(
+                healer
+                    .on_snapshot(
+                        &self.name,
+                        cluster,
+                        &self.source,
+                        &self.shared,
+                        &self.alerts,
+                        now,
+                    )
+                    .await,
+            ),
+            (Ok(cluster), None, Some(policy)) => {
+                Some(pgpatrol_core::policy::decide(cluster, policy, &[], now))
+            }
+            _ => None,
+        };
+        let heal_view = self.healer.as_ref().map(|h| h.view()).unwrap_or_default();
+        self.shared.view(&self.name, |v| {
+            v.polled = true;
+            v.last_poll = Some(humantime::format_rfc3339_seconds(now).to_string());
+            v.up = snapshot.is_ok();
+            v.error = snapshot.as_ref().err().map(|(_, msg)| msg.clone());
+            v.sli_bytes = sli.as_ref().and_then(|s| s.max_bytes);
+            v.plan = plan;
+            v.heal = heal_view;
+        });
+    }
+    /// `/history` changes rarely: read it once a minute for the failover counts.
+    async fn maybe_history(&mut self) {
+        if self
+            .last_history
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.last_history = Some(Instant::now());
+        let Ok(Ok(history)) = tokio::time::timeout(self.timeout, self.source.history()).await
+        else {
+            return;
+        };
+        let m = &self.shared.metrics;
+        let c = cl(&self.name);
+        m.cluster_failovers
+            .get_or_create(&c)
+            .set(history.len() as i64);
+        let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+        let recent = history
+            .iter()
+            .filter_map(|h| h.timestamp.as_deref().and_then(crate::time::parse_iso8601))
+            .filter(|t| *t >= day_ago)
+            .count();
+        m.cluster_failovers_24h.get_or_create(&c).set(recent as i64);
+    }
+
+    async fn record_slo(&mut self, sli: Option<&Sli>, now: SystemTime) {
+        let Some(spec) = &self.spec else { return };
+        // Good: a leader, every replica's lag known, and the max at or below the threshold.
+        let good = spec.is_good(sli);
+        let status = {
+            let mut samples = self
+                .shared
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let log = samples
+                .entry(self.name.clone())
+                .or_insert_with(|| SampleLog::for_spec(spec));
+            log.record(now, good);
+            slo::evaluate(spec, log, now)
+        };
+        let m = &self.shared.metrics;
+        let c = cl(&self.name);
+        // Both series exist from the first sample on, so rates over them are defined
+        // (a ratio over a missing `bad` series would have no value at all).
+        for result in ["good", "bad"] {
+            let _ = m.slo_samples.get_or_create(&ClusterResultL {
+                cluster: self.name.clone(),
+                result: result.into(),
+            });
+        }
+        m.slo_samples
+            .get_or_create(&ClusterResultL {
+                cluster: self.name.clone(),
+                result: if good { "good" } else { "bad" }.into(),
+            })
+            .inc();
+        m.slo_objective.get_or_create(&c).set(spec.objective);
+        m.slo_threshold_bytes
+            .get_or_create(&c)
+            .set(spec.threshold_bytes as f64);
+        if let Some(r) = status.good_ratio {
+            m.slo_good_ratio.get_or_create(&c).set(r);
+        }
+        if let Some(b) = status.error_budget_remaining {
+            m.slo_error_budget_remaining.get_or_create(&c).set(b);
+        }
+        for (window, rate) in &status.burn_rates {
+            m.slo_burn_rate
+                .get_or_create(&ClusterWindowL {
+                    cluster: self.name.clone(),
+                    window: window.clone(),
+                })
+                .set(*rate);
+        }
+        for a in &status.alerts {
+            let sev = match a.severity {
+                slo::Severity::Page => "page",
+                slo::Severity::Ticket => "ticket",
+            };
+            m.slo_alert_firing
+                .get_or_create(&AlertL {
+                    cluster: self.name.clone(),
+                    alert: a.name.clone(),
+                    severity: sev.into(),
+                })
+                .set(i64::from(a.firing));
+            let was = self.firing.contains(&a.name);
+            if a.firing != was {
+                if a.firing {
+                    self.firing.insert(a.name.clone());
+                } else {
+                    self.firing.remove(&a.name);
+                }
+                let ev = AlertEvent {
+                    alertname: "PgpatrolReplicaLagBudgetBurn".into(),
+                    cluster: self.name.clone(),
+                    severity: sev.into(),
+                    firing: a.firing,
+                    summary: format!("Replica lag of {} burns its error budget {:.1}x too fast", self.name, a.burn_long),
+                    description: format!(
+                        "Lag SLO {:.3}% of samples at or below {}: burn rate {:.1} over the long window and {:.1} over the short one (threshold {}).",
+                        spec.objective * 100.0,
+                        pgpatrol_core::units::human(spec.threshold_bytes),
+                        a.burn_long,
+                        a.burn_short,
+                        a.factor
+                    ),
+                    labels: [("slo_alert".to_string(), a.name.clone())].into_iter().collect(),
+                };
+                self.alerts.push(ev);
+            }
+        }
+        self.shared.view(&self.name, |v| v.slo = Some(status));
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(in crate::watch) fn test_poller(shared: Arc<Shared>) -> Poller {
+        let http = crate::source::rest::Http::new(&Default::default()).unwrap();
+        Poller {
+            name: "demo".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            detail: Detail::Lag,
+            source: RestSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
+            spec: None,
+            slo_lag: LagKind::Replay,
+            heal_policy: None,
+            healer: None,
+            shared,
+            alerts: alerts::AlertQueue::new(1, Default::default()),
+            firing: BTreeSet::new(),
+            exported: BTreeMap::new(),
+            last_history: None,
+        }
+    }
+
+    pub(in crate::watch) fn series(shared: &Shared, family: &str) -> Vec<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        let prefix = format!("pgpatrol_{family}{{");
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(k, _)| k).to_string())
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,198 @@
+//! The daemon: starts one poller per cluster (staggered), the HTTP server, the alert
+//! sender and the state saver, and stops them all on shutdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use pgpatrol_core::slo::SampleLog;
+
+use super::config::WatchConfig;
+use super::poller::Poller;
+use super::{alerts, autoheal, detail_for, server, sli_kind, slo_spec, state, Shared};
+
+/// Runs the daemon until `shutdown` turns true.
+pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared::new(&cfg));
+    let alert_queue =
+        alerts::AlertQueue::new(cfg.alert_queue, shared.metrics.alerts_dropped.clone());
+    let sinks = alerts::AlertSinks {
+        alertmanager: cfg.alertmanager.clone(),
+        webhook: cfg.webhook.clone(),
+        doc_link: cfg.doc_link.clone(),
+    };
+    let alert_task = tokio::spawn(sinks.run(alert_queue.clone()));
+
+    // Everything that can be wrong with the file is found before anything starts.
+    let mut pollers = Vec::new();
+    let persisted = match &cfg.state_file {
+        Some(p) => state::load(p)?,
+        None => state::Persisted::default(),
+    };
+    // Clusters with the same TLS and timeout settings share one HTTP client.
+    let mut clients = crate::source::rest::HttpCache::default();
+    for c in &cfg.clusters {
+        let source = cfg
+            .target(c)
+            .map_err(anyhow::Error::msg)?
+            .connect_with(&mut clients)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster {:?}: {e}", c.name))?;
+        let spec = slo_spec(c).map_err(anyhow::Error::msg)?;
+        let log = match (&spec, persisted.samples.get(&c.name)) {
+            (Some(spec), Some(log)) if same_shape(log, &SampleLog::for_spec(spec)) => {
+                Some(log.clone())
+            }
+            (Some(spec), _) => Some(SampleLog::for_spec(spec)),
+            (None, _) => None,
+        };
+        if let Some(log) = log {
+            shared
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c.name.clone(), log);
+        }
+        let healer = match &c.heal {
+            Some(h) if h.enabled => Some(autoheal::Healer::new(
+                &cfg,
+                c,
+                h,
+                persisted
+                    .heal_history
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_default(),
+            )?),
+            _ => None,
+        };
+        if healer.is_some() {
+            autoheal::init_metrics(&shared.metrics, &c.name);
+        }
+        pollers.push(Poller {
+            name: c.name.clone(),
+            interval: cfg.interval(c),
+            timeout: cfg.timeout(c),
+            detail: detail_for(c),
+            source,
+            spec,
+            slo_lag: sli_kind(c),
+            heal_policy: c.heal.as_ref().map(autoheal::policy),
+            healer,
+            shared: shared.clone(),
+            alerts: alert_queue.clone(),
+            firing: BTreeSet::new(),
+            exported: BTreeMap::new(),
+            last_history: None,
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e} (choose another --listen)",
+                cfg.listen
+            )
+        })?;
+    tracing::info!(listen = %cfg.listen, clusters = cfg.clusters.len(), "pgpatrol watch started");
+    let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let n = pollers.len();
+    for (i, p) in pollers.into_iter().enumerate() {
+        let first = first_poll_offset(i, n, p.interval);
+        tasks.spawn(p.run(first, shutdown.clone()));
+    }
+    let saver = cfg.state_file.clone().map(|path| {
+        let (shared, mut stop) = (shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = stop.changed() => break,
+                }
+                state::save(&path, &shared);
+            }
+        })
+    });
+
+    let _ = shutdown.changed().await;
+    tracing::info!("shutting down");
+    while tasks.join_next().await.is_some() {}
+    if let Some(s) = saver {
+        let _ = s.await;
+    }
+    if let Some(path) = &cfg.state_file {
+        state::save(path, &shared);
+    }
+    let _ = server.await;
+    // What is queued still goes out, within one send timeout; a dead receiver does not
+    // hold up the exit.
+    alert_queue.close();
+    let _ = tokio::time::timeout(alerts::SEND_TIMEOUT * 2, alert_task).await;
+    Ok(())
+}
+
+/// When the `i`-th of `n` pollers polls first. Pollers that all started at once would poll
+/// at once forever: 1,000 clusters would be 2,000 connections in flight every interval, and
+/// the memory for them held as the process's peak. Pollers that each had a phase of their
+/// own would wake the runtime's threads 100 times a second, and switching threads costs more
+/// than the polls. So they start in groups: up to [`POLL_GROUP`] clusters together, groups
+/// [`POLL_GROUP_SPACING`] apart, and bigger groups when that many would not fit in one
+/// interval, so every cluster is still polled within its first interval and a fleet of up to
+/// 50 clusters is polled at once.
+fn first_poll_offset(i: usize, n: usize, interval: Duration) -> Duration {
+    let fit = (interval.as_nanos() / POLL_GROUP_SPACING.as_nanos()).max(1);
+    let groups = (n.div_ceil(POLL_GROUP) as u128).clamp(1, fit);
+    // Both are at most `n`, which a u32 holds for any fleet a config file can list.
+    let (groups, i) = (groups as u32, i as u32);
+    POLL_GROUP_SPACING * (i % groups)
+}
+
+/// See [`first_poll_offset`]: measured with `scripts/bench-fleet` (docs/BENCHMARKS.md).
+const POLL_GROUP: usize = 50;
+const POLL_GROUP_SPACING: Duration = Duration::from_millis(500);
+
+/// A persisted log is reused only when the SLO it was made for has the same bucket layout;
+/// otherwise (the window changed) the samples start afresh.
+fn same_shape(a: &SampleLog, b: &SampleLog) -> bool {
+    (
+        a.fine_width(),
+        a.fine_span(),
+        a.coarse_width(),
+        a.coarse_span(),
+    ) == (
+        b.fine_width(),
+        b.fine_span(),
+        b.coarse_width(),
+        b.coarse_span(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_polls_start_in_groups_within_one_interval() {
+        let ten = Duration::from_secs(10);
+        let offsets = |n: usize, interval| {
+            (0..n)
+                .map(|i| first_poll_offset(i, n, interval))
+                .collect::<Vec<_>>()
+        };
+        assert!(offsets(50, ten).iter().all(|d| d.is_zero()));
+        let o = offsets(1000, ten);
+        assert_eq!(o.iter().filter(|d| d.is_zero()).count(), 50);
+        assert_eq!(o.iter().max(), Some(&Duration::from_millis(9500)));
+        let o = offsets(5000, ten);
+        assert_eq!(o.iter().filter(|d| d.is_zero()).count(), 250);
+        assert!(o.iter().all(|d| *d < ten));
+        assert!(offsets(500, Duration::from_millis(200))
+            .iter()
+            .all(|d| d.is_zero()));
+    }
+}
