@@ -121,7 +121,9 @@ impl WatchArgs {
                 cfg.validate().map_err(anyhow::Error::msg)?;
                 // Found now, not at the first poll: a missing password, a half-given
                 // client certificate.
-                cfg.target(&cfg.clusters[0]).map_err(anyhow::Error::msg)?;
+                for c in &cfg.clusters {
+                    cfg.target(c).map_err(anyhow::Error::msg)?;
+                }
                 cfg
             }
         };
