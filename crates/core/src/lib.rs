@@ -13,6 +13,7 @@
 //! [`model`] (the cluster), [`sli`] (the max-lag SLI), [`plan`] and [`policy`] (what heal
 //! does and every guardrail), [`fixtures`] (test builders).
 
+pub mod checks;
 pub mod fixtures;
 pub mod lsn;
 pub mod model;

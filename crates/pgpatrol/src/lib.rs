@@ -3,6 +3,7 @@
 //! around the pure `pgpatrol-core`.
 
 pub mod cli;
+pub mod doctor;
 pub mod etcd;
 pub mod executor;
 pub mod lab;

@@ -119,6 +119,9 @@ pub enum Fault {
     Replay(LagArgs),
     /// kill -9 the leader's Patroni and postmaster (a new leader after about ttl = 20 s).
     CrashLeader(DirArg),
+    /// Stop etcd (SIGKILL): the DCS is unreachable; Patroni's /cluster fails while each
+    /// member still answers its own /patroni. `lab repair` starts it again.
+    Dcs(DirArg),
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +389,13 @@ async fn break_(fault: Fault) -> Result<Outcome> {
             let mut state = LabState::load(&paths)?;
             let name = faults::crash_leader(&paths, &mut state).await?;
             println!("killed the leader {name} (Patroni and postmaster, SIGKILL); a replica takes over after ttl (about 20 s)");
+            Ok(Outcome::Ok)
+        }
+        Fault::Dcs(d) => {
+            let paths = LabPaths::new(&d.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let pid = faults::stop_dcs(&paths, &mut state)?;
+            println!("stopped etcd (PID {pid}, SIGKILL): the DCS is unreachable; undo with `pgpatrol lab repair`");
             Ok(Outcome::Ok)
         }
     }

@@ -11,6 +11,7 @@ use crate::text::one_line;
 pub mod common;
 pub mod completions;
 pub mod confirm;
+pub mod doctor;
 pub mod heal;
 pub mod history;
 pub mod lab;
@@ -53,6 +54,7 @@ pub enum Command {
     #[command(visible_alias = "status")]
     List(list::ListArgs),
     Sli(sli::SliArgs),
+    Doctor(doctor::DoctorArgs),
     Heal(heal::HealArgs),
     Reinit(reinit::ReinitArgs),
     Watch(watch::WatchArgs),
@@ -90,6 +92,7 @@ impl From<Outcome> for ExitCode {
 
 /// Parses arguments, runs the command, prints an error as one line, returns the exit code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let Cli { command, color } = Cli::parse();
     // supervise is an init: synchronous, single-threaded, no runtime (crate::supervise).
     let cli = match command {
@@ -120,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::List(args) => args.run(color).await,
         Command::Sli(args) => args.run().await,
+        Command::Doctor(args) => args.run(color).await,
         Command::Heal(args) => args.run().await,
         Command::Reinit(args) => args.run().await,
         Command::Topology(args) => args.run(color).await,
@@ -132,6 +136,24 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Completions(args) => args.run(),
         Command::Man(args) => args.run(),
     }
+}
+
+/// `println!` panics when stdout is a closed pipe (`pgpatrol lab status | head -3`): like a
+/// write error on a closed pipe (see [`fail`]), that is the reader's choice, not a crash.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {

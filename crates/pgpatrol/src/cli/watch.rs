@@ -116,6 +116,7 @@ impl WatchArgs {
                     alertmanager: self.alertmanager.clone(),
                     webhook: None,
                     alert_queue: 1024,
+                    checks: None,
                     clusters: vec![cluster],
                 };
                 cfg.validate().map_err(anyhow::Error::msg)?;

@@ -304,6 +304,21 @@ pub async fn crash_leader(paths: &LabPaths, state: &mut LabState) -> Result<Stri
     Ok(leader.name)
 }
 
+/// Stops the lab's etcd (SIGKILL), so the DCS is unreachable; returns its PID.
+pub fn stop_dcs(paths: &LabPaths, state: &mut LabState) -> Result<u32> {
+    let pid = state
+        .etcd
+        .pid
+        .filter(|p| alive(*p, "etcd"))
+        .context("etcd is not running (already stopped? `pgpatrol lab repair` starts it)")?;
+    process::signal(pid, Signal::SIGKILL)?;
+    if !state.killed.iter().any(|k| k == "etcd") {
+        state.killed.push("etcd".to_owned());
+    }
+    state.save(paths)?;
+    Ok(pid)
+}
+
 /// Undoes every fault: SIGCONT stopped PIDs, restart etcd if it died, restart every member
 /// whose Patroni is not running, wait until healthy, forget the records.
 pub async fn repair(

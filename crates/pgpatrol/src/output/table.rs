@@ -504,6 +504,33 @@ pub fn history(out: &mut impl Write, entries: &[HistoryEntry], look: &Look) -> s
     Ok(())
 }
 
+/// `pgpatrol doctor`: one row per check, worst first within the order the checks run.
+pub fn doctor(
+    out: &mut impl Write,
+    checks: &[pgpatrol_core::checks::Check],
+    look: &Look,
+) -> std::io::Result<()> {
+    use pgpatrol_core::checks::Status;
+    let mut t = new_table(look);
+    t.set_header(vec!["Check", "Status", "Evidence", "Fix"]);
+    for c in checks {
+        let color = match c.status {
+            Status::Ok => Color::Green,
+            Status::Warn => Color::Yellow,
+            Status::Crit => Color::Red,
+            Status::Unknown => Color::Magenta,
+            Status::Skipped => Color::Grey,
+        };
+        t.add_row(vec![
+            Cell::new(c.id),
+            Cell::new(c.status.as_str()).fg(color),
+            Cell::new(&c.evidence),
+            Cell::new(c.fix.as_deref().unwrap_or("")),
+        ]);
+    }
+    writeln!(out, "{t}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ pub enum SourceError {
     NoTarget,
     #[error("{0}")]
     BadInput(String),
+    /// `/cluster` fails everywhere while members answer their own `/patroni`.
+    #[error("{0}")]
+    DcsUnreachable(String),
 }
 
 impl SourceError {
@@ -47,6 +50,7 @@ impl SourceError {
             SourceError::AllFailed(_) => "all_failed",
             SourceError::NoTarget => "no_target",
             SourceError::BadInput(_) => "bad_input",
+            SourceError::DcsUnreachable(_) => "dcs_unreachable",
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct WatchConfig {
     /// counted in `pgpatrol_alerts_dropped_total`).
     #[serde(default = "default_alert_queue")]
     pub alert_queue: usize,
+    /// Thresholds of the runbook's checks (`pgpatrol doctor --checks` reads this section).
+    #[serde(default)]
+    pub checks: Option<crate::doctor::config::ChecksConfig>,
     pub clusters: Vec<ClusterConfig>,
 }
 

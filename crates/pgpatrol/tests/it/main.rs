@@ -9,6 +9,8 @@
 //!   down leaves nothing behind, clear errors for a busy dir or port.
 //! - `read`: list/topology/history/show-config agree with Patroni; patronictl-json equals
 //!   patronictl; the SLI sees receive and replay lag on every version; unknown is not 0.
+//! - `doctor`: the runbook's checks: OK on a healthy lab, each failing under its real fault
+//!   (lag, etcd stopped) with the fix; thresholds from a checks section; bad input.
 //! - `badinput`: unreachable URLs, HTML, garbage and truncated JSON, TLS against plain,
 //!   timeouts, wrong credentials, bad units, bad config: one line, exit 2, no panic.
 //! - `heal`: the live guardrail tests named in docs/SAFETY.md.
@@ -42,6 +44,7 @@ mod harness;
 
 mod badinput;
 mod compat;
+mod doctor;
 mod heal;
 mod k8s;
 mod k8s_fixture;
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     harness::main(&[
         ("lab", lab::tests),
         ("read", read::tests),
+        ("doctor", doctor::tests),
         ("badinput", badinput::tests),
         ("heal", heal::tests),
         ("watch", watch::tests),

@@ -109,8 +109,58 @@ impl RestSource {
         Err(SourceError::from_attempts(errors))
     }
 
-    /// Reads a snapshot of the cluster.
+    /// Reads a snapshot of the cluster. When no member answers `/cluster` but some answer
+    /// their own `/patroni`, the error says the DCS is unreachable (Patroni reads `/cluster`
+    /// from it), not that the members are down.
     pub async fn snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
+        match self.read_snapshot(detail).await {
+            Err(e @ (SourceError::Rest(_) | SourceError::AllFailed(_))) => {
+                let own = self.own_statuses().await;
+                if own.values().any(|s| s.is_ok()) {
+                    Err(SourceError::DcsUnreachable(
+                        pgpatrol_core::checks::dcs_unreachable_line(&own),
+                    ))
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Each given URL's own `/patroni`, concurrently, by member name (its URL before Patroni
+    /// 3.2, which does not say its name there).
+    pub async fn own_statuses(
+        &self,
+    ) -> std::collections::BTreeMap<String, Result<pgpatrol_core::MemberStatus, String>> {
+        let mut set = JoinSet::new();
+        for base in &self.bases {
+            let (http, base) = (self.http.clone(), base.clone());
+            set.spawn(async move {
+                let r = http.get_json::<StatusWire>(&base, "/patroni").await;
+                (base, r)
+            });
+        }
+        let mut out = std::collections::BTreeMap::new();
+        while let Some(Ok((base, r))) = set.join_next().await {
+            match r {
+                Ok(s) => {
+                    let name = s
+                        .patroni
+                        .as_ref()
+                        .and_then(|p| p.name.clone())
+                        .unwrap_or_else(|| base.clone());
+                    out.insert(name, Ok(s.to_status()));
+                }
+                Err(e) => {
+                    out.insert(base, Err(e.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    async fn read_snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
         let http = &self.http;
         let ((wire, status), answered_by) = self
             .first_answer(|base| async move {

@@ -1,0 +1,947 @@
+//! The runbook's checks as values: each gives OK / WARN / CRIT / UNKNOWN (or is skipped when
+//! what it needs was not given), the evidence in numbers and member names, and the fix. The
+//! thresholds default to the monitoring table of the operations runbook (seed 002).
+//!
+//! Pure: the edge gathers the evidence (REST answers, PostgreSQL rows, pgBackRest JSON) and
+//! the clock; these functions only judge it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::model::{Cluster, Lag, LagKind, MemberStatus, PatroniVersion, Role, State};
+use crate::units::human;
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Crit,
+    /// The evidence was there but could not be judged (e.g. unknown lag).
+    Unknown,
+    /// Not run: what it needs was not given (the evidence says what would enable it).
+    Skipped,
+}
+
+impl Status {
+    /// The value of `pgpatrol_check` (skipped checks are not exported).
+    pub fn code(self) -> Option<u8> {
+        match self {
+            Status::Ok => Some(0),
+            Status::Warn => Some(1),
+            Status::Crit => Some(2),
+            Status::Unknown => Some(3),
+            Status::Skipped => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Crit => "CRIT",
+            Status::Unknown => "UNKNOWN",
+            Status::Skipped => "SKIPPED",
+        }
+    }
+
+    /// Needs attention: changes doctor's exit code.
+    pub fn is_problem(self) -> bool {
+        matches!(self, Status::Warn | Status::Crit | Status::Unknown)
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// Stable id: the `check` label of `pgpatrol_check` and the key in `-o json`.
+    pub id: &'static str,
+    pub status: Status,
+    /// What was seen, with numbers and member names.
+    pub evidence: String,
+    /// What to do about it (a pgpatrol command or the runbook step); none when OK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn new(id: &'static str, status: Status, evidence: impl Into<String>) -> Self {
+        Check {
+            id,
+            status,
+            evidence: evidence.into(),
+            fix: None,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        if self.status != Status::Ok {
+            self.fix = Some(fix.into());
+        }
+        self
+    }
+
+    /// A check that needs `what` to run.
+    pub fn skipped(id: &'static str, what: impl Into<String>) -> Self {
+        Check::new(id, Status::Skipped, what)
+    }
+}
+
+/// WARN above `warn`, CRIT above `crit`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Level {
+    pub warn: f64,
+    pub crit: f64,
+}
+
+impl Level {
+    pub fn judge(&self, value: f64) -> Status {
+        if value > self.crit {
+            Status::Crit
+        } else if value > self.warn {
+            Status::Warn
+        } else {
+            Status::Ok
+        }
+    }
+}
+
+/// The thresholds, defaults from the runbook's monitoring table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thresholds {
+    /// Replication lag in bytes: 50 MB / 100 MB.
+    pub lag_bytes: Level,
+    /// Replication lag in seconds: 30 s / 60 s.
+    pub lag_seconds: Level,
+    /// Connections in use against what clients may use: 80 % / 95 %.
+    pub connections: Level,
+    /// Disk usage of the data directory's filesystem: 70 % / 85 %.
+    pub disk: Level,
+    /// WAL archive failures since the last success: > 0 / > 5.
+    pub archive_failures: Level,
+    /// Failovers in the last 24 hours: > 1 / > 3.
+    pub failovers_24h: Level,
+    /// WAL an inactive replication slot holds back: 64 MB / 1 GB.
+    pub slot_retained_bytes: Level,
+    /// Age of the newest backup: WARN past this (24 h, seed 003), CRIT past twice it.
+    pub backup_age: Duration,
+    /// The newest archived WAL segment in the backup repository: WARN past this age.
+    pub archive_age: Duration,
+    /// Lag allowed for the pre-maintenance checklist ("lag < 10 seconds").
+    pub maintenance_lag_seconds: f64,
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            lag_bytes: Level {
+                warn: 50.0 * MB,
+                crit: 100.0 * MB,
+            },
+            lag_seconds: Level {
+                warn: 30.0,
+                crit: 60.0,
+            },
+            connections: Level {
+                warn: 0.80,
+                crit: 0.95,
+            },
+            disk: Level {
+                warn: 0.70,
+                crit: 0.85,
+            },
+            archive_failures: Level {
+                warn: 0.0,
+                crit: 5.0,
+            },
+            failovers_24h: Level {
+                warn: 1.0,
+                crit: 3.0,
+            },
+            slot_retained_bytes: Level {
+                warn: 64.0 * MB,
+                crit: 1024.0 * MB,
+            },
+            backup_age: Duration::from_secs(24 * 3600),
+            archive_age: Duration::from_secs(3600),
+            maintenance_lag_seconds: 10.0,
+        }
+    }
+}
+
+/// What the REST API showed, gathered by the edge.
+#[derive(Debug, Clone, Default)]
+pub struct RestEvidence {
+    /// `/cluster` readings over the observe window, oldest first (empty when `/cluster`
+    /// never answered).
+    pub samples: Vec<Cluster>,
+    /// Why `/cluster` did not answer, when it did not.
+    pub cluster_error: Option<String>,
+    /// Each member's own `/patroni` (by member name, or by URL when `/cluster` is down).
+    pub own: BTreeMap<String, Result<MemberStatus, String>>,
+    /// How long the observe window was.
+    pub observed: Duration,
+    /// Failovers and switchovers in the last 24 hours (from `/history`), if it was read.
+    pub failovers_24h: Option<usize>,
+    /// `maximum_lag_on_failover` of the dynamic configuration (Patroni's default: 1 MB).
+    pub maximum_lag_on_failover: Option<u64>,
+    /// `synchronous_mode` and `synchronous_mode_strict` of the dynamic configuration.
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+}
+
+/// Patroni's default `maximum_lag_on_failover`.
+pub const DEFAULT_MAXIMUM_LAG_ON_FAILOVER: u64 = 1024 * 1024;
+
+/// The one-line diagnosis when `/cluster` fails while members answer `/patroni`.
+pub fn dcs_unreachable_line(own: &BTreeMap<String, Result<MemberStatus, String>>) -> String {
+    let seen: Vec<String> = own
+        .iter()
+        .filter_map(|(name, s)| {
+            s.as_ref()
+                .ok()
+                .map(|s| format!("{name} {}/{}", s.role, s.state))
+        })
+        .collect();
+    format!(
+        "the DCS is unreachable: members answer /patroni but not /cluster, which Patroni reads from the DCS ({}); check etcd (or the Kubernetes API) and the members' logs",
+        seen.join(", ")
+    )
+}
+
+fn names(v: &[String]) -> String {
+    v.join(", ")
+}
+
+/// The checks that need only the REST API.
+pub fn rest_checks(e: &RestEvidence, t: &Thresholds) -> Vec<Check> {
+    let mut out = Vec::new();
+    let Some(c) = e.samples.last() else {
+        // `/cluster` is down: say what the members say of themselves, and nothing that
+        // needs the DCS view.
+        let answering = e.own.values().filter(|s| s.is_ok()).count();
+        let why = e.cluster_error.clone().unwrap_or_default();
+        let check = if answering > 0 {
+            Check::new("dcs", Status::Crit, dcs_unreachable_line(&e.own))
+        } else {
+            Check::new("dcs", Status::Crit, format!("no member answers: {why}"))
+        };
+        out.push(check.fix(
+            "runbook \"DCS unreachable\": check that etcd (or the Kubernetes API) is up and reachable from every member; Patroni demotes the leader without it unless failsafe_mode is on",
+        ));
+        out.push(split_brain(e, None));
+        return out;
+    };
+    out.push(Check::new("dcs", Status::Ok, "the DCS answers (/cluster)"));
+    out.push(split_brain(e, Some(c)));
+    out.push(timeline(c));
+    out.push(streaming(c));
+    out.push(lag_bytes(c, t));
+    out.push(lag_unknown(c));
+    out.push(transitional(e));
+    out.push(paused(c));
+    out.push(pending_restart(c));
+    out.push(scheduled(c));
+    out.push(failovers(e, t));
+    out.push(failover_candidate(e, c));
+    out.push(sync_standby(e, c));
+    out.push(version_skew(e));
+    out.push(failsafe(c));
+    out
+}
+
+/// Exactly one leader, and the members' own `/patroni` agree: two members saying primary is
+/// split brain whatever `/cluster` says.
+fn split_brain(e: &RestEvidence, c: Option<&Cluster>) -> Check {
+    let own_leaders: Vec<String> = e
+        .own
+        .iter()
+        .filter(|(_, s)| {
+            s.as_ref()
+                .is_ok_and(|s| s.role.is_leader() && s.state == State::Running)
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    let dcs_leaders: Vec<String> = c
+        .map(|c| c.leaders().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    if own_leaders.len() > 1 {
+        return Check::new(
+            "leader",
+            Status::Crit,
+            format!(
+                "split brain: {} each say they are a running primary (their own /patroni); /cluster shows {}",
+                names(&own_leaders),
+                if dcs_leaders.is_empty() { "no leader".to_string() } else { names(&dcs_leaders) }
+            ),
+        )
+        .fix("runbook \"split brain\": stop writes to all but the DCS leader at once (fence the others), then reinitialize them: pgpatrol reinit MEMBER");
+    }
+    let Some(_) = c else {
+        return match own_leaders.first() {
+            Some(l) => Check::new(
+                "leader",
+                Status::Warn,
+                format!("{l} says it is the running primary (its own /patroni); the DCS cannot confirm it"),
+            )
+            .fix("restore the DCS: without it Patroni demotes the leader unless failsafe_mode is on"),
+            None => Check::new(
+                "leader",
+                Status::Crit,
+                "no member says it is a running primary",
+            )
+            .fix("runbook \"cannot connect to the primary\": check the members' logs; pgpatrol list"),
+        };
+    };
+    match dcs_leaders.len() {
+        0 => Check::new("leader", Status::Crit, "no leader in /cluster")
+            .fix("runbook \"cannot connect to the primary\": check why no member can take the leader lock (patroni logs); failover to a healthy replica if needed"),
+        1 => {
+            let l = dcs_leaders.first().map(String::as_str).unwrap_or_default();
+            let agrees = own_leaders.is_empty() || own_leaders.iter().any(|o| o == l);
+            if agrees {
+                Check::new("leader", Status::Ok, format!("one leader: {l}"))
+            } else {
+                Check::new(
+                    "leader",
+                    Status::Crit,
+                    format!(
+                        "/cluster says {l} leads, but {} says it is the running primary",
+                        names(&own_leaders)
+                    ),
+                )
+                .fix("runbook \"split brain\": fence the member that is not the DCS leader and reinitialize it")
+            }
+        }
+        _ => Check::new(
+            "leader",
+            Status::Crit,
+            format!("more than one leader in /cluster: {}", names(&dcs_leaders)),
+        )
+        .fix("runbook \"split brain\""),
+    }
+}
+
+fn running(m: &crate::model::Member) -> bool {
+    matches!(
+        m.state,
+        State::Running | State::Streaming | State::InArchiveRecovery
+    )
+}
+
+fn timeline(c: &Cluster) -> Check {
+    let mut by_tl: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for m in c.members.iter().filter(|m| running(m)) {
+        if let Some(tl) = m.timeline {
+            by_tl.entry(tl).or_default().push(m.name.clone());
+        }
+    }
+    let leader_tl = c.leader().and_then(|l| l.timeline);
+    match by_tl.len() {
+        0 => Check::new(
+            "timeline",
+            Status::Unknown,
+            "no running member reports a timeline",
+        ),
+        1 => {
+            let tl = by_tl.keys().next().copied().unwrap_or_default();
+            Check::new(
+                "timeline",
+                Status::Ok,
+                format!("every running member on timeline {tl}"),
+            )
+        }
+        _ => {
+            let behind: Vec<String> = by_tl
+                .iter()
+                .filter(|(tl, _)| Some(**tl) != leader_tl)
+                .flat_map(|(tl, ms)| ms.iter().map(move |m| format!("{m} on {tl}")))
+                .collect();
+            Check::new(
+                "timeline",
+                Status::Warn,
+                format!(
+                    "running members on different timelines (leader on {}): {}",
+                    leader_tl.map_or("?".to_string(), |t| t.to_string()),
+                    names(&behind)
+                ),
+            )
+            .fix("a member on an old timeline did not follow the last failover: pgpatrol reinit MEMBER (or let Patroni rewind it)")
+        }
+    }
+}
+
+fn streaming(c: &Cluster) -> Check {
+    let total = c.replicas().count();
+    let not: Vec<String> = c
+        .replicas()
+        .filter(|m| !m.state.is_healthy_replica())
+        .map(|m| format!("{} {}", m.name, m.state))
+        .collect();
+    if not.is_empty() {
+        return Check::new(
+            "replication",
+            Status::Ok,
+            format!("{total} replica(s), all replicating"),
+        );
+    }
+    let status = if not.len() == total {
+        Status::Crit
+    } else {
+        Status::Warn
+    };
+    Check::new(
+        "replication",
+        status,
+        format!("{} of {total} replica(s) not replicating: {}", not.len(), names(&not)),
+    )
+    .fix("pgpatrol list; check that member's Patroni log; if it cannot start again: pgpatrol reinit MEMBER")
+}
+
+fn lag_bytes(c: &Cluster, t: &Thresholds) -> Check {
+    let mut worst: Option<(u64, &str)> = None;
+    let mut over = Vec::new();
+    for m in c.replicas() {
+        let lag = [LagKind::Receive, LagKind::Replay]
+            .into_iter()
+            .filter_map(|k| m.lag(k).and_then(Lag::bytes))
+            .max();
+        if let Some(b) = lag {
+            if worst.is_none_or(|(w, _)| b > w) {
+                worst = Some((b, &m.name));
+            }
+            if t.lag_bytes.judge(b as f64) != Status::Ok {
+                over.push(format!("{} {}", m.name, human(b)));
+            }
+        }
+    }
+    let Some((b, name)) = worst else {
+        return Check::new("lag_bytes", Status::Ok, "no replica with a known lag");
+    };
+    let status = t.lag_bytes.judge(b as f64);
+    let evidence = if status == Status::Ok {
+        format!(
+            "worst replica lag {} ({name}), within {}",
+            human(b),
+            human(t.lag_bytes.warn as u64)
+        )
+    } else {
+        format!(
+            "replica lag above {} / {}: {}",
+            human(t.lag_bytes.warn as u64),
+            human(t.lag_bytes.crit as u64),
+            names(&over)
+        )
+    };
+    Check::new("lag_bytes", status, evidence).fix(
+        "runbook \"replica not catching up\": check the leader's pg_stat_replication; if it cannot catch up: pgpatrol heal --dry-run, then pgpatrol heal",
+    )
+}
+
+fn lag_unknown(c: &Cluster) -> Check {
+    let unknown: Vec<String> = c
+        .replicas()
+        .filter(|m| m.lag(LagKind::Replay) == Some(Lag::Unknown))
+        .map(|m| format!("{} ({})", m.name, m.state))
+        .collect();
+    if unknown.is_empty() {
+        Check::new("lag_unknown", Status::Ok, "every replica's lag is known")
+    } else {
+        Check::new(
+            "lag_unknown",
+            Status::Unknown,
+            format!("lag unknown (Patroni reports none): {}", names(&unknown)),
+        )
+        .fix("a member that is not running or is busy has no lag: pgpatrol list; check its Patroni log")
+    }
+}
+
+fn transitional(e: &RestEvidence) -> Check {
+    // Stuck: in a transitional state in every sample of the window.
+    let Some(last) = e.samples.last() else {
+        return Check::new("transitional", Status::Unknown, "no /cluster reading");
+    };
+    let stuck: Vec<String> = last
+        .members
+        .iter()
+        .filter(|m| m.state.is_in_transition())
+        .filter(|m| {
+            e.samples.iter().all(|s| {
+                s.member(&m.name)
+                    .is_some_and(|x| x.state.is_in_transition())
+            })
+        })
+        .map(|m| format!("{} {}", m.name, m.state))
+        .collect();
+    let window = format!(
+        "{} samples over {:.0} s",
+        e.samples.len(),
+        e.observed.as_secs_f64()
+    );
+    if stuck.is_empty() {
+        Check::new(
+            "transitional",
+            Status::Ok,
+            format!(
+                "no member stuck starting, stopping, restarting or creating a replica ({window})"
+            ),
+        )
+    } else {
+        Check::new(
+            "transitional",
+            Status::Warn,
+            format!("in a transitional state in every one of {window}: {}", names(&stuck)),
+        )
+        .fix("check that member's Patroni and PostgreSQL logs (pgpatrol list shows it); a replica that cannot start may need pgpatrol reinit MEMBER")
+    }
+}
+
+fn paused(c: &Cluster) -> Check {
+    if c.paused {
+        Check::new(
+            "paused",
+            Status::Warn,
+            "the cluster is paused (maintenance mode): Patroni does not fail over",
+        )
+        .fix("when maintenance is over: patronictl resume --wait")
+    } else {
+        Check::new("paused", Status::Ok, "not paused")
+    }
+}
+
+fn pending_restart(c: &Cluster) -> Check {
+    let pending: Vec<String> = c
+        .members
+        .iter()
+        .filter(|m| m.pending_restart)
+        .map(|m| m.name.clone())
+        .collect();
+    if pending.is_empty() {
+        Check::new("pending_restart", Status::Ok, "no member needs a restart")
+    } else {
+        Check::new(
+            "pending_restart",
+            Status::Warn,
+            format!(
+                "a changed parameter waits for a restart on: {}",
+                names(&pending)
+            ),
+        )
+        .fix("a rolling restart, replicas first: patronictl restart CLUSTER MEMBER --pending, one member at a time")
+    }
+}
+
+fn scheduled(c: &Cluster) -> Check {
+    let mut what = Vec::new();
+    if let Some(s) = &c.scheduled_switchover {
+        what.push(format!(
+            "switchover at {}{}",
+            s.at,
+            s.to.as_deref()
+                .map(|t| format!(" to {t}"))
+                .unwrap_or_default()
+        ));
+    }
+    for m in c.members.iter().filter(|m| m.scheduled_restart.is_some()) {
+        what.push(format!("restart of {}", m.name));
+    }
+    if what.is_empty() {
+        Check::new("scheduled", Status::Ok, "nothing scheduled")
+    } else {
+        Check::new(
+            "scheduled",
+            Status::Warn,
+            format!("scheduled: {}", what.join(", ")),
+        )
+        .fix("expected? else cancel it: patronictl flush CLUSTER restart|switchover")
+    }
+}
+
+fn failovers(e: &RestEvidence, t: &Thresholds) -> Check {
+    let Some(n) = e.failovers_24h else {
+        return Check::new(
+            "failovers_24h",
+            Status::Unknown,
+            "/history could not be read",
+        );
+    };
+    let status = t.failovers_24h.judge(n as f64);
+    Check::new(
+        "failovers_24h",
+        status,
+        format!(
+            "{n} failover(s)/switchover(s) in the last 24 h (warn above {}, crit above {})",
+            t.failovers_24h.warn, t.failovers_24h.crit
+        ),
+    )
+    .fix("pgpatrol history: find why the leader keeps changing (its logs, the DCS, resources)")
+}
+
+/// Why a replica cannot take over, if it cannot.
+fn not_a_candidate(m: &crate::model::Member, max_lag: u64) -> Option<String> {
+    if !m.state.is_healthy_replica() {
+        return Some(format!("{} is {}", m.name, m.state));
+    }
+    if m.tag_is_true("nofailover") {
+        return Some(format!("{} is tagged nofailover", m.name));
+    }
+    if m.tags.get("failover_priority").and_then(|v| v.as_i64()) == Some(0) {
+        return Some(format!("{} has failover_priority 0", m.name));
+    }
+    let lag = m
+        .lag(LagKind::Receive)
+        .and_then(Lag::bytes)
+        .or_else(|| m.lag(LagKind::Replay).and_then(Lag::bytes));
+    match lag {
+        None => Some(format!("{} has unknown lag", m.name)),
+        Some(b) if b > max_lag => Some(format!(
+            "{} lags {} > maximum_lag_on_failover {}",
+            m.name,
+            human(b),
+            human(max_lag)
+        )),
+        Some(_) => None,
+    }
+}
+
+fn failover_candidate(e: &RestEvidence, c: &Cluster) -> Check {
+    let max_lag = e
+        .maximum_lag_on_failover
+        .unwrap_or(DEFAULT_MAXIMUM_LAG_ON_FAILOVER);
+    let mut good = Vec::new();
+    let mut why = Vec::new();
+    for m in c.replicas() {
+        match not_a_candidate(m, max_lag) {
+            None => good.push(m.name.clone()),
+            Some(w) => why.push(w),
+        }
+    }
+    if !good.is_empty() {
+        return Check::new(
+            "failover_candidate",
+            Status::Ok,
+            format!("failover candidate(s): {}", names(&good)),
+        );
+    }
+    let evidence = if why.is_empty() {
+        "no replica at all: a failure of the leader is an outage".to_string()
+    } else {
+        format!("no replica could take over: {}", why.join("; "))
+    };
+    Check::new("failover_candidate", Status::Crit, evidence)
+        .fix("heal the lagging replicas (pgpatrol heal), remove nofailover where it is not meant, or add a replica")
+}
+
+fn sync_standby(e: &RestEvidence, c: &Cluster) -> Check {
+    if !e.synchronous_mode {
+        return Check::new("sync_standby", Status::Ok, "synchronous_mode is off");
+    }
+    let sync: Vec<String> = c
+        .members
+        .iter()
+        .filter(|m| matches!(m.role, Role::SyncStandby | Role::QuorumStandby))
+        .map(|m| m.name.clone())
+        .collect();
+    if !sync.is_empty() {
+        return Check::new(
+            "sync_standby",
+            Status::Ok,
+            format!("synchronous standby: {}", names(&sync)),
+        );
+    }
+    let (status, effect) = if e.synchronous_mode_strict {
+        (
+            Status::Crit,
+            "synchronous_mode_strict: commits on the leader wait",
+        )
+    } else {
+        (
+            Status::Warn,
+            "commits are not replicated synchronously until one is back",
+        )
+    };
+    Check::new(
+        "sync_standby",
+        status,
+        format!("synchronous_mode is on but no member is a synchronous standby ({effect})"),
+    )
+    .fix("bring a healthy replica back (pgpatrol list; pgpatrol heal)")
+}
+
+fn version_skew(e: &RestEvidence) -> Check {
+    let mut by: BTreeMap<PatroniVersion, Vec<String>> = BTreeMap::new();
+    for (name, s) in &e.own {
+        if let Ok(Some(v)) = s.as_ref().map(|s| s.version) {
+            by.entry(v).or_default().push(name.clone());
+        }
+    }
+    match by.len() {
+        0 => Check::new(
+            "version_skew",
+            Status::Unknown,
+            "no member reported its Patroni version",
+        ),
+        1 => {
+            let v = by.keys().next().map(|v| v.to_string()).unwrap_or_default();
+            Check::new(
+                "version_skew",
+                Status::Ok,
+                format!("every member runs Patroni {v}"),
+            )
+        }
+        _ => {
+            let list: Vec<String> = by
+                .iter()
+                .map(|(v, ms)| format!("{v} on {}", names(ms)))
+                .collect();
+            Check::new(
+                "version_skew",
+                Status::Warn,
+                format!("members run different Patroni versions: {}", list.join("; ")),
+            )
+            .fix("finish the upgrade: one version across the cluster (an upgrade in progress is expected to show this)")
+        }
+    }
+}
+
+fn failsafe(c: &Cluster) -> Check {
+    if c.failsafe_active {
+        Check::new(
+            "failsafe",
+            Status::Warn,
+            "failsafe mode is active: the DCS is unreachable and the leader runs on the members' consent",
+        )
+        .fix("restore the DCS (etcd or the Kubernetes API)")
+    } else {
+        Check::new("failsafe", Status::Ok, "failsafe mode is not active")
+    }
+}
+
+/// The worst status of `checks`, skipped ones aside.
+pub fn worst(checks: &[Check]) -> Status {
+    checks
+        .iter()
+        .map(|c| c.status)
+        .filter(|s| *s != Status::Skipped)
+        .max()
+        .unwrap_or(Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ClusterBuilder;
+    use crate::Lsn;
+
+    fn own(role: Role, version: &str) -> Result<MemberStatus, String> {
+        Ok(MemberStatus {
+            state: State::Running,
+            role,
+            replication_state: None,
+            version: PatroniVersion::parse(version),
+            postmaster_start_time: None,
+            wal_position: Some(Lsn(1)),
+            received: None,
+            replayed: None,
+            streaming_to: Vec::new(),
+        })
+    }
+
+    fn healthy() -> Cluster {
+        ClusterBuilder::new()
+            .leader("pg0")
+            .timeline(2)
+            .replica("pg1")
+            .timeline(2)
+            .lag_mb(0)
+            .replica("pg2")
+            .timeline(2)
+            .lag_mb(0)
+            .build()
+    }
+
+    fn evidence(c: Cluster) -> RestEvidence {
+        let mut own_map = BTreeMap::new();
+        for m in &c.members {
+            let role = if m.role.is_leader() {
+                Role::Leader
+            } else {
+                Role::Replica
+            };
+            own_map.insert(m.name.clone(), own(role, "4.1.5"));
+        }
+        RestEvidence {
+            samples: vec![c.clone(), c],
+            own: own_map,
+            observed: Duration::from_secs(4),
+            failovers_24h: Some(0),
+            ..Default::default()
+        }
+    }
+
+    fn get<'a>(checks: &'a [Check], id: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no check {id}: {checks:#?}"))
+    }
+
+    #[test]
+    fn a_healthy_cluster_is_ok_everywhere_with_no_fix() {
+        let checks = rest_checks(&evidence(healthy()), &Thresholds::default());
+        for c in &checks {
+            assert_eq!(c.status, Status::Ok, "{c:?}");
+            assert!(c.fix.is_none(), "{c:?}");
+        }
+        assert_eq!(worst(&checks), Status::Ok);
+        assert!(checks.len() >= 15);
+    }
+
+    #[test]
+    fn two_members_saying_primary_is_split_brain_whatever_the_dcs_says() {
+        let mut e = evidence(healthy());
+        e.own.insert("pg1".into(), own(Role::Leader, "4.1.5"));
+        let c = rest_checks(&e, &Thresholds::default());
+        let l = get(&c, "leader");
+        assert_eq!(l.status, Status::Crit);
+        assert!(
+            l.evidence.contains("split brain: pg0, pg1"),
+            "{}",
+            l.evidence
+        );
+        assert!(l.fix.as_deref().unwrap_or("").contains("fence"));
+    }
+
+    #[test]
+    fn lag_thresholds_are_the_runbooks() {
+        let t = Thresholds::default();
+        for (mb, want) in [(10, Status::Ok), (60, Status::Warn), (120, Status::Crit)] {
+            let c = ClusterBuilder::new()
+                .leader("pg0")
+                .replica("pg1")
+                .lag_mb(mb)
+                .replica("pg2")
+                .lag_mb(0)
+                .build();
+            let checks = rest_checks(&evidence(c), &t);
+            let l = get(&checks, "lag_bytes");
+            assert_eq!(l.status, want, "{mb} MB: {l:?}");
+            if want != Status::Ok {
+                assert!(l.evidence.contains("pg1"), "{}", l.evidence);
+                assert!(l.fix.as_deref().unwrap_or("").contains("pgpatrol heal"));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_lag_is_unknown_never_ok() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .unknown_lag()
+            .build();
+        let checks = rest_checks(&evidence(c), &Thresholds::default());
+        assert_eq!(get(&checks, "lag_unknown").status, Status::Unknown);
+        assert!(get(&checks, "lag_unknown").evidence.contains("pg1"));
+    }
+
+    #[test]
+    fn a_member_starting_in_every_sample_is_stuck_and_a_passing_one_is_not() {
+        let starting = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .state(State::Starting)
+            .unknown_lag()
+            .build();
+        let mut e = evidence(starting.clone());
+        e.samples = vec![starting.clone(), starting.clone(), starting.clone()];
+        let checks = rest_checks(&e, &Thresholds::default());
+        let t = get(&checks, "transitional");
+        assert_eq!(t.status, Status::Warn);
+        assert!(t.evidence.contains("pg1 starting"), "{}", t.evidence);
+        e.samples = vec![healthy(), starting];
+        let checks = rest_checks(&e, &Thresholds::default());
+        assert_eq!(get(&checks, "transitional").status, Status::Ok);
+    }
+
+    #[test]
+    fn no_failover_candidate_names_each_reason() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(5)
+            .replica("pg2")
+            .lag_mb(0)
+            .tag("nofailover", serde_json::json!(true))
+            .build();
+        let checks = rest_checks(&evidence(c), &Thresholds::default());
+        let f = get(&checks, "failover_candidate");
+        assert_eq!(f.status, Status::Crit);
+        assert!(
+            f.evidence
+                .contains("pg1 lags 5.0 MB > maximum_lag_on_failover")
+                && f.evidence.contains("pg2 is tagged nofailover"),
+            "{}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn paused_pending_restart_failovers_sync_and_versions() {
+        let mut c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(0)
+            .paused()
+            .build();
+        c.members[1].pending_restart = true;
+        let mut e = evidence(c);
+        e.failovers_24h = Some(4);
+        e.synchronous_mode = true;
+        e.synchronous_mode_strict = true;
+        e.own.insert("pg1".into(), own(Role::Replica, "4.0.7"));
+        let checks = rest_checks(&e, &Thresholds::default());
+        assert_eq!(get(&checks, "paused").status, Status::Warn);
+        assert!(get(&checks, "pending_restart").evidence.contains("pg1"));
+        assert_eq!(get(&checks, "failovers_24h").status, Status::Crit);
+        assert_eq!(get(&checks, "sync_standby").status, Status::Crit);
+        let v = get(&checks, "version_skew");
+        assert_eq!(v.status, Status::Warn);
+        assert!(v.evidence.contains("4.0.7 on pg1"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn the_dcs_unreachable_is_said_in_one_line_with_what_the_members_say() {
+        let mut e = evidence(healthy());
+        e.samples.clear();
+        e.cluster_error = Some("connection closed".into());
+        e.own.insert("pg0".into(), own(Role::Replica, "4.1.5"));
+        let checks = rest_checks(&e, &Thresholds::default());
+        let d = get(&checks, "dcs");
+        assert_eq!(d.status, Status::Crit);
+        assert!(
+            d.evidence.starts_with("the DCS is unreachable"),
+            "{}",
+            d.evidence
+        );
+        assert!(d.evidence.contains("pg0 replica/running"), "{}", d.evidence);
+        assert!(!d.evidence.contains('\n'));
+        assert!(d.fix.as_deref().unwrap_or("").contains("DCS unreachable"));
+        assert_eq!(get(&checks, "leader").status, Status::Crit);
+    }
+
+    #[test]
+    fn status_codes_are_the_metric_values() {
+        assert_eq!(Status::Ok.code(), Some(0));
+        assert_eq!(Status::Warn.code(), Some(1));
+        assert_eq!(Status::Crit.code(), Some(2));
+        assert_eq!(Status::Unknown.code(), Some(3));
+        assert_eq!(Status::Skipped.code(), None);
+        assert!(!Status::Skipped.is_problem());
+    }
+}

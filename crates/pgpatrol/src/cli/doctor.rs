@@ -1,0 +1,78 @@
+//! `pgpatrol doctor`: the runbook's checks in one command (see `crate::doctor`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::common::{write_structured, ClusterArgs, Format};
+use super::Outcome;
+use crate::doctor::{self, Observe, Report};
+use crate::output::table;
+use crate::output::term::{ColorChoice, Look};
+
+/// Check a cluster the way the on-call runbook does: each check OK, WARN, CRIT or UNKNOWN,
+/// with its evidence and the fix.
+///
+/// REST checks: the DCS answers; exactly one leader, cross-checked against each member's own
+/// /patroni (two members saying primary is split brain); one timeline; replicas replicating;
+/// lag against 50 MB / 100 MB; unknown lag; members stuck starting, stopping or creating a
+/// replica over the observe window; maintenance mode; pending restarts; scheduled actions;
+/// failovers in 24 h; a failover candidate; a synchronous standby when synchronous_mode is
+/// on; one Patroni version; failsafe mode. Checks that need what was not given are listed as
+/// skipped with what would enable them, and do not change the exit code.
+///
+/// Thresholds default to the runbook's monitoring table; --checks FILE reads a `checks:`
+/// section (the watch config's format).
+///
+/// Exit codes: 0 every check OK; 1 any WARN, CRIT or UNKNOWN; 2 error (nothing answered, bad
+/// input).
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Watch for members stuck in a transitional state over this long (several readings).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub observe: Duration,
+
+    /// A file whose `checks:` section sets the thresholds (a watch config works).
+    #[arg(long, env = "PGPATROL_CHECKS")]
+    pub checks: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+impl DoctorArgs {
+    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+        let thresholds = match &self.checks {
+            Some(p) => doctor::config::read(p).map_err(anyhow::Error::msg)?,
+            None => Default::default(),
+        };
+        let source = self.cluster.source().await?;
+        let samples = (self.observe.as_secs_f64().ceil() as usize + 1).clamp(2, 10);
+        let evidence = doctor::rest_evidence(
+            &source,
+            Observe {
+                window: self.observe,
+                samples,
+            },
+        )
+        .await?;
+        let checks = doctor::rest_checks(&evidence, &thresholds);
+        let scope = evidence.samples.last().and_then(|c| c.scope.clone());
+        let report = Report::new(scope, checks);
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            Format::Table => table::doctor(&mut out, &report.checks, &Look::stdout(color))?,
+            f => write_structured(&mut out, f, &report)?,
+        }
+        Ok(if report.status.is_problem() {
+            Outcome::Problem
+        } else {
+            Outcome::Ok
+        })
+    }
+}

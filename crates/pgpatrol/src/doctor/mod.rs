@@ -1,0 +1,131 @@
+//! `pgpatrol doctor`: gathers the evidence the runbook's checks need (REST answers over an
+//! observe window, PostgreSQL rows, pgBackRest's JSON) and hands it to the pure checks in
+//! `pgpatrol_core::checks`. Every piece of evidence that cannot be had becomes a skipped or
+//! UNKNOWN check with the reason; the REST checks run whatever else fails.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use pgpatrol_core::checks::{self, Check, RestEvidence, Status, Thresholds};
+
+use crate::source::rest::{Detail, RestSource};
+use crate::source::SourceError;
+
+/// What doctor found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cluster: Option<String>,
+    /// The worst status (skipped checks aside).
+    pub status: Status,
+    pub checks: Vec<Check>,
+    /// When the checks ran (RFC 3339).
+    pub time: String,
+}
+
+impl Report {
+    pub fn new(cluster: Option<String>, checks: Vec<Check>) -> Self {
+        Report {
+            cluster,
+            status: checks::worst(&checks),
+            checks,
+            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        }
+    }
+}
+
+/// How long to watch for members stuck in a transitional state, and how many readings.
+#[derive(Debug, Clone, Copy)]
+pub struct Observe {
+    pub window: Duration,
+    pub samples: usize,
+}
+
+/// Reads everything the REST checks need. `Err` only when no member answers anything at all
+/// (not `/cluster`, not their own `/patroni`).
+pub async fn rest_evidence(
+    source: &RestSource,
+    observe: Observe,
+) -> Result<RestEvidence, SourceError> {
+    let t0 = Instant::now();
+    let samples_wanted = observe.samples.max(1);
+    let gap = observe.window / (samples_wanted.saturating_sub(1).max(1) as u32);
+    let mut e = RestEvidence::default();
+    let first = source.snapshot(Detail::Full).await;
+    match first {
+        Ok(s) => e.samples.push(s.cluster),
+        Err(SourceError::DcsUnreachable(why)) => {
+            e.cluster_error = Some(why);
+            e.own = source.own_statuses().await;
+            e.observed = t0.elapsed();
+            return Ok(e);
+        }
+        Err(err) => return Err(err),
+    }
+    // Each member's own view, from the API URLs the cluster lists.
+    let urls: Vec<(String, String)> = e.samples[0]
+        .members
+        .iter()
+        .filter_map(|m| m.api_url.clone().map(|u| (m.name.clone(), u)))
+        .collect();
+    let own = futures::future::join_all(urls.iter().map(|(name, url)| async move {
+        let r = source.member_status(url).await.map_err(|e| e.to_string());
+        (name.clone(), r)
+    }))
+    .await;
+    e.own = own.into_iter().collect::<BTreeMap<_, _>>();
+    let (history, config) = tokio::join!(source.history(), source.config());
+    let day_ago = SystemTime::now() - Duration::from_secs(86_400);
+    e.failovers_24h = history.ok().map(|h| {
+        h.iter()
+            .filter_map(|x| x.timestamp.as_deref().and_then(crate::time::parse_iso8601))
+            .filter(|t| *t >= day_ago)
+            .count()
+    });
+    if let Ok(c) = config {
+        e.maximum_lag_on_failover = c["maximum_lag_on_failover"].as_u64();
+        e.synchronous_mode = truthy(&c["synchronous_mode"]);
+        e.synchronous_mode_strict = truthy(&c["synchronous_mode_strict"]);
+    }
+    for _ in 1..samples_wanted {
+        tokio::time::sleep(gap).await;
+        match source.snapshot(Detail::Lag).await {
+            Ok(s) => e.samples.push(s.cluster),
+            Err(err) => {
+                tracing::debug!(error = %err, "an observe sample failed");
+            }
+        }
+    }
+    e.observed = t0.elapsed();
+    Ok(e)
+}
+
+/// Patroni writes booleans, and sometimes strings ("on", "quorum" for synchronous_mode).
+fn truthy(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::String(s) => !matches!(s.as_str(), "off" | "false" | ""),
+        _ => false,
+    }
+}
+
+/// The REST checks, run on the evidence.
+pub fn rest_checks(e: &RestEvidence, t: &Thresholds) -> Vec<Check> {
+    checks::rest_checks(e, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_mode_may_be_a_word() {
+        assert!(truthy(&serde_json::json!(true)));
+        assert!(truthy(&serde_json::json!("quorum")));
+        assert!(!truthy(&serde_json::json!("off")));
+        assert!(!truthy(&serde_json::Value::Null));
+    }
+}

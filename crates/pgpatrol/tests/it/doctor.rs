@@ -1,0 +1,139 @@
+//! `pgpatrol doctor` against the live lab: every REST check OK on a healthy cluster, and each
+//! failing under its real fault with the fix printed; the DCS stopped is said as such by
+//! doctor, list and sli; the JSON carries the same facts as the table.
+
+use serde_json::Value;
+
+use crate::harness::{Lab, Test};
+use crate::util::{code, one_line_error, stdout};
+
+pub fn tests() -> Vec<Test> {
+    tests![
+        a_healthy_lab_passes_every_rest_check,
+        lag_above_the_runbooks_thresholds_warns_then_goes_critical,
+        etcd_stopped_is_dcs_unreachable_for_doctor_list_and_sli,
+        doctor_thresholds_come_from_a_checks_section,
+        doctor_bad_input_is_one_line,
+    ]
+}
+
+fn doctor_json(lab: &Lab, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["doctor", "-o", "json", "--observe", "2s"];
+    args.extend_from_slice(extra);
+    let out = lab.pgpatrol(&args);
+    let v: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("doctor JSON: {e}: {}", stdout(&out)));
+    (code(&out), v)
+}
+
+fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
+
+fn a_healthy_lab_passes_every_rest_check(lab: &Lab) {
+    let (rc, report) = doctor_json(lab, &[]);
+    for c in report["checks"].as_array().expect("checks") {
+        assert!(
+            c["status"] == "ok" || c["status"] == "skipped",
+            "{c:#} in {report:#}"
+        );
+    }
+    assert_eq!(rc, 0, "{report:#}");
+    assert_eq!(
+        check(&report, "leader")["evidence"],
+        format!("one leader: {}", lab.leader())
+    );
+    // The table says the same: one row per check, its status beside it.
+    let table = stdout(&lab.pgpatrol(&["doctor", "--observe", "1s"]));
+    for c in report["checks"].as_array().expect("checks") {
+        let id = c["id"].as_str().expect("id");
+        let row = table
+            .lines()
+            .find(|l| l.split('|').nth(1).is_some_and(|cell| cell.trim() == id))
+            .unwrap_or_else(|| panic!("no row {id} in\n{table}"));
+        let status = c["status"].as_str().expect("status").to_uppercase();
+        assert!(row.contains(&format!(" {status} ")), "{row}");
+    }
+}
+
+fn lag_above_the_runbooks_thresholds_warns_then_goes_critical(lab: &Lab) {
+    let replica = lab.replica();
+    lab.break_lag(&replica, 60);
+    let (rc, report) = doctor_json(lab, &[]);
+    let lag = check(&report, "lag_bytes");
+    assert_eq!(lag["status"], "warn", "{lag:#}");
+    assert!(
+        lag["evidence"].as_str().unwrap_or("").contains(&replica),
+        "{lag:#}"
+    );
+    assert!(
+        lag["fix"].as_str().unwrap_or("").contains("pgpatrol heal"),
+        "{lag:#}"
+    );
+    assert_eq!(rc, 1);
+    lab.break_lag(&replica, 110);
+    let (_, report) = doctor_json(lab, &[]);
+    assert_eq!(check(&report, "lag_bytes")["status"], "crit", "{report:#}");
+    // Beyond maximum_lag_on_failover the lagging replica is no candidate; the other one is.
+    let cand = check(&report, "failover_candidate");
+    assert_eq!(cand["status"], "ok", "{cand:#}");
+    assert!(
+        !cand["evidence"].as_str().unwrap_or("").contains(&replica),
+        "{cand:#}"
+    );
+    lab.repair();
+}
+
+fn etcd_stopped_is_dcs_unreachable_for_doctor_list_and_sli(lab: &Lab) {
+    crate::harness::ok("lab break dcs", &lab.lab(&["break", "dcs"]));
+    let (rc, report) = doctor_json(lab, &[]);
+    let dcs = check(&report, "dcs");
+    assert_eq!(dcs["status"], "crit", "{report:#}");
+    let evidence = dcs["evidence"].as_str().unwrap_or("");
+    assert!(evidence.starts_with("the DCS is unreachable"), "{evidence}");
+    for m in lab.members() {
+        assert!(evidence.contains(&m), "{m} missing in {evidence}");
+    }
+    assert!(dcs["fix"]
+        .as_str()
+        .unwrap_or("")
+        .contains("DCS unreachable"));
+    assert_eq!(rc, 1);
+    for cmd in [&["list"][..], &["sli"][..]] {
+        let out = lab.pgpatrol(cmd);
+        one_line_error(&out, "the DCS is unreachable");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("TLS"), "{cmd:?}: the wrong hint: {err}");
+    }
+    lab.repair();
+}
+
+fn doctor_thresholds_come_from_a_checks_section(lab: &Lab) {
+    let dir = lab.dir().join("doctor-tests");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("checks.yml");
+    // A watch config with a checks section: doctor reads only that section.
+    std::fs::write(
+        &file,
+        "clusters:\n  - {name: lab, urls: [http://127.0.0.1:1]}\nchecks:\n  lag_bytes: {warn: 1kB, crit: 100MB}\n",
+    )
+    .expect("write");
+    let replica = lab.replica();
+    lab.break_lag(&replica, 2);
+    let (rc, report) = doctor_json(lab, &["--checks", file.to_str().expect("path")]);
+    assert_eq!(check(&report, "lag_bytes")["status"], "warn", "{report:#}");
+    assert_eq!(rc, 1);
+    lab.repair();
+    std::fs::write(&file, "checks:\n  lag_bytes: {warn: lots}\n").expect("write");
+    let out = lab.pgpatrol(&["doctor", "--checks", file.to_str().expect("path")]);
+    one_line_error(&out, "checks.lag_bytes");
+}
+
+fn doctor_bad_input_is_one_line(lab: &Lab) {
+    let port = crate::watch::free_port();
+    let out = lab.pgpatrol(&["doctor", "--url", &format!("http://127.0.0.1:{port}")]);
+    one_line_error(&out, &format!("127.0.0.1:{port}"));
+}
