@@ -22,6 +22,13 @@ use crate::output::term::{ColorChoice, Look};
 /// on; one Patroni version; failsafe mode. Checks that need what was not given are listed as
 /// skipped with what would enable them, and do not change the exit code.
 ///
+/// PostgreSQL checks (with --pg-user, or the superuser of -c patroni.yml): lag in seconds
+/// (the sender's replay_lag and the replica's last replayed transaction; 0 when caught up,
+/// even on an idle leader), connections against max_connections minus the reserved slots,
+/// WAL archiving failing, replication slots holding WAL (inactive, or wal_status
+/// unreserved/lost), the size of pg_wal, and the data directory's disk when it is on this
+/// host.
+///
 /// Thresholds default to the runbook's monitoring table; --checks FILE reads a `checks:`
 /// section (the watch config's format).
 ///
@@ -40,12 +47,58 @@ pub struct DoctorArgs {
     #[arg(long, env = "PGPATROL_CHECKS")]
     pub checks: Option<PathBuf>,
 
+    /// PostgreSQL user for the PostgreSQL checks (default: postgresql.authentication.superuser
+    /// of -c patroni.yml). Without one, those checks are skipped.
+    #[arg(long, env = "PGPATROL_PG_USER", help_heading = "PostgreSQL")]
+    pub pg_user: Option<String>,
+
+    /// A file whose first line is that user's password (else PGPASSWORD).
+    #[arg(long, env = "PGPATROL_PG_PASSWORD_FILE", help_heading = "PostgreSQL")]
+    pub pg_password_file: Option<PathBuf>,
+
+    /// The database to connect to.
+    #[arg(long, default_value = "postgres", help_heading = "PostgreSQL")]
+    pub pg_dbname: String,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub format: Format,
 }
 
 impl DoctorArgs {
+    /// The PostgreSQL login: the flags, else patroni.yml's superuser; `None`: not given.
+    fn pg_login(&self) -> anyhow::Result<Option<doctor::pg::PgLogin>> {
+        let (user, password) = match &self.pg_user {
+            Some(u) => {
+                let password = match &self.pg_password_file {
+                    Some(f) => Some(crate::source::target::read_password_file(f)?),
+                    None => std::env::var("PGPASSWORD").ok(),
+                };
+                (u.clone(), password)
+            }
+            None => {
+                let yml = match &self.cluster.config_file {
+                    Some(p) => {
+                        crate::source::patroni_yml::PatroniYml::read(p)
+                            .map_err(anyhow::Error::msg)?
+                            .pg_superuser
+                    }
+                    None => None,
+                };
+                match yml {
+                    Some(c) => (c.username, Some(c.password).filter(|p| !p.is_empty())),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(doctor::pg::PgLogin {
+            user,
+            password,
+            dbname: self.pg_dbname.clone(),
+            connect_timeout: self.cluster.connect_timeout.max(Duration::from_secs(1)),
+        }))
+    }
+
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let thresholds = match &self.checks {
             Some(p) => doctor::config::read(p).map_err(anyhow::Error::msg)?,
@@ -61,7 +114,23 @@ impl DoctorArgs {
             },
         )
         .await?;
-        let checks = doctor::rest_checks(&evidence, &thresholds);
+        let mut checks = doctor::rest_checks(&evidence, &thresholds);
+        match (self.pg_login()?, evidence.samples.last()) {
+            (Some(login), Some(cluster)) => {
+                let pg = doctor::pg::evidence(cluster, &login).await;
+                checks.extend(pgpatrol_core::checks::pg_checks(
+                    &pg,
+                    &evidence.permanent_slots,
+                    &thresholds,
+                ));
+            }
+            (Some(_), None) => checks.extend(pgpatrol_core::checks::pg_skipped(
+                "the members' PostgreSQL addresses come from /cluster, which did not answer",
+            )),
+            (None, _) => checks.extend(pgpatrol_core::checks::pg_skipped(
+                "give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)",
+            )),
+        }
         let scope = evidence.samples.last().and_then(|c| c.scope.clone());
         let report = Report::new(scope, checks);
         let mut out = std::io::stdout().lock();

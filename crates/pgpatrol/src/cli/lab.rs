@@ -122,6 +122,32 @@ pub enum Fault {
     /// Stop etcd (SIGKILL): the DCS is unreachable; Patroni's /cluster fails while each
     /// member still answers its own /patroni. `lab repair` starts it again.
     Dcs(DirArg),
+    /// Make the leader's archive_command fail (ALTER SYSTEM) and switch WAL until
+    /// pg_stat_archiver counts failures.
+    Archive(DirArg),
+    /// An inactive physical replication slot on the leader (Patroni told to ignore it, as a
+    /// forgotten slot) holding at least --mb MB of WAL while the leader writes.
+    Slot(SlotArgs),
+    /// Hold client connections open on the leader (one pgbench process), near the limit.
+    Connections(ConnectionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlotArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// WAL the slot must hold, in MB.
+    #[arg(long, default_value_t = 64)]
+    pub mb: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// How many connections to hold (the lab allows 97 clients: 100 minus 3 reserved).
+    #[arg(long, default_value_t = 82)]
+    pub count: u32,
 }
 
 #[derive(Debug, Args)]
@@ -389,6 +415,33 @@ async fn break_(fault: Fault) -> Result<Outcome> {
             let mut state = LabState::load(&paths)?;
             let name = faults::crash_leader(&paths, &mut state).await?;
             println!("killed the leader {name} (Patroni and postmaster, SIGKILL); a replica takes over after ttl (about 20 s)");
+            Ok(Outcome::Ok)
+        }
+        Fault::Archive(d) => {
+            let paths = LabPaths::new(&d.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let n = faults::break_archive(&paths, &mut state, Duration::from_secs(60)).await?;
+            println!("archive_command fails on the leader: {n} failure(s) so far; undo with `pgpatrol lab repair` ({:.1} s)", t0.elapsed().as_secs_f64());
+            Ok(Outcome::Ok)
+        }
+        Fault::Slot(a) => {
+            let paths = LabPaths::new(&a.dir.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let held =
+                faults::break_slot(&paths, &mut state, a.mb, Duration::from_secs(120)).await?;
+            println!(
+                "the inactive slot {} holds {:.1} MB of WAL on the leader; undo with `pgpatrol lab repair` ({:.1} s)",
+                faults::ABANDONED_SLOT,
+                held as f64 / 1048576.0,
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(Outcome::Ok)
+        }
+        Fault::Connections(a) => {
+            let paths = LabPaths::new(&a.dir.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let pid = faults::break_connections(&paths, &mut state, a.count).await?;
+            println!("{} client connections held open on the leader by pgbench (PID {pid}); undo with `pgpatrol lab repair`", a.count);
             Ok(Outcome::Ok)
         }
         Fault::Dcs(d) => {

@@ -4,6 +4,7 @@
 //! UNKNOWN check with the reason; the REST checks run whatever else fails.
 
 pub mod config;
+pub mod pg;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -89,6 +90,10 @@ pub async fn rest_evidence(
         e.maximum_lag_on_failover = c["maximum_lag_on_failover"].as_u64();
         e.synchronous_mode = truthy(&c["synchronous_mode"]);
         e.synchronous_mode_strict = truthy(&c["synchronous_mode_strict"]);
+        e.permanent_slots = c["slots"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
     }
     for _ in 1..samples_wanted {
         tokio::time::sleep(gap).await;

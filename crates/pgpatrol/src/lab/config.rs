@@ -164,7 +164,13 @@ pub fn member_config(
                 "host replication replicator 127.0.0.1/32 md5",
                 "host all all 127.0.0.1/32 md5",
             ],
-            "parameters": {"unix_socket_directories": paths.run()},
+            // Archiving on, to a command that succeeds and keeps nothing: `lab break archive`
+            // makes it fail (ALTER SYSTEM), so doctor's archive check can be seen failing.
+            "parameters": {
+                "unix_socket_directories": paths.run(),
+                "archive_mode": "on",
+                "archive_command": "/bin/true",
+            },
             // Without a fast checkpoint every replica build and reinit waits ~60 s for a
             // spread checkpoint on the leader.
             "basebackup": [{"checkpoint": "fast"}],

@@ -1,6 +1,7 @@
 //! Real faults for the lab and their repair: a stalled walreceiver (receive lag that Patroni
 //! still calls "streaming"), a stalled startup process (replay-only lag), a crashed leader.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -304,6 +305,218 @@ pub async fn crash_leader(paths: &LabPaths, state: &mut LabState) -> Result<Stri
     Ok(leader.name)
 }
 
+/// The abandoned slot `lab break slot` makes.
+pub const ABANDONED_SLOT: &str = "pgpatrol_abandoned";
+
+/// PATCH /config on a member with the lab's REST credentials.
+async fn patch_config(
+    paths: &LabPaths,
+    member: &MemberState,
+    body: serde_json::Value,
+) -> Result<()> {
+    let password = std::fs::read_to_string(paths.password())
+        .with_context(|| format!("cannot read {}", paths.password().display()))?;
+    let url = format!("{}/config", member.url());
+    let resp = reqwest::Client::new()
+        .patch(&url)
+        .basic_auth(super::REST_USER, Some(password.trim()))
+        .json(&body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("PATCH {url}"))?;
+    if !resp.status().is_success() {
+        bail!("PATCH {url}: HTTP {}", resp.status());
+    }
+    Ok(())
+}
+
+/// Makes the leader's archive_command fail (ALTER SYSTEM, reloaded) and switches WAL until
+/// pg_stat_archiver counts failures; returns the failure count.
+pub async fn break_archive(
+    paths: &LabPaths,
+    state: &mut LabState,
+    timeout: Duration,
+) -> Result<u64> {
+    let leader = leader(state).await?.clone();
+    psql(&leader, "ALTER SYSTEM SET archive_command = '/bin/false'").await?;
+    psql(&leader, "SELECT pg_reload_conf()").await?;
+    if !state.pg_faults.iter().any(|f| f == "archive") {
+        state.pg_faults.push("archive".into());
+    }
+    state.save(paths)?;
+    psql(&leader, LOAD_TABLE_SQL).await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        psql(
+            &leader,
+            "INSERT INTO pgpatrol_lab_load SELECT 1, 'x'; SELECT pg_switch_wal()",
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let failed: u64 = psql(&leader, "SELECT failed_count FROM pg_stat_archiver")
+            .await?
+            .parse()
+            .unwrap_or(0);
+        let failing: String = psql(
+            &leader,
+            "SELECT coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver",
+        )
+        .await?;
+        if failed > 0 && failing == "t" {
+            return Ok(failed);
+        }
+        if Instant::now() >= deadline {
+            bail!("archive_command fails, but pg_stat_archiver counted no failure in time");
+        }
+    }
+}
+
+/// Creates an inactive physical slot on the leader (Patroni told to leave it alone with
+/// `ignore_slots`, as an operator's forgotten slot would be) and writes until it holds at
+/// least `mb` MB of WAL; returns the bytes it holds.
+pub async fn break_slot(
+    paths: &LabPaths,
+    state: &mut LabState,
+    mb: u64,
+    timeout: Duration,
+) -> Result<u64> {
+    let leader = leader(state).await?.clone();
+    patch_config(
+        paths,
+        &leader,
+        serde_json::json!({"ignore_slots": [{"name": ABANDONED_SLOT, "type": "physical"}]}),
+    )
+    .await?;
+    if !state.pg_faults.iter().any(|f| f == "slot") {
+        state.pg_faults.push("slot".into());
+    }
+    state.save(paths)?;
+    psql(
+        &leader,
+        &format!("SELECT pg_create_physical_replication_slot('{ABANDONED_SLOT}', true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{ABANDONED_SLOT}')"),
+    )
+    .await?;
+    psql(&leader, LOAD_TABLE_SQL).await?;
+    let held_sql = format!("SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = '{ABANDONED_SLOT}'");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let held: u64 = psql(&leader, &held_sql).await?.parse().unwrap_or(0);
+        if held >= mb * MB {
+            // A checkpoint: WAL the slot does not hold would be recycled now; it holds this.
+            psql(&leader, "CHECKPOINT").await?;
+            return Ok(held);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the slot holds only {} MB of WAL in time (wanted {mb} MB)",
+                held / MB
+            );
+        }
+        psql(&leader, LOAD_SQL).await?;
+    }
+}
+
+/// Holds `count` client connections open on the leader (one pgbench process sleeping in
+/// each); returns the holder's PID.
+pub async fn break_connections(paths: &LabPaths, state: &mut LabState, count: u32) -> Result<u32> {
+    let leader = leader(state).await?.clone();
+    let yaml = std::fs::read_to_string(&leader.config)
+        .with_context(|| format!("cannot read {}", leader.config.display()))?;
+    let password = config::superuser_password(&yaml)?;
+    let script = paths.run().join("hold-connections.sql");
+    std::fs::write(&script, "SELECT pg_sleep(1);\n")
+        .with_context(|| format!("cannot write {}", script.display()))?;
+    let log = paths.log("connections");
+    let out =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let child = std::process::Command::new(Path::new(PG_BIN_DIR).join("pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &leader.pg_port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args([
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-j",
+            "1",
+            "-T",
+            "86400",
+            "-f",
+        ])
+        .arg(&script)
+        .arg("postgres")
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .context("cannot start pgbench to hold connections")?;
+    let pid = child.id();
+    state.holders.push(pid);
+    state.save(paths)?;
+    // Until they are all open (pgbench opens them before the first transaction).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: u32 = psql(
+            &leader,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'",
+        )
+        .await?
+        .parse()
+        .unwrap_or(0);
+        if n >= count {
+            return Ok(pid);
+        }
+        if !alive(pid, "pgbench") || Instant::now() >= deadline {
+            bail!(
+                "pgbench holds {n} of {count} connections; its log {} says: {}",
+                log.display(),
+                super::tail(&log, 3).replace('\n', " | ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Undoes `archive`, `slot` and the connection holders (part of `repair`).
+async fn repair_pg(paths: &LabPaths, state: &mut LabState, done: &mut Vec<String>) -> Result<()> {
+    for pid in std::mem::take(&mut state.holders) {
+        if alive(pid, "pgbench") {
+            let _ = process::signal(pid, Signal::SIGTERM);
+            done.push(format!("stopped the connection holder (PID {pid})"));
+        }
+    }
+    for fault in std::mem::take(&mut state.pg_faults) {
+        match fault.as_str() {
+            "archive" => {
+                for m in &state.members {
+                    let _ = psql(m, "ALTER SYSTEM RESET archive_command").await;
+                    let _ = psql(m, "SELECT pg_reload_conf()").await;
+                }
+                done.push("archive_command works again".into());
+            }
+            "slot" => {
+                if let Ok(l) = leader(state).await {
+                    let l = l.clone();
+                    let _ = psql(&l, &format!("SELECT pg_drop_replication_slot('{ABANDONED_SLOT}') FROM pg_replication_slots WHERE slot_name = '{ABANDONED_SLOT}'")).await;
+                    patch_config(paths, &l, serde_json::json!({"ignore_slots": null})).await?;
+                }
+                done.push(format!("dropped the slot {ABANDONED_SLOT}"));
+            }
+            _ => {}
+        }
+    }
+    state.save(paths)?;
+    Ok(())
+}
+
 /// Stops the lab's etcd (SIGKILL), so the DCS is unreachable; returns its PID.
 pub fn stop_dcs(paths: &LabPaths, state: &mut LabState) -> Result<u32> {
     let pid = state
@@ -355,5 +568,6 @@ pub async fn repair(
     state.killed.clear();
     state.save(paths)?;
     process::wait_healthy(state, timeout).await?;
+    repair_pg(paths, state, &mut done).await?;
     Ok(done)
 }

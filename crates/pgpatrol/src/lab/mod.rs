@@ -199,6 +199,12 @@ pub struct LabState {
     /// Members whose Patroni a fault killed; `repair` restarts them.
     #[serde(default)]
     pub killed: Vec<String>,
+    /// Faults made in PostgreSQL or the DCS config (`archive`, `slot`); `repair` undoes them.
+    #[serde(default)]
+    pub pg_faults: Vec<String>,
+    /// Processes a fault started (the connection holder); `repair` and `down` stop them.
+    #[serde(default)]
+    pub holders: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -611,6 +617,8 @@ mod tests {
             members: vec![member(0), member(1)],
             stopped: vec![],
             killed: vec![],
+            pg_faults: Vec::new(),
+            holders: Vec::new(),
         };
         assert_eq!(
             state.export_line(&paths),

@@ -413,6 +413,8 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         members,
         stopped: Vec::new(),
         killed: Vec::new(),
+        pg_faults: Vec::new(),
+        holders: Vec::new(),
     };
     // Written before anything starts, so `lab down` can clean up whatever follows.
     state.save(&paths)?;
@@ -691,6 +693,14 @@ pub async fn members_agree(state: &LabState, cluster: &Cluster) -> Result<(), St
 /// Patroni (it stops its postgres), SIGKILL what is left after 30 s, delete the cluster's
 /// DCS keys, stop etcd, remove data and `lab.json`. Idempotent.
 pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Result<()> {
+    for pid in state
+        .holders
+        .iter()
+        .copied()
+        .filter(|p| alive(*p, "pgbench"))
+    {
+        let _ = signal(pid, Signal::SIGTERM);
+    }
     // A stopped walreceiver or startup process would block the postmaster's shutdown.
     for s in state.stopped.iter().filter(|s| alive(s.pid, "postgres")) {
         signal(s.pid, Signal::SIGCONT)?;

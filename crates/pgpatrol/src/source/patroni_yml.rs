@@ -22,6 +22,9 @@ pub struct PatroniYml {
     /// The cluster's etcd (`etcd3` section: `url`, else the first of `hosts`/`host`), when
     /// its DCS is etcd v3: watch's heal lease can live there.
     pub etcd3_url: Option<String>,
+    /// `postgresql.authentication.superuser` (username, password): doctor's PostgreSQL
+    /// checks connect with it when no --pg-user is given.
+    pub pg_superuser: Option<Credentials>,
 }
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -95,6 +98,19 @@ impl PatroniYml {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             etcd3_url: etcd3_url(&v),
+            pg_superuser: text(
+                &v,
+                &["postgresql", "authentication", "superuser", "username"],
+            )
+            .filter(|u| !u.is_empty())
+            .map(|username| Credentials {
+                username,
+                password: text(
+                    &v,
+                    &["postgresql", "authentication", "superuser", "password"],
+                )
+                .unwrap_or_default(),
+            }),
         })
     }
 }

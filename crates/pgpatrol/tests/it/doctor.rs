@@ -13,6 +13,11 @@ pub fn tests() -> Vec<Test> {
         lag_above_the_runbooks_thresholds_warns_then_goes_critical,
         etcd_stopped_is_dcs_unreachable_for_doctor_list_and_sli,
         doctor_thresholds_come_from_a_checks_section,
+        archive_failing_is_seen_with_the_failing_segment,
+        an_inactive_slot_holding_wal_is_named_with_its_fix,
+        connections_above_80_percent_warn,
+        replay_stopped_while_writing_is_lag_in_seconds,
+        a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run,
         doctor_bad_input_is_one_line,
     ]
 }
@@ -33,8 +38,28 @@ fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
 
+/// A checks file that leaves the host's disk out of a test about the lab (the machine's own
+/// disk may well be above 70 %); the disk check still runs and must show every member.
+fn relaxed_disk(lab: &Lab) -> String {
+    let dir = lab.dir().join("doctor-tests");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("disk.yml");
+    std::fs::write(&file, "checks:\n  disk: {warn: 99%, crit: 100%}\n").expect("write");
+    file.display().to_string()
+}
+
 fn a_healthy_lab_passes_every_rest_check(lab: &Lab) {
-    let (rc, report) = doctor_json(lab, &[]);
+    let relaxed = relaxed_disk(lab);
+    let (rc, report) = doctor_json(lab, &["--checks", &relaxed]);
+    let disk = check(&report, "disk");
+    for m in lab.members() {
+        assert!(
+            disk["evidence"].as_str().unwrap_or("").contains(&m),
+            "{disk:#}"
+        );
+    }
+    // PostgreSQL checks ran, with the superuser of -c patroni.yml (PATRONICTL_CONFIG_FILE).
+    assert_eq!(check(&report, "postgres")["status"], "ok", "{report:#}");
     for c in report["checks"].as_array().expect("checks") {
         assert!(
             c["status"] == "ok" || c["status"] == "skipped",
@@ -47,7 +72,7 @@ fn a_healthy_lab_passes_every_rest_check(lab: &Lab) {
         format!("one leader: {}", lab.leader())
     );
     // The table says the same: one row per check, its status beside it.
-    let table = stdout(&lab.pgpatrol(&["doctor", "--observe", "1s"]));
+    let table = stdout(&lab.pgpatrol(&["doctor", "--observe", "1s", "--checks", &relaxed]));
     for c in report["checks"].as_array().expect("checks") {
         let id = c["id"].as_str().expect("id");
         let row = table
@@ -130,6 +155,132 @@ fn doctor_thresholds_come_from_a_checks_section(lab: &Lab) {
     std::fs::write(&file, "checks:\n  lag_bytes: {warn: lots}\n").expect("write");
     let out = lab.pgpatrol(&["doctor", "--checks", file.to_str().expect("path")]);
     one_line_error(&out, "checks.lag_bytes");
+}
+
+fn archive_failing_is_seen_with_the_failing_segment(lab: &Lab) {
+    crate::harness::ok("lab break archive", &lab.lab(&["break", "archive"]));
+    let (rc, report) = doctor_json(lab, &[]);
+    let a = check(&report, "archive");
+    assert!(a["status"] == "warn" || a["status"] == "crit", "{a:#}");
+    assert!(
+        a["evidence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("archive_command is failing"),
+        "{a:#}"
+    );
+    assert!(
+        a["fix"].as_str().unwrap_or("").contains("archive_command"),
+        "{a:#}"
+    );
+    assert_eq!(rc, 1);
+    lab.repair();
+    // Failing means the last failure is newer than the last success: one success clears it.
+    crate::watch::wait_for(
+        "archiving to succeed again",
+        std::time::Duration::from_secs(30),
+        || {
+            lab.psql("INSERT INTO pgpatrol_lab_load SELECT 1, 'x'; SELECT pg_switch_wal()");
+            let (_, r) = doctor_json(lab, &[]);
+            (check(&r, "archive")["status"] == "ok").then_some(())
+        },
+    );
+}
+
+fn an_inactive_slot_holding_wal_is_named_with_its_fix(lab: &Lab) {
+    crate::harness::ok("lab break slot", &lab.lab(&["break", "slot", "--mb", "64"]));
+    let (rc, report) = doctor_json(lab, &[]);
+    let s = check(&report, "slots");
+    assert_eq!(s["status"], "warn", "{s:#}");
+    let e = s["evidence"].as_str().unwrap_or("");
+    assert!(
+        e.contains("pgpatrol_abandoned") && e.contains("inactive"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pg_drop_replication_slot('pgpatrol_abandoned')"),
+        "{e}"
+    );
+    assert!(
+        s["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_slot_wal_keep_size"),
+        "{s:#}"
+    );
+    assert_eq!(rc, 1);
+    lab.repair();
+    let (_, report) = doctor_json(lab, &[]);
+    assert_eq!(check(&report, "slots")["status"], "ok", "{report:#}");
+}
+
+fn connections_above_80_percent_warn(lab: &Lab) {
+    crate::harness::ok(
+        "lab break connections",
+        &lab.lab(&["break", "connections", "--count", "82"]),
+    );
+    let (rc, report) = doctor_json(lab, &[]);
+    let c = check(&report, "connections");
+    assert_eq!(c["status"], "warn", "{c:#}");
+    assert!(
+        c["evidence"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{} 8", lab.leader())),
+        "{c:#}"
+    );
+    assert_eq!(rc, 1);
+    lab.repair();
+}
+
+fn replay_stopped_while_writing_is_lag_in_seconds(lab: &Lab) {
+    let replica = lab.replica();
+    lab.break_replay(&replica, 20);
+    let lag = crate::watch::wait_for(
+        "replay lag above 30 s",
+        std::time::Duration::from_secs(90),
+        || {
+            lab.psql("INSERT INTO pgpatrol_lab_load SELECT 1, 'x'");
+            let (_, r) = doctor_json(lab, &[]);
+            let c = check(&r, "lag_seconds").clone();
+            (c["status"] == "warn" || c["status"] == "crit").then_some(c)
+        },
+    );
+    assert!(
+        lag["evidence"].as_str().unwrap_or("").contains(&replica),
+        "{lag:#}"
+    );
+    lab.repair();
+    // Caught up again: 0 s, even with the leader idle since.
+    let (_, report) = doctor_json(lab, &[]);
+    assert_eq!(check(&report, "lag_seconds")["status"], "ok", "{report:#}");
+}
+
+fn a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run(lab: &Lab) {
+    let dir = lab.dir().join("doctor-tests");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let pw = dir.join("wrong.password");
+    std::fs::write(&pw, "not-the-password\n").expect("write");
+    let (rc, report) = doctor_json(
+        lab,
+        &[
+            "--pg-user",
+            "postgres",
+            "--pg-password-file",
+            pw.to_str().expect("path"),
+        ],
+    );
+    let p = check(&report, "postgres");
+    assert_eq!(p["status"], "unknown", "{p:#}");
+    let e = p["evidence"].as_str().unwrap_or("");
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    assert_eq!(
+        check(&report, "leader")["status"],
+        "ok",
+        "the REST checks still ran"
+    );
+    assert_eq!(rc, 1);
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {

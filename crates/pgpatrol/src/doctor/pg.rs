@@ -1,0 +1,182 @@
+//! PostgreSQL evidence for doctor: one connection per member (opened concurrently, closed
+//! after its queries), through tokio-postgres. Every failure is one line on that member; the
+//! other members and the REST checks go on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pgpatrol_core::checks::{Archiver, PgFacts, PgMember, Slot};
+use pgpatrol_core::{Cluster, Lsn};
+use tokio_postgres::{Client, NoTls};
+
+/// How to log in.
+#[derive(Debug, Clone)]
+pub struct PgLogin {
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub connect_timeout: Duration,
+}
+
+/// Queries every member of `cluster` that has a host and port.
+pub async fn evidence(cluster: &Cluster, login: &PgLogin) -> Vec<PgMember> {
+    let jobs = cluster.members.iter().map(|m| async move {
+        let leader = m.role.is_leader();
+        let facts = match (&m.host, m.port) {
+            (Some(host), Some(port)) => member(host, port, leader, login)
+                .await
+                .map_err(|e| format!("{host}:{port}: {e}")),
+            _ => Err("/cluster gives no host and port for it".to_string()),
+        };
+        PgMember {
+            name: m.name.clone(),
+            leader,
+            facts,
+        }
+    });
+    futures::future::join_all(jobs).await
+}
+
+/// One line for a driver error: the server's message when there is one.
+fn why(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => crate::text::one_line(&crate::text::error_chain(&e)),
+    }
+}
+
+async fn member(host: &str, port: u16, leader: bool, login: &PgLogin) -> Result<PgFacts, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host)
+        .port(port)
+        .user(&login.user)
+        .dbname(&login.dbname)
+        .application_name("pgpatrol doctor")
+        .connect_timeout(login.connect_timeout);
+    if let Some(p) = &login.password {
+        cfg.password(p);
+    }
+    let connect = cfg.connect(NoTls);
+    let (client, conn) = tokio::time::timeout(login.connect_timeout, connect)
+        .await
+        .map_err(|_| format!("no connection within {:?}", login.connect_timeout))?
+        .map_err(why)?;
+    let driver = tokio::spawn(conn);
+    let facts = tokio::time::timeout(Duration::from_secs(10), queries(&client, leader, port))
+        .await
+        .map_err(|_| "the queries took longer than 10 s".to_string())
+        .and_then(|r| r.map_err(why));
+    drop(client);
+    let _ = driver.await;
+    facts
+}
+
+async fn queries(c: &Client, leader: bool, port: u16) -> Result<PgFacts, tokio_postgres::Error> {
+    let mut f = PgFacts::default();
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int8,
+                    current_setting('max_connections')::int8,
+                    current_setting('superuser_reserved_connections')::int8,
+                    current_setting('data_directory')",
+            &[],
+        )
+        .await?;
+    let (used, max, reserved): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    f.connections = Some((used.max(0) as u64, (max - reserved).max(0) as u64));
+    let data_dir: String = row.get(3);
+    f.disk_used = local_disk_use(Path::new(&data_dir), port);
+    f.data_directory = Some(data_dir);
+    // pg_ls_waldir needs superuser or pg_monitor: unknown, not an error, without them.
+    f.pg_wal_bytes = c
+        .query_one(
+            "SELECT coalesce(sum(size), 0)::int8 FROM pg_ls_waldir()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, i64>(0).max(0) as u64);
+    if leader {
+        let lsn: String = c
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        f.current_lsn = lsn.parse::<Lsn>().ok();
+        for r in c
+            .query(
+                "SELECT application_name, EXTRACT(EPOCH FROM replay_lag)::float8 FROM pg_stat_replication",
+                &[],
+            )
+            .await?
+        {
+            f.senders.insert(r.get(0), r.get(1));
+        }
+        let a = c
+            .query_one(
+                "SELECT archived_count, failed_count,
+                        EXTRACT(EPOCH FROM last_archived_time)::float8,
+                        EXTRACT(EPOCH FROM last_failed_time)::float8,
+                        last_failed_wal, current_setting('archive_mode')
+                 FROM pg_stat_archiver",
+                &[],
+            )
+            .await?;
+        f.archiver = Some(Archiver {
+            archived_count: a.get::<_, i64>(0).max(0) as u64,
+            failed_count: a.get::<_, i64>(1).max(0) as u64,
+            last_archived: a.get(2),
+            last_failed: a.get(3),
+            last_failed_wal: a.get(4),
+            archive_mode: a.get(5),
+        });
+        for r in c
+            .query(
+                "SELECT slot_name::text, slot_type, active, wal_status,
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8
+                 FROM pg_replication_slots",
+                &[],
+            )
+            .await?
+        {
+            let retained: Option<f64> = r.get(4);
+            f.slots.push(Slot {
+                name: r.get(0),
+                physical: r.get::<_, String>(1) == "physical",
+                active: r.get(2),
+                wal_status: r.get(3),
+                retained_bytes: retained.map(|b| b.max(0.0) as u64),
+            });
+        }
+    } else {
+        let r = c
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn()::text,
+                        EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8",
+                &[],
+            )
+            .await?;
+        let lsn: Option<String> = r.get(0);
+        f.replay_lsn = lsn.and_then(|l| l.parse::<Lsn>().ok());
+        f.replay_age_secs = r.get(1);
+    }
+    Ok(f)
+}
+
+/// The used fraction of the data directory's filesystem, when that directory is on this
+/// host: its `postmaster.pid` names the member's port (a directory of the same name on
+/// another machine's mount would be the wrong disk).
+fn local_disk_use(data_dir: &Path, port: u16) -> Option<f64> {
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let its_port: u16 = pid_file.lines().nth(3)?.trim().parse().ok()?;
+    if its_port != port {
+        return None;
+    }
+    let st = nix::sys::statvfs::statvfs(data_dir).ok()?;
+    let (blocks, free, avail) = (
+        st.blocks() as f64,
+        st.blocks_free() as f64,
+        st.blocks_available() as f64,
+    );
+    let used = blocks - free;
+    (used + avail > 0.0).then(|| used / (used + avail))
+}
