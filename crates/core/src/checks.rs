@@ -730,8 +730,9 @@ pub struct PgFacts {
     /// Client connections in use, and how many clients may open (max_connections minus
     /// the reserved slots).
     pub connections: Option<(u64, u64)>,
-    /// The leader's `pg_current_wal_lsn()`.
+    /// The leader's `pg_current_wal_lsn()` and its WAL file name.
     pub current_lsn: Option<crate::Lsn>,
+    pub current_walfile: Option<String>,
     /// A replica's `pg_last_wal_replay_lsn()` and how long ago its last replayed
     /// transaction committed (`now() - pg_last_xact_replay_timestamp()`).
     pub replay_lsn: Option<crate::Lsn>,
@@ -1070,6 +1071,152 @@ fn disk(members: &[PgMember], t: &Thresholds) -> Check {
         format!("data directory filesystem used: {} (warn above {:.0} %, crit above {:.0} %)", list.join(", "), t.disk.warn * 100.0, t.disk.crit * 100.0),
     )
     .fix("runbook \"disk full\": check pg_wal (archiving, slots) first; free space or grow the volume")
+}
+
+/// The backup checks from `pgbackrest info --output=json` (the array it prints) for
+/// `stanza`: the stanza's status, the age of its newest backup (by type), and whether the
+/// repository's newest archived WAL keeps up with the leader's current WAL file.
+pub fn backup_checks(
+    info: &serde_json::Value,
+    stanza: &str,
+    now_epoch: f64,
+    current_walfile: Option<&str>,
+    t: &Thresholds,
+) -> Vec<Check> {
+    let Some(s) = info
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == stanza))
+    else {
+        return vec![Check::new(
+            "backup",
+            Status::Unknown,
+            format!("pgbackrest info does not list the stanza {stanza}"),
+        )
+        .fix("check --pgbackrest-stanza and --pgbackrest-config")];
+    };
+    let code = s["status"]["code"].as_i64();
+    let message = s["status"]["message"].as_str().unwrap_or("?");
+    if code != Some(0) {
+        return vec![Check::new(
+            "backup",
+            Status::Crit,
+            format!(
+                "stanza {stanza}: {message} (status code {})",
+                code.map_or("?".to_string(), |c| c.to_string())
+            ),
+        )
+        .fix(format!(
+            "create it or take the first backup: pgbackrest --stanza={stanza} stanza-create; pgbackrest --stanza={stanza} backup --type=full"
+        ))];
+    }
+    let backups = s["backup"].as_array().cloned().unwrap_or_default();
+    // Ordered oldest to newest by stop time: the newest of each type is its last entry.
+    let mut newest: BTreeMap<String, f64> = BTreeMap::new();
+    for b in &backups {
+        if b["error"] == serde_json::Value::Bool(true) {
+            continue;
+        }
+        if let (Some(ty), Some(stop)) = (b["type"].as_str(), b["timestamp"]["stop"].as_f64()) {
+            let e = newest.entry(ty.to_string()).or_insert(stop);
+            *e = e.max(stop);
+        }
+    }
+    let Some(latest) = newest.values().copied().reduce(f64::max) else {
+        return vec![Check::new(
+            "backup",
+            Status::Crit,
+            format!("stanza {stanza} has no valid backup"),
+        )
+        .fix(format!("pgbackrest --stanza={stanza} backup --type=full"))];
+    };
+    let age = (now_epoch - latest).max(0.0);
+    let limit = t.backup_age.as_secs_f64();
+    let status = if age > 2.0 * limit {
+        Status::Crit
+    } else if age > limit {
+        Status::Warn
+    } else {
+        Status::Ok
+    };
+    let by_type: Vec<String> = newest
+        .iter()
+        .map(|(ty, stop)| format!("{ty} {}", age_text(now_epoch - stop)))
+        .collect();
+    let mut out = vec![Check::new(
+        "backup",
+        status,
+        format!(
+            "stanza {stanza} ok; newest backup {} old (warn past {}): {}",
+            age_text(age),
+            age_text(limit),
+            by_type.join(", ")
+        ),
+    )
+    .fix(format!(
+        "runbook \"trigger manual backup\": pgbackrest --stanza={stanza} backup --type=full (and check why the schedule did not run)"
+    ))];
+    let max = s["archive"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|a| a["max"].as_str());
+    out.push(match (max, current_walfile) {
+        (None, _) => Check::new("backup_archive", Status::Crit, format!("stanza {stanza} holds no archived WAL"))
+            .fix("archive_command must push to the repository: pgbackrest --stanza=STANZA archive-push %p".replace("STANZA", stanza)),
+        (Some(m), None) => Check::new(
+            "backup_archive",
+            Status::Unknown,
+            format!("newest archived WAL {m}; the leader's current WAL file is unknown (no PostgreSQL checks)"),
+        ),
+        (Some(m), Some(cur)) => {
+            let behind = wal_distance(cur, m);
+            match behind {
+                Some(n) if n <= 1 => Check::new(
+                    "backup_archive",
+                    Status::Ok,
+                    format!("newest archived WAL {m} keeps up with the leader's {cur}"),
+                ),
+                Some(n) => Check::new(
+                    "backup_archive",
+                    Status::Warn,
+                    format!("the repository's newest WAL {m} is {n} segments behind the leader's {cur}"),
+                )
+                .fix("check archiving (doctor's archive check, the leader's log); a restore could not reach the last transactions"),
+                None => Check::new(
+                    "backup_archive",
+                    Status::Unknown,
+                    format!("cannot compare WAL names {m} and {cur}"),
+                ),
+            }
+        }
+    });
+    out
+}
+
+/// How many 16 MB segments `older` is behind `newer` (24-hex WAL file names, same timeline
+/// or not); `None` when a name is not a WAL file name.
+fn wal_distance(newer: &str, older: &str) -> Option<i64> {
+    let seg = |name: &str| -> Option<i64> {
+        if name.len() != 24 || !name.is_ascii() {
+            return None;
+        }
+        let log = i64::from_str_radix(name.get(8..16)?, 16).ok()?;
+        let seg = i64::from_str_radix(name.get(16..24)?, 16).ok()?;
+        Some(log * 256 + seg)
+    };
+    Some(seg(newer)? - seg(older)?)
+}
+
+fn age_text(secs: f64) -> String {
+    let s = secs.max(0.0);
+    if s >= 86_400.0 {
+        format!("{:.1} d", s / 86_400.0)
+    } else if s >= 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s >= 60.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{s:.0} s")
+    }
 }
 
 /// The PostgreSQL checks, skipped: `why` says what would enable them.
@@ -1439,5 +1586,63 @@ mod tests {
         );
         assert_eq!(get(&checks, "connections").status, Status::Ok);
         assert_eq!(get(&checks, "disk").status, Status::Skipped);
+    }
+
+    fn info(stop: f64, max: &str) -> serde_json::Value {
+        serde_json::json!([{"name": "lab", "status": {"code": 0, "message": "ok"},
+            "archive": [{"id": "15-1", "max": max, "min": "000000010000000000000001"}],
+            "backup": [
+                {"type": "full", "timestamp": {"start": stop - 100.0, "stop": stop - 50.0}},
+                {"type": "incr", "timestamp": {"start": stop - 10.0, "stop": stop}}]}])
+    }
+
+    #[test]
+    fn backup_age_and_archive_against_the_thresholds() {
+        let t = Thresholds::default();
+        let now = 1_000_000.0;
+        let c = backup_checks(
+            &info(now - 3600.0, "00000001000000000000000A"),
+            "lab",
+            now,
+            Some("00000001000000000000000B"),
+            &t,
+        );
+        assert_eq!(get(&c, "backup").status, Status::Ok, "{c:#?}");
+        assert!(get(&c, "backup").evidence.contains("incr 1.0 h"), "{c:#?}");
+        assert_eq!(get(&c, "backup_archive").status, Status::Ok);
+        let c = backup_checks(
+            &info(now - 30.0 * 3600.0, "000000010000000000000001"),
+            "lab",
+            now,
+            Some("0000000100000001000000FF"),
+            &t,
+        );
+        assert_eq!(get(&c, "backup").status, Status::Warn, "{c:#?}");
+        let a = get(&c, "backup_archive");
+        assert_eq!(a.status, Status::Warn, "{a:?}");
+        assert!(a.evidence.contains("510 segments behind"), "{}", a.evidence);
+        let c = backup_checks(&info(now - 50.0 * 3600.0, "x"), "lab", now, None, &t);
+        assert_eq!(get(&c, "backup").status, Status::Crit);
+    }
+
+    #[test]
+    fn a_missing_stanza_is_critical_with_the_command_that_makes_it() {
+        let v = serde_json::json!([{"name": "nope", "status": {"code": 1, "message": "missing stanza path"}, "backup": [], "archive": []}]);
+        let c = backup_checks(&v, "nope", 0.0, None, &Thresholds::default());
+        assert_eq!(c[0].status, Status::Crit);
+        assert!(
+            c[0].evidence.contains("missing stanza path"),
+            "{}",
+            c[0].evidence
+        );
+        assert!(c[0].fix.as_deref().unwrap_or("").contains("stanza-create"));
+        let c = backup_checks(
+            &serde_json::json!({"not": "an array"}),
+            "lab",
+            0.0,
+            None,
+            &Thresholds::default(),
+        );
+        assert_eq!(c[0].status, Status::Unknown);
     }
 }

@@ -29,6 +29,10 @@ use crate::output::term::{ColorChoice, Look};
 /// unreserved/lost), the size of pg_wal, and the data directory's disk when it is on this
 /// host.
 ///
+/// Backups (--pgbackrest-stanza): the real `pgbackrest info --output=json`: the stanza's
+/// status, the age of the newest full/diff/incr backup, and the repository's newest WAL
+/// against the leader's.
+///
 /// Thresholds default to the runbook's monitoring table; --checks FILE reads a `checks:`
 /// section (the watch config's format).
 ///
@@ -59,6 +63,19 @@ pub struct DoctorArgs {
     /// The database to connect to.
     #[arg(long, default_value = "postgres", help_heading = "PostgreSQL")]
     pub pg_dbname: String,
+
+    /// Check this pgBackRest stanza: its status, the age of its newest backup (WARN past 24 h),
+    /// and that the repository's newest WAL keeps up with the leader.
+    #[arg(long, env = "PGPATROL_PGBACKREST_STANZA", help_heading = "pgBackRest")]
+    pub pgbackrest_stanza: Option<String>,
+
+    /// pgBackRest's config file (default: its own default, /etc/pgbackrest/pgbackrest.conf).
+    #[arg(long, help_heading = "pgBackRest")]
+    pub pgbackrest_config: Option<PathBuf>,
+
+    /// The pgbackrest program.
+    #[arg(long, default_value = "pgbackrest", help_heading = "pgBackRest")]
+    pub pgbackrest_bin: PathBuf,
 
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -115,9 +132,14 @@ impl DoctorArgs {
         )
         .await?;
         let mut checks = doctor::rest_checks(&evidence, &thresholds);
+        let mut walfile = None;
         match (self.pg_login()?, evidence.samples.last()) {
             (Some(login), Some(cluster)) => {
                 let pg = doctor::pg::evidence(cluster, &login).await;
+                walfile = pg
+                    .iter()
+                    .filter(|m| m.leader)
+                    .find_map(|m| m.facts.as_ref().ok().and_then(|f| f.current_walfile.clone()));
                 checks.extend(pgpatrol_core::checks::pg_checks(
                     &pg,
                     &evidence.permanent_slots,
@@ -129,6 +151,20 @@ impl DoctorArgs {
             )),
             (None, _) => checks.extend(pgpatrol_core::checks::pg_skipped(
                 "give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)",
+            )),
+        }
+        match &self.pgbackrest_stanza {
+            Some(stanza) => {
+                let b = doctor::backup::Backrest {
+                    bin: self.pgbackrest_bin.clone(),
+                    config: self.pgbackrest_config.clone(),
+                    stanza: stanza.clone(),
+                };
+                checks.extend(doctor::backup::checks(&b, walfile.as_deref(), &thresholds).await);
+            }
+            None => checks.push(pgpatrol_core::checks::Check::skipped(
+                "backup",
+                "give --pgbackrest-stanza (and --pgbackrest-config) to check backups",
             )),
         }
         let scope = evidence.samples.last().and_then(|c| c.scope.clone());

@@ -30,6 +30,10 @@ pub enum LabCommand {
     Repair(RepairArgs),
     /// Run SQL on the leader (or --member) as the superuser, over TCP.
     Psql(PsqlArgs),
+    /// Configure pgBackRest with a repository in the lab directory (stanza `lab`, every
+    /// member archiving into it) and take a full backup: doctor --pgbackrest-stanza lab
+    /// --pgbackrest-config DIR/pgbackrest/pgbackrest.conf reads it.
+    Backup(DirArg),
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +179,19 @@ impl LabCommand {
             LabCommand::Break(fault) => break_(fault).await,
             LabCommand::Repair(args) => repair(args).await,
             LabCommand::Psql(args) => psql(args).await,
+            LabCommand::Backup(d) => {
+                let t0 = Instant::now();
+                let paths = LabPaths::new(&d.dir)?;
+                let state = LabState::load(&paths)?;
+                let conf = lab::backup::backup(&paths, &state).await?;
+                println!(
+                    "lab backup: stanza {} with a full backup ({:.1} s); pgbackrest --config={} info",
+                    lab::backup::STANZA,
+                    t0.elapsed().as_secs_f64(),
+                    conf.display()
+                );
+                Ok(Outcome::Ok)
+            }
         }
     }
 }

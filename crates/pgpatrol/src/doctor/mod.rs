@@ -3,6 +3,7 @@
 //! `pgpatrol_core::checks`. Every piece of evidence that cannot be had becomes a skipped or
 //! UNKNOWN check with the reason; the REST checks run whatever else fails.
 
+pub mod backup;
 pub mod config;
 pub mod pg;
 

@@ -97,11 +97,15 @@ async fn queries(c: &Client, leader: bool, port: u16) -> Result<PgFacts, tokio_p
         .ok()
         .map(|r| r.get::<_, i64>(0).max(0) as u64);
     if leader {
-        let lsn: String = c
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await?
-            .get(0);
+        let r = c
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())",
+                &[],
+            )
+            .await?;
+        let lsn: String = r.get(0);
         f.current_lsn = lsn.parse::<Lsn>().ok();
+        f.current_walfile = r.get(1);
         for r in c
             .query(
                 "SELECT application_name, EXTRACT(EPOCH FROM replay_lag)::float8 FROM pg_stat_replication",

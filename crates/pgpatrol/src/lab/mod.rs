@@ -10,6 +10,7 @@
 //! DIR/data/pgN, DIR/etcd  data (removed by down)  DIR/run              sockets, pgpass
 //! ```
 
+pub mod backup;
 pub mod config;
 pub mod faults;
 pub mod process;

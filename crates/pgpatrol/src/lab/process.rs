@@ -88,7 +88,7 @@ impl RunAs {
 
     /// A detached command run as the lab's user: clean environment, own process group,
     /// stdin null, output to `log`.
-    fn command(&self, program: &Path, log: &Path) -> Result<Command> {
+    pub(super) fn command(&self, program: &Path, log: &Path) -> Result<Command> {
         let mut cmd = self.detached(program, log)?;
         if let Some((uid, gid)) = self.ids {
             // std drops supplementary groups when root sets uid/gid.

@@ -18,6 +18,7 @@ pub fn tests() -> Vec<Test> {
         connections_above_80_percent_warn,
         replay_stopped_while_writing_is_lag_in_seconds,
         a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run,
+        backups_on_a_real_pgbackrest_repository,
         doctor_bad_input_is_one_line,
     ]
 }
@@ -281,6 +282,77 @@ fn a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run(lab: &Lab
         "the REST checks still ran"
     );
     assert_eq!(rc, 1);
+}
+
+fn backups_on_a_real_pgbackrest_repository(lab: &Lab) {
+    crate::harness::ok("lab backup", &lab.lab(&["backup"]));
+    let conf = lab.dir().join("pgbackrest/pgbackrest.conf");
+    let conf = conf.to_str().expect("path");
+    let br = |stanza: &str, extra: &[&str]| {
+        let mut args = vec!["--pgbackrest-stanza", stanza, "--pgbackrest-config", conf];
+        args.extend_from_slice(extra);
+        doctor_json(lab, &args)
+    };
+    // A fresh full backup, and the leader's WAL archived into the repository.
+    let (_, report) = br("lab", &[]);
+    assert_eq!(check(&report, "backup")["status"], "ok", "{report:#}");
+    assert!(check(&report, "backup")["evidence"]
+        .as_str()
+        .unwrap_or("")
+        .contains("full"));
+    assert_eq!(
+        check(&report, "backup_archive")["status"],
+        "ok",
+        "{report:#}"
+    );
+    // The same backup, older than a low threshold.
+    let dir = lab.dir().join("doctor-tests");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let low = dir.join("backup-age.yml");
+    std::fs::write(&low, "checks:\n  backup_age: 1s\n").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (rc, report) = br("lab", &["--checks", low.to_str().expect("path")]);
+    let b = check(&report, "backup");
+    assert!(b["status"] == "warn" || b["status"] == "crit", "{b:#}");
+    assert!(
+        b["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backup --type=full"),
+        "{b:#}"
+    );
+    assert_eq!(rc, 1);
+    // A stanza that does not exist.
+    let (_, report) = br("nope", &[]);
+    let b = check(&report, "backup");
+    assert_eq!(b["status"], "crit", "{b:#}");
+    assert!(
+        b["evidence"]
+            .as_str()
+            .unwrap_or("")
+            .contains("missing stanza path"),
+        "{b:#}"
+    );
+    // No pgbackrest, and a pgbackrest that prints garbage: one line each, REST checks run.
+    let garbage = dir.join("garbage-pgbackrest");
+    std::fs::write(&garbage, "#!/bin/sh\necho 'not json {'\n").expect("write");
+    std::fs::set_permissions(
+        &garbage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    for (bin, said) in [
+        ("/nonexistent/pgbackrest", "not found"),
+        (garbage.to_str().expect("path"), "not its JSON"),
+    ] {
+        let (rc, report) = br("lab", &["--pgbackrest-bin", bin]);
+        let b = check(&report, "backup");
+        assert_eq!(b["status"], "unknown", "{b:#}");
+        let e = b["evidence"].as_str().unwrap_or("");
+        assert!(e.contains(said) && !e.contains('\n'), "{e}");
+        assert_eq!(check(&report, "leader")["status"], "ok");
+        assert_eq!(rc, 1);
+    }
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {
