@@ -65,6 +65,10 @@ pub struct Check {
     /// What to do about it (a pgpatrol command or the runbook step); none when OK.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The measured figure the status was judged on, where there is one (the worst lag in
+    /// bytes or seconds, a used fraction, a count, an age in seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
 }
 
 impl Check {
@@ -74,7 +78,13 @@ impl Check {
             status,
             evidence: evidence.into(),
             fix: None,
+            value: None,
         }
+    }
+
+    fn value(mut self, v: f64) -> Self {
+        self.value = Some(v);
+        self
     }
 
     fn fix(mut self, fix: impl Into<String>) -> Self {
@@ -440,7 +450,7 @@ fn lag_bytes(c: &Cluster, t: &Thresholds) -> Check {
             names(&over)
         )
     };
-    Check::new("lag_bytes", status, evidence).fix(
+    Check::new("lag_bytes", status, evidence).value(b as f64).fix(
         "runbook \"replica not catching up\": check the leader's pg_stat_replication; if it cannot catch up: pgpatrol heal --dry-run, then pgpatrol heal",
     )
 }
@@ -881,7 +891,7 @@ fn lag_seconds(members: &[PgMember], leader: Option<&PgFacts>, t: &Thresholds) -
     } else {
         status.max(Status::Unknown)
     };
-    Check::new("lag_seconds", status, evidence).fix(
+    Check::new("lag_seconds", status, evidence).value(worst).fix(
         "runbook \"replica not catching up\": is the replica replaying (its startup process, conflicts, I/O)? if it cannot catch up: pgpatrol heal",
     )
 }
@@ -922,6 +932,7 @@ fn connections(members: &[PgMember], t: &Thresholds) -> Check {
             r * 100.0
         ),
     )
+    .value(r)
     .fix("find who holds them (pg_stat_activity by application and state); use a pooler, or raise max_connections (needs a restart)")
 }
 
@@ -1070,6 +1081,7 @@ fn disk(members: &[PgMember], t: &Thresholds) -> Check {
         t.disk.judge(u),
         format!("data directory filesystem used: {} (warn above {:.0} %, crit above {:.0} %)", list.join(", "), t.disk.warn * 100.0, t.disk.crit * 100.0),
     )
+    .value(u)
     .fix("runbook \"disk full\": check pg_wal (archiving, slots) first; free space or grow the volume")
 }
 
@@ -1152,6 +1164,7 @@ pub fn backup_checks(
             by_type.join(", ")
         ),
     )
+    .value(age)
     .fix(format!(
         "runbook \"trigger manual backup\": pgbackrest --stanza={stanza} backup --type=full (and check why the schedule did not run)"
     ))];
@@ -1233,6 +1246,158 @@ pub fn pg_skipped(why: &str) -> Vec<Check> {
     .map(|id| Check::skipped(id, why))
     .collect()
 }
+
+/// One line of a maintenance checklist: the runbook's words, and the checks that decide it
+/// (none: a step for a person, listed so the list is whole).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChecklistItem {
+    pub item: &'static str,
+    pub status: Status,
+    pub evidence: String,
+}
+
+/// Which checklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checklist {
+    Pre,
+    Post,
+}
+
+/// The runbook's pre- or post-maintenance checklist (seed 002), decided by `checks`. Before
+/// maintenance, lag must be below `maintenance_lag_seconds` ("lag < 10 seconds"), stricter
+/// than the alerting thresholds.
+pub fn checklist(which: Checklist, checks: &[Check], t: &Thresholds) -> Vec<ChecklistItem> {
+    let find = |id: &str| checks.iter().find(|c| c.id == id);
+    let decide = |item: &'static str, ids: &[&str]| -> ChecklistItem {
+        let found: Vec<&Check> = ids.iter().filter_map(|id| find(id)).collect();
+        let ran: Vec<&&Check> = found
+            .iter()
+            .filter(|c| c.status != Status::Skipped)
+            .collect();
+        if ran.is_empty() {
+            let why = found
+                .first()
+                .map(|c| c.evidence.clone())
+                .unwrap_or_else(|| "not checked".into());
+            return ChecklistItem {
+                item,
+                status: Status::Skipped,
+                evidence: why,
+            };
+        }
+        let status = ran.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+        let evidence = ran
+            .iter()
+            .filter(|c| c.status == status)
+            .map(|c| format!("{}: {}", c.id, c.evidence))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ChecklistItem {
+            item,
+            status,
+            evidence,
+        }
+    };
+    let person = |item: &'static str| ChecklistItem {
+        item,
+        status: Status::Skipped,
+        evidence: "a step for a person".into(),
+    };
+    let strict_lag = || -> ChecklistItem {
+        let Some(c) = find("lag_seconds").filter(|c| c.status != Status::Skipped) else {
+            return ChecklistItem {
+                item: "Check replication lag < 10 seconds",
+                status: Status::Skipped,
+                evidence: "needs the PostgreSQL checks (--pg-user, or -c patroni.yml)".into(),
+            };
+        };
+        // The check's own thresholds are the alerting ones; the checklist asks for less.
+        let worst = c.value.unwrap_or(f64::INFINITY);
+        let status = if c.status == Status::Unknown {
+            Status::Unknown
+        } else if worst >= t.maintenance_lag_seconds || c.status != Status::Ok {
+            Status::Crit
+        } else {
+            Status::Ok
+        };
+        ChecklistItem {
+            item: "Check replication lag < 10 seconds",
+            status,
+            evidence: c.evidence.clone(),
+        }
+    };
+    match which {
+        Checklist::Pre => vec![
+            decide(
+                "Verify all replicas are healthy",
+                &[
+                    "replication",
+                    "lag_bytes",
+                    "lag_unknown",
+                    "transitional",
+                    "failover_candidate",
+                ],
+            ),
+            strict_lag(),
+            decide("Verify recent backup completed successfully", &["backup"]),
+            person("Notify stakeholders"),
+            person("Prepare rollback plan"),
+            decide(
+                "Test connectivity to backup storage",
+                &["backup", "backup_archive"],
+            ),
+        ],
+        Checklist::Post => vec![
+            decide(
+                "Verify cluster status",
+                &["dcs", "leader", "timeline", "paused", "failsafe"],
+            ),
+            decide(
+                "Check all replicas rejoined",
+                &["replication", "transitional"],
+            ),
+            decide(
+                "Verify replication lag returned to normal",
+                &["lag_bytes", "lag_unknown", "lag_seconds"],
+            ),
+            person("Test application connectivity"),
+            decide(
+                "Verify backup functionality",
+                &["backup", "backup_archive", "archive"],
+            ),
+            person("Update documentation"),
+        ],
+    }
+}
+
+/// Every check id, in the order doctor runs them (`pgpatrol_check`'s `check` label values;
+/// the rules `slo rules` writes cover each).
+pub const CHECK_IDS: [&str; 24] = [
+    "dcs",
+    "leader",
+    "timeline",
+    "replication",
+    "lag_bytes",
+    "lag_unknown",
+    "transitional",
+    "paused",
+    "pending_restart",
+    "scheduled",
+    "failovers_24h",
+    "failover_candidate",
+    "sync_standby",
+    "version_skew",
+    "failsafe",
+    "postgres",
+    "lag_seconds",
+    "connections",
+    "archive",
+    "slots",
+    "pg_wal",
+    "disk",
+    "backup",
+    "backup_archive",
+];
 
 /// The worst status of `checks`, skipped ones aside.
 pub fn worst(checks: &[Check]) -> Status {
@@ -1644,5 +1809,67 @@ mod tests {
             &Thresholds::default(),
         );
         assert_eq!(c[0].status, Status::Unknown);
+    }
+
+    #[test]
+    fn the_pre_maintenance_list_wants_lag_below_10_seconds_and_names_person_steps() {
+        let t = Thresholds::default();
+        let mut checks = rest_checks(&evidence(healthy()), &t);
+        let lag = |secs: f64| {
+            Check::new(
+                "lag_seconds",
+                t.lag_seconds.judge(secs),
+                format!("pg1 {secs:.0} s"),
+            )
+            .value(secs)
+        };
+        checks.push(lag(4.0));
+        let list = checklist(Checklist::Pre, &checks, &t);
+        assert_eq!(list.len(), 6);
+        assert_eq!(list[0].status, Status::Ok, "{list:#?}");
+        assert_eq!(list[1].status, Status::Ok);
+        assert_eq!(list[2].status, Status::Skipped, "no backup check given");
+        assert_eq!(list[3].evidence, "a step for a person");
+        checks.pop();
+        checks.push(lag(15.0));
+        let list = checklist(Checklist::Pre, &checks, &t);
+        assert_eq!(
+            list[1].status,
+            Status::Crit,
+            "15 s is fine for alerting, not before maintenance"
+        );
+        let lagging = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(60)
+            .replica("pg2")
+            .lag_mb(0)
+            .build();
+        let list = checklist(Checklist::Pre, &rest_checks(&evidence(lagging), &t), &t);
+        assert_eq!(list[0].status, Status::Warn, "{list:#?}");
+        assert!(
+            list[0].evidence.contains("lag_bytes"),
+            "{}",
+            list[0].evidence
+        );
+        let post = checklist(Checklist::Post, &rest_checks(&evidence(healthy()), &t), &t);
+        assert_eq!(post[0].status, Status::Ok);
+    }
+
+    #[test]
+    fn every_check_id_is_listed() {
+        let t = Thresholds::default();
+        let mut all = rest_checks(&evidence(healthy()), &t);
+        all.extend(pg_checks(&[pg("pg0", true, leader_facts())], &[], &t));
+        all.extend(backup_checks(
+            &info(1.0, "000000010000000000000001"),
+            "lab",
+            2.0,
+            Some("000000010000000000000001"),
+            &t,
+        ));
+        let mut ids: Vec<&str> = all.iter().map(|c| c.id).collect();
+        ids.dedup();
+        assert_eq!(ids, CHECK_IDS.to_vec());
     }
 }

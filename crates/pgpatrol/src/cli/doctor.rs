@@ -77,6 +77,16 @@ pub struct DoctorArgs {
     #[arg(long, default_value = "pgbackrest", help_heading = "pgBackRest")]
     pub pgbackrest_bin: PathBuf,
 
+    /// Run the runbook's pre-maintenance checklist: all replicas healthy, lag below 10
+    /// seconds, a recent backup, backup storage reachable (and the steps for a person).
+    #[arg(long, conflicts_with = "post_maintenance")]
+    pub pre_maintenance: bool,
+
+    /// Run the post-maintenance checklist: cluster status, every replica rejoined, lag back
+    /// to normal, backups working (and the steps for a person).
+    #[arg(long)]
+    pub post_maintenance: bool,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub format: Format,
@@ -168,11 +178,28 @@ impl DoctorArgs {
             )),
         }
         let scope = evidence.samples.last().and_then(|c| c.scope.clone());
-        let report = Report::new(scope, checks);
+        let mut report = Report::new(scope, checks);
+        let which = match (self.pre_maintenance, self.post_maintenance) {
+            (true, _) => Some(pgpatrol_core::checks::Checklist::Pre),
+            (_, true) => Some(pgpatrol_core::checks::Checklist::Post),
+            _ => None,
+        };
+        if let Some(which) = which {
+            let list = pgpatrol_core::checks::checklist(which, &report.checks, &thresholds);
+            // The list decides the outcome: its items, not every check.
+            report.status = list
+                .iter()
+                .map(|i| i.status)
+                .filter(|s| *s != pgpatrol_core::checks::Status::Skipped)
+                .max()
+                .unwrap_or(pgpatrol_core::checks::Status::Ok);
+            report.checklist = Some(list);
+        }
         let mut out = std::io::stdout().lock();
-        match self.format {
-            Format::Table => table::doctor(&mut out, &report.checks, &Look::stdout(color))?,
-            f => write_structured(&mut out, f, &report)?,
+        match (self.format, &report.checklist) {
+            (Format::Table, Some(list)) => table::checklist(&mut out, list, &Look::stdout(color))?,
+            (Format::Table, None) => table::doctor(&mut out, &report.checks, &Look::stdout(color))?,
+            (f, _) => write_structured(&mut out, f, &report)?,
         }
         Ok(if report.status.is_problem() {
             Outcome::Problem

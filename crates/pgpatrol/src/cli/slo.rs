@@ -17,7 +17,8 @@ use crate::watch::slo_spec;
 
 #[derive(Debug, Subcommand)]
 pub enum SloCommand {
-    /// Print Prometheus rules (YAML) for every cluster with an `slo:` in the watch config.
+    /// Print Prometheus rules (YAML) for every cluster with an `slo:` in the watch config,
+    /// and one alert per doctor check when it has a `checks:` section.
     Rules(RulesArgs),
 }
 
@@ -114,6 +115,43 @@ pub fn rule_groups(cluster: &str, spec: &SloSpec, doc_link: Option<&str>) -> Vec
     ]
 }
 
+/// One alert per doctor check over `pgpatrol_check` (watch exports it with a `checks:`
+/// section): WARN (1) is a ticket, CRIT (2) a page, UNKNOWN (3) a ticket, each after it held
+/// for two minutes.
+pub fn check_rules(doc_link: Option<&str>) -> Value {
+    let rules: Vec<Value> = pgpatrol_core::checks::CHECK_IDS
+        .iter()
+        .map(|id| {
+            let camel: String = id
+                .split('_')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let mut annotations = json!({
+                "summary": format!(
+                    "pgpatrol check {id} is {{{{ if eq $value 1.0 }}}}WARN{{{{ else if eq $value 2.0 }}}}CRIT{{{{ else }}}}UNKNOWN{{{{ end }}}} on {{{{ $labels.cluster }}}}"
+                ),
+                "description": format!("Run `pgpatrol doctor` against the cluster for the evidence and the fix of the {id} check."),
+            });
+            if let Some(link) = doc_link.filter(|l| !l.is_empty()) {
+                annotations["runbook_url"] = json!(link);
+            }
+            json!({
+                "alert": format!("PgpatrolCheck{camel}"),
+                "expr": format!("pgpatrol_check{{check=\"{id}\"}} >= 1"),
+                "for": "2m",
+                "labels": {"severity": "{{ if eq $value 2.0 }}page{{ else }}ticket{{ end }}"},
+                "annotations": annotations,
+            })
+        })
+        .collect();
+    json!({"name": "pgpatrol-checks", "rules": rules})
+}
+
 impl RulesArgs {
     fn run(self) -> anyhow::Result<Outcome> {
         let cfg = WatchConfig::read(&self.config).map_err(anyhow::Error::msg)?;
@@ -123,9 +161,12 @@ impl RulesArgs {
                 groups.extend(rule_groups(&c.name, &spec, cfg.doc_link.as_deref()));
             }
         }
+        if cfg.checks.is_some() {
+            groups.push(check_rules(cfg.doc_link.as_deref()));
+        }
         if groups.is_empty() {
             anyhow::bail!(
-                "{}: no cluster has an `slo:` section, so there are no rules to write",
+                "{}: no cluster has an `slo:` section and there is no `checks:` section, so there are no rules to write",
                 self.config.display()
             );
         }

@@ -105,6 +105,8 @@ impl WatchArgs {
                     interval: None,
                     slo: Some(slo),
                     heal: None,
+                    postgres: None,
+                    pgbackrest: None,
                     unknown: Default::default(),
                 };
                 let cfg = WatchConfig {

@@ -24,6 +24,7 @@ fn unknown(what: String) -> Vec<Check> {
             "run doctor where pgBackRest and its repository (or repo host config) are, or give --pgbackrest-bin/--pgbackrest-config"
                 .into(),
         ),
+        value: None,
     }]
 }
 

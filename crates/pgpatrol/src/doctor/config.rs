@@ -13,6 +13,7 @@
 //!   backup_age: 24h
 //!   archive_age: 1h
 //!   maintenance_lag: 10s
+//!   interval: 60s            # watch: how often it runs the checks and exports pgpatrol_check
 //! ```
 
 use std::path::Path;
@@ -73,6 +74,9 @@ pub struct ChecksConfig {
     archive_age: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     maintenance_lag: Option<Duration>,
+    /// `watch` runs the checks this often (default 60 s); doctor ignores it.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

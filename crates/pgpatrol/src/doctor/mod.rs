@@ -26,6 +26,9 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// When the checks ran (RFC 3339).
     pub time: String,
+    /// The maintenance checklist, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checklist: Option<Vec<checks::ChecklistItem>>,
 }
 
 impl Report {
@@ -35,6 +38,7 @@ impl Report {
             status: checks::worst(&checks),
             checks,
             time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            checklist: None,
         }
     }
 }
@@ -67,8 +71,26 @@ pub async fn rest_evidence(
         }
         Err(err) => return Err(err),
     }
-    // Each member's own view, from the API URLs the cluster lists.
-    let urls: Vec<(String, String)> = e.samples[0]
+    let first = e.samples[0].clone();
+    extras(source, &first, &mut e).await;
+    for _ in 1..samples_wanted {
+        tokio::time::sleep(gap).await;
+        match source.snapshot(Detail::Lag).await {
+            Ok(s) => e.samples.push(s.cluster),
+            Err(err) => {
+                tracing::debug!(error = %err, "an observe sample failed");
+            }
+        }
+    }
+    e.observed = t0.elapsed();
+    Ok(e)
+}
+
+/// What the checks need besides `/cluster` readings: each member's own `/patroni` (from the
+/// API URLs `cluster` lists), failovers in the last 24 h from `/history`, and the dynamic
+/// configuration's `maximum_lag_on_failover`, synchronous mode and permanent slots.
+pub async fn extras(source: &RestSource, cluster: &pgpatrol_core::Cluster, e: &mut RestEvidence) {
+    let urls: Vec<(String, String)> = cluster
         .members
         .iter()
         .filter_map(|m| m.api_url.clone().map(|u| (m.name.clone(), u)))
@@ -96,17 +118,6 @@ pub async fn rest_evidence(
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
     }
-    for _ in 1..samples_wanted {
-        tokio::time::sleep(gap).await;
-        match source.snapshot(Detail::Lag).await {
-            Ok(s) => e.samples.push(s.cluster),
-            Err(err) => {
-                tracing::debug!(error = %err, "an observe sample failed");
-            }
-        }
-    }
-    e.observed = t0.elapsed();
-    Ok(e)
 }
 
 /// Patroni writes booleans, and sometimes strings ("on", "quorum" for synchronous_mode).

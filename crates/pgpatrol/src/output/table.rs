@@ -531,6 +531,37 @@ pub fn doctor(
     writeln!(out, "{t}")
 }
 
+/// `doctor --pre-maintenance` / `--post-maintenance`: the runbook's list, each line decided.
+pub fn checklist(
+    out: &mut impl Write,
+    items: &[pgpatrol_core::checks::ChecklistItem],
+    look: &Look,
+) -> std::io::Result<()> {
+    use pgpatrol_core::checks::Status;
+    let mut t = new_table(look);
+    t.set_header(vec!["Item", "Status", "Evidence"]);
+    for i in items {
+        let color = match i.status {
+            Status::Ok => Color::Green,
+            Status::Warn => Color::Yellow,
+            Status::Crit => Color::Red,
+            Status::Unknown => Color::Magenta,
+            Status::Skipped => Color::Grey,
+        };
+        let status = if i.status == Status::Skipped && i.evidence == "a step for a person" {
+            "MANUAL"
+        } else {
+            i.status.as_str()
+        };
+        t.add_row(vec![
+            Cell::new(i.item),
+            Cell::new(status).fg(color),
+            Cell::new(&i.evidence),
+        ]);
+    }
+    writeln!(out, "{t}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

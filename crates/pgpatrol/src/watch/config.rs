@@ -107,9 +107,43 @@ pub struct ClusterConfig {
     pub slo: Option<SloConfig>,
     #[serde(default)]
     pub heal: Option<HealConfig>,
+    /// PostgreSQL login for the checks that need it (with a `checks:` section).
+    #[serde(default)]
+    pub postgres: Option<PgConfig>,
+    /// A pgBackRest stanza for the backup checks (with a `checks:` section).
+    #[serde(default)]
+    pub pgbackrest: Option<BackrestConfig>,
     /// Any other key: an error (`deny_unknown_fields` does not work with `flatten`).
     #[serde(flatten)]
     pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// `postgres:` of a cluster: how doctor's PostgreSQL checks log in from `watch`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgConfig {
+    pub user: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default = "default_dbname")]
+    pub dbname: String,
+}
+
+fn default_dbname() -> String {
+    "postgres".into()
+}
+
+/// `pgbackrest:` of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackrestConfig {
+    pub stanza: String,
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    #[serde(default)]
+    pub bin: Option<PathBuf>,
 }
 
 /// The lag SLO of one cluster.

@@ -52,6 +52,12 @@ pub struct ClusterKindL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterCheckL {
+    pub cluster: String,
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterReasonL {
     pub cluster: String,
     pub reason: String,
@@ -112,6 +118,8 @@ pub struct Metrics {
     pub heal_escalations: Family<ClusterL, Counter>,
     /// Alerts dropped because the queue to Alertmanager/the webhook was full.
     pub alerts_dropped: Counter,
+    /// doctor's checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN (with a `checks:` section).
+    pub checks: Family<ClusterCheckL, Gauge>,
 }
 
 impl Metrics {
@@ -263,6 +271,11 @@ impl Metrics {
             "heal_escalations",
             "Escalation alerts after failed or capped heals",
             self.heal_escalations.clone(),
+        );
+        p.register(
+            "check",
+            "doctor's runbook checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN",
+            self.checks.clone(),
         );
         p.register(
             "alerts_dropped",

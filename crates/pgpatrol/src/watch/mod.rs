@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod server;
 pub mod state;
 
+mod checks;
 mod export;
 mod poller;
 mod run;
@@ -53,6 +54,9 @@ pub struct ClusterView {
     /// The heal plan for the latest snapshot (only when auto-heal is configured).
     pub plan: Option<Plan>,
     pub heal: autoheal::HealView,
+    /// doctor's checks at their last run (with a `checks:` section).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<pgpatrol_core::checks::Check>,
 }
 
 /// State shared by the pollers and the HTTP server.

@@ -34,6 +34,8 @@ pub(super) struct Poller {
     /// the one old series instead of every possible value.
     pub(super) exported: BTreeMap<String, (String, String)>,
     pub(super) last_history: Option<Instant>,
+    /// doctor's checks, with a `checks:` section.
+    pub(super) checks: Option<super::checks::CheckRunner>,
 }
 
 impl Poller {
@@ -118,8 +120,29 @@ impl Poller {
             }
             _ => None,
         };
+        let checks = match &mut self.checks {
+            Some(runner) => {
+                if let Ok(cluster) = &snapshot {
+                    runner.observe(cluster);
+                }
+                if runner.due() {
+                    let err = snapshot.as_ref().err().map(|(_, msg)| msg.clone());
+                    Some(
+                        runner
+                            .run(&self.name, &self.source, err, &self.shared.metrics)
+                            .await,
+                    )
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
         let heal_view = self.healer.as_ref().map(|h| h.view()).unwrap_or_default();
         self.shared.view(&self.name, |v| {
+            if let Some(c) = checks {
+                v.checks = c;
+            }
             v.polled = true;
             v.last_poll = Some(humantime::format_rfc3339_seconds(now).to_string());
             v.up = snapshot.is_ok();
@@ -269,6 +292,7 @@ pub(super) mod tests {
             firing: BTreeSet::new(),
             exported: BTreeMap::new(),
             last_history: None,
+            checks: None,
         }
     }
 

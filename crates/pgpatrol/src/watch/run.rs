@@ -86,6 +86,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             firing: BTreeSet::new(),
             exported: BTreeMap::new(),
             last_history: None,
+            checks: super::checks::CheckRunner::new(&cfg, c).map_err(anyhow::Error::msg)?,
         });
     }
 

@@ -19,6 +19,7 @@ pub fn tests() -> Vec<Test> {
         replay_stopped_while_writing_is_lag_in_seconds,
         a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run,
         backups_on_a_real_pgbackrest_repository,
+        the_pre_maintenance_checklist_fails_while_a_replica_lags,
         doctor_bad_input_is_one_line,
     ]
 }
@@ -353,6 +354,38 @@ fn backups_on_a_real_pgbackrest_repository(lab: &Lab) {
         assert_eq!(check(&report, "leader")["status"], "ok");
         assert_eq!(rc, 1);
     }
+}
+
+fn the_pre_maintenance_checklist_fails_while_a_replica_lags(lab: &Lab) {
+    let relaxed = relaxed_disk(lab);
+    let list = |lab: &Lab| {
+        let (rc, r) = doctor_json(lab, &["--pre-maintenance", "--checks", &relaxed]);
+        (rc, r["checklist"].as_array().cloned().expect("checklist"))
+    };
+    let (rc, items) = list(lab);
+    assert_eq!(rc, 0, "{items:#?}");
+    assert_eq!(items[0]["item"], "Verify all replicas are healthy");
+    assert_eq!(items[0]["status"], "ok");
+    assert_eq!(items[1]["status"], "ok", "lag below 10 s: {items:#?}");
+    let replica = lab.replica();
+    lab.break_lag(&replica, 60);
+    let (rc, items) = list(lab);
+    assert_eq!(rc, 1, "{items:#?}");
+    assert!(
+        items[0]["status"] == "warn" || items[0]["status"] == "crit",
+        "{items:#?}"
+    );
+    assert!(items[0]["evidence"]
+        .as_str()
+        .unwrap_or("")
+        .contains(&replica));
+    // The table shows the same list, with the steps for a person marked as such.
+    let table = stdout(&lab.pgpatrol(&["doctor", "--pre-maintenance", "--observe", "1s"]));
+    assert!(
+        table.contains("Verify all replicas are healthy") && table.contains("MANUAL"),
+        "{table}"
+    );
+    lab.repair();
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {

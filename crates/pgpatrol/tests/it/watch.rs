@@ -116,6 +116,8 @@ struct WatchSpec<'a> {
     alertmanager: Option<String>,
     webhook: Option<String>,
     state_file: Option<PathBuf>,
+    /// A `checks:` section (watch runs doctor's checks and exports pgpatrol_check).
+    checks: Option<&'a str>,
 }
 
 fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
@@ -131,6 +133,9 @@ fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
     }
     if let Some(s) = &spec.state_file {
         y.push_str(&format!("state_file: {}\n", s.display()));
+    }
+    if let Some(c) = spec.checks {
+        y.push_str(&format!("checks: {c}\n"));
     }
     y.push_str(&format!(
         "clusters:\n  - name: lab\n    urls: [{urls}]\n    username: patrol\n    password_file: {}\n    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n      alerts:\n        - {{severity: page, long: 20s, short: 5s, factor: 10}}\n",
@@ -390,6 +395,7 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
             heal: None,
             alertmanager: None,
             state_file: None,
+            checks: Some("{interval: 2s}"),
             ..Default::default()
         },
     );
@@ -477,7 +483,13 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
     );
     let rules_api = get_json(&format!("{api}/rules"));
     let groups = rules_api["data"]["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 2, "{rules_api:#}");
+    // The SLO's recordings and alerts, and one alert per doctor check.
+    assert_eq!(groups.len(), 3, "{rules_api:#}");
+    assert!(
+        groups.iter().any(|g| g["name"] == "pgpatrol-checks"
+            && g["rules"].as_array().map(Vec::len) == Some(pgpatrol_core::checks::CHECK_IDS.len())),
+        "{rules_api:#}"
+    );
     assert!(
         groups
             .iter()
@@ -485,6 +497,24 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
             .all(|r| r["health"] != "err"),
         "{rules_api:#}"
     );
+    // watch runs doctor's checks and Prometheus has them: the leader check is OK (0).
+    let leader_check = wait_for(
+        "Prometheus to scrape pgpatrol_check",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = http(
+                "GET",
+                &format!("{api}/query?query=pgpatrol_check%7Bcheck%3D%22leader%22%7D"),
+                None,
+            );
+            let v: Value = serde_json::from_str(&body).ok()?;
+            v["data"]["result"]
+                .as_array()
+                .and_then(|r| r.first().cloned())
+        },
+    );
+    assert_eq!(leader_check["metric"]["cluster"], "lab", "{leader_check:#}");
+    assert_eq!(leader_check["value"][1], "0", "{leader_check:#}");
     wait_for(
         "a recording rule to produce a value",
         Duration::from_secs(60),
