@@ -826,42 +826,58 @@ pub fn pg_checks(members: &[PgMember], permanent_slots: &[String], t: &Threshold
     out
 }
 
+/// Each replica's replay lag in seconds (`None`: not measurable, e.g. it could not be
+/// queried). Caught up (nothing left to replay): 0 s, however old its last transaction is,
+/// since an idle leader writes none; else the larger of the sender's `replay_lag` and how
+/// long ago the replica's last replayed transaction committed.
+pub fn lag_seconds_by_member(members: &[PgMember]) -> Vec<(String, Option<f64>)> {
+    let leader = members
+        .iter()
+        .find(|m| m.leader)
+        .and_then(|m| m.facts.as_ref().ok());
+    members
+        .iter()
+        .filter(|m| !m.leader)
+        .map(|m| {
+            let secs = match (leader, &m.facts) {
+                (Some(leader), Ok(f)) => {
+                    let behind = match (leader.current_lsn, f.replay_lsn) {
+                        (Some(top), Some(r)) => Some(top.bytes_after(r)),
+                        _ => None,
+                    };
+                    match behind {
+                        Some(0) => Some(0.0),
+                        Some(_) => {
+                            let sender = leader.senders.get(&m.name).copied().flatten();
+                            match (sender, f.replay_age_secs) {
+                                (None, None) => None,
+                                (a, b) => Some(a.unwrap_or(0.0).max(b.unwrap_or(0.0))),
+                            }
+                        }
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            (m.name.clone(), secs)
+        })
+        .collect()
+}
+
 fn lag_seconds(members: &[PgMember], leader: Option<&PgFacts>, t: &Thresholds) -> Check {
-    let Some(leader) = leader else {
+    if leader.is_none() {
         return Check::new(
             "lag_seconds",
             Status::Unknown,
             "the leader's PostgreSQL could not be queried",
         );
-    };
+    }
     let mut figures = Vec::new();
     let mut unknown = Vec::new();
-    for m in members.iter().filter(|m| !m.leader) {
-        let Ok(f) = &m.facts else {
-            unknown.push(m.name.clone());
-            continue;
-        };
-        let behind = match (leader.current_lsn, f.replay_lsn) {
-            (Some(top), Some(r)) => Some(top.bytes_after(r)),
-            _ => None,
-        };
-        // Caught up (nothing left to replay): 0 s, however old its last transaction is; an
-        // idle leader writes none. Else the larger of the sender's replay_lag and how long
-        // ago the replica's last replayed transaction committed.
-        let secs = match behind {
-            Some(0) => Some(0.0),
-            Some(_) => {
-                let sender = leader.senders.get(&m.name).copied().flatten();
-                match (sender, f.replay_age_secs) {
-                    (None, None) => None,
-                    (a, b) => Some(a.unwrap_or(0.0).max(b.unwrap_or(0.0))),
-                }
-            }
-            None => None,
-        };
+    for (name, secs) in lag_seconds_by_member(members) {
         match secs {
-            Some(s) => figures.push((m.name.clone(), s)),
-            None => unknown.push(m.name.clone()),
+            Some(s) => figures.push((name, s)),
+            None => unknown.push(name),
         }
     }
     if !unknown.is_empty() && figures.is_empty() {

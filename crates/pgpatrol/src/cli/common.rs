@@ -165,6 +165,62 @@ impl ClusterArgs {
     }
 }
 
+/// How to log in to the members' PostgreSQL (doctor's PostgreSQL checks, sli --lag-seconds).
+#[derive(Debug, Clone, Args)]
+pub struct PgArgs {
+    /// PostgreSQL user (default: postgresql.authentication.superuser of -c patroni.yml).
+    /// Without one, the PostgreSQL checks are skipped.
+    #[arg(long, env = "PGPATROL_PG_USER", help_heading = "PostgreSQL")]
+    pub pg_user: Option<String>,
+
+    /// A file whose first line is that user's password (else PGPASSWORD).
+    #[arg(long, env = "PGPATROL_PG_PASSWORD_FILE", help_heading = "PostgreSQL")]
+    pub pg_password_file: Option<PathBuf>,
+
+    /// The database to connect to.
+    #[arg(long, default_value = "postgres", help_heading = "PostgreSQL")]
+    pub pg_dbname: String,
+}
+
+impl PgArgs {
+    /// The login: the flags, else the superuser of `cluster`'s -c patroni.yml; `None` when
+    /// neither gives a user.
+    pub fn login(
+        &self,
+        cluster: &ClusterArgs,
+    ) -> anyhow::Result<Option<crate::doctor::pg::PgLogin>> {
+        let (user, password) = match &self.pg_user {
+            Some(u) => {
+                let password = match &self.pg_password_file {
+                    Some(f) => Some(crate::source::target::read_password_file(f)?),
+                    None => std::env::var("PGPASSWORD").ok(),
+                };
+                (u.clone(), password)
+            }
+            None => {
+                let yml = match &cluster.config_file {
+                    Some(p) => {
+                        crate::source::patroni_yml::PatroniYml::read(p)
+                            .map_err(anyhow::Error::msg)?
+                            .pg_superuser
+                    }
+                    None => None,
+                };
+                match yml {
+                    Some(c) => (c.username, Some(c.password).filter(|p| !p.is_empty())),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(Some(crate::doctor::pg::PgLogin {
+            user,
+            password,
+            dbname: self.pg_dbname.clone(),
+            connect_timeout: cluster.connect_timeout.max(Duration::from_secs(1)),
+        }))
+    }
+}
+
 /// Output formats for reports and listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::common::{write_structured, ClusterArgs, Format};
+use super::common::{write_structured, ClusterArgs, Format, PgArgs};
 use super::Outcome;
 use crate::doctor::{self, Observe, Report};
 use crate::output::table;
@@ -51,18 +51,8 @@ pub struct DoctorArgs {
     #[arg(long, env = "PGPATROL_CHECKS")]
     pub checks: Option<PathBuf>,
 
-    /// PostgreSQL user for the PostgreSQL checks (default: postgresql.authentication.superuser
-    /// of -c patroni.yml). Without one, those checks are skipped.
-    #[arg(long, env = "PGPATROL_PG_USER", help_heading = "PostgreSQL")]
-    pub pg_user: Option<String>,
-
-    /// A file whose first line is that user's password (else PGPASSWORD).
-    #[arg(long, env = "PGPATROL_PG_PASSWORD_FILE", help_heading = "PostgreSQL")]
-    pub pg_password_file: Option<PathBuf>,
-
-    /// The database to connect to.
-    #[arg(long, default_value = "postgres", help_heading = "PostgreSQL")]
-    pub pg_dbname: String,
+    #[command(flatten)]
+    pub pg: PgArgs,
 
     /// Check this pgBackRest stanza: its status, the age of its newest backup (WARN past 24 h),
     /// and that the repository's newest WAL keeps up with the leader.
@@ -93,39 +83,6 @@ pub struct DoctorArgs {
 }
 
 impl DoctorArgs {
-    /// The PostgreSQL login: the flags, else patroni.yml's superuser; `None`: not given.
-    fn pg_login(&self) -> anyhow::Result<Option<doctor::pg::PgLogin>> {
-        let (user, password) = match &self.pg_user {
-            Some(u) => {
-                let password = match &self.pg_password_file {
-                    Some(f) => Some(crate::source::target::read_password_file(f)?),
-                    None => std::env::var("PGPASSWORD").ok(),
-                };
-                (u.clone(), password)
-            }
-            None => {
-                let yml = match &self.cluster.config_file {
-                    Some(p) => {
-                        crate::source::patroni_yml::PatroniYml::read(p)
-                            .map_err(anyhow::Error::msg)?
-                            .pg_superuser
-                    }
-                    None => None,
-                };
-                match yml {
-                    Some(c) => (c.username, Some(c.password).filter(|p| !p.is_empty())),
-                    None => return Ok(None),
-                }
-            }
-        };
-        Ok(Some(doctor::pg::PgLogin {
-            user,
-            password,
-            dbname: self.pg_dbname.clone(),
-            connect_timeout: self.cluster.connect_timeout.max(Duration::from_secs(1)),
-        }))
-    }
-
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let thresholds = match &self.checks {
             Some(p) => doctor::config::read(p).map_err(anyhow::Error::msg)?,
@@ -143,7 +100,7 @@ impl DoctorArgs {
         .await?;
         let mut checks = doctor::rest_checks(&evidence, &thresholds);
         let mut walfile = None;
-        match (self.pg_login()?, evidence.samples.last()) {
+        match (self.pg.login(&self.cluster)?, evidence.samples.last()) {
             (Some(login), Some(cluster)) => {
                 let pg = doctor::pg::evidence(cluster, &login).await;
                 walfile = pg

@@ -4,6 +4,7 @@
 //! the others are named on stderr and in JSON, and the exit code is 1 — unless
 //! `--unknown-as` gives the number a platform should record for them.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::SystemTime;
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 use pgpatrol_core::sli::{MemberLag, Sli};
 use pgpatrol_core::{LagKind, LagSource, Unit};
 
-use super::common::ClusterArgs;
+use super::common::{ClusterArgs, PgArgs};
 use super::Outcome;
 use crate::source::rest::Detail;
 
@@ -65,9 +66,29 @@ pub struct SliArgs {
     #[arg(long, value_name = "VALUE")]
     pub unknown_as: Option<u64>,
 
+    /// Measure lag in seconds instead of bytes, from PostgreSQL itself (the sender's
+    /// replay_lag and each replica's last replayed transaction; 0 when caught up, even on an
+    /// idle leader). Needs --pg-user (or -c patroni.yml's superuser).
+    #[arg(long)]
+    pub lag_seconds: bool,
+
+    #[command(flatten)]
+    pub pg: PgArgs,
+
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub format: SliFormat,
+}
+
+#[derive(Debug, Serialize)]
+struct SecondsReport<'a> {
+    cluster: Option<&'a str>,
+    /// The worst replica's replay lag in seconds; null when none could be measured.
+    lag_seconds: Option<f64>,
+    worst: Option<&'a str>,
+    unknown: Vec<&'a str>,
+    members: BTreeMap<&'a str, Option<f64>>,
+    time: String,
 }
 
 fn parse_unit(s: &str) -> Result<Unit, String> {
@@ -96,7 +117,76 @@ struct SliReport<'a> {
 }
 
 impl SliArgs {
+    /// `--lag-seconds`: the same measurement as doctor's lag_seconds check.
+    async fn seconds(&self) -> anyhow::Result<Outcome> {
+        let Some(login) = self.pg.login(&self.cluster)? else {
+            anyhow::bail!(
+                "--lag-seconds reads PostgreSQL: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)"
+            );
+        };
+        let snap = self.cluster.source().await?.snapshot(Detail::Lag).await?;
+        let pg = crate::doctor::pg::evidence_with(
+            &snap.cluster,
+            &login,
+            crate::doctor::pg::Queries::Lag,
+        )
+        .await;
+        let figures = pgpatrol_core::checks::lag_seconds_by_member(&pg);
+        let mut worst: Option<(&str, f64)> = None;
+        for (name, secs) in &figures {
+            if let Some(s) = secs {
+                if worst.is_none_or(|(_, w)| *s > w) {
+                    worst = Some((name, *s));
+                }
+            }
+        }
+        let unknown: Vec<&str> = figures
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for m in pg.iter().filter(|m| m.facts.is_err()) {
+            if let Err(e) = &m.facts {
+                eprintln!("pgpatrol: {}: {e}", m.name);
+            }
+        }
+        if !unknown.is_empty() {
+            eprintln!(
+                "pgpatrol: lag in seconds unknown for {}",
+                unknown.join(", ")
+            );
+        }
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            SliFormat::Text => {
+                if let Some((_, s)) = worst {
+                    writeln!(out, "{s:.1}")?;
+                }
+            }
+            SliFormat::Json => {
+                let report = SecondsReport {
+                    cluster: snap.cluster.scope.as_deref(),
+                    lag_seconds: worst.map(|(_, s)| s),
+                    worst: worst.map(|(n, _)| n),
+                    unknown: unknown.clone(),
+                    members: figures.iter().map(|(n, s)| (n.as_str(), *s)).collect(),
+                    time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                };
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            }
+        }
+        Ok(if unknown.is_empty() && snap.cluster.leader().is_some() {
+            Outcome::Ok
+        } else {
+            Outcome::Problem
+        })
+    }
+
     pub async fn run(self) -> anyhow::Result<Outcome> {
+        if self.lag_seconds {
+            return self.seconds().await;
+        }
         let kind = match self.lag {
             LagArg::Replay => LagKind::Replay,
             LagArg::Receive => LagKind::Receive,

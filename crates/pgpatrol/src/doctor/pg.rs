@@ -18,12 +18,26 @@ pub struct PgLogin {
     pub connect_timeout: Duration,
 }
 
+/// Which queries to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queries {
+    /// Everything doctor's PostgreSQL checks read.
+    All,
+    /// Only what lag in seconds needs (positions, replay timestamps, sender lag).
+    Lag,
+}
+
 /// Queries every member of `cluster` that has a host and port.
 pub async fn evidence(cluster: &Cluster, login: &PgLogin) -> Vec<PgMember> {
+    evidence_with(cluster, login, Queries::All).await
+}
+
+/// As [`evidence`], running only `which` queries.
+pub async fn evidence_with(cluster: &Cluster, login: &PgLogin, which: Queries) -> Vec<PgMember> {
     let jobs = cluster.members.iter().map(|m| async move {
         let leader = m.role.is_leader();
         let facts = match (&m.host, m.port) {
-            (Some(host), Some(port)) => member(host, port, leader, login)
+            (Some(host), Some(port)) => member(host, port, leader, login, which)
                 .await
                 .map_err(|e| format!("{host}:{port}: {e}")),
             _ => Err("/cluster gives no host and port for it".to_string()),
@@ -45,7 +59,13 @@ fn why(e: tokio_postgres::Error) -> String {
     }
 }
 
-async fn member(host: &str, port: u16, leader: bool, login: &PgLogin) -> Result<PgFacts, String> {
+async fn member(
+    host: &str,
+    port: u16,
+    leader: bool,
+    login: &PgLogin,
+    which: Queries,
+) -> Result<PgFacts, String> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
         .port(port)
@@ -62,17 +82,29 @@ async fn member(host: &str, port: u16, leader: bool, login: &PgLogin) -> Result<
         .map_err(|_| format!("no connection within {:?}", login.connect_timeout))?
         .map_err(why)?;
     let driver = tokio::spawn(conn);
-    let facts = tokio::time::timeout(Duration::from_secs(10), queries(&client, leader, port))
-        .await
-        .map_err(|_| "the queries took longer than 10 s".to_string())
-        .and_then(|r| r.map_err(why));
+    let facts = tokio::time::timeout(
+        Duration::from_secs(10),
+        queries(&client, leader, port, which),
+    )
+    .await
+    .map_err(|_| "the queries took longer than 10 s".to_string())
+    .and_then(|r| r.map_err(why));
     drop(client);
     let _ = driver.await;
     facts
 }
 
-async fn queries(c: &Client, leader: bool, port: u16) -> Result<PgFacts, tokio_postgres::Error> {
+async fn queries(
+    c: &Client,
+    leader: bool,
+    port: u16,
+    which: Queries,
+) -> Result<PgFacts, tokio_postgres::Error> {
     let mut f = PgFacts::default();
+    if which == Queries::Lag {
+        lag_queries(c, leader, &mut f).await?;
+        return Ok(f);
+    }
     let row = c
         .query_one(
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int8,
@@ -96,25 +128,8 @@ async fn queries(c: &Client, leader: bool, port: u16) -> Result<PgFacts, tokio_p
         .await
         .ok()
         .map(|r| r.get::<_, i64>(0).max(0) as u64);
+    lag_queries(c, leader, &mut f).await?;
     if leader {
-        let r = c
-            .query_one(
-                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())",
-                &[],
-            )
-            .await?;
-        let lsn: String = r.get(0);
-        f.current_lsn = lsn.parse::<Lsn>().ok();
-        f.current_walfile = r.get(1);
-        for r in c
-            .query(
-                "SELECT application_name, EXTRACT(EPOCH FROM replay_lag)::float8 FROM pg_stat_replication",
-                &[],
-            )
-            .await?
-        {
-            f.senders.insert(r.get(0), r.get(1));
-        }
         let a = c
             .query_one(
                 "SELECT archived_count, failed_count,
@@ -151,6 +166,36 @@ async fn queries(c: &Client, leader: bool, port: u16) -> Result<PgFacts, tokio_p
                 retained_bytes: retained.map(|b| b.max(0.0) as u64),
             });
         }
+    }
+    Ok(f)
+}
+
+/// Positions, the sender's replay_lag (leader) and the last replayed transaction's age
+/// (replica): what lag in seconds needs.
+async fn lag_queries(
+    c: &Client,
+    leader: bool,
+    f: &mut PgFacts,
+) -> Result<(), tokio_postgres::Error> {
+    if leader {
+        let r = c
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())",
+                &[],
+            )
+            .await?;
+        let lsn: String = r.get(0);
+        f.current_lsn = lsn.parse::<Lsn>().ok();
+        f.current_walfile = r.get(1);
+        for r in c
+            .query(
+                "SELECT application_name, EXTRACT(EPOCH FROM replay_lag)::float8 FROM pg_stat_replication",
+                &[],
+            )
+            .await?
+        {
+            f.senders.insert(r.get(0), r.get(1));
+        }
     } else {
         let r = c
             .query_one(
@@ -163,7 +208,7 @@ async fn queries(c: &Client, leader: bool, port: u16) -> Result<PgFacts, tokio_p
         f.replay_lsn = lsn.and_then(|l| l.parse::<Lsn>().ok());
         f.replay_age_secs = r.get(1);
     }
-    Ok(f)
+    Ok(())
 }
 
 /// The used fraction of the data directory's filesystem, when that directory is on this

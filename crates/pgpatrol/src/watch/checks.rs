@@ -38,23 +38,7 @@ impl CheckRunner {
         };
         let thresholds = section.thresholds()?;
         let pg = match &c.postgres {
-            Some(p) => {
-                let password = match (&p.password_file, &p.password_env) {
-                    (Some(f), _) => Some(
-                        crate::source::target::read_password_file(f).map_err(|e| e.to_string())?,
-                    ),
-                    (None, Some(v)) => Some(std::env::var(v).map_err(|_| {
-                        format!("cluster {:?}: postgres.password_env {v} is not set", c.name)
-                    })?),
-                    (None, None) => None,
-                };
-                Some(PgLogin {
-                    user: p.user.clone(),
-                    password,
-                    dbname: p.dbname.clone(),
-                    connect_timeout: Duration::from_secs(3),
-                })
-            }
+            Some(p) => Some(p.login(&c.name)?),
             None => None,
         };
         let backrest = c.pgbackrest.as_ref().map(|b| Backrest {

@@ -135,6 +135,27 @@ fn default_dbname() -> String {
     "postgres".into()
 }
 
+impl PgConfig {
+    /// The login, the password resolved.
+    pub fn login(&self, cluster: &str) -> Result<crate::doctor::pg::PgLogin, String> {
+        let password = match (&self.password_file, &self.password_env) {
+            (Some(f), _) => {
+                Some(crate::source::target::read_password_file(f).map_err(|e| e.to_string())?)
+            }
+            (None, Some(v)) => Some(std::env::var(v).map_err(|_| {
+                format!("cluster {cluster:?}: postgres.password_env {v} is not set")
+            })?),
+            (None, None) => None,
+        };
+        Ok(crate::doctor::pg::PgLogin {
+            user: self.user.clone(),
+            password,
+            dbname: self.dbname.clone(),
+            connect_timeout: Duration::from_secs(3),
+        })
+    }
+}
+
 /// `pgbackrest:` of a cluster.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -137,6 +137,7 @@ impl Poller {
             member: member.into(),
         };
         m.member_timeline.remove(&ml);
+        m.member_lag_seconds.remove(&ml);
         m.member_up.remove(&ml);
         for kind in ["receive", "replay"] {
             let l = MemberKindL {

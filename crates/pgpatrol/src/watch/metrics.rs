@@ -120,6 +120,8 @@ pub struct Metrics {
     pub alerts_dropped: Counter,
     /// doctor's checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN (with a `checks:` section).
     pub checks: Family<ClusterCheckL, Gauge>,
+    /// Replay lag in seconds from PostgreSQL (clusters with `postgres:`).
+    pub member_lag_seconds: Family<MemberL, FGauge>,
 }
 
 impl Metrics {
@@ -271,6 +273,11 @@ impl Metrics {
             "heal_escalations",
             "Escalation alerts after failed or capped heals",
             self.heal_escalations.clone(),
+        );
+        p.register(
+            "member_lag_seconds",
+            "Replica replay lag in seconds, from PostgreSQL (0 when caught up; absent while unknown)",
+            self.member_lag_seconds.clone(),
         );
         p.register(
             "check",

@@ -36,6 +36,8 @@ pub(super) struct Poller {
     pub(super) last_history: Option<Instant>,
     /// doctor's checks, with a `checks:` section.
     pub(super) checks: Option<super::checks::CheckRunner>,
+    /// The PostgreSQL login for lag in seconds (a cluster's `postgres:`).
+    pub(super) pg: Option<crate::doctor::pg::PgLogin>,
 }
 
 impl Poller {
@@ -120,6 +122,9 @@ impl Poller {
             }
             _ => None,
         };
+        if let (Some(login), Ok(cluster)) = (&self.pg, &snapshot) {
+            self.export_lag_seconds(cluster, login).await;
+        }
         let checks = match &mut self.checks {
             Some(runner) => {
                 if let Ok(cluster) = &snapshot {
@@ -152,6 +157,31 @@ impl Poller {
             v.heal = heal_view;
         });
     }
+    /// `pgpatrol_member_lag_seconds`: doctor's measurement, every poll.
+    async fn export_lag_seconds(
+        &self,
+        cluster: &pgpatrol_core::Cluster,
+        login: &crate::doctor::pg::PgLogin,
+    ) {
+        let pg =
+            crate::doctor::pg::evidence_with(cluster, login, crate::doctor::pg::Queries::Lag).await;
+        let m = &self.shared.metrics;
+        for (member, secs) in pgpatrol_core::checks::lag_seconds_by_member(&pg) {
+            let l = MemberL {
+                cluster: self.name.clone(),
+                member,
+            };
+            match secs {
+                Some(s) => {
+                    m.member_lag_seconds.get_or_create(&l).set(s);
+                }
+                None => {
+                    m.member_lag_seconds.remove(&l);
+                }
+            }
+        }
+    }
+
     /// `/history` changes rarely: read it once a minute for the failover counts.
     async fn maybe_history(&mut self) {
         if self
@@ -293,6 +323,7 @@ pub(super) mod tests {
             exported: BTreeMap::new(),
             last_history: None,
             checks: None,
+            pg: None,
         }
     }
 

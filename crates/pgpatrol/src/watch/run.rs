@@ -87,6 +87,10 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             exported: BTreeMap::new(),
             last_history: None,
             checks: super::checks::CheckRunner::new(&cfg, c).map_err(anyhow::Error::msg)?,
+            pg: match &c.postgres {
+                Some(p) => Some(p.login(&c.name).map_err(anyhow::Error::msg)?),
+                None => None,
+            },
         });
     }
 

@@ -20,6 +20,7 @@ pub fn tests() -> Vec<Test> {
         a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run,
         backups_on_a_real_pgbackrest_repository,
         the_pre_maintenance_checklist_fails_while_a_replica_lags,
+        sli_and_watch_give_lag_in_seconds_from_postgres,
         doctor_bad_input_is_one_line,
     ]
 }
@@ -386,6 +387,47 @@ fn the_pre_maintenance_checklist_fails_while_a_replica_lags(lab: &Lab) {
         "{table}"
     );
     lab.repair();
+}
+
+fn sli_and_watch_give_lag_in_seconds_from_postgres(lab: &Lab) {
+    // Caught up on an idle leader: 0 s, not the age of the last transaction.
+    let out = lab.pgpatrol(&["sli", "--lag-seconds"]);
+    assert_eq!(code(&out), 0, "{}", crate::harness::stderr(&out));
+    assert_eq!(stdout(&out).trim(), "0.0");
+    // Without a login: one line saying what to give.
+    let out = lab.pgpatrol(&["sli", "--lag-seconds", "-c", "/dev/null"]);
+    assert_eq!(code(&out), 2, "{}", crate::harness::stderr(&out));
+    // watch with postgres: exports the same measurement per member.
+    let dir = lab.dir().join("doctor-tests");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
+    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
+    let pw = dir.join("superuser.password");
+    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    let port = crate::watch::free_port();
+    let cfg = dir.join("watch-pg.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 1s\nclusters:\n  - name: lab\n    urls: [{}]\n    postgres: {{user: postgres, password_file: {}}}\n",
+            lab.urls().join(", "),
+            pw.display()
+        ),
+    )
+    .expect("write");
+    let _w = crate::watch::start_watch(&dir, &cfg, port);
+    let replica = lab.replica();
+    let secs = crate::watch::wait_for(
+        "pgpatrol_member_lag_seconds",
+        std::time::Duration::from_secs(30),
+        || {
+            crate::watch::sample(
+                &crate::watch::metrics(port),
+                &format!("pgpatrol_member_lag_seconds{{cluster=\"lab\",member=\"{replica}\"}}"),
+            )
+        },
+    );
+    assert_eq!(secs, 0.0);
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {
