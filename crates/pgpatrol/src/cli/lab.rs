@@ -134,6 +134,18 @@ pub enum Fault {
     Slot(SlotArgs),
     /// Hold client connections open on the leader (one pgbench process), near the limit.
     Connections(ConnectionsArgs),
+    /// Leave a replica stuck in a transitional state: its startup process stopped, then a
+    /// restart asked of Patroni (PostgreSQL's shutdown waits for the stopped process).
+    Stuck(StuckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StuckArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The replica to leave stuck.
+    #[arg(long)]
+    pub member: String,
 }
 
 #[derive(Debug, Args)]
@@ -459,6 +471,14 @@ async fn break_(fault: Fault) -> Result<Outcome> {
             let mut state = LabState::load(&paths)?;
             let pid = faults::break_connections(&paths, &mut state, a.count).await?;
             println!("{} client connections held open on the leader by pgbench (PID {pid}); undo with `pgpatrol lab repair`", a.count);
+            Ok(Outcome::Ok)
+        }
+        Fault::Stuck(a) => {
+            let paths = LabPaths::new(&a.dir.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let st =
+                faults::break_stuck(&paths, &mut state, &a.member, Duration::from_secs(30)).await?;
+            println!("{} is stuck {st} (its startup process stopped during a restart); undo with `pgpatrol lab repair`", a.member);
             Ok(Outcome::Ok)
         }
         Fault::Dcs(d) => {

@@ -305,6 +305,64 @@ pub async fn crash_leader(paths: &LabPaths, state: &mut LabState) -> Result<Stri
     Ok(leader.name)
 }
 
+/// A replica stuck in a transitional state: its startup process SIGSTOPped, then Patroni
+/// asked to restart it, so PostgreSQL's shutdown waits for the stopped process and the
+/// member stays `restarting`/`stopping` until `lab repair` resumes it. Returns the state
+/// `/cluster` shows.
+pub async fn break_stuck(
+    paths: &LabPaths,
+    state: &mut LabState,
+    member: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let target = state.member(member)?.clone();
+    let leader = leader(state).await?.clone();
+    if leader.name == target.name {
+        bail!("{member} is the leader; pick a replica");
+    }
+    let pm = target
+        .postmaster()
+        .with_context(|| format!("{member}'s postgres is not running"))?;
+    let pid = *process::children(pm, "startup")
+        .first()
+        .with_context(|| format!("{member} has no startup process (is it a replica?)"))?;
+    wait_startup_idle(pid).await;
+    process::signal(pid, Signal::SIGSTOP)?;
+    if !state.stopped.iter().any(|s| s.pid == pid) {
+        state.stopped.push(StoppedPid {
+            pid,
+            member: member.to_owned(),
+            process: "startup".to_owned(),
+        });
+        state.save(paths)?;
+    }
+    // POST /restart answers only when the restart is over: send it, do not wait for it.
+    let password = std::fs::read_to_string(paths.password())
+        .with_context(|| format!("cannot read {}", paths.password().display()))?;
+    let url = format!("{}/restart", target.url());
+    let req = reqwest::Client::new()
+        .post(&url)
+        .basic_auth(super::REST_USER, Some(password.trim()))
+        .json(&serde_json::json!({}))
+        .timeout(Duration::from_secs(2))
+        .send();
+    let _ = req.await;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = super::any_cluster(state)
+            .await
+            .ok()
+            .and_then(|c| c.member(member).map(|m| m.state.clone()));
+        if let Some(st) = seen.clone().filter(|s| s.is_in_transition()) {
+            return Ok(st.to_string());
+        }
+        if Instant::now() >= deadline {
+            bail!("{member} did not show a transitional state in time (last: {seen:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The abandoned slot `lab break slot` makes.
 pub const ABANDONED_SLOT: &str = "pgpatrol_abandoned";
 

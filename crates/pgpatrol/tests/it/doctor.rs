@@ -20,6 +20,7 @@ pub fn tests() -> Vec<Test> {
         a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run,
         backups_on_a_real_pgbackrest_repository,
         the_pre_maintenance_checklist_fails_while_a_replica_lags,
+        a_member_stuck_restarting_across_the_window_is_named,
         sli_and_watch_give_lag_in_seconds_from_postgres,
         doctor_bad_input_is_one_line,
     ]
@@ -432,6 +433,22 @@ fn sli_and_watch_give_lag_in_seconds_from_postgres(lab: &Lab) {
         },
     );
     assert_eq!(secs, 0.0);
+}
+
+fn a_member_stuck_restarting_across_the_window_is_named(lab: &Lab) {
+    let replica = lab.replica();
+    crate::harness::ok(
+        "lab break stuck",
+        &lab.lab(&["break", "stuck", "--member", &replica]),
+    );
+    let (rc, report) = doctor_json(lab, &[]);
+    let t = check(&report, "transitional");
+    assert_eq!(t["status"], "warn", "{t:#}");
+    let e = t["evidence"].as_str().unwrap_or("");
+    assert!(e.contains(&replica) && e.contains("every one of"), "{e}");
+    assert!(t["fix"].as_str().unwrap_or("").contains("reinit"), "{t:#}");
+    assert_eq!(rc, 1);
+    lab.repair();
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {
