@@ -180,6 +180,20 @@ pub struct PgArgs {
     /// The database to connect to.
     #[arg(long, default_value = "postgres", help_heading = "PostgreSQL")]
     pub pg_dbname: String,
+
+    /// TLS to PostgreSQL, as libpq's sslmode: prefer and require encrypt without verifying
+    /// the server; verify-full verifies it against --pg-sslrootcert and the member's host.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "prefer",
+        help_heading = "PostgreSQL"
+    )]
+    pub pg_sslmode: crate::doctor::pgtls::SslMode,
+
+    /// PEM CA certificate(s) for --pg-sslmode verify-full.
+    #[arg(long, help_heading = "PostgreSQL")]
+    pub pg_sslrootcert: Option<PathBuf>,
 }
 
 impl PgArgs {
@@ -212,11 +226,19 @@ impl PgArgs {
                 }
             }
         };
+        let tls =
+            crate::doctor::pgtls::client_config(self.pg_sslmode, self.pg_sslrootcert.as_deref())
+                .map_err(anyhow::Error::msg)?;
         Ok(Some(crate::doctor::pg::PgLogin {
             user,
             password,
             dbname: self.pg_dbname.clone(),
             connect_timeout: cluster.connect_timeout.max(Duration::from_secs(1)),
+            tls,
+            tls_required: !matches!(
+                self.pg_sslmode,
+                crate::doctor::pgtls::SslMode::Prefer | crate::doctor::pgtls::SslMode::Disable
+            ),
         }))
     }
 }

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod config;
 pub mod pg;
+pub mod pgtls;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};

@@ -16,6 +16,9 @@ pub struct PgLogin {
     pub password: Option<String>,
     pub dbname: String,
     pub connect_timeout: Duration,
+    /// TLS (`None`: `--pg-sslmode disable`) and whether it is required.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    pub tls_required: bool,
 }
 
 /// Which queries to run.
@@ -76,12 +79,30 @@ async fn member(
     if let Some(p) = &login.password {
         cfg.password(p);
     }
-    let connect = cfg.connect(NoTls);
-    let (client, conn) = tokio::time::timeout(login.connect_timeout, connect)
-        .await
-        .map_err(|_| format!("no connection within {:?}", login.connect_timeout))?
-        .map_err(why)?;
-    let driver = tokio::spawn(conn);
+    let timed_out = || format!("no connection within {:?}", login.connect_timeout);
+    let (client, driver) = match &login.tls {
+        None => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, conn) = tokio::time::timeout(login.connect_timeout, cfg.connect(NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(why)?;
+            (client, tokio::spawn(async move { conn.await.map(|_| ()) }))
+        }
+        Some(tls) => {
+            cfg.ssl_mode(if login.tls_required {
+                tokio_postgres::config::SslMode::Require
+            } else {
+                tokio_postgres::config::SslMode::Prefer
+            });
+            let connect = cfg.connect(super::pgtls::MakeRustls(tls.clone()));
+            let (client, conn) = tokio::time::timeout(login.connect_timeout, connect)
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(why)?;
+            (client, tokio::spawn(async move { conn.await.map(|_| ()) }))
+        }
+    };
     let facts = tokio::time::timeout(
         Duration::from_secs(10),
         queries(&client, leader, port, which),

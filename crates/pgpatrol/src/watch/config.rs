@@ -129,6 +129,11 @@ pub struct PgConfig {
     pub password_env: Option<String>,
     #[serde(default = "default_dbname")]
     pub dbname: String,
+    /// `disable`, `prefer` (default), `require` or `verify-full` (with `sslrootcert`).
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
 }
 
 fn default_dbname() -> String {
@@ -147,11 +152,27 @@ impl PgConfig {
             })?),
             (None, None) => None,
         };
+        use crate::doctor::pgtls::SslMode;
+        let mode = match self.sslmode.as_deref().unwrap_or("prefer") {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(format!(
+                    "cluster {cluster:?}: postgres.sslmode {other:?}: use disable, prefer, require or verify-full"
+                ))
+            }
+        };
+        let tls = crate::doctor::pgtls::client_config(mode, self.sslrootcert.as_deref())
+            .map_err(|e| format!("cluster {cluster:?}: postgres: {e}"))?;
         Ok(crate::doctor::pg::PgLogin {
             user: self.user.clone(),
             password,
             dbname: self.dbname.clone(),
             connect_timeout: Duration::from_secs(3),
+            tls,
+            tls_required: matches!(mode, SslMode::Require | SslMode::VerifyFull),
         })
     }
 }

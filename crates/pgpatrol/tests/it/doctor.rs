@@ -21,6 +21,7 @@ pub fn tests() -> Vec<Test> {
         backups_on_a_real_pgbackrest_repository,
         the_pre_maintenance_checklist_fails_while_a_replica_lags,
         a_member_stuck_restarting_across_the_window_is_named,
+        postgres_checks_over_tls_verify_the_server_when_asked,
         sli_and_watch_give_lag_in_seconds_from_postgres,
         doctor_bad_input_is_one_line,
     ]
@@ -449,6 +450,183 @@ fn a_member_stuck_restarting_across_the_window_is_named(lab: &Lab) {
     assert!(t["fix"].as_str().unwrap_or("").contains("reinit"), "{t:#}");
     assert_eq!(rc, 1);
     lab.repair();
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        crate::harness::stderr(&out)
+    );
+}
+
+/// Every member's PostgreSQL with ssl on (a certificate for 127.0.0.1 signed by a test CA);
+/// turned off again when dropped.
+struct PgSsl<'a>(&'a Lab);
+
+impl<'a> PgSsl<'a> {
+    fn on(lab: &'a Lab, dir: &std::path::Path) -> Self {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=pgpatrol test CA",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "other.key",
+                "-out",
+                "other-ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=another CA",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+        let pg = nix::unistd::User::from_name("postgres")
+            .ok()
+            .flatten()
+            .expect("the postgres user");
+        for f in ["server.pem", "server.key"] {
+            std::os::unix::fs::chown(dir.join(f), Some(pg.uid.as_raw()), Some(pg.gid.as_raw()))
+                .expect("chown");
+        }
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
+        for m in lab.members() {
+            for sql in [
+                format!(
+                    "ALTER SYSTEM SET ssl_cert_file = '{}'",
+                    dir.join("server.pem").display()
+                ),
+                format!(
+                    "ALTER SYSTEM SET ssl_key_file = '{}'",
+                    dir.join("server.key").display()
+                ),
+                "ALTER SYSTEM SET ssl = on".to_string(),
+                "SELECT pg_reload_conf()".to_string(),
+            ] {
+                crate::harness::ok("lab psql", &lab.lab(&["psql", "--member", &m, "-c", &sql]));
+            }
+        }
+        PgSsl(lab)
+    }
+}
+
+impl Drop for PgSsl<'_> {
+    fn drop(&mut self) {
+        for m in self.0.members() {
+            for sql in [
+                "ALTER SYSTEM RESET ssl",
+                "ALTER SYSTEM RESET ssl_cert_file",
+                "ALTER SYSTEM RESET ssl_key_file",
+                "SELECT pg_reload_conf()",
+            ] {
+                let _ = self.0.lab(&["psql", "--member", &m, "-c", sql]);
+            }
+        }
+    }
+}
+
+fn postgres_checks_over_tls_verify_the_server_when_asked(lab: &Lab) {
+    let dir = lab.dir().join("doctor-tests/tls");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let ca = dir.join("ca.pem").display().to_string();
+    let other = dir.join("other-ca.pem").display().to_string();
+    {
+        let _ssl = PgSsl::on(lab, &dir);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let postgres = |args: &[&str]| {
+            let (_, r) = doctor_json(lab, args);
+            check(&r, "postgres").clone()
+        };
+        let ok = postgres(&["--pg-sslmode", "verify-full", "--pg-sslrootcert", &ca]);
+        assert_eq!(ok["status"], "ok", "verified against the right CA: {ok:#}");
+        let bad = postgres(&["--pg-sslmode", "verify-full", "--pg-sslrootcert", &other]);
+        assert_eq!(bad["status"], "unknown", "{bad:#}");
+        let e = bad["evidence"].as_str().unwrap_or("");
+        assert!(
+            e.contains("certificate") || e.contains("UnknownIssuer"),
+            "{e}"
+        );
+        assert_eq!(postgres(&["--pg-sslmode", "require"])["status"], "ok");
+    }
+    // ssl off again: require really requires TLS; prefer falls back; verify-full without a
+    // CA is one line before anything is sent.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (_, r) = doctor_json(lab, &["--pg-sslmode", "require"]);
+    let p = check(&r, "postgres");
+    assert_eq!(p["status"], "unknown", "{p:#}");
+    let (_, r) = doctor_json(lab, &[]);
+    assert_eq!(check(&r, "postgres")["status"], "ok");
+    let out = lab.pgpatrol(&["doctor", "--pg-sslmode", "verify-full"]);
+    one_line_error(&out, "--pg-sslrootcert");
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {
