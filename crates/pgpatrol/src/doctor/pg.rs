@@ -250,3 +250,37 @@ fn local_disk_use(data_dir: &Path, port: u16) -> Option<f64> {
     let used = blocks - free;
     (used + avail > 0.0).then(|| used / (used + avail))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port where nothing listens: the member's line names the address and the reason.
+    #[tokio::test]
+    async fn an_unreachable_postgres_port_is_one_line_naming_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut c = Cluster::new(vec![pgpatrol_core::Member::new(
+            "pg0",
+            pgpatrol_core::Role::Leader,
+            pgpatrol_core::State::Running,
+        )]);
+        c.members[0].host = Some("127.0.0.1".into());
+        c.members[0].port = Some(port);
+        let login = PgLogin {
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+            connect_timeout: Duration::from_secs(2),
+            tls: None,
+            tls_required: false,
+        };
+        let got = evidence(&c, &login).await;
+        let err = got[0].facts.as_ref().unwrap_err();
+        assert!(err.starts_with(&format!("127.0.0.1:{port}: ")), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}
