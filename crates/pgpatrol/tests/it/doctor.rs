@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         the_pre_maintenance_checklist_fails_while_a_replica_lags,
         a_member_stuck_restarting_across_the_window_is_named,
         postgres_checks_over_tls_verify_the_server_when_asked,
+        doctor_through_kubernetes_reads_the_same_cluster,
         sli_and_watch_give_lag_in_seconds_from_postgres,
         doctor_bad_input_is_one_line,
     ]
@@ -292,7 +293,22 @@ fn a_wrong_postgres_password_is_one_line_and_the_rest_checks_still_run(lab: &Lab
     assert_eq!(rc, 1);
 }
 
+/// Every member's archive_command back to the lab's own (`lab backup` points it at the
+/// repository); restored when dropped, so later topics run on the lab as it was.
+struct LabArchiving<'a>(&'a Lab);
+
+impl Drop for LabArchiving<'_> {
+    fn drop(&mut self) {
+        for m in self.0.members() {
+            for sql in ["ALTER SYSTEM RESET archive_command", "SELECT pg_reload_conf()"] {
+                let _ = self.0.lab(&["psql", "--member", &m, "-c", sql]);
+            }
+        }
+    }
+}
+
 fn backups_on_a_real_pgbackrest_repository(lab: &Lab) {
+    let _restore = LabArchiving(lab);
     crate::harness::ok("lab backup", &lab.lab(&["backup"]));
     let conf = lab.dir().join("pgbackrest/pgbackrest.conf");
     let conf = conf.to_str().expect("path");
@@ -627,6 +643,22 @@ fn postgres_checks_over_tls_verify_the_server_when_asked(lab: &Lab) {
     assert_eq!(check(&r, "postgres")["status"], "ok");
     let out = lab.pgpatrol(&["doctor", "--pg-sslmode", "verify-full"]);
     one_line_error(&out, "--pg-sslrootcert");
+}
+
+/// The REST checks through the Kubernetes source (the API server fixture in front of the
+/// lab): the same verdicts as by --url; the PostgreSQL checks, with no login given, skipped.
+fn doctor_through_kubernetes_reads_the_same_cluster(lab: &Lab) {
+    let fx = crate::k8s::fixture(lab);
+    let out = crate::k8s::seeded(lab, &fx, &["doctor", "-o", "json", "--observe", "1s"], &[]);
+    let via: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("doctor JSON via k8s: {e}: {}", crate::harness::stderr(&out)));
+    let (_, by_url) = doctor_json(lab, &[]);
+    for id in ["dcs", "leader", "timeline", "replication", "lag_bytes", "failover_candidate", "version_skew"] {
+        assert_eq!(check(&via, id)["status"], check(&by_url, id)["status"], "{id}: {via:#}");
+        assert_eq!(check(&via, id)["status"], "ok", "{id}: {via:#}");
+    }
+    assert_eq!(check(&via, "lag_seconds")["status"], "skipped");
+    assert_eq!(code(&out), 0, "{via:#}");
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {

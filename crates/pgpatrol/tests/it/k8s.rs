@@ -113,13 +113,13 @@ fn world(lab: &Lab) -> World {
     w
 }
 
-fn fixture(lab: &Lab) -> Fixture {
+pub(crate) fn fixture(lab: &Lab) -> Fixture {
     Fixture::start(world(lab), &lab.dir().join("k8s-fixture"))
 }
 
 /// Runs pgpatrol with the seed's configuration and no URL: only Kubernetes names the
 /// cluster. `extra` env entries override; an empty value removes the variable.
-fn seeded(lab: &Lab, fx: &Fixture, args: &[&str], extra: &[(&str, &str)]) -> Output {
+pub(crate) fn seeded(lab: &Lab, fx: &Fixture, args: &[&str], extra: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("PATRONI_URL")
