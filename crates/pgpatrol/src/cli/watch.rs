@@ -278,6 +278,32 @@ mod tests {
                     })
                 }),
             ),
+            (
+                "DCS",
+                vec![
+                    "--dcs=etcd3s://e1:2379,e2:2379".into(),
+                    "--scope=demo".into(),
+                    "--dcs-namespace=/db".into(),
+                    "--dcs-username=patrol".into(),
+                    format!("--dcs-password-file={pw}"),
+                    "--dcs-cacert=/etc/etcd-ca.pem".into(),
+                    "--dcs-cert=/etc/etcd-c.pem".into(),
+                    "--dcs-key=/etc/etcd-k.pem".into(),
+                ],
+                format!("    dcs: {{url: 'etcd3s://e1:2379,e2:2379', scope: demo, namespace: /db, username: patrol, password_file: {pw}, cacert: /etc/etcd-ca.pem, cert: /etc/etcd-c.pem, key: /etc/etcd-k.pem}}\n"),
+                Box::new(|t| {
+                    t.dcs_password.as_deref() == Some("s3cret")
+                        && t.dcs.as_ref().is_some_and(|d| {
+                            d.url.as_deref() == Some("etcd3s://e1:2379,e2:2379")
+                                && d.scope.as_deref() == Some("demo")
+                                && d.namespace.as_deref() == Some("/db")
+                                && d.username.as_deref() == Some("patrol")
+                                && d.cacert.as_deref() == Some("/etc/etcd-ca.pem".as_ref())
+                                && d.cert.as_deref() == Some("/etc/etcd-c.pem".as_ref())
+                                && d.key.as_deref() == Some("/etc/etcd-k.pem".as_ref())
+                        })
+                }),
+            ),
         ];
         for (what, flags, entry, check) in rows {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
