@@ -5,6 +5,7 @@
 //! `pgpatrol remove` deletes, through [`Dcs::delete`].
 
 pub mod etcd;
+pub mod remove;
 pub mod wire;
 
 use std::path::PathBuf;
