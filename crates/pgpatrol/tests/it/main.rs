@@ -17,6 +17,10 @@
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
+//! - `dcs`: the etcd v3 DCS source against the lab's etcd (list --dcs equals list --url,
+//!   every Patroni stopped, watch, bad input), separate etcd servers with authentication and
+//!   with TLS, and `remove` on a side lab.
+//!
 //! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
 //!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab.
 //!
@@ -42,6 +46,7 @@ mod harness;
 
 mod badinput;
 mod compat;
+mod dcs;
 mod heal;
 mod k8s;
 mod k8s_fixture;
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         ("heal", heal::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
+        ("dcs", dcs::tests),
         ("k8s", k8s::tests),
         ("supervise", supervise::tests),
         ("compat", compat::tests),
