@@ -205,6 +205,12 @@ pub struct K8sArgs {
         help_heading = "Kubernetes"
     )]
     pub secret: Option<String>,
+
+    /// Read the cluster from Patroni's Kubernetes DCS (its ConfigMaps or Endpoints and the
+    /// pods' `status` annotations; --scope, else the workload's cluster-name label) instead
+    /// of a member's /cluster. Without it the DCS is read when no member's REST API answers.
+    #[arg(long = "k8s-dcs", help_heading = "Kubernetes")]
+    pub dcs: bool,
 }
 
 impl K8sArgs {
@@ -222,6 +228,8 @@ impl K8sArgs {
             access: self.access,
             port: self.port,
             secret: self.secret.clone().filter(|s| !s.is_empty()),
+            dcs: self.dcs,
+            scope: None,
         })
     }
 }
@@ -242,7 +250,10 @@ impl ClusterArgs {
             insecure: self.insecure,
             connect_timeout: Some(self.connect_timeout),
             request_timeout: Some(self.request_timeout),
-            kubernetes: self.k8s.target(),
+            kubernetes: self.k8s.target().map(|k| K8sTarget {
+                scope: self.dcs.scope.clone().filter(|s| !s.is_empty()),
+                ..k
+            }),
             dcs: self.dcs.settings(),
         }
     }

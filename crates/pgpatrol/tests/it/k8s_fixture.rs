@@ -3,7 +3,9 @@
 //! (list by labelSelector, get), Secrets, `pods/proxy` forwarded to a live lab member (the
 //! `Authorization` header stripped, as the real API server does), `pods/portforward` over a
 //! websocket with the `v4.channel.k8s.io` framing, 404 and 403 `Status` objects, and the
-//! discovery documents kubectl reads first.
+//! discovery documents kubectl reads first. For Patroni's Kubernetes DCS: ConfigMaps and
+//! Endpoints (list by labelSelector) carrying the annotations `dcs/kubernetes.py` writes,
+//! and pod annotations (the `status` of each member).
 //!
 //! It is not an API server: no watch, no auth, no admission. Every pod has
 //! `status.podIP` 127.0.0.1 and its Patroni container port is the lab member's REST port, so
@@ -49,9 +51,26 @@ pub struct FakeWorkload {
     pub selector: BTreeMap<String, String>,
 }
 
+/// A ConfigMap or Endpoints object as Patroni's kubernetes.py writes it: labels,
+/// annotations, and (the leader Endpoints) subsets.
+#[derive(Debug, Clone)]
+pub struct FakeObject {
+    /// `ConfigMap` or `Endpoints`.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub subsets: Option<Value>,
+}
+
 /// What the fixture knows, and what it was asked.
 #[derive(Debug, Default)]
 pub struct World {
+    /// ConfigMaps and Endpoints.
+    pub objects: Vec<FakeObject>,
+    /// (namespace, pod name) → the pod's annotations.
+    pub pod_annotations: BTreeMap<(String, String), BTreeMap<String, String>>,
     pub pods: Vec<FakePod>,
     pub workloads: Vec<FakeWorkload>,
     /// (namespace, name) → data keys.
@@ -176,6 +195,8 @@ fn router(world: Shared) -> Router {
         )
         .route("/api/v1/namespaces/{ns}", get(namespace))
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+        .route("/api/v1/namespaces/{ns}/configmaps", get(list_configmaps))
+        .route("/api/v1/namespaces/{ns}/endpoints", get(list_endpoints))
         .route("/api/v1/pods", get(list_all_pods))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
         .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
@@ -386,6 +407,79 @@ async fn deployment(
 
 /// A pod as `kubectl get pod -o json` shows it (the fields pgpatrol and kubectl read, and
 /// the usual neighbours).
+/// A pod with the annotations the world holds for it (Patroni's `status`).
+fn pod_json_in(w: &World, p: &FakePod) -> Value {
+    let mut v = pod_json(p);
+    if let Some(a) = w
+        .pod_annotations
+        .get(&(p.namespace.clone(), p.name.clone()))
+    {
+        v["metadata"]["annotations"] = json!(a);
+    }
+    v
+}
+
+fn object_json(o: &FakeObject) -> Value {
+    let mut v = json!({
+        "kind": o.kind,
+        "apiVersion": "v1",
+        "metadata": {
+            "name": o.name, "namespace": o.namespace,
+            "uid": format!("uid-{}-{}-{}", o.kind, o.namespace, o.name),
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": o.labels,
+            "annotations": o.annotations,
+        },
+    });
+    if let Some(s) = &o.subsets {
+        v["subsets"] = s.clone();
+    }
+    v
+}
+
+async fn list_objects(
+    world: Shared,
+    ns: String,
+    sel: String,
+    kind: &'static str,
+    resource: &str,
+) -> Response {
+    record(&world, format!("LIST {resource} {ns} {sel}"));
+    if let Some(r) = check(&world, &ns, "list", resource, "") {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    let items: Vec<Value> = w
+        .objects
+        .iter()
+        .filter(|o| o.kind == kind && o.namespace == ns && matches(&sel, &o.labels))
+        .map(object_json)
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": items}),
+    )
+}
+
+async fn list_configmaps(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, ns, sel, "ConfigMap", "configmaps").await
+}
+
+async fn list_endpoints(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, ns, sel, "Endpoints", "endpoints").await
+}
+
 fn pod_json(p: &FakePod) -> Value {
     let ports: Vec<Value> = p
         .ports
@@ -467,7 +561,7 @@ async fn list_pods(
         w.pods
             .iter()
             .filter(|p| p.namespace == ns && matches(&sel, &p.labels))
-            .map(pod_json)
+            .map(|p| pod_json_in(&w, p))
             .collect(),
     )
 }

@@ -22,7 +22,8 @@
 //!   with TLS, and `remove` on a side lab.
 //!
 //! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
-//!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab.
+//!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab;
+//!   `k8s_dcs` (also named `k8s::`): Patroni's Kubernetes DCS objects in the fixture.
 //!
 //! - `supervise`: seed 001's hang live: members in their own PID namespaces under a PID 1
 //!   that does not reap (the hang is asserted) and under `pgpatrol supervise` (it is gone).
@@ -49,6 +50,7 @@ mod compat;
 mod dcs;
 mod heal;
 mod k8s;
+mod k8s_dcs;
 mod k8s_fixture;
 mod lab;
 mod read;
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         ("tls", tls::tests),
         ("dcs", dcs::tests),
         ("k8s", k8s::tests),
+        ("k8s", k8s_dcs::tests),
         ("supervise", supervise::tests),
         ("compat", compat::tests),
         ("toolbox", toolbox::tests),

@@ -236,10 +236,13 @@ pub enum DcsError {
     NoKeys { url: String, prefix: String },
     #[error("etcd at {url}: {bad}")]
     NotPatroni { url: String, bad: BadValue },
-    #[error(
-        "etcd at {url} has no config key under {prefix}: the cluster has not been bootstrapped"
-    )]
+    #[error("{url} has no config under {prefix}: the cluster has not been bootstrapped")]
     NoConfig { url: String, prefix: String },
+    /// Another DCS (the Kubernetes one) could not be read: its one-line reason.
+    #[error("{0}")]
+    Reader(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl DcsError {
@@ -258,34 +261,67 @@ impl DcsError {
             DcsError::NoKeys { .. } => "dcs_no_keys",
             DcsError::NotPatroni { .. } => "dcs_not_patroni",
             DcsError::NoConfig { .. } => "dcs_no_config",
+            DcsError::Reader(_) => "dcs_read",
+            DcsError::Unsupported(_) => "dcs_unsupported",
         }
     }
 }
 
-/// A cluster in etcd, read as one range over its prefix.
+/// A DCS other than etcd (the Kubernetes one, `source::k8s::dcs`), read as a whole: the
+/// port that keeps `dcs` from naming `k8s`.
+pub trait DcsReader: Send + Sync + std::fmt::Debug {
+    /// The cluster's objects, decoded, and where they were read.
+    fn read(&self) -> crate::source::rest::BoxFuture<'_, Result<(DcsCluster, String), DcsError>>;
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Etcd(Etcd),
+    Other(std::sync::Arc<dyn DcsReader>),
+}
+
+/// A cluster in its DCS: in etcd, one range over its prefix.
 #[derive(Debug, Clone)]
 pub struct Dcs {
-    etcd: Etcd,
+    backend: Backend,
     pub scope: String,
+    /// `/<namespace>/<scope>/` in etcd; where the objects are otherwise.
     pub prefix: String,
 }
 
 impl Dcs {
     pub fn new(t: &DcsTarget) -> Result<Self, SourceError> {
         Ok(Dcs {
-            etcd: Etcd::new(&t.etcd).map_err(|e| SourceError::BadInput(e.to_string()))?,
+            backend: Backend::Etcd(
+                Etcd::new(&t.etcd).map_err(|e| SourceError::BadInput(e.to_string()))?,
+            ),
             scope: t.scope.clone(),
             prefix: t.prefix.clone(),
         })
     }
 
-    pub fn endpoints(&self) -> &[String] {
-        self.etcd.endpoints()
+    /// A DCS read by `reader` (the Kubernetes DCS).
+    pub fn other(reader: std::sync::Arc<dyn DcsReader>, scope: &str, prefix: &str) -> Self {
+        Dcs {
+            backend: Backend::Other(reader),
+            scope: scope.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn etcd(&self) -> Result<&Etcd, DcsError> {
+        match &self.backend {
+            Backend::Etcd(e) => Ok(e),
+            Backend::Other(_) => Err(DcsError::Unsupported(format!(
+                "removing a cluster from the Kubernetes DCS is not supported: delete its objects with kubectl delete configmaps,endpoints -l cluster-name={}",
+                self.scope
+            ))),
+        }
     }
 
     /// Every key under the prefix, as they are (for `remove`): none is not an error here.
     pub async fn keys(&self) -> Result<(Vec<Kv>, String), DcsError> {
-        self.etcd
+        self.etcd()?
             .range(&self.prefix)
             .await
             .map_err(DcsError::from_attempts)
@@ -293,6 +329,9 @@ impl Dcs {
 
     /// The cluster's keys, decoded; and the endpoint that answered.
     pub async fn read(&self) -> Result<(DcsCluster, String), DcsError> {
+        if let Backend::Other(r) = &self.backend {
+            return r.read().await;
+        }
         let (kvs, url) = self.keys().await?;
         if kvs.is_empty() {
             return Err(DcsError::NoKeys {
@@ -320,7 +359,7 @@ impl Dcs {
 
     /// Deletes every key under the prefix; how many went.
     pub async fn delete(&self) -> Result<(u64, String), DcsError> {
-        self.etcd
+        self.etcd()?
             .delete_prefix(&self.prefix)
             .await
             .map_err(DcsError::from_attempts)

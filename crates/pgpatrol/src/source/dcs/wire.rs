@@ -195,6 +195,113 @@ fn failover(key: &str, raw: &str) -> Result<Option<Failover>, BadValue> {
     }
 }
 
+/// One Kubernetes object Patroni writes (a ConfigMap or Endpoints): its annotations.
+pub type Annotations = std::collections::BTreeMap<String, String>;
+
+/// Patroni's Kubernetes DCS (`dcs/kubernetes.py` `_cluster_from_nodes`), read from the
+/// objects' annotations: `<scope>-config` (`config`, `initialize`, `history`), the leader
+/// object (`<scope>-leader` ConfigMap, or the `<scope>` Endpoints: `leader`, `renewTime`,
+/// `ttl`, `optime`, `failsafe`), `<scope>-failover`, `<scope>-sync`; members are the pods
+/// (`pods`: name and `status` annotation; the member name is the pod name). A leader record
+/// not renewed for `ttl` seconds, plus `ttl` more for clock skew, before `now` has expired
+/// (Kubernetes has no TTL of its own); one whose `renewTime` cannot be read is kept, as
+/// patronictl keeps it.
+pub fn from_kubernetes(
+    scope: &str,
+    objects: &std::collections::BTreeMap<String, Annotations>,
+    use_endpoints: bool,
+    pods: &[(String, Option<String>)],
+    now: std::time::SystemTime,
+) -> Result<DcsCluster, BadValue> {
+    let mut c = DcsCluster::default();
+    let obj = |suffix: &str| objects.get(&format!("{scope}-{suffix}"));
+    let key = |name: &str, annotation: &str| format!("{name}/{annotation}");
+    for name in objects.keys() {
+        c.keys.push(name.clone());
+    }
+    let config_name = format!("{scope}-config");
+    if let Some(a) = obj("config") {
+        c.initialize = a.get("initialize").cloned();
+        if let Some(raw) = a.get("config") {
+            c.config = Some(object(
+                &key(&config_name, "config"),
+                "dynamic configuration",
+                raw,
+            )?);
+        }
+        if let Some(raw) = a.get("history") {
+            let k = key(&config_name, "history");
+            let lines: Value = serde_json::from_str(raw).map_err(|e| BadValue {
+                key: k.clone(),
+                what: "timeline history",
+                reason: format!("not JSON ({e})"),
+            })?;
+            c.history = Some(serde_json::from_value(lines).map_err(|e| BadValue {
+                key: k,
+                what: "timeline history",
+                reason: format!("not a list of lists: {e}"),
+            })?);
+        }
+    }
+    let leader_name = if use_endpoints {
+        scope.to_string()
+    } else {
+        format!("{scope}-leader")
+    };
+    if let Some(a) = objects.get(&leader_name) {
+        c.optime = parse_int(a.get("optime").map(|s| Value::String(s.clone())).as_ref());
+        if let Some(raw) = a.get("failsafe") {
+            c.failsafe = serde_json::from_str::<Value>(raw)
+                .ok()
+                .and_then(|v| v.as_object().cloned());
+        }
+        let ttl = a
+            .get("ttl")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .or_else(|| c.config.as_ref().and_then(|cfg| parse_int(cfg.get("ttl"))))
+            .unwrap_or(30);
+        let expired = a
+            .get("renewTime")
+            .and_then(|t| crate::time::parse_iso8601(t))
+            .is_some_and(|renewed| {
+                renewed + std::time::Duration::from_secs(ttl.saturating_mul(2)) < now
+            });
+        c.leader = a
+            .get("leader")
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty() && !expired);
+    }
+    if let Some(a) = obj("failover") {
+        let text = |k: &str| a.get(k).filter(|s| !s.is_empty()).cloned();
+        if a.contains_key("leader") || a.contains_key("member") || a.contains_key("scheduled_at") {
+            c.failover = Some(Failover {
+                leader: text("leader"),
+                candidate: text("member"),
+                scheduled_at: text("scheduled_at"),
+            });
+        }
+    }
+    if let Some(a) = obj("sync") {
+        let mut m = Map::new();
+        for (k, v) in a {
+            if ["leader", "sync_standby", "quorum"].contains(&k.as_str()) {
+                m.insert(k.clone(), Value::String(v.clone()));
+            }
+        }
+        c.sync = Some(m);
+    }
+    for (pod, status) in pods {
+        let data = match status.as_deref() {
+            // A pod Patroni has not written to yet: a member with no data, as Patroni has it.
+            None | Some("") => Map::new(),
+            Some(raw) => object(&format!("pod {pod} annotation status"), "member data", raw)?,
+        };
+        c.members.push((pod.clone(), data));
+    }
+    c.members.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(c)
+}
+
 /// Patroni's truthy config values (`pause: true`, `synchronous_mode: on`, `quorum`).
 fn truthy(v: Option<&Value>) -> bool {
     match v {
@@ -585,5 +692,127 @@ mod tests {
         .unwrap();
         assert!(c.members.is_empty());
         assert_eq!(c.keys.len(), 2);
+    }
+
+    fn objects(
+        entries: &[(&str, &[(&str, &str)])],
+    ) -> std::collections::BTreeMap<String, Annotations> {
+        entries
+            .iter()
+            .map(|(n, a)| {
+                (
+                    n.to_string(),
+                    a.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn now() -> std::time::SystemTime {
+        crate::time::parse_iso8601("2026-12-01T12:00:10+00:00").unwrap()
+    }
+
+    /// The annotations Patroni 4.1's kubernetes.py writes (ConfigMaps mode).
+    fn configmaps_41() -> std::collections::BTreeMap<String, Annotations> {
+        objects(&[
+            (
+                "demo-config",
+                &[
+                    (
+                        "config",
+                        r#"{"ttl":30,"loop_wait":10,"postgresql":{"use_pg_rewind":true}}"#,
+                    ),
+                    ("initialize", "7441234567890123456"),
+                    (
+                        "history",
+                        r#"[[1,25623960,"no recovery target specified","2026-12-01T11:00:00.1+00:00","pod-1"]]"#,
+                    ),
+                ],
+            ),
+            (
+                "demo-leader",
+                &[
+                    ("leader", "pod-0"),
+                    ("acquireTime", "2026-12-01T11:00:00.000001+00:00"),
+                    ("renewTime", "2026-12-01T12:00:00.000001+00:00"),
+                    ("ttl", "30"),
+                    ("transitions", "1"),
+                    ("optime", "67109336"),
+                    ("slots", r#"{"pod_1":67109336}"#),
+                    ("retain_slots", r#"["pod_0","pod_1"]"#),
+                ],
+            ),
+        ])
+    }
+
+    fn pods_41() -> Vec<(String, Option<String>)> {
+        vec![
+            ("pod-0".into(), Some(r#"{"conn_url":"postgres://10.0.0.5:5432/postgres","api_url":"http://10.0.0.5:8008/patroni","state":"running","role":"primary","version":"4.1.5","xlog_location":67109336,"timeline":2}"#.into())),
+            ("pod-1".into(), Some(r#"{"conn_url":"postgres://10.0.0.6:5432/postgres","api_url":"http://10.0.0.6:8008/patroni","state":"running","role":"replica","version":"4.1.5","xlog_location":67109336,"replication_state":"streaming","timeline":2,"receive_lsn":67109336,"replay_lsn":67100000}"#.into())),
+            ("pod-2".into(), None),
+        ]
+    }
+
+    fn k8s_cluster(c: DcsCluster) -> pgpatrol_core::Cluster {
+        crate::source::rest::wire::into_cluster(
+            c.cluster_wire("demo").unwrap(),
+            Some(&c.status_wire("demo")),
+            None,
+        )
+    }
+
+    #[test]
+    fn kubernetes_configmaps_of_41() {
+        let c = from_kubernetes("demo", &configmaps_41(), false, &pods_41(), now()).unwrap();
+        assert_eq!(c.optime, Some(67109336));
+        let c = k8s_cluster(c);
+        assert_eq!(c.leader().map(|m| m.name.as_str()), Some("pod-0"));
+        let r = c.member("pod-1").unwrap();
+        assert_eq!(r.replay_lag, Some(Lag::Bytes(67109336 - 67100000)));
+        assert_eq!(r.host.as_deref(), Some("10.0.0.6"));
+        // A pod Patroni has not written to is a member without data, as in Patroni.
+        assert!(c.member("pod-2").is_some());
+    }
+
+    #[test]
+    fn kubernetes_endpoints_of_30_keep_the_leader_in_the_scope_object() {
+        let mut o = configmaps_41();
+        let leader = o.remove("demo-leader").unwrap();
+        o.insert("demo".into(), leader);
+        let pods = vec![
+            ("pod-0".into(), Some(r#"{"conn_url":"postgres://10.0.0.5:5432/postgres","api_url":"http://10.0.0.5:8008/patroni","state":"running","role":"master","version":"3.0.4","xlog_location":500,"timeline":2}"#.to_string())),
+            ("pod-1".into(), Some(r#"{"conn_url":"postgres://10.0.0.6:5432/postgres","api_url":"http://10.0.0.6:8008/patroni","state":"running","role":"replica","version":"3.0.4","xlog_location":400,"replication_state":"streaming","timeline":2}"#.to_string())),
+        ];
+        let mut o30 = o.clone();
+        o30.get_mut("demo")
+            .unwrap()
+            .insert("optime".into(), "500".into());
+        let c = k8s_cluster(from_kubernetes("demo", &o30, true, &pods, now()).unwrap());
+        assert_eq!(c.leader().map(|m| m.name.as_str()), Some("pod-0"));
+        assert_eq!(
+            c.member("pod-1").unwrap().receive_lag,
+            Some(Lag::Bytes(100))
+        );
+        // The same objects read as ConfigMaps have no leader object.
+        let c = k8s_cluster(from_kubernetes("demo", &o30, false, &pods, now()).unwrap());
+        assert!(c.unlocked);
+    }
+
+    #[test]
+    fn a_kubernetes_leader_not_renewed_for_twice_its_ttl_has_expired() {
+        let late = crate::time::parse_iso8601("2026-12-01T12:01:01+00:00").unwrap();
+        let c = from_kubernetes("demo", &configmaps_41(), false, &pods_41(), late).unwrap();
+        assert_eq!(c.leader, None);
+        let c = from_kubernetes("demo", &configmaps_41(), false, &pods_41(), now()).unwrap();
+        assert_eq!(c.leader.as_deref(), Some("pod-0"));
+    }
+
+    #[test]
+    fn a_kubernetes_status_annotation_that_is_not_json_names_the_pod() {
+        let pods = vec![("pod-0".to_string(), Some("{oops".to_string()))];
+        let e = from_kubernetes("demo", &configmaps_41(), false, &pods, now()).unwrap_err();
+        assert!(e.key.contains("pod pod-0 annotation status"), "{e}");
     }
 }

@@ -322,7 +322,8 @@ pub async fn discover(
         )));
     }
     let ready: Vec<&PodInfo> = pods.iter().filter(|p| p.ready && p.ip.is_some()).collect();
-    if ready.is_empty() {
+    // The Kubernetes DCS needs no member to answer: all may be down.
+    if ready.is_empty() && !t.dcs {
         let states: Vec<String> = pods
             .iter()
             .map(|p| format!("{} {}", p.name, p.phase))
@@ -335,7 +336,7 @@ pub async fn discover(
     }
     if let Some(p) = ready
         .first()
-        .filter(|_| ready.iter().all(|p| p.port.is_err()))
+        .filter(|_| !t.dcs && ready.iter().all(|p| p.port.is_err()))
     {
         return Err(K8sError::Discovery(format!(
             "pod {} {}: pass --k8s-port",

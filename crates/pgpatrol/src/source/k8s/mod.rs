@@ -11,6 +11,7 @@
 //! `discovery` finds the pods, `transport` carries the calls, `errors` words what the API
 //! server refused.
 
+pub mod dcs;
 mod discovery;
 mod errors;
 mod transport;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dcs::Dcs;
 use super::rest::{Http, RestSource};
 use super::SourceError;
 
@@ -61,6 +63,12 @@ pub struct K8sTarget {
     pub port: Option<u16>,
     /// A Secret with `username` and `password` keys for Patroni's unsafe endpoints.
     pub secret: Option<String>,
+    /// Read snapshots from Patroni's Kubernetes DCS (ConfigMaps or Endpoints and the pods'
+    /// `status` annotations) rather than a member's `/cluster` (`--k8s-dcs`). Without it the
+    /// DCS is read only when no member's REST API answers.
+    pub dcs: bool,
+    /// Patroni's scope (the `cluster-name` label); else the workload selector's.
+    pub scope: Option<String>,
 }
 
 impl Default for K8sTarget {
@@ -74,6 +82,8 @@ impl Default for K8sTarget {
             access: Access::Proxy,
             port: None,
             secret: None,
+            dcs: false,
+            scope: None,
         }
     }
 }
@@ -105,9 +115,34 @@ pub async fn source(
             ))
         })
         .collect();
+    let scope = t.scope.clone().filter(|s| !s.is_empty()).or_else(|| {
+        found.selector.as_deref().and_then(|sel| {
+            sel.split(',')
+                .find_map(|kv| kv.trim().strip_prefix(&format!("{}=", dcs::SCOPE_LABEL)))
+                .map(str::to_string)
+        })
+    });
+    let kube_dcs = scope.map(|scope| {
+        let prefix = format!("{}/{}={scope}", found.namespace, dcs::SCOPE_LABEL);
+        let reader = dcs::KubeDcs {
+            client: found.client.clone(),
+            namespace: found.namespace.clone(),
+            scope: scope.clone(),
+        };
+        Dcs::other(Arc::new(reader), &scope, &prefix)
+    });
     let http = match t.access {
         Access::Direct => http,
         Access::Proxy => http.with_transport(Arc::new(ApiServer::new(found, http_timeout))),
     };
-    RestSource::new(http, &bases)
+    match (t.dcs, kube_dcs) {
+        (true, Some(d)) => RestSource::with_dcs(http, &bases, d),
+        (true, None) => Err(SourceError::BadInput(format!(
+            "--k8s-dcs needs Patroni's scope: pass --scope NAME ({} has no {} label in its selector)",
+            t.resource,
+            dcs::SCOPE_LABEL
+        ))),
+        (false, Some(d)) => Ok(RestSource::new(http, &bases)?.with_fallback(d)),
+        (false, None) => RestSource::new(http, &bases),
+    }
 }

@@ -44,6 +44,8 @@ pub struct RestSource {
     bases: Vec<String>,
     /// Read snapshots from the DCS (`--dcs`) rather than a member's `/cluster`.
     dcs: Option<std::sync::Arc<crate::source::dcs::Dcs>>,
+    /// Read the DCS only when no member's REST API answers (the Kubernetes DCS).
+    dcs_fallback: bool,
 }
 
 /// A member the DCS lists that does not answer its REST API, and why.
@@ -97,6 +99,7 @@ impl RestSource {
             http,
             bases,
             dcs: None,
+            dcs_fallback: false,
         })
     }
 
@@ -115,12 +118,27 @@ impl RestSource {
             http,
             bases,
             dcs: Some(std::sync::Arc::new(dcs)),
+            dcs_fallback: false,
         })
     }
 
-    /// The DCS snapshots are read from, if one was named.
+    /// This source, reading snapshots from `dcs` when no member's REST API answers.
+    pub fn with_fallback(self, dcs: crate::source::dcs::Dcs) -> Self {
+        RestSource {
+            dcs: Some(std::sync::Arc::new(dcs)),
+            dcs_fallback: true,
+            ..self
+        }
+    }
+
+    /// The DCS snapshots are read from first (`--dcs`, `--k8s-dcs`); not a fallback one.
+    fn primary_dcs(&self) -> Option<&crate::source::dcs::Dcs> {
+        self.dcs.as_deref().filter(|_| !self.dcs_fallback)
+    }
+
+    /// The DCS snapshots are read from, if one was named (not a fallback).
     pub fn dcs(&self) -> Option<&crate::source::dcs::Dcs> {
-        self.dcs.as_deref()
+        self.primary_dcs()
     }
 
     /// The members of `cluster` whose REST API does not answer `GET /patroni` within
@@ -205,9 +223,24 @@ impl RestSource {
 
     /// Reads a snapshot of the cluster.
     pub async fn snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
-        if let Some(dcs) = &self.dcs {
+        if let Some(dcs) = self.primary_dcs() {
             return self.dcs_snapshot(dcs, detail).await;
         }
+        let rest = self.rest_snapshot(detail).await;
+        match (rest, self.dcs.as_deref()) {
+            (Err(e), Some(dcs)) => match self.dcs_snapshot(dcs, detail).await {
+                Ok(snap) => {
+                    tracing::debug!(error = %e, "no REST API answered: read the DCS");
+                    Ok(snap)
+                }
+                // The REST failure is the one to report.
+                Err(_) => Err(e),
+            },
+            (r, _) => r,
+        }
+    }
+
+    async fn rest_snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
         let http = &self.http;
         let ((wire, status), answered_by) = self
             .first_answer(|base| async move {
@@ -319,7 +352,7 @@ impl RestSource {
     }
 
     pub async fn history(&self) -> Result<Vec<HistoryEntry>, SourceError> {
-        if let Some(dcs) = &self.dcs {
+        if let Some(dcs) = self.primary_dcs() {
             let (keys, url) = dcs.read().await?;
             return wire::into_history(keys.history.unwrap_or_default()).map_err(|bad| {
                 SourceError::Dcs(crate::source::dcs::DcsError::NotPatroni {
@@ -347,7 +380,7 @@ impl RestSource {
 
     /// The dynamic configuration (`GET /config`), as Patroni stores it.
     pub async fn config(&self) -> Result<serde_json::Value, SourceError> {
-        if let Some(dcs) = &self.dcs {
+        if let Some(dcs) = self.primary_dcs() {
             return Ok(dcs.config().await?);
         }
         let http = &self.http;

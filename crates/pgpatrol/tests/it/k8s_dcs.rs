@@ -1,0 +1,315 @@
+//! Patroni's Kubernetes DCS through the API server fixture: the objects are written in the
+//! exact shape Patroni's `dcs/kubernetes.py` writes them (ConfigMaps `<scope>-config` and
+//! `<scope>-leader`, or Endpoints `<scope>` with subsets and `<scope>-config`; labels
+//! `cluster-name` and `application`; each pod's `status` annotation), filled with the lab's
+//! real values (its etcd keys: the same JSON `touch_member` writes), and pod role labels as
+//! 4.x (`primary`) or 3.x (`master`) sets them. Registered under the `k8s` topic.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::harness::{bin, ok, Lab, Test};
+use crate::k8s_fixture::{FakeObject, FakePod, FakeWorkload, Fixture, World};
+use crate::util::{http, one_line_error};
+
+pub fn tests() -> Vec<Test> {
+    tests![
+        the_kubernetes_dcs_in_configmaps_reads_like_rest,
+        the_kubernetes_dcs_in_endpoints_reads_like_rest,
+        without_k8s_dcs_the_dcs_answers_when_no_rest_api_does,
+        kubernetes_dcs_misconfigurations_are_one_line,
+    ]
+}
+
+const NS: &str = "mydata";
+
+/// The lab's etcd keys under its scope, decoded: relative key → value.
+fn lab_keys(lab: &Lab) -> BTreeMap<String, String> {
+    let s = lab.state();
+    let prefix = format!("/service/{}/", s.scope);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(l) = end.last_mut() {
+        *l += 1;
+    }
+    let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
+    let (status, text) = http(
+        "POST",
+        &format!("http://127.0.0.1:{}/v3/kv/range", s.etcd.client_port),
+        Some(&body),
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("range JSON");
+    let dec = |x: &Value| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(x.as_str().unwrap_or_default())
+            .expect("base64");
+        String::from_utf8(raw).expect("UTF-8")
+    };
+    v["kvs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|kv| {
+            (
+                dec(&kv["key"]).trim_start_matches(&prefix).to_string(),
+                dec(&kv["value"]),
+            )
+        })
+        .collect()
+}
+
+/// Patroni's labels on every object it creates (`kubernetes.labels` + the scope label).
+fn labels(scope: &str) -> BTreeMap<String, String> {
+    [
+        ("application".to_string(), "patroni".to_string()),
+        ("cluster-name".to_string(), scope.to_string()),
+    ]
+    .into()
+}
+
+/// The lab as a Patroni cluster on the Kubernetes DCS: statefulset/<scope>, one pod per
+/// member named after it (Patroni's member name is the pod name), and the DCS objects.
+fn world(lab: &Lab, use_endpoints: bool) -> World {
+    let s = lab.state();
+    let scope = s.scope.clone();
+    let keys = lab_keys(lab);
+    let leader = keys.get("leader").cloned().unwrap_or_default();
+    let v4 = matches!(
+        s.patroni,
+        pgpatrol::lab::PatroniVersion::V4_1 | pgpatrol::lab::PatroniVersion::V4_0
+    );
+    let mut w = World::default();
+    for m in &s.members {
+        let mut l = labels(&scope);
+        // touch_member: the leader gets leader_label_value (primary in 4.x, master in 3.x),
+        // a running replica follower_label_value (replica).
+        let role = if m.name == leader {
+            if v4 {
+                "primary"
+            } else {
+                "master"
+            }
+        } else {
+            "replica"
+        };
+        l.insert("role".into(), role.into());
+        w.pods.push(FakePod {
+            namespace: NS.into(),
+            name: m.name.clone(),
+            labels: l,
+            ports: vec![
+                ("postgresql".into(), m.pg_port),
+                ("patroni".into(), m.rest_port),
+            ],
+            ready: true,
+        });
+        if let Some(status) = keys.get(&format!("members/{}", m.name)) {
+            w.pod_annotations.insert(
+                (NS.into(), m.name.clone()),
+                [("status".to_string(), status.clone())].into(),
+            );
+        }
+    }
+    w.workloads.push(FakeWorkload {
+        kind: "StatefulSet",
+        namespace: NS.into(),
+        name: scope.clone(),
+        selector: labels(&scope),
+    });
+    let kind = if use_endpoints {
+        "Endpoints"
+    } else {
+        "ConfigMap"
+    };
+    // As kubernetes.py writes it: `datetime.now(tzutc).isoformat()`.
+    let now = jiff::Timestamp::now().to_string().replace('Z', "+00:00");
+    // The status key's optime, as kubernetes.py puts it on the leader object.
+    let status: Value = keys
+        .get("status")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null);
+    let mut leader_ann: BTreeMap<String, String> = [
+        ("leader", leader.clone()),
+        ("acquireTime", now.clone()),
+        ("renewTime", now),
+        ("ttl", "20".to_string()),
+        ("transitions", "0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(optime) = status["optime"].as_u64() {
+        leader_ann.insert("optime".into(), optime.to_string());
+    } else if let Some(o) = keys.get("optime/leader") {
+        leader_ann.insert("optime".into(), o.clone());
+    }
+    if let Some(slots) = status.get("slots").filter(|s| !s.is_null()) {
+        leader_ann.insert("slots".into(), slots.to_string());
+    }
+    let mut config_ann = BTreeMap::new();
+    for k in ["config", "initialize", "history"] {
+        if let Some(v) = keys.get(k) {
+            config_ann.insert(k.to_string(), v.clone());
+        }
+    }
+    let leader_member = s.members.iter().find(|m| m.name == leader);
+    w.objects.push(FakeObject {
+        kind,
+        namespace: NS.into(),
+        name: if use_endpoints {
+            scope.clone()
+        } else {
+            format!("{scope}-leader")
+        },
+        labels: labels(&scope),
+        annotations: leader_ann,
+        // Endpoints mode: the leader's pod IP and PostgreSQL port (`_update_leader_with_retry`).
+        subsets: use_endpoints.then(|| {
+            json!([{
+                "addresses": [{"ip": "127.0.0.1", "nodeName": "node-1",
+                               "targetRef": {"kind": "Pod", "namespace": NS, "name": leader}}],
+                "ports": [{"name": "postgresql", "port": leader_member.map_or(5432, |m| m.pg_port), "protocol": "TCP"}],
+            }])
+        }),
+    });
+    w.objects.push(FakeObject {
+        kind,
+        namespace: NS.into(),
+        name: format!("{scope}-config"),
+        labels: labels(&scope),
+        annotations: config_ann,
+        subsets: None,
+    });
+    w
+}
+
+fn pgpatrol(fx: &Fixture, scope: &str, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("PATRONI_URL")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("PATRONI_SCOPE")
+        .env("PATRONI_RESOURCE_NAME", format!("statefulset/{scope}"))
+        .env("NAMESPACE", NS)
+        .env("KUBECONFIG", &fx.kubeconfig)
+        .output()
+        .expect("run pgpatrol")
+}
+
+fn json_of(what: &str, out: &Output) -> Value {
+    let text = ok(what, out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"))
+}
+
+fn reads_like_rest(lab: &Lab, use_endpoints: bool) {
+    let dir = lab.dir().join(if use_endpoints {
+        "k8s-dcs-ep"
+    } else {
+        "k8s-dcs-cm"
+    });
+    let fx = Fixture::start(world(lab, use_endpoints), &dir);
+    let scope = lab.state().scope;
+    let mut last = (Value::Null, Value::Null);
+    for _ in 0..10 {
+        let rest = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
+        let k8s = json_of(
+            "list --k8s-dcs",
+            &pgpatrol(&fx, &scope, &["list", "--k8s-dcs", "-o", "json"]),
+        );
+        if rest == k8s {
+            let log = fx.log();
+            let kind = if use_endpoints {
+                "endpoints"
+            } else {
+                "configmaps"
+            };
+            assert!(
+                log.iter()
+                    .any(|l| l.starts_with(&format!("LIST {kind} {NS} cluster-name={scope}"))),
+                "{log:?}"
+            );
+            // The cluster-wide read came from the DCS objects, not a member's /cluster.
+            assert!(!log.iter().any(|l| l.contains("/proxy/cluster")), "{log:?}");
+            return;
+        }
+        last = (rest, k8s);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "list --k8s-dcs never equalled list --url:\nREST: {:#}\nK8s:  {:#}",
+        last.0, last.1
+    );
+}
+
+/// Spec: ConfigMaps mode (Patroni's default): `list --k8s-dcs` equals `list --url`.
+fn the_kubernetes_dcs_in_configmaps_reads_like_rest(lab: &Lab) {
+    reads_like_rest(lab, false);
+}
+
+/// Spec: Endpoints mode (`use_endpoints: true`): the leader record on the `<scope>`
+/// Endpoints; `list --k8s-dcs` equals `list --url`.
+fn the_kubernetes_dcs_in_endpoints_reads_like_rest(lab: &Lab) {
+    reads_like_rest(lab, true);
+}
+
+/// Spec: without --k8s-dcs the members' REST APIs are read; when none answers (every pod's
+/// proxy refused here), the snapshot comes from the Kubernetes DCS.
+fn without_k8s_dcs_the_dcs_answers_when_no_rest_api_does(lab: &Lab) {
+    let mut w = world(lab, false);
+    w.denied
+        .push((NS.into(), "get".into(), "pods/proxy".into()));
+    let fx = Fixture::start(w, &lab.dir().join("k8s-dcs-fallback"));
+    let scope = lab.state().scope;
+    let v = json_of(
+        "list with REST refused",
+        &pgpatrol(&fx, &scope, &["list", "-o", "json"]),
+    );
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "{v:#}");
+    assert_eq!(
+        v["members"]
+            .as_array()
+            .map(|ms| ms.iter().filter(|m| m["role"] == "leader").count()),
+        Some(1)
+    );
+}
+
+/// Spec: bad input on the Kubernetes DCS is one line, exit 2: no objects for the scope, a
+/// status annotation that is not Patroni's JSON, RBAC refusing configmaps.
+fn kubernetes_dcs_misconfigurations_are_one_line(lab: &Lab) {
+    let scope = lab.state().scope;
+    let mut w = world(lab, false);
+    w.objects.clear();
+    let fx = Fixture::start(w, &lab.dir().join("k8s-dcs-empty"));
+    one_line_error(
+        &pgpatrol(&fx, &scope, &["list", "--k8s-dcs"]),
+        "no Patroni ConfigMaps or Endpoints labelled cluster-name=",
+    );
+    drop(fx);
+    let mut w = world(lab, false);
+    let first = lab.state().members[0].name.clone();
+    w.pod_annotations.insert(
+        (NS.into(), first.clone()),
+        [("status".to_string(), "{not json".to_string())].into(),
+    );
+    let fx = Fixture::start(w, &lab.dir().join("k8s-dcs-garbled"));
+    one_line_error(
+        &pgpatrol(&fx, &scope, &["list", "--k8s-dcs"]),
+        &format!("pod {first} annotation status does not hold Patroni's member data"),
+    );
+    drop(fx);
+    let mut w = world(lab, false);
+    w.denied
+        .push((NS.into(), "list".into(), "configmaps".into()));
+    let fx = Fixture::start(w, &lab.dir().join("k8s-dcs-rbac"));
+    one_line_error(
+        &pgpatrol(&fx, &scope, &["list", "--k8s-dcs"]),
+        "grant \"list\" on \"configmaps\"",
+    );
+}
