@@ -580,7 +580,7 @@ fn watch_finds_the_cluster_through_kubernetes(lab: &Lab) {
 }
 
 /// The (verb, resource) pairs of a Role in deploy/rbac.yaml.
-fn role_rules(role: &str) -> Vec<(String, String)> {
+pub(crate) fn role_rules(role: &str) -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
     let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml");
     let mut out = Vec::new();

@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         the_kubernetes_dcs_in_endpoints_reads_like_rest,
         without_k8s_dcs_the_dcs_answers_when_no_rest_api_does,
         kubernetes_dcs_misconfigurations_are_one_line,
+        two_watchers_with_a_kubernetes_lease_heal_once,
     ]
 }
 
@@ -215,6 +216,8 @@ fn reads_like_rest(lab: &Lab, use_endpoints: bool) {
         "k8s-dcs-cm"
     });
     let fx = Fixture::start(world(lab, use_endpoints), &dir);
+    // Only what deploy/rbac.yaml's pgpatrol-read grants.
+    fx.world.lock().expect("world").allowed = Some(crate::k8s::role_rules("pgpatrol-read"));
     let scope = lab.state().scope;
     let mut last = (Value::Null, Value::Null);
     for _ in 0..10 {
@@ -312,4 +315,70 @@ fn kubernetes_dcs_misconfigurations_are_one_line(lab: &Lab) {
         &pgpatrol(&fx, &scope, &["list", "--k8s-dcs"]),
         "grant \"list\" on \"configmaps\"",
     );
+}
+
+/// Spec: the heal lock as a Kubernetes Lease (`lease: {kubernetes: NAME}`): two watchers of
+/// the same cluster through the fixture (which refuses a stale resourceVersion with 409, as
+/// the API server does) reinitialize the lagging replica once between them; the Lease names
+/// one holder.
+fn two_watchers_with_a_kubernetes_lease_heal_once(lab: &Lab) {
+    use crate::watch::{free_port, metrics, sample, scratch, start_watch, wait_for};
+    let dir = scratch(lab, "k8s-lease");
+    let fx = Fixture::start(world(lab, false), &dir.join("fixture"));
+    // Only what deploy/rbac.yaml's pgpatrol-heal grants.
+    fx.world.lock().expect("world").allowed = Some(crate::k8s::role_rules("pgpatrol-heal"));
+    let scope = lab.state().scope;
+    let (pa, pb) = (free_port(), free_port());
+    let cfg = |port: u16| {
+        let path = dir.join(format!("watch-{port}.yml"));
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: lab\n    kubernetes: {{resource: statefulset/{scope}, namespace: {NS}, kubeconfig: {}}}\n    username: patrol\n    password_file: {}\n    heal: {{enabled: true, tolerance: 5MB, persist_samples: 10, lease: {{kubernetes: pgpatrol-heal-lab}}}}\n",
+                fx.kubeconfig.display(),
+                lab.dir().join("restapi.password").display()
+            ),
+        )
+        .expect("write watch.yml");
+        path
+    };
+    let (ca, cb) = (cfg(pa), cfg(pb));
+    let _a = start_watch(&dir, &ca, pa);
+    let _b = start_watch(&dir, &cb, pb);
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let count = |port, what: &str| {
+        sample(
+            &metrics(port),
+            &format!("pgpatrol_heal_{what}_total{{cluster=\"lab\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for(
+        "one of the watchers to heal",
+        Duration::from_secs(90),
+        || (count(pa, "succeeded") + count(pb, "succeeded") >= 1.0).then_some(()),
+    );
+    // A few more polls: the other must not start a second reinitialization.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        count(pa, "attempted") + count(pb, "attempted"),
+        1.0,
+        "exactly one reinitialization between the two watchers"
+    );
+    let log = fx.log();
+    let takes = log
+        .iter()
+        .filter(|l| l.starts_with("CREATE lease") || l.starts_with("UPDATE lease"))
+        .count();
+    assert!(takes >= 1, "{log:?}");
+    let world = fx.world.lock().expect("world");
+    let lease = world
+        .leases
+        .get(&(NS.to_string(), "pgpatrol-heal-lab".to_string()))
+        .map(|(_, v)| v.clone())
+        .expect("the Lease exists");
+    // Released after the heal (holder cleared), or still held by exactly one watcher.
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
+    assert!(holder.is_empty() || holder.contains(':'), "{lease:#}");
 }

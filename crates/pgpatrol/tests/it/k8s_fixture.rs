@@ -69,6 +69,8 @@ pub struct FakeObject {
 pub struct World {
     /// ConfigMaps and Endpoints.
     pub objects: Vec<FakeObject>,
+    /// coordination.k8s.io/v1 Leases: (namespace, name) → (resourceVersion, object).
+    pub leases: BTreeMap<(String, String), (u64, Value)>,
     /// (namespace, pod name) → the pod's annotations.
     pub pod_annotations: BTreeMap<(String, String), BTreeMap<String, String>>,
     pub pods: Vec<FakePod>,
@@ -196,6 +198,14 @@ fn router(world: Shared) -> Router {
         .route("/api/v1/namespaces/{ns}", get(namespace))
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
         .route("/api/v1/namespaces/{ns}/configmaps", get(list_configmaps))
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+            axum::routing::post(create_lease),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+            get(get_lease).put(replace_lease),
+        )
         .route("/api/v1/namespaces/{ns}/endpoints", get(list_endpoints))
         .route("/api/v1/pods", get(list_all_pods))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
@@ -417,6 +427,113 @@ fn pod_json_in(w: &World, p: &FakePod) -> Value {
         v["metadata"]["annotations"] = json!(a);
     }
     v
+}
+
+fn lease_json(rv: u64, v: &Value) -> Value {
+    let mut v = v.clone();
+    v["kind"] = json!("Lease");
+    v["apiVersion"] = json!("coordination.k8s.io/v1");
+    v["metadata"]["resourceVersion"] = json!(rv.to_string());
+    v
+}
+
+fn lease_conflict(name: &str, reason: &str, message: String) -> Response {
+    status(
+        409,
+        reason,
+        message,
+        json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
+    )
+}
+
+async fn get_lease(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    record(&world, format!("GET lease {ns}/{name}"));
+    if let Some(r) = check(&world, &ns, "get", "leases", &name) {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    match w.leases.get(&(ns.clone(), name.clone())) {
+        Some((rv, v)) => json_response(StatusCode::OK, lease_json(*rv, v)),
+        None => status(
+            404,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+            json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
+        ),
+    }
+}
+
+async fn create_lease(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    record(
+        &world,
+        format!(
+            "CREATE lease {ns}/{name} holder={}",
+            v["spec"]["holderIdentity"]
+        ),
+    );
+    if let Some(r) = check(&world, &ns, "create", "leases", &name) {
+        return r;
+    }
+    let mut w = world.lock().expect("world");
+    if w.leases.contains_key(&(ns.clone(), name.clone())) {
+        return lease_conflict(
+            &name,
+            "AlreadyExists",
+            format!("leases.coordination.k8s.io \"{name}\" already exists"),
+        );
+    }
+    w.leases.insert((ns, name), (1, v.clone()));
+    json_response(StatusCode::CREATED, lease_json(1, &v))
+}
+
+/// PUT: the optimistic concurrency of the real API server: a body whose resourceVersion is
+/// not the current one is a 409 Conflict.
+async fn replace_lease(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(
+        &world,
+        format!(
+            "UPDATE lease {ns}/{name} holder={}",
+            v["spec"]["holderIdentity"]
+        ),
+    );
+    if let Some(r) = check(&world, &ns, "update", "leases", &name) {
+        return r;
+    }
+    let mut w = world.lock().expect("world");
+    let Some((rv, _)) = w.leases.get(&(ns.clone(), name.clone())).cloned() else {
+        return status(
+            404,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+            json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
+        );
+    };
+    if v["metadata"]["resourceVersion"].as_str() != Some(rv.to_string().as_str()) {
+        return lease_conflict(
+            &name,
+            "Conflict",
+            format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        );
+    }
+    w.leases.insert((ns, name), (rv + 1, v.clone()));
+    json_response(StatusCode::OK, lease_json(rv + 1, &v))
 }
 
 fn object_json(o: &FakeObject) -> Value {

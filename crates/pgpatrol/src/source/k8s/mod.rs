@@ -14,6 +14,7 @@
 pub mod dcs;
 mod discovery;
 mod errors;
+pub mod lease;
 mod transport;
 
 use std::path::PathBuf;
