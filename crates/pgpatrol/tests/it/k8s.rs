@@ -408,7 +408,7 @@ fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
 /// /cluster shows each member's position as of its last DCS update (every loop_wait): after
 /// `break_lag` writes, the other replicas may look behind for a moment. Waits (bounded) until
 /// they do not, so that heal sees exactly one lagging replica.
-fn others_caught_up(lab: &Lab, target: &str) {
+pub(crate) fn others_caught_up(lab: &Lab, target: &str) {
     let leader = lab.leader();
     let mut behind = Vec::new();
     for _ in 0..240 {

@@ -23,6 +23,8 @@ pub fn tests() -> Vec<Test> {
         without_k8s_dcs_the_dcs_answers_when_no_rest_api_does,
         kubernetes_dcs_misconfigurations_are_one_line,
         two_watchers_with_a_kubernetes_lease_heal_once,
+        sli_and_list_through_exec_equal_url,
+        heal_through_exec_reinitializes_with_auth_on_stdin,
     ]
 }
 
@@ -381,4 +383,130 @@ fn two_watchers_with_a_kubernetes_lease_heal_once(lab: &Lab) {
     // Released after the heal (holder cleared), or still held by exactly one watcher.
     let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
     assert!(holder.is_empty() || holder.contains(':'), "{lease:#}");
+}
+
+/// Only what exec access needs: discovery, pods/exec, and (for the fallback) the DCS.
+fn exec_only(fx: &Fixture) {
+    fx.world.lock().expect("world").allowed = Some(
+        [
+            ("get", "statefulsets"),
+            ("get", "pods"),
+            ("list", "pods"),
+            ("create", "pods/exec"),
+        ]
+        .iter()
+        .map(|(v, r)| (v.to_string(), r.to_string()))
+        .collect(),
+    );
+}
+
+/// Spec: `--k8s-access exec`: sli and list run curl in the pods over the exec websocket (the
+/// fixture runs it against the lab) and equal `--url`; neither pods/proxy nor
+/// pods/portforward is allowed or used.
+fn sli_and_list_through_exec_equal_url(lab: &Lab) {
+    let fx = Fixture::start(world(lab, false), &lab.dir().join("k8s-exec-read"));
+    exec_only(&fx);
+    let scope = lab.state().scope;
+    let target = lab.replica();
+    lab.break_lag(&target, 20);
+    let exec = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--k8s-access", "exec"]);
+        pgpatrol(&fx, &scope, &a)
+    };
+    assert_eq!(
+        ok("sli by exec", &exec(&["sli"])),
+        ok("sli --url", &lab.pgpatrol(&["sli"]))
+    );
+    let by_exec = json_of("list by exec", &exec(&["list", "-o", "json"]));
+    let by_url = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
+    assert_eq!(
+        by_exec["members"].as_array().map(|m| m
+            .iter()
+            .map(|m| (m["name"].clone(), m["role"].clone(), m["state"].clone()))
+            .collect::<Vec<_>>()),
+        by_url["members"].as_array().map(|m| m
+            .iter()
+            .map(|m| (m["name"].clone(), m["role"].clone(), m["state"].clone()))
+            .collect::<Vec<_>>()),
+    );
+    let log = fx.log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("EXEC ") && l.contains("/cluster")),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("PROXY") || l.starts_with("PORTFORWARD")),
+        "{log:#?}"
+    );
+}
+
+/// Spec: heal through exec: the reinitialize is a POST by curl in the pod whose URL, body
+/// and basic auth travel on stdin (never on the command line the audit log records); the
+/// lagging replica is rebuilt, as with --url.
+fn heal_through_exec_reinitializes_with_auth_on_stdin(lab: &Lab) {
+    let fx = Fixture::start(world(lab, false), &lab.dir().join("k8s-exec-heal"));
+    exec_only(&fx);
+    let scope = lab.state().scope;
+    let target = lab.replica();
+    lab.break_lag(&target, 40);
+    crate::k8s::others_caught_up(lab, &target);
+    let before = crate::util::start_times(lab);
+    let out = Command::new(bin())
+        .args([
+            "heal",
+            "--yes",
+            "--report",
+            "json",
+            "--tolerance",
+            "5",
+            "--k8s-access",
+            "exec",
+        ])
+        .env_remove("PATRONI_URL")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("PATRONI_RESOURCE_NAME", format!("statefulset/{scope}"))
+        .env("NAMESPACE", NS)
+        .env("KUBECONFIG", &fx.kubeconfig)
+        .env("PATRONI_RESTAPI_USERNAME", "patrol")
+        .env("PGPATROL_PASSWORD_FILE", lab.dir().join("restapi.password"))
+        .output()
+        .expect("run heal");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", crate::harness::stderr(&out)));
+    assert_eq!(
+        crate::util::code(&out),
+        0,
+        "{report:#}\n{}",
+        crate::harness::stderr(&out)
+    );
+    assert_eq!(
+        report["outcomes"][0]["member"],
+        target.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+    let after = crate::util::start_times(lab);
+    assert_ne!(
+        before[&target], after[&target],
+        "the lagging replica was rebuilt"
+    );
+    let log = fx.log();
+    let exec_post = log
+        .iter()
+        .position(|l| l.starts_with("EXEC ") && l.contains("--config -"))
+        .unwrap_or_else(|| panic!("no exec with a stdin config: {log:#?}"));
+    assert!(
+        log[exec_post..].iter().any(|l| l == "EXEC-STDIN auth"),
+        "the credentials went on stdin: {log:#?}"
+    );
+    let password = std::fs::read_to_string(lab.dir().join("restapi.password")).unwrap_or_default();
+    let password = password.trim();
+    assert!(
+        !password.is_empty() && !log.iter().any(|l| l.contains(password)),
+        "the password never reached a command line: {log:#?}"
+    );
 }

@@ -14,6 +14,7 @@
 pub mod dcs;
 mod discovery;
 mod errors;
+pub mod exec;
 pub mod lease;
 mod transport;
 
@@ -44,6 +45,9 @@ pub enum Access {
     Proxy,
     /// Straight to the pod IPs (pgpatrol runs inside the cluster's network).
     Direct,
+    /// `curl` inside the pod over `pods/exec`, reads and writes (for clusters that forbid
+    /// `pods/proxy` and `pods/portforward`).
+    Exec,
 }
 
 /// Which Kubernetes workload is the Patroni cluster, and how to reach it (the flags, or a
@@ -135,6 +139,9 @@ pub async fn source(
     let http = match t.access {
         Access::Direct => http,
         Access::Proxy => http.with_transport(Arc::new(ApiServer::new(found, http_timeout))),
+        Access::Exec => {
+            http.with_transport(Arc::new(ApiServer::new(found, http_timeout).by_exec()))
+        }
     };
     match (t.dcs, kube_dcs) {
         (true, Some(d)) => RestSource::with_dcs(http, &bases, d),
