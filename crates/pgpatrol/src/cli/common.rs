@@ -183,7 +183,8 @@ pub struct K8sArgs {
     pub distribution: Option<String>,
 
     /// How REST calls reach the pods: proxy (reads by pods/proxy, writes by
-    /// pods/portforward, which keeps basic auth) or direct (pod IPs, inside the cluster).
+    /// pods/portforward, which keeps basic auth), direct (pod IPs, inside the cluster) or
+    /// exec (curl in the pod over pods/exec; credentials on stdin, never on its command line).
     #[arg(
         long = "k8s-access",
         value_enum,

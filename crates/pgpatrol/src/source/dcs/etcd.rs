@@ -56,6 +56,13 @@ impl EtcdError {
     }
 }
 
+/// The gateway prefix and token for one endpoint.
+#[derive(Debug, Clone)]
+struct Session {
+    prefix: &'static str,
+    token: Option<String>,
+}
+
 /// One key and its value, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kv {
@@ -80,6 +87,10 @@ pub struct Etcd {
     client: reqwest::Client,
     endpoints: Vec<String>,
     auth: Option<Credentials>,
+    /// Per endpoint: the gateway prefix and token of the last session. A watch polling every
+    /// second would otherwise ask `/version` and authenticate (a bcrypt check in etcd) on
+    /// every poll; a refused token is dropped and the call made once more afresh.
+    sessions: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Session>>>,
     timeout: Duration,
     client_cert: bool,
 }
@@ -158,6 +169,7 @@ impl Etcd {
             client,
             endpoints: opts.endpoints.clone(),
             auth: opts.auth.clone(),
+            sessions: Default::default(),
             timeout: opts.http.timeout,
             client_cert: opts.http.client_cert.is_some(),
         })
@@ -275,8 +287,65 @@ impl Etcd {
         })
     }
 
-    /// The gateway prefix and, with a user, a token, from endpoint `base`.
+    /// The cached session of `base`, else a new one.
     async fn session(&self, base: &str) -> Result<(&'static str, Option<String>), EtcdError> {
+        let cached = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(base)
+            .cloned();
+        if let Some(s) = cached {
+            return Ok((s.prefix, s.token));
+        }
+        let (prefix, token) = self.new_session(base).await?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                base.to_string(),
+                Session {
+                    prefix,
+                    token: token.clone(),
+                },
+            );
+        Ok((prefix, token))
+    }
+
+    /// One call with `base`'s session; when etcd refuses its token (expired: etcd's simple
+    /// tokens live 5 minutes), once more with a new session.
+    async fn call_in_session(
+        &self,
+        base: &str,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, EtcdError> {
+        let (api, token) = self.session(base).await?;
+        let url = format!("{base}{api}{path}");
+        match self.call(&url, Some(body.clone()), token.as_deref()).await {
+            Err(EtcdError::Auth { .. }) if token.is_some() => {
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(base);
+                let (api, token) = self.session(base).await?;
+                let url = format!("{base}{api}{path}");
+                self.call(&url, Some(body), token.as_deref()).await
+            }
+            Err(e) => {
+                // Another endpoint may answer; this one's session starts afresh next time.
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(base);
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    /// The gateway prefix and, with a user, a token, from endpoint `base`.
+    async fn new_session(&self, base: &str) -> Result<(&'static str, Option<String>), EtcdError> {
         let url = format!("{base}/version");
         // Anything but etcd's answer here means the URL is not etcd's client port.
         let v = self.call(&url, None, None).await.map_err(|e| match e {
@@ -342,13 +411,12 @@ impl Etcd {
     /// the endpoint that answered.
     pub async fn range(&self, prefix: &str) -> Result<(Vec<Kv>, String), Vec<EtcdError>> {
         self.first(|base| async move {
-            let (api, token) = self.session(&base).await?;
-            let url = format!("{base}{api}/kv/range");
             let body = json!({
                 "key": crate::etcd::base64(prefix.as_bytes()),
                 "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
             });
-            let v = self.call(&url, Some(body), token.as_deref()).await?;
+            let v = self.call_in_session(&base, "/kv/range", body).await?;
+            let url = format!("{base}/kv/range");
             let wire: RangeWire = serde_json::from_value(v).map_err(|e| EtcdError::NotEtcd {
                 url: url.clone(),
                 what: format!("not a range answer: {e}"),
@@ -379,13 +447,11 @@ impl Etcd {
     /// Deletes every key under `prefix`; how many went.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(u64, String), Vec<EtcdError>> {
         self.first(|base| async move {
-            let (api, token) = self.session(&base).await?;
-            let url = format!("{base}{api}/kv/deleterange");
             let body = json!({
                 "key": crate::etcd::base64(prefix.as_bytes()),
                 "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
             });
-            let v = self.call(&url, Some(body), token.as_deref()).await?;
+            let v = self.call_in_session(&base, "/kv/deleterange", body).await?;
             Ok(v.get("deleted")
                 .and_then(|d| d.as_str().and_then(|s| s.parse().ok()).or(d.as_u64()))
                 .unwrap_or(0))
