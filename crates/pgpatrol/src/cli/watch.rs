@@ -339,6 +339,15 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_key_in_a_dcs_entry_is_named() {
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, dcs: {url: 'etcd3://e:2379', scope: s, namespase: /x}}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("namespase"), "{e}");
+    }
+
+    #[test]
     fn an_unknown_key_in_a_cluster_entry_is_named() {
         let e =
             WatchConfig::parse("clusters:\n  - {name: a, urls: [x], intervall: 5s}\n").unwrap_err();
