@@ -265,7 +265,7 @@ fn the_kubernetes_dcs_in_endpoints_reads_like_rest(lab: &Lab) {
 }
 
 /// Spec: without --k8s-dcs the members' REST APIs are read; when none answers (every pod's
-/// proxy refused here), the snapshot comes from the Kubernetes DCS.
+/// proxy refused here), or no pod is ready, the snapshot comes from the Kubernetes DCS.
 fn without_k8s_dcs_the_dcs_answers_when_no_rest_api_does(lab: &Lab) {
     let mut w = world(lab, false);
     w.denied
@@ -283,6 +283,18 @@ fn without_k8s_dcs_the_dcs_answers_when_no_rest_api_does(lab: &Lab) {
             .map(|ms| ms.iter().filter(|m| m["role"] == "leader").count()),
         Some(1)
     );
+    drop(fx);
+    // No pod ready (Patroni's REST API is the readiness probe): the DCS still answers.
+    let mut w = world(lab, false);
+    for p in &mut w.pods {
+        p.ready = false;
+    }
+    let fx = Fixture::start(w, &lab.dir().join("k8s-dcs-unready"));
+    let v = json_of(
+        "list with no pod ready",
+        &pgpatrol(&fx, &scope, &["list", "-o", "json"]),
+    );
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3), "{v:#}");
 }
 
 /// Spec: bad input on the Kubernetes DCS is one line, exit 2: no objects for the scope, a

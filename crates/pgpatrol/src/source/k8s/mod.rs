@@ -100,7 +100,17 @@ pub async fn source(
     connect_timeout: Duration,
     http_timeout: Duration,
 ) -> Result<RestSource, SourceError> {
-    let found = discover(t, connect_timeout, http_timeout).await?;
+    // Discovered as for the DCS (no ready pod needed): when no pod is ready (Patroni's REST
+    // API, the usual readiness probe, is down), the DCS may still answer.
+    let found = discover(
+        &K8sTarget {
+            dcs: true,
+            ..t.clone()
+        },
+        connect_timeout,
+        http_timeout,
+    )
+    .await?;
     let http = match &t.secret {
         Some(name) => {
             let creds = secret_credentials(&found.client, &found.namespace, name).await?;
@@ -143,6 +153,16 @@ pub async fn source(
             http.with_transport(Arc::new(ApiServer::new(found, http_timeout).by_exec()))
         }
     };
+    if !t.dcs && bases.is_empty() {
+        // No member to ask over REST: the DCS if it answers, else discovery's own words.
+        if let Some(d) = kube_dcs {
+            if d.read().await.is_ok() {
+                return RestSource::with_dcs(http, &bases, d);
+            }
+        }
+        discover(t, connect_timeout, http_timeout).await?;
+        return RestSource::new(http, &bases);
+    }
     match (t.dcs, kube_dcs) {
         (true, Some(d)) => RestSource::with_dcs(http, &bases, d),
         (true, None) => Err(SourceError::BadInput(format!(
