@@ -24,6 +24,7 @@ pub fn tests() -> Vec<Test> {
         history_topology_show_config_and_sli_read_the_dcs,
         patroni_yml_names_the_dcs,
         watch_reads_the_dcs,
+        heal_from_the_dcs_plans_and_heals_as_by_url,
         bad_dcs_input_is_one_line,
         etcd_with_authentication,
         etcd_with_tls,
@@ -229,6 +230,44 @@ fn watch_reads_the_dcs(lab: &Lab) {
     assert_eq!(
         sample(&m, "pgpatrol_cluster_leaders{cluster=\"lab\"}"),
         Some(1.0)
+    );
+}
+
+/// Spec: heal with --dcs plans the same actions and skips as by --url, and rebuilds the
+/// lagging replica (the reinitialize goes to the member's api_url from the DCS).
+fn heal_from_the_dcs_plans_and_heals_as_by_url(lab: &Lab) {
+    let (url, scope) = dcs(lab);
+    let target = lab.replica();
+    lab.break_lag(&target, 40);
+    crate::k8s::others_caught_up(lab, &target);
+    let dry = ["heal", "--dry-run", "--report", "json", "--tolerance", "5"];
+    let by_url = crate::k8s::plan_summary(&lab.pgpatrol(&dry));
+    let mut with_dcs = dry.to_vec();
+    with_dcs.extend(["--dcs", url.as_str(), "--scope", scope.as_str()]);
+    let by_dcs = crate::k8s::plan_summary(&lab.pgpatrol(&with_dcs));
+    assert_eq!(by_dcs, by_url);
+    assert_eq!(by_dcs.0, vec![target.clone()], "{by_dcs:?}");
+    let before = crate::util::start_times(lab);
+    let out = lab.pgpatrol(&[
+        "heal",
+        "--yes",
+        "--report",
+        "json",
+        "--tolerance",
+        "5",
+        "--dcs",
+        &url,
+        "--scope",
+        &scope,
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", stderr(&out)));
+    assert_eq!(code(&out), 0, "{report:#}\n{}", stderr(&out));
+    assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+    let after = crate::util::start_times(lab);
+    assert_ne!(
+        before[&target], after[&target],
+        "the lagging replica was rebuilt"
     );
 }
 

@@ -386,7 +386,7 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
 }
 
 /// A heal report's plan as (members acted on, (member, skip kind) pairs).
-fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
+pub(crate) fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
     let report: Value = serde_json::from_str(&stdout(out))
         .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}\n{}", stdout(out), stderr(out)));
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
