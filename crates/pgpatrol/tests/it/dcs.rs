@@ -328,7 +328,7 @@ struct TestEtcd {
 }
 
 impl TestEtcd {
-    fn start(dir: &Path, name: &'static str, tls: Option<&Pki>) -> TestEtcd {
+    fn start(dir: &Path, name: &'static str, tls: Option<&Pki>, extra: &[&str]) -> TestEtcd {
         let (client, peer) = (free_port(), free_port());
         let plain = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -348,7 +348,8 @@ impl TestEtcd {
             .args(["--listen-peer-urls", &peer_url])
             .args(["--initial-advertise-peer-urls", &peer_url])
             .arg("--initial-cluster")
-            .arg(format!("{name}={peer_url}"));
+            .arg(format!("{name}={peer_url}"))
+            .args(extra);
         if let Some(pki) = tls {
             // etcd's JSON gateway dials etcd's own gRPC port with the server certificate as
             // its client certificate, so with --client-cert-auth it needs clientAuth too.
@@ -453,7 +454,7 @@ fn member_roles(v: &Value) -> Vec<(String, String)> {
 /// goes as Patroni sends it); a wrong password and no user are one line each, exit 2.
 fn etcd_with_authentication(lab: &Lab) {
     let dir = scratch(lab, "dcs-auth");
-    let etcd = TestEtcd::start(&dir, "auth-etcd", None);
+    let etcd = TestEtcd::start(&dir, "auth-etcd", None, &["--auth-token-ttl", "1"]);
     assert!(etcd.copy_lab_keys(lab) >= 4);
     etcd.enable_auth("s3cret-pw");
     let scope = lab.state().scope;
@@ -487,6 +488,32 @@ fn etcd_with_authentication(lab: &Lab) {
         "refused access: etcdserver: authentication failed",
     );
     one_line_error(&bare(&args[..5], &[]), "refused access");
+    // A watch keeps its token between polls and takes a new one when etcd has let it
+    // expire (--auth-token-ttl 1 here, polls every 2.5 s): every poll reads the cluster.
+    let port = free_port();
+    let cfg = dir.join("watch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 2500ms\ntimeout: 3s\nclusters:\n  - name: lab\n    dcs: {{url: '{url}', scope: {scope}, username: root, password_file: {pw}}}\n"
+        ),
+    )
+    .expect("write watch.yml");
+    let _w: Proc = start_watch(&dir, &cfg, port);
+    let m = wait_for("four polls", Duration::from_secs(20), || {
+        let m = metrics(port);
+        (sample(&m, "pgpatrol_polls_total{cluster=\"lab\"}").unwrap_or(0.0) >= 4.0).then_some(m)
+    });
+    assert_eq!(
+        sample(&m, "pgpatrol_cluster_up{cluster=\"lab\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("pgpatrol_poll_errors_total{") && !l.ends_with(" 0")),
+        "{m}"
+    );
 }
 
 /// Spec: etcd with TLS and client-certificate authentication, certificates made by the
@@ -495,7 +522,7 @@ fn etcd_with_authentication(lab: &Lab) {
 fn etcd_with_tls(lab: &Lab) {
     let dir = scratch(lab, "dcs-tls");
     let pki = Pki::new();
-    let etcd = TestEtcd::start(&dir, "tls-etcd", Some(&pki));
+    let etcd = TestEtcd::start(&dir, "tls-etcd", Some(&pki), &[]);
     assert!(etcd.copy_lab_keys(lab) >= 4);
     let scope = lab.state().scope;
     let tls = etcd.tls.clone().expect("TLS URL");

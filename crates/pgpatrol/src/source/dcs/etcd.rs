@@ -319,7 +319,7 @@ impl Etcd {
         base: &str,
         path: &str,
         body: Value,
-    ) -> Result<Value, EtcdError> {
+    ) -> Result<(Value, String), EtcdError> {
         let (api, token) = self.session(base).await?;
         let url = format!("{base}{api}{path}");
         match self.call(&url, Some(body.clone()), token.as_deref()).await {
@@ -330,7 +330,8 @@ impl Etcd {
                     .remove(base);
                 let (api, token) = self.session(base).await?;
                 let url = format!("{base}{api}{path}");
-                self.call(&url, Some(body), token.as_deref()).await
+                let v = self.call(&url, Some(body), token.as_deref()).await?;
+                Ok((v, url))
             }
             Err(e) => {
                 // Another endpoint may answer; this one's session starts afresh next time.
@@ -340,7 +341,7 @@ impl Etcd {
                     .remove(base);
                 Err(e)
             }
-            ok => ok,
+            Ok(v) => Ok((v, url)),
         }
     }
 
@@ -415,8 +416,7 @@ impl Etcd {
                 "key": crate::etcd::base64(prefix.as_bytes()),
                 "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
             });
-            let v = self.call_in_session(&base, "/kv/range", body).await?;
-            let url = format!("{base}/kv/range");
+            let (v, url) = self.call_in_session(&base, "/kv/range", body).await?;
             let wire: RangeWire = serde_json::from_value(v).map_err(|e| EtcdError::NotEtcd {
                 url: url.clone(),
                 what: format!("not a range answer: {e}"),
@@ -451,7 +451,7 @@ impl Etcd {
                 "key": crate::etcd::base64(prefix.as_bytes()),
                 "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
             });
-            let v = self.call_in_session(&base, "/kv/deleterange", body).await?;
+            let (v, _) = self.call_in_session(&base, "/kv/deleterange", body).await?;
             Ok(v.get("deleted")
                 .and_then(|d| d.as_str().and_then(|s| s.parse().ok()).or(d.as_u64()))
                 .unwrap_or(0))
