@@ -662,11 +662,44 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
 
     let unconfirmed = bare(&["remove", scope, "--dcs", &url], &[]);
     one_line_error(&unconfirmed, "--yes-i-am-aware");
-    let done = ok(
-        "remove",
-        &bare(&["remove", scope, "--dcs", &url, "--yes-i-am-aware"], &[]),
+    // On a terminal (script(1) gives it one): a wrong name deletes nothing, the name does.
+    let typed = |name: &str| {
+        let cmd = format!("{} remove {scope} --dcs {url}", crate::harness::bin());
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("PATRONI_URL")
+            .env_remove("PATRONICTL_CONFIG_FILE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1)");
+        if let Some(mut i) = child.stdin.take() {
+            use std::io::Write;
+            let _ = writeln!(i, "{name}");
+        }
+        child.wait_with_output().expect("script(1) output")
+    };
+    let wrong = typed("gonne");
+    assert_eq!(code(&wrong), 2, "{}", stdout(&wrong));
+    assert!(
+        stdout(&wrong).contains("Type the cluster name (gone)"),
+        "{}",
+        stdout(&wrong)
     );
-    assert!(done.contains("nothing left under /service/gone/"), "{done}");
+    assert!(
+        stdout(&wrong).contains("nothing was deleted"),
+        "{}",
+        stdout(&wrong)
+    );
+    assert!(read()["members"].is_array(), "the keys are still there");
+    let right = typed(scope);
+    assert_eq!(code(&right), 0, "{}", stdout(&right));
+    assert!(
+        stdout(&right).contains("nothing left under /service/gone/"),
+        "{}",
+        stdout(&right)
+    );
     one_line_error(
         &bare(&["list", "--dcs", &url, "--scope", scope], &[]),
         "has no keys under /service/gone/",
@@ -690,4 +723,18 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
     assert!(after["system_identifier"].is_string(), "{after:#}");
     assert_ne!(after["system_identifier"], sysid, "bootstrapped afresh");
     assert_eq!(after["members"][0]["role"], "leader", "{after:#}");
+
+    // Off a terminal, --yes-i-am-aware: the new cluster, stopped, removed.
+    let pid = LabState::load(&paths).expect("lab.json").members[0]
+        .pid
+        .expect("patroni pid");
+    pgpatrol::lab::process::signal(pid, Signal::SIGTERM).expect("SIGTERM");
+    wait_for("Patroni to stop", Duration::from_secs(60), || {
+        (!pgpatrol::lab::process::alive(pid, "patroni")).then_some(())
+    });
+    let done = ok(
+        "remove --yes-i-am-aware",
+        &bare(&["remove", scope, "--dcs", &url, "--yes-i-am-aware"], &[]),
+    );
+    assert!(done.contains("nothing left under /service/gone/"), "{done}");
 }
