@@ -170,9 +170,20 @@ fn history_topology_show_config_and_sli_read_the_dcs(lab: &Lab) {
         a.extend_from_slice(&d);
         bare(&a, &[])
     };
+    let by_url = || json_of("history --url", &lab.pgpatrol(&["history", "-o", "json"]));
+    if by_url().as_array().is_none_or(Vec::is_empty) {
+        // A history to compare: a failover (the leader killed), then the lab repaired.
+        lab.crash_leader();
+        lab.repair();
+    }
+    let history = by_url();
+    assert!(
+        history.as_array().is_some_and(|h| !h.is_empty()),
+        "{history:#}"
+    );
     assert_eq!(
         json_of("history --dcs", &with(&["history", "-o", "json"])),
-        json_of("history --url", &lab.pgpatrol(&["history", "-o", "json"]))
+        history
     );
     assert_eq!(
         ok("show-config --dcs", &with(&["show-config"])),

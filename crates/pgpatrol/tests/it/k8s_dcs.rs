@@ -242,6 +242,21 @@ fn reads_like_rest(lab: &Lab, use_endpoints: bool) {
             );
             // The cluster-wide read came from the DCS objects, not a member's /cluster.
             assert!(!log.iter().any(|l| l.contains("/proxy/cluster")), "{log:?}");
+            // history and show-config from the config object's annotations.
+            assert_eq!(
+                json_of(
+                    "history --k8s-dcs",
+                    &pgpatrol(&fx, &scope, &["history", "--k8s-dcs", "-o", "json"])
+                ),
+                json_of("history --url", &lab.pgpatrol(&["history", "-o", "json"]))
+            );
+            assert_eq!(
+                ok(
+                    "show-config --k8s-dcs",
+                    &pgpatrol(&fx, &scope, &["show-config", "--k8s-dcs"])
+                ),
+                ok("show-config --url", &lab.pgpatrol(&["show-config"]))
+            );
             return;
         }
         last = (rest, k8s);
