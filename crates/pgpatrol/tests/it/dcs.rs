@@ -172,8 +172,14 @@ fn history_topology_show_config_and_sli_read_the_dcs(lab: &Lab) {
     };
     let by_url = || json_of("history --url", &lab.pgpatrol(&["history", "-o", "json"]));
     if by_url().as_array().is_none_or(Vec::is_empty) {
-        // A history to compare: a failover (the leader killed), then the lab repaired.
+        // A history to compare: a failover (the leader killed, a replica promoted after
+        // ttl), then the lab repaired.
+        let old = lab.leader();
         lab.crash_leader();
+        wait_for("a new leader", Duration::from_secs(90), || {
+            let c = lab.cluster_json();
+            pgpatrol::lab::leader_name(&c).filter(|l| *l != old)
+        });
         lab.repair();
     }
     let history = by_url();
