@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::source::dcs::DcsSettings;
 use crate::source::k8s::{Access, K8sTarget};
 use crate::source::rest::RestSource;
 use crate::source::target::{AccessSettings, Target};
@@ -57,6 +58,98 @@ pub struct ClusterArgs {
 
     #[command(flatten)]
     pub k8s: K8sArgs,
+
+    #[command(flatten)]
+    pub dcs: DcsArgs,
+}
+
+/// How to read the cluster from Patroni's DCS (etcd v3), as patronictl does: when every
+/// REST API is down, the DCS still holds the members, the leader and the configuration.
+#[derive(Debug, Clone, Args)]
+pub struct DcsArgs {
+    /// Read the cluster from etcd v3: etcd3://HOST:PORT[,HOST:PORT...] (etcd3s:// for
+    /// https). Alone (`--dcs`, with -c), the etcd3 section of patroni.yml. Members are still
+    /// reached over REST by the api_url the DCS holds.
+    #[arg(
+        long = "dcs",
+        id = "dcs_url",
+        value_name = "URL",
+        num_args = 0..=1,
+        default_missing_value = "",
+        help_heading = "DCS"
+    )]
+    pub url: Option<String>,
+
+    /// The cluster's scope in the DCS (Patroni's `scope`; else patroni.yml's).
+    #[arg(long, id = "dcs_scope", env = "PATRONI_SCOPE", help_heading = "DCS")]
+    pub scope: Option<String>,
+
+    /// Patroni's DCS namespace (default /service, or patroni.yml's `namespace`).
+    #[arg(
+        long = "dcs-namespace",
+        id = "dcs_namespace",
+        env = "PATRONI_NAMESPACE",
+        help_heading = "DCS"
+    )]
+    pub namespace: Option<String>,
+
+    /// An etcd user (etcd authentication). The password comes from PATRONI_ETCD3_PASSWORD or
+    /// --dcs-password-file, never from a flag.
+    #[arg(
+        long = "dcs-username",
+        id = "dcs_username",
+        env = "PATRONI_ETCD3_USERNAME",
+        help_heading = "DCS"
+    )]
+    pub username: Option<String>,
+
+    /// A file holding the etcd password (its first line).
+    #[arg(
+        long = "dcs-password-file",
+        id = "dcs_password_file",
+        help_heading = "DCS"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// A PEM CA bundle to verify etcd's certificate (etcd3s://).
+    #[arg(long = "dcs-cacert", id = "dcs_cacert", help_heading = "DCS")]
+    pub cacert: Option<PathBuf>,
+
+    /// A PEM client certificate for etcd (its --client-cert-auth).
+    #[arg(
+        long = "dcs-cert",
+        id = "dcs_cert",
+        requires = "dcs_key",
+        help_heading = "DCS"
+    )]
+    pub cert: Option<PathBuf>,
+
+    /// The etcd client certificate's PEM key.
+    #[arg(
+        long = "dcs-key",
+        id = "dcs_key",
+        requires = "dcs_cert",
+        help_heading = "DCS"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+impl DcsArgs {
+    /// The DCS settings these flags give; none unless --dcs is given.
+    pub fn settings(&self) -> Option<DcsSettings> {
+        let url = self.url.as_ref()?;
+        Some(DcsSettings {
+            url: Some(url.clone()).filter(|u| !u.trim().is_empty()),
+            scope: self.scope.clone().filter(|s| !s.is_empty()),
+            namespace: self.namespace.clone().filter(|s| !s.is_empty()),
+            username: self.username.clone().filter(|s| !s.is_empty()),
+            password_file: self.password_file.clone(),
+            password_env: None,
+            cacert: self.cacert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
 }
 
 /// How to find a Patroni cluster in Kubernetes (docs/KUBERNETES.md). Used when no --url
@@ -90,7 +183,8 @@ pub struct K8sArgs {
     pub distribution: Option<String>,
 
     /// How REST calls reach the pods: proxy (reads by pods/proxy, writes by
-    /// pods/portforward, which keeps basic auth) or direct (pod IPs, inside the cluster).
+    /// pods/portforward, which keeps basic auth), direct (pod IPs, inside the cluster) or
+    /// exec (curl in the pod over pods/exec; credentials on stdin, never on its command line).
     #[arg(
         long = "k8s-access",
         value_enum,
@@ -112,6 +206,12 @@ pub struct K8sArgs {
         help_heading = "Kubernetes"
     )]
     pub secret: Option<String>,
+
+    /// Read the cluster from Patroni's Kubernetes DCS (its ConfigMaps or Endpoints and the
+    /// pods' `status` annotations; --scope, else the workload's cluster-name label) instead
+    /// of a member's /cluster. Without it the DCS is read when no member's REST API answers.
+    #[arg(long = "k8s-dcs", help_heading = "Kubernetes")]
+    pub dcs: bool,
 }
 
 impl K8sArgs {
@@ -129,6 +229,8 @@ impl K8sArgs {
             access: self.access,
             port: self.port,
             secret: self.secret.clone().filter(|s| !s.is_empty()),
+            dcs: self.dcs,
+            scope: None,
         })
     }
 }
@@ -149,7 +251,11 @@ impl ClusterArgs {
             insecure: self.insecure,
             connect_timeout: Some(self.connect_timeout),
             request_timeout: Some(self.request_timeout),
-            kubernetes: self.k8s.target(),
+            kubernetes: self.k8s.target().map(|k| K8sTarget {
+                scope: self.dcs.scope.clone().filter(|s| !s.is_empty()),
+                ..k
+            }),
+            dcs: self.dcs.settings(),
         }
     }
 

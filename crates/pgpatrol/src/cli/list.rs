@@ -40,6 +40,10 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// --tolerance, a member joining; the last changes are listed under the table. When the
 /// cluster cannot be read the error shows in place of the table and the watch goes on.
 /// Ctrl-C or SIGTERM stops it (exit 0).
+///
+/// With --dcs the cluster is read from Patroni's DCS (etcd v3), as patronictl reads it, so
+/// it answers with every REST API down; the members the DCS lists whose REST API does not
+/// answer are named under the table.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
@@ -74,6 +78,15 @@ impl ListArgs {
         let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Full).await?;
         let cluster = &snap.cluster;
+        // Read from the DCS: say which members it lists but whose REST API does not answer.
+        let silent = match source.dcs() {
+            Some(_) => {
+                source
+                    .silent_members(cluster, self.cluster.connect_timeout)
+                    .await
+            }
+            None => Vec::new(),
+        };
         let mut out = std::io::stdout().lock();
         match self.format {
             ListFormat::Table => {
@@ -82,7 +95,14 @@ impl ListArgs {
                     tolerance: Some(self.tolerance.0),
                     changed: None,
                 };
-                table::list(&mut out, cluster, &emphasis)?
+                table::list(&mut out, cluster, &emphasis)?;
+                for s in &silent {
+                    writeln!(
+                        out,
+                        " {} is in the DCS but does not answer REST: {}",
+                        s.name, s.reason
+                    )?;
+                }
             }
             ListFormat::Json => write_structured(&mut out, Format::Json, cluster)?,
             ListFormat::Yaml => write_structured(&mut out, Format::Yaml, cluster)?,
@@ -96,6 +116,15 @@ impl ListArgs {
                 let rows = patronictl::rows(cluster, version);
                 serde_json::to_writer(&mut out, &rows)?;
                 writeln!(out)?;
+            }
+        }
+        if self.format != ListFormat::Table {
+            for s in &silent {
+                eprintln!(
+                    "note: {} is in the DCS but does not answer REST: {}",
+                    s.name,
+                    crate::text::one_line(&s.reason)
+                );
             }
         }
         Ok(Outcome::Ok)

@@ -19,6 +19,7 @@ pub mod list;
 pub mod man;
 pub mod progress;
 pub mod reinit;
+pub mod remove;
 pub mod show_config;
 pub mod sli;
 pub mod slo;
@@ -64,6 +65,7 @@ pub enum Command {
     Topology(topology::TopologyArgs),
     History(history::HistoryArgs),
     ShowConfig(show_config::ShowConfigArgs),
+    Remove(remove::RemoveArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -131,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Slo(cmd) => cmd.run().await,
         Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
+        Command::Remove(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
         Command::Supervise(_) => anyhow::bail!("supervise runs before the async runtime starts"),
         Command::Completions(args) => args.run(),

@@ -283,6 +283,32 @@ mod tests {
                     })
                 }),
             ),
+            (
+                "DCS",
+                vec![
+                    "--dcs=etcd3s://e1:2379,e2:2379".into(),
+                    "--scope=demo".into(),
+                    "--dcs-namespace=/db".into(),
+                    "--dcs-username=patrol".into(),
+                    format!("--dcs-password-file={pw}"),
+                    "--dcs-cacert=/etc/etcd-ca.pem".into(),
+                    "--dcs-cert=/etc/etcd-c.pem".into(),
+                    "--dcs-key=/etc/etcd-k.pem".into(),
+                ],
+                format!("    dcs: {{url: 'etcd3s://e1:2379,e2:2379', scope: demo, namespace: /db, username: patrol, password_file: {pw}, cacert: /etc/etcd-ca.pem, cert: /etc/etcd-c.pem, key: /etc/etcd-k.pem}}\n"),
+                Box::new(|t| {
+                    t.dcs_password.as_deref() == Some("s3cret")
+                        && t.dcs.as_ref().is_some_and(|d| {
+                            d.url.as_deref() == Some("etcd3s://e1:2379,e2:2379")
+                                && d.scope.as_deref() == Some("demo")
+                                && d.namespace.as_deref() == Some("/db")
+                                && d.username.as_deref() == Some("patrol")
+                                && d.cacert.as_deref() == Some("/etc/etcd-ca.pem".as_ref())
+                                && d.cert.as_deref() == Some("/etc/etcd-c.pem".as_ref())
+                                && d.key.as_deref() == Some("/etc/etcd-k.pem".as_ref())
+                        })
+                }),
+            ),
         ];
         for (what, flags, entry, check) in rows {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -315,6 +341,15 @@ mod tests {
         assert_eq!(crate::watch::sli_kind(&cfg.clusters[0]), LagKind::Receive);
         let (cfg, _) = by_flags(&["--url=http://a:8008"]);
         assert_eq!(crate::watch::sli_kind(&cfg.clusters[0]), LagKind::Replay);
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_dcs_entry_is_named() {
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, dcs: {url: 'etcd3://e:2379', scope: s, namespase: /x}}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("namespase"), "{e}");
     }
 
     #[test]

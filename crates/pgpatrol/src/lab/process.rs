@@ -748,7 +748,11 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
 
     if let Some(pid) = state.etcd.pid.filter(|p| alive(*p, "etcd")) {
         // Best effort: the keys go away with etcd's data anyway unless --keep-data.
-        let _ = super::etcd_delete_scope(state.etcd.client_port, &state.scope).await;
+        let _ = crate::source::dcs::remove::unattended(
+            &format!("etcd3://127.0.0.1:{}", state.etcd.client_port),
+            &state.scope,
+        )
+        .await;
         signal(pid, Signal::SIGTERM)?;
         wait_gone(&[(pid, "etcd")], Duration::from_secs(10)).await;
         if alive(pid, "etcd") {

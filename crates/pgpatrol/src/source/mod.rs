@@ -1,7 +1,8 @@
-//! Where cluster snapshots come from: the Patroni REST API, directly or through Kubernetes
-//! (the DCS later),
-//! and how the operator names a cluster (`--url`, `-c patroni.yml`).
+//! Where cluster snapshots come from: the Patroni REST API, directly or through Kubernetes,
+//! or Patroni's DCS (etcd v3); and how the operator names a cluster (`--url`,
+//! `-c patroni.yml`, `--dcs`).
 
+pub mod dcs;
 pub mod k8s;
 pub mod patroni_yml;
 pub mod rest;
@@ -17,7 +18,7 @@ pub enum SourceError {
     #[error("no member answered: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     AllFailed(Vec<RestError>),
     #[error(
-        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), -c/--config-file patroni.yml, or --k8s-resource statefulset/NAME (PATRONI_RESOURCE_NAME)"
+        "no cluster given: pass --url http://HOST:8008 (or set PATRONI_URL), -c/--config-file patroni.yml, --dcs etcd3://HOST:PORT with --scope, or --k8s-resource statefulset/NAME (PATRONI_RESOURCE_NAME)"
     )]
     NoTarget,
     #[error("{0}")]
@@ -25,6 +26,8 @@ pub enum SourceError {
     /// `/cluster` fails everywhere while members answer their own `/patroni`.
     #[error("{0}")]
     DcsUnreachable(String),
+    #[error(transparent)]
+    Dcs(#[from] dcs::DcsError),
 }
 
 impl SourceError {
@@ -51,6 +54,7 @@ impl SourceError {
             SourceError::NoTarget => "no_target",
             SourceError::BadInput(_) => "bad_input",
             SourceError::DcsUnreachable(_) => "dcs_unreachable",
+            SourceError::Dcs(e) => e.metric_label(),
         }
     }
 }

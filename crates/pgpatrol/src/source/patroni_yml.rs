@@ -2,7 +2,8 @@
 //! the REST API address (`restapi.connect_address`, https when `restapi.certfile` is set),
 //! credentials (`ctl.authentication`, else `restapi.authentication`), the CA
 //! (`ctl.cacert`, else `restapi.cafile`), a client certificate (`ctl.certfile`/`keyfile`)
-//! and `ctl.insecure`.
+//! and `ctl.insecure`; and, for the DCS source, `scope`, `namespace` and the `etcd3`
+//! section (hosts, protocol, username/password, cacert, cert/key).
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,55 @@ pub struct PatroniYml {
     /// `postgresql.authentication.superuser` (username, password): doctor's PostgreSQL
     /// checks connect with it when no --pg-user is given.
     pub pg_superuser: Option<Credentials>,
+    /// Patroni's `namespace` (default `/service` where it is used).
+    pub namespace: Option<String>,
+    /// The `etcd3` section, for reading the DCS.
+    pub etcd3: Option<Etcd3Yml>,
+}
+
+/// What the DCS source takes from the `etcd3` section.
+#[derive(Debug, Clone, Default)]
+pub struct Etcd3Yml {
+    /// `protocol://host:port` of each of `url`, `hosts` (a list or comma-separated) or `host`.
+    pub endpoints: Vec<String>,
+    pub auth: Option<Credentials>,
+    pub cacert: Option<PathBuf>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+fn etcd3(v: &Value) -> Option<Etcd3Yml> {
+    let e = v.get("etcd3")?;
+    let scheme = text(e, &["protocol"]).unwrap_or_else(|| "http".into());
+    let endpoints: Vec<String> = if let Some(url) = text(e, &["url"]) {
+        vec![url.trim_end_matches('/').to_string()]
+    } else {
+        let raw: Vec<String> = match e.get("hosts") {
+            Some(Value::Array(hosts)) => hosts
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(hosts)) => hosts.split(',').map(|h| h.trim().to_string()).collect(),
+            _ => text(e, &["host"]).into_iter().collect(),
+        };
+        raw.into_iter()
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{scheme}://{h}"))
+            .collect()
+    };
+    let cert = text(e, &["cert"]).map(PathBuf::from);
+    let key = text(e, &["key"])
+        .map(PathBuf::from)
+        .or_else(|| cert.clone());
+    let auth = text(e, &["username"]).map(|username| Credentials {
+        username,
+        password: text(e, &["password"]).unwrap_or_default(),
+    });
+    Some(Etcd3Yml {
+        endpoints,
+        auth,
+        cacert: text(e, &["cacert"]).map(PathBuf::from),
+        client_cert: cert.zip(key),
+    })
 }
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -111,6 +161,8 @@ impl PatroniYml {
                 )
                 .unwrap_or_default(),
             }),
+            namespace: text(&v, &["namespace"]),
+            etcd3: etcd3(&v),
         })
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::dcs::{Dcs, DcsSettings};
 use super::k8s::K8sTarget;
 use super::patroni_yml::PatroniYml;
 use super::rest::{Credentials, HttpCache, HttpOptions, RestSource};
@@ -51,6 +52,9 @@ pub struct AccessSettings {
     /// Find the members from a Kubernetes workload instead.
     #[serde(default)]
     pub kubernetes: Option<K8sTarget>,
+    /// Read snapshots from Patroni's DCS (etcd v3): `dcs: {url, scope, namespace, ...}`.
+    #[serde(default)]
+    pub dcs: Option<DcsSettings>,
 }
 
 /// The default password variable, as patronictl's.
@@ -74,6 +78,7 @@ impl AccessSettings {
         self.urls.iter().any(|u| !u.trim().is_empty())
             || self.patroni_yml.is_some()
             || self.kubernetes.is_some()
+            || self.dcs.as_ref().is_some_and(|d| d.url.is_some())
     }
 
     /// The password, when a username is given: from `password_file`, else the variable
@@ -119,6 +124,11 @@ impl AccessSettings {
                 .unwrap_or_else(|| request_timeout.min(Duration::from_secs(2))),
             request_timeout,
             k8s: self.kubernetes.clone(),
+            dcs_password: match &self.dcs {
+                Some(d) => d.password()?,
+                None => None,
+            },
+            dcs: self.dcs.clone(),
         })
     }
 }
@@ -139,6 +149,9 @@ pub struct Target {
     /// A Kubernetes workload to find the members from, used when no URL or patroni.yml is
     /// given.
     pub k8s: Option<K8sTarget>,
+    /// Read snapshots from the DCS; its password already resolved in `dcs_password`.
+    pub dcs: Option<DcsSettings>,
+    pub dcs_password: Option<String>,
 }
 
 impl Target {
@@ -152,6 +165,12 @@ impl Target {
     /// clusters builds one client per distinct TLS/timeout setting, not one per cluster.
     pub async fn connect_with(&self, cache: &mut HttpCache) -> Result<RestSource, SourceError> {
         let urls_given = self.urls.iter().any(|u| !u.trim().is_empty());
+        if let Some(dcs) = &self.dcs {
+            let yml = self.read_yml()?;
+            let (urls, opts) = self.resolve_with(yml.as_ref())?;
+            let target = dcs.resolve(self.dcs_password.clone(), yml.as_ref(), &opts)?;
+            return RestSource::with_dcs(cache.get(&opts)?, &urls, Dcs::new(&target)?);
+        }
         match &self.k8s {
             Some(k8s) if !urls_given && self.patroni_yml.is_none() => {
                 let (_, opts) = self.resolve()?;
@@ -178,12 +197,24 @@ impl Target {
         RestSource::new(cache.get(&opts)?, &urls)
     }
 
+    fn read_yml(&self) -> Result<Option<PatroniYml>, SourceError> {
+        match &self.patroni_yml {
+            Some(p) => Ok(Some(PatroniYml::read(p).map_err(SourceError::BadInput)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The URLs and HTTP options, flags first, then patroni.yml.
     fn resolve(&self) -> Result<(Vec<String>, HttpOptions), SourceError> {
-        let yml = match &self.patroni_yml {
-            Some(p) => Some(PatroniYml::read(p).map_err(SourceError::BadInput)?),
-            None => None,
-        };
+        let yml = self.read_yml()?;
+        self.resolve_with(yml.as_ref())
+    }
+
+    /// As [`Target::resolve`], patroni.yml already read.
+    fn resolve_with(
+        &self,
+        yml: Option<&PatroniYml>,
+    ) -> Result<(Vec<String>, HttpOptions), SourceError> {
         let urls: Vec<String> = if !self.urls.is_empty() {
             self.urls
                 .iter()
@@ -191,10 +222,7 @@ impl Target {
                 .cloned()
                 .collect()
         } else {
-            yml.as_ref()
-                .and_then(|y| y.url.clone())
-                .into_iter()
-                .collect()
+            yml.and_then(|y| y.url.clone()).into_iter().collect()
         };
         let auth =
             match (&self.username, &self.password) {
@@ -206,19 +234,19 @@ impl Target {
                     "a username needs a password: set PATRONI_RESTAPI_PASSWORD or a password file"
                         .into(),
                 )),
-                _ => yml.as_ref().and_then(|y| y.auth.clone()),
+                _ => yml.and_then(|y| y.auth.clone()),
             };
         let opts = HttpOptions {
             auth,
             ca_file: self
                 .cacert
                 .clone()
-                .or_else(|| yml.as_ref().and_then(|y| y.ca_file.clone())),
+                .or_else(|| yml.and_then(|y| y.ca_file.clone())),
             client_cert: self
                 .client_cert
                 .clone()
-                .or_else(|| yml.as_ref().and_then(|y| y.client_cert.clone())),
-            insecure: self.insecure || yml.as_ref().is_some_and(|y| y.insecure),
+                .or_else(|| yml.and_then(|y| y.client_cert.clone())),
+            insecure: self.insecure || yml.is_some_and(|y| y.insecure),
             connect_timeout: self.connect_timeout,
             timeout: self.request_timeout,
         };

@@ -96,6 +96,12 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
     if let Some(dir) = &h.lease.dir {
         return Ok(LeaseStore::File { dir: dir.clone() });
     }
+    if let Some(name) = &h.lease.kubernetes {
+        return Ok(LeaseStore::Kubernetes {
+            target: c.access.kubernetes.clone().unwrap_or_default(),
+            name: name.clone(),
+        });
+    }
     let etcd = match &c.access.patroni_yml {
         Some(p) => PatroniYml::read(p).map_err(anyhow::Error::msg)?.etcd3_url,
         None => None,

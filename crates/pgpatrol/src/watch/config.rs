@@ -220,8 +220,9 @@ pub struct AlertWindowConfig {
 }
 
 /// How a healer makes sure it is the only one acting on a cluster: `lease: {etcd: URL}` (an
-/// etcd v3 lease, usually the cluster's own DCS), `lease: {dir: PATH}` (a lock file, one
-/// host), or nothing: the etcd of `patroni_yml` when it has an `etcd3` section, else a lock
+/// etcd v3 lease, usually the cluster's own DCS), `lease: {kubernetes: NAME}` (a Kubernetes
+/// Lease in the cluster's namespace), `lease: {dir: PATH}` (a lock file, one host), or
+/// nothing: the etcd of `patroni_yml` when it has an `etcd3` section, else a lock
 /// file next to the state file (or in the temp dir).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +231,9 @@ pub struct LeaseConfig {
     pub etcd: Option<String>,
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// A Kubernetes Lease's name.
+    #[serde(default)]
+    pub kubernetes: Option<String>,
 }
 
 /// Auto-heal: opt-in, behind the same guardrails as `pgpatrol heal`, plus persistence,
@@ -339,15 +343,14 @@ impl WatchConfig {
                 crate::source::k8s::parse_resource(&k.resource)
                     .map_err(|e| format!("cluster {:?}: kubernetes.resource: {e}", c.name))?;
             }
-            if let Some(LeaseConfig {
-                etcd: Some(_),
-                dir: Some(_),
-            }) = c.heal.as_ref().map(|h| &h.lease)
-            {
-                return Err(format!(
-                    "cluster {:?}: heal.lease takes `etcd` or `dir`, not both",
-                    c.name
-                ));
+            if let Some(l) = c.heal.as_ref().map(|h| &h.lease) {
+                let given = [l.etcd.is_some(), l.dir.is_some(), l.kubernetes.is_some()];
+                if given.iter().filter(|g| **g).count() > 1 {
+                    return Err(format!(
+                        "cluster {:?}: heal.lease takes one of `etcd`, `kubernetes` or `dir`",
+                        c.name
+                    ));
+                }
             }
             if let Some(i) = c.interval {
                 if i < Duration::from_millis(100) {

@@ -1,6 +1,7 @@
 //! One active healer per cluster. Before auto-heal acts, it takes a lease: an etcd v3 lease
 //! (through etcd's JSON gateway, the same API Patroni's `etcd3` DCS uses) on the key
-//! `/pgpatrol/heal/<cluster>`, or an exclusive `flock` on a local lock file. A second watch
+//! `/pgpatrol/heal/<cluster>`, a Kubernetes Lease (`source::k8s::lease`), or an exclusive
+//! `flock` on a local lock file. A second watch
 //! process finds the lease held and does not act.
 //!
 //! An etcd lease is renewed every `TTL/3` while held, and once more right before each
@@ -28,6 +29,13 @@ pub enum Held {
         lost_tx: watch::Sender<Option<String>>,
     },
     File(#[allow(dead_code)] Flock<File>),
+    Kubernetes {
+        lease: Box<crate::source::k8s::lease::KubeLease>,
+        owner: String,
+        keepalive: tokio::task::JoinHandle<()>,
+        lost: watch::Receiver<Option<String>>,
+        lost_tx: watch::Sender<Option<String>>,
+    },
 }
 
 /// Renews lease `id` once: `Err` when etcd does not answer or says it expired.
@@ -73,13 +81,27 @@ impl crate::executor::runner::HealLock for Held {
                     let _ = lost_tx.send(Some(why.clone()));
                 })
             }
+            Held::Kubernetes {
+                lease,
+                owner,
+                lost,
+                lost_tx,
+                ..
+            } => {
+                if let Some(why) = lost.borrow().clone() {
+                    return Err(why);
+                }
+                lease.renew(owner).await.inspect_err(|why| {
+                    let _ = lost_tx.send(Some(why.clone()));
+                })
+            }
         }
     }
 
     async fn lost(&self) -> String {
         match self {
             Held::File(_) => std::future::pending().await,
-            Held::Etcd { lost, .. } => {
+            Held::Etcd { lost, .. } | Held::Kubernetes { lost, .. } => {
                 let mut rx = lost.clone();
                 loop {
                     if let Some(why) = rx.borrow_and_update().clone() {
@@ -97,8 +119,17 @@ impl crate::executor::runner::HealLock for Held {
 /// Where leases live.
 #[derive(Debug, Clone)]
 pub enum LeaseStore {
-    Etcd { url: String },
-    File { dir: PathBuf },
+    Etcd {
+        url: String,
+    },
+    File {
+        dir: PathBuf,
+    },
+    /// A Lease named `name` in the namespace (and through the kubeconfig) of `target`.
+    Kubernetes {
+        target: crate::source::k8s::K8sTarget,
+        name: String,
+    },
 }
 
 const TTL_SECS: u64 = 30;
@@ -141,6 +172,38 @@ impl LeaseStore {
                     Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
                     Err((_, e)) => Err(format!("lock file {}: {e}", path.display())),
                 }
+            }
+            LeaseStore::Kubernetes { target, name } => {
+                let lease = crate::source::k8s::lease::KubeLease::new(
+                    target,
+                    name,
+                    Duration::from_secs(TTL_SECS),
+                    Duration::from_secs(5),
+                )
+                .await?;
+                if !lease.try_acquire(owner).await? {
+                    return Ok(None);
+                }
+                let (lost_tx, lost) = watch::channel(None);
+                let (ka_lease, ka_owner, ka_tx) =
+                    (lease.clone(), owner.to_string(), lost_tx.clone());
+                let keepalive = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(TTL_SECS / 3)).await;
+                        if let Err(e) = ka_lease.renew(&ka_owner).await {
+                            tracing::warn!(error = %e, "heal Lease renewal failed: auto-heal stops acting");
+                            let _ = ka_tx.send(Some(e));
+                            break;
+                        }
+                    }
+                });
+                Ok(Some(Held::Kubernetes {
+                    lease: Box::new(lease),
+                    owner: owner.to_string(),
+                    keepalive,
+                    lost,
+                    lost_tx,
+                }))
             }
             LeaseStore::Etcd { url } => {
                 let http = reqwest::Client::builder()
@@ -204,7 +267,7 @@ impl LeaseStore {
 impl Drop for Held {
     fn drop(&mut self) {
         // Without keepalives an etcd lease expires by itself after its TTL.
-        if let Held::Etcd { keepalive, .. } = self {
+        if let Held::Etcd { keepalive, .. } | Held::Kubernetes { keepalive, .. } = self {
             keepalive.abort();
         }
     }
@@ -212,6 +275,11 @@ impl Drop for Held {
 
 impl Held {
     pub async fn release(self) {
+        if let Held::Kubernetes { lease, owner, .. } = &self {
+            if let Err(e) = lease.release(owner).await {
+                tracing::warn!(error = %e, "cannot release the heal Lease: it expires in {TTL_SECS}s");
+            }
+        }
         if let Held::Etcd { url, id, .. } = &self {
             let (url, id) = (url.clone(), id.clone());
             if let Ok(http) = reqwest::Client::builder()

@@ -300,7 +300,10 @@ struct LabArchiving<'a>(&'a Lab);
 impl Drop for LabArchiving<'_> {
     fn drop(&mut self) {
         for m in self.0.members() {
-            for sql in ["ALTER SYSTEM RESET archive_command", "SELECT pg_reload_conf()"] {
+            for sql in [
+                "ALTER SYSTEM RESET archive_command",
+                "SELECT pg_reload_conf()",
+            ] {
                 let _ = self.0.lab(&["psql", "--member", &m, "-c", sql]);
             }
         }
@@ -653,8 +656,20 @@ fn doctor_through_kubernetes_reads_the_same_cluster(lab: &Lab) {
     let via: Value = serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("doctor JSON via k8s: {e}: {}", crate::harness::stderr(&out)));
     let (_, by_url) = doctor_json(lab, &[]);
-    for id in ["dcs", "leader", "timeline", "replication", "lag_bytes", "failover_candidate", "version_skew"] {
-        assert_eq!(check(&via, id)["status"], check(&by_url, id)["status"], "{id}: {via:#}");
+    for id in [
+        "dcs",
+        "leader",
+        "timeline",
+        "replication",
+        "lag_bytes",
+        "failover_candidate",
+        "version_skew",
+    ] {
+        assert_eq!(
+            check(&via, id)["status"],
+            check(&by_url, id)["status"],
+            "{id}: {via:#}"
+        );
         assert_eq!(check(&via, id)["status"], "ok", "{id}: {via:#}");
     }
     assert_eq!(check(&via, "lag_seconds")["status"], "skipped");

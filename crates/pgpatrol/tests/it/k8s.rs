@@ -386,7 +386,7 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
 }
 
 /// A heal report's plan as (members acted on, (member, skip kind) pairs).
-fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
+pub(crate) fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
     let report: Value = serde_json::from_str(&stdout(out))
         .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}\n{}", stdout(out), stderr(out)));
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
@@ -408,7 +408,7 @@ fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>) {
 /// /cluster shows each member's position as of its last DCS update (every loop_wait): after
 /// `break_lag` writes, the other replicas may look behind for a moment. Waits (bounded) until
 /// they do not, so that heal sees exactly one lagging replica.
-fn others_caught_up(lab: &Lab, target: &str) {
+pub(crate) fn others_caught_up(lab: &Lab, target: &str) {
     let leader = lab.leader();
     let mut behind = Vec::new();
     for _ in 0..240 {
@@ -580,7 +580,7 @@ fn watch_finds_the_cluster_through_kubernetes(lab: &Lab) {
 }
 
 /// The (verb, resource) pairs of a Role in deploy/rbac.yaml.
-fn role_rules(role: &str) -> Vec<(String, String)> {
+pub(crate) fn role_rules(role: &str) -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
     let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml");
     let mut out = Vec::new();

@@ -3,7 +3,13 @@
 //! (list by labelSelector, get), Secrets, `pods/proxy` forwarded to a live lab member (the
 //! `Authorization` header stripped, as the real API server does), `pods/portforward` over a
 //! websocket with the `v4.channel.k8s.io` framing, 404 and 403 `Status` objects, and the
-//! discovery documents kubectl reads first.
+//! discovery documents kubectl reads first. For Patroni's Kubernetes DCS: ConfigMaps and
+//! Endpoints (list by labelSelector) carrying the annotations `dcs/kubernetes.py` writes,
+//! and pod annotations (the `status` of each member). `pods/exec` over a websocket
+//! (`v5.channel.k8s.io`, else `v4`): stdin on channel 0 until the close signal (255), the
+//! command really run here (only `curl`: the pods' Patroni is the lab's), its stdout and
+//! stderr on channels 1 and 2 and its exit as a `Status` on channel 3. Leases with the API
+//! server's optimistic concurrency.
 //!
 //! It is not an API server: no watch, no auth, no admission. Every pod has
 //! `status.podIP` 127.0.0.1 and its Patroni container port is the lab member's REST port, so
@@ -49,9 +55,28 @@ pub struct FakeWorkload {
     pub selector: BTreeMap<String, String>,
 }
 
+/// A ConfigMap or Endpoints object as Patroni's kubernetes.py writes it: labels,
+/// annotations, and (the leader Endpoints) subsets.
+#[derive(Debug, Clone)]
+pub struct FakeObject {
+    /// `ConfigMap` or `Endpoints`.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub subsets: Option<Value>,
+}
+
 /// What the fixture knows, and what it was asked.
 #[derive(Debug, Default)]
 pub struct World {
+    /// ConfigMaps and Endpoints.
+    pub objects: Vec<FakeObject>,
+    /// coordination.k8s.io/v1 Leases: (namespace, name) → (resourceVersion, object).
+    pub leases: BTreeMap<(String, String), (u64, Value)>,
+    /// (namespace, pod name) → the pod's annotations.
+    pub pod_annotations: BTreeMap<(String, String), BTreeMap<String, String>>,
     pub pods: Vec<FakePod>,
     pub workloads: Vec<FakeWorkload>,
     /// (namespace, name) → data keys.
@@ -176,6 +201,16 @@ fn router(world: Shared) -> Router {
         )
         .route("/api/v1/namespaces/{ns}", get(namespace))
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+        .route("/api/v1/namespaces/{ns}/configmaps", get(list_configmaps))
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+            axum::routing::post(create_lease),
+        )
+        .route(
+            "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
+            get(get_lease).put(replace_lease),
+        )
+        .route("/api/v1/namespaces/{ns}/endpoints", get(list_endpoints))
         .route("/api/v1/pods", get(list_all_pods))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
         .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
@@ -186,6 +221,10 @@ fn router(world: Shared) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/pods/{name}/portforward",
             get(portforward),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/exec",
+            get(exec).post(exec),
         )
         .fallback(not_found_route)
         .with_state(world)
@@ -386,6 +425,186 @@ async fn deployment(
 
 /// A pod as `kubectl get pod -o json` shows it (the fields pgpatrol and kubectl read, and
 /// the usual neighbours).
+/// A pod with the annotations the world holds for it (Patroni's `status`).
+fn pod_json_in(w: &World, p: &FakePod) -> Value {
+    let mut v = pod_json(p);
+    if let Some(a) = w
+        .pod_annotations
+        .get(&(p.namespace.clone(), p.name.clone()))
+    {
+        v["metadata"]["annotations"] = json!(a);
+    }
+    v
+}
+
+fn lease_json(rv: u64, v: &Value) -> Value {
+    let mut v = v.clone();
+    v["kind"] = json!("Lease");
+    v["apiVersion"] = json!("coordination.k8s.io/v1");
+    v["metadata"]["resourceVersion"] = json!(rv.to_string());
+    v
+}
+
+fn lease_conflict(name: &str, reason: &str, message: String) -> Response {
+    status(
+        409,
+        reason,
+        message,
+        json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
+    )
+}
+
+async fn get_lease(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    record(&world, format!("GET lease {ns}/{name}"));
+    if let Some(r) = check(&world, &ns, "get", "leases", &name) {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    match w.leases.get(&(ns.clone(), name.clone())) {
+        Some((rv, v)) => json_response(StatusCode::OK, lease_json(*rv, v)),
+        None => status(
+            404,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+            json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
+        ),
+    }
+}
+
+async fn create_lease(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    record(
+        &world,
+        format!(
+            "CREATE lease {ns}/{name} holder={}",
+            v["spec"]["holderIdentity"]
+        ),
+    );
+    if let Some(r) = check(&world, &ns, "create", "leases", &name) {
+        return r;
+    }
+    let mut w = world.lock().expect("world");
+    if w.leases.contains_key(&(ns.clone(), name.clone())) {
+        return lease_conflict(
+            &name,
+            "AlreadyExists",
+            format!("leases.coordination.k8s.io \"{name}\" already exists"),
+        );
+    }
+    w.leases.insert((ns, name), (1, v.clone()));
+    json_response(StatusCode::CREATED, lease_json(1, &v))
+}
+
+/// PUT: the optimistic concurrency of the real API server: a body whose resourceVersion is
+/// not the current one is a 409 Conflict.
+async fn replace_lease(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    record(
+        &world,
+        format!(
+            "UPDATE lease {ns}/{name} holder={}",
+            v["spec"]["holderIdentity"]
+        ),
+    );
+    if let Some(r) = check(&world, &ns, "update", "leases", &name) {
+        return r;
+    }
+    let mut w = world.lock().expect("world");
+    let Some((rv, _)) = w.leases.get(&(ns.clone(), name.clone())).cloned() else {
+        return status(
+            404,
+            "NotFound",
+            format!("leases.coordination.k8s.io \"{name}\" not found"),
+            json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
+        );
+    };
+    if v["metadata"]["resourceVersion"].as_str() != Some(rv.to_string().as_str()) {
+        return lease_conflict(
+            &name,
+            "Conflict",
+            format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        );
+    }
+    w.leases.insert((ns, name), (rv + 1, v.clone()));
+    json_response(StatusCode::OK, lease_json(rv + 1, &v))
+}
+
+fn object_json(o: &FakeObject) -> Value {
+    let mut v = json!({
+        "kind": o.kind,
+        "apiVersion": "v1",
+        "metadata": {
+            "name": o.name, "namespace": o.namespace,
+            "uid": format!("uid-{}-{}-{}", o.kind, o.namespace, o.name),
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": o.labels,
+            "annotations": o.annotations,
+        },
+    });
+    if let Some(s) = &o.subsets {
+        v["subsets"] = s.clone();
+    }
+    v
+}
+
+async fn list_objects(
+    world: Shared,
+    ns: String,
+    sel: String,
+    kind: &'static str,
+    resource: &str,
+) -> Response {
+    record(&world, format!("LIST {resource} {ns} {sel}"));
+    if let Some(r) = check(&world, &ns, "list", resource, "") {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    let items: Vec<Value> = w
+        .objects
+        .iter()
+        .filter(|o| o.kind == kind && o.namespace == ns && matches(&sel, &o.labels))
+        .map(object_json)
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": items}),
+    )
+}
+
+async fn list_configmaps(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, ns, sel, "ConfigMap", "configmaps").await
+}
+
+async fn list_endpoints(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, ns, sel, "Endpoints", "endpoints").await
+}
+
 fn pod_json(p: &FakePod) -> Value {
     let ports: Vec<Value> = p
         .ports
@@ -467,7 +686,7 @@ async fn list_pods(
         w.pods
             .iter()
             .filter(|p| p.namespace == ns && matches(&sel, &p.labels))
-            .map(pod_json)
+            .map(|p| pod_json_in(&w, p))
             .collect(),
     )
 }
@@ -608,6 +827,191 @@ async fn proxy(
 /// message starts with a channel byte (0 data, 1 error for the first port); the server first
 /// sends the port number (little-endian u16) on both channels, then relays bytes between the
 /// data channel and a TCP connection to the member.
+/// `pods/exec`: the command from the repeated `command` parameters, run here.
+async fn exec(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    mut req: Request,
+) -> Response {
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let mut command = Vec::new();
+    let mut stdin = false;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "command" => command.push(v),
+            "stdin" => stdin = v == "true" || v == "1",
+            _ => {}
+        }
+    }
+    record(&world, format!("EXEC {name} {}", command.join(" ")));
+    if let Some(r) = check(&world, &ns, "create", "pods/exec", &name) {
+        return r;
+    }
+    if let Err(r) = pod_port(&world, &ns, &name) {
+        return *r;
+    }
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return status(
+            400,
+            "BadRequest",
+            "not a websocket upgrade".into(),
+            json!({}),
+        );
+    };
+    let offered = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let protocol = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+        .into_iter()
+        .find(|p| offered.split(',').any(|o| o.trim() == *p));
+    let Some(protocol) = protocol else {
+        return status(
+            400,
+            "BadRequest",
+            format!("unsupported websocket protocols {offered:?}"),
+            json!({}),
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let w = world.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        run_exec(ws, command, stdin, w).await;
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", HeaderValue::from_static("websocket"));
+    h.insert("connection", HeaderValue::from_static("Upgrade"));
+    h.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", v);
+    }
+    r
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn run_exec<S>(ws: WebSocketStream<S>, command: Vec<String>, stdin: bool, world: Shared)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let mut input = Vec::new();
+    if stdin {
+        // Channel 0 until the close signal [255, 0] (v5), or the websocket closes.
+        while let Some(Ok(msg)) = stream.next().await {
+            match msg {
+                Message::Binary(b) if b.first() == Some(&0) => input.extend_from_slice(&b[1..]),
+                Message::Binary(b) if b.first() == Some(&255) => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&input).to_string();
+    if text.contains("\nuser = ") || text.starts_with("user = ") {
+        record(&world, "EXEC-STDIN auth".to_string());
+    }
+    let (code, out, err) = if command.first().map(String::as_str) != Some("curl") {
+        (
+            127,
+            Vec::new(),
+            format!(
+                "{}: not found\n",
+                command.first().cloned().unwrap_or_default()
+            )
+            .into_bytes(),
+        )
+    } else {
+        let child = tokio::process::Command::new("curl")
+            .args(&command[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        match child {
+            Ok(mut child) => {
+                if let Some(mut si) = child.stdin.take() {
+                    let _ = si.write_all(&input).await;
+                }
+                match child.wait_with_output().await {
+                    Ok(o) => (o.status.code().unwrap_or(1), o.stdout, o.stderr),
+                    Err(e) => (1, Vec::new(), e.to_string().into_bytes()),
+                }
+            }
+            Err(e) => (127, Vec::new(), e.to_string().into_bytes()),
+        }
+    };
+    for (ch, data) in [(1u8, out), (2u8, err)] {
+        if !data.is_empty() {
+            let mut msg = vec![ch];
+            msg.extend(data);
+            if sink.send(Message::binary(msg)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let status = if code == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        })
+    };
+    let mut msg = vec![3u8];
+    msg.extend(status.to_string().into_bytes());
+    let _ = sink.send(Message::binary(msg)).await;
+    let _ = sink.close().await;
+}
+
 async fn portforward(
     State(world): State<Shared>,
     UrlPath((ns, name)): UrlPath<(String, String)>,

@@ -19,8 +19,13 @@
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
+//! - `dcs`: the etcd v3 DCS source against the lab's etcd (list --dcs equals list --url,
+//!   every Patroni stopped, watch, bad input), separate etcd servers with authentication and
+//!   with TLS, and `remove` on a side lab.
+//!
 //! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
-//!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab.
+//!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab;
+//!   `k8s_dcs` (also named `k8s::`): Patroni's Kubernetes DCS objects in the fixture.
 //!
 //! - `supervise`: seed 001's hang live: members in their own PID namespaces under a PID 1
 //!   that does not reap (the hang is asserted) and under `pgpatrol supervise` (it is gone).
@@ -44,9 +49,11 @@ mod harness;
 
 mod badinput;
 mod compat;
+mod dcs;
 mod doctor;
 mod heal;
 mod k8s;
+mod k8s_dcs;
 mod k8s_fixture;
 mod lab;
 mod read;
@@ -70,7 +77,9 @@ fn main() -> ExitCode {
         ("heal", heal::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
+        ("dcs", dcs::tests),
         ("k8s", k8s::tests),
+        ("k8s", k8s_dcs::tests),
         ("supervise", supervise::tests),
         ("compat", compat::tests),
         ("toolbox", toolbox::tests),

@@ -35,13 +35,14 @@ fn capture(name: &str) -> String {
     )
 }
 
-/// A folder of certificates made with the openssl CLI; removed when dropped.
-struct Pki {
+/// A folder of certificates made with the openssl CLI; removed when dropped (also used by
+/// the `dcs` topic for etcd's TLS).
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "pgpatrol-tls-{}-{}",
@@ -112,7 +113,7 @@ impl Pki {
     }
 
     /// `NAME.key` and `NAME.pem`, a certificate signed by `ca` with the extensions in `ext`.
-    fn signed(&self, name: &str, newkey: &[&str], ca: &str, ext: &str) {
+    pub(crate) fn signed(&self, name: &str, newkey: &[&str], ca: &str, ext: &str) {
         let (key, csr, pem) = (
             format!("{name}.key"),
             format!("{name}.csr"),
@@ -161,7 +162,7 @@ impl Pki {
         );
     }
 
-    fn path(&self, file: &str) -> String {
+    pub(crate) fn path(&self, file: &str) -> String {
         self.dir.join(file).to_string_lossy().into_owned()
     }
 
@@ -169,7 +170,7 @@ impl Pki {
         std::fs::read_to_string(self.dir.join(file)).expect("read a PKI file")
     }
 
-    fn write(&self, file: &str, text: &str) -> String {
+    pub(crate) fn write(&self, file: &str, text: &str) -> String {
         std::fs::write(self.dir.join(file), text).expect("write a PKI file");
         self.path(file)
     }

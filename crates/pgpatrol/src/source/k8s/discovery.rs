@@ -242,14 +242,13 @@ pub struct Discovered {
     pub port: Option<u16>,
 }
 
-/// Finds the workload's pods. The timeouts bound each call to the API server (kube's
-/// defaults would let a hung API server stall an SLI reading for minutes).
-pub async fn discover(
+/// A client for `t`'s kubeconfig and context, and the namespace to use (`t.namespace`, else
+/// the context's).
+pub async fn client(
     t: &K8sTarget,
     connect_timeout: Duration,
     request_timeout: Duration,
-) -> Result<Discovered, K8sError> {
-    let (kind, name) = parse_resource(&t.resource)?;
+) -> Result<(Client, String), K8sError> {
     let mut config = client_config(t).await?;
     config.connect_timeout = Some(connect_timeout);
     config.read_timeout = Some(request_timeout);
@@ -265,6 +264,18 @@ pub async fn discover(
             one_line(&error_chain(&e))
         ))
     })?;
+    Ok((client, namespace))
+}
+
+/// Finds the workload's pods. The timeouts bound each call to the API server (kube's
+/// defaults would let a hung API server stall an SLI reading for minutes).
+pub async fn discover(
+    t: &K8sTarget,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<Discovered, K8sError> {
+    let (kind, name) = parse_resource(&t.resource)?;
+    let (client, namespace) = client(t, connect_timeout, request_timeout).await?;
     let ns = namespace.as_str();
     let not_found = |what: &str| {
         let openshift = t
@@ -322,7 +333,8 @@ pub async fn discover(
         )));
     }
     let ready: Vec<&PodInfo> = pods.iter().filter(|p| p.ready && p.ip.is_some()).collect();
-    if ready.is_empty() {
+    // The Kubernetes DCS needs no member to answer: all may be down.
+    if ready.is_empty() && !t.dcs {
         let states: Vec<String> = pods
             .iter()
             .map(|p| format!("{} {}", p.name, p.phase))
@@ -335,7 +347,7 @@ pub async fn discover(
     }
     if let Some(p) = ready
         .first()
-        .filter(|_| ready.iter().all(|p| p.port.is_err()))
+        .filter(|_| !t.dcs && ready.iter().all(|p| p.port.is_err()))
     {
         return Err(K8sError::Discovery(format!(
             "pod {} {}: pass --k8s-port",

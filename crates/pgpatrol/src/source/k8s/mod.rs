@@ -11,14 +11,18 @@
 //! `discovery` finds the pods, `transport` carries the calls, `errors` words what the API
 //! server refused.
 
+pub mod dcs;
 mod discovery;
 mod errors;
+pub mod exec;
+pub mod lease;
 mod transport;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::dcs::Dcs;
 use super::rest::{Http, RestSource};
 use super::SourceError;
 
@@ -41,6 +45,9 @@ pub enum Access {
     Proxy,
     /// Straight to the pod IPs (pgpatrol runs inside the cluster's network).
     Direct,
+    /// `curl` inside the pod over `pods/exec`, reads and writes (for clusters that forbid
+    /// `pods/proxy` and `pods/portforward`).
+    Exec,
 }
 
 /// Which Kubernetes workload is the Patroni cluster, and how to reach it (the flags, or a
@@ -61,6 +68,12 @@ pub struct K8sTarget {
     pub port: Option<u16>,
     /// A Secret with `username` and `password` keys for Patroni's unsafe endpoints.
     pub secret: Option<String>,
+    /// Read snapshots from Patroni's Kubernetes DCS (ConfigMaps or Endpoints and the pods'
+    /// `status` annotations) rather than a member's `/cluster` (`--k8s-dcs`). Without it the
+    /// DCS is read only when no member's REST API answers.
+    pub dcs: bool,
+    /// Patroni's scope (the `cluster-name` label); else the workload selector's.
+    pub scope: Option<String>,
 }
 
 impl Default for K8sTarget {
@@ -74,6 +87,8 @@ impl Default for K8sTarget {
             access: Access::Proxy,
             port: None,
             secret: None,
+            dcs: false,
+            scope: None,
         }
     }
 }
@@ -85,7 +100,17 @@ pub async fn source(
     connect_timeout: Duration,
     http_timeout: Duration,
 ) -> Result<RestSource, SourceError> {
-    let found = discover(t, connect_timeout, http_timeout).await?;
+    // Discovered as for the DCS (no ready pod needed): when no pod is ready (Patroni's REST
+    // API, the usual readiness probe, is down), the DCS may still answer.
+    let found = discover(
+        &K8sTarget {
+            dcs: true,
+            ..t.clone()
+        },
+        connect_timeout,
+        http_timeout,
+    )
+    .await?;
     let http = match &t.secret {
         Some(name) => {
             let creds = secret_credentials(&found.client, &found.namespace, name).await?;
@@ -105,9 +130,47 @@ pub async fn source(
             ))
         })
         .collect();
+    let scope = t.scope.clone().filter(|s| !s.is_empty()).or_else(|| {
+        found.selector.as_deref().and_then(|sel| {
+            sel.split(',')
+                .find_map(|kv| kv.trim().strip_prefix(&format!("{}=", dcs::SCOPE_LABEL)))
+                .map(str::to_string)
+        })
+    });
+    let kube_dcs = scope.map(|scope| {
+        let prefix = format!("{}/{}={scope}", found.namespace, dcs::SCOPE_LABEL);
+        let reader = dcs::KubeDcs {
+            client: found.client.clone(),
+            namespace: found.namespace.clone(),
+            scope: scope.clone(),
+        };
+        Dcs::other(Arc::new(reader), &scope, &prefix)
+    });
     let http = match t.access {
         Access::Direct => http,
         Access::Proxy => http.with_transport(Arc::new(ApiServer::new(found, http_timeout))),
+        Access::Exec => {
+            http.with_transport(Arc::new(ApiServer::new(found, http_timeout).by_exec()))
+        }
     };
-    RestSource::new(http, &bases)
+    if !t.dcs && bases.is_empty() {
+        // No member to ask over REST: the DCS if it answers, else discovery's own words.
+        if let Some(d) = kube_dcs {
+            if d.read().await.is_ok() {
+                return RestSource::with_dcs(http, &bases, d);
+            }
+        }
+        discover(t, connect_timeout, http_timeout).await?;
+        return RestSource::new(http, &bases);
+    }
+    match (t.dcs, kube_dcs) {
+        (true, Some(d)) => RestSource::with_dcs(http, &bases, d),
+        (true, None) => Err(SourceError::BadInput(format!(
+            "--k8s-dcs needs Patroni's scope: pass --scope NAME ({} has no {} label in its selector)",
+            t.resource,
+            dcs::SCOPE_LABEL
+        ))),
+        (false, Some(d)) => Ok(RestSource::new(http, &bases)?.with_fallback(d)),
+        (false, None) => RestSource::new(http, &bases),
+    }
 }

@@ -31,6 +31,8 @@ pub struct ApiServer {
     selector: Option<String>,
     port: Option<u16>,
     timeout: Duration,
+    /// Every call as curl inside the pod (`--k8s-access exec`).
+    exec: bool,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -50,7 +52,13 @@ impl ApiServer {
             selector: found.selector,
             port: found.port,
             timeout,
+            exec: false,
         }
+    }
+
+    /// Carries every call as curl inside the pod, over `pods/exec`.
+    pub fn by_exec(self) -> Self {
+        ApiServer { exec: true, ..self }
     }
 
     /// The pod name and port a member's base URL stands for, listing the pods again once
@@ -142,7 +150,18 @@ impl ApiServer {
         let (pod, port) = self.pod_for(&req.base).await?;
         let timeout = req.timeout.unwrap_or(self.timeout);
         let call = async {
-            if req.method == reqwest::Method::GET || req.method == reqwest::Method::HEAD {
+            if self.exec {
+                super::exec::exec(
+                    &self.client,
+                    &self.namespace,
+                    &pod,
+                    port,
+                    req,
+                    auth,
+                    timeout.as_secs().max(1),
+                )
+                .await
+            } else if req.method == reqwest::Method::GET || req.method == reqwest::Method::HEAD {
                 self.proxy(req, &pod, port).await
             } else {
                 self.port_forward(req, &pod, port, auth).await

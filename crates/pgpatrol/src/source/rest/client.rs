@@ -90,70 +90,76 @@ impl Transport for Direct {
 
 impl Http {
     pub fn new(opts: &HttpOptions) -> Result<Self, RestError> {
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(opts.connect_timeout)
-            .timeout(opts.timeout)
-            .user_agent(concat!("pgpatrol/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(opts.insecure);
-        if let Some(ca) = &opts.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                RestError::Setup(format!("cannot read CA file {}: {e}", ca.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RestError::Setup(format!(
-                    "CA file {} is not PEM: {}",
-                    ca.display(),
-                    inner(&e)
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(RestError::Setup(format!(
-                    "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                    ca.display()
-                )));
-            }
-            for c in certs {
-                try_build(
-                    reqwest::Client::builder().add_root_certificate(c.clone()),
-                    || format!("CA file {}", ca.display()),
-                )?;
-                b = b.add_root_certificate(c);
-            }
-        }
-        if let Some((cert, key)) = &opts.client_cert {
-            let read = |p: &PathBuf| {
-                std::fs::read(p)
-                    .map_err(|e| RestError::Setup(format!("cannot read {}: {e}", p.display())))
-            };
-            let mut pem = read(cert)?;
-            // ctl.certfile without ctl.keyfile: one file holds both; read it once.
-            if key != cert {
-                pem.push(b'\n');
-                pem.extend(read(key)?);
-            }
-            let what = || {
-                format!(
-                    "client certificate {} / key {}",
-                    cert.display(),
-                    key.display()
-                )
-            };
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| RestError::Setup(format!("{}: {}", what(), inner(&e))))?;
-            try_build(reqwest::Client::builder().identity(id.clone()), what)?;
-            b = b.identity(id);
-        }
-        let client = b.build().map_err(|e| RestError::Setup(error_chain(&e)))?;
         Ok(Http {
             transport: Arc::new(Direct {
-                client,
+                client: reqwest_client(opts)?,
                 timeout: opts.timeout,
                 client_cert: opts.client_cert.is_some(),
             }),
             auth: opts.auth.clone(),
         })
     }
+}
 
+/// A reqwest client with `opts`' TLS settings and timeouts, every bad file named in the
+/// error (also the etcd gateway's client, `source::dcs::etcd`).
+pub(crate) fn reqwest_client(opts: &HttpOptions) -> Result<reqwest::Client, RestError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(opts.connect_timeout)
+        .timeout(opts.timeout)
+        .user_agent(concat!("pgpatrol/", env!("CARGO_PKG_VERSION")))
+        .danger_accept_invalid_certs(opts.insecure);
+    if let Some(ca) = &opts.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| RestError::Setup(format!("cannot read CA file {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            RestError::Setup(format!(
+                "CA file {} is not PEM: {}",
+                ca.display(),
+                inner(&e)
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(RestError::Setup(format!(
+                "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                ca.display()
+            )));
+        }
+        for c in certs {
+            try_build(
+                reqwest::Client::builder().add_root_certificate(c.clone()),
+                || format!("CA file {}", ca.display()),
+            )?;
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let Some((cert, key)) = &opts.client_cert {
+        let read = |p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| RestError::Setup(format!("cannot read {}: {e}", p.display())))
+        };
+        let mut pem = read(cert)?;
+        // ctl.certfile without ctl.keyfile: one file holds both; read it once.
+        if key != cert {
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+        }
+        let what = || {
+            format!(
+                "client certificate {} / key {}",
+                cert.display(),
+                key.display()
+            )
+        };
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| RestError::Setup(format!("{}: {}", what(), inner(&e))))?;
+        try_build(reqwest::Client::builder().identity(id.clone()), what)?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| RestError::Setup(error_chain(&e)))
+}
+
+impl Http {
     /// Sends every request through another transport (e.g. the Kubernetes API server),
     /// keeping the credentials.
     pub fn with_transport(self, transport: Arc<dyn Transport>) -> Self {
@@ -299,7 +305,7 @@ fn try_build(b: reqwest::ClientBuilder, what: impl FnOnce() -> String) -> Result
 
 /// rustls's own words from an error chain (`invalid peer certificate: UnknownIssuer`,
 /// `received fatal alert: CertificateRequired`), without reqwest's and hyper's wrappers.
-fn tls_reason(full: &str) -> String {
+pub(crate) fn tls_reason(full: &str) -> String {
     const RUSTLS: [&str; 5] = [
         "invalid peer certificate",
         "received fatal alert",

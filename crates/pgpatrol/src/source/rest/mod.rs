@@ -1,5 +1,8 @@
 //! The Patroni REST API as a source of cluster snapshots. Any member answers for the whole
-//! cluster (`/cluster` is read from the DCS); several URLs are tried in turn.
+//! cluster (`/cluster` is read from the DCS); several URLs are tried in turn. When a DCS is
+//! named (`--dcs`), snapshots, history and config are read from it instead, as patronictl
+//! reads them, and the members are still reached over REST (their `api_url` in the DCS):
+//! Patroni < 4.1's replay positions, heal, and which members do not answer.
 
 pub mod client;
 pub mod transport;
@@ -37,6 +40,17 @@ pub struct Snapshot {
 pub struct RestSource {
     http: Http,
     bases: Vec<String>,
+    /// Read snapshots from the DCS (`--dcs`) rather than a member's `/cluster`.
+    dcs: Option<std::sync::Arc<crate::source::dcs::Dcs>>,
+    /// Read the DCS only when no member's REST API answers (the Kubernetes DCS).
+    dcs_fallback: bool,
+}
+
+/// A member the DCS lists that does not answer its REST API, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silent {
+    pub name: String,
+    pub reason: String,
 }
 
 /// `127.0.0.1:8008`, `http://h:8008/`, `http://h:8008/patroni` → `http://h:8008`.
@@ -79,7 +93,103 @@ impl RestSource {
             .iter()
             .map(|u| base_url(u))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RestSource { http, bases })
+        Ok(RestSource {
+            http,
+            bases,
+            dcs: None,
+            dcs_fallback: false,
+        })
+    }
+
+    /// A source that reads snapshots from `dcs`; `urls` may be empty (members are reached
+    /// by the `api_url` the DCS carries).
+    pub fn with_dcs(
+        http: Http,
+        urls: &[String],
+        dcs: crate::source::dcs::Dcs,
+    ) -> Result<Self, SourceError> {
+        let bases = urls
+            .iter()
+            .map(|u| base_url(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RestSource {
+            http,
+            bases,
+            dcs: Some(std::sync::Arc::new(dcs)),
+            dcs_fallback: false,
+        })
+    }
+
+    /// This source, reading snapshots from `dcs` when no member's REST API answers.
+    pub fn with_fallback(self, dcs: crate::source::dcs::Dcs) -> Self {
+        RestSource {
+            dcs: Some(std::sync::Arc::new(dcs)),
+            dcs_fallback: true,
+            ..self
+        }
+    }
+
+    /// The DCS snapshots are read from first (`--dcs`, `--k8s-dcs`); not a fallback one.
+    fn primary_dcs(&self) -> Option<&crate::source::dcs::Dcs> {
+        self.dcs.as_deref().filter(|_| !self.dcs_fallback)
+    }
+
+    /// The DCS snapshots are read from, if one was named (not a fallback).
+    pub fn dcs(&self) -> Option<&crate::source::dcs::Dcs> {
+        self.primary_dcs()
+    }
+
+    /// The members of `cluster` whose REST API does not answer `GET /patroni` within
+    /// `timeout`, read concurrently (`list --dcs` names them).
+    pub async fn silent_members(
+        &self,
+        cluster: &Cluster,
+        timeout: std::time::Duration,
+    ) -> Vec<Silent> {
+        let mut set = JoinSet::new();
+        for m in &cluster.members {
+            let http = self.http.clone();
+            let name = m.name.clone();
+            let api = m.api_url.clone();
+            set.spawn(async move {
+                let Some(api) = api else {
+                    return Some(Silent {
+                        name,
+                        reason: "no api_url in the DCS".into(),
+                    });
+                };
+                let base = match base_url(&api) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Some(Silent {
+                            name,
+                            reason: e.to_string(),
+                        })
+                    }
+                };
+                let mut req = Request::get(&base, "/patroni");
+                req.timeout = Some(timeout);
+                match http.send(&req).await {
+                    Ok(r) if r.status.is_success() => None,
+                    Ok(r) => Some(Silent {
+                        name,
+                        reason: format!("{} answered HTTP {}", req.url(), r.status.as_u16()),
+                    }),
+                    Err(e) => Some(Silent {
+                        name,
+                        reason: e.to_string(),
+                    }),
+                }
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some(s)) = r {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     pub fn http(&self) -> &Http {
@@ -113,7 +223,27 @@ impl RestSource {
     /// their own `/patroni`, the error says the DCS is unreachable (Patroni reads `/cluster`
     /// from it), not that the members are down.
     pub async fn snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
-        match self.read_snapshot(detail).await {
+        if let Some(dcs) = self.primary_dcs() {
+            return self.dcs_snapshot(dcs, detail).await;
+        }
+        let rest = self.diagnosed_rest_snapshot(detail).await;
+        match (rest, self.dcs.as_deref()) {
+            (Err(e), Some(dcs)) => match self.dcs_snapshot(dcs, detail).await {
+                Ok(snap) => {
+                    tracing::debug!(error = %e, "no REST API answered: read the DCS");
+                    Ok(snap)
+                }
+                // The REST failure is the one to report.
+                Err(_) => Err(e),
+            },
+            (r, _) => r,
+        }
+    }
+
+    /// `/cluster` over REST; when it fails everywhere while members answer their own
+    /// `/patroni`, the error says the DCS is unreachable.
+    async fn diagnosed_rest_snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
+        match self.rest_snapshot(detail).await {
             Err(e @ (SourceError::Rest(_) | SourceError::AllFailed(_))) => {
                 let own = self.own_statuses().await;
                 if own.values().any(|s| s.is_ok()) {
@@ -160,7 +290,7 @@ impl RestSource {
         out
     }
 
-    async fn read_snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
+    async fn rest_snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
         let http = &self.http;
         let ((wire, status), answered_by) = self
             .first_answer(|base| async move {
@@ -187,6 +317,37 @@ impl RestSource {
         Ok(Snapshot {
             cluster,
             answered_by,
+        })
+    }
+
+    /// A snapshot from the DCS keys: the `/cluster` Patroni would serve from them, then the
+    /// same conversion as over REST (Patroni < 4.1: replay positions from the members).
+    async fn dcs_snapshot(
+        &self,
+        dcs: &crate::source::dcs::Dcs,
+        detail: Detail,
+    ) -> Result<Snapshot, SourceError> {
+        let (keys, url) = dcs.read().await?;
+        let bad = |bad| {
+            SourceError::Dcs(crate::source::dcs::DcsError::NotPatroni {
+                url: url.clone(),
+                bad,
+            })
+        };
+        let wire = keys.cluster_wire(&dcs.scope).map_err(bad)?;
+        let status = keys.status_wire(&dcs.scope);
+        let legacy = if needs_legacy_replay(&wire) {
+            Some(self.legacy_replay(&wire).await)
+        } else {
+            None
+        };
+        // The DCS carries what `/patroni` adds (version, system id, unlocked), so every
+        // detail gets it.
+        let _ = detail;
+        let cluster = wire::into_cluster(wire, Some(&status), legacy.as_ref());
+        Ok(Snapshot {
+            cluster,
+            answered_by: format!("{url} ({})", dcs.prefix),
         })
     }
 
@@ -238,6 +399,19 @@ impl RestSource {
     }
 
     pub async fn history(&self) -> Result<Vec<HistoryEntry>, SourceError> {
+        if let Some(dcs) = self.primary_dcs() {
+            let (keys, url) = dcs.read().await?;
+            return wire::into_history(keys.history.unwrap_or_default()).map_err(|bad| {
+                SourceError::Dcs(crate::source::dcs::DcsError::NotPatroni {
+                    url,
+                    bad: crate::source::dcs::wire::BadValue {
+                        key: format!("{}history", dcs.prefix),
+                        what: "timeline history",
+                        reason: format!("a line is not [timeline, lsn, reason, ...]: {}", bad.0),
+                    },
+                })
+            });
+        }
         let http = &self.http;
         let (wire, base) = self
             .first_answer(|b| async move { http.get_json::<HistoryWire>(&b, "/history").await })
@@ -253,6 +427,9 @@ impl RestSource {
 
     /// The dynamic configuration (`GET /config`), as Patroni stores it.
     pub async fn config(&self) -> Result<serde_json::Value, SourceError> {
+        if let Some(dcs) = self.primary_dcs() {
+            return Ok(dcs.config().await?);
+        }
         let http = &self.http;
         let (v, _) = self
             .first_answer(
