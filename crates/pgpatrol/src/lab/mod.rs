@@ -397,26 +397,6 @@ pub async fn etcd_healthy(client_port: u16) -> bool {
     matches!(get_json(&url).await, Ok(v) if v["health"] == "true")
 }
 
-/// Deletes every DCS key of the cluster (`/service/<scope>/...`) through etcd's v3 JSON
-/// gateway, like `patronictl remove` does, so a later lab with the same scope starts clean.
-pub async fn etcd_delete_scope(client_port: u16, scope: &str) -> Result<()> {
-    let url = format!("http://127.0.0.1:{client_port}/v3/kv/deleterange");
-    let body = serde_json::json!({
-        "key": crate::etcd::base64(format!("/service/{scope}/").as_bytes()),
-        // The prefix's range end: the same bytes with the last one incremented ('/' + 1 = '0').
-        "range_end": crate::etcd::base64(format!("/service/{scope}0").as_bytes()),
-    });
-    let resp = http()?
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    if !resp.status().is_success() {
-        bail!("POST {url}: HTTP {}", resp.status());
-    }
-    Ok(())
-}
 
 /// Checks the cluster: exactly one running leader, `members - 1` replicas in the version's
 /// streaming state, and (when `max_lag` is set) every replica's receive and replay lag known
