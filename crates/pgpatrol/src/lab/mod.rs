@@ -397,7 +397,6 @@ pub async fn etcd_healthy(client_port: u16) -> bool {
     matches!(get_json(&url).await, Ok(v) if v["health"] == "true")
 }
 
-
 /// Checks the cluster: exactly one running leader, `members - 1` replicas in the version's
 /// streaming state, and (when `max_lag` is set) every replica's receive and replay lag known
 /// and at most `max_lag` bytes. `Err` carries a one-line reason.
