@@ -673,7 +673,10 @@ fn doctor_through_kubernetes_reads_the_same_cluster(lab: &Lab) {
         assert_eq!(check(&via, id)["status"], "ok", "{id}: {via:#}");
     }
     assert_eq!(check(&via, "lag_seconds")["status"], "skipped");
-    assert_eq!(code(&out), 0, "{via:#}");
+    // The exit code follows the verdicts (a lab that failed over earlier in the run warns
+    // about failovers in 24 h).
+    let problem = via["status"] != "ok";
+    assert_eq!(code(&out), i32::from(problem), "{via:#}");
 }
 
 fn doctor_bad_input_is_one_line(lab: &Lab) {
