@@ -189,6 +189,20 @@ impl Etcd {
             };
         }
         let lower = full.to_ascii_lowercase();
+        // TLS 1.3: etcd's refusal of a missing client certificate arrives after the
+        // handshake; when it lands before the request is written, hyper reports only that the
+        // connection was not ready (or closed). Same advice as the alert (CI met the race).
+        if url.starts_with("https://")
+            && !self.client_cert
+            && (lower.contains("connection was not ready")
+                || lower.contains("connection closed before message completed"))
+        {
+            return EtcdError::Tls {
+                url,
+                reason: tls_reason(&full),
+                hint: "etcd wants a client certificate: pass --dcs-cert and --dcs-key (etcd3.cert, etcd3.key)".into(),
+            };
+        }
         if [
             "certificate",
             "tls",
