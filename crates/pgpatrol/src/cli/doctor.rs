@@ -98,15 +98,12 @@ impl DoctorArgs {
             },
         )
         .await?;
-        let mut checks = doctor::rest_checks(&evidence, &thresholds);
+        let mut checks = pgpatrol_core::checks::rest_checks(&evidence, &thresholds);
         let mut walfile = None;
         match (self.pg.login(&self.cluster)?, evidence.samples.last()) {
             (Some(login), Some(cluster)) => {
                 let pg = doctor::pg::evidence(cluster, &login).await;
-                walfile = pg
-                    .iter()
-                    .filter(|m| m.leader)
-                    .find_map(|m| m.facts.as_ref().ok().and_then(|f| f.current_walfile.clone()));
+                walfile = doctor::pg::leader_walfile(&pg);
                 checks.extend(pgpatrol_core::checks::pg_checks(
                     &pg,
                     &evidence.permanent_slots,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use pgpatrol_core::checks::{self, Check, RestEvidence, Status, Thresholds};
+use pgpatrol_core::checks::{self, Check, RestEvidence, Status};
 
 use crate::source::rest::{Detail, RestSource};
 use crate::source::SourceError;
@@ -128,11 +128,6 @@ fn truthy(v: &serde_json::Value) -> bool {
         serde_json::Value::String(s) => !matches!(s.as_str(), "off" | "false" | ""),
         _ => false,
     }
-}
-
-/// The REST checks, run on the evidence.
-pub fn rest_checks(e: &RestEvidence, t: &Thresholds) -> Vec<Check> {
-    checks::rest_checks(e, t)
 }
 
 #[cfg(test)]

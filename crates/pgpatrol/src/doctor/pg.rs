@@ -54,6 +54,17 @@ pub async fn evidence_with(cluster: &Cluster, login: &PgLogin, which: Queries) -
     futures::future::join_all(jobs).await
 }
 
+/// The leader's current WAL file name, when its PostgreSQL answered (the backup checks
+/// compare the repository's newest WAL with it).
+pub fn leader_walfile(members: &[PgMember]) -> Option<String> {
+    members.iter().filter(|m| m.leader).find_map(|m| {
+        m.facts
+            .as_ref()
+            .ok()
+            .and_then(|f| f.current_walfile.clone())
+    })
+}
+
 /// One line for a driver error: the server's message when there is one.
 fn why(e: tokio_postgres::Error) -> String {
     match e.as_db_error() {

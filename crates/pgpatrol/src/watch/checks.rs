@@ -105,12 +105,7 @@ impl CheckRunner {
         let mut walfile = None;
         if let (Some(login), Some(latest)) = (&self.pg, e.samples.last()) {
             let pg = crate::doctor::pg::evidence(latest, login).await;
-            walfile = pg.iter().filter(|m| m.leader).find_map(|m| {
-                m.facts
-                    .as_ref()
-                    .ok()
-                    .and_then(|f| f.current_walfile.clone())
-            });
+            walfile = crate::doctor::pg::leader_walfile(&pg);
             out.extend(checks::pg_checks(&pg, &e.permanent_slots, &self.thresholds));
         }
         if let Some(b) = &self.backrest {
