@@ -1442,6 +1442,9 @@ mod tests {
             received: None,
             replayed: None,
             streaming_to: Vec::new(),
+            paused: false,
+            pending_restart: false,
+            timeline: None,
         })
     }
 

@@ -13,10 +13,12 @@
 //! [`model`] (the cluster), [`sli`] (the max-lag SLI), [`plan`] and [`policy`] (what heal
 //! does and every guardrail), [`fixtures`] (test builders).
 
+pub mod candidates;
 pub mod checks;
 pub mod fixtures;
 pub mod lsn;
 pub mod model;
+pub mod pgparams;
 pub mod plan;
 pub mod policy;
 pub mod sli;

@@ -319,6 +319,11 @@ pub struct MemberStatus {
     /// A leader's `replication` (its `pg_stat_replication`): the `application_name` of
     /// every standby whose state is `streaming`.
     pub streaming_to: Vec<String>,
+    /// `pause: true`: this member has seen maintenance mode (Patroni publishes it per member).
+    pub paused: bool,
+    /// `pending_restart`: a changed setting waits for a PostgreSQL restart.
+    pub pending_restart: bool,
+    pub timeline: Option<u64>,
 }
 
 /// The first Patroni that reports `replication_state` in `/patroni`.

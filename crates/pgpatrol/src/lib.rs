@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod etcd;
 pub mod executor;
 pub mod lab;
+pub mod ops;
 pub mod output;
 pub mod source;
 pub mod supervise;

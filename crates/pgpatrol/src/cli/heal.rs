@@ -72,6 +72,10 @@ pub struct HealArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
+    /// Append one JSON line per request sent (see `pgpatrol switchover --help`).
+    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
+    pub audit_log: Option<std::path::PathBuf>,
+
     /// Report format, printed to stdout.
     #[arg(long, value_enum, default_value = "md")]
     pub report: ReportFormat,
@@ -154,7 +158,11 @@ impl HealArgs {
             }
         }
 
-        self.execute(&source, &policy, &before, &plan, &mut report)
+        let audit = crate::ops::audit::Audit::open(
+            self.audit_log.as_deref(),
+            before.scope.as_deref().unwrap_or("cluster"),
+        )?;
+        self.execute(&source, &policy, &before, &plan, &mut report, audit)
             .await;
         // Expected caught up afterwards: the members healed, and the replicas that already
         // were before (a rebuild's checkpoint and WAL switch show on them for a loop or two).
@@ -199,6 +207,7 @@ impl HealArgs {
         before: &Cluster,
         plan: &pgpatrol_core::plan::Plan,
         report: &mut HealReport,
+        audit: crate::ops::audit::Audit,
     ) {
         let spinner = Spinner::new();
         let exec = executor::RestReinit {
@@ -211,6 +220,8 @@ impl HealArgs {
                 force: false,
                 wait: true,
                 from_leader: self.from_leader,
+                caller: "heal",
+                audit: std::sync::Arc::new(audit),
             },
             progress: &spinner,
         };

@@ -17,6 +17,7 @@ pub mod history;
 pub mod lab;
 pub mod list;
 pub mod man;
+pub mod ops;
 pub mod progress;
 pub mod reinit;
 pub mod remove;
@@ -58,6 +59,17 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     Heal(heal::HealArgs),
     Reinit(reinit::ReinitArgs),
+    Switchover(ops::SwitchoverArgs),
+    Failover(ops::FailoverArgs),
+    Pause(ops::PauseArgs),
+    /// Leave maintenance mode: Patroni acts on its own again.
+    ///
+    /// Exit codes: 0 resumed (or was not paused); 1 not every member saw it (--wait); 2 error.
+    Resume(ops::PauseArgs),
+    Restart(ops::RestartArgs),
+    Flush(ops::FlushArgs),
+    Reload(ops::ReloadArgs),
+    EditConfig(ops::EditConfigArgs),
     Watch(watch::WatchArgs),
     /// SLO tooling: Prometheus rules for the lag SLOs of a watch config.
     #[command(subcommand)]
@@ -128,6 +140,14 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Doctor(args) => args.run(color).await,
         Command::Heal(args) => args.run().await,
         Command::Reinit(args) => args.run().await,
+        Command::Switchover(args) => args.run(color).await,
+        Command::Failover(args) => args.run(color).await,
+        Command::Pause(args) => args.run(true, color).await,
+        Command::Resume(args) => args.run(false, color).await,
+        Command::Restart(args) => args.run(color).await,
+        Command::Flush(args) => args.run(color).await,
+        Command::Reload(args) => args.run().await,
+        Command::EditConfig(args) => args.run().await,
         Command::Topology(args) => args.run(color).await,
         Command::Watch(args) => args.run(color).await,
         Command::Slo(cmd) => cmd.run().await,

@@ -52,6 +52,10 @@ pub struct ReinitArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Append one JSON line per request sent (see `pgpatrol switchover --help`).
+    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl ReinitArgs {
@@ -109,6 +113,11 @@ impl ReinitArgs {
             force: self.force,
             wait: self.wait,
             from_leader: self.from_leader,
+            caller: "reinit",
+            audit: std::sync::Arc::new(crate::ops::audit::Audit::open(
+                self.audit_log.as_deref(),
+                cluster.scope.as_deref().unwrap_or("cluster"),
+            )?),
         };
         let leader_api = cluster.leader().and_then(|l| l.api_url.clone());
         let spinner = Spinner::new();

@@ -69,6 +69,11 @@ pub struct WatchArgs {
     #[arg(long)]
     pub state_file: Option<PathBuf>,
 
+    /// Where auto-heal records each request it sends, one JSON line each (overrides the
+    /// config's `audit_log`).
+    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
     /// With flags: Alertmanager base URL (alerts go to /api/v2/alerts).
     #[arg(long)]
     pub alertmanager: Option<String>,
@@ -114,6 +119,7 @@ impl WatchArgs {
                     interval: self.interval,
                     timeout: self.cluster.request_timeout,
                     state_file: self.state_file.clone(),
+                    audit_log: None,
                     doc_link: std::env::var("DOC_LINK").ok(),
                     alertmanager: self.alertmanager.clone(),
                     webhook: None,
@@ -132,6 +138,9 @@ impl WatchArgs {
         };
         if let Some(l) = self.listen {
             cfg.listen = l;
+        }
+        if let Some(a) = &self.audit_log {
+            cfg.audit_log = Some(a.clone());
         }
         Ok(cfg)
     }

@@ -30,6 +30,10 @@ pub struct ReinitOptions {
     /// Send `{"from_leader": true}`: take the basebackup from the leader, not from a replica
     /// tagged `clonefrom` (Patroni 4.1+; refused on older members, which would ignore it).
     pub from_leader: bool,
+    /// Who asks (`heal`, `reinit`, `auto-heal`): the audit line's operation.
+    pub caller: &'static str,
+    /// Where the `POST /reinitialize` is recorded.
+    pub audit: std::sync::Arc<crate::ops::audit::Audit>,
 }
 
 /// How one reinitialization ended.
@@ -187,7 +191,20 @@ pub async fn reinitialize(
     }
     progress.update(member, "asking Patroni to reinitialize");
     let req = Request::post(&base, "/reinitialize", body);
-    match source.http().send(&req).await {
+    let answer = source.http().send(&req).await;
+    match &answer {
+        Ok(resp) => opts.audit.record(
+            opts.caller,
+            member,
+            &req,
+            Some(resp.status.as_u16()),
+            &crate::text::snippet(resp.body.trim()),
+        ),
+        Err(e) => opts
+            .audit
+            .record(opts.caller, member, &req, None, &e.to_string()),
+    }
+    match answer {
         Ok(resp) if resp.status == StatusCode::OK => {}
         Ok(resp)
             if resp.status == StatusCode::SERVICE_UNAVAILABLE
@@ -512,6 +529,8 @@ mod tests {
             force: false,
             wait: true,
             from_leader,
+            caller: "test",
+            audit: Default::default(),
         };
         let out = reinitialize(&source, "pg1", &member, Some(&leader), &opts, &Quiet).await;
         (out, fake)

@@ -85,6 +85,7 @@ pub struct Healer {
     history: Arc<Mutex<Vec<ActionRecord>>>,
     progress: Arc<Mutex<Progress>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    audit: Arc<crate::ops::audit::Audit>,
 }
 
 fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::Result<LeaseStore> {
@@ -202,6 +203,10 @@ impl Healer {
             history: Arc::new(Mutex::new(history)),
             progress: Arc::new(Mutex::new(Progress::default())),
             task: None,
+            audit: Arc::new(crate::ops::audit::Audit::open(
+                cfg.audit_log.as_deref(),
+                &c.name,
+            )?),
         })
     }
 
@@ -368,6 +373,8 @@ impl Healer {
             force: false,
             wait: true,
             from_leader: self.cfg.from_leader,
+            caller: "auto-heal",
+            audit: self.audit.clone(),
         };
         let exec = WatchReinit {
             name: name.to_string(),

@@ -6,6 +6,7 @@
 //! interval: 10s                   # default poll interval
 //! timeout: 5s                     # default per-poll timeout
 //! state_file: /var/lib/pgpatrol/watch-state.json   # SLO samples survive restarts
+//! audit_log: /var/log/pgpatrol/audit.jsonl        # auto-heal's requests, one JSON line each
 //! doc_link: https://runbooks.example/patroni-lag
 //! alertmanager: http://127.0.0.1:9093             # POST /api/v2/alerts
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
@@ -71,6 +72,9 @@ pub struct WatchConfig {
     pub timeout: Duration,
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Auto-heal's requests, one JSON line each (as `--audit-log` for the commands).
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
     #[serde(default)]
     pub doc_link: Option<String>,
     #[serde(default)]

@@ -14,6 +14,10 @@
 //! - `badinput`: unreachable URLs, HTML, garbage and truncated JSON, TLS against plain,
 //!   timeouts, wrong credentials, bad units, bad config: one line, exit 2, no panic.
 //! - `heal`: the live guardrail tests named in docs/SAFETY.md.
+//! - `ops`: switchover (named, automatic, refused, scheduled and flushed), emergency
+//!   failover to the member with the most data, pause/resume --wait, edit-config with a
+//!   pending restart cleared by a rolling restart (one member down at a time, polled), a
+//!   rolling restart that stops before the leader, reload, the audit log, bad input.
 //! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
@@ -56,6 +60,7 @@ mod k8s;
 mod k8s_dcs;
 mod k8s_fixture;
 mod lab;
+mod ops;
 mod read;
 mod supervise;
 mod tls;
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         ("doctor", doctor::tests),
         ("badinput", badinput::tests),
         ("heal", heal::tests),
+        ("ops", ops::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),

@@ -68,6 +68,37 @@ impl Request {
         }
     }
 
+    /// A POST without a body (`/reload`, an unfiltered `/restart`).
+    pub fn post_empty(base: &str, path: &str) -> Self {
+        Request {
+            method: Method::POST,
+            ..Request::get(base, path)
+        }
+    }
+
+    pub fn patch(base: &str, path: &str, body: serde_json::Value) -> Self {
+        Request {
+            method: Method::PATCH,
+            body: Some(body),
+            ..Request::get(base, path)
+        }
+    }
+
+    pub fn delete(base: &str, path: &str) -> Self {
+        Request {
+            method: Method::DELETE,
+            ..Request::get(base, path)
+        }
+    }
+
+    /// The same request with a longer timeout (a switchover or restart answers late).
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Request {
+            timeout: Some(timeout),
+            ..self
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("{}{}", self.base, self.path)
     }

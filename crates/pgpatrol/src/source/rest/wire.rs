@@ -147,6 +147,9 @@ impl StatusWire {
                 .filter(|r| r.state.as_deref() == Some("streaming"))
                 .filter_map(|r| r.application_name.clone())
                 .collect(),
+            paused: self.pause.unwrap_or(false),
+            pending_restart: self.pending_restart.unwrap_or(false),
+            timeline: self.timeline,
         }
     }
 

@@ -1,0 +1,215 @@
+//! The audit log: one JSON line per request that changes a cluster (switchover, restart,
+//! config, reinitialize, ...), whoever sent it (a person, heal, watch's auto-heal).
+//!
+//! `{"time","user","host","cluster","operation","member","method","url","body","status",
+//! "outcome"}`; `body` without secrets (any key naming a password, secret or token is
+//! `"***"`), `status` null when no answer came. Lines are appended with one `write` each
+//! (O_APPEND), so several pgpatrol processes can share a file.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::source::rest::Request;
+
+/// Where audit lines go: a file, or nowhere.
+#[derive(Debug)]
+pub struct Audit {
+    file: Option<(PathBuf, Mutex<File>)>,
+    cluster: String,
+    user: String,
+    host: String,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit::disabled()
+    }
+}
+
+impl Audit {
+    /// No audit log.
+    pub fn disabled() -> Audit {
+        Audit {
+            file: None,
+            cluster: String::new(),
+            user: String::new(),
+            host: String::new(),
+        }
+    }
+
+    /// Appends to `path` (created 0600 if missing) for `cluster`; fails before anything is
+    /// sent when the file cannot be opened, so an operation never runs unaudited by accident.
+    pub fn open(path: Option<&Path>, cluster: &str) -> anyhow::Result<Audit> {
+        let Some(path) = path else {
+            return Ok(Audit::disabled());
+        };
+        let mut opts = OpenOptions::new();
+        opts.create(true).append(true);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the audit log {}: {e}: fix --audit-log / PGPATROL_AUDIT_LOG",
+                path.display()
+            )
+        })?;
+        Ok(Audit {
+            file: Some((path.to_path_buf(), Mutex::new(file))),
+            cluster: cluster.to_string(),
+            user: local_user(),
+            host: local_host(),
+        })
+    }
+
+    /// The same log for another cluster (watch audits every cluster into one file).
+    pub fn for_cluster(&self, cluster: &str) -> anyhow::Result<Audit> {
+        match &self.file {
+            None => Ok(Audit::disabled()),
+            Some((path, _)) => Audit::open(Some(path), cluster),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Records one request: its answer's status (None: no answer) and the outcome in words.
+    pub fn record(
+        &self,
+        operation: &str,
+        member: &str,
+        req: &Request,
+        status: Option<u16>,
+        outcome: &str,
+    ) {
+        let Some((path, file)) = &self.file else {
+            return;
+        };
+        let line = json!({
+            "time": jiff::Timestamp::now().round(jiff::Unit::Millisecond).map(|t| t.to_string()).unwrap_or_default(),
+            "user": self.user,
+            "host": self.host,
+            "cluster": self.cluster,
+            "operation": operation,
+            "member": member,
+            "method": req.method.as_str(),
+            "url": req.url(),
+            "body": req.body.as_ref().map(redact),
+            "status": status,
+            "outcome": outcome,
+        });
+        let mut text = line.to_string();
+        text.push('\n');
+        let written = file
+            .lock()
+            .map_err(|_| std::io::Error::other("audit log lock poisoned"))
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = written {
+            eprintln!(
+                "pgpatrol: warning: cannot write the audit log {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The body with every value under a key naming a password, secret or token replaced.
+pub fn redact(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_lowercase();
+                    if ["password", "secret", "token"]
+                        .iter()
+                        .any(|s| lower.contains(s))
+                    {
+                        (k.clone(), Value::String("***".into()))
+                    } else {
+                        (k.clone(), redact(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+fn local_user() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn local_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_reach_the_log() {
+        let body = json!({"postgresql": {"authentication": {"replication": {"password": "s3cret"}},
+            "parameters": {"max_connections": 200}}, "api_token": "t", "pause": true});
+        let r = redact(&body);
+        assert_eq!(
+            r["postgresql"]["authentication"]["replication"]["password"],
+            "***"
+        );
+        assert_eq!(r["api_token"], "***");
+        assert_eq!(r["postgresql"]["parameters"]["max_connections"], 200);
+        assert_eq!(r["pause"], true);
+    }
+
+    #[test]
+    fn each_request_is_one_json_line() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.jsonl");
+        let audit = Audit::open(Some(&path), "demo").unwrap();
+        let req = Request::post(
+            "http://127.0.0.1:8008",
+            "/switchover",
+            json!({"leader": "pg0"}),
+        );
+        audit.record("switchover", "pg0", &req, Some(200), "switched over");
+        audit.record("switchover", "pg0", &req, None, "no answer");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["cluster"], "demo");
+        assert_eq!(lines[0]["method"], "POST");
+        assert_eq!(lines[0]["url"], "http://127.0.0.1:8008/switchover");
+        assert_eq!(lines[0]["body"]["leader"], "pg0");
+        assert_eq!(lines[0]["status"], 200);
+        assert!(lines[1]["status"].is_null());
+        assert!(!lines[0]["user"].as_str().unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unopenable_log_is_an_error_before_anything_is_sent() {
+        let e = Audit::open(Some(Path::new("/nonexistent/dir/audit.jsonl")), "demo").unwrap_err();
+        assert!(e.to_string().contains("--audit-log"), "{e}");
+    }
+}

@@ -1,0 +1,291 @@
+//! Operations a DBA runs with patronictl (switchover, failover, pause/resume, restart,
+//! reload, edit-config, flush), done so that their result can be trusted: checked before
+//! the request, followed in the DCS after it, audited, and with an exit code that says
+//! what happened. The command-line half is in `cli::ops`; this half knows no flags.
+
+pub mod audit;
+pub mod config;
+pub mod restart;
+pub mod switchover;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::executor::Progress;
+use crate::source::rest::{base_url, Request, Response, RestError, RestSource};
+use audit::Audit;
+use pgpatrol_core::{Cluster, Member};
+
+/// A request as sent (or, in a dry run, as it would have been).
+#[derive(Debug, Clone, Serialize)]
+pub struct SentRequest {
+    pub member: String,
+    pub method: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    /// None in a dry run or when no answer came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// Sends an operation's requests: audits each one, or only prints it in a dry run.
+pub struct Ops<'a> {
+    pub source: &'a RestSource,
+    pub dry_run: bool,
+    pub audit: &'a Audit,
+    pub operation: &'static str,
+    pub progress: &'a dyn Progress,
+    /// The result goes out as JSON (which lists the requests): dry-run lines stay off stdout.
+    json: bool,
+    sent: Mutex<Vec<SentRequest>>,
+}
+
+impl<'a> Ops<'a> {
+    pub fn new(
+        source: &'a RestSource,
+        operation: &'static str,
+        dry_run: bool,
+        audit: &'a Audit,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        Ops {
+            source,
+            dry_run,
+            audit,
+            operation,
+            progress,
+            json: false,
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The result is printed as JSON: a dry run's requests appear only there.
+    pub fn json(self, json: bool) -> Self {
+        Ops { json, ..self }
+    }
+
+    /// Every request sent so far (or printed, in a dry run).
+    pub fn sent(&self) -> Vec<SentRequest> {
+        self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends `req` to `member`. `Ok(None)` in a dry run (the request is printed to stdout).
+    pub async fn send(&self, member: &str, req: Request) -> Result<Option<Response>, RestError> {
+        let mut record = SentRequest {
+            member: member.to_string(),
+            method: req.method.to_string(),
+            url: req.url(),
+            body: req.body.as_ref().map(audit::redact),
+            status: None,
+            answer: None,
+        };
+        if self.dry_run {
+            let body = record
+                .body
+                .as_ref()
+                .map(|b| format!(" {b}"))
+                .unwrap_or_default();
+            if !self.json {
+                println!("dry run: would send {} {}{body}", record.method, record.url);
+            }
+            self.push(record);
+            return Ok(None);
+        }
+        let result = self.source.http().send(&req).await;
+        match &result {
+            Ok(resp) => {
+                // A JSON answer (PATCH /config echoes the configuration) loses its secrets.
+                let answer = match serde_json::from_str::<serde_json::Value>(&resp.body) {
+                    Ok(v) if v.is_object() => crate::text::snippet(&audit::redact(&v).to_string()),
+                    _ => crate::text::snippet(resp.body.trim()),
+                };
+                self.audit.record(
+                    self.operation,
+                    member,
+                    &req,
+                    Some(resp.status.as_u16()),
+                    &answer,
+                );
+                record.status = Some(resp.status.as_u16());
+                record.answer = Some(answer);
+            }
+            Err(e) => {
+                self.audit
+                    .record(self.operation, member, &req, None, &e.to_string());
+                record.answer = Some(e.to_string());
+            }
+        }
+        self.push(record);
+        result.map(Some)
+    }
+
+    fn push(&self, r: SentRequest) {
+        if let Ok(mut s) = self.sent.lock() {
+            s.push(r);
+        }
+    }
+
+    /// Reads the cluster (fresh, with each member's own figures).
+    pub async fn read(&self) -> anyhow::Result<Cluster> {
+        Ok(self
+            .source
+            .snapshot(crate::source::rest::Detail::Full)
+            .await?
+            .cluster)
+    }
+}
+
+/// A member's REST base URL, or a clear error.
+pub fn api_of(m: &Member) -> anyhow::Result<String> {
+    let raw = m
+        .api_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("{} has no api_url in /cluster: cannot reach it", m.name))?;
+    Ok(base_url(raw)?)
+}
+
+/// The member named `name`, or an error that lists the members.
+pub fn member<'c>(cluster: &'c Cluster, name: &str) -> anyhow::Result<&'c Member> {
+    cluster.member(name).ok_or_else(|| {
+        let names: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
+        anyhow::anyhow!(
+            "no member named {name:?} in the cluster (members: {})",
+            names.join(", ")
+        )
+    })
+}
+
+/// A time for `--scheduled`: ISO 8601 / RFC 3339 with an explicit zone (`Z` or an offset),
+/// in the future. A bare time is refused, never read in the local zone.
+pub fn parse_schedule(raw: &str, now: jiff::Timestamp) -> anyhow::Result<jiff::Timestamp> {
+    let raw = raw.trim();
+    let ts: jiff::Timestamp = match raw.parse() {
+        Ok(ts) => ts,
+        Err(e) => {
+            if raw.parse::<jiff::civil::DateTime>().is_ok() {
+                anyhow::bail!("--scheduled {raw:?} has no time zone: write it with one, e.g. {raw}Z or {raw}+01:00 (pgpatrol never assumes the local zone)");
+            }
+            anyhow::bail!("--scheduled {raw:?} is not an ISO 8601 time with a zone (e.g. 2026-12-01T18:00:00Z): {e}");
+        }
+    };
+    if ts <= now {
+        anyhow::bail!("--scheduled {raw} is in the past (now is {now}): give a future time");
+    }
+    Ok(ts)
+}
+
+/// How long no member said it was a running, writable leader, measured by polling every
+/// member's own `/patroni` every 100 ms while an operation runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WriteGap {
+    /// The longest stretch without a writable leader, seconds.
+    pub longest_secs: f64,
+    /// All such stretches together, seconds.
+    pub total_secs: f64,
+    /// How many polls were made.
+    pub polls: u64,
+}
+
+/// Polls `apis` until `done` is set; returns the gaps in writability it saw.
+pub async fn measure_writability(
+    source: &RestSource,
+    apis: &[String],
+    done: &AtomicBool,
+) -> WriteGap {
+    let mut gap = WriteGap::default();
+    let mut lost_at: Option<Instant> = None;
+    let per_call = Duration::from_millis(400);
+    loop {
+        let stop = done.load(Ordering::SeqCst);
+        let t = Instant::now();
+        let polls = apis.iter().map(|a| async move {
+            tokio::time::timeout(per_call, source.member_status(a))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+        let statuses = futures::future::join_all(polls).await;
+        gap.polls += 1;
+        let writable = statuses.iter().flatten().any(|s| {
+            s.role == pgpatrol_core::Role::Leader && s.state == pgpatrol_core::State::Running
+        });
+        match (writable, lost_at) {
+            (false, None) => lost_at = Some(t),
+            (true, Some(since)) => {
+                let d = t.duration_since(since).as_secs_f64();
+                gap.total_secs += d;
+                gap.longest_secs = gap.longest_secs.max(d);
+                lost_at = None;
+            }
+            _ => {}
+        }
+        if stop {
+            if let Some(since) = lost_at {
+                let d = t.duration_since(since).as_secs_f64();
+                gap.total_secs += d;
+                gap.longest_secs = gap.longest_secs.max(d);
+            }
+            gap.longest_secs = round1(gap.longest_secs);
+            gap.total_secs = round1(gap.total_secs);
+            return gap;
+        }
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(t.elapsed())).await;
+    }
+}
+
+/// Runs `op` while measuring writability; returns both.
+pub async fn with_write_gap<T>(
+    source: &RestSource,
+    apis: &[String],
+    op: impl std::future::Future<Output = T>,
+) -> (T, WriteGap) {
+    let done = AtomicBool::new(false);
+    let run = async {
+        let out = op.await;
+        done.store(true, Ordering::SeqCst);
+        out
+    };
+    tokio::join!(run, measure_writability(source, apis, &done))
+}
+
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Every member's REST base URL (those that have one).
+pub fn all_apis(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .members
+        .iter()
+        .filter_map(|m| api_of(m).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_need_a_zone_and_the_future() {
+        let now: jiff::Timestamp = "2026-12-01T15:00:00Z".parse().unwrap();
+        let ts = parse_schedule("2026-12-01T18:00:00+01:00", now).unwrap();
+        assert_eq!(ts.to_string(), "2026-12-01T17:00:00Z");
+        assert!(parse_schedule("2026-12-01T18:00:00Z", now).is_ok());
+        let bare = parse_schedule("2026-12-01T18:00", now)
+            .unwrap_err()
+            .to_string();
+        assert!(bare.contains("has no time zone"), "{bare}");
+        let past = parse_schedule("2026-12-01T14:00:00Z", now)
+            .unwrap_err()
+            .to_string();
+        assert!(past.contains("in the past"), "{past}");
+        let junk = parse_schedule("tomorrow", now).unwrap_err().to_string();
+        assert!(junk.contains("not an ISO 8601 time"), "{junk}");
+    }
+}

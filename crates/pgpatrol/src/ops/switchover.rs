@@ -1,0 +1,385 @@
+//! Switchover and failover, followed to the end: Patroni's `POST /switchover` answers after
+//! about 20 s with `503 Switchover status unknown` while the switchover may still finish
+//! (patroni #743, #3106), so the answer is a hint and the DCS is the truth: pgpatrol reads
+//! the cluster until the new leader runs and the former one replicates, and measures how
+//! long no member was a writable leader.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::Serialize;
+use serde_json::json;
+
+use pgpatrol_core::candidates::Candidate;
+use pgpatrol_core::{Cluster, Lsn, Member};
+
+use super::{api_of, round1, with_write_gap, Ops, SentRequest, WriteGap};
+use crate::source::rest::Request;
+
+/// How a switchover or failover ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverResult {
+    /// The leader changed: the new one runs (and, after a switchover, the former one
+    /// replicates, or the detail says it does not yet).
+    Switched,
+    /// Patroni accepted a scheduled switchover.
+    Scheduled,
+    /// Patroni refused, or the leader did not change within the timeout.
+    Failed,
+    /// Nothing was sent: a dry run.
+    DryRun,
+}
+
+/// What a switchover or failover did, for the report and `-o json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TakeoverOutcome {
+    pub operation: &'static str,
+    pub result: TakeoverResult,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+    /// Time without a writable leader, measured while the operation ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_gap: Option<WriteGap>,
+    pub total_secs: f64,
+    pub candidates: Vec<Candidate>,
+    pub requests: Vec<SentRequest>,
+}
+
+/// What to ask Patroni for.
+#[derive(Debug, Clone)]
+pub struct Takeover {
+    /// `switchover` or `failover`.
+    pub operation: &'static str,
+    /// The leader handing over (switchover only).
+    pub leader: Option<String>,
+    pub candidate: Option<String>,
+    pub scheduled_at: Option<jiff::Timestamp>,
+    /// How long to follow the cluster after the request.
+    pub timeout: Duration,
+}
+
+/// Sends the switchover or failover to `target` (a member's API) and follows it.
+pub async fn run(
+    ops: &Ops<'_>,
+    before: &Cluster,
+    target: &Member,
+    t: &Takeover,
+    candidates: Vec<Candidate>,
+) -> anyhow::Result<TakeoverOutcome> {
+    let t0 = Instant::now();
+    let base = api_of(target)?;
+    let mut body = json!({});
+    if let Some(l) = &t.leader {
+        body["leader"] = l.clone().into();
+    }
+    if let Some(c) = &t.candidate {
+        body["candidate"] = c.clone().into();
+    }
+    if let Some(at) = t.scheduled_at {
+        body["scheduled_at"] = at.to_string().into();
+    }
+    let path = format!("/{}", t.operation);
+    // Patroni holds the call for up to 2*max(10, loop_wait) s before it answers.
+    let req = Request::post(&base, &path, body).with_timeout(Duration::from_secs(75));
+    let mut out = TakeoverOutcome {
+        operation: t.operation,
+        result: TakeoverResult::Failed,
+        detail: String::new(),
+        leader_before: before.leader().map(|l| l.name.clone()),
+        leader_after: None,
+        candidate: t.candidate.clone(),
+        scheduled_at: t.scheduled_at.map(|s| s.to_string()),
+        write_gap: None,
+        total_secs: 0.0,
+        candidates,
+        requests: Vec::new(),
+    };
+    if t.scheduled_at.is_some() {
+        match ops.send(&target.name, req).await {
+            Ok(None) => {
+                out.result = TakeoverResult::DryRun;
+                out.detail = "dry run: nothing was sent".into();
+            }
+            Ok(Some(resp)) if resp.status == StatusCode::ACCEPTED => {
+                out.result = TakeoverResult::Scheduled;
+                out.detail = format!("Patroni: {}", resp.body.trim());
+            }
+            Ok(Some(resp)) => {
+                out.detail = format!(
+                    "Patroni refused (HTTP {}): {}",
+                    resp.status.as_u16(),
+                    crate::text::snippet(resp.body.trim())
+                );
+            }
+            Err(e) => out.detail = e.to_string(),
+        }
+        out.requests = ops.sent();
+        out.total_secs = round1(t0.elapsed().as_secs_f64());
+        return Ok(out);
+    }
+
+    let old_leader = before.leader().map(|l| l.name.clone());
+    let apis = super::all_apis(before);
+    let follow = async {
+        let answer = match ops.send(&target.name, req).await {
+            Ok(None) => return Err(None),
+            Ok(Some(resp)) => Ok(resp),
+            // Only a timeout leaves the outcome open; a refused connection, credentials or
+            // TLS mean Patroni never got the request.
+            Err(e @ crate::source::rest::RestError::Timeout { .. }) => Err(e.to_string()),
+            Err(e) => return Err(Some(e.to_string())),
+        };
+        let hint = match &answer {
+            Ok(resp) if resp.status == StatusCode::OK => {
+                ops.progress.update(target.name.as_str(), resp.body.trim());
+                None
+            }
+            Ok(resp)
+                if resp.status == StatusCode::SERVICE_UNAVAILABLE
+                    && resp.body.contains("status unknown") =>
+            {
+                // Not a failure: the switchover may still complete. The DCS decides.
+                ops.progress.update(
+                    target.name.as_str(),
+                    "Patroni: status unknown; following the cluster",
+                );
+                None
+            }
+            Ok(resp) => {
+                return Err(Some(format!(
+                    "Patroni refused (HTTP {}): {}",
+                    resp.status.as_u16(),
+                    crate::text::snippet(resp.body.trim())
+                )))
+            }
+            Err(e) => {
+                // No answer in time: it may be happening all the same.
+                ops.progress.update(
+                    target.name.as_str(),
+                    &format!("no answer ({e}); following the cluster"),
+                );
+                Some(e.clone())
+            }
+        };
+        Ok(follow(ops, old_leader.as_deref(), t, hint).await)
+    };
+    let (followed, gap) = with_write_gap(ops.source, &apis, follow).await;
+    out.requests = ops.sent();
+    out.total_secs = round1(t0.elapsed().as_secs_f64());
+    match followed {
+        Err(None) => {
+            out.result = TakeoverResult::DryRun;
+            out.detail = "dry run: nothing was sent".into();
+        }
+        Err(Some(why)) => {
+            out.detail = why;
+            out.write_gap = Some(gap);
+        }
+        Ok(f) => {
+            out.leader_after = f.leader.clone();
+            out.result = f.result;
+            out.detail = f.detail;
+            out.write_gap = Some(gap);
+        }
+    }
+    Ok(out)
+}
+
+struct Followed {
+    result: TakeoverResult,
+    leader: Option<String>,
+    detail: String,
+}
+
+/// Reads the cluster until a leader other than `old` runs and (switchover) `old`
+/// replicates again, or the timeout passes.
+async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<String>) -> Followed {
+    let deadline = Instant::now() + t.timeout;
+    let mut last_seen = String::new();
+    let mut changed_to: Option<String> = None;
+    loop {
+        match ops.read().await {
+            Ok(c) => {
+                let leader = c
+                    .leader()
+                    .filter(|l| l.state == pgpatrol_core::State::Running);
+                let seen = match leader {
+                    Some(l) => format!("leader {} ({})", l.name, l.state),
+                    None => "no running leader".to_string(),
+                };
+                if let Some(l) = leader.filter(|l| Some(l.name.as_str()) != old) {
+                    changed_to = Some(l.name.clone());
+                    let former = old.and_then(|o| c.member(o));
+                    let rejoined = t.operation == "failover"
+                        || former
+                            .is_none_or(|f| !f.role.is_leader() && f.state.is_healthy_replica());
+                    if rejoined {
+                        let mut detail = match (&t.candidate, old) {
+                            (Some(want), _) if *want != l.name => {
+                                format!("{} took over instead of {want} (Patroni chose it)", l.name)
+                            }
+                            _ => format!("{} is the leader and runs", l.name),
+                        };
+                        if let (Some(o), "switchover") = (old, t.operation) {
+                            detail.push_str(&format!("; {o} replicates from it"));
+                        }
+                        return Followed {
+                            result: TakeoverResult::Switched,
+                            leader: Some(l.name.clone()),
+                            detail,
+                        };
+                    }
+                }
+                if seen != last_seen {
+                    ops.progress.update("cluster", &seen);
+                    last_seen = seen;
+                }
+            }
+            Err(e) => {
+                let seen = format!("cannot read the cluster: {e}");
+                if seen != last_seen {
+                    ops.progress.update("cluster", &seen);
+                    last_seen = seen;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let waited = humantime::format_duration(t.timeout);
+            return match changed_to {
+                Some(new) => Followed {
+                    result: TakeoverResult::Switched,
+                    leader: Some(new.clone()),
+                    detail: format!(
+                        "{new} is the leader, but the former leader {} does not replicate yet after {waited} ({last_seen}): check it",
+                        old.unwrap_or("?")
+                    ),
+                },
+                None => Followed {
+                    result: TakeoverResult::Failed,
+                    leader: old.map(str::to_string),
+                    detail: format!(
+                        "the leader did not change within {waited} ({last_seen}){}",
+                        hint.map(|h| format!("; the request: {h}")).unwrap_or_default()
+                    ),
+                },
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// One member's last known WAL positions, for a failover's "which node has the most data".
+#[derive(Debug, Clone, Serialize)]
+pub struct Position {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<Lsn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Lsn>,
+    /// Bytes behind the last leader position the DCS knew, when that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind_leader: Option<u64>,
+    /// Its own REST API answered (else the figures are /cluster's).
+    pub reachable: bool,
+}
+
+impl Position {
+    /// The furthest WAL it holds: received or replayed, whichever is further.
+    pub fn data(&self) -> Option<Lsn> {
+        self.received.max(self.replayed)
+    }
+}
+
+/// Each non-leader member's positions from its own `/patroni` (falling back to /cluster's),
+/// and the last leader position the DCS knew (`/cluster` lag is measured against it).
+pub async fn positions(ops: &Ops<'_>, cluster: &Cluster) -> (Vec<Position>, Option<Lsn>) {
+    let dead_leader = cluster.leader().map(|l| l.name.clone());
+    let members: Vec<&Member> = cluster
+        .members
+        .iter()
+        .filter(|m| Some(&m.name) != dead_leader.as_ref())
+        .collect();
+    let reads = members.iter().map(|m| async move {
+        match api_of(m) {
+            Ok(api) => ops.source.member_status(&api).await.ok(),
+            Err(_) => None,
+        }
+    });
+    let statuses = futures::future::join_all(reads).await;
+    let mut leader_pos: Option<Lsn> = None;
+    let out = members
+        .iter()
+        .zip(statuses)
+        .map(|(m, s)| {
+            let (received, replayed, reachable) = match &s {
+                Some(s) => (s.received, s.replayed, true),
+                None => (m.receive_lsn, m.replay_lsn, false),
+            };
+            // /cluster's (legacy) lag = last leader position - max(received, replayed).
+            if let (Some(data), Some(lag)) = (
+                received.max(replayed),
+                m.receive_lag.and_then(|l| l.bytes()),
+            ) {
+                let pos = Lsn(data.0 + lag);
+                leader_pos = leader_pos.max(Some(pos));
+            }
+            Position {
+                name: m.name.clone(),
+                received,
+                replayed,
+                behind_leader: None,
+                reachable,
+            }
+        })
+        .collect::<Vec<_>>();
+    let out = out
+        .into_iter()
+        .map(|mut p| {
+            p.behind_leader = leader_pos.zip(p.data()).map(|(l, d)| l.bytes_after(d));
+            p
+        })
+        .collect();
+    (out, leader_pos)
+}
+
+/// The member holding the most WAL, by name.
+pub fn most_data(positions: &[Position]) -> Option<&Position> {
+    positions
+        .iter()
+        .filter(|p| p.data().is_some())
+        .max_by(|a, b| a.data().cmp(&b.data()).then(b.name.cmp(&a.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(name: &str, received: Option<u64>, replayed: Option<u64>) -> Position {
+        Position {
+            name: name.into(),
+            received: received.map(Lsn),
+            replayed: replayed.map(Lsn),
+            behind_leader: None,
+            reachable: true,
+        }
+    }
+
+    #[test]
+    fn most_data_is_the_furthest_received_or_replayed() {
+        let ps = [
+            pos("pg1", Some(100), Some(90)),
+            pos("pg2", Some(80), Some(120)),
+            pos("pg3", None, None),
+        ];
+        assert_eq!(most_data(&ps).map(|p| p.name.as_str()), Some("pg2"));
+        assert_eq!(most_data(&ps[2..]).map(|p| p.name.as_str()), None);
+    }
+}

@@ -1,0 +1,599 @@
+//! The operations against the live lab (issue: switchover, failover, pause/resume, restart,
+//! reload, edit-config, flush, the audit log): each one acts, is followed to its end in the
+//! cluster, and says what happened in its exit code; refusals send nothing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{ok, stderr, Lab, Test};
+use crate::util::{code, fake_server, one_line_error, start_times, stdout};
+
+pub fn tests() -> Vec<Test> {
+    tests![
+        switchover_to_a_named_candidate_and_to_the_best_one,
+        a_lagging_candidate_is_refused_and_a_dry_run_sends_nothing,
+        a_scheduled_switchover_is_listed_cancelled_and_run_at_its_time,
+        emergency_failover_promotes_the_member_with_the_most_data,
+        pause_and_resume_wait_for_every_member,
+        edit_config_then_a_rolling_restart_clears_the_pending_restart,
+        a_rolling_restart_stops_before_the_leader_when_a_replica_is_broken,
+        reload_answers_per_member,
+        heal_and_reinit_write_audit_lines,
+        bad_input_is_one_line_and_exit_2,
+    ]
+}
+
+fn json_of(what: &str, out: &std::process::Output) -> Value {
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {}\nstderr: {}",
+            stdout(out),
+            stderr(out)
+        )
+    })
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}
+
+fn audit_path(lab: &Lab, name: &str) -> std::path::PathBuf {
+    let p = lab.dir().join(format!("audit-{name}.jsonl"));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// Waits until /cluster shows `member` as a replica that streams (the former leader back).
+fn wait_streaming(lab: &Lab, member: &str) {
+    let t0 = Instant::now();
+    loop {
+        let m = lab.member_json(member);
+        let role = m["role"].as_str().unwrap_or_default();
+        let state = m["state"].as_str().unwrap_or_default();
+        if role == "replica" && (state == "streaming" || state == "running") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{member} does not stream again: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn replicas(lab: &Lab) -> Vec<String> {
+    let leader = lab.leader();
+    let mut r: Vec<String> = lab.members().into_iter().filter(|m| *m != leader).collect();
+    r.sort();
+    r
+}
+
+pub(crate) fn switchover_to_a_named_candidate_and_to_the_best_one(lab: &Lab) {
+    let before = lab.leader();
+    let target = lab.replica();
+    let audit = audit_path(lab, "switchover");
+    let a = audit.to_string_lossy().into_owned();
+    let out = lab.pgpatrol(&[
+        "switchover",
+        "--candidate",
+        &target,
+        "--yes",
+        "-o",
+        "json",
+        "--audit-log",
+        &a,
+    ]);
+    let r = json_of("switchover", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert_eq!(r["result"], "switched", "{r:#}");
+    assert_eq!(r["leader_before"], before.as_str());
+    assert_eq!(r["leader_after"], target.as_str());
+    assert_eq!(lab.leader(), target);
+    // The figure is measured: a switchover stops writes for a moment, never for the whole run.
+    let gap = r["write_gap"]["longest_secs"].as_f64().expect("write_gap");
+    let total = r["total_secs"].as_f64().unwrap();
+    assert!(gap > 0.0 && gap <= total, "gap {gap}, total {total}");
+    assert!(r["write_gap"]["polls"].as_u64().unwrap() > 5, "{r:#}");
+    // Followed to the end: the former leader replicates when it returns.
+    let m = lab.member_json(&before);
+    assert_eq!(m["role"], "replica", "{m}");
+    let lines = audit_lines(&audit);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["operation"], "switchover");
+    assert_eq!(lines[0]["method"], "POST");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["body"]["candidate"], target.as_str());
+    assert!(lines[0]["url"].as_str().unwrap().ends_with("/switchover"));
+
+    // Without a candidate: the best one is chosen, the table and the figure are printed.
+    wait_streaming(lab, &before);
+    let out = lab.pgpatrol(&["switchover", "--yes"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    assert!(text.contains("Can take over"), "{text}");
+    assert!(text.contains("no writable leader for"), "{text}");
+    assert_ne!(lab.leader(), target, "{text}");
+    wait_streaming(lab, &target);
+}
+
+pub(crate) fn a_lagging_candidate_is_refused_and_a_dry_run_sends_nothing(lab: &Lab) {
+    let leader = lab.leader();
+    let [near, far] = <[String; 2]>::try_from(replicas(lab)).expect("two replicas");
+    lab.break_lag(&far, 20);
+    let audit = audit_path(lab, "refused");
+    let a = audit.to_string_lossy().into_owned();
+    let out = lab.pgpatrol(&[
+        "switchover",
+        "--candidate",
+        &far,
+        "--yes",
+        "--audit-log",
+        &a,
+    ]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("refused: {far} cannot take over"))
+            && err.contains("over maximum_lag_on_failover")
+            && err.contains("nothing was sent"),
+        "{err}"
+    );
+    assert!(
+        audit_lines(&audit).is_empty(),
+        "nothing sent, nothing audited"
+    );
+    assert_eq!(lab.leader(), leader);
+
+    // The best choice skips the lagging member.
+    let out = lab.pgpatrol(&["switchover", "--dry-run", "--candidate", &near]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("dry run: would send POST {}", ""))
+            && text.contains("/switchover {\"leader\":"),
+        "{text}"
+    );
+    let out = lab.pgpatrol(&["switchover", "--dry-run", "-o", "json"]);
+    let r = json_of("switchover --dry-run", &out);
+    assert_eq!(r["result"], "dry_run");
+    assert_eq!(r["candidate"], near.as_str());
+    assert_eq!(r["requests"][0]["body"]["candidate"], near.as_str());
+    assert!(r["requests"][0]["status"].is_null());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.leader(), leader, "a dry run changes nothing");
+    lab.repair();
+}
+
+fn rfc3339_in(secs: u64) -> String {
+    let t = std::time::SystemTime::now() + Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub(crate) fn a_scheduled_switchover_is_listed_cancelled_and_run_at_its_time(lab: &Lab) {
+    let leader = lab.leader();
+    let at = rfc3339_in(120);
+    let out = lab.pgpatrol(&["switchover", "--scheduled", &at, "--yes"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("switchover scheduled at"),
+        "{}",
+        stdout(&out)
+    );
+    let listed = json_of("list", &lab.pgpatrol(&["list", "-o", "json"]));
+    assert!(
+        listed["scheduled_switchover"]["at"].is_string(),
+        "{listed:#}"
+    );
+    let table = ok("list", &lab.pgpatrol(&["list"]));
+    assert!(table.contains("Switchover scheduled at"), "{table}");
+    let out = lab.pgpatrol(&["flush", "switchover", "-o", "json"]);
+    let r = json_of("flush", &out);
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["steps"][0]["result"], "cancelled", "{r:#}");
+    let listed = json_of("list", &lab.pgpatrol(&["list", "-o", "json"]));
+    assert!(listed.get("scheduled_switchover").is_none(), "{listed:#}");
+    let out = lab.pgpatrol(&["flush", "switchover"]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("no switchover is scheduled"));
+
+    // One left to run happens at its time, not before.
+    let at = std::time::SystemTime::now() + Duration::from_secs(10);
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    ok(
+        "switchover --scheduled",
+        &lab.pgpatrol(&["switchover", "--scheduled", &stamp, "--yes"]),
+    );
+    let t0 = Instant::now();
+    loop {
+        let now_leader = lab.leader();
+        if now_leader != leader {
+            let early = at.duration_since(std::time::SystemTime::now()).ok();
+            assert!(
+                early.is_none_or(|e| e < Duration::from_secs(1)),
+                "switched {early:?} before its time"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the scheduled switchover never ran"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_streaming(lab, &leader);
+}
+
+/// Resumes the cluster when dropped (also when the test fails).
+struct Resume<'a>(&'a Lab);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.pgpatrol(&["resume", "--yes", "--wait"]);
+    }
+}
+
+pub(crate) fn emergency_failover_promotes_the_member_with_the_most_data(lab: &Lab) {
+    let [near, far] = <[String; 2]>::try_from(replicas(lab)).expect("two replicas");
+    // `far` stops receiving while the leader writes: the replicas hold different data.
+    lab.break_lag(&far, 20);
+    let _resume = Resume(lab);
+    let out = lab.pgpatrol(&["pause", "--wait", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    lab.crash_leader();
+    // Choosing the member with less data needs a confirmation nobody can give here.
+    let out = lab.pgpatrol(&["failover", "--candidate", &far]);
+    assert_eq!(code(&out), 2, "{}\n{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("less WAL than"), "{err}");
+    assert!(
+        stdout(&out).contains(&format!("most data: {near}")),
+        "{}",
+        stdout(&out)
+    );
+    let out = lab.pgpatrol(&["failover", "--candidate", &near, "--yes", "-o", "json"]);
+    let r = json_of("failover", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert_eq!(r["result"], "switched", "{r:#}");
+    assert_eq!(r["leader_after"], near.as_str());
+    let pos = |n: &str| {
+        r["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(pos(&near)["behind_leader"], 0, "{r:#}");
+    assert!(
+        pos(&far)["behind_leader"].as_u64().unwrap() > 10 << 20,
+        "{r:#}"
+    );
+    assert_eq!(lab.leader(), near);
+    let out = lab.pgpatrol(&["resume", "--wait", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(lab.cluster_json().get("pause"), None);
+    lab.repair();
+}
+
+pub(crate) fn pause_and_resume_wait_for_every_member(lab: &Lab) {
+    let _resume = Resume(lab);
+    let out = lab.pgpatrol(&["pause", "--wait", "--yes", "-o", "json"]);
+    let r = json_of("pause", &out);
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["result"], "done");
+    assert_eq!(r["lagging"], serde_json::json!([]));
+    for url in lab.urls() {
+        let s = crate::util::get_json(&format!("{url}/patroni"));
+        assert_eq!(s["pause"], true, "{url}: {s}");
+    }
+    let out = lab.pgpatrol(&["pause", "--yes"]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("already paused"), "{}", stdout(&out));
+    let out = lab.pgpatrol(&["resume", "--wait", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for url in lab.urls() {
+        let s = crate::util::get_json(&format!("{url}/patroni"));
+        assert_ne!(s["pause"], true, "{url}: {s}");
+    }
+    let out = lab.pgpatrol(&["resume"]);
+    assert!(stdout(&out).contains("not paused"), "{}", stdout(&out));
+}
+
+/// Counts, while it runs, the most members that were down at once.
+struct DownPoller {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl DownPoller {
+    fn start(urls: Vec<String>, members: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut worst = 0;
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                for url in &urls {
+                    let (status, body) = crate::util::http("GET", &format!("{url}/cluster"), None);
+                    let Ok(c) = serde_json::from_str::<Value>(&body) else {
+                        continue;
+                    };
+                    if status != 200 {
+                        continue;
+                    }
+                    let up = c["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| matches!(m["state"].as_str(), Some("running" | "streaming")))
+                        .count();
+                    let down = members.saturating_sub(up);
+                    if down > worst {
+                        worst = down;
+                        seen.push(c.to_string());
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            (worst, seen)
+        });
+        DownPoller { stop, handle }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().expect("poller")
+    }
+}
+
+pub(crate) fn edit_config_then_a_rolling_restart_clears_the_pending_restart(lab: &Lab) {
+    let config = json_of("show-config", &lab.pgpatrol(&["show-config", "-o", "json"]));
+    let now = config["postgresql"]["parameters"]["max_connections"]
+        .as_u64()
+        .or_else(|| {
+            config["postgresql"]["parameters"]["max_connections"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+        })
+        .unwrap_or(100);
+    let want = if now == 110 { 120 } else { 110 };
+    let out = lab.pgpatrol(&[
+        "edit-config",
+        "--pg",
+        &format!("max_connections={want}"),
+        "--yes",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    assert!(text.contains("--- dynamic configuration (DCS)"), "{text}");
+    assert!(
+        text.contains(&format!("+    max_connections: {want}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs a PostgreSQL restart to take effect: max_connections"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the DCS holds the change (read back)"),
+        "{text}"
+    );
+    let stored = json_of("show-config", &lab.pgpatrol(&["show-config", "-o", "json"]));
+    assert_eq!(
+        stored["postgresql"]["parameters"]["max_connections"]
+            .to_string()
+            .trim_matches('"'),
+        want.to_string()
+    );
+    for m in lab.members() {
+        assert!(
+            text.contains(&format!("{m} has a pending restart")),
+            "{text}"
+        );
+    }
+    // The same edit again changes nothing.
+    let out = lab.pgpatrol(&[
+        "edit-config",
+        "--pg",
+        &format!("max_connections={want}"),
+        "--yes",
+    ]);
+    assert!(stdout(&out).contains("not changed"), "{}", stdout(&out));
+
+    let leader = lab.leader();
+    let before_replicas = replicas(lab);
+    let poller = DownPoller::start(lab.urls(), lab.members().len());
+    let out = lab.pgpatrol(&["restart", "--rolling", "--pending", "--yes", "-o", "json"]);
+    let (worst, seen) = poller.finish();
+    let r = json_of("restart", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert!(worst <= 1, "{worst} members down at once: {seen:?}");
+    let steps = r["steps"].as_array().unwrap();
+    let order: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|s| (s["member"].as_str().unwrap(), s["action"].as_str().unwrap()))
+        .collect();
+    // Replicas first, one at a time, then the hand-over, then the former leader.
+    assert_eq!(order.len(), 4, "{r:#}");
+    let first_two: BTreeSet<&str> = order[..2].iter().map(|(m, _)| *m).collect();
+    assert_eq!(
+        first_two,
+        before_replicas
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+    );
+    assert!(order[..2].iter().all(|(_, a)| *a == "restart"), "{order:?}");
+    assert_eq!(order[2], (leader.as_str(), "switchover"), "{order:?}");
+    assert_eq!(order[3].0, leader.as_str());
+    assert_ne!(lab.leader(), leader, "the leader changed");
+    let c = lab.cluster_json();
+    for m in c["members"].as_array().unwrap() {
+        assert_ne!(m["pending_restart"], true, "{m}");
+    }
+}
+
+pub(crate) fn a_rolling_restart_stops_before_the_leader_when_a_replica_is_broken(lab: &Lab) {
+    let leader = lab.leader();
+    let reps = replicas(lab);
+    // The replica restarted second is the broken one: the run must stop before the first.
+    lab.break_lag(&reps[1], 10);
+    let before = start_times(lab);
+    let out = lab.pgpatrol(&[
+        "restart",
+        "--rolling",
+        "--yes",
+        "-o",
+        "json",
+        "--timeout",
+        "60s",
+    ]);
+    let r = json_of("restart", &out);
+    assert_eq!(code(&out), 1, "{r:#}");
+    let why = r["stopped"].as_str().unwrap();
+    assert!(
+        why.contains(&reps[1]) && why.contains("a second member would be down"),
+        "{why}"
+    );
+    assert!(
+        r["untouched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == leader.as_str()),
+        "{r:#}"
+    );
+    let after = start_times(lab);
+    assert_eq!(
+        before[&leader], after[&leader],
+        "the leader was not touched"
+    );
+    assert_eq!(lab.leader(), leader);
+    lab.repair();
+}
+
+pub(crate) fn reload_answers_per_member(lab: &Lab) {
+    let out = lab.pgpatrol(&["reload", "--yes", "-o", "json", "--settle", "3s"]);
+    let r = json_of("reload", &out);
+    assert_eq!(code(&out), 0, "{r:#}");
+    let members = r["members"].as_array().unwrap();
+    assert_eq!(members.len(), lab.members().len());
+    assert!(members.iter().all(|m| m["result"] == "accepted"), "{r:#}");
+    assert!(r["pending_restart"].is_array());
+    let one = lab.replica();
+    let out = lab.pgpatrol(&["reload", &one, "--settle", "1s"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(text.contains(&format!("reload {one}: accepted")), "{text}");
+    assert_eq!(text.matches("reload pg").count(), 1, "{text}");
+}
+
+pub(crate) fn heal_and_reinit_write_audit_lines(lab: &Lab) {
+    let target = lab.replica();
+    lab.break_lag(&target, 20);
+    let audit = audit_path(lab, "heal");
+    let a = audit.to_string_lossy().into_owned();
+    let out = lab.pgpatrol(&["heal", "--yes", "--tolerance", "5", "--audit-log", &a]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let lines = audit_lines(&audit);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["operation"], "heal");
+    assert_eq!(lines[0]["member"], target.as_str());
+    assert_eq!(lines[0]["status"], 200);
+    assert!(lines[0]["url"].as_str().unwrap().ends_with("/reinitialize"));
+    // A refused reinit is audited too (the leader: pgpatrol refuses before sending).
+    let leader = lab.leader();
+    let out = lab.pgpatrol(&["reinit", &leader, "--yes", "--audit-log", &a]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(audit_lines(&audit).len(), 1, "a refusal sends nothing");
+}
+
+pub(crate) fn bad_input_is_one_line_and_exit_2(lab: &Lab) {
+    let leader = lab.leader();
+    let replica = lab.replica();
+    one_line_error(
+        &lab.pgpatrol(&["switchover", "--candidate", "pg9", "--yes"]),
+        "no member named \"pg9\"",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["switchover", "--candidate", &leader, "--yes"]),
+        "is already the leader",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["switchover", "--leader", &replica, "--yes"]),
+        "is not the leader",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["switchover", "--scheduled", "2030-01-01T10:00", "--yes"]),
+        "has no time zone",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["restart", "pg9", "--yes"]),
+        "no member named \"pg9\"",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["edit-config", "--pg", "max_connections", "--yes"]),
+        "NAME=VALUE",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["failover", "--candidate", &replica, "--yes"]),
+        "is running: use `pgpatrol switchover",
+    );
+    // Not on a terminal and no --yes: nothing happens.
+    one_line_error(&lab.pgpatrol(&["switchover"]), "add --yes");
+    // Wrong credentials: Patroni refuses the request; pgpatrol says so in one line.
+    let wrong = lab.dir().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let w = wrong.to_string_lossy().into_owned();
+    one_line_error(
+        &lab.pgpatrol(&[
+            "switchover",
+            "--candidate",
+            &replica,
+            "--yes",
+            "--password-file",
+            &w,
+        ]),
+        "refused the credentials",
+    );
+    assert_eq!(lab.leader(), leader);
+    // An unreachable leader: /cluster names it, its API does not answer.
+    let mut c = lab.cluster_json();
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for m in c["members"].as_array_mut().unwrap() {
+        if m["name"] == leader.as_str() {
+            m["api_url"] = format!("http://127.0.0.1:{dead}/patroni").into();
+        }
+    }
+    let body = c.to_string();
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (url, _server) = fake_server(Some(Box::leak(resp.into_bytes().into_boxed_slice())), 50);
+    one_line_error(
+        &lab.pgpatrol(&[
+            "switchover",
+            "--url",
+            &url,
+            "--candidate",
+            &replica,
+            "--yes",
+        ]),
+        "cannot connect to",
+    );
+    assert_eq!(lab.leader(), leader);
+}
