@@ -20,6 +20,7 @@ pub fn tests() -> Vec<Test> {
         a_deployment_and_a_pod_select_the_same_cluster,
         heal_through_kubernetes_reinitializes_by_port_forward,
         reinit_reads_credentials_from_a_secret,
+        switchover_and_pause_through_kubernetes_go_by_port_forward,
         misconfigurations_are_one_line_and_exit_2,
         watch_finds_the_cluster_through_kubernetes,
         the_roles_in_deploy_are_enough_and_needed,
@@ -383,6 +384,36 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
     let sli = ok("sli via k8s", &seeded(lab, &fx, &["sli"], &[]));
     let lag: u64 = sli.trim().parse().expect("a number");
     assert!(lag < 5, "still {lag} MB behind after heal");
+}
+
+/// The operations write as reinit does: by port-forward with basic auth, never through
+/// pods/proxy; and they follow the cluster through Kubernetes to the end.
+fn switchover_and_pause_through_kubernetes_go_by_port_forward(lab: &Lab) {
+    let fx = fixture(lab);
+    let before = lab.leader();
+    let out = seeded(lab, &fx, &["switchover", "--yes", "-o", "json"], &[]);
+    let r: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert_eq!(r["result"], "switched", "{r:#}");
+    assert_ne!(lab.leader(), before);
+    let out = seeded(lab, &fx, &["pause", "--yes", "--wait"], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(lab.cluster_json()["pause"], true);
+    let out = seeded(lab, &fx, &["resume", "--yes", "--wait"], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let log = fx.log();
+    for line in [
+        "PORTFORWARD-HTTP POST /switchover HTTP/1.0 auth",
+        "PORTFORWARD-HTTP PATCH /config HTTP/1.0 auth",
+    ] {
+        assert!(log.iter().any(|l| l == line), "{line} not in {log:#?}");
+    }
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("PROXY POST") || l.starts_with("PROXY PATCH")),
+        "no write through pods/proxy: {log:#?}"
+    );
 }
 
 /// A heal report's plan as (members acted on, (member, skip kind) pairs).

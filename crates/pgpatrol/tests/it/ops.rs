@@ -204,6 +204,29 @@ pub(crate) fn a_scheduled_switchover_is_listed_cancelled_and_run_at_its_time(lab
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("no switchover is scheduled"));
 
+    // A scheduled restart the same way: listed, then cancelled by flush restart.
+    let replica = lab.replica();
+    let out = lab.pgpatrol(&[
+        "restart",
+        &replica,
+        "--scheduled",
+        &rfc3339_in(300),
+        "--yes",
+        "-o",
+        "json",
+    ]);
+    let r = json_of("restart --scheduled", &out);
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["steps"][0]["result"], "scheduled", "{r:#}");
+    let table = ok("list", &lab.pgpatrol(&["list"]));
+    assert!(table.contains("Scheduled restart"), "{table}");
+    let out = lab.pgpatrol(&["flush", "restart", "-o", "json"]);
+    let r = json_of("flush restart", &out);
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["steps"][0]["member"], replica.as_str(), "{r:#}");
+    assert_eq!(r["steps"][0]["result"], "cancelled", "{r:#}");
+    assert!(lab.member_json(&replica).get("scheduled_restart").is_none());
+
     // One left to run happens at its time, not before.
     let at = std::time::SystemTime::now() + Duration::from_secs(10);
     let stamp = humantime::format_rfc3339_seconds(at).to_string();
@@ -298,8 +321,15 @@ pub(crate) fn pause_and_resume_wait_for_every_member(lab: &Lab) {
     let out = lab.pgpatrol(&["pause", "--yes"]);
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("already paused"), "{}", stdout(&out));
-    let out = lab.pgpatrol(&["resume", "--wait", "--yes"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Through patroni.yml alone (no URL): as patronictl -c finds the cluster.
+    let cfg = lab.dir().join("config/pg0.yml");
+    let out = std::process::Command::new(crate::harness::bin())
+        .args(["resume", "--wait", "--yes", "-c"])
+        .arg(&cfg)
+        .env_remove("PATRONI_URL")
+        .output()
+        .expect("run pgpatrol");
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     for url in lab.urls() {
         let s = crate::util::get_json(&format!("{url}/patroni"));
         assert_ne!(s["pause"], true, "{url}: {s}");
