@@ -392,8 +392,27 @@ pub fn main(topics: &[Topic]) -> ExitCode {
     let mut args = Arguments::from_args();
     // One lab, one test at a time: faults are global to the cluster.
     args.test_threads = Some(1);
+    // PGPATROL_IT_TOPICS=read,heal,...: only those topics (scripts/test runs the
+    // version-sensitive ones on the second full line).
+    let only: Option<Vec<String>> = std::env::var("PGPATROL_IT_TOPICS").ok().map(|s| {
+        s.split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    });
+    if let Some(only) = &only {
+        if let Some(bad) = only.iter().find(|t| !topics.iter().any(|(n, _)| n == t)) {
+            let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
+            eprintln!(
+                "harness: PGPATROL_IT_TOPICS names {bad:?}, which is not a topic here ({})",
+                names.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let tests: Vec<(String, TestFn)> = topics
         .iter()
+        .filter(|(topic, _)| only.as_ref().is_none_or(|o| o.iter().any(|t| t == topic)))
         .flat_map(|(topic, tests)| {
             tests()
                 .into_iter()

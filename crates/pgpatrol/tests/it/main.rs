@@ -43,6 +43,9 @@
 //!   (dpkg -i, its unit's command line as its user, purge). Needs root, tmux, man-db,
 //!   bash-completion (scripts/setup installs them).
 //!
+//! `PGPATROL_IT_TOPICS=read,heal` runs only those topics (scripts/test runs the
+//! version-sensitive ones on Patroni 3.0).
+//!
 //! `util` holds helpers shared by the topics (plain HTTP, a fake server, pause guard).
 //!
 //! To add a topic: create `topic.rs` with `pub fn tests() -> Vec<Test> { tests![f, g] }`, add
