@@ -1020,9 +1020,9 @@ fn slots(leader: Option<&PgFacts>, permanent: &[String], t: &Thresholds) -> Chec
         };
         if st != Status::Ok {
             let managed = if permanent.contains(&s.name) {
-                "kept by Patroni (permanent slots): remove it from the slots configuration"
+                "kept by Patroni (permanent slots): remove it from the slots configuration: pgpatrol edit-config --set slots.NAME=null"
             } else {
-                "not managed by Patroni: SELECT pg_drop_replication_slot('NAME') if nothing will use it"
+                "not managed by Patroni: pgpatrol slot drop NAME (SELECT pg_drop_replication_slot('NAME')) if nothing will use it"
             };
             problems.push(format!(
                 "{} ({}, {}, retains {}, wal_status {}; {})",

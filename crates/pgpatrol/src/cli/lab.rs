@@ -71,6 +71,12 @@ pub struct UpArgs {
     /// supervise), `tini`, or `no-reap` (a PID 1 that never reaps: reproduces seed 001's hang).
     #[arg(long, value_enum, default_value = "none")]
     pub init: Init,
+    /// Start a standby cluster of the lab in DIR: its own etcd and scope (default
+    /// `standby`), members sb0, sb1, ...; its standby leader streams from DIR's leader
+    /// through a permanent slot `standby_<scope>` that pgpatrol adds to DIR's configuration
+    /// (and removes at `lab down`).
+    #[arg(long, value_name = "DIR")]
+    pub standby_of: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -216,9 +222,14 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         patroni: args.patroni,
         venv: args.venv,
         port_base: args.port_base,
-        scope: args.scope,
+        scope: if args.standby_of.is_some() && args.scope == "demo" {
+            "standby".into()
+        } else {
+            args.scope
+        },
         timeout: args.timeout,
         init: args.init,
+        standby_of: args.standby_of,
     };
     let (paths, state) = process::up(&opts).await?;
     let leader = lab::any_cluster(&state)

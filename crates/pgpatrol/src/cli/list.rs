@@ -68,6 +68,11 @@ pub struct ListArgs {
         value_parser = humantime::parse_duration
     )]
     pub watch: Option<Duration>,
+
+    /// This is a standby cluster and URL its source: also show its lag against the source
+    /// (`standby_lag` in JSON). The system identifiers must match.
+    #[arg(long, value_name = "URL")]
+    pub source_url: Option<String>,
 }
 
 impl ListArgs {
@@ -87,6 +92,10 @@ impl ListArgs {
             }
             None => Vec::new(),
         };
+        let standby = match &self.source_url {
+            Some(url) => Some(crate::source::standby::standby_lag(&source, cluster, url).await?),
+            None => None,
+        };
         let mut out = std::io::stdout().lock();
         match self.format {
             ListFormat::Table => {
@@ -103,9 +112,25 @@ impl ListArgs {
                         s.name, s.reason
                     )?;
                 }
+                if let Some(sb) = &standby {
+                    writeln!(out, " {}", standby_line(sb))?;
+                }
             }
-            ListFormat::Json => write_structured(&mut out, Format::Json, cluster)?,
-            ListFormat::Yaml => write_structured(&mut out, Format::Yaml, cluster)?,
+            ListFormat::Json | ListFormat::Yaml => {
+                let format = if self.format == ListFormat::Json {
+                    Format::Json
+                } else {
+                    Format::Yaml
+                };
+                match &standby {
+                    Some(sb) => {
+                        let mut v = serde_json::to_value(cluster)?;
+                        v["standby_lag"] = serde_json::to_value(sb)?;
+                        write_structured(&mut out, format, &v)?
+                    }
+                    None => write_structured(&mut out, format, cluster)?,
+                }
+            }
             ListFormat::PatronictlJson => {
                 let version = cluster.patroni_version.ok_or_else(|| {
                     anyhow::anyhow!(
@@ -207,4 +232,28 @@ async fn read(target: &Target, source: &mut Option<RestSource>) -> Result<Cluste
 /// An error as the one line the CLI would print (without `error: `).
 fn describe(e: SourceError) -> String {
     crate::text::one_line(&format!("{:#}", anyhow::Error::from(e)))
+}
+
+/// One line for the table: the standby cluster against its source.
+fn standby_line(sb: &crate::source::standby::StandbyLag) -> String {
+    let h = |b: Option<u64>| b.map_or("unknown".to_string(), pgpatrol_core::units::human);
+    let secs = match sb.replay_lag_seconds {
+        Some(s) => format!(", ~{s:.1} s"),
+        None => String::new(),
+    };
+    let state = sb.replication_state.as_deref().unwrap_or("NOT replicating");
+    format!(
+        "Standby of {} (leader {} at {}): {} {state}, receive lag {}, replay lag {}{secs}{}",
+        sb.source,
+        sb.source_leader,
+        sb.source_position,
+        sb.standby_leader,
+        h(sb.receive_lag),
+        h(sb.replay_lag),
+        if sb.replay_paused {
+            ", replay PAUSED"
+        } else {
+            ""
+        }
+    )
 }

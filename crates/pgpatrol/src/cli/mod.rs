@@ -24,6 +24,7 @@ pub mod remove;
 pub mod show_config;
 pub mod sli;
 pub mod slo;
+pub mod standby;
 pub mod supervise;
 pub mod topology;
 pub mod watch;
@@ -70,6 +71,12 @@ pub enum Command {
     Flush(ops::FlushArgs),
     Reload(ops::ReloadArgs),
     EditConfig(ops::EditConfigArgs),
+    /// Replication slots on the leader: `slot drop NAME` (guarded).
+    #[command(subcommand)]
+    Slot(standby::SlotCommand),
+    /// Standby clusters: `standby promote`, `standby demote --source-host H --source-port P`.
+    #[command(subcommand)]
+    Standby(standby::StandbyCommand),
     Watch(watch::WatchArgs),
     /// SLO tooling: Prometheus rules for the lag SLOs of a watch config.
     #[command(subcommand)]
@@ -148,6 +155,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Flush(args) => args.run(color).await,
         Command::Reload(args) => args.run().await,
         Command::EditConfig(args) => args.run().await,
+        Command::Slot(standby::SlotCommand::Drop(args)) => args.run().await,
+        Command::Standby(standby::StandbyCommand::Promote(args)) => args.run(color).await,
+        Command::Standby(standby::StandbyCommand::Demote(args)) => args.run(color).await,
         Command::Topology(args) => args.run(color).await,
         Command::Watch(args) => args.run(color).await,
         Command::Slo(cmd) => cmd.run().await,

@@ -87,6 +87,10 @@ impl Progress for Narrator {
 }
 
 /// Asks before acting: `--yes` or a person on a terminal who says yes; a dry run asks nothing.
+pub(crate) fn confirm_op(op: &OpArgs, question: &str, verb: &str) -> anyhow::Result<()> {
+    confirmed(op, question, verb)
+}
+
 fn confirmed(op: &OpArgs, question: &str, verb: &str) -> anyhow::Result<()> {
     if op.yes || op.dry_run {
         return Ok(());

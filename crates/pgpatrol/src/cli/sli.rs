@@ -72,6 +72,12 @@ pub struct SliArgs {
     #[arg(long)]
     pub lag_seconds: bool,
 
+    /// This is a standby cluster and URL its source: the SLI is the standby cluster's lag
+    /// against the source (source leader position − standby leader position), which Patroni
+    /// cannot compute. The system identifiers must match.
+    #[arg(long, value_name = "URL", conflicts_with = "lag_seconds")]
+    pub source_url: Option<String>,
+
     #[command(flatten)]
     pub pg: PgArgs,
 
@@ -183,9 +189,41 @@ impl SliArgs {
         })
     }
 
+    /// `--source-url`: the standby cluster's lag against its source.
+    async fn standby(&self, source_url: &str) -> anyhow::Result<Outcome> {
+        let source = self.cluster.source().await?;
+        let snap = source.snapshot(Detail::Lag).await?;
+        let lag = crate::source::standby::standby_lag(&source, &snap.cluster, source_url).await?;
+        let bytes = match self.lag {
+            LagArg::Replay => lag.replay_lag,
+            LagArg::Receive => lag.receive_lag,
+        };
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            SliFormat::Text => match bytes {
+                Some(b) => writeln!(out, "{}", self.unit.round(b))?,
+                None => {
+                    eprintln!("pgpatrol: the standby leader's lag against the source is unknown")
+                }
+            },
+            SliFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, &lag)?;
+                writeln!(out)?;
+            }
+        }
+        Ok(if bytes.is_some() && lag.replication_state.is_some() {
+            Outcome::Ok
+        } else {
+            Outcome::Problem
+        })
+    }
+
     pub async fn run(self) -> anyhow::Result<Outcome> {
         if self.lag_seconds {
             return self.seconds().await;
+        }
+        if let Some(url) = self.source_url.clone() {
+            return self.standby(&url).await;
         }
         let kind = match self.lag {
             LagArg::Replay => LagKind::Replay,

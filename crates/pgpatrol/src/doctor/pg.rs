@@ -73,25 +73,32 @@ fn why(e: tokio_postgres::Error) -> String {
     }
 }
 
-async fn member(
+/// One connection to `host:port` (TLS as the login says); the driver task runs until the
+/// client is dropped. Errors are one line.
+pub async fn connect(
     host: &str,
     port: u16,
-    leader: bool,
     login: &PgLogin,
-    which: Queries,
-) -> Result<PgFacts, String> {
+    application: &str,
+) -> Result<
+    (
+        Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    String,
+> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(host)
         .port(port)
         .user(&login.user)
         .dbname(&login.dbname)
-        .application_name("pgpatrol doctor")
+        .application_name(application)
         .connect_timeout(login.connect_timeout);
     if let Some(p) = &login.password {
         cfg.password(p);
     }
     let timed_out = || format!("no connection within {:?}", login.connect_timeout);
-    let (client, driver) = match &login.tls {
+    Ok(match &login.tls {
         None => {
             cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
             let (client, conn) = tokio::time::timeout(login.connect_timeout, cfg.connect(NoTls))
@@ -113,7 +120,22 @@ async fn member(
                 .map_err(why)?;
             (client, tokio::spawn(async move { conn.await.map(|_| ()) }))
         }
-    };
+    })
+}
+
+/// A driver error as one line (the server's message when there is one).
+pub fn error_line(e: tokio_postgres::Error) -> String {
+    why(e)
+}
+
+async fn member(
+    host: &str,
+    port: u16,
+    leader: bool,
+    login: &PgLogin,
+    which: Queries,
+) -> Result<PgFacts, String> {
+    let (client, driver) = connect(host, port, login, "pgpatrol doctor").await?;
     let facts = tokio::time::timeout(
         Duration::from_secs(10),
         queries(&client, leader, port, which),

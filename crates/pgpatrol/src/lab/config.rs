@@ -89,6 +89,32 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Another lab's secrets (a standby cluster is a copy of its source: the same roles and
+    /// passwords in PostgreSQL, so the same Patroni credentials).
+    pub fn of_lab(paths: &LabPaths) -> Result<Self> {
+        let raw = std::fs::read_to_string(paths.config("pg0"))
+            .with_context(|| format!("cannot read {}", paths.config("pg0").display()))?;
+        let v: Value = crate::yaml::from_str(&raw).map_err(anyhow::Error::msg)?;
+        let get = |path: &[&str]| -> Result<String> {
+            path.iter()
+                .try_fold(&v, |node, k| node.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!(
+                        "{} has no {}",
+                        paths.config("pg0").display(),
+                        path.join(".")
+                    )
+                })
+        };
+        Ok(Secrets {
+            restapi: get(&["restapi", "authentication", "password"])?,
+            superuser: get(&["postgresql", "authentication", "superuser", "password"])?,
+            replication: get(&["postgresql", "authentication", "replication", "password"])?,
+        })
+    }
+
     pub fn generate() -> Result<Self> {
         Ok(Secrets {
             restapi: random_hex()?,
@@ -111,12 +137,13 @@ fn random_hex() -> Result<String> {
 /// The Patroni configuration of member `index`.
 pub fn member_config(
     scope: &str,
+    name: &str,
     index: usize,
     ports: &Ports,
     paths: &LabPaths,
     secrets: &Secrets,
 ) -> Result<Value> {
-    let name = format!("pg{index}");
+    let name = name.to_string();
     let &(rest, pg) = ports
         .members
         .get(index)
@@ -224,7 +251,7 @@ mod tests {
         let paths = LabPaths::new(Path::new("/tmp/lab")).unwrap();
         let ports = Ports::fixed(40000, 2).unwrap();
         let secrets = Secrets::generate().unwrap();
-        let c = member_config("demo", 1, &ports, &paths, &secrets).unwrap();
+        let c = member_config("demo", "pg1", 1, &ports, &paths, &secrets).unwrap();
         assert_eq!(c["name"], "pg1");
         assert_eq!(c["restapi"]["listen"], "127.0.0.1:40004");
         assert_eq!(c["restapi"]["authentication"]["username"], "patrol");

@@ -367,7 +367,7 @@ pub async fn break_stuck(
 pub const ABANDONED_SLOT: &str = "pgpatrol_abandoned";
 
 /// PATCH /config on a member with the lab's REST credentials.
-async fn patch_config(
+pub async fn patch_config(
     paths: &LabPaths,
     member: &MemberState,
     body: serde_json::Value,

@@ -206,6 +206,18 @@ pub struct LabState {
     /// Processes a fault started (the connection holder); `repair` and `down` stop them.
     #[serde(default)]
     pub holders: Vec<u32>,
+    /// This lab is a standby cluster of another (`lab up --standby-of DIR`).
+    #[serde(default)]
+    pub standby_of: Option<StandbyOf>,
+}
+
+/// Where a standby lab replicates from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandbyOf {
+    /// The source lab's folder.
+    pub dir: PathBuf,
+    /// The permanent slot on the source (streaming mode; `None` in archive mode).
+    pub slot: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -411,7 +423,10 @@ pub fn check_health(
     let mut problems = Vec::new();
     for m in &cluster.members {
         if m.role.is_leader() {
-            if m.state == State::Running {
+            // A standby leader shows its replication state (`streaming`) in /cluster.
+            let running = m.state == State::Running
+                || (m.role == pgpatrol_core::Role::StandbyLeader && m.state.is_healthy_replica());
+            if running {
                 leaders += 1;
             } else {
                 problems.push(format!("leader {} is {}", m.name, m.state));
@@ -599,6 +614,7 @@ mod tests {
             killed: vec![],
             pg_faults: Vec::new(),
             holders: Vec::new(),
+            standby_of: None,
         };
         assert_eq!(
             state.export_line(&paths),

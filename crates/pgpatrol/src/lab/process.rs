@@ -291,6 +291,9 @@ pub struct UpOptions {
     pub scope: String,
     pub timeout: Duration,
     pub init: Init,
+    /// Start a standby cluster of the lab in this folder (its own etcd and scope; members
+    /// named sb0, sb1, ...), streaming from the source leader through a permanent slot.
+    pub standby_of: Option<PathBuf>,
 }
 
 /// Checks the host has what a lab needs, with the fix in the message.
@@ -372,18 +375,29 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     create_dir(&paths.etcd_data(), 0o700, &run_as)?;
     create_dir(&paths.run(), 0o755, &run_as)?;
 
-    let secrets = Secrets::generate()?;
+    let standby = match &opts.standby_of {
+        Some(src) => Some(standby_source(src, &opts.scope).await?),
+        None => None,
+    };
+    let secrets = match &standby {
+        Some(sb) => Secrets::of_lab(&sb.paths)?,
+        None => Secrets::generate()?,
+    };
     write_private(&paths.password(), &secrets.restapi, None)?;
+    let prefix = if standby.is_some() { "sb" } else { "pg" };
     let mut members = Vec::new();
     for i in 0..opts.members {
-        let name = format!("pg{i}");
-        let yaml = config::to_yaml(&config::member_config(
-            &opts.scope,
-            i,
-            &ports,
-            &paths,
-            &secrets,
-        )?)?;
+        let name = format!("{prefix}{i}");
+        let mut config = config::member_config(&opts.scope, &name, i, &ports, &paths, &secrets)?;
+        if let Some(sb) = &standby {
+            config["bootstrap"]["dcs"]["standby_cluster"] = serde_json::json!({
+                "host": "127.0.0.1",
+                "port": sb.leader_pg_port,
+                "primary_slot_name": sb.slot,
+                "create_replica_methods": ["basebackup"],
+            });
+        }
+        let yaml = config::to_yaml(&config)?;
         write_private(&paths.config(&name), &yaml, Some(&run_as))?;
         let (rest_port, pg_port) = ports.members[i];
         members.push(MemberState {
@@ -415,6 +429,10 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         killed: Vec::new(),
         pg_faults: Vec::new(),
         holders: Vec::new(),
+        standby_of: standby.as_ref().map(|sb| super::StandbyOf {
+            dir: sb.paths.dir.clone(),
+            slot: Some(sb.slot.clone()),
+        }),
     };
     // Written before anything starts, so `lab down` can clean up whatever follows.
     state.save(&paths)?;
@@ -439,6 +457,73 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         return Err(e);
     }
     Ok((paths, state))
+}
+
+/// The source of a standby lab: its folder, its leader's PostgreSQL port, the slot.
+struct StandbySource {
+    paths: LabPaths,
+    leader_pg_port: u16,
+    slot: String,
+}
+
+/// Checks the source lab runs and gives it a permanent physical slot for the standby
+/// (Patroni keeps it on whichever member leads; the standby leader streams through it).
+async fn standby_source(dir: &Path, scope: &str) -> Result<StandbySource> {
+    let paths = LabPaths::new(dir)?;
+    if !paths.state().exists() {
+        bail!(
+            "--standby-of {}: no lab there (start it with `pgpatrol lab up --dir {}`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let state = LabState::load(&paths)?;
+    if state.standby_of.is_some() {
+        bail!("--standby-of {}: that lab is itself a standby cluster; cascade from its source instead", dir.display());
+    }
+    let leader = super::faults::leader(&state)
+        .await
+        .with_context(|| {
+            format!(
+                "--standby-of {}: the source lab has no leader",
+                dir.display()
+            )
+        })?
+        .clone();
+    let slot = format!("standby_{}", scope.replace('-', "_"));
+    super::faults::patch_config(
+        &paths,
+        &leader,
+        serde_json::json!({"slots": {slot.clone(): {"type": "physical"}}}),
+    )
+    .await?;
+    Ok(StandbySource {
+        paths,
+        leader_pg_port: leader.pg_port,
+        slot,
+    })
+}
+
+/// Removes a standby lab's permanent slot from its source's configuration (the source may
+/// be gone already: then there is nothing to remove).
+pub async fn release_standby_slot(state: &LabState) {
+    let Some(sb) = &state.standby_of else { return };
+    let Some(slot) = &sb.slot else { return };
+    let Ok(paths) = LabPaths::new(&sb.dir) else {
+        return;
+    };
+    let Ok(src) = LabState::load(&paths) else {
+        return;
+    };
+    if let Ok(leader) = super::faults::leader(&src).await {
+        let leader = leader.clone();
+        let _ = super::faults::patch_config(
+            &paths,
+            &leader,
+            serde_json::json!({"slots": {slot.clone(): null}}),
+        )
+        .await;
+    }
 }
 
 /// Starts etcd and waits (10 s at most) until it answers `/health`.
@@ -693,6 +778,7 @@ pub async fn members_agree(state: &LabState, cluster: &Cluster) -> Result<(), St
 /// Patroni (it stops its postgres), SIGKILL what is left after 30 s, delete the cluster's
 /// DCS keys, stop etcd, remove data and `lab.json`. Idempotent.
 pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Result<()> {
+    release_standby_slot(state).await;
     for pid in state
         .holders
         .iter()

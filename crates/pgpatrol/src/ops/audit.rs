@@ -88,6 +88,48 @@ impl Audit {
         status: Option<u16>,
         outcome: &str,
     ) {
+        self.record_raw(
+            operation,
+            member,
+            req.method.as_str(),
+            &req.url(),
+            req.body.as_ref(),
+            status,
+            outcome,
+        );
+    }
+
+    /// Records one SQL statement sent to a member's PostgreSQL (`method` "SQL").
+    pub fn record_sql(
+        &self,
+        operation: &str,
+        member: &str,
+        target: &str,
+        sql: &str,
+        outcome: &str,
+    ) {
+        self.record_raw(
+            operation,
+            member,
+            "SQL",
+            target,
+            Some(&json!({ "sql": sql })),
+            None,
+            outcome,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_raw(
+        &self,
+        operation: &str,
+        member: &str,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+        status: Option<u16>,
+        outcome: &str,
+    ) {
         let Some((path, file)) = &self.file else {
             return;
         };
@@ -98,9 +140,9 @@ impl Audit {
             "cluster": self.cluster,
             "operation": operation,
             "member": member,
-            "method": req.method.as_str(),
-            "url": req.url(),
-            "body": req.body.as_ref().map(redact),
+            "method": method,
+            "url": url,
+            "body": body.map(redact),
             "status": status,
             "outcome": outcome,
         });

@@ -6,6 +6,7 @@ pub mod dcs;
 pub mod k8s;
 pub mod patroni_yml;
 pub mod rest;
+pub mod standby;
 pub mod target;
 
 use rest::RestError;

@@ -1,0 +1,150 @@
+//! A standby cluster's lag against its source: the number Patroni cannot give (patroni
+//! #2875: "no reliable way without access to the remote side"). pgpatrol reads both sides:
+//! the source leader's own `/patroni` (`xlog.location`, its flush position) and the standby
+//! leader's (`xlog.received_location`, `replayed_location`, `replayed_timestamp`).
+//!
+//! Both must be the same database: the system identifiers are compared, and a `--source-url`
+//! that points at another cluster is an error, not a number.
+
+use serde::Serialize;
+
+use pgpatrol_core::{Cluster, Lsn, Role};
+
+use super::rest::wire::StatusWire;
+use super::rest::{base_url, Detail, RestSource};
+
+/// The standby cluster's position against its source.
+#[derive(Debug, Clone, Serialize)]
+pub struct StandbyLag {
+    /// The source's URL as given.
+    pub source: String,
+    pub source_leader: String,
+    /// The source leader's flush position.
+    pub source_position: Lsn,
+    pub standby_leader: String,
+    /// `streaming` or `in archive recovery` (absent: not replicating).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_state: Option<String>,
+    /// Replay is paused (`pg_wal_replay_pause()`).
+    pub replay_paused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<Lsn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Lsn>,
+    /// Bytes: source position − received (falls back to replayed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receive_lag: Option<u64>,
+    /// Bytes: source position − replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_lag: Option<u64>,
+    /// Seconds since the last transaction the standby replayed, when it is behind; 0 when
+    /// it has replayed everything. `None` with `seconds_note` when it cannot be told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_lag_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_note: Option<String>,
+}
+
+/// Reads the source at `source_url` and the standby cluster's leader; errors are one line.
+pub async fn standby_lag(
+    standby_source: &RestSource,
+    standby: &Cluster,
+    source_url: &str,
+) -> anyhow::Result<StandbyLag> {
+    let leader = standby
+        .leaders()
+        .find(|m| m.role == Role::StandbyLeader)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "this cluster has no standby leader ({}): --source-url is for a standby cluster",
+                standby
+                    .leader()
+                    .map(|l| format!("{} is its {}", l.name, l.role))
+                    .unwrap_or_else(|| "no leader".into())
+            )
+        })?;
+    let api =
+        base_url(leader.api_url.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("the standby leader {} has no api_url", leader.name)
+        })?)?;
+    let mine: StatusWire = standby_source.http().get_json(&api, "/patroni").await?;
+    let base = base_url(source_url)?;
+    let src = RestSource::new(standby_source.http().clone(), std::slice::from_ref(&base))?;
+    let snap = src
+        .snapshot(Detail::Full)
+        .await
+        .map_err(|e| anyhow::anyhow!("--source-url {source_url}: {e}"))?;
+    let src_leader = snap
+        .cluster
+        .leader()
+        .filter(|l| l.role == Role::Leader)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--source-url {source_url}: that cluster has no running primary to be the source"
+            )
+        })?;
+    let src_api = base_url(src_leader.api_url.as_deref().unwrap_or(&base))?;
+    let theirs: StatusWire = src.http().get_json(&src_api, "/patroni").await?;
+    match (
+        theirs.database_system_identifier.as_deref(),
+        mine.database_system_identifier.as_deref(),
+    ) {
+        (Some(a), Some(b)) if a != b => anyhow::bail!(
+            "--source-url {source_url} is not the source of this standby cluster: its system identifier is {a}, the standby's is {b}"
+        ),
+        (None, _) | (_, None) => anyhow::bail!(
+            "--source-url {source_url}: cannot compare system identifiers (a /patroni without database_system_identifier): refusing to compute a lag between clusters that may not be the same database"
+        ),
+        _ => {}
+    }
+    let position = theirs
+        .xlog
+        .as_ref()
+        .and_then(|x| x.location)
+        .map(Lsn)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--source-url {source_url}: the source leader {} reports no WAL position",
+                src_leader.name
+            )
+        })?;
+    let x = mine.xlog.clone().unwrap_or_default();
+    let received = x.received_location.map(Lsn);
+    let replayed = x.replayed_location.map(Lsn);
+    let replay_lag = replayed.map(|r| position.bytes_after(r));
+    let receive_lag = received.or(replayed).map(|r| position.bytes_after(r));
+    let (seconds, note) = match (replay_lag, x.replayed_timestamp.as_deref()) {
+        (Some(0), _) => (Some(0.0), None),
+        (Some(_), Some(ts)) => match crate::time::parse_iso8601(ts) {
+            Some(t) => (
+                Some(
+                    (std::time::SystemTime::now()
+                        .duration_since(t)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                        * 10.0)
+                        .round()
+                        / 10.0,
+                ),
+                Some("since the last transaction the standby replayed; on a source that wrote no transaction since, it overstates".into()),
+            ),
+            None => (None, Some(format!("replayed_timestamp {ts:?} is not a time"))),
+        },
+        (Some(_), None) => (None, Some("the standby has replayed no transaction yet".into())),
+        (None, _) => (None, Some("the standby leader reports no replayed position".into())),
+    };
+    Ok(StandbyLag {
+        source: source_url.to_string(),
+        source_leader: src_leader.name.clone(),
+        source_position: position,
+        standby_leader: leader.name.clone(),
+        replication_state: mine.replication_state.clone(),
+        replay_paused: x.paused.unwrap_or(false),
+        received,
+        replayed,
+        receive_lag,
+        replay_lag,
+        replay_lag_seconds: seconds,
+        seconds_note: note,
+    })
+}
