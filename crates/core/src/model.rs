@@ -353,7 +353,13 @@ impl MemberStatus {
             LagKind::Replay => self.replayed?,
             LagKind::Receive => self.received.or(self.replayed)?,
         };
-        Some(leader.wal_position?.bytes_after(pos))
+        // A standby leader has no `xlog.location` (it is in recovery): what it has received
+        // is what its cascade replicas can get.
+        let ahead = leader
+            .wal_position
+            .or(leader.received)
+            .or(leader.replayed)?;
+        Some(ahead.bytes_after(pos))
     }
 }
 
@@ -615,6 +621,32 @@ mod tests {
             .map(|m| m.name.as_str())
             .collect();
         assert_eq!(caught_up, ["ok"]);
+    }
+
+    #[test]
+    fn a_cascade_replica_lags_behind_what_its_standby_leader_received() {
+        let status = |role: Role, wal: Option<u64>, received: Option<u64>| MemberStatus {
+            state: State::Running,
+            role,
+            replication_state: Some("streaming".into()),
+            version: None,
+            postmaster_start_time: None,
+            wal_position: wal.map(Lsn),
+            received: received.map(Lsn),
+            replayed: received.map(Lsn),
+            streaming_to: Vec::new(),
+            paused: false,
+            pending_restart: false,
+            timeline: None,
+        };
+        let standby_leader = status(Role::StandbyLeader, None, Some(5000));
+        let cascade = status(Role::Replica, None, Some(1000));
+        assert_eq!(
+            cascade.lag_behind(&standby_leader, LagKind::Replay),
+            Some(4000)
+        );
+        let primary = status(Role::Leader, Some(9000), None);
+        assert_eq!(cascade.lag_behind(&primary, LagKind::Receive), Some(8000));
     }
 
     #[test]

@@ -64,6 +64,16 @@ struct SlotDropReport {
     pg_wal_before: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pg_wal_after: Option<u64>,
+    /// The oldest WAL segment in pg_wal before and after the CHECKPOINT: it moves forward
+    /// when the WAL the slot held is released (segments are recycled, so pg_wal's size
+    /// need not shrink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_wal_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_wal_after: Option<String>,
+    /// The most WAL any remaining slot holds, after the drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slots_retain_after: Option<u64>,
 }
 
 impl SlotDropArgs {
@@ -128,6 +138,9 @@ impl SlotDropArgs {
             retained_bytes: retained,
             pg_wal_before: None,
             pg_wal_after: None,
+            oldest_wal_before: None,
+            oldest_wal_after: None,
+            slots_retain_after: None,
         };
         let held = retained.map_or(
             "an unknown amount of".to_string(),
@@ -202,14 +215,13 @@ impl SlotDropArgs {
             self.op.audit_log.as_deref(),
             c.scope.as_deref().unwrap_or("cluster"),
         )?;
-        let wal_size = "SELECT sum(size)::float8 FROM pg_ls_waldir()";
+        let wal_size =
+            "SELECT sum(size)::float8, min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'";
         if self.checkpoint {
-            report.pg_wal_before = client
-                .query_one(wal_size, &[])
-                .await
-                .ok()
-                .and_then(|r| r.get::<_, Option<f64>>(0))
-                .map(|b| b as u64);
+            if let Ok(r) = client.query_one(wal_size, &[]).await {
+                report.pg_wal_before = r.get::<_, Option<f64>>(0).map(|b| b as u64);
+                report.oldest_wal_before = r.get(1);
+            }
         }
         let target = format!("postgresql://{host}:{port}");
         let dropped = client.execute(sql, &[&self.name]).await;
@@ -234,22 +246,27 @@ impl SlotDropArgs {
         report.detail = format!("dropped; {held} of WAL is released at the next checkpoint");
         if self.checkpoint {
             client.execute("CHECKPOINT", &[]).await.map_err(pgerr)?;
-            report.pg_wal_after = client
-                .query_one(wal_size, &[])
-                .await
-                .ok()
-                .and_then(|r| r.get::<_, Option<f64>>(0))
-                .map(|b| b as u64);
+            if let Ok(r) = client.query_one(wal_size, &[]).await {
+                report.pg_wal_after = r.get::<_, Option<f64>>(0).map(|b| b as u64);
+                report.oldest_wal_after = r.get(1);
+            }
             report.detail = format!(
-                "dropped; after CHECKPOINT pg_wal went from {} to {}",
-                report
-                    .pg_wal_before
-                    .map_or("?".into(), pgpatrol_core::units::human),
-                report
-                    .pg_wal_after
-                    .map_or("?".into(), pgpatrol_core::units::human)
+                "dropped; after CHECKPOINT the oldest WAL segment is {} (was {}), pg_wal {} (was {})",
+                report.oldest_wal_after.as_deref().unwrap_or("?"),
+                report.oldest_wal_before.as_deref().unwrap_or("?"),
+                report.pg_wal_after.map_or("?".into(), pgpatrol_core::units::human),
+                report.pg_wal_before.map_or("?".into(), pgpatrol_core::units::human)
             );
         }
+        report.slots_retain_after = client
+            .query_one(
+                "SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn))::float8 FROM pg_replication_slots",
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get::<_, Option<f64>>(0))
+            .map(|b| b.max(0.0) as u64);
         drop(client);
         let _ = driver.await;
         if json {
@@ -288,7 +305,7 @@ pub struct PromoteArgs {
     pub cluster: ClusterArgs,
 
     /// The source cluster's REST API: pgpatrol checks it has no running primary.
-    #[arg(long, value_name = "URL", required_unless_present = "source_gone")]
+    #[arg(long, value_name = "URL")]
     pub source_url: Option<String>,
 
     /// The source is gone (you checked): skip the check.
@@ -514,6 +531,9 @@ async fn change_role(
 
 impl PromoteArgs {
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+        if self.source_url.is_none() && !self.source_gone {
+            anyhow::bail!("name the source with --source-url (pgpatrol checks it has no running primary), or say --source-gone");
+        }
         let source = self.cluster.source().await?;
         let c = source.snapshot(Detail::Full).await?.cluster;
         let leader = c

@@ -450,15 +450,14 @@ pub async fn break_slot(
         state.pg_faults.push("slot".into());
     }
     state.save(paths)?;
-    psql(
-        &leader,
-        &format!("SELECT pg_create_physical_replication_slot('{ABANDONED_SLOT}', true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{ABANDONED_SLOT}')"),
-    )
-    .await?;
+    let create = format!("SELECT pg_create_physical_replication_slot('{ABANDONED_SLOT}', true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{ABANDONED_SLOT}')");
     psql(&leader, LOAD_TABLE_SQL).await?;
     let held_sql = format!("SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint FROM pg_replication_slots WHERE slot_name = '{ABANDONED_SLOT}'");
     let deadline = Instant::now() + timeout;
     loop {
+        // Created (again) each round: until Patroni's loop has read ignore_slots, it drops
+        // a slot it does not know on the leader.
+        psql(&leader, &create).await?;
         let held: u64 = psql(&leader, &held_sql).await?.parse().unwrap_or(0);
         if held >= mb * MB {
             // A checkpoint: WAL the slot does not hold would be recycled now; it holds this.

@@ -21,6 +21,9 @@
 //! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
+//! - `standby`: a standby cluster of the lab (`lab up --standby-of`): its lag against the
+//!   source, a source that is not its source, `slot drop`, heal on it, promote/demote.
+//!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
 //! - `dcs`: the etcd v3 DCS source against the lab's etcd (list --dcs equals list --url,
@@ -65,6 +68,7 @@ mod k8s_fixture;
 mod lab;
 mod ops;
 mod read;
+mod standby;
 mod supervise;
 mod tls;
 mod toolbox;
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         ("badinput", badinput::tests),
         ("heal", heal::tests),
         ("ops", ops::tests),
+        ("standby", standby::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),

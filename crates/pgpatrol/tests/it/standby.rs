@@ -1,0 +1,534 @@
+//! Standby clusters against the live lab: a standby cluster of the lab (`lab up
+//! --standby-of`, streaming through a permanent slot) and its lag against the source
+//! (`--source-url`: what Patroni cannot compute), slots (`slot drop`, doctor naming an
+//! abandoned one), heal on a standby cluster, and promote/demote (Patroni 4.1+).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::harness::{it_root, ok, patroni_version, run, stderr, Lab, Test, MB};
+use crate::util::{code, get_json, one_line_error, stdout};
+
+pub fn tests() -> Vec<Test> {
+    let mut t = tests![
+        standby_lag_follows_the_source_and_rises_when_the_standby_leader_stops_receiving,
+        a_source_url_that_is_not_the_source_is_one_line_and_exit_2,
+        slot_drop_refuses_active_and_permanent_slots_and_drops_an_abandoned_one,
+        heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_standby_leader,
+    ];
+    // Demoting a running primary cluster by configuration is clean from Patroni 4.1 on.
+    if patroni_version() == "4.1" {
+        t.extend(tests![promote_and_demote_swap_the_clusters_and_back]);
+    }
+    t
+}
+
+/// A standby lab of the shared lab; down when dropped (also when the test panics).
+struct StandbyLab {
+    dir: PathBuf,
+}
+
+impl StandbyLab {
+    fn up(lab: &Lab, name: &str) -> Self {
+        let dir = it_root().join(name);
+        let d = dir.to_string_lossy().into_owned();
+        let src = lab.dir().to_string_lossy().into_owned();
+        let ver = patroni_version();
+        ok(
+            "lab up --standby-of",
+            &run(&[
+                "lab",
+                "up",
+                "--dir",
+                &d,
+                "--standby-of",
+                &src,
+                "--patroni",
+                &ver,
+                "--timeout",
+                "120s",
+            ]),
+        );
+        StandbyLab { dir }
+    }
+
+    fn state(&self) -> pgpatrol::lab::LabState {
+        let paths = pgpatrol::lab::LabPaths::new(&self.dir).unwrap();
+        pgpatrol::lab::LabState::load(&paths).unwrap()
+    }
+
+    fn url(&self) -> String {
+        self.state().urls()[0].clone()
+    }
+
+    fn cluster(&self) -> Value {
+        get_json(&format!("{}/cluster", self.url()))
+    }
+
+    fn leader(&self) -> String {
+        self.cluster()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "standby_leader")
+            .and_then(|m| m["name"].as_str().map(str::to_owned))
+            .expect("a standby leader")
+    }
+
+    /// Runs pgpatrol against this lab (its URLs and credentials).
+    fn pgpatrol(&self, lab: &Lab, args: &[&str]) -> std::process::Output {
+        let state = self.state();
+        std::process::Command::new(crate::harness::bin())
+            .args(args)
+            .env("PATRONI_URL", state.urls().join(","))
+            .env("PATRONI_RESTAPI_USERNAME", "patrol")
+            .env("PGPATROL_PASSWORD_FILE", lab.dir().join("restapi.password"))
+            .env("PATRONICTL_CONFIG_FILE", self.dir.join("config/sb0.yml"))
+            .output()
+            .expect("run pgpatrol")
+    }
+
+    /// SIGSTOPs `member`'s walreceiver; returns its PID (SIGCONT it to undo).
+    fn stop_walreceiver(&self, member: &str) -> u32 {
+        let state = self.state();
+        let m = state.member(member).unwrap();
+        let pm = m.postmaster().expect("postmaster");
+        let pid = *pgpatrol::lab::process::children(pm, "walreceiver")
+            .first()
+            .expect("a walreceiver");
+        pgpatrol::lab::process::signal(pid, Signal::SIGSTOP).unwrap();
+        pid
+    }
+}
+
+impl Drop for StandbyLab {
+    fn drop(&mut self) {
+        let d = self.dir.to_string_lossy().into_owned();
+        let _ = run(&["lab", "down", "--dir", &d]);
+    }
+}
+
+/// Resumes a stopped process when dropped.
+struct Cont(u32);
+
+impl Drop for Cont {
+    fn drop(&mut self) {
+        let _ = pgpatrol::lab::process::signal(self.0, Signal::SIGCONT);
+    }
+}
+
+fn write_mb(lab: &Lab, mb: u64) {
+    lab.psql(&format!(
+        "CREATE TABLE IF NOT EXISTS sbload(x text); INSERT INTO sbload SELECT repeat('x', 1000) FROM generate_series(1, {})",
+        mb * 1000
+    ));
+}
+
+fn sli_json(sb: &StandbyLab, lab: &Lab, source: &str) -> Value {
+    let out = sb.pgpatrol(lab, &["sli", "--source-url", source, "-o", "json"]);
+    serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("sli --source-url: {e}: {}\n{}", stdout(&out), stderr(&out)))
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_stops_receiving(
+    lab: &Lab,
+) {
+    let sb = StandbyLab::up(lab, "standby-lag");
+    let source = lab.urls()[0].clone();
+    let leader = sb.leader();
+    let r = sli_json(&sb, lab, &source);
+    assert_eq!(r["standby_leader"], leader.as_str(), "{r:#}");
+    assert_eq!(r["replication_state"], "streaming", "{r:#}");
+    assert_eq!(r["source_leader"], lab.leader().as_str(), "{r:#}");
+    // The list shows the standby leader and the line against the source.
+    let table = ok(
+        "list",
+        &sb.pgpatrol(lab, &["list", "--source-url", &source]),
+    );
+    assert!(
+        table.contains("Standby Leader") && table.contains("Standby of "),
+        "{table}"
+    );
+    let listed: Value = serde_json::from_str(&ok(
+        "list -o json",
+        &sb.pgpatrol(lab, &["list", "--source-url", &source, "-o", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(listed["standby_lag"]["standby_leader"], leader.as_str());
+
+    // The standby leader stops receiving while the source writes: the lag is real.
+    let _cont = Cont(sb.stop_walreceiver(&leader));
+    write_mb(lab, 24);
+    let r = sli_json(&sb, lab, &source);
+    let lag = r["receive_lag"].as_u64().unwrap();
+    assert!(
+        lag >= 16 * MB,
+        "receive lag {lag} after 24 MB written: {r:#}"
+    );
+    let mb: u64 = ok(
+        "sli",
+        &sb.pgpatrol(lab, &["sli", "--source-url", &source, "--lag", "receive"]),
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(mb >= 16, "{mb} MB");
+    drop(_cont);
+    wait_for("the standby catches up", 60, || {
+        sli_json(&sb, lab, &source)["replay_lag"]
+            .as_u64()
+            .is_some_and(|l| l < MB)
+    });
+}
+
+pub(crate) fn a_source_url_that_is_not_the_source_is_one_line_and_exit_2(lab: &Lab) {
+    let sb = StandbyLab::up(lab, "standby-bad");
+    // Another database entirely: a one-member lab of its own.
+    let other = it_root().join("other-db");
+    let o = other.to_string_lossy().into_owned();
+    let ver = patroni_version();
+    ok(
+        "lab up (other)",
+        &run(&[
+            "lab",
+            "up",
+            "--dir",
+            &o,
+            "--members",
+            "1",
+            "--scope",
+            "other",
+            "--patroni",
+            &ver,
+        ]),
+    );
+    struct Down(PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let d = self.0.to_string_lossy().into_owned();
+            let _ = run(&["lab", "down", "--dir", &d]);
+        }
+    }
+    let _down = Down(other.clone());
+    let paths = pgpatrol::lab::LabPaths::new(&other).unwrap();
+    let other_url = pgpatrol::lab::LabState::load(&paths).unwrap().urls()[0].clone();
+    one_line_error(
+        &sb.pgpatrol(lab, &["sli", "--source-url", &other_url]),
+        "is not the source of this standby cluster",
+    );
+    one_line_error(
+        &sb.pgpatrol(lab, &["list", "--source-url", &sb.url()]),
+        "no running primary",
+    );
+    // The lab is no standby cluster.
+    one_line_error(
+        &lab.pgpatrol(&["sli", "--source-url", &other_url]),
+        "no standby leader",
+    );
+}
+
+fn slot_names(lab: &Lab) -> Vec<String> {
+    lab.psql("SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots")
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn slot_drop_refuses_active_and_permanent_slots_and_drops_an_abandoned_one(lab: &Lab) {
+    let sb = StandbyLab::up(lab, "standby-slot");
+    let slot = "standby_standby";
+    // Active: the standby leader streams through it.
+    let out = lab.pgpatrol(&["slot", "drop", slot, "--yes"]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("is active"), "{}", stderr(&out));
+    drop(sb);
+    // Permanent and inactive: Patroni would create it again.
+    ok(
+        "edit-config",
+        &lab.pgpatrol(&[
+            "edit-config",
+            "--set",
+            "slots.keepme.type=physical",
+            "--yes",
+        ]),
+    );
+    wait_for("Patroni creates the permanent slot", 30, || {
+        slot_names(lab).iter().any(|s| s == "keepme")
+    });
+    let out = lab.pgpatrol(&["slot", "drop", "keepme", "--yes"]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("permanent slot") && stderr(&out).contains("slots.keepme=null"),
+        "{}",
+        stderr(&out)
+    );
+    ok(
+        "edit-config",
+        &lab.pgpatrol(&["edit-config", "--set", "slots.keepme=null", "--yes"]),
+    );
+    // Abandoned and holding WAL beyond wal_keep_size: doctor names it and the fix.
+    ok(
+        "lab break slot",
+        &lab.lab(&["break", "slot", "--mb", "200"]),
+    );
+    let doctor = lab.pgpatrol(&["doctor", "-o", "json"]);
+    let d: Value = serde_json::from_str(&stdout(&doctor)).unwrap();
+    let check = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "slots")
+        .cloned()
+        .unwrap();
+    assert_eq!(check["status"], "warn", "{check:#}");
+    assert!(
+        check["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("pgpatrol slot drop pgpatrol_abandoned"),
+        "{check:#}"
+    );
+    let audit = lab.dir().join("audit-slot.jsonl");
+    let _ = std::fs::remove_file(&audit);
+    let a = audit.to_string_lossy().into_owned();
+    let out = lab.pgpatrol(&[
+        "slot",
+        "drop",
+        "pgpatrol_abandoned",
+        "--yes",
+        "--checkpoint",
+        "-o",
+        "json",
+        "--audit-log",
+        &a,
+    ]);
+    let r: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["result"], "dropped");
+    assert!(r["retained_bytes"].as_u64().unwrap() >= 200 * MB, "{r:#}");
+    // Released: the oldest segment kept moves past what the slot held (segments are
+    // recycled, so pg_wal need not shrink), and no slot left holds more than a little.
+    let (before, after) = (
+        r["oldest_wal_before"].as_str().unwrap(),
+        r["oldest_wal_after"].as_str().unwrap(),
+    );
+    assert!(after > before, "oldest WAL {before} → {after}: {r:#}");
+    assert!(r["slots_retain_after"].as_u64().unwrap() < 32 * MB, "{r:#}");
+    assert!(!slot_names(lab).iter().any(|s| s == "pgpatrol_abandoned"));
+    let line = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        line.contains("pg_drop_replication_slot('pgpatrol_abandoned')"),
+        "{line}"
+    );
+    lab.repair();
+}
+
+pub(crate) fn heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_standby_leader(
+    lab: &Lab,
+) {
+    let sb = StandbyLab::up(lab, "standby-heal");
+    let leader = sb.leader();
+    let target = sb
+        .state()
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .find(|n| *n != leader)
+        .unwrap();
+    let start = |n: &str| {
+        let state = sb.state();
+        let m = state.member(n).unwrap();
+        get_json(&format!("{}/patroni", m.url()))["postmaster_start_time"].clone()
+    };
+    let leader_start = start(&leader);
+    let target_start = start(&target);
+    let _cont = Cont(sb.stop_walreceiver(&target));
+    write_mb(lab, 24);
+    wait_for("the cascade replica lags", 30, || {
+        sb.cluster()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == target.as_str())
+            .and_then(|m| m["lag"].as_u64())
+            .is_some_and(|l| l >= 8 * MB)
+    });
+    let out = sb.pgpatrol(
+        lab,
+        &["heal", "--yes", "--tolerance", "5", "--report", "json"],
+    );
+    let r: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(code(&out), 0, "{r:#}");
+    let outcomes = r["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 1, "{r:#}");
+    assert_eq!(outcomes[0]["member"], target.as_str());
+    assert_eq!(outcomes[0]["result"], "healed");
+    assert_ne!(
+        start(&target),
+        target_start,
+        "the cascade replica was rebuilt"
+    );
+    assert_eq!(
+        start(&leader),
+        leader_start,
+        "the standby leader is never touched"
+    );
+    assert_eq!(sb.leader(), leader);
+}
+
+/// Puts the shared lab back as the primary cluster if a promote/demote test stops halfway.
+struct Primary<'a>(&'a Lab);
+
+impl Drop for Primary<'_> {
+    fn drop(&mut self) {
+        if self.0.cluster_json()["members"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m["role"] == "standby_leader"))
+        {
+            let _ = self
+                .0
+                .pgpatrol(&["standby", "promote", "--source-gone", "--yes"]);
+        }
+    }
+}
+
+fn pg_port_of(cluster: &Value, role: &str) -> String {
+    cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == role)
+        .and_then(|m| m["port"].as_u64())
+        .expect("a member with that role")
+        .to_string()
+}
+
+pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
+    let sb = StandbyLab::up(lab, "standby-dr");
+    let _primary = Primary(lab);
+    let main = lab.urls()[0].clone();
+    let dr = sb.url();
+    // Refused while the source has a running primary: never two writable leaders.
+    let out = sb.pgpatrol(lab, &["standby", "promote", "--source-url", &main, "--yes"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("still has a running primary"),
+        "{}",
+        stderr(&out)
+    );
+    one_line_error(&sb.pgpatrol(lab, &["standby", "promote"]), "--source-gone");
+
+    // The planned DR switchover: the source steps down under the standby leader, then the
+    // standby cluster is promoted.
+    let sb_port = pg_port_of(&sb.cluster(), "standby_leader");
+    let out = lab.pgpatrol(&[
+        "standby",
+        "demote",
+        "--source-host",
+        "127.0.0.1",
+        "--source-port",
+        &sb_port,
+        "--source-url",
+        &dr,
+        "--yes",
+    ]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(lab.cluster_json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["role"] == "standby_leader"));
+    let out = sb.pgpatrol(
+        lab,
+        &[
+            "standby",
+            "promote",
+            "--source-url",
+            &main,
+            "--yes",
+            "-o",
+            "json",
+        ],
+    );
+    let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert_eq!(r["result"], "done", "{r:#}");
+    // One writable leader: the DR cluster takes writes, the former source follows it.
+    let dr_state = sb.state();
+    let writer = dr_state
+        .members
+        .iter()
+        .find(|m| get_json(&format!("{}/patroni", m.url()))["role"] == "primary")
+        .expect("a primary in the DR cluster");
+    let d = sb.dir.to_string_lossy().into_owned();
+    ok(
+        "psql on the promoted cluster",
+        &run(&[
+            "lab",
+            "psql",
+            "--dir",
+            &d,
+            "--member",
+            &writer.name,
+            "-c",
+            "CREATE TABLE IF NOT EXISTS dr_write(x int); INSERT INTO dr_write VALUES (1)",
+        ]),
+    );
+    wait_for(
+        "the former source replicates from the promoted cluster",
+        60,
+        || {
+            let out = lab.pgpatrol(&["sli", "--source-url", &dr, "-o", "json"]);
+            serde_json::from_str::<Value>(&stdout(&out))
+                .ok()
+                .is_some_and(|v| {
+                    v["replication_state"] == "streaming"
+                        && v["replay_lag"].as_u64().is_some_and(|l| l < MB)
+                })
+        },
+    );
+
+    // And back: the DR cluster steps down under the lab, the lab is promoted.
+    let main_port = pg_port_of(&lab.cluster_json(), "standby_leader");
+    let out = sb.pgpatrol(
+        lab,
+        &[
+            "standby",
+            "demote",
+            "--source-host",
+            "127.0.0.1",
+            "--source-port",
+            &main_port,
+            "--primary-slot-name",
+            "standby_standby",
+            "--source-url",
+            &main,
+            "--yes",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let out = lab.pgpatrol(&["standby", "promote", "--source-url", &dr, "--yes"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    wait_for("the lab is healthy again", 90, || lab.healthy());
+    assert_eq!(
+        lab.psql("SELECT count(*) FROM dr_write"),
+        "1",
+        "what the DR cluster wrote is in the lab"
+    );
+}
