@@ -1425,10 +1425,124 @@ pub fn worst(checks: &[Check]) -> Status {
         .unwrap_or(Status::Ok)
 }
 
+/// What `doctor --source-url` saw of a standby cluster and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyFacts {
+    pub standby_leader: String,
+    pub source_leader: String,
+    /// `streaming`, `in archive recovery`; `None`: not replicating.
+    pub replication_state: Option<String>,
+    pub replay_paused: bool,
+    pub receive_lag: Option<u64>,
+    pub replay_lag: Option<u64>,
+    /// The source leader's `pg_stat_replication` has the standby leader streaming.
+    pub walsender_on_source: bool,
+}
+
+/// The standby cluster's check (`doctor --source-url`, not in [`CHECK_IDS`]: watch does not
+/// run it): replicating, not paused in recovery, its lag against the source within the lag
+/// thresholds, and, when it streams, a walsender for it on the source.
+pub fn standby_check(f: &StandbyFacts, t: &Thresholds) -> Check {
+    let lag = f.replay_lag.max(f.receive_lag);
+    let mut status = match lag {
+        Some(b) => t.lag_bytes.judge(b as f64),
+        None => Status::Unknown,
+    };
+    let mut why = Vec::new();
+    match f.replication_state.as_deref() {
+        None => {
+            status = Status::Crit;
+            why.push(format!(
+                "{} is not replicating from the source",
+                f.standby_leader
+            ));
+        }
+        Some("streaming") if !f.walsender_on_source => {
+            status = status.max(Status::Warn);
+            why.push(format!(
+                "the source leader {} has no walsender streaming to {}",
+                f.source_leader, f.standby_leader
+            ));
+        }
+        _ => {}
+    }
+    if f.replay_paused {
+        status = Status::Crit;
+        why.push("replay is paused (pg_wal_replay_resume() resumes it)".into());
+    }
+    let h = |b: Option<u64>| b.map_or("unknown".to_string(), human);
+    let evidence = format!(
+        "{} {} from {}: receive lag {}, replay lag {}{}",
+        f.standby_leader,
+        f.replication_state.as_deref().unwrap_or("NOT replicating"),
+        f.source_leader,
+        h(f.receive_lag),
+        h(f.replay_lag),
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", why.join("; "))
+        }
+    );
+    let mut c = Check::new("standby", status, evidence);
+    if let Some(b) = lag {
+        c = c.value(b as f64);
+    }
+    if status != Status::Ok {
+        c = c.fix("check the standby leader's log and its primary_conninfo/restore_command (pgpatrol show-config: standby_cluster), the network to the source, and the source's slot (doctor on the source: slots)");
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::ClusterBuilder;
+
+    #[test]
+    fn the_standby_check_wants_replication_a_walsender_and_little_lag() {
+        let t = Thresholds::default();
+        let ok = StandbyFacts {
+            standby_leader: "sb1".into(),
+            source_leader: "pg0".into(),
+            replication_state: Some("streaming".into()),
+            replay_paused: false,
+            receive_lag: Some(0),
+            replay_lag: Some(1024),
+            walsender_on_source: true,
+        };
+        assert_eq!(standby_check(&ok, &t).status, Status::Ok);
+        let far = StandbyFacts {
+            replay_lag: Some(200 << 20),
+            ..ok.clone()
+        };
+        assert_eq!(standby_check(&far, &t).status, Status::Crit);
+        let no_sender = StandbyFacts {
+            walsender_on_source: false,
+            ..ok.clone()
+        };
+        let c = standby_check(&no_sender, &t);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.evidence.contains("no walsender"), "{}", c.evidence);
+        let stopped = StandbyFacts {
+            replication_state: None,
+            ..ok.clone()
+        };
+        assert_eq!(standby_check(&stopped, &t).status, Status::Crit);
+        let paused = StandbyFacts {
+            replay_paused: true,
+            ..ok.clone()
+        };
+        assert!(standby_check(&paused, &t)
+            .evidence
+            .contains("replay is paused"));
+        let archive = StandbyFacts {
+            replication_state: Some("in archive recovery".into()),
+            walsender_on_source: false,
+            ..ok
+        };
+        assert_eq!(standby_check(&archive, &t).status, Status::Ok);
+    }
     use crate::Lsn;
 
     fn own(role: Role, version: &str) -> Result<MemberStatus, String> {

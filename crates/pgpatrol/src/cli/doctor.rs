@@ -72,6 +72,11 @@ pub struct DoctorArgs {
     #[arg(long, conflicts_with = "post_maintenance")]
     pub pre_maintenance: bool,
 
+    /// This is a standby cluster and URL its source: adds the `standby` check (replicating,
+    /// not paused in recovery, lag against the source, a walsender for it on the source).
+    #[arg(long, value_name = "URL")]
+    pub source_url: Option<String>,
+
     /// Run the post-maintenance checklist: cluster status, every replica rejoined, lag back
     /// to normal, backups working (and the steps for a person).
     #[arg(long)]
@@ -130,6 +135,13 @@ impl DoctorArgs {
                 "backup",
                 "give --pgbackrest-stanza (and --pgbackrest-config) to check backups",
             )),
+        }
+        if let (Some(url), Some(cluster)) = (&self.source_url, evidence.samples.last()) {
+            let lag = crate::source::standby::standby_lag(&source, cluster, url).await?;
+            checks.push(pgpatrol_core::checks::standby_check(
+                &lag.facts(),
+                &thresholds,
+            ));
         }
         let scope = evidence.samples.last().and_then(|c| c.scope.clone());
         let mut report = Report::new(scope, checks);

@@ -1370,8 +1370,23 @@ impl EditConfigArgs {
                 crate::text::snippet(r.body.trim())
             ),
             Some(_) => {
-                let stored = o.source.config().await?;
-                missing = cfg::not_applied(&patch, &stored);
+                // A member serves /config from its view of the DCS, which it refreshes once
+                // per loop (Patroni 3.x): read back until it holds the change, for up to two
+                // loops.
+                let loop_wait = current
+                    .get("loop_wait")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(10);
+                let deadline =
+                    std::time::Instant::now() + Duration::from_secs(2 * loop_wait + 2);
+                loop {
+                    let stored = o.source.config().await?;
+                    missing = cfg::not_applied(&patch, &stored);
+                    if missing.is_empty() || std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
                 if !missing.is_empty() {
                     result = "not_applied";
                 } else if !restart_params.is_empty() {

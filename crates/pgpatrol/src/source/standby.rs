@@ -27,6 +27,8 @@ pub struct StandbyLag {
     pub replication_state: Option<String>,
     /// Replay is paused (`pg_wal_replay_pause()`).
     pub replay_paused: bool,
+    /// The source leader's `pg_stat_replication` has the standby leader streaming.
+    pub walsender_on_source: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received: Option<Lsn>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +142,10 @@ pub async fn standby_lag(
         standby_leader: leader.name.clone(),
         replication_state: mine.replication_state.clone(),
         replay_paused: x.paused.unwrap_or(false),
+        walsender_on_source: theirs.replication.iter().flatten().any(|r| {
+            r.application_name.as_deref() == Some(leader.name.as_str())
+                && r.state.as_deref() == Some("streaming")
+        }),
         received,
         replayed,
         receive_lag,
@@ -147,4 +153,19 @@ pub async fn standby_lag(
         replay_lag_seconds: seconds,
         seconds_note: note,
     })
+}
+
+impl StandbyLag {
+    /// The facts doctor's `standby` check judges.
+    pub fn facts(&self) -> pgpatrol_core::checks::StandbyFacts {
+        pgpatrol_core::checks::StandbyFacts {
+            standby_leader: self.standby_leader.clone(),
+            source_leader: self.source_leader.clone(),
+            replication_state: self.replication_state.clone(),
+            replay_paused: self.replay_paused,
+            receive_lag: self.receive_lag,
+            replay_lag: self.replay_lag,
+            walsender_on_source: self.walsender_on_source,
+        }
+    }
 }

@@ -170,6 +170,37 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     .unwrap();
     assert_eq!(listed["standby_lag"]["standby_leader"], leader.as_str());
 
+    // doctor on the standby cluster: its `standby` check, against the source.
+    let out = sb.pgpatrol(
+        lab,
+        &[
+            "doctor",
+            "--source-url",
+            &source,
+            "-o",
+            "json",
+            "--observe",
+            "1s",
+        ],
+    );
+    let d: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("doctor: {e}: {}\n{}", stdout(&out), stderr(&out)));
+    let check = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "standby")
+        .cloned()
+        .unwrap_or_else(|| panic!("no standby check: {d:#}"));
+    assert_eq!(check["status"], "ok", "{check:#}");
+    assert!(
+        check["evidence"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{leader} streaming from")),
+        "{check:#}"
+    );
+
     // The standby leader stops receiving while the source writes: the lag is real.
     let _cont = Cont(sb.stop_walreceiver(&leader));
     write_mb(lab, 24);
