@@ -136,7 +136,11 @@ pub fn trend_table(
             "| {} | {} | {lag} | {rate} | {eta} | {rebuild} | {} |",
             t.member,
             t.samples,
-            t.wal_gone.as_deref().unwrap_or("ok")
+            if t.wal_gone.is_some() {
+                "gone (see the plan)"
+            } else {
+                "ok"
+            }
         )?;
     }
     Ok(())
@@ -256,7 +260,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| pg2 | 2 | ? | not enough samples | ? | unknown | the leader's replication slot pg2 has wal_status lost |"),
+            text.contains(
+                "| pg2 | 2 | ? | not enough samples | ? | unknown | gone (see the plan) |"
+            ),
             "{text}"
         );
         let mut out = Vec::new();

@@ -14,6 +14,8 @@
 //! - `badinput`: unreachable URLs, HTML, garbage and truncated JSON, TLS against plain,
 //!   timeouts, wrong credentials, bad units, bad config: one line, exit 2, no panic.
 //! - `heal`: the live guardrail tests named in docs/SAFETY.md.
+//! - `trend`: heal by trend on real faults: slow replay left alone with its ETA, a stopped
+//!   walreceiver rebuilt, removed WAL rebuilt at once, the estimate from a measured heal.
 //! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
@@ -60,6 +62,7 @@ mod read;
 mod supervise;
 mod tls;
 mod toolbox;
+mod trend;
 mod util;
 mod watch;
 
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         ("doctor", doctor::tests),
         ("badinput", badinput::tests),
         ("heal", heal::tests),
+        ("trend", trend::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),
