@@ -42,6 +42,14 @@ pub enum ReportFormat {
 
 /// Reinitialize replicas whose lag is at or above the tolerance, behind guardrails, and report.
 ///
+/// With --by trend, heal samples the lag for --observe first and rebuilds only a replica
+/// that cannot catch up sooner by itself: its lag is not shrinking (robust Theil–Sen slope
+/// over the samples), its catch-up ETA exceeds --factor times the rebuild estimate (the
+/// data size at --throughput, with a PostgreSQL login), its lag is at --ceiling, or its WAL
+/// is gone from the leader (slot lost, or the segment it needs removed: rebuilt at once).
+/// Every other one is left alone with the numbers; too few samples is a skip, never a guess.
+/// Every guardrail applies as in threshold mode.
+///
 /// Exit codes: 0 nothing was needed or everything healed; 1 something stayed unhealthy or a
 /// guardrail refused; 2 error.
 #[derive(Debug, Args)]
