@@ -234,9 +234,9 @@ async fn trend_queries(
         f.wal_segment_size = r.get::<_, Option<i64>>(0).map(|b| b.max(0) as u64);
         f.data_bytes = r.get::<_, Option<i64>>(1).map(|b| b.max(0) as u64);
         // pg_ls_waldir needs superuser or pg_monitor: unknown without them, not an error.
-        f.oldest_walfile = c
+        f.oldest_segment = c
             .query_one(
-                "SELECT min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+                "SELECT min(substr(name, 9, 16)) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
                 &[],
             )
             .await
