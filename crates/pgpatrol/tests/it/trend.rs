@@ -21,6 +21,7 @@ pub fn tests() -> Vec<Test> {
         a_replica_whose_walreceiver_is_stopped_is_rebuilt,
         a_replica_needing_removed_wal_is_rebuilt_at_once,
         after_one_auto_heal_the_estimate_is_its_measured_duration,
+        bad_trend_input_is_refused_with_exit_2,
     ]
 }
 
@@ -307,4 +308,39 @@ fn skip_of_plan<'a>(p: &'a Value, member: &str) -> &'a Value {
         .and_then(|s| s.iter().find(|s| s["member"] == member))
         .map(|s| &s["reason"])
         .unwrap_or(&Value::Null)
+}
+
+fn bad_trend_input_is_refused_with_exit_2(lab: &Lab) {
+    let before = start_times(lab);
+    let out = lab.pgpatrol(&["heal", "--yes", "--observe", "30s"]);
+    crate::util::one_line_error(&out, "--observe samples the lag trend: it needs --by trend");
+    let out = lab.pgpatrol(&["heal", "--yes", "--by", "trend", "--observe", "100ms"]);
+    crate::util::one_line_error(&out, "a trend needs 5");
+    for bad in [
+        ["--by", "trend", "--observe", "soon"],
+        ["--by", "slope", "--observe", "30s"],
+        ["--by", "trend", "--ceiling", "5XB"],
+    ] {
+        let mut args = vec!["heal", "--yes"];
+        args.extend(bad);
+        let out = lab.pgpatrol(&args);
+        assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("error: invalid value") && !stderr(&out).contains("panicked"),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = lab.pgpatrol(&[
+        "heal",
+        "--yes",
+        "--by",
+        "trend",
+        "--factor",
+        "0",
+        "--observe",
+        "2s",
+    ]);
+    crate::util::one_line_error(&out, "--factor 0 must be a number above 0");
+    assert_eq!(before, start_times(lab), "nothing was touched");
 }
