@@ -77,6 +77,10 @@ pub struct ActionRecord {
     /// How it ended; `None` while running (and in state files from before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RecordOutcome>,
+    /// The leader's data size when it started (what the rebuild copied), when known: with
+    /// the duration it gives the cluster's measured rebuild throughput (trend mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// How a recorded action ended.
@@ -102,6 +106,7 @@ impl ActionRecord {
             started: now,
             finished: None,
             outcome: None,
+            bytes: None,
         }
     }
 

@@ -184,6 +184,14 @@ fn median(v: &mut [f64]) -> Option<f64> {
 pub enum RebuildEstimate {
     /// The median duration of the cluster's latest successful heals (up to 5).
     History { secs: u64, heals: usize },
+    /// The data size now at the median throughput of the cluster's latest successful heals
+    /// that recorded the size they copied (bytes ÷ duration): a grown database takes longer.
+    HistoryThroughput {
+        secs: u64,
+        heals: usize,
+        bytes: u64,
+        throughput: u64,
+    },
     /// The data size at the configured throughput.
     DataSize {
         secs: u64,
@@ -195,7 +203,9 @@ pub enum RebuildEstimate {
 impl RebuildEstimate {
     pub fn secs(&self) -> u64 {
         match self {
-            RebuildEstimate::History { secs, .. } | RebuildEstimate::DataSize { secs, .. } => *secs,
+            RebuildEstimate::History { secs, .. }
+            | RebuildEstimate::HistoryThroughput { secs, .. }
+            | RebuildEstimate::DataSize { secs, .. } => *secs,
         }
     }
 }
@@ -204,24 +214,39 @@ impl RebuildEstimate {
 const HEALS_CONSIDERED: usize = 5;
 
 /// The rebuild estimate from the cluster's `history` (finished, healed records: their
-/// measured durations), else from `data_bytes` at `throughput`; `None` without evidence.
+/// measured throughput applied to `data_bytes` when both are known, else their measured
+/// durations), else from `data_bytes` at `throughput`; `None` without evidence.
 pub fn rebuild_estimate(
     history: &[ActionRecord],
     data_bytes: Option<u64>,
     throughput: u64,
 ) -> Option<RebuildEstimate> {
-    let mut healed: Vec<(SystemTime, Duration)> = history
+    let mut healed: Vec<(SystemTime, Duration, Option<u64>)> = history
         .iter()
         .filter(|r| r.outcome == Some(RecordOutcome::Healed))
         .filter_map(|r| {
             let end = r.finished?;
-            Some((end, end.duration_since(r.started).ok()?))
+            Some((end, end.duration_since(r.started).ok()?, r.bytes))
         })
         .collect();
     if !healed.is_empty() {
-        healed.sort_by_key(|(end, _)| std::cmp::Reverse(*end));
+        healed.sort_by_key(|(end, _, _)| std::cmp::Reverse(*end));
         healed.truncate(HEALS_CONSIDERED);
-        let mut secs: Vec<f64> = healed.iter().map(|(_, d)| d.as_secs_f64()).collect();
+        let mut rates: Vec<f64> = healed
+            .iter()
+            .filter(|(_, d, _)| !d.is_zero())
+            .filter_map(|(_, d, b)| b.map(|b| b as f64 / d.as_secs_f64()))
+            .filter(|r| *r > 0.0)
+            .collect();
+        if let (Some(bytes), Some(rate)) = (data_bytes, median(&mut rates)) {
+            return Some(RebuildEstimate::HistoryThroughput {
+                secs: ((bytes as f64 / rate).ceil() as u64).max(1),
+                heals: rates.len(),
+                bytes,
+                throughput: rate.round() as u64,
+            });
+        }
+        let mut secs: Vec<f64> = healed.iter().map(|(_, d, _)| d.as_secs_f64()).collect();
         let m = median(&mut secs).unwrap_or_default();
         return Some(RebuildEstimate::History {
             secs: (m.ceil() as u64).max(1),
@@ -473,6 +498,23 @@ mod tests {
         assert_eq!(
             rebuild_estimate(&h, None, 1),
             Some(RebuildEstimate::History { secs: 12, heals: 5 })
+        );
+        // A heal that copied 400 MB in 20 s: 20 MB/s; the data has grown to 1000 MB.
+        let mut sized = healed(3000, 20);
+        sized.bytes = Some(400 * MB);
+        assert_eq!(
+            rebuild_estimate(&[sized.clone()], Some(1000 * MB), 50 * MB),
+            Some(RebuildEstimate::HistoryThroughput {
+                secs: 50,
+                heals: 1,
+                bytes: 1000 * MB,
+                throughput: 20 * MB
+            })
+        );
+        // Without today's size, the duration as measured.
+        assert_eq!(
+            rebuild_estimate(&[sized], None, 50 * MB),
+            Some(RebuildEstimate::History { secs: 20, heals: 1 })
         );
     }
 

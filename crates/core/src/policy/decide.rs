@@ -372,6 +372,7 @@ mod tests {
     fn record(member: &str, started: SystemTime, finished: Option<SystemTime>) -> ActionRecord {
         ActionRecord {
             outcome: None,
+            bytes: None,
             member: member.into(),
             started,
             finished,

@@ -211,7 +211,10 @@ where
                             continue;
                         };
                         let leader = fresh.leader().cloned();
-                        lock(history).push(ActionRecord::starting(&name, SystemTime::now()));
+                        let mut record = ActionRecord::starting(&name, SystemTime::now());
+                        // What it copies, for the next rebuild estimate (trend mode).
+                        record.bytes = lock(evidence).data_bytes;
+                        lock(history).push(record);
                         attempted.insert(name.clone());
                         last_reason.remove(&name);
                         running.push(async move {
@@ -586,6 +589,12 @@ mod tests {
         let (report, history) = run_with(&w, &p, &NoLock, e.clone()).await;
         assert_eq!(*lock(&w.started), ["pg1"], "{report:?}");
         assert_eq!(history.len(), 1);
+        assert_eq!(history[0].bytes, None, "no data size known");
+        // With the data size known, the record keeps what the rebuild copied.
+        let mut sized = e.clone();
+        sized.data_bytes = Some(300 * MB);
+        let (_, history) = run_with(&world(cluster(&["pg1"])), &p, &NoLock, sized).await;
+        assert_eq!(history[0].bytes, Some(300 * MB));
         let (report, _) =
             run_with(&world(cluster(&["pg1"])), &p, &NoLock, Evidence::default()).await;
         assert!(

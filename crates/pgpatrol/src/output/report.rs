@@ -120,6 +120,16 @@ pub fn trend_table(
             Some(RebuildEstimate::History { secs, heals }) => {
                 format!("~{secs} s ({heals} earlier heal(s))")
             }
+            Some(RebuildEstimate::HistoryThroughput {
+                secs,
+                heals,
+                bytes,
+                throughput,
+            }) => format!(
+                "~{secs} s ({} at {}, measured by {heals} earlier heal(s))",
+                human(*bytes),
+                human_rate(*throughput)
+            ),
             Some(RebuildEstimate::DataSize {
                 secs,
                 bytes,
