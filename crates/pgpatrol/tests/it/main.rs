@@ -15,7 +15,8 @@
 //!   timeouts, wrong credentials, bad units, bad config: one line, exit 2, no panic.
 //! - `heal`: the live guardrail tests named in docs/SAFETY.md.
 //! - `trend`: heal by trend on real faults: slow replay left alone with its ETA, a stopped
-//!   walreceiver rebuilt, removed WAL rebuilt at once, the estimate from a measured heal.
+//!   walreceiver rebuilt, removed WAL rebuilt at once (heal and watch), the estimate from a
+//!   measured heal, bad trend input.
 //! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!

@@ -1,7 +1,8 @@
 //! Heal by trend (`--by trend`, `heal: {by: trend}`) on real faults: a replica replaying
 //! slowly but catching up is left alone with its ETA and catches up by itself; one whose
 //! walreceiver is stopped is rebuilt; one that needs WAL the leader removed is rebuilt at
-//! once with that reason; after one auto-heal the rebuild estimate is that heal's duration.
+//! once with that reason (by heal, and by watch through its `postgres:` login); after one
+//! auto-heal the rebuild estimate is that heal's duration.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub fn tests() -> Vec<Test> {
         a_replica_catching_up_slowly_is_left_alone_with_its_eta,
         a_replica_whose_walreceiver_is_stopped_is_rebuilt,
         a_replica_needing_removed_wal_is_rebuilt_at_once,
+        watch_by_trend_rebuilds_a_replica_whose_wal_is_gone_at_once,
         after_one_auto_heal_the_estimate_is_its_measured_duration,
         bad_trend_input_is_refused_with_exit_2,
     ]
@@ -201,24 +203,7 @@ impl Drop for NoSlots<'_> {
 fn a_replica_needing_removed_wal_is_rebuilt_at_once(lab: &Lab) {
     let target = lab.replica();
     let _no_slots = NoSlots::new(lab);
-    // Patroni drops the slot once the replica streams without it.
-    wait_for(
-        "the leader to drop the replica's slot",
-        Duration::from_secs(30),
-        || {
-            let n = lab.psql(&format!(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{target}'"
-            ));
-            let keep = lab.psql("SHOW wal_keep_size");
-            (n == "0" && keep == "16MB").then_some(())
-        },
-    );
-    lab.break_lag(&target, 48);
-    // Two WAL switches and checkpoints: the segments the stopped replica needs go.
-    for _ in 0..2 {
-        lab.psql("SELECT pg_switch_wal()");
-        lab.psql("CHECKPOINT");
-    }
+    make_wal_gone(lab, &target);
     let before = start_times(lab);
     let (rc, report) = heal_trend(lab, &["--observe", "2s"]);
     assert_eq!(rc, 0, "{report:#}");
@@ -232,6 +217,91 @@ fn a_replica_needing_removed_wal_is_rebuilt_at_once(lab: &Lab) {
         "{reason}"
     );
     assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+    assert_ne!(before[&target], start_times(lab)[&target], "rebuilt");
+}
+
+/// With no slot and wal_keep_size 16MB, `target` stopped receiving while the leader wrote
+/// 48 MB and checkpointed: the WAL it needs is gone.
+fn make_wal_gone(lab: &Lab, target: &str) {
+    wait_for(
+        "the leader to drop the replica's slot",
+        Duration::from_secs(30),
+        || {
+            let n = lab.psql(&format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{target}'"
+            ));
+            let keep = lab.psql("SHOW wal_keep_size");
+            (n == "0" && keep == "16MB").then_some(())
+        },
+    );
+    lab.break_lag(target, 48);
+    for _ in 0..2 {
+        lab.psql("SELECT pg_switch_wal()");
+        lab.psql("CHECKPOINT");
+    }
+}
+
+/// Watch's side of WAL gone: its `postgres:` login asks each poll while a replica lags. The
+/// window can never hold `min_samples: 50`, so only WAL gone can make it act.
+fn watch_by_trend_rebuilds_a_replica_whose_wal_is_gone_at_once(lab: &Lab) {
+    let target = lab.replica();
+    let _no_slots = NoSlots::new(lab);
+    let dir = scratch(lab, "trend-wal-gone");
+    let port = free_port();
+    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}, lease: {dir: LOCKS}}"
+        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: Some(&heal),
+            ..Default::default()
+        },
+    );
+    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
+    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
+    let pw = dir.join("superuser.password");
+    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    let mut y = std::fs::read_to_string(&cfg).expect("watch.yml");
+    y.push_str(&format!(
+        "    postgres: {{user: postgres, password_file: {}}}\n",
+        pw.display()
+    ));
+    std::fs::write(&cfg, y).expect("write watch.yml");
+    let _w = start_watch(&dir, &cfg, port);
+    let before = start_times(lab);
+    make_wal_gone(lab, &target);
+    let mut reason = None;
+    let record = wait_for(
+        "auto-heal of the WAL-gone replica",
+        Duration::from_secs(60),
+        || {
+            let p = plan(port);
+            if let Some(a) = p["lab"]["plan"]["actions"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["member"] == target.as_str()))
+            {
+                reason = a["reason"].as_str().map(str::to_owned);
+            }
+            p["lab"]["heal"]["history"]
+                .as_array()?
+                .iter()
+                .find(|r| r["member"] == target.as_str() && r["outcome"] == "healed")
+                .cloned()
+        },
+    );
+    let reason = reason.expect("the plan that acted was seen");
+    assert!(
+        reason.starts_with("its WAL is gone (it needs WAL from ")
+            && reason.contains("already removed"),
+        "{reason}"
+    );
+    // The record keeps what the rebuild copied (the leader's data size from PostgreSQL).
+    assert!(
+        record["bytes"].as_u64().is_some_and(|b| b > MB),
+        "{record:#}"
+    );
     assert_ne!(before[&target], start_times(lab)[&target], "rebuilt");
 }
 
