@@ -116,18 +116,18 @@ pub struct HealArgs {
     pub observe: Option<Duration>,
 
     /// With --by trend: rebuild a catching-up replica when its ETA exceeds this many
-    /// rebuild estimates.
-    #[arg(long, default_value_t = TrendPolicy::default().factor, help_heading = "By trend")]
-    pub factor: f64,
+    /// rebuild estimates [default: 2].
+    #[arg(long, help_heading = "By trend")]
+    pub factor: Option<f64>,
 
-    /// With --by trend: rebuild at or above this lag whatever the trend.
-    #[arg(long, default_value = "16GB", help_heading = "By trend")]
-    pub ceiling: ByteSize,
+    /// With --by trend: rebuild at or above this lag whatever the trend [default: 16GB].
+    #[arg(long, help_heading = "By trend")]
+    pub ceiling: Option<ByteSize>,
 
     /// With --by trend: bytes per second a rebuild copies, for the estimate from the data
-    /// size (read with a PostgreSQL login) when no earlier heal says better.
-    #[arg(long, default_value = "50MB", help_heading = "By trend")]
-    pub throughput: ByteSize,
+    /// size (read with a PostgreSQL login) when no earlier heal says better [default: 50MB].
+    #[arg(long, help_heading = "By trend")]
+    pub throughput: Option<ByteSize>,
 
     /// With --by trend, a PostgreSQL login finds replicas whose WAL is gone (the leader's
     /// slot for them lost, or the segment they need removed: rebuilt at once) and the data
@@ -168,13 +168,16 @@ impl HealArgs {
                 ByArg::Threshold => DecideBy::Threshold,
                 ByArg::Trend => DecideBy::Trend,
             },
-            trend: TrendPolicy {
-                // Every sample of the observation counts, and the runner's fresh reads.
-                window: self.observe() + sample_every(self.observe()) * 2,
-                factor: self.factor,
-                ceiling: self.ceiling.0,
-                throughput: self.throughput.0,
-                ..TrendPolicy::default()
+            trend: {
+                let d = TrendPolicy::default();
+                TrendPolicy {
+                    // Every sample of the observation counts, and the runner's fresh reads.
+                    window: self.observe() + sample_every(self.observe()) * 2,
+                    factor: self.factor.unwrap_or(d.factor),
+                    ceiling: self.ceiling.map_or(d.ceiling, |c| c.0),
+                    throughput: self.throughput.map_or(d.throughput, |t| t.0),
+                    ..d
+                }
             },
             ..Policy::default()
         }
@@ -190,12 +193,20 @@ impl HealArgs {
             if self.observe.is_some() {
                 anyhow::bail!("--observe samples the lag trend: it needs --by trend");
             }
+            let given = [
+                ("--factor", self.factor.is_some()),
+                ("--ceiling", self.ceiling.is_some()),
+                ("--throughput", self.throughput.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                anyhow::bail!("{flag} is a trend setting: it needs --by trend");
+            }
             return Ok(());
         }
-        if !(self.factor.is_finite() && self.factor > 0.0) {
-            anyhow::bail!("--factor {} must be a number above 0", self.factor);
+        if let Some(f) = self.factor.filter(|f| !(f.is_finite() && *f > 0.0)) {
+            anyhow::bail!("--factor {f} must be a number above 0");
         }
-        if self.throughput.0 == 0 {
+        if self.throughput.is_some_and(|t| t.0 == 0) {
             anyhow::bail!("--throughput must be above 0");
         }
         let observe = self.observe();
@@ -295,6 +306,7 @@ impl HealArgs {
             dry_run: self.dry_run,
             tolerance_bytes: policy.tolerance,
             lag: policy.lag,
+            by: policy.by,
             before: before.clone(),
             plan: plan.clone(),
             outcomes: Vec::new(),
@@ -479,6 +491,14 @@ mod tests {
         assert_eq!(args(&[]).policy().by, DecideBy::Threshold);
         let e = args(&["--observe", "30s"]).check().unwrap_err().to_string();
         assert_eq!(e, "--observe samples the lag trend: it needs --by trend");
+        let e = args(&["--ceiling", "1GB"]).check().unwrap_err().to_string();
+        assert_eq!(e, "--ceiling is a trend setting: it needs --by trend");
+        let d = args(&["--by", "trend"]).policy().trend;
+        assert_eq!(
+            (d.factor, d.ceiling, d.throughput),
+            (2.0, 16 << 30, 50 << 20),
+            "the documented defaults"
+        );
         let e = args(&["--by", "trend", "--observe", "100ms"])
             .check()
             .unwrap_err()

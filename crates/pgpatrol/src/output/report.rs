@@ -21,6 +21,8 @@ pub struct HealReport {
     pub dry_run: bool,
     pub tolerance_bytes: u64,
     pub lag: LagKind,
+    /// How candidates were judged: `threshold`, or `trend` (after observing the lag).
+    pub by: pgpatrol_core::plan::DecideBy,
     pub before: Cluster,
     pub plan: Plan,
     pub outcomes: Vec<ReinitOutcome>,
@@ -176,9 +178,14 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
     writeln!(out, "# pgpatrol heal: {name} — {verdict}\n")?;
     writeln!(
         out,
-        "Tolerance: {} of {} lag. Started {}, finished {}.\n",
+        "Tolerance: {} of {} lag{}. Started {}, finished {}.\n",
         human(r.tolerance_bytes),
         r.lag.as_str(),
+        match r.by {
+            pgpatrol_core::plan::DecideBy::Threshold => "",
+            pgpatrol_core::plan::DecideBy::Trend =>
+                ", decided by trend: only what cannot catch up sooner by itself is rebuilt",
+        },
         r.started,
         r.finished
     )?;
