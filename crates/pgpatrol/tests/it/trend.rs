@@ -113,6 +113,7 @@ fn a_replica_catching_up_slowly_is_left_alone_with_its_eta(lab: &Lab) {
     );
     let skip = skip_of(&report, &target);
     assert_eq!(skip["reason"]["kind"], "catching_up", "{report:#}");
+    eprintln!("trend: {target} left alone: {}", skip["reason"]);
     assert!(
         skip["reason"]["eta_secs"].as_u64().unwrap() > 0,
         "{report:#}"
@@ -169,6 +170,7 @@ fn a_replica_whose_walreceiver_is_stopped_is_rebuilt(lab: &Lab) {
     assert_eq!(actions.len(), 1, "{report:#}");
     assert_eq!(actions[0]["member"], target.as_str());
     let reason = actions[0]["reason"].as_str().unwrap();
+    eprintln!("trend: {target} rebuilt: {reason}");
     assert!(reason.contains("it cannot catch up"), "{reason}");
     assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
     assert_ne!(before[&target], start_times(lab)[&target], "rebuilt");
