@@ -757,6 +757,16 @@ pub struct PgFacts {
     /// Used fraction of the data directory's filesystem, when it is on this host.
     pub disk_used: Option<f64>,
     pub data_directory: Option<String>,
+    /// Trend mode's evidence. The leader: the oldest WAL segment in its `pg_wal` (the 16
+    /// hex digits of a WAL file name after the timeline, so that a file left from an older
+    /// timeline cannot hide an older segment), the segment size and its databases' total
+    /// size. A replica: the last WAL it received (`pg_last_wal_receive_lsn()`) and whether
+    /// it can restore WAL from an archive.
+    pub oldest_segment: Option<String>,
+    pub wal_segment_size: Option<u64>,
+    pub data_bytes: Option<u64>,
+    pub receive_lsn: Option<crate::Lsn>,
+    pub restore_command: Option<String>,
 }
 
 /// `pg_stat_archiver`, with `archive_mode`.

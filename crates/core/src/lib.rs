@@ -23,6 +23,7 @@ pub mod plan;
 pub mod policy;
 pub mod sli;
 pub mod slo;
+pub mod trend;
 pub mod units;
 
 pub use lsn::Lsn;

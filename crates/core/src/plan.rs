@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Lag, LagKind};
+use crate::trend::{RebuildEstimate, Trend, TrendPolicy};
 
 /// How heal decides. Built at the edge (flags, env, config); core only reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,6 +24,32 @@ pub struct Policy {
     /// An unfinished action older than this no longer counts as in progress: its healer was
     /// stopped mid-action and never recorded the end (the heal timeout plus a margin).
     pub stale_after: Duration,
+    /// How a candidate beyond the tolerance is judged: by the tolerance alone (the default),
+    /// or also by its lag trend (rebuilt only when it cannot catch up sooner by itself).
+    pub by: DecideBy,
+    /// Trend mode's settings (read only with `by: trend`).
+    pub trend: TrendPolicy,
+}
+
+/// How heal decides about a replica beyond the tolerance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecideBy {
+    /// Rebuild it (behind the guardrails).
+    #[default]
+    Threshold,
+    /// Rebuild it only when its lag is not shrinking, its catch-up ETA exceeds the rebuild
+    /// estimate by the factor, its lag is at the hard ceiling, or its WAL is gone.
+    Trend,
+}
+
+impl DecideBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecideBy::Threshold => "threshold",
+            DecideBy::Trend => "trend",
+        }
+    }
 }
 
 impl Default for Policy {
@@ -34,6 +61,8 @@ impl Default for Policy {
             min_healthy: 1,
             cooldown: Duration::from_secs(30 * 60),
             stale_after: Duration::from_secs(15 * 60),
+            by: DecideBy::Threshold,
+            trend: TrendPolicy::default(),
         }
     }
 }
@@ -48,6 +77,10 @@ pub struct ActionRecord {
     /// How it ended; `None` while running (and in state files from before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<RecordOutcome>,
+    /// The leader's data size when it started (what the rebuild copied), when known: with
+    /// the duration it gives the cluster's measured rebuild throughput (trend mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// How a recorded action ended.
@@ -73,6 +106,7 @@ impl ActionRecord {
             started: now,
             finished: None,
             outcome: None,
+            bytes: None,
         }
     }
 
@@ -147,6 +181,19 @@ pub enum SkipReason {
     OnlySynchronousStandby,
     /// An earlier action on it is too recent.
     Cooldown { remaining_secs: u64 },
+    /// Trend mode: too few lag samples in the window to tell a trend; no guess is made.
+    NotEnoughSamples { have: usize, need: usize },
+    /// Trend mode: it catches up by itself sooner than a rebuild would bring it back.
+    CatchingUp {
+        lag: u64,
+        /// Bytes per second the lag shrinks.
+        rate: u64,
+        eta_secs: u64,
+        rebuild_secs: u64,
+    },
+    /// Trend mode: it is catching up, and without an earlier heal or the data size there is
+    /// no rebuild time to compare with, so it is given the time (the ceiling still applies).
+    NoRebuildEstimate { lag: u64, rate: u64, eta_secs: u64 },
 }
 
 /// A member left alone, and why.
@@ -180,6 +227,24 @@ pub struct Plan {
     /// Worst first.
     pub actions: Vec<Action>,
     pub skips: Vec<Skip>,
+    /// Trend mode: each replica beyond the tolerance, its trend and the rebuild estimate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trends: Vec<MemberTrend>,
+}
+
+/// What trend mode saw of one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberTrend {
+    pub member: String,
+    /// `None`: not enough samples (`samples` says how many there were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<Trend>,
+    pub samples: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<RebuildEstimate>,
+    /// Its WAL is gone: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_gone: Option<String>,
 }
 
 impl Plan {
@@ -193,7 +258,11 @@ impl Plan {
             || self.skips.iter().any(|s| {
                 !matches!(
                     s.reason,
-                    SkipReason::Leader | SkipReason::WithinTolerance { .. }
+                    SkipReason::Leader
+                        | SkipReason::WithinTolerance { .. }
+                        | SkipReason::CatchingUp { .. }
+                        | SkipReason::NoRebuildEstimate { .. }
+                        | SkipReason::NotEnoughSamples { .. }
                 )
             })
     }
@@ -220,6 +289,27 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Cooldown { remaining_secs } => {
                 write!(f, "acted on recently: cooldown has {remaining_secs}s left")
             }
+            SkipReason::NotEnoughSamples { have, need } => write!(
+                f,
+                "not enough samples to tell a trend ({have} of {need} in the window): not guessing"
+            ),
+            SkipReason::CatchingUp {
+                lag,
+                rate,
+                eta_secs,
+                rebuild_secs,
+            } => write!(
+                f,
+                "lag {}, shrinking {}, caught up in ~{eta_secs} s; a rebuild takes ~{rebuild_secs} s: waiting",
+                human(*lag),
+                crate::trend::human_rate(*rate)
+            ),
+            SkipReason::NoRebuildEstimate { lag, rate, eta_secs } => write!(
+                f,
+                "lag {}, shrinking {}, caught up in ~{eta_secs} s; no rebuild estimate (no earlier heal, no data size): waiting",
+                human(*lag),
+                crate::trend::human_rate(*rate)
+            ),
         }
     }
 }

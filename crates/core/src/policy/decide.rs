@@ -9,7 +9,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use crate::model::{Cluster, Lag, Member};
-use crate::plan::{cooldown_left, Action, ActionRecord, Blocker, Plan, Policy, Skip, SkipReason};
+use crate::plan::{
+    cooldown_left, Action, ActionRecord, Blocker, DecideBy, MemberTrend, Plan, Policy, Skip,
+    SkipReason,
+};
+use crate::trend::{human_rate, rebuild_estimate, trend, Evidence, RebuildEstimate};
 use crate::units::human;
 
 /// A non-leader member whose lag is at or above the tolerance.
@@ -24,6 +28,7 @@ pub(super) fn decide(
     cluster: &Cluster,
     policy: &Policy,
     history: &[ActionRecord],
+    evidence: &Evidence,
     now: SystemTime,
 ) -> Plan {
     let blockers = blockers(cluster);
@@ -97,11 +102,38 @@ pub(super) fn decide(
             .then_with(|| a.member.name.cmp(&b.member.name))
     });
 
+    // Trend mode judges each candidate first: it can only turn an action into a skip, or
+    // keep it (the guardrails below still apply to whatever it keeps).
+    let mut trends = Vec::new();
+    let mut verdicts: Vec<Result<String, SkipReason>> = Vec::with_capacity(candidates.len());
+    for c in &candidates {
+        verdicts.push(match policy.by {
+            DecideBy::Threshold => Ok(format!(
+                "{} lag {} ≥ tolerance {}",
+                policy.lag.as_str(),
+                human(c.bytes),
+                human(policy.tolerance)
+            )),
+            DecideBy::Trend => {
+                let (verdict, seen) = by_trend(c, policy, history, evidence, now);
+                trends.push(seen);
+                verdict
+            }
+        });
+    }
+
     let mut actions = Vec::new();
     // With a blocker nothing is done and candidates get no skip of their own: the blocker
     // is the reason, and member guardrails on a cluster in that state would mislead.
     if blockers.is_empty() {
-        for c in candidates {
+        for (c, verdict) in candidates.into_iter().zip(verdicts) {
+            let why = match verdict {
+                Ok(why) => why,
+                Err(skip) => {
+                    skips[c.index] = Some(skip);
+                    continue;
+                }
+            };
             match guardrail(
                 c.member,
                 policy,
@@ -114,12 +146,7 @@ pub(super) fn decide(
                 None => actions.push(Action {
                     member: c.member.name.clone(),
                     lag: Lag::Bytes(c.bytes),
-                    reason: format!(
-                        "{} lag {} ≥ tolerance {}",
-                        policy.lag.as_str(),
-                        human(c.bytes),
-                        human(policy.tolerance)
-                    ),
+                    reason: why,
                 }),
             }
         }
@@ -141,7 +168,90 @@ pub(super) fn decide(
         blockers,
         actions,
         skips,
+        trends,
     }
+}
+
+/// Trend mode's verdict on a candidate: rebuild (why) or wait (the skip), and what it saw.
+fn by_trend(
+    c: &Candidate<'_>,
+    policy: &Policy,
+    history: &[ActionRecord],
+    evidence: &Evidence,
+    now: SystemTime,
+) -> (Result<String, SkipReason>, MemberTrend) {
+    let t = &policy.trend;
+    let name = c.member.name.as_str();
+    let reading = evidence
+        .samples
+        .get(name)
+        .map(|s| trend(s, now, t.window, t.min_samples))
+        .unwrap_or(Err(0));
+    let rebuild = rebuild_estimate(history, evidence.data_bytes, t.throughput);
+    let wal_gone = evidence.wal_gone.get(name).cloned();
+    let seen = MemberTrend {
+        member: name.to_owned(),
+        trend: reading.ok(),
+        samples: match reading {
+            Ok(tr) => tr.samples,
+            Err(have) => have,
+        },
+        rebuild,
+        wal_gone: wal_gone.clone(),
+    };
+    let lag = human(c.bytes);
+    let verdict = if let Some(why) = wal_gone {
+        Ok(format!(
+            "its WAL is gone ({why}): it can never catch up; rebuilt at once"
+        ))
+    } else if c.bytes >= t.ceiling {
+        Ok(format!(
+            "{} lag {lag} ≥ the hard ceiling {}: rebuilt whatever its trend",
+            policy.lag.as_str(),
+            human(t.ceiling)
+        ))
+    } else {
+        match reading {
+            Err(have) => Err(SkipReason::NotEnoughSamples {
+                have,
+                need: t.min_samples.max(2),
+            }),
+            Ok(tr) if !tr.shrinking() => Ok(format!(
+                "lag {lag}, {} over {} samples in {} s: it cannot catch up",
+                if tr.rate == 0 {
+                    "not shrinking".to_string()
+                } else {
+                    format!("growing {}", human_rate(tr.rate.unsigned_abs()))
+                },
+                tr.samples,
+                tr.span_ms.div_ceil(1000)
+            )),
+            Ok(tr) => {
+                let rate = tr.rate.unsigned_abs();
+                let eta_secs = tr.eta_secs.unwrap_or(u64::MAX);
+                match rebuild.as_ref().map(RebuildEstimate::secs) {
+                    None => Err(SkipReason::NoRebuildEstimate {
+                        lag: c.bytes,
+                        rate,
+                        eta_secs,
+                    }),
+                    Some(rebuild_secs) if (eta_secs as f64) > t.factor * rebuild_secs as f64 => {
+                        Ok(format!(
+                            "lag {lag}, shrinking {}, caught up in ~{eta_secs} s; a rebuild takes ~{rebuild_secs} s: rebuilding",
+                            human_rate(rate)
+                        ))
+                    }
+                    Some(rebuild_secs) => Err(SkipReason::CatchingUp {
+                        lag: c.bytes,
+                        rate,
+                        eta_secs,
+                        rebuild_secs,
+                    }),
+                }
+            }
+        }
+    };
+    (verdict, seen)
 }
 
 /// Cluster-level refusals, all that apply, in a fixed order.
@@ -239,7 +349,13 @@ mod tests {
     }
 
     fn plan(cluster: &Cluster) -> Plan {
-        decide(cluster, &Policy::default(), &[], now())
+        decide(
+            cluster,
+            &Policy::default(),
+            &[],
+            &Evidence::default(),
+            now(),
+        )
     }
 
     fn acted(plan: &Plan) -> Vec<&str> {
@@ -256,6 +372,7 @@ mod tests {
     fn record(member: &str, started: SystemTime, finished: Option<SystemTime>) -> ActionRecord {
         ActionRecord {
             outcome: None,
+            bytes: None,
             member: member.into(),
             started,
             finished,
@@ -472,7 +589,7 @@ mod tests {
             max_concurrent: 3,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], now());
+        let p = decide(&c, &policy, &[], &Evidence::default(), now());
         assert_eq!(acted(&p), ["pg2", "pg1", "pg3"]);
         let skipped: Vec<&str> = p.skips.iter().map(|s| s.member.as_str()).collect();
         assert_eq!(skipped, ["pg0", "pg4"]);
@@ -518,7 +635,13 @@ mod tests {
             .replica("pg3")
             .build();
         let history = [record("pg1", ago(10), None)];
-        let p = decide(&c, &Policy::default(), &history, now());
+        let p = decide(
+            &c,
+            &Policy::default(),
+            &history,
+            &Evidence::default(),
+            now(),
+        );
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -551,12 +674,14 @@ mod tests {
             ..Policy::default()
         };
         let left_behind = [record("pg1", ago(16 * 60), None)];
-        let p = decide(&c, &policy, &left_behind, now());
+        let p = decide(&c, &policy, &left_behind, &Evidence::default(), now());
         assert_eq!(p.actions.len(), 1, "{p:?}");
         assert_eq!(p.actions[0].member, "pg1");
         // A fresh one still does, and so does any unfinished record for the cooldown.
         let running = [record("pg1", ago(14 * 60), None)];
-        assert!(decide(&c, &policy, &running, now()).actions.is_empty());
+        assert!(decide(&c, &policy, &running, &Evidence::default(), now())
+            .actions
+            .is_empty());
     }
 
     #[test]
@@ -612,7 +737,7 @@ mod tests {
             min_healthy: 0,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], now());
+        let p = decide(&c, &policy, &[], &Evidence::default(), now());
         assert_eq!(acted(&p), ["pg1"]);
     }
 
@@ -702,7 +827,7 @@ mod tests {
             max_concurrent: 2,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], now());
+        let p = decide(&c, &policy, &[], &Evidence::default(), now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -727,7 +852,13 @@ mod tests {
             record("pg1", ago(3 * 3600), Some(ago(3 * 3600 - 60))),
             record("pg1", ago(600), Some(ago(500))),
         ];
-        let p = decide(&c, &Policy::default(), &history, now());
+        let p = decide(
+            &c,
+            &Policy::default(),
+            &history,
+            &Evidence::default(),
+            now(),
+        );
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -748,7 +879,13 @@ mod tests {
             .build();
         let started = now() - Duration::from_secs(1800) + Duration::from_millis(300);
         let history = [record("pg1", started, Some(started))];
-        let p = decide(&c, &Policy::default(), &history, now());
+        let p = decide(
+            &c,
+            &Policy::default(),
+            &history,
+            &Evidence::default(),
+            now(),
+        );
         assert_eq!(
             skip_of(&p, "pg1"),
             Some(&SkipReason::Cooldown { remaining_secs: 1 })
@@ -764,7 +901,13 @@ mod tests {
             .replica("pg2")
             .build();
         let history = [record("pg1", ago(1800), Some(ago(1700)))];
-        let p = decide(&c, &Policy::default(), &history, now());
+        let p = decide(
+            &c,
+            &Policy::default(),
+            &history,
+            &Evidence::default(),
+            now(),
+        );
         assert_eq!(acted(&p), ["pg1"]);
     }
 
@@ -784,7 +927,7 @@ mod tests {
             min_healthy: 0,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], now());
+        let p = decide(&c, &policy, &[], &Evidence::default(), now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -809,7 +952,7 @@ mod tests {
             .replay_lag_mb(100)
             .replica("pg2")
             .build();
-        let replay = decide(&c, &Policy::default(), &[], now());
+        let replay = decide(&c, &Policy::default(), &[], &Evidence::default(), now());
         assert_eq!(acted(&replay), ["pg1"]);
         assert_eq!(
             replay.actions[0].reason,
@@ -820,7 +963,7 @@ mod tests {
             lag: LagKind::Receive,
             ..Policy::default()
         };
-        let p = decide(&c, &receive, &[], now());
+        let p = decide(&c, &receive, &[], &Evidence::default(), now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -900,12 +1043,245 @@ mod tests {
                         ..Policy::default()
                     };
                     for hist in [&history[..], &[]] {
-                        let p = decide(cluster, &policy, hist, now());
+                        let p = decide(cluster, &policy, hist, &Evidence::default(), now());
                         check_invariants(cluster, &policy, &p);
                     }
                 }
             }
         }
+    }
+
+    // ---- by: trend ----
+
+    fn by_trend() -> Policy {
+        Policy {
+            by: DecideBy::Trend,
+            ..Policy::default()
+        }
+    }
+
+    /// Samples of pg1's lag one second apart, ending now.
+    fn samples_of(member: &str, lags_mb: &[f64]) -> Evidence {
+        let n = lags_mb.len() as u64;
+        let mut e = Evidence::default();
+        e.samples.insert(
+            member.into(),
+            lags_mb
+                .iter()
+                .enumerate()
+                .map(|(i, mb)| crate::trend::LagSample {
+                    at: now() - Duration::from_secs(n - 1 - i as u64),
+                    bytes: Some((mb * MB as f64) as u64),
+                })
+                .collect(),
+        );
+        e
+    }
+
+    fn lagging(mb: u64) -> Cluster {
+        ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(mb)
+            .replica("pg2")
+            .build()
+    }
+
+    fn healed_in(secs: u64) -> ActionRecord {
+        let mut r = ActionRecord::starting("pg2", ago(7200));
+        r.finish(RecordOutcome::Healed, ago(7200) + Duration::from_secs(secs));
+        r
+    }
+
+    #[test]
+    fn trend_a_replica_catching_up_sooner_than_a_rebuild_is_left_alone_with_the_numbers() {
+        // 82 MB, shrinking 19 MB/s; the last heal of the cluster took 40 s.
+        let lags: Vec<f64> = (0..6).map(|i| 177.0 - 19.0 * i as f64).collect();
+        let e = samples_of("pg1", &lags);
+        let p = decide(&lagging(82), &by_trend(), &[healed_in(40)], &e, now());
+        assert!(p.actions.is_empty(), "{p:?}");
+        let skip = skip_of(&p, "pg1").unwrap();
+        assert_eq!(
+            skip.to_string(),
+            "lag 82.0 MB, shrinking 19.0 MB/s, caught up in ~5 s; a rebuild takes ~40 s: waiting"
+        );
+        assert!(!p.refused(), "waiting is not a refusal");
+        assert_eq!(p.trends.len(), 1);
+        assert_eq!(
+            p.trends[0].rebuild,
+            Some(RebuildEstimate::History { secs: 40, heals: 1 })
+        );
+        // Threshold mode rebuilds the same replica.
+        assert_eq!(acted(&plan(&lagging(82))), ["pg1"]);
+    }
+
+    #[test]
+    fn trend_a_stalled_replica_is_rebuilt() {
+        let e = samples_of("pg1", &[40.0; 8]);
+        let p = decide(&lagging(40), &by_trend(), &[], &e, now());
+        assert_eq!(acted(&p), ["pg1"]);
+        assert_eq!(
+            p.actions[0].reason,
+            "lag 40.0 MB, not shrinking over 8 samples in 7 s: it cannot catch up"
+        );
+    }
+
+    #[test]
+    fn trend_a_growing_lag_is_rebuilt() {
+        let e = samples_of("pg1", &[10.0, 12.0, 14.0, 16.0, 18.0, 20.0]);
+        let p = decide(&lagging(20), &by_trend(), &[], &e, now());
+        assert_eq!(acted(&p), ["pg1"]);
+        assert!(
+            p.actions[0].reason.contains("growing 2.0 MB/s"),
+            "{}",
+            p.actions[0].reason
+        );
+    }
+
+    #[test]
+    fn trend_catching_up_slower_than_factor_times_a_rebuild_is_rebuilt() {
+        // 100 MB shrinking 1 MB/s: ~100 s, against a 20 s rebuild × 2.
+        let lags: Vec<f64> = (0..10).map(|i| 109.0 - i as f64).collect();
+        let e = samples_of("pg1", &lags);
+        let p = decide(&lagging(100), &by_trend(), &[healed_in(20)], &e, now());
+        assert_eq!(acted(&p), ["pg1"]);
+        assert_eq!(
+            p.actions[0].reason,
+            "lag 100.0 MB, shrinking 1.0 MB/s, caught up in ~100 s; a rebuild takes ~20 s: rebuilding"
+        );
+        // With a 60 s rebuild (× 2 = 120 s) waiting wins.
+        let p = decide(&lagging(100), &by_trend(), &[healed_in(60)], &e, now());
+        assert!(matches!(
+            skip_of(&p, "pg1"),
+            Some(SkipReason::CatchingUp {
+                rebuild_secs: 60,
+                eta_secs: 100,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trend_noisy_catch_up_is_still_seen_as_catching_up() {
+        let lags = [
+            60.0, 58.6, 55.9, 54.4, 52.1, 50.3, 47.5, 46.6, 43.9, 300.0, 40.1, 38.4,
+        ];
+        let e = samples_of("pg1", &lags);
+        let p = decide(&lagging(38), &by_trend(), &[healed_in(60)], &e, now());
+        assert!(
+            matches!(skip_of(&p, "pg1"), Some(SkipReason::CatchingUp { .. })),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn trend_too_few_samples_is_a_clear_skip_never_a_guess() {
+        let e = samples_of("pg1", &[30.0, 20.0]);
+        let p = decide(&lagging(20), &by_trend(), &[], &e, now());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::NotEnoughSamples { have: 2, need: 5 })
+        );
+        assert_eq!(
+            skip_of(&p, "pg1").unwrap().to_string(),
+            "not enough samples to tell a trend (2 of 5 in the window): not guessing"
+        );
+        // Without any evidence at all, the same.
+        let p = decide(&lagging(20), &by_trend(), &[], &Evidence::default(), now());
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::NotEnoughSamples { have: 0, need: 5 })
+        );
+    }
+
+    #[test]
+    fn trend_without_a_rebuild_estimate_waits_while_it_shrinks() {
+        let lags: Vec<f64> = (0..10).map(|i| 109.0 - i as f64).collect();
+        let e = samples_of("pg1", &lags);
+        let p = decide(&lagging(100), &by_trend(), &[], &e, now());
+        assert!(matches!(
+            skip_of(&p, "pg1"),
+            Some(SkipReason::NoRebuildEstimate { eta_secs: 100, .. })
+        ));
+        // The data size gives one: 10 GB at 50 MB/s is ~205 s, so 100 s of catch-up waits.
+        let mut e = e;
+        e.data_bytes = Some(10 * 1024 * MB);
+        let p = decide(&lagging(100), &by_trend(), &[], &e, now());
+        assert!(matches!(
+            skip_of(&p, "pg1"),
+            Some(SkipReason::CatchingUp {
+                rebuild_secs: 205,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn trend_wal_gone_and_the_ceiling_rebuild_at_once() {
+        let lags: Vec<f64> = (0..6).map(|i| 100.0 - 10.0 * i as f64).collect();
+        let mut e = samples_of("pg1", &lags);
+        e.wal_gone.insert(
+            "pg1".into(),
+            "the leader's slot pg1 has wal_status lost".into(),
+        );
+        let p = decide(&lagging(50), &by_trend(), &[healed_in(600)], &e, now());
+        assert_eq!(acted(&p), ["pg1"]);
+        assert_eq!(
+            p.actions[0].reason,
+            "its WAL is gone (the leader's slot pg1 has wal_status lost): it can never catch up; rebuilt at once"
+        );
+        let policy = Policy {
+            trend: crate::trend::TrendPolicy {
+                ceiling: 40 * MB,
+                ..Default::default()
+            },
+            ..by_trend()
+        };
+        let e = samples_of("pg1", &lags);
+        let p = decide(&lagging(50), &policy, &[healed_in(600)], &e, now());
+        assert_eq!(acted(&p), ["pg1"]);
+        assert!(p.actions[0].reason.contains("hard ceiling"));
+    }
+
+    #[test]
+    fn trend_keeps_every_guardrail() {
+        let mut e = samples_of("pg1", &[40.0; 8]);
+        e.wal_gone.insert("pg1".into(), "gone".into());
+        // Cooldown.
+        let recent = [record("pg1", ago(60), Some(ago(30)))];
+        let p = decide(&lagging(40), &by_trend(), &recent, &e, now());
+        assert!(matches!(
+            skip_of(&p, "pg1"),
+            Some(SkipReason::Cooldown { .. })
+        ));
+        // Paused.
+        let paused = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(40)
+            .replica("pg2")
+            .paused()
+            .build();
+        assert!(decide(&paused, &by_trend(), &[], &e, now())
+            .actions
+            .is_empty());
+        // Min healthy: the only replica.
+        let alone = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(40)
+            .build();
+        let p = decide(&alone, &by_trend(), &[], &e, now());
+        assert!(matches!(
+            skip_of(&p, "pg1"),
+            Some(SkipReason::MinHealthy { .. })
+        ));
+        // The leader, even when named WAL-gone.
+        let mut e2 = e.clone();
+        e2.wal_gone.insert("pg0".into(), "gone".into());
+        let p = decide(&lagging(40), &by_trend(), &[], &e2, now());
+        assert_eq!(skip_of(&p, "pg0"), Some(&SkipReason::Leader));
     }
 
     fn check_invariants(cluster: &Cluster, policy: &Policy, p: &Plan) {
@@ -969,8 +1345,31 @@ mod tests {
             }
             let cluster = b.build();
             let policy = Policy { max_concurrent, min_healthy, ..Policy::default() };
-            let p = decide(&cluster, &policy, &[], now());
+            let p = decide(&cluster, &policy, &[], &Evidence::default(), now());
             check_invariants(&cluster, &policy, &p);
+            // Trend mode, whatever its evidence, only ever acts where threshold mode does.
+            let trend = Policy { by: DecideBy::Trend, ..policy.clone() };
+            let mut e = Evidence::default();
+            for (i, m) in cluster.members.iter().enumerate() {
+                let flat = (0..6).map(|k| crate::trend::LagSample {
+                    at: now() - Duration::from_secs(k),
+                    bytes: Some(((i as u64 + k) % 3) * MB),
+                });
+                e.samples.insert(m.name.clone(), flat.collect());
+                if i % 2 == 0 {
+                    e.wal_gone.insert(m.name.clone(), "gone".into());
+                }
+            }
+            let t = decide(&cluster, &trend, &[], &e, now());
+            check_invariants(&cluster, &trend, &t);
+            for a in &t.actions {
+                prop_assert!(
+                    p.actions.iter().any(|b| b.member == a.member)
+                        || p.skips.iter().any(|s| s.member == a.member
+                            && matches!(s.reason, SkipReason::ConcurrencyLimit { .. })),
+                    "trend acted on {} where threshold did not: {t:?} vs {p:?}", a.member
+                );
+            }
         }
     }
 }

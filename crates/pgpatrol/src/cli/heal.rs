@@ -7,19 +7,30 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use pgpatrol_core::plan::Policy;
-use pgpatrol_core::policy::decide;
+use pgpatrol_core::plan::{DecideBy, Policy};
+use pgpatrol_core::policy::decide_with;
+use pgpatrol_core::trend::{Evidence, TrendPolicy};
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
-use super::common::ClusterArgs;
+use super::common::{ClusterArgs, PgArgs};
 use super::confirm;
 use super::progress::Spinner;
 use super::sli::LagArg;
 use super::Outcome;
 use crate::executor::runner::{self, ConfirmedPlan, NoLock, RunOptions};
+use crate::executor::Progress as _;
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::output::report::{self, HealReport};
 use crate::source::rest::{Detail, RestSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ByArg {
+    /// Every replica at or above the tolerance (behind the guardrails).
+    Threshold,
+    /// Only those that cannot catch up sooner by themselves: lag not shrinking, catch-up
+    /// slower than --factor rebuilds, at the --ceiling, or WAL gone.
+    Trend,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -30,6 +41,14 @@ pub enum ReportFormat {
 }
 
 /// Reinitialize replicas whose lag is at or above the tolerance, behind guardrails, and report.
+///
+/// With --by trend, heal samples the lag for --observe first and rebuilds only a replica
+/// that cannot catch up sooner by itself: its lag is not shrinking (robust Theil–Sen slope
+/// over the samples), its catch-up ETA exceeds --factor times the rebuild estimate (the
+/// data size at --throughput, with a PostgreSQL login), its lag is at --ceiling, or its WAL
+/// is gone from the leader (slot lost, or the segment it needs removed: rebuilt at once).
+/// Every other one is left alone with the numbers; too few samples is a skip, never a guess.
+/// Every guardrail applies as in threshold mode.
 ///
 /// Exit codes: 0 nothing was needed or everything healed; 1 something stayed unhealthy or a
 /// guardrail refused; 2 error.
@@ -83,6 +102,47 @@ pub struct HealArgs {
     /// Runbook link for the report.
     #[arg(long, env = "DOC_LINK")]
     pub doc_link: Option<String>,
+
+    /// How a replica beyond the tolerance is judged: `threshold` rebuilds it; `trend`
+    /// samples the lag for --observe first and rebuilds it only when it cannot catch up by
+    /// itself sooner than a rebuild (lag not shrinking, ETA above --factor rebuild
+    /// estimates, lag at --ceiling, or its WAL gone from the leader).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "threshold",
+        help_heading = "By trend"
+    )]
+    pub by: ByArg,
+
+    /// With --by trend: sample the lag this long before deciding [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration, help_heading = "By trend")]
+    pub observe: Option<Duration>,
+
+    /// With --by trend: rebuild a catching-up replica when its ETA exceeds this many
+    /// rebuild estimates [default: 2].
+    #[arg(long, help_heading = "By trend")]
+    pub factor: Option<f64>,
+
+    /// With --by trend: rebuild at or above this lag whatever the trend [default: 16GB].
+    #[arg(long, help_heading = "By trend")]
+    pub ceiling: Option<ByteSize>,
+
+    /// With --by trend: bytes per second a rebuild copies, for the estimate from the data
+    /// size (read with a PostgreSQL login) when no earlier heal says better [default: 50MB].
+    #[arg(long, help_heading = "By trend")]
+    pub throughput: Option<ByteSize>,
+
+    /// With --by trend, a PostgreSQL login finds replicas whose WAL is gone (the leader's
+    /// slot for them lost, or the segment they need removed: rebuilt at once) and the data
+    /// size for the rebuild estimate.
+    #[command(flatten)]
+    pub pg: PgArgs,
+}
+
+/// How often `--observe` samples: about 20 samples over the window, 0.2 s to 2 s apart.
+fn sample_every(observe: Duration) -> Duration {
+    (observe / 20).clamp(Duration::from_millis(200), Duration::from_secs(2))
 }
 
 fn now_text() -> String {
@@ -108,16 +168,141 @@ impl HealArgs {
             },
             max_concurrent: self.max_concurrent.max(1),
             min_healthy: self.min_healthy,
+            by: match self.by {
+                ByArg::Threshold => DecideBy::Threshold,
+                ByArg::Trend => DecideBy::Trend,
+            },
+            trend: {
+                let d = TrendPolicy::default();
+                TrendPolicy {
+                    // Every sample of the observation counts, and the runner's fresh reads.
+                    window: self.observe() + sample_every(self.observe()) * 2,
+                    factor: self.factor.unwrap_or(d.factor),
+                    ceiling: self.ceiling.map_or(d.ceiling, |c| c.0),
+                    throughput: self.throughput.map_or(d.throughput, |t| t.0),
+                    ..d
+                }
+            },
             ..Policy::default()
         }
     }
 
+    fn observe(&self) -> Duration {
+        self.observe.unwrap_or(Duration::from_secs(30))
+    }
+
+    /// Bad combinations, in one line (exit 2).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.by != ByArg::Trend {
+            if self.observe.is_some() {
+                anyhow::bail!("--observe samples the lag trend: it needs --by trend");
+            }
+            let given = [
+                ("--factor", self.factor.is_some()),
+                ("--ceiling", self.ceiling.is_some()),
+                ("--throughput", self.throughput.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                anyhow::bail!("{flag} is a trend setting: it needs --by trend");
+            }
+            return Ok(());
+        }
+        if let Some(f) = self.factor.filter(|f| !(f.is_finite() && *f > 0.0)) {
+            anyhow::bail!("--factor {f} must be a number above 0");
+        }
+        if self.throughput.is_some_and(|t| t.0 == 0) {
+            anyhow::bail!("--throughput must be above 0");
+        }
+        let observe = self.observe();
+        let samples = observe.as_nanos() / sample_every(observe).as_nanos() + 1;
+        let need = TrendPolicy::default().min_samples as u128;
+        if samples < need {
+            anyhow::bail!(
+                "--observe {} gives {samples} samples; a trend needs {need}: observe at least {}",
+                humantime::format_duration(observe),
+                humantime::format_duration(sample_every(Duration::ZERO) * (need as u32 - 1))
+            );
+        }
+        Ok(())
+    }
+
+    /// Samples the lag for --observe, with progress, and gathers the PostgreSQL evidence
+    /// (WAL gone, data size) when a login is given. Returns the last reading.
+    async fn observe_trend(
+        &self,
+        source: &RestSource,
+        policy: &Policy,
+        evidence: &mut Evidence,
+    ) -> anyhow::Result<Cluster> {
+        let observe = self.observe();
+        let every = sample_every(observe);
+        let spinner = Spinner::new();
+        let started = std::time::Instant::now();
+        let mut last = None;
+        let mut n = 0usize;
+        loop {
+            let tick = std::time::Instant::now();
+            match source.snapshot(Detail::Full).await {
+                Ok(s) => {
+                    evidence.record(
+                        &s.cluster,
+                        policy.lag,
+                        SystemTime::now(),
+                        policy.trend.window,
+                    );
+                    n += 1;
+                    spinner.update(
+                        "trend",
+                        &format!(
+                            "observing the lag: {n} samples in {:.0}s of {}",
+                            started.elapsed().as_secs_f64(),
+                            humantime::format_duration(observe)
+                        ),
+                    );
+                    last = Some(s.cluster);
+                }
+                // One failed reading is one missing sample; the decision needs the last.
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "heal: a lag sample failed"),
+            }
+            if started.elapsed() >= observe {
+                break;
+            }
+            tokio::time::sleep(every.saturating_sub(tick.elapsed())).await;
+        }
+        spinner.finish();
+        let cluster = match last {
+            Some(c) => c,
+            None => source.snapshot(Detail::Full).await?.cluster,
+        };
+        if let Some(login) = self.pg.login(&self.cluster)? {
+            let pg = crate::doctor::pg::evidence_with(
+                &cluster,
+                &login,
+                crate::doctor::pg::Queries::Trend,
+            )
+            .await;
+            for m in &pg {
+                if let Err(e) = &m.facts {
+                    tracing::warn!(member = %m.name, error = %e, "heal: no PostgreSQL evidence for the trend");
+                }
+            }
+            evidence.wal_gone = pgpatrol_core::trend::wal_gone(&pg);
+            evidence.data_bytes = pgpatrol_core::trend::data_bytes(&pg);
+        }
+        Ok(cluster)
+    }
+
     pub async fn run(self) -> anyhow::Result<Outcome> {
+        self.check()?;
         let source = self.cluster.source().await?;
         let policy = self.policy();
         let started = now_text();
-        let before = source.snapshot(Detail::Full).await?.cluster;
-        let plan = decide(&before, &policy, &[], SystemTime::now());
+        let mut evidence = Evidence::default();
+        let before = match policy.by {
+            DecideBy::Threshold => source.snapshot(Detail::Full).await?.cluster,
+            DecideBy::Trend => self.observe_trend(&source, &policy, &mut evidence).await?,
+        };
+        let plan = decide_with(&before, &policy, &[], &evidence, SystemTime::now());
         let mut report = HealReport {
             cluster: before.scope.clone(),
             started,
@@ -125,6 +310,7 @@ impl HealArgs {
             dry_run: self.dry_run,
             tolerance_bytes: policy.tolerance,
             lag: policy.lag,
+            by: policy.by,
             before: before.clone(),
             plan: plan.clone(),
             outcomes: Vec::new(),
@@ -162,8 +348,16 @@ impl HealArgs {
             self.audit_log.as_deref(),
             before.scope.as_deref().unwrap_or("cluster"),
         )?;
-        self.execute(&source, &policy, &before, &plan, &mut report, audit)
-            .await;
+        self.execute(
+            &source,
+            &policy,
+            &before,
+            &plan,
+            evidence,
+            &mut report,
+            audit,
+        )
+        .await;
         // Expected caught up afterwards: the members healed, and the replicas that already
         // were before (a rebuild's checkpoint and WAL switch show on them for a loop or two).
         let expected: Vec<&str> = report
@@ -200,12 +394,14 @@ impl HealArgs {
     /// Runs the confirmed plan through the plan runner (it re-reads and decides again
     /// before each action, acts only on members the confirmed plan named, and stops if the
     /// leader changed).
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         source: &RestSource,
         policy: &Policy,
         before: &Cluster,
         plan: &pgpatrol_core::plan::Plan,
+        evidence: Evidence,
         report: &mut HealReport,
         audit: crate::ops::audit::Audit,
     ) {
@@ -232,6 +428,7 @@ impl HealArgs {
             policy,
             &ConfirmedPlan::of(plan, before),
             &history,
+            &std::sync::Mutex::new(evidence),
             &NoLock,
             &RunOptions {
                 tick: Duration::from_secs(1),
@@ -288,6 +485,59 @@ mod tests {
     use pgpatrol_core::State;
 
     use super::*;
+
+    fn args(extra: &[&str]) -> HealArgs {
+        use clap::Parser;
+        let mut argv = vec!["pgpatrol", "heal", "--url", "http://127.0.0.1:1"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(&argv) {
+            Ok(crate::cli::Cli {
+                command: crate::cli::Command::Heal(h),
+                ..
+            }) => h,
+            other => panic!("{argv:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn by_trend_flags_and_their_bad_combinations() {
+        let h = args(&["--by", "trend", "--observe", "10s", "--factor", "3"]);
+        h.check().unwrap();
+        let p = h.policy();
+        assert_eq!(p.by, DecideBy::Trend);
+        assert_eq!(p.trend.factor, 3.0);
+        // Every sample of the observation is in the window.
+        assert!(p.trend.window > Duration::from_secs(10));
+        assert_eq!(args(&[]).policy().by, DecideBy::Threshold);
+        let e = args(&["--observe", "30s"]).check().unwrap_err().to_string();
+        assert_eq!(e, "--observe samples the lag trend: it needs --by trend");
+        let e = args(&["--ceiling", "1GB"]).check().unwrap_err().to_string();
+        assert_eq!(e, "--ceiling is a trend setting: it needs --by trend");
+        let d = args(&["--by", "trend"]).policy().trend;
+        assert_eq!(
+            (d.factor, d.ceiling, d.throughput),
+            (2.0, 16 << 30, 50 << 20),
+            "the documented defaults"
+        );
+        let e = args(&["--by", "trend", "--observe", "100ms"])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a trend needs 5") && !e.contains('\n'), "{e}");
+        let e = args(&["--by", "trend", "--factor", "0"])
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--factor"), "{e}");
+        // Bad durations and modes are clap's one-line errors (exit 2).
+        use clap::Parser;
+        for bad in [
+            vec!["pgpatrol", "heal", "--by", "trend", "--observe", "soon"],
+            vec!["pgpatrol", "heal", "--by", "slope"],
+        ] {
+            assert!(crate::cli::Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_replica_still_rebuilding_is_unhealthy_whatever_its_lag_says() {

@@ -28,6 +28,9 @@ pub enum Queries {
     All,
     /// Only what lag in seconds needs (positions, replay timestamps, sender lag).
     Lag,
+    /// What heal's trend mode needs: the leader's slots, oldest WAL segment and data size;
+    /// each replica's received position and restore_command (is its WAL gone?).
+    Trend,
 }
 
 /// Queries every member of `cluster` that has a host and port.
@@ -159,6 +162,11 @@ async fn queries(
         lag_queries(c, leader, &mut f).await?;
         return Ok(f);
     }
+    if which == Queries::Trend {
+        lag_queries(c, leader, &mut f).await?;
+        trend_queries(c, leader, &mut f).await?;
+        return Ok(f);
+    }
     let row = c
         .query_one(
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int8,
@@ -202,26 +210,72 @@ async fn queries(
             last_failed_wal: a.get(4),
             archive_mode: a.get(5),
         });
-        for r in c
-            .query(
-                "SELECT slot_name::text, slot_type, active, wal_status,
-                        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8
-                 FROM pg_replication_slots",
-                &[],
-            )
-            .await?
-        {
-            let retained: Option<f64> = r.get(4);
-            f.slots.push(Slot {
-                name: r.get(0),
-                physical: r.get::<_, String>(1) == "physical",
-                active: r.get(2),
-                wal_status: r.get(3),
-                retained_bytes: retained.map(|b| b.max(0.0) as u64),
-            });
-        }
+        f.slots = slots(c).await?;
     }
     Ok(f)
+}
+
+/// The leader's `pg_replication_slots`.
+async fn slots(c: &Client) -> Result<Vec<Slot>, tokio_postgres::Error> {
+    Ok(c.query(
+        "SELECT slot_name::text, slot_type, active, wal_status,
+                pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8
+         FROM pg_replication_slots",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let retained: Option<f64> = r.get(4);
+        Slot {
+            name: r.get(0),
+            physical: r.get::<_, String>(1) == "physical",
+            active: r.get(2),
+            wal_status: r.get(3),
+            retained_bytes: retained.map(|b| b.max(0.0) as u64),
+        }
+    })
+    .collect())
+}
+
+/// Trend mode's evidence (see [`Queries::Trend`]).
+async fn trend_queries(
+    c: &Client,
+    leader: bool,
+    f: &mut PgFacts,
+) -> Result<(), tokio_postgres::Error> {
+    if leader {
+        f.slots = slots(c).await?;
+        let r = c
+            .query_one(
+                "SELECT (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size'),
+                        (SELECT sum(pg_database_size(oid))::int8 FROM pg_database)",
+                &[],
+            )
+            .await?;
+        f.wal_segment_size = r.get::<_, Option<i64>>(0).map(|b| b.max(0) as u64);
+        f.data_bytes = r.get::<_, Option<i64>>(1).map(|b| b.max(0) as u64);
+        // pg_ls_waldir needs superuser or pg_monitor: unknown without them, not an error.
+        f.oldest_segment = c
+            .query_one(
+                "SELECT min(substr(name, 9, 16)) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.get(0));
+    } else {
+        let r = c
+            .query_one(
+                "SELECT pg_last_wal_receive_lsn()::text, current_setting('restore_command')",
+                &[],
+            )
+            .await?;
+        let lsn: Option<String> = r.get(0);
+        f.receive_lsn = lsn.and_then(|l| l.parse::<Lsn>().ok());
+        f.restore_command = r.get(1);
+    }
+    Ok(())
 }
 
 /// Positions, the sender's replay_lag (leader) and the last replayed transaction's age

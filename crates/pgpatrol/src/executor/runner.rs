@@ -17,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 
-use pgpatrol_core::plan::{ActionRecord, Plan, Policy, RecordOutcome, SkipReason};
-use pgpatrol_core::policy::decide;
+use pgpatrol_core::plan::{ActionRecord, DecideBy, Plan, Policy, RecordOutcome, SkipReason};
+use pgpatrol_core::policy::decide_with;
+use pgpatrol_core::trend::Evidence;
 use pgpatrol_core::{Cluster, Member};
 
 use super::{ReinitOutcome, ReinitResult};
@@ -154,13 +155,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Carries out `plan` on the cluster `source` reads, through `executor`, behind `policy`
 /// and `lease`, recording every start and end in `history` (which also holds earlier
-/// actions: the cooldown and the concurrency limit read it).
+/// actions: the cooldown and the concurrency limit read it). In trend mode each fresh read
+/// is one more sample in `evidence`, and the fresh decision reads the trend from it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_plan<R, E, L>(
     source: &R,
     executor: &E,
     policy: &Policy,
     plan: &ConfirmedPlan,
     history: &Mutex<Vec<ActionRecord>>,
+    evidence: &Mutex<Evidence>,
     lease: &L,
     opts: &RunOptions,
 ) -> RunReport
@@ -180,7 +184,17 @@ where
 
     'run: loop {
         if report.stopped.is_none() {
-            match next_batch(source, policy, plan, history, &attempted, &mut last_reason).await {
+            match next_batch(
+                source,
+                policy,
+                plan,
+                history,
+                evidence,
+                &attempted,
+                &mut last_reason,
+            )
+            .await
+            {
                 Err(stop) => report.stopped = Some(stop),
                 Ok((fresh, batch)) => {
                     for name in batch {
@@ -197,7 +211,10 @@ where
                             continue;
                         };
                         let leader = fresh.leader().cloned();
-                        lock(history).push(ActionRecord::starting(&name, SystemTime::now()));
+                        let mut record = ActionRecord::starting(&name, SystemTime::now());
+                        // What it copies, for the next rebuild estimate (trend mode).
+                        record.bytes = lock(evidence).data_bytes;
+                        lock(history).push(record);
                         attempted.insert(name.clone());
                         last_reason.remove(&name);
                         running.push(async move {
@@ -310,6 +327,7 @@ async fn next_batch<R: ClusterReader>(
     policy: &Policy,
     plan: &ConfirmedPlan,
     history: &Mutex<Vec<ActionRecord>>,
+    evidence: &Mutex<Evidence>,
     attempted: &BTreeSet<String>,
     last_reason: &mut std::collections::BTreeMap<String, String>,
 ) -> Result<(Cluster, Vec<String>), Stop> {
@@ -329,7 +347,14 @@ async fn next_batch<R: ClusterReader>(
         });
     }
     let records = lock(history).clone();
-    let decided = decide(&fresh, policy, &records, SystemTime::now());
+    let now = SystemTime::now();
+    let decided = {
+        let mut e = lock(evidence);
+        if policy.by == DecideBy::Trend {
+            e.record(&fresh, policy.lag, now, policy.trend.window);
+        }
+        decide_with(&fresh, policy, &records, &e, now)
+    };
     if let Some(b) = decided.blockers.first() {
         return Err(Stop {
             kind: StopKind::Refused,
@@ -478,16 +503,27 @@ mod tests {
         policy: &Policy,
         lease: &impl HealLock,
     ) -> (RunReport, Vec<ActionRecord>) {
+        run_with(world, policy, lease, Evidence::default()).await
+    }
+
+    async fn run_with(
+        world: &Arc<World>,
+        policy: &Policy,
+        lease: &impl HealLock,
+        evidence: Evidence,
+    ) -> (RunReport, Vec<ActionRecord>) {
         let c = lock(&world.cluster).clone();
-        let plan = decide(&c, policy, &[], SystemTime::now());
+        let plan = decide_with(&c, policy, &[], &evidence, SystemTime::now());
         let confirmed = ConfirmedPlan::of(&plan, &c);
         let history = Mutex::new(Vec::new());
+        let evidence = Mutex::new(evidence);
         let report = run_plan(
             &Reader(world.clone()),
             &Recorder(world.clone()),
             policy,
             &confirmed,
             &history,
+            &evidence,
             lease,
             &opts(),
         )
@@ -519,6 +555,52 @@ mod tests {
         assert!(history
             .iter()
             .all(|r| r.outcome == Some(RecordOutcome::Healed)));
+    }
+
+    /// Trend mode: the runner decides again from the samples it was given plus each fresh
+    /// read; without them nothing would be acted on ("not enough samples").
+    #[tokio::test]
+    async fn trend_mode_re_decides_from_the_samples_and_each_fresh_read() {
+        use pgpatrol_core::trend::LagSample;
+        const MB: u64 = 1024 * 1024;
+        let w = world(cluster(&["pg1", "pg2"]));
+        let p = Policy {
+            by: DecideBy::Trend,
+            min_healthy: 0,
+            max_concurrent: 2,
+            ..policy(2)
+        };
+        let now = SystemTime::now();
+        let series = |lags: &[u64]| -> std::collections::VecDeque<LagSample> {
+            let n = lags.len() as u64;
+            lags.iter()
+                .enumerate()
+                .map(|(i, mb)| LagSample {
+                    at: now - Duration::from_secs(n - i as u64),
+                    bytes: Some(mb * MB),
+                })
+                .collect()
+        };
+        let mut e = Evidence::default();
+        // pg1 stalled at 100 MB; pg2 shrinking 20 MB/s towards its 100 MB (no estimate yet).
+        e.samples.insert("pg1".into(), series(&[100; 6]));
+        e.samples
+            .insert("pg2".into(), series(&[220, 200, 180, 160, 140, 120]));
+        let (report, history) = run_with(&w, &p, &NoLock, e.clone()).await;
+        assert_eq!(*lock(&w.started), ["pg1"], "{report:?}");
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].bytes, None, "no data size known");
+        // With the data size known, the record keeps what the rebuild copied.
+        let mut sized = e.clone();
+        sized.data_bytes = Some(300 * MB);
+        let (_, history) = run_with(&world(cluster(&["pg1"])), &p, &NoLock, sized).await;
+        assert_eq!(history[0].bytes, Some(300 * MB));
+        let (report, _) =
+            run_with(&world(cluster(&["pg1"])), &p, &NoLock, Evidence::default()).await;
+        assert!(
+            report.outcomes.is_empty(),
+            "no samples, no action: {report:?}"
+        );
     }
 
     #[tokio::test]

@@ -21,6 +21,8 @@ pub struct HealReport {
     pub dry_run: bool,
     pub tolerance_bytes: u64,
     pub lag: LagKind,
+    /// How candidates were judged: `threshold`, or `trend` (after observing the lag).
+    pub by: pgpatrol_core::plan::DecideBy,
     pub before: Cluster,
     pub plan: Plan,
     pub outcomes: Vec<ReinitOutcome>,
@@ -86,6 +88,76 @@ pub fn plan_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Trend mode's view of each replica beyond the tolerance.
+pub fn trend_table(
+    out: &mut impl Write,
+    trends: &[pgpatrol_core::plan::MemberTrend],
+) -> std::io::Result<()> {
+    use pgpatrol_core::trend::{human_rate, RebuildEstimate};
+    if trends.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n## Trend\n")?;
+    writeln!(
+        out,
+        "| Member | Samples | Lag | Trend | Caught up in | Rebuild takes | WAL |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for t in trends {
+        let (lag, rate, eta) = match &t.trend {
+            Some(tr) => (
+                human(tr.lag),
+                match tr.rate {
+                    0 => "flat".to_string(),
+                    r if r < 0 => format!("shrinking {}", human_rate(r.unsigned_abs())),
+                    r => format!("growing {}", human_rate(r.unsigned_abs())),
+                },
+                tr.eta_secs
+                    .map(|e| format!("~{e} s"))
+                    .unwrap_or_else(|| "never".into()),
+            ),
+            None => ("?".into(), "not enough samples".into(), "?".into()),
+        };
+        let rebuild = match &t.rebuild {
+            Some(RebuildEstimate::History { secs, heals }) => {
+                format!("~{secs} s ({heals} earlier heal(s))")
+            }
+            Some(RebuildEstimate::HistoryThroughput {
+                secs,
+                heals,
+                bytes,
+                throughput,
+            }) => format!(
+                "~{secs} s ({} at {}, measured by {heals} earlier heal(s))",
+                human(*bytes),
+                human_rate(*throughput)
+            ),
+            Some(RebuildEstimate::DataSize {
+                secs,
+                bytes,
+                throughput,
+            }) => format!(
+                "~{secs} s ({} at {})",
+                human(*bytes),
+                human_rate(*throughput)
+            ),
+            None => "unknown".into(),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {lag} | {rate} | {eta} | {rebuild} | {} |",
+            t.member,
+            t.samples,
+            if t.wal_gone.is_some() {
+                "gone (see the plan)"
+            } else {
+                "ok"
+            }
+        )?;
+    }
+    Ok(())
+}
+
 pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
     let name = r.cluster.as_deref().unwrap_or("cluster");
     let verdict = if r.dry_run {
@@ -106,9 +178,14 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
     writeln!(out, "# pgpatrol heal: {name} — {verdict}\n")?;
     writeln!(
         out,
-        "Tolerance: {} of {} lag. Started {}, finished {}.\n",
+        "Tolerance: {} of {} lag{}. Started {}, finished {}.\n",
         human(r.tolerance_bytes),
         r.lag.as_str(),
+        match r.by {
+            pgpatrol_core::plan::DecideBy::Threshold => "",
+            pgpatrol_core::plan::DecideBy::Trend =>
+                ", decided by trend: only what cannot catch up sooner by itself is rebuilt",
+        },
         r.started,
         r.finished
     )?;
@@ -116,6 +193,7 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
     state_table(out, &r.before)?;
     writeln!(out, "\n## Plan\n")?;
     plan_text(out, &r.plan)?;
+    trend_table(out, &r.plan.trends)?;
     if !r.outcomes.is_empty() {
         writeln!(out, "\n## Actions\n")?;
         writeln!(out, "| Member | Result | Duration | Detail |")?;
@@ -160,4 +238,52 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
         writeln!(out, "\nRunbook: {link}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use pgpatrol_core::plan::MemberTrend;
+    use pgpatrol_core::trend::{RebuildEstimate, Trend};
+
+    #[test]
+    fn the_trend_table_shows_each_member_with_its_numbers() {
+        let trends = [
+            MemberTrend {
+                member: "pg1".into(),
+                trend: Some(Trend {
+                    samples: 21,
+                    span_ms: 30_000,
+                    lag: 82 << 20,
+                    rate: -(19 << 20),
+                    eta_secs: Some(5),
+                }),
+                samples: 21,
+                rebuild: Some(RebuildEstimate::History { secs: 40, heals: 1 }),
+                wal_gone: None,
+            },
+            MemberTrend {
+                member: "pg2".into(),
+                trend: None,
+                samples: 2,
+                rebuild: None,
+                wal_gone: Some("the leader's replication slot pg2 has wal_status lost".into()),
+            },
+        ];
+        let mut out = Vec::new();
+        super::trend_table(&mut out, &trends).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("| pg1 | 21 | 82.0 MB | shrinking 19.0 MB/s | ~5 s | ~40 s (1 earlier heal(s)) | ok |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| pg2 | 2 | ? | not enough samples | ? | unknown | gone (see the plan) |"
+            ),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        super::trend_table(&mut out, &[]).unwrap();
+        assert!(out.is_empty());
+    }
 }

@@ -12,7 +12,8 @@ use serde::Serialize;
 use pgpatrol_core::plan::{
     abandon_stale, prune_history, ActionRecord, Blocker, Plan, Policy, RecordOutcome, SkipReason,
 };
-use pgpatrol_core::policy::decide;
+use pgpatrol_core::policy::decide_with;
+use pgpatrol_core::trend::Evidence;
 use pgpatrol_core::{Cluster, Member};
 
 use super::alerts::{AlertEvent, AlertQueue};
@@ -36,6 +37,8 @@ pub fn policy(h: &HealConfig) -> Policy {
         // A record still open this long after its start was left by a watcher that died
         // mid-heal (the executor gives up at `timeout`).
         stale_after: h.timeout + STALE_MARGIN,
+        by: h.by,
+        trend: h.trend.policy(),
     }
 }
 
@@ -170,7 +173,13 @@ fn blocker_label(b: &Blocker) -> &'static str {
 
 fn skip_label(r: &SkipReason) -> Option<&'static str> {
     Some(match r {
-        SkipReason::Leader | SkipReason::WithinTolerance { .. } => return None,
+        // Waiting for a replica that catches up by itself is the policy working, not a
+        // guardrail refusing; too few samples is the same until the window fills.
+        SkipReason::Leader
+        | SkipReason::WithinTolerance { .. }
+        | SkipReason::CatchingUp { .. }
+        | SkipReason::NoRebuildEstimate { .. }
+        | SkipReason::NotEnoughSamples { .. } => return None,
         SkipReason::LagUnknown { .. } => "lag_unknown",
         SkipReason::InProgress { .. } => "in_progress",
         SkipReason::ConcurrencyLimit { .. } => "concurrency_limit",
@@ -221,6 +230,7 @@ impl Healer {
     }
 
     /// Called with every fresh snapshot: decides, and acts when everything allows it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn on_snapshot(
         &mut self,
         name: &str,
@@ -228,6 +238,7 @@ impl Healer {
         source: &RestSource,
         shared: &Arc<Shared>,
         alerts: &AlertQueue,
+        evidence: &Evidence,
         now: SystemTime,
     ) -> Plan {
         let m = &shared.metrics;
@@ -267,7 +278,7 @@ impl Healer {
         // 2. The same decision as `pgpatrol heal`, with this healer's history.
         let history = locked(&self.history).clone();
         let running = locked(&self.progress).running;
-        let plan = decide(cluster, &self.policy, &history, now);
+        let plan = decide_with(cluster, &self.policy, &history, evidence, now);
         let persisted: Vec<String> = self
             .breaches
             .keys()
@@ -384,6 +395,7 @@ impl Healer {
             alerts: alerts.clone(),
             progress: self.progress.clone(),
         };
+        let evidence = Mutex::new(evidence.clone());
         let (source, policy, history, progress, shared, name) = (
             source.clone(),
             self.policy.clone(),
@@ -398,7 +410,7 @@ impl Healer {
         };
         self.task = Some(tokio::spawn(async move {
             let report = runner::run_plan(
-                &source, &exec, &policy, &confirmed, &history, &held, &run_opts,
+                &source, &exec, &policy, &confirmed, &history, &evidence, &held, &run_opts,
             )
             .await;
             if let Some(stop) = &report.stopped {

@@ -18,6 +18,8 @@
 //!     password_file: /etc/pgpatrol/patrol.password
 //!     slo: {objective: 99.5%, threshold: 5MB, window: 30d}
 //!     heal: {enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 30m, max_attempts: 3}
+//!     # or decide by the lag trend: rebuild only a replica that cannot catch up sooner itself
+//!     # heal: {enabled: true, tolerance: 5MB, by: trend, trend: {window: 2m, factor: 2}}
 //! ```
 
 use std::net::SocketAddr;
@@ -26,7 +28,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use pgpatrol_core::plan::DecideBy;
 use pgpatrol_core::slo::parse_objective;
+use pgpatrol_core::trend::TrendPolicy;
 use pgpatrol_core::{ByteSize, LagKind};
 
 use crate::source::target::{duration, opt_duration, AccessSettings, Target};
@@ -274,6 +278,95 @@ pub struct HealConfig {
     pub from_leader: bool,
     #[serde(default)]
     pub lease: LeaseConfig,
+    /// `threshold` (the default) or `trend`: see `TrendConfig`.
+    #[serde(default)]
+    pub by: DecideBy,
+    #[serde(default)]
+    pub trend: TrendConfig,
+}
+
+/// `heal.trend`: how `by: trend` judges a replica beyond the tolerance, from the samples
+/// watch polls anyway.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrendConfig {
+    /// Samples this recent count (with a 10 s interval, 2m is 12 samples).
+    #[serde(default = "default_trend_window", deserialize_with = "duration")]
+    pub window: Duration,
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
+    /// Rebuild a catching-up replica when its ETA exceeds this many rebuild estimates.
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// Rebuild whatever the trend at or above this lag.
+    #[serde(default = "default_ceiling", deserialize_with = "size")]
+    pub ceiling: ByteSize,
+    /// Bytes per second a rebuild copies, for the estimate from the data size.
+    #[serde(default = "default_throughput", deserialize_with = "size")]
+    pub throughput: ByteSize,
+}
+
+fn default_trend_window() -> Duration {
+    TrendPolicy::default().window
+}
+fn default_min_samples() -> usize {
+    TrendPolicy::default().min_samples
+}
+fn default_factor() -> f64 {
+    TrendPolicy::default().factor
+}
+fn default_ceiling() -> ByteSize {
+    ByteSize(TrendPolicy::default().ceiling)
+}
+fn default_throughput() -> ByteSize {
+    ByteSize(TrendPolicy::default().throughput)
+}
+
+impl Default for TrendConfig {
+    fn default() -> Self {
+        let t = TrendPolicy::default();
+        TrendConfig {
+            window: t.window,
+            min_samples: t.min_samples,
+            factor: t.factor,
+            ceiling: ByteSize(t.ceiling),
+            throughput: ByteSize(t.throughput),
+        }
+    }
+}
+
+impl TrendConfig {
+    pub fn policy(&self) -> TrendPolicy {
+        TrendPolicy {
+            window: self.window,
+            min_samples: self.min_samples,
+            factor: self.factor,
+            ceiling: self.ceiling.0,
+            throughput: self.throughput.0,
+        }
+    }
+
+    /// A bad trend setting, in words.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.factor.is_finite() && self.factor > 0.0) {
+            return Err(format!(
+                "heal.trend.factor {} must be a number above 0",
+                self.factor
+            ));
+        }
+        if self.min_samples < 2 {
+            return Err(
+                "heal.trend.min_samples must be at least 2 (a trend needs two points)".into(),
+            );
+        }
+        if self.window.is_zero() {
+            return Err("heal.trend.window must be longer than 0".into());
+        }
+        if self.throughput.0 == 0 {
+            return Err("heal.trend.throughput must be above 0".into());
+        }
+        Ok(())
+    }
 }
 
 fn default_persist_samples() -> u32 {
@@ -347,6 +440,11 @@ impl WatchConfig {
                 crate::source::k8s::parse_resource(&k.resource)
                     .map_err(|e| format!("cluster {:?}: kubernetes.resource: {e}", c.name))?;
             }
+            if let Some(h) = &c.heal {
+                h.trend
+                    .check()
+                    .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+            }
             if let Some(l) = c.heal.as_ref().map(|h| &h.lease) {
                 let given = [l.etcd.is_some(), l.dir.is_some(), l.kubernetes.is_some()];
                 if given.iter().filter(|g| **g).count() > 1 {
@@ -398,7 +496,38 @@ mod tests {
         let heal = c.clusters[0].heal.as_ref().unwrap();
         assert_eq!(heal.tolerance, ByteSize(5 << 20));
         assert_eq!(heal.lease, LeaseConfig::default());
+        assert_eq!(heal.by, DecideBy::Threshold);
         assert_eq!(c.interval(&c.clusters[0]), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn heal_by_trend_and_its_settings() {
+        let c = WatchConfig::parse(
+            "clusters:\n  - name: a\n    urls: [x]\n    heal: {enabled: true, tolerance: 5, by: trend, trend: {window: 90s, factor: 3, ceiling: 2GB}}\n",
+        )
+        .unwrap();
+        let heal = c.clusters[0].heal.as_ref().unwrap();
+        assert_eq!(heal.by, DecideBy::Trend);
+        let t = heal.trend.policy();
+        assert_eq!(t.window, Duration::from_secs(90));
+        assert_eq!(t.factor, 3.0);
+        assert_eq!(t.ceiling, 2 << 30);
+        assert_eq!(t.min_samples, TrendPolicy::default().min_samples);
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [x], heal: {tolerance: 5, by: slope}}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("slope") && !e.contains('\n'), "{e}");
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [x], heal: {tolerance: 5, by: trend, trend: {factor: 0}}}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("factor"), "{e}");
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [x], heal: {tolerance: 5, trend: {windw: 1m}}}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("windw"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(super) struct Poller {
     pub(super) checks: Option<super::checks::CheckRunner>,
     /// The PostgreSQL login for lag in seconds (a cluster's `postgres:`).
     pub(super) pg: Option<crate::doctor::pg::PgLogin>,
+    /// Heal's `by: trend` evidence: the lag samples of the polls in the trend window, and
+    /// what PostgreSQL says of WAL gone and the data size.
+    pub(super) trend: pgpatrol_core::trend::Evidence,
 }
 
 impl Poller {
@@ -104,6 +107,13 @@ impl Poller {
             .ok()
             .map(|cl| Sli::measure(cl, self.slo_lag));
         self.record_slo(sli.as_ref(), now).await;
+        if let (Ok(cluster), Some(policy)) = (&snapshot, &self.heal_policy) {
+            if policy.by == pgpatrol_core::plan::DecideBy::Trend {
+                self.trend
+                    .record(cluster, policy.lag, now, policy.trend.window);
+                self.trend_evidence(cluster, policy.clone()).await;
+            }
+        }
         let plan = match (&snapshot, &mut self.healer, &self.heal_policy) {
             (Ok(cluster), Some(healer), _) => Some(
                 healer
@@ -113,13 +123,18 @@ impl Poller {
                         &self.source,
                         &self.shared,
                         &self.alerts,
+                        &self.trend,
                         now,
                     )
                     .await,
             ),
-            (Ok(cluster), None, Some(policy)) => {
-                Some(pgpatrol_core::policy::decide(cluster, policy, &[], now))
-            }
+            (Ok(cluster), None, Some(policy)) => Some(pgpatrol_core::policy::decide_with(
+                cluster,
+                policy,
+                &[],
+                &self.trend,
+                now,
+            )),
             _ => None,
         };
         if let (Some(login), Ok(cluster)) = (&self.pg, &snapshot) {
@@ -301,6 +316,33 @@ impl Poller {
     }
 }
 
+impl Poller {
+    /// With a `postgres:` login, and only while a replica is beyond the tolerance (the only
+    /// time trend mode asks): which replicas' WAL is gone, and the data size.
+    async fn trend_evidence(
+        &mut self,
+        cluster: &pgpatrol_core::Cluster,
+        policy: pgpatrol_core::plan::Policy,
+    ) {
+        let breaching = cluster.replicas().any(|m| {
+            m.lag(policy.lag)
+                .and_then(|l| l.bytes())
+                .is_some_and(|b| b >= policy.tolerance)
+        });
+        let Some(login) = self.pg.as_ref().filter(|_| breaching) else {
+            self.trend.wal_gone.clear();
+            return;
+        };
+        let pg =
+            crate::doctor::pg::evidence_with(cluster, login, crate::doctor::pg::Queries::Trend)
+                .await;
+        self.trend.wal_gone = pgpatrol_core::trend::wal_gone(&pg);
+        if let Some(b) = pgpatrol_core::trend::data_bytes(&pg) {
+            self.trend.data_bytes = Some(b);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -324,6 +366,7 @@ pub(super) mod tests {
             last_history: None,
             checks: None,
             pg: None,
+            trend: Default::default(),
         }
     }
 

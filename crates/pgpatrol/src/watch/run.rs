@@ -91,6 +91,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
                 Some(p) => Some(p.login(&c.name).map_err(anyhow::Error::msg)?),
                 None => None,
             },
+            trend: Default::default(),
         });
     }
 

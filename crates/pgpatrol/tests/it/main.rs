@@ -18,6 +18,9 @@
 //!   failover to the member with the most data, pause/resume --wait, edit-config with a
 //!   pending restart cleared by a rolling restart (one member down at a time, polled), a
 //!   rolling restart that stops before the leader, reload, the audit log, bad input.
+//! - `trend`: heal by trend on real faults: slow replay left alone with its ETA, a stopped
+//!   walreceiver rebuilt, removed WAL rebuilt at once (heal and watch), the estimate from a
+//!   measured heal, bad trend input.
 //! - `tls`: --cacert, --cert/--key, --insecure and patroni.yml's TLS settings against an
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
@@ -72,6 +75,7 @@ mod standby;
 mod supervise;
 mod tls;
 mod toolbox;
+mod trend;
 mod util;
 mod watch;
 
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         ("heal", heal::tests),
         ("ops", ops::tests),
         ("standby", standby::tests),
+        ("trend", trend::tests),
         ("watch", watch::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),

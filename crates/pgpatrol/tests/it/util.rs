@@ -134,7 +134,7 @@ impl Drop for Paused<'_> {
     }
 }
 
-fn lab_auth(lab: &Lab) -> String {
+pub(crate) fn lab_auth(lab: &Lab) -> String {
     auth_for(lab.dir())
 }
 
@@ -148,7 +148,7 @@ fn basic(s: &str) -> String {
     pgpatrol::etcd::base64(s.as_bytes())
 }
 
-fn patch_config(url: &str, auth: &str, body: &str) {
+pub(crate) fn patch_config(url: &str, auth: &str, body: &str) {
     let rest = url.strip_prefix("http://").expect("http URL");
     let mut s = TcpStream::connect(rest).expect("connect");
     write!(

@@ -111,16 +111,16 @@ pub(crate) fn scratch(lab: &Lab, name: &str) -> PathBuf {
 }
 
 #[derive(Default)]
-struct WatchSpec<'a> {
-    heal: Option<&'a str>,
-    alertmanager: Option<String>,
-    webhook: Option<String>,
-    state_file: Option<PathBuf>,
+pub(crate) struct WatchSpec<'a> {
+    pub(crate) heal: Option<&'a str>,
+    pub(crate) alertmanager: Option<String>,
+    pub(crate) webhook: Option<String>,
+    pub(crate) state_file: Option<PathBuf>,
     /// A `checks:` section (watch runs doctor's checks and exports pgpatrol_check).
-    checks: Option<&'a str>,
+    pub(crate) checks: Option<&'a str>,
 }
 
-fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
+pub(crate) fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
     let urls = lab.urls().join(", ");
     let mut y = format!(
         "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\ndoc_link: https://runbooks.example/patroni-lag\n"
@@ -533,7 +533,7 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
     );
 }
 
-fn plan(port: u16) -> Value {
+pub(crate) fn plan(port: u16) -> Value {
     get_json(&format!("http://127.0.0.1:{port}/plan"))
 }
 
