@@ -621,20 +621,9 @@ impl PauseArgs {
                 "the cluster is not paused".into()
             };
         } else {
-            let target = o
-                .cluster
-                .leader()
-                .or_else(|| o.cluster.members.first())
-                .ok_or_else(|| anyhow::anyhow!("the cluster has no members"))?;
             let body = serde_json::json!({ "pause": if pause { serde_json::Value::Bool(true) } else { serde_json::Value::Null } });
-            let base = ops::api_of(target)?;
-            match ops
-                .send(
-                    &target.name,
-                    crate::source::rest::Request::patch(&base, "/config", body),
-                )
-                .await?
-            {
+            let (target, answer) = ops.patch_config(&o.cluster, body).await?;
+            match answer {
                 None => {
                     report.result = "dry_run";
                     report.detail = "dry run: nothing was sent".into();
@@ -665,7 +654,7 @@ impl PauseArgs {
                 }
                 Some(r) => anyhow::bail!(
                     "PATCH /config on {} answered HTTP {}: {}",
-                    target.name,
+                    target,
                     r.status.as_u16(),
                     crate::text::snippet(r.body.trim())
                 ),
@@ -1343,18 +1332,7 @@ impl EditConfigArgs {
             &narrator,
         )
         .json(json);
-        let target = o
-            .cluster
-            .leader()
-            .or_else(|| o.cluster.members.first())
-            .ok_or_else(|| anyhow::anyhow!("the cluster has no members"))?;
-        let base = ops::api_of(target)?;
-        let sent = ops
-            .send(
-                &target.name,
-                crate::source::rest::Request::patch(&base, "/config", patch.clone()),
-            )
-            .await?;
+        let (target, sent) = ops.patch_config(&o.cluster, patch.clone()).await?;
         let mut result = "applied";
         let mut missing = Vec::new();
         let mut pending = Vec::new();
@@ -1365,7 +1343,7 @@ impl EditConfigArgs {
             ),
             Some(r) if r.status != reqwest::StatusCode::OK => anyhow::bail!(
                 "PATCH /config on {} answered HTTP {}: {}",
-                target.name,
+                target,
                 r.status.as_u16(),
                 crate::text::snippet(r.body.trim())
             ),

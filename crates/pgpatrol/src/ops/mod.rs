@@ -131,6 +131,39 @@ impl<'a> Ops<'a> {
         }
     }
 
+    /// `PATCH /config` to the leader, or (when it does not answer) to each other member in
+    /// turn: any member writes the dynamic configuration to the DCS. Returns who answered.
+    pub async fn patch_config(
+        &self,
+        cluster: &Cluster,
+        body: serde_json::Value,
+    ) -> anyhow::Result<(String, Option<Response>)> {
+        let mut order: Vec<&Member> = cluster.leaders().collect();
+        order.extend(cluster.replicas());
+        let mut last = None;
+        for m in order {
+            let Ok(base) = api_of(m) else { continue };
+            match self
+                .send(&m.name, Request::patch(&base, "/config", body.clone()))
+                .await
+            {
+                Ok(r) => return Ok((m.name.clone(), r)),
+                Err(e @ (RestError::Connect { .. } | RestError::Timeout { .. })) => {
+                    self.progress
+                        .update(&m.name, &format!("{e}; trying the next member"));
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match last {
+            Some(e) => Err(anyhow::anyhow!("no member took PATCH /config: {e}")),
+            None => Err(anyhow::anyhow!(
+                "no member has an api_url to send PATCH /config to"
+            )),
+        }
+    }
+
     /// Reads the cluster (fresh, with each member's own figures).
     pub async fn read(&self) -> anyhow::Result<Cluster> {
         Ok(self

@@ -399,6 +399,15 @@ pub(crate) fn heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_sta
             .and_then(|m| m["lag"].as_u64())
             .is_some_and(|l| l >= 8 * MB)
     });
+    // The other cascade replica has what the standby leader has (heal keeps one healthy).
+    wait_for("the other replicas catch up", 60, || {
+        sb.cluster()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "replica" && m["name"] != target.as_str())
+            .all(|m| m["lag"].as_u64().is_some_and(|l| l < MB))
+    });
     let out = sb.pgpatrol(
         lab,
         &["heal", "--yes", "--tolerance", "5", "--report", "json"],
