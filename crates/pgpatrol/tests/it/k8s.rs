@@ -399,7 +399,11 @@ fn switchover_and_pause_through_kubernetes_go_by_port_forward(lab: &Lab) {
     assert_ne!(lab.leader(), before);
     let out = seeded(lab, &fx, &["pause", "--yes", "--wait"], &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(lab.cluster_json()["pause"], true);
+    let t0 = std::time::Instant::now();
+    while lab.cluster_json()["pause"] != true {
+        assert!(t0.elapsed().as_secs() < 10, "/cluster does not say paused");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     let out = seeded(lab, &fx, &["resume", "--yes", "--wait"], &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let log = fx.log();
