@@ -199,7 +199,7 @@ async fn print_cluster(source: &RestSource, color: ColorChoice) {
     }
 }
 
-fn emit_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn emit_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     write_structured(&mut std::io::stdout().lock(), Format::Json, v)
 }
 
@@ -729,6 +729,16 @@ pub enum RoleFilter {
     Any,
 }
 
+impl RoleFilter {
+    fn admits(self, m: &pgpatrol_core::Member) -> bool {
+        match self {
+            RoleFilter::Any => true,
+            RoleFilter::Leader => m.role.is_leader(),
+            RoleFilter::Replica => !m.role.is_leader(),
+        }
+    }
+}
+
 /// Restart PostgreSQL on members, one at a time, each waited for until it is back.
 ///
 /// No member is restarted while another is down or behind (the cluster is read again
@@ -823,11 +833,7 @@ impl RestartArgs {
             .members
             .iter()
             .filter(|m| self.members.is_empty() || self.members.contains(&m.name))
-            .filter(|m| match self.role {
-                RoleFilter::Any => true,
-                RoleFilter::Leader => m.role.is_leader(),
-                RoleFilter::Replica => !m.role.is_leader(),
-            })
+            .filter(|m| self.role.admits(m))
             .filter(|m| !self.pending || scheduled.is_some() || m.pending_restart)
             .map(|m| m.name.clone())
             .collect();
@@ -1121,12 +1127,7 @@ impl ReloadArgs {
         let mut results = Vec::new();
         let mut refused = false;
         for m in c.members.iter().filter(|m| {
-            (self.members.is_empty() || self.members.contains(&m.name))
-                && match self.role {
-                    RoleFilter::Any => true,
-                    RoleFilter::Leader => m.role.is_leader(),
-                    RoleFilter::Replica => !m.role.is_leader(),
-                }
+            (self.members.is_empty() || self.members.contains(&m.name)) && self.role.admits(m)
         }) {
             let base = ops::api_of(m)?;
             let r = ops

@@ -174,11 +174,7 @@ impl SlotDropArgs {
             drop(client);
             let _ = driver.await;
             if json {
-                super::common::write_structured(
-                    &mut std::io::stdout().lock(),
-                    super::common::Format::Json,
-                    &report,
-                )?;
+                super::ops::emit_json(&report)?;
             }
             eprintln!("pgpatrol: refused: {why}; nothing was done");
             return Ok(Outcome::Problem);
@@ -270,11 +266,7 @@ impl SlotDropArgs {
         drop(client);
         let _ = driver.await;
         if json {
-            super::common::write_structured(
-                &mut std::io::stdout().lock(),
-                super::common::Format::Json,
-                &report,
-            )?;
+            super::ops::emit_json(&report)?;
         } else {
             println!("slot {}: {}", self.name, report.detail);
         }
@@ -502,11 +494,7 @@ async fn change_role(
     out.secs = crate::ops::round1(t0.elapsed().as_secs_f64());
     out.requests = ops.sent();
     if json {
-        super::common::write_structured(
-            &mut std::io::stdout().lock(),
-            super::common::Format::Json,
-            &out,
-        )?;
+        super::ops::emit_json(&out)?;
     } else {
         println!("{operation}: {} ({:.1} s)", out.detail, out.secs);
         if out.result == "done" {

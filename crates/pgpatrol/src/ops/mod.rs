@@ -174,6 +174,15 @@ impl<'a> Ops<'a> {
     }
 }
 
+/// An answer Patroni gave that was not the one asked for, as one line.
+pub fn answered(r: &Response) -> String {
+    format!(
+        "Patroni answered HTTP {}: {}",
+        r.status.as_u16(),
+        crate::text::snippet(r.body.trim())
+    )
+}
+
 /// A member's REST base URL, or a clear error.
 pub fn api_of(m: &Member) -> anyhow::Result<String> {
     let raw = m

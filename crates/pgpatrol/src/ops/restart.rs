@@ -59,6 +59,20 @@ pub struct Step {
     pub write_gap: Option<WriteGap>,
 }
 
+impl Step {
+    /// A step not done yet: `Failed` until something says otherwise.
+    fn failed(member: &str, action: &'static str) -> Self {
+        Step {
+            member: member.to_string(),
+            action,
+            result: StepResult::Failed,
+            detail: String::new(),
+            secs: 0.0,
+            write_gap: None,
+        }
+    }
+}
+
 /// A restart run: its steps, and why it stopped early, if it did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestartReport {
@@ -139,14 +153,7 @@ fn restart_body(
 pub async fn restart_one(ops: &Ops<'_>, m: &Member, opts: &RestartOptions) -> Step {
     let t0 = Instant::now();
     let was_leader = m.role.is_leader();
-    let mut step = Step {
-        member: m.name.clone(),
-        action: "restart",
-        result: StepResult::Failed,
-        detail: String::new(),
-        secs: 0.0,
-        write_gap: None,
-    };
+    let mut step = Step::failed(&m.name, "restart");
     let base = match api_of(m) {
         Ok(b) => b,
         Err(e) => {
@@ -179,14 +186,7 @@ pub async fn restart_one(ops: &Ops<'_>, m: &Member, opts: &RestartOptions) -> St
                     "Patroni: restart conditions are not satisfied (no pending restart)".into(),
                 )
             }
-            Ok(Some(r)) => (
-                StepResult::Failed,
-                format!(
-                    "Patroni answered HTTP {}: {}",
-                    r.status.as_u16(),
-                    crate::text::snippet(r.body.trim())
-                ),
-            ),
+            Ok(Some(r)) => (StepResult::Failed, super::answered(&r)),
             Err(e) => (StepResult::Failed, e.to_string()),
         }
     };
@@ -475,14 +475,7 @@ pub async fn schedule(
     let mut steps = Vec::new();
     for m in members {
         let t0 = Instant::now();
-        let mut step = Step {
-            member: m.name.clone(),
-            action: "schedule restart",
-            result: StepResult::Failed,
-            detail: String::new(),
-            secs: 0.0,
-            write_gap: None,
-        };
+        let mut step = Step::failed(&m.name, "schedule restart");
         match api_of(m) {
             Err(e) => step.detail = e.to_string(),
             Ok(base) => {
@@ -499,13 +492,7 @@ pub async fn schedule(
                         step.result = StepResult::Scheduled;
                         step.detail = format!("restart scheduled at {at}");
                     }
-                    Ok(Some(r)) => {
-                        step.detail = format!(
-                            "Patroni answered HTTP {}: {}",
-                            r.status.as_u16(),
-                            crate::text::snippet(r.body.trim())
-                        )
-                    }
+                    Ok(Some(r)) => step.detail = super::answered(&r),
                     Err(e) => step.detail = e.to_string(),
                 }
             }
@@ -519,14 +506,7 @@ pub async fn schedule(
 /// `DELETE path` on `m`: cancels a scheduled restart (`/restart`) or switchover.
 pub async fn cancel(ops: &Ops<'_>, m: &Member, path: &str, what: &'static str) -> Step {
     let t0 = Instant::now();
-    let mut step = Step {
-        member: m.name.clone(),
-        action: what,
-        result: StepResult::Failed,
-        detail: String::new(),
-        secs: 0.0,
-        write_gap: None,
-    };
+    let mut step = Step::failed(&m.name, what);
     match api_of(m) {
         Err(e) => step.detail = e.to_string(),
         Ok(base) => match ops.send(&m.name, Request::delete(&base, path)).await {
@@ -542,13 +522,7 @@ pub async fn cancel(ops: &Ops<'_>, m: &Member, path: &str, what: &'static str) -
                 step.result = StepResult::Skipped;
                 step.detail = format!("Patroni: {}", r.body.trim());
             }
-            Ok(Some(r)) => {
-                step.detail = format!(
-                    "Patroni answered HTTP {}: {}",
-                    r.status.as_u16(),
-                    crate::text::snippet(r.body.trim())
-                )
-            }
+            Ok(Some(r)) => step.detail = super::answered(&r),
             Err(e) => step.detail = e.to_string(),
         },
     }
