@@ -206,6 +206,11 @@ impl Lab {
 
     /// The current leader per /cluster.
     pub fn leader(&self) -> String {
+        self.leader_now().expect("the cluster has a leader")
+    }
+
+    /// The leader per /cluster, or `None` mid-switchover (no member runs as leader).
+    pub fn leader_now(&self) -> Option<String> {
         self.cluster_json()["members"]
             .as_array()
             .and_then(|ms| {
@@ -216,7 +221,6 @@ impl Lab {
                 })
             })
             .and_then(|m| m["name"].as_str().map(str::to_owned))
-            .expect("the cluster has a leader")
     }
 
     /// A replica's name: `pg1` when it is a replica, else the first replica.
