@@ -15,7 +15,13 @@ use super::Outcome;
 use pgpatrol_core::slo::parse_objective;
 
 use crate::output::term::ColorChoice;
-use crate::watch::config::{default_listen, ClusterConfig, SloConfig, WatchConfig};
+use crate::watch::config::{default_listen, ClusterConfig, SloConfig, SloOf, WatchConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SloOfArg {
+    Replicas,
+    Standby,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -65,6 +71,16 @@ pub struct WatchArgs {
     #[arg(long, value_enum, default_value = "replay")]
     pub slo_lag: LagArg,
 
+    /// With flags: the cluster is a standby cluster of this one (a Patroni REST URL); its lag
+    /// against it is exported as pgpatrol_standby_lag_*.
+    #[arg(long)]
+    pub source_url: Option<String>,
+
+    /// With flags: hold the SLO on the worst replica's lag (replicas) or on the standby
+    /// cluster's lag against --source-url (standby).
+    #[arg(long, value_enum, default_value = "replicas")]
+    pub slo_of: SloOfArg,
+
     /// With flags: where SLO samples persist across restarts.
     #[arg(long)]
     pub state_file: Option<PathBuf>,
@@ -102,6 +118,10 @@ impl WatchArgs {
                     window: humantime::parse_duration(&self.slo_window)
                         .map_err(|e| anyhow::anyhow!("--slo-window {:?}: {e}", self.slo_window))?,
                     lag: self.slo_lag.into(),
+                    of: match self.slo_of {
+                        SloOfArg::Replicas => SloOf::Replicas,
+                        SloOfArg::Standby => SloOf::Standby,
+                    },
                     alerts: None,
                 };
                 let cluster = ClusterConfig {
@@ -112,6 +132,7 @@ impl WatchArgs {
                     heal: None,
                     postgres: None,
                     pgbackrest: None,
+                    source: self.source_url.clone(),
                     unknown: Default::default(),
                 };
                 let cfg = WatchConfig {

@@ -20,6 +20,10 @@
 //!     heal: {enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 30m, max_attempts: 3}
 //!     # or decide by the lag trend: rebuild only a replica that cannot catch up sooner itself
 //!     # heal: {enabled: true, tolerance: 5MB, by: trend, trend: {window: 2m, factor: 2}}
+//!   - name: demo-dr                # a standby cluster of demo
+//!     urls: [http://10.0.1.5:8008]
+//!     source: http://10.0.0.5:8008   # pgpatrol_standby_lag_* against it
+//!     slo: {objective: 99.5%, threshold: 64MB, window: 30d, of: standby}
 //! ```
 
 use std::net::SocketAddr;
@@ -121,6 +125,12 @@ pub struct ClusterConfig {
     /// A pgBackRest stanza for the backup checks (with a `checks:` section).
     #[serde(default)]
     pub pgbackrest: Option<BackrestConfig>,
+    /// A standby cluster's source: a Patroni REST URL of the cluster it replicates from,
+    /// reached with this cluster's credentials and TLS settings. Watch then exports the
+    /// standby leader's lag against it (`pgpatrol_standby_lag_*`), and `slo.of: standby`
+    /// holds the SLO on that lag.
+    #[serde(default)]
+    pub source: Option<String>,
     /// Any other key: an error (`deny_unknown_fields` does not work with `flatten`).
     #[serde(flatten)]
     pub unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
@@ -210,9 +220,22 @@ pub struct SloConfig {
     pub window: Duration,
     #[serde(default)]
     pub lag: LagKind,
+    /// `replicas` (the default): the worst replica's lag in this cluster; `standby`: the
+    /// standby leader's lag against the cluster's `source:`.
+    #[serde(default)]
+    pub of: SloOf,
     /// Override the workbook's burn-rate alert windows (for short windows in tests).
     #[serde(default)]
     pub alerts: Option<Vec<AlertWindowConfig>>,
+}
+
+/// What a lag SLO is held on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SloOf {
+    #[default]
+    Replicas,
+    Standby,
 }
 
 /// One multi-window burn-rate alert.
@@ -454,6 +477,22 @@ impl WatchConfig {
                     ));
                 }
             }
+            if let Some(src) = &c.source {
+                crate::source::rest::base_url(src)
+                    .map_err(|e| format!("cluster {:?}: source: {e}", c.name))?;
+                if c.access.kubernetes.is_some() {
+                    return Err(format!(
+                        "cluster {:?}: `source:` needs the standby cluster reached by `urls` or `patroni_yml`: its leader's own /patroni is read, which a Kubernetes port-forward does not reach",
+                        c.name
+                    ));
+                }
+            }
+            if c.slo.as_ref().is_some_and(|s| s.of == SloOf::Standby) && c.source.is_none() {
+                return Err(format!(
+                    "cluster {:?}: slo.of: standby needs `source:` (the URL of the cluster it replicates from)",
+                    c.name
+                ));
+            }
             if let Some(i) = c.interval {
                 if i < Duration::from_millis(100) {
                     return Err(format!("cluster {:?}: interval {i:?} is too short", c.name));
@@ -554,5 +593,35 @@ mod tests {
             WatchConfig::parse("clusters:\n  - {name: a, urls: [x]}\n  - {name: a, urls: [y]}\n")
                 .unwrap_err();
         assert!(e.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn a_standby_slo_needs_a_source_and_a_source_is_a_url() {
+        let slo = "slo: {objective: 99%, threshold: 5MB, window: 1d, of: standby}";
+        let e = WatchConfig::parse(&format!("clusters:\n  - {{name: a, urls: [x], {slo}}}\n"))
+            .unwrap_err();
+        assert!(e.contains("slo.of: standby needs `source:`"), "{e}");
+        let c = WatchConfig::parse(&format!(
+            "clusters:\n  - {{name: a, urls: [x], source: http://10.0.1.5:8008, {slo}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.clusters[0].slo.as_ref().unwrap().of, SloOf::Standby);
+        assert_eq!(
+            c.clusters[0].source.as_deref(),
+            Some("http://10.0.1.5:8008")
+        );
+        let e = WatchConfig::parse("clusters:\n  - {name: a, urls: [x], source: 'ftp://y'}\n")
+            .unwrap_err();
+        assert!(e.contains("source:") && !e.contains('\n'), "{e}");
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, kubernetes: {resource: statefulset/pg}, source: http://y:8008}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("port-forward"), "{e}");
+        let e = WatchConfig::parse(
+            "clusters:\n  - {name: a, urls: [x], slo: {objective: 99%, threshold: 5MB, window: 1d, of: source}}\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("source") && e.contains("replicas"), "{e}");
     }
 }

@@ -227,4 +227,87 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn standby_lag_series_exist_while_known_and_unknown_says_1() {
+        use crate::source::standby::StandbyLag;
+        use pgpatrol_core::Lsn;
+        let cfg =
+            WatchConfig::parse("clusters:\n  - {name: demo, urls: [http://x:8008]}\n").unwrap();
+        let shared = Arc::new(Shared::new(&cfg));
+        let p = test_poller(shared.clone());
+        let src = "http://src:8008";
+        let lag = StandbyLag {
+            source: src.into(),
+            source_leader: "a".into(),
+            source_position: Lsn(100 << 20),
+            standby_leader: "sb0".into(),
+            replication_state: Some("streaming".into()),
+            replay_paused: false,
+            walsender_on_source: true,
+            received: Some(Lsn(90 << 20)),
+            replayed: Some(Lsn(80 << 20)),
+            receive_lag: Some(10 << 20),
+            replay_lag: Some(20 << 20),
+            replay_lag_seconds: Some(3.5),
+            seconds_note: None,
+        };
+        p.export_standby(src, &Ok(lag.clone()));
+        let text = {
+            let mut t = String::new();
+            prometheus_client::encoding::text::encode(&mut t, &shared.registry).unwrap();
+            t
+        };
+        let l = r#"{cluster="demo",source="http://src:8008""#;
+        assert!(
+            text.contains(&format!(
+                "pgpatrol_standby_lag_bytes{l},kind=\"receive\"}} 10485760"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "pgpatrol_standby_lag_bytes{l},kind=\"replay\"}} 20971520"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pgpatrol_standby_lag_seconds{l}}} 3.5")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pgpatrol_standby_lag_unknown{l}}} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pgpatrol_standby_replicating{l}}} 1")),
+            "{text}"
+        );
+        // Not replicating (a failing restore_command): the lag stays, replicating says 0.
+        p.export_standby(
+            src,
+            &Ok(StandbyLag {
+                replication_state: None,
+                ..lag
+            }),
+        );
+        assert!(series(&shared, "standby_replicating").len() == 1);
+        // Unknown is never 0: no lag series at all, and unknown says 1.
+        p.export_standby(
+            src,
+            &Err("source http://src:8008: connection refused".into()),
+        );
+        assert!(series(&shared, "standby_lag_bytes").is_empty());
+        assert!(series(&shared, "standby_lag_seconds").is_empty());
+        let mut t = String::new();
+        prometheus_client::encoding::text::encode(&mut t, &shared.registry).unwrap();
+        assert!(
+            t.contains(&format!("pgpatrol_standby_lag_unknown{l}}} 1")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("pgpatrol_standby_replicating{l}}} 0")),
+            "{t}"
+        );
+    }
 }

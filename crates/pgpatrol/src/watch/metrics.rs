@@ -77,6 +77,21 @@ pub struct ClusterWindowL {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceL {
+    pub cluster: String,
+    /// The `source:` URL of a standby cluster.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceKindL {
+    pub cluster: String,
+    pub source: String,
+    /// `receive` or `replay`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertL {
     pub cluster: String,
     pub alert: String,
@@ -122,6 +137,11 @@ pub struct Metrics {
     pub checks: Family<ClusterCheckL, Gauge>,
     /// Replay lag in seconds from PostgreSQL (clusters with `postgres:`).
     pub member_lag_seconds: Family<MemberL, FGauge>,
+    /// A standby cluster's lag against its `source:`.
+    pub standby_lag_bytes: Family<SourceKindL, FGauge>,
+    pub standby_lag_seconds: Family<SourceL, FGauge>,
+    pub standby_lag_unknown: Family<SourceL, Gauge>,
+    pub standby_replicating: Family<SourceL, Gauge>,
 }
 
 impl Metrics {
@@ -278,6 +298,26 @@ impl Metrics {
             "member_lag_seconds",
             "Replica replay lag in seconds, from PostgreSQL (0 when caught up; absent while unknown)",
             self.member_lag_seconds.clone(),
+        );
+        p.register(
+            "standby_lag_bytes",
+            "A standby cluster's lag against its source: the source leader's position minus the standby leader's received or replayed one (absent while unknown)",
+            self.standby_lag_bytes.clone(),
+        );
+        p.register(
+            "standby_lag_seconds",
+            "Seconds since the last transaction the standby leader replayed, 0 when caught up (absent while it cannot be told)",
+            self.standby_lag_seconds.clone(),
+        );
+        p.register(
+            "standby_lag_unknown",
+            "1 when the standby cluster's lag against its source cannot be computed",
+            self.standby_lag_unknown.clone(),
+        );
+        p.register(
+            "standby_replicating",
+            "1 while the standby leader streams or recovers from the archive and replay is not paused",
+            self.standby_replicating.clone(),
         );
         p.register(
             "check",

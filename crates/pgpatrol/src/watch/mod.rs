@@ -57,6 +57,12 @@ pub struct ClusterView {
     /// doctor's checks at their last run (with a `checks:` section).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<pgpatrol_core::checks::Check>,
+    /// A standby cluster's lag against its `source:` at the last poll...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<crate::source::standby::StandbyLag>,
+    /// ... or why it could not be computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby_error: Option<String>,
 }
 
 /// State shared by the pollers and the HTTP server.

@@ -12,6 +12,7 @@ use pgpatrol_core::slo::{self, SampleLog, SloSpec};
 use pgpatrol_core::LagKind;
 
 use super::alerts::{self, AlertEvent};
+use super::config::SloOf;
 use super::metrics::*;
 use super::{autoheal, cl, Shared};
 use crate::source::rest::{Detail, RestSource};
@@ -41,6 +42,10 @@ pub(super) struct Poller {
     /// Heal's `by: trend` evidence: the lag samples of the polls in the trend window, and
     /// what PostgreSQL says of WAL gone and the data size.
     pub(super) trend: pgpatrol_core::trend::Evidence,
+    /// A standby cluster's `source:` URL: its lag against it, every poll.
+    pub(super) standby_source: Option<String>,
+    /// What the SLO is held on (`slo.of`).
+    pub(super) slo_of: SloOf,
 }
 
 impl Poller {
@@ -106,7 +111,29 @@ impl Poller {
             .as_ref()
             .ok()
             .map(|cl| Sli::measure(cl, self.slo_lag));
-        self.record_slo(sli.as_ref(), now).await;
+        let standby = match (&snapshot, &self.standby_source) {
+            (_, None) => None,
+            (Ok(cluster), Some(url)) => Some(self.standby_lag(cluster, url).await),
+            (Err((_, msg)), Some(_)) => {
+                Some(Err(format!("the standby cluster was not read: {msg}")))
+            }
+        };
+        if let (Some(url), Some(lag)) = (&self.standby_source, &standby) {
+            self.export_standby(url, lag);
+        }
+        let good = match (self.slo_of, &standby) {
+            (SloOf::Replicas, _) => self.spec.as_ref().map(|s| s.is_good(sli.as_ref())),
+            // Unknown is never 0: a lag that cannot be computed is a bad sample.
+            (SloOf::Standby, lag) => self.spec.as_ref().map(|s| {
+                lag.as_ref()
+                    .and_then(|l| l.as_ref().ok())
+                    .and_then(|l| standby_bytes(l, self.slo_lag))
+                    .is_some_and(|b| b <= s.threshold_bytes)
+            }),
+        };
+        if let Some(good) = good {
+            self.record_slo(good, now).await;
+        }
         if let (Ok(cluster), Some(policy)) = (&snapshot, &self.heal_policy) {
             if policy.by == pgpatrol_core::plan::DecideBy::Trend {
                 self.trend
@@ -168,6 +195,17 @@ impl Poller {
             v.up = snapshot.is_ok();
             v.error = snapshot.as_ref().err().map(|(_, msg)| msg.clone());
             v.sli_bytes = sli.as_ref().and_then(|s| s.max_bytes);
+            match standby {
+                Some(Ok(lag)) => {
+                    v.standby = Some(lag);
+                    v.standby_error = None;
+                }
+                Some(Err(e)) => {
+                    v.standby = None;
+                    v.standby_error = Some(e);
+                }
+                None => {}
+            }
             v.plan = plan;
             v.heal = heal_view;
         });
@@ -224,10 +262,78 @@ impl Poller {
         m.cluster_failovers_24h.get_or_create(&c).set(recent as i64);
     }
 
-    async fn record_slo(&mut self, sli: Option<&Sli>, now: SystemTime) {
+    /// The standby leader's lag against `url`, within the poll timeout; errors in one line.
+    async fn standby_lag(
+        &self,
+        cluster: &pgpatrol_core::Cluster,
+        url: &str,
+    ) -> Result<crate::source::standby::StandbyLag, String> {
+        match tokio::time::timeout(
+            self.timeout,
+            crate::source::standby::standby_lag(&self.source, cluster, url),
+        )
+        .await
+        {
+            Ok(Ok(lag)) => Ok(lag),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "source {url}: no answer within {}",
+                humantime::format_duration(self.timeout)
+            )),
+        }
+    }
+
+    /// `pgpatrol_standby_*`: the series of what is known, none of what is not.
+    pub(super) fn export_standby(
+        &self,
+        url: &str,
+        lag: &Result<crate::source::standby::StandbyLag, String>,
+    ) {
+        let m = &self.shared.metrics;
+        let l = SourceL {
+            cluster: self.name.clone(),
+            source: url.to_string(),
+        };
+        let ok = lag.as_ref().ok();
+        if let Err(e) = lag {
+            tracing::warn!(cluster = %self.name, source = %url, error = %e, "standby lag unknown");
+        }
+        for kind in [LagKind::Receive, LagKind::Replay] {
+            let k = SourceKindL {
+                cluster: self.name.clone(),
+                source: url.to_string(),
+                kind: kind.as_str().into(),
+            };
+            match ok.and_then(|l| standby_bytes(l, kind)) {
+                Some(b) => {
+                    m.standby_lag_bytes.get_or_create(&k).set(b as f64);
+                }
+                None => {
+                    m.standby_lag_bytes.remove(&k);
+                }
+            }
+        }
+        match ok.and_then(|l| l.replay_lag_seconds) {
+            Some(s) => {
+                m.standby_lag_seconds.get_or_create(&l).set(s);
+            }
+            None => {
+                m.standby_lag_seconds.remove(&l);
+            }
+        }
+        let unknown = ok.and_then(|l| standby_bytes(l, self.slo_lag)).is_none();
+        m.standby_lag_unknown
+            .get_or_create(&l)
+            .set(i64::from(unknown));
+        let replicating = ok.is_some_and(|l| l.replication_state.is_some() && !l.replay_paused);
+        m.standby_replicating
+            .get_or_create(&l)
+            .set(i64::from(replicating));
+    }
+
+    /// Records one SLO sample (good: the SLI at or below the threshold, everything known).
+    async fn record_slo(&mut self, good: bool, now: SystemTime) {
         let Some(spec) = &self.spec else { return };
-        // Good: a leader, every replica's lag known, and the max at or below the threshold.
-        let good = spec.is_good(sli);
         let status = {
             let mut samples = self
                 .shared
@@ -298,7 +404,10 @@ impl Poller {
                     cluster: self.name.clone(),
                     severity: sev.into(),
                     firing: a.firing,
-                    summary: format!("Replica lag of {} burns its error budget {:.1}x too fast", self.name, a.burn_long),
+                    summary: match (self.slo_of, &self.standby_source) {
+                        (SloOf::Standby, Some(src)) => format!("Standby lag of {} against {src} burns its error budget {:.1}x too fast", self.name, a.burn_long),
+                        _ => format!("Replica lag of {} burns its error budget {:.1}x too fast", self.name, a.burn_long),
+                    },
                     description: format!(
                         "Lag SLO {:.3}% of samples at or below {}: burn rate {:.1} over the long window and {:.1} over the short one (threshold {}).",
                         spec.objective * 100.0,
@@ -313,6 +422,14 @@ impl Poller {
             }
         }
         self.shared.view(&self.name, |v| v.slo = Some(status));
+    }
+}
+
+/// The standby leader's lag of `kind` against its source, in bytes.
+fn standby_bytes(l: &crate::source::standby::StandbyLag, kind: LagKind) -> Option<u64> {
+    match kind {
+        LagKind::Receive => l.receive_lag,
+        LagKind::Replay => l.replay_lag,
     }
 }
 
@@ -367,6 +484,8 @@ pub(super) mod tests {
             checks: None,
             pg: None,
             trend: Default::default(),
+            standby_source: None,
+            slo_of: SloOf::Replicas,
         }
     }
 

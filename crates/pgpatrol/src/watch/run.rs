@@ -92,6 +92,8 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
                 None => None,
             },
             trend: Default::default(),
+            standby_source: c.source.clone(),
+            slo_of: c.slo.as_ref().map(|s| s.of).unwrap_or_default(),
         });
     }
 

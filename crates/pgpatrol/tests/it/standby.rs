@@ -201,6 +201,38 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
         "{check:#}"
     );
 
+    // watch with `source:` exports the same lag and holds the SLO on it.
+    let wdir = crate::watch::scratch(lab, "standby-watch");
+    let port = crate::watch::free_port();
+    let cfg = wdir.join("watch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: dr\n    urls: [{}]\n    username: patrol\n    password_file: {}\n    source: {source}\n    slo: {{objective: 99%, threshold: 5MB, window: 10m, of: standby, lag: receive}}\n",
+            sb.state().urls().join(", "),
+            lab.dir().join("restapi.password").display()
+        ),
+    )
+    .unwrap();
+    let _watch = crate::watch::start_watch(&wdir, &cfg, port);
+    let series = format!("{{cluster=\"dr\",source=\"{source}\"");
+    let receive = format!("pgpatrol_standby_lag_bytes{series},kind=\"receive\"}}");
+    crate::watch::wait_for("watch's standby lag", Duration::from_secs(20), || {
+        let m = crate::watch::metrics(port);
+        (crate::watch::sample(&m, &receive)? < MB as f64
+            && crate::watch::sample(&m, &format!("pgpatrol_standby_replicating{series}}}"))? == 1.0)
+            .then_some(())
+    });
+    let good = |result: &str| {
+        crate::watch::sample(
+            &crate::watch::metrics(port),
+            &format!("pgpatrol_slo_samples_total{{cluster=\"dr\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(good("good") >= 1.0, "{}", crate::watch::metrics(port));
+    let bad_before = good("bad");
+
     // The standby leader stops receiving while the source writes: the lag is real.
     let _cont = Cont(sb.stop_walreceiver(&leader));
     write_mb(lab, 24);
@@ -218,12 +250,37 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     .parse()
     .unwrap();
     assert!(mb >= 16, "{mb} MB");
+    // watch sees it too, and the SLO counts the samples bad.
+    crate::watch::wait_for(
+        "watch's standby lag rising",
+        Duration::from_secs(20),
+        || {
+            (crate::watch::sample(&crate::watch::metrics(port), &receive)? >= (16 * MB) as f64
+                && good("bad") > bad_before)
+                .then_some(())
+        },
+    );
+    let plan = crate::watch::plan(port);
+    assert!(
+        plan["dr"]["standby"]["receive_lag"]
+            .as_u64()
+            .is_some_and(|l| l >= 16 * MB),
+        "{plan:#}"
+    );
     drop(_cont);
     wait_for("the standby catches up", 60, || {
         sli_json(&sb, lab, &source)["replay_lag"]
             .as_u64()
             .is_some_and(|l| l < MB)
     });
+    crate::watch::wait_for(
+        "watch's standby lag falling",
+        Duration::from_secs(20),
+        || {
+            (crate::watch::sample(&crate::watch::metrics(port), &receive)? < MB as f64)
+                .then_some(())
+        },
+    );
 }
 
 pub(crate) fn a_source_url_that_is_not_the_source_is_one_line_and_exit_2(lab: &Lab) {
