@@ -1447,6 +1447,9 @@ pub struct StandbyFacts {
     pub replay_lag: Option<u64>,
     /// The source leader's `pg_stat_replication` has the standby leader streaming.
     pub walsender_on_source: bool,
+    /// In archive recovery: seconds replay stood still while the source was two WAL
+    /// segments or more ahead (nothing restored: restore_command failing, or no archive).
+    pub archive_stalled_seconds: Option<u64>,
 }
 
 /// The standby cluster's check (`doctor --source-url`, not in [`CHECK_IDS`]: watch does not
@@ -1480,6 +1483,14 @@ pub fn standby_check(f: &StandbyFacts, t: &Thresholds) -> Check {
         status = Status::Crit;
         why.push("replay is paused (pg_wal_replay_resume() resumes it)".into());
     }
+    let stalled = f.archive_stalled_seconds;
+    if let Some(secs) = stalled {
+        status = Status::Crit;
+        why.push(format!(
+            "NOT replicating: nothing restored from the archive in {secs} s while the source is {} ahead (restore_command failing, or the source not archiving)",
+            human(f.replay_lag.unwrap_or(0))
+        ));
+    }
     let h = |b: Option<u64>| b.map_or("unknown".to_string(), human);
     let evidence = format!(
         "{} {} from {}: receive lag {}, replay lag {}{}",
@@ -1498,7 +1509,9 @@ pub fn standby_check(f: &StandbyFacts, t: &Thresholds) -> Check {
     if let Some(b) = lag {
         c = c.value(b as f64);
     }
-    if status != Status::Ok {
+    if stalled.is_some() {
+        c = c.fix("check the standby leader's log for restore_command's errors and the command itself (pgpatrol show-config: standby_cluster.restore_command), and that the source archives (doctor on the source: archive)");
+    } else if status != Status::Ok {
         c = c.fix("check the standby leader's log and its primary_conninfo/restore_command (pgpatrol show-config: standby_cluster), the network to the source, and the source's slot (doctor on the source: slots)");
     }
     c
@@ -1520,6 +1533,7 @@ mod tests {
             receive_lag: Some(0),
             replay_lag: Some(1024),
             walsender_on_source: true,
+            archive_stalled_seconds: None,
         };
         assert_eq!(standby_check(&ok, &t).status, Status::Ok);
         let far = StandbyFacts {
@@ -1552,6 +1566,22 @@ mod tests {
             ..ok
         };
         assert_eq!(standby_check(&archive, &t).status, Status::Ok);
+        // In archive recovery, but nothing restored while the source is 48 MB ahead.
+        let stalled = StandbyFacts {
+            replay_lag: Some(48 << 20),
+            receive_lag: Some(48 << 20),
+            archive_stalled_seconds: Some(20),
+            ..archive
+        };
+        let c = standby_check(&stalled, &t);
+        assert_eq!(c.status, Status::Crit);
+        assert!(
+            c.evidence
+                .contains("NOT replicating: nothing restored from the archive in 20 s"),
+            "{}",
+            c.evidence
+        );
+        assert!(c.fix.as_deref().unwrap_or("").contains("restore_command"));
     }
     use crate::Lsn;
 

@@ -94,6 +94,18 @@ impl DoctorArgs {
             None => Default::default(),
         };
         let source = self.cluster.source().await?;
+        // With --source-url and --observe, a first read of the standby's lag: an archive-fed
+        // standby leader whose replay did not move over the window is not replicating.
+        let first_standby = match &self.source_url {
+            Some(url) if !self.observe.is_zero() => {
+                let snap = source.snapshot(crate::source::rest::Detail::Lag).await?;
+                Some((
+                    crate::source::standby::standby_lag(&source, &snap.cluster, url).await?,
+                    std::time::Instant::now(),
+                ))
+            }
+            _ => None,
+        };
         let samples = (self.observe.as_secs_f64().ceil() as usize + 1).clamp(2, 10);
         let evidence = doctor::rest_evidence(
             &source,
@@ -137,7 +149,12 @@ impl DoctorArgs {
             )),
         }
         if let (Some(url), Some(cluster)) = (&self.source_url, evidence.samples.last()) {
-            let lag = crate::source::standby::standby_lag(&source, cluster, url).await?;
+            let mut lag = crate::source::standby::standby_lag(&source, cluster, url).await?;
+            if let Some((first, at)) = &first_standby {
+                if lag.archive_stalled_since(first) {
+                    lag.archive_stalled_seconds = Some(at.elapsed().as_secs());
+                }
+            }
             checks.push(pgpatrol_core::checks::standby_check(
                 &lag.facts(),
                 &thresholds,

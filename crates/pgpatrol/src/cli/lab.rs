@@ -77,6 +77,15 @@ pub struct UpArgs {
     /// (and removes at `lab down`).
     #[arg(long, value_name = "DIR")]
     pub standby_of: Option<PathBuf>,
+    /// With --standby-of: `streaming` (through the slot) or `archive`: the standby leader
+    /// gets WAL only through restore_command from DIR's WAL archive (DIR must run with
+    /// --archive); its first copy is a pg_basebackup without WAL.
+    #[arg(long, value_enum, default_value = "streaming", requires = "standby_of")]
+    pub standby_mode: process::StandbyMode,
+    /// Archive every member's WAL into DIR/archive (archive_command cp, archive_timeout 5s):
+    /// the archive an archive-only standby lab restores from.
+    #[arg(long)]
+    pub archive: bool,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +239,8 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         timeout: args.timeout,
         init: args.init,
         standby_of: args.standby_of,
+        standby_mode: args.standby_mode,
+        archive: args.archive,
     };
     let (paths, state) = process::up(&opts).await?;
     let leader = lab::any_cluster(&state)
@@ -255,13 +266,13 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         t0.elapsed().as_secs_f64()
     );
     for m in &state.members {
-        let role = if m.name == leader {
-            "leader"
-        } else {
-            "replica"
+        let role = match (m.name == leader, state.standby_of.is_some()) {
+            (true, true) => "standby leader",
+            (true, false) => "leader",
+            (false, _) => "replica",
         };
         println!(
-            "  {:<5} {:<8} REST {}  PostgreSQL 127.0.0.1:{}",
+            "  {:<5} {:<14} REST {}  PostgreSQL 127.0.0.1:{}",
             m.name,
             role,
             m.url(),
@@ -269,9 +280,12 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         );
     }
     println!(
-        "  etcd           http://127.0.0.1:{}",
+        "  etcd                 http://127.0.0.1:{}",
         state.etcd.client_port
     );
+    for line in pair_lines(&state) {
+        println!("{line}");
+    }
     println!(
         "REST API user {}; its password is in {} (mode 0600)",
         lab::REST_USER,
@@ -279,6 +293,32 @@ async fn up(args: UpArgs) -> Result<Outcome> {
     );
     println!("{}", state.export_line(&paths));
     Ok(Outcome::Ok)
+}
+
+/// What `lab up` and `lab status` say of a standby lab's source and of a WAL archive.
+fn pair_lines(state: &LabState) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(sb) = &state.standby_of {
+        lines.push(match &sb.slot {
+            Some(slot) => format!(
+                "standby cluster of the lab in {}: streaming through its permanent slot {slot}",
+                sb.dir.display()
+            ),
+            None => format!(
+                "standby cluster of the lab in {}: archive-only, restore_command from {}",
+                sb.dir.display(),
+                sb.dir.join("archive").display()
+            ),
+        });
+    }
+    if let Some(a) = &state.archive {
+        let files = std::fs::read_dir(a).map(|d| d.count()).unwrap_or(0);
+        lines.push(format!(
+            "WAL archive: {} ({files} files; archive_timeout 5s)",
+            a.display()
+        ));
+    }
+    lines
 }
 
 fn alive_word(alive: bool) -> &'static str {
@@ -343,6 +383,9 @@ async fn status(dir: &Path) -> Result<Outcome> {
         alive_word(etcd_alive),
         state.etcd.client_port
     );
+    for line in pair_lines(&state) {
+        println!("{line}");
+    }
     // A record whose process is gone was undone by a rebuild (heal, reinit): not a fault.
     for s in state
         .stopped

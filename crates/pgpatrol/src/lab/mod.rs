@@ -180,6 +180,10 @@ impl LabPaths {
     pub fn run(&self) -> PathBuf {
         self.dir.join("run")
     }
+    /// The WAL archive of a lab started with `--archive`.
+    pub fn archive(&self) -> PathBuf {
+        self.dir.join("archive")
+    }
 }
 
 /// `DIR/lab.json`: everything `status`, `break`, `repair` and `down` need.
@@ -209,6 +213,9 @@ pub struct LabState {
     /// This lab is a standby cluster of another (`lab up --standby-of DIR`).
     #[serde(default)]
     pub standby_of: Option<StandbyOf>,
+    /// Where every member archives its WAL (`lab up --archive`).
+    #[serde(default)]
+    pub archive: Option<PathBuf>,
 }
 
 /// Where a standby lab replicates from.
@@ -615,6 +622,7 @@ mod tests {
             pg_faults: Vec::new(),
             holders: Vec::new(),
             standby_of: None,
+            archive: None,
         };
         assert_eq!(
             state.export_line(&paths),

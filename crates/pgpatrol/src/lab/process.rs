@@ -294,6 +294,20 @@ pub struct UpOptions {
     /// Start a standby cluster of the lab in this folder (its own etcd and scope; members
     /// named sb0, sb1, ...), streaming from the source leader through a permanent slot.
     pub standby_of: Option<PathBuf>,
+    /// How the standby lab replicates: streaming, or only from the source's WAL archive.
+    pub standby_mode: StandbyMode,
+    /// Archive WAL into DIR/archive (with archive_timeout 5s).
+    pub archive: bool,
+}
+
+/// How a standby lab's leader gets WAL from its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StandbyMode {
+    /// Streaming from the source leader through a permanent slot.
+    #[default]
+    Streaming,
+    /// Only `restore_command` from the source lab's WAL archive (`lab up --archive`).
+    Archive,
 }
 
 /// Checks the host has what a lab needs, with the fix in the message.
@@ -374,9 +388,17 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     create_dir(&paths.data_root(), 0o700, &run_as)?;
     create_dir(&paths.etcd_data(), 0o700, &run_as)?;
     create_dir(&paths.run(), 0o755, &run_as)?;
+    if opts.archive {
+        let a = paths.archive();
+        if a.exists() {
+            std::fs::remove_dir_all(&a)
+                .with_context(|| format!("cannot remove {}", a.display()))?;
+        }
+        create_dir(&a, 0o755, &run_as)?;
+    }
 
     let standby = match &opts.standby_of {
-        Some(src) => Some(standby_source(src, &opts.scope).await?),
+        Some(src) => Some(standby_source(src, &opts.scope, opts.standby_mode).await?),
         None => None,
     };
     let secrets = match &standby {
@@ -384,18 +406,55 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         None => Secrets::generate()?,
     };
     write_private(&paths.password(), &secrets.restapi, None)?;
+    // An archive-only standby's first copy: taken once from the source leader without WAL;
+    // everything after, also what makes the copy consistent, comes through restore_command.
+    if let Some(StandbySource {
+        archive: Some(_),
+        leader_pg_port,
+        ..
+    }) = &standby
+    {
+        let script = format!(
+            "#!/bin/sh\n# pgpatrol lab: the first copy of an archive-only standby leader, without WAL.\nfor a in \"$@\"; do case \"$a\" in --datadir=*) datadir=\"${{a#--datadir=}}\" ;; esac; done\n[ -n \"$datadir\" ] || {{ echo \"labcopy: no --datadir\" >&2; exit 1; }}\nPGPASSWORD='{}' exec {PG_BIN_DIR}/pg_basebackup -h 127.0.0.1 -p {leader_pg_port} -U replicator -D \"$datadir\" -X none -c fast\n",
+            secrets.replication
+        );
+        write_private(
+            &paths.config_dir().join("labcopy.sh"),
+            &script,
+            Some(&run_as),
+        )?;
+    }
     let prefix = if standby.is_some() { "sb" } else { "pg" };
     let mut members = Vec::new();
     for i in 0..opts.members {
         let name = format!("{prefix}{i}");
         let mut config = config::member_config(&opts.scope, &name, i, &ports, &paths, &secrets)?;
-        if let Some(sb) = &standby {
-            config["bootstrap"]["dcs"]["standby_cluster"] = serde_json::json!({
-                "host": "127.0.0.1",
-                "port": sb.leader_pg_port,
-                "primary_slot_name": sb.slot,
-                "create_replica_methods": ["basebackup"],
-            });
+        if opts.archive {
+            let a = paths.archive().display().to_string();
+            config["postgresql"]["parameters"]["archive_command"] =
+                format!("test ! -f {a}/%f && cp %p {a}/%f").into();
+            config["postgresql"]["parameters"]["archive_timeout"] = "5s".into();
+        }
+        match standby.as_ref().map(|sb| (sb, &sb.archive)) {
+            Some((sb, None)) => {
+                config["bootstrap"]["dcs"]["standby_cluster"] = serde_json::json!({
+                    "host": "127.0.0.1",
+                    "port": sb.leader_pg_port,
+                    "primary_slot_name": sb.slot,
+                    "create_replica_methods": ["basebackup"],
+                });
+            }
+            Some((_, Some(archive))) => {
+                config["bootstrap"]["dcs"]["standby_cluster"] = serde_json::json!({
+                    "restore_command": format!("cp {}/%f %p", archive.display()),
+                    "create_replica_methods": ["labcopy"],
+                });
+                config["postgresql"]["labcopy"] = serde_json::json!({
+                    "command": format!("/bin/sh {}", paths.config_dir().join("labcopy.sh").display()),
+                    "no_leader": true,
+                });
+            }
+            None => {}
         }
         let yaml = config::to_yaml(&config)?;
         write_private(&paths.config(&name), &yaml, Some(&run_as))?;
@@ -431,8 +490,9 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         holders: Vec::new(),
         standby_of: standby.as_ref().map(|sb| super::StandbyOf {
             dir: sb.paths.dir.clone(),
-            slot: Some(sb.slot.clone()),
+            slot: sb.archive.is_none().then(|| sb.slot.clone()),
         }),
+        archive: opts.archive.then(|| paths.archive()),
     };
     // Written before anything starts, so `lab down` can clean up whatever follows.
     state.save(&paths)?;
@@ -459,16 +519,18 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     Ok((paths, state))
 }
 
-/// The source of a standby lab: its folder, its leader's PostgreSQL port, the slot.
+/// The source of a standby lab: its folder, its leader's PostgreSQL port, the slot (or,
+/// archive-only, the source's WAL archive).
 struct StandbySource {
     paths: LabPaths,
     leader_pg_port: u16,
     slot: String,
+    archive: Option<PathBuf>,
 }
 
 /// Checks the source lab runs and gives it a permanent physical slot for the standby
 /// (Patroni keeps it on whichever member leads; the standby leader streams through it).
-async fn standby_source(dir: &Path, scope: &str) -> Result<StandbySource> {
+async fn standby_source(dir: &Path, scope: &str, mode: StandbyMode) -> Result<StandbySource> {
     let paths = LabPaths::new(dir)?;
     if !paths.state().exists() {
         bail!(
@@ -491,6 +553,20 @@ async fn standby_source(dir: &Path, scope: &str) -> Result<StandbySource> {
         })?
         .clone();
     let slot = format!("standby_{}", scope.replace('-', "_"));
+    if mode == StandbyMode::Archive {
+        let archive = state.archive.clone().with_context(|| {
+            format!(
+                "--standby-mode archive: the lab in {} archives no WAL (start it with `pgpatrol lab up --archive`)",
+                dir.display()
+            )
+        })?;
+        return Ok(StandbySource {
+            paths,
+            leader_pg_port: leader.pg_port,
+            slot,
+            archive: Some(archive),
+        });
+    }
     super::faults::patch_config(
         &paths,
         &leader,
@@ -501,6 +577,7 @@ async fn standby_source(dir: &Path, scope: &str) -> Result<StandbySource> {
         paths,
         leader_pg_port: leader.pg_port,
         slot,
+        archive: None,
     })
 }
 

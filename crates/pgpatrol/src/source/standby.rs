@@ -45,7 +45,21 @@ pub struct StandbyLag {
     pub replay_lag_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_note: Option<String>,
+    /// In archive recovery: seconds the standby leader's replay has stood still while the
+    /// source was at least two WAL segments ahead (set by doctor over its observe window and
+    /// by watch across polls; see [`StandbyLag::archive_stalled_since`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_stalled_seconds: Option<u64>,
 }
+
+/// Two WAL segments of PostgreSQL's default 16 MB: this far ahead, at least one complete
+/// segment was there for restore_command to fetch.
+pub const ARCHIVE_STALL_BYTES: u64 = 32 << 20;
+
+/// How long watch lets an archive-fed standby leader's replay stand still (with the source
+/// [`ARCHIVE_STALL_BYTES`] ahead) before it says it is not replicating: above PostgreSQL's
+/// default `max_standby_archive_delay` (30 s), which may hold replay back that long.
+pub const ARCHIVE_STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Reads the source at `source_url` and the standby cluster's leader; errors are one line.
 pub async fn standby_lag(
@@ -152,10 +166,25 @@ pub async fn standby_lag(
         replay_lag,
         replay_lag_seconds: seconds,
         seconds_note: note,
+        archive_stalled_seconds: None,
     })
 }
 
 impl StandbyLag {
+    /// In archive recovery Patroni sees no walreceiver, and its `replication_state` says `in
+    /// archive recovery` also while every restore_command fails. The standby leader is not
+    /// replicating when its replay has not moved since `earlier` (the same leader) while
+    /// the source was at least [`ARCHIVE_STALL_BYTES`] ahead at both reads.
+    pub fn archive_stalled_since(&self, earlier: &StandbyLag) -> bool {
+        let far = |l: &StandbyLag| l.replay_lag.is_some_and(|b| b >= ARCHIVE_STALL_BYTES);
+        self.replication_state.as_deref() == Some("in archive recovery")
+            && self.standby_leader == earlier.standby_leader
+            && self.replayed.is_some()
+            && self.replayed == earlier.replayed
+            && far(self)
+            && far(earlier)
+    }
+
     /// The facts doctor's `standby` check judges.
     pub fn facts(&self) -> pgpatrol_core::checks::StandbyFacts {
         pgpatrol_core::checks::StandbyFacts {
@@ -166,6 +195,7 @@ impl StandbyLag {
             receive_lag: self.receive_lag,
             replay_lag: self.replay_lag,
             walsender_on_source: self.walsender_on_source,
+            archive_stalled_seconds: self.archive_stalled_seconds,
         }
     }
 }

@@ -251,6 +251,7 @@ mod tests {
             replay_lag: Some(20 << 20),
             replay_lag_seconds: Some(3.5),
             seconds_note: None,
+            archive_stalled_seconds: None,
         };
         p.export_standby(src, &Ok(lag.clone()));
         let text = {
@@ -309,5 +310,52 @@ mod tests {
             t.contains(&format!("pgpatrol_standby_replicating{l}}} 0")),
             "{t}"
         );
+    }
+
+    #[test]
+    fn an_archive_fed_standby_whose_replay_stands_still_is_not_replicating() {
+        use crate::source::standby::{StandbyLag, ARCHIVE_STALL_AFTER};
+        use pgpatrol_core::Lsn;
+        let cfg =
+            WatchConfig::parse("clusters:\n  - {name: demo, urls: [http://x:8008]}\n").unwrap();
+        let mut p = test_poller(Arc::new(Shared::new(&cfg)));
+        let read = |replayed: u64, source: u64| StandbyLag {
+            source: "http://src:8008".into(),
+            source_leader: "pg0".into(),
+            source_position: Lsn(source),
+            standby_leader: "sb0".into(),
+            replication_state: Some("in archive recovery".into()),
+            replay_paused: false,
+            walsender_on_source: false,
+            received: Some(Lsn(replayed)),
+            replayed: Some(Lsn(replayed)),
+            receive_lag: Some(source - replayed),
+            replay_lag: Some(source - replayed),
+            replay_lag_seconds: None,
+            seconds_note: None,
+            archive_stalled_seconds: None,
+        };
+        let t0 = std::time::Instant::now();
+        let mb = 1u64 << 20;
+        let mut at = |secs: u64, replayed: u64, source: u64| {
+            let mut l = read(replayed, source);
+            p.track_archive_stall(&mut l, t0 + std::time::Duration::from_secs(secs));
+            l.archive_stalled_seconds
+        };
+        // Replay moves with the archive: never stalled.
+        assert_eq!(at(0, 16 * mb, 20 * mb), None);
+        assert_eq!(at(70, 32 * mb, 36 * mb), None);
+        // Standing still, but less than two segments behind: the archive may not have it yet.
+        assert_eq!(at(140, 32 * mb, 60 * mb), None);
+        // Two segments or more behind from here on: stalled only after ARCHIVE_STALL_AFTER.
+        assert_eq!(at(150, 32 * mb, 70 * mb), None);
+        let after = 150 + ARCHIVE_STALL_AFTER.as_secs();
+        assert_eq!(at(after - 1, 32 * mb, 90 * mb), None);
+        assert_eq!(
+            at(after, 32 * mb, 90 * mb),
+            Some(ARCHIVE_STALL_AFTER.as_secs())
+        );
+        // Replay moves again: replicating.
+        assert_eq!(at(after + 10, 48 * mb, 90 * mb), None);
     }
 }

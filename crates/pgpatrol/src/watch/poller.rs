@@ -46,6 +46,8 @@ pub(super) struct Poller {
     pub(super) standby_source: Option<String>,
     /// What the SLO is held on (`slo.of`).
     pub(super) slo_of: SloOf,
+    /// The first read at the standby leader's current replayed position, and when.
+    pub(super) standby_seen: Option<(crate::source::standby::StandbyLag, Instant)>,
 }
 
 impl Poller {
@@ -113,7 +115,10 @@ impl Poller {
             .map(|cl| Sli::measure(cl, self.slo_lag));
         let standby = match (&snapshot, &self.standby_source) {
             (_, None) => None,
-            (Ok(cluster), Some(url)) => Some(self.standby_lag(cluster, url).await),
+            (Ok(cluster), Some(url)) => Some(self.standby_lag(cluster, url).await.map(|mut l| {
+                self.track_archive_stall(&mut l, Instant::now());
+                l
+            })),
             (Err((_, msg)), Some(_)) => {
                 Some(Err(format!("the standby cluster was not read: {msg}")))
             }
@@ -283,6 +288,25 @@ impl Poller {
         }
     }
 
+    /// An archive-fed standby leader whose replay stood still for [`ARCHIVE_STALL_AFTER`]
+    /// with the source two segments ahead is not replicating (`archive_stalled_seconds`).
+    pub(super) fn track_archive_stall(
+        &mut self,
+        lag: &mut crate::source::standby::StandbyLag,
+        now: Instant,
+    ) {
+        use crate::source::standby::ARCHIVE_STALL_AFTER;
+        match &self.standby_seen {
+            Some((first, since)) if lag.archive_stalled_since(first) => {
+                let stood = now.saturating_duration_since(*since);
+                if stood >= ARCHIVE_STALL_AFTER {
+                    lag.archive_stalled_seconds = Some(stood.as_secs());
+                }
+            }
+            _ => self.standby_seen = Some((lag.clone(), now)),
+        }
+    }
+
     /// `pgpatrol_standby_*`: the series of what is known, none of what is not.
     pub(super) fn export_standby(
         &self,
@@ -325,7 +349,9 @@ impl Poller {
         m.standby_lag_unknown
             .get_or_create(&l)
             .set(i64::from(unknown));
-        let replicating = ok.is_some_and(|l| l.replication_state.is_some() && !l.replay_paused);
+        let replicating = ok.is_some_and(|l| {
+            l.replication_state.is_some() && !l.replay_paused && l.archive_stalled_seconds.is_none()
+        });
         m.standby_replicating
             .get_or_create(&l)
             .set(i64::from(replicating));
@@ -486,6 +512,7 @@ pub(super) mod tests {
             trend: Default::default(),
             standby_source: None,
             slo_of: SloOf::Replicas,
+            standby_seen: None,
         }
     }
 

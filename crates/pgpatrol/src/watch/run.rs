@@ -94,6 +94,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             trend: Default::default(),
             standby_source: c.source.clone(),
             slo_of: c.slo.as_ref().map(|s| s.of).unwrap_or_default(),
+            standby_seen: None,
         });
     }
 

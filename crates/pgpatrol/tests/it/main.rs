@@ -25,7 +25,9 @@
 //!   https server set up like Patroni's restapi (fixtures/tls_server.py; no lab needed).
 //!
 //! - `standby`: a standby cluster of the lab (`lab up --standby-of`): its lag against the
-//!   source, a source that is not its source, `slot drop`, heal on it, promote/demote.
+//!   source (sli, list, doctor, watch), an archive-only standby and a failing
+//!   restore_command, a source that is not its source, `slot drop`, heal on it,
+//!   promote/demote.
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!

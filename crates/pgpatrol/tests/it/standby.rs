@@ -1,7 +1,9 @@
 //! Standby clusters against the live lab: a standby cluster of the lab (`lab up
 //! --standby-of`, streaming through a permanent slot) and its lag against the source
-//! (`--source-url`: what Patroni cannot compute), slots (`slot drop`, doctor naming an
-//! abandoned one), heal on a standby cluster, and promote/demote (Patroni 4.1+).
+//! (`--source-url` and watch's `source:`: what Patroni cannot compute), an archive-only
+//! standby of an archiving lab (`--archive`, `--standby-mode archive`) and its failing
+//! restore_command, slots (`slot drop`, doctor naming an abandoned one), heal on a standby
+//! cluster, and promote/demote (Patroni 4.1+).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,6 +19,7 @@ pub fn tests() -> Vec<Test> {
         standby_lag_follows_the_source_and_rises_when_the_standby_leader_stops_receiving,
         a_source_url_that_is_not_the_source_is_one_line_and_exit_2,
         slot_drop_refuses_active_and_permanent_slots_and_drops_an_abandoned_one,
+        an_archive_only_standby_follows_the_archive_and_a_failing_restore_command_is_seen,
         heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_standby_leader,
     ];
     // Demoting a running primary cluster by configuration is clean from Patroni 4.1 on.
@@ -33,25 +36,29 @@ struct StandbyLab {
 
 impl StandbyLab {
     fn up(lab: &Lab, name: &str) -> Self {
+        Self::up_of(lab.dir(), name, &[])
+    }
+
+    /// A standby lab of the lab in `src`, with more `lab up` arguments.
+    fn up_of(src: &std::path::Path, name: &str, more: &[&str]) -> Self {
         let dir = it_root().join(name);
         let d = dir.to_string_lossy().into_owned();
-        let src = lab.dir().to_string_lossy().into_owned();
+        let src = src.to_string_lossy().into_owned();
         let ver = patroni_version();
-        ok(
-            "lab up --standby-of",
-            &run(&[
-                "lab",
-                "up",
-                "--dir",
-                &d,
-                "--standby-of",
-                &src,
-                "--patroni",
-                &ver,
-                "--timeout",
-                "120s",
-            ]),
-        );
+        let mut args = vec![
+            "lab",
+            "up",
+            "--dir",
+            &d,
+            "--standby-of",
+            &src,
+            "--patroni",
+            &ver,
+            "--timeout",
+            "120s",
+        ];
+        args.extend_from_slice(more);
+        ok("lab up --standby-of", &run(&args));
         StandbyLab { dir }
     }
 
@@ -79,13 +86,13 @@ impl StandbyLab {
     }
 
     /// Runs pgpatrol against this lab (its URLs and credentials).
-    fn pgpatrol(&self, lab: &Lab, args: &[&str]) -> std::process::Output {
+    fn pgpatrol(&self, args: &[&str]) -> std::process::Output {
         let state = self.state();
         std::process::Command::new(crate::harness::bin())
             .args(args)
             .env("PATRONI_URL", state.urls().join(","))
             .env("PATRONI_RESTAPI_USERNAME", "patrol")
-            .env("PGPATROL_PASSWORD_FILE", lab.dir().join("restapi.password"))
+            .env("PGPATROL_PASSWORD_FILE", self.dir.join("restapi.password"))
             .env("PATRONICTL_CONFIG_FILE", self.dir.join("config/sb0.yml"))
             .output()
             .expect("run pgpatrol")
@@ -127,8 +134,8 @@ fn write_mb(lab: &Lab, mb: u64) {
     ));
 }
 
-fn sli_json(sb: &StandbyLab, lab: &Lab, source: &str) -> Value {
-    let out = sb.pgpatrol(lab, &["sli", "--source-url", source, "-o", "json"]);
+fn sli_json(sb: &StandbyLab, source: &str) -> Value {
+    let out = sb.pgpatrol(&["sli", "--source-url", source, "-o", "json"]);
     serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("sli --source-url: {e}: {}\n{}", stdout(&out), stderr(&out)))
 }
@@ -150,39 +157,33 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     let sb = StandbyLab::up(lab, "standby-lag");
     let source = lab.urls()[0].clone();
     let leader = sb.leader();
-    let r = sli_json(&sb, lab, &source);
+    let r = sli_json(&sb, &source);
     assert_eq!(r["standby_leader"], leader.as_str(), "{r:#}");
     assert_eq!(r["replication_state"], "streaming", "{r:#}");
     assert_eq!(r["source_leader"], lab.leader().as_str(), "{r:#}");
     // The list shows the standby leader and the line against the source.
-    let table = ok(
-        "list",
-        &sb.pgpatrol(lab, &["list", "--source-url", &source]),
-    );
+    let table = ok("list", &sb.pgpatrol(&["list", "--source-url", &source]));
     assert!(
         table.contains("Standby Leader") && table.contains("Standby of "),
         "{table}"
     );
     let listed: Value = serde_json::from_str(&ok(
         "list -o json",
-        &sb.pgpatrol(lab, &["list", "--source-url", &source, "-o", "json"]),
+        &sb.pgpatrol(&["list", "--source-url", &source, "-o", "json"]),
     ))
     .unwrap();
     assert_eq!(listed["standby_lag"]["standby_leader"], leader.as_str());
 
     // doctor on the standby cluster: its `standby` check, against the source.
-    let out = sb.pgpatrol(
-        lab,
-        &[
-            "doctor",
-            "--source-url",
-            &source,
-            "-o",
-            "json",
-            "--observe",
-            "1s",
-        ],
-    );
+    let out = sb.pgpatrol(&[
+        "doctor",
+        "--source-url",
+        &source,
+        "-o",
+        "json",
+        "--observe",
+        "1s",
+    ]);
     let d: Value = serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("doctor: {e}: {}\n{}", stdout(&out), stderr(&out)));
     let check = d["checks"]
@@ -236,7 +237,7 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     // The standby leader stops receiving while the source writes: the lag is real.
     let _cont = Cont(sb.stop_walreceiver(&leader));
     write_mb(lab, 24);
-    let r = sli_json(&sb, lab, &source);
+    let r = sli_json(&sb, &source);
     let lag = r["receive_lag"].as_u64().unwrap();
     assert!(
         lag >= 16 * MB,
@@ -244,7 +245,7 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     );
     let mb: u64 = ok(
         "sli",
-        &sb.pgpatrol(lab, &["sli", "--source-url", &source, "--lag", "receive"]),
+        &sb.pgpatrol(&["sli", "--source-url", &source, "--lag", "receive"]),
     )
     .trim()
     .parse()
@@ -269,7 +270,7 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     );
     drop(_cont);
     wait_for("the standby catches up", 60, || {
-        sli_json(&sb, lab, &source)["replay_lag"]
+        sli_json(&sb, &source)["replay_lag"]
             .as_u64()
             .is_some_and(|l| l < MB)
     });
@@ -315,11 +316,11 @@ pub(crate) fn a_source_url_that_is_not_the_source_is_one_line_and_exit_2(lab: &L
     let paths = pgpatrol::lab::LabPaths::new(&other).unwrap();
     let other_url = pgpatrol::lab::LabState::load(&paths).unwrap().urls()[0].clone();
     one_line_error(
-        &sb.pgpatrol(lab, &["sli", "--source-url", &other_url]),
+        &sb.pgpatrol(&["sli", "--source-url", &other_url]),
         "is not the source of this standby cluster",
     );
     one_line_error(
-        &sb.pgpatrol(lab, &["list", "--source-url", &sb.url()]),
+        &sb.pgpatrol(&["list", "--source-url", &sb.url()]),
         "no running primary",
     );
     // The lab is no standby cluster.
@@ -465,10 +466,7 @@ pub(crate) fn heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_sta
             .filter(|m| m["role"] == "replica" && m["name"] != target.as_str())
             .all(|m| m["lag"].as_u64().is_some_and(|l| l < MB))
     });
-    let out = sb.pgpatrol(
-        lab,
-        &["heal", "--yes", "--tolerance", "5", "--report", "json"],
-    );
+    let out = sb.pgpatrol(&["heal", "--yes", "--tolerance", "5", "--report", "json"]);
     let r: Value = serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
     assert_eq!(code(&out), 0, "{r:#}");
@@ -522,14 +520,14 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
     let main = lab.urls()[0].clone();
     let dr = sb.url();
     // Refused while the source has a running primary: never two writable leaders.
-    let out = sb.pgpatrol(lab, &["standby", "promote", "--source-url", &main, "--yes"]);
+    let out = sb.pgpatrol(&["standby", "promote", "--source-url", &main, "--yes"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("still has a running primary"),
         "{}",
         stderr(&out)
     );
-    one_line_error(&sb.pgpatrol(lab, &["standby", "promote"]), "--source-gone");
+    one_line_error(&sb.pgpatrol(&["standby", "promote"]), "--source-gone");
 
     // The planned DR switchover: the source steps down under the standby leader, then the
     // standby cluster is promoted.
@@ -551,18 +549,15 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
         .unwrap()
         .iter()
         .any(|m| m["role"] == "standby_leader"));
-    let out = sb.pgpatrol(
-        lab,
-        &[
-            "standby",
-            "promote",
-            "--source-url",
-            &main,
-            "--yes",
-            "-o",
-            "json",
-        ],
-    );
+    let out = sb.pgpatrol(&[
+        "standby",
+        "promote",
+        "--source-url",
+        &main,
+        "--yes",
+        "-o",
+        "json",
+    ]);
     let r: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
     assert_eq!(r["result"], "done", "{r:#}");
@@ -603,22 +598,19 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
 
     // And back: the DR cluster steps down under the lab, the lab is promoted.
     let main_port = pg_port_of(&lab.cluster_json(), "standby_leader");
-    let out = sb.pgpatrol(
-        lab,
-        &[
-            "standby",
-            "demote",
-            "--source-host",
-            "127.0.0.1",
-            "--source-port",
-            &main_port,
-            "--primary-slot-name",
-            "standby_standby",
-            "--source-url",
-            &main,
-            "--yes",
-        ],
-    );
+    let out = sb.pgpatrol(&[
+        "standby",
+        "demote",
+        "--source-host",
+        "127.0.0.1",
+        "--source-port",
+        &main_port,
+        "--primary-slot-name",
+        "standby_standby",
+        "--source-url",
+        &main,
+        "--yes",
+    ]);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     let out = lab.pgpatrol(&["standby", "promote", "--source-url", &dr, "--yes"]);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
@@ -628,4 +620,167 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
         "1",
         "what the DR cluster wrote is in the lab"
     );
+}
+
+/// A lab of its own, down when dropped.
+struct OwnLab(PathBuf);
+
+impl Drop for OwnLab {
+    fn drop(&mut self) {
+        let d = self.0.to_string_lossy().into_owned();
+        let _ = run(&["lab", "down", "--dir", &d]);
+    }
+}
+
+pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_command_is_seen(
+    lab: &Lab,
+) {
+    // A source that archives its WAL, and a standby cluster fed only from that archive.
+    let src = OwnLab(it_root().join("archive-src"));
+    let s = src.0.to_string_lossy().into_owned();
+    let ver = patroni_version();
+    ok(
+        "lab up --archive",
+        &run(&[
+            "lab",
+            "up",
+            "--dir",
+            &s,
+            "--members",
+            "1",
+            "--archive",
+            "--patroni",
+            &ver,
+        ]),
+    );
+    let src_state =
+        pgpatrol::lab::LabState::load(&pgpatrol::lab::LabPaths::new(&src.0).unwrap()).unwrap();
+    let source = src_state.urls()[0].clone();
+    let write = |mb: u64| {
+        ok(
+            "lab psql",
+            &run(&[
+                "lab",
+                "psql",
+                "--dir",
+                &s,
+                "-c",
+                &format!("CREATE TABLE IF NOT EXISTS arch(x text); INSERT INTO arch SELECT repeat('x', 1000) FROM generate_series(1, {})", mb * 1000),
+            ]),
+        )
+    };
+    let sb = StandbyLab::up_of(
+        &src.0,
+        "archive-sb",
+        &["--standby-mode", "archive", "--members", "2"],
+    );
+    let r = sli_json(&sb, &source);
+    assert_eq!(r["replication_state"], "in archive recovery", "{r:#}");
+    assert_eq!(r["walsender_on_source"], false, "{r:#}");
+    let d = sb.dir.to_string_lossy().into_owned();
+    let status = ok("lab status", &run(&["lab", "status", "--dir", &d]));
+    assert!(
+        status.contains("archive-only, restore_command from"),
+        "{status}"
+    );
+
+    // watch, with the standby's lag against the source.
+    let wdir = crate::watch::scratch(lab, "archive-watch");
+    let port = crate::watch::free_port();
+    let cfg = wdir.join("watch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: dr\n    urls: [{}]\n    username: patrol\n    password_file: {}\n    source: {source}\n",
+            sb.state().urls().join(", "),
+            sb.dir.join("restapi.password").display()
+        ),
+    )
+    .unwrap();
+    let _watch = crate::watch::start_watch(&wdir, &cfg, port);
+    let replicating = format!("pgpatrol_standby_replicating{{cluster=\"dr\",source=\"{source}\"}}");
+
+    // The lag follows the archive: 40 MB written are restored segment by segment (and the
+    // last partial one after archive_timeout).
+    write(40);
+    wait_for("the archive-fed standby catches up", 90, || {
+        sli_json(&sb, &source)["replay_lag"]
+            .as_u64()
+            .is_some_and(|l| l < MB)
+    });
+    let archived = std::fs::read_dir(src.0.join("archive")).unwrap().count();
+    assert!(archived >= 3, "{archived} files in the archive");
+
+    // restore_command fails: Patroni still says `in archive recovery`; nothing is restored.
+    ok(
+        "edit-config",
+        &sb.pgpatrol(&[
+            "edit-config",
+            "--set",
+            "standby_cluster.restore_command=/bin/false",
+            "--yes",
+        ]),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    write(40);
+    wait_for("the standby 32 MB behind", 60, || {
+        sli_json(&sb, &source)["replay_lag"]
+            .as_u64()
+            .is_some_and(|l| l >= 32 * MB)
+    });
+    let out = sb.pgpatrol(&[
+        "doctor",
+        "--source-url",
+        &source,
+        "--observe",
+        "10s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let d: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let check = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "standby")
+        .cloned()
+        .unwrap();
+    assert_eq!(check["status"], "crit", "{check:#}");
+    assert!(
+        check["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("NOT replicating: nothing restored from the archive"),
+        "{check:#}"
+    );
+    // watch says so once replay stood still a minute.
+    crate::watch::wait_for("watch: not replicating", Duration::from_secs(100), || {
+        (crate::watch::sample(&crate::watch::metrics(port), &replicating)? == 0.0).then_some(())
+    });
+    let plan = crate::watch::plan(port);
+    assert!(
+        plan["dr"]["standby"]["archive_stalled_seconds"]
+            .as_u64()
+            .is_some_and(|s| s >= 60),
+        "{plan:#}"
+    );
+
+    // A working restore_command again: the standby catches up from the archive.
+    let restore = format!(
+        "standby_cluster.restore_command=cp {}/%f %p",
+        src.0.join("archive").display()
+    );
+    ok(
+        "edit-config",
+        &sb.pgpatrol(&["edit-config", "--set", &restore, "--yes"]),
+    );
+    wait_for("the standby catches up again", 90, || {
+        sli_json(&sb, &source)["replay_lag"]
+            .as_u64()
+            .is_some_and(|l| l < MB)
+    });
+    crate::watch::wait_for("watch: replicating", Duration::from_secs(20), || {
+        (crate::watch::sample(&crate::watch::metrics(port), &replicating)? == 1.0).then_some(())
+    });
 }
