@@ -924,7 +924,12 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
         }
     }
     if !keep_data {
-        for dir in [paths.data_root(), paths.etcd_data(), paths.run()] {
+        for dir in [
+            paths.data_root(),
+            paths.etcd_data(),
+            paths.run(),
+            paths.archive(),
+        ] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("cannot remove {}", dir.display()))?;
