@@ -74,6 +74,8 @@ pub struct DoctorArgs {
 
     /// This is a standby cluster and URL its source: adds the `standby` check (replicating,
     /// not paused in recovery, lag against the source, a walsender for it on the source).
+    /// With --observe, an archive-fed standby leader whose replay does not move over the
+    /// window while the source is 32 MB or more ahead is reported as not replicating.
     #[arg(long, value_name = "URL")]
     pub source_url: Option<String>,
 
