@@ -110,6 +110,14 @@ struct Opened {
     audit: Audit,
 }
 
+impl Opened {
+    /// The operation's sender: this cluster, its audit log, `--dry-run` and `-o json`.
+    fn ops<'a>(&'a self, operation: &'static str, op: &OpArgs, narrator: &'a Narrator) -> Ops<'a> {
+        Ops::new(&self.source, operation, op.dry_run, &self.audit, narrator)
+            .json(op.format == OpFormat::Json)
+    }
+}
+
 async fn open(cluster: &ClusterArgs, op: &OpArgs) -> anyhow::Result<Opened> {
     let source = cluster.source().await?;
     let snap = source.snapshot(Detail::Full).await?;
@@ -318,14 +326,7 @@ impl SwitchoverArgs {
             "switch over",
         )?;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(
-            &o.source,
-            "switchover",
-            self.op.dry_run,
-            &o.audit,
-            &narrator,
-        )
-        .json(json);
+        let ops = o.ops("switchover", &self.op, &narrator);
         let outcome = switchover::run(
             &ops,
             c,
@@ -460,7 +461,7 @@ impl FailoverArgs {
         let (settings, _) = settings(&o.source).await;
         let json = self.op.format == OpFormat::Json;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(&o.source, "failover", self.op.dry_run, &o.audit, &narrator).json(json);
+        let ops = o.ops("failover", &self.op, &narrator);
         let (positions, leader_pos) = switchover::positions(&ops, c).await;
         // A dead leader is no candidate: judge the others as if there were no leader.
         let mut without_leader = c.clone();
@@ -605,7 +606,7 @@ impl PauseArgs {
         let o = open(&self.cluster, &self.op).await?;
         let json = self.op.format == OpFormat::Json;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(&o.source, op, self.op.dry_run, &o.audit, &narrator).json(json);
+        let ops = o.ops(op, &self.op, &narrator);
         let mut report = PauseReport {
             operation: op,
             result: "done",
@@ -889,7 +890,7 @@ impl RestartArgs {
             "restart",
         )?;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(&o.source, "restart", self.op.dry_run, &o.audit, &narrator).json(json);
+        let ops = o.ops("restart", &self.op, &narrator);
         let opts = RestartOptions {
             pending: self.pending,
             tolerance: self.tolerance.0,
@@ -975,7 +976,7 @@ impl FlushArgs {
         }
         let json = self.op.format == OpFormat::Json;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(&o.source, "flush", self.op.dry_run, &o.audit, &narrator).json(json);
+        let ops = o.ops("flush", &self.op, &narrator);
         let mut steps = Vec::new();
         let mut nothing = None;
         match self.what {
@@ -1123,7 +1124,7 @@ impl ReloadArgs {
         }
         let json = self.op.format == OpFormat::Json;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(&o.source, "reload", self.op.dry_run, &o.audit, &narrator).json(json);
+        let ops = o.ops("reload", &self.op, &narrator);
         let mut results = Vec::new();
         let mut refused = false;
         for m in c.members.iter().filter(|m| {
@@ -1325,14 +1326,7 @@ impl EditConfigArgs {
         }
         confirmed(&self.op, "Apply these changes?", "change the configuration")?;
         let narrator = Narrator::new(json);
-        let ops = Ops::new(
-            &o.source,
-            "edit-config",
-            self.op.dry_run,
-            &o.audit,
-            &narrator,
-        )
-        .json(json);
+        let ops = o.ops("edit-config", &self.op, &narrator);
         let (target, sent) = ops.patch_config(&o.cluster, patch.clone()).await?;
         let mut result = "applied";
         let mut missing = Vec::new();

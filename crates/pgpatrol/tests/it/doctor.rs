@@ -37,7 +37,8 @@ fn doctor_json(lab: &Lab, extra: &[&str]) -> (i32, Value) {
     (code(&out), v)
 }
 
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
+/// The check `id` of a doctor report.
+pub(crate) fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["checks"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["id"] == id))

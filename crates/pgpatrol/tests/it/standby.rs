@@ -186,13 +186,7 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     ]);
     let d: Value = serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("doctor: {e}: {}\n{}", stdout(&out), stderr(&out)));
-    let check = d["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "standby")
-        .cloned()
-        .unwrap_or_else(|| panic!("no standby check: {d:#}"));
+    let check = crate::doctor::check(&d, "standby");
     assert_eq!(check["status"], "ok", "{check:#}");
     assert!(
         check["evidence"]
@@ -376,13 +370,7 @@ pub(crate) fn slot_drop_refuses_active_and_permanent_slots_and_drops_an_abandone
     );
     let doctor = lab.pgpatrol(&["doctor", "-o", "json"]);
     let d: Value = serde_json::from_str(&stdout(&doctor)).unwrap();
-    let check = d["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "slots")
-        .cloned()
-        .unwrap();
+    let check = crate::doctor::check(&d, "slots");
     assert_eq!(check["status"], "warn", "{check:#}");
     assert!(
         check["evidence"]
@@ -739,13 +727,7 @@ pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_
     ]);
     assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
     let d: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let check = d["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "standby")
-        .cloned()
-        .unwrap();
+    let check = crate::doctor::check(&d, "standby");
     assert_eq!(check["status"], "crit", "{check:#}");
     assert!(
         check["evidence"]
