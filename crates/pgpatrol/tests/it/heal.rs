@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{bin, ok, stderr, Lab, Test, MB};
-use crate::util::{code, start_times, stdout, Paused};
+use crate::util::{code, sli_settles_below, start_times, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -67,8 +67,7 @@ pub(crate) fn heal_reinitializes_exactly_the_lagging_replica(lab: &Lab) {
     for other in other_replicas(lab, &target) {
         assert_eq!(before[&other], after[&other], "{other} is untouched");
     }
-    let lag: u64 = ok("sli", &lab.pgpatrol(&["sli"])).trim().parse().unwrap();
-    assert!(lag < 5, "still {lag} MB behind after heal");
+    sli_settles_below(lab, 5, || lab.pgpatrol(&["sli"]));
     assert!(report["still_unhealthy"].as_array().unwrap().is_empty());
     // The markdown report of a healthy cluster reads as such and exits 0.
     let out = lab.pgpatrol(&["heal", "--yes"]);

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::harness::{bin, ok, stderr, Lab, Test, MB};
 use crate::k8s_fixture::{FakePod, FakeWorkload, Fixture, World};
-use crate::util::{code, one_line_error, start_times, stdout};
+use crate::util::{code, one_line_error, sli_settles_below, start_times, stdout};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -381,9 +381,7 @@ fn heal_through_kubernetes_reinitializes_by_port_forward(lab: &Lab) {
         !log.iter().any(|l| l.starts_with("PROXY POST")),
         "no write through pods/proxy (it strips Authorization): {log:#?}"
     );
-    let sli = ok("sli via k8s", &seeded(lab, &fx, &["sli"], &[]));
-    let lag: u64 = sli.trim().parse().expect("a number");
-    assert!(lag < 5, "still {lag} MB behind after heal");
+    sli_settles_below(lab, 5, || seeded(lab, &fx, &["sli"], &[]));
 }
 
 /// The operations write as reinit does: by port-forward with basic auth, never through

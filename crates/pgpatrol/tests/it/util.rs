@@ -84,6 +84,37 @@ pub fn start_times(lab: &Lab) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `sli` (what `read` runs) after a heal, once it settles below `mb` MB. Heal returns once
+/// the healed member is back in the cluster view, but /cluster shows each member's position
+/// as of its own last DCS update and the leader's as of its: for up to a Patroni loop after
+/// the rebuild's checkpoint another replica can look behind. Waits (bounded, three loops
+/// and more) and fails with the cluster view when the lag does not settle.
+pub fn sli_settles_below(lab: &Lab, mb: u64, read: impl Fn() -> Output) -> u64 {
+    let mut last = String::new();
+    for n in 0..60 {
+        let out = read();
+        if let Ok(lag) = stdout(&out).trim().parse::<u64>() {
+            if out.status.success() && lag < mb {
+                if n > 0 {
+                    eprintln!(
+                        "harness: the SLI settled after {n} more reads (one before: {last:?})"
+                    );
+                }
+                return lag;
+            }
+        }
+        if n == 0 || !out.status.success() {
+            last = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+            last = last.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "still not below {mb} MB after heal: {last}\n{:#}",
+        lab.cluster_json()
+    );
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
