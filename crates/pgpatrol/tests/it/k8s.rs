@@ -440,10 +440,12 @@ pub(crate) fn plan_summary(out: &Output) -> (Vec<String>, Vec<(String, String)>)
 
 /// /cluster shows each member's position as of its last DCS update (every loop_wait): after
 /// `break_lag` writes, the other replicas may look behind for a moment. Waits (bounded) until
-/// they do not, so that heal sees exactly one lagging replica.
+/// they do not for 3 s (more than a loop: a stale pair of keys can read 0 just before the
+/// leader's catches up), so that heal sees exactly one lagging replica.
 pub(crate) fn others_caught_up(lab: &Lab, target: &str) {
     let leader = lab.leader();
     let mut behind = Vec::new();
+    let mut since: Option<std::time::Instant> = None;
     for _ in 0..240 {
         let c = lab.cluster_json();
         behind = c["members"]
@@ -462,7 +464,12 @@ pub(crate) fn others_caught_up(lab: &Lab, target: &str) {
             .cloned()
             .collect();
         if behind.is_empty() {
-            return;
+            let t = *since.get_or_insert_with(std::time::Instant::now);
+            if t.elapsed() >= std::time::Duration::from_secs(3) {
+                return;
+            }
+        } else {
+            since = None;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }

@@ -222,7 +222,17 @@ fn reads_like_rest(lab: &Lab, use_endpoints: bool) {
     fx.world.lock().expect("world").allowed = Some(crate::k8s::role_rules("pgpatrol-read"));
     let scope = lab.state().scope;
     let mut last = (Value::Null, Value::Null);
-    for _ in 0..10 {
+    for n in 0..10 {
+        if n > 0 {
+            // The copy of the DCS is a snapshot; the members write theirs every loop. A
+            // fresh copy each try, so that both sides can meet (what the fixture allows and
+            // what it logged stay).
+            let fresh = world(lab, use_endpoints);
+            let mut w = fx.world.lock().expect("world");
+            w.objects = fresh.objects;
+            w.pod_annotations = fresh.pod_annotations;
+            w.pods = fresh.pods;
+        }
         let rest = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
         let k8s = json_of(
             "list --k8s-dcs",

@@ -381,7 +381,14 @@ impl DownPoller {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .filter(|m| matches!(m["state"].as_str(), Some("running" | "streaming")))
+                        // A replica between two streams (the hand-over) reports "in
+                        // archive recovery" for a loop: its postgres is up.
+                        .filter(|m| {
+                            matches!(
+                                m["state"].as_str(),
+                                Some("running" | "streaming" | "in archive recovery")
+                            )
+                        })
                         .count();
                     let down = members.saturating_sub(up);
                     if down > worst {
@@ -623,6 +630,13 @@ pub(crate) fn bad_input_is_one_line_and_exit_2(lab: &Lab) {
     for m in c["members"].as_array_mut().unwrap() {
         if m["name"] == leader.as_str() {
             m["api_url"] = format!("http://127.0.0.1:{dead}/patroni").into();
+        } else {
+            // A frozen copy: a lag caught mid-loop would refuse the candidate first.
+            for key in ["lag", "receive_lag", "replay_lag"] {
+                if m.get(key).is_some() {
+                    m[key] = 0.into();
+                }
+            }
         }
     }
     let body = c.to_string();

@@ -24,32 +24,67 @@ fn list_json(lab: &Lab) -> Value {
         .expect("list JSON")
 }
 
-pub(crate) fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
-    let ours = list_json(lab);
-    let theirs = get_json(&format!("{}/cluster", lab.urls()[0]));
+/// What differs between our `list -o json` and Patroni's `/cluster`, member by member.
+fn list_differences(ours: &Value, theirs: &Value) -> Vec<String> {
     let (ours_m, theirs_m) = (
-        ours["members"].as_array().unwrap(),
-        theirs["members"].as_array().unwrap(),
+        ours["members"].as_array().cloned().unwrap_or_default(),
+        theirs["members"].as_array().cloned().unwrap_or_default(),
     );
-    assert_eq!(ours_m.len(), theirs_m.len());
-    for (o, t) in ours_m.iter().zip(theirs_m) {
-        assert_eq!(o["name"], t["name"]);
-        assert_eq!(o["role"], t["role"]);
-        assert_eq!(o["state"], t["state"]);
-        assert_eq!(o["timeline"], t["timeline"]);
+    if ours_m.len() != theirs_m.len() {
+        return vec![format!(
+            "{} members, /cluster has {}",
+            ours_m.len(),
+            theirs_m.len()
+        )];
+    }
+    let mut diffs = Vec::new();
+    for (o, t) in ours_m.iter().zip(&theirs_m) {
+        for key in ["name", "role", "state", "timeline"] {
+            if o[key] != t[key] {
+                diffs.push(format!("{}: {key} {} vs {}", t["name"], o[key], t[key]));
+            }
+        }
         if t["role"] != "leader" {
-            // The lab is idle: the lag Patroni reports does not move between the two reads.
             let receive = if t.get("receive_lag").is_some() {
                 &t["receive_lag"]
             } else {
                 &t["lag"]
             };
-            assert_eq!(o["receive_lag"], *receive, "{}", o["name"]);
-            if t.get("replay_lag").is_some() {
-                assert_eq!(o["replay_lag"], t["replay_lag"], "{}", o["name"]);
+            if o["receive_lag"] != *receive {
+                diffs.push(format!(
+                    "{}: receive {} vs {receive}",
+                    t["name"], o["receive_lag"]
+                ));
+            }
+            if t.get("replay_lag").is_some() && o["replay_lag"] != t["replay_lag"] {
+                diffs.push(format!(
+                    "{}: replay {} vs {}",
+                    t["name"], o["replay_lag"], t["replay_lag"]
+                ));
             }
         }
     }
+    diffs
+}
+
+pub(crate) fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
+    // The two reads are moments apart; a member's DCS key refreshed between them (every
+    // loop, and a fresh lab still settles) can move a lag or a state. Read both again.
+    let mut ours = Value::Null;
+    let mut diffs = Vec::new();
+    for _ in 0..10 {
+        ours = list_json(lab);
+        let theirs = get_json(&format!("{}/cluster", lab.urls()[0]));
+        diffs = list_differences(&ours, &theirs);
+        if diffs.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        diffs.is_empty(),
+        "list -o json never agreed with /cluster: {diffs:#?}"
+    );
     assert_eq!(ours["scope"], "demo");
     let line = patroni_version();
     let expected = if line == "debian" { "3.0.2" } else { &line };
@@ -60,26 +95,38 @@ pub(crate) fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
 }
 
 pub(crate) fn patronictl_json_equals_patronictl(lab: &Lab) {
-    let theirs = lab.patronictl(&["list", "-f", "json"]);
-    let theirs: Value =
-        serde_json::from_str(&ok("patronictl list -f json", &theirs)).expect("patronictl JSON");
-    let ours: Value = serde_json::from_str(&ok(
-        "list -o patronictl-json",
-        &lab.pgpatrol(&["list", "-o", "patronictl-json"]),
-    ))
-    .expect("our JSON");
-    assert_eq!(ours, theirs);
-    // Same keys in the same order, so even text comparisons of scripts keep working.
-    for (o, t) in ours
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(theirs.as_array().unwrap())
-    {
-        let ok: Vec<&String> = o.as_object().unwrap().keys().collect();
-        let tk: Vec<&String> = t.as_object().unwrap().keys().collect();
-        assert_eq!(ok, tk);
+    let mut last = (Value::Null, Value::Null);
+    for _ in 0..10 {
+        let theirs = lab.patronictl(&["list", "-f", "json"]);
+        let theirs: Value =
+            serde_json::from_str(&ok("patronictl list -f json", &theirs)).expect("patronictl JSON");
+        let ours: Value = serde_json::from_str(&ok(
+            "list -o patronictl-json",
+            &lab.pgpatrol(&["list", "-o", "patronictl-json"]),
+        ))
+        .expect("our JSON");
+        if ours == theirs {
+            // Same keys in the same order, so even text comparisons of scripts keep working.
+            for (o, t) in ours
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(theirs.as_array().unwrap())
+            {
+                let ok: Vec<&String> = o.as_object().unwrap().keys().collect();
+                let tk: Vec<&String> = t.as_object().unwrap().keys().collect();
+                assert_eq!(ok, tk);
+            }
+            return;
+        }
+        last = (ours, theirs);
+        // A DCS key refreshed between the two reads: read again.
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
+    panic!(
+        "-o patronictl-json never equalled patronictl:\nours:   {:#}\ntheirs: {:#}",
+        last.0, last.1
+    );
 }
 
 fn sli_mb(lab: &Lab, args: &[&str]) -> u64 {

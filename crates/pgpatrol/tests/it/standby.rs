@@ -151,6 +151,27 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `wait_for`, but `f` must hold for 3 s on end: more than a Patroni loop, since /cluster
+/// compares DCS keys each member refreshes once per loop and a stale pair can read 0.
+fn wait_for_settled(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    let mut since: Option<Instant> = None;
+    loop {
+        if f() {
+            if since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(3) {
+                return;
+            }
+        } else {
+            since = None;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_stops_receiving(
     lab: &Lab,
 ) {
@@ -446,7 +467,7 @@ pub(crate) fn heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_sta
             .is_some_and(|l| l >= 8 * MB)
     });
     // The other cascade replica has what the standby leader has (heal keeps one healthy).
-    wait_for("the other replicas catch up", 60, || {
+    wait_for_settled("the other replicas catch up", 60, || {
         sb.cluster()["members"]
             .as_array()
             .unwrap()

@@ -245,6 +245,9 @@ fn make_wal_gone(lab: &Lab, target: &str) {
         lab.psql("SELECT pg_switch_wal()");
         lab.psql("CHECKPOINT");
     }
+    // The switches moved the leader on: the healthy replica may look behind for a loop,
+    // and heal's min-healthy would then refuse.
+    crate::k8s::others_caught_up(lab, target);
 }
 
 /// Watch's side of WAL gone: its `postgres:` login asks each poll while a replica lags. The

@@ -146,9 +146,23 @@ impl<'a> Paused<'a> {
         let url = lab.urls()[0].clone();
         let auth = lab_auth(lab);
         patch_config(&url, &auth, r#"{"pause": true}"#);
-        // Wait until Patroni itself reports it (the members read the DCS every loop_wait).
+        // Wait until every member reports it in its own /patroni: /cluster says paused as
+        // soon as the config key is written, but each member learns it at its next loop,
+        // and until then it still restarts a postgres a test stops (bounded; 10 s).
         for _ in 0..50 {
-            if lab.cluster_json()["pause"] == true {
+            let all = lab.urls().iter().all(|u| {
+                request(
+                    "GET",
+                    &format!("{u}/patroni"),
+                    None,
+                    None,
+                    Duration::from_secs(5),
+                )
+                .ok()
+                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+                .is_some_and(|v| v["pause"] == true)
+            });
+            if all {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));

@@ -369,7 +369,22 @@ fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
         sample(&metrics(port), "pgpatrol_slo_alert_firing{cluster=\"lab\""),
         Some(0.0)
     );
-    // The webhook got the same story: one firing, then one resolved, as plain JSON.
+    // The webhook got the same story: one firing, then one resolved, as plain JSON. It is
+    // sent after Alertmanager, so it may arrive a moment later.
+    wait_for(
+        "the resolved alert at the webhook",
+        Duration::from_secs(10),
+        || {
+            hooked
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|b| {
+                    b["alertname"] == "PgpatrolReplicaLagBudgetBurn" && b["status"] == "resolved"
+                })
+                .then_some(())
+        },
+    );
     let bodies = hooked.lock().unwrap().clone();
     let statuses: Vec<&str> = bodies
         .iter()
