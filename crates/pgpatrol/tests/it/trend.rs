@@ -210,6 +210,10 @@ fn a_replica_needing_removed_wal_is_rebuilt_at_once(lab: &Lab) {
     let target = lab.replica();
     let _no_slots = NoSlots::new(lab);
     make_wal_gone(lab, &target);
+    // The switches moved the leader on: the healthy replica may look behind for a loop,
+    // and heal's min-healthy would then refuse. (Not in make_wal_gone: watch's test has a
+    // watcher acting meanwhile, and must see its plan.)
+    crate::k8s::others_caught_up(lab, &target);
     let before = start_times(lab);
     let (rc, report) = heal_trend(lab, &["--observe", "2s"]);
     assert_eq!(rc, 0, "{report:#}");
@@ -245,9 +249,6 @@ fn make_wal_gone(lab: &Lab, target: &str) {
         lab.psql("SELECT pg_switch_wal()");
         lab.psql("CHECKPOINT");
     }
-    // The switches moved the leader on: the healthy replica may look behind for a loop,
-    // and heal's min-healthy would then refuse.
-    crate::k8s::others_caught_up(lab, target);
 }
 
 /// Watch's side of WAL gone: its `postgres:` login asks each poll while a replica lags. The
