@@ -88,7 +88,7 @@ fn a_member_that_never_answers_times_out(_: &Lab) {
 
 fn wrong_credentials(lab: &Lab) {
     let replica = lab.replica();
-    let out = std::process::Command::new(crate::harness::bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["reinit", &replica, "--yes", "--username", "patrol"])
         .env("PATRONI_URL", lab.urls().join(","))
         .env("PATRONI_RESTAPI_PASSWORD", "not-the-password")
@@ -117,7 +117,7 @@ fn bad_units_and_sizes(lab: &Lab) {
         "{}",
         crate::harness::stderr(&out)
     );
-    let out = std::process::Command::new(crate::harness::bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["heal", "--dry-run"])
         .env("PATRONI_URL", lab.urls().join(","))
         .env("LAG_TOLERANCE", "five")
@@ -145,7 +145,7 @@ fn config_without_restapi_and_missing_password(lab: &Lab) {
         &run(&["list", "-c", "/nonexistent/patroni.yml"]),
         "cannot read Patroni config",
     );
-    let out = std::process::Command::new(crate::harness::bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["heal", "--dry-run", "--username", "patrol"])
         .env("PATRONI_URL", lab.urls().join(","))
         .env_remove("PATRONI_RESTAPI_PASSWORD")

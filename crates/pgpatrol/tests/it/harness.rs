@@ -1,20 +1,31 @@
-//! The test harness: one real lab per run, shared by every test through [`Lab`].
+//! The test harness: a pool of real labs, each lent to one test at a time through [`Lab`].
 //!
 //! A topic file exports `pub fn tests() -> Vec<Test>`; a [`Test`] is a name and a
-//! `fn(&Lab)` that panics on failure (use `assert!`). Tests run one at a time; before each,
-//! the harness checks the lab is healthy and runs `pgpatrol lab repair` if it is not, so a
-//! test may leave a fault behind.
+//! `fn(&Lab)` that panics on failure (use `assert!`). Independent tests run at once, up to
+//! `PGPATROL_IT_JOBS` (default [`DEFAULT_JOBS`]), each on a lab of its own taken from the
+//! pool: a lab comes up when a test needs one and none is free, and serves the next test
+//! when this one ends. Before each test the harness checks its lab is healthy and runs
+//! `pgpatrol lab repair` if it is not (and brings a fresh lab up in its place when repair
+//! fails), so a test may leave a fault behind. The tests in [`ALONE`] run after the others,
+//! one at a time with nothing else running.
+//!
+//! Every port a test or lab listens on comes from [`ports`]: blocks handed out once each,
+//! below the kernel's ephemeral range and in a range of their own per Patroni line, so two
+//! tests (or two lines run at once by scripts/test) never race for one.
 //!
 //! Environment:
-//! - `PGPATROL_IT_PATRONI`: `4.1` (default) or `3.0`.
+//! - `PGPATROL_IT_PATRONI`: `4.1` (default) or `3.0`, or a compatibility line.
+//! - `PGPATROL_IT_JOBS`: how many tests run at once (1 runs them one after another).
 //! - `PGPATROL_IT_DIR`: where labs live (default `<target>/tmp/it-<ver>`, or a folder under
 //!   /tmp when the postgres user cannot reach the target folder).
 
 #![allow(dead_code)] // Not every topic uses every helper.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use libtest_mimic::{Arguments, Trial};
 use pgpatrol::lab::faults::{self, LagKind};
@@ -84,10 +95,24 @@ fn reachable_by_others(dir: &Path) -> bool {
         .all(|d| std::fs::metadata(d).map_or(true, |m| m.permissions().mode() & 0o001 != 0))
 }
 
-/// Runs the CLI and returns its output (never panics).
+/// Runs the CLI and returns its output (never panics). A `lab up` without `--port-base`
+/// gets ports of its own from [`ports`], so labs that tests bring up never race for one.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if args.len() >= 2
+        && args[0] == "lab"
+        && args[1] == "up"
+        && !args.iter().any(|a| a == "--port-base")
+    {
+        args.extend(["--port-base".to_owned(), ports(LAB_PORTS).to_string()]);
+    }
+    // A lab's processes outlive the test: they keep the machine's temporary folder.
+    let mut cmd = if args.first().is_some_and(|a| a == "lab") {
+        Command::new(bin())
+    } else {
+        pgpatrol_cmd()
+    };
+    cmd.args(&args)
         .env_remove("PGPATROL_LAB_DIR")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()))
@@ -126,33 +151,118 @@ pub fn down_all(root: &Path) {
     }
 }
 
-/// A start port where `count` consecutive ports are free now (for `--port-base` tests).
-pub fn free_port_base(count: u16) -> u16 {
-    let seed = (std::process::id() % 1000) as u16;
-    (0..2000)
-        .map(|i| 20000 + (seed * 20 + i * 20) % 40000)
-        .find(|&base| {
-            (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        })
-        .expect("no free port range found")
+/// The port range of this run: below the kernel's ephemeral range (32768 and up by default,
+/// where `bind(0)` and outgoing connections draw from), one range per Patroni line so the
+/// lines can run at the same time.
+fn port_range() -> (u32, u32) {
+    match patroni_version().as_str() {
+        "4.1" => (10000, 14000),
+        "3.0" => (14000, 18000),
+        "4.0" => (18000, 19500),
+        "3.3" => (19500, 21000),
+        "2.1" => (21000, 22500),
+        _ => (22500, 24000),
+    }
 }
 
-/// The lab every test shares.
+/// `count` consecutive ports for this caller alone: a block no other caller of this run gets,
+/// and that nothing on the machine listens on now. Returns the first port.
+pub fn ports(count: u16) -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = port_range();
+    loop {
+        let base = lo + NEXT.fetch_add(u32::from(count), Ordering::SeqCst);
+        assert!(
+            base + u32::from(count) <= hi,
+            "this run used every port of {lo}..{hi} (harness::ports)"
+        );
+        let base = base as u16;
+        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// One port of this caller's own (see [`ports`]).
+pub fn port() -> u16 {
+    ports(1)
+}
+
+/// A start port where `count` consecutive ports are free, for `--port-base` (see [`ports`]).
+pub fn free_port_base(count: u16) -> u16 {
+    ports(count)
+}
+
+/// The ports a lab of `members` members takes with `--port-base` (etcd's two, two per member),
+/// with room for a standby lab's members.
+pub const LAB_PORTS: u16 = 10;
+
+thread_local! {
+    /// The test this thread runs, for [`say`] and [`test_tmp`] (empty between tests).
+    static CURRENT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The running test's own temporary folder (`<it_root>/tmp/<test>`), created on first use.
+/// [`pgpatrol_cmd`] gives it to pgpatrol as `TMPDIR`, so what pgpatrol keeps in the temporary
+/// folder by default (a watcher's heal lock, say) is never shared by two tests at once.
+pub fn test_tmp() -> PathBuf {
+    let dir = it_root().join("tmp").join(current().replace("::", "."));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// `pgpatrol` as a test runs it: with the test's own `TMPDIR` ([`test_tmp`]).
+pub fn pgpatrol_cmd() -> Command {
+    let mut c = Command::new(bin());
+    c.env("TMPDIR", test_tmp());
+    c
+}
+
+/// The name of the test running on this thread (`harness` outside a test).
+pub fn current() -> String {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        if c.is_empty() {
+            "harness".to_owned()
+        } else {
+            c.clone()
+        }
+    })
+}
+
+/// Prints one line on stderr behind the running test's name, so lines of tests that run at
+/// once can be told apart.
+pub fn say(line: &str) {
+    let who = current();
+    let mut out = String::new();
+    for l in line.lines() {
+        out.push_str(&format!("[{who}] {l}\n"));
+    }
+    eprint!("{out}");
+}
+
+/// `say!("...", args)`: [`say`] with `format!` arguments.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::harness::say(&format!($($arg)*)) };
+}
+
+/// A lab of the pool: lent to one test at a time.
 pub struct Lab {
     dir: PathBuf,
     rt: tokio::runtime::Runtime,
 }
 
 impl Lab {
-    /// Brings the shared lab up in `<it_root>/main` (after cleaning leftovers).
-    fn up() -> Result<Lab, String> {
+    /// Brings a pool lab up in `<it_root>/labN` on ports of its own.
+    fn up(n: usize) -> Result<Lab, String> {
         let root = it_root();
-        down_all(&root);
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-        let dir = root.join("main");
+        let dir = root.join(format!("lab{n}"));
         let d = dir.to_string_lossy().into_owned();
         let ver = patroni_version();
+        let base = ports(LAB_PORTS).to_string();
         let t0 = std::time::Instant::now();
         let out = run(&[
             "lab",
@@ -161,13 +271,15 @@ impl Lab {
             &d,
             "--patroni",
             &ver,
+            "--port-base",
+            &base,
             "--timeout",
             "120s",
         ]);
         if !out.status.success() {
-            return Err(format!("lab up failed: {}", stderr(&out).trim()));
+            return Err(format!("lab up in {d} failed: {}", stderr(&out).trim()));
         }
-        eprintln!(
+        say!(
             "harness: lab up (Patroni {ver}) in {} took {:.1} s",
             dir.display(),
             t0.elapsed().as_secs_f64()
@@ -275,7 +387,7 @@ impl Lab {
     pub fn pgpatrol(&self, args: &[&str]) -> Output {
         let state = self.state();
         let paths = LabPaths::new(&self.dir).expect("lab paths");
-        Command::new(bin())
+        pgpatrol_cmd()
             .args(args)
             .env("PATRONI_URL", state.urls().join(","))
             .env("PATRONI_RESTAPI_USERNAME", lablib::REST_USER)
@@ -301,7 +413,7 @@ impl Lab {
             "lab break lag",
             &self.lab(&["break", "lag", "--member", member, "--mb", &mb.to_string()]),
         );
-        eprintln!("harness: {}", said.trim());
+        say!("harness: {}", said.trim());
     }
 
     /// `lab break replay`: `member` ≥ `mb` MB of replay lag (startup process stopped).
@@ -372,30 +484,212 @@ impl Lab {
         }
     }
 
-    /// After a failed test: what Patroni itself logged lately, for the CI log.
+    /// After a failed test: what Patroni itself logged lately in this test's lab.
     fn dump_logs(&self) {
         let Ok(paths) = LabPaths::new(&self.dir) else {
             return;
         };
-        for m in &self.state().members {
-            eprintln!(
-                "---- harness: last lines of {}'s Patroni log ----\n{}",
+        let Ok(state) = LabState::load(&paths) else {
+            return;
+        };
+        for m in &state.members {
+            say!(
+                "---- last lines of {}'s Patroni log in {} ----\n{}",
                 m.name,
+                self.dir.display(),
                 pgpatrol::lab::tail(&paths.log(&m.name), 25)
             );
         }
     }
 
     fn down(&self) {
+        let d = self.dir.to_string_lossy().into_owned();
+        let out = run(&["lab", "down", "--dir", &d]);
+        if !out.status.success() {
+            say!("harness: lab down --dir {d}: {}", stderr(&out).trim());
+        }
+    }
+}
+
+/// How many tests run at once unless `PGPATROL_IT_JOBS` says otherwise: measured on the
+/// 2-core CI machine (docs/ARCHITECTURE.md, "Testing").
+pub const DEFAULT_JOBS: usize = 4;
+
+/// Tests that run after all others, one at a time with nothing else running, and why.
+pub const ALONE: &[(&str, &str)] = &[
+    (
+        "toolbox::list_watch_in_a_terminal_follows_an_outage_and_a_failover",
+        "drives a real terminal and waits on what it redraws",
+    ),
+    (
+        "toolbox::the_debian_package_installs_runs_and_purges_cleanly",
+        "installs and purges a system-wide package, its user and its unit",
+    ),
+];
+
+/// The labs of this run. A test takes a free one, or brings a new one up while fewer than
+/// `max` exist; it gives it back when it ends. [`ALONE`] tests hold `gate` for writing.
+struct Pool {
+    state: Mutex<PoolState>,
+    all: Mutex<Vec<Arc<Lab>>>,
+    ready: Condvar,
+    max: usize,
+    gate: RwLock<()>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Labs up and not lent.
+    free: Vec<Arc<Lab>>,
+    /// Labs up or coming up.
+    live: usize,
+    /// The number of the next new lab's folder (`labN`), never reused.
+    next: usize,
+}
+
+impl Pool {
+    fn new(max: usize) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState::default()),
+            all: Mutex::new(Vec::new()),
+            ready: Condvar::new(),
+            max,
+            gate: RwLock::new(()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One lab fewer: it went down (or never came up), so another may come up.
+    fn lost(&self) {
+        self.state().live -= 1;
+        self.ready.notify_one();
+    }
+
+    /// A lab for one test: a free one, a new one, or the next one given back.
+    fn take(&self) -> Result<Arc<Lab>, String> {
+        let mut st = self.state();
+        loop {
+            if let Some(lab) = st.free.pop() {
+                return Ok(lab);
+            }
+            if st.live < self.max {
+                let n = st.next;
+                st.next += 1;
+                st.live += 1;
+                drop(st);
+                return match Lab::up(n) {
+                    Ok(lab) => Ok(self.keep(lab)),
+                    Err(e) => {
+                        self.lost();
+                        Err(e)
+                    }
+                };
+            }
+            st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Records a lab that came up, for the teardown.
+    fn keep(&self, lab: Lab) -> Arc<Lab> {
+        let lab = Arc::new(lab);
+        self.all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&lab));
+        lab
+    }
+
+    /// Gives a lab back for the next test.
+    fn give(&self, lab: Arc<Lab>) {
+        self.state().free.push(lab);
+        self.ready.notify_one();
+    }
+
+    /// Before a test: its lab healthy (repaired), or a fresh lab in its place.
+    fn baseline(&self, lab: Arc<Lab>) -> Result<Arc<Lab>, String> {
+        let Err(e) = lab.baseline() else {
+            return Ok(lab);
+        };
+        say!("harness: {e}; bringing a fresh lab up in its place");
+        lab.down();
+        self.all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| !Arc::ptr_eq(l, &lab));
+        let n = {
+            let mut st = self.state();
+            st.next += 1;
+            st.next - 1
+        };
+        match Lab::up(n) {
+            Ok(fresh) => Ok(self.keep(fresh)),
+            Err(e2) => {
+                self.lost();
+                Err(format!("{e}; and then {e2}"))
+            }
+        }
+    }
+
+    /// Runs one test on a lab of the pool: alone (no other test at once) or beside others.
+    fn run(&self, name: &str, body: TestFn, alone: bool) -> Result<(), String> {
+        let _gate = if alone {
+            Err(self.gate.write().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Ok(self.gate.read().unwrap_or_else(|e| e.into_inner()))
+        };
+        CURRENT.with(|c| *c.borrow_mut() = name.to_owned());
+        let result = self.take().and_then(|lab| {
+            let lab = self.baseline(lab)?;
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&lab)));
+            if run.is_err() {
+                lab.dump_logs();
+            }
+            self.give(lab);
+            match run {
+                Ok(()) => Ok(()),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        CURRENT.with(|c| c.borrow_mut().clear());
+        result
+    }
+
+    fn down(&self) {
+        for lab in self.all.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            lab.down();
+        }
         down_all(&it_root());
     }
 }
 
-/// Runs every topic's tests against one lab; always tears the lab down.
+/// How many tests run at once: `PGPATROL_IT_JOBS`, else [`DEFAULT_JOBS`].
+fn jobs() -> Result<usize, String> {
+    match std::env::var("PGPATROL_IT_JOBS") {
+        Err(_) => Ok(DEFAULT_JOBS),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!(
+                "PGPATROL_IT_JOBS={v:?}: give how many tests run at once, 1 or more"
+            )),
+        },
+    }
+}
+
+/// Runs every topic's tests on a pool of labs; always tears every lab down.
 pub fn main(topics: &[Topic]) -> ExitCode {
     let mut args = Arguments::from_args();
-    // One lab, one test at a time: faults are global to the cluster.
-    args.test_threads = Some(1);
+    let jobs = match jobs() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Each worker thread holds at most one lab, so the pool never needs more than `jobs`.
+    args.test_threads = Some(jobs);
     // PGPATROL_IT_TOPICS=read,heal,...: only those topics (scripts/test runs the
     // version-sensitive ones on the second full line).
     let only: Option<Vec<String>> = std::env::var("PGPATROL_IT_TOPICS").ok().map(|s| {
@@ -414,49 +708,51 @@ pub fn main(topics: &[Topic]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let tests: Vec<(String, TestFn)> = topics
+    let mut tests: Vec<(String, TestFn, bool)> = topics
         .iter()
         .filter(|(topic, _)| only.as_ref().is_none_or(|o| o.iter().any(|t| t == topic)))
         .flat_map(|(topic, tests)| {
-            tests()
-                .into_iter()
-                .map(move |t| (format!("{topic}::{}", t.name), t.run))
-        })
-        .collect();
-    if args.list {
-        let trials = tests
-            .into_iter()
-            .map(|(n, _)| Trial::test(n, || Ok(())))
-            .collect();
-        return libtest_mimic::run(&args, trials).exit_code();
-    }
-    let lab = match Lab::up() {
-        Ok(lab) => Arc::new(lab),
-        Err(e) => {
-            eprintln!("harness: {e}");
-            down_all(&it_root());
-            return ExitCode::FAILURE;
-        }
-    };
-    let trials = tests
-        .into_iter()
-        .map(|(name, body)| {
-            let lab = Arc::clone(&lab);
-            Trial::test(name, move || {
-                lab.baseline()?;
-                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&lab)));
-                if let Err(panic) = run {
-                    lab.dump_logs();
-                    std::panic::resume_unwind(panic);
-                }
-                Ok(())
+            tests().into_iter().map(move |t| {
+                let name = format!("{topic}::{}", t.name);
+                let alone = ALONE.iter().any(|(n, _)| *n == name);
+                (name, t.run, alone)
             })
         })
         .collect();
-    // libtest-mimic catches panics in tests, so this always returns and the lab goes down.
+    // The ALONE tests last: by then the others have finished, and none waits on them.
+    tests.sort_by_key(|(_, _, alone)| *alone);
+    if args.list {
+        let trials = tests
+            .into_iter()
+            .map(|(n, _, _)| Trial::test(n, || Ok(())))
+            .collect();
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+    let root = it_root();
+    down_all(&root);
+    eprintln!(
+        "harness: Patroni {}, up to {jobs} tests at once, labs in {}",
+        patroni_version(),
+        root.display()
+    );
+    let pool = Arc::new(Pool::new(jobs));
+    let trials = tests
+        .into_iter()
+        .map(|(name, body, alone)| {
+            let pool = Arc::clone(&pool);
+            let label = name.clone();
+            Trial::test(name, move || {
+                pool.run(&label, body, alone).map_err(Into::into)
+            })
+        })
+        .collect();
+    // libtest-mimic catches panics in tests, so this always returns and the labs go down.
     let conclusion = libtest_mimic::run(&args, trials);
     let t0 = std::time::Instant::now();
-    lab.down();
-    eprintln!("harness: lab down took {:.1} s", t0.elapsed().as_secs_f64());
+    pool.down();
+    eprintln!(
+        "harness: labs down took {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     conclusion.exit_code()
 }

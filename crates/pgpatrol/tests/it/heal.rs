@@ -3,12 +3,12 @@
 //! worst first; nothing on a paused cluster; never the leader; a running reinit is waited
 //! for, not forced; a dry run changes nothing; a lost leader stops heal.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{bin, ok, stderr, Lab, Test, MB};
+use crate::harness::{ok, stderr, Lab, Test, MB};
 use crate::util::{code, sli_settles_below, start_times, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
@@ -196,7 +196,7 @@ fn two_lagging_replicas_are_healed_one_at_a_time_worst_first(lab: &Lab) {
 fn killing_the_leader_while_waiting_stops_heal(lab: &Lab) {
     let target = lab.replica();
     lab.break_lag(&target, 10);
-    let child = Command::new(bin())
+    let child = crate::harness::pgpatrol_cmd()
         .args(["heal", "--yes", "--report", "json", "--timeout", "120s"])
         .env("PATRONI_URL", lab.urls().join(","))
         .env("PATRONI_RESTAPI_USERNAME", "patrol")

@@ -121,7 +121,7 @@ pub(crate) fn fixture(lab: &Lab) -> Fixture {
 /// Runs pgpatrol with the seed's configuration and no URL: only Kubernetes names the
 /// cluster. `extra` env entries override; an empty value removes the variable.
 pub(crate) fn seeded(lab: &Lab, fx: &Fixture, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(bin());
+    let mut cmd = crate::harness::pgpatrol_cmd();
     cmd.args(args)
         .env_remove("PATRONI_URL")
         .env_remove("PATRONICTL_CONFIG_FILE")

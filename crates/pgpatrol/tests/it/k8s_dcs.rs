@@ -6,13 +6,13 @@
 //! 4.x (`primary`) or 3.x (`master`) sets them. Registered under the `k8s` topic.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::harness::{bin, ok, Lab, Test};
+use crate::harness::{ok, Lab, Test};
 use crate::k8s_fixture::{FakeObject, FakePod, FakeWorkload, Fixture, World};
 use crate::util::{http, one_line_error};
 
@@ -193,7 +193,7 @@ fn world(lab: &Lab, use_endpoints: bool) -> World {
 }
 
 fn pgpatrol(fx: &Fixture, scope: &str, args: &[&str]) -> Output {
-    Command::new(bin())
+    crate::harness::pgpatrol_cmd()
         .args(args)
         .env_remove("PATRONI_URL")
         .env_remove("PATRONICTL_CONFIG_FILE")
@@ -491,7 +491,7 @@ fn heal_through_exec_reinitializes_with_auth_on_stdin(lab: &Lab) {
     lab.break_lag(&target, 40);
     crate::k8s::others_caught_up(lab, &target);
     let before = crate::util::start_times(lab);
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args([
             "heal",
             "--yes",

@@ -262,7 +262,7 @@ fn history_topology_and_show_config_read_the_cluster(lab: &Lab) {
 fn config_file_is_read_like_patronictl(lab: &Lab) {
     // Only -c: the REST address and credentials come from the member's patroni.yml.
     let cfg = lab.dir().join("config/pg0.yml");
-    let out = std::process::Command::new(crate::harness::bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["list", "-o", "json", "-c"])
         .arg(&cfg)
         .output()

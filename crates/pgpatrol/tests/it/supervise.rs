@@ -165,7 +165,7 @@ impl Drop for InitLab {
         let d = self.dir.to_string_lossy().into_owned();
         let t0 = Instant::now();
         let out = run(&["lab", "down", "--dir", &d]);
-        eprintln!(
+        say!(
             "init lab down ({:.1} s): {}",
             t0.elapsed().as_secs_f64(),
             stderr(&out).trim()

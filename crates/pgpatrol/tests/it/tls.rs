@@ -249,7 +249,7 @@ impl Drop for Server {
 
 /// Runs pgpatrol with no cluster settings from the environment.
 fn pgpatrol(args: &[&str]) -> Output {
-    Command::new(bin())
+    crate::harness::pgpatrol_cmd()
         .args(args)
         .env_remove("PATRONI_URL")
         .env_remove("PATRONICTL_CONFIG_FILE")

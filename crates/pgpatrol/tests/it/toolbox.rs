@@ -68,7 +68,7 @@ fn shell_quote(s: &str) -> String {
 fn bash_completion_offers_the_subcommands(lab: &Lab) {
     let dir = scratch(lab, "completion");
     let script = dir.join("pgpatrol.bash");
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["completions", "bash"])
         .output()
         .expect("run");
@@ -106,13 +106,13 @@ fn bash_completion_offers_the_subcommands(lab: &Lab) {
     }
     // Zsh and fish are not installed here: their scripts are only checked to be generated.
     for shell in ["zsh", "fish"] {
-        let out = Command::new(bin())
+        let out = crate::harness::pgpatrol_cmd()
             .args(["completions", shell])
             .output()
             .expect("run");
         assert!(ok(shell, &out).contains("heal"), "{shell}");
     }
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["completions", "tcsh"])
         .output()
         .expect("run");
@@ -191,7 +191,7 @@ fn a_redirected_watch_log_has_no_escape_codes(lab: &Lab) {
     let log = dir.join("forced.log");
     let mut w = Proc::spawn(
         "pgpatrol watch --color always",
-        Command::new(bin())
+        crate::harness::pgpatrol_cmd()
             .args(["watch", "--color", "always", "--config"])
             .arg(&cfg),
         &log,
@@ -683,7 +683,7 @@ impl Drop for Purge {
         if known.status.success() {
             let out = run_cmd(Command::new("dpkg").args(["--purge", "pgpatrol"]));
             if !out.status.success() {
-                eprintln!("toolbox: dpkg --purge pgpatrol failed: {}", stderr(&out));
+                say!("toolbox: dpkg --purge pgpatrol failed: {}", stderr(&out));
             }
         }
     }

@@ -113,7 +113,7 @@ fn a_replica_catching_up_slowly_is_left_alone_with_its_eta(lab: &Lab) {
     );
     let skip = skip_of(&report, &target);
     assert_eq!(skip["reason"]["kind"], "catching_up", "{report:#}");
-    eprintln!("trend: {target} left alone: {}", skip["reason"]);
+    say!("trend: {target} left alone: {}", skip["reason"]);
     assert!(
         skip["reason"]["eta_secs"].as_u64().unwrap() > 0,
         "{report:#}"
@@ -174,7 +174,7 @@ fn a_replica_whose_walreceiver_is_stopped_is_rebuilt(lab: &Lab) {
     assert_eq!(actions.len(), 1, "{report:#}");
     assert_eq!(actions[0]["member"], target.as_str());
     let reason = actions[0]["reason"].as_str().unwrap();
-    eprintln!("trend: {target} rebuilt: {reason}");
+    say!("trend: {target} rebuilt: {reason}");
     assert!(reason.contains("it cannot catch up"), "{reason}");
     assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
     assert_ne!(before[&target], start_times(lab)[&target], "rebuilt");
@@ -349,7 +349,7 @@ fn after_one_auto_heal_the_estimate_is_its_measured_duration(lab: &Lab) {
                 .cloned()
         },
     );
-    eprintln!("trend: healed {:?} after the fault", t0.elapsed());
+    say!("trend: healed {:?} after the fault", t0.elapsed());
     let measured = secs_of(&record["finished"]) - secs_of(&record["started"]);
     // Broken again: once the window has its samples the trend says rebuild, the cooldown
     // refuses (trend mode keeps every guardrail), and the plan shows the estimate from

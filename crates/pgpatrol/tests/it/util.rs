@@ -96,9 +96,7 @@ pub fn sli_settles_below(lab: &Lab, mb: u64, read: impl Fn() -> Output) -> u64 {
         if let Ok(lag) = stdout(&out).trim().parse::<u64>() {
             if out.status.success() && lag < mb {
                 if n > 0 {
-                    eprintln!(
-                        "harness: the SLI settled after {n} more reads (one before: {last:?})"
-                    );
+                    say!("harness: the SLI settled after {n} more reads (one before: {last:?})");
                 }
                 return lag;
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{bin, ok, Lab, Test, MB};
+use crate::harness::{ok, Lab, Test, MB};
 use crate::util::{code, get_json, http, one_line_error, stdout};
 
 pub fn tests() -> Vec<Test> {
@@ -31,12 +31,9 @@ pub fn tests() -> Vec<Test> {
     ]
 }
 
+/// A port of this test's own, free now (see `harness::ports`).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    crate::harness::port()
 }
 
 /// A child process killed (SIGTERM, then SIGKILL) when dropped, also when a test panics.
@@ -75,7 +72,7 @@ impl Proc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        eprintln!("{} did not stop on SIGTERM within 15 s", self.what);
+        say!("{} did not stop on SIGTERM within 15 s", self.what);
         None
     }
 }
@@ -152,7 +149,9 @@ pub(crate) fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> P
 pub(crate) fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
     let p = Proc::spawn(
         "pgpatrol watch",
-        Command::new(bin()).args(["watch", "--config"]).arg(cfg),
+        crate::harness::pgpatrol_cmd()
+            .args(["watch", "--config"])
+            .arg(cfg),
         &dir.join(format!("watch-{port}.log")),
     );
     wait_for("watch /readyz", Duration::from_secs(20), || {
@@ -415,7 +414,7 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
         },
     );
     let rules = dir.join("rules.yml");
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["slo", "rules", "--config"])
         .arg(&cfg)
         .arg("-o")
@@ -927,18 +926,18 @@ fn bad_watch_config_is_one_line(lab: &Lab) {
     let dir = scratch(lab, "bad");
     let cfg = dir.join("bad.yml");
     std::fs::write(&cfg, "clusters:\n  - {name: x, urls: [http://127.0.0.1:1], slo: {objective: 200%, threshold: 5MB, window: 1d}}\n").expect("write");
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["watch", "--config"])
         .arg(&cfg)
         .output()
         .expect("run");
     one_line_error(&out, "objective");
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["watch", "--config", "/nonexistent.yml"])
         .output()
         .expect("run");
     one_line_error(&out, "cannot read");
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["slo", "rules", "--config"])
         .arg(&cfg)
         .output()
@@ -958,7 +957,7 @@ fn bad_watch_config_is_one_line(lab: &Lab) {
             ..Default::default()
         },
     );
-    let out = Command::new(bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["watch", "--config"])
         .arg(&good)
         .output()
