@@ -21,8 +21,10 @@ pub mod model;
 pub mod pgparams;
 pub mod plan;
 pub mod policy;
+pub mod restart;
 pub mod sli;
 pub mod slo;
+pub mod slots;
 pub mod trend;
 pub mod units;
 

@@ -16,3 +16,13 @@ pub fn ask(question: &str) -> anyhow::Result<bool> {
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
 }
+
+/// Asks `question` on stderr and returns the line typed, trimmed (for "type the name").
+pub fn ask_text(question: &str) -> anyhow::Result<String> {
+    let mut err = std::io::stderr().lock();
+    write!(err, "{question} ")?;
+    err.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}

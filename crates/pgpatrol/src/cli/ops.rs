@@ -416,8 +416,10 @@ async fn report_takeover(
 
 /// Promote a replica when the leader is dead or unreachable (the runbook's emergency
 /// failover). Shows each member's last known received/replayed WAL against the last leader
-/// position, recommends the one with the most data, and asks again when the chosen one has
-/// less data than another or is asynchronous in synchronous mode.
+/// position and recommends the one with the most data. A candidate that may lack data
+/// another member has (less WAL, asynchronous in synchronous mode, or an unknown position)
+/// is refused even with --yes: only --accept-data-loss, or its name typed on a terminal,
+/// promotes it.
 ///
 /// A running leader is refused: use `switchover`. Exit codes as for switchover.
 #[derive(Debug, Args)]
@@ -433,8 +435,27 @@ pub struct FailoverArgs {
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
+    /// Promote the candidate even though it may lack data another member has (less WAL
+    /// than another member, asynchronous in synchronous mode, or a position nobody could
+    /// read). `--yes` alone never accepts that; on a terminal, typing the candidate's name
+    /// does.
+    #[arg(long)]
+    pub accept_data_loss: bool,
+
     #[command(flatten)]
     pub op: OpArgs,
+}
+
+/// A failover refused before anything was sent, as `-o json` shows it.
+#[derive(Debug, Serialize)]
+struct FailoverRefusal<'a> {
+    operation: &'static str,
+    result: &'static str,
+    candidate: &'a str,
+    reasons: &'a [String],
+    /// Bytes of WAL another member has and the candidate does not (0 when unknown).
+    data_at_risk_bytes: u64,
+    positions: &'a [Position],
 }
 
 impl FailoverArgs {
@@ -502,12 +523,14 @@ impl FailoverArgs {
             return Ok(Outcome::Problem);
         }
         let mut warnings = Vec::new();
+        let mut at_risk = 0;
         let mine = positions
             .iter()
             .find(|p| p.name == cand.name)
             .and_then(Position::data);
         if let (Some(b), Some(mine)) = (best, mine) {
             if let Some(theirs) = b.data().filter(|t| *t > mine) {
+                at_risk = theirs.bytes_after(mine);
                 warnings.push(format!(
                     "{} has {} less WAL than {} ({mine} < {theirs}): what only {} has is lost",
                     cand.name,
@@ -526,12 +549,54 @@ impl FailoverArgs {
         for w in &warnings {
             eprintln!("pgpatrol: warning: {w}");
         }
-        let question = if warnings.is_empty() {
-            format!("Promote {}?", cand.name)
+        // Data another member holds would be lost: --yes does not answer that, only
+        // --accept-data-loss or the candidate's name typed on a terminal does.
+        let typed = !warnings.is_empty()
+            && !self.accept_data_loss
+            && !self.op.yes
+            && !self.op.dry_run
+            && confirm::interactive();
+        if !warnings.is_empty() && !self.accept_data_loss && !typed {
+            let better = best
+                .filter(|b| b.name != cand.name)
+                .map(|b| format!(", or choose {}", b.name))
+                .unwrap_or_default();
+            eprintln!(
+                "pgpatrol: refused: promoting {} may lose data ({}): add --accept-data-loss to promote it anyway{better}; nothing was sent",
+                cand.name,
+                warnings.join("; ")
+            );
+            if json {
+                emit_json(&FailoverRefusal {
+                    operation: "failover",
+                    result: "refused",
+                    candidate: &cand.name,
+                    reasons: &warnings,
+                    data_at_risk_bytes: at_risk,
+                    positions: &positions,
+                })?;
+            }
+            return Ok(Outcome::Problem);
+        }
+        if typed {
+            let answer = confirm::ask_text(&format!(
+                "Promoting {} may lose data (see the warnings above). Type its name to promote it anyway:",
+                cand.name
+            ))?;
+            if answer != cand.name {
+                anyhow::bail!(
+                    "not confirmed ({answer:?} is not {}): nothing was done",
+                    cand.name
+                );
+            }
         } else {
-            format!("Promote {} despite the warnings above?", cand.name)
-        };
-        confirmed(&self.op, &question, "fail over")?;
+            let question = if warnings.is_empty() {
+                format!("Promote {}?", cand.name)
+            } else {
+                format!("Promote {} despite the warnings above?", cand.name)
+            };
+            confirmed(&self.op, &question, "fail over")?;
+        }
         let outcome = switchover::run(
             &ops,
             c,
@@ -554,11 +619,14 @@ impl FailoverArgs {
                 outcome: &'a TakeoverOutcome,
                 positions: &'a [Position],
                 warnings: &'a [String],
+                /// Bytes of WAL another member had and the new leader did not.
+                data_at_risk_bytes: u64,
             }
             emit_json(&FailoverReport {
                 outcome: &outcome,
                 positions: &positions,
                 warnings: &warnings,
+                data_at_risk_bytes: at_risk,
             })?;
             return report_takeover(&o.source, &outcome, Show::Nothing, color).await;
         }
@@ -867,6 +935,21 @@ impl RestartArgs {
         if scheduled.is_some() && c.paused {
             eprintln!("pgpatrol: refused: the cluster is paused: Patroni cannot schedule a restart in maintenance mode; nothing was sent");
             return Ok(Outcome::Problem);
+        }
+        // Never two members down: Patroni runs each schedule on its own, unchecked.
+        if scheduled.is_some() {
+            if let Some(why) = pgpatrol_core::restart::schedule_refusal(c, &selected) {
+                if json {
+                    emit_json(&serde_json::json!({
+                        "operation": "restart",
+                        "result": "refused",
+                        "detail": why,
+                        "steps": [],
+                    }))?;
+                }
+                eprintln!("pgpatrol: refused: {why}; nothing was sent");
+                return Ok(Outcome::Problem);
+            }
         }
         let leader = c.leader().map(|l| l.name.clone());
         let includes_leader = leader.as_ref().is_some_and(|l| selected.contains(l));
@@ -1211,6 +1294,10 @@ impl ReloadArgs {
 /// `PATCH /config` (null deletes a key), a read-back that the DCS holds what was asked, and
 /// which changed PostgreSQL parameters need a restart.
 ///
+/// After the PATCH the whole configuration is read back and compared with the document this
+/// edit intended: a key someone else changed in between is named (exit 1), never kept
+/// silently.
+///
 /// Exit codes: 0 applied and read back (or nothing to change); 1 the read-back differs;
 /// 2 error.
 #[derive(Debug, Args)]
@@ -1330,6 +1417,7 @@ impl EditConfigArgs {
         let (target, sent) = ops.patch_config(&o.cluster, patch.clone()).await?;
         let mut result = "applied";
         let mut missing = Vec::new();
+        let mut changed_by_others = Vec::new();
         let mut pending = Vec::new();
         match sent {
             None => result = "dry_run",
@@ -1362,7 +1450,16 @@ impl EditConfigArgs {
                 }
                 if !missing.is_empty() {
                     result = "not_applied";
-                } else if !restart_params.is_empty() {
+                } else {
+                    // The whole document, not only this edit's keys: a change someone else
+                    // made between the read and the PATCH is reported, never silently kept.
+                    let stored = o.source.config().await?;
+                    changed_by_others = cfg::differences(&new, &stored);
+                    if !changed_by_others.is_empty() {
+                        result = "changed_concurrently";
+                    }
+                }
+                if result == "applied" && !restart_params.is_empty() {
                     // Members notice within a loop and report the pending restart.
                     let deadline = std::time::Instant::now() + self.timeout;
                     loop {
@@ -1384,6 +1481,7 @@ impl EditConfigArgs {
                 "result": result,
                 "patch": crate::ops::audit::redact(&patch),
                 "not_applied": missing,
+                "changed_concurrently": changed_by_others,
                 "needs_restart": restart_params,
                 "pending_restart": pending,
                 "requests": ops.sent(),
@@ -1394,6 +1492,10 @@ impl EditConfigArgs {
                 "not_applied" => println!(
                     "the DCS does not hold what was asked for: {}",
                     missing.join(", ")
+                ),
+                "changed_concurrently" => println!(
+                    "applied, but the configuration is not what this edit intended: {} changed between the read and the PATCH (someone else's edit); check it with pgpatrol show-config",
+                    changed_by_others.join(", ")
                 ),
                 _ => {
                     println!("applied; the DCS holds the change (read back)");
@@ -1407,10 +1509,12 @@ impl EditConfigArgs {
             }
         }
         let _ = std::io::stdout().flush();
-        Ok(if result == "not_applied" {
-            Outcome::Problem
-        } else {
-            Outcome::Ok
-        })
+        Ok(
+            if result == "not_applied" || result == "changed_concurrently" {
+                Outcome::Problem
+            } else {
+                Outcome::Ok
+            },
+        )
     }
 }

@@ -1,21 +1,23 @@
 //! `pgpatrol remove CLUSTER`: delete a cluster's keys from its DCS, like `patronictl
 //! remove`, guarded (docs/SAFETY.md).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use clap::Args;
 
 use super::common::ClusterArgs;
 use super::{confirm, Outcome};
-use crate::source::dcs::remove::{self, RemoveError};
+use crate::source::dcs::remove;
 use crate::source::dcs::DcsSettings;
 
 /// Remove a cluster from its DCS: every key under /<namespace>/<scope>/ (patronictl remove).
 ///
-/// Patroni's REST API cannot do this. pgpatrol refuses while any member the DCS lists
-/// answers its REST API as running (unless --force), shows the key prefix and every key
-/// under it, asks to type the cluster name on a terminal (off a terminal it needs
-/// --yes-i-am-aware), deletes the prefix, and reads it back: any key left is an error.
+/// Patroni's REST API cannot do this. pgpatrol refuses while the Patroni of any member the
+/// DCS lists answers its REST API at all (whatever state its PostgreSQL is in), and while
+/// the leader key is held (unless --force). It shows the key prefix and every key under
+/// it, asks to type the cluster name on a terminal (off a terminal it needs
+/// --yes-i-am-aware), deletes the prefix, waits a loop_wait and reads it back: any key left
+/// is an error.
 /// Data directories are not touched. The DCS comes from --dcs etcd3://HOST:PORT or the
 /// etcd3 section of -c patroni.yml; CLUSTER is the scope.
 #[derive(Debug, Args)]
@@ -27,7 +29,8 @@ pub struct RemoveArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
-    /// Remove even though members answer as running (they will write their keys again).
+    /// Remove even though a Patroni answers or the leader key is held (a live Patroni writes
+    /// its keys again).
     #[arg(long)]
     pub force: bool,
 
@@ -88,38 +91,32 @@ impl RemoveArgs {
             writeln!(out, "  {k}")?;
         }
         out.flush()?;
-        if !survey.running.is_empty() {
+        if let Some(refusal) = survey.refusal(&name) {
             if !self.force {
-                return Err(RemoveError::Running {
-                    scope: name,
-                    running: survey.running,
-                }
-                .into());
+                return Err(refusal.into());
             }
-            writeln!(
-                out,
-                "--force: {} still running; they will write their keys again",
-                survey.running.join(", ")
-            )?;
+            writeln!(out, "--force: {refusal}")?;
         }
         if confirm::interactive() {
-            let mut err = std::io::stderr().lock();
-            write!(err, "Type the cluster name ({name}) to delete these keys: ")?;
-            err.flush()?;
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            if line.trim() != name {
-                anyhow::bail!(
-                    "not confirmed ({:?} is not {name:?}): nothing was deleted",
-                    line.trim()
-                );
+            let typed = confirm::ask_text(&format!(
+                "Type the cluster name ({name}) to delete these keys:"
+            ))?;
+            if typed != name {
+                anyhow::bail!("not confirmed ({typed:?} is not {name:?}): nothing was deleted");
             }
         } else if !self.yes_i_am_aware {
             anyhow::bail!(
                 "not on a terminal: pass --yes-i-am-aware to remove {name} without typing its name; nothing was deleted"
             );
         }
-        let deleted = remove::delete(dcs).await?;
+        let settle = survey.loop_wait + std::time::Duration::from_secs(1);
+        writeln!(
+            out,
+            "deleting; reading back after {} s (loop_wait + 1 s: a live Patroni writes its key again within a loop)",
+            settle.as_secs()
+        )?;
+        out.flush()?;
+        let deleted = remove::delete(dcs, settle).await?;
         writeln!(
             out,
             "removed {name}: {deleted} key(s) deleted, nothing left under {}",

@@ -146,6 +146,12 @@ impl SlotDropArgs {
             "an unknown amount of".to_string(),
             pgpatrol_core::units::human,
         );
+        // Patroni's own member-to-slot rule: `db1.example.com` keeps `db1_example_com`.
+        let owner = c
+            .members
+            .iter()
+            .find(|m| pgpatrol_core::slots::slot_name_from_member_name(&m.name) == self.name)
+            .map(|m| m.name.as_str());
         let refusal = if active {
             Some(format!(
                 "{} is active: a walsender streams through it; stop its consumer first",
@@ -156,13 +162,9 @@ impl SlotDropArgs {
                 "Patroni keeps {} as a permanent slot (`slots` in the dynamic configuration): dropped, it would come back; remove it there: pgpatrol edit-config --set slots.{}=null",
                 self.name, self.name
             ))
-        } else if c
-            .members
-            .iter()
-            .any(|m| m.name.replace('-', "_") == self.name)
-        {
+        } else if let Some(m) = owner {
             Some(format!(
-                "{} is the slot Patroni keeps for the member of that name",
+                "{} is the slot Patroni keeps for the member {m}: dropped, that member would need a rebuild to replicate again",
                 self.name
             ))
         } else {
@@ -366,28 +368,40 @@ struct RoleChange {
     requests: Vec<crate::ops::SentRequest>,
 }
 
-/// The cluster at `url`'s running leader (`primary_only`: a primary; else a standby leader
-/// also counts) and its system identifier; `None` when it has none or does not answer.
+/// The cluster at `url`'s leader and its system identifier, as read from its `/cluster`.
+/// `Ok(None)` only when the source answered and has no leader that runs (or could run
+/// again: starting, restarting, state unknown); `Err` names what could not be read, so a
+/// caller fails closed (never "could not tell" as "no primary").
+///
+/// `primary_only`: a primary counts; otherwise a standby leader also does.
 async fn source_leader(
     http: &RestSource,
     url: &str,
     primary_only: bool,
-) -> anyhow::Result<Option<(String, Option<String>)>> {
-    let base = crate::source::rest::base_url(url)?;
-    let src = RestSource::new(http.http().clone(), std::slice::from_ref(&base))?;
-    let snap = match src.snapshot(Detail::Full).await {
-        Ok(s) => s,
-        Err(_) => return Ok(None),
+) -> Result<Option<(String, Option<String>)>, String> {
+    let base = crate::source::rest::base_url(url).map_err(|e| e.to_string())?;
+    let src = RestSource::new(http.http().clone(), std::slice::from_ref(&base))
+        .map_err(|e| e.to_string())?;
+    let snap = src
+        .snapshot(Detail::Full)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    // Only a leader known to be down does not count: any other state may write.
+    let down = |s: &pgpatrol_core::State| {
+        matches!(
+            s,
+            pgpatrol_core::State::Stopped
+                | pgpatrol_core::State::Crashed
+                | pgpatrol_core::State::StartFailed
+                | pgpatrol_core::State::InitdbFailed
+        )
     };
     Ok(snap
         .cluster
         .leader()
         .filter(|l| match l.role {
-            Role::Leader => l.state == pgpatrol_core::State::Running,
-            Role::StandbyLeader => {
-                !primary_only
-                    && (l.state == pgpatrol_core::State::Running || l.state.is_healthy_replica())
-            }
+            Role::Leader => !down(&l.state),
+            Role::StandbyLeader => !primary_only && !down(&l.state),
             _ => false,
         })
         .map(|l| (l.name.clone(), snap.cluster.system_identifier.clone())))
@@ -535,9 +549,17 @@ impl PromoteArgs {
             );
         }
         if let Some(url) = &self.source_url {
-            if let Some((name, _)) = source_leader(&source, url, true).await? {
-                eprintln!("pgpatrol: refused: the source ({url}) still has a running primary, {name}: stop or demote it first (never two writable leaders on purpose); nothing was sent");
-                return Ok(Outcome::Problem);
+            match source_leader(&source, url, true).await {
+                Ok(None) => {}
+                Ok(Some((name, _))) => {
+                    eprintln!("pgpatrol: refused: the source ({url}) still has a primary, {name}: stop or demote it first (never two writable leaders on purpose); nothing was sent");
+                    return Ok(Outcome::Problem);
+                }
+                Err(e) => {
+                    // Fail closed: a source that cannot be read may well have a primary.
+                    eprintln!("pgpatrol: refused: cannot read the source at {url} ({e}), so cannot tell that it has no primary: fix the URL or credentials, or pass --source-gone once you know it is gone; nothing was sent");
+                    return Ok(Outcome::Problem);
+                }
             }
         }
         super::ops::confirm_op(
@@ -582,7 +604,10 @@ impl DemoteArgs {
             );
         }
         if let Some(url) = &self.source_url {
-            match source_leader(&source, url, false).await? {
+            match source_leader(&source, url, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the new source at {url}: {e}"))?
+            {
                 None => {
                     eprintln!("pgpatrol: refused: the new source ({url}) has no running leader to follow; nothing was sent");
                     return Ok(Outcome::Problem);

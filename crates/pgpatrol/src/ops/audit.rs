@@ -2,8 +2,10 @@
 //! config, reinitialize, ...), whoever sent it (a person, heal, watch's auto-heal).
 //!
 //! `{"time","user","host","cluster","operation","member","method","url","body","status",
-//! "outcome"}`; `body` without secrets (any key naming a password, secret or token is
-//! `"***"`), `status` null when no answer came. Lines are appended with one `write` each
+//! "outcome"}`; `body`, `url` and `outcome` without secrets ([`redact`]: a key naming a
+//! password, secret, token, key or passphrase, and secrets inside values — conninfo
+//! `password=`, a URL's userinfo, `PGPASSWORD=`, `--password` — are `"***"`), `status`
+//! null when no answer came. Lines are appended with one `write` each
 //! (O_APPEND), so several pgpatrol processes can share a file.
 
 use std::fs::{File, OpenOptions};
@@ -141,10 +143,10 @@ impl Audit {
             "operation": operation,
             "member": member,
             "method": method,
-            "url": url,
+            "url": redact_text(url),
             "body": body.map(redact),
             "status": status,
-            "outcome": outcome,
+            "outcome": redact_text(outcome),
         });
         let mut text = line.to_string();
         text.push('\n');
@@ -161,17 +163,35 @@ impl Audit {
     }
 }
 
-/// The body with every value under a key naming a password, secret or token replaced.
+/// True for a key whose value is a secret: it names a password (`passw`, `passwd`), a
+/// secret, a token, a passphrase or a key (`api_key`, `ssl_key_file`, `PRIVATE_KEY`).
+pub fn secret_key(key: &str) -> bool {
+    let k = key.to_lowercase();
+    [
+        "passw",
+        "pwd",
+        "secret",
+        "token",
+        "passphrase",
+        "credential",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+        || k == "key"
+        || k.ends_with("_key")
+        || k.ends_with("-key")
+        || k.contains("key_")
+        || k.contains("apikey")
+}
+
+/// The body with every value under a secret key ([`secret_key`]) replaced by `"***"`, and
+/// the secrets inside every other string ([`redact_text`]).
 pub fn redact(v: &Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let lower = k.to_lowercase();
-                    if ["password", "secret", "token"]
-                        .iter()
-                        .any(|s| lower.contains(s))
-                    {
+                    if secret_key(k) {
                         (k.clone(), Value::String("***".into()))
                     } else {
                         (k.clone(), redact(v))
@@ -180,7 +200,122 @@ pub fn redact(v: &Value) -> Value {
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
+        Value::String(s) => Value::String(redact_text(s)),
         other => other.clone(),
+    }
+}
+
+/// A string with the secrets inside it replaced by `***`: the value of every `NAME=VALUE`
+/// whose NAME is a secret key (conninfo `password=…` quoted or not, `PGPASSWORD=…`,
+/// `--password=…`), the word after `--password` or `-W`-less `--passwd`, and the password of
+/// a URL's userinfo (`scheme://user:***@host`).
+pub fn redact_text(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        // A URL's userinfo: "://user:password@" keeps the user.
+        if c == ':' && chars.get(i + 1) == Some(&'/') && chars.get(i + 2) == Some(&'/') {
+            out.push_str("://");
+            i += 3;
+            let rest: String = chars[i..].iter().collect();
+            let end = rest
+                .find(|ch: char| ch.is_whitespace() || ch == '/' || ch == '"' || ch == '\'')
+                .unwrap_or(rest.len());
+            let authority = &rest[..end];
+            if let Some(at) = authority.rfind('@') {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+                i += authority.chars().count();
+            }
+            continue;
+        }
+        // NAME=VALUE (or NAME = VALUE, as in conninfo) with a secret NAME.
+        if c == '=' {
+            let name: String = out
+                .trim_end()
+                .chars()
+                .rev()
+                .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_' || *ch == '-')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if !name.is_empty() && secret_key(name.trim_start_matches('-')) {
+                out.push('=');
+                i += 1;
+                while chars.get(i).is_some_and(|ch| *ch == ' ') {
+                    out.push(' ');
+                    i += 1;
+                }
+                i = skip_value(&chars, i);
+                out.push_str("***");
+                continue;
+            }
+        }
+        // --password VALUE: the next word.
+        if c == '-' && (i == 0 || chars[i - 1].is_whitespace()) {
+            let word: String = chars[i..]
+                .iter()
+                .take_while(|ch| !ch.is_whitespace() && **ch != '=')
+                .collect();
+            let flag = word.trim_start_matches('-');
+            if word.starts_with("--")
+                && secret_key(flag)
+                && chars
+                    .get(i + word.chars().count())
+                    .is_some_and(|ch| ch.is_whitespace())
+            {
+                out.push_str(&word);
+                out.push(' ');
+                i += word.chars().count() + 1;
+                i = skip_value(&chars, i);
+                out.push_str("***");
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// The index after the value starting at `i`: a quoted string ('…' or "…", backslash
+/// escapes), or a run up to white space, `&`, `;` or a quote closing an outer string.
+fn skip_value(chars: &[char], mut i: usize) -> usize {
+    match chars.get(i) {
+        Some(q @ ('\'' | '"')) => {
+            let q = *q;
+            i += 1;
+            while let Some(ch) = chars.get(i) {
+                if *ch == '\\' {
+                    i += 2;
+                    continue;
+                }
+                i += 1;
+                if *ch == q {
+                    break;
+                }
+            }
+            i
+        }
+        _ => {
+            while chars
+                .get(i)
+                .is_some_and(|ch| !ch.is_whitespace() && !matches!(ch, '&' | ';' | '\'' | '"'))
+            {
+                i += 1;
+            }
+            i
+        }
     }
 }
 
@@ -218,6 +353,59 @@ mod tests {
         assert_eq!(r["api_token"], "***");
         assert_eq!(r["postgresql"]["parameters"]["max_connections"], 200);
         assert_eq!(r["pause"], true);
+    }
+
+    #[test]
+    fn secrets_inside_values_and_under_secret_keys_are_redacted() {
+        let body = json!({
+            "postgresql": {
+                "parameters": {
+                    "primary_conninfo": "host=10.0.0.1 port=5432 user=rep password=s3cret application_name=pg1",
+                    "restore_command": "PGPASSWORD=s3cret pgbackrest --stanza=main archive-get %f %p",
+                    "archive_command": "wal-g wal-push %p --password s3cret",
+                    "max_connections": 200,
+                    "ssl_key_file": "/etc/ssl/private/server.key",
+                },
+                "recovery_conf": {"primary_conninfo": "user=rep password='quoted s3cret' host=x"},
+            },
+            "standby_cluster": {"restore_command": "curl -s https://rep:s3cret@backup.example/%f -o %p"},
+            "passphrase": "s3cret",
+            "passwd": "s3cret",
+            "api_key": "s3cret",
+            "PRIVATE_KEY": "s3cret",
+            "Secret-Token": "s3cret",
+            "nested": [{"password": "s3cret"}, "dsn=postgres://u:s3cret@h/db"],
+            "keys": "kept",
+        });
+        let r = redact(&body);
+        let text = r.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        let p = &r["postgresql"]["parameters"];
+        assert_eq!(
+            p["primary_conninfo"],
+            "host=10.0.0.1 port=5432 user=rep password=*** application_name=pg1"
+        );
+        assert_eq!(
+            p["restore_command"],
+            "PGPASSWORD=*** pgbackrest --stanza=main archive-get %f %p"
+        );
+        assert_eq!(p["archive_command"], "wal-g wal-push %p --password ***");
+        assert_eq!(p["max_connections"], 200);
+        assert_eq!(p["ssl_key_file"], "***");
+        assert_eq!(
+            r["postgresql"]["recovery_conf"]["primary_conninfo"],
+            "user=rep password=*** host=x"
+        );
+        assert_eq!(
+            r["standby_cluster"]["restore_command"],
+            "curl -s https://rep:***@backup.example/%f -o %p"
+        );
+        assert_eq!(r["nested"][1], "dsn=postgres://u:***@h/db");
+        assert_eq!(r["keys"], "kept");
+        // Nothing else is touched.
+        assert_eq!(redact_text("host=x port=5 user=u"), "host=x port=5 user=u");
+        assert_eq!(redact_text("http://h:8008/config"), "http://h:8008/config");
+        assert_eq!(redact_text("password = 'a b' x"), "password = *** x");
     }
 
     #[test]

@@ -150,6 +150,24 @@ pub fn not_applied(patch: &Value, stored: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The keys (dotted) where `stored` is not the document `intended`: what someone else
+/// changed between this edit's read and its PATCH, or what Patroni did not keep. Values
+/// compare as Patroni compares them (`200` and `"200"` are one value).
+pub fn differences(intended: &Value, stored: &Value) -> Vec<String> {
+    let Some(diff) = patch_between(intended, stored) else {
+        return Vec::new();
+    };
+    leaves(&diff)
+        .into_iter()
+        .filter(|(path, _)| match (get(intended, path), get(stored, path)) {
+            (Some(a), Some(b)) => scalar_text(a) != scalar_text(b),
+            (None, None) => false,
+            _ => true,
+        })
+        .map(|(path, _)| path.join("."))
+        .collect()
+}
+
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -322,5 +340,22 @@ mod tests {
     fn the_diff_is_unified() {
         let d = diff(&json!({"ttl": 30}), &json!({"ttl": 40}));
         assert!(d.contains("-ttl: 30") && d.contains("+ttl: 40"), "{d}");
+    }
+
+    #[test]
+    fn a_change_made_by_someone_else_is_named() {
+        let intended = json!({"loop_wait": 10, "postgresql": {"parameters": {"max_connections": 200, "work_mem": "4MB"}}});
+        // What the edit meant, with Patroni's "200" for 200: no difference.
+        let same = json!({"loop_wait": "10", "postgresql": {"parameters": {"max_connections": "200", "work_mem": "4MB"}}});
+        assert!(differences(&intended, &same).is_empty());
+        // Someone set work_mem and added a key meanwhile; the edit's own change is there.
+        let raced = json!({"loop_wait": 10, "ttl": 40, "postgresql": {"parameters": {"max_connections": 200, "work_mem": "64MB"}}});
+        let mut d = differences(&intended, &raced);
+        d.sort();
+        assert_eq!(d, vec!["postgresql.parameters.work_mem", "ttl"]);
+        // A key the edit meant to keep, deleted by someone else.
+        let deleted =
+            json!({"postgresql": {"parameters": {"max_connections": 200, "work_mem": "4MB"}}});
+        assert_eq!(differences(&intended, &deleted), vec!["loop_wait"]);
     }
 }

@@ -47,7 +47,7 @@ fn dcs(lab: &Lab) -> (String, String) {
 
 /// `pgpatrol ARGS` with no PATRONI_URL or patroni.yml from the environment.
 fn bare(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(crate::harness::bin());
+    let mut c = crate::harness::pgpatrol_cmd();
     c.args(args)
         .env_remove("PATRONI_URL")
         .env_remove("PATRONICTL_CONFIG_FILE")
@@ -672,7 +672,10 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
     assert!(sysid.is_string(), "{before:#}");
 
     let refused = bare(&["remove", scope, "--dcs", &url, "--yes-i-am-aware"], &[]);
-    one_line_error(&refused, "refusing to remove gone: pg0 still running");
+    one_line_error(
+        &refused,
+        "refusing to remove gone: pg0 (running) still answer their REST API",
+    );
     assert!(
         stdout(&refused).contains("/service/gone/config"),
         "{}",
@@ -680,8 +683,52 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
     );
     assert_eq!(read()["members"].as_array().map(Vec::len), Some(1));
 
-    // Stop Patroni (it stops PostgreSQL); etcd stays.
+    // A live Patroni whose PostgreSQL is down (paused, postmaster killed) still writes its
+    // keys: refused all the same (fails without the guard: it used to count only
+    // `running` as alive).
     let m = &state.members[0];
+    let api = state.urls()[0].clone();
+    let password = paths.password();
+    let auth = [
+        ("PATRONI_RESTAPI_USERNAME", pgpatrol::lab::REST_USER),
+        ("PGPATROL_PASSWORD_FILE", password.to_str().unwrap()),
+    ];
+    ok(
+        "pause",
+        &bare(&["pause", "--url", &api, "--wait", "--yes"], &auth),
+    );
+    let pm = pgpatrol::lab::process::postmaster_pid(&m.data_dir).expect("postmaster pid");
+    pgpatrol::lab::process::signal(pm, Signal::SIGKILL).expect("SIGKILL postmaster");
+    wait_for(
+        "Patroni to see PostgreSQL down",
+        Duration::from_secs(60),
+        || {
+            let s = crate::util::get_json(&format!("{api}/patroni"));
+            (s["state"] != "running").then_some(())
+        },
+    );
+    let refused = bare(&["remove", scope, "--dcs", &url, "--yes-i-am-aware"], &[]);
+    one_line_error(&refused, "still answer their REST API");
+    assert!(
+        !stderr(&refused).contains("(running)"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(read()["members"].is_array(), "the keys are still there");
+    ok(
+        "resume",
+        &bare(&["resume", "--url", &api, "--wait", "--yes"], &auth),
+    );
+    wait_for("PostgreSQL running again", Duration::from_secs(60), || {
+        let s = crate::util::get_json(&format!("{api}/patroni"));
+        (s["state"] == "running"
+            && s["role"]
+                .as_str()
+                .is_some_and(|r| pgpatrol_core::Role::parse(r).is_leader()))
+        .then_some(())
+    });
+
+    // Stop Patroni (it stops PostgreSQL); etcd stays.
     let pid = m.pid.expect("patroni pid");
     pgpatrol::lab::process::signal(pid, Signal::SIGTERM).expect("SIGTERM");
     wait_for("Patroni to stop", Duration::from_secs(60), || {

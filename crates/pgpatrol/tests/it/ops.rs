@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         edit_config_then_a_rolling_restart_clears_the_pending_restart,
         a_rolling_restart_stops_before_the_leader_when_a_replica_is_broken,
         reload_answers_per_member,
+        edit_config_names_a_change_made_between_its_read_and_its_patch,
         heal_and_reinit_write_audit_lines,
         bad_input_is_one_line_and_exit_2,
     ]
@@ -233,6 +234,53 @@ pub(crate) fn a_scheduled_switchover_is_listed_cancelled_and_run_at_its_time(lab
     assert_eq!(r["steps"][0]["result"], "scheduled", "{r:#}");
     let table = ok("list", &lab.pgpatrol(&["list"]));
     assert!(table.contains("Scheduled restart"), "{table}");
+    // Never two members down on a schedule (fails without the guard: the same schedule
+    // went to every member, and all restarted at once): every member at one time is
+    // refused, and so is a second member while one schedule stands. Nothing is sent.
+    let other = lab
+        .members()
+        .into_iter()
+        .find(|m| *m != leader && *m != replica)
+        .expect("a third member");
+    for args in [
+        vec![
+            "restart",
+            "--pending",
+            "--scheduled",
+            &rfc3339_in(300),
+            "--yes",
+        ],
+        vec!["restart", &other, "--scheduled", &rfc3339_in(600), "--yes"],
+    ] {
+        let out = lab.pgpatrol(&args);
+        assert_eq!(
+            code(&out),
+            1,
+            "{args:?}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    }
+    let out = lab.pgpatrol(&[
+        "restart",
+        "--pending",
+        "--scheduled",
+        &rfc3339_in(300),
+        "--yes",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    let r = json_of("restart --scheduled --dry-run", &out);
+    assert_eq!(code(&out), 1, "{r:#}");
+    assert_eq!(r["result"], "refused", "{r:#}");
+    for m in [&leader, &other] {
+        assert!(
+            lab.member_json(m).get("scheduled_restart").is_none(),
+            "{m} has no schedule"
+        );
+    }
     let out = lab.pgpatrol(&["flush", "restart", "-o", "json"]);
     let r = json_of("flush restart", &out);
     assert_eq!(code(&out), 0, "{r:#}");
@@ -286,15 +334,45 @@ pub(crate) fn emergency_failover_promotes_the_member_with_the_most_data(lab: &La
     let out = lab.pgpatrol(&["pause", "--wait", "--yes"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     lab.crash_leader();
-    // Choosing the member with less data needs a confirmation nobody can give here.
-    let out = lab.pgpatrol(&["failover", "--candidate", &far]);
-    assert_eq!(code(&out), 2, "{}\n{}", stdout(&out), stderr(&out));
-    let err = stderr(&out);
-    assert!(err.contains("less WAL than"), "{err}");
+    // Choosing the member with less data is refused, --yes or not: only
+    // --accept-data-loss (or its name typed on a terminal) takes that risk. Fails without
+    // the guard: --yes used to answer the one question and promote it.
+    for args in [&["--yes"][..], &[][..], &["--yes", "--dry-run"][..]] {
+        let mut all = vec!["failover", "--candidate", far.as_str()];
+        all.extend_from_slice(args);
+        let out = lab.pgpatrol(&all);
+        assert_eq!(
+            code(&out),
+            1,
+            "{args:?}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let err = stderr(&out);
+        assert!(err.contains("less WAL than"), "{err}");
+        assert!(
+            err.contains("refused") && err.contains("--accept-data-loss"),
+            "{err}"
+        );
+        assert!(err.contains(&format!("or choose {near}")), "{err}");
+        assert!(
+            stdout(&out).contains(&format!("most data: {near}")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let out = lab.pgpatrol(&["failover", "--candidate", &far, "--yes", "-o", "json"]);
+    let r = json_of("failover refused", &out);
+    assert_eq!(code(&out), 1, "{r:#}");
+    assert_eq!(r["result"], "refused", "{r:#}");
     assert!(
-        stdout(&out).contains(&format!("most data: {near}")),
-        "{}",
-        stdout(&out)
+        r["data_at_risk_bytes"].as_u64().unwrap() > 10 << 20,
+        "{r:#}"
+    );
+    assert_ne!(
+        lab.leader_now().as_deref(),
+        Some(far.as_str()),
+        "nothing was promoted"
     );
     let out = lab.pgpatrol(&["failover", "--candidate", &near, "--yes", "-o", "json"]);
     let r = json_of("failover", &out);
@@ -340,7 +418,7 @@ pub(crate) fn pause_and_resume_wait_for_every_member(lab: &Lab) {
     assert!(stdout(&out).contains("already paused"), "{}", stdout(&out));
     // Through patroni.yml alone (no URL): as patronictl -c finds the cluster.
     let cfg = lab.dir().join("config/pg0.yml");
-    let out = std::process::Command::new(crate::harness::bin())
+    let out = crate::harness::pgpatrol_cmd()
         .args(["resume", "--wait", "--yes", "-c"])
         .arg(&cfg)
         .env_remove("PATRONI_URL")
@@ -657,4 +735,91 @@ pub(crate) fn bad_input_is_one_line_and_exit_2(lab: &Lab) {
         "cannot connect to",
     );
     assert_eq!(lab.leader(), leader);
+}
+
+/// Spec (docs/SAFETY.md §10, read back): an edit that someone else's change overtakes
+/// between edit-config's read and its PATCH is reported (exit 1, the key named), never kept
+/// silently. The race is made certain: edit-config waits at its question on a terminal
+/// (script(1)) while another edit lands. Fails without the guard: the read-back checked
+/// only the edit's own keys and said "applied".
+pub(crate) fn edit_config_names_a_change_made_between_its_read_and_its_patch(lab: &Lab) {
+    use std::io::{Read, Write};
+    struct Reset<'a>(&'a Lab);
+    impl Drop for Reset<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.pgpatrol(&[
+                "edit-config",
+                "--pg",
+                "log_min_duration_statement=null",
+                "--pg",
+                "work_mem=null",
+                "--yes",
+            ]);
+        }
+    }
+    let _reset = Reset(lab);
+    let state = lab.state();
+    let paths = pgpatrol::lab::LabPaths::new(lab.dir()).expect("lab paths");
+    let cmd = format!(
+        "{} edit-config --pg log_min_duration_statement=1000",
+        crate::harness::bin()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("PATRONI_URL", state.urls().join(","))
+        .env("PATRONI_RESTAPI_USERNAME", pgpatrol::lab::REST_USER)
+        .env("PGPATROL_PASSWORD_FILE", paths.password())
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(all.clone());
+        }
+        all
+    });
+    // edit-config has read the configuration and waits at its question.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("edit-config printed nothing");
+        if seen.contains("Apply these changes?") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no question: {seen}");
+    }
+    // Someone else's edit lands meanwhile.
+    ok(
+        "the other edit",
+        &lab.pgpatrol(&["edit-config", "--pg", "work_mem=8MB", "--yes"]),
+    );
+    writeln!(stdin, "y").expect("answer");
+    drop(stdin);
+    let status = child.wait().expect("script(1)");
+    let all = reader.join().expect("reader");
+    assert_eq!(status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("changed between the read and the PATCH")
+            && all.contains("postgresql.parameters.work_mem"),
+        "{all}"
+    );
+    // Both edits are in the DCS: nothing was overwritten, and the operator was told.
+    let cfg = crate::util::get_json(&format!("{}/config", lab.urls()[0]));
+    assert_eq!(
+        cfg["postgresql"]["parameters"]["work_mem"], "8MB",
+        "{cfg:#}"
+    );
 }

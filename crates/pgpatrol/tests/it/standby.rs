@@ -88,7 +88,7 @@ impl StandbyLab {
     /// Runs pgpatrol against this lab (its URLs and credentials).
     fn pgpatrol(&self, args: &[&str]) -> std::process::Output {
         let state = self.state();
-        std::process::Command::new(crate::harness::bin())
+        crate::harness::pgpatrol_cmd()
             .args(args)
             .env("PATRONI_URL", state.urls().join(","))
             .env("PATRONI_RESTAPI_USERNAME", "patrol")
@@ -532,10 +532,38 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
     let out = sb.pgpatrol(&["standby", "promote", "--source-url", &main, "--yes"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("still has a running primary"),
+        stderr(&out).contains("still has a primary"),
         "{}",
         stderr(&out)
     );
+    // A source that cannot be read is no proof that it has no primary: refused, and the
+    // standby cluster stays a standby (fails without the guard: a read error counted as
+    // "no primary" and promoted while the source's primary ran).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    // A source whose DCS is down answers /cluster with 503, as Patroni does then.
+    let (dcs_down, _server) = crate::util::fake_server(
+        Some(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"),
+        20,
+    );
+    for url in [dead.as_str(), dcs_down.as_str()] {
+        let out = sb.pgpatrol(&["standby", "promote", "--source-url", url, "--yes"]);
+        assert_eq!(code(&out), 1, "{url}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot read the source"),
+            "{url}: {}",
+            stderr(&out)
+        );
+        assert!(
+            sb.cluster()["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["role"] == "standby_leader"),
+            "{url}: still a standby cluster"
+        );
+    }
     one_line_error(&sb.pgpatrol(&["standby", "promote"]), "--source-gone");
 
     // The planned DR switchover: the source steps down under the standby leader, then the

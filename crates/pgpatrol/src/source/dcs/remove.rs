@@ -19,8 +19,15 @@ pub struct Survey {
     /// The etcd endpoint that answered.
     pub answered_by: String,
     pub keys: Vec<String>,
-    /// Members whose REST API answers with `state: running`.
+    /// Members whose REST API answers at all, each with what it said (`pg0 (running)`,
+    /// `pg1 (stopped)`, `pg2 (HTTP 503)`): a Patroni daemon that answers is alive and writes
+    /// its keys again, whatever state its PostgreSQL is in.
     pub running: Vec<String>,
+    /// The member named in the leader key: a Patroni holds it, or it has not expired yet.
+    pub leader: Option<String>,
+    /// The cluster's `loop_wait` from its config key (10 s when it cannot be read): how
+    /// long a live Patroni may take to write its member key again.
+    pub loop_wait: Duration,
 }
 
 /// Why a removal did not finish.
@@ -28,8 +35,10 @@ pub struct Survey {
 pub enum RemoveError {
     #[error(transparent)]
     Dcs(#[from] DcsError),
-    #[error("refusing to remove {scope}: {} still running (their REST API says so); stop Patroni on every member first, or pass --force", .running.join(", "))]
+    #[error("refusing to remove {scope}: {} still answer their REST API (a live Patroni writes its keys again); stop Patroni on every member first, or pass --force", .running.join(", "))]
     Running { scope: String, running: Vec<String> },
+    #[error("refusing to remove {scope}: the leader key is held by {leader} (its Patroni still runs, or the key has not expired: wait for ttl after stopping Patroni everywhere), or pass --force")]
+    LeaderHeld { scope: String, leader: String },
     #[error("{0}")]
     Setup(String),
     #[error("{left} key(s) are still under {prefix} after deleting it ({keys}): is a Patroni of the cluster still running?")]
@@ -40,10 +49,22 @@ pub enum RemoveError {
     },
 }
 
-/// Lists the keys under the prefix and asks every member the DCS lists (by its `api_url`)
-/// whether it runs. A member that does not answer within `timeout` does not run.
+/// Lists the keys under the prefix, reads the leader key and `loop_wait`, and asks every
+/// member the DCS lists (by its `api_url`) whether its Patroni answers. Only a member whose
+/// REST API gives no HTTP answer within `timeout` counts as stopped.
 pub async fn survey(dcs: &Dcs, http: &Http, timeout: Duration) -> Result<Survey, DcsError> {
     let (kvs, answered_by) = dcs.keys().await?;
+    let leader = kvs
+        .iter()
+        .find(|kv| kv.key.strip_prefix(&dcs.prefix) == Some("leader"))
+        .map(|kv| kv.value.trim().to_string())
+        .filter(|v| !v.is_empty());
+    let loop_wait = kvs
+        .iter()
+        .find(|kv| kv.key.strip_prefix(&dcs.prefix) == Some("config"))
+        .and_then(|kv| serde_json::from_str::<Value>(&kv.value).ok())
+        .and_then(|c| c.get("loop_wait").and_then(Value::as_u64))
+        .map_or(Duration::from_secs(10), Duration::from_secs);
     let mut api_urls = Vec::new();
     // A value that is not Patroni's JSON must not stop a removal: look for api_url leniently.
     for kv in &kvs {
@@ -67,9 +88,13 @@ pub async fn survey(dcs: &Dcs, http: &Http, timeout: Duration) -> Result<Survey,
             let base = base_url(&api).ok()?;
             let mut req = Request::get(&base, "/patroni");
             req.timeout = Some(timeout);
+            // Any HTTP answer is a live Patroni: only silence counts as stopped.
             let resp = http.send(&req).await.ok()?;
-            let v: Value = serde_json::from_str(&resp.body).ok()?;
-            (v.get("state").and_then(Value::as_str) == Some("running")).then_some(name)
+            let state = serde_json::from_str::<Value>(&resp.body)
+                .ok()
+                .and_then(|v| v.get("state").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| format!("HTTP {}", resp.status.as_u16()));
+            Some(format!("{name} ({state})"))
         });
     }
     let mut running = Vec::new();
@@ -84,12 +109,34 @@ pub async fn survey(dcs: &Dcs, http: &Http, timeout: Duration) -> Result<Survey,
         answered_by,
         keys: kvs.into_iter().map(|kv| kv.key).collect(),
         running,
+        leader,
+        loop_wait,
     })
 }
 
-/// Deletes the prefix and reads it back: `Ok(deleted)` only when nothing is left.
-pub async fn delete(dcs: &Dcs) -> Result<u64, RemoveError> {
+impl Survey {
+    /// Why the cluster may not be removed now (`None`: every Patroni is silent and no leader
+    /// key is held).
+    pub fn refusal(&self, scope: &str) -> Option<RemoveError> {
+        if !self.running.is_empty() {
+            return Some(RemoveError::Running {
+                scope: scope.to_string(),
+                running: self.running.clone(),
+            });
+        }
+        self.leader.as_ref().map(|l| RemoveError::LeaderHeld {
+            scope: scope.to_string(),
+            leader: l.clone(),
+        })
+    }
+}
+
+/// Deletes the prefix, waits out `settle` (a `loop_wait` and a second, in which a Patroni
+/// that still runs writes its member key again) and reads it back: `Ok(deleted)` only when
+/// nothing is left.
+pub async fn delete(dcs: &Dcs, settle: Duration) -> Result<u64, RemoveError> {
     let (deleted, _) = dcs.delete().await?;
+    tokio::time::sleep(settle).await;
     let (left, _) = dcs.keys().await?;
     if !left.is_empty() {
         return Err(RemoveError::LeftBehind {
@@ -124,7 +171,8 @@ pub async fn unattended(url: &str, scope: &str) -> Result<u64, RemoveError> {
             running: s.running,
         });
     }
-    delete(&dcs).await
+    // Its members were stopped by the lab itself: nothing writes the keys again.
+    delete(&dcs, Duration::ZERO).await
 }
 
 /// The member names of a survey's keys (for the confirmation text).
@@ -139,6 +187,35 @@ pub fn member_names(prefix: &str, keys: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn survey(running: &[&str], leader: Option<&str>) -> Survey {
+        Survey {
+            prefix: "/service/demo/".into(),
+            answered_by: "127.0.0.1:2379".into(),
+            keys: vec!["/service/demo/config".into()],
+            running: running.iter().map(|s| (*s).to_owned()).collect(),
+            leader: leader.map(str::to_owned),
+            loop_wait: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_live_patroni_or_a_held_leader_key_refuses_the_removal() {
+        assert!(survey(&[], None).refusal("demo").is_none());
+        let e = survey(&["pg0 (stopped)"], None).refusal("demo").unwrap();
+        assert!(
+            e.to_string()
+                .contains("pg0 (stopped) still answer their REST API"),
+            "{e}"
+        );
+        // Every Patroni silent, but the leader key not expired (stopped while paused, or
+        // killed): still refused.
+        let e = survey(&[], Some("pg0")).refusal("demo").unwrap();
+        assert!(
+            e.to_string().contains("the leader key is held by pg0"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn member_names_from_keys() {
