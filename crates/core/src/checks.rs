@@ -1597,6 +1597,7 @@ mod tests {
             replayed: None,
             streaming_to: Vec::new(),
             paused: false,
+            replay_paused: false,
             pending_restart: false,
             timeline: None,
         })

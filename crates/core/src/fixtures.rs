@@ -34,6 +34,8 @@ impl ClusterBuilder {
         m.api_url = Some(format!("http://127.0.0.1:{}/patroni", 8008 + port - 5432));
         m.timeline = Some(1);
         if !m.role.is_leader() {
+            // Read, and not kept behind on purpose (what heal's reader fills in).
+            m.kept = Some(crate::model::Kept::default());
             m.receive_lag = Some(Lag::Bytes(0));
             m.replay_lag = Some(Lag::Bytes(0));
             m.receive_lsn = Some(Lsn(0x4000060));
@@ -116,6 +118,15 @@ impl ClusterBuilder {
 
     pub fn paused(mut self) -> Self {
         self.cluster.paused = true;
+        self
+    }
+
+    /// What heal's reader found on the member added last (its replay paused, a delay, ...);
+    /// `None`: not read.
+    pub fn kept(mut self, kept: Option<crate::model::Kept>) -> Self {
+        if let Some(m) = self.cluster.members.last_mut() {
+            m.kept = kept;
+        }
         self
     }
 

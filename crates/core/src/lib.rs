@@ -30,7 +30,7 @@ pub mod units;
 
 pub use lsn::Lsn;
 pub use model::{
-    Cluster, HistoryEntry, Lag, LagKind, LagSource, Member, MemberStatus, PatroniVersion, Role,
-    ScheduledSwitchover, State,
+    Cluster, HistoryEntry, Kept, Lag, LagKind, LagSource, Member, MemberStatus, PatroniVersion,
+    Role, ScheduledSwitchover, State,
 };
 pub use units::{ByteSize, Unit};

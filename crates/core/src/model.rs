@@ -321,6 +321,8 @@ pub struct MemberStatus {
     pub streaming_to: Vec<String>,
     /// `pause: true`: this member has seen maintenance mode (Patroni publishes it per member).
     pub paused: bool,
+    /// A replica's `xlog.paused`: its replay is paused (`pg_wal_replay_pause()`).
+    pub replay_paused: bool,
     /// `pending_restart`: a changed setting waits for a PostgreSQL restart.
     pub pending_restart: bool,
     pub timeline: Option<u64>,
@@ -445,9 +447,52 @@ pub struct Member {
     pub scheduled_restart: Option<Value>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, Value>,
+    /// What keeps this replica behind on purpose, read from the member itself before heal
+    /// decides (`None`: not read; heal then does not touch it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Kept>,
+}
+
+/// The Patroni tag an operator sets on a member (`tags: {noheal: true}` in its patroni.yml)
+/// so that heal and auto-heal never rebuild it.
+pub const NOHEAL_TAG: &str = "noheal";
+
+/// What can keep a replica behind on purpose, as heal reads it from the member itself:
+/// a DBA who paused replay to copy rows out before they are replayed away, or a delayed
+/// replica kept as a protection against operator error. A rebuild would destroy exactly
+/// what is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Kept {
+    /// Replay is paused (`pg_wal_replay_pause()`): `xlog.paused` in its own `/patroni`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replay_paused: bool,
+    /// `recovery_min_apply_delay` in effect on it, when not 0 (`10min`), and where it was
+    /// read (`the member`, `the dynamic configuration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply_delay: Option<String>,
+    /// What could not be read, so that nothing can be said of it (its `/patroni` did not
+    /// answer): the member is not touched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+    /// The delay was not read on the member itself (no PostgreSQL login): only the dynamic
+    /// configuration was, and it sets none. A delay in the member's own patroni.yml would
+    /// not have been seen; the plan says so.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub delay_unchecked: bool,
 }
 
 impl Member {
+    /// True when a Patroni tag says heal must leave it alone (`noheal: true`, or `"true"`).
+    pub fn noheal(&self) -> bool {
+        match self.tags.get(NOHEAL_TAG) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => {
+                matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "on")
+            }
+            _ => false,
+        }
+    }
+
     pub fn new(name: impl Into<String>, role: Role, state: State) -> Self {
         Member {
             name: name.into(),
@@ -465,6 +510,7 @@ impl Member {
             pending_restart_reason: None,
             scheduled_restart: None,
             tags: BTreeMap::new(),
+            kept: None,
         }
     }
 
@@ -636,6 +682,7 @@ mod tests {
             replayed: received.map(Lsn),
             streaming_to: Vec::new(),
             paused: false,
+            replay_paused: false,
             pending_restart: false,
             timeline: None,
         };

@@ -194,6 +194,15 @@ pub enum SkipReason {
     /// Trend mode: it is catching up, and without an earlier heal or the data size there is
     /// no rebuild time to compare with, so it is given the time (the ceiling still applies).
     NoRebuildEstimate { lag: u64, rate: u64, eta_secs: u64 },
+    /// Its replay is paused on purpose (`pg_wal_replay_pause()`): a rebuild would destroy
+    /// what someone is keeping.
+    ReplayPaused,
+    /// A delayed replica (`recovery_min_apply_delay`): it lags by design.
+    ApplyDelay { delay: String },
+    /// A Patroni tag marks it as kept (`noheal: true`).
+    NohealTag,
+    /// What could keep it behind on purpose could not be read: not touched.
+    KeptUnknown { why: String },
 }
 
 /// A member left alone, and why.
@@ -309,6 +318,22 @@ impl std::fmt::Display for SkipReason {
                 "lag {}, shrinking {}, caught up in ~{eta_secs} s; no rebuild estimate (no earlier heal, no data size): waiting",
                 human(*lag),
                 crate::trend::human_rate(*rate)
+            ),
+            SkipReason::ReplayPaused => f.write_str(
+                "its replay is paused (pg_wal_replay_pause()): kept behind on purpose, a rebuild would destroy what it holds; resume replay (pg_wal_replay_resume()) to let it catch up",
+            ),
+            SkipReason::ApplyDelay { delay } => write!(
+                f,
+                "a delayed replica (recovery_min_apply_delay {delay}): it lags by design"
+            ),
+            SkipReason::NohealTag => write!(
+                f,
+                "the Patroni tag {}: true keeps it from being healed",
+                crate::model::NOHEAL_TAG
+            ),
+            SkipReason::KeptUnknown { why } => write!(
+                f,
+                "cannot tell whether it is kept behind on purpose ({why}): not touched"
             ),
         }
     }

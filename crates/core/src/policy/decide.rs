@@ -59,6 +59,11 @@ pub(super) fn decide(
             skips[index] = Some(SkipReason::Leader);
             continue;
         }
+        // An operator's mark wins over any lag.
+        if member.noheal() {
+            skips[index] = Some(SkipReason::NohealTag);
+            continue;
+        }
         if member.state.is_in_transition() || unfinished.contains(member.name.as_str()) {
             in_progress.insert(member.name.as_str());
             // Never pile a second reinit (or a `force`) on top of one Patroni is running.
@@ -86,12 +91,16 @@ pub(super) fn decide(
             }
             // At or above the tolerance it is a candidate even when its state is not a
             // healthy replica state (e.g. "running" but not streaming): the lag is known and
-            // too large, which is exactly what a reinit is for.
-            Lag::Bytes(bytes) => candidates.push(Candidate {
-                index,
-                member,
-                bytes,
-            }),
+            // too large, which is exactly what a reinit is for — unless it is behind on
+            // purpose, or nobody could tell.
+            Lag::Bytes(bytes) => match kept_reason(member) {
+                Some(reason) => skips[index] = Some(reason),
+                None => candidates.push(Candidate {
+                    index,
+                    member,
+                    bytes,
+                }),
+            },
         }
     }
 
@@ -128,7 +137,7 @@ pub(super) fn decide(
     if blockers.is_empty() {
         for (c, verdict) in candidates.into_iter().zip(verdicts) {
             let why = match verdict {
-                Ok(why) => why,
+                Ok(why) => format!("{why}{}", delay_note(c.member)),
                 Err(skip) => {
                     skips[c.index] = Some(skip);
                     continue;
@@ -325,6 +334,33 @@ fn guardrail(
     None
 }
 
+/// Why a lagging replica is left alone because it is (or may be) behind on purpose.
+fn kept_reason(member: &Member) -> Option<SkipReason> {
+    let Some(k) = &member.kept else {
+        return Some(SkipReason::KeptUnknown {
+            why: "its replay pause and apply delay were not read".into(),
+        });
+    };
+    if let Some(why) = &k.unreadable {
+        return Some(SkipReason::KeptUnknown { why: why.clone() });
+    }
+    if k.replay_paused {
+        return Some(SkipReason::ReplayPaused);
+    }
+    k.apply_delay
+        .as_ref()
+        .map(|d| SkipReason::ApplyDelay { delay: d.clone() })
+}
+
+/// What the plan says of a delay it could not check on the member itself.
+fn delay_note(member: &Member) -> &'static str {
+    if member.kept.as_ref().is_some_and(|k| k.delay_unchecked) {
+        " (recovery_min_apply_delay not checked on the member: no PostgreSQL login; the dynamic configuration sets none)"
+    } else {
+        ""
+    }
+}
+
 /// Whole seconds, rounded up: a cooldown with 0.3 s left still reports 1 s, never 0.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -377,6 +413,95 @@ mod tests {
             started,
             finished,
         }
+    }
+
+    #[test]
+    fn a_replica_kept_behind_on_purpose_is_never_rebuilt() {
+        use crate::model::Kept;
+        let paused = Kept {
+            replay_paused: true,
+            ..Kept::default()
+        };
+        let delayed = Kept {
+            apply_delay: Some("10min (the dynamic configuration)".into()),
+            ..Kept::default()
+        };
+        let unread = Kept {
+            unreadable: Some("its /patroni did not answer".into()),
+            ..Kept::default()
+        };
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .kept(Some(paused))
+            .replica("pg2")
+            .lag_mb(100)
+            .kept(Some(delayed))
+            .replica("pg3")
+            .lag_mb(100)
+            .tag("noheal", serde_json::json!(true))
+            .replica("pg4")
+            .lag_mb(100)
+            .kept(Some(unread))
+            .replica("pg5")
+            .lag_mb(100)
+            .kept(None)
+            .replica("pg6")
+            .lag_mb(100)
+            .replica("pg7")
+            .build();
+        let p = plan(&c);
+        assert_eq!(acted(&p), ["pg6"], "{p:#?}");
+        assert_eq!(skip_of(&p, "pg1"), Some(&SkipReason::ReplayPaused));
+        assert_eq!(
+            skip_of(&p, "pg2"),
+            Some(&SkipReason::ApplyDelay {
+                delay: "10min (the dynamic configuration)".into()
+            })
+        );
+        assert_eq!(skip_of(&p, "pg3"), Some(&SkipReason::NohealTag));
+        assert!(matches!(
+            skip_of(&p, "pg4"),
+            Some(SkipReason::KeptUnknown { why }) if why.contains("/patroni")
+        ));
+        // Not read at all is not "not kept": fail closed.
+        assert!(matches!(
+            skip_of(&p, "pg5"),
+            Some(SkipReason::KeptUnknown { .. })
+        ));
+        assert!(p.refused());
+        let trend = Policy {
+            by: DecideBy::Trend,
+            ..Policy::default()
+        };
+        let p = decide(&c, &trend, &[], &Evidence::default(), now());
+        assert_eq!(skip_of(&p, "pg1"), Some(&SkipReason::ReplayPaused));
+        assert_eq!(skip_of(&p, "pg3"), Some(&SkipReason::NohealTag));
+    }
+
+    #[test]
+    fn an_unchecked_delay_is_said_in_the_plan() {
+        use crate::model::Kept;
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(100)
+            .kept(Some(Kept {
+                delay_unchecked: true,
+                ..Kept::default()
+            }))
+            .replica("pg2")
+            .build();
+        let p = plan(&c);
+        assert_eq!(acted(&p), ["pg1"]);
+        assert!(
+            p.actions[0]
+                .reason
+                .contains("recovery_min_apply_delay not checked on the member"),
+            "{}",
+            p.actions[0].reason
+        );
     }
 
     #[test]

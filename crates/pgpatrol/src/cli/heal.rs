@@ -50,6 +50,11 @@ pub enum ReportFormat {
 /// Every other one is left alone with the numbers; too few samples is a skip, never a guess.
 /// Every guardrail applies as in threshold mode.
 ///
+/// A replica kept behind on purpose is never rebuilt: its replay paused, a
+/// recovery_min_apply_delay (read on the member with a PostgreSQL login, else from the
+/// dynamic configuration), or the Patroni tag noheal: true. What cannot be read leaves it
+/// alone.
+///
 /// Exit codes: 0 nothing was needed or everything healed; 1 something stayed unhealthy or a
 /// guardrail refused; 2 error.
 #[derive(Debug, Args)]
@@ -298,10 +303,19 @@ impl HealArgs {
         let policy = self.policy();
         let started = now_text();
         let mut evidence = Evidence::default();
-        let before = match policy.by {
+        // What keeps a lagging replica behind on purpose is read before every decision,
+        // here and in the runner (a replay paused, a delay, a noheal tag).
+        let reader = executor::HealReader {
+            source: &source,
+            lag: policy.lag,
+            tolerance: policy.tolerance,
+            login: self.pg.login(&self.cluster)?,
+        };
+        let mut before = match policy.by {
             DecideBy::Threshold => source.snapshot(Detail::Full).await?.cluster,
             DecideBy::Trend => self.observe_trend(&source, &policy, &mut evidence).await?,
         };
+        reader.kept(&mut before).await;
         let plan = decide_with(&before, &policy, &[], &evidence, SystemTime::now());
         let mut report = HealReport {
             cluster: before.scope.clone(),
@@ -349,7 +363,7 @@ impl HealArgs {
             before.scope.as_deref().unwrap_or("cluster"),
         )?;
         self.execute(
-            &source,
+            &reader,
             &policy,
             &before,
             &plan,
@@ -397,7 +411,7 @@ impl HealArgs {
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
-        source: &RestSource,
+        reader: &executor::HealReader<'_>,
         policy: &Policy,
         before: &Cluster,
         plan: &pgpatrol_core::plan::Plan,
@@ -406,6 +420,7 @@ impl HealArgs {
         audit: crate::ops::audit::Audit,
     ) {
         let spinner = Spinner::new();
+        let source = reader.source;
         let exec = executor::RestReinit {
             source,
             opts: ReinitOptions {
@@ -423,7 +438,7 @@ impl HealArgs {
         };
         let history = std::sync::Mutex::new(Vec::new());
         let run = runner::run_plan(
-            source,
+            reader,
             &exec,
             policy,
             &ConfirmedPlan::of(plan, before),

@@ -102,12 +102,40 @@ impl Progress for Quiet {
     fn update(&self, _: &str, _: &str) {}
 }
 
-impl runner::ClusterReader for RestSource {
+/// What heal and auto-heal read before every decision: the cluster, and on each replica
+/// at or above the tolerance what keeps it behind on purpose (`source::kept`).
+pub struct HealReader<'a> {
+    pub source: &'a RestSource,
+    pub lag: LagKind,
+    pub tolerance: u64,
+    /// A PostgreSQL login, to read `recovery_min_apply_delay` on the members themselves.
+    pub login: Option<crate::doctor::pg::PgLogin>,
+}
+
+impl HealReader<'_> {
+    /// Fills `kept` on the candidates of a cluster already read.
+    pub async fn kept(&self, cluster: &mut pgpatrol_core::Cluster) {
+        crate::source::kept::read(
+            self.source,
+            cluster,
+            self.lag,
+            self.tolerance,
+            self.login.as_ref(),
+        )
+        .await;
+    }
+}
+
+impl runner::ClusterReader for HealReader<'_> {
     async fn read(&self) -> Result<pgpatrol_core::Cluster, String> {
-        self.snapshot(Detail::Full)
+        let mut c = self
+            .source
+            .snapshot(Detail::Full)
             .await
             .map(|s| s.cluster)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.kept(&mut c).await;
+        Ok(c)
     }
 }
 

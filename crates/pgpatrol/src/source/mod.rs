@@ -4,6 +4,7 @@
 
 pub mod dcs;
 pub mod k8s;
+pub mod kept;
 pub mod patroni_yml;
 pub mod rest;
 pub mod standby;

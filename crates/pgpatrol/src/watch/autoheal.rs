@@ -124,7 +124,7 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
 }
 
 /// Every `reason` of `pgpatrol_heal_refused_total` (docs/METRICS.md lists the same set).
-pub const REFUSAL_REASONS: [&str; 15] = [
+pub const REFUSAL_REASONS: [&str; 19] = [
     "paused",
     "no_leader",
     "multiple_leaders",
@@ -136,6 +136,10 @@ pub const REFUSAL_REASONS: [&str; 15] = [
     "min_healthy",
     "only_synchronous_standby",
     "cooldown",
+    "replay_paused",
+    "apply_delay",
+    "noheal_tag",
+    "kept_unknown",
     "max_attempts",
     "lease_held",
     "lease_error",
@@ -186,6 +190,10 @@ fn skip_label(r: &SkipReason) -> Option<&'static str> {
         SkipReason::MinHealthy { .. } => "min_healthy",
         SkipReason::OnlySynchronousStandby => "only_synchronous_standby",
         SkipReason::Cooldown { .. } => "cooldown",
+        SkipReason::ReplayPaused => "replay_paused",
+        SkipReason::ApplyDelay { .. } => "apply_delay",
+        SkipReason::NohealTag => "noheal_tag",
+        SkipReason::KeptUnknown { .. } => "kept_unknown",
     })
 }
 
@@ -236,6 +244,7 @@ impl Healer {
         name: &str,
         cluster: &Cluster,
         source: &RestSource,
+        login: Option<&crate::doctor::pg::PgLogin>,
         shared: &Arc<Shared>,
         alerts: &AlertQueue,
         evidence: &Evidence,
@@ -396,6 +405,7 @@ impl Healer {
             progress: self.progress.clone(),
         };
         let evidence = Mutex::new(evidence.clone());
+        let login = login.cloned();
         let (source, policy, history, progress, shared, name) = (
             source.clone(),
             self.policy.clone(),
@@ -409,8 +419,14 @@ impl Healer {
             slot_wait: Duration::from_secs(30),
         };
         self.task = Some(tokio::spawn(async move {
+            let reader = crate::executor::HealReader {
+                source: &source,
+                lag: policy.lag,
+                tolerance: policy.tolerance,
+                login,
+            };
             let report = runner::run_plan(
-                &source, &exec, &policy, &confirmed, &history, &evidence, &held, &run_opts,
+                &reader, &exec, &policy, &confirmed, &history, &evidence, &held, &run_opts,
             )
             .await;
             if let Some(stop) = &report.stopped {
@@ -587,6 +603,10 @@ mod tests {
             },
             SkipReason::OnlySynchronousStandby,
             SkipReason::Cooldown { remaining_secs: 1 },
+            SkipReason::ReplayPaused,
+            SkipReason::ApplyDelay { delay: "x".into() },
+            SkipReason::NohealTag,
+            SkipReason::KeptUnknown { why: "x".into() },
         ];
         let mut labels: Vec<&str> = blockers.iter().map(blocker_label).collect();
         labels.extend(skips.iter().filter_map(skip_label));

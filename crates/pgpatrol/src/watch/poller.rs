@@ -146,6 +146,22 @@ impl Poller {
                 self.trend_evidence(cluster, policy.clone()).await;
             }
         }
+        // What keeps a lagging replica behind on purpose (only replicas at or above the
+        // tolerance are read: a healthy poll costs nothing more).
+        let snapshot = match (snapshot, &self.heal_policy) {
+            (Ok(mut cluster), Some(policy)) => {
+                crate::source::kept::read(
+                    &self.source,
+                    &mut cluster,
+                    policy.lag,
+                    policy.tolerance,
+                    self.pg.as_ref(),
+                )
+                .await;
+                Ok(cluster)
+            }
+            (other, _) => other,
+        };
         let plan = match (&snapshot, &mut self.healer, &self.heal_policy) {
             (Ok(cluster), Some(healer), _) => Some(
                 healer
@@ -153,6 +169,7 @@ impl Poller {
                         &self.name,
                         cluster,
                         &self.source,
+                        self.pg.as_ref(),
                         &self.shared,
                         &self.alerts,
                         &self.trend,

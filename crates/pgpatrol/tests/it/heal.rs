@@ -12,7 +12,7 @@ use crate::harness::{ok, stderr, Lab, Test, MB};
 use crate::util::{code, sli_settles_below, start_times, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
-    tests![
+    let mut t = tests![
         heal_reinitializes_exactly_the_lagging_replica,
         dry_run_changes_nothing,
         heal_on_a_paused_cluster_does_nothing,
@@ -21,7 +21,14 @@ pub fn tests() -> Vec<Test> {
         two_lagging_replicas_are_healed_one_at_a_time_worst_first,
         killing_the_leader_while_waiting_stops_heal,
         reinit_from_leader_needs_patroni_4_1,
-    ]
+        delayed_replicas_are_left_alone_and_the_delay_is_named,
+    ];
+    // The paused replica's Patroni is held stopped (below); before 4.1 the replay lag comes
+    // from that member's own /patroni, so heal would see its lag as unknown instead.
+    if crate::harness::patroni_version() == "4.1" {
+        t.extend(tests![a_replica_whose_replay_is_paused_is_left_alone]);
+    }
+    t
 }
 
 fn heal_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
@@ -245,4 +252,255 @@ fn reinit_from_leader_needs_patroni_4_1(lab: &Lab) {
         assert_ne!(before[&target], after[&target], "rebuilt");
         assert_eq!(before[&lab.leader()], after[&lab.leader()]);
     }
+}
+
+/// SQL on one member (its own PostgreSQL, as the superuser); psql's unaligned output.
+fn psql_on(lab: &Lab, member: &str, sql: &str) -> String {
+    ok(
+        "lab psql --member",
+        &lab.lab(&["psql", "--member", member, "-c", sql]),
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Writes about `mb` MB of WAL on the leader, in one transaction.
+fn write_mb(lab: &Lab, table: &str, mb: u64) {
+    lab.psql(&format!(
+        "CREATE TABLE IF NOT EXISTS {table}(x text); INSERT INTO {table} SELECT repeat('x', 1000) FROM generate_series(1, {})",
+        mb * 1000
+    ));
+}
+
+/// The heal plan's skip reason (its `kind`) for `member`.
+fn skip_kind(report: &Value, member: &str) -> String {
+    report["plan"]["skips"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["member"] == member))
+        .map(|s| s["reason"]["kind"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+/// Spec (docs/SAFETY.md §13, kept replicas): a DBA paused replay on a replica to copy rows
+/// out before they are replayed away; however far it falls behind, heal leaves it, names
+/// why, and the pause is still there afterwards. Control: the same replica, replay
+/// resumed and its receiver stopped, is healed. Fails without the guard: heal plans its
+/// rebuild.
+///
+/// On PostgreSQL 14+ Patroni itself resumes a paused replay at its next loop unless the
+/// cluster is in maintenance mode (`handle_parameter_change`), so the test holds that
+/// replica's Patroni stopped (SIGSTOP) while it pauses replay and heal runs: it stands in
+/// for PostgreSQL 13 and older, where a pause stays, and for the moments between loops.
+/// Heal reads the pause from the member's own PostgreSQL (the lab's superuser login).
+pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
+    use nix::sys::signal::Signal;
+    let target = lab.replica();
+    let patroni = lab
+        .state()
+        .member(&target)
+        .expect("member")
+        .pid
+        .expect("patroni pid");
+    struct Release<'a>(&'a Lab, String, u32);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            let _ = pgpatrol::lab::process::signal(self.2, Signal::SIGCONT);
+            let _ = self.0.lab(&[
+                "psql",
+                "--member",
+                &self.1,
+                "-c",
+                "SELECT pg_wal_replay_resume()",
+            ]);
+        }
+    }
+    // /cluster from the leader: the stopped member's API accepts connections and never
+    // answers.
+    let leader = lab.leader();
+    let state = lab.state();
+    let leader_url = state
+        .members
+        .iter()
+        .zip(state.urls())
+        .find(|(m, _)| m.name == leader)
+        .map(|(_, u)| u)
+        .expect("the leader's URL");
+    let replay_lag = || {
+        crate::util::get_json(&format!("{leader_url}/cluster"))["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == target.as_str()).cloned())
+            .and_then(|m| m["replay_lag"].as_u64())
+            .unwrap_or(0)
+    };
+    let release = Release(lab, target.clone(), patroni);
+    pgpatrol::lab::process::signal(patroni, Signal::SIGSTOP).expect("SIGSTOP patroni");
+    psql_on(lab, &target, "SELECT pg_wal_replay_pause()");
+    write_mb(lab, "keep_paused", 40);
+    crate::watch::wait_for("replay lag of 20 MB", Duration::from_secs(15), || {
+        (replay_lag() >= 20 * MB).then_some(())
+    });
+    // Its Patroni is stopped: the start time comes from its PostgreSQL.
+    let started = "SELECT pg_postmaster_start_time()";
+    let before = psql_on(lab, &target, started);
+    let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
+    assert_eq!(rc, 1, "refused, nothing done: {report:#}");
+    assert!(
+        report["outcomes"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert_eq!(skip_kind(&report, &target), "replay_paused", "{report:#}");
+    let out = lab.pgpatrol(&["heal", "--yes", "--tolerance", "5", "--min-healthy", "0"]);
+    assert!(
+        stdout(&out).contains("its replay is paused"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        psql_on(lab, &target, "SELECT pg_is_wal_replay_paused()"),
+        "t"
+    );
+    assert_eq!(before, psql_on(lab, &target, started), "not restarted");
+    drop(release);
+
+    // Control: replay resumed, the receiver stopped instead: healed.
+    crate::watch::wait_for("replay caught up", Duration::from_secs(60), || {
+        (lab.replay_lag(&target) < MB).then_some(())
+    });
+    lab.break_lag(&target, 20);
+    let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
+    assert_eq!(rc, 0, "{report:#}");
+    assert_eq!(
+        report["outcomes"][0]["member"],
+        target.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+}
+
+/// Spec (docs/SAFETY.md §13, kept replicas): `recovery_min_apply_delay` set in the dynamic
+/// configuration makes every replica lag by design; heal leaves them and names the delay —
+/// read on the members themselves with a login (`-c patroni.yml`'s superuser), and from the
+/// dynamic configuration without one. Fails without the guard: both delayed replicas were
+/// rebuilt.
+pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) {
+    struct NoDelay<'a>(&'a Lab);
+    impl Drop for NoDelay<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.pgpatrol(&[
+                "edit-config",
+                "--pg",
+                "recovery_min_apply_delay=null",
+                "--yes",
+            ]);
+        }
+    }
+    let _nodelay = NoDelay(lab);
+    ok(
+        "edit-config recovery_min_apply_delay",
+        &lab.pgpatrol(&[
+            "edit-config",
+            "--pg",
+            "recovery_min_apply_delay=10min",
+            "--yes",
+        ]),
+    );
+    let replicas = other_replicas(lab, "");
+    for r in &replicas {
+        crate::watch::wait_for("the delay in effect", Duration::from_secs(60), || {
+            (psql_on(lab, r, "SHOW recovery_min_apply_delay") == "10min").then_some(())
+        });
+    }
+    // Many commits: each is held back by the delay.
+    for i in 0..8 {
+        write_mb(lab, &format!("keep_delay{i}"), 5);
+    }
+    for r in &replicas {
+        crate::watch::wait_for("replay lag of 20 MB", Duration::from_secs(60), || {
+            (lab.replay_lag(r) >= 20 * MB).then_some(())
+        });
+    }
+    let before = start_times(lab);
+    // With a login (PATRONICTL_CONFIG_FILE is the lab's patroni.yml): read on the member.
+    let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
+    assert_eq!(rc, 1, "{report:#}");
+    assert!(
+        report["outcomes"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    for r in &replicas {
+        assert_eq!(skip_kind(&report, r), "apply_delay", "{report:#}");
+    }
+    let text = report.to_string();
+    assert!(text.contains("10min on the member"), "{text}");
+    // Without a login: the dynamic configuration says it.
+    let state = lab.state();
+    let paths = pgpatrol::lab::LabPaths::new(lab.dir()).expect("lab paths");
+    let out = crate::harness::pgpatrol_cmd()
+        .args([
+            "heal",
+            "--yes",
+            "--report",
+            "json",
+            "--tolerance",
+            "5",
+            "--min-healthy",
+            "0",
+        ])
+        .env("PATRONI_URL", state.urls().join(","))
+        .env("PATRONI_RESTAPI_USERNAME", pgpatrol::lab::REST_USER)
+        .env("PGPATROL_PASSWORD_FILE", paths.password())
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .output()
+        .expect("run pgpatrol");
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    assert_eq!(code(&out), 1, "{report:#}");
+    for r in &replicas {
+        assert_eq!(skip_kind(&report, r), "apply_delay", "{report:#}");
+    }
+    assert!(
+        report
+            .to_string()
+            .contains("10min in the dynamic configuration"),
+        "{report:#}"
+    );
+    // Auto-heal decides the same way: the breach persists, the refusal is counted with its
+    // reason, and nothing is attempted.
+    use crate::watch::{free_port, metrics, sample, scratch, start_watch, watch_yml, WatchSpec};
+    let dir = scratch(lab, "kept-delay");
+    let port = free_port();
+    let heal =
+        "{enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0, lease: {dir: LOCKS}}"
+            .replace("LOCKS", &dir.join("locks").display().to_string());
+    let cfg = watch_yml(
+        lab,
+        &dir,
+        port,
+        &WatchSpec {
+            heal: Some(&heal),
+            ..Default::default()
+        },
+    );
+    let _w = start_watch(&dir, &cfg, port);
+    let refused = "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"apply_delay\"}";
+    crate::watch::wait_for(
+        "auto-heal to refuse the delayed replicas",
+        Duration::from_secs(30),
+        || sample(&metrics(port), refused).filter(|v| *v >= 2.0),
+    );
+    let p = crate::watch::plan(port);
+    for r in &replicas {
+        assert_eq!(
+            p["lab"]["heal"]["attempts"][r].as_u64().unwrap_or(0),
+            0,
+            "{p:#}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &metrics(port),
+            "pgpatrol_heal_attempted_total{cluster=\"lab\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(before, start_times(lab), "nothing was restarted");
 }

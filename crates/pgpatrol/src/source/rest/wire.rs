@@ -148,6 +148,7 @@ impl StatusWire {
                 .filter_map(|r| r.application_name.clone())
                 .collect(),
             paused: self.pause.unwrap_or(false),
+            replay_paused: x.and_then(|x| x.paused).unwrap_or(false),
             pending_restart: self.pending_restart.unwrap_or(false),
             timeline: self.timeline,
         }

@@ -1,0 +1,149 @@
+//! What keeps a replica behind on purpose, read before heal decides (`Member::kept`):
+//! its replay paused and `recovery_min_apply_delay` — from the member's own PostgreSQL
+//! through a login when there is one, else from its own `/patroni` (`xlog.paused`) and the
+//! dynamic configuration.
+//!
+//! Only replicas at or above the tolerance are read: the others are never candidates, so a
+//! poll of a healthy fleet costs nothing more. Anything that cannot be read is said on the
+//! member (`unreadable`, `delay_unchecked`), never taken as "not kept".
+
+use pgpatrol_core::{Cluster, Kept, Lag, LagKind};
+
+use super::rest::RestSource;
+use crate::doctor::pg::PgLogin;
+
+/// Fills `kept` on every replica of `cluster` whose `kind` lag is at least `tolerance`
+/// (unknown lag is never a candidate, and is left alone).
+pub async fn read(
+    source: &RestSource,
+    cluster: &mut Cluster,
+    kind: LagKind,
+    tolerance: u64,
+    login: Option<&PgLogin>,
+) {
+    let candidates: Vec<usize> = cluster
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            !m.role.is_leader() && matches!(m.lag(kind), Some(Lag::Bytes(b)) if b >= tolerance)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    // The dynamic configuration's delay applies to every member that does not set its own.
+    let config_delay: Result<Option<String>, String> = source
+        .config()
+        .await
+        .map(|c| {
+            c.pointer("/postgresql/parameters/recovery_min_apply_delay")
+                .map(setting_text)
+                .filter(|v| !is_zero(v))
+        })
+        .map_err(|e| format!("{e:#}"));
+    let reads = candidates.iter().map(|&i| {
+        let m = &cluster.members[i];
+        let config_delay = config_delay.clone();
+        async move {
+            let mut k = Kept::default();
+            // With a login, the member's own PostgreSQL says both, whatever Patroni does.
+            let on_member = match (login, &m.host, m.port) {
+                (Some(login), Some(host), Some(port)) => {
+                    Some(member_facts(host, port, login).await)
+                }
+                _ => None,
+            };
+            if let Some(Ok((paused, delay))) = &on_member {
+                k.replay_paused = *paused;
+                if !is_zero(delay) {
+                    k.apply_delay = Some(format!("{delay} on the member"));
+                }
+                return k;
+            }
+            // Else its own /patroni (`xlog.paused`) and the dynamic configuration's delay.
+            let status = match m.api_url.as_deref() {
+                Some(api) => source
+                    .member_status(api)
+                    .await
+                    .map_err(|e| format!("its /patroni did not answer: {e}")),
+                None => Err("/cluster gives no api_url for it".to_string()),
+            };
+            match status {
+                Ok(s) => k.replay_paused = s.replay_paused,
+                Err(why) => {
+                    let why = match &on_member {
+                        Some(Err(pg)) => format!("{why}; nor did its PostgreSQL ({pg})"),
+                        _ => why,
+                    };
+                    k.unreadable = Some(why);
+                    return k;
+                }
+            }
+            match config_delay {
+                Ok(Some(v)) => k.apply_delay = Some(format!("{v} in the dynamic configuration")),
+                // No login (or it failed): only the dynamic configuration was read.
+                Ok(None) => k.delay_unchecked = true,
+                Err(e) => {
+                    k.unreadable = Some(format!(
+                        "neither the member's recovery_min_apply_delay nor the dynamic configuration could be read ({e})"
+                    ))
+                }
+            }
+            k
+        }
+    });
+    let kept = futures::future::join_all(reads).await;
+    for (i, k) in candidates.into_iter().zip(kept) {
+        cluster.members[i].kept = Some(k);
+    }
+}
+
+/// Whether the member's replay is paused (or a pause is requested), and the
+/// `recovery_min_apply_delay` it runs with, from its own PostgreSQL.
+async fn member_facts(host: &str, port: u16, login: &PgLogin) -> Result<(bool, String), String> {
+    let (client, driver) = crate::doctor::pg::connect(host, port, login, "pgpatrol heal").await?;
+    let r = client
+        .query_one(
+            "SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused(), current_setting('recovery_min_apply_delay')",
+            &[],
+        )
+        .await
+        .map(|row| (row.get::<_, bool>(0), row.get::<_, String>(1)))
+        .map_err(crate::doctor::pg::error_line);
+    drop(client);
+    let _ = driver.await;
+    r
+}
+
+/// A setting's value as text (`10min`, `600000`).
+fn setting_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// True for a zero delay in any unit (`0`, `0ms`, `0min`, `""`).
+fn is_zero(v: &str) -> bool {
+    let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
+    v.trim().is_empty() || (!digits.is_empty() && digits.chars().all(|c| c == '0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_delays_in_any_unit() {
+        for z in ["0", "0ms", "0min", " 0 ", "", "00s"] {
+            assert!(is_zero(z), "{z:?}");
+        }
+        for d in ["10min", "1", "600000", "1h", "05s"] {
+            assert!(!is_zero(d), "{d:?}");
+        }
+        assert_eq!(setting_text(&serde_json::json!(600000)), "600000");
+        assert_eq!(setting_text(&serde_json::json!(" 10min")), "10min");
+    }
+}
