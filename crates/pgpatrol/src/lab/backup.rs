@@ -52,7 +52,7 @@ pub async fn backup(paths: &LabPaths, state: &LabState) -> Result<PathBuf> {
         bail!("pgbackrest is not installed ({PGBACKREST_BIN}): run scripts/setup");
     }
     let run_as = RunAs::resolve(&paths.dir)?;
-    let root = paths.dir.join("pgbackrest");
+    let root = paths.pgbackrest();
     for d in ["", "repo", "log", "lock", "spool"] {
         let dir = root.join(d);
         std::fs::create_dir_all(&dir)

@@ -181,6 +181,11 @@ impl LabPaths {
         self.dir.join("run")
     }
     /// The WAL archive of a lab started with `--archive`.
+    /// The lab's pgBackRest repository, config and logs (`lab backup`).
+    pub fn pgbackrest(&self) -> PathBuf {
+        self.dir.join("pgbackrest")
+    }
+
     pub fn archive(&self) -> PathBuf {
         self.dir.join("archive")
     }

@@ -371,12 +371,14 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     // Folders: DIR stays the caller's; what the processes write belongs to them.
     std::fs::create_dir_all(&paths.dir)
         .with_context(|| format!("cannot create {}", paths.dir.display()))?;
-    // Fresh logs: a failed `up` shows its own log tail, not an older run's.
+    // Fresh logs: a failed `up` shows its own log tail, not an older run's. A backup
+    // repository left by an earlier lab in this folder belongs to another database.
     for old in [
         paths.data_root(),
         paths.etcd_data(),
         paths.run(),
         paths.logs(),
+        paths.pgbackrest(),
     ] {
         if old.exists() {
             std::fs::remove_dir_all(&old)
@@ -929,6 +931,7 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
             paths.etcd_data(),
             paths.run(),
             paths.archive(),
+            paths.pgbackrest(),
         ] {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)

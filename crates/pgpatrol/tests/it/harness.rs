@@ -665,6 +665,33 @@ impl Pool {
     }
 }
 
+/// Holds `<root>/run.lock` for this run, or says who holds it.
+fn claim(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    use std::io::Write;
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let path = root.join("run.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = writeln!(&mut *lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err(_) => Err(format!(
+            "another run of the Patroni {} line (pid {}) uses {}: wait for it, or give this one PGPATROL_IT_DIR of its own",
+            patroni_version(),
+            std::fs::read_to_string(&path).unwrap_or_default().trim(),
+            root.display()
+        )),
+    }
+}
+
 /// How many tests run at once: `PGPATROL_IT_JOBS`, else [`DEFAULT_JOBS`].
 fn jobs() -> Result<usize, String> {
     match std::env::var("PGPATROL_IT_JOBS") {
@@ -729,6 +756,14 @@ pub fn main(topics: &[Topic]) -> ExitCode {
         return libtest_mimic::run(&args, trials).exit_code();
     }
     let root = it_root();
+    // One run per folder: a second run of the same line would take its labs down.
+    let _run = match claim(&root) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("harness: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     down_all(&root);
     eprintln!(
         "harness: Patroni {}, up to {jobs} tests at once, labs in {}",
