@@ -127,6 +127,10 @@ pub fn trend(
         .map(|(at, b)| (secs_between(now, at), b as f64))
         .collect();
     let have = points.len();
+    // Bounded work: past MAX_TREND_POINTS the points are thinned evenly (the oldest and the
+    // newest always kept), so the pairwise slopes stay under MAX_TREND_POINTS² / 2 however
+    // long the window and short the poll interval.
+    let points = thin(points, MAX_TREND_POINTS);
     let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return Err(have);
     };
@@ -134,7 +138,8 @@ pub fn trend(
     if have < min_samples.max(2) || span <= 0.0 {
         return Err(have);
     }
-    let mut slopes = Vec::with_capacity(have * (have - 1) / 2);
+    let used = points.len();
+    let mut slopes = Vec::with_capacity(used * (used - 1) / 2);
     for (i, a) in points.iter().enumerate() {
         for b in &points[i + 1..] {
             // `.0` is seconds before now: a later sample has the smaller figure.
@@ -154,6 +159,19 @@ pub fn trend(
         rate: rate.round() as i64,
         eta_secs,
     })
+}
+
+/// The most points a trend's slope is computed from: 256 points are 32,640 pairwise slopes
+/// (a fraction of a millisecond per candidate and decision; `examples/trend_cost`).
+pub const MAX_TREND_POINTS: usize = 256;
+
+/// At most `max` of `points`, evenly spread, the first and the last always among them.
+fn thin(points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    let n = points.len();
+    if n <= max || max < 2 {
+        return points;
+    }
+    (0..max).map(|i| points[i * (n - 1) / (max - 1)]).collect()
 }
 
 fn secs_between(later: SystemTime, earlier: SystemTime) -> f64 {
@@ -618,5 +636,33 @@ mod tests {
             Duration::from_secs(25),
         );
         assert!(e.samples["pg1"].is_empty());
+    }
+
+    #[test]
+    fn a_long_window_is_thinned_to_the_cap_and_keeps_its_trend() {
+        // An hour at one sample a second: 3,600 points, shrinking 1 MB/s from 4 GB.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mb = 1u64 << 20;
+        let samples: VecDeque<LagSample> = (0..3600u64)
+            .map(|i| LagSample {
+                at: now - Duration::from_secs(3599 - i),
+                bytes: Some(4096 * mb - i * mb),
+            })
+            .collect();
+        let t = trend(&samples, now, Duration::from_secs(3600), 5).unwrap();
+        assert_eq!(
+            t.samples, 3600,
+            "the count reported is what was in the window"
+        );
+        assert_eq!(t.rate, -(mb as i64));
+        assert_eq!(t.lag, 4096 * mb - 3599 * mb);
+        assert_eq!(t.span_ms, 3_599_000, "the oldest and newest are kept");
+        let thinned = thin(
+            (0..3600).map(|i| (i as f64, 0.0)).collect(),
+            MAX_TREND_POINTS,
+        );
+        assert_eq!(thinned.len(), MAX_TREND_POINTS);
+        assert_eq!(thinned[0].0, 0.0);
+        assert_eq!(thinned[MAX_TREND_POINTS - 1].0, 3599.0);
     }
 }

@@ -2,7 +2,10 @@
 //! replicas each, every replica a candidate), each poll recording one sample per replica
 //! into a 2-minute window (12 samples at 10 s) and deciding the plan, timed against the same
 //! decision in threshold mode. Prints the CPU per poll round and as a share of one core at
-//! a 10 s interval. docs/BENCHMARKS.md has the figures.
+//! a 10 s interval. Then the cost of one candidate's trend at the cap: a 1 h window sampled
+//! every second (3,600 samples), thinned to `MAX_TREND_POINTS`, against the same slope over
+//! every pair of the 3,600 (what an uncapped window cost). docs/BENCHMARKS.md has the
+//! figures.
 //!
 //! cargo run --release -p pgpatrol --example trend_cost -- [--clusters 1000] [--rounds 200]
 
@@ -74,6 +77,50 @@ fn run(by: DecideBy, clusters: usize, rounds: usize) -> (Duration, usize) {
     (start.elapsed(), acted)
 }
 
+/// One trend over an hour of samples a second apart, capped (as decided) and over every pair.
+fn at_the_cap() {
+    use pgpatrol_core::trend::{trend, LagSample, MAX_TREND_POINTS};
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let samples: std::collections::VecDeque<LagSample> = (0..3600u64)
+        .map(|i| LagSample {
+            at: now - Duration::from_secs(3599 - i),
+            bytes: Some((4096u64 << 20) - (i << 20) + (i * 7919 % 513) * 1024),
+        })
+        .collect();
+    let reps = 20;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(trend(&samples, now, Duration::from_secs(3600), 5).ok());
+    }
+    let capped = t0.elapsed().as_secs_f64() * 1000.0 / reps as f64;
+    // Every pair of the 3,600, as before the cap.
+    let pts: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            (
+                now.duration_since(s.at).unwrap().as_secs_f64(),
+                s.bytes.unwrap() as f64,
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
+    for (i, a) in pts.iter().enumerate() {
+        for b in &pts[i + 1..] {
+            if a.0 > b.0 {
+                slopes.push((b.1 - a.1) / (a.0 - b.0));
+            }
+        }
+    }
+    let mid = slopes.len() / 2;
+    std::hint::black_box(slopes.select_nth_unstable_by(mid, f64::total_cmp).1);
+    let all_pairs = t0.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "one candidate, 1 h window at 1 s (3,600 samples): {capped:.3} ms capped at {MAX_TREND_POINTS} points, {all_pairs:.1} ms over every pair ({}× less)",
+        (all_pairs / capped).round()
+    );
+}
+
 fn main() {
     let clusters = arg("--clusters", 1000);
     let rounds = arg("--rounds", 200).max(1);
@@ -97,4 +144,5 @@ fn main() {
         per_round[1] - per_round[0],
         (per_round[1] - per_round[0]) / 1000.0 / interval * 100.0
     );
+    at_the_cap();
 }

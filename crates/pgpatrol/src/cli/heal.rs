@@ -446,6 +446,7 @@ impl HealArgs {
             &std::sync::Mutex::new(evidence),
             &NoLock,
             &RunOptions {
+                on_record: runner::OnRecord::default(),
                 tick: Duration::from_secs(1),
                 slot_wait: self.timeout,
             },

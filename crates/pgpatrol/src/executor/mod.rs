@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use pgpatrol_core::{Lag, LagKind, PatroniVersion, State};
 
-use crate::source::rest::{base_url, Detail, Request, RestSource};
+use crate::source::rest::{base_url, Detail, Request, RestError, RestSource};
 
 pub mod runner;
 
@@ -54,6 +54,9 @@ pub enum ReinitResult {
     Failed,
     /// Stopped watching it (the heal lease was lost): Patroni finishes it on its own.
     Abandoned,
+    /// The request got no answer and nobody waited (`--no-wait`): whether Patroni runs it
+    /// is not known.
+    Unknown,
 }
 
 /// The record of one reinitialization, for the report.
@@ -220,6 +223,9 @@ pub async fn reinitialize(
     progress.update(member, "asking Patroni to reinitialize");
     let req = Request::post(&base, "/reinitialize", body);
     let answer = source.http().send(&req).await;
+    // No answer is not "not done": Patroni holds this request until its async executor is
+    // free (up to a whole HA cycle on a slow DCS) and may run it after the client gave up.
+    let mut unanswered = false;
     match &answer {
         Ok(resp) => opts.audit.record(
             opts.caller,
@@ -236,7 +242,10 @@ pub async fn reinitialize(
         Ok(resp) if resp.status == StatusCode::OK => {}
         Ok(resp)
             if resp.status == StatusCode::SERVICE_UNAVAILABLE
-                && resp.body.ends_with("already in progress") =>
+                && resp
+                    .body
+                    .trim()
+                    .ends_with("reinitialize already in progress") =>
         {
             // Patroni is already busy with this member. Forcing would cancel a running
             // basebackup (patroni#3220): wait for it instead.
@@ -265,7 +274,24 @@ pub async fn reinitialize(
                 ),
             );
         }
+        // The request went out and no answer came: whether Patroni runs it is unknown
+        // until the member's own state shows it. The record stays open meanwhile (its slot
+        // held), bounded by the timeout.
+        Err(e @ (RestError::Timeout { .. } | RestError::NotHttp { .. })) => {
+            unanswered = true;
+            progress.update(
+                member,
+                &format!("no answer to POST /reinitialize ({e}): watching whether Patroni runs it"),
+            );
+        }
         Err(e) => return finish(out, ReinitResult::Failed, e.to_string()),
+    }
+    if !opts.wait && unanswered {
+        return finish(
+            out,
+            ReinitResult::Unknown,
+            "POST /reinitialize got no answer: whether Patroni runs it is unknown".to_string(),
+        );
     }
     if !opts.wait {
         let what = if out.joined_running {
@@ -277,11 +303,11 @@ pub async fn reinitialize(
     }
 
     let deadline = t0 + opts.timeout;
-    // Done means a rebuilt member: we saw it leave "running", or its postmaster restarted.
-    // When we joined a running reinit and the member already looked healthy at first read,
-    // the rebuild may have finished in between: its next healthy reading counts.
-    let before_running = before.as_ref().is_some_and(|s| s.state == State::Running);
-    let mut transitioned = out.joined_running && before_running;
+    // Done means a rebuilt member: we saw it leave "running", or its postmaster restarted
+    // (since the reading taken before the request). Never on the word of an answer alone:
+    // a joined reinit, or one whose request got no answer, counts only once the member
+    // shows it ran.
+    let mut transitioned = false;
     let mut leader_failures = 0u32;
     // What /cluster showed on the last poll where the member itself was back (None when it
     // was not), and the last such message shown as progress.
@@ -347,9 +373,14 @@ pub async fn reinitialize(
                         match cluster_view(source, member, opts).await {
                             Ok(()) => {
                                 let detail = format!(
-                                    "streaming again, {} lag {}",
+                                    "streaming again, {} lag {}{}",
                                     opts.lag.as_str(),
-                                    pgpatrol_core::units::human(lag)
+                                    pgpatrol_core::units::human(lag),
+                                    if unanswered {
+                                        " (POST /reinitialize got no answer; the member shows it ran)"
+                                    } else {
+                                        ""
+                                    }
                                 );
                                 return finish(out, ReinitResult::Healed, detail);
                             }
@@ -379,6 +410,16 @@ pub async fn reinitialize(
                 (Ok(_), Some(view)) => format!("; the cluster view still shows {view}"),
                 (Ok(_), None) => String::new(),
             };
+            if unanswered && !transitioned {
+                return finish(
+                    out,
+                    ReinitResult::Failed,
+                    format!(
+                        "POST /reinitialize got no answer and the member showed no rebuild within {} (last state {last}{why})",
+                        humantime::format_duration(opts.timeout)
+                    ),
+                );
+            }
             return finish(
                 out,
                 ReinitResult::TimedOut,

@@ -101,6 +101,32 @@ pub struct RunOptions {
     /// last reinit ended (right after a rebuild, `/cluster` still shows that member busy for
     /// up to a Patroni loop).
     pub slot_wait: Duration,
+    /// Called after every change to the history (an action's record started, or ended),
+    /// before anything else happens: watch writes its state file there, so the record of a
+    /// reinit is on disk before its request goes out.
+    pub on_record: OnRecord,
+}
+
+/// A callback for [`RunOptions::on_record`] (none by default).
+#[derive(Clone, Default)]
+pub struct OnRecord(pub Option<std::sync::Arc<dyn Fn() + Send + Sync>>);
+
+impl OnRecord {
+    fn call(&self) {
+        if let Some(f) = &self.0 {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for OnRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OnRecord(set)"
+        } else {
+            "OnRecord(none)"
+        })
+    }
 }
 
 /// Why a run stopped before its plan was done.
@@ -141,7 +167,11 @@ pub struct RunReport {
 fn record_outcome(r: &ReinitResult) -> RecordOutcome {
     match r {
         ReinitResult::Healed => RecordOutcome::Healed,
-        ReinitResult::LeaderLost | ReinitResult::Abandoned => RecordOutcome::Abandoned,
+        // Nobody knows whether Patroni ran it: it stays counted as an attempt, ended as
+        // abandoned (the cooldown and the cap count it; its slot is free again).
+        ReinitResult::LeaderLost | ReinitResult::Abandoned | ReinitResult::Unknown => {
+            RecordOutcome::Abandoned
+        }
         ReinitResult::Started
         | ReinitResult::Refused
         | ReinitResult::TimedOut
@@ -215,6 +245,7 @@ where
                         // What it copies, for the next rebuild estimate (trend mode).
                         record.bytes = lock(evidence).data_bytes;
                         lock(history).push(record);
+                        opts.on_record.call();
                         attempted.insert(name.clone());
                         last_reason.remove(&name);
                         running.push(async move {
@@ -270,6 +301,7 @@ where
                             .push(ReinitOutcome::abandoned(&r.member, r.started, &detail));
                     }
                 }
+                opts.on_record.call();
                 report.stopped = Some(Stop {
                     kind: StopKind::LeaseLost,
                     detail,
@@ -281,6 +313,7 @@ where
                 for r in lock(history).iter_mut().filter(|r| r.member == o.member) {
                     r.finish(record_outcome(&o.result), now);
                 }
+                opts.on_record.call();
                 if o.result == ReinitResult::LeaderLost && report.stopped.is_none() {
                     report.stopped = Some(Stop {
                         kind: StopKind::LeaderChanged,
@@ -473,6 +506,7 @@ mod tests {
 
     fn opts() -> RunOptions {
         RunOptions {
+            on_record: OnRecord::default(),
             tick: Duration::from_millis(10),
             slot_wait: Duration::from_millis(300),
         }

@@ -207,6 +207,7 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
                 ReinitResult::LeaderLost => "stopped: leader lost",
                 ReinitResult::Failed => "failed",
                 ReinitResult::Abandoned => "abandoned: lease lost",
+                ReinitResult::Unknown => "unknown: no answer",
             };
             let joined = if o.joined_running {
                 " (joined a reinit already running)"

@@ -89,6 +89,8 @@ pub struct Healer {
     progress: Arc<Mutex<Progress>>,
     task: Option<tokio::task::JoinHandle<()>>,
     audit: Arc<crate::ops::audit::Audit>,
+    /// Where every record change is written at once (watch's `state_file`).
+    state: Option<Arc<super::state::StateFile>>,
 }
 
 fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::Result<LeaseStore> {
@@ -97,7 +99,19 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
             url: url.trim_end_matches('/').to_string(),
         });
     }
+    // A lock file is a lease on this machine only: two watchers elsewhere (two pods of a
+    // Deployment during a rolling update) would both heal. Only an operator who says this
+    // watcher is the only one gets it.
+    let local_only = |what: &str| {
+        anyhow::anyhow!(
+            "cluster {:?}: auto-heal needs a lease every watcher shares, and {what}: give heal.lease {{etcd: URL}} or {{kubernetes: NAME}}, or add local: true to heal.lease if this is the only watcher of the cluster",
+            c.name
+        )
+    };
     if let Some(dir) = &h.lease.dir {
+        if !h.lease.local {
+            return Err(local_only("heal.lease.dir is a lock on this machine only"));
+        }
         return Ok(LeaseStore::File { dir: dir.clone() });
     }
     if let Some(name) = &h.lease.kubernetes {
@@ -112,6 +126,11 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
     };
     Ok(match etcd {
         Some(url) => LeaseStore::Etcd { url },
+        None if !h.lease.local => {
+            return Err(local_only(
+                "none is configured (no heal.lease, and no etcd3 section in patroni_yml)",
+            ))
+        }
         None => LeaseStore::File {
             dir: cfg
                 .state_file
@@ -220,6 +239,7 @@ impl Healer {
             history: Arc::new(Mutex::new(history)),
             progress: Arc::new(Mutex::new(Progress::default())),
             task: None,
+            state: None,
             audit: Arc::new(crate::ops::audit::Audit::open(
                 cfg.audit_log.as_deref(),
                 &c.name,
@@ -414,9 +434,14 @@ impl Healer {
             shared.clone(),
             name.to_string(),
         );
+        let on_record = self.state.clone().map(|state| {
+            let shared = shared.clone();
+            Arc::new(move || state.save(&shared)) as Arc<dyn Fn() + Send + Sync>
+        });
         let run_opts = RunOptions {
             tick: Duration::from_secs(1),
             slot_wait: Duration::from_secs(30),
+            on_record: runner::OnRecord(on_record),
         };
         self.task = Some(tokio::spawn(async move {
             let reader = crate::executor::HealReader {
@@ -456,6 +481,13 @@ impl Healer {
             p.running = false;
         }));
         plan
+    }
+
+    /// Persists this healer's history in `state`: tracked there, and written at every start
+    /// and end of an action.
+    pub fn persist_to(&mut self, cluster: &str, state: Arc<super::state::StateFile>) {
+        state.track(cluster, self.history.clone());
+        self.state = Some(state);
     }
 
     pub fn view(&self) -> HealView {
@@ -580,6 +612,46 @@ fn escalation(cluster: &str, member: &str, why: &str) -> AlertEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_heal_without_a_shared_lease_refuses_to_start() {
+        let store = |heal: &str| {
+            let cfg = WatchConfig::parse(&format!(
+                "clusters:\n  - name: a\n    urls: [http://127.0.0.1:1]\n    heal: {heal}\n"
+            ))
+            .unwrap();
+            let c = &cfg.clusters[0];
+            lease_store(&cfg, c, c.heal.as_ref().unwrap())
+        };
+        let e = store("{enabled: true, tolerance: 5}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs a lease every watcher shares"), "{e}");
+        assert!(e.contains("local: true"), "{e}");
+        let e = store("{enabled: true, tolerance: 5, lease: {dir: /tmp}}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("heal.lease.dir is a lock on this machine only"),
+            "{e}"
+        );
+        assert!(matches!(
+            store("{enabled: true, tolerance: 5, lease: {dir: /tmp, local: true}}"),
+            Ok(LeaseStore::File { .. })
+        ));
+        assert!(matches!(
+            store("{enabled: true, tolerance: 5, lease: {local: true}}"),
+            Ok(LeaseStore::File { .. })
+        ));
+        assert!(matches!(
+            store("{enabled: true, tolerance: 5, lease: {etcd: http://127.0.0.1:2379}}"),
+            Ok(LeaseStore::Etcd { .. })
+        ));
+        assert!(matches!(
+            store("{enabled: true, tolerance: 5, lease: {kubernetes: heal-a}}"),
+            Ok(LeaseStore::Kubernetes { .. })
+        ));
+    }
 
     #[test]
     fn every_refusal_label_is_created_up_front() {

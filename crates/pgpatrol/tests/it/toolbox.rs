@@ -159,7 +159,7 @@ fn machine_formats_never_carry_colour(lab: &Lab) {
 /// reaches (so its counters exist and nothing is ever healed).
 fn lab_watch_yml(lab: &Lab, dir: &Path, port: u16, name: &str) -> PathBuf {
     let y = format!(
-        "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: {name}\n    urls: [{urls}]\n    username: patrol\n    password_file: {pw}\n    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n      alerts:\n        - {{severity: page, long: 20s, short: 5s, factor: 10}}\n    heal: {{enabled: true, tolerance: 1GB, persist_samples: 10, lease: {{dir: {locks}}}}}\n",
+        "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: {name}\n    urls: [{urls}]\n    username: patrol\n    password_file: {pw}\n    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n      alerts:\n        - {{severity: page, long: 20s, short: 5s, factor: 10}}\n    heal: {{enabled: true, tolerance: 1GB, persist_samples: 10, lease: {{dir: {locks}, local: true}}}}\n",
         urls = lab.urls().join(", "),
         pw = lab.dir().join("restapi.password").display(),
         locks = dir.join("locks").display(),

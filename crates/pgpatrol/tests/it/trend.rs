@@ -258,7 +258,7 @@ fn watch_by_trend_rebuilds_a_replica_whose_wal_is_gone_at_once(lab: &Lab) {
     let _no_slots = NoSlots::new(lab);
     let dir = scratch(lab, "trend-wal-gone");
     let port = free_port();
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}, lease: {dir: LOCKS}}"
+    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}, lease: {dir: LOCKS, local: true}}"
         .replace("LOCKS", &dir.join("locks").display().to_string());
     let cfg = watch_yml(
         lab,
@@ -322,7 +322,7 @@ fn secs_of(t: &Value) -> f64 {
 fn after_one_auto_heal_the_estimate_is_its_measured_duration(lab: &Lab) {
     let dir = scratch(lab, "trend-estimate");
     let port = free_port();
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s}, lease: {dir: LOCKS}}"
+    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s}, lease: {dir: LOCKS, local: true}}"
         .replace("LOCKS", &dir.join("locks").display().to_string());
     let cfg = watch_yml(
         lab,

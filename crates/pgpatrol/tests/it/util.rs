@@ -229,3 +229,143 @@ pub fn fake_server(response: Option<&'static [u8]>, count: usize) -> (String, Jo
     });
     (url, handle)
 }
+
+/// A proxy in front of one member's REST API (`upstream`, `http://127.0.0.1:P`): relays every
+/// request to it and its answer back, shows itself as that member's `api_url` in `/cluster`,
+/// and relays `POST /reinitialize` to the member but withholds the answer (the connection
+/// stays open, silent, until the client gives up): the answer that never arrives while
+/// Patroni runs the reinit. Stops when dropped.
+pub struct WithholdingProxy {
+    pub url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `POST /reinitialize` requests relayed (and left unanswered).
+    pub withheld: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for WithholdingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop.
+        let _ = std::net::TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+/// One HTTP/1.x message from `s`: the head (through the blank line) and a body of
+/// Content-Length bytes.
+fn read_message(s: &mut impl Read) -> Option<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+pub fn withholding_proxy(upstream: &str) -> WithholdingProxy {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let me = listener.local_addr().expect("addr").to_string();
+    let up = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let withheld = std::sync::Arc::new(AtomicUsize::new(0));
+    let (stop2, withheld2, me2) = (stop.clone(), withheld.clone(), me.clone());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            if stop2.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(mut client) = client else { continue };
+            let (up, me, stop, withheld) =
+                (up.clone(), me2.clone(), stop2.clone(), withheld2.clone());
+            std::thread::spawn(move || {
+                client.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let Some((head, body)) = read_message(&mut client) else {
+                    return;
+                };
+                let Ok(mut server) = std::net::TcpStream::connect(&up) else {
+                    return;
+                };
+                server.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                let first = head.lines().next().unwrap_or_default().to_string();
+                // One request per connection: the member closes after its answer.
+                let head: String = head
+                    .split("\r\n")
+                    .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect::<String>()
+                    + "Connection: close\r\n\r\n";
+                let _ = server.write_all(head.as_bytes());
+                let _ = server.write_all(&body);
+                let mut raw = Vec::new();
+                let _ = server.read_to_end(&mut raw);
+                let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return;
+                };
+                let rhead = String::from_utf8_lossy(&raw[..split + 4]).into_owned();
+                let mut rbody = raw[split + 4..].to_vec();
+                if first.starts_with("POST /reinitialize") {
+                    withheld.fetch_add(1, Ordering::SeqCst);
+                    // Silent until the client hangs up (or the test ends).
+                    let mut sink = [0u8; 64];
+                    client
+                        .set_read_timeout(Some(Duration::from_millis(200)))
+                        .ok();
+                    while !stop.load(Ordering::SeqCst) {
+                        match client.read(&mut sink) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                    return;
+                }
+                let mut rhead = rhead;
+                if first.starts_with("GET /cluster") {
+                    let text = String::from_utf8_lossy(&rbody).replace(&up, &me);
+                    rbody = text.into_bytes();
+                    rhead = rhead
+                        .lines()
+                        .map(|l| {
+                            if l.to_ascii_lowercase().starts_with("content-length:") {
+                                format!("Content-Length: {}", rbody.len())
+                            } else {
+                                l.to_string()
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\r\n");
+                    if !rhead.ends_with("\r\n\r\n") {
+                        rhead = format!("{}\r\n\r\n", rhead.trim_end());
+                    }
+                }
+                let _ = client.write_all(rhead.as_bytes());
+                let _ = client.write_all(&rbody);
+            });
+        }
+    });
+    WithholdingProxy {
+        url: format!("http://{me}"),
+        stop,
+        withheld,
+    }
+}

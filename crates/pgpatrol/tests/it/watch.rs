@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{ok, Lab, Test, MB};
+use crate::harness::{ok, stderr, Lab, Test, MB};
 use crate::util::{code, get_json, http, one_line_error, stdout};
 
 pub fn tests() -> Vec<Test> {
@@ -20,6 +20,7 @@ pub fn tests() -> Vec<Test> {
         generated_rules_pass_promtool_and_prometheus_scrapes_watch,
         auto_heal_acts_only_after_the_breach_persists,
         a_watch_stopped_mid_heal_heals_again_after_a_restart,
+        a_watch_killed_mid_heal_keeps_the_record_and_counts_it_after_a_restart,
         a_failed_heal_escalates_and_resolves_when_healthy,
         at_the_attempt_cap_auto_heal_escalates_instead_of_acting,
         the_heal_lease_in_etcd_admits_one_holder,
@@ -57,6 +58,12 @@ impl Proc {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL and wait: no chance to save anything on the way out.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM and wait (bounded); returns the exit code.
@@ -555,7 +562,7 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
     let dir = scratch(lab, "autoheal");
     let port = free_port();
     let heal =
-        "{enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1, lease: {dir: LOCKS}}"
+        "{enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1, lease: {dir: LOCKS, local: true}}"
             .replace("LOCKS", &dir.join("locks").display().to_string());
     let cfg = watch_yml(
         lab,
@@ -614,7 +621,7 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
     let port = free_port();
     // A 1 s wait is shorter than any reinit: the heal counts as failed, so it escalates.
     let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s, lease: {{dir: {}}}}}",
+        "{{enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s, lease: {{dir: {}, local: true}}}}",
         dir.join("locks").display()
     );
     let spec = WatchSpec {
@@ -666,7 +673,7 @@ fn at_the_attempt_cap_auto_heal_escalates_instead_of_acting(lab: &Lab) {
     let port = free_port();
     // One attempt per member per 24 h and no cooldown: the second breach meets the cap.
     let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1, lease: {{dir: {}}}}}",
+        "{{enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1, lease: {{dir: {}, local: true}}}}",
         dir.join("locks").display()
     );
     let spec = WatchSpec {
@@ -837,7 +844,7 @@ fn a_watch_stopped_mid_heal_heals_again_after_a_restart(lab: &Lab) {
     let dir = scratch(lab, "midheal");
     let port = free_port();
     let state = dir.join("state.json");
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1, lease: {dir: LOCKS}}"
+    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1, lease: {dir: LOCKS, local: true}}"
         .replace("LOCKS", &dir.join("locks").display().to_string());
     let cfg = watch_yml(
         lab,
@@ -889,6 +896,94 @@ fn a_watch_stopped_mid_heal_heals_again_after_a_restart(lab: &Lab) {
         },
     );
     assert_eq!(healed["result"], "healed", "{healed:#}");
+}
+
+/// Spec (docs/SAFETY.md §7, durable record): the record of a reinit is on disk before its
+/// request goes out, so a watcher SIGKILLed right after it starts one leaves the record in
+/// its state file, and the restarted watcher counts it (the attempt, and the cooldown). A
+/// second watcher on the same state file refuses to start. Fails without the guard: the
+/// state was written every 30 s only, and the killed watcher left no state file at all.
+fn a_watch_killed_mid_heal_keeps_the_record_and_counts_it_after_a_restart(lab: &Lab) {
+    let dir = scratch(lab, "killed");
+    let port = free_port();
+    let state = dir.join("state.json");
+    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 10m, min_healthy: 1, lease: {dir: LOCKS, local: true}}"
+        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let spec = WatchSpec {
+        heal: Some(&heal),
+        state_file: Some(state.clone()),
+        ..Default::default()
+    };
+    let cfg = watch_yml(lab, &dir, port, &spec);
+    let replica = lab.replica();
+    let mut w = start_watch(&dir, &cfg, port);
+    // One watcher per state file.
+    let other = free_port();
+    let out = crate::harness::pgpatrol_cmd()
+        .args(["watch", "--config"])
+        .arg(watch_yml(lab, &dir, other, &spec))
+        .output()
+        .expect("run watch");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is in use by another watcher"),
+        "{}",
+        stderr(&out)
+    );
+    lab.break_lag(&replica, 20);
+    // Killed the moment its /plan shows the reinit started (within a poll of the request).
+    wait_for("auto-heal to start", Duration::from_secs(60), || {
+        plan(port)["lab"]["heal"]["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|r| r["member"] == replica.as_str()))
+            .filter(|r| r["finished"].is_null())
+            .cloned()
+    });
+    w.kill();
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("a state file"))
+            .expect("state JSON");
+    let record = saved["heal_history"]["lab"]
+        .as_array()
+        .and_then(|h| h.iter().find(|r| r["member"] == replica.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("no record of the reinit: {saved:#}"));
+    assert!(!record["started"].is_null(), "{record:#}");
+    assert!(record["finished"].is_null(), "open when killed: {record:#}");
+
+    // Patroni finishes the rebuild by itself. Restarted, the watcher counts the attempt and
+    // holds the cooldown: the same fault again is refused, not healed a second time.
+    wait_for("the lab to be healthy", Duration::from_secs(90), || {
+        lab.healthy().then_some(())
+    });
+    let _w2 = start_watch(&dir, &cfg, port);
+    let p = plan(port);
+    assert_eq!(
+        p["lab"]["heal"]["attempts"][&replica].as_u64(),
+        Some(1),
+        "{p:#}"
+    );
+    lab.break_lag(&replica, 20);
+    let refused = wait_for("the refusal", Duration::from_secs(30), || {
+        let m = metrics(port);
+        ["cooldown", "in_progress"]
+            .iter()
+            .map(|r| {
+                sample(
+                    &m,
+                    &format!("pgpatrol_heal_refused_total{{cluster=\"lab\",reason=\"{r}\"}}"),
+                )
+                .unwrap_or(0.0)
+            })
+            .sum::<f64>()
+            .gt(&0.0)
+            .then_some(m)
+    });
+    assert_eq!(
+        sample(&refused, "pgpatrol_heal_attempted_total{cluster=\"lab\"}"),
+        Some(0.0),
+        "{refused}"
+    );
 }
 
 fn a_restart_keeps_the_error_budget(lab: &Lab) {
