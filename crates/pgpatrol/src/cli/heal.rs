@@ -100,6 +100,13 @@ pub struct HealArgs {
     #[arg(long, env = "PGPATROL_AUDIT_LOG")]
     pub audit_log: Option<std::path::PathBuf>,
 
+    /// Do not take the heal lease. By default heal takes the same etcd lease as watch's
+    /// auto-heal (`/pgpatrol/heal/SCOPE`) when the cluster's etcd is known (the etcd3
+    /// section of -c patroni.yml, or --dcs), so a person's heal and the daemon's never run
+    /// at once; refused while another holds it. The report says which.
+    #[arg(long)]
+    pub no_lease: bool,
+
     /// Report format, printed to stdout.
     #[arg(long, value_enum, default_value = "md")]
     pub report: ReportFormat,
@@ -332,6 +339,7 @@ impl HealArgs {
             after: None,
             still_unhealthy: Vec::new(),
             doc_link: self.doc_link.clone(),
+            lease: None,
         };
 
         if self.dry_run || plan.actions.is_empty() {
@@ -362,6 +370,29 @@ impl HealArgs {
             self.audit_log.as_deref(),
             before.scope.as_deref().unwrap_or("cluster"),
         )?;
+        // One healer at a time, a person's or a daemon's: the same lease as auto-heal.
+        let scope = before
+            .scope
+            .clone()
+            .unwrap_or_else(|| "cluster".to_string());
+        let held = match self.lease(&scope).await? {
+            LeaseTaken::Held(h, said) => {
+                report.lease = Some(said);
+                Some(h)
+            }
+            LeaseTaken::NotUsed(said) => {
+                report.lease = Some(said);
+                None
+            }
+            LeaseTaken::Refused(why) => {
+                report.lease = Some(why.clone());
+                report.stopped = Some(why);
+                report.finished = now_text();
+                report.still_unhealthy = unhealthy(&before, &policy);
+                self.print(&report)?;
+                return Ok(Outcome::Problem);
+            }
+        };
         self.execute(
             &reader,
             &policy,
@@ -370,8 +401,12 @@ impl HealArgs {
             evidence,
             &mut report,
             audit,
+            held.as_ref(),
         )
         .await;
+        if let Some(h) = held {
+            h.release().await;
+        }
         // Expected caught up afterwards: the members healed, and the replicas that already
         // were before (a rebuild's checkpoint and WAL switch show on them for a loop or two).
         let expected: Vec<&str> = report
@@ -418,6 +453,7 @@ impl HealArgs {
         evidence: Evidence,
         report: &mut HealReport,
         audit: crate::ops::audit::Audit,
+        held: Option<&crate::watch::lease::Held>,
     ) {
         let spinner = Spinner::new();
         let source = reader.source;
@@ -437,24 +473,71 @@ impl HealArgs {
             progress: &spinner,
         };
         let history = std::sync::Mutex::new(Vec::new());
-        let run = runner::run_plan(
-            reader,
-            &exec,
-            policy,
-            &ConfirmedPlan::of(plan, before),
-            &history,
-            &std::sync::Mutex::new(evidence),
-            &NoLock,
-            &RunOptions {
-                on_record: runner::OnRecord::default(),
-                tick: Duration::from_secs(1),
-                slot_wait: self.timeout,
-            },
-        )
-        .await;
+        let evidence = std::sync::Mutex::new(evidence);
+        let opts = RunOptions {
+            on_record: runner::OnRecord::default(),
+            tick: Duration::from_secs(1),
+            slot_wait: self.timeout,
+        };
+        let confirmed = ConfirmedPlan::of(plan, before);
+        let run = match held {
+            Some(h) => {
+                runner::run_plan(
+                    reader, &exec, policy, &confirmed, &history, &evidence, h, &opts,
+                )
+                .await
+            }
+            None => {
+                runner::run_plan(
+                    reader, &exec, policy, &confirmed, &history, &evidence, &NoLock, &opts,
+                )
+                .await
+            }
+        };
         spinner.finish();
         report.outcomes = run.outcomes;
         report.stopped = run.stopped.map(|s| s.detail);
+    }
+
+    /// Takes the heal lease of `scope` when the cluster's etcd is known and --no-lease is
+    /// not given. Fails closed: an etcd that cannot be asked refuses, as one that says the
+    /// lease is held does.
+    async fn lease(&self, scope: &str) -> anyhow::Result<LeaseTaken> {
+        if self.no_lease {
+            return Ok(LeaseTaken::NotUsed(
+                "not taken (--no-lease): nothing keeps a watcher's auto-heal from acting at the same time".into(),
+            ));
+        }
+        let Some(opts) = self.cluster.target()?.etcd_options()? else {
+            return Ok(LeaseTaken::NotUsed(
+                "none: the cluster's etcd is not known (give -c patroni.yml or --dcs to share watch's lease)".into(),
+            ));
+        };
+        let shown = opts.endpoints.join(",");
+        let store = crate::watch::lease::LeaseStore::Etcd {
+            etcd: crate::source::dcs::etcd::Etcd::new(&opts)?,
+            shown: shown.clone(),
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let owner = format!("{}:{} (pgpatrol heal)", host.trim(), std::process::id());
+        Ok(match store.try_acquire(scope, &owner).await {
+            Ok(Some(h)) => LeaseTaken::Held(
+                h,
+                format!("taken: /pgpatrol/heal/{scope} in etcd {shown}"),
+            ),
+            Ok(None) => {
+                let holder = store
+                    .holder(scope)
+                    .await
+                    .unwrap_or_else(|| "another healer".into());
+                LeaseTaken::Refused(format!(
+                    "refused: the heal lease /pgpatrol/heal/{scope} is held by {holder} (a watcher's auto-heal or another heal is acting): nothing was done; try again when it is done, or --no-lease if you know no other healer runs"
+                ))
+            }
+            Err(e) => LeaseTaken::Refused(format!(
+                "refused: cannot take the heal lease /pgpatrol/heal/{scope} ({e}): nothing was done; --no-lease to heal without it"
+            )),
+        })
     }
 
     fn print(&self, report: &HealReport) -> anyhow::Result<()> {
@@ -468,6 +551,13 @@ impl HealArgs {
         }
         Ok(())
     }
+}
+
+/// What became of the heal lease.
+enum LeaseTaken {
+    Held(crate::watch::lease::Held, String),
+    NotUsed(String),
+    Refused(String),
 }
 
 /// The state after healing. `/cluster` pairs DCS keys that each refresh once per loop, and a

@@ -32,6 +32,9 @@ pub struct HealReport {
     /// Replicas still at or above the tolerance (or unknown) afterwards.
     pub still_unhealthy: Vec<String>,
     pub doc_link: Option<String>,
+    /// The heal lease, in words: taken (where), none configured, or skipped (`--no-lease`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 fn lag_text(l: Option<Lag>) -> String {
@@ -189,6 +192,9 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
         r.started,
         r.finished
     )?;
+    if let Some(l) = &r.lease {
+        writeln!(out, "Heal lease: {l}.\n")?;
+    }
     writeln!(out, "## Before\n")?;
     state_table(out, &r.before)?;
     writeln!(out, "\n## Plan\n")?;

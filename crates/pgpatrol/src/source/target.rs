@@ -197,6 +197,24 @@ impl Target {
         RestSource::new(cache.get(&opts)?, &urls)
     }
 
+    /// The cluster's etcd as the DCS source would reach it — from `dcs:` settings, else the
+    /// `etcd3` section of patroni.yml (every host, TLS, client certificate, credentials) —
+    /// or `None` when neither names one.
+    pub fn etcd_options(&self) -> Result<Option<super::dcs::etcd::EtcdOptions>, SourceError> {
+        let yml = self.read_yml()?;
+        let settings = match (&self.dcs, yml.as_ref().and_then(|y| y.etcd3.as_ref())) {
+            (Some(d), _) => d.clone(),
+            (None, Some(e)) if !e.endpoints.is_empty() => DcsSettings::default(),
+            _ => return Ok(None),
+        };
+        let (_, opts) = self.resolve_with(yml.as_ref())?;
+        Ok(Some(
+            settings
+                .resolve(self.dcs_password.clone(), yml.as_ref(), &opts)?
+                .etcd,
+        ))
+    }
+
     fn read_yml(&self) -> Result<Option<PatroniYml>, SourceError> {
         match &self.patroni_yml {
             Some(p) => Ok(Some(PatroniYml::read(p).map_err(SourceError::BadInput)?)),

@@ -23,7 +23,6 @@ use super::metrics::{ClusterL, ClusterReasonL, Metrics};
 use super::Shared;
 use crate::executor::runner::{self, ConfirmedPlan, RunOptions, Stop, StopKind};
 use crate::executor::{self, ReinitOptions, ReinitResult};
-use crate::source::patroni_yml::PatroniYml;
 use crate::source::rest::RestSource;
 
 /// The heal policy of a cluster's `heal:` section.
@@ -94,10 +93,37 @@ pub struct Healer {
 }
 
 fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::Result<LeaseStore> {
+    // The cluster's own etcd as the DCS source reaches it (patroni_yml's etcd3, or `dcs:`):
+    // its hosts, TLS and credentials serve the lease too.
+    let dcs_etcd = if h.lease.kubernetes.is_none() && h.lease.dir.is_none() {
+        cfg.target(c)
+            .map_err(anyhow::Error::msg)?
+            .etcd_options()
+            .map_err(|e| anyhow::anyhow!("cluster {:?}: heal lease: {e}", c.name))?
+    } else {
+        None
+    };
+    let etcd = |opts: crate::source::dcs::etcd::EtcdOptions, shown: String| {
+        crate::source::dcs::etcd::Etcd::new(&opts)
+            .map(|etcd| LeaseStore::Etcd { etcd, shown })
+            .map_err(|e| anyhow::anyhow!("cluster {:?}: heal lease: {e}", c.name))
+    };
     if let Some(url) = &h.lease.etcd {
-        return Ok(LeaseStore::Etcd {
-            url: url.trim_end_matches('/').to_string(),
+        // This etcd, with the cluster's etcd TLS and credentials when it has an etcd3 section.
+        let mut opts = dcs_etcd.unwrap_or(crate::source::dcs::etcd::EtcdOptions {
+            endpoints: Vec::new(),
+            auth: None,
+            http: crate::source::rest::HttpOptions {
+                timeout: std::time::Duration::from_secs(5),
+                ..Default::default()
+            },
         });
+        opts.endpoints = url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        return etcd(opts, url.clone());
     }
     // A lock file is a lease on this machine only: two watchers elsewhere (two pods of a
     // Deployment during a rolling update) would both heal. Only an operator who says this
@@ -120,12 +146,11 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
             name: name.clone(),
         });
     }
-    let etcd = match &c.access.patroni_yml {
-        Some(p) => PatroniYml::read(p).map_err(anyhow::Error::msg)?.etcd3_url,
-        None => None,
-    };
-    Ok(match etcd {
-        Some(url) => LeaseStore::Etcd { url },
+    Ok(match dcs_etcd {
+        Some(opts) => {
+            let shown = opts.endpoints.join(",");
+            return etcd(opts, shown);
+        }
         None if !h.lease.local => {
             return Err(local_only(
                 "none is configured (no heal.lease, and no etcd3 section in patroni_yml)",
@@ -370,7 +395,10 @@ impl Healer {
         }
 
         // 4. One healer per cluster.
-        let held = match self.lease.try_acquire(name, &self.owner).await {
+        // Keyed by the cluster's scope (its name in the DCS), so `pgpatrol heal` and any
+        // other watcher of the same cluster, whatever they call it, share it.
+        let key = cluster.scope.as_deref().unwrap_or(name);
+        let held = match self.lease.try_acquire(key, &self.owner).await {
             Ok(Some(h)) => h,
             Ok(None) => {
                 refuse("lease_held");

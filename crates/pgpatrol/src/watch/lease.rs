@@ -1,8 +1,9 @@
 //! One active healer per cluster. Before auto-heal acts, it takes a lease: an etcd v3 lease
-//! (through etcd's JSON gateway, the same API Patroni's `etcd3` DCS uses) on the key
+//! (through the one etcd client, `source::dcs::etcd`: every host, TLS, client certificates,
+//! authentication and the API prefix, as the DCS reads) on the key
 //! `/pgpatrol/heal/<cluster>`, a Kubernetes Lease (`source::k8s::lease`), or an exclusive
-//! `flock` on a local lock file. A second watch
-//! process finds the lease held and does not act.
+//! `flock` on a local lock file (only when the operator says it is the only watcher). A
+//! second healer finds the lease held and does not act.
 //!
 //! An etcd lease is renewed every `TTL/3` while held, and once more right before each
 //! action (`HealLock::confirm`). A renewal that fails, or that finds the lease expired,
@@ -14,16 +15,17 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
+
+use crate::source::dcs::etcd::Etcd;
 use tokio::sync::watch;
 
 /// A held lease; dropping a file lock releases it, an etcd lease is revoked by `release`.
 #[derive(Debug)]
 pub enum Held {
     Etcd {
-        url: String,
+        etcd: Etcd,
         id: String,
         keepalive: tokio::task::JoinHandle<()>,
-        http: reqwest::Client,
         /// `Some(why)` once a renewal failed or found the lease expired.
         lost: watch::Receiver<Option<String>>,
         lost_tx: watch::Sender<Option<String>>,
@@ -38,18 +40,30 @@ pub enum Held {
     },
 }
 
+/// One call to etcd; every endpoint's failure in one line.
+async fn call(etcd: &Etcd, path: &str, body: Value) -> Result<Value, String> {
+    etcd.request(path, body)
+        .await
+        .map(|(v, _)| v)
+        .map_err(|errors| {
+            format!(
+                "etcd: {}",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })
+}
+
 /// Renews lease `id` once: `Err` when etcd does not answer or says it expired.
-async fn keepalive(http: &reqwest::Client, url: &str, id: &str) -> Result<(), String> {
-    let v = post(
-        http,
-        &format!("{url}/v3/lease/keepalive"),
-        json!({ "ID": id }),
-    )
-    .await?;
+async fn keepalive(etcd: &Etcd, id: &str) -> Result<(), String> {
+    let v = call(etcd, "/lease/keepalive", json!({ "ID": id })).await?;
     // etcd's gateway wraps stream answers in `result`; a TTL of 0 (omitted) means expired.
     let r = v.get("result").unwrap_or(&v);
     if let Some(e) = v.get("error") {
-        return Err(format!("etcd {url}: keepalive refused: {e}"));
+        return Err(format!("etcd: keepalive refused: {e}"));
     }
     let ttl = r["TTL"]
         .as_str()
@@ -57,7 +71,7 @@ async fn keepalive(http: &reqwest::Client, url: &str, id: &str) -> Result<(), St
         .or_else(|| r["TTL"].as_i64())
         .unwrap_or(0);
     if ttl <= 0 {
-        return Err(format!("etcd {url}: the lease {id} expired"));
+        return Err(format!("etcd: the lease {id} expired"));
     }
     Ok(())
 }
@@ -67,9 +81,8 @@ impl crate::executor::runner::HealLock for Held {
         match self {
             Held::File(_) => Ok(()),
             Held::Etcd {
-                url,
+                etcd,
                 id,
-                http,
                 lost,
                 lost_tx,
                 ..
@@ -77,7 +90,7 @@ impl crate::executor::runner::HealLock for Held {
                 if let Some(why) = lost.borrow().clone() {
                     return Err(why);
                 }
-                keepalive(http, url, id).await.inspect_err(|why| {
+                keepalive(etcd, id).await.inspect_err(|why| {
                     let _ = lost_tx.send(Some(why.clone()));
                 })
             }
@@ -119,8 +132,10 @@ impl crate::executor::runner::HealLock for Held {
 /// Where leases live.
 #[derive(Debug, Clone)]
 pub enum LeaseStore {
+    /// An etcd lease through the one etcd client; `shown` names it in messages.
     Etcd {
-        url: String,
+        etcd: Etcd,
+        shown: String,
     },
     File {
         dir: PathBuf,
@@ -136,21 +151,6 @@ const TTL_SECS: u64 = 30;
 
 fn b64(s: &str) -> String {
     crate::etcd::base64(s.as_bytes())
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: Value) -> Result<Value, String> {
-    let resp = http
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("etcd {url}: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("etcd {url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("etcd {url}: HTTP {status}: {}", text.trim()));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("etcd {url}: not JSON ({e})"))
 }
 
 impl LeaseStore {
@@ -205,45 +205,33 @@ impl LeaseStore {
                     lost_tx,
                 }))
             }
-            LeaseStore::Etcd { url } => {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let grant = post(
-                    &http,
-                    &format!("{url}/v3/lease/grant"),
-                    json!({ "TTL": TTL_SECS }),
-                )
-                .await?;
+            LeaseStore::Etcd { etcd, shown } => {
+                let grant = call(etcd, "/lease/grant", json!({ "TTL": TTL_SECS }))
+                    .await
+                    .map_err(|e| format!("{shown}: {e}"))?;
                 let id = grant["ID"]
                     .as_str()
                     .map(str::to_string)
                     .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()));
                 let id =
-                    id.ok_or_else(|| format!("etcd {url}: lease grant without an ID: {grant}"))?;
+                    id.ok_or_else(|| format!("etcd {shown}: lease grant without an ID: {grant}"))?;
                 let key = b64(&format!("/pgpatrol/heal/{cluster}"));
                 let txn = json!({
                     "compare": [{"key": key, "target": "CREATE", "create_revision": "0"}],
                     "success": [{"requestPut": {"key": key, "value": b64(owner), "lease": id}}],
                 });
-                let res = post(&http, &format!("{url}/v3/kv/txn"), txn).await?;
-                if res["succeeded"] != Value::Bool(true) {
-                    let _ = post(
-                        &http,
-                        &format!("{url}/v3/lease/revoke"),
-                        json!({ "ID": id }),
-                    )
-                    .await;
-                    return Ok(None);
+                let res = call(etcd, "/kv/txn", txn).await;
+                let won = matches!(&res, Ok(r) if r["succeeded"] == Value::Bool(true));
+                if !won {
+                    let _ = call(etcd, "/lease/revoke", json!({ "ID": id })).await;
+                    return res.map(|_| None).map_err(|e| format!("{shown}: {e}"));
                 }
                 let (lost_tx, lost) = watch::channel(None);
-                let (ka_url, ka_id, ka_http, ka_tx) =
-                    (url.clone(), id.clone(), http.clone(), lost_tx.clone());
+                let (ka_etcd, ka_id, ka_tx) = (etcd.clone(), id.clone(), lost_tx.clone());
                 let keepalive = tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(Duration::from_secs(TTL_SECS / 3)).await;
-                        if let Err(e) = keepalive(&ka_http, &ka_url, &ka_id).await {
+                        if let Err(e) = keepalive(&ka_etcd, &ka_id).await {
                             // Not retried: by the next try another healer may hold it.
                             tracing::warn!(error = %e, "heal lease keepalive failed: auto-heal stops acting");
                             let _ = ka_tx.send(Some(e));
@@ -252,14 +240,25 @@ impl LeaseStore {
                     }
                 });
                 Ok(Some(Held::Etcd {
-                    url: url.clone(),
+                    etcd: etcd.clone(),
                     id,
                     keepalive,
-                    http,
                     lost,
                     lost_tx,
                 }))
             }
+        }
+    }
+
+    /// Who holds the lease of `cluster` now (the holder's `host:pid`), when it can tell.
+    pub async fn holder(&self, cluster: &str) -> Option<String> {
+        match self {
+            LeaseStore::Etcd { etcd, .. } => {
+                let key = format!("/pgpatrol/heal/{cluster}");
+                let (kvs, _) = etcd.range(&key).await.ok()?;
+                kvs.into_iter().find(|kv| kv.key == key).map(|kv| kv.value)
+            }
+            LeaseStore::Kubernetes { .. } | LeaseStore::File { .. } => None,
         }
     }
 }
@@ -280,21 +279,9 @@ impl Held {
                 tracing::warn!(error = %e, "cannot release the heal Lease: it expires in {TTL_SECS}s");
             }
         }
-        if let Held::Etcd { url, id, .. } = &self {
-            let (url, id) = (url.clone(), id.clone());
-            if let Ok(http) = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-            {
-                if let Err(e) = post(
-                    &http,
-                    &format!("{url}/v3/lease/revoke"),
-                    json!({ "ID": id }),
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "cannot revoke the heal lease: it expires in {TTL_SECS}s");
-                }
+        if let Held::Etcd { etcd, id, .. } = &self {
+            if let Err(e) = call(etcd, "/lease/revoke", json!({ "ID": id })).await {
+                tracing::warn!(error = %e, "cannot revoke the heal lease: it expires in {TTL_SECS}s");
             }
         }
     }

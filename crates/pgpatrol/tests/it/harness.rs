@@ -350,18 +350,32 @@ impl Lab {
 
     /// Patroni's GET /cluster from the first member that answers, as it came (the tests
     /// check the wire; the product reads it through `source::rest` only).
+    /// A member that is being killed or restarted can accept a connection and reset it:
+    /// the next member is asked, and the round repeated a few times, before giving up.
     pub fn cluster_json(&self) -> Value {
-        for url in self.urls() {
-            let addr = url.trim_start_matches("http://").to_string();
-            if std::net::TcpStream::connect(&addr).is_err() {
-                continue;
+        let mut last = String::new();
+        for round in 0..5 {
+            if round > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(300));
             }
-            let (status, body) = crate::util::http("GET", &format!("{url}/cluster"), None);
-            if let (200, Ok(v)) = (status, serde_json::from_str(&body)) {
-                return v;
+            for url in self.urls() {
+                match crate::util::request(
+                    "GET",
+                    &format!("{url}/cluster"),
+                    None,
+                    None,
+                    std::time::Duration::from_secs(10),
+                ) {
+                    Ok((200, body)) => match serde_json::from_str(&body) {
+                        Ok(v) => return v,
+                        Err(e) => last = format!("{url}: {e}"),
+                    },
+                    Ok((status, body)) => last = format!("{url}: HTTP {status}: {body}"),
+                    Err(e) => last = format!("{url}: {e}"),
+                }
             }
         }
-        panic!("no member of the lab answers GET /cluster")
+        panic!("no member of the lab answers GET /cluster (last: {last})")
     }
 
     /// One member's entry in /cluster (`Value::Null` when absent).

@@ -23,6 +23,7 @@ pub fn tests() -> Vec<Test> {
         reinit_from_leader_needs_patroni_4_1,
         delayed_replicas_are_left_alone_and_the_delay_is_named,
         a_reinit_whose_answer_never_arrives_is_followed_until_the_member_shows_it,
+        heal_is_refused_while_another_healer_holds_the_lease,
     ];
     // The paused replica's Patroni is held stopped (below); before 4.1 the replay lag comes
     // from that member's own /patroni, so heal would see its lag as unknown instead.
@@ -326,12 +327,12 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
         .find(|(m, _)| m.name == leader)
         .map(|(_, u)| u)
         .expect("the leader's URL");
+    // Its replay lag in the leader's /cluster; None while its key is missing or has no figure.
     let replay_lag = || {
         crate::util::get_json(&format!("{leader_url}/cluster"))["members"]
             .as_array()
             .and_then(|ms| ms.iter().find(|m| m["name"] == target.as_str()).cloned())
             .and_then(|m| m["replay_lag"].as_u64())
-            .unwrap_or(0)
     };
     let release = Release(lab, target.clone(), patroni);
     pgpatrol::lab::process::signal(patroni, Signal::SIGSTOP).expect("SIGSTOP patroni");
@@ -339,7 +340,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     // Quick: its member key leaves /cluster a ttl (20 s) after its Patroni stopped.
     write_mb(lab, "keep_paused", 25);
     crate::watch::wait_for("replay lag of 20 MB", Duration::from_secs(15), || {
-        (replay_lag() >= 20 * MB).then_some(())
+        replay_lag().filter(|l| *l >= 20 * MB)
     });
     // Its Patroni is stopped: the start time comes from its PostgreSQL.
     let started = "SELECT pg_postmaster_start_time()";
@@ -359,8 +360,9 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     drop(release);
 
     // Control: replay resumed, the receiver stopped instead: healed.
+    // Its Patroni runs again (and resumes the replay): back in /cluster, caught up.
     crate::watch::wait_for("replay caught up", Duration::from_secs(60), || {
-        (lab.replay_lag(&target) < MB).then_some(())
+        replay_lag().filter(|l| *l < MB)
     });
     lab.break_lag(&target, 20);
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
@@ -560,4 +562,56 @@ pub(crate) fn a_reinit_whose_answer_never_arrives_is_followed_until_the_member_s
         start_times(lab)[&target],
         "rebuilt by Patroni"
     );
+}
+
+/// Spec (docs/SAFETY.md §7, one healer): `pgpatrol heal` takes the same etcd lease as a
+/// watcher's auto-heal (`/pgpatrol/heal/SCOPE`, the cluster's etcd from -c patroni.yml):
+/// while a watcher holds it, heal is refused with the holder named and nothing is sent;
+/// `--no-lease` heals anyway and says so; once free, heal takes it and releases it. Fails
+/// without the guard: heal took no lease and rebuilt the replica beside the watcher.
+pub(crate) fn heal_is_refused_while_another_healer_holds_the_lease(lab: &Lab) {
+    let target = lab.replica();
+    lab.break_lag(&target, 20);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = crate::watch::etcd_lease(lab);
+    let held = rt
+        .block_on(store.try_acquire("demo", "watch-host:4242"))
+        .expect("etcd answers")
+        .expect("the lease is free");
+    let before = start_times(lab);
+    let (rc, report) = heal_json(lab, &["--tolerance", "5"]);
+    assert_eq!(rc, 1, "{report:#}");
+    assert!(
+        report["outcomes"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    let said = report["lease"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("held by watch-host:4242") && said.contains("nothing was done"),
+        "{report:#}"
+    );
+    assert_eq!(before, start_times(lab), "nothing was rebuilt");
+    rt.block_on(held.release());
+    // Free again: heal takes it, says so, and heals.
+    let (rc, report) = heal_json(lab, &["--tolerance", "5"]);
+    assert_eq!(rc, 0, "{report:#}");
+    assert!(
+        report["lease"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("taken: /pgpatrol/heal/demo"),
+        "{report:#}"
+    );
+    assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+    // And released it: a watcher can take it now.
+    let again = rt
+        .block_on(store.try_acquire("demo", "watch-host:4242"))
+        .expect("etcd answers");
+    assert!(again.is_some(), "heal released the lease");
+    if let Some(h) = again {
+        rt.block_on(h.release());
+    }
 }

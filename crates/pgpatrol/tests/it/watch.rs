@@ -743,6 +743,19 @@ fn etcd_url(lab: &Lab) -> String {
     format!("http://127.0.0.1:{}", lab.state().etcd.client_port)
 }
 
+/// The heal lease store on the lab's etcd, as a watcher with `lease: {etcd: URL}` has it.
+pub(crate) fn etcd_lease(lab: &Lab) -> pgpatrol::watch::lease::LeaseStore {
+    use pgpatrol::source::dcs::etcd::{Etcd, EtcdOptions};
+    let url = etcd_url(lab);
+    let etcd = Etcd::new(&EtcdOptions {
+        endpoints: vec![url.clone()],
+        auth: None,
+        http: pgpatrol::source::rest::HttpOptions::default(),
+    })
+    .expect("etcd client");
+    pgpatrol::watch::lease::LeaseStore::Etcd { etcd, shown: url }
+}
+
 fn the_heal_lease_in_etcd_admits_one_holder(lab: &Lab) {
     use pgpatrol::watch::lease::LeaseStore;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -750,7 +763,7 @@ fn the_heal_lease_in_etcd_admits_one_holder(lab: &Lab) {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let store = LeaseStore::Etcd { url: etcd_url(lab) };
+        let store: LeaseStore = etcd_lease(lab);
         let a = store
             .try_acquire("lease-test", "a")
             .await

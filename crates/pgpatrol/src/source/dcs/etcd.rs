@@ -458,6 +458,26 @@ impl Etcd {
         .await
     }
 
+    /// One gateway call (`path` after the API prefix: `/lease/grant`, `/kv/txn`, ...) on the
+    /// first endpoint that answers, in its session (the API prefix its version speaks, the
+    /// auth token); the answer and the endpoint. The heal lease goes through here, so it
+    /// reaches every host with the TLS and credentials the DCS reads use.
+    pub async fn request(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<(Value, String), Vec<EtcdError>> {
+        self.first(|base| {
+            let body = body.clone();
+            async move {
+                self.call_in_session(&base, path, body)
+                    .await
+                    .map(|(v, _)| v)
+            }
+        })
+        .await
+    }
+
     /// Deletes every key under `prefix`; how many went.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(u64, String), Vec<EtcdError>> {
         self.first(|base| async move {
