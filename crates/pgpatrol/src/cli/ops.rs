@@ -833,7 +833,9 @@ pub struct RestartArgs {
     #[arg(long)]
     pub pending: bool,
 
-    /// Schedule the restarts at this time (ISO 8601 with a zone) instead of now.
+    /// Schedule the restart at this time (ISO 8601 with a zone) instead of now. One member
+    /// per cluster at a time: Patroni runs a schedule unchecked, so several members, or a
+    /// second schedule while one stands, are refused (use --rolling at that time instead).
     #[arg(long, conflicts_with = "rolling")]
     pub scheduled: Option<String>,
 
