@@ -307,6 +307,18 @@ impl Lab {
         self.state().urls()
     }
 
+    /// The REST API base URL of `member`.
+    pub fn url_of(&self, member: &str) -> String {
+        let state = self.state();
+        state
+            .members
+            .iter()
+            .zip(state.urls())
+            .find(|(m, _)| m.name == member)
+            .map(|(_, u)| u)
+            .unwrap_or_else(|| panic!("no member {member} in the lab"))
+    }
+
     /// Member names: pg0, pg1, ...
     pub fn members(&self) -> Vec<String> {
         self.state()

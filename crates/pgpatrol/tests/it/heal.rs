@@ -318,15 +318,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     }
     // /cluster from the leader: the stopped member's API accepts connections and never
     // answers.
-    let leader = lab.leader();
-    let state = lab.state();
-    let leader_url = state
-        .members
-        .iter()
-        .zip(state.urls())
-        .find(|(m, _)| m.name == leader)
-        .map(|(_, u)| u)
-        .expect("the leader's URL");
+    let leader_url = lab.url_of(&lab.leader());
     // Its replay lag in the leader's /cluster; None while its key is missing or has no figure.
     let replay_lag = || {
         crate::util::get_json(&format!("{leader_url}/cluster"))["members"]
@@ -511,14 +503,7 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
 /// once, the slot freed, while Patroni ran the rebuild.
 pub(crate) fn a_reinit_whose_answer_never_arrives_is_followed_until_the_member_shows_it(lab: &Lab) {
     let target = lab.replica();
-    let state = lab.state();
-    let api = state
-        .members
-        .iter()
-        .zip(state.urls())
-        .find(|(m, _)| m.name == target)
-        .map(|(_, u)| u)
-        .expect("the member's URL");
+    let api = lab.url_of(&target);
     let proxy = crate::util::withholding_proxy(&api);
     lab.break_lag(&target, 20);
     let before = start_times(lab);
