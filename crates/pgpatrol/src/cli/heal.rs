@@ -17,7 +17,7 @@ use super::confirm;
 use super::progress::Spinner;
 use super::sli::LagArg;
 use super::Outcome;
-use crate::executor::runner::{self, ConfirmedPlan, NoLock, RunOptions};
+use crate::executor::runner::{self, ConfirmedPlan, RunOptions};
 use crate::executor::Progress as _;
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::output::report::{self, HealReport};
@@ -480,20 +480,10 @@ impl HealArgs {
             slot_wait: self.timeout,
         };
         let confirmed = ConfirmedPlan::of(plan, before);
-        let run = match held {
-            Some(h) => {
-                runner::run_plan(
-                    reader, &exec, policy, &confirmed, &history, &evidence, h, &opts,
-                )
-                .await
-            }
-            None => {
-                runner::run_plan(
-                    reader, &exec, policy, &confirmed, &history, &evidence, &NoLock, &opts,
-                )
-                .await
-            }
-        };
+        let run = runner::run_plan(
+            reader, &exec, policy, &confirmed, &history, &evidence, &held, &opts,
+        )
+        .await;
         spinner.finish();
         report.outcomes = run.outcomes;
         report.stopped = run.stopped.map(|s| s.detail);

@@ -410,21 +410,23 @@ pub async fn reinitialize(
                 (Ok(_), Some(view)) => format!("; the cluster view still shows {view}"),
                 (Ok(_), None) => String::new(),
             };
-            if unanswered && !transitioned {
-                return finish(
-                    out,
+            // An unanswered request the member never showed running did not run: failed.
+            let (result, what) = if unanswered && !transitioned {
+                (
                     ReinitResult::Failed,
-                    format!(
-                        "POST /reinitialize got no answer and the member showed no rebuild within {} (last state {last}{why})",
-                        humantime::format_duration(opts.timeout)
-                    ),
-                );
-            }
+                    "POST /reinitialize got no answer and the member showed no rebuild within",
+                )
+            } else {
+                (
+                    ReinitResult::TimedOut,
+                    "not streaming below the tolerance after",
+                )
+            };
             return finish(
                 out,
-                ReinitResult::TimedOut,
+                result,
                 format!(
-                    "not streaming below the tolerance after {} (last state {last}{why})",
+                    "{what} {} (last state {last}{why})",
                     humantime::format_duration(opts.timeout)
                 ),
             );

@@ -46,7 +46,7 @@ pub trait HealLock: Send + Sync {
     fn lost(&self) -> impl Future<Output = String> + Send;
 }
 
-/// No lease: a person running `pgpatrol heal` is the one healer.
+/// No lease at all: the caller is the one healer.
 #[derive(Debug)]
 pub struct NoLock;
 
@@ -56,6 +56,23 @@ impl HealLock for NoLock {
     }
     async fn lost(&self) -> String {
         std::future::pending().await
+    }
+}
+
+/// A lease that may not have been taken (`pgpatrol heal --no-lease`, or no etcd known):
+/// `None` acts as [`NoLock`].
+impl<L: HealLock> HealLock for Option<&L> {
+    async fn confirm(&self) -> Result<(), String> {
+        match self {
+            Some(l) => l.confirm().await,
+            None => Ok(()),
+        }
+    }
+    async fn lost(&self) -> String {
+        match self {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

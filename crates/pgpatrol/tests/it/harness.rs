@@ -408,18 +408,34 @@ impl Lab {
             .expect("a numeric replay lag")
     }
 
-    /// Runs `pgpatrol ARGS` pointed at this lab (PATRONI_URL, PATRONI_RESTAPI_USERNAME,
-    /// PGPATROL_PASSWORD_FILE, PATRONICTL_CONFIG_FILE set). Does not check the exit code.
-    pub fn pgpatrol(&self, args: &[&str]) -> Output {
+    /// `pgpatrol` pointed at this lab (PATRONI_URL, PATRONI_RESTAPI_USERNAME,
+    /// PGPATROL_PASSWORD_FILE, PATRONICTL_CONFIG_FILE set).
+    fn command(&self) -> Command {
         let state = self.state();
         let paths = LabPaths::new(&self.dir).expect("lab paths");
-        pgpatrol_cmd()
-            .args(args)
-            .env("PATRONI_URL", state.urls().join(","))
+        let mut c = pgpatrol_cmd();
+        c.env("PATRONI_URL", state.urls().join(","))
             .env("PATRONI_RESTAPI_USERNAME", lablib::REST_USER)
             .env("PGPATROL_PASSWORD_FILE", paths.password())
             .env("PATRONICTL_CONFIG_FILE", paths.config("pg0"))
-            .env("PGPATROL_LAB_DIR", &self.dir)
+            .env("PGPATROL_LAB_DIR", &self.dir);
+        c
+    }
+
+    /// Runs `pgpatrol ARGS` pointed at this lab. Does not check the exit code.
+    pub fn pgpatrol(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()))
+    }
+
+    /// As [`Lab::pgpatrol`], through the REST API alone: no patroni.yml, so no PostgreSQL
+    /// login and no etcd (a `--url` in ARGS wins over the lab's URLs).
+    pub fn pgpatrol_rest_only(&self, args: &[&str]) -> Output {
+        self.command()
+            .env_remove("PATRONICTL_CONFIG_FILE")
+            .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()))
     }

@@ -423,25 +423,16 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     let text = report.to_string();
     assert!(text.contains("10min on the member"), "{text}");
     // Without a login: the dynamic configuration says it.
-    let state = lab.state();
-    let paths = pgpatrol::lab::LabPaths::new(lab.dir()).expect("lab paths");
-    let out = crate::harness::pgpatrol_cmd()
-        .args([
-            "heal",
-            "--yes",
-            "--report",
-            "json",
-            "--tolerance",
-            "5",
-            "--min-healthy",
-            "0",
-        ])
-        .env("PATRONI_URL", state.urls().join(","))
-        .env("PATRONI_RESTAPI_USERNAME", pgpatrol::lab::REST_USER)
-        .env("PGPATROL_PASSWORD_FILE", paths.password())
-        .env_remove("PATRONICTL_CONFIG_FILE")
-        .output()
-        .expect("run pgpatrol");
+    let out = lab.pgpatrol_rest_only(&[
+        "heal",
+        "--yes",
+        "--report",
+        "json",
+        "--tolerance",
+        "5",
+        "--min-healthy",
+        "0",
+    ]);
     let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
     assert_eq!(code(&out), 1, "{report:#}");
     for r in &replicas {
@@ -507,26 +498,18 @@ pub(crate) fn a_reinit_whose_answer_never_arrives_is_followed_until_the_member_s
     let proxy = crate::util::withholding_proxy(&api);
     lab.break_lag(&target, 20);
     let before = start_times(lab);
-    let paths = pgpatrol::lab::LabPaths::new(lab.dir()).expect("lab paths");
-    let out = crate::harness::pgpatrol_cmd()
-        .args([
-            "heal",
-            "--yes",
-            "--report",
-            "json",
-            "--tolerance",
-            "5",
-            "--request-timeout",
-            "2s",
-            "--url",
-            &proxy.url,
-        ])
-        .env("PATRONI_RESTAPI_USERNAME", pgpatrol::lab::REST_USER)
-        .env("PGPATROL_PASSWORD_FILE", paths.password())
-        .env_remove("PATRONI_URL")
-        .env_remove("PATRONICTL_CONFIG_FILE")
-        .output()
-        .expect("run pgpatrol");
+    let out = lab.pgpatrol_rest_only(&[
+        "heal",
+        "--yes",
+        "--report",
+        "json",
+        "--tolerance",
+        "5",
+        "--request-timeout",
+        "2s",
+        "--url",
+        &proxy.url,
+    ]);
     let report: Value = serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
     assert_eq!(
