@@ -47,21 +47,43 @@ impl TakeoverSettings {
             _ => None,
         }
         .unwrap_or(d.maximum_lag_on_failover);
-        let (synchronous_mode, quorum) = match config.get("synchronous_mode") {
-            Some(Value::Bool(b)) => (*b, false),
-            Some(Value::String(s)) => match s.to_lowercase().as_str() {
-                "quorum" => (true, true),
-                "on" | "true" | "yes" | "1" => (true, false),
-                _ => (false, false),
-            },
-            _ => (false, false),
-        };
+        let (synchronous_mode, quorum) = synchronous_mode(config);
         TakeoverSettings {
             maximum_lag_on_failover: max_lag,
             synchronous_mode,
             quorum,
         }
     }
+}
+
+/// Patroni's `parse_bool` of a configuration value: `str(value).lower()` is `on`, `true`,
+/// `yes`, `1` (true) or `off`, `false`, `no`, `0` (false); anything else is neither.
+pub fn patroni_bool(v: Option<&Value>) -> Option<bool> {
+    let text = match v? {
+        Value::Bool(b) => return Some(*b),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.to_lowercase(),
+        _ => return None,
+    };
+    match text.as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A flag of the dynamic configuration as Patroni's `check_mode` reads it (`pause`,
+/// `synchronous_mode_strict`, `failsafe_mode`): true only for a true `parse_bool`.
+pub fn config_flag(config: &Value, key: &str) -> bool {
+    patroni_bool(config.get(key)) == Some(true)
+}
+
+/// Synchronous mode and quorum commit as Patroni reads `synchronous_mode`: quorum when it is
+/// exactly `quorum`; synchronous when quorum or a true `parse_bool`. The one reading, for
+/// the takeover rule, doctor and the DCS source alike.
+pub fn synchronous_mode(config: &Value) -> (bool, bool) {
+    let quorum = config.get("synchronous_mode").and_then(Value::as_str) == Some("quorum");
+    (quorum || config_flag(config, "synchronous_mode"), quorum)
 }
 
 /// Switchover (a running leader hands over) or failover (the leader is gone).

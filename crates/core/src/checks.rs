@@ -1233,9 +1233,9 @@ pub fn backup_checks(
 
 /// How many 16 MB segments `older` is behind `newer` (24-hex WAL file names, same timeline
 /// or not); `None` when a name is not a WAL file name.
-fn wal_distance(newer: &str, older: &str) -> Option<i64> {
+pub fn wal_distance(newer: &str, older: &str) -> Option<i64> {
     let seg = |name: &str| -> Option<i64> {
-        if name.len() != 24 || !name.is_ascii() {
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let log = i64::from_str_radix(name.get(8..16)?, 16).ok()?;
@@ -1933,6 +1933,24 @@ mod tests {
             "backup": [
                 {"type": "full", "timestamp": {"start": stop - 100.0, "stop": stop - 50.0}},
                 {"type": "incr", "timestamp": {"start": stop - 10.0, "stop": stop}}]}])
+    }
+
+    /// Found writing the `fuzz::pg` target: a sign inside a WAL file name
+    /// (`0000000100000000+0000005`) was read as a number; a WAL file name is 24 hex digits.
+    #[test]
+    fn fuzz_a_wal_name_with_a_sign_is_not_a_wal_name() {
+        assert_eq!(
+            wal_distance("000000010000000000000005", "000000010000000000000004"),
+            Some(1)
+        );
+        assert_eq!(
+            wal_distance("0000000100000000+0000005", "000000010000000000000004"),
+            None
+        );
+        assert_eq!(
+            wal_distance("000000010000000000000005", "00000001-000000000000004"),
+            None
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod doctor;
 pub mod etcd;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lab;
 pub mod ops;
 pub mod output;

@@ -111,34 +111,67 @@ pub async fn extras(source: &RestSource, cluster: &pgpatrol_core::Cluster, e: &m
             .count()
     });
     if let Ok(c) = config {
-        e.maximum_lag_on_failover = c["maximum_lag_on_failover"].as_u64();
-        e.synchronous_mode = truthy(&c["synchronous_mode"]);
-        e.synchronous_mode_strict = truthy(&c["synchronous_mode_strict"]);
-        e.permanent_slots = c["slots"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        read_config(e, &c);
     }
 }
 
-/// Patroni writes booleans, and sometimes strings ("on", "quorum" for synchronous_mode).
-fn truthy(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::Bool(b) => *b,
-        serde_json::Value::String(s) => !matches!(s.as_str(), "off" | "false" | ""),
-        _ => false,
-    }
+/// What the checks take from the dynamic configuration, read as Patroni reads it (the
+/// takeover rule's reading of `synchronous_mode` and `maximum_lag_on_failover`).
+pub fn read_config(e: &mut RestEvidence, c: &serde_json::Value) {
+    use pgpatrol_core::candidates::{config_flag, synchronous_mode};
+    e.maximum_lag_on_failover = c.get("maximum_lag_on_failover").map(|_| {
+        pgpatrol_core::candidates::TakeoverSettings::from_config(c).maximum_lag_on_failover
+    });
+    e.synchronous_mode = synchronous_mode(c).0;
+    e.synchronous_mode_strict = config_flag(c, "synchronous_mode_strict");
+    e.permanent_slots = c["slots"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn synchronous_mode_may_be_a_word() {
-        assert!(truthy(&serde_json::json!(true)));
-        assert!(truthy(&serde_json::json!("quorum")));
-        assert!(!truthy(&serde_json::json!("off")));
-        assert!(!truthy(&serde_json::Value::Null));
+    fn the_configuration_is_read_as_patroni_reads_it() {
+        let read = |c: serde_json::Value| {
+            let mut e = RestEvidence::default();
+            read_config(&mut e, &c);
+            e
+        };
+        for on in [
+            json!(true),
+            json!("quorum"),
+            json!("on"),
+            json!("YES"),
+            json!(1),
+        ] {
+            assert!(
+                read(json!({"synchronous_mode": on})).synchronous_mode,
+                "{on}"
+            );
+        }
+        // Patroni's parse_bool: "no" and 0 are off; words it does not know are not on.
+        for off in [
+            json!("off"),
+            json!("no"),
+            json!(0),
+            json!(2),
+            json!("Quorum"),
+            json!(null),
+        ] {
+            assert!(
+                !read(json!({"synchronous_mode": off})).synchronous_mode,
+                "{off}"
+            );
+        }
+        let e =
+            read(json!({"maximum_lag_on_failover": "2097152", "synchronous_mode_strict": "on"}));
+        assert_eq!(e.maximum_lag_on_failover, Some(2_097_152));
+        assert!(e.synchronous_mode_strict);
+        assert_eq!(read(json!({})).maximum_lag_on_failover, None);
     }
 }

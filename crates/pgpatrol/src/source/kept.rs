@@ -118,17 +118,40 @@ async fn member_facts(host: &str, port: u16, login: &PgLogin) -> Result<(bool, S
 }
 
 /// A setting's value as text (`10min`, `600000`).
-fn setting_text(v: &serde_json::Value) -> String {
+pub fn setting_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.trim().to_string(),
         other => other.to_string(),
     }
 }
 
-/// True for a zero delay in any unit (`0`, `0ms`, `0min`, `""`).
-fn is_zero(v: &str) -> bool {
-    let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
-    v.trim().is_empty() || (!digits.is_empty() && digits.chars().all(|c| c == '0'))
+/// True for a zero delay in any unit (`0`, `0ms`, `0min`, `""`): nothing else. A value that
+/// cannot be read (`0.5min` is 30 s, `abc`) is not zero: the replica is kept.
+pub fn is_zero(v: &str) -> bool {
+    v.trim().is_empty() || apply_delay_ms(v) == Some(0.0)
+}
+
+/// `recovery_min_apply_delay` in milliseconds, as PostgreSQL reads it: a number (fractions
+/// and exponents allowed) and a time unit (`us`, `ms`, `s`, `min`, `h`, `d`; none is ms).
+/// `None` when it is not such a value.
+pub fn apply_delay_ms(v: &str) -> Option<f64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | 'e' | 'E')))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = n * factor;
+    (ms.is_finite() && ms >= 0.0).then_some(ms)
 }
 
 #[cfg(test)]
@@ -140,9 +163,15 @@ mod tests {
         for z in ["0", "0ms", "0min", " 0 ", "", "00s"] {
             assert!(is_zero(z), "{z:?}");
         }
-        for d in ["10min", "1", "600000", "1h", "05s"] {
+        for d in [
+            "10min", "1", "600000", "1h", "05s", "0.5min", "0.001s", "1e3", "abc", "0x",
+        ] {
             assert!(!is_zero(d), "{d:?}");
         }
+        assert_eq!(apply_delay_ms("0.5min"), Some(30_000.0));
+        assert_eq!(apply_delay_ms(" 10 min "), Some(600_000.0));
+        assert_eq!(apply_delay_ms("-1s"), None);
+        assert_eq!(apply_delay_ms("10 fortnights"), None);
         assert_eq!(setting_text(&serde_json::json!(600000)), "600000");
         assert_eq!(setting_text(&serde_json::json!(" 10min")), "10min");
     }

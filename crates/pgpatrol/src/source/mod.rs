@@ -48,6 +48,15 @@ impl SourceError {
         }
     }
 
+    /// Every member tried gave no answer at all (see [`RestError::is_no_answer`]).
+    pub fn no_answer(&self) -> bool {
+        match self {
+            SourceError::Rest(e) => e.is_no_answer(),
+            SourceError::AllFailed(errors) => errors.iter().all(RestError::is_no_answer),
+            _ => false,
+        }
+    }
+
     /// A bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -2,13 +2,15 @@
 //! and no panic. Servers that misbehave are real sockets on loopback.
 
 use crate::harness::{run, Lab, Test};
-use crate::util::{code, fake_server, one_line_error, stdout};
+use crate::util::{capture, code, fake_server, one_line_error, routes_server, stdout, Route};
 
 pub fn tests() -> Vec<Test> {
     tests![
         nothing_listening,
         a_port_serving_html,
         garbage_and_truncated_json,
+        a_cluster_with_role_7_is_a_malformed_answer_not_the_dcs,
+        members_as_a_string_is_a_malformed_answer_not_the_dcs,
         not_http_at_all,
         tls_against_a_plain_port,
         a_member_that_never_answers_times_out,
@@ -62,10 +64,57 @@ fn garbage_and_truncated_json(_: &Lab) {
     let (url, _h) = fake_server(Some(b"HTTP/1.0 200 OK\r\n\r\n{\"status\": \"ok\"}"), 1);
     one_line_error(
         &run(&["sli", "--url", &url]),
-        "not Patroni's /cluster shape",
+        "not with Patroni's /cluster: at the top level, missing field `members`",
     );
     let (url, _h) = fake_server(Some(b"HTTP/1.0 200 OK\r\n\r\n"), 1);
     one_line_error(&run(&["sli", "--url", &url]), "empty");
+}
+
+/// A Patroni whose own `/patroni` answers normally and whose `/cluster` answers `cluster`:
+/// `list`, `sli` and `doctor` must name the answer that does not fit (URL, JSON path, what
+/// was expected), never blame the DCS, which answered. The control: the same server with
+/// `/cluster` dropping the connection, as Patroni's does while its DCS is down, is the DCS
+/// diagnosis.
+fn malformed_cluster_is_named(cluster: String, path: &str, expected: &str) {
+    let patroni = capture("4.1.5/patroni_leader.json");
+    let (url, _server) = routes_server(vec![
+        ("/cluster", Route::Json(200, cluster)),
+        ("/patroni", Route::Json(200, patroni.clone())),
+    ]);
+    for cmd in ["list", "sli", "doctor"] {
+        let out = run(&[cmd, "--url", &url]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!err.contains("DCS is unreachable"), "{cmd}: {err}");
+        assert!(err.contains(&format!("{url}/cluster")), "{cmd}: {err}");
+        assert!(err.contains(&format!("at {path},")), "{cmd}: {err}");
+        assert!(err.contains(expected), "{cmd}: {err}");
+        if cmd != "doctor" {
+            one_line_error(&out, "answered, but not with Patroni's /cluster");
+        }
+    }
+    let (url, _server) = routes_server(vec![
+        ("/cluster", Route::Drop),
+        ("/patroni", Route::Json(200, patroni)),
+    ]);
+    one_line_error(&run(&["list", "--url", &url]), "the DCS is unreachable");
+}
+
+fn a_cluster_with_role_7_is_a_malformed_answer_not_the_dcs(_: &Lab) {
+    let mut cluster: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/cluster.json")).expect("capture");
+    cluster["members"][0]["role"] = 7.into();
+    malformed_cluster_is_named(
+        cluster.to_string(),
+        "members[0].role",
+        "invalid type: integer `7`, expected a string",
+    );
+}
+
+fn members_as_a_string_is_a_malformed_answer_not_the_dcs(_: &Lab) {
+    let mut cluster: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/cluster.json")).expect("capture");
+    cluster["members"] = "pg0,pg1,pg2".into();
+    malformed_cluster_is_named(cluster.to_string(), "members", "expected a sequence");
 }
 
 fn not_http_at_all(_: &Lab) {

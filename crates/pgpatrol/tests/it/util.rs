@@ -369,3 +369,75 @@ pub fn withholding_proxy(upstream: &str) -> WithholdingProxy {
         withheld,
     }
 }
+
+/// What a [`routes_server`] sends for one path: a status and a body, or a dropped
+/// connection (what Patroni's `/cluster` does while its DCS is down).
+#[derive(Debug, Clone)]
+pub enum Route {
+    Json(u16, String),
+    Drop,
+}
+
+/// A server on loopback that answers by path (`/cluster`, `/patroni`, ...; 404 for others),
+/// for every connection until the handle is dropped. Returns its base URL.
+pub fn routes_server(routes: Vec<(&'static str, Route)>) -> (String, RoutesServer) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let Some((head, _)) = read_message(&mut s) else {
+                continue;
+            };
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_string();
+            let route = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r);
+            let (status, body) = match route {
+                Some(Route::Drop) => continue,
+                Some(Route::Json(status, body)) => (*status, body.clone()),
+                None => (404, "{}".to_string()),
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.0 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url.clone(), RoutesServer { url, stop })
+}
+
+/// Stops a [`routes_server`] when dropped.
+pub struct RoutesServer {
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for RoutesServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+/// A capture of Patroni's answers (`tests/fixtures/captures/NAME`).
+pub fn capture(name: &str) -> String {
+    let path = format!(
+        "{}/tests/fixtures/captures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

@@ -124,6 +124,38 @@ pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The keys and values of a `/kv/range` answer (`url` names it in errors: the JSON path of a
+/// field that does not fit, or which key or value is not base64).
+pub fn decode_range(url: &str, answer: Value) -> Result<Vec<Kv>, EtcdError> {
+    let wire: RangeWire = serde_path_to_error::deserialize(answer).map_err(|e| {
+        let path = crate::source::rest::client::json_path(e.path());
+        EtcdError::NotEtcd {
+            url: url.to_string(),
+            what: format!("not a range answer: at {path}, {}", e.into_inner()),
+        }
+    })?;
+    wire.kvs
+        .into_iter()
+        .enumerate()
+        .map(|(i, kv)| {
+            let bad = |what: &str| EtcdError::NotEtcd {
+                url: url.to_string(),
+                what: format!("kvs[{i}].{what} is not base64"),
+            };
+            let key = b64decode(&kv.key).ok_or_else(|| bad("key"))?;
+            let value = match kv.value {
+                Some(v) => b64decode(&v).ok_or_else(|| bad("value"))?,
+                None => Vec::new(),
+            };
+            Ok(Kv {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                value: String::from_utf8_lossy(&value).into_owned(),
+                lease: kv.lease.filter(|l| l != "0"),
+            })
+        })
+        .collect()
+}
+
 fn b64decode(s: &str) -> Option<Vec<u8>> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).ok()
@@ -431,29 +463,7 @@ impl Etcd {
                 "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
             });
             let (v, url) = self.call_in_session(&base, "/kv/range", body).await?;
-            let wire: RangeWire = serde_json::from_value(v).map_err(|e| EtcdError::NotEtcd {
-                url: url.clone(),
-                what: format!("not a range answer: {e}"),
-            })?;
-            wire.kvs
-                .into_iter()
-                .map(|kv| {
-                    let bad = |what: &str| EtcdError::NotEtcd {
-                        url: url.clone(),
-                        what: format!("{what} is not base64"),
-                    };
-                    let key = b64decode(&kv.key).ok_or_else(|| bad("a key"))?;
-                    let value = match kv.value {
-                        Some(v) => b64decode(&v).ok_or_else(|| bad("a value"))?,
-                        None => Vec::new(),
-                    };
-                    Ok(Kv {
-                        key: String::from_utf8_lossy(&key).into_owned(),
-                        value: String::from_utf8_lossy(&value).into_owned(),
-                        lease: kv.lease.filter(|l| l != "0"),
-                    })
-                })
-                .collect()
+            decode_range(&url, v)
         })
         .await
     }

@@ -10,6 +10,7 @@
 
 use serde_json::{json, Map, Value};
 
+use pgpatrol_core::candidates::patroni_bool;
 use pgpatrol_core::{Lsn, PatroniVersion};
 
 use super::etcd::Kv;
@@ -156,8 +157,7 @@ pub fn parse(prefix: &str, kvs: &[Kv]) -> Result<DcsCluster, BadValue> {
     if !status_seen {
         c.optime = legacy_optime;
     }
-    c.members.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(c)
+    unique_members(c)
 }
 
 fn failover(key: &str, raw: &str) -> Result<Option<Failover>, BadValue> {
@@ -197,6 +197,21 @@ fn failover(key: &str, raw: &str) -> Result<Option<Failover>, BadValue> {
 
 /// One Kubernetes object Patroni writes (a ConfigMap or Endpoints): its annotations.
 pub type Annotations = std::collections::BTreeMap<String, String>;
+
+/// The members sorted by name, each once. A key (or pod) is unique in etcd (a namespace): an
+/// answer naming one twice is not one cluster's view, and one leader name would give two
+/// leaders.
+fn unique_members(mut c: DcsCluster) -> Result<DcsCluster, BadValue> {
+    c.members.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = c.members.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(BadValue {
+            key: format!("members/{}", w[0].0),
+            what: "member data",
+            reason: "the member is listed twice".into(),
+        });
+    }
+    Ok(c)
+}
 
 /// Patroni's Kubernetes DCS (`dcs/kubernetes.py` `_cluster_from_nodes`), read from the
 /// objects' annotations: `<scope>-config` (`config`, `initialize`, `history`), the leader
@@ -298,21 +313,7 @@ pub fn from_kubernetes(
         };
         c.members.push((pod.clone(), data));
     }
-    c.members.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(c)
-}
-
-/// Patroni's truthy config values (`pause: true`, `synchronous_mode: on`, `quorum`).
-fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(
-            s.to_ascii_lowercase().as_str(),
-            "on" | "true" | "yes" | "1" | "quorum"
-        ),
-        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| n != 0),
-        _ => false,
-    }
+    unique_members(c)
 }
 
 /// A member's PostgreSQL host and port: `conn_kwargs`, else parsed from `conn_url`.
@@ -353,12 +354,16 @@ impl DcsCluster {
     }
 
     fn config_flag(&self, key: &str) -> bool {
-        self.config.as_ref().is_some_and(|c| truthy(c.get(key)))
+        self.config
+            .as_ref()
+            .is_some_and(|c| patroni_bool(c.get(key)) == Some(true))
     }
 
     fn is_sync(&self, name: &str) -> bool {
+        // Patroni's reading (`candidates::synchronous_mode`): quorum, or a true parse_bool.
         let synchronous = self.config.as_ref().and_then(|c| c.get("synchronous_mode"));
-        if !truthy(synchronous) {
+        let quorum = synchronous.and_then(Value::as_str) == Some("quorum");
+        if !quorum && patroni_bool(synchronous) != Some(true) {
             return false;
         }
         let Some(sync) = &self.sync else {
@@ -492,10 +497,14 @@ impl DcsCluster {
 
     /// `cluster_json` in the REST source's wire types.
     pub fn cluster_wire(&self, scope: &str) -> Result<ClusterWire, BadValue> {
-        serde_json::from_value(self.cluster_json(scope)).map_err(|e| BadValue {
+        serde_path_to_error::deserialize(self.cluster_json(scope)).map_err(|e| BadValue {
             key: "members/*".into(),
             what: "member data",
-            reason: e.to_string(),
+            reason: format!(
+                "at {} of the /cluster built from them, {}",
+                crate::source::rest::client::json_path(e.path()),
+                e.into_inner()
+            ),
         })
     }
 
@@ -807,6 +816,17 @@ mod tests {
         assert_eq!(c.leader, None);
         let c = from_kubernetes("demo", &configmaps_41(), false, &pods_41(), now()).unwrap();
         assert_eq!(c.leader.as_deref(), Some("pod-0"));
+    }
+
+    /// Fuzz finding (`fuzz::kubernetes`, a pod copied in the PodList): the leader's name
+    /// matched both copies and the snapshot had two leaders. Refused, naming the pod.
+    #[test]
+    fn fuzz_a_pod_listed_twice_is_refused_not_two_leaders() {
+        let mut pods = pods_41();
+        pods.push(pods[0].clone());
+        let e = from_kubernetes("demo", &configmaps_41(), false, &pods, now()).unwrap_err();
+        assert_eq!(e.key, "members/pod-0", "{e}");
+        assert!(e.to_string().contains("listed twice"), "{e}");
     }
 
     #[test]

@@ -40,6 +40,32 @@ fn annotations(meta: &kube::api::ObjectMeta) -> (String, Annotations) {
     )
 }
 
+/// Each object's annotations by object name.
+pub fn by_name<'a>(
+    metas: impl IntoIterator<Item = &'a kube::api::ObjectMeta>,
+) -> BTreeMap<String, Annotations> {
+    metas.into_iter().map(annotations).collect()
+}
+
+/// Patroni keeps the scope in ConfigMaps when `<scope>-config` or `<scope>-leader` is one of
+/// them, else in Endpoints (`use_endpoints`).
+pub fn in_configmaps(scope: &str, configmaps: &BTreeMap<String, Annotations>) -> bool {
+    configmaps.contains_key(&format!("{scope}-config"))
+        || configmaps.contains_key(&format!("{scope}-leader"))
+}
+
+/// Each pod's name and `status` annotation (its member data).
+pub fn pod_statuses<'a>(
+    pods: impl IntoIterator<Item = &'a kube::api::ObjectMeta>,
+) -> Vec<(String, Option<String>)> {
+    pods.into_iter()
+        .map(|p| {
+            let (name, a) = annotations(p);
+            (name, a.get("status").cloned())
+        })
+        .collect()
+}
+
 impl KubeDcs {
     fn selector(&self) -> String {
         format!("{SCOPE_LABEL}={}", self.scope)
@@ -49,32 +75,29 @@ impl KubeDcs {
         let ns = self.namespace.as_str();
         let lp = ListParams::default().labels(&self.selector());
         let fail = |e, resource| DcsError::Reader(api_error(e, "list", resource, ns).to_string());
-        let config = format!("{}-config", self.scope);
-        let leader = format!("{}-leader", self.scope);
-        let cms: BTreeMap<String, Annotations> =
+        let cms = by_name(
             Api::<ConfigMap>::namespaced(self.client.clone(), ns)
                 .list(&lp)
                 .await
                 .map_err(|e| fail(e, "configmaps"))?
                 .items
                 .iter()
-                .map(|o| annotations(&o.metadata))
-                .collect();
-        let (objects, use_endpoints, kind) =
-            if cms.contains_key(&config) || cms.contains_key(&leader) {
-                (cms, false, "configmaps")
-            } else {
-                let eps: BTreeMap<String, Annotations> =
-                    Api::<Endpoints>::namespaced(self.client.clone(), ns)
-                        .list(&lp)
-                        .await
-                        .map_err(|e| fail(e, "endpoints"))?
-                        .items
-                        .iter()
-                        .map(|o| annotations(&o.metadata))
-                        .collect();
-                (eps, true, "endpoints")
-            };
+                .map(|o| &o.metadata),
+        );
+        let (objects, use_endpoints, kind) = if in_configmaps(&self.scope, &cms) {
+            (cms, false, "configmaps")
+        } else {
+            let eps = by_name(
+                Api::<Endpoints>::namespaced(self.client.clone(), ns)
+                    .list(&lp)
+                    .await
+                    .map_err(|e| fail(e, "endpoints"))?
+                    .items
+                    .iter()
+                    .map(|o| &o.metadata),
+            );
+            (eps, true, "endpoints")
+        };
         let origin = format!("Kubernetes {kind} {} in namespace {ns}", self.selector());
         if objects.is_empty() {
             return Err(DcsError::Reader(format!(
@@ -82,17 +105,15 @@ impl KubeDcs {
                 self.selector()
             )));
         }
-        let pods: Vec<(String, Option<String>)> = Api::<Pod>::namespaced(self.client.clone(), ns)
-            .list(&lp)
-            .await
-            .map_err(|e| fail(e, "pods"))?
-            .items
-            .iter()
-            .map(|p| {
-                let (name, a) = annotations(&p.metadata);
-                (name, a.get("status").cloned())
-            })
-            .collect();
+        let pods = pod_statuses(
+            Api::<Pod>::namespaced(self.client.clone(), ns)
+                .list(&lp)
+                .await
+                .map_err(|e| fail(e, "pods"))?
+                .items
+                .iter()
+                .map(|p| &p.metadata),
+        );
         let c = wire::from_kubernetes(
             &self.scope,
             &objects,

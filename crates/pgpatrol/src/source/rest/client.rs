@@ -280,11 +280,22 @@ pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Res
             what,
         }
     })?;
-    serde_json::from_value(value).map_err(|e| RestError::Shape {
+    serde_path_to_error::deserialize(value).map_err(|e| RestError::Shape {
         url: url.to_string(),
         endpoint: endpoint.to_string(),
-        reason: e.to_string(),
+        path: json_path(e.path()),
+        reason: e.into_inner().to_string(),
     })
+}
+
+/// A JSON path as a person reads it: `members[0].role`, or `the top level`.
+pub fn json_path(path: &serde_path_to_error::Path) -> String {
+    let p = path.to_string();
+    if p == "." || p.is_empty() {
+        "the top level".to_string()
+    } else {
+        p
+    }
 }
 
 /// A reqwest builder error without reqwest's "builder error" and rustls's "unexpected error"

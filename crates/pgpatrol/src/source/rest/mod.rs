@@ -241,10 +241,21 @@ impl RestSource {
     }
 
     /// `/cluster` over REST; when it fails everywhere while members answer their own
-    /// `/patroni`, the error says the DCS is unreachable.
+    /// `/patroni`, the error says the DCS is unreachable. Only when no `/cluster` answered:
+    /// an answer that does not fit Patroni's shape is named as such (URL, JSON path, what
+    /// was expected), as the DCS answered it.
     async fn diagnosed_rest_snapshot(&self, detail: Detail) -> Result<Snapshot, SourceError> {
         match self.rest_snapshot(detail).await {
-            Err(e @ (SourceError::Rest(_) | SourceError::AllFailed(_))) => {
+            Err(SourceError::AllFailed(mut errors))
+                if errors.iter().any(RestError::is_malformed_answer) =>
+            {
+                let i = errors
+                    .iter()
+                    .position(RestError::is_malformed_answer)
+                    .unwrap_or_default();
+                Err(SourceError::Rest(errors.swap_remove(i)))
+            }
+            Err(e @ (SourceError::Rest(_) | SourceError::AllFailed(_))) if e.no_answer() => {
                 let own = self.own_statuses().await;
                 if own.values().any(|s| s.is_ok()) {
                     Err(SourceError::DcsUnreachable(
@@ -407,7 +418,10 @@ impl RestSource {
                     bad: crate::source::dcs::wire::BadValue {
                         key: format!("{}history", dcs.prefix),
                         what: "timeline history",
-                        reason: format!("a line is not [timeline, lsn, reason, ...]: {}", bad.0),
+                        reason: format!(
+                            "line {} is not [timeline, lsn, reason, ...]: {}",
+                            bad.index, bad.line
+                        ),
                     },
                 })
             });
@@ -420,7 +434,8 @@ impl RestSource {
             SourceError::Rest(RestError::Shape {
                 url: format!("{base}/history"),
                 endpoint: "/history".into(),
-                reason: format!("a line is not [timeline, lsn, reason, ...]: {}", bad.0),
+                path: format!("[{}]", bad.index),
+                reason: format!("a line is not [timeline, lsn, reason, ...]: {}", bad.line),
             })
         })
     }

@@ -148,10 +148,13 @@ pub enum RestError {
     },
     #[error("{url} did not answer with JSON ({what}): is this Patroni's REST API?")]
     NotJson { url: String, what: String },
-    #[error("{url} answered JSON that is not Patroni's {endpoint} shape: {reason}")]
+    /// The answer came, but a field does not fit: `path` is the JSON path of the first field
+    /// that does not (`members[0].role`), `reason` what was expected there.
+    #[error("{url} answered, but not with Patroni's {endpoint}: at {path}, {reason} (a proxy or a server that is not Patroni's REST API?)")]
     Shape {
         url: String,
         endpoint: String,
+        path: String,
         reason: String,
     },
     #[error("cannot set up the HTTP client: {0}")]
@@ -179,6 +182,25 @@ impl RestError {
             RestError::Setup(_) => "setup",
             RestError::Kubernetes { .. } => "kubernetes",
             RestError::KubernetesDenied(_) => "kubernetes_denied",
+        }
+    }
+
+    /// The server answered, with a body that is not what Patroni sends (JSON that does not
+    /// fit the endpoint's shape, or no JSON at all): nothing points at the DCS.
+    pub fn is_malformed_answer(&self) -> bool {
+        matches!(self, RestError::Shape { .. } | RestError::NotJson { .. })
+    }
+
+    /// No answer came: the connection failed or was dropped, timed out, or the server said
+    /// it could not serve (5xx): what Patroni's `/cluster` does when its DCS is down.
+    pub fn is_no_answer(&self) -> bool {
+        match self {
+            RestError::Connect { .. }
+            | RestError::Timeout { .. }
+            | RestError::NotHttp { .. }
+            | RestError::Kubernetes { .. } => true,
+            RestError::Status { status, .. } => *status >= 500,
+            _ => false,
         }
     }
 }

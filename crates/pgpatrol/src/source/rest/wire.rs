@@ -304,15 +304,22 @@ fn member_lag(m: &mut Member, w: &MemberWire, legacy: Option<&LegacyReplay>) {
     }
 }
 
-/// Why a `/history` line could not be read.
+/// Why a `/history` line could not be read: its index (from 0) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadHistoryLine(pub String);
+pub struct BadHistoryLine {
+    pub index: usize,
+    pub line: String,
+}
 
 /// Converts `/history` lines; entries may have 3, 4 or 5 elements.
 pub fn into_history(wire: HistoryWire) -> Result<Vec<HistoryEntry>, BadHistoryLine> {
     wire.into_iter()
-        .map(|line| {
-            let bad = || BadHistoryLine(Value::Array(line.clone()).to_string());
+        .enumerate()
+        .map(|(index, line)| {
+            let bad = || BadHistoryLine {
+                index,
+                line: crate::text::snippet(&Value::Array(line.clone()).to_string()),
+            };
             let timeline = line.first().and_then(Value::as_u64).ok_or_else(bad)?;
             let lsn = line.get(1).and_then(Value::as_u64).ok_or_else(bad)?;
             let reason = line

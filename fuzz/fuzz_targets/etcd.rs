@@ -1,0 +1,3 @@
+#![no_main]
+//! libFuzzer over pgpatrol::fuzz::etcd (invariants in crates/pgpatrol/src/fuzz.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pgpatrol::fuzz::etcd(data));
