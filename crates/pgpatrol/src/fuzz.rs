@@ -147,14 +147,17 @@ fn cluster_invariants(c: &Cluster, members: &[Value]) {
     }
     // Every reader of a snapshot renders it without a panic.
     let sli = pgpatrol_core::sli::Sli::measure(c, LagKind::Replay);
-    for m in &sli.members {
-        if let Some(member) = c.member(&m.name) {
-            assert_eq!(
-                Some(m.replay_bytes),
-                member.replay_lag.or(Some(Lag::Unknown))
-            );
-        }
+    for (m, member) in sli.members.iter().zip(c.replicas()) {
+        assert_eq!(m.name, member.name);
+        assert_eq!(
+            Some(m.replay_bytes),
+            member.replay_lag.or(Some(Lag::Unknown))
+        );
     }
+    // Names are unique (what a decision names is what the runner acts on).
+    let names: std::collections::BTreeSet<&str> =
+        c.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names.len(), c.members.len(), "a member name twice");
     let mut out = Vec::new();
     crate::output::table::list(&mut out, c, &Default::default()).expect("render");
     let _ = crate::output::table::topology_order(c);
@@ -175,7 +178,8 @@ fn members_of(body: &str) -> Vec<Value> {
 /// `GET /cluster`.
 pub fn cluster(data: &[u8]) {
     let body = text(data);
-    match decode::<ClusterWire>(&format!("{BASE}/cluster"), "/cluster", &body) {
+    let url = format!("{BASE}/cluster");
+    match decode::<ClusterWire>(&url, "/cluster", &body).and_then(|w| w.checked(&url)) {
         Err(e) => names_where(&e),
         Ok(w) => {
             let c = wire::into_cluster(w, None, None);
@@ -744,10 +748,10 @@ mod tests {
             let mut inputs = seeds(&root(), name);
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.filter_map(Result::ok) {
-                    inputs.push((
-                        e.path().display().to_string(),
-                        std::fs::read(e.path()).unwrap(),
-                    ));
+                    // (A running scripts/fuzz may remove a file between the listing and here.)
+                    if let Ok(bytes) = std::fs::read(e.path()) {
+                        inputs.push((e.path().display().to_string(), bytes));
+                    }
                 }
             }
             for (path, bytes) in inputs {

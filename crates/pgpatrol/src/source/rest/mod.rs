@@ -305,16 +305,20 @@ impl RestSource {
         let http = &self.http;
         let ((wire, status), answered_by) = self
             .first_answer(|base| async move {
+                let url = format!("{base}/cluster");
                 match detail {
-                    Detail::Lag => {
-                        Ok((http.get_json::<ClusterWire>(&base, "/cluster").await?, None))
-                    }
+                    Detail::Lag => Ok((
+                        http.get_json::<ClusterWire>(&base, "/cluster")
+                            .await?
+                            .checked(&url)?,
+                        None,
+                    )),
                     Detail::Full => {
                         let (c, s) = tokio::join!(
                             http.get_json::<ClusterWire>(&base, "/cluster"),
                             http.get_json::<StatusWire>(&base, "/patroni"),
                         );
-                        Ok((c?, Some(s?)))
+                        Ok((c?.checked(&url)?, Some(s?)))
                     }
                 }
             })

@@ -71,6 +71,27 @@ pub struct MemberWire {
     pub tags: Option<BTreeMap<String, Value>>,
 }
 
+impl ClusterWire {
+    /// This answer as one cluster's view: Patroni's `/cluster` lists each member once (they
+    /// are keys in the DCS). A name listed twice would let a decision about one entry be
+    /// carried out on the other (a replica's reinit sent to the leader's API), so the answer
+    /// is refused, naming the second entry.
+    pub fn checked(self, url: &str) -> Result<ClusterWire, crate::source::rest::RestError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if !seen.insert(m.name.as_str()) {
+                return Err(crate::source::rest::RestError::Shape {
+                    url: url.to_string(),
+                    endpoint: "/cluster".into(),
+                    path: format!("members[{i}].name"),
+                    reason: format!("{:?} is listed twice: not one cluster's view", m.name),
+                });
+            }
+        }
+        Ok(self)
+    }
+}
+
 impl MemberWire {
     /// This member carries 4.1's `receive_*`/`replay_*` keys.
     pub fn has_split_lag(&self) -> bool {
@@ -524,6 +545,25 @@ mod tests {
         assert_eq!(h[0].timestamp, None);
         assert_eq!(h[2].new_leader.as_deref(), Some("node1"));
         assert!(into_history(vec![vec![Value::from("x")]]).is_err());
+    }
+
+    /// Fuzz finding (`scripts/fuzz cluster`, crash-487ebab3): a `/cluster` naming `node1`
+    /// twice, once as the leader and once as a lagging replica. A decision about the
+    /// replica would have been carried out on whatever `node1` the runner looked up first.
+    #[test]
+    fn fuzz_a_member_named_twice_is_refused_naming_the_entry() {
+        let wire: ClusterWire = serde_json::from_str(
+            r#"{"members":[{"name":"node0","role":"replica","state":"streaming","lag":0},
+            {"name":"node1","role":"leader","state":"running"},
+            {"name":"node1","role":"replica","state":"streaming","lag":0}]}"#,
+        )
+        .unwrap();
+        let e = wire.checked("http://x:8008/cluster").unwrap_err();
+        let line = e.to_string();
+        assert!(line.contains("at members[2].name"), "{line}");
+        assert!(line.contains("\"node1\" is listed twice"), "{line}");
+        let ok: ClusterWire = serde_json::from_str(&capture("cluster_lag.json")).unwrap();
+        assert!(ok.checked("http://x:8008/cluster").is_ok());
     }
 
     #[test]
