@@ -107,6 +107,12 @@ pub struct HealArgs {
     #[arg(long)]
     pub no_lease: bool,
 
+    /// Take the heal lease as this Kubernetes Lease (the `heal.lease: {kubernetes: NAME}` of
+    /// the watcher of this cluster) in the workload's namespace, instead of the etcd one:
+    /// refused while a watcher holds it. RBAC: get, create, update on leases.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_lease")]
+    pub k8s_lease: Option<String>,
+
     /// Report format, printed to stdout.
     #[arg(long, value_enum, default_value = "md")]
     pub report: ReportFormat,
@@ -498,34 +504,54 @@ impl HealArgs {
                 "not taken (--no-lease): nothing keeps a watcher's auto-heal from acting at the same time".into(),
             ));
         }
-        let Some(opts) = self.cluster.target()?.etcd_options()? else {
-            return Ok(LeaseTaken::NotUsed(
-                "none: the cluster's etcd is not known (give -c patroni.yml or --dcs to share watch's lease)".into(),
-            ));
-        };
-        let shown = opts.endpoints.join(",");
-        let store = crate::watch::lease::LeaseStore::Etcd {
-            etcd: crate::source::dcs::etcd::Etcd::new(&opts)?,
-            shown: shown.clone(),
+        let target = self.cluster.target()?;
+        let (store, what, taken) = if let Some(name) = &self.k8s_lease {
+            let k8s = target.k8s.clone().unwrap_or_default();
+            let ns = k8s
+                .namespace
+                .as_deref()
+                .map_or("the context's namespace".to_string(), |n| {
+                    format!("namespace {n}")
+                });
+            (
+                crate::watch::lease::LeaseStore::Kubernetes {
+                    target: k8s,
+                    name: name.clone(),
+                },
+                format!("the heal Lease {name}"),
+                format!("taken: Lease {name} in {ns}"),
+            )
+        } else {
+            let Some(opts) = target.etcd_options()? else {
+                return Ok(LeaseTaken::NotUsed(
+                    "none: the cluster's etcd is not known (give -c patroni.yml or --dcs to share watch's lease, or --k8s-lease NAME for a watcher's Kubernetes Lease)".into(),
+                ));
+            };
+            let shown = opts.endpoints.join(",");
+            (
+                crate::watch::lease::LeaseStore::Etcd {
+                    etcd: crate::source::dcs::etcd::Etcd::new(&opts)?,
+                    shown: shown.clone(),
+                },
+                format!("the heal lease /pgpatrol/heal/{scope}"),
+                format!("taken: /pgpatrol/heal/{scope} in etcd {shown}"),
+            )
         };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let owner = format!("{}:{} (pgpatrol heal)", host.trim(), std::process::id());
         Ok(match store.try_acquire(scope, &owner).await {
-            Ok(Some(h)) => LeaseTaken::Held(
-                h,
-                format!("taken: /pgpatrol/heal/{scope} in etcd {shown}"),
-            ),
+            Ok(Some(h)) => LeaseTaken::Held(h, taken),
             Ok(None) => {
                 let holder = store
                     .holder(scope)
                     .await
                     .unwrap_or_else(|| "another healer".into());
                 LeaseTaken::Refused(format!(
-                    "refused: the heal lease /pgpatrol/heal/{scope} is held by {holder} (a watcher's auto-heal or another heal is acting): nothing was done; try again when it is done, or --no-lease if you know no other healer runs"
+                    "refused: {what} is held by {holder} (a watcher's auto-heal or another heal is acting): nothing was done; try again when it is done, or --no-lease if you know no other healer runs"
                 ))
             }
             Err(e) => LeaseTaken::Refused(format!(
-                "refused: cannot take the heal lease /pgpatrol/heal/{scope} ({e}): nothing was done; --no-lease to heal without it"
+                "refused: cannot take {what} ({e}): nothing was done; --no-lease to heal without it"
             )),
         })
     }

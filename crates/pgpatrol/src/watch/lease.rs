@@ -258,7 +258,18 @@ impl LeaseStore {
                 let (kvs, _) = etcd.range(&key).await.ok()?;
                 kvs.into_iter().find(|kv| kv.key == key).map(|kv| kv.value)
             }
-            LeaseStore::Kubernetes { .. } | LeaseStore::File { .. } => None,
+            LeaseStore::Kubernetes { target, name } => {
+                let lease = crate::source::k8s::lease::KubeLease::new(
+                    target,
+                    name,
+                    Duration::from_secs(TTL_SECS),
+                    Duration::from_secs(5),
+                )
+                .await
+                .ok()?;
+                lease.holder().await.ok().flatten()
+            }
+            LeaseStore::File { .. } => None,
         }
     }
 }

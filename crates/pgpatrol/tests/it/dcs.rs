@@ -347,16 +347,21 @@ fn bad_dcs_input_is_one_line(lab: &Lab) {
 
 /// A separate etcd (Debian's 3.4) on free loopback ports with its own data dir; killed
 /// when dropped.
-struct TestEtcd {
+pub(crate) struct TestEtcd {
     _proc: Proc,
     /// Plain http client URL (seeding; also the one a test reads when no TLS is set up).
     plain: String,
     /// The https client URL, when started with TLS.
-    tls: Option<String>,
+    pub(crate) tls: Option<String>,
 }
 
 impl TestEtcd {
-    fn start(dir: &Path, name: &'static str, tls: Option<&Pki>, extra: &[&str]) -> TestEtcd {
+    pub(crate) fn start(
+        dir: &Path,
+        name: &'static str,
+        tls: Option<&Pki>,
+        extra: &[&str],
+    ) -> TestEtcd {
         let (client, peer) = (free_port(), free_port());
         let plain = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -439,7 +444,7 @@ impl TestEtcd {
     }
 
     /// Creates user root (role root) with `password` and turns authentication on.
-    fn enable_auth(&self, password: &str) {
+    pub(crate) fn enable_auth(&self, password: &str) {
         for (path, body) in [
             ("/v3/auth/role/add", json!({"name": "root"})),
             (

@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         killing_the_leader_while_waiting_stops_heal,
         reinit_from_leader_needs_patroni_4_1,
         delayed_replicas_are_left_alone_and_the_delay_is_named,
+        a_delay_in_one_members_own_patroni_yml_keeps_only_that_member,
         a_reinit_whose_answer_never_arrives_is_followed_until_the_member_shows_it,
         heal_is_refused_while_another_healer_holds_the_lease,
     ];
@@ -272,6 +273,89 @@ fn write_mb(lab: &Lab, table: &str, mb: u64) {
         "CREATE TABLE IF NOT EXISTS {table}(x text); INSERT INTO {table} SELECT repeat('x', 1000) FROM generate_series(1, {})",
         mb * 1000
     ));
+}
+
+/// Spec (docs/SAFETY.md §13, issue 23): `recovery_min_apply_delay` set on one member only,
+/// through its own patroni.yml (not the dynamic configuration), and reloaded. Both replicas
+/// lag past the tolerance — the delayed one by design, the other because its receiver is
+/// stopped. Heal with a login (`-c patroni.yml`'s superuser) reads the delay on the member:
+/// it leaves the delayed one (`apply_delay`, "10min on the member") and heals the other.
+/// Fails without the guard: heal rebuilt the delayed replica too.
+fn a_delay_in_one_members_own_patroni_yml_keeps_only_that_member(lab: &Lab) {
+    let leader = lab.leader();
+    let mut replicas = other_replicas(lab, "");
+    replicas.sort();
+    let (delayed, lagging) = (replicas[0].clone(), replicas[1].clone());
+    let yml = lab.dir().join(format!("config/{delayed}.yml"));
+    let original = std::fs::read_to_string(&yml).expect("the member's patroni.yml");
+    /// Puts the member's patroni.yml back and reloads it, also when the test fails.
+    struct Restore<'a>(&'a Lab, std::path::PathBuf, String, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.1, &self.2);
+            reload(self.0, &self.3);
+        }
+    }
+    fn reload(lab: &Lab, member: &str) {
+        let auth = crate::util::auth_for(lab.dir());
+        let _ = crate::util::request(
+            "POST",
+            &format!("{}/reload", lab.url_of(member)),
+            None,
+            Some(&auth),
+            Duration::from_secs(10),
+        );
+    }
+    let _restore = Restore(lab, yml.clone(), original.clone(), delayed.clone());
+    let with_delay = original.replacen(
+        "\n  parameters:\n",
+        "\n  parameters:\n    recovery_min_apply_delay: 10min\n",
+        1,
+    );
+    assert_ne!(with_delay, original, "no postgresql.parameters in {yml:?}");
+    std::fs::write(&yml, with_delay).expect("write the member's patroni.yml");
+    reload(lab, &delayed);
+    crate::watch::wait_for(
+        "the member's own delay in effect",
+        Duration::from_secs(60),
+        || (psql_on(lab, &delayed, "SHOW recovery_min_apply_delay") == "10min").then_some(()),
+    );
+    assert_eq!(
+        psql_on(lab, &lagging, "SHOW recovery_min_apply_delay"),
+        "0",
+        "only {delayed} has the delay"
+    );
+    lab.break_lag(&lagging, 20);
+    for i in 0..4 {
+        write_mb(lab, &format!("own_delay{i}"), 5);
+    }
+    for r in [&delayed, &lagging] {
+        crate::watch::wait_for("replay lag of 15 MB", Duration::from_secs(60), || {
+            (lab.replay_lag(r) >= 15 * MB).then_some(())
+        });
+    }
+    let before = start_times(lab);
+    let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
+    assert_eq!(rc, 0, "{report:#}");
+    assert_eq!(skip_kind(&report, &delayed), "apply_delay", "{report:#}");
+    assert!(
+        report.to_string().contains("10min on the member"),
+        "{report:#}"
+    );
+    let outcomes = report["outcomes"].as_array().expect("outcomes");
+    assert_eq!(outcomes.len(), 1, "{report:#}");
+    assert_eq!(outcomes[0]["member"], lagging.as_str(), "{report:#}");
+    assert_eq!(outcomes[0]["result"], "healed", "{report:#}");
+    let after = start_times(lab);
+    assert_eq!(
+        before[&delayed], after[&delayed],
+        "the delayed replica was kept"
+    );
+    assert_ne!(
+        before[&lagging], after[&lagging],
+        "the lagging one was rebuilt"
+    );
+    assert_eq!(before[&leader], after[&leader]);
 }
 
 /// The heal plan's skip reason (its `kind`) for `member`.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::harness::{bin, ok, stderr, Lab, Test, MB};
 use crate::k8s_fixture::{FakePod, FakeWorkload, Fixture, World};
@@ -19,6 +19,7 @@ pub fn tests() -> Vec<Test> {
         sli_list_and_the_other_reads_through_kubernetes_match_url,
         a_deployment_and_a_pod_select_the_same_cluster,
         heal_through_kubernetes_reinitializes_by_port_forward,
+        heal_takes_the_kubernetes_lease_a_watcher_holds,
         reinit_reads_credentials_from_a_secret,
         switchover_and_pause_through_kubernetes_go_by_port_forward,
         misconfigurations_are_one_line_and_exit_2,
@@ -330,6 +331,98 @@ fn a_deployment_and_a_pod_select_the_same_cluster(lab: &Lab) {
     assert!(
         !log[before..].iter().any(|l| l.starts_with("PROXY")),
         "direct does not proxy: {log:#?}"
+    );
+}
+
+/// Issue 23: `pgpatrol heal --k8s-lease NAME` takes the same Kubernetes Lease as a
+/// watcher's auto-heal (`heal.lease: {kubernetes: NAME}`), so a person's heal (or the
+/// CronJob's) and the daemon's never run at once. While the Lease is held, heal is refused
+/// with the holder named and nothing is sent; once it is free, heal takes it, heals, and
+/// releases it. Only what deploy/rbac.yaml's pgpatrol-heal grants is allowed.
+fn heal_takes_the_kubernetes_lease_a_watcher_holds(lab: &Lab) {
+    let fx = fixture(lab);
+    fx.world.lock().expect("world").allowed = Some(role_rules("pgpatrol-heal"));
+    let key = (NS.to_string(), "pgpatrol-heal-lab".to_string());
+    let held_by = |holder: &str| {
+        json!({
+            "metadata": {"name": "pgpatrol-heal-lab", "namespace": NS},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 30,
+                "renewTime": jiff::Timestamp::now().to_string(),
+            },
+        })
+    };
+    fx.world
+        .lock()
+        .expect("world")
+        .leases
+        .insert(key.clone(), (1, held_by("watch-host:4242")));
+    let target = lab.replica();
+    lab.break_lag(&target, 20);
+    others_caught_up(lab, &target);
+    let heal = || {
+        let out = seeded(
+            lab,
+            &fx,
+            &[
+                "heal",
+                "--yes",
+                "--k8s-lease",
+                "pgpatrol-heal-lab",
+                "--report",
+                "json",
+            ],
+            &[],
+        );
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+            panic!(
+                "report is not JSON ({e}): {}\n{}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        (code(&out), report)
+    };
+    let before = start_times(lab);
+    let (rc, report) = heal();
+    assert_eq!(rc, 1, "{report:#}");
+    let said = report["lease"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("held by watch-host:4242") && said.contains("nothing was done"),
+        "{report:#}"
+    );
+    assert!(
+        report["outcomes"].as_array().is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+    assert_eq!(before, start_times(lab), "nothing was rebuilt");
+    assert!(
+        !fx.log().iter().any(|l| l.contains("POST /reinitialize")),
+        "nothing was sent"
+    );
+    // The watcher released it (holder cleared): heal takes it, heals, releases it.
+    fx.world
+        .lock()
+        .expect("world")
+        .leases
+        .insert(key.clone(), (2, held_by("")));
+    let (rc, report) = heal();
+    assert_eq!(rc, 0, "{report:#}");
+    assert!(
+        report["lease"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("taken: Lease pgpatrol-heal-lab in namespace mydata"),
+        "{report:#}"
+    );
+    assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+    let world = fx.world.lock().expect("world");
+    let lease = &world.leases[&key].1;
+    assert_eq!(
+        lease["spec"]["holderIdentity"].as_str().unwrap_or_default(),
+        "",
+        "heal released the Lease: {lease:#}"
     );
 }
 

@@ -25,6 +25,7 @@ pub fn tests() -> Vec<Test> {
         at_the_attempt_cap_auto_heal_escalates_instead_of_acting,
         the_heal_lease_in_etcd_admits_one_holder,
         two_watchers_never_heal_at_once,
+        two_watchers_share_the_lease_on_an_etcd_with_tls_and_authentication,
         a_lost_lease_stops_auto_heal_before_the_second_action,
         a_receiver_that_never_answers_does_not_hold_up_polling,
         a_restart_keeps_the_error_budget,
@@ -848,6 +849,98 @@ fn two_watchers_never_heal_at_once(lab: &Lab) {
         1.0,
         "exactly one reinitialization between the two watchers"
     );
+}
+
+/// Issue 23: the heal lease goes through the one etcd client, so it works where Patroni's
+/// DCS usually is: an etcd with TLS, client certificates and authentication. Two watchers
+/// read the lab over REST from a patroni.yml whose `etcd3` section names such an etcd (https,
+/// `cacert`, `cert`/`key`, `username`/`password`; no `lease:` in watch.yml, so the lease is
+/// taken there), heal enabled on both: exactly one reinitializes, and neither fails to take
+/// the lease (before, the lease client spoke plain HTTP to the first host without
+/// credentials, and auto-heal silently never acted on such an etcd).
+fn two_watchers_share_the_lease_on_an_etcd_with_tls_and_authentication(lab: &Lab) {
+    let dir = scratch(lab, "tls-lease");
+    let pki = crate::tls::Pki::new();
+    let etcd = crate::dcs::TestEtcd::start(&dir, "lease-etcd", Some(&pki), &[]);
+    etcd.enable_auth("lease-pw");
+    let tls = etcd.tls.clone().expect("TLS URL");
+    // The lab's own patroni.yml for pg0, its etcd3 section pointing at the TLS etcd.
+    let yml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("pg0.yml");
+    let start = yml.find("\netcd3:\n").expect("an etcd3 section") + 1;
+    let body = start + "etcd3:\n".len();
+    let end = body
+        + yml[body..]
+            .lines()
+            .take_while(|l| l.starts_with(' '))
+            .map(|l| l.len() + 1)
+            .sum::<usize>();
+    let etcd3 = format!(
+        "etcd3:\n  hosts: {}\n  protocol: https\n  cacert: {}\n  cert: {}\n  key: {}\n  username: root\n  password: lease-pw\n",
+        tls.trim_start_matches("https://"),
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let watcher_yml = dir.join("watcher-patroni.yml");
+    std::fs::write(
+        &watcher_yml,
+        format!("{}{etcd3}{}", &yml[..start], &yml[end..]),
+    )
+    .expect("write watcher-patroni.yml");
+    let (pa, pb) = (free_port(), free_port());
+    let config = |port: u16| {
+        let path = dir.join(format!("watch-{port}.yml"));
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: lab\n    patroni_yml: {}\n    heal: {{enabled: true, tolerance: 5MB, persist_samples: 10}}\n",
+                watcher_yml.display()
+            ),
+        )
+        .expect("write watch.yml");
+        path
+    };
+    let (ca, cb) = (config(pa), config(pb));
+    let _a = start_watch(&dir, &ca, pa);
+    let _b = start_watch(&dir, &cb, pb);
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    let count = |port, name: &str| {
+        sample(&metrics(port), &format!("{name}{{cluster=\"lab\"}}")).unwrap_or(0.0)
+    };
+    let lease_errors = |port| {
+        sample(
+            &metrics(port),
+            "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"lease_error\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for(
+        "one of the watchers to heal through the TLS etcd's lease",
+        Duration::from_secs(90),
+        || {
+            let healed = count(pa, "pgpatrol_heal_succeeded_total")
+                + count(pb, "pgpatrol_heal_succeeded_total");
+            assert_eq!(
+                lease_errors(pa) + lease_errors(pb),
+                0.0,
+                "a watcher could not take the lease on the TLS etcd; logs in {}",
+                dir.display()
+            );
+            (healed >= 1.0).then_some(())
+        },
+    );
+    // A few more polls: the other must not start a second reinit.
+    let polls = count(pa, "pgpatrol_polls_total");
+    wait_for("five more polls", Duration::from_secs(20), || {
+        (count(pa, "pgpatrol_polls_total") >= polls + 5.0).then_some(())
+    });
+    assert_eq!(
+        count(pa, "pgpatrol_heal_attempted_total") + count(pb, "pgpatrol_heal_attempted_total"),
+        1.0,
+        "exactly one reinitialization between the two watchers"
+    );
+    assert_eq!(lease_errors(pa) + lease_errors(pb), 0.0);
 }
 
 /// Regression: a SIGTERM during an auto-heal left the reinit's record unfinished in the

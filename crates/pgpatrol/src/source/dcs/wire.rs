@@ -18,7 +18,11 @@ use crate::source::rest::wire::{ClusterWire, HistoryWire, PatroniInfoWire, Statu
 
 /// A value that is not what Patroni writes under that key.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("the DCS key {key} does not hold Patroni's {what}: {reason}")]
+#[error(
+    "the DCS key {} does not hold Patroni's {what}: {}",
+    crate::text::printable(key),
+    crate::text::printable(reason)
+)]
 pub struct BadValue {
     pub key: String,
     pub what: &'static str,
@@ -816,6 +820,20 @@ mod tests {
         assert_eq!(c.leader, None);
         let c = from_kubernetes("demo", &configmaps_41(), false, &pods_41(), now()).unwrap();
         assert_eq!(c.leader.as_deref(), Some("pod-0"));
+    }
+
+    /// Fuzz finding (`scripts/fuzz etcd`, crash-0ab6f7f7): a key with a newline in it made
+    /// the error naming it two lines long.
+    #[test]
+    fn fuzz_a_key_with_a_newline_is_named_on_one_line() {
+        let kvs = vec![Kv {
+            key: "/service/demo/members/pg0\n\"running\"}".into(),
+            value: String::new(),
+            lease: None,
+        }];
+        let e = parse("/service/demo/", &kvs).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("members/pg0\\n\"running\""), "{e}");
     }
 
     /// Fuzz finding (`fuzz::kubernetes`, a pod copied in the PodList): the leader's name

@@ -85,6 +85,19 @@ impl KubeLease {
         }
     }
 
+    /// Who holds the lease now (`holderIdentity`), when it is held and not expired.
+    pub async fn holder(&self) -> Result<Option<String>, String> {
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e, "get"))?;
+        Ok(current
+            .and_then(|l| l.spec)
+            .filter(|spec| !free(spec, jiff::Timestamp::now()))
+            .and_then(|spec| spec.holder_identity))
+    }
+
     /// Takes the lease for `owner`: `Ok(false)` when another holder has it.
     pub async fn try_acquire(&self, owner: &str) -> Result<bool, String> {
         let current = self
