@@ -362,6 +362,18 @@ impl TestEtcd {
         tls: Option<&Pki>,
         extra: &[&str],
     ) -> TestEtcd {
+        Self::start_with(dir, name, tls, true, extra)
+    }
+
+    /// As [`TestEtcd::start`]; with TLS, `client_cert_auth` says whether etcd asks for a
+    /// client certificate (`--client-cert-auth`).
+    pub(crate) fn start_with(
+        dir: &Path,
+        name: &'static str,
+        tls: Option<&Pki>,
+        client_cert_auth: bool,
+        extra: &[&str],
+    ) -> TestEtcd {
         let (client, peer) = (free_port(), free_port());
         let plain = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -397,9 +409,12 @@ impl TestEtcd {
                 "etcd-server.ext",
             );
             cmd.args(["--cert-file", &pki.path("etcd-server.pem")])
-                .args(["--key-file", &pki.path("etcd-server.key")])
-                .args(["--trusted-ca-file", &pki.path("ca.pem")])
-                .arg("--client-cert-auth");
+                .args(["--key-file", &pki.path("etcd-server.key")]);
+            // etcd asks for a client certificate once it has a CA to check it against.
+            if client_cert_auth {
+                cmd.args(["--trusted-ca-file", &pki.path("ca.pem")])
+                    .arg("--client-cert-auth");
+            }
         }
         let proc = Proc::spawn(name, &mut cmd, &dir.join(format!("{name}.log")));
         wait_for(name, Duration::from_secs(20), || {

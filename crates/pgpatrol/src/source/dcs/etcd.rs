@@ -317,10 +317,16 @@ impl Etcd {
                     reason: format!("HTTP {status}"),
                 });
             }
+            let mut body = message.unwrap_or_else(|| snippet(&text));
+            if body.contains("CommonName of client sending a request against gateway") {
+                // etcd (CVE-2018-16886) refuses a client certificate with a CommonName on
+                // its JSON gateway once authentication is on: Patroni's client meets it too.
+                body.push_str(" (with authentication on, etcd's JSON gateway refuses a client certificate that has a CommonName: use one without a CN, or no client certificate, with the user and password)");
+            }
             return Err(EtcdError::Status {
                 url: url.to_string(),
                 status,
-                body: message.unwrap_or_else(|| snippet(&text)),
+                body,
             });
         }
         parsed.ok_or_else(|| EtcdError::NotEtcd {
