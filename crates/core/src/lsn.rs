@@ -62,10 +62,64 @@ impl FromStr for Lsn {
     }
 }
 
+/// The WAL position just past the segment a WAL file name (`000000010000000A0000003F`,
+/// or the same with `.partial`) holds, for segments of `segment_size` bytes; `None` for a
+/// name that is not a segment (a `.history` or `.backup` file) or a size that is not a
+/// power of two of at least 1 MB, as PostgreSQL requires.
+pub fn wal_segment_end(name: &str, segment_size: u64) -> Option<Lsn> {
+    let name = name.strip_suffix(".partial").unwrap_or(name);
+    if name.len() != 24
+        || !name.bytes().all(|b| b.is_ascii_hexdigit())
+        || !segment_size.is_power_of_two()
+        || !(1024 * 1024..=1 << 32).contains(&segment_size)
+    {
+        return None;
+    }
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    let per_log = (1u64 << 32) / segment_size;
+    if seg >= per_log {
+        return None;
+    }
+    log.checked_mul(per_log)?
+        .checked_add(seg + 1)?
+        .checked_mul(segment_size)
+        .map(Lsn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_end_of_a_wal_segment() {
+        let mb16 = 16 * 1024 * 1024;
+        // 000000010000000000000003 holds 0/3000000 .. 0/4000000.
+        assert_eq!(
+            wal_segment_end("000000010000000000000003", mb16),
+            Some("0/4000000".parse().unwrap())
+        );
+        assert_eq!(
+            wal_segment_end("0000000200000001000000FF", mb16),
+            Some("2/0".parse().unwrap())
+        );
+        assert_eq!(
+            wal_segment_end("000000010000000000000003.partial", mb16),
+            Some("0/4000000".parse().unwrap())
+        );
+        for bad in [
+            "00000002.history",
+            "000000010000000000000003.00000028.backup",
+            "",
+            "x",
+        ] {
+            assert_eq!(wal_segment_end(bad, mb16), None, "{bad}");
+        }
+        // Segment 0x100 does not exist with 16 MB segments (256 per log file).
+        assert_eq!(wal_segment_end("000000010000000000000100", mb16), None);
+        assert_eq!(wal_segment_end("000000010000000000000003", 1000), None);
+    }
 
     #[test]
     fn parses_patroni_examples() {

@@ -457,6 +457,9 @@ pub struct Member {
 /// so that heal and auto-heal never rebuild it.
 pub const NOHEAL_TAG: &str = "noheal";
 
+/// Patroni's tag for an archive-only replica (Patroni 3.2+).
+pub const NOSTREAM_TAG: &str = "nostream";
+
 /// What can keep a replica behind on purpose, as heal reads it from the member itself:
 /// a DBA who paused replay to copy rows out before they are replayed away, or a delayed
 /// replica kept as a protection against operator error. A rebuild would destroy exactly
@@ -474,6 +477,13 @@ pub struct Kept {
     /// answer): the member is not touched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
+    /// A `nostream` replica (archive only): bytes its replayed position is behind the end of
+    /// the newest WAL segment the leader archived, read through a PostgreSQL login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind_archive: Option<u64>,
+    /// A `nostream` replica whose position against the archive could not be read, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_unread: Option<String>,
     /// The delay was not read on the member itself (no PostgreSQL login): only the dynamic
     /// configuration was, and it sets none. A delay in the member's own patroni.yml would
     /// not have been seen; the plan says so.
@@ -484,13 +494,14 @@ pub struct Kept {
 impl Member {
     /// True when a Patroni tag says heal must leave it alone (`noheal: true`, or `"true"`).
     pub fn noheal(&self) -> bool {
-        match self.tags.get(NOHEAL_TAG) {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => {
-                matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "on")
-            }
-            _ => false,
-        }
+        self.tag_is_true(NOHEAL_TAG)
+    }
+
+    /// True for an archive-only replica: Patroni's `nostream` tag (3.2+). It gets WAL only
+    /// through `restore_command`, so it lags by up to a WAL segment (and the archive's own
+    /// delay) between restores: heal judges it against the archive, not the leader.
+    pub fn nostream(&self) -> bool {
+        self.tag_is_true(NOSTREAM_TAG)
     }
 
     pub fn new(name: impl Into<String>, role: Role, state: State) -> Self {
@@ -530,6 +541,14 @@ impl Member {
     /// `tolerance`: what a heal must leave behind. Never true of a leader.
     pub fn is_caught_up(&self, kind: LagKind, tolerance: u64) -> bool {
         self.state.is_healthy_replica() && self.lag(kind).is_some_and(|l| !l.breaches(tolerance))
+    }
+
+    /// A rebuilt member is back: caught up, or, for an archive-only replica (`nostream`),
+    /// replaying from the archive again — its lag against the leader is the archive's own
+    /// delay, judged against the archive at the next decision.
+    pub fn is_back(&self, kind: LagKind, tolerance: u64) -> bool {
+        self.is_caught_up(kind, tolerance)
+            || (self.nostream() && self.state == State::InArchiveRecovery)
     }
 
     /// The member this one replicates from when cascading (tag `replicatefrom`).

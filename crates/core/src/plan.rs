@@ -203,6 +203,12 @@ pub enum SkipReason {
     NohealTag,
     /// What could keep it behind on purpose could not be read: not touched.
     KeptUnknown { why: String },
+    /// An archive-only (`nostream`) replica within the tolerance of the newest archived WAL:
+    /// it keeps up with the archive; what it lags is the archive's own delay.
+    Nostream { behind_archive: u64 },
+    /// An archive-only replica whose position against the archive could not be read: its
+    /// lag against the leader says nothing on its own, so it is not touched.
+    NostreamUnchecked { why: String },
 }
 
 /// A member left alone, and why.
@@ -334,6 +340,15 @@ impl std::fmt::Display for SkipReason {
             SkipReason::KeptUnknown { why } => write!(
                 f,
                 "cannot tell whether it is kept behind on purpose ({why}): not touched"
+            ),
+            SkipReason::Nostream { behind_archive } => write!(
+                f,
+                "an archive-only replica (nostream) {} behind the newest archived WAL: it keeps up with the archive (if the archive is behind the leader, check archiving: doctor's archive check)",
+                human(*behind_archive)
+            ),
+            SkipReason::NostreamUnchecked { why } => write!(
+                f,
+                "an archive-only replica (nostream) whose position against the archive could not be read ({why}): its lag against the leader alone says nothing, not touched"
             ),
         }
     }

@@ -93,14 +93,16 @@ pub(super) fn decide(
             // healthy replica state (e.g. "running" but not streaming): the lag is known and
             // too large, which is exactly what a reinit is for — unless it is behind on
             // purpose, or nobody could tell.
-            Lag::Bytes(bytes) => match kept_reason(member) {
-                Some(reason) => skips[index] = Some(reason),
-                None => candidates.push(Candidate {
-                    index,
-                    member,
-                    bytes,
-                }),
-            },
+            Lag::Bytes(bytes) => {
+                match kept_reason(member).or_else(|| archive_reason(member, policy)) {
+                    Some(reason) => skips[index] = Some(reason),
+                    None => candidates.push(Candidate {
+                        index,
+                        member,
+                        bytes,
+                    }),
+                }
+            }
         }
     }
 
@@ -352,13 +354,40 @@ fn kept_reason(member: &Member) -> Option<SkipReason> {
         .map(|d| SkipReason::ApplyDelay { delay: d.clone() })
 }
 
-/// What the plan says of a delay it could not check on the member itself.
-fn delay_note(member: &Member) -> &'static str {
-    if member.kept.as_ref().is_some_and(|k| k.delay_unchecked) {
-        " (recovery_min_apply_delay not checked on the member: no PostgreSQL login; the dynamic configuration sets none)"
-    } else {
-        ""
+/// An archive-only (`nostream`) replica is judged against the archive, not the leader: it is
+/// a candidate only when it is at least the tolerance behind the newest archived WAL, and
+/// never when that could not be read.
+fn archive_reason(member: &Member, policy: &Policy) -> Option<SkipReason> {
+    if !member.nostream() {
+        return None;
     }
+    let k = member.kept.as_ref()?;
+    match (k.behind_archive, &k.archive_unread) {
+        (Some(b), _) if b < policy.tolerance => Some(SkipReason::Nostream { behind_archive: b }),
+        (Some(_), _) => None,
+        (None, why) => Some(SkipReason::NostreamUnchecked {
+            why: why
+                .clone()
+                .unwrap_or_else(|| "its position against the archive was not read".into()),
+        }),
+    }
+}
+
+/// What the plan says of a delay it could not check on the member itself.
+fn delay_note(member: &Member) -> String {
+    let mut note = String::new();
+    if let Some(b) = member.kept.as_ref().and_then(|k| k.behind_archive) {
+        if member.nostream() {
+            note.push_str(&format!(
+                " (archive-only: {} behind the newest archived WAL)",
+                human(b)
+            ));
+        }
+    }
+    if member.kept.as_ref().is_some_and(|k| k.delay_unchecked) {
+        note.push_str(" (recovery_min_apply_delay not checked on the member: no PostgreSQL login; the dynamic configuration sets none)");
+    }
+    note
 }
 
 /// Whole seconds, rounded up: a cooldown with 0.3 s left still reports 1 s, never 0.
@@ -478,6 +507,56 @@ mod tests {
         let p = decide(&c, &trend, &[], &Evidence::default(), now());
         assert_eq!(skip_of(&p, "pg1"), Some(&SkipReason::ReplayPaused));
         assert_eq!(skip_of(&p, "pg3"), Some(&SkipReason::NohealTag));
+    }
+
+    #[test]
+    fn an_archive_only_replica_is_judged_against_the_archive() {
+        use crate::model::Kept;
+        let nostream = serde_json::json!(true);
+        let archive = |behind: Option<u64>, unread: Option<&str>| {
+            Some(Kept {
+                behind_archive: behind,
+                archive_unread: unread.map(str::to_string),
+                ..Kept::default()
+            })
+        };
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            // 100 MB behind the leader, 1 MB behind the archive: the archive is what lags.
+            .replica("pg1")
+            .lag_mb(100)
+            .tag("nostream", nostream.clone())
+            .kept(archive(Some(1024 * 1024), None))
+            // 100 MB behind the archive too: it cannot keep up even with the archive.
+            .replica("pg2")
+            .lag_mb(100)
+            .tag("nostream", nostream.clone())
+            .kept(archive(Some(100 * 1024 * 1024), None))
+            // Not read (no login): never judged by its lag against the leader alone.
+            .replica("pg3")
+            .lag_mb(100)
+            .tag("nostream", nostream)
+            .kept(archive(None, Some("no PostgreSQL login")))
+            .replica("pg4")
+            .build();
+        let p = plan(&c);
+        assert_eq!(acted(&p), ["pg2"], "{p:#?}");
+        assert!(
+            p.actions[0]
+                .reason
+                .contains("behind the newest archived WAL"),
+            "{p:#?}"
+        );
+        assert_eq!(
+            skip_of(&p, "pg1"),
+            Some(&SkipReason::Nostream {
+                behind_archive: 1024 * 1024
+            })
+        );
+        assert!(matches!(
+            skip_of(&p, "pg3"),
+            Some(SkipReason::NostreamUnchecked { why }) if why.contains("login")
+        ));
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub struct UpArgs {
     /// the archive an archive-only standby lab restores from.
     #[arg(long)]
     pub archive: bool,
+    /// With --archive: run this member (e.g. pg2) archive-only, as Patroni's `nostream` tag
+    /// makes it: no streaming, WAL only through restore_command from DIR/archive (Patroni
+    /// 3.2+); tagged `nofailover` too, so it never leads.
+    #[arg(long, value_name = "MEMBER", requires = "archive")]
+    pub nostream: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +246,7 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         standby_of: args.standby_of,
         standby_mode: args.standby_mode,
         archive: args.archive,
+        nostream: args.nostream,
     };
     let (paths, state) = process::up(&opts).await?;
     let leader = lab::any_cluster(&state)

@@ -449,7 +449,7 @@ async fn cluster_view(
         .cluster
         .member(member)
         .ok_or_else(|| format!("no member {member}"))?;
-    if m.is_caught_up(opts.lag, opts.tolerance) {
+    if m.is_back(opts.lag, opts.tolerance) {
         return Ok(());
     }
     if !m.state.is_healthy_replica() {

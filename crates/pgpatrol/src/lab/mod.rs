@@ -445,13 +445,21 @@ pub fn check_health(
             }
             continue;
         }
-        if m.state.as_str() == streaming_state {
+        // An archive-only replica (`lab up --nostream`) is in archive recovery, receives
+        // nothing (its receive lag is unknown) and replays a segment at a time.
+        let archive_only = m.nostream() && m.state.as_str() == "in archive recovery";
+        if m.state.as_str() == streaming_state || archive_only {
             streaming += 1;
         } else {
             problems.push(format!("{} is {}/{}", m.name, m.role, m.state));
         }
         if let Some(max) = max_lag {
-            for kind in [LagKind::Receive, LagKind::Replay] {
+            let kinds: &[LagKind] = if archive_only {
+                &[LagKind::Replay]
+            } else {
+                &[LagKind::Receive, LagKind::Replay]
+            };
+            for &kind in kinds {
                 match m.lag(kind) {
                     Some(Lag::Bytes(b)) if b <= max => {}
                     Some(lag) => problems.push(format!("{} {} lag {lag}", m.name, kind.as_str())),

@@ -298,6 +298,9 @@ pub struct UpOptions {
     pub standby_mode: StandbyMode,
     /// Archive WAL into DIR/archive (with archive_timeout 5s).
     pub archive: bool,
+    /// With `archive`: this member runs archive-only (`nostream` tag, restore_command from
+    /// DIR/archive).
+    pub nostream: Option<String>,
 }
 
 /// How a standby lab's leader gets WAL from its source.
@@ -367,6 +370,15 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         None => Ports::pick(opts.members)?,
     };
     ports.check_free()?;
+    if let Some(n) = &opts.nostream {
+        let known = (0..opts.members).any(|i| *n == format!("pg{i}"));
+        if !known || opts.members < 2 || opts.standby_of.is_some() {
+            bail!(
+                "--nostream {n}: name a member of a lab of two or more, pg0 to pg{}",
+                opts.members.saturating_sub(1)
+            );
+        }
+    }
 
     // Folders: DIR stays the caller's; what the processes write belongs to them.
     std::fs::create_dir_all(&paths.dir)
@@ -436,6 +448,13 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             config["postgresql"]["parameters"]["archive_command"] =
                 format!("test ! -f {a}/%f && cp %p {a}/%f").into();
             config["postgresql"]["parameters"]["archive_timeout"] = "5s".into();
+            if opts.nostream.as_deref() == Some(name.as_str()) {
+                // nofailover too: it never bootstraps or leads the cluster, so it stays the
+                // archive-only replica it was started as.
+                config["tags"] = serde_json::json!({"nostream": true, "nofailover": true});
+                config["postgresql"]["recovery_conf"] =
+                    serde_json::json!({"restore_command": format!("cp {a}/%f %p")});
+            }
         }
         match standby.as_ref().map(|sb| (sb, &sb.archive)) {
             Some((sb, None)) => {
@@ -840,9 +859,15 @@ pub async fn members_agree(state: &LabState, cluster: &Cluster) -> Result<(), St
             senders = me.streaming_to;
         }
     }
-    // The leader's pg_stat_replication: every replica streams. Patroni before 3.0.4 says a
-    // replica is `running` whether or not its walreceiver has connected yet.
-    for m in state.members.iter().filter(|m| m.name != leader) {
+    // The leader's pg_stat_replication: every replica streams (but an archive-only one,
+    // `lab up --nostream`). Patroni before 3.0.4 says a replica is `running` whether or not
+    // its walreceiver has connected yet.
+    let archive_only = |name: &str| cluster.member(name).is_some_and(|m| m.nostream());
+    for m in state
+        .members
+        .iter()
+        .filter(|m| m.name != leader && !archive_only(&m.name))
+    {
         if !senders.contains(&m.name) {
             return Err(format!(
                 "{} is not streaming from the leader yet (its pg_stat_replication)",

@@ -114,7 +114,7 @@ pub fn gate(
         return Err("the cluster is paused (maintenance mode)".into());
     }
     for m in c.replicas().filter(|m| m.name != except) {
-        if !m.is_caught_up(opts.lag, opts.tolerance) {
+        if !m.is_back(opts.lag, opts.tolerance) {
             let lag = m
                 .lag(opts.lag)
                 .map(|l| match l.bytes() {
@@ -220,7 +220,7 @@ async fn wait_back(
                 let back = if leader {
                     m.role.is_leader() && m.state == pgpatrol_core::State::Running
                 } else {
-                    m.is_caught_up(opts.lag, opts.tolerance) && !m.pending_restart
+                    m.is_back(opts.lag, opts.tolerance) && !m.pending_restart
                 };
                 if back {
                     return Ok(if leader {

@@ -43,9 +43,25 @@ pub async fn read(
                 .filter(|v| !is_zero(v))
         })
         .map_err(|e| format!("{e:#}"));
+    // Archive-only replicas are judged against what the leader archived.
+    let archive: Result<(String, u64), String> = if candidates
+        .iter()
+        .any(|&i| cluster.members[i].nostream())
+    {
+        match (login, cluster.leader().map(|l| (l.host.clone(), l.port))) {
+                (None, _) => Err("no PostgreSQL login to read the archive with (give -c patroni.yml or a postgres: login)".into()),
+                (Some(login), Some((Some(host), Some(port)))) => {
+                    leader_archive(&host, port, login).await
+                }
+                (Some(_), _) => Err("the leader's PostgreSQL address is not known".into()),
+            }
+    } else {
+        Err(String::new())
+    };
     let reads = candidates.iter().map(|&i| {
         let m = &cluster.members[i];
         let config_delay = config_delay.clone();
+        let archive = archive.clone();
         async move {
             let mut k = Kept::default();
             // With a login, the member's own PostgreSQL says both, whatever Patroni does.
@@ -55,7 +71,35 @@ pub async fn read(
                 }
                 _ => None,
             };
-            if let Some(Ok((paused, delay))) = &on_member {
+            if m.nostream() {
+                match (&on_member, &archive) {
+                    (Some(Ok((_, _, Some(replayed)))), Ok((wal, segment))) => {
+                        match (
+                            pgpatrol_core::lsn::wal_segment_end(wal, *segment),
+                            replayed.parse::<pgpatrol_core::Lsn>(),
+                        ) {
+                            (Some(end), Ok(at)) => {
+                                k.behind_archive = Some(end.bytes_after(at));
+                            }
+                            (None, _) => {
+                                k.archive_unread = Some(format!(
+                                    "the leader's newest archived file {wal:?} is not a WAL segment"
+                                ))
+                            }
+                            (_, Err(e)) => k.archive_unread = Some(e.to_string()),
+                        }
+                    }
+                    (_, Err(why)) => k.archive_unread = Some(why.clone()),
+                    (Some(Err(why)), _) => k.archive_unread = Some(format!("its PostgreSQL: {why}")),
+                    (Some(Ok(_)), _) => {
+                        k.archive_unread = Some("its replay position is not known".into())
+                    }
+                    (None, _) => {
+                        k.archive_unread = Some("its PostgreSQL address is not known".into())
+                    }
+                }
+            }
+            if let Some(Ok((paused, delay, _))) = &on_member {
                 k.replay_paused = *paused;
                 if !is_zero(delay) {
                     k.apply_delay = Some(format!("{delay} on the member"));
@@ -102,15 +146,25 @@ pub async fn read(
 
 /// Whether the member's replay is paused (or a pause is requested), and the
 /// `recovery_min_apply_delay` it runs with, from its own PostgreSQL.
-async fn member_facts(host: &str, port: u16, login: &PgLogin) -> Result<(bool, String), String> {
+async fn member_facts(
+    host: &str,
+    port: u16,
+    login: &PgLogin,
+) -> Result<(bool, String, Option<String>), String> {
     let (client, driver) = crate::doctor::pg::connect(host, port, login, "pgpatrol heal").await?;
     let r = client
         .query_one(
-            "SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused(), current_setting('recovery_min_apply_delay')",
+            "SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused(), current_setting('recovery_min_apply_delay'), pg_last_wal_replay_lsn()::text",
             &[],
         )
         .await
-        .map(|row| (row.get::<_, bool>(0), row.get::<_, String>(1)))
+        .map(|row| {
+            (
+                row.get::<_, bool>(0),
+                row.get::<_, String>(1),
+                row.get::<_, Option<String>>(2),
+            )
+        })
         .map_err(crate::doctor::pg::error_line);
     drop(client);
     let _ = driver.await;
@@ -123,6 +177,28 @@ pub fn setting_text(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.trim().to_string(),
         other => other.to_string(),
     }
+}
+
+/// The leader's newest archived WAL file (`pg_stat_archiver.last_archived_wal`) and its WAL
+/// segment size in bytes.
+async fn leader_archive(host: &str, port: u16, login: &PgLogin) -> Result<(String, u64), String> {
+    let (client, driver) = crate::doctor::pg::connect(host, port, login, "pgpatrol heal").await?;
+    let r = client
+        .query_one(
+            "SELECT last_archived_wal, (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("the leader's archiver: {}", crate::doctor::pg::error_line(e)))
+        .and_then(|row| {
+            let wal: Option<String> = row.get(0);
+            let segment: i64 = row.get(1);
+            let wal = wal.ok_or_else(|| "the leader has archived nothing yet".to_string())?;
+            Ok((wal, u64::try_from(segment).unwrap_or(0)))
+        });
+    drop(client);
+    let _ = driver.await;
+    r
 }
 
 /// True for a zero delay in any unit (`0`, `0ms`, `0min`, `""`): nothing else. A value that

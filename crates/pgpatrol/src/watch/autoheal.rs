@@ -168,7 +168,7 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
 }
 
 /// Every `reason` of `pgpatrol_heal_refused_total` (docs/METRICS.md lists the same set).
-pub const REFUSAL_REASONS: [&str; 19] = [
+pub const REFUSAL_REASONS: [&str; 21] = [
     "paused",
     "no_leader",
     "multiple_leaders",
@@ -184,6 +184,8 @@ pub const REFUSAL_REASONS: [&str; 19] = [
     "apply_delay",
     "noheal_tag",
     "kept_unknown",
+    "nostream",
+    "nostream_unchecked",
     "max_attempts",
     "lease_held",
     "lease_error",
@@ -238,6 +240,8 @@ fn skip_label(r: &SkipReason) -> Option<&'static str> {
         SkipReason::ApplyDelay { .. } => "apply_delay",
         SkipReason::NohealTag => "noheal_tag",
         SkipReason::KeptUnknown { .. } => "kept_unknown",
+        SkipReason::Nostream { .. } => "nostream",
+        SkipReason::NostreamUnchecked { .. } => "nostream_unchecked",
     })
 }
 
@@ -707,6 +711,8 @@ mod tests {
             SkipReason::ApplyDelay { delay: "x".into() },
             SkipReason::NohealTag,
             SkipReason::KeptUnknown { why: "x".into() },
+            SkipReason::Nostream { behind_archive: 1 },
+            SkipReason::NostreamUnchecked { why: "x".into() },
         ];
         let mut labels: Vec<&str> = blockers.iter().map(blocker_label).collect();
         labels.extend(skips.iter().filter_map(skip_label));

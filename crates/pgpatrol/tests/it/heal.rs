@@ -30,6 +30,10 @@ pub fn tests() -> Vec<Test> {
     // from that member's own /patroni, so heal would see its lag as unknown instead.
     if crate::harness::patroni_version() == "4.1" {
         t.extend(tests![a_replica_whose_replay_is_paused_is_left_alone]);
+        // Patroni's `nostream` tag exists from 3.2 on.
+        t.extend(tests![
+            an_archive_only_replica_is_judged_against_the_archive
+        ]);
     }
     t
 }
@@ -362,6 +366,140 @@ fn a_delay_in_one_members_own_patroni_yml_keeps_only_that_member(lab: &Lab) {
         "the lagging one was rebuilt"
     );
     assert_eq!(before[&leader], after[&leader]);
+}
+
+/// Spec (docs/SAFETY.md §13, issue 23): an archive-only replica (Patroni's `nostream` tag)
+/// lags the leader by design — it gets WAL a segment at a time through restore_command —
+/// so heal judges it against the archive. A lab of its own archives WAL and runs pg2
+/// archive-only; the leader's archiving is then made to fail and 30 MB written: pg2 is far
+/// behind the leader but has replayed everything archived. Heal with a login leaves it
+/// (`nostream`, 0 B behind the newest archived WAL) and rebuilds nothing; without a login
+/// it cannot read the archive and leaves it too (`nostream_unchecked`). Fails without the
+/// guard: heal rebuilt pg2 for its lag against the leader.
+fn an_archive_only_replica_is_judged_against_the_archive(_: &Lab) {
+    use crate::harness::run;
+    let own = crate::standby::OwnLab(crate::harness::it_root().join("nostream-lab"));
+    let d = own.0.to_string_lossy().into_owned();
+    ok(
+        "lab up --archive --nostream pg2",
+        &run(&[
+            "lab",
+            "up",
+            "--dir",
+            &d,
+            "--members",
+            "3",
+            "--archive",
+            "--nostream",
+            "pg2",
+        ]),
+    );
+    let state =
+        pgpatrol::lab::LabState::load(&pgpatrol::lab::LabPaths::new(&own.0).unwrap()).unwrap();
+    let url = state.urls()[0].clone();
+    let cluster = || crate::util::get_json(&format!("{url}/cluster"));
+    let pg2 = |c: &Value| {
+        c["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == "pg2").cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        pg2(&cluster())["state"],
+        "in archive recovery",
+        "{:#}",
+        cluster()
+    );
+    ok(
+        "lab break archive",
+        &run(&["lab", "break", "archive", "--dir", &d]),
+    );
+    ok(
+        "lab psql",
+        &run(&[
+            "lab", "psql", "--dir", &d, "-c",
+            "CREATE TABLE arch(x text); INSERT INTO arch SELECT repeat('x', 1000) FROM generate_series(1, 30000)",
+        ]),
+    );
+    crate::watch::wait_for(
+        "pg2 20 MB behind the leader",
+        Duration::from_secs(60),
+        || (pg2(&cluster())["replay_lag"].as_u64().unwrap_or(0) >= 20 * MB).then_some(()),
+    );
+    // pg1 streams: wait out the loop in which its DCS key still shows the old position.
+    let pg1_lag = || {
+        cluster()["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == "pg1").cloned())
+            .and_then(|m| m["replay_lag"].as_u64())
+            .unwrap_or(u64::MAX)
+    };
+    let mut settled = std::time::Instant::now();
+    crate::watch::wait_for("pg1 caught up for 3 s", Duration::from_secs(60), || {
+        if pg1_lag() >= MB {
+            settled = std::time::Instant::now();
+        }
+        (settled.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+    let postmaster = |m: &str| {
+        crate::util::get_json(&format!(
+            "{}/patroni",
+            state
+                .members
+                .iter()
+                .find(|x| x.name == m)
+                .expect("member")
+                .url()
+        ))["postmaster_start_time"]
+            .clone()
+    };
+    let before = postmaster("pg2");
+    let heal = |args: &[&str]| {
+        let mut all = vec![
+            "heal",
+            "--yes",
+            "--report",
+            "json",
+            "--tolerance",
+            "5",
+            "--min-healthy",
+            "0",
+        ];
+        all.extend_from_slice(args);
+        let out = run(&all);
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
+            panic!(
+                "report is not JSON ({e}): {}\n{}",
+                stdout(&out),
+                stderr(&out)
+            )
+        });
+        (code(&out), report)
+    };
+    // With a login (patroni.yml's superuser): read against the archive.
+    let yml = own.0.join("config/pg0.yml").to_string_lossy().into_owned();
+    let (rc, report) = heal(&["-c", &yml]);
+    assert_eq!(rc, 1, "pg2 still lags the leader: {report:#}");
+    assert!(
+        report["outcomes"].as_array().is_some_and(Vec::is_empty),
+        "{report:#}"
+    );
+    assert_eq!(skip_kind(&report, "pg2"), "nostream", "{report:#}");
+    let behind = report["plan"]["skips"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["member"] == "pg2"))
+        .map(|s| s["reason"]["behind_archive"].as_u64().unwrap_or(u64::MAX))
+        .unwrap_or(u64::MAX);
+    assert!(behind < 5 * MB, "{report:#}");
+    // Without one: its lag against the leader alone says nothing.
+    let (rc, report) = heal(&["--url", &url]);
+    assert_eq!(rc, 1, "{report:#}");
+    assert_eq!(
+        skip_kind(&report, "pg2"),
+        "nostream_unchecked",
+        "{report:#}"
+    );
+    assert_eq!(before, postmaster("pg2"), "pg2 was not rebuilt");
 }
 
 /// The heal plan's skip reason (its `kind`) for `member`.

@@ -660,7 +660,7 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
 }
 
 /// A lab of its own, down when dropped.
-struct OwnLab(PathBuf);
+pub(crate) struct OwnLab(pub(crate) PathBuf);
 
 impl Drop for OwnLab {
     fn drop(&mut self) {
