@@ -601,6 +601,23 @@ mod tests {
         assert!(check_health(&two_running, 2, None, "streaming")
             .unwrap_err()
             .contains("pg1 is replica/running"));
+
+        // `lab up --nostream pg1`: in archive recovery, receiving nothing, is healthy; the
+        // same state without the tag is not.
+        let mut archive_only = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(0)
+            .state(State::InArchiveRecovery)
+            .tag("nostream", serde_json::json!(true))
+            .build();
+        archive_only.members[1].receive_lag = Some(Lag::Unknown);
+        assert_eq!(
+            check_health(&archive_only, 2, Some(HEALTHY_MAX_LAG), "streaming"),
+            Ok(())
+        );
+        archive_only.members[1].tags.clear();
+        assert!(check_health(&archive_only, 2, Some(HEALTHY_MAX_LAG), "streaming").is_err());
     }
 
     #[test]
