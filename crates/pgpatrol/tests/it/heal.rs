@@ -512,8 +512,8 @@ fn skip_kind(report: &Value, member: &str) -> String {
 }
 
 /// Spec (docs/SAFETY.md §13, kept replicas): a DBA paused replay on a replica to copy rows
-/// out before they are replayed away; however far it falls behind, heal leaves it, names
-/// why, and the pause is still there afterwards. Control: the same replica, replay
+/// out before they are replayed away; however far it falls behind, heal and auto-heal leave
+/// it, name why, and the pause is still there afterwards. Control: the same replica, replay
 /// resumed and its receiver stopped, is healed. Fails without the guard: heal plans its
 /// rebuild.
 ///
@@ -565,6 +565,26 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     // Its Patroni is stopped: the start time comes from its PostgreSQL.
     let started = "SELECT pg_postmaster_start_time()";
     let before = psql_on(lab, &target, started);
+    // Auto-heal too, started now (the member's key leaves /cluster a ttl after its Patroni
+    // stopped): its `postgres:` login reads the pause on the member.
+    let dir = crate::watch::scratch(lab, "kept-paused");
+    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
+    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
+    let pw = dir.join("superuser.password");
+    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    let port = crate::watch::free_port();
+    let cfg = dir.join("watch.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: lab\n    urls: [{leader_url}]\n    username: patrol\n    password_file: {}\n    postgres: {{user: postgres, password_file: {}}}\n    heal: {{enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0, lease: {{dir: {}, local: true}}}}\n",
+            lab.dir().join("restapi.password").display(),
+            pw.display(),
+            dir.join("locks").display()
+        ),
+    )
+    .expect("write watch.yml");
+    let _w = crate::watch::start_watch(&dir, &cfg, port);
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
     assert_eq!(rc, 1, "refused, nothing done: {report:#}");
     assert!(
@@ -572,6 +592,20 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
         "{report:#}"
     );
     assert_eq!(skip_kind(&report, &target), "replay_paused", "{report:#}");
+    let refused = "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"replay_paused\"}";
+    crate::watch::wait_for(
+        "auto-heal to refuse the paused replica",
+        Duration::from_secs(15),
+        || crate::watch::sample(&crate::watch::metrics(port), refused).filter(|v| *v >= 1.0),
+    );
+    assert_eq!(
+        crate::watch::sample(
+            &crate::watch::metrics(port),
+            "pgpatrol_heal_attempted_total{cluster=\"lab\"}"
+        ),
+        Some(0.0),
+        "auto-heal attempted nothing"
+    );
     assert_eq!(
         psql_on(lab, &target, "SELECT pg_is_wal_replay_paused()"),
         "t"
