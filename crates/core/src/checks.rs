@@ -594,43 +594,23 @@ fn failovers(e: &RestEvidence, t: &Thresholds) -> Check {
     .fix("pgpatrol history: find why the leader keeps changing (its logs, the DCS, resources)")
 }
 
-/// Why a replica cannot take over, if it cannot.
-fn not_a_candidate(m: &crate::model::Member, max_lag: u64) -> Option<String> {
-    if !m.state.is_healthy_replica() {
-        return Some(format!("{} is {}", m.name, m.state));
-    }
-    if m.tag_is_true("nofailover") {
-        return Some(format!("{} is tagged nofailover", m.name));
-    }
-    if m.tags.get("failover_priority").and_then(|v| v.as_i64()) == Some(0) {
-        return Some(format!("{} has failover_priority 0", m.name));
-    }
-    let lag = m
-        .lag(LagKind::Receive)
-        .and_then(Lag::bytes)
-        .or_else(|| m.lag(LagKind::Replay).and_then(Lag::bytes));
-    match lag {
-        None => Some(format!("{} has unknown lag", m.name)),
-        Some(b) if b > max_lag => Some(format!(
-            "{} lags {} > maximum_lag_on_failover {}",
-            m.name,
-            human(b),
-            human(max_lag)
-        )),
-        Some(_) => None,
-    }
-}
-
 fn failover_candidate(e: &RestEvidence, c: &Cluster) -> Check {
     let max_lag = e
         .maximum_lag_on_failover
         .unwrap_or(DEFAULT_MAXIMUM_LAG_ON_FAILOVER);
+    // The one takeover rule (`candidates::candidates`), for a failover: the leader gone.
+    let settings = crate::candidates::TakeoverSettings {
+        maximum_lag_on_failover: max_lag,
+        synchronous_mode: e.synchronous_mode,
+        quorum: false,
+    };
     let mut good = Vec::new();
     let mut why = Vec::new();
-    for m in c.replicas() {
-        match not_a_candidate(m, max_lag) {
-            None => good.push(m.name.clone()),
-            Some(w) => why.push(w),
+    for cand in crate::candidates::candidates(c, &settings, crate::candidates::Takeover::Failover) {
+        if cand.eligible {
+            good.push(cand.name);
+        } else {
+            why.push(format!("{}: {}", cand.name, cand.reasons.join(", ")));
         }
     }
     if !good.is_empty() {
@@ -1720,6 +1700,44 @@ mod tests {
         assert_eq!(get(&checks, "transitional").status, Status::Ok);
     }
 
+    /// One takeover rule: doctor judges a failover candidate as `failover` does
+    /// (`candidates::candidates`): a replica on an older timeline, or with a
+    /// `failover_priority` of 0 written as a string, cannot take over.
+    #[test]
+    fn doctor_and_failover_judge_candidates_alike() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .timeline(3)
+            .replica("pg1")
+            .lag_mb(0)
+            .timeline(2)
+            .replica("pg2")
+            .lag_mb(0)
+            .timeline(3)
+            .tag("failover_priority", serde_json::json!("0"))
+            .build();
+        let checks = rest_checks(&evidence(c.clone()), &Thresholds::default());
+        let f = get(&checks, "failover_candidate");
+        assert_eq!(f.status, Status::Crit, "{}", f.evidence);
+        assert!(
+            f.evidence
+                .contains("pg1: timeline 2, behind the leader's 3"),
+            "{}",
+            f.evidence
+        );
+        assert!(
+            f.evidence.contains("pg2: failover_priority is 0"),
+            "{}",
+            f.evidence
+        );
+        let failover = crate::candidates::candidates(
+            &c,
+            &crate::candidates::TakeoverSettings::default(),
+            crate::candidates::Takeover::Failover,
+        );
+        assert!(failover.iter().all(|c| !c.eligible));
+    }
+
     #[test]
     fn no_failover_candidate_names_each_reason() {
         let c = ClusterBuilder::new()
@@ -1735,8 +1753,8 @@ mod tests {
         assert_eq!(f.status, Status::Crit);
         assert!(
             f.evidence
-                .contains("pg1 lags 5.0 MB > maximum_lag_on_failover")
-                && f.evidence.contains("pg2 is tagged nofailover"),
+                .contains("pg1: 5.0 MB behind, over maximum_lag_on_failover")
+                && f.evidence.contains("pg2: tagged nofailover"),
             "{}",
             f.evidence
         );
