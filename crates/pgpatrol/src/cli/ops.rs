@@ -292,8 +292,17 @@ impl SwitchoverArgs {
             );
             println!("{}", candidate_table(&cands, None));
         }
+        // A refusal is said on stderr, and with -o json as the result on stdout too.
         let refuse = |why: String| -> anyhow::Result<Outcome> {
             eprintln!("pgpatrol: refused: {why}; nothing was sent");
+            if json {
+                emit_json(&TakeoverRefusal {
+                    operation: "switchover",
+                    result: "refused",
+                    reason: &why,
+                    candidates: &cands,
+                })?;
+            }
             Ok(Outcome::Problem)
         };
         if scheduled.is_some() && c.paused {
@@ -446,6 +455,16 @@ pub struct FailoverArgs {
     pub op: OpArgs,
 }
 
+/// A switchover refused before anything was sent, as `-o json` shows it: the reason and
+/// every candidate as the takeover rule judged it.
+#[derive(Debug, Serialize)]
+struct TakeoverRefusal<'a> {
+    operation: &'static str,
+    result: &'static str,
+    reason: &'a str,
+    candidates: &'a [Candidate],
+}
+
 /// A failover refused before anything was sent, as `-o json` shows it.
 #[derive(Debug, Serialize)]
 struct FailoverRefusal<'a> {
@@ -520,6 +539,16 @@ impl FailoverArgs {
                 cand.name,
                 chosen.reasons.join("; ")
             );
+            if json {
+                emit_json(&FailoverRefusal {
+                    operation: "failover",
+                    result: "refused",
+                    candidate: &cand.name,
+                    reasons: &chosen.reasons,
+                    data_at_risk_bytes: 0,
+                    positions: &positions,
+                })?;
+            }
             return Ok(Outcome::Problem);
         }
         let mut warnings = Vec::new();

@@ -162,6 +162,25 @@ pub(crate) fn a_lagging_candidate_is_refused_and_a_dry_run_sends_nothing(lab: &L
         "nothing sent, nothing audited"
     );
     assert_eq!(lab.leader(), leader);
+    // With -o json the refusal is the result on stdout: the reason and every candidate.
+    let out = lab.pgpatrol(&["switchover", "--candidate", &far, "--yes", "-o", "json"]);
+    assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)));
+    assert_eq!(v["operation"], "switchover", "{v:#}");
+    assert_eq!(v["result"], "refused", "{v:#}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("{far} cannot take over"))),
+        "{v:#}"
+    );
+    let far_entry = v["candidates"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == far.as_str()).cloned())
+        .unwrap_or_default();
+    assert_eq!(far_entry["eligible"], false, "{v:#}");
+    assert_eq!(lab.leader(), leader);
 
     // The best choice skips the lagging member.
     let out = lab.pgpatrol(&["switchover", "--dry-run", "--candidate", &near]);
