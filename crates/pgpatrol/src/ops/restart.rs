@@ -322,17 +322,17 @@ pub async fn rolling(
         report.stopped = Some(why);
         report.untouched = order[from..].to_vec();
     };
+    // The gate runs in a dry run too: nothing was restarted, so it judges the cluster as it
+    // is now, and a dry run shows the refusal the real run would stop on.
     for (i, name) in replicas.iter().enumerate() {
         let c = ops.read().await?;
-        if !ops.dry_run {
-            if let Err(why) = gate(&c, name, Some(&leader), opts) {
-                stop(
-                    &mut report,
-                    format!("stopped before restarting {name}: {why}"),
-                    i,
-                );
-                return Ok(finish(report, t0));
-            }
+        if let Err(why) = gate(&c, name, Some(&leader), opts) {
+            stop(
+                &mut report,
+                format!("stopped before restarting {name}: {why}"),
+                i,
+            );
+            return Ok(finish(report, t0));
         }
         let m = super::member(&c, name)?.clone();
         let step = restart_one(ops, &m, opts).await;
@@ -352,15 +352,13 @@ pub async fn rolling(
     }
     let li = replicas.len();
     let c = ops.read().await?;
-    if !ops.dry_run {
-        if let Err(why) = gate(&c, &leader, Some(&leader), opts) {
-            stop(
-                &mut report,
-                format!("stopped before touching the leader {leader}: {why}"),
-                li,
-            );
-            return Ok(finish(report, t0));
-        }
+    if let Err(why) = gate(&c, &leader, Some(&leader), opts) {
+        stop(
+            &mut report,
+            format!("stopped before touching the leader {leader}: {why}"),
+            li,
+        );
+        return Ok(finish(report, t0));
     }
     let lm = super::member(&c, &leader)?.clone();
     if leader_in_place {

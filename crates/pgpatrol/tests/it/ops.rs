@@ -600,6 +600,16 @@ pub(crate) fn a_rolling_restart_stops_before_the_leader_when_a_replica_is_broken
     // The replica restarted second is the broken one: the run must stop before the first.
     lab.break_lag(&reps[1], 10);
     let before = start_times(lab);
+    // The dry run shows the refusal the run will stop on (the gate runs in a dry run too).
+    let out = lab.pgpatrol(&["restart", "--rolling", "--dry-run", "-o", "json"]);
+    let r = json_of("restart --dry-run", &out);
+    assert_eq!(code(&out), 1, "{r:#}");
+    let why = r["stopped"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&reps[1]) && why.contains("a second member would be down"),
+        "{r:#}"
+    );
+    assert_eq!(before, start_times(lab), "a dry run restarts nothing");
     let out = lab.pgpatrol(&[
         "restart",
         "--rolling",
