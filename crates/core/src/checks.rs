@@ -1113,7 +1113,8 @@ pub fn backup_checks(
         .fix("check --pgbackrest-stanza and --pgbackrest-config")];
     };
     let code = s["status"]["code"].as_i64();
-    let message = s["status"]["message"].as_str().unwrap_or("?");
+    // What pgbackrest printed goes into one-line evidence: control characters escaped.
+    let message = crate::text::printable(s["status"]["message"].as_str().unwrap_or("?"));
     if code != Some(0) {
         return vec![Check::new(
             "backup",
@@ -1135,7 +1136,9 @@ pub fn backup_checks(
             continue;
         }
         if let (Some(ty), Some(stop)) = (b["type"].as_str(), b["timestamp"]["stop"].as_f64()) {
-            let e = newest.entry(ty.to_string()).or_insert(stop);
+            let e = newest
+                .entry(crate::text::printable(ty).into_owned())
+                .or_insert(stop);
             *e = e.max(stop);
         }
     }
@@ -1177,7 +1180,9 @@ pub fn backup_checks(
     let max = s["archive"]
         .as_array()
         .and_then(|a| a.last())
-        .and_then(|a| a["max"].as_str());
+        .and_then(|a| a["max"].as_str())
+        .map(crate::text::printable);
+    let max = max.as_deref();
     out.push(match (max, current_walfile) {
         (None, _) => Check::new("backup_archive", Status::Crit, format!("stanza {stanza} holds no archived WAL"))
             .fix("archive_command must push to the repository: pgbackrest --stanza=STANZA archive-push %p".replace("STANZA", stanza)),
@@ -1951,6 +1956,21 @@ mod tests {
             "backup": [
                 {"type": "full", "timestamp": {"start": stop - 100.0, "stop": stop - 50.0}},
                 {"type": "incr", "timestamp": {"start": stop - 10.0, "stop": stop}}]}])
+    }
+
+    /// Fuzz finding (`scripts/fuzz pgbackrest`, crash-92924706): a newline inside the
+    /// archive's `max` WAL name made the evidence two lines long.
+    #[test]
+    fn fuzz_a_wal_name_with_a_newline_stays_on_one_line() {
+        let info = serde_json::json!([{
+            "name": "demo",
+            "status": {"code": 0, "message": "ok"},
+            "backup": [{"type": "full", "timestamp": {"stop": 100.0}}],
+            "archive": [{"max": "00000\n#0020"}],
+        }]);
+        for c in backup_checks(&info, "demo", 200.0, None, &Thresholds::default()) {
+            assert!(!c.evidence.contains('\n'), "{c:?}");
+        }
     }
 
     /// Found writing the `fuzz::pg` target: a sign inside a WAL file name

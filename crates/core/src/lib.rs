@@ -25,6 +25,7 @@ pub mod restart;
 pub mod sli;
 pub mod slo;
 pub mod slots;
+pub mod text;
 pub mod trend;
 pub mod units;
 

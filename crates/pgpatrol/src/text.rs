@@ -6,24 +6,8 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A name a server sent (a DCS key, a member name) as it can be shown in a one-line
-/// message: control characters (a newline inside a key) escaped, the rest as it is.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    std::borrow::Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
-}
+/// A name a server sent, shown in a one-line message (control characters escaped).
+pub use pgpatrol_core::text::printable;
 
 /// An error and its sources on one line, without repeating a cause already in the text.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
