@@ -149,6 +149,20 @@ pub enum LeaseStore {
 
 const TTL_SECS: u64 = 30;
 
+/// The heal Lease `name` as the store's Kubernetes access reaches it.
+async fn kube_lease(
+    target: &crate::source::k8s::K8sTarget,
+    name: &str,
+) -> Result<crate::source::k8s::lease::KubeLease, String> {
+    crate::source::k8s::lease::KubeLease::new(
+        target,
+        name,
+        Duration::from_secs(TTL_SECS),
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 fn b64(s: &str) -> String {
     crate::etcd::base64(s.as_bytes())
 }
@@ -174,13 +188,7 @@ impl LeaseStore {
                 }
             }
             LeaseStore::Kubernetes { target, name } => {
-                let lease = crate::source::k8s::lease::KubeLease::new(
-                    target,
-                    name,
-                    Duration::from_secs(TTL_SECS),
-                    Duration::from_secs(5),
-                )
-                .await?;
+                let lease = kube_lease(target, name).await?;
                 if !lease.try_acquire(owner).await? {
                     return Ok(None);
                 }
@@ -259,14 +267,7 @@ impl LeaseStore {
                 kvs.into_iter().find(|kv| kv.key == key).map(|kv| kv.value)
             }
             LeaseStore::Kubernetes { target, name } => {
-                let lease = crate::source::k8s::lease::KubeLease::new(
-                    target,
-                    name,
-                    Duration::from_secs(TTL_SECS),
-                    Duration::from_secs(5),
-                )
-                .await
-                .ok()?;
+                let lease = kube_lease(target, name).await.ok()?;
                 lease.holder().await.ok().flatten()
             }
             LeaseStore::File { .. } => None,

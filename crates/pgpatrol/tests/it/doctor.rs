@@ -426,10 +426,7 @@ fn sli_and_watch_give_lag_in_seconds_from_postgres(lab: &Lab) {
     // watch with postgres: exports the same measurement per member.
     let dir = lab.dir().join("doctor-tests");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
-    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
-    let pw = dir.join("superuser.password");
-    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    let pw = crate::util::superuser_password_file(lab, &dir);
     let port = crate::watch::free_port();
     let cfg = dir.join("watch-pg.yml");
     std::fs::write(

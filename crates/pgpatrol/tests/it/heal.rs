@@ -41,15 +41,7 @@ pub fn tests() -> Vec<Test> {
 fn heal_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["heal", "--yes", "--report", "json"];
     all.extend_from_slice(args);
-    let out = lab.pgpatrol(&all);
-    let report = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
-        panic!(
-            "report is not JSON ({e}): {}\nstderr: {}",
-            stdout(&out),
-            stderr(&out)
-        )
-    });
-    (code(&out), report)
+    crate::util::report_of(&lab.pgpatrol(&all))
 }
 
 fn other_replicas(lab: &Lab, except: &str) -> Vec<String> {
@@ -466,15 +458,7 @@ fn an_archive_only_replica_is_judged_against_the_archive(_: &Lab) {
             "0",
         ];
         all.extend_from_slice(args);
-        let out = run(&all);
-        let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
-            panic!(
-                "report is not JSON ({e}): {}\n{}",
-                stdout(&out),
-                stderr(&out)
-            )
-        });
-        (code(&out), report)
+        crate::util::report_of(&run(&all))
     };
     // With a login (patroni.yml's superuser): read against the archive.
     let yml = own.0.join("config/pg0.yml").to_string_lossy().into_owned();
@@ -568,10 +552,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     // Auto-heal too, started now (the member's key leaves /cluster a ttl after its Patroni
     // stopped): its `postgres:` login reads the pause on the member.
     let dir = crate::watch::scratch(lab, "kept-paused");
-    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
-    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
-    let pw = dir.join("superuser.password");
-    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    let pw = crate::util::superuser_password_file(lab, &dir);
     let port = crate::watch::free_port();
     let cfg = dir.join("watch.yml");
     std::fs::write(

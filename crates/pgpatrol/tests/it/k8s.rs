@@ -375,14 +375,7 @@ fn heal_takes_the_kubernetes_lease_a_watcher_holds(lab: &Lab) {
             ],
             &[],
         );
-        let report: Value = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
-            panic!(
-                "report is not JSON ({e}): {}\n{}",
-                stdout(&out),
-                stderr(&out)
-            )
-        });
-        (code(&out), report)
+        crate::util::report_of(&out)
     };
     let before = start_times(lab);
     let (rc, report) = heal();

@@ -30,15 +30,7 @@ pub fn tests() -> Vec<Test> {
 fn heal_trend(lab: &Lab, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["heal", "--yes", "--report", "json", "--by", "trend"];
     all.extend_from_slice(args);
-    let out = lab.pgpatrol(&all);
-    let report = serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| {
-        panic!(
-            "report is not JSON ({e}): {}\nstderr: {}",
-            stdout(&out),
-            stderr(&out)
-        )
-    });
-    (code(&out), report)
+    crate::util::report_of(&lab.pgpatrol(&all))
 }
 
 fn skip_of<'a>(report: &'a Value, member: &str) -> &'a Value {
@@ -269,10 +261,7 @@ fn watch_by_trend_rebuilds_a_replica_whose_wal_is_gone_at_once(lab: &Lab) {
             ..Default::default()
         },
     );
-    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
-    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
-    let pw = dir.join("superuser.password");
-    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    let pw = crate::util::superuser_password_file(lab, &dir);
     let mut y = std::fs::read_to_string(&cfg).expect("watch.yml");
     y.push_str(&format!(
         "    postgres: {{user: postgres, password_file: {}}}\n",

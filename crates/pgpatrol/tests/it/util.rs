@@ -441,3 +441,25 @@ pub fn capture(name: &str) -> String {
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
+
+/// A command's exit code and its JSON on stdout (a report, a result); panics with both
+/// streams when stdout is not JSON.
+pub fn report_of(out: &Output) -> (i32, Value) {
+    let report = serde_json::from_str(&stdout(out)).unwrap_or_else(|e| {
+        panic!(
+            "report is not JSON ({e}): {}\nstderr: {}",
+            stdout(out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code(out), report)
+}
+
+/// The lab superuser's password in a file of `dir` (for a `postgres:` login in watch.yml).
+pub fn superuser_password_file(lab: &Lab, dir: &std::path::Path) -> std::path::PathBuf {
+    let yaml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("config");
+    let superuser = pgpatrol::lab::config::superuser_password(&yaml).expect("password");
+    let pw = dir.join("superuser.password");
+    std::fs::write(&pw, format!("{superuser}\n")).expect("write");
+    pw
+}
