@@ -6,6 +6,9 @@ pub mod cli;
 pub mod doctor;
 pub mod etcd;
 pub mod executor;
+/// The fuzz targets: built for the unit tests and for `fuzz/` (feature `fuzzing`), never
+/// into the shipped binary.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod lab;
