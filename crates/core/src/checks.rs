@@ -1219,13 +1219,9 @@ pub fn backup_checks(
 /// How many 16 MB segments `older` is behind `newer` (24-hex WAL file names, same timeline
 /// or not); `None` when a name is not a WAL file name.
 pub fn wal_distance(newer: &str, older: &str) -> Option<i64> {
-    let seg = |name: &str| -> Option<i64> {
-        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let log = i64::from_str_radix(name.get(8..16)?, 16).ok()?;
-        let seg = i64::from_str_radix(name.get(16..24)?, 16).ok()?;
-        Some(log * 256 + seg)
+    // pgbackrest info does not say the segment size: PostgreSQL's default, 16 MB.
+    let seg = |name: &str| {
+        crate::lsn::wal_segment_no(name, 16 * 1024 * 1024).and_then(|n| i64::try_from(n).ok())
     };
     Some(seg(newer)? - seg(older)?)
 }

@@ -68,6 +68,15 @@ impl FromStr for Lsn {
 /// power of two of at least 1 MB, as PostgreSQL requires.
 pub fn wal_segment_end(name: &str, segment_size: u64) -> Option<Lsn> {
     let name = name.strip_suffix(".partial").unwrap_or(name);
+    wal_segment_no(name, segment_size)?
+        .checked_add(1)?
+        .checked_mul(segment_size)
+        .map(Lsn)
+}
+
+/// The segment number a WAL file name (24 hex digits: timeline, log, segment) stands for,
+/// counted from `0/0` in segments of `segment_size` bytes; `None` for any other name.
+pub fn wal_segment_no(name: &str, segment_size: u64) -> Option<u64> {
     if name.len() != 24
         || !name.bytes().all(|b| b.is_ascii_hexdigit())
         || !segment_size.is_power_of_two()
@@ -81,10 +90,7 @@ pub fn wal_segment_end(name: &str, segment_size: u64) -> Option<Lsn> {
     if seg >= per_log {
         return None;
     }
-    log.checked_mul(per_log)?
-        .checked_add(seg + 1)?
-        .checked_mul(segment_size)
-        .map(Lsn)
+    log.checked_mul(per_log)?.checked_add(seg)
 }
 
 #[cfg(test)]
