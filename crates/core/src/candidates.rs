@@ -40,13 +40,8 @@ impl Default for TakeoverSettings {
 impl TakeoverSettings {
     /// From the dynamic configuration; missing or odd values take Patroni's defaults.
     pub fn from_config(config: &Value) -> Self {
-        let d = TakeoverSettings::default();
-        let max_lag = match config.get("maximum_lag_on_failover") {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(d.maximum_lag_on_failover);
+        let max_lag = maximum_lag_on_failover(config)
+            .unwrap_or(TakeoverSettings::default().maximum_lag_on_failover);
         let (synchronous_mode, quorum) = synchronous_mode(config);
         TakeoverSettings {
             maximum_lag_on_failover: max_lag,
@@ -78,12 +73,27 @@ pub fn config_flag(config: &Value, key: &str) -> bool {
     patroni_bool(config.get(key)) == Some(true)
 }
 
+/// `maximum_lag_on_failover` of the dynamic configuration, a number or a numeric string (as
+/// Patroni's `parse_int`); `None` when missing or not a number.
+pub fn maximum_lag_on_failover(config: &Value) -> Option<u64> {
+    match config.get("maximum_lag_on_failover")? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// Synchronous mode and quorum commit as Patroni reads `synchronous_mode`: quorum when it is
 /// exactly `quorum`; synchronous when quorum or a true `parse_bool`. The one reading, for
 /// the takeover rule, doctor and the DCS source alike.
 pub fn synchronous_mode(config: &Value) -> (bool, bool) {
-    let quorum = config.get("synchronous_mode").and_then(Value::as_str) == Some("quorum");
-    (quorum || config_flag(config, "synchronous_mode"), quorum)
+    synchronous_mode_of(config.get("synchronous_mode"))
+}
+
+/// [`synchronous_mode`] of the value of `synchronous_mode` itself (`None` when it is not set).
+pub fn synchronous_mode_of(v: Option<&Value>) -> (bool, bool) {
+    let quorum = v.and_then(Value::as_str) == Some("quorum");
+    (quorum || patroni_bool(v) == Some(true), quorum)
 }
 
 /// Switchover (a running leader hands over) or failover (the leader is gone).

@@ -118,10 +118,8 @@ pub async fn extras(source: &RestSource, cluster: &pgpatrol_core::Cluster, e: &m
 /// What the checks take from the dynamic configuration, read as Patroni reads it (the
 /// takeover rule's reading of `synchronous_mode` and `maximum_lag_on_failover`).
 pub fn read_config(e: &mut RestEvidence, c: &serde_json::Value) {
-    use pgpatrol_core::candidates::{config_flag, synchronous_mode};
-    e.maximum_lag_on_failover = c.get("maximum_lag_on_failover").map(|_| {
-        pgpatrol_core::candidates::TakeoverSettings::from_config(c).maximum_lag_on_failover
-    });
+    use pgpatrol_core::candidates::{config_flag, maximum_lag_on_failover, synchronous_mode};
+    e.maximum_lag_on_failover = maximum_lag_on_failover(c);
     e.synchronous_mode = synchronous_mode(c).0;
     e.synchronous_mode_strict = config_flag(c, "synchronous_mode_strict");
     e.permanent_slots = c["slots"]

@@ -10,7 +10,7 @@
 
 use serde_json::{json, Map, Value};
 
-use pgpatrol_core::candidates::patroni_bool;
+use pgpatrol_core::candidates::{patroni_bool, synchronous_mode_of};
 use pgpatrol_core::{Lsn, PatroniVersion};
 
 use super::etcd::Kv;
@@ -363,11 +363,13 @@ impl DcsCluster {
             .is_some_and(|c| patroni_bool(c.get(key)) == Some(true))
     }
 
+    /// Synchronous mode and quorum commit, as the takeover rule reads them.
+    fn synchronous_mode(&self) -> (bool, bool) {
+        synchronous_mode_of(self.config.as_ref().and_then(|c| c.get("synchronous_mode")))
+    }
+
     fn is_sync(&self, name: &str) -> bool {
-        // Patroni's reading (`candidates::synchronous_mode`): quorum, or a true parse_bool.
-        let synchronous = self.config.as_ref().and_then(|c| c.get("synchronous_mode"));
-        let quorum = synchronous.and_then(Value::as_str) == Some("quorum");
-        if !quorum && patroni_bool(synchronous) != Some(true) {
+        if !self.synchronous_mode().0 {
             return false;
         }
         let Some(sync) = &self.sync else {
@@ -391,12 +393,7 @@ impl DcsCluster {
             .as_ref()
             .and_then(|c| c.get("standby_cluster"))
             .is_some_and(|s| s.as_object().is_some_and(|o| !o.is_empty()));
-        let quorum = self
-            .config
-            .as_ref()
-            .and_then(|c| c.get("synchronous_mode"))
-            .and_then(Value::as_str)
-            == Some("quorum");
+        let quorum = self.synchronous_mode().1;
         let cluster_lsn = self.optime.unwrap_or(0);
         let split = self.split_lag();
         let mut members = Vec::new();
