@@ -43,20 +43,21 @@ pub async fn read(
                 .filter(|v| !is_zero(v))
         })
         .map_err(|e| format!("{e:#}"));
-    // Archive-only replicas are judged against what the leader archived.
-    let archive: Result<(String, u64), String> = if candidates
+    // Archive-only replicas are judged against what the leader archived (read only when
+    // one of them is a candidate).
+    let archive: Option<Result<(String, u64), String>> = if candidates
         .iter()
         .any(|&i| cluster.members[i].nostream())
     {
-        match (login, cluster.leader().map(|l| (l.host.clone(), l.port))) {
-                (None, _) => Err("no PostgreSQL login to read the archive with (give -c patroni.yml or a postgres: login)".into()),
-                (Some(login), Some((Some(host), Some(port)))) => {
-                    leader_archive(&host, port, login).await
-                }
-                (Some(_), _) => Err("the leader's PostgreSQL address is not known".into()),
+        Some(match (login, cluster.leader().map(|l| (l.host.clone(), l.port))) {
+            (None, _) => Err("no PostgreSQL login to read the archive with (give -c patroni.yml or a postgres: login)".into()),
+            (Some(login), Some((Some(host), Some(port)))) => {
+                leader_archive(&host, port, login).await
             }
+            (Some(_), _) => Err("the leader's PostgreSQL address is not known".into()),
+        })
     } else {
-        Err(String::new())
+        None
     };
     let reads = candidates.iter().map(|&i| {
         let m = &cluster.members[i];
@@ -71,32 +72,10 @@ pub async fn read(
                 }
                 _ => None,
             };
-            if m.nostream() {
-                match (&on_member, &archive) {
-                    (Some(Ok((_, _, Some(replayed)))), Ok((wal, segment))) => {
-                        match (
-                            pgpatrol_core::lsn::wal_segment_end(wal, *segment),
-                            replayed.parse::<pgpatrol_core::Lsn>(),
-                        ) {
-                            (Some(end), Ok(at)) => {
-                                k.behind_archive = Some(end.bytes_after(at));
-                            }
-                            (None, _) => {
-                                k.archive_unread = Some(format!(
-                                    "the leader's newest archived file {wal:?} is not a WAL segment"
-                                ))
-                            }
-                            (_, Err(e)) => k.archive_unread = Some(e.to_string()),
-                        }
-                    }
-                    (_, Err(why)) => k.archive_unread = Some(why.clone()),
-                    (Some(Err(why)), _) => k.archive_unread = Some(format!("its PostgreSQL: {why}")),
-                    (Some(Ok(_)), _) => {
-                        k.archive_unread = Some("its replay position is not known".into())
-                    }
-                    (None, _) => {
-                        k.archive_unread = Some("its PostgreSQL address is not known".into())
-                    }
+            if let (true, Some(archive)) = (m.nostream(), &archive) {
+                match behind_archive(on_member.as_ref(), archive) {
+                    Ok(b) => k.behind_archive = Some(b),
+                    Err(why) => k.archive_unread = Some(why),
                 }
             }
             if let Some(Ok((paused, delay, _))) = &on_member {
@@ -146,11 +125,7 @@ pub async fn read(
 
 /// Whether the member's replay is paused (or a pause is requested), and the
 /// `recovery_min_apply_delay` it runs with, from its own PostgreSQL.
-async fn member_facts(
-    host: &str,
-    port: u16,
-    login: &PgLogin,
-) -> Result<(bool, String, Option<String>), String> {
+async fn member_facts(host: &str, port: u16, login: &PgLogin) -> MemberFacts {
     let (client, driver) = crate::doctor::pg::connect(host, port, login, "pgpatrol heal").await?;
     let r = client
         .query_one(
@@ -177,6 +152,29 @@ pub fn setting_text(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.trim().to_string(),
         other => other.to_string(),
     }
+}
+
+/// What the member's own PostgreSQL said: replay paused, `recovery_min_apply_delay`, the
+/// replayed position.
+type MemberFacts = Result<(bool, String, Option<String>), String>;
+
+/// How far an archive-only replica (its `facts`) is behind the end of the leader's newest
+/// archived WAL segment (`archive`: its name and the segment size), or why that is unknown.
+fn behind_archive(
+    facts: Option<&MemberFacts>,
+    archive: &Result<(String, u64), String>,
+) -> Result<u64, String> {
+    let (wal, segment) = archive.as_ref().map_err(Clone::clone)?;
+    let replayed = match facts {
+        None => return Err("its PostgreSQL address is not known".into()),
+        Some(Err(why)) => return Err(format!("its PostgreSQL: {why}")),
+        Some(Ok((_, _, None))) => return Err("its replay position is not known".into()),
+        Some(Ok((_, _, Some(replayed)))) => replayed,
+    };
+    let end = pgpatrol_core::lsn::wal_segment_end(wal, *segment)
+        .ok_or_else(|| format!("the leader's newest archived file {wal:?} is not a WAL segment"))?;
+    let at: pgpatrol_core::Lsn = replayed.parse().map_err(|e| format!("{e}"))?;
+    Ok(end.bytes_after(at))
 }
 
 /// The leader's newest archived WAL file (`pg_stat_archiver.last_archived_wal`) and its WAL
@@ -233,6 +231,26 @@ pub fn apply_delay_ms(v: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_only_replica_against_the_archive() {
+        let mb16 = 16 * 1024 * 1024;
+        let archive = Ok(("000000010000000000000005".to_string(), mb16));
+        let at = |lsn: &str| Ok((false, "0".to_string(), Some(lsn.to_string())));
+        // Segment 5 ends at 0/6000000.
+        assert_eq!(behind_archive(Some(&at("0/6000000")), &archive), Ok(0));
+        assert_eq!(behind_archive(Some(&at("0/5000000")), &archive), Ok(mb16));
+        let why = |r: Result<u64, String>| r.unwrap_err();
+        assert!(why(behind_archive(None, &archive)).contains("address"));
+        assert!(why(behind_archive(Some(&Err("refused".into())), &archive)).contains("refused"));
+        let history = Ok(("00000002.history".to_string(), mb16));
+        assert!(why(behind_archive(Some(&at("0/6000000")), &history)).contains("not a WAL segment"));
+        let unread: Result<(String, u64), String> = Err("no login".into());
+        assert_eq!(
+            behind_archive(Some(&at("0/6000000")), &unread),
+            Err("no login".into())
+        );
+    }
 
     #[test]
     fn zero_delays_in_any_unit() {
