@@ -63,11 +63,21 @@ impl FromStr for Lsn {
 }
 
 /// The WAL position just past the segment a WAL file name (`000000010000000A0000003F`,
-/// or the same with `.partial`) holds, for segments of `segment_size` bytes; `None` for a
-/// name that is not a segment (a `.history` or `.backup` file) or a size that is not a
-/// power of two of at least 1 MB, as PostgreSQL requires.
+/// or the same with `.partial`) holds, for segments of `segment_size` bytes. A backup
+/// history file (`000000010000000000000002.000000D8.backup`) stands for the segment its
+/// backup started in, which the archiver sends before it (it archives the lowest name
+/// first). `None` for a name that is not a segment (a `.history` file) or a size that is not
+/// a power of two of at least 1 MB, as PostgreSQL requires.
 pub fn wal_segment_end(name: &str, segment_size: u64) -> Option<Lsn> {
-    let name = name.strip_suffix(".partial").unwrap_or(name);
+    let name = match name.strip_suffix(".backup") {
+        Some(backup) => {
+            backup
+                .split_once('.')
+                .filter(|(_, offset)| offset.len() == 8)?
+                .0
+        }
+        None => name.strip_suffix(".partial").unwrap_or(name),
+    };
     wal_segment_no(name, segment_size)?
         .checked_add(1)?
         .checked_mul(segment_size)
@@ -114,9 +124,14 @@ mod tests {
             wal_segment_end("000000010000000000000003.partial", mb16),
             Some("0/4000000".parse().unwrap())
         );
+        // A backup history file: the segment its backup started in.
+        assert_eq!(
+            wal_segment_end("000000010000000000000002.000000D8.backup", mb16),
+            Some("0/3000000".parse().unwrap())
+        );
         for bad in [
             "00000002.history",
-            "000000010000000000000003.00000028.backup",
+            "000000010000000000000003.28.backup",
             "",
             "x",
         ] {
