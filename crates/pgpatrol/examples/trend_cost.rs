@@ -81,10 +81,20 @@ fn run(by: DecideBy, clusters: usize, rounds: usize) -> (Duration, usize) {
 fn at_the_cap() {
     use pgpatrol_core::trend::{trend, LagSample, MAX_TREND_POINTS};
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let samples: std::collections::VecDeque<LagSample> = (0..3600u64)
-        .map(|i| LagSample {
-            at: now - Duration::from_secs(3599 - i),
-            bytes: Some((4096u64 << 20) - (i << 20) + (i * 7919 % 513) * 1024),
+    // (seconds before now, lag in bytes), oldest first.
+    let points: Vec<(u64, u64)> = (0..3600u64)
+        .map(|i| {
+            (
+                3599 - i,
+                (4096u64 << 20) - (i << 20) + (i * 7919 % 513) * 1024,
+            )
+        })
+        .collect();
+    let samples: std::collections::VecDeque<LagSample> = points
+        .iter()
+        .map(|&(age, bytes)| LagSample {
+            at: now - Duration::from_secs(age),
+            bytes: Some(bytes),
         })
         .collect();
     let reps = 20;
@@ -94,14 +104,9 @@ fn at_the_cap() {
     }
     let capped = t0.elapsed().as_secs_f64() * 1000.0 / reps as f64;
     // Every pair of the 3,600, as before the cap.
-    let pts: Vec<(f64, f64)> = samples
+    let pts: Vec<(f64, f64)> = points
         .iter()
-        .map(|s| {
-            (
-                now.duration_since(s.at).unwrap().as_secs_f64(),
-                s.bytes.unwrap() as f64,
-            )
-        })
+        .map(|&(age, bytes)| (age as f64, bytes as f64))
         .collect();
     let t0 = Instant::now();
     let mut slopes = Vec::with_capacity(pts.len() * pts.len() / 2);
