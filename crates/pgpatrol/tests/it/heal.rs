@@ -253,6 +253,17 @@ fn reinit_from_leader_needs_patroni_4_1(lab: &Lab) {
     }
 }
 
+/// Waits (up to a minute) until each of `members` shows at least `mb` MB of replay lag.
+fn wait_replay_lag(lab: &Lab, members: &[String], mb: u64) {
+    for m in members {
+        crate::watch::wait_for(
+            &format!("{m}: replay lag of {mb} MB"),
+            Duration::from_secs(60),
+            || (lab.replay_lag(m) >= mb * MB).then_some(()),
+        );
+    }
+}
+
 /// SQL on one member (its own PostgreSQL, as the superuser); psql's unaligned output.
 fn psql_on(lab: &Lab, member: &str, sql: &str) -> String {
     ok(
@@ -325,11 +336,7 @@ fn a_delay_in_one_members_own_patroni_yml_keeps_only_that_member(lab: &Lab) {
     for i in 0..4 {
         write_mb(lab, &format!("own_delay{i}"), 5);
     }
-    for r in [&delayed, &lagging] {
-        crate::watch::wait_for("replay lag of 15 MB", Duration::from_secs(60), || {
-            (lab.replay_lag(r) >= 15 * MB).then_some(())
-        });
-    }
+    wait_replay_lag(lab, &[delayed.clone(), lagging.clone()], 15);
     let before = start_times(lab);
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
     // Exit 1: the delayed replica still lags (by design), and the report says so.
@@ -390,12 +397,13 @@ fn an_archive_only_replica_is_judged_against_the_archive(_: &Lab) {
         pgpatrol::lab::LabState::load(&pgpatrol::lab::LabPaths::new(&own.0).unwrap()).unwrap();
     let url = state.urls()[0].clone();
     let cluster = || crate::util::get_json(&format!("{url}/cluster"));
-    let pg2 = |c: &Value| {
+    let member = |c: &Value, name: &str| {
         c["members"]
             .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["name"] == "pg2").cloned())
+            .and_then(|ms| ms.iter().find(|m| m["name"] == name).cloned())
             .unwrap_or_default()
     };
+    let pg2 = |c: &Value| member(c, "pg2");
     assert_eq!(
         pg2(&cluster())["state"],
         "in archive recovery",
@@ -418,21 +426,32 @@ fn an_archive_only_replica_is_judged_against_the_archive(_: &Lab) {
         Duration::from_secs(60),
         || (pg2(&cluster())["replay_lag"].as_u64().unwrap_or(0) >= 20 * MB).then_some(()),
     );
-    // pg1 streams: wait out the loop in which its DCS key still shows the old position.
-    let pg1_lag = || {
-        cluster()["members"]
-            .as_array()
-            .and_then(|ms| ms.iter().find(|m| m["name"] == "pg1").cloned())
-            .and_then(|m| m["replay_lag"].as_u64())
+    // The other replica streams (pg0 or pg1, whichever does not lead: both may bootstrap):
+    // wait out the loop in which its DCS key still shows the old position.
+    let streaming = cluster()["members"]
+        .as_array()
+        .and_then(|ms| {
+            ms.iter()
+                .find(|m| m["name"] != "pg2" && m["role"] != "leader")
+                .and_then(|m| m["name"].as_str().map(str::to_owned))
+        })
+        .expect("a streaming replica besides pg2");
+    let streaming_lag = || {
+        member(&cluster(), &streaming)["replay_lag"]
+            .as_u64()
             .unwrap_or(u64::MAX)
     };
     let mut settled = std::time::Instant::now();
-    crate::watch::wait_for("pg1 caught up for 3 s", Duration::from_secs(60), || {
-        if pg1_lag() >= MB {
-            settled = std::time::Instant::now();
-        }
-        (settled.elapsed() >= Duration::from_secs(3)).then_some(())
-    });
+    crate::watch::wait_for(
+        "the streaming replica caught up for 3 s",
+        Duration::from_secs(60),
+        || {
+            if streaming_lag() >= MB {
+                settled = std::time::Instant::now();
+            }
+            (settled.elapsed() >= Duration::from_secs(3)).then_some(())
+        },
+    );
     let postmaster = |m: &str| {
         crate::util::get_json(&format!(
             "{}/patroni",
@@ -552,19 +571,23 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     // Auto-heal too, started now (the member's key leaves /cluster a ttl after its Patroni
     // stopped): its `postgres:` login reads the pause on the member.
     let dir = crate::watch::scratch(lab, "kept-paused");
-    let pw = crate::util::superuser_password_file(lab, &dir);
     let port = crate::watch::free_port();
-    let cfg = dir.join("watch.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\nclusters:\n  - name: lab\n    urls: [{leader_url}]\n    username: patrol\n    password_file: {}\n    postgres: {{user: postgres, password_file: {}}}\n    heal: {{enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0, lease: {{dir: {}, local: true}}}}\n",
-            lab.dir().join("restapi.password").display(),
-            pw.display(),
-            dir.join("locks").display()
-        ),
-    )
-    .expect("write watch.yml");
+    let heal = crate::watch::local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0",
+    );
+    let cfg = crate::watch::watch_yml(
+        lab,
+        &dir,
+        port,
+        &crate::watch::WatchSpec {
+            heal: Some(&heal),
+            // Only the leader: the stopped member's API accepts and never answers.
+            urls: Some(vec![leader_url.clone()]),
+            postgres: Some(crate::util::superuser_password_file(lab, &dir)),
+            ..Default::default()
+        },
+    );
     let _w = crate::watch::start_watch(&dir, &cfg, port);
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
     assert_eq!(rc, 1, "refused, nothing done: {report:#}");
@@ -647,11 +670,7 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     for i in 0..8 {
         write_mb(lab, &format!("keep_delay{i}"), 5);
     }
-    for r in &replicas {
-        crate::watch::wait_for("replay lag of 20 MB", Duration::from_secs(60), || {
-            (lab.replay_lag(r) >= 20 * MB).then_some(())
-        });
-    }
+    wait_replay_lag(lab, &replicas, 20);
     let before = start_times(lab);
     // With a login (PATRONICTL_CONFIG_FILE is the lab's patroni.yml): read on the member.
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
@@ -666,7 +685,7 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     let text = report.to_string();
     assert!(text.contains("10min on the member"), "{text}");
     // Without a login: the dynamic configuration says it.
-    let out = lab.pgpatrol_rest_only(&[
+    let (rc, report) = crate::util::report_of(&lab.pgpatrol_rest_only(&[
         "heal",
         "--yes",
         "--report",
@@ -675,9 +694,8 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
         "5",
         "--min-healthy",
         "0",
-    ]);
-    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
-    assert_eq!(code(&out), 1, "{report:#}");
+    ]));
+    assert_eq!(rc, 1, "{report:#}");
     for r in &replicas {
         assert_eq!(skip_kind(&report, r), "apply_delay", "{report:#}");
     }
@@ -692,9 +710,10 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     use crate::watch::{free_port, metrics, sample, scratch, start_watch, watch_yml, WatchSpec};
     let dir = scratch(lab, "kept-delay");
     let port = free_port();
-    let heal =
-        "{enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0, lease: {dir: LOCKS, local: true}}"
-            .replace("LOCKS", &dir.join("locks").display().to_string());
+    let heal = crate::watch::local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0",
+    );
     let cfg = watch_yml(
         lab,
         &dir,

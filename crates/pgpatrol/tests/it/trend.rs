@@ -250,24 +250,20 @@ fn watch_by_trend_rebuilds_a_replica_whose_wal_is_gone_at_once(lab: &Lab) {
     let _no_slots = NoSlots::new(lab);
     let dir = scratch(lab, "trend-wal-gone");
     let port = free_port();
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}, lease: {dir: LOCKS, local: true}}"
-        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let heal = crate::watch::local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}",
+    );
     let cfg = watch_yml(
         lab,
         &dir,
         port,
         &WatchSpec {
             heal: Some(&heal),
+            postgres: Some(crate::util::superuser_password_file(lab, &dir)),
             ..Default::default()
         },
     );
-    let pw = crate::util::superuser_password_file(lab, &dir);
-    let mut y = std::fs::read_to_string(&cfg).expect("watch.yml");
-    y.push_str(&format!(
-        "    postgres: {{user: postgres, password_file: {}}}\n",
-        pw.display()
-    ));
-    std::fs::write(&cfg, y).expect("write watch.yml");
     let _w = start_watch(&dir, &cfg, port);
     let before = start_times(lab);
     make_wal_gone(lab, &target);
@@ -311,8 +307,10 @@ fn secs_of(t: &Value) -> f64 {
 fn after_one_auto_heal_the_estimate_is_its_measured_duration(lab: &Lab) {
     let dir = scratch(lab, "trend-estimate");
     let port = free_port();
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s}, lease: {dir: LOCKS, local: true}}"
-        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let heal = crate::watch::local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s}",
+    );
     let cfg = watch_yml(
         lab,
         &dir,

@@ -123,10 +123,15 @@ pub(crate) struct WatchSpec<'a> {
     pub(crate) state_file: Option<PathBuf>,
     /// A `checks:` section (watch runs doctor's checks and exports pgpatrol_check).
     pub(crate) checks: Option<&'a str>,
+    /// The REST URLs to reach the lab by (default: every member's).
+    pub(crate) urls: Option<Vec<String>>,
+    /// A `postgres:` login as the superuser, its password in this file
+    /// (`util::superuser_password_file`).
+    pub(crate) postgres: Option<PathBuf>,
 }
 
 pub(crate) fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
-    let urls = lab.urls().join(", ");
+    let urls = spec.urls.clone().unwrap_or_else(|| lab.urls()).join(", ");
     let mut y = format!(
         "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 3s\ndoc_link: https://runbooks.example/patroni-lag\n"
     );
@@ -146,12 +151,27 @@ pub(crate) fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> P
         "clusters:\n  - name: lab\n    urls: [{urls}]\n    username: patrol\n    password_file: {}\n    slo:\n      objective: 99%\n      threshold: 5MB\n      window: 10m\n      alerts:\n        - {{severity: page, long: 20s, short: 5s, factor: 10}}\n",
         lab.dir().join("restapi.password").display()
     ));
+    if let Some(pw) = &spec.postgres {
+        y.push_str(&format!(
+            "    postgres: {{user: postgres, password_file: {}}}\n",
+            pw.display()
+        ));
+    }
     if let Some(h) = spec.heal {
         y.push_str(&format!("    heal: {h}\n"));
     }
     let path = dir.join(format!("watch-{port}.yml"));
     std::fs::write(&path, y).expect("write watch.yml");
     path
+}
+
+/// A `heal:` section with `fields` and a lock file in `dir/locks` as its lease, for a test's
+/// only watcher of the cluster (`local: true`).
+pub(crate) fn local_heal(dir: &Path, fields: &str) -> String {
+    format!(
+        "{{{fields}, lease: {{dir: {}, local: true}}}}",
+        dir.join("locks").display()
+    )
 }
 
 pub(crate) fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
@@ -562,9 +582,10 @@ pub(crate) fn plan(port: u16) -> Value {
 fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
     let dir = scratch(lab, "autoheal");
     let port = free_port();
-    let heal =
-        "{enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1, lease: {dir: LOCKS, local: true}}"
-            .replace("LOCKS", &dir.join("locks").display().to_string());
+    let heal = local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1",
+    );
     let cfg = watch_yml(
         lab,
         &dir,
@@ -621,9 +642,9 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
     let am = start_alertmanager(&dir);
     let port = free_port();
     // A 1 s wait is shorter than any reinit: the heal counts as failed, so it escalates.
-    let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s, lease: {{dir: {}, local: true}}}}",
-        dir.join("locks").display()
+    let heal = local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s",
     );
     let spec = WatchSpec {
         heal: Some(&heal),
@@ -673,9 +694,9 @@ fn at_the_attempt_cap_auto_heal_escalates_instead_of_acting(lab: &Lab) {
     let am = start_alertmanager(&dir);
     let port = free_port();
     // One attempt per member per 24 h and no cooldown: the second breach meets the cap.
-    let heal = format!(
-        "{{enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1, lease: {{dir: {}, local: true}}}}",
-        dir.join("locks").display()
+    let heal = local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1",
     );
     let spec = WatchSpec {
         heal: Some(&heal),
@@ -960,8 +981,10 @@ fn a_watch_stopped_mid_heal_heals_again_after_a_restart(lab: &Lab) {
     let dir = scratch(lab, "midheal");
     let port = free_port();
     let state = dir.join("state.json");
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1, lease: {dir: LOCKS, local: true}}"
-        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let heal = local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1",
+    );
     let cfg = watch_yml(
         lab,
         &dir,
@@ -1023,8 +1046,10 @@ fn a_watch_killed_mid_heal_keeps_the_record_and_counts_it_after_a_restart(lab: &
     let dir = scratch(lab, "killed");
     let port = free_port();
     let state = dir.join("state.json");
-    let heal = "{enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 10m, min_healthy: 1, lease: {dir: LOCKS, local: true}}"
-        .replace("LOCKS", &dir.join("locks").display().to_string());
+    let heal = local_heal(
+        &dir,
+        "enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 10m, min_healthy: 1",
+    );
     let spec = WatchSpec {
         heal: Some(&heal),
         state_file: Some(state.clone()),
