@@ -588,7 +588,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
             ..Default::default()
         },
     );
-    let _w = crate::watch::start_watch(&dir, &cfg, port);
+    let watcher = crate::watch::start_watch(&dir, &cfg, port);
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
     assert_eq!(rc, 1, "refused, nothing done: {report:#}");
     assert!(
@@ -615,6 +615,8 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
         "t"
     );
     assert_eq!(before, psql_on(lab, &target, started), "not restarted");
+    // The watcher goes before the control: it would heal the same replica beside heal.
+    drop(watcher);
     drop(release);
 
     // Control: replay resumed, the receiver stopped instead: healed.
