@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod lab;
 pub mod ops;
 pub mod output;
+pub mod poll;
 pub mod source;
 pub mod supervise;
 pub mod text;

@@ -585,20 +585,21 @@ async fn settled_snapshot(
     policy: &Policy,
     expected: &[&str],
 ) -> Option<Cluster> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let snap = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
+    let mut poll = crate::poll::Poll::new(Duration::from_secs(15), Duration::from_millis(500));
+    let mut snap = None;
+    while poll.next().await {
+        snap = source.snapshot(Detail::Full).await.ok().map(|s| s.cluster);
         let settled = snap.as_ref().is_some_and(|c| {
             expected.iter().all(|name| {
                 c.member(name)
                     .is_some_and(|m| m.is_caught_up(policy.lag, policy.tolerance))
             })
         });
-        if settled || std::time::Instant::now() >= deadline {
-            return snap;
+        if settled {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    snap
 }
 
 #[cfg(test)]

@@ -20,11 +20,13 @@ use super::Outcome;
 use crate::executor::Progress;
 use crate::ops::audit::Audit;
 use crate::ops::restart::{self, RestartOptions, RestartReport, Step, StepResult};
-use crate::ops::switchover::{self, Position, Takeover, TakeoverOutcome, TakeoverResult};
+use crate::ops::switchover::{self, Takeover, TakeoverOutcome, TakeoverResult};
 use crate::ops::{self, Ops};
 use crate::output::table::{self, Emphasis};
 use crate::output::term::{ColorChoice, Look};
+use crate::poll::Poll;
 use crate::source::rest::{Detail, RestSource};
+use pgpatrol_core::ops::takeover::{self as takeover_rule, Position};
 
 /// Flags every operation shares.
 #[derive(Debug, Clone, Args)]
@@ -514,7 +516,7 @@ impl FailoverArgs {
                 .retain(|r| !r.contains("maximum_lag_on_failover") && r != "lag is unknown");
             x.eligible = x.reasons.is_empty();
         }
-        let best = switchover::most_data(&positions);
+        let best = takeover_rule::most_data(&positions);
         if !json {
             println!(
                 "Failover to {}; last known leader position {}",
@@ -551,31 +553,14 @@ impl FailoverArgs {
             }
             return Ok(Outcome::Problem);
         }
-        let mut warnings = Vec::new();
-        let mut at_risk = 0;
-        let mine = positions
-            .iter()
-            .find(|p| p.name == cand.name)
-            .and_then(Position::data);
-        if let (Some(b), Some(mine)) = (best, mine) {
-            if let Some(theirs) = b.data().filter(|t| *t > mine) {
-                at_risk = theirs.bytes_after(mine);
-                warnings.push(format!(
-                    "{} has {} less WAL than {} ({mine} < {theirs}): what only {} has is lost",
-                    cand.name,
-                    pgpatrol_core::units::human(theirs.bytes_after(mine)),
-                    b.name,
-                    b.name
-                ));
-            }
-        }
-        if mine.is_none() {
-            warnings.push(format!("{}'s WAL position is unknown", cand.name));
-        }
-        if settings.synchronous_mode && !chosen.synchronous {
-            warnings.push(format!("{} is asynchronous in synchronous mode: committed transactions may be missing on it", cand.name));
-        }
-        for w in &warnings {
+        let risk = takeover_rule::data_at_risk(
+            &cand.name,
+            &positions,
+            settings.synchronous_mode,
+            chosen.synchronous,
+        );
+        let (warnings, at_risk) = (&risk.reasons, risk.bytes);
+        for w in warnings {
             eprintln!("pgpatrol: warning: {w}");
         }
         // Data another member holds would be lost: --yes does not answer that, only
@@ -586,9 +571,10 @@ impl FailoverArgs {
             && !self.op.dry_run
             && confirm::interactive();
         if !warnings.is_empty() && !self.accept_data_loss && !typed {
-            let better = best
-                .filter(|b| b.name != cand.name)
-                .map(|b| format!(", or choose {}", b.name))
+            let better = risk
+                .better
+                .as_ref()
+                .map(|b| format!(", or choose {b}"))
                 .unwrap_or_default();
             eprintln!(
                 "pgpatrol: refused: promoting {} may lose data ({}): add --accept-data-loss to promote it anyway{better}; nothing was sent",
@@ -600,7 +586,7 @@ impl FailoverArgs {
                     operation: "failover",
                     result: "refused",
                     candidate: &cand.name,
-                    reasons: &warnings,
+                    reasons: warnings,
                     data_at_risk_bytes: at_risk,
                     positions: &positions,
                 })?;
@@ -654,7 +640,7 @@ impl FailoverArgs {
             emit_json(&FailoverReport {
                 outcome: &outcome,
                 positions: &positions,
-                warnings: &warnings,
+                warnings,
                 data_at_risk_bytes: at_risk,
             })?;
             return report_takeover(&o.source, &outcome, Show::Nothing, color).await;
@@ -778,19 +764,20 @@ impl PauseArgs {
 
 /// Polls each member's own /patroni until it reports `pause`; returns those that did not.
 async fn wait_pause(ops: &Ops<'_>, c: &Cluster, pause: bool, timeout: Duration) -> Vec<String> {
-    let deadline = std::time::Instant::now() + timeout;
+    let mut poll = Poll::new(timeout, Duration::from_millis(500));
     let members: Vec<(String, String)> = c
         .members
         .iter()
         .filter_map(|m| ops::api_of(m).ok().map(|a| (m.name.clone(), a)))
         .collect();
     let mut shown = usize::MAX;
-    loop {
+    let mut lagging: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
+    while poll.next().await {
         let reads = members.iter().map(|(n, a)| async move {
             let seen = ops.source.member_status(a).await.map(|s| s.paused).ok();
             (n.clone(), seen == Some(pause))
         });
-        let lagging: Vec<String> = futures::future::join_all(reads)
+        lagging = futures::future::join_all(reads)
             .await
             .into_iter()
             .filter(|(_, ok)| !ok)
@@ -808,11 +795,11 @@ async fn wait_pause(ops: &Ops<'_>, c: &Cluster, pause: bool, timeout: Duration) 
             );
             shown = lagging.len();
         }
-        if lagging.is_empty() || std::time::Instant::now() >= deadline {
-            return lagging;
+        if lagging.is_empty() {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    lagging
 }
 
 // ---------------------------------------------------------------------------------------
@@ -969,7 +956,7 @@ impl RestartArgs {
         }
         // Never two members down: Patroni runs each schedule on its own, unchecked.
         if scheduled.is_some() {
-            if let Some(why) = pgpatrol_core::restart::schedule_refusal(c, &selected) {
+            if let Some(why) = pgpatrol_core::ops::restart::schedule_refusal(c, &selected) {
                 if json {
                     emit_json(&serde_json::json!({
                         "operation": "restart",
@@ -1469,15 +1456,16 @@ impl EditConfigArgs {
                     .get("loop_wait")
                     .and_then(serde_json::Value::as_u64)
                     .unwrap_or(10);
-                let deadline =
-                    std::time::Instant::now() + Duration::from_secs(2 * loop_wait + 2);
-                loop {
+                let mut poll = Poll::new(
+                    Duration::from_secs(2 * loop_wait + 2),
+                    Duration::from_millis(300),
+                );
+                while poll.next().await {
                     let stored = o.source.config().await?;
                     missing = cfg::not_applied(&patch, &stored);
-                    if missing.is_empty() || std::time::Instant::now() >= deadline {
+                    if missing.is_empty() {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 if !missing.is_empty() {
                     result = "not_applied";
@@ -1492,15 +1480,14 @@ impl EditConfigArgs {
                 }
                 if result == "applied" && !restart_params.is_empty() {
                     // Members notice within a loop and report the pending restart.
-                    let deadline = std::time::Instant::now() + self.timeout;
-                    loop {
+                    let mut poll = Poll::new(self.timeout, Duration::from_millis(500));
+                    while poll.next().await {
                         let c = o.source.snapshot(Detail::Lag).await?.cluster;
                         pending = pending_of(&c);
-                        if pending.len() == c.members.len() || std::time::Instant::now() >= deadline {
+                        if pending.len() == c.members.len() {
                             break;
                         }
                         narrator.update("cluster", &format!("{}/{} members report the pending restart", pending.len(), c.members.len()));
-                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
             }

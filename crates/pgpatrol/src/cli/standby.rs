@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use pgpatrol_core::ops::standby as standby_rule;
 use pgpatrol_core::{Cluster, Role};
 
 use super::common::{ClusterArgs, PgArgs};
@@ -15,6 +16,7 @@ use super::Outcome;
 use crate::executor::Progress;
 use crate::ops::audit::Audit;
 use crate::output::term::ColorChoice;
+use crate::poll::Poll;
 use crate::source::rest::{Detail, Request, RestSource};
 
 // ---------------------------------------------------------------------------------------
@@ -146,30 +148,14 @@ impl SlotDropArgs {
             "an unknown amount of".to_string(),
             pgpatrol_core::units::human,
         );
-        // Patroni's own member-to-slot rule: `db1.example.com` keeps `db1_example_com`.
-        let owner = c
-            .members
-            .iter()
-            .find(|m| pgpatrol_core::slots::slot_name_from_member_name(&m.name) == self.name)
-            .map(|m| m.name.as_str());
-        let refusal = if active {
-            Some(format!(
-                "{} is active: a walsender streams through it; stop its consumer first",
-                self.name
-            ))
-        } else if permanent.contains(&self.name) {
-            Some(format!(
-                "Patroni keeps {} as a permanent slot (`slots` in the dynamic configuration): dropped, it would come back; remove it there: pgpatrol edit-config --set slots.{}=null",
-                self.name, self.name
-            ))
-        } else if let Some(m) = owner {
-            Some(format!(
-                "{} is the slot Patroni keeps for the member {m}: dropped, that member would need a rebuild to replicate again",
-                self.name
-            ))
-        } else {
-            None
-        };
+        let refusal = pgpatrol_core::ops::slot::drop_refusal(
+            &pgpatrol_core::ops::slot::Slot {
+                name: &self.name,
+                active,
+            },
+            &permanent,
+            &c.members,
+        );
         let json = self.op.format == OpFormat::Json;
         if let Some(why) = refusal {
             report.detail = why.clone();
@@ -317,9 +303,12 @@ pub struct PromoteArgs {
 /// Demote this cluster into a standby cluster of another one (`PATCH /config
 /// {"standby_cluster": {...}}`), waited for until its leader is a standby leader that
 /// replicates. Its data must be the source's (the same system identifier): a standby of an
-/// unrelated cluster cannot replicate.
+/// unrelated cluster cannot replicate. Refused, with nothing sent, when nothing answers at
+/// the source's PostgreSQL, or when `--source-url` cannot be read, has no running leader,
+/// or either system identifier cannot be read (could not tell it is the same database).
 ///
-/// Exit codes: 0 demoted and replicating; 1 refused or not replicating in time; 2 error.
+/// Exit codes: 0 demoted and replicating; 1 refused or not replicating in time; 2 error
+/// (another database among them).
 #[derive(Debug, Args)]
 pub struct DemoteArgs {
     #[command(flatten)]
@@ -368,17 +357,10 @@ struct RoleChange {
     requests: Vec<crate::ops::SentRequest>,
 }
 
-/// The cluster at `url`'s leader and its system identifier, as read from its `/cluster`.
-/// `Ok(None)` only when the source answered and has no leader that runs (or could run
-/// again: starting, restarting, state unknown); `Err` names what could not be read, so a
-/// caller fails closed (never "could not tell" as "no primary").
-///
-/// `primary_only`: a primary counts; otherwise a standby leader also does.
-async fn source_leader(
-    http: &RestSource,
-    url: &str,
-    primary_only: bool,
-) -> Result<Option<(String, Option<String>)>, String> {
+/// The cluster at `url`, as read from its `/cluster` and its leader's `/patroni` (for the
+/// system identifier); `Err` names what could not be read, so that the caller fails closed
+/// (core `ops::standby` never takes "could not tell" as "no primary").
+async fn read_source(http: &RestSource, url: &str) -> Result<pgpatrol_core::Cluster, String> {
     let base = crate::source::rest::base_url(url).map_err(|e| e.to_string())?;
     let src = RestSource::new(http.http().clone(), std::slice::from_ref(&base))
         .map_err(|e| e.to_string())?;
@@ -386,25 +368,41 @@ async fn source_leader(
         .snapshot(Detail::Full)
         .await
         .map_err(|e| format!("{e:#}"))?;
-    // Only a leader known to be down does not count: any other state may write.
-    let down = |s: &pgpatrol_core::State| {
-        matches!(
-            s,
-            pgpatrol_core::State::Stopped
-                | pgpatrol_core::State::Crashed
-                | pgpatrol_core::State::StartFailed
-                | pgpatrol_core::State::InitdbFailed
-        )
-    };
-    Ok(snap
-        .cluster
-        .leader()
-        .filter(|l| match l.role {
-            Role::Leader => !down(&l.state),
-            Role::StandbyLeader => !primary_only && !down(&l.state),
-            _ => false,
-        })
-        .map(|l| (l.name.clone(), snap.cluster.system_identifier.clone())))
+    Ok(snap.cluster)
+}
+
+/// What was read at `--source-url`, as core's rules take it.
+fn source_read<'a>(
+    read: &'a Option<(&'a str, Result<pgpatrol_core::Cluster, String>)>,
+) -> Option<standby_rule::SourceRead<'a>> {
+    read.as_ref().map(|(url, r)| standby_rule::SourceRead {
+        url,
+        read: r.as_ref().map_err(String::as_str),
+    })
+}
+
+/// Prints a refusal the way every operation does (and, with `-o json`, as the result:
+/// `{"operation", "result": "refused", "refusal": {"kind", "reason"}}`), and gives its exit:
+/// an unsafe one is a problem (exit 1, nothing sent), an invalid one an error (exit 2).
+fn refused(
+    op: &OpArgs,
+    operation: &str,
+    r: pgpatrol_core::ops::Refusal,
+) -> anyhow::Result<Outcome> {
+    if op.format == OpFormat::Json {
+        super::ops::emit_json(&serde_json::json!({
+            "operation": operation,
+            "result": "refused",
+            "refusal": &r,
+        }))?;
+    }
+    match r {
+        pgpatrol_core::ops::Refusal::Unsafe(why) => {
+            eprintln!("pgpatrol: refused: {why}; nothing was sent");
+            Ok(Outcome::Problem)
+        }
+        pgpatrol_core::ops::Refusal::Invalid(why) => Err(anyhow::anyhow!(why)),
+    }
 }
 
 /// Sends the PATCH and waits until the leader has `want`; prints and returns the outcome.
@@ -455,9 +453,13 @@ async fn change_role(
             crate::text::snippet(r.body.trim())
         ),
         Some(_) => {
-            let deadline = Instant::now() + timeout;
             out.result = "not_done";
-            loop {
+            out.detail = format!(
+                "the leader did not become {want} within {}",
+                humantime::format_duration(timeout)
+            );
+            let mut poll = Poll::new(timeout, Duration::from_millis(500));
+            while poll.next().await {
                 if let Ok(s) = source.snapshot(Detail::Lag).await {
                     if let Some(l) = s.cluster.leader() {
                         let api = crate::ops::api_of(l).ok();
@@ -493,14 +495,6 @@ async fn change_role(
                         );
                     }
                 }
-                if Instant::now() >= deadline {
-                    out.detail = format!(
-                        "the leader did not become {want} within {}",
-                        humantime::format_duration(timeout)
-                    );
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
@@ -533,35 +527,16 @@ async fn change_role(
 
 impl PromoteArgs {
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
-        if self.source_url.is_none() && !self.source_gone {
-            anyhow::bail!("name the source with --source-url (pgpatrol checks it has no running primary), or say --source-gone");
-        }
         let source = self.cluster.source().await?;
         let c = source.snapshot(Detail::Full).await?.cluster;
-        let leader = c
-            .leader()
-            .ok_or_else(|| anyhow::anyhow!("the cluster has no leader: nothing to promote"))?;
-        if leader.role != Role::StandbyLeader {
-            anyhow::bail!(
-                "{} is a {}, not a standby leader: this is not a standby cluster",
-                leader.name,
-                leader.role
-            );
-        }
-        if let Some(url) = &self.source_url {
-            match source_leader(&source, url, true).await {
-                Ok(None) => {}
-                Ok(Some((name, _))) => {
-                    eprintln!("pgpatrol: refused: the source ({url}) still has a primary, {name}: stop or demote it first (never two writable leaders on purpose); nothing was sent");
-                    return Ok(Outcome::Problem);
-                }
-                Err(e) => {
-                    // Fail closed: a source that cannot be read may well have a primary.
-                    eprintln!("pgpatrol: refused: cannot read the source at {url} ({e}), so cannot tell that it has no primary: fix the URL or credentials, or pass --source-gone once you know it is gone; nothing was sent");
-                    return Ok(Outcome::Problem);
-                }
-            }
-        }
+        let read = match &self.source_url {
+            Some(url) => Some((url.as_str(), read_source(&source, url).await)),
+            None => None,
+        };
+        let leader = match standby_rule::promote(&c, source_read(&read), self.source_gone) {
+            Ok(l) => l,
+            Err(r) => return refused(&self.op, "standby promote", r),
+        };
         super::ops::confirm_op(
             &self.op,
             &format!(
@@ -594,45 +569,27 @@ impl DemoteArgs {
         }
         let source = self.cluster.source().await?;
         let c = source.snapshot(Detail::Full).await?.cluster;
-        let leader = c
-            .leader()
-            .ok_or_else(|| anyhow::anyhow!("the cluster has no leader: nothing to demote"))?;
-        if leader.role == Role::StandbyLeader {
-            anyhow::bail!(
-                "{} is already a standby leader: this is a standby cluster already",
-                leader.name
-            );
-        }
-        if let Some(url) = &self.source_url {
-            match source_leader(&source, url, false)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read the new source at {url}: {e}"))?
-            {
-                None => {
-                    eprintln!("pgpatrol: refused: the new source ({url}) has no running leader to follow; nothing was sent");
-                    return Ok(Outcome::Problem);
-                }
-                Some((_, sysid)) => {
-                    if let (Some(theirs), Some(mine)) = (sysid, c.system_identifier.as_ref()) {
-                        if theirs != *mine {
-                            anyhow::bail!("--source-url {url} is another database (system identifier {theirs}, this cluster's is {mine}): a standby of it cannot replicate");
-                        }
-                    }
-                }
+        let read = match &self.source_url {
+            Some(url) => Some((url.as_str(), read_source(&source, url).await)),
+            None => None,
+        };
+        let pg = match (&self.source_host, self.source_port) {
+            (Some(h), Some(p)) => {
+                let addr = format!("{h}:{p}");
+                let reach = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    tokio::net::TcpStream::connect(&addr),
+                )
+                .await;
+                Some((addr, matches!(reach, Ok(Ok(_)))))
             }
-        }
-        if let (Some(h), Some(p)) = (&self.source_host, self.source_port) {
-            let addr = format!("{h}:{p}");
-            let reach = tokio::time::timeout(
-                Duration::from_secs(3),
-                tokio::net::TcpStream::connect(&addr),
-            )
-            .await;
-            if !matches!(reach, Ok(Ok(_))) {
-                eprintln!("pgpatrol: refused: nothing answers at {addr} (the source's PostgreSQL): the standby leader could not replicate; nothing was sent");
-                return Ok(Outcome::Problem);
-            }
-        }
+            _ => None,
+        };
+        let pg = pg.as_ref().map(|(a, ok)| (a.as_str(), *ok));
+        let leader = match standby_rule::demote(&c, source_read(&read), pg) {
+            Ok(l) => l,
+            Err(r) => return refused(&self.op, "standby demote", r),
+        };
         let mut sc = serde_json::Map::new();
         if let Some(h) = &self.source_host {
             sc.insert("host".into(), h.clone().into());

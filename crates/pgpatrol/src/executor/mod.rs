@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use pgpatrol_core::{Lag, LagKind, PatroniVersion, State};
 
+use crate::poll::Poll;
 use crate::source::rest::{base_url, Detail, Request, RestError, RestSource};
 
 pub mod runner;
@@ -311,10 +312,11 @@ pub async fn reinitialize(
     let mut leader_failures = 0u32;
     // What /cluster showed on the last poll where the member itself was back (None when it
     // was not), and the last such message shown as progress.
-    let mut last_view: Option<String>;
+    let mut last_view: Option<String> = None;
+    let mut last_error: Option<String> = None;
     let mut shown_view: Option<String> = None;
-    loop {
-        tokio::time::sleep(opts.poll).await;
+    let mut poll = Poll::until(deadline, opts.poll);
+    while poll.next().await {
         let (status, leader) = match leader_api {
             Some(l) => {
                 let (s, l) = tokio::join!(source.member_status(api_url), source.member_status(l));
@@ -346,6 +348,7 @@ pub async fn reinitialize(
             None => None,
         };
         last_view = None;
+        last_error = status.as_ref().err().map(ToString::to_string);
         if let Ok(s) = &status {
             let state = match (&s.state, &s.replication_state) {
                 (State::Running, Some(rs)) => format!("running/{rs}"),
@@ -399,39 +402,37 @@ pub async fn reinitialize(
                 }
             }
         }
-        if Instant::now() >= deadline {
-            let last = out
-                .states
-                .last()
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
-            let why = match (status, last_view) {
-                (Err(e), _) => format!("; last error: {e}"),
-                (Ok(_), Some(view)) => format!("; the cluster view still shows {view}"),
-                (Ok(_), None) => String::new(),
-            };
-            // An unanswered request the member never showed running did not run: failed.
-            let (result, what) = if unanswered && !transitioned {
-                (
-                    ReinitResult::Failed,
-                    "POST /reinitialize got no answer and the member showed no rebuild within",
-                )
-            } else {
-                (
-                    ReinitResult::TimedOut,
-                    "not streaming below the tolerance after",
-                )
-            };
-            return finish(
-                out,
-                result,
-                format!(
-                    "{what} {} (last state {last}{why})",
-                    humantime::format_duration(opts.timeout)
-                ),
-            );
-        }
     }
+    let last = out
+        .states
+        .last()
+        .cloned()
+        .unwrap_or_else(|| "unknown".into());
+    let why = match (last_error, last_view) {
+        (Some(e), _) => format!("; last error: {e}"),
+        (None, Some(view)) => format!("; the cluster view still shows {view}"),
+        (None, None) => String::new(),
+    };
+    // An unanswered request the member never showed running did not run: failed.
+    let (result, what) = if unanswered && !transitioned {
+        (
+            ReinitResult::Failed,
+            "POST /reinitialize got no answer and the member showed no rebuild within",
+        )
+    } else {
+        (
+            ReinitResult::TimedOut,
+            "not streaming below the tolerance after",
+        )
+    };
+    finish(
+        out,
+        result,
+        format!(
+            "{what} {} (last state {last}{why})",
+            humantime::format_duration(opts.timeout)
+        ),
+    )
 }
 
 /// `Ok` when `/cluster` lists `member` as a healthy replica with a known lag below the

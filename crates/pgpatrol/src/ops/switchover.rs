@@ -11,9 +11,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use pgpatrol_core::candidates::Candidate;
+use pgpatrol_core::ops::takeover::{self, Position};
 use pgpatrol_core::{Cluster, Lsn, Member};
 
 use super::{api_of, round1, with_write_gap, Ops, SentRequest, WriteGap};
+use crate::poll::Poll;
 use crate::source::rest::Request;
 
 /// How a switchover or failover ended.
@@ -202,10 +204,10 @@ struct Followed {
 /// Reads the cluster until a leader other than `old` runs and (switchover) `old`
 /// replicates again, or the timeout passes.
 async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<String>) -> Followed {
-    let deadline = Instant::now() + t.timeout;
+    let mut poll = Poll::new(t.timeout, Duration::from_millis(300));
     let mut last_seen = String::new();
     let mut changed_to: Option<String> = None;
-    loop {
+    while poll.next().await {
         match ops.read().await {
             Ok(c) => {
                 let leader = c
@@ -215,25 +217,27 @@ async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<Str
                     Some(l) => format!("leader {} ({})", l.name, l.state),
                     None => "no running leader".to_string(),
                 };
-                if let Some(l) = leader.filter(|l| Some(l.name.as_str()) != old) {
-                    changed_to = Some(l.name.clone());
-                    let former = old.and_then(|o| c.member(o));
-                    let rejoined = t.operation == "failover"
-                        || former
-                            .is_none_or(|f| !f.role.is_leader() && f.state.is_healthy_replica());
-                    if rejoined {
+                let (new_leader, done) =
+                    match takeover::progress(&c, old, t.operation == "switchover") {
+                        takeover::Progress::Waiting => (None, false),
+                        takeover::Progress::NewLeader { leader } => (Some(leader), false),
+                        takeover::Progress::Done { leader } => (Some(leader), true),
+                    };
+                if let Some(l) = new_leader {
+                    changed_to = Some(l.clone());
+                    if done {
                         let mut detail = match (&t.candidate, old) {
-                            (Some(want), _) if *want != l.name => {
-                                format!("{} took over instead of {want} (Patroni chose it)", l.name)
+                            (Some(want), _) if *want != l => {
+                                format!("{l} took over instead of {want} (Patroni chose it)")
                             }
-                            _ => format!("{} is the leader and runs", l.name),
+                            _ => format!("{l} is the leader and runs"),
                         };
                         if let (Some(o), "switchover") = (old, t.operation) {
                             detail.push_str(&format!("; {o} replicates from it"));
                         }
                         return Followed {
                             result: TakeoverResult::Switched,
-                            leader: Some(l.name.clone()),
+                            leader: Some(l),
                             detail,
                         };
                     }
@@ -251,50 +255,25 @@ async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<Str
                 }
             }
         }
-        if Instant::now() >= deadline {
-            let waited = humantime::format_duration(t.timeout);
-            return match changed_to {
-                Some(new) => Followed {
-                    result: TakeoverResult::Switched,
-                    leader: Some(new.clone()),
-                    detail: format!(
-                        "{new} is the leader, but the former leader {} does not replicate yet after {waited} ({last_seen}): check it",
-                        old.unwrap_or("?")
-                    ),
-                },
-                None => Followed {
-                    result: TakeoverResult::Failed,
-                    leader: old.map(str::to_string),
-                    detail: format!(
-                        "the leader did not change within {waited} ({last_seen}){}",
-                        hint.map(|h| format!("; the request: {h}")).unwrap_or_default()
-                    ),
-                },
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// One member's last known WAL positions, for a failover's "which node has the most data".
-#[derive(Debug, Clone, Serialize)]
-pub struct Position {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub received: Option<Lsn>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replayed: Option<Lsn>,
-    /// Bytes behind the last leader position the DCS knew, when that is known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub behind_leader: Option<u64>,
-    /// Its own REST API answered (else the figures are /cluster's).
-    pub reachable: bool,
-}
-
-impl Position {
-    /// The furthest WAL it holds: received or replayed, whichever is further.
-    pub fn data(&self) -> Option<Lsn> {
-        self.received.max(self.replayed)
+    let waited = humantime::format_duration(t.timeout);
+    match changed_to {
+        Some(new) => Followed {
+            result: TakeoverResult::Switched,
+            leader: Some(new.clone()),
+            detail: format!(
+                "{new} is the leader, but the former leader {} does not replicate yet after {waited} ({last_seen}): check it",
+                old.unwrap_or("?")
+            ),
+        },
+        None => Followed {
+            result: TakeoverResult::Failed,
+            leader: old.map(str::to_string),
+            detail: format!(
+                "the leader did not change within {waited} ({last_seen}){}",
+                hint.map(|h| format!("; the request: {h}")).unwrap_or_default()
+            ),
+        },
     }
 }
 
@@ -348,38 +327,4 @@ pub async fn positions(ops: &Ops<'_>, cluster: &Cluster) -> (Vec<Position>, Opti
         })
         .collect();
     (out, leader_pos)
-}
-
-/// The member holding the most WAL, by name.
-pub fn most_data(positions: &[Position]) -> Option<&Position> {
-    positions
-        .iter()
-        .filter(|p| p.data().is_some())
-        .max_by(|a, b| a.data().cmp(&b.data()).then(b.name.cmp(&a.name)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pos(name: &str, received: Option<u64>, replayed: Option<u64>) -> Position {
-        Position {
-            name: name.into(),
-            received: received.map(Lsn),
-            replayed: replayed.map(Lsn),
-            behind_leader: None,
-            reachable: true,
-        }
-    }
-
-    #[test]
-    fn most_data_is_the_furthest_received_or_replayed() {
-        let ps = [
-            pos("pg1", Some(100), Some(90)),
-            pos("pg2", Some(80), Some(120)),
-            pos("pg3", None, None),
-        ];
-        assert_eq!(most_data(&ps).map(|p| p.name.as_str()), Some("pg2"));
-        assert_eq!(most_data(&ps[2..]).map(|p| p.name.as_str()), None);
-    }
 }

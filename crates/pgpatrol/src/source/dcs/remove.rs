@@ -35,10 +35,9 @@ pub struct Survey {
 pub enum RemoveError {
     #[error(transparent)]
     Dcs(#[from] DcsError),
-    #[error("refusing to remove {scope}: {} still answer their REST API (a live Patroni writes its keys again); stop Patroni on every member first, or pass --force", .running.join(", "))]
-    Running { scope: String, running: Vec<String> },
-    #[error("refusing to remove {scope}: the leader key is held by {leader} (its Patroni still runs, or the key has not expired: wait for ttl after stopping Patroni everywhere), or pass --force")]
-    LeaderHeld { scope: String, leader: String },
+    /// Refused by core `ops::remove::refusal` (a Patroni answers, or the leader key is held).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Setup(String),
     #[error("{left} key(s) are still under {prefix} after deleting it ({keys}): is a Patroni of the cluster still running?")]
@@ -118,16 +117,8 @@ impl Survey {
     /// Why the cluster may not be removed now (`None`: every Patroni is silent and no leader
     /// key is held).
     pub fn refusal(&self, scope: &str) -> Option<RemoveError> {
-        if !self.running.is_empty() {
-            return Some(RemoveError::Running {
-                scope: scope.to_string(),
-                running: self.running.clone(),
-            });
-        }
-        self.leader.as_ref().map(|l| RemoveError::LeaderHeld {
-            scope: scope.to_string(),
-            leader: l.clone(),
-        })
+        pgpatrol_core::ops::remove::refusal(scope, &self.running, self.leader.as_deref())
+            .map(RemoveError::Refused)
     }
 }
 
@@ -165,11 +156,8 @@ pub async fn unattended(url: &str, scope: &str) -> Result<u64, RemoveError> {
     let dcs = Dcs::new(&target).map_err(|e| RemoveError::Setup(e.to_string()))?;
     let http = Http::new(&HttpOptions::default()).map_err(|e| RemoveError::Setup(e.to_string()))?;
     let s = survey(&dcs, &http, Duration::from_secs(2)).await?;
-    if !s.running.is_empty() {
-        return Err(RemoveError::Running {
-            scope: scope.to_string(),
-            running: s.running,
-        });
+    if let Some(why) = pgpatrol_core::ops::remove::refusal(scope, &s.running, None) {
+        return Err(RemoveError::Refused(why));
     }
     // Its members were stopped by the lab itself: nothing writes the keys again.
     delete(&dcs, Duration::ZERO).await
@@ -200,21 +188,12 @@ mod tests {
     }
 
     #[test]
-    fn a_live_patroni_or_a_held_leader_key_refuses_the_removal() {
+    fn a_survey_is_judged_by_the_core_rule() {
         assert!(survey(&[], None).refusal("demo").is_none());
-        let e = survey(&["pg0 (stopped)"], None).refusal("demo").unwrap();
-        assert!(
-            e.to_string()
-                .contains("pg0 (stopped) still answer their REST API"),
-            "{e}"
-        );
-        // Every Patroni silent, but the leader key not expired (stopped while paused, or
-        // killed): still refused.
-        let e = survey(&[], Some("pg0")).refusal("demo").unwrap();
-        assert!(
-            e.to_string().contains("the leader key is held by pg0"),
-            "{e}"
-        );
+        let e = survey(&["pg0 (HTTP 503)"], Some("pg0")).refusal("demo");
+        assert!(matches!(e, Some(RemoveError::Refused(ref why)) if why.contains("pg0 (HTTP 503)")));
+        let e = survey(&[], Some("pg0")).refusal("demo");
+        assert!(matches!(e, Some(RemoveError::Refused(ref why)) if why.contains("held by pg0")));
     }
 
     #[test]

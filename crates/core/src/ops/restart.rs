@@ -1,0 +1,185 @@
+//! `restart`: when the next member may go down, and which scheduled restarts Patroni can be
+//! trusted with.
+//!
+//! [`gate`] is read before every step of a restart (one member, several, rolling, pending):
+//! a member restarts only while the leader runs (the one expected), the cluster is not
+//! paused, and every other replica is back (streaming below the tolerance). patronictl
+//! restarts members in DCS order with no such check (patroni #2385).
+//!
+//! A scheduled restart (`POST /restart {"schedule": T}`) is kept in one member's Patroni
+//! and run at T by that member alone: nothing checks the other members then. Two members
+//! with a schedule restart at their times whatever the other one is doing, so pgpatrol
+//! never leaves more than one restart scheduled in a cluster: "never two members down"
+//! holds because at most one member can go down on a schedule.
+
+use crate::model::{Cluster, LagKind, State};
+use crate::units::human;
+
+/// Is the cluster fit for the next restart step? A running leader (the expected one, when
+/// given), no pause, and every replica but `except` replicating with lag (of `lag`) below
+/// `tolerance`: otherwise a second member would be down.
+pub fn gate(
+    c: &Cluster,
+    except: &str,
+    expect_leader: Option<&str>,
+    lag: LagKind,
+    tolerance: u64,
+) -> Result<(), String> {
+    let Some(leader) = c.leader() else {
+        return Err("the cluster has no leader".into());
+    };
+    if leader.state != State::Running {
+        return Err(format!("the leader {} is {}", leader.name, leader.state));
+    }
+    if let Some(want) = expect_leader {
+        if leader.name != want {
+            return Err(format!("the leader changed from {want} to {}", leader.name));
+        }
+    }
+    if c.paused {
+        return Err("the cluster is paused (maintenance mode)".into());
+    }
+    for m in c.replicas().filter(|m| m.name != except) {
+        if !m.is_back(lag, tolerance) {
+            let shown = m
+                .lag(lag)
+                .map(|l| match l.bytes() {
+                    Some(b) => human(b),
+                    None => "unknown".into(),
+                })
+                .unwrap_or_default();
+            return Err(format!(
+                "{} is {} with {} lag {shown} (tolerance {}): a second member would be down",
+                m.name,
+                m.state,
+                lag.as_str(),
+                human(tolerance)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why scheduling a restart of `selected` (member names) in `cluster` is refused, or
+/// `None` when it may be sent: exactly one member, and no other member of the cluster
+/// already holds a scheduled restart.
+pub fn schedule_refusal(cluster: &Cluster, selected: &[String]) -> Option<String> {
+    if selected.len() > 1 {
+        return Some(format!(
+            "a scheduled restart of {} members ({}) would restart them all at once at that time: each member's Patroni runs its own schedule, and nothing checks the others then; schedule one member per command (at times far enough apart), or run `pgpatrol restart --rolling` at that time, which restarts one member at a time behind the gate",
+            selected.len(),
+            selected.join(", ")
+        ));
+    }
+    let others: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.scheduled_restart.is_some() && !selected.contains(&m.name))
+        .map(|m| {
+            let at = m
+                .scheduled_restart
+                .as_ref()
+                .and_then(|s| s.get("schedule"))
+                .and_then(|s| s.as_str())
+                .unwrap_or("a time Patroni did not say");
+            format!("{} at {at}", m.name)
+        })
+        .collect();
+    if !others.is_empty() {
+        return Some(format!(
+            "a restart is already scheduled ({}): two scheduled restarts run without regard to each other, so pgpatrol keeps one per cluster; cancel it with `pgpatrol flush restart`, or wait until it has run",
+            others.join(", ")
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ClusterBuilder;
+
+    const MB: u64 = 1024 * 1024;
+
+    #[test]
+    fn the_gate_refuses_a_second_member_down() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .replica("pg2")
+            .lag_mb(40)
+            .build();
+        // Restarting pg1 while pg2 is 40 MB behind would leave one healthy member.
+        let e = gate(&c, "pg1", Some("pg0"), LagKind::Replay, MB).unwrap_err();
+        assert!(e.starts_with("pg2 is streaming"), "{e}");
+        assert!(e.contains("a second member would be down"), "{e}");
+        // pg2 itself may be restarted: the others are fine.
+        assert!(gate(&c, "pg2", Some("pg0"), LagKind::Replay, MB).is_ok());
+    }
+
+    #[test]
+    fn the_gate_wants_the_same_running_leader_and_no_pause() {
+        let c = ClusterBuilder::new().leader("pg0").replica("pg1").build();
+        assert!(gate(&c, "pg1", Some("pg0"), LagKind::Replay, MB).is_ok());
+        let e = gate(&c, "pg1", Some("pg9"), LagKind::Replay, MB).unwrap_err();
+        assert!(e.contains("leader changed"), "{e}");
+        let paused = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .paused()
+            .build();
+        assert!(gate(&paused, "pg1", None, LagKind::Replay, MB)
+            .unwrap_err()
+            .contains("paused"));
+        let down = ClusterBuilder::new()
+            .leader("pg0")
+            .state(State::Stopped)
+            .replica("pg1")
+            .build();
+        assert!(gate(&down, "pg1", None, LagKind::Replay, MB)
+            .unwrap_err()
+            .contains("is stopped"));
+        let none = ClusterBuilder::new().replica("pg1").build();
+        assert!(gate(&none, "pg1", None, LagKind::Replay, MB)
+            .unwrap_err()
+            .contains("no leader"));
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn one_member_on_a_cluster_without_schedules_may_be_scheduled() {
+        let c = ClusterBuilder::new().leader("pg0").replica("pg1").build();
+        assert_eq!(schedule_refusal(&c, &names(&["pg1"])), None);
+        assert_eq!(schedule_refusal(&c, &names(&["pg0"])), None);
+    }
+
+    #[test]
+    fn several_members_at_one_time_are_refused() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .replica("pg2")
+            .build();
+        let why = schedule_refusal(&c, &names(&["pg0", "pg1", "pg2"])).expect("refused");
+        assert!(why.contains("3 members (pg0, pg1, pg2)"), "{why}");
+        assert!(why.contains("restart --rolling"), "{why}");
+    }
+
+    #[test]
+    fn a_second_schedule_in_the_cluster_is_refused() {
+        let mut c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .replica("pg2")
+            .build();
+        c.members[1].scheduled_restart =
+            Some(serde_json::json!({"schedule": "2030-01-01T00:00:00+00:00"}));
+        let why = schedule_refusal(&c, &names(&["pg2"])).expect("refused");
+        assert!(why.contains("pg1 at 2030-01-01T00:00:00+00:00"), "{why}");
+        // Rescheduling the member that holds it is Patroni's own business (it refuses).
+        assert_eq!(schedule_refusal(&c, &names(&["pg1"])), None);
+    }
+}
