@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 
 use crate::harness::{free_port_base, it_root, ok, run, stderr, Lab, Test};
 use crate::tls::Pki;
+use crate::util::wait_for;
 use crate::util::{code, http, one_line_error, stdout};
-use crate::watch::{free_port, metrics, sample, scratch, start_watch, wait_for, Proc};
+use crate::watch::{free_port, metrics, sample, scratch, start_watch, Proc};
 
 pub fn tests() -> Vec<Test> {
     tests![

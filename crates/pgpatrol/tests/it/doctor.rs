@@ -187,7 +187,7 @@ fn archive_failing_is_seen_with_the_failing_segment(lab: &Lab) {
     assert_eq!(rc, 1);
     lab.repair();
     // Failing means the last failure is newer than the last success: one success clears it.
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "archiving to succeed again",
         std::time::Duration::from_secs(30),
         || {
@@ -247,7 +247,7 @@ fn connections_above_80_percent_warn(lab: &Lab) {
 fn replay_stopped_while_writing_is_lag_in_seconds(lab: &Lab) {
     let replica = lab.replica();
     lab.break_replay(&replica, 20);
-    let lag = crate::watch::wait_for(
+    let lag = crate::util::wait_for(
         "replay lag above 30 s",
         std::time::Duration::from_secs(90),
         || {
@@ -440,7 +440,7 @@ fn sli_and_watch_give_lag_in_seconds_from_postgres(lab: &Lab) {
     .expect("write");
     let _w = crate::watch::start_watch(&dir, &cfg, port);
     let replica = lab.replica();
-    let secs = crate::watch::wait_for(
+    let secs = crate::util::wait_for(
         "pgpatrol_member_lag_seconds",
         std::time::Duration::from_secs(30),
         || {
@@ -589,7 +589,23 @@ impl<'a> PgSsl<'a> {
                 crate::harness::ok("lab psql", &lab.lab(&["psql", "--member", &m, "-c", &sql]));
             }
         }
+        wait_ssl(lab, "on");
         PgSsl(lab)
+    }
+}
+
+/// Waits until every member's PostgreSQL reports `ssl` as `want` (a reload is asynchronous).
+fn wait_ssl(lab: &Lab, want: &str) {
+    for m in lab.members() {
+        crate::util::eventually(
+            &format!("ssl = {want} on {m}"),
+            std::time::Duration::from_secs(20),
+            || {
+                crate::util::stdout(&lab.lab(&["psql", "--member", &m, "-c", "SHOW ssl"]))
+                    .lines()
+                    .any(|l| l.trim() == want)
+            },
+        );
     }
 }
 
@@ -618,7 +634,6 @@ fn postgres_checks_over_tls_verify_the_server_when_asked(lab: &Lab) {
     let other = dir.join("other-ca.pem").display().to_string();
     {
         let _ssl = PgSsl::on(lab, &dir);
-        std::thread::sleep(std::time::Duration::from_millis(500));
         let postgres = |args: &[&str]| {
             let (_, r) = doctor_json(lab, args);
             check(&r, "postgres").clone()
@@ -636,7 +651,7 @@ fn postgres_checks_over_tls_verify_the_server_when_asked(lab: &Lab) {
     }
     // ssl off again: require really requires TLS; prefer falls back; verify-full without a
     // CA is one line before anything is sent.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_ssl(lab, "off");
     let (_, r) = doctor_json(lab, &["--pg-sslmode", "require"]);
     let p = check(&r, "postgres");
     assert_eq!(p["status"], "unknown", "{p:#}");

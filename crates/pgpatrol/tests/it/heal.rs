@@ -89,7 +89,9 @@ fn dry_run_changes_nothing(lab: &Lab) {
     let target = lab.replica();
     lab.break_lag(&target, 20);
     let before = start_times(lab);
-    let out = lab.pgpatrol(&["heal", "--dry-run"]);
+    let audit = crate::util::audit_path(lab, "heal-dry-run");
+    let a = audit.to_string_lossy().into_owned();
+    let out = lab.pgpatrol(&["heal", "--dry-run", "--audit-log", &a]);
     assert_eq!(code(&out), 1, "a dry run that would act exits 1");
     let text = stdout(&out);
     assert!(
@@ -97,7 +99,11 @@ fn dry_run_changes_nothing(lab: &Lab) {
         "{text}"
     );
     assert!(text.contains("dry run"), "{text}");
-    std::thread::sleep(Duration::from_secs(3));
+    // Every request heal sends has an audit line: none.
+    assert!(
+        crate::util::audit_lines(&audit).is_empty(),
+        "a dry run sends nothing"
+    );
     assert_eq!(before, start_times(lab), "nothing was restarted");
     assert!(
         lab.member_json(&target)["lag"].as_u64().unwrap() >= 20 * MB,
@@ -202,8 +208,11 @@ fn two_lagging_replicas_are_healed_one_at_a_time_worst_first(lab: &Lab) {
 fn killing_the_leader_while_waiting_stops_heal(lab: &Lab) {
     let target = lab.replica();
     lab.break_lag(&target, 10);
+    let audit = crate::util::audit_path(lab, "leader-lost");
     let child = crate::harness::pgpatrol_cmd()
         .args(["heal", "--yes", "--report", "json", "--timeout", "120s"])
+        .arg("--audit-log")
+        .arg(&audit)
         .env("PATRONI_URL", lab.urls().join(","))
         .env("PATRONI_RESTAPI_USERNAME", "patrol")
         .env("PGPATROL_PASSWORD_FILE", lab.dir().join("restapi.password"))
@@ -211,8 +220,16 @@ fn killing_the_leader_while_waiting_stops_heal(lab: &Lab) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start heal");
-    // The reinit of a replica with a stopped walreceiver takes ~10 s: kill the leader in it.
-    std::thread::sleep(Duration::from_secs(2));
+    // Kill the leader once heal has sent the reinit (its audit line is written when the
+    // answer comes) and waits on it: the rebuild takes ~10 s.
+    crate::util::eventually("heal's POST /reinitialize", Duration::from_secs(60), || {
+        crate::util::audit_lines(&audit).iter().any(|l| {
+            l["method"] == "POST"
+                && l["url"]
+                    .as_str()
+                    .is_some_and(|u| u.ends_with("/reinitialize"))
+        })
+    });
     lab.crash_leader();
     let out = child.wait_with_output().expect("heal");
     let report: Value =
@@ -233,7 +250,17 @@ fn killing_the_leader_while_waiting_stops_heal(lab: &Lab) {
 fn reinit_from_leader_needs_patroni_4_1(lab: &Lab) {
     let target = lab.replica();
     let before = start_times(lab);
-    let out = lab.pgpatrol(&["reinit", &target, "--from-leader", "--wait", "--yes"]);
+    let audit = crate::util::audit_path(lab, "from-leader");
+    let a = audit.to_string_lossy().into_owned();
+    let out = lab.pgpatrol(&[
+        "reinit",
+        &target,
+        "--from-leader",
+        "--wait",
+        "--yes",
+        "--audit-log",
+        &a,
+    ]);
     if crate::harness::patroni_version() == "3.0" {
         // Patroni 3.0 would ignore `from_leader`: refused before anything is sent.
         assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -242,7 +269,10 @@ fn reinit_from_leader_needs_patroni_4_1(lab: &Lab) {
             "{}",
             stderr(&out)
         );
-        std::thread::sleep(Duration::from_secs(3));
+        assert!(
+            crate::util::audit_lines(&audit).is_empty(),
+            "nothing was sent"
+        );
         assert_eq!(before, start_times(lab), "nothing was restarted");
     } else {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -256,7 +286,7 @@ fn reinit_from_leader_needs_patroni_4_1(lab: &Lab) {
 /// Waits (up to a minute) until each of `members` shows at least `mb` MB of replay lag.
 fn wait_replay_lag(lab: &Lab, members: &[String], mb: u64) {
     for m in members {
-        crate::watch::wait_for(
+        crate::util::wait_for(
             &format!("{m}: replay lag of {mb} MB"),
             Duration::from_secs(60),
             || (lab.replay_lag(m) >= mb * MB).then_some(()),
@@ -322,7 +352,7 @@ fn a_delay_in_one_members_own_patroni_yml_keeps_only_that_member(lab: &Lab) {
     assert_ne!(with_delay, original, "no postgresql.parameters in {yml:?}");
     std::fs::write(&yml, with_delay).expect("write the member's patroni.yml");
     reload(lab, &delayed);
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "the member's own delay in effect",
         Duration::from_secs(60),
         || (psql_on(lab, &delayed, "SHOW recovery_min_apply_delay") == "10min").then_some(()),
@@ -421,7 +451,7 @@ fn an_archive_only_replica_is_judged_against_the_archive(_: &Lab) {
             "CREATE TABLE arch(x text); INSERT INTO arch SELECT repeat('x', 1000) FROM generate_series(1, 30000)",
         ]),
     );
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "pg2 20 MB behind the leader",
         Duration::from_secs(60),
         || (pg2(&cluster())["replay_lag"].as_u64().unwrap_or(0) >= 20 * MB).then_some(()),
@@ -442,7 +472,7 @@ fn an_archive_only_replica_is_judged_against_the_archive(_: &Lab) {
             .unwrap_or(u64::MAX)
     };
     let mut settled = std::time::Instant::now();
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "the streaming replica caught up for 3 s",
         Duration::from_secs(60),
         || {
@@ -562,7 +592,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     psql_on(lab, &target, "SELECT pg_wal_replay_pause()");
     // Quick: its member key leaves /cluster a ttl (20 s) after its Patroni stopped.
     write_mb(lab, "keep_paused", 25);
-    crate::watch::wait_for("replay lag of 20 MB", Duration::from_secs(15), || {
+    crate::util::wait_for("replay lag of 20 MB", Duration::from_secs(15), || {
         replay_lag().filter(|l| *l >= 20 * MB)
     });
     // Its Patroni is stopped: the start time comes from its PostgreSQL.
@@ -597,7 +627,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     );
     assert_eq!(skip_kind(&report, &target), "replay_paused", "{report:#}");
     let refused = "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"replay_paused\"}";
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "auto-heal to refuse the paused replica",
         Duration::from_secs(15),
         || crate::watch::sample(&crate::watch::metrics(port), refused).filter(|v| *v >= 1.0),
@@ -621,7 +651,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
 
     // Control: replay resumed, the receiver stopped instead: healed.
     // Its Patroni runs again (and resumes the replay): back in /cluster, caught up.
-    crate::watch::wait_for("replay caught up", Duration::from_secs(60), || {
+    crate::util::wait_for("replay caught up", Duration::from_secs(60), || {
         replay_lag().filter(|l| *l < MB)
     });
     lab.break_lag(&target, 20);
@@ -664,7 +694,7 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     );
     let replicas = other_replicas(lab, "");
     for r in &replicas {
-        crate::watch::wait_for("the delay in effect", Duration::from_secs(60), || {
+        crate::util::wait_for("the delay in effect", Duration::from_secs(60), || {
             (psql_on(lab, r, "SHOW recovery_min_apply_delay") == "10min").then_some(())
         });
     }
@@ -727,7 +757,7 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     );
     let _w = start_watch(&dir, &cfg, port);
     let refused = "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"apply_delay\"}";
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "auto-heal to refuse the delayed replicas",
         Duration::from_secs(30),
         || sample(&metrics(port), refused).filter(|v| *v >= 2.0),

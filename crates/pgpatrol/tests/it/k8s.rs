@@ -664,7 +664,8 @@ fn misconfigurations_are_one_line_and_exit_2(lab: &Lab) {
 }
 
 fn watch_finds_the_cluster_through_kubernetes(lab: &Lab) {
-    use crate::watch::{free_port, metrics, sample, scratch, start_watch, wait_for};
+    use crate::util::wait_for;
+    use crate::watch::{free_port, metrics, sample, scratch, start_watch};
     use std::time::Duration;
 
     let fx = fixture(lab);

@@ -361,7 +361,8 @@ fn kubernetes_dcs_misconfigurations_are_one_line(lab: &Lab) {
 /// the API server does) reinitialize the lagging replica once between them; the Lease names
 /// one holder.
 fn two_watchers_with_a_kubernetes_lease_heal_once(lab: &Lab) {
-    use crate::watch::{free_port, metrics, sample, scratch, start_watch, wait_for};
+    use crate::util::wait_for;
+    use crate::watch::{free_port, metrics, sample, scratch, start_watch};
     let dir = scratch(lab, "k8s-lease");
     let fx = Fixture::start(world(lab, false), &dir.join("fixture"));
     // Only what deploy/rbac.yaml's pgpatrol-heal grants.
@@ -399,7 +400,8 @@ fn two_watchers_with_a_kubernetes_lease_heal_once(lab: &Lab) {
         || (count(pa, "succeeded") + count(pb, "succeeded") >= 1.0).then_some(()),
     );
     // A few more polls: the other must not start a second reinitialization.
-    std::thread::sleep(Duration::from_secs(5));
+    crate::watch::wait_polls(pa, "lab", 5.0, Duration::from_secs(30));
+    crate::watch::wait_polls(pb, "lab", 5.0, Duration::from_secs(30));
     assert_eq!(
         count(pa, "attempted") + count(pb, "attempted"),
         1.0,

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{ok, stderr, Lab, Test};
-use crate::util::{code, fake_server, one_line_error, start_times, stdout};
+use crate::util::{
+    audit_lines, audit_path, code, eventually, fake_server, one_line_error, start_times, stdout,
+};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -38,20 +40,6 @@ fn json_of(what: &str, out: &std::process::Output) -> Value {
     })
 }
 
-fn audit_lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
-        .collect()
-}
-
-fn audit_path(lab: &Lab, name: &str) -> std::path::PathBuf {
-    let p = lab.dir().join(format!("audit-{name}.jsonl"));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
 /// Waits until /cluster shows `member` as a replica that streams (the former leader back).
 fn wait_streaming(lab: &Lab, member: &str) {
     let t0 = Instant::now();
@@ -67,16 +55,6 @@ fn wait_streaming(lab: &Lab, member: &str) {
             "{member} does not stream again: {m}"
         );
         std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// Waits (10 s at most) until `f` holds: /cluster shows a member's key, which Patroni
-/// refreshes once per loop, so a change made through one member shows a loop later.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "{what} within 10 s");
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -191,13 +169,14 @@ pub(crate) fn a_lagging_candidate_is_refused_and_a_dry_run_sends_nothing(lab: &L
             && text.contains("/switchover {\"leader\":"),
         "{text}"
     );
-    let out = lab.pgpatrol(&["switchover", "--dry-run", "-o", "json"]);
+    let out = lab.pgpatrol(&["switchover", "--dry-run", "-o", "json", "--audit-log", &a]);
     let r = json_of("switchover --dry-run", &out);
     assert_eq!(r["result"], "dry_run");
     assert_eq!(r["candidate"], near.as_str());
     assert_eq!(r["requests"][0]["body"]["candidate"], near.as_str());
     assert!(r["requests"][0]["status"].is_null());
-    std::thread::sleep(Duration::from_secs(3));
+    // The audit log has a line for every request sent: none.
+    assert!(audit_lines(&audit).is_empty(), "a dry run sends nothing");
     assert_eq!(lab.leader(), leader, "a dry run changes nothing");
     lab.repair();
 }
@@ -228,11 +207,15 @@ pub(crate) fn a_scheduled_switchover_is_listed_cancelled_and_run_at_its_time(lab
     let r = json_of("flush", &out);
     assert_eq!(code(&out), 0, "{r:#}");
     assert_eq!(r["steps"][0]["result"], "cancelled", "{r:#}");
-    eventually("the cancelled switchover leaves /cluster", || {
-        json_of("list", &lab.pgpatrol(&["list", "-o", "json"]))
-            .get("scheduled_switchover")
-            .is_none()
-    });
+    eventually(
+        "the cancelled switchover leaves /cluster",
+        Duration::from_secs(10),
+        || {
+            json_of("list", &lab.pgpatrol(&["list", "-o", "json"]))
+                .get("scheduled_switchover")
+                .is_none()
+        },
+    );
     let out = lab.pgpatrol(&["flush", "switchover"]);
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("no switchover is scheduled"));
@@ -305,9 +288,11 @@ pub(crate) fn a_scheduled_switchover_is_listed_cancelled_and_run_at_its_time(lab
     assert_eq!(code(&out), 0, "{r:#}");
     assert_eq!(r["steps"][0]["member"], replica.as_str(), "{r:#}");
     assert_eq!(r["steps"][0]["result"], "cancelled", "{r:#}");
-    eventually("the cancelled restart leaves /cluster", || {
-        lab.member_json(&replica).get("scheduled_restart").is_none()
-    });
+    eventually(
+        "the cancelled restart leaves /cluster",
+        Duration::from_secs(10),
+        || lab.member_json(&replica).get("scheduled_restart").is_none(),
+    );
 
     // One left to run happens at its time, not before.
     let at = std::time::SystemTime::now() + Duration::from_secs(10);
@@ -415,7 +400,7 @@ pub(crate) fn emergency_failover_promotes_the_member_with_the_most_data(lab: &La
     assert_eq!(lab.leader(), near);
     let out = lab.pgpatrol(&["resume", "--wait", "--yes"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    eventually("/cluster says resumed", || {
+    eventually("/cluster says resumed", Duration::from_secs(10), || {
         lab.cluster_json().get("pause").is_none()
     });
     lab.repair();

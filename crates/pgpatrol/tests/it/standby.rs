@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::harness::{it_root, ok, patroni_version, run, stderr, Lab, Test, MB};
-use crate::util::{code, get_json, one_line_error, stdout};
+use crate::util::{code, eventually, get_json, one_line_error, stdout};
 
 pub fn tests() -> Vec<Test> {
     let mut t = tests![
@@ -140,17 +140,6 @@ fn sli_json(sb: &StandbyLab, source: &str) -> Value {
         .unwrap_or_else(|e| panic!("sli --source-url: {e}: {}\n{}", stdout(&out), stderr(&out)))
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs} s"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// `wait_for`, but `f` must hold for 3 s on end: more than a Patroni loop, since /cluster
 /// compares DCS keys each member refreshes once per loop and a stale pair can read 0.
 fn wait_for_settled(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
@@ -233,7 +222,7 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     let _watch = crate::watch::start_watch(&wdir, &cfg, port);
     let series = format!("{{cluster=\"dr\",source=\"{source}\"");
     let receive = format!("pgpatrol_standby_lag_bytes{series},kind=\"receive\"}}");
-    crate::watch::wait_for("watch's standby lag", Duration::from_secs(20), || {
+    crate::util::wait_for("watch's standby lag", Duration::from_secs(20), || {
         let m = crate::watch::metrics(port);
         (crate::watch::sample(&m, &receive)? < MB as f64
             && crate::watch::sample(&m, &format!("pgpatrol_standby_replicating{series}}}"))? == 1.0)
@@ -267,7 +256,7 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     .unwrap();
     assert!(mb >= 16, "{mb} MB");
     // watch sees it too, and the SLO counts the samples bad.
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "watch's standby lag rising",
         Duration::from_secs(20),
         || {
@@ -284,12 +273,12 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
         "{plan:#}"
     );
     drop(_cont);
-    wait_for("the standby catches up", 60, || {
+    eventually("the standby catches up", Duration::from_secs(60), || {
         sli_json(&sb, &source)["replay_lag"]
             .as_u64()
             .is_some_and(|l| l < MB)
     });
-    crate::watch::wait_for(
+    crate::util::wait_for(
         "watch's standby lag falling",
         Duration::from_secs(20),
         || {
@@ -343,6 +332,90 @@ pub(crate) fn a_source_url_that_is_not_the_source_is_one_line_and_exit_2(lab: &L
         &lab.pgpatrol(&["sli", "--source-url", &other_url]),
         "no standby leader",
     );
+
+    // `standby demote` of the lab under a source it cannot follow is refused before
+    // anything is sent, and the lab stays a primary cluster (core `ops::standby::demote`).
+    let _primary = Primary(lab);
+    let other_port = pg_port_of(&get_json(&format!("{other_url}/cluster")), "leader");
+    let demote = |url: &str, port: &str, more: &[&str]| {
+        let mut args = vec![
+            "standby",
+            "demote",
+            "--source-host",
+            "127.0.0.1",
+            "--source-port",
+            port,
+        ];
+        if !url.is_empty() {
+            args.extend(["--source-url", url]);
+        }
+        args.push("--yes");
+        args.extend_from_slice(more);
+        lab.pgpatrol(&args)
+    };
+    // Another database: the request does not fit (exit 2).
+    one_line_error(&demote(&other_url, &other_port, &[]), "is another database");
+    // A source that cannot be read, a source whose leader is stopped, and a source
+    // PostgreSQL that does not answer: could not follow, or could not tell (exit 1).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    let dead = format!("http://127.0.0.1:{closed_port}");
+    drop(closed);
+    let mut stopped: Value =
+        serde_json::from_str(&crate::util::capture("4.1.5/cluster.json")).expect("capture");
+    for m in stopped["members"].as_array_mut().unwrap() {
+        if m["role"] == "leader" {
+            m["state"] = "stopped".into();
+        }
+    }
+    let (no_leader, _server) = crate::util::routes_server(vec![
+        (
+            "/cluster",
+            crate::util::Route::Json(200, stopped.to_string()),
+        ),
+        (
+            "/patroni",
+            crate::util::Route::Json(200, crate::util::capture("4.1.5/patroni_replica.json")),
+        ),
+    ]);
+    for (url, port, why) in [
+        (
+            dead.as_str(),
+            other_port.as_str(),
+            "cannot read the new source",
+        ),
+        (
+            no_leader.as_str(),
+            other_port.as_str(),
+            "has no running leader",
+        ),
+        ("", closed_port.as_str(), "nothing answers at 127.0.0.1:"),
+    ] {
+        let out = demote(url, port, &[]);
+        assert_eq!(code(&out), 1, "{url}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(why),
+            "{why:?} not in: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("nothing was sent"),
+            "{}",
+            stderr(&out)
+        );
+        let r: Value = serde_json::from_str(&stdout(&demote(url, port, &["-o", "json"])))
+            .expect("a JSON refusal");
+        assert_eq!(r["result"], "refused", "{r:#}");
+        assert_eq!(r["refusal"]["kind"], "unsafe", "{r:#}");
+    }
+    assert!(
+        lab.cluster_json()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "leader"),
+        "the lab is still a primary cluster"
+    );
 }
 
 fn slot_names(lab: &Lab) -> Vec<String> {
@@ -370,9 +443,11 @@ pub(crate) fn slot_drop_refuses_active_and_permanent_slots_and_drops_an_abandone
             "--yes",
         ]),
     );
-    wait_for("Patroni creates the permanent slot", 30, || {
-        slot_names(lab).iter().any(|s| s == "keepme")
-    });
+    eventually(
+        "Patroni creates the permanent slot",
+        Duration::from_secs(30),
+        || slot_names(lab).iter().any(|s| s == "keepme"),
+    );
     let out = lab.pgpatrol(&["slot", "drop", "keepme", "--yes"]);
     assert_eq!(code(&out), 1, "{}\n{}", stdout(&out), stderr(&out));
     assert!(
@@ -457,7 +532,7 @@ pub(crate) fn heal_on_a_standby_cluster_rebuilds_a_cascade_replica_never_the_sta
     let target_start = start(&target);
     let _cont = Cont(sb.stop_walreceiver(&target));
     write_mb(lab, 24);
-    wait_for("the cascade replica lags", 30, || {
+    eventually("the cascade replica lags", Duration::from_secs(30), || {
         sb.cluster()["members"]
             .as_array()
             .unwrap()
@@ -619,9 +694,9 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
             "CREATE TABLE IF NOT EXISTS dr_write(x int); INSERT INTO dr_write VALUES (1)",
         ]),
     );
-    wait_for(
+    eventually(
         "the former source replicates from the promoted cluster",
-        60,
+        Duration::from_secs(60),
         || {
             let out = lab.pgpatrol(&["sli", "--source-url", &dr, "-o", "json"]);
             serde_json::from_str::<Value>(&stdout(&out))
@@ -651,7 +726,9 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     let out = lab.pgpatrol(&["standby", "promote", "--source-url", &dr, "--yes"]);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
-    wait_for("the lab is healthy again", 90, || lab.healthy());
+    eventually("the lab is healthy again", Duration::from_secs(90), || {
+        lab.healthy()
+    });
     assert_eq!(
         lab.psql("SELECT count(*) FROM dr_write"),
         "1",
@@ -740,11 +817,15 @@ pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_
     // The lag follows the archive: 40 MB written are restored segment by segment (and the
     // last partial one after archive_timeout).
     write(40);
-    wait_for("the archive-fed standby catches up", 90, || {
-        sli_json(&sb, &source)["replay_lag"]
-            .as_u64()
-            .is_some_and(|l| l < MB)
-    });
+    eventually(
+        "the archive-fed standby catches up",
+        Duration::from_secs(90),
+        || {
+            sli_json(&sb, &source)["replay_lag"]
+                .as_u64()
+                .is_some_and(|l| l < MB)
+        },
+    );
     let archived = std::fs::read_dir(src.0.join("archive")).unwrap().count();
     assert!(archived >= 3, "{archived} files in the archive");
 
@@ -758,9 +839,27 @@ pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_
             "--yes",
         ]),
     );
-    std::thread::sleep(Duration::from_secs(5));
+    // Patroni applies it at its next loop: wait until the standby leader's PostgreSQL has it.
+    eventually(
+        "the standby leader's restore_command to be /bin/false",
+        Duration::from_secs(60),
+        || {
+            let leader = sb.leader();
+            stdout(&run(&[
+                "lab",
+                "psql",
+                "--dir",
+                &d,
+                "--member",
+                &leader,
+                "-c",
+                "SHOW restore_command",
+            ]))
+            .contains("/bin/false")
+        },
+    );
     write(40);
-    wait_for("the standby 32 MB behind", 60, || {
+    eventually("the standby 32 MB behind", Duration::from_secs(60), || {
         sli_json(&sb, &source)["replay_lag"]
             .as_u64()
             .is_some_and(|l| l >= 32 * MB)
@@ -786,7 +885,7 @@ pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_
         "{check:#}"
     );
     // watch says so once replay stood still a minute.
-    crate::watch::wait_for("watch: not replicating", Duration::from_secs(100), || {
+    crate::util::wait_for("watch: not replicating", Duration::from_secs(100), || {
         (crate::watch::sample(&crate::watch::metrics(port), &replicating)? == 0.0).then_some(())
     });
     let plan = crate::watch::plan(port);
@@ -806,12 +905,16 @@ pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_
         "edit-config",
         &sb.pgpatrol(&["edit-config", "--set", &restore, "--yes"]),
     );
-    wait_for("the standby catches up again", 90, || {
-        sli_json(&sb, &source)["replay_lag"]
-            .as_u64()
-            .is_some_and(|l| l < MB)
-    });
-    crate::watch::wait_for("watch: replicating", Duration::from_secs(20), || {
+    eventually(
+        "the standby catches up again",
+        Duration::from_secs(90),
+        || {
+            sli_json(&sb, &source)["replay_lag"]
+                .as_u64()
+                .is_some_and(|l| l < MB)
+        },
+    );
+    crate::util::wait_for("watch: replicating", Duration::from_secs(20), || {
         (crate::watch::sample(&crate::watch::metrics(port), &replicating)? == 1.0).then_some(())
     });
 }

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{bin, ok, stderr, Lab, Test};
+use crate::util::wait_for;
 use crate::util::{code, http, one_line_error, stdout};
-use crate::watch::{free_port, metrics, sample, scratch, start_watch, wait_for, Proc};
+use crate::watch::{free_port, metrics, sample, scratch, start_watch, Proc};
 
 pub fn tests() -> Vec<Test> {
     tests![

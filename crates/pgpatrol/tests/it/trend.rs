@@ -13,8 +13,9 @@ use pgpatrol::lab::process;
 use serde_json::Value;
 
 use crate::harness::{stderr, Lab, Test, MB};
+use crate::util::wait_for;
 use crate::util::{code, lab_auth, patch_config, start_times, stdout};
-use crate::watch::{free_port, plan, scratch, start_watch, wait_for, watch_yml, WatchSpec};
+use crate::watch::{free_port, plan, scratch, start_watch, watch_yml, WatchSpec};
 
 pub fn tests() -> Vec<Test> {
     tests![

@@ -463,3 +463,41 @@ pub fn superuser_password_file(lab: &Lab, dir: &std::path::Path) -> std::path::P
     std::fs::write(&pw, format!("{superuser}\n")).expect("write");
     pw
 }
+
+/// Waits until `f` gives a value, reading again every 250 ms; panics naming `what` after
+/// `limit`. Every live test waits for an observable state through this (or [`eventually`]),
+/// never a fixed sleep.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until `f` holds (see [`wait_for`]).
+pub fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    wait_for(what, limit, || f().then_some(()));
+}
+
+/// The lines of an audit log (`--audit-log`), each a JSON object; none when it is missing.
+pub fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}
+
+/// A fresh audit log path in the lab's folder (removed if an earlier run left it).
+pub fn audit_path(lab: &Lab, name: &str) -> std::path::PathBuf {
+    let p = lab.dir().join(format!("audit-{name}.jsonl"));
+    let _ = std::fs::remove_file(&p);
+    p
+}
