@@ -92,7 +92,8 @@ pub struct HealArgs {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// Do not ask before acting (on a terminal, heal asks; elsewhere it does not).
+    /// Do not ask before acting. On a terminal heal asks; elsewhere it acts only with
+    /// --yes (a cron job passes it): a script that forgot it rebuilds nothing (exit 2).
     #[arg(short = 'y', long)]
     pub yes: bool,
 
@@ -361,7 +362,13 @@ impl HealArgs {
             });
         }
 
-        if !self.yes && confirm::interactive() {
+        if !self.yes && !confirm::interactive() {
+            // A script that forgot --yes rebuilds nothing (guardrail 10).
+            anyhow::bail!(
+                "not on a terminal: add --yes to reinitialize (or --dry-run to see the plan only)"
+            );
+        }
+        if !self.yes {
             let mut text = Vec::new();
             report::plan_text(&mut text, &plan)?;
             eprint!("{}", String::from_utf8_lossy(&text));

@@ -49,7 +49,7 @@ pub struct ReinitArgs {
     #[arg(long)]
     pub from_leader: bool,
 
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation (needed off a terminal: without it nothing is sent).
     #[arg(short = 'y', long)]
     pub yes: bool,
 
@@ -96,8 +96,12 @@ impl ReinitArgs {
             {
                 anyhow::bail!("not confirmed: nothing was done");
             }
+        } else if !self.yes && !confirm::interactive() {
+            anyhow::bail!(
+                "not on a terminal: add --yes to reinitialize {} (its data directory is wiped)",
+                member.name
+            );
         } else if !self.yes
-            && confirm::interactive()
             && !confirm::ask(&format!(
                 "Reinitialize {}? Its data directory is wiped and re-cloned.",
                 member.name

@@ -236,12 +236,12 @@ pub async fn sequential(
     for (i, name) in names.iter().enumerate() {
         let c = ops.read().await?;
         let m = super::member(&c, name)?.clone();
-        if !ops.dry_run {
-            if let Err(why) = gate(&c, name, None, opts) {
-                report.stopped = Some(format!("stopped before restarting {name}: {why}"));
-                report.untouched = names[i..].to_vec();
-                break;
-            }
+        // The gate runs in a dry run too (as in a rolling restart): it judges the cluster as
+        // it is now, so the dry run shows the refusal the real run would stop on.
+        if let Err(why) = gate(&c, name, None, opts) {
+            report.stopped = Some(format!("stopped before restarting {name}: {why}"));
+            report.untouched = names[i..].to_vec();
+            break;
         }
         let step = restart_one(ops, &m, opts).await;
         let failed = step.result == StepResult::Failed;

@@ -9,12 +9,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{ok, stderr, Lab, Test, MB};
-use crate::util::{code, sli_settles_below, start_times, stdout, Paused};
+use crate::util::{code, one_line_error, sli_settles_below, start_times, stdout, Paused};
 
 pub fn tests() -> Vec<Test> {
     let mut t = tests![
         heal_reinitializes_exactly_the_lagging_replica,
         dry_run_changes_nothing,
+        heal_and_reinit_need_yes_off_a_terminal,
         heal_on_a_paused_cluster_does_nothing,
         reinit_of_the_leader_is_refused,
         a_running_reinit_is_waited_for_not_forced,
@@ -82,6 +83,34 @@ pub(crate) fn heal_reinitializes_exactly_the_lagging_replica(lab: &Lab) {
         stdout(&out).contains("healthy, nothing to do"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// A script that forgot `--yes` rebuilds nothing: heal (when it would act) and reinit wipe
+/// a data directory, and off a terminal nobody answered. One line, exit 2, no request
+/// (the audit log stays empty), the replica still lagging.
+fn heal_and_reinit_need_yes_off_a_terminal(lab: &Lab) {
+    let target = lab.replica();
+    lab.break_lag(&target, 20);
+    let before = start_times(lab);
+    let audit = crate::util::audit_path(lab, "no-yes");
+    let a = audit.to_string_lossy().into_owned();
+    one_line_error(
+        &lab.pgpatrol(&["heal", "--audit-log", &a]),
+        "not on a terminal: add --yes",
+    );
+    one_line_error(
+        &lab.pgpatrol(&["reinit", &target, "--audit-log", &a]),
+        "not on a terminal: add --yes",
+    );
+    assert!(
+        crate::util::audit_lines(&audit).is_empty(),
+        "nothing was sent"
+    );
+    assert_eq!(before, start_times(lab), "nothing was restarted");
+    assert!(
+        lab.member_json(&target)["lag"].as_u64().unwrap() >= 20 * MB,
+        "still lagging"
     );
 }
 

@@ -594,6 +594,16 @@ pub(crate) fn a_rolling_restart_stops_before_the_leader_when_a_replica_is_broken
         why.contains(&reps[1]) && why.contains("a second member would be down"),
         "{r:#}"
     );
+    // So does a dry run of a plain restart of the healthy replica (fails without the gate
+    // in its dry run: it printed the request and exited 0).
+    let out = lab.pgpatrol(&["restart", &reps[0], "--dry-run", "-o", "json"]);
+    let r = json_of("restart NAME --dry-run", &out);
+    assert_eq!(code(&out), 1, "{r:#}");
+    let why = r["stopped"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&reps[1]) && why.contains("a second member would be down"),
+        "{r:#}"
+    );
     assert_eq!(before, start_times(lab), "a dry run restarts nothing");
     let out = lab.pgpatrol(&[
         "restart",
