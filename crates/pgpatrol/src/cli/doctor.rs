@@ -91,6 +91,22 @@ pub struct DoctorArgs {
 
 impl DoctorArgs {
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+        let report = self.report().await?;
+        let mut out = std::io::stdout().lock();
+        match (self.format, &report.checklist) {
+            (Format::Table, Some(list)) => table::checklist(&mut out, list, &Look::stdout(color))?,
+            (Format::Table, None) => table::doctor(&mut out, &report.checks, &Look::stdout(color))?,
+            (f, _) => write_structured(&mut out, f, &report)?,
+        }
+        Ok(if report.status.is_problem() {
+            Outcome::Problem
+        } else {
+            Outcome::Ok
+        })
+    }
+
+    /// Runs every check and returns the report (what `run` prints; `report` bundles it).
+    pub async fn report(&self) -> anyhow::Result<Report> {
         let thresholds = match &self.checks {
             Some(p) => doctor::config::read(p).map_err(anyhow::Error::msg)?,
             None => Default::default(),
@@ -180,16 +196,6 @@ impl DoctorArgs {
                 .unwrap_or(pgpatrol_core::checks::Status::Ok);
             report.checklist = Some(list);
         }
-        let mut out = std::io::stdout().lock();
-        match (self.format, &report.checklist) {
-            (Format::Table, Some(list)) => table::checklist(&mut out, list, &Look::stdout(color))?,
-            (Format::Table, None) => table::doctor(&mut out, &report.checks, &Look::stdout(color))?,
-            (f, _) => write_structured(&mut out, f, &report)?,
-        }
-        Ok(if report.status.is_problem() {
-            Outcome::Problem
-        } else {
-            Outcome::Ok
-        })
+        Ok(report)
     }
 }

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod progress;
 pub mod reinit;
 pub mod remove;
+pub mod report;
 pub mod show_config;
 pub mod sli;
 pub mod slo;
@@ -85,6 +86,7 @@ pub enum Command {
     History(history::HistoryArgs),
     ShowConfig(show_config::ShowConfigArgs),
     Remove(remove::RemoveArgs),
+    Report(report::ReportArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -164,6 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
         Command::Remove(args) => args.run().await,
+        Command::Report(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
         Command::Supervise(_) => anyhow::bail!("supervise runs before the async runtime starts"),
         Command::Completions(args) => args.run(),

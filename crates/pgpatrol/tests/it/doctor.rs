@@ -25,6 +25,7 @@ pub fn tests() -> Vec<Test> {
         doctor_through_kubernetes_reads_the_same_cluster,
         sli_and_watch_give_lag_in_seconds_from_postgres,
         doctor_bad_input_is_one_line,
+        a_report_bundles_every_part_and_no_secret,
     ]
 }
 
@@ -696,4 +697,171 @@ fn doctor_bad_input_is_one_line(lab: &Lab) {
     let port = crate::watch::free_port();
     let out = lab.pgpatrol(&["doctor", "--url", &format!("http://127.0.0.1:{port}")]);
     one_line_error(&out, &format!("127.0.0.1:{port}"));
+}
+
+/// `pgpatrol report` on the lab with pgBackRest: every part is in the archive and named in
+/// README.txt, MISSING.txt is empty, and no secret is in any file — neither the lab's own
+/// passwords nor the ones planted in the dynamic configuration (a conninfo password, a
+/// URL's, a token), which `--no-redact` keeps (so the redaction is what hides them). With a
+/// wrong PostgreSQL password it still writes the archive and says what it missed.
+fn a_report_bundles_every_part_and_no_secret(lab: &Lab) {
+    crate::harness::ok("lab backup", &lab.lab(&["backup"]));
+    struct Unplant<'a>(&'a Lab);
+    impl Drop for Unplant<'_> {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .pgpatrol(&["edit-config", "--set", "support_test=null", "--yes"]);
+        }
+    }
+    let _unplant = Unplant(lab);
+    crate::harness::ok(
+        "edit-config",
+        &lab.pgpatrol(&[
+            "edit-config",
+            "--set",
+            "support_test.conninfo=host=db1 password=s3cr3tA",
+            "--set",
+            "support_test.url=https://u:s3cr3tB@backup.example/",
+            "--set",
+            "support_test.api_token=s3cr3tC",
+            "--yes",
+        ]),
+    );
+    let conf = lab.dir().join("pgbackrest/pgbackrest.conf");
+    let conf = conf.to_string_lossy().into_owned();
+    let report = |dir: &str, extra: &[&str]| -> std::path::PathBuf {
+        let out_dir = crate::harness::test_tmp().join(dir);
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let o = out_dir.to_string_lossy().into_owned();
+        let mut args = vec![
+            "report",
+            "--pgbackrest-stanza",
+            "lab",
+            "--pgbackrest-config",
+            &conf,
+            "-o",
+            &o,
+        ];
+        args.extend_from_slice(extra);
+        let out = lab.pgpatrol(&args);
+        assert_eq!(code(&out), 0, "{}", crate::harness::stderr(&out));
+        let archive = stdout(&out).trim().to_string();
+        assert!(archive.ends_with(".tar.gz"), "{archive}");
+        crate::harness::ok(
+            "tar",
+            &std::process::Command::new("tar")
+                .args(["-xzf", &archive, "-C", &o])
+                .output()
+                .expect("tar"),
+        );
+        out_dir.join(
+            std::path::Path::new(&archive)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".tar.gz"),
+        )
+    };
+    let read = |top: &std::path::Path, name: &str| {
+        std::fs::read_to_string(top.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let top = report("report", &[]);
+    let mut expected: Vec<String> = [
+        "README.txt",
+        "patroni/cluster.json",
+        "patroni/history.json",
+        "patroni/config.json",
+        "pgpatrol/list.txt",
+        "pgpatrol/list.json",
+        "pgpatrol/topology.txt",
+        "pgpatrol/doctor.json",
+        "dcs/keys.json",
+        "pgbackrest/info.json",
+        "logs/etcd.log",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    for m in lab.members() {
+        for f in ["patroni.json", "metrics.txt"] {
+            expected.push(format!("members/{m}/{f}"));
+        }
+        for f in [
+            "settings",
+            "stat_replication",
+            "replication_slots",
+            "stat_archiver",
+            "sizes",
+        ] {
+            expected.push(format!("postgres/{m}/{f}.json"));
+        }
+        expected.push(format!("logs/{m}.log"));
+    }
+    let readme = read(&top, "README.txt");
+    for f in &expected {
+        assert!(!read(&top, f).trim().is_empty(), "{f} is empty");
+        assert!(
+            readme.contains(&format!("  {f}: ")),
+            "{f} not in README.txt"
+        );
+    }
+    assert_eq!(read(&top, "MISSING.txt"), "", "nothing missing");
+    assert!(read(&top, "pgbackrest/info.json").contains("\"name\": \"lab\""));
+    assert!(read(&top, "pgpatrol/doctor.json").contains("\"checks\""));
+    // No secret anywhere: the planted ones and the lab's (REST API, superuser, replication).
+    let yml = std::fs::read_to_string(lab.dir().join("config/pg0.yml")).expect("pg0.yml");
+    let mut secrets: Vec<String> = yml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("password: "))
+        .map(|p| p.trim_matches(|c| c == '\'' || c == '"').to_string())
+        .collect();
+    assert!(secrets.len() >= 3, "the lab's passwords: {secrets:?}");
+    secrets.extend(["s3cr3tA", "s3cr3tB", "s3cr3tC"].map(String::from));
+    let all_text = |top: &std::path::Path| {
+        let mut all = String::new();
+        for f in expected
+            .iter()
+            .chain(std::iter::once(&"MISSING.txt".to_string()))
+        {
+            all.push_str(&read(top, f));
+        }
+        all
+    };
+    let text = all_text(&top);
+    for s in &secrets {
+        assert!(!text.contains(s.as_str()), "{s} is in the archive");
+    }
+    let config = read(&top, "patroni/config.json");
+    assert!(
+        config.contains("password=***") && config.contains("https://u:***@backup.example/"),
+        "{config}"
+    );
+    // --no-redact keeps them: the redaction is what hid them.
+    let raw = report("report-raw", &["--no-redact"]);
+    let text = all_text(&raw);
+    for s in ["s3cr3tA", "s3cr3tB", "s3cr3tC"] {
+        assert!(text.contains(s), "--no-redact keeps {s}");
+    }
+
+    // A wrong PostgreSQL password: the archive is written, the PostgreSQL part is missing.
+    let bad = crate::harness::test_tmp().join("wrong.password");
+    std::fs::write(&bad, "wrong\n").expect("write");
+    let b = bad.to_string_lossy().into_owned();
+    let top = report(
+        "report-bad",
+        &["--pg-user", "postgres", "--pg-password-file", &b],
+    );
+    let missing = read(&top, "MISSING.txt");
+    for m in lab.members() {
+        assert!(
+            missing.contains(&format!("postgres/{m}/*: ")),
+            "{m} not in MISSING.txt: {missing}"
+        );
+    }
+    assert!(
+        missing.contains("password authentication failed"),
+        "{missing}"
+    );
+    assert!(!read(&top, "patroni/cluster.json").trim().is_empty());
 }

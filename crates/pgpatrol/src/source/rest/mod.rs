@@ -139,6 +139,12 @@ impl RestSource {
         self.primary_dcs()
     }
 
+    /// The DCS this source knows, whether it reads snapshots from it or falls back to it
+    /// (`-c patroni.yml` with an `etcd3` section): `report` lists its keys.
+    pub fn any_dcs(&self) -> Option<&crate::source::dcs::Dcs> {
+        self.dcs.as_deref()
+    }
+
     /// The members of `cluster` whose REST API does not answer `GET /patroni` within
     /// `timeout`, read concurrently (`list --dcs` names them).
     pub async fn silent_members(
