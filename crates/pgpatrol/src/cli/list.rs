@@ -96,6 +96,19 @@ impl ListArgs {
             Some(url) => Some(crate::source::standby::standby_lag(&source, cluster, url).await?),
             None => None,
         };
+        // A standby cluster: where it replicates from, as its dynamic configuration says.
+        let replicates_from = if cluster
+            .leaders()
+            .any(|m| m.role == pgpatrol_core::Role::StandbyLeader)
+        {
+            source
+                .config()
+                .await
+                .ok()
+                .and_then(|c| crate::source::standby::replicates_from(&c))
+        } else {
+            None
+        };
         let mut out = std::io::stdout().lock();
         match self.format {
             ListFormat::Table => {
@@ -112,6 +125,9 @@ impl ListArgs {
                         s.name, s.reason
                     )?;
                 }
+                if let Some(from) = &replicates_from {
+                    writeln!(out, " Standby cluster: replicates from {from}")?;
+                }
                 if let Some(sb) = &standby {
                     writeln!(out, " {}", standby_line(sb))?;
                 }
@@ -122,13 +138,17 @@ impl ListArgs {
                 } else {
                     Format::Yaml
                 };
-                match &standby {
-                    Some(sb) => {
-                        let mut v = serde_json::to_value(cluster)?;
-                        v["standby_lag"] = serde_json::to_value(sb)?;
-                        write_structured(&mut out, format, &v)?
+                if standby.is_none() && replicates_from.is_none() {
+                    write_structured(&mut out, format, cluster)?
+                } else {
+                    let mut v = serde_json::to_value(cluster)?;
+                    if let Some(from) = &replicates_from {
+                        v["replicates_from"] = from.clone().into();
                     }
-                    None => write_structured(&mut out, format, cluster)?,
+                    if let Some(sb) = &standby {
+                        v["standby_lag"] = serde_json::to_value(sb)?;
+                    }
+                    write_structured(&mut out, format, &v)?
                 }
             }
             ListFormat::PatronictlJson => {
@@ -235,7 +255,7 @@ fn describe(e: SourceError) -> String {
 }
 
 /// One line for the table: the standby cluster against its source.
-fn standby_line(sb: &crate::source::standby::StandbyLag) -> String {
+pub(crate) fn standby_line(sb: &crate::source::standby::StandbyLag) -> String {
     let h = |b: Option<u64>| b.map_or("unknown".to_string(), pgpatrol_core::units::human);
     let secs = match sb.replay_lag_seconds {
         Some(s) => format!(", ~{s:.1} s"),

@@ -61,6 +61,36 @@ pub const ARCHIVE_STALL_BYTES: u64 = 32 << 20;
 /// default `max_standby_archive_delay` (30 s), which may hold replay back that long.
 pub const ARCHIVE_STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Where a standby cluster replicates from, as its dynamic configuration's
+/// `standby_cluster` says (host and port, the slot, restore_command — its secrets
+/// redacted). `None` when there is no `standby_cluster` (a primary cluster).
+pub fn replicates_from(config: &serde_json::Value) -> Option<String> {
+    let sc = config.get("standby_cluster")?.as_object()?;
+    let text = |k: &str| sc.get(k).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    let port = sc
+        .get("port")
+        .and_then(|p| p.as_u64().or_else(|| p.as_str()?.trim().parse().ok()));
+    let mut parts = Vec::new();
+    if let Some(h) = text("host") {
+        // Patroni's default port for standby_cluster is PostgreSQL's.
+        parts.push(format!("{h}:{}", port.unwrap_or(5432)));
+    }
+    if let Some(slot) = text("primary_slot_name") {
+        parts.push(format!("slot {slot}"));
+    }
+    if let Some(rc) = text("restore_command") {
+        parts.push(format!(
+            "the archive (restore_command {})",
+            crate::ops::audit::redact_text(rc)
+        ));
+    }
+    Some(if parts.is_empty() {
+        "nowhere: standby_cluster names no host and no restore_command".to_string()
+    } else {
+        parts.join(", ")
+    })
+}
+
 /// Reads the source at `source_url` and the standby cluster's leader; errors are one line.
 pub async fn standby_lag(
     standby_source: &RestSource,
@@ -197,5 +227,24 @@ impl StandbyLag {
             walsender_on_source: self.walsender_on_source,
             archive_stalled_seconds: self.archive_stalled_seconds,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicates_from_names_host_slot_and_archive() {
+        let c = serde_json::json!({"standby_cluster": {"host": "prod-1", "port": 5433, "primary_slot_name": "dr", "restore_command": "PGPASSWORD=x fetch %f %p"}});
+        assert_eq!(
+            replicates_from(&c).as_deref(),
+            Some("prod-1:5433, slot dr, the archive (restore_command PGPASSWORD=*** fetch %f %p)")
+        );
+        let c = serde_json::json!({"standby_cluster": {"host": "prod-1", "port": "6432"}});
+        assert_eq!(replicates_from(&c).as_deref(), Some("prod-1:6432"));
+        let c = serde_json::json!({"standby_cluster": {"host": "prod-1"}});
+        assert_eq!(replicates_from(&c).as_deref(), Some("prod-1:5432"));
+        assert_eq!(replicates_from(&serde_json::json!({"ttl": 30})), None);
     }
 }

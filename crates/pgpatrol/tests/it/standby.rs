@@ -183,6 +183,58 @@ pub(crate) fn standby_lag_follows_the_source_and_rises_when_the_standby_leader_s
     ))
     .unwrap();
     assert_eq!(listed["standby_lag"]["standby_leader"], leader.as_str());
+    // Without --source-url it still says where it replicates from (its standby_cluster).
+    let lab_pg = pg_port_of(&lab.cluster_json(), "leader");
+    let table = ok("list", &sb.pgpatrol(&["list"]));
+    assert!(
+        table.contains(&format!(
+            "Standby cluster: replicates from 127.0.0.1:{lab_pg}, slot standby_standby"
+        )),
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&ok("list -o json", &sb.pgpatrol(&["list", "-o", "json"]))).unwrap();
+    assert!(
+        listed["replicates_from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with(&format!("127.0.0.1:{lab_pg}"))),
+        "{listed:#}"
+    );
+    // topology --source-url draws both clusters, the standby leader under the source.
+    let table = ok(
+        "topology --source-url",
+        &sb.pgpatrol(&["topology", "--source-url", &source]),
+    );
+    let (src_part, sb_part) = table
+        .split_once("Standby cluster ")
+        .unwrap_or_else(|| panic!("no standby cluster drawn: {table}"));
+    assert!(src_part.starts_with("Source cluster "), "{table}");
+    for m in lab.members() {
+        assert!(src_part.contains(&m), "{m} not in the source part: {table}");
+    }
+    assert!(
+        sb_part.contains(&leader) && sb_part.contains("Standby of "),
+        "{table}"
+    );
+    let tree: Value = serde_json::from_str(&ok(
+        "topology --source-url -o json",
+        &sb.pgpatrol(&["topology", "--source-url", &source, "-o", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(
+        tree["source"]["members"][0]["name"],
+        lab.leader().as_str(),
+        "{tree:#}"
+    );
+    assert_eq!(
+        tree["standby"]["members"][0]["name"],
+        leader.as_str(),
+        "{tree:#}"
+    );
+    assert_eq!(
+        tree["standby"]["standby_lag"]["standby_leader"],
+        leader.as_str()
+    );
 
     // doctor on the standby cluster: its `standby` check, against the source.
     let out = sb.pgpatrol(&[
