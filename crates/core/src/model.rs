@@ -543,6 +543,19 @@ impl Member {
         self.state.is_healthy_replica() && self.lag(kind).is_some_and(|l| !l.breaches(tolerance))
     }
 
+    /// It streams as `/cluster` shows it: `streaming` (Patroni 3.0.4 and later); before
+    /// 3.0.4, which shows a streaming replica as `running`, `running`. With the version
+    /// unknown only `streaming` counts.
+    pub fn shows_streaming(&self, version: Option<PatroniVersion>) -> bool {
+        match self.state {
+            State::Streaming => true,
+            State::Running => {
+                !self.role.is_leader() && version.is_some_and(|v| v < REPLICATION_STATE_SINCE)
+            }
+            _ => false,
+        }
+    }
+
     /// A rebuilt member is back: caught up, or, for an archive-only replica (`nostream`),
     /// replaying from the archive again — its lag against the leader is the archive's own
     /// delay, judged against the archive at the next decision.
@@ -664,6 +677,22 @@ pub struct HistoryEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_is_shown_as_streaming_from_3_0_4_and_as_running_before() {
+        let mut m = crate::fixtures::ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .build()
+            .members
+            .remove(1);
+        m.state = State::Running;
+        assert!(!m.shows_streaming(Some(PatroniVersion::new(4, 1, 5))));
+        assert!(!m.shows_streaming(None));
+        assert!(m.shows_streaming(Some(PatroniVersion::new(3, 0, 2))));
+        m.state = State::Streaming;
+        assert!(m.shows_streaming(Some(PatroniVersion::new(4, 1, 5))));
+    }
 
     #[test]
     fn caught_up_means_replicating_with_known_lag_below_the_tolerance() {

@@ -10,11 +10,13 @@
 //! | standby promote / demote | [`standby`] | promoting while the source may still have a primary, or cannot be read; demoting under a source that has no running leader, is another database, or cannot be compared |
 //! | slot drop | [`slot`] | an active slot, a permanent slot, a member's own slot |
 //! | remove | [`remove`] | while any Patroni of the scope answers, or the leader key is held |
+//! | member remove | [`member`] | the leader unless handed over first, the only synchronous standby, fewer healthy replicas than promised, a paused or leaderless cluster |
 //!
 //! edit-config's read-back comparison and the audit's redaction live with the commands
 //! (`pgpatrol::ops::config`, `pgpatrol::ops::audit`): they compare and rewrite documents,
 //! they do not decide whether to act.
 
+pub mod member;
 pub mod remove;
 pub mod restart;
 pub mod slot;

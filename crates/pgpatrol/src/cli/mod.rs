@@ -17,6 +17,7 @@ pub mod history;
 pub mod lab;
 pub mod list;
 pub mod man;
+pub mod member;
 pub mod ops;
 pub mod progress;
 pub mod reinit;
@@ -86,6 +87,9 @@ pub enum Command {
     History(history::HistoryArgs),
     ShowConfig(show_config::ShowConfigArgs),
     Remove(remove::RemoveArgs),
+    /// Scale the cluster: `member add` (followed until it streams), `member remove` (guarded).
+    #[command(subcommand)]
+    Member(member::MemberCommand),
     Report(report::ReportArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
@@ -166,6 +170,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
         Command::Remove(args) => args.run().await,
+        Command::Member(member::MemberCommand::Add(args)) => args.run().await,
+        Command::Member(member::MemberCommand::Remove(args)) => args.run().await,
         Command::Report(args) => args.run().await,
         Command::Lab(cmd) => cmd.run().await,
         Command::Supervise(_) => anyhow::bail!("supervise runs before the async runtime starts"),

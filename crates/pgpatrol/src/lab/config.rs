@@ -92,21 +92,21 @@ impl Secrets {
     /// Another lab's secrets (a standby cluster is a copy of its source: the same roles and
     /// passwords in PostgreSQL, so the same Patroni credentials).
     pub fn of_lab(paths: &LabPaths) -> Result<Self> {
-        let raw = std::fs::read_to_string(paths.config("pg0"))
-            .with_context(|| format!("cannot read {}", paths.config("pg0").display()))?;
+        Self::of_config(&paths.config("pg0"))
+    }
+
+    /// The secrets of one member's patroni.yml (every member of a lab shares them).
+    pub fn of_config(path: &std::path::Path) -> Result<Self> {
+        let raw = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let v: Value = crate::yaml::from_str(&raw).map_err(anyhow::Error::msg)?;
+        let path_shown = path.display();
         let get = |path: &[&str]| -> Result<String> {
             path.iter()
                 .try_fold(&v, |node, k| node.get(k))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
-                .with_context(|| {
-                    format!(
-                        "{} has no {}",
-                        paths.config("pg0").display(),
-                        path.join(".")
-                    )
-                })
+                .with_context(|| format!("{} has no {}", path_shown, path.join(".")))
         };
         Ok(Secrets {
             restapi: get(&["restapi", "authentication", "password"])?,

@@ -785,6 +785,111 @@ fn find_namespaced_patroni(unshare: u32, venv: &Path, log: &Path) -> Result<(u32
     )
 }
 
+/// Adds one member to a running lab, as a scale-up adds a pod: the next name (`pg3` after
+/// `pg2`), two free ports, a patroni.yml like the others' (the lab's secrets, its archive),
+/// started. Patroni clones it from the leader by itself. Returns its name.
+pub fn add_member(paths: &LabPaths, state: &mut LabState) -> Result<String> {
+    let first = state
+        .members
+        .first()
+        .context("the lab has no member to take the configuration from")?;
+    let prefix: String = first
+        .name
+        .chars()
+        .take_while(|c| !c.is_ascii_digit())
+        .collect();
+    let next = state
+        .members
+        .iter()
+        .filter_map(|m| m.name.strip_prefix(&prefix)?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |n| n + 1);
+    let name = format!("{prefix}{next}");
+    let held: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .context("cannot find a free port on 127.0.0.1")
+        })
+        .collect::<Result<_>>()?;
+    let picked: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()
+        .context("cannot read a picked port")?;
+    drop(held);
+    let mut members: Vec<(u16, u16)> = state
+        .members
+        .iter()
+        .map(|m| (m.rest_port, m.pg_port))
+        .collect();
+    members.push((picked[0], picked[1]));
+    let ports = Ports {
+        etcd_client: state.etcd.client_port,
+        etcd_peer: state.etcd.peer_port,
+        members,
+    };
+    let index = state.members.len();
+    let secrets = config::Secrets::of_config(&first.config)?;
+    let mut cfg = config::member_config(&state.scope, &name, index, &ports, paths, &secrets)?;
+    if let Some(a) = &state.archive {
+        let a = a.display().to_string();
+        cfg["postgresql"]["parameters"]["archive_command"] =
+            format!("test ! -f {a}/%f && cp %p {a}/%f").into();
+        cfg["postgresql"]["parameters"]["archive_timeout"] = "5s".into();
+    }
+    let run_as = RunAs::resolve(&paths.dir)?;
+    write_private(&paths.config(&name), &config::to_yaml(&cfg)?, Some(&run_as))?;
+    state.members.push(MemberState {
+        rest_port: picked[0],
+        pg_port: picked[1],
+        pid: None,
+        init_pid: None,
+        data_dir: paths.data(&name),
+        config: paths.config(&name),
+        log: paths.log(&name),
+        name: name.clone(),
+    });
+    state.save(paths)?;
+    start_member(paths, state, index, &run_as)?;
+    Ok(name)
+}
+
+/// Takes one member out of a running lab, as a scale-down deletes a pod: SIGTERM to its
+/// Patroni, which stops PostgreSQL and deletes its member key; then its data directory goes. Judging whether it may go is `pgpatrol member remove`'s business.
+pub async fn remove_member(paths: &LabPaths, state: &mut LabState, name: &str) -> Result<()> {
+    let i = state
+        .members
+        .iter()
+        .position(|m| m.name == name)
+        .with_context(|| format!("the lab has no member {name}"))?;
+    let m = state.members[i].clone();
+    let mut waiting = Vec::new();
+    if let Some(pid) = m.pid.filter(|p| alive(*p, "patroni")) {
+        signal(pid, Signal::SIGTERM)?;
+        waiting.push((pid, "patroni"));
+    }
+    if let Some(pm) = m.postmaster() {
+        waiting.push((pm, "postgres"));
+    }
+    wait_gone(&waiting, Duration::from_secs(60)).await;
+    if let Some(init) = m.init_pid.filter(|p| alive(*p, "unshare")) {
+        signal(init, Signal::SIGKILL)?;
+    }
+    if let Some(&(pid, needle)) = waiting.iter().find(|(p, n)| alive(*p, n)) {
+        bail!("{name}'s {needle} (pid {pid}) did not stop within 60 s");
+    }
+    for dir in [&m.data_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+    }
+    // Its patroni.yml stays: the lab's export line and every other member read the shared
+    // secrets from pg0.yml, which may be this one.
+    state.members.remove(i);
+    state.save(paths)
+}
+
 /// Polls /cluster until the lab is healthy (see [`check_health`]); on timeout the error
 /// carries the reason and the tail of the first unhealthy member's log.
 pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {

@@ -27,6 +27,7 @@ pub fn tests() -> Vec<Test> {
         edit_config_names_a_change_made_between_its_read_and_its_patch,
         heal_and_reinit_write_audit_lines,
         bad_input_is_one_line_and_exit_2,
+        members_are_added_followed_and_removed_behind_guards,
     ]
 }
 
@@ -846,4 +847,141 @@ pub(crate) fn edit_config_names_a_change_made_between_its_read_and_its_patch(lab
         cfg["postgresql"]["parameters"]["work_mem"], "8MB",
         "{cfg:#}"
     );
+}
+
+/// `member add` and `member remove` on a lab of their own (the shared lab keeps its three
+/// members): a fourth member is followed until it streams; a dry run changes nothing; the
+/// leader is refused without --switchover and the only synchronous standby always; with
+/// --switchover the leader role moves first, then the member goes and its key with it.
+fn members_are_added_followed_and_removed_behind_guards(_lab: &Lab) {
+    use crate::harness::{it_root, patroni_version, run};
+    let own = crate::standby::OwnLab(it_root().join("members"));
+    let d = own.0.to_string_lossy().into_owned();
+    let ver = patroni_version();
+    ok(
+        "lab up",
+        &run(&[
+            "lab",
+            "up",
+            "--dir",
+            &d,
+            "--patroni",
+            &ver,
+            "--timeout",
+            "120s",
+        ]),
+    );
+    let paths = pgpatrol::lab::LabPaths::new(&own.0).unwrap();
+    let pgpatrol = |args: &[&str]| {
+        let state = pgpatrol::lab::LabState::load(&paths).unwrap();
+        crate::harness::pgpatrol_cmd()
+            .args(args)
+            .env("PATRONI_URL", state.urls().join(","))
+            .env("PATRONI_RESTAPI_USERNAME", "patrol")
+            .env("PGPATROL_PASSWORD_FILE", paths.password())
+            .env("PATRONICTL_CONFIG_FILE", paths.config("pg0"))
+            .env("PGPATROL_LAB_DIR", &own.0)
+            .output()
+            .expect("run pgpatrol")
+    };
+    let cluster = || json_of("list", &pgpatrol(&["list", "-o", "json"]));
+    let names = || -> Vec<String> {
+        cluster()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let role_of = |role: &str| -> Option<String> {
+        cluster()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == role)
+            .map(|m| m["name"].as_str().unwrap().to_string())
+    };
+
+    // Added, and followed until Patroni lists it streaming.
+    let out = pgpatrol(&["member", "add", "-o", "json", "--timeout", "120s"]);
+    let r = json_of("member add", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", crate::harness::stderr(&out));
+    assert_eq!(r["result"], "streaming", "{r:#}");
+    assert_eq!(r["members"][0]["name"], "pg3", "{r:#}");
+    assert!(
+        crate::harness::stderr(&out).contains("in its data directory"),
+        "progress: {}",
+        crate::harness::stderr(&out)
+    );
+    assert_eq!(names().len(), 4);
+
+    // A dry run of the default (the highest ordinal) changes nothing.
+    let out = pgpatrol(&["member", "remove", "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", crate::harness::stderr(&out));
+    assert!(stdout(&out).contains("would stop pg3"), "{}", stdout(&out));
+    assert_eq!(names().len(), 4, "a dry run removes nothing");
+
+    // The leader: refused without --switchover, nothing touched.
+    let leader = role_of("leader").expect("a leader");
+    let out = pgpatrol(&["member", "remove", &leader, "--yes"]);
+    assert_eq!(code(&out), 1, "{}", crate::harness::stderr(&out));
+    assert!(
+        crate::harness::stderr(&out).contains("add --switchover"),
+        "{}",
+        crate::harness::stderr(&out)
+    );
+    assert_eq!(names().len(), 4);
+    assert_eq!(role_of("leader").as_deref(), Some(leader.as_str()));
+
+    // The only synchronous standby: refused.
+    ok(
+        "edit-config",
+        &pgpatrol(&["edit-config", "--set", "synchronous_mode=true", "--yes"]),
+    );
+    let sync = crate::util::wait_for("a synchronous standby", Duration::from_secs(60), || {
+        role_of("sync_standby")
+    });
+    let out = pgpatrol(&["member", "remove", &sync, "--yes", "-o", "json"]);
+    let r = json_of("member remove", &out);
+    assert_eq!(code(&out), 1, "{r:#}");
+    assert_eq!(r["result"], "refused", "{r:#}");
+    assert!(
+        r["refusal"]["reason"]
+            .as_str()
+            .is_some_and(|w| w.contains("only synchronous standby")),
+        "{r:#}"
+    );
+    assert!(names().contains(&sync));
+    ok(
+        "edit-config",
+        &pgpatrol(&["edit-config", "--set", "synchronous_mode=false", "--yes"]),
+    );
+    eventually("no synchronous standby", Duration::from_secs(60), || {
+        role_of("sync_standby").is_none()
+    });
+
+    // With --switchover: the role moves first, then the member goes, its key with it.
+    let out = pgpatrol(&[
+        "member",
+        "remove",
+        &leader,
+        "--switchover",
+        "--yes",
+        "-o",
+        "json",
+    ]);
+    let r = json_of("member remove --switchover", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", crate::harness::stderr(&out));
+    assert_eq!(r["result"], "removed", "{r:#}");
+    assert!(
+        r["done"][0]
+            .as_str()
+            .is_some_and(|d| d.starts_with("switchover from")),
+        "{r:#}"
+    );
+    let after = names();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(!after.contains(&leader), "{leader} still listed: {after:?}");
+    let new_leader = role_of("leader").expect("a leader");
+    assert_ne!(new_leader, leader);
 }
