@@ -195,7 +195,25 @@ impl Drop for NoSlots<'_> {
             &lab_auth(self.0),
             r#"{"postgresql": {"use_slots": true, "parameters": {"wal_keep_size": "128MB"}}}"#,
         );
-        std::thread::sleep(Duration::from_secs(4));
+        // Patroni applies it at its next loop: wait until every member's PostgreSQL has it
+        // (bounded, and without a panic inside a drop).
+        let applied = || {
+            self.0.members().iter().all(|m| {
+                crate::util::stdout(&self.0.lab(&[
+                    "psql",
+                    "--member",
+                    m,
+                    "-c",
+                    "SHOW wal_keep_size",
+                ]))
+                .trim()
+                    == "128MB"
+            })
+        };
+        let t0 = std::time::Instant::now();
+        while !applied() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 }
 
