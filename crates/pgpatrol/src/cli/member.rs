@@ -1,7 +1,7 @@
 //! `pgpatrol member add|remove`: scaling a cluster up and down, followed to the end and
 //! guarded like every operation (core `ops::member` decides what may go). The workload is a
-//! lab (`--lab DIR`): a member is started or stopped as a pod would be. Kubernetes'
-//! StatefulSet `scale` is not built yet (docs/GUIDE.md says so).
+//! StatefulSet (`--k8s-resource statefulset/NAME`: its `scale` subresource; the highest
+//! ordinal goes) or a lab (`--lab DIR`: a member is started or stopped as a pod would be).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use crate::lab::{process, LabPaths, LabState};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::{audit::Audit, Ops};
 use crate::poll::Poll;
+use crate::source::k8s::scale::Workload;
 use crate::source::rest::{Detail, RestSource};
 
 /// Scale the cluster: add members and follow them until they stream, or remove one safely.
@@ -30,8 +31,11 @@ pub enum MemberCommand {
     Remove(MemberRemoveArgs),
 }
 
-/// Add members (a lab: `--lab DIR`) and follow each until Patroni lists it streaming below
-/// --tolerance, with progress (its state, the bytes of its data directory so far, the time).
+/// Add members and follow each until Patroni lists it streaming below --tolerance, with
+/// progress (its state and the time; in a lab, the bytes of its data directory so far).
+///
+/// The workload: a StatefulSet (--k8s-resource statefulset/NAME, PATRONI_RESOURCE_NAME),
+/// scaled up through its `scale` subresource; or a lab (--lab DIR).
 ///
 /// Exit codes: 0 every new member streams; 1 one did not within --timeout; 2 error.
 #[derive(Debug, Args)]
@@ -39,9 +43,10 @@ pub struct MemberAddArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
-    /// The lab the members are added to (`pgpatrol lab up --dir DIR`).
+    /// The lab the members are added to (`pgpatrol lab up --dir DIR`), instead of a
+    /// StatefulSet.
     #[arg(long, value_name = "DIR", env = "PGPATROL_LAB_DIR")]
-    pub lab: PathBuf,
+    pub lab: Option<PathBuf>,
 
     /// How many members to add.
     #[arg(long, default_value_t = 1)]
@@ -59,12 +64,14 @@ pub struct MemberAddArgs {
     pub op: OpArgs,
 }
 
-/// Remove one member as a scale-down does (a lab: the member named, else the highest
+/// Remove one member as a scale-down does: on a StatefulSet the highest ordinal (scaled
+/// down through its `scale` subresource), in a lab the member named (else the highest
 /// ordinal). Refused for the leader unless --switchover (a switchover with the usual
 /// pre-flight first), for the only synchronous standby, when fewer than --min-healthy
 /// healthy replicas would remain, and on a paused or leaderless cluster. Then the member is
 /// stopped, followed until its member key is gone, and the replication slot Patroni keeps
-/// for it is reported (with a PostgreSQL login).
+/// for it is reported (with a PostgreSQL login). --delete-pvc then deletes that pod's
+/// PersistentVolumeClaims, after a confirmation.
 ///
 /// Exit codes: 0 removed; 1 refused, or not gone in time; 2 error.
 #[derive(Debug, Args)]
@@ -72,12 +79,19 @@ pub struct MemberRemoveArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
-    /// The lab the member is taken from (`pgpatrol lab up --dir DIR`).
+    /// The lab the member is taken from (`pgpatrol lab up --dir DIR`), instead of a
+    /// StatefulSet.
     #[arg(long, value_name = "DIR", env = "PGPATROL_LAB_DIR")]
-    pub lab: PathBuf,
+    pub lab: Option<PathBuf>,
 
-    /// The member to remove (default: the lab's highest ordinal, as a StatefulSet removes).
+    /// The member to remove (default: the highest ordinal; on a StatefulSet it must be the
+    /// member of its highest-ordinal pod, the one a scale-down removes).
     pub member: Option<String>,
+
+    /// Then delete the removed pod's PersistentVolumeClaims (StatefulSet only; its data is
+    /// gone for good). Asks, or needs --yes.
+    #[arg(long)]
+    pub delete_pvc: bool,
 
     /// When the member leads, hand the role over first (to the best candidate).
     #[arg(long)]
@@ -132,6 +146,172 @@ fn lab(dir: &std::path::Path) -> anyhow::Result<(LabPaths, LabState)> {
     Ok((paths, state))
 }
 
+/// Where members come from and go to: a StatefulSet's pods, or a lab's processes.
+enum Scaler {
+    Lab { paths: LabPaths, state: LabState },
+    Kube(Workload),
+}
+
+impl Scaler {
+    async fn open(
+        lab_dir: Option<&std::path::Path>,
+        cluster: &ClusterArgs,
+    ) -> anyhow::Result<Self> {
+        if let Some(d) = lab_dir {
+            let (paths, state) = lab(d)?;
+            return Ok(Scaler::Lab { paths, state });
+        }
+        match cluster.access().kubernetes {
+            Some(t) => Ok(Scaler::Kube(
+                Workload::of(&t, cluster.request_timeout).await?,
+            )),
+            None => anyhow::bail!(
+                "name the workload: --k8s-resource statefulset/NAME (PATRONI_RESOURCE_NAME), or --lab DIR for a lab"
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Scaler::Lab { paths, .. } => format!("the lab {}", paths.dir.display()),
+            Scaler::Kube(w) => format!("statefulset/{} in {}", w.name, w.namespace),
+        }
+    }
+
+    /// Starts `count` more members.
+    async fn add(&mut self, count: usize) -> anyhow::Result<()> {
+        match self {
+            Scaler::Lab { paths, state } => {
+                for _ in 0..count {
+                    let name = process::add_member(paths, state)?;
+                    eprintln!("member add: {name} started");
+                }
+            }
+            Scaler::Kube(w) => {
+                let n = w.replicas().await?;
+                let want = n + i32::try_from(count).unwrap_or(i32::MAX - n);
+                w.scale(want).await?;
+                eprintln!("member add: statefulset/{} scaled {n} -> {want}", w.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes in a new member's data directory, where that can be seen (a lab).
+    fn copied(&self, member: &str) -> Option<u64> {
+        match self {
+            Scaler::Lab { state, .. } => state
+                .members
+                .iter()
+                .find(|m| m.name == member)
+                .map(|m| dir_bytes(&m.data_dir)),
+            Scaler::Kube(_) => None,
+        }
+    }
+
+    /// The member a scale-down takes: in a lab the one named (else the highest ordinal); on
+    /// a StatefulSet the member of its highest-ordinal pod (by name, else by its REST
+    /// address), which a named member must be.
+    async fn victim(&self, named: Option<&str>, c: &Cluster) -> anyhow::Result<String> {
+        match self {
+            Scaler::Lab { paths, state } => {
+                let name = match named {
+                    Some(n) => n.to_string(),
+                    None => state
+                        .members
+                        .iter()
+                        .max_by_key(|m| {
+                            m.name
+                                .trim_start_matches(|c: char| !c.is_ascii_digit())
+                                .parse::<usize>()
+                                .unwrap_or(0)
+                        })
+                        .map(|m| m.name.clone())
+                        .ok_or_else(|| anyhow::anyhow!("the lab has no member"))?,
+                };
+                if state.member(&name).is_err() {
+                    anyhow::bail!(
+                        "--lab {}: no lab member named {name:?}",
+                        paths.dir.display()
+                    );
+                }
+                Ok(name)
+            }
+            Scaler::Kube(w) => {
+                let n = w.replicas().await?;
+                if n < 1 {
+                    anyhow::bail!("statefulset/{} has no replicas to remove", w.name);
+                }
+                let pod = w.pod(n - 1).await?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "statefulset/{} has {n} replicas but no pod {}",
+                        w.name,
+                        w.pod_name(n - 1)
+                    )
+                })?;
+                let address = match (&pod.ip, &pod.port) {
+                    (Some(ip), Ok(port)) => Some(format!("http://{ip}:{port}")),
+                    _ => None,
+                };
+                let member = c
+                    .members
+                    .iter()
+                    .find(|m| m.name == pod.name)
+                    .or_else(|| {
+                        c.members.iter().find(|m| {
+                            m.api_url
+                                .as_deref()
+                                .and_then(|u| crate::source::rest::base_url(u).ok())
+                                .is_some_and(|b| Some(b) == address)
+                        })
+                    })
+                    .map(|m| m.name.clone())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "the highest-ordinal pod {} is no member Patroni lists (by name or REST address)",
+                            pod.name
+                        )
+                    })?;
+                if let Some(want) = named.filter(|want| *want != member) {
+                    anyhow::bail!(
+                        "a scale-down of statefulset/{} removes its highest ordinal, pod {} (member {member}), not {want}: switch over or remove {member}",
+                        w.name,
+                        pod.name
+                    );
+                }
+                Ok(member)
+            }
+        }
+    }
+
+    /// Takes `member` away: stops the lab member, or scales the StatefulSet down by one.
+    /// Returns what was done, and the pod's ordinal on a StatefulSet.
+    async fn remove(&mut self, member: &str) -> anyhow::Result<(String, Option<i32>)> {
+        match self {
+            Scaler::Lab { paths, state } => {
+                process::remove_member(paths, state, member).await?;
+                Ok((
+                    format!("{member} stopped, its data directory deleted"),
+                    None,
+                ))
+            }
+            Scaler::Kube(w) => {
+                let n = w.replicas().await?;
+                w.scale(n - 1).await?;
+                Ok((
+                    format!(
+                        "statefulset/{} scaled {n} -> {}: pod {} ({member}) goes",
+                        w.name,
+                        n - 1,
+                        w.pod_name(n - 1)
+                    ),
+                    Some(n - 1),
+                ))
+            }
+        }
+    }
+}
+
 /// Bytes under `dir` (a new member's data directory as its clone fills it).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -152,7 +332,7 @@ impl MemberAddArgs {
         if self.count == 0 {
             anyhow::bail!("--count must be at least 1");
         }
-        let (paths, mut state) = lab(&self.lab)?;
+        let mut scaler = Scaler::open(self.lab.as_deref(), &self.cluster).await?;
         let source = self.cluster.source().await?;
         let before = source.snapshot(Detail::Lag).await?.cluster;
         if before.leader().is_none() {
@@ -166,24 +346,22 @@ impl MemberAddArgs {
                     "operation": "member add",
                     "result": "dry_run",
                     "count": self.count,
+                    "workload": scaler.describe(),
                 }))?;
             } else {
                 println!(
-                    "dry run: would start {} member(s) in the lab {} and follow each until it streams",
+                    "dry run: would add {} member(s) to {} and follow each until it streams",
                     self.count,
-                    paths.dir.display()
+                    scaler.describe()
                 );
             }
             return Ok(Outcome::Ok);
         }
         let t0 = Instant::now();
-        let mut added = Vec::new();
-        for _ in 0..self.count {
-            let name = process::add_member(&paths, &mut state)?;
-            eprintln!("member add: {name} started");
-            added.push(name);
-        }
-        let mut shown: Vec<String> = vec![String::new(); added.len()];
+        let known: Vec<String> = before.members.iter().map(|m| m.name.clone()).collect();
+        scaler.add(self.count).await?;
+        // The new members are those /cluster lists that were not there before.
+        let mut shown: std::collections::BTreeMap<String, String> = Default::default();
         let mut last: Option<Cluster> = None;
         let mut poll = Poll::new(self.timeout, Duration::from_secs(1));
         while poll.next().await {
@@ -191,56 +369,55 @@ impl MemberAddArgs {
                 continue;
             };
             let c = snap.cluster;
-            let mut all = true;
-            for (i, name) in added.iter().enumerate() {
-                let m = c.member(name);
-                let ready = m.is_some_and(|m| {
+            let new: Vec<&pgpatrol_core::Member> = c
+                .members
+                .iter()
+                .filter(|m| !known.contains(&m.name))
+                .collect();
+            for m in &new {
+                let seen = m.state.to_string();
+                if shown.get(&m.name) != Some(&seen) {
+                    let copied = scaler
+                        .copied(&m.name)
+                        .map(|b| {
+                            format!(", {} in its data directory", pgpatrol_core::units::human(b))
+                        })
+                        .unwrap_or_default();
+                    eprintln!(
+                        "member add: {}: {seen}{copied}, {:.0} s",
+                        m.name,
+                        t0.elapsed().as_secs_f64()
+                    );
+                    shown.insert(m.name.clone(), seen);
+                }
+            }
+            let all = new.len() >= self.count
+                && new.iter().all(|m| {
                     m.shows_streaming(c.patroni_version)
                         && m.is_caught_up(LagKind::Replay, self.tolerance.0)
                 });
-                all &= ready;
-                let data = state
-                    .members
-                    .iter()
-                    .find(|s| &s.name == name)
-                    .map(|s| dir_bytes(&s.data_dir))
-                    .unwrap_or(0);
-                let seen = match m {
-                    Some(m) => format!("{}", m.state),
-                    None => "not in /cluster yet".to_string(),
-                };
-                if seen != shown[i] {
-                    eprintln!(
-                        "member add: {name}: {seen}, {} in its data directory, {:.0} s",
-                        pgpatrol_core::units::human(data),
-                        t0.elapsed().as_secs_f64()
-                    );
-                    shown[i] = seen;
-                }
-            }
             last = Some(c);
             if all {
                 break;
             }
         }
-        let members: Vec<Added> = added
-            .iter()
-            .map(|name| {
-                let m = last.as_ref().and_then(|c| c.member(name));
-                Added {
-                    name: name.clone(),
-                    state: m.map_or("unknown".into(), |m| m.state.to_string()),
-                    replay_lag: m
-                        .and_then(|m| m.lag(LagKind::Replay))
-                        .and_then(|l| l.bytes()),
-                    streaming: m.is_some_and(|m| {
-                        m.shows_streaming(last.as_ref().and_then(|c| c.patroni_version))
-                            && m.is_caught_up(LagKind::Replay, self.tolerance.0)
-                    }),
-                }
+        let members: Vec<Added> = last
+            .as_ref()
+            .map(|c| {
+                c.members
+                    .iter()
+                    .filter(|m| !known.contains(&m.name))
+                    .map(|m| Added {
+                        name: m.name.clone(),
+                        state: m.state.to_string(),
+                        replay_lag: m.lag(LagKind::Replay).and_then(|l| l.bytes()),
+                        streaming: m.shows_streaming(c.patroni_version)
+                            && m.is_caught_up(LagKind::Replay, self.tolerance.0),
+                    })
+                    .collect()
             })
-            .collect();
-        let ok = members.iter().all(|m| m.streaming);
+            .unwrap_or_default();
+        let ok = members.len() >= self.count && members.iter().all(|m| m.streaming);
         let report = AddReport {
             operation: "member add",
             result: if ok { "streaming" } else { "not_streaming" },
@@ -262,6 +439,13 @@ impl MemberAddArgs {
                     m.replay_lag
                         .map(|l| format!(", replay lag {}", pgpatrol_core::units::human(l)))
                         .unwrap_or_default()
+                );
+            }
+            if report.members.len() < self.count {
+                println!(
+                    "{} of {} new member(s) listed by Patroni",
+                    report.members.len(),
+                    self.count
                 );
             }
             println!("member add: {} ({:.1} s)", report.result, report.total_secs);
@@ -310,30 +494,14 @@ impl MemberRemoveArgs {
 
     pub async fn run(self) -> anyhow::Result<Outcome> {
         let t0 = Instant::now();
-        let (paths, mut state) = lab(&self.lab)?;
-        let name = match &self.member {
-            Some(n) => n.clone(),
-            None => state
-                .members
-                .iter()
-                .max_by_key(|m| {
-                    m.name
-                        .trim_start_matches(|c: char| !c.is_ascii_digit())
-                        .parse::<usize>()
-                        .unwrap_or(0)
-                })
-                .map(|m| m.name.clone())
-                .ok_or_else(|| anyhow::anyhow!("the lab has no member"))?,
-        };
-        if state.member(&name).is_err() {
-            anyhow::bail!(
-                "--lab {}: no lab member named {name:?}",
-                paths.dir.display()
-            );
+        let mut scaler = Scaler::open(self.lab.as_deref(), &self.cluster).await?;
+        if self.delete_pvc && matches!(scaler, Scaler::Lab { .. }) {
+            anyhow::bail!("--delete-pvc is for a StatefulSet's claims; a lab member's data directory is deleted with it");
         }
         let json = self.op.format == OpFormat::Json;
         let source = self.cluster.source().await?;
         let (c, sync) = self.read(&source).await?;
+        let name = scaler.victim(self.member.as_deref(), &c).await?;
         let mut report = RemoveReport {
             operation: "member remove",
             member: name.clone(),
@@ -362,9 +530,10 @@ impl MemberRemoveArgs {
                                 "dry run: would hand the leader role over from {from} ({reason})"
                             )
                         }
-                        RemoveStep::Remove { member, reason } => {
-                            println!("dry run: would stop {member} and delete its data directory ({reason})")
-                        }
+                        RemoveStep::Remove { member, reason } => println!(
+                            "dry run: would remove {member} from {} ({reason})",
+                            scaler.describe()
+                        ),
                     }
                 }
             }
@@ -383,6 +552,7 @@ impl MemberRemoveArgs {
         )?;
         let quiet = crate::executor::Quiet;
         let ops = Ops::new(&source, "member remove", false, &audit, &quiet).json(json);
+        let mut ordinal: Option<i32> = None;
         // Read again and decide again before each step.
         loop {
             let (c, sync) = self.read(&source).await?;
@@ -440,10 +610,12 @@ impl MemberRemoveArgs {
                         .push(format!("switchover from {from} to {best}: {}", so.detail));
                 }
                 Some(RemoveStep::Remove { member, .. }) => {
-                    process::remove_member(&paths, &mut state, member).await?;
-                    report
-                        .done
-                        .push(format!("{member} stopped, its data directory deleted"));
+                    // On a StatefulSet the pod that goes must still be this member's.
+                    let still = scaler.victim(Some(member), &c).await?;
+                    let (done, o) = scaler.remove(&still).await?;
+                    audit.record_kube("member remove", &still, &done, "done");
+                    report.done.push(done);
+                    ordinal = o;
                     break;
                 }
                 None => break,
@@ -471,6 +643,29 @@ impl MemberRemoveArgs {
         report.done.push(format!("{name}'s member key is gone"));
         report.slot = Some(self.slot_report(&source, &name).await);
         report.result = "removed";
+        if let (true, Scaler::Kube(w), Some(ordinal)) = (self.delete_pvc, &scaler, ordinal) {
+            for claim in w.claims(ordinal).await? {
+                if let Err(e) = confirm_op(
+                    &self.op,
+                    &format!(
+                        "Delete PersistentVolumeClaim {claim}? The data on it is lost for good."
+                    ),
+                    "delete the claim",
+                ) {
+                    report.done.push(format!("claim {claim} kept: {e}"));
+                    continue;
+                }
+                let deleted = w.delete_claim(&claim).await?;
+                let what = if deleted { "deleted" } else { "was not there" };
+                audit.record_kube(
+                    "member remove",
+                    &name,
+                    &format!("DELETE persistentvolumeclaims/{claim}"),
+                    what,
+                );
+                report.done.push(format!("claim {claim} {what}"));
+            }
+        }
         self.finish(report, &ops, t0, json, Outcome::Ok)
     }
 

@@ -311,7 +311,7 @@ impl ReportArgs {
         self.dcs(&mut b).await;
         self.postgres(cluster.as_ref(), &mut b).await;
         self.pgbackrest(&mut b).await;
-        self.logs(&mut b);
+        self.logs(&mut b).await;
 
         let scope = cluster
             .as_ref()
@@ -483,12 +483,15 @@ impl ReportArgs {
         }
     }
 
-    fn logs(&self, b: &mut Bundle) {
+    async fn logs(&self, b: &mut Bundle) {
         let Some(dir) = &self.lab else {
-            b.miss(
-                "logs/*",
-                "give --lab DIR for a lab's member logs; elsewhere collect Patroni's and PostgreSQL's logs where they are written (kubectl logs, journalctl)",
-            );
+            match self.cluster.access().kubernetes {
+                Some(t) => self.pod_logs(&t, b).await,
+                None => b.miss(
+                    "logs/*",
+                    "give --lab DIR for a lab's member logs, or reach the cluster through Kubernetes (pods/log); elsewhere collect Patroni's and PostgreSQL's logs where they are written (journalctl, Patroni's log.dir)",
+                ),
+            }
             return;
         };
         let logs = dir.join("logs");
@@ -520,6 +523,28 @@ impl ReportArgs {
                     );
                 }
                 Err(e) => b.miss(name, format!("{}: {e}", p.display())),
+            }
+        }
+    }
+
+    /// Each pod's log through `pods/log` (the container's output: Patroni's and, as the
+    /// Patroni images run it, PostgreSQL's).
+    async fn pod_logs(&self, t: &crate::source::k8s::K8sTarget, b: &mut Bundle) {
+        let timeout = self.cluster.request_timeout;
+        let found =
+            match crate::source::k8s::discover(t, self.cluster.connect_timeout, timeout).await {
+                Ok(f) => f,
+                Err(e) => return b.miss("logs/*", e),
+            };
+        for pod in &found.pods {
+            let name = format!("logs/{}.log", pod.name);
+            match crate::source::k8s::scale::pod_log(t, &pod.name, self.log_lines, timeout).await {
+                Ok(text) => b.text(
+                    name,
+                    &text,
+                    "the last lines of a pod's log (pods/log): Patroni's and PostgreSQL's output",
+                ),
+                Err(e) => b.miss(name, e),
             }
         }
     }

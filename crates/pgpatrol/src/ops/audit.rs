@@ -121,6 +121,12 @@ impl Audit {
         );
     }
 
+    /// Records one Kubernetes API call an operation made (`method` "KUBE": a scale, a
+    /// claim deleted).
+    pub fn record_kube(&self, operation: &str, member: &str, call: &str, outcome: &str) {
+        self.record_raw(operation, member, "KUBE", call, None, None, outcome);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record_raw(
         &self,

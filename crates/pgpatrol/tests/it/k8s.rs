@@ -25,6 +25,7 @@ pub fn tests() -> Vec<Test> {
         misconfigurations_are_one_line_and_exit_2,
         watch_finds_the_cluster_through_kubernetes,
         the_roles_in_deploy_are_enough_and_needed,
+        a_statefulset_scaled_3_4_3_is_followed_and_only_its_claim_deleted,
     ]
 }
 
@@ -778,4 +779,188 @@ fn the_roles_in_deploy_are_enough_and_needed(lab: &Lab) {
     });
     assert_eq!(code(&out), 0, "{report:#}");
     assert_eq!(report["outcomes"][0]["result"], "healed", "{report:#}");
+}
+
+/// `member add` and `member remove --delete-pvc` through a StatefulSet's `scale`
+/// subresource, with only deploy/rbac.yaml's pgpatrol-scale allowed. The fixture backs the
+/// StatefulSet by a lab of its own: a scale there starts or stops a real Patroni member.
+/// 3 → 4: the new member is followed until it streams. 4 → 3: the highest ordinal goes, its
+/// member key with it, and exactly its claim is deleted.
+fn a_statefulset_scaled_3_4_3_is_followed_and_only_its_claim_deleted(_lab: &Lab) {
+    use crate::harness::{it_root, patroni_version, run};
+    let own = crate::standby::OwnLab(it_root().join("k8s-scale"));
+    let d = own.0.to_string_lossy().into_owned();
+    let ver = patroni_version();
+    ok(
+        "lab up",
+        &run(&[
+            "lab",
+            "up",
+            "--dir",
+            &d,
+            "--patroni",
+            &ver,
+            "--timeout",
+            "120s",
+        ]),
+    );
+    let paths = pgpatrol::lab::LabPaths::new(&own.0).unwrap();
+    let state = pgpatrol::lab::LabState::load(&paths).unwrap();
+    let mut w = World::default();
+    for (i, m) in state.members.iter().enumerate() {
+        let pod = format!("scaled-{i}");
+        w.pods.push(FakePod {
+            namespace: NS.into(),
+            name: pod.clone(),
+            labels: labels("scaled"),
+            ports: vec![
+                ("postgresql".into(), m.pg_port),
+                ("patroni".into(), m.rest_port),
+            ],
+            ready: true,
+        });
+        w.pvcs.push((NS.into(), format!("pgdata-{pod}")));
+        w.pod_logs.insert((NS.into(), pod), m.log.clone());
+    }
+    w.workloads.push(FakeWorkload {
+        kind: "StatefulSet",
+        namespace: NS.into(),
+        name: "scaled".into(),
+        selector: labels("scaled"),
+    });
+    w.scaled.insert((NS.into(), "scaled".into()), own.0.clone());
+    w.replicas.insert((NS.into(), "scaled".into()), 3);
+    w.allowed = Some(role_rules("pgpatrol-scale"));
+    let fx = Fixture::start(w, &own.0.join("k8s-fixture"));
+    let superuser = pgpatrol::lab::config::superuser_password(
+        &std::fs::read_to_string(paths.config("pg0")).unwrap(),
+    )
+    .unwrap();
+    let pw = own.0.join("superuser.password");
+    std::fs::write(&pw, format!("{superuser}\n")).unwrap();
+    let pgpatrol = |args: &[&str]| {
+        crate::harness::pgpatrol_cmd()
+            .args(args)
+            .env_remove("PATRONI_URL")
+            .env_remove("PATRONICTL_CONFIG_FILE")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("PGPATROL_LAB_DIR")
+            .env("PATRONI_RESOURCE_NAME", "statefulset/scaled")
+            .env("NAMESPACE", NS)
+            .env("KUBECONFIG", &fx.kubeconfig)
+            .env("PATRONI_RESTAPI_USERNAME", "patrol")
+            .env("PGPATROL_PASSWORD_FILE", paths.password())
+            .output()
+            .expect("run pgpatrol")
+    };
+    let json = |what: &str, out: &Output| -> Value {
+        serde_json::from_str(&stdout(out))
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}\n{}", stdout(out), stderr(out)))
+    };
+    let pods = || -> Vec<String> {
+        let mut p: Vec<String> = fx
+            .world
+            .lock()
+            .unwrap()
+            .pods
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        p.sort();
+        p
+    };
+
+    // 3 → 4, followed until the new member streams.
+    let out = pgpatrol(&["member", "add", "-o", "json", "--timeout", "120s"]);
+    let r = json("member add", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert_eq!(r["result"], "streaming", "{r:#}");
+    assert_eq!(r["members"].as_array().unwrap().len(), 1, "{r:#}");
+    assert_eq!(pods(), ["scaled-0", "scaled-1", "scaled-2", "scaled-3"]);
+    let listed = json("list", &pgpatrol(&["list", "-o", "json"]));
+    assert_eq!(listed["members"].as_array().unwrap().len(), 4, "{listed:#}");
+
+    // 4 → 3: the highest ordinal goes, and only its claim.
+    let b = pw.to_string_lossy().into_owned();
+    let out = pgpatrol(&[
+        "member",
+        "remove",
+        "--yes",
+        "--delete-pvc",
+        "-o",
+        "json",
+        "--pg-user",
+        "postgres",
+        "--pg-password-file",
+        &b,
+    ]);
+    let r = json("member remove", &out);
+    assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    assert_eq!(r["result"], "removed", "{r:#}");
+    let done = r["done"].to_string();
+    assert!(done.contains("scaled 4 -> 3: pod scaled-3"), "{r:#}");
+    assert!(done.contains("claim pgdata-scaled-3 deleted"), "{r:#}");
+    assert!(
+        r["slot"].as_str().is_some_and(|s| s.starts_with("slot ")),
+        "{r:#}"
+    );
+    assert_eq!(pods(), ["scaled-0", "scaled-1", "scaled-2"]);
+    let mut claims: Vec<String> = fx
+        .world
+        .lock()
+        .unwrap()
+        .pvcs
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    claims.sort();
+    assert_eq!(
+        claims,
+        ["pgdata-scaled-0", "pgdata-scaled-1", "pgdata-scaled-2"]
+    );
+    let listed = json("list", &pgpatrol(&["list", "-o", "json"]));
+    let names: Vec<&str> = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{listed:#}");
+    let log = fx.log();
+    for line in [
+        "PATCH statefulsets/scaled/scale replicas=4",
+        "PATCH statefulsets/scaled/scale replicas=3",
+        "DELETE persistentvolumeclaims/pgdata-scaled-3",
+    ] {
+        assert!(log.iter().any(|l| l == line), "{line} not in {log:#?}");
+    }
+
+    // `report` through Kubernetes reads each pod's log (pods/log, granted to pgpatrol-read).
+    fx.world.lock().unwrap().allowed = Some(role_rules("pgpatrol-read"));
+    let out_dir = own.0.join("report");
+    let o = out_dir.to_string_lossy().into_owned();
+    let out = pgpatrol(&["report", "-o", &o]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let archive = stdout(&out).trim().to_string();
+    ok(
+        "tar",
+        &Command::new("tar")
+            .args(["-xzf", &archive, "-C", &o])
+            .output()
+            .expect("tar"),
+    );
+    let top = out_dir.join(
+        std::path::Path::new(&archive)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".tar.gz"),
+    );
+    for pod in ["scaled-0", "scaled-1", "scaled-2"] {
+        let log = std::fs::read_to_string(top.join(format!("logs/{pod}.log")))
+            .unwrap_or_else(|e| panic!("logs/{pod}.log: {e}"));
+        assert!(log.lines().count() > 1, "{pod}: {log}");
+    }
+    let missing = std::fs::read_to_string(top.join("MISSING.txt")).unwrap();
+    assert!(!missing.contains("logs/"), "{missing}");
 }

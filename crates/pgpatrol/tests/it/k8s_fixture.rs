@@ -87,6 +87,16 @@ pub struct World {
     pub allowed: Option<Vec<(String, String)>>,
     /// Every request: "METHOD path" plus " auth" when it carried Authorization to the pod.
     pub log: Vec<String>,
+    /// StatefulSets (namespace, name) backed by a lab's folder: scaling one starts or stops
+    /// lab members in the background, as the controller creates and deletes pods, and its
+    /// pods `NAME-i` are lab members.
+    pub scaled: BTreeMap<(String, String), PathBuf>,
+    /// `spec.replicas` of StatefulSets that were given one (else 3).
+    pub replicas: BTreeMap<(String, String), i32>,
+    /// PersistentVolumeClaims (namespace, name).
+    pub pvcs: Vec<(String, String)>,
+    /// Pod logs: (namespace, pod) → the file whose tail `pods/log` serves.
+    pub pod_logs: BTreeMap<(String, String), PathBuf>,
 }
 
 /// A running fixture and a kubeconfig pointing at it.
@@ -196,9 +206,18 @@ fn router(world: Shared) -> Router {
             get(statefulset),
         )
         .route(
+            "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}/scale",
+            get(get_scale).patch(patch_scale),
+        )
+        .route(
             "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
             get(deployment),
         )
+        .route(
+            "/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}",
+            axum::routing::delete(delete_pvc),
+        )
+        .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
         .route("/api/v1/namespaces/{ns}", get(namespace))
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
         .route("/api/v1/namespaces/{ns}/configmaps", get(list_configmaps))
@@ -362,12 +381,13 @@ async fn apps_resources() -> Response {
         StatusCode::OK,
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1", "resources": [
             resource("statefulsets", "StatefulSet", true, &["get", "list"]),
+            resource("statefulsets/scale", "Scale", true, &["get", "patch", "update"]),
             resource("deployments", "Deployment", true, &["get", "list"]),
         ]}),
     )
 }
 
-fn workload_json(w: &FakeWorkload) -> Value {
+fn workload_json(w: &FakeWorkload, replicas: i32) -> Value {
     let pod_labels = json!(w.selector);
     json!({
         "kind": w.kind,
@@ -378,12 +398,15 @@ fn workload_json(w: &FakeWorkload) -> Value {
                      "creationTimestamp": "2026-01-01T00:00:00Z",
                      "labels": pod_labels},
         "spec": {
-            "replicas": 3,
+            "replicas": replicas,
             "selector": {"matchLabels": w.selector},
             "template": {"metadata": {"labels": pod_labels},
-                         "spec": {"containers": [{"name": "patroni", "image": "patroni:4"}]}}
+                         "spec": {"containers": [{"name": "patroni", "image": "patroni:4"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "pgdata"},
+                                      "spec": {"accessModes": ["ReadWriteOnce"],
+                                               "resources": {"requests": {"storage": "1Gi"}}}}]
         },
-        "status": {"replicas": 3}
+        "status": {"replicas": replicas}
     })
 }
 
@@ -404,7 +427,14 @@ async fn workload(
         .iter()
         .find(|x| x.kind == kind && x.namespace == ns && x.name == name)
     {
-        Some(x) => json_response(StatusCode::OK, workload_json(x)),
+        Some(x) => {
+            let n = w
+                .replicas
+                .get(&(ns.clone(), name.clone()))
+                .copied()
+                .unwrap_or(3);
+            json_response(StatusCode::OK, workload_json(x, n))
+        }
         None => not_found(plural, "apps", &name),
     }
 }
@@ -603,6 +633,214 @@ async fn list_endpoints(
 ) -> Response {
     let sel = q.get("labelSelector").cloned().unwrap_or_default();
     list_objects(world, ns, sel, "Endpoints", "endpoints").await
+}
+
+fn scale_json(ns: &str, name: &str, replicas: i32) -> Value {
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": "1",
+                     "uid": format!("uid-{ns}-{name}")},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": replicas}
+    })
+}
+
+fn has_statefulset(w: &World, ns: &str, name: &str) -> bool {
+    w.workloads
+        .iter()
+        .any(|x| x.kind == "StatefulSet" && x.namespace == ns && x.name == name)
+}
+
+async fn get_scale(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    record(&world, format!("GET statefulsets/{name}/scale"));
+    if let Some(r) = check(&world, &ns, "get", "statefulsets/scale", &name) {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    if !has_statefulset(&w, &ns, &name) {
+        return not_found("statefulsets", "apps", &name);
+    }
+    let n = w
+        .replicas
+        .get(&(ns.clone(), name.clone()))
+        .copied()
+        .unwrap_or(3);
+    json_response(StatusCode::OK, scale_json(&ns, &name, n))
+}
+
+/// A merge patch of `spec.replicas`; a lab-backed StatefulSet then starts or stops lab
+/// members in the background (the answer does not wait, as a real API server's does not).
+async fn patch_scale(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = check(&world, &ns, "patch", "statefulsets/scale", &name) {
+        return r;
+    }
+    let Some(want) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["spec"]["replicas"].as_i64())
+        .and_then(|n| i32::try_from(n).ok())
+    else {
+        return status(
+            422,
+            "Invalid",
+            "spec.replicas: a number is required".into(),
+            json!({}),
+        );
+    };
+    record(
+        &world,
+        format!("PATCH statefulsets/{name}/scale replicas={want}"),
+    );
+    let lab = {
+        let mut w = world.lock().expect("world");
+        if !has_statefulset(&w, &ns, &name) {
+            return not_found("statefulsets", "apps", &name);
+        }
+        w.replicas.insert((ns.clone(), name.clone()), want);
+        w.scaled.get(&(ns.clone(), name.clone())).cloned()
+    };
+    if let Some(dir) = lab {
+        let (world, ns, name) = (world.clone(), ns.clone(), name.clone());
+        tokio::spawn(async move { reconcile(world, ns, name, dir, want).await });
+    }
+    json_response(StatusCode::OK, scale_json(&ns, &name, want))
+}
+
+/// The StatefulSet controller of a lab-backed StatefulSet: pods `NAME-i` up to `want`, each
+/// a lab member started for it (with its claim `pgdata-NAME-i`); a scale-down stops the
+/// highest ordinals' members, then drops their pods (claims stay, as Kubernetes keeps them).
+async fn reconcile(world: Shared, ns: String, name: String, dir: PathBuf, want: i32) {
+    let paths = pgpatrol::lab::LabPaths::new(&dir).expect("lab paths");
+    let prefix = format!("{name}-");
+    loop {
+        let (have, labels) = {
+            let w = world.lock().expect("world");
+            let labels = w
+                .workloads
+                .iter()
+                .find(|x| x.namespace == ns && x.name == name)
+                .map(|x| x.selector.clone())
+                .unwrap_or_default();
+            let have = w
+                .pods
+                .iter()
+                .filter(|p| p.namespace == ns && p.name.starts_with(&prefix))
+                .count() as i32;
+            (have, labels)
+        };
+        let mut state = pgpatrol::lab::LabState::load(&paths).expect("lab state");
+        if have < want {
+            let member =
+                pgpatrol::lab::process::add_member(&paths, &mut state).expect("add a lab member");
+            let m = state.member(&member).expect("the new member").clone();
+            let pod = format!("{name}-{have}");
+            let mut w = world.lock().expect("world");
+            w.pods.push(FakePod {
+                namespace: ns.clone(),
+                name: pod.clone(),
+                labels,
+                ports: vec![
+                    ("postgresql".into(), m.pg_port),
+                    ("patroni".into(), m.rest_port),
+                ],
+                ready: true,
+            });
+            w.pod_logs.insert((ns.clone(), pod.clone()), m.log.clone());
+            let claim = (ns.clone(), format!("pgdata-{pod}"));
+            if !w.pvcs.contains(&claim) {
+                w.pvcs.push(claim);
+            }
+            w.log.push(format!(
+                "CONTROLLER created pod {pod} (lab member {member})"
+            ));
+        } else if have > want {
+            let pod = format!("{name}-{}", have - 1);
+            let port = {
+                let w = world.lock().expect("world");
+                w.pods
+                    .iter()
+                    .find(|p| p.namespace == ns && p.name == pod)
+                    .and_then(|p| p.ports.iter().find(|(n, _)| n == "patroni").map(|x| x.1))
+            };
+            let member = port.and_then(|port| {
+                state
+                    .members
+                    .iter()
+                    .find(|m| m.rest_port == port)
+                    .map(|m| m.name.clone())
+            });
+            if let Some(member) = member {
+                pgpatrol::lab::process::remove_member(&paths, &mut state, &member)
+                    .await
+                    .expect("remove a lab member");
+            }
+            let mut w = world.lock().expect("world");
+            w.pods.retain(|p| !(p.namespace == ns && p.name == pod));
+            w.log.push(format!("CONTROLLER deleted pod {pod}"));
+        } else {
+            return;
+        }
+    }
+}
+
+async fn delete_pvc(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> Response {
+    if let Some(r) = check(&world, &ns, "delete", "persistentvolumeclaims", &name) {
+        return r;
+    }
+    let mut w = world.lock().expect("world");
+    let before = w.pvcs.len();
+    w.pvcs.retain(|(n, c)| !(n == &ns && c == &name));
+    if w.pvcs.len() == before {
+        return not_found("persistentvolumeclaims", "", &name);
+    }
+    w.log.push(format!("DELETE persistentvolumeclaims/{name}"));
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",
+               "metadata": {"name": name, "namespace": ns}, "status": {"phase": "Bound"}}),
+    )
+}
+
+/// `pods/log?tailLines=N`: the tail of the file the world maps the pod to.
+async fn pod_log(
+    State(world): State<Shared>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    record(&world, format!("LOG {name}"));
+    if let Some(r) = check(&world, &ns, "get", "pods/log", &name) {
+        return r;
+    }
+    let file = world
+        .lock()
+        .expect("world")
+        .pod_logs
+        .get(&(ns.clone(), name.clone()))
+        .cloned();
+    let Some(file) = file else {
+        return not_found("pods", "", &name);
+    };
+    let n: usize = q
+        .get("tailLines")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(usize::MAX);
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/plain")
+        .body(Body::from(tail + "\n"))
+        .expect("response")
 }
 
 fn pod_json(p: &FakePod) -> Value {

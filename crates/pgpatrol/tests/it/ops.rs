@@ -918,7 +918,11 @@ fn members_are_added_followed_and_removed_behind_guards(_lab: &Lab) {
     // A dry run of the default (the highest ordinal) changes nothing.
     let out = pgpatrol(&["member", "remove", "--dry-run"]);
     assert_eq!(code(&out), 0, "{}", crate::harness::stderr(&out));
-    assert!(stdout(&out).contains("would stop pg3"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("would remove pg3 from the lab"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(names().len(), 4, "a dry run removes nothing");
 
     // The leader: refused without --switchover, nothing touched.

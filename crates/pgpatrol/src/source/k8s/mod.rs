@@ -16,6 +16,7 @@ mod discovery;
 mod errors;
 pub mod exec;
 pub mod lease;
+pub mod scale;
 mod transport;
 
 use std::path::PathBuf;
