@@ -60,6 +60,11 @@ pub struct MemberAddArgs {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
+    /// With a PostgreSQL login, the progress shows the bytes the leader's basebackups have
+    /// streamed so far (pg_stat_progress_basebackup).
+    #[command(flatten)]
+    pub pg: PgArgs,
+
     #[command(flatten)]
     pub op: OpArgs,
 }
@@ -178,23 +183,23 @@ impl Scaler {
         }
     }
 
-    /// Starts `count` more members.
-    async fn add(&mut self, count: usize) -> anyhow::Result<()> {
+    /// Starts `count` more members; says what was done.
+    async fn add(&mut self, count: usize) -> anyhow::Result<String> {
         match self {
             Scaler::Lab { paths, state } => {
+                let mut names = Vec::new();
                 for _ in 0..count {
-                    let name = process::add_member(paths, state)?;
-                    eprintln!("member add: {name} started");
+                    names.push(process::add_member(paths, state)?);
                 }
+                Ok(format!("lab member(s) {} started", names.join(", ")))
             }
             Scaler::Kube(w) => {
                 let n = w.replicas().await?;
                 let want = n + i32::try_from(count).unwrap_or(i32::MAX - n);
                 w.scale(want).await?;
-                eprintln!("member add: statefulset/{} scaled {n} -> {want}", w.name);
+                Ok(format!("statefulset/{} scaled {n} -> {want}", w.name))
             }
         }
-        Ok(())
     }
 
     /// Bytes in a new member's data directory, where that can be seen (a lab).
@@ -312,6 +317,26 @@ impl Scaler {
     }
 }
 
+/// Bytes the leader's running basebackups have streamed (`pg_stat_progress_basebackup`):
+/// a new member's clone as the leader sees it. `None` when it cannot be read.
+async fn basebackup_streamed(c: &Cluster, login: &crate::doctor::pg::PgLogin) -> Option<u64> {
+    let l = c.leader()?;
+    let (client, driver) =
+        crate::doctor::pg::connect(l.host.as_deref()?, l.port?, login, "pgpatrol member add")
+            .await
+            .ok()?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(backup_streamed), 0)::float8 FROM pg_stat_progress_basebackup",
+            &[],
+        )
+        .await
+        .ok();
+    drop(client);
+    let _ = driver.await;
+    row.map(|r| r.get::<_, f64>(0).max(0.0) as u64)
+}
+
 /// Bytes under `dir` (a new member's data directory as its clone fills it).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -359,7 +384,14 @@ impl MemberAddArgs {
         }
         let t0 = Instant::now();
         let known: Vec<String> = before.members.iter().map(|m| m.name.clone()).collect();
-        scaler.add(self.count).await?;
+        let audit = Audit::open(
+            self.op.audit_log.as_deref(),
+            before.scope.as_deref().unwrap_or("cluster"),
+        )?;
+        let did = scaler.add(self.count).await?;
+        audit.record_kube("member add", "-", &did, "done");
+        eprintln!("member add: {did}");
+        let login = self.pg.login(&self.cluster).ok().flatten();
         // The new members are those /cluster lists that were not there before.
         let mut shown: std::collections::BTreeMap<String, String> = Default::default();
         let mut last: Option<Cluster> = None;
@@ -374,15 +406,23 @@ impl MemberAddArgs {
                 .iter()
                 .filter(|m| !known.contains(&m.name))
                 .collect();
+            let streamed = match &login {
+                Some(l) => basebackup_streamed(&c, l).await,
+                None => None,
+            };
             for m in &new {
                 let seen = m.state.to_string();
                 if shown.get(&m.name) != Some(&seen) {
-                    let copied = scaler
-                        .copied(&m.name)
-                        .map(|b| {
+                    let copied = match (scaler.copied(&m.name), streamed) {
+                        (Some(b), _) => {
                             format!(", {} in its data directory", pgpatrol_core::units::human(b))
-                        })
-                        .unwrap_or_default();
+                        }
+                        (None, Some(b)) if b > 0 => format!(
+                            ", {} streamed by the leader's basebackup",
+                            pgpatrol_core::units::human(b)
+                        ),
+                        _ => String::new(),
+                    };
                     eprintln!(
                         "member add: {}: {seen}{copied}, {:.0} s",
                         m.name,

@@ -871,9 +871,32 @@ fn a_statefulset_scaled_3_4_3_is_followed_and_only_its_claim_deleted(_lab: &Lab)
     };
 
     // 3 → 4, followed until the new member streams.
-    let out = pgpatrol(&["member", "add", "-o", "json", "--timeout", "120s"]);
+    let audit = own.0.join("audit.jsonl");
+    let a = audit.to_string_lossy().into_owned();
+    let b = pw.to_string_lossy().into_owned();
+    let out = pgpatrol(&[
+        "member",
+        "add",
+        "-o",
+        "json",
+        "--timeout",
+        "120s",
+        "--audit-log",
+        &a,
+        "--pg-user",
+        "postgres",
+        "--pg-password-file",
+        &b,
+    ]);
     let r = json("member add", &out);
     assert_eq!(code(&out), 0, "{r:#}\n{}", stderr(&out));
+    let lines = crate::util::audit_lines(&audit);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["method"] == "KUBE" && l["url"] == "statefulset/scaled scaled 3 -> 4"),
+        "{lines:#?}"
+    );
     assert_eq!(r["result"], "streaming", "{r:#}");
     assert_eq!(r["members"].as_array().unwrap().len(), 1, "{r:#}");
     assert_eq!(pods(), ["scaled-0", "scaled-1", "scaled-2", "scaled-3"]);
@@ -881,7 +904,6 @@ fn a_statefulset_scaled_3_4_3_is_followed_and_only_its_claim_deleted(_lab: &Lab)
     assert_eq!(listed["members"].as_array().unwrap().len(), 4, "{listed:#}");
 
     // 4 → 3: the highest ordinal goes, and only its claim.
-    let b = pw.to_string_lossy().into_owned();
     let out = pgpatrol(&[
         "member",
         "remove",
