@@ -593,6 +593,7 @@ impl MemberRemoveArgs {
         let quiet = crate::executor::Quiet;
         let ops = Ops::new(&source, "member remove", false, &audit, &quiet).json(json);
         let mut ordinal: Option<i32> = None;
+        let mut switched = false;
         // Read again and decide again before each step.
         loop {
             let (c, sync) = self.read(&source).await?;
@@ -604,7 +605,18 @@ impl MemberRemoveArgs {
                 }
             };
             match steps.first() {
+                Some(RemoveStep::Switchover { from, .. }) if switched => {
+                    // Never a second handover: something else moved the role back.
+                    return self.refused(
+                        report,
+                        Refusal::Unsafe(format!(
+                            "{from} leads again after the switchover: removing nothing"
+                        )),
+                        json,
+                    );
+                }
                 Some(RemoveStep::Switchover { from, .. }) => {
+                    switched = true;
                     let settings = TakeoverSettings::from_config(&source.config().await?);
                     let cands =
                         candidates::candidates(&c, &settings, candidates::Takeover::Switchover);

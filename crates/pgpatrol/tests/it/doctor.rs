@@ -705,6 +705,9 @@ fn doctor_bad_input_is_one_line(lab: &Lab) {
 /// URL's, a token), which `--no-redact` keeps (so the redaction is what hides them). With a
 /// wrong PostgreSQL password it still writes the archive and says what it missed.
 fn a_report_bundles_every_part_and_no_secret(lab: &Lab) {
+    // The lab is shared: its archive_command goes back when the test ends (a later leader
+    // change would make pgBackRest's archive-push fail and keep WAL another test needs gone).
+    let _restore = LabArchiving(lab);
     crate::harness::ok("lab backup", &lab.lab(&["backup"]));
     struct Unplant<'a>(&'a Lab);
     impl Drop for Unplant<'_> {
