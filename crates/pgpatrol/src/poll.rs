@@ -3,7 +3,7 @@
 //! and the lab goes through [`Poll`], so each wait has a deadline, reads at once, reads one
 //! last time at the deadline, and never sleeps in place of reading.
 //!
-//! ```ignore
+//! ```text
 //! let mut poll = Poll::new(timeout, Duration::from_millis(500));
 //! while poll.next().await {
 //!     if done(read().await) { return Ok(()); }

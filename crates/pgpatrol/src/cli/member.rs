@@ -98,6 +98,12 @@ pub struct MemberRemoveArgs {
     #[arg(long)]
     pub delete_pvc: bool,
 
+    /// Then drop the replication slot Patroni kept for it on the leader, once nothing
+    /// streams through it (needs a PostgreSQL login; `slot drop`'s rules apply: never an
+    /// active or permanent slot, nor a member's).
+    #[arg(long)]
+    pub drop_slot: bool,
+
     /// When the member leads, hand the role over first (to the best candidate).
     #[arg(long)]
     pub switchover: bool,
@@ -337,6 +343,20 @@ async fn basebackup_streamed(c: &Cluster, login: &crate::doctor::pg::PgLogin) ->
     row.map(|r| r.get::<_, f64>(0).max(0.0) as u64)
 }
 
+/// `member_slots_ttl` says zero (`0`, `"0"`, `"0s"`, `"0min"`); unset is Patroni's 30min.
+fn ttl_is_zero(v: Option<&serde_json::Value>) -> bool {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|x| x == 0.0),
+        _ => false,
+    }
+}
+
 /// Bytes under `dir` (a new member's data directory as its clone fills it).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -535,6 +555,9 @@ impl MemberRemoveArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
         let t0 = Instant::now();
         let mut scaler = Scaler::open(self.lab.as_deref(), &self.cluster).await?;
+        if self.drop_slot && !matches!(self.pg.login(&self.cluster), Ok(Some(_))) {
+            anyhow::bail!("--drop-slot drops the slot on the leader's PostgreSQL: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)");
+        }
         if self.delete_pvc && matches!(scaler, Scaler::Lab { .. }) {
             anyhow::bail!("--delete-pvc is for a StatefulSet's claims; a lab member's data directory is deleted with it");
         }
@@ -693,8 +716,13 @@ impl MemberRemoveArgs {
             return self.finish(report, &ops, t0, json, Outcome::Problem);
         }
         report.done.push(format!("{name}'s member key is gone"));
-        report.slot = Some(self.slot_report(&source, &name).await);
-        report.result = "removed";
+        let (slot, slot_ok) = self.slot_report(&source, &name, &audit).await;
+        report.slot = Some(slot);
+        report.result = if slot_ok {
+            "removed"
+        } else {
+            "removed_slot_kept"
+        };
         if let (true, Scaler::Kube(w), Some(ordinal)) = (self.delete_pvc, &scaler, ordinal) {
             for claim in w.claims(ordinal).await? {
                 if let Err(e) = confirm_op(
@@ -718,11 +746,25 @@ impl MemberRemoveArgs {
                 report.done.push(format!("claim {claim} {what}"));
             }
         }
-        self.finish(report, &ops, t0, json, Outcome::Ok)
+        let outcome = if slot_ok {
+            Outcome::Ok
+        } else {
+            Outcome::Problem
+        };
+        self.finish(report, &ops, t0, json, outcome)
     }
 
     /// What became of the replication slot Patroni kept for the member on the leader.
-    async fn slot_report(&self, source: &RestSource, name: &str) -> String {
+    /// What became of the slot, and whether that is what was asked (`--drop-slot`: gone).
+    async fn slot_report(&self, source: &RestSource, name: &str, audit: &Audit) -> (String, bool) {
+        let said = self.slot_state(source, name, audit).await;
+        let gone =
+            said.contains(" dropped on the leader ") || said.contains(": none on the leader ");
+        let ok = !self.drop_slot || gone;
+        (said, ok)
+    }
+
+    async fn slot_state(&self, source: &RestSource, name: &str, audit: &Audit) -> String {
         let slot = pgpatrol_core::slots::slot_name_from_member_name(name);
         let login = match self.pg.login(&self.cluster) {
             Ok(Some(l)) => l,
@@ -732,7 +774,8 @@ impl MemberRemoveArgs {
                 )
             }
         };
-        let Ok(snap) = source.snapshot(Detail::Lag).await else {
+        // Full: the Patroni version (member_slots_ttl) comes from the members' /patroni.
+        let Ok(snap) = source.snapshot(Detail::Full).await else {
             return format!("slot {slot} not checked: the cluster could not be read");
         };
         let Some(l) = snap.cluster.leader() else {
@@ -752,29 +795,113 @@ impl MemberRemoveArgs {
                 &[&slot],
             )
             .await;
+        // --drop-slot: `slot drop`'s rules (core ops::slot) on what was just read.
+        let dropped = match (&row, self.drop_slot) {
+            (Ok(Some(r)), true) => {
+                let config = source.config().await.ok();
+                let permanent: Vec<String> = config
+                    .as_ref()
+                    .and_then(|c| {
+                        c.get("slots")
+                            .and_then(|s| s.as_object())
+                            .map(|o| o.keys().cloned().collect())
+                    })
+                    .unwrap_or_default();
+                // Patroni 4.0+ keeps a gone member's slot for member_slots_ttl and creates
+                // it again when it is dropped (seen in the lab): dropping it would not last.
+                let ttl = config.as_ref().and_then(|c| c.get("member_slots_ttl"));
+                let retained = match snap.cluster.patroni_version {
+                    Some(v) if v >= pgpatrol_core::PatroniVersion::new(4, 0, 0) => {
+                        (!ttl_is_zero(ttl)).then(|| {
+                            format!(
+                                "Patroni {v} keeps a gone member's slot for member_slots_ttl ({}) and creates it again if it is dropped; it goes by itself then (member_slots_ttl: 0 in the dynamic configuration makes Patroni drop it at once)",
+                                ttl.map_or("30min, the default".to_string(), |t| t
+                                    .as_str()
+                                    .map_or_else(|| t.to_string(), str::to_string))
+                            )
+                        })
+                    }
+                    _ => None,
+                };
+                let refusal = retained.or_else(|| {
+                    pgpatrol_core::ops::slot::drop_refusal(
+                        &pgpatrol_core::ops::slot::Slot {
+                            name: &slot,
+                            active: r.get::<_, bool>(0),
+                        },
+                        &permanent,
+                        &snap.cluster.members,
+                    )
+                });
+                Some(match refusal {
+                    Some(why) => Err(why),
+                    None => {
+                        let target = format!("postgresql://{host}:{port}");
+                        let sql = format!("SELECT pg_drop_replication_slot('{slot}')");
+                        match client
+                            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                            .await
+                        {
+                            Ok(_) => {
+                                audit.record_sql(
+                                    "member remove",
+                                    &l.name,
+                                    &target,
+                                    &sql,
+                                    "dropped",
+                                );
+                                Ok(())
+                            }
+                            Err(e) => {
+                                let e = crate::doctor::pg::error_line(e);
+                                audit.record_sql("member remove", &l.name, &target, &sql, &e);
+                                // Patroni dropped it between the read and the drop: gone.
+                                if e.contains("does not exist") {
+                                    Ok(())
+                                } else {
+                                    Err(e)
+                                }
+                            }
+                        }
+                    }
+                })
+            }
+            _ => None,
+        };
         drop(client);
         let _ = driver.await;
-        match row {
-            Ok(None) => format!(
-                "slot {slot}: none on the leader {} (Patroni dropped it, or kept none)",
-                l.name
-            ),
-            Ok(Some(r)) => {
-                let held = r
-                    .get::<_, Option<f64>>(1)
-                    .map_or("an unknown amount of".into(), |b| {
+        match (row, dropped) {
+            (Ok(Some(r)), Some(Ok(()))) => format!(
+                "slot {slot} dropped on the leader {} (it held {})",
+                l.name,
+                r.get::<_, Option<f64>>(1)
+                    .map_or("an unknown amount of WAL".into(), |b| {
                         pgpatrol_core::units::human(b.max(0.0) as u64)
-                    });
-                format!(
-                    "slot {slot} remains on the leader {} ({}, holds {held} WAL): Patroni keeps a gone member's slot for member_slots_ttl (4.0+) and then drops it; `pgpatrol slot drop {slot}` frees it now",
+                    })
+            ),
+            (Ok(Some(_)), Some(Err(why))) => format!("slot {slot} not dropped: {why}"),
+            (row, _) => match row {
+                Ok(None) => format!(
+                    "slot {slot}: none on the leader {} (Patroni dropped it, or kept none)",
+                    l.name
+                ),
+                Ok(Some(r)) => {
+                    let held = r
+                        .get::<_, Option<f64>>(1)
+                        .map_or("an unknown amount of".into(), |b| {
+                            pgpatrol_core::units::human(b.max(0.0) as u64)
+                        });
+                    format!(
+                    "slot {slot} remains on the leader {} ({}, holds {held} WAL): Patroni keeps a gone member's slot for member_slots_ttl (4.0+) and then drops it; --drop-slot (or `pgpatrol slot drop {slot}`) frees it now",
                     l.name,
                     if r.get::<_, bool>(0) { "active" } else { "inactive" }
                 )
-            }
-            Err(e) => format!(
-                "slot {slot} not checked: {}",
-                crate::doctor::pg::error_line(e)
-            ),
+                }
+                Err(e) => format!(
+                    "slot {slot} not checked: {}",
+                    crate::doctor::pg::error_line(e)
+                ),
+            },
         }
     }
 

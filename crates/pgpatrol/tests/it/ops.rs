@@ -964,19 +964,33 @@ fn members_are_added_followed_and_removed_behind_guards(_lab: &Lab) {
         role_of("sync_standby").is_none()
     });
 
-    // With --switchover: the role moves first, then the member goes, its key with it.
+    // With --switchover: the role moves first, then the member goes, its key with it, and
+    // with --drop-slot the slot Patroni kept for it on the new leader.
     let out = pgpatrol(&[
         "member",
         "remove",
         &leader,
         "--switchover",
+        "--drop-slot",
         "--yes",
         "-o",
         "json",
     ]);
     let r = json_of("member remove --switchover", &out);
-    assert_eq!(code(&out), 0, "{r:#}\n{}", crate::harness::stderr(&out));
-    assert_eq!(r["result"], "removed", "{r:#}");
+    // Patroni 4.0+ keeps a gone member's slot for member_slots_ttl and creates it again when
+    // dropped (seen here): the slot is left, said, and the exit is 1; before 4.0 it goes.
+    let v4 = patroni_version().as_str() >= "4.0";
+    assert_eq!(
+        code(&out),
+        if v4 { 1 } else { 0 },
+        "{r:#}\n{}",
+        crate::harness::stderr(&out)
+    );
+    assert_eq!(
+        r["result"],
+        if v4 { "removed_slot_kept" } else { "removed" },
+        "{r:#}"
+    );
     assert!(
         r["done"][0]
             .as_str()
@@ -988,4 +1002,58 @@ fn members_are_added_followed_and_removed_behind_guards(_lab: &Lab) {
     assert!(!after.contains(&leader), "{leader} still listed: {after:?}");
     let new_leader = role_of("leader").expect("a leader");
     assert_ne!(new_leader, leader);
+    let slot = r["slot"].as_str().unwrap_or_default();
+    if v4 {
+        assert!(
+            slot.starts_with(&format!("slot {leader} not dropped: Patroni "))
+                && slot.contains("member_slots_ttl"),
+            "{r:#}"
+        );
+    } else {
+        assert!(
+            slot.starts_with(&format!("slot {leader} dropped on the leader {new_leader}"))
+                || slot.starts_with(&format!("slot {leader}: none on the leader")),
+            "{r:#}"
+        );
+        // And it stays gone over several Patroni loops (loop_wait 2 s).
+        let slots = || {
+            stdout(&run(&[
+                "lab",
+                "psql",
+                "--dir",
+                &d,
+                "--member",
+                &new_leader,
+                "-c",
+                &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{leader}'"),
+            ]))
+            .trim()
+            .to_string()
+        };
+        let mut absent = 0;
+        eventually(
+            "the removed member's slot absent for 5 s",
+            Duration::from_secs(30),
+            || {
+                absent = if slots() == "0" { absent + 1 } else { 0 };
+                absent >= 20
+            },
+        );
+    }
+    // --drop-slot without a PostgreSQL login is refused before anything is done.
+    let out = crate::harness::pgpatrol_cmd()
+        .args(["member", "remove", "--drop-slot", "--yes"])
+        .env(
+            "PATRONI_URL",
+            pgpatrol::lab::LabState::load(&paths)
+                .unwrap()
+                .urls()
+                .join(","),
+        )
+        .env("PGPATROL_LAB_DIR", &own.0)
+        .env_remove("PATRONICTL_CONFIG_FILE")
+        .output()
+        .expect("run pgpatrol");
+    one_line_error(&out, "--drop-slot drops the slot");
+    assert_eq!(names().len(), 3);
 }
