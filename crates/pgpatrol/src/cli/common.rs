@@ -271,6 +271,45 @@ impl ClusterArgs {
     }
 }
 
+/// The pgBackRest stanza doctor checks and report bundles.
+#[derive(Debug, Clone, Args)]
+pub struct BackrestArgs {
+    /// The pgBackRest stanza: doctor checks its status, the age of its newest backup (WARN
+    /// past 24 h) and that the repository's newest WAL keeps up with the leader; report
+    /// includes its `pgbackrest info`.
+    #[arg(
+        long = "pgbackrest-stanza",
+        env = "PGPATROL_PGBACKREST_STANZA",
+        help_heading = "pgBackRest"
+    )]
+    pub stanza: Option<String>,
+
+    /// pgBackRest's config file (default: its own default, /etc/pgbackrest/pgbackrest.conf).
+    #[arg(long = "pgbackrest-config", help_heading = "pgBackRest")]
+    pub config: Option<PathBuf>,
+
+    /// The pgbackrest program.
+    #[arg(
+        long = "pgbackrest-bin",
+        default_value = "pgbackrest",
+        help_heading = "pgBackRest"
+    )]
+    pub bin: PathBuf,
+}
+
+impl BackrestArgs {
+    /// The stanza to read, when one was given.
+    pub fn backrest(&self) -> Option<crate::doctor::backup::Backrest> {
+        self.stanza
+            .as_ref()
+            .map(|stanza| crate::doctor::backup::Backrest {
+                bin: self.bin.clone(),
+                config: self.config.clone(),
+                stanza: stanza.clone(),
+            })
+    }
+}
+
 /// How to log in to the members' PostgreSQL (doctor's PostgreSQL checks, sli --lag-seconds).
 #[derive(Debug, Clone, Args)]
 pub struct PgArgs {

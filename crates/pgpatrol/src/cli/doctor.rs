@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::common::{write_structured, ClusterArgs, Format, PgArgs};
+use super::common::{write_structured, BackrestArgs, ClusterArgs, Format, PgArgs};
 use super::Outcome;
 use crate::doctor::{self, Observe, Report};
 use crate::output::table;
@@ -54,18 +54,8 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub pg: PgArgs,
 
-    /// Check this pgBackRest stanza: its status, the age of its newest backup (WARN past 24 h),
-    /// and that the repository's newest WAL keeps up with the leader.
-    #[arg(long, env = "PGPATROL_PGBACKREST_STANZA", help_heading = "pgBackRest")]
-    pub pgbackrest_stanza: Option<String>,
-
-    /// pgBackRest's config file (default: its own default, /etc/pgbackrest/pgbackrest.conf).
-    #[arg(long, help_heading = "pgBackRest")]
-    pub pgbackrest_config: Option<PathBuf>,
-
-    /// The pgbackrest program.
-    #[arg(long, default_value = "pgbackrest", help_heading = "pgBackRest")]
-    pub pgbackrest_bin: PathBuf,
+    #[command(flatten)]
+    pub backrest: BackrestArgs,
 
     /// Run the runbook's pre-maintenance checklist: all replicas healthy, lag below 10
     /// seconds, a recent backup, backup storage reachable (and the steps for a person).
@@ -152,13 +142,8 @@ impl DoctorArgs {
                 "give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)",
             )),
         }
-        match &self.pgbackrest_stanza {
-            Some(stanza) => {
-                let b = doctor::backup::Backrest {
-                    bin: self.pgbackrest_bin.clone(),
-                    config: self.pgbackrest_config.clone(),
-                    stanza: stanza.clone(),
-                };
+        match self.backrest.backrest() {
+            Some(b) => {
                 checks.extend(doctor::backup::checks(&b, walfile.as_deref(), &thresholds).await);
             }
             None => checks.push(pgpatrol_core::checks::Check::skipped(

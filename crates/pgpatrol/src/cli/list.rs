@@ -97,18 +97,7 @@ impl ListArgs {
             None => None,
         };
         // A standby cluster: where it replicates from, as its dynamic configuration says.
-        let replicates_from = if cluster
-            .leaders()
-            .any(|m| m.role == pgpatrol_core::Role::StandbyLeader)
-        {
-            source
-                .config()
-                .await
-                .ok()
-                .and_then(|c| crate::source::standby::replicates_from(&c))
-        } else {
-            None
-        };
+        let replicates_from = crate::source::standby::replicates_from_of(&source, cluster).await;
         let mut out = std::io::stdout().lock();
         match self.format {
             ListFormat::Table => {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::common::{ClusterArgs, PgArgs};
+use super::common::{BackrestArgs, ClusterArgs, PgArgs};
 use super::doctor::DoctorArgs;
 use super::Outcome;
 use crate::ops::audit::{redact, redact_text, secret_key};
@@ -40,17 +40,8 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub pg: PgArgs,
 
-    /// Include `pgbackrest info` for this stanza.
-    #[arg(long, env = "PGPATROL_PGBACKREST_STANZA", help_heading = "pgBackRest")]
-    pub pgbackrest_stanza: Option<String>,
-
-    /// pgBackRest's config file (default: its own default).
-    #[arg(long, help_heading = "pgBackRest")]
-    pub pgbackrest_config: Option<PathBuf>,
-
-    /// The pgbackrest program.
-    #[arg(long, default_value = "pgbackrest", help_heading = "pgBackRest")]
-    pub pgbackrest_bin: PathBuf,
+    #[command(flatten)]
+    pub backrest: BackrestArgs,
 
     /// The lab (`pgpatrol lab up --dir DIR`) whose member logs to include.
     #[arg(long, value_name = "DIR", env = "PGPATROL_LAB_DIR")]
@@ -291,9 +282,7 @@ impl ReportArgs {
             observe: Duration::from_secs(3),
             checks: None,
             pg: self.pg.clone(),
-            pgbackrest_stanza: self.pgbackrest_stanza.clone(),
-            pgbackrest_config: self.pgbackrest_config.clone(),
-            pgbackrest_bin: self.pgbackrest_bin.clone(),
+            backrest: self.backrest.clone(),
             pre_maintenance: false,
             source_url: None,
             post_maintenance: false,
@@ -447,39 +436,19 @@ impl ReportArgs {
 
     async fn pgbackrest(&self, b: &mut Bundle) {
         let name = "pgbackrest/info.json";
-        let Some(stanza) = &self.pgbackrest_stanza else {
+        let Some(backrest) = self.backrest.backrest() else {
             b.miss(name, "give --pgbackrest-stanza (and --pgbackrest-config)");
             return;
         };
-        let mut cmd = tokio::process::Command::new(&self.pgbackrest_bin);
-        if let Some(c) = &self.pgbackrest_config {
-            cmd.arg(format!("--config={}", c.display()));
-        }
-        cmd.arg(format!("--stanza={stanza}"))
-            .args(["--output=json", "info"])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        match tokio::time::timeout(Duration::from_secs(30), cmd.output()).await {
-            Err(_) => b.miss(name, "pgbackrest info did not answer within 30 s"),
-            Ok(Err(e)) => b.miss(
-                name,
-                format!("cannot run {}: {e}", self.pgbackrest_bin.display()),
-            ),
-            Ok(Ok(o)) if !o.status.success() => b.miss(
-                name,
-                format!(
-                    "pgbackrest info failed ({}): {}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
-            ),
+        match crate::doctor::backup::info(&backrest).await {
             // pgBackRest's own `key` fields are repository numbers, not secrets: only the
             // secrets inside values are redacted here.
-            Ok(Ok(o)) => b.json_values(
+            Ok(text) => b.json_values(
                 name.into(),
-                &as_json(&String::from_utf8_lossy(&o.stdout)),
+                &as_json(&text),
                 "pgbackrest info --output=json: the stanza, its backups and WAL archive",
             ),
+            Err(why) => b.miss(name, why),
         }
     }
 

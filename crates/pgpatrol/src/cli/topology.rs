@@ -74,18 +74,8 @@ impl TopologyArgs {
         let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Full).await?;
         let cluster = &snap.cluster;
-        let standby = cluster
-            .leaders()
-            .any(|m| m.role == pgpatrol_core::Role::StandbyLeader);
-        let replicates_from = if standby {
-            source
-                .config()
-                .await
-                .ok()
-                .and_then(|c| crate::source::standby::replicates_from(&c))
-        } else {
-            None
-        };
+        // A standby cluster: where it replicates from, as its dynamic configuration says.
+        let replicates_from = crate::source::standby::replicates_from_of(&source, cluster).await;
         let across = match &self.source_url {
             Some(url) => {
                 let lag = crate::source::standby::standby_lag(&source, cluster, url).await?;

@@ -28,8 +28,9 @@ fn unknown(what: String) -> Vec<Check> {
     }]
 }
 
-/// Runs `pgbackrest info` and judges it; `current_walfile` is the leader's WAL file now.
-pub async fn checks(b: &Backrest, current_walfile: Option<&str>, t: &Thresholds) -> Vec<Check> {
+/// Runs `pgbackrest --output=json info` (30 s at most): its output, or one line saying why
+/// there is none. Doctor judges it; `report` bundles it.
+pub async fn info(b: &Backrest) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new(&b.bin);
     if let Some(c) = &b.config {
         cmd.arg(format!("--config={}", c.display()));
@@ -40,13 +41,13 @@ pub async fn checks(b: &Backrest, current_walfile: Option<&str>, t: &Thresholds)
         .kill_on_drop(true);
     let shown = display(&b.bin);
     let out = match tokio::time::timeout(Duration::from_secs(30), cmd.output()).await {
-        Err(_) => return unknown(format!("{shown} info did not answer within 30 s")),
+        Err(_) => return Err(format!("{shown} info did not answer within 30 s")),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return unknown(format!(
+            return Err(format!(
                 "{shown} not found: install pgBackRest (Debian: apt-get install pgbackrest)"
             ))
         }
-        Ok(Err(e)) => return unknown(format!("cannot run {shown}: {e}")),
+        Ok(Err(e)) => return Err(format!("cannot run {shown}: {e}")),
         Ok(Ok(o)) => o,
     };
     if !out.status.success() {
@@ -56,13 +57,22 @@ pub async fn checks(b: &Backrest, current_walfile: Option<&str>, t: &Thresholds)
         } else {
             err.into_owned()
         };
-        return unknown(format!(
+        return Err(format!(
             "{shown} info failed ({}): {}",
             out.status,
             crate::text::snippet(&crate::text::one_line(&err))
         ));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `pgbackrest info` and judges it; `current_walfile` is the leader's WAL file now.
+pub async fn checks(b: &Backrest, current_walfile: Option<&str>, t: &Thresholds) -> Vec<Check> {
+    let shown = display(&b.bin);
+    let text = match info(b).await {
+        Ok(t) => t,
+        Err(why) => return unknown(why),
+    };
     let info: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => {

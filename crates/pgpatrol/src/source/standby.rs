@@ -91,6 +91,15 @@ pub fn replicates_from(config: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// Where `cluster` replicates from when it is a standby cluster (its configuration read
+/// through `source`); `None` for a primary cluster or when the configuration cannot be read.
+pub async fn replicates_from_of(source: &RestSource, cluster: &Cluster) -> Option<String> {
+    if !cluster.leaders().any(|m| m.role == Role::StandbyLeader) {
+        return None;
+    }
+    source.config().await.ok().and_then(|c| replicates_from(&c))
+}
+
 /// Reads the source at `source_url` and the standby cluster's leader; errors are one line.
 pub async fn standby_lag(
     standby_source: &RestSource,

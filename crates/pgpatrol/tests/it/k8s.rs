@@ -787,24 +787,8 @@ fn the_roles_in_deploy_are_enough_and_needed(lab: &Lab) {
 /// 3 → 4: the new member is followed until it streams. 4 → 3: the highest ordinal goes, its
 /// member key with it, and exactly its claim is deleted.
 fn a_statefulset_scaled_3_4_3_is_followed_and_only_its_claim_deleted(_lab: &Lab) {
-    use crate::harness::{it_root, patroni_version, run};
-    let own = crate::standby::OwnLab(it_root().join("k8s-scale"));
-    let d = own.0.to_string_lossy().into_owned();
-    let ver = patroni_version();
-    ok(
-        "lab up",
-        &run(&[
-            "lab",
-            "up",
-            "--dir",
-            &d,
-            "--patroni",
-            &ver,
-            "--timeout",
-            "120s",
-        ]),
-    );
-    let paths = pgpatrol::lab::LabPaths::new(&own.0).unwrap();
+    let own = crate::standby::OwnLab::up("k8s-scale", &[]);
+    let paths = own.paths();
     let state = pgpatrol::lab::LabState::load(&paths).unwrap();
     let mut w = World::default();
     for (i, m) in state.members.iter().enumerate() {

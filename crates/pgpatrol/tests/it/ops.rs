@@ -854,24 +854,10 @@ pub(crate) fn edit_config_names_a_change_made_between_its_read_and_its_patch(lab
 /// leader is refused without --switchover and the only synchronous standby always; with
 /// --switchover the leader role moves first, then the member goes and its key with it.
 fn members_are_added_followed_and_removed_behind_guards(_lab: &Lab) {
-    use crate::harness::{it_root, patroni_version, run};
-    let own = crate::standby::OwnLab(it_root().join("members"));
+    use crate::harness::{patroni_version, run};
+    let own = crate::standby::OwnLab::up("members", &[]);
     let d = own.0.to_string_lossy().into_owned();
-    let ver = patroni_version();
-    ok(
-        "lab up",
-        &run(&[
-            "lab",
-            "up",
-            "--dir",
-            &d,
-            "--patroni",
-            &ver,
-            "--timeout",
-            "120s",
-        ]),
-    );
-    let paths = pgpatrol::lab::LabPaths::new(&own.0).unwrap();
+    let paths = own.paths();
     let pgpatrol = |args: &[&str]| {
         let state = pgpatrol::lab::LabState::load(&paths).unwrap();
         crate::harness::pgpatrol_cmd()

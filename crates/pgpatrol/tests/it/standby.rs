@@ -791,6 +791,37 @@ pub(crate) fn promote_and_demote_swap_the_clusters_and_back(lab: &Lab) {
 /// A lab of its own, down when dropped.
 pub(crate) struct OwnLab(pub(crate) PathBuf);
 
+impl OwnLab {
+    /// `lab up` of a lab of its own under the run's root (`NAME`), on this run's Patroni
+    /// line, with `more` arguments; panics with lab up's output when it fails.
+    pub(crate) fn up(name: &str, more: &[&str]) -> Self {
+        let own = OwnLab(it_root().join(name));
+        let d = own.0.to_string_lossy().into_owned();
+        let ver = patroni_version();
+        let mut args = vec![
+            "lab",
+            "up",
+            "--dir",
+            &d,
+            "--patroni",
+            &ver,
+            "--timeout",
+            "120s",
+        ];
+        args.extend_from_slice(more);
+        ok("lab up", &run(&args));
+        own
+    }
+
+    pub(crate) fn paths(&self) -> pgpatrol::lab::LabPaths {
+        pgpatrol::lab::LabPaths::new(&self.0).expect("lab paths")
+    }
+
+    pub(crate) fn state(&self) -> pgpatrol::lab::LabState {
+        pgpatrol::lab::LabState::load(&self.paths()).expect("lab state")
+    }
+}
+
 impl Drop for OwnLab {
     fn drop(&mut self) {
         let d = self.0.to_string_lossy().into_owned();
@@ -802,25 +833,9 @@ pub(crate) fn an_archive_only_standby_follows_the_archive_and_a_failing_restore_
     lab: &Lab,
 ) {
     // A source that archives its WAL, and a standby cluster fed only from that archive.
-    let src = OwnLab(it_root().join("archive-src"));
+    let src = OwnLab::up("archive-src", &["--members", "1", "--archive"]);
     let s = src.0.to_string_lossy().into_owned();
-    let ver = patroni_version();
-    ok(
-        "lab up --archive",
-        &run(&[
-            "lab",
-            "up",
-            "--dir",
-            &s,
-            "--members",
-            "1",
-            "--archive",
-            "--patroni",
-            &ver,
-        ]),
-    );
-    let src_state =
-        pgpatrol::lab::LabState::load(&pgpatrol::lab::LabPaths::new(&src.0).unwrap()).unwrap();
+    let src_state = src.state();
     let source = src_state.urls()[0].clone();
     let write = |mb: u64| {
         ok(
