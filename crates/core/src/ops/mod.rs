@@ -16,7 +16,9 @@
 //! (`pgpatrol::ops::config`, `pgpatrol::ops::audit`): they compare and rewrite documents,
 //! they do not decide whether to act.
 
+pub mod maintenance;
 pub mod member;
+pub mod plan;
 pub mod remove;
 pub mod restart;
 pub mod slot;
@@ -24,6 +26,8 @@ pub mod standby;
 pub mod takeover;
 
 use serde::Serialize;
+
+pub use plan::{Action, OpPlan, OpStep};
 
 /// Why an operation is not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -2,6 +2,9 @@
 //! was ever bootstrapped: a running cluster that loses them elects and bootstraps anew. So
 //! only a cluster whose every Patroni is silent, with no leader key held, may be removed.
 
+use super::plan::{Action, OpPlan, OpStep};
+use super::Refusal;
+
 /// Why the cluster `scope` may not be removed now, or `None`. `answering`: the members
 /// whose REST API gave any HTTP answer, each with what it said (`pg0 (stopped)`,
 /// `pg1 (HTTP 503)`): a live Patroni writes its keys again, whatever its PostgreSQL does.
@@ -21,6 +24,30 @@ pub fn refusal(scope: &str, answering: &[String], leader_key: Option<&str>) -> O
     })
 }
 
+/// `remove` as a plan: one step deleting the scope's keys, or [`refusal`]'s reason
+/// (unsafe: exit 1). `force` (`--force`) overrides the refusal, and the step says so.
+pub fn plan(scope: &str, answering: &[String], leader_key: Option<&str>, force: bool) -> OpPlan {
+    match (refusal(scope, answering, leader_key), force) {
+        (Some(why), false) => OpPlan::refused("remove", Refusal::Unsafe(why)),
+        (Some(why), true) => OpPlan::go(
+            "remove",
+            vec![OpStep::new(
+                Action::DeleteKeys,
+                scope,
+                format!("--force over: {why}"),
+            )],
+        ),
+        (None, _) => OpPlan::go(
+            "remove",
+            vec![OpStep::new(
+                Action::DeleteKeys,
+                scope,
+                "no Patroni of the scope answers and no leader key is held",
+            )],
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,5 +59,10 @@ mod tests {
         let why = refusal("demo", &[], Some("pg0")).unwrap();
         assert!(why.contains("leader key is held by pg0"), "{why}");
         assert_eq!(refusal("demo", &[], None), None);
+        assert!(plan("demo", &["pg0 (stopped)".into()], None, false)
+            .refusal
+            .is_some());
+        let forced = plan("demo", &["pg0 (stopped)".into()], None, true);
+        assert!(forced.steps[0].reason.starts_with("--force over"));
     }
 }

@@ -12,8 +12,110 @@
 //! never leaves more than one restart scheduled in a cluster: "never two members down"
 //! holds because at most one member can go down on a schedule.
 
+use super::plan::{Action, OpPlan, OpStep};
+use super::Refusal;
 use crate::model::{Cluster, LagKind, State};
 use crate::units::human;
+
+/// What a restart was asked.
+#[derive(Debug, Clone, Default)]
+pub struct RestartRequest<'a> {
+    /// The members to restart, in the order to restart them (named members in the order
+    /// given, otherwise the cluster's order).
+    pub selected: &'a [String],
+    /// Replicas first (sorted), then the leader: handed over first unless
+    /// `leader_in_place`.
+    pub rolling: bool,
+    pub leader_in_place: bool,
+    /// Schedule it at this time (ISO 8601) instead.
+    pub scheduled: Option<&'a str>,
+}
+
+/// The steps of a restart, in order, or why it is refused. [`gate`] is judged again before
+/// every step, on the cluster as it is then.
+pub fn plan(c: &Cluster, req: &RestartRequest<'_>) -> OpPlan {
+    const OP: &str = "restart";
+    if req.selected.is_empty() {
+        return OpPlan::nothing(OP, "no member matches");
+    }
+    if let Some(at) = req.scheduled {
+        if c.paused {
+            return OpPlan::refused(
+                OP,
+                Refusal::Unsafe(
+                    "the cluster is paused: Patroni cannot schedule a restart in maintenance mode"
+                        .into(),
+                ),
+            );
+        }
+        // Never two members down: Patroni runs each schedule on its own, unchecked.
+        if let Some(why) = schedule_refusal(c, req.selected) {
+            return OpPlan::refused(OP, Refusal::Unsafe(why));
+        }
+        let steps = req
+            .selected
+            .iter()
+            .map(|m| {
+                OpStep::new(
+                    Action::ScheduleRestart,
+                    m,
+                    format!("its Patroni restarts it at {at}, the only restart scheduled in the cluster"),
+                )
+                .at(at)
+            })
+            .collect();
+        return OpPlan::go(OP, steps);
+    }
+    let leader = c.leader().map(|l| l.name.clone());
+    if !req.rolling {
+        let steps = req
+            .selected
+            .iter()
+            .map(|m| {
+                let why = if leader.as_deref() == Some(m) {
+                    "the leader, in place: writes stop while it restarts"
+                } else {
+                    "one member at a time, once every other member is back"
+                };
+                OpStep::new(Action::Restart, m, why)
+            })
+            .collect();
+        return OpPlan::go(OP, steps);
+    }
+    let Some(leader) = leader else {
+        return OpPlan::refused(
+            OP,
+            Refusal::Invalid("the cluster has no leader: a rolling restart needs one".into()),
+        );
+    };
+    let mut replicas: Vec<&String> = req.selected.iter().filter(|n| **n != leader).collect();
+    replicas.sort();
+    let mut steps: Vec<OpStep> = replicas
+        .into_iter()
+        .map(|m| OpStep::new(Action::Restart, m, "a replica, before the leader"))
+        .collect();
+    if req.selected.contains(&leader) {
+        if req.leader_in_place {
+            steps.push(OpStep::new(
+                Action::Restart,
+                &leader,
+                "the leader, in place, last: writes stop while it restarts",
+            ));
+        } else {
+            steps.push(OpStep::new(
+                Action::Switchover,
+                &leader,
+                "hand the leader role to the best healthy replica, so the leader restarts as a replica",
+            ));
+            steps.push(OpStep::new(
+                Action::Restart,
+                &leader,
+                "the former leader, now a replica",
+            ));
+        }
+    }
+    OpPlan::go(OP, steps)
+}
 
 /// Is the cluster fit for the next restart step? A running leader (the expected one, when
 /// given), no pause, and every replica but `except` replicating with lag (of `lag`) below
@@ -143,6 +245,115 @@ mod tests {
         assert!(gate(&none, "pg1", None, LagKind::Replay, MB)
             .unwrap_err()
             .contains("no leader"));
+    }
+
+    #[test]
+    fn a_rolling_plan_takes_replicas_first_then_hands_over() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg2")
+            .replica("pg1")
+            .build();
+        let all = names(&["pg0", "pg2", "pg1"]);
+        let p = plan(
+            &c,
+            &RestartRequest {
+                selected: &all,
+                rolling: true,
+                ..Default::default()
+            },
+        );
+        let order: Vec<(Action, &str)> = p
+            .steps
+            .iter()
+            .map(|s| (s.action, s.member.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Action::Restart, "pg1"),
+                (Action::Restart, "pg2"),
+                (Action::Switchover, "pg0"),
+                (Action::Restart, "pg0"),
+            ]
+        );
+        let in_place = plan(
+            &c,
+            &RestartRequest {
+                selected: &all,
+                rolling: true,
+                leader_in_place: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(in_place.steps.len(), 3);
+        assert_eq!(in_place.steps[2].action, Action::Restart);
+        // Named members restart in the order given when not rolling.
+        let named = names(&["pg2", "pg0"]);
+        let seq = plan(
+            &c,
+            &RestartRequest {
+                selected: &named,
+                ..Default::default()
+            },
+        );
+        assert_eq!(seq.steps[0].member, "pg2");
+        assert!(seq.steps[1].reason.contains("in place"));
+    }
+
+    #[test]
+    fn a_schedule_plan_carries_the_schedule_refusals() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .replica("pg2")
+            .build();
+        let two = names(&["pg1", "pg2"]);
+        let p = plan(
+            &c,
+            &RestartRequest {
+                selected: &two,
+                scheduled: Some("2030-01-01T00:00:00Z"),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(p.refusal, Some(Refusal::Unsafe(_))), "{p:?}");
+        assert!(p.steps.is_empty());
+        let one = names(&["pg1"]);
+        let ok = plan(
+            &c,
+            &RestartRequest {
+                selected: &one,
+                scheduled: Some("2030-01-01T00:00:00Z"),
+                ..Default::default()
+            },
+        );
+        assert_eq!(ok.steps[0].action, Action::ScheduleRestart);
+        assert_eq!(ok.steps[0].at.as_deref(), Some("2030-01-01T00:00:00Z"));
+        let paused = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .paused()
+            .build();
+        let p = plan(
+            &paused,
+            &RestartRequest {
+                selected: &one,
+                scheduled: Some("2030-01-01T00:00:00Z"),
+                ..Default::default()
+            },
+        );
+        assert!(p.refusal.unwrap().reason().contains("paused"));
+        let none = ClusterBuilder::new().replica("pg1").build();
+        let p = plan(
+            &none,
+            &RestartRequest {
+                selected: &one,
+                rolling: true,
+                ..Default::default()
+            },
+        );
+        assert!(matches!(p.refusal, Some(Refusal::Invalid(_))));
     }
 
     fn names(n: &[&str]) -> Vec<String> {

@@ -1,6 +1,8 @@
 //! `slot drop`: which replication slots on the leader may be dropped. Dropping a slot
 //! releases the WAL it holds; dropping the wrong one costs a rebuild or comes straight back.
 
+use super::plan::{Action, OpPlan, OpStep};
+use super::Refusal;
 use crate::model::Member;
 use crate::slots::slot_name_from_member_name;
 
@@ -36,6 +38,30 @@ pub fn drop_refusal(slot: &Slot<'_>, permanent: &[String], members: &[Member]) -
                 m.name
             )
         })
+}
+
+/// `slot drop` as a plan: one step dropping `slot` on `leader`, or [`drop_refusal`]'s
+/// reason (unsafe: exit 1).
+pub fn drop_plan(
+    leader: &str,
+    slot: &Slot<'_>,
+    permanent: &[String],
+    members: &[Member],
+) -> OpPlan {
+    match drop_refusal(slot, permanent, members) {
+        Some(why) => OpPlan::refused("slot drop", Refusal::Unsafe(why)),
+        None => OpPlan::go(
+            "slot drop",
+            vec![OpStep::new(
+                Action::DropSlot,
+                leader,
+                format!(
+                    "{} is inactive, not permanent, and no member's own slot",
+                    slot.name
+                ),
+            )],
+        ),
+    }
 }
 
 #[cfg(test)]

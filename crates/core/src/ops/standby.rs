@@ -3,6 +3,7 @@
 //! the source cluster as it was read, or from why it could not be read: "could not tell" is
 //! never "no primary" (a source that cannot be read may well still take writes).
 
+use super::plan::{Action, OpPlan, OpStep};
 use super::Refusal;
 use crate::model::{Cluster, Member, Role, State};
 
@@ -127,6 +128,43 @@ pub fn demote<'c>(
         )));
     }
     Ok(leader)
+}
+
+/// `standby promote` as a plan: one step on the standby leader, or [`promote`]'s refusal.
+pub fn promote_plan(
+    standby: &Cluster,
+    source: Option<SourceRead<'_>>,
+    source_gone: bool,
+) -> OpPlan {
+    let why = match source {
+        Some(s) => format!("the source ({}) has no running primary", s.url),
+        None => "--source-gone: the operator says the source is gone".into(),
+    };
+    OpPlan::from_rule(
+        "standby promote",
+        promote(standby, source, source_gone)
+            .map(|l| vec![OpStep::new(Action::Promote, &l.name, why)]),
+    )
+}
+
+/// `standby demote` as a plan: one step on the leader, or [`demote`]'s refusal.
+pub fn demote_plan(
+    cluster: &Cluster,
+    source: Option<SourceRead<'_>>,
+    source_pg: Option<(&str, bool)>,
+) -> OpPlan {
+    let why = match (source, source_pg) {
+        (Some(s), _) => format!(
+            "the new source ({}) has a running leader and is the same database",
+            s.url
+        ),
+        (None, Some((addr, _))) => format!("the source's PostgreSQL answers at {addr}"),
+        (None, None) => "the source is an archive (restore_command)".into(),
+    };
+    OpPlan::from_rule(
+        "standby demote",
+        demote(cluster, source, source_pg).map(|l| vec![OpStep::new(Action::Demote, &l.name, why)]),
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 
 use serde::Serialize;
 
+use super::plan::{Action, OpPlan, OpStep};
+use super::Refusal;
+use crate::candidates::{self, Candidate};
 use crate::lsn::Lsn;
 use crate::model::{Cluster, State};
 use crate::units::human;
@@ -150,6 +153,117 @@ pub fn progress(c: &Cluster, former: Option<&str>, switchover: bool) -> Progress
     }
 }
 
+/// A switchover's plan: one step, from the leader to `candidate` (or the best eligible
+/// one), now or at `scheduled`; refused when no leader leads, when a schedule meets a
+/// paused cluster, or when the candidate cannot take over (Patroni's rule, `cands`).
+pub fn switchover(
+    c: &Cluster,
+    cands: &[Candidate],
+    candidate: Option<&str>,
+    scheduled: Option<&str>,
+) -> OpPlan {
+    const OP: &str = "switchover";
+    let Some(leader) = c.leader() else {
+        return OpPlan::refused(OP, Refusal::Invalid("the cluster has no leader: a switchover needs one; for a dead leader use `pgpatrol failover --candidate MEMBER`".into()));
+    };
+    if scheduled.is_some() && c.paused {
+        return OpPlan::refused(OP, Refusal::Unsafe("the cluster is paused: Patroni cannot schedule a switchover in maintenance mode; resume it or switch over now".into()));
+    }
+    let (chosen, why) = match candidate {
+        Some(name) => {
+            let Some(cand) = cands.iter().find(|x| x.name == name) else {
+                return OpPlan::refused(OP, Refusal::Unsafe(format!("{name} is not a replica")));
+            };
+            if !cand.eligible {
+                return OpPlan::refused(
+                    OP,
+                    Refusal::Unsafe(format!(
+                        "{name} cannot take over: {}",
+                        cand.reasons.join("; ")
+                    )),
+                );
+            }
+            (
+                name.to_string(),
+                "the candidate asked for; it can take over",
+            )
+        }
+        None => match candidates::best(cands) {
+            Some(b) => (
+                b.name.clone(),
+                "the best candidate: a synchronous standby first, then the least lag",
+            ),
+            None => {
+                return OpPlan::refused(
+                    OP,
+                    Refusal::Unsafe("no member can take over (see the table)".into()),
+                )
+            }
+        },
+    };
+    let when = scheduled.map_or("now".to_string(), |s| format!("at {s}"));
+    let mut step = OpStep::new(
+        Action::Switchover,
+        &leader.name,
+        format!("hand over from {} to {chosen} {when}: {why}", leader.name),
+    )
+    .to(chosen);
+    if let Some(at) = scheduled {
+        step = step.at(at);
+    }
+    OpPlan::go(OP, vec![step])
+}
+
+/// A failover's plan: one step promoting `candidate`, judged (`cands`) as if the dead
+/// leader were gone; refused when Patroni would not promote it, or when it may lack data
+/// another member has (`risk`) and that loss was not `accepted` (`--accept-data-loss`, or
+/// the candidate's name typed): `--yes` alone never accepts it.
+pub fn failover(candidate: &str, cands: &[Candidate], risk: &DataAtRisk, accepted: bool) -> OpPlan {
+    const OP: &str = "failover";
+    let Some(chosen) = cands.iter().find(|x| x.name == candidate) else {
+        return OpPlan::refused(
+            OP,
+            Refusal::Invalid(format!("{candidate} is not a replica")),
+        );
+    };
+    if !chosen.eligible {
+        return OpPlan::refused(
+            OP,
+            Refusal::Unsafe(format!(
+                "{candidate} cannot be promoted: {}",
+                chosen.reasons.join("; ")
+            )),
+        );
+    }
+    if !risk.is_safe() && !accepted {
+        let better = risk
+            .better
+            .as_ref()
+            .map(|b| format!(", or choose {b}"))
+            .unwrap_or_default();
+        return OpPlan::refused(
+            OP,
+            Refusal::Unsafe(format!(
+                "promoting {candidate} may lose data ({}): add --accept-data-loss to promote it anyway{better}",
+                risk.reasons.join("; ")
+            )),
+        );
+    }
+    let why = if risk.is_safe() {
+        "it holds the most data of the members".to_string()
+    } else {
+        format!(
+            "the loss of up to {} bytes was accepted: {}",
+            risk.bytes,
+            risk.reasons.join("; ")
+        )
+    };
+    OpPlan::go(
+        OP,
+        vec![OpStep::new(Action::Failover, candidate, why).to(candidate)],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +342,72 @@ mod tests {
             "{r:?}"
         );
         assert!(data_at_risk("pg1", &ps, false, false).is_safe());
+    }
+
+    fn cand(name: &str, eligible: bool) -> Candidate {
+        Candidate {
+            name: name.into(),
+            role: crate::model::Role::Replica,
+            state: "streaming".into(),
+            timeline: Some(1),
+            lag: crate::model::Lag::Bytes(0),
+            synchronous: false,
+            priority: 1,
+            eligible,
+            reasons: if eligible {
+                vec![]
+            } else {
+                vec!["nofailover".into()]
+            },
+        }
+    }
+
+    #[test]
+    fn a_switchover_plan_names_the_step_or_the_refusal() {
+        let c = ClusterBuilder::new().leader("pg0").replica("pg1").build();
+        let p = switchover(&c, &[cand("pg1", true)], None, None);
+        assert_eq!(p.steps[0].member, "pg0");
+        assert_eq!(p.steps[0].to.as_deref(), Some("pg1"));
+        let p = switchover(&c, &[cand("pg1", false)], Some("pg1"), None);
+        assert!(p.refusal.unwrap().reason().contains("cannot take over"));
+        let paused = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .paused()
+            .build();
+        let p = switchover(
+            &paused,
+            &[cand("pg1", true)],
+            None,
+            Some("2030-01-01T00:00:00Z"),
+        );
+        assert!(p.refusal.unwrap().reason().contains("paused"));
+        let none = ClusterBuilder::new().replica("pg1").build();
+        let p = switchover(&none, &[cand("pg1", true)], None, None);
+        assert!(matches!(p.refusal, Some(Refusal::Invalid(_))));
+    }
+
+    #[test]
+    fn a_failover_that_may_lose_data_needs_the_loss_accepted() {
+        let ps = [
+            pos("pg1", Some(100), None),
+            pos("pg2", Some(100 + 4096), None),
+        ];
+        let risk = data_at_risk("pg1", &ps, false, false);
+        let cands = [cand("pg1", true), cand("pg2", true)];
+        let p = failover("pg1", &cands, &risk, false);
+        let why = p.refusal.expect("refused").reason().to_string();
+        assert!(why.contains("--accept-data-loss"), "{why}");
+        assert!(why.contains("or choose pg2"), "{why}");
+        let p = failover("pg1", &cands, &risk, true);
+        assert_eq!(p.steps[0].action, Action::Failover);
+        assert!(p.steps[0].reason.contains("4096 bytes"), "{p:?}");
+        let safe = data_at_risk("pg2", &ps, false, false);
+        assert!(failover("pg2", &cands, &safe, false).refusal.is_none());
+        assert!(matches!(
+            failover("pg9", &cands, &safe, false).refusal,
+            Some(Refusal::Invalid(_))
+        ));
     }
 
     #[test]

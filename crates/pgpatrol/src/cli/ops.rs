@@ -19,14 +19,18 @@ use super::progress::Spinner;
 use super::Outcome;
 use crate::executor::Progress;
 use crate::ops::audit::Audit;
-use crate::ops::restart::{self, RestartOptions, RestartReport, Step, StepResult};
-use crate::ops::switchover::{self, Takeover, TakeoverOutcome, TakeoverResult};
+use crate::ops::maintenance::{pending_of, EditOp, EditResult, PauseOp, Pending, ReloadOp};
+use crate::ops::restart::{FlushOp, RestartOp, RestartOptions};
+use crate::ops::runner::{self, print_plan, print_steps, OpReport, StepResult};
+use crate::ops::switchover::{self, TakeoverOp, TakeoverOutcome, TakeoverResult};
 use crate::ops::{self, Ops};
 use crate::output::table::{self, Emphasis};
 use crate::output::term::{ColorChoice, Look};
-use crate::poll::Poll;
 use crate::source::rest::{Detail, RestSource};
+use pgpatrol_core::ops::maintenance;
+use pgpatrol_core::ops::restart as restart_rule;
 use pgpatrol_core::ops::takeover::{self as takeover_rule, Position};
+use pgpatrol_core::ops::Refusal;
 
 /// Flags every operation shares.
 #[derive(Debug, Clone, Args)]
@@ -280,7 +284,9 @@ impl SwitchoverArgs {
         let (settings, _) = settings(&o.source).await;
         let cands = candidates::candidates(c, &settings, Kind::Switchover);
         let json = self.op.format == OpFormat::Json;
-        if !json {
+        let at = scheduled.map(|s| s.to_string());
+        let plan = takeover_rule::switchover(c, &cands, self.candidate.as_deref(), at.as_deref());
+        if let (false, Some(leader)) = (json, c.leader()) {
             println!(
                 "Switchover from {} ({}); maximum_lag_on_failover {}{}",
                 leader.name,
@@ -293,92 +299,71 @@ impl SwitchoverArgs {
                 }
             );
             println!("{}", candidate_table(&cands, None));
+            print_plan(&plan);
         }
-        // A refusal is said on stderr, and with -o json as the result on stdout too.
-        let refuse = |why: String| -> anyhow::Result<Outcome> {
-            eprintln!("pgpatrol: refused: {why}; nothing was sent");
-            if json {
-                emit_json(&TakeoverRefusal {
-                    operation: "switchover",
-                    result: "refused",
-                    reason: &why,
-                    candidates: &cands,
-                })?;
-            }
-            Ok(Outcome::Problem)
-        };
-        if scheduled.is_some() && c.paused {
-            return refuse("the cluster is paused: Patroni cannot schedule a switchover in maintenance mode; resume it or switch over now".into());
+        if let Some(step) = plan.steps.first() {
+            let when = at.as_ref().map_or("now".to_string(), |s| format!("at {s}"));
+            confirmed(
+                &self.op,
+                &format!(
+                    "Switch over from {} to {} {when}?",
+                    step.member,
+                    step.to.as_deref().unwrap_or("?")
+                ),
+                "switch over",
+            )?;
         }
-        let chosen = match &self.candidate {
-            Some(name) => {
-                let Some(cand) = cands.iter().find(|x| x.name == *name) else {
-                    return refuse(format!("{name} is not a replica"));
-                };
-                if !cand.eligible {
-                    return refuse(format!(
-                        "{name} cannot take over: {}",
-                        cand.reasons.join("; ")
-                    ));
-                }
-                name.clone()
-            }
-            None => match candidates::best(&cands) {
-                Some(b) => b.name.clone(),
-                None => {
-                    return refuse("no member can take over (see the table)".to_string());
-                }
-            },
-        };
-        let when = scheduled.map_or("now".to_string(), |s| format!("at {s}"));
-        confirmed(
-            &self.op,
-            &format!("Switch over from {} to {chosen} {when}?", leader.name),
-            "switch over",
-        )?;
         let narrator = Narrator::new(json);
         let ops = o.ops("switchover", &self.op, &narrator);
-        let outcome = switchover::run(
-            &ops,
-            c,
-            leader,
-            &Takeover {
-                operation: "switchover",
-                leader: Some(leader.name.clone()),
-                candidate: Some(chosen),
-                scheduled_at: scheduled,
-                timeout: self.timeout,
-            },
-            cands.clone(),
-        )
-        .await?;
+        let mut op = TakeoverOp::new(settings, self.timeout);
+        op.scheduled_at = scheduled;
+        let mut report = runner::run(&mut op, &ops, plan).await;
         narrator.done();
-        let show = if json { Show::Json } else { Show::Human };
-        report_takeover(&o.source, &outcome, show, color).await
+        report.put("candidates", &cands);
+        report_takeover(&o.source, &mut report, op.outcome.as_ref(), json, color).await
     }
 }
 
-/// How a takeover's result is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Show {
-    Human,
-    Json,
-    /// The caller printed it.
-    Nothing,
-}
-
+/// Says a takeover's report (JSON, or the result for a person) and maps it onto the exit
+/// code: 0 switched or scheduled, 1 refused, stopped or not done, 2 when Patroni never
+/// answered (unreachable, credentials, TLS: an error, not a refusal).
 async fn report_takeover(
     source: &RestSource,
-    o: &TakeoverOutcome,
-    show: Show,
+    report: &mut OpReport,
+    o: Option<&TakeoverOutcome>,
+    json: bool,
     color: ColorChoice,
 ) -> anyhow::Result<Outcome> {
-    // Patroni never answered (unreachable, credentials, TLS): an error, not a refusal.
-    let unanswered = o.result == TakeoverResult::Failed
-        && o.requests.first().is_some_and(|r| r.status.is_none());
-    if show == Show::Json {
-        emit_json(o)?;
-    } else if show == Show::Human {
+    if let Some(r) = report.refusal() {
+        let reason = r.reason().to_string();
+        report.put("reason", reason);
+    }
+    if let Some(o) = o {
+        report.result = match o.result {
+            TakeoverResult::Switched => "switched",
+            TakeoverResult::Scheduled => "scheduled",
+            TakeoverResult::DryRun => "dry_run",
+            TakeoverResult::Failed => "failed",
+        }
+        .into();
+        report.put("detail", &o.detail);
+        report.put("leader_before", &o.leader_before);
+        report.put("leader_after", &o.leader_after);
+        report.put("candidate", &o.candidate);
+        report.put("scheduled_at", &o.scheduled_at);
+        report.put("write_gap", &o.write_gap);
+    }
+    let unanswered = o.is_some_and(|o| {
+        o.result == TakeoverResult::Failed && o.requests.first().is_some_and(|r| r.status.is_none())
+    });
+    if let Some(Refusal::Unsafe(r)) = report.refusal() {
+        eprintln!("pgpatrol: refused: {r}; nothing was sent");
+    }
+    if json {
+        emit_json(&*report)?;
+    } else if let Some(why) = &report.stopped.as_ref().filter(|_| o.is_none()) {
+        println!("{why}");
+    } else if let Some(o) = o {
         match o.result {
             TakeoverResult::Switched => {
                 println!(
@@ -410,15 +395,25 @@ async fn report_takeover(
             TakeoverResult::Failed => {}
         }
     }
-    match o.result {
-        TakeoverResult::Failed if unanswered => {
+    if let Some(Refusal::Invalid(r)) = report.refusal() {
+        anyhow::bail!("{r}");
+    }
+    match o {
+        Some(o) if o.result == TakeoverResult::Failed && unanswered => {
             anyhow::bail!("{} not done: {}", o.operation, o.detail)
         }
-        TakeoverResult::Failed => {
+        Some(o) if o.result == TakeoverResult::Failed => {
             eprintln!("pgpatrol: {} not done: {}", o.operation, o.detail);
             Ok(Outcome::Problem)
         }
-        _ => Ok(Outcome::Ok),
+        Some(_) => Ok(Outcome::Ok),
+        None if report.refusal().is_some() || report.stopped.is_some() => {
+            if let Some(why) = &report.stopped {
+                eprintln!("pgpatrol: {why}; nothing was sent");
+            }
+            Ok(Outcome::Problem)
+        }
+        None => Ok(Outcome::Ok),
     }
 }
 
@@ -457,74 +452,36 @@ pub struct FailoverArgs {
     pub op: OpArgs,
 }
 
-/// A switchover refused before anything was sent, as `-o json` shows it: the reason and
-/// every candidate as the takeover rule judged it.
-#[derive(Debug, Serialize)]
-struct TakeoverRefusal<'a> {
-    operation: &'static str,
-    result: &'static str,
-    reason: &'a str,
-    candidates: &'a [Candidate],
-}
-
-/// A failover refused before anything was sent, as `-o json` shows it.
-#[derive(Debug, Serialize)]
-struct FailoverRefusal<'a> {
-    operation: &'static str,
-    result: &'static str,
-    candidate: &'a str,
-    reasons: &'a [String],
-    /// Bytes of WAL another member has and the candidate does not (0 when unknown).
-    data_at_risk_bytes: u64,
-    positions: &'a [Position],
-}
-
 impl FailoverArgs {
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let o = open(&self.cluster, &self.op).await?;
         let c = &o.cluster;
         let cand = ops::member(c, &self.candidate)?.clone();
-        if let Some(l) = c.leader() {
-            if l.name == cand.name {
-                anyhow::bail!(
-                    "{} is already the leader: name a replica as --candidate",
-                    cand.name
-                );
-            }
-            // /cluster keeps a dead leader until its key expires: ask the leader itself.
-            if let Ok(api) = ops::api_of(l) {
-                if let Ok(s) = o.source.member_status(&api).await {
-                    if s.is_running_leader() {
-                        anyhow::bail!("the leader {} is running: use `pgpatrol switchover --candidate {}` (a failover is for a dead or unreachable leader)", l.name, cand.name);
-                    }
-                }
-            }
+        if c.leader().is_some_and(|l| l.name == cand.name) {
+            anyhow::bail!(
+                "{} is already the leader: name a replica as --candidate",
+                cand.name
+            );
         }
         let (settings, _) = settings(&o.source).await;
         let json = self.op.format == OpFormat::Json;
         let narrator = Narrator::new(json);
         let ops = o.ops("failover", &self.op, &narrator);
-        let (positions, leader_pos) = switchover::positions(&ops, c).await;
-        // A dead leader is no candidate: judge the others as if there were no leader.
-        let mut without_leader = c.clone();
-        without_leader.members.retain(|m| !m.role.is_leader());
-        let mut cands = candidates::candidates(&without_leader, &settings, Kind::Failover);
-        for x in &mut cands {
-            // Lag against a dead leader is measured from the last position it published;
-            // the data comparison below is what counts.
-            x.reasons
-                .retain(|r| !r.contains("maximum_lag_on_failover") && r != "lag is unknown");
-            x.eligible = x.reasons.is_empty();
+        let reading = switchover::read_failover(&ops, c, &settings, &cand.name).await;
+        if let Some(l) = &reading.leader_running {
+            anyhow::bail!("the leader {l} is running: use `pgpatrol switchover --candidate {}` (a failover is for a dead or unreachable leader)", cand.name);
         }
-        let best = takeover_rule::most_data(&positions);
+        let (positions, cands, risk) = (&reading.positions, &reading.candidates, &reading.risk);
         if !json {
             println!(
                 "Failover to {}; last known leader position {}",
                 cand.name,
-                leader_pos.map_or("unknown".to_string(), |l| l.to_string())
+                reading
+                    .leader_pos
+                    .map_or("unknown".to_string(), |l| l.to_string())
             );
-            println!("{}", candidate_table(&cands, Some(&positions)));
-            if let Some(b) = best {
+            println!("{}", candidate_table(cands, Some(positions)));
+            if let Some(b) = takeover_rule::most_data(positions) {
                 println!(
                     "most data: {} ({})",
                     b.name,
@@ -532,68 +489,20 @@ impl FailoverArgs {
                 );
             }
         }
-        let Some(chosen) = cands.iter().find(|x| x.name == cand.name) else {
-            anyhow::bail!("{} is not a replica", cand.name);
-        };
-        if !chosen.eligible {
-            eprintln!(
-                "pgpatrol: refused: {} cannot be promoted: {}; nothing was sent",
-                cand.name,
-                chosen.reasons.join("; ")
-            );
-            if json {
-                emit_json(&FailoverRefusal {
-                    operation: "failover",
-                    result: "refused",
-                    candidate: &cand.name,
-                    reasons: &chosen.reasons,
-                    data_at_risk_bytes: 0,
-                    positions: &positions,
-                })?;
-            }
-            return Ok(Outcome::Problem);
-        }
-        let risk = takeover_rule::data_at_risk(
-            &cand.name,
-            &positions,
-            settings.synchronous_mode,
-            chosen.synchronous,
-        );
-        let (warnings, at_risk) = (&risk.reasons, risk.bytes);
-        for w in warnings {
+        let eligible = cands.iter().any(|x| x.name == cand.name && x.eligible);
+        for w in risk.reasons.iter().filter(|_| eligible) {
             eprintln!("pgpatrol: warning: {w}");
         }
         // Data another member holds would be lost: --yes does not answer that, only
         // --accept-data-loss or the candidate's name typed on a terminal does.
-        let typed = !warnings.is_empty()
-            && !self.accept_data_loss
+        let mut accepted = self.accept_data_loss;
+        if eligible
+            && !risk.is_safe()
+            && !accepted
             && !self.op.yes
             && !self.op.dry_run
-            && confirm::interactive();
-        if !warnings.is_empty() && !self.accept_data_loss && !typed {
-            let better = risk
-                .better
-                .as_ref()
-                .map(|b| format!(", or choose {b}"))
-                .unwrap_or_default();
-            eprintln!(
-                "pgpatrol: refused: promoting {} may lose data ({}): add --accept-data-loss to promote it anyway{better}; nothing was sent",
-                cand.name,
-                warnings.join("; ")
-            );
-            if json {
-                emit_json(&FailoverRefusal {
-                    operation: "failover",
-                    result: "refused",
-                    candidate: &cand.name,
-                    reasons: warnings,
-                    data_at_risk_bytes: at_risk,
-                    positions: &positions,
-                })?;
-            }
-            return Ok(Outcome::Problem);
-        }
-        if typed {
+            && confirm::interactive()
+        {
             let answer = confirm::ask_text(&format!(
                 "Promoting {} may lose data (see the warnings above). Type its name to promote it anyway:",
                 cand.name
@@ -604,48 +513,39 @@ impl FailoverArgs {
                     cand.name
                 );
             }
-        } else {
-            let question = if warnings.is_empty() {
+            accepted = true;
+        } else if eligible && (risk.is_safe() || accepted) {
+            let question = if risk.is_safe() {
                 format!("Promote {}?", cand.name)
             } else {
                 format!("Promote {} despite the warnings above?", cand.name)
             };
             confirmed(&self.op, &question, "fail over")?;
         }
-        let outcome = switchover::run(
-            &ops,
-            c,
-            &cand,
-            &Takeover {
-                operation: "failover",
-                leader: None,
-                candidate: Some(cand.name.clone()),
-                scheduled_at: None,
-                timeout: self.timeout,
-            },
-            cands.clone(),
-        )
-        .await?;
-        narrator.done();
-        if json {
-            #[derive(Serialize)]
-            struct FailoverReport<'a> {
-                #[serde(flatten)]
-                outcome: &'a TakeoverOutcome,
-                positions: &'a [Position],
-                warnings: &'a [String],
-                /// Bytes of WAL another member had and the new leader did not.
-                data_at_risk_bytes: u64,
-            }
-            emit_json(&FailoverReport {
-                outcome: &outcome,
-                positions: &positions,
-                warnings,
-                data_at_risk_bytes: at_risk,
-            })?;
-            return report_takeover(&o.source, &outcome, Show::Nothing, color).await;
+        let plan = takeover_rule::failover(&cand.name, cands, risk, accepted);
+        if !json {
+            print_plan(&plan);
         }
-        report_takeover(&o.source, &outcome, Show::Human, color).await
+        let mut op = TakeoverOp::new(settings, self.timeout);
+        op.accepted = accepted;
+        let mut report = runner::run(&mut op, &ops, plan).await;
+        narrator.done();
+        // What the rule judged last: before the step, or at the start when refused.
+        let judged = op.reading.as_ref().unwrap_or(&reading);
+        report.put("candidate", &cand.name);
+        report.put("positions", &judged.positions);
+        report.put("candidates", &judged.candidates);
+        report.put("warnings", &judged.risk.reasons);
+        report.put(
+            "reasons",
+            match report.refusal() {
+                Some(r) => vec![r.reason().to_string()],
+                None => judged.risk.reasons.clone(),
+            },
+        );
+        // Bytes of WAL another member had and the candidate did not (0 when unknown).
+        report.put("data_at_risk_bytes", judged.risk.bytes);
+        report_takeover(&o.source, &mut report, op.outcome.as_ref(), json, color).await
     }
 }
 
@@ -673,133 +573,46 @@ pub struct PauseArgs {
     pub op: OpArgs,
 }
 
-#[derive(Debug, Serialize)]
-struct PauseReport {
-    operation: &'static str,
-    result: &'static str,
-    detail: String,
-    /// Members whose own /patroni did not report the new state (with --wait).
-    lagging: Vec<String>,
-    requests: Vec<ops::SentRequest>,
-}
-
 impl PauseArgs {
     pub async fn run(self, pause: bool, color: ColorChoice) -> anyhow::Result<Outcome> {
         let op = if pause { "pause" } else { "resume" };
         let o = open(&self.cluster, &self.op).await?;
         let json = self.op.format == OpFormat::Json;
+        let plan = maintenance::pause(&o.cluster, pause);
+        if !json && self.op.dry_run {
+            print_plan(&plan);
+        }
         let narrator = Narrator::new(json);
         let ops = o.ops(op, &self.op, &narrator);
-        let mut report = PauseReport {
-            operation: op,
-            result: "done",
-            detail: String::new(),
-            lagging: Vec::new(),
-            requests: Vec::new(),
-        };
-        if o.cluster.paused == pause {
-            report.result = "unchanged";
-            report.detail = if pause {
-                "the cluster is already paused".into()
-            } else {
-                "the cluster is not paused".into()
-            };
-        } else {
-            let body = serde_json::json!({ "pause": if pause { serde_json::Value::Bool(true) } else { serde_json::Value::Null } });
-            let (target, answer) = ops.patch_config(&o.cluster, body).await?;
-            match answer {
-                None => {
-                    report.result = "dry_run";
-                    report.detail = "dry run: nothing was sent".into();
-                }
-                Some(r) if r.status == reqwest::StatusCode::OK => {
-                    report.detail = if pause {
-                        "maintenance mode on: Patroni takes no automatic action".into()
-                    } else {
-                        "maintenance mode off".into()
-                    };
-                    if self.wait {
-                        report.lagging = wait_pause(&ops, &o.cluster, pause, self.timeout).await;
-                        if !report.lagging.is_empty() {
-                            report.result = "not_seen";
-                            report.detail = format!(
-                                "{} did not report {} within {}",
-                                report.lagging.join(", "),
-                                if pause { "paused" } else { "resumed" },
-                                humantime::format_duration(self.timeout)
-                            );
-                        } else {
-                            report.detail.push_str(&format!(
-                                "; every member ({}) reports it",
-                                o.cluster.members.len()
-                            ));
-                        }
-                    }
-                }
-                Some(r) => anyhow::bail!(
-                    "PATCH /config on {} answered HTTP {}: {}",
-                    target,
-                    r.status.as_u16(),
-                    crate::text::snippet(r.body.trim())
-                ),
-            }
-        }
-        report.requests = ops.sent();
+        let mut run = PauseOp::new(pause, self.wait.then_some(self.timeout));
+        let mut report = runner::run(&mut run, &ops, plan).await;
         narrator.done();
+        if report.plan.nothing.is_some() {
+            report.result = "unchanged".into();
+        } else if !run.lagging.is_empty() {
+            report.result = "not_seen".into();
+        }
+        let detail = match (&report.plan.nothing, report.steps.first()) {
+            (Some(n), _) => n.clone(),
+            (None, Some(s)) => s.detail.clone(),
+            (None, None) => report.stopped.clone().unwrap_or_default(),
+        };
+        report.put("detail", &detail);
+        report.put("lagging", &run.lagging);
         if json {
             emit_json(&report)?;
         } else {
-            println!("{op}: {}", report.detail);
+            println!("{op}: {detail}");
             if report.result == "done" {
                 print_cluster(&o.source, color).await;
             }
         }
-        Ok(if report.result == "not_seen" {
-            Outcome::Problem
-        } else {
+        Ok(if report.ok() {
             Outcome::Ok
+        } else {
+            Outcome::Problem
         })
     }
-}
-
-/// Polls each member's own /patroni until it reports `pause`; returns those that did not.
-async fn wait_pause(ops: &Ops<'_>, c: &Cluster, pause: bool, timeout: Duration) -> Vec<String> {
-    let mut poll = Poll::new(timeout, Duration::from_millis(500));
-    let members: Vec<(String, String)> = c
-        .members
-        .iter()
-        .filter_map(|m| ops::api_of(m).ok().map(|a| (m.name.clone(), a)))
-        .collect();
-    let mut shown = usize::MAX;
-    let mut lagging: Vec<String> = members.iter().map(|(n, _)| n.clone()).collect();
-    while poll.next().await {
-        let reads = members.iter().map(|(n, a)| async move {
-            let seen = ops.source.member_status(a).await.map(|s| s.paused).ok();
-            (n.clone(), seen == Some(pause))
-        });
-        lagging = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .filter(|(_, ok)| !ok)
-            .map(|(n, _)| n)
-            .collect();
-        if lagging.len() != shown {
-            ops.progress.update(
-                "cluster",
-                &format!(
-                    "{}/{} members report {}",
-                    members.len() - lagging.len(),
-                    members.len(),
-                    if pause { "paused" } else { "resumed" }
-                ),
-            );
-            shown = lagging.len();
-        }
-        if lagging.is_empty() {
-            break;
-        }
-    }
-    lagging
 }
 
 // ---------------------------------------------------------------------------------------
@@ -875,35 +688,6 @@ pub struct RestartArgs {
     pub op: OpArgs,
 }
 
-#[derive(Debug, Serialize)]
-struct RestartOutput<'a> {
-    operation: &'static str,
-    #[serde(flatten)]
-    report: &'a RestartReport,
-    requests: Vec<ops::SentRequest>,
-}
-
-fn print_steps(steps: &[Step]) {
-    for s in steps {
-        let gap = s
-            .write_gap
-            .as_ref()
-            .map(|g| format!(" (no writable leader for {:.1} s)", g.longest_secs))
-            .unwrap_or_default();
-        println!(
-            "{} {}: {} in {:.1} s: {}{gap}",
-            s.action,
-            s.member,
-            serde_json::to_value(&s.result)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            s.secs,
-            s.detail
-        );
-    }
-}
-
 impl RestartArgs {
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
         let scheduled = self
@@ -935,61 +719,30 @@ impl RestartArgs {
                 .collect()
         };
         let json = self.op.format == OpFormat::Json;
-        if selected.is_empty() {
-            let why = if self.pending {
-                "no selected member has a pending restart"
-            } else {
-                "no member matches"
-            };
-            if json {
-                emit_json(
-                    &serde_json::json!({"operation": "restart", "steps": [], "detail": why}),
-                )?;
-            } else {
-                println!("restart: nothing to do: {why}");
-            }
-            return Ok(Outcome::Ok);
+        let at = scheduled.map(|s| s.to_string());
+        let mut plan = restart_rule::plan(
+            c,
+            &restart_rule::RestartRequest {
+                selected: &selected,
+                rolling: self.rolling,
+                leader_in_place: self.leader_in_place,
+                scheduled: at.as_deref(),
+            },
+        );
+        if plan.nothing.is_some() && self.pending {
+            plan.nothing = Some("no selected member has a pending restart".into());
         }
-        if scheduled.is_some() && c.paused {
-            eprintln!("pgpatrol: refused: the cluster is paused: Patroni cannot schedule a restart in maintenance mode; nothing was sent");
-            return Ok(Outcome::Problem);
-        }
-        // Never two members down: Patroni runs each schedule on its own, unchecked.
-        if scheduled.is_some() {
-            if let Some(why) = pgpatrol_core::ops::restart::schedule_refusal(c, &selected) {
-                if json {
-                    emit_json(&serde_json::json!({
-                        "operation": "restart",
-                        "result": "refused",
-                        "detail": why,
-                        "steps": [],
-                    }))?;
-                }
-                eprintln!("pgpatrol: refused: {why}; nothing was sent");
-                return Ok(Outcome::Problem);
+        if plan.refusal.is_none() && plan.nothing.is_none() {
+            if !json {
+                println!("restart {}", selected.join(", "));
+                print_plan(&plan);
             }
+            confirmed(
+                &self.op,
+                &format!("Restart PostgreSQL on {}?", selected.join(", ")),
+                "restart",
+            )?;
         }
-        let leader = c.leader().map(|l| l.name.clone());
-        let includes_leader = leader.as_ref().is_some_and(|l| selected.contains(l));
-        let how = match (scheduled, self.rolling, self.leader_in_place) {
-            (Some(at), _, _) => format!("at {at}"),
-            (None, true, false) if includes_leader => {
-                "rolling: replicas first, then a switchover and the former leader".into()
-            }
-            (None, true, _) => "rolling: replicas first, then the leader in place".into(),
-            (None, false, _) if includes_leader => {
-                "one at a time; the leader in place (writes stop while it restarts)".into()
-            }
-            (None, false, _) => "one at a time".into(),
-        };
-        if !json {
-            println!("restart {} ({how})", selected.join(", "));
-        }
-        confirmed(
-            &self.op,
-            &format!("Restart PostgreSQL on {}?", selected.join(", ")),
-            "restart",
-        )?;
         let narrator = Narrator::new(json);
         let ops = o.ops("restart", &self.op, &narrator);
         let opts = RestartOptions {
@@ -998,47 +751,57 @@ impl RestartArgs {
             lag: LagKind::Replay,
             timeout: self.timeout,
         };
-        let report = if let Some(at) = scheduled {
-            let members: Vec<&pgpatrol_core::Member> =
-                selected.iter().filter_map(|n| c.member(n)).collect();
-            let steps = restart::schedule(&ops, &members, at, &opts).await;
-            RestartReport {
-                stopped: None,
-                untouched: Vec::new(),
-                total_secs: steps.iter().map(|s| s.secs).sum(),
-                steps,
-            }
-        } else if self.rolling {
-            let (settings, _) = settings(&o.source).await;
-            restart::rolling(&ops, &selected, &opts, self.leader_in_place, &settings).await?
+        let settings = if self.rolling {
+            settings(&o.source).await.0
         } else {
-            restart::sequential(&ops, &selected, &opts).await?
+            TakeoverSettings::default()
         };
+        let mut op = RestartOp::new(c, opts, self.rolling, settings, scheduled);
+        let report = runner::run(&mut op, &ops, plan).await;
         narrator.done();
-        if json {
-            emit_json(&RestartOutput {
-                operation: "restart",
-                report: &report,
-                requests: ops.sent(),
-            })?;
-        } else {
-            print_steps(&report.steps);
-            if let Some(why) = &report.stopped {
-                println!("{why}");
-                if !report.untouched.is_empty() {
-                    println!("not restarted: {}", report.untouched.join(", "));
-                }
-            }
-            if !self.op.dry_run {
-                print_cluster(&o.source, color).await;
+        finish_report(&report, json, !self.op.dry_run, &o.source, color).await
+    }
+}
+
+/// Says the report — JSON, or the steps, where it stopped and what was not touched — and
+/// maps it onto the exit code.
+async fn finish_report(
+    report: &OpReport,
+    json: bool,
+    show_cluster: bool,
+    source: &RestSource,
+    color: ColorChoice,
+) -> anyhow::Result<Outcome> {
+    // An unsafe refusal is said on stderr, and with -o json as the result on stdout too;
+    // an invalid one is the command's error (exit 2).
+    if let Some(Refusal::Unsafe(r)) = report.refusal() {
+        eprintln!("pgpatrol: refused: {r}; nothing was sent");
+    }
+    if json {
+        emit_json(report)?;
+    } else {
+        if let Some(n) = &report.plan.nothing {
+            println!("{}: nothing to do: {n}", report.operation);
+        }
+        print_steps(&report.steps);
+        if let Some(why) = &report.stopped {
+            println!("{why}");
+            if !report.untouched.is_empty() {
+                println!("not done: {}", report.untouched.join(", "));
             }
         }
-        Ok(if report.ok() {
-            Outcome::Ok
-        } else {
-            Outcome::Problem
-        })
+        if show_cluster && !report.steps.is_empty() {
+            print_cluster(source, color).await;
+        }
     }
+    Ok(match report.exit.code {
+        0 => Outcome::Ok,
+        2 => match report.refusal() {
+            Some(r) => anyhow::bail!("{}", r.reason()),
+            None => anyhow::bail!("{}", report.exit.reason),
+        },
+        _ => Outcome::Problem,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -1076,68 +839,20 @@ impl FlushArgs {
             ops::member(c, m)?;
         }
         let json = self.op.format == OpFormat::Json;
+        let plan = match self.what {
+            FlushWhat::Restart => maintenance::flush_restart(c, &self.members),
+            FlushWhat::Switchover => maintenance::flush_switchover(c),
+        };
+        if !json && self.op.dry_run {
+            print_plan(&plan);
+        }
         let narrator = Narrator::new(json);
         let ops = o.ops("flush", &self.op, &narrator);
-        let mut steps = Vec::new();
-        let mut nothing = None;
-        match self.what {
-            FlushWhat::Restart => {
-                let targets: Vec<&pgpatrol_core::Member> = c
-                    .members
-                    .iter()
-                    .filter(|m| self.members.is_empty() || self.members.contains(&m.name))
-                    .filter(|m| m.scheduled_restart.is_some())
-                    .collect();
-                if targets.is_empty() {
-                    nothing = Some("no restart is scheduled");
-                }
-                for m in targets {
-                    steps.push(restart::cancel(&ops, m, "/restart", "cancel restart").await);
-                }
-            }
-            FlushWhat::Switchover => {
-                if c.scheduled_switchover.is_none() {
-                    nothing = Some("no switchover is scheduled");
-                } else {
-                    // The leader first; any member can write the failover key.
-                    let mut order: Vec<&pgpatrol_core::Member> = c.leaders().collect();
-                    order.extend(c.replicas());
-                    for m in order {
-                        let s = restart::cancel(&ops, m, "/switchover", "cancel switchover").await;
-                        let answered =
-                            s.result != StepResult::Failed || s.detail.contains("answered HTTP");
-                        steps.push(s);
-                        if answered {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let mut report = runner::run(&mut FlushOp::new(), &ops, plan).await;
         narrator.done();
-        let failed = steps.iter().any(|s| s.result == StepResult::Failed)
-            && !steps.iter().any(|s| s.result == StepResult::Cancelled);
-        if json {
-            emit_json(&serde_json::json!({
-                "operation": "flush",
-                "what": format!("{:?}", self.what).to_lowercase(),
-                "detail": nothing,
-                "steps": steps,
-                "requests": ops.sent(),
-            }))?;
-        } else if let Some(n) = nothing {
-            println!("flush: nothing to do: {n}");
-        } else {
-            print_steps(&steps);
-            if !self.op.dry_run {
-                print_cluster(&o.source, color).await;
-            }
-        }
-        Ok(if failed {
-            Outcome::Problem
-        } else {
-            Outcome::Ok
-        })
+        report.put("what", format!("{:?}", self.what).to_lowercase());
+        report.put("detail", report.plan.nothing.clone());
+        finish_report(&report, json, !self.op.dry_run, &o.source, color).await
     }
 }
 
@@ -1167,26 +882,6 @@ pub struct ReloadArgs {
 
     #[command(flatten)]
     pub op: OpArgs,
-}
-
-#[derive(Debug, Serialize)]
-struct Pending {
-    member: String,
-    /// `{param: {old_value, new_value}}` (Patroni 3.3+; older Patroni only says that one is
-    /// pending).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<serde_json::Value>,
-}
-
-fn pending_of(c: &Cluster) -> Vec<Pending> {
-    c.members
-        .iter()
-        .filter(|m| m.pending_restart)
-        .map(|m| Pending {
-            member: m.name.clone(),
-            reason: m.pending_restart_reason.clone(),
-        })
-        .collect()
 }
 
 fn print_pending(p: &[Pending]) {
@@ -1224,40 +919,23 @@ impl ReloadArgs {
             ops::member(c, m)?;
         }
         let json = self.op.format == OpFormat::Json;
+        let selected: Vec<String> = c
+            .members
+            .iter()
+            .filter(|m| {
+                (self.members.is_empty() || self.members.contains(&m.name)) && self.role.admits(m)
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        let plan = maintenance::reload(&selected);
+        if !json && self.op.dry_run {
+            print_plan(&plan);
+        }
         let narrator = Narrator::new(json);
         let ops = o.ops("reload", &self.op, &narrator);
-        let mut results = Vec::new();
-        let mut refused = false;
-        for m in c.members.iter().filter(|m| {
-            (self.members.is_empty() || self.members.contains(&m.name)) && self.role.admits(m)
-        }) {
-            let base = ops::api_of(m)?;
-            let r = ops
-                .send(
-                    &m.name,
-                    crate::source::rest::Request::post_empty(&base, "/reload"),
-                )
-                .await;
-            let (result, detail) = match r {
-                Ok(None) => ("dry_run", "dry run: nothing was sent".to_string()),
-                Ok(Some(r)) if r.status.is_success() => ("accepted", r.body.trim().to_string()),
-                Ok(Some(r)) => {
-                    refused = true;
-                    (
-                        "refused",
-                        format!(
-                            "HTTP {}: {}",
-                            r.status.as_u16(),
-                            crate::text::snippet(r.body.trim())
-                        ),
-                    )
-                }
-                Err(e) => return Err(e.into()),
-            };
-            results.push(serde_json::json!({"member": m.name, "result": result, "detail": detail}));
-        }
+        let mut report = runner::run(&mut ReloadOp::default(), &ops, plan).await;
         let mut pending = Vec::new();
-        if !self.op.dry_run {
+        if !self.op.dry_run && !report.steps.is_empty() {
             let settle = match self.settle {
                 Some(s) => s,
                 None => {
@@ -1280,12 +958,24 @@ impl ReloadArgs {
             pending = pending_of(&o.source.snapshot(Detail::Lag).await?.cluster);
         }
         narrator.done();
+        let members: Vec<serde_json::Value> = report
+            .steps
+            .iter()
+            .map(|s| {
+                let result = match s.result {
+                    StepResult::Accepted => "accepted",
+                    StepResult::DryRun => "dry_run",
+                    _ => "refused",
+                };
+                serde_json::json!({"member": s.member, "result": result, "detail": s.detail})
+            })
+            .collect();
+        report.put("members", &members);
+        report.put("pending_restart", &pending);
         if json {
-            emit_json(
-                &serde_json::json!({"operation": "reload", "members": results, "pending_restart": pending, "requests": ops.sent()}),
-            )?;
+            emit_json(&report)?;
         } else {
-            for r in &results {
+            for r in &members {
                 println!(
                     "reload {}: {}: {}",
                     r["member"].as_str().unwrap_or_default(),
@@ -1293,14 +983,17 @@ impl ReloadArgs {
                     r["detail"].as_str().unwrap_or_default()
                 );
             }
+            if let Some(why) = &report.stopped {
+                println!("{why}");
+            }
             if !self.op.dry_run {
                 print_pending(&pending);
             }
         }
-        Ok(if refused {
-            Outcome::Problem
-        } else {
+        Ok(if report.ok() {
             Outcome::Ok
+        } else {
+            Outcome::Problem
         })
     }
 }
@@ -1406,133 +1099,69 @@ impl EditConfigArgs {
             cfg::set_path(&mut new, &path, value).map_err(anyhow::Error::msg)?;
         }
         let json = self.op.format == OpFormat::Json;
-        let Some(patch) = cfg::patch_between(&current, &new) else {
+        let patch = cfg::patch_between(&current, &new);
+        let plan = maintenance::edit_config(patch.as_ref());
+        let Some(patch) = patch else {
             if json {
-                emit_json(&serde_json::json!({"operation": "edit-config", "result": "unchanged"}))?;
+                let mut report = OpReport::unrun(plan);
+                report.result = "unchanged".into();
+                emit_json(&report)?;
             } else {
                 println!("edit-config: not changed: the configuration already holds that");
             }
             return Ok(Outcome::Ok);
         };
-        let params = cfg::changed_parameters(&current, &patch);
-        let restart_params: Vec<String> = params
-            .iter()
-            .filter(|(k, _, _)| pgpatrol_core::pgparams::needs_restart(k))
-            .map(|(k, _, _)| k.clone())
-            .collect();
+        let mut run = EditOp::new(current.clone(), patch.clone(), new.clone(), self.timeout);
         if !json {
             print!("{}", cfg::diff(&current, &new));
-            if !restart_params.is_empty() {
+            if !run.restart_params.is_empty() {
                 println!(
                     "needs a PostgreSQL restart to take effect: {}",
-                    restart_params.join(", ")
+                    run.restart_params.join(", ")
                 );
             }
         }
         confirmed(&self.op, "Apply these changes?", "change the configuration")?;
         let narrator = Narrator::new(json);
         let ops = o.ops("edit-config", &self.op, &narrator);
-        let (target, sent) = ops.patch_config(&o.cluster, patch.clone()).await?;
-        let mut result = "applied";
-        let mut missing = Vec::new();
-        let mut changed_by_others = Vec::new();
-        let mut pending = Vec::new();
-        match sent {
-            None => result = "dry_run",
-            Some(r) if r.status == reqwest::StatusCode::CONFLICT => anyhow::bail!(
-                "the configuration changed while it was being edited (HTTP 409): run edit-config again"
-            ),
-            Some(r) if r.status != reqwest::StatusCode::OK => anyhow::bail!(
-                "PATCH /config on {} answered HTTP {}: {}",
-                target,
-                r.status.as_u16(),
-                crate::text::snippet(r.body.trim())
-            ),
-            Some(_) => {
-                // A member serves /config from its view of the DCS, which it refreshes once
-                // per loop (Patroni 3.x): read back until it holds the change, for up to two
-                // loops.
-                let loop_wait = current
-                    .get("loop_wait")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(10);
-                let mut poll = Poll::new(
-                    Duration::from_secs(2 * loop_wait + 2),
-                    Duration::from_millis(300),
-                );
-                while poll.next().await {
-                    let stored = o.source.config().await?;
-                    missing = cfg::not_applied(&patch, &stored);
-                    if missing.is_empty() {
-                        break;
-                    }
-                }
-                if !missing.is_empty() {
-                    result = "not_applied";
-                } else {
-                    // The whole document, not only this edit's keys: a change someone else
-                    // made between the read and the PATCH is reported, never silently kept.
-                    let stored = o.source.config().await?;
-                    changed_by_others = cfg::differences(&new, &stored);
-                    if !changed_by_others.is_empty() {
-                        result = "changed_concurrently";
-                    }
-                }
-                if result == "applied" && !restart_params.is_empty() {
-                    // Members notice within a loop and report the pending restart.
-                    let mut poll = Poll::new(self.timeout, Duration::from_millis(500));
-                    while poll.next().await {
-                        let c = o.source.snapshot(Detail::Lag).await?.cluster;
-                        pending = pending_of(&c);
-                        if pending.len() == c.members.len() {
-                            break;
-                        }
-                        narrator.update("cluster", &format!("{}/{} members report the pending restart", pending.len(), c.members.len()));
-                    }
-                }
-            }
-        }
+        let mut report = runner::run(&mut run, &ops, plan).await;
         narrator.done();
-        if json {
-            emit_json(&serde_json::json!({
-                "operation": "edit-config",
-                "result": result,
-                "patch": crate::ops::audit::redact(&patch),
-                "not_applied": missing,
-                "changed_concurrently": changed_by_others,
-                "needs_restart": restart_params,
-                "pending_restart": pending,
-                "requests": ops.sent(),
-            }))?;
+        if report.steps.is_empty() {
+            report.result = "stopped".into();
         } else {
-            match result {
-                "dry_run" => println!("dry run: nothing was sent"),
-                "not_applied" => println!(
-                    "the DCS does not hold what was asked for: {}",
-                    missing.join(", ")
-                ),
-                "changed_concurrently" => println!(
-                    "applied, but the configuration is not what this edit intended: {} changed between the read and the PATCH (someone else's edit); check it with pgpatrol show-config",
-                    changed_by_others.join(", ")
-                ),
-                _ => {
-                    println!("applied; the DCS holds the change (read back)");
-                    if !restart_params.is_empty() {
-                        print_pending(&pending);
-                        if !pending.is_empty() {
+            report.result = serde_json::to_value(run.result)?
+                .as_str()
+                .unwrap_or("failed")
+                .to_string();
+        }
+        report.put("patch", crate::ops::audit::redact(&patch));
+        report.put("not_applied", &run.missing);
+        report.put("changed_concurrently", &run.changed_by_others);
+        report.put("needs_restart", &run.restart_params);
+        report.put("pending_restart", &run.pending);
+        if json {
+            emit_json(&report)?;
+        } else {
+            match (report.steps.first(), &report.stopped) {
+                (None, Some(why)) => println!("{why}; nothing was sent"),
+                (Some(s), _) if run.result == EditResult::DryRun => println!("{}", s.detail),
+                (Some(s), _) => {
+                    println!("{}", s.detail);
+                    if run.result == EditResult::Applied && !run.restart_params.is_empty() {
+                        print_pending(&run.pending);
+                        if !run.pending.is_empty() {
                             println!("to apply it: pgpatrol restart --pending --rolling");
                         }
                     }
                 }
+                _ => {}
             }
         }
         let _ = std::io::stdout().flush();
-        Ok(
-            if result == "not_applied" || result == "changed_concurrently" {
-                Outcome::Problem
-            } else {
-                Outcome::Ok
-            },
-        )
+        Ok(if report.ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Problem
+        })
     }
 }

@@ -5,7 +5,11 @@
 
 pub mod audit;
 pub mod config;
+pub mod maintenance;
 pub mod restart;
+pub mod runner;
+pub mod slot;
+pub mod standby;
 pub mod switchover;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +125,45 @@ impl<'a> Ops<'a> {
                 record.answer = Some(e.to_string());
             }
         }
+        self.push(record);
+        result.map(Some)
+    }
+
+    /// Runs `statement` on `member`'s PostgreSQL (`target`, a `postgresql://host:port`) through
+    /// `run`, audited; in a dry run it is printed instead and `run` is never polled.
+    /// `Ok(None)` in a dry run, else what `run` said.
+    pub async fn send_sql<F>(
+        &self,
+        member: &str,
+        target: &str,
+        statement: &str,
+        run: F,
+    ) -> Result<Option<String>, String>
+    where
+        F: std::future::Future<Output = Result<String, String>>,
+    {
+        let mut record = SentRequest {
+            member: member.to_string(),
+            method: "SQL".into(),
+            url: target.to_string(),
+            body: Some(serde_json::json!({ "sql": statement })),
+            status: None,
+            answer: None,
+        };
+        if self.dry_run {
+            if !self.json {
+                println!("dry run: would run on {member} ({target}): {statement}");
+            }
+            self.push(record);
+            return Ok(None);
+        }
+        let result = run.await;
+        let answer = match &result {
+            Ok(a) | Err(a) => a.clone(),
+        };
+        self.audit
+            .record_sql(self.operation, member, target, statement, &answer);
+        record.answer = Some(answer);
         self.push(record);
         result.map(Some)
     }

@@ -11,17 +11,18 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde::Serialize;
 use serde_json::json;
 
 use pgpatrol_core::candidates::{self, TakeoverSettings};
 use pgpatrol_core::ops::restart as restart_rule;
 use pgpatrol_core::{Cluster, LagKind, Member};
 
+use super::runner::{Operation, StepOutcome, StepResult};
 use super::switchover::{self, Takeover, TakeoverResult};
-use super::{api_of, round1, with_write_gap, Ops, WriteGap};
+use super::{api_of, round1, with_write_gap, Ops};
 use crate::poll::Poll;
 use crate::source::rest::Request;
+use pgpatrol_core::ops::{Action, OpStep};
 
 /// How to restart and when a member counts as back.
 #[derive(Debug, Clone)]
@@ -33,64 +34,6 @@ pub struct RestartOptions {
     pub lag: LagKind,
     /// How long one member may take to come back.
     pub timeout: Duration,
-}
-
-/// What one step did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepResult {
-    Restarted,
-    SwitchedOver,
-    Scheduled,
-    Cancelled,
-    /// Patroni had nothing to do (no pending restart; nothing scheduled).
-    Skipped,
-    Failed,
-    DryRun,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub member: String,
-    pub action: &'static str,
-    pub result: StepResult,
-    pub detail: String,
-    pub secs: f64,
-    /// Time without a writable leader during this step (leader steps only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub write_gap: Option<WriteGap>,
-}
-
-impl Step {
-    /// A step not done yet: `Failed` until something says otherwise.
-    fn failed(member: &str, action: &'static str) -> Self {
-        Step {
-            member: member.to_string(),
-            action,
-            result: StepResult::Failed,
-            detail: String::new(),
-            secs: 0.0,
-            write_gap: None,
-        }
-    }
-}
-
-/// A restart run: its steps, and why it stopped early, if it did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestartReport {
-    pub steps: Vec<Step>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<String>,
-    /// Members that were to be restarted and were not touched.
-    pub untouched: Vec<String>,
-    pub total_secs: f64,
-}
-
-impl RestartReport {
-    /// Every step did what it was asked (or had nothing to do) and nothing stopped the run.
-    pub fn ok(&self) -> bool {
-        self.stopped.is_none() && self.steps.iter().all(|s| s.result != StepResult::Failed)
-    }
 }
 
 /// The gate before every step (core [`restart_rule::gate`]) with this run's lag and tolerance.
@@ -119,10 +62,15 @@ fn restart_body(
 }
 
 /// Restarts `m` now and waits until it is back.
-pub async fn restart_one(ops: &Ops<'_>, m: &Member, opts: &RestartOptions) -> Step {
+async fn restart_one(
+    ops: &Ops<'_>,
+    m: &Member,
+    step: &OpStep,
+    opts: &RestartOptions,
+) -> StepOutcome {
     let t0 = Instant::now();
     let was_leader = m.role.is_leader();
-    let mut step = Step::failed(&m.name, "restart");
+    let mut step = StepOutcome::failed(step);
     let base = match api_of(m) {
         Ok(b) => b,
         Err(e) => {
@@ -220,259 +168,280 @@ async fn wait_back(
     ))
 }
 
-/// Restarts `names` one at a time in the order given, each gated and waited for.
-pub async fn sequential(
-    ops: &Ops<'_>,
-    names: &[String],
-    opts: &RestartOptions,
-) -> anyhow::Result<RestartReport> {
-    let t0 = Instant::now();
-    let mut report = RestartReport {
-        steps: Vec::new(),
-        stopped: None,
-        untouched: Vec::new(),
-        total_secs: 0.0,
-    };
-    for (i, name) in names.iter().enumerate() {
-        let c = ops.read().await?;
-        let m = super::member(&c, name)?.clone();
-        // The gate runs in a dry run too (as in a rolling restart): it judges the cluster as
-        // it is now, so the dry run shows the refusal the real run would stop on.
-        if let Err(why) = gate(&c, name, None, opts) {
-            report.stopped = Some(format!("stopped before restarting {name}: {why}"));
-            report.untouched = names[i..].to_vec();
-            break;
-        }
-        let step = restart_one(ops, &m, opts).await;
-        let failed = step.result == StepResult::Failed;
-        report.steps.push(step);
-        if failed {
-            report.stopped = Some(format!("stopped: restarting {name} failed"));
-            report.untouched = names[i + 1..].to_vec();
-            break;
-        }
-    }
-    report.total_secs = round1(t0.elapsed().as_secs_f64());
-    Ok(report)
+/// A restart (one member, several, rolling, pending, scheduled) as the runner carries it
+/// out: core's [`restart_rule::plan`] gives the steps; before each, the cluster is read again
+/// and [`restart_rule::gate`] (or, for a schedule, `schedule_refusal`) judged again.
+pub struct RestartOp {
+    pub opts: RestartOptions,
+    /// Rolling: the replicas' gate expects the leader the run started with.
+    pub rolling: bool,
+    /// Whom a rolling restart hands the leader role to (Patroni's rule).
+    pub settings: TakeoverSettings,
+    /// The time of a scheduled restart.
+    pub at: Option<jiff::Timestamp>,
+    leader: Option<String>,
+    handed_over: bool,
+    last: Option<Cluster>,
 }
 
-/// A rolling restart of `names` (replicas first, then the leader by switchover or in place).
-pub async fn rolling(
+impl RestartOp {
+    pub fn new(
+        first: &Cluster,
+        opts: RestartOptions,
+        rolling: bool,
+        settings: TakeoverSettings,
+        at: Option<jiff::Timestamp>,
+    ) -> Self {
+        RestartOp {
+            opts,
+            rolling,
+            settings,
+            at,
+            leader: first.leader().map(|l| l.name.clone()),
+            handed_over: false,
+            last: None,
+        }
+    }
+}
+
+impl Operation for RestartOp {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+        let c = ops
+            .read()
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+        let name = step.member.as_str();
+        if c.member(name).is_none() {
+            return Err(format!("{name} is no longer a member of the cluster"));
+        }
+        let verdict = match step.action {
+            Action::ScheduleRestart => {
+                if c.paused {
+                    Err("the cluster is paused: Patroni cannot schedule a restart in maintenance mode".into())
+                } else {
+                    restart_rule::schedule_refusal(&c, std::slice::from_ref(&step.member))
+                        .map_or(Ok(()), Err)
+                }
+            }
+            // The former leader of a dry run has not handed over: the real run judges it
+            // as a replica, after the switchover.
+            Action::Restart if self.handed_over && ops.dry_run => Ok(()),
+            Action::Restart if self.handed_over => gate(&c, name, None, &self.opts),
+            Action::Restart | Action::Switchover if self.rolling => {
+                gate(&c, name, self.leader.as_deref(), &self.opts)
+            }
+            _ => gate(&c, name, None, &self.opts),
+        };
+        self.last = Some(c);
+        verdict
+    }
+
+    async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let Some(c) = self.last.take() else {
+            return StepOutcome::failed(step).with(StepResult::Failed, "the cluster was not read");
+        };
+        let Some(m) = c.member(&step.member).cloned() else {
+            return StepOutcome::failed(step).with(
+                StepResult::Failed,
+                format!("{} is not a member", step.member),
+            );
+        };
+        match step.action {
+            Action::ScheduleRestart => match self.at {
+                Some(at) => schedule_one(ops, &m, step, at, &self.opts).await,
+                None => {
+                    StepOutcome::failed(step).with(StepResult::Failed, "no time to schedule at")
+                }
+            },
+            Action::Switchover => {
+                let out = hand_over(ops, &c, &m, step, &self.settings, self.opts.timeout).await;
+                self.handed_over = true;
+                out
+            }
+            _ => {
+                let mut m = m;
+                if self.handed_over && ops.dry_run {
+                    // As it would be after the switchover.
+                    m.role = pgpatrol_core::Role::Replica;
+                }
+                restart_one(ops, &m, step, &self.opts).await
+            }
+        }
+    }
+}
+
+/// A rolling restart's switchover: to the best healthy replica (Patroni's rule), followed
+/// until the new leader runs and the former one replicates.
+async fn hand_over(
     ops: &Ops<'_>,
-    names: &[String],
-    opts: &RestartOptions,
-    leader_in_place: bool,
+    c: &Cluster,
+    leader: &Member,
+    step: &OpStep,
     settings: &TakeoverSettings,
-) -> anyhow::Result<RestartReport> {
-    let t0 = Instant::now();
-    let first = ops.read().await?;
-    let leader = first
-        .leader()
-        .ok_or_else(|| anyhow::anyhow!("the cluster has no leader: a rolling restart needs one"))?
-        .name
-        .clone();
-    let mut replicas: Vec<String> = names.iter().filter(|n| **n != leader).cloned().collect();
-    replicas.sort();
-    let with_leader = names.contains(&leader);
-    let mut order = replicas.clone();
-    if with_leader {
-        order.push(leader.clone());
-    }
-    let mut report = RestartReport {
-        steps: Vec::new(),
-        stopped: None,
-        untouched: Vec::new(),
-        total_secs: 0.0,
-    };
-    let stop = |report: &mut RestartReport, why: String, from: usize| {
-        report.stopped = Some(why);
-        report.untouched = order[from..].to_vec();
-    };
-    // The gate runs in a dry run too: nothing was restarted, so it judges the cluster as it
-    // is now, and a dry run shows the refusal the real run would stop on.
-    for (i, name) in replicas.iter().enumerate() {
-        let c = ops.read().await?;
-        if let Err(why) = gate(&c, name, Some(&leader), opts) {
-            stop(
-                &mut report,
-                format!("stopped before restarting {name}: {why}"),
-                i,
-            );
-            return Ok(finish(report, t0));
-        }
-        let m = super::member(&c, name)?.clone();
-        let step = restart_one(ops, &m, opts).await;
-        let failed = step.result == StepResult::Failed;
-        report.steps.push(step);
-        if failed {
-            stop(
-                &mut report,
-                format!("stopped: restarting {name} failed"),
-                i + 1,
-            );
-            return Ok(finish(report, t0));
-        }
-    }
-    if !with_leader {
-        return Ok(finish(report, t0));
-    }
-    let li = replicas.len();
-    let c = ops.read().await?;
-    if let Err(why) = gate(&c, &leader, Some(&leader), opts) {
-        stop(
-            &mut report,
-            format!("stopped before touching the leader {leader}: {why}"),
-            li,
-        );
-        return Ok(finish(report, t0));
-    }
-    let lm = super::member(&c, &leader)?.clone();
-    if leader_in_place {
-        let step = restart_one(ops, &lm, opts).await;
-        let failed = step.result == StepResult::Failed;
-        report.steps.push(step);
-        if failed {
-            stop(
-                &mut report,
-                format!("stopped: restarting the leader {leader} failed"),
-                li + 1,
-            );
-        }
-        return Ok(finish(report, t0));
-    }
-    // Hand over first: the former leader is then restarted as a replica.
-    let all = candidates::candidates(&c, settings, candidates::Takeover::Switchover);
+    timeout: Duration,
+) -> StepOutcome {
+    let t1 = Instant::now();
+    let all = candidates::candidates(c, settings, candidates::Takeover::Switchover);
     let Some(best) = candidates::best(&all).map(|b| b.name.clone()) else {
         let why: Vec<String> = all
             .iter()
             .map(|c| format!("{}: {}", c.name, c.reasons.join(", ")))
             .collect();
-        stop(
-            &mut report,
+        return StepOutcome::failed(step).with(
+            StepResult::Failed,
             format!(
-                "stopped before touching the leader {leader}: no replica can take over ({}); restart it in place with --leader-in-place",
+                "no replica can take over ({}); restart the leader in place with --leader-in-place",
                 why.join("; ")
             ),
-            li,
         );
-        return Ok(finish(report, t0));
     };
-    let t1 = Instant::now();
     let so = switchover::run(
         ops,
-        &c,
-        &lm,
+        c,
+        leader,
         &Takeover {
             operation: "switchover",
-            leader: Some(leader.clone()),
-            candidate: Some(best.clone()),
+            leader: Some(leader.name.clone()),
+            candidate: Some(best),
             scheduled_at: None,
-            timeout: opts.timeout,
+            timeout,
         },
         all,
     )
-    .await?;
-    let switched = so.result == TakeoverResult::Switched;
-    report.steps.push(Step {
-        member: leader.clone(),
-        action: "switchover",
-        result: match so.result {
-            TakeoverResult::Switched => StepResult::SwitchedOver,
-            TakeoverResult::DryRun => StepResult::DryRun,
-            _ => StepResult::Failed,
-        },
-        detail: so.detail.clone(),
-        secs: round1(t1.elapsed().as_secs_f64()),
-        write_gap: so.write_gap.clone(),
-    });
-    if !switched && !ops.dry_run {
-        stop(
-            &mut report,
-            format!(
-                "stopped: the switchover from {leader} failed: {}",
-                so.detail
-            ),
-            li,
-        );
-        return Ok(finish(report, t0));
-    }
-    // The former leader, now a replica (in a dry run, as it would be).
-    let c = ops.read().await?;
-    let mut former = super::member(&c, &leader)?.clone();
-    if !ops.dry_run {
-        if let Err(why) = gate(&c, &leader, None, opts) {
-            stop(
-                &mut report,
-                format!("stopped before restarting the former leader {leader}: {why}"),
-                li,
-            );
-            return Ok(finish(report, t0));
+    .await;
+    let mut out = StepOutcome::failed(step);
+    match so {
+        Ok(so) => {
+            out.result = match so.result {
+                TakeoverResult::Switched => StepResult::SwitchedOver,
+                TakeoverResult::DryRun => StepResult::DryRun,
+                _ => StepResult::Failed,
+            };
+            out.detail = so.detail;
+            out.write_gap = so.write_gap;
         }
-    } else {
-        former.role = pgpatrol_core::Role::Replica;
+        Err(e) => out.detail = e.to_string(),
     }
-    let step = restart_one(ops, &former, opts).await;
-    let failed = step.result == StepResult::Failed;
-    report.steps.push(step);
-    if failed {
-        stop(
-            &mut report,
-            format!("stopped: restarting the former leader {leader} failed"),
-            li + 1,
-        );
-    }
-    Ok(finish(report, t0))
+    out.secs = round1(t1.elapsed().as_secs_f64());
+    out
 }
 
-fn finish(mut r: RestartReport, t0: Instant) -> RestartReport {
-    r.total_secs = round1(t0.elapsed().as_secs_f64());
-    r
-}
-
-/// Schedules a restart of each member at `at` (Patroni keeps it in memory and runs it).
-pub async fn schedule(
+/// Schedules a restart of `m` at `at` (Patroni keeps it in memory and runs it).
+async fn schedule_one(
     ops: &Ops<'_>,
-    members: &[&Member],
+    m: &Member,
+    planned: &OpStep,
     at: jiff::Timestamp,
     opts: &RestartOptions,
-) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for m in members {
-        let t0 = Instant::now();
-        let mut step = Step::failed(&m.name, "schedule restart");
-        match api_of(m) {
-            Err(e) => step.detail = e.to_string(),
-            Ok(base) => {
-                let body = restart_body(opts, Some(at)).unwrap_or_else(|| json!({}));
-                match ops
-                    .send(&m.name, Request::post(&base, "/restart", body))
-                    .await
-                {
-                    Ok(None) => {
-                        step.result = StepResult::DryRun;
-                        step.detail = "dry run: nothing was sent".into();
-                    }
-                    Ok(Some(r)) if r.status == StatusCode::ACCEPTED => {
-                        step.result = StepResult::Scheduled;
-                        step.detail = format!("restart scheduled at {at}");
-                    }
-                    Ok(Some(r)) => step.detail = super::answered(&r),
-                    Err(e) => step.detail = e.to_string(),
-                }
-            }
-        }
-        step.secs = round1(t0.elapsed().as_secs_f64());
-        steps.push(step);
-    }
-    steps
-}
-
-/// `DELETE path` on `m`: cancels a scheduled restart (`/restart`) or switchover.
-pub async fn cancel(ops: &Ops<'_>, m: &Member, path: &str, what: &'static str) -> Step {
+) -> StepOutcome {
     let t0 = Instant::now();
-    let mut step = Step::failed(&m.name, what);
+    let mut step = StepOutcome::failed(planned);
     match api_of(m) {
         Err(e) => step.detail = e.to_string(),
+        Ok(base) => {
+            let body = restart_body(opts, Some(at)).unwrap_or_else(|| json!({}));
+            match ops
+                .send(&m.name, Request::post(&base, "/restart", body))
+                .await
+            {
+                Ok(None) => {
+                    step.result = StepResult::DryRun;
+                    step.detail = "dry run: nothing was sent".into();
+                }
+                Ok(Some(r)) if r.status == StatusCode::ACCEPTED => {
+                    step.result = StepResult::Scheduled;
+                    step.detail = format!("restart scheduled at {at}");
+                }
+                Ok(Some(r)) => step.detail = super::answered(&r),
+                Err(e) => step.detail = e.to_string(),
+            }
+        }
+    }
+    step.secs = round1(t0.elapsed().as_secs_f64());
+    step
+}
+
+/// `flush`: cancels scheduled restarts or the scheduled switchover, each step checked
+/// again first (the schedule may have run or been cancelled meanwhile).
+pub struct FlushOp {
+    last: Option<Cluster>,
+}
+
+impl FlushOp {
+    pub fn new() -> Self {
+        FlushOp { last: None }
+    }
+}
+
+impl Default for FlushOp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Operation for FlushOp {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+        let c = ops
+            .read()
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+        let verdict = match step.action {
+            Action::CancelRestart => match c.member(&step.member) {
+                Some(m) if m.scheduled_restart.is_some() => Ok(()),
+                Some(_) => Err(format!(
+                    "{} no longer holds a scheduled restart",
+                    step.member
+                )),
+                None => Err(format!("{} is no longer a member", step.member)),
+            },
+            _ if c.scheduled_switchover.is_none() => {
+                Err("no switchover is scheduled any more".into())
+            }
+            _ => Ok(()),
+        };
+        self.last = Some(c);
+        verdict
+    }
+
+    async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let Some(c) = self.last.take() else {
+            return StepOutcome::failed(step).with(StepResult::Failed, "the cluster was not read");
+        };
+        if step.action == Action::CancelRestart {
+            return match c.member(&step.member) {
+                Some(m) => cancel(ops, m, "/restart", step).await.0,
+                None => StepOutcome::failed(step).with(StepResult::Failed, "not a member"),
+            };
+        }
+        // The leader first; any member can write the failover key: the next member only
+        // when one did not answer at all.
+        let mut order: Vec<&Member> = c.leaders().collect();
+        order.extend(c.replicas());
+        let mut last =
+            StepOutcome::failed(step).with(StepResult::Failed, "no member to send it to");
+        for m in order {
+            let (out, answered) = cancel(ops, m, "/switchover", step).await;
+            last = out;
+            if answered {
+                break;
+            }
+        }
+        last
+    }
+}
+
+/// `DELETE path` on `m`: cancels a scheduled restart (`/restart`) or switchover. The flag
+/// says whether Patroni answered at all (a refusal is an answer; a refused connection not).
+async fn cancel(ops: &Ops<'_>, m: &Member, path: &str, planned: &OpStep) -> (StepOutcome, bool) {
+    let t0 = Instant::now();
+    let mut answered = true;
+    let mut step = StepOutcome::failed(planned);
+    step.member = m.name.clone();
+    match api_of(m) {
+        Err(e) => {
+            answered = false;
+            step.detail = e.to_string();
+        }
         Ok(base) => match ops.send(&m.name, Request::delete(&base, path)).await {
             Ok(None) => {
                 step.result = StepResult::DryRun;
@@ -487,11 +456,14 @@ pub async fn cancel(ops: &Ops<'_>, m: &Member, path: &str, what: &'static str) -
                 step.detail = format!("Patroni: {}", r.body.trim());
             }
             Ok(Some(r)) => step.detail = super::answered(&r),
-            Err(e) => step.detail = e.to_string(),
+            Err(e) => {
+                answered = false;
+                step.detail = e.to_string();
+            }
         },
     }
     step.secs = round1(t0.elapsed().as_secs_f64());
-    step
+    (step, answered)
 }
 
 #[cfg(test)]

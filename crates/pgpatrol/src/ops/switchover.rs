@@ -10,10 +10,12 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 
-use pgpatrol_core::candidates::Candidate;
+use pgpatrol_core::candidates::{self, Candidate, Takeover as Kind, TakeoverSettings};
 use pgpatrol_core::ops::takeover::{self, Position};
+use pgpatrol_core::ops::{Action, OpStep};
 use pgpatrol_core::{Cluster, Lsn, Member};
 
+use super::runner::{Operation, StepOutcome, StepResult};
 use super::{api_of, round1, with_write_gap, Ops, SentRequest, WriteGap};
 use crate::poll::Poll;
 use crate::source::rest::Request;
@@ -327,4 +329,177 @@ pub async fn positions(ops: &Ops<'_>, cluster: &Cluster) -> (Vec<Position>, Opti
         })
         .collect();
     (out, leader_pos)
+}
+
+/// What a failover's rule reads: every member's last position, the last leader position
+/// the DCS knew, the candidates judged as if the dead leader were gone, the data the
+/// candidate may lack, and whether the leader still runs after all.
+#[derive(Debug, Clone)]
+pub struct FailoverReading {
+    pub positions: Vec<Position>,
+    pub leader_pos: Option<Lsn>,
+    pub candidates: Vec<Candidate>,
+    pub risk: takeover::DataAtRisk,
+    /// The leader that answers as a running leader on its own `/patroni`.
+    pub leader_running: Option<String>,
+}
+
+/// Reads what [`takeover::failover`] judges, for `candidate` in `c`.
+pub async fn read_failover(
+    ops: &Ops<'_>,
+    c: &Cluster,
+    settings: &TakeoverSettings,
+    candidate: &str,
+) -> FailoverReading {
+    let mut leader_running = None;
+    if let Some(l) = c.leader() {
+        // /cluster keeps a dead leader until its key expires: ask the leader itself.
+        if let Ok(api) = api_of(l) {
+            if let Ok(s) = ops.source.member_status(&api).await {
+                if s.is_running_leader() {
+                    leader_running = Some(l.name.clone());
+                }
+            }
+        }
+    }
+    let (positions, leader_pos) = positions(ops, c).await;
+    // A dead leader is no candidate: judge the others as if there were no leader.
+    let mut without_leader = c.clone();
+    without_leader.members.retain(|m| !m.role.is_leader());
+    let mut cands = candidates::candidates(&without_leader, settings, Kind::Failover);
+    for x in &mut cands {
+        // Lag against a dead leader is measured from the last position it published;
+        // the data comparison is what counts.
+        x.reasons
+            .retain(|r| !r.contains("maximum_lag_on_failover") && r != "lag is unknown");
+        x.eligible = x.reasons.is_empty();
+    }
+    let synchronous = cands
+        .iter()
+        .find(|x| x.name == candidate)
+        .is_some_and(|x| x.synchronous);
+    let risk = takeover::data_at_risk(
+        candidate,
+        &positions,
+        settings.synchronous_mode,
+        synchronous,
+    );
+    FailoverReading {
+        positions,
+        leader_pos,
+        candidates: cands,
+        risk,
+        leader_running,
+    }
+}
+
+/// A switchover or a failover as the runner carries it out: before the step the cluster
+/// is read again and core's rule ([`takeover::switchover`], [`takeover::failover`]) decides
+/// again on what is read then (a confirmation can take minutes); the step sends the request
+/// and follows the cluster until the takeover is done.
+pub struct TakeoverOp {
+    pub settings: TakeoverSettings,
+    pub timeout: Duration,
+    pub scheduled_at: Option<jiff::Timestamp>,
+    /// Failover: the loss of data another member may hold was accepted.
+    pub accepted: bool,
+    /// How it ended (after the step).
+    pub outcome: Option<TakeoverOutcome>,
+    /// Failover: the last reading the rule judged.
+    pub reading: Option<FailoverReading>,
+    last: Option<(Cluster, Vec<Candidate>)>,
+}
+
+impl TakeoverOp {
+    pub fn new(settings: TakeoverSettings, timeout: Duration) -> Self {
+        TakeoverOp {
+            settings,
+            timeout,
+            scheduled_at: None,
+            accepted: false,
+            outcome: None,
+            reading: None,
+            last: None,
+        }
+    }
+}
+
+impl Operation for TakeoverOp {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+        let c = ops
+            .read()
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+        let again = if step.action == Action::Failover {
+            let r = read_failover(ops, &c, &self.settings, &step.member).await;
+            if let Some(l) = &r.leader_running {
+                return Err(format!(
+                    "the leader {l} is running: use `pgpatrol switchover --candidate {}` (a failover is for a dead or unreachable leader)",
+                    step.member
+                ));
+            }
+            let plan = takeover::failover(&step.member, &r.candidates, &r.risk, self.accepted);
+            let cands = r.candidates.clone();
+            self.reading = Some(r);
+            self.last = Some((c, cands));
+            plan
+        } else {
+            match c.leader() {
+                Some(l) if l.name == step.member => {}
+                Some(l) => {
+                    return Err(format!(
+                        "the leader changed from {} to {}",
+                        step.member, l.name
+                    ))
+                }
+                None => return Err(format!("the leader {} is gone", step.member)),
+            }
+            let cands = candidates::candidates(&c, &self.settings, Kind::Switchover);
+            let plan = takeover::switchover(&c, &cands, step.to.as_deref(), step.at.as_deref());
+            self.last = Some((c, cands));
+            plan
+        };
+        match again.refusal {
+            Some(r) => Err(r.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let t0 = Instant::now();
+        let mut out = StepOutcome::failed(step);
+        let Some((c, cands)) = self.last.take() else {
+            return out.with(StepResult::Failed, "the cluster was not read");
+        };
+        let Some(target) = c.member(&step.member).cloned() else {
+            return out.with(
+                StepResult::Failed,
+                format!("{} is not a member", step.member),
+            );
+        };
+        let failover = step.action == Action::Failover;
+        let t = Takeover {
+            operation: if failover { "failover" } else { "switchover" },
+            leader: (!failover).then(|| step.member.clone()),
+            candidate: step.to.clone(),
+            scheduled_at: self.scheduled_at,
+            timeout: self.timeout,
+        };
+        match run(ops, &c, &target, &t, cands).await {
+            Ok(o) => {
+                out.result = match o.result {
+                    TakeoverResult::Switched => StepResult::SwitchedOver,
+                    TakeoverResult::Scheduled => StepResult::Scheduled,
+                    TakeoverResult::DryRun => StepResult::DryRun,
+                    TakeoverResult::Failed => StepResult::Failed,
+                };
+                out.detail = o.detail.clone();
+                out.write_gap = o.write_gap.clone();
+                self.outcome = Some(o);
+            }
+            Err(e) => out.detail = e.to_string(),
+        }
+        out.secs = round1(t0.elapsed().as_secs_f64());
+        out
+    }
 }

@@ -1,0 +1,393 @@
+//! The one runner of the day-2 operations. An operation is decided in core as an
+//! [`OpPlan`] (ordered steps, or a refusal); this runner carries it out: before every step
+//! it has the operation read the cluster again and decide again ([`Operation::recheck`]),
+//! stops at the first step that may no longer go or that fails, and reports one outcome
+//! per step in one shape ([`OpReport`]) for every operation. A dry run goes through the same
+//! loop: the checks run, each request is printed instead of sent, and the report shows where
+//! the real run would stop.
+//!
+//! Heal's runner (`executor::runner::run_plan`) is this one's sibling: it runs several
+//! reinitializations at once under a lease, with the same read-again-decide-again loop.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use pgpatrol_core::ops::{OpPlan, OpStep, Refusal};
+
+use super::{round1, Ops, SentRequest, WriteGap};
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepResult {
+    /// Done as asked (and followed until done, where there is something to follow).
+    Done,
+    Restarted,
+    SwitchedOver,
+    Scheduled,
+    Cancelled,
+    /// Patroni accepted the request (reload).
+    Accepted,
+    /// Patroni had nothing to do (no pending restart; nothing scheduled).
+    Skipped,
+    Failed,
+    DryRun,
+}
+
+/// One step as carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    pub member: String,
+    pub action: &'static str,
+    pub result: StepResult,
+    pub detail: String,
+    pub secs: f64,
+    /// Time without a writable leader during this step (leader steps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_gap: Option<WriteGap>,
+}
+
+impl StepOutcome {
+    /// A step not done yet: `Failed` until something says otherwise.
+    pub fn failed(step: &OpStep) -> Self {
+        StepOutcome {
+            member: step.member.clone(),
+            action: step.action.as_str(),
+            result: StepResult::Failed,
+            detail: String::new(),
+            secs: 0.0,
+            write_gap: None,
+        }
+    }
+
+    pub fn with(mut self, result: StepResult, detail: impl Into<String>) -> Self {
+        self.result = result;
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// An operation the runner can carry out: its plan comes from core; these two say whether
+/// a step may still go and do it.
+#[allow(async_fn_in_trait)] // run on the caller's task, never spawned: no Send bound needed
+pub trait Operation {
+    /// Reads the cluster (and what the operation's rule needs) again and decides again
+    /// whether `step`, number `index` of the plan, may go now. `Err` says why not.
+    async fn recheck(&mut self, ops: &Ops<'_>, index: usize, step: &OpStep) -> Result<(), String>;
+
+    /// Carries `step` out through `ops` (which prints instead of sending in a dry run) and
+    /// follows it until it is done.
+    async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome;
+}
+
+/// Why the command exits with its code.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exit {
+    pub code: u8,
+    pub reason: String,
+}
+
+/// Every operation's report: the plan, one outcome per step carried out, where and why it
+/// stopped, the requests sent, and the exit code with its reason. `extra` holds what one
+/// operation adds (the candidates of a takeover, the members' positions of a failover, …).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpReport {
+    pub operation: &'static str,
+    /// `done`, `dry_run`, `refused`, `nothing`, `stopped`, `failed`, or the operation's
+    /// own word for done (`switched`, `applied`, …).
+    pub result: String,
+    pub plan: OpPlan,
+    /// The plan's refusal, when it was refused (also in `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    pub steps: Vec<StepOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// Members (or objects) of planned steps that were not touched.
+    pub untouched: Vec<String>,
+    pub requests: Vec<SentRequest>,
+    pub total_secs: f64,
+    pub exit: Exit,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl OpReport {
+    /// The report of a plan that was never run (refused, or nothing to do).
+    pub fn unrun(plan: OpPlan) -> Self {
+        let (result, exit) = match (&plan.refusal, &plan.nothing) {
+            (Some(r), _) => (
+                "refused",
+                Exit {
+                    code: match r {
+                        Refusal::Invalid(_) => 2,
+                        Refusal::Unsafe(_) => 1,
+                    },
+                    reason: format!("refused: {r}"),
+                },
+            ),
+            (None, Some(n)) => (
+                "nothing",
+                Exit {
+                    code: 0,
+                    reason: format!("nothing to do: {n}"),
+                },
+            ),
+            (None, None) => (
+                "done",
+                Exit {
+                    code: 0,
+                    reason: "no step".into(),
+                },
+            ),
+        };
+        OpReport {
+            operation: plan.operation,
+            result: result.into(),
+            refusal: plan.refusal.clone(),
+            plan,
+            steps: Vec::new(),
+            stopped: None,
+            untouched: Vec::new(),
+            requests: Vec::new(),
+            total_secs: 0.0,
+            exit,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds an operation's own field to the JSON report.
+    pub fn put(&mut self, key: &str, value: impl Serialize) {
+        if let Ok(v) = serde_json::to_value(value) {
+            self.extra.insert(key.to_string(), v);
+        }
+    }
+
+    /// Every step did what it was asked (or had nothing to do) and nothing stopped the run.
+    pub fn ok(&self) -> bool {
+        self.exit.code == 0
+    }
+
+    /// Marks the run as not done for `reason` (exit 1), keeping the steps.
+    pub fn problem(&mut self, result: &str, reason: impl Into<String>) {
+        self.result = result.into();
+        self.exit = Exit {
+            code: 1,
+            reason: reason.into(),
+        };
+    }
+
+    /// The refusal, when the plan was refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.plan.refusal.as_ref()
+    }
+}
+
+/// Carries `plan` out: for every step, read again and decide again, then do it; stop at
+/// the first step that may no longer go or that fails. A refused plan, or one with nothing
+/// to do, sends nothing.
+pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpReport {
+    let t0 = Instant::now();
+    if plan.refusal.is_some() || plan.steps.is_empty() {
+        return OpReport::unrun(plan);
+    }
+    let mut report = OpReport::unrun(plan.clone());
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Err(why) = op.recheck(ops, i, step).await {
+            report.stopped = Some(format!("stopped before {step}: {why}"));
+            report.untouched = plan.steps[i..].iter().map(|s| s.member.clone()).collect();
+            break;
+        }
+        let out = op.perform(ops, step).await;
+        let failed = out.result == StepResult::Failed;
+        let detail = out.detail.clone();
+        report.steps.push(out);
+        if failed {
+            report.stopped = Some(format!("stopped: {step} failed: {detail}"));
+            report.untouched = plan.steps[i + 1..]
+                .iter()
+                .map(|s| s.member.clone())
+                .collect();
+            break;
+        }
+    }
+    report.untouched.dedup();
+    report.requests = ops.sent();
+    report.total_secs = round1(t0.elapsed().as_secs_f64());
+    match &report.stopped {
+        Some(why) => {
+            let failed = report
+                .steps
+                .last()
+                .is_some_and(|s| s.result == StepResult::Failed);
+            let why = why.clone();
+            report.problem(if failed { "failed" } else { "stopped" }, why);
+        }
+        None if ops.dry_run => {
+            report.result = "dry_run".into();
+            report.exit.reason = "dry run: nothing was sent".into();
+        }
+        None => {
+            report.result = "done".into();
+            report.exit.reason = "every step done".into();
+        }
+    }
+    report
+}
+
+/// The plan as a person reads it, before the confirmation (or as the dry run's plan).
+pub fn print_plan(plan: &OpPlan) {
+    if plan.refusal.is_some() || plan.nothing.is_some() {
+        return;
+    }
+    println!("plan:");
+    for l in plan.lines() {
+        println!("  {l}");
+    }
+}
+
+/// The steps as lines for a person.
+pub fn print_steps(steps: &[StepOutcome]) {
+    for s in steps {
+        let gap = s
+            .write_gap
+            .as_ref()
+            .map(|g| format!(" (no writable leader for {:.1} s)", g.longest_secs))
+            .unwrap_or_default();
+        println!(
+            "{} {}: {} in {:.1} s: {}{gap}",
+            s.action,
+            s.member,
+            serde_json::to_value(s.result)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            s.secs,
+            s.detail
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::Progress;
+    use crate::ops::audit::Audit;
+    use crate::source::rest::RestSource;
+    use pgpatrol_core::ops::{Action, OpStep};
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn update(&self, _: &str, _: &str) {}
+    }
+
+    /// Records what the runner asked; refuses at `stop_at`, fails at `fail_at`.
+    struct Script {
+        stop_at: Option<usize>,
+        fail_at: Option<usize>,
+        seen: Vec<String>,
+    }
+
+    impl Operation for Script {
+        async fn recheck(&mut self, _: &Ops<'_>, i: usize, s: &OpStep) -> Result<(), String> {
+            self.seen.push(format!("check {}", s.member));
+            if self.stop_at == Some(i) {
+                return Err("a replica is behind".into());
+            }
+            Ok(())
+        }
+        async fn perform(&mut self, _: &Ops<'_>, s: &OpStep) -> StepOutcome {
+            self.seen.push(format!("do {}", s.member));
+            let out = StepOutcome::failed(s);
+            if self.fail_at.is_some_and(|f| self.seen.len() / 2 == f + 1) {
+                return out.with(StepResult::Failed, "Patroni said no");
+            }
+            out.with(StepResult::Done, "ok")
+        }
+    }
+
+    fn plan() -> OpPlan {
+        OpPlan::go(
+            "restart",
+            ["pg1", "pg2", "pg0"]
+                .iter()
+                .map(|m| OpStep::new(Action::Restart, *m, "test"))
+                .collect(),
+        )
+    }
+
+    async fn go(script: &mut Script, plan: OpPlan) -> OpReport {
+        let http = crate::source::rest::Http::new(&Default::default()).unwrap();
+        let source = RestSource::new(http, &["http://127.0.0.1:9".to_string()]).unwrap();
+        let audit = Audit::disabled();
+        let ops = Ops::new(&source, "restart", false, &audit, &Quiet);
+        run(script, &ops, plan).await
+    }
+
+    #[tokio::test]
+    async fn every_step_is_checked_again_before_it_runs() {
+        let mut s = Script {
+            stop_at: None,
+            fail_at: None,
+            seen: vec![],
+        };
+        let r = go(&mut s, plan()).await;
+        assert_eq!(
+            s.seen,
+            vec![
+                "check pg1",
+                "do pg1",
+                "check pg2",
+                "do pg2",
+                "check pg0",
+                "do pg0"
+            ]
+        );
+        assert_eq!(r.result, "done");
+        assert_eq!(r.exit.code, 0);
+        assert_eq!(r.steps.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_step_that_may_no_longer_go_stops_the_run_untouched() {
+        let mut s = Script {
+            stop_at: Some(1),
+            fail_at: None,
+            seen: vec![],
+        };
+        let r = go(&mut s, plan()).await;
+        assert_eq!(s.seen, vec!["check pg1", "do pg1", "check pg2"]);
+        assert_eq!(r.result, "stopped");
+        assert_eq!(r.exit.code, 1);
+        assert_eq!(r.untouched, vec!["pg2", "pg0"]);
+        assert!(r.stopped.unwrap().contains("a replica is behind"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_stops_the_run() {
+        let mut s = Script {
+            stop_at: None,
+            fail_at: Some(0),
+            seen: vec![],
+        };
+        let r = go(&mut s, plan()).await;
+        assert_eq!(s.seen, vec!["check pg1", "do pg1"]);
+        assert_eq!(r.result, "failed");
+        assert_eq!(r.untouched, vec!["pg2", "pg0"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_plan_runs_nothing() {
+        let mut s = Script {
+            stop_at: None,
+            fail_at: None,
+            seen: vec![],
+        };
+        let p = OpPlan::refused("restart", Refusal::Invalid("no leader".into()));
+        let r = go(&mut s, p).await;
+        assert!(s.seen.is_empty());
+        assert_eq!(r.result, "refused");
+        assert_eq!(r.exit.code, 2);
+    }
+}
