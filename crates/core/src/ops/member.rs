@@ -4,8 +4,7 @@
 //! standby, nor leave fewer healthy replicas than promised, and nothing is removed from a
 //! paused cluster (Patroni would not react to what follows).
 
-use serde::Serialize;
-
+use super::plan::{Action, OpPlan, OpStep};
 use super::Refusal;
 use crate::model::{Cluster, LagKind, Role};
 
@@ -23,18 +22,8 @@ pub struct RemoveRequest<'a> {
     pub synchronous_mode: bool,
 }
 
-/// One step of a removal, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum RemoveStep {
-    /// The member leads: hand over to the best candidate first.
-    Switchover { from: String, reason: String },
-    /// Stop the member and wait until its member key is gone.
-    Remove { member: String, reason: String },
-}
-
 /// The steps to remove `req.member` from `c`, or why not. Decided again before each step.
-pub fn remove(c: &Cluster, req: &RemoveRequest<'_>) -> Result<Vec<RemoveStep>, Refusal> {
+pub fn remove(c: &Cluster, req: &RemoveRequest<'_>) -> Result<Vec<OpStep>, Refusal> {
     let name = req.member;
     let Some(m) = c.member(name) else {
         let names: Vec<&str> = c.members.iter().map(|m| m.name.as_str()).collect();
@@ -93,20 +82,27 @@ pub fn remove(c: &Cluster, req: &RemoveRequest<'_>) -> Result<Vec<RemoveStep>, R
     }
     let mut steps = Vec::new();
     if leads {
-        steps.push(RemoveStep::Switchover {
-            from: name.to_string(),
-            reason: format!("{name} leads: the role is handed over before it goes"),
-        });
+        steps.push(OpStep::new(
+            Action::Switchover,
+            name,
+            format!("{name} leads: the role is handed over to the best candidate before it goes"),
+        ));
     }
-    steps.push(RemoveStep::Remove {
-        member: name.to_string(),
-        reason: format!(
+    steps.push(OpStep::new(
+        Action::RemoveMember,
+        name,
+        format!(
             "{} ({}); {left} healthy replica(s) remain",
             m.role.title().to_lowercase(),
             m.state
         ),
-    });
+    ));
     Ok(steps)
+}
+
+/// `member remove` as a plan ([`remove`]'s steps, or its refusal).
+pub fn plan(c: &Cluster, req: &RemoveRequest<'_>) -> OpPlan {
+    OpPlan::from_rule("member remove", remove(c, req))
 }
 
 #[cfg(test)]
@@ -136,7 +132,7 @@ mod tests {
     #[test]
     fn a_replica_goes_while_enough_stay_healthy() {
         let steps = remove(&three(), &req("pg2")).unwrap();
-        assert!(matches!(&steps[..], [RemoveStep::Remove { member, .. }] if member == "pg2"));
+        assert!(matches!(&steps[..], [s] if s.action == Action::RemoveMember && s.member == "pg2"));
         let lagging = ClusterBuilder::new()
             .leader("pg0")
             .replica("pg1")
@@ -160,8 +156,14 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(matches!(&steps[0], RemoveStep::Switchover { from, .. } if from == "pg0"));
-        assert!(matches!(&steps[1], RemoveStep::Remove { member, .. } if member == "pg0"));
+        assert_eq!(
+            (steps[0].action, steps[0].member.as_str()),
+            (Action::Switchover, "pg0")
+        );
+        assert_eq!(
+            (steps[1].action, steps[1].member.as_str()),
+            (Action::RemoveMember, "pg0")
+        );
         // Two members: the one replica takes over, none would remain healthy.
         let two = ClusterBuilder::new().leader("pg0").replica("pg1").build();
         let e = remove(

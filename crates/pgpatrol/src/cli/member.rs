@@ -10,14 +10,15 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use pgpatrol_core::candidates::{self, TakeoverSettings};
-use pgpatrol_core::ops::member::{self as member_rule, RemoveRequest, RemoveStep};
-use pgpatrol_core::ops::Refusal;
+use pgpatrol_core::ops::member::{self as member_rule, RemoveRequest};
+use pgpatrol_core::ops::{Action, OpStep, Refusal};
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
 use super::common::{ClusterArgs, PgArgs};
 use super::ops::{confirm_op, emit_json, OpArgs, OpFormat};
 use super::Outcome;
 use crate::lab::{process, LabPaths, LabState};
+use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::{audit::Audit, Ops};
 use crate::poll::Poll;
@@ -514,22 +515,6 @@ impl MemberAddArgs {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct RemoveReport {
-    operation: &'static str,
-    member: String,
-    result: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refusal: Option<Refusal>,
-    steps: Vec<RemoveStep>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    done: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    slot: Option<String>,
-    requests: Vec<crate::ops::SentRequest>,
-    total_secs: f64,
-}
-
 impl MemberRemoveArgs {
     fn request<'a>(&self, name: &'a str, sync: bool) -> RemoveRequest<'a> {
         RemoveRequest {
@@ -553,7 +538,6 @@ impl MemberRemoveArgs {
     }
 
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let t0 = Instant::now();
         let mut scaler = Scaler::open(self.lab.as_deref(), &self.cluster).await?;
         if self.drop_slot && !matches!(self.pg.login(&self.cluster), Ok(Some(_))) {
             anyhow::bail!("--drop-slot drops the slot on the leader's PostgreSQL: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)");
@@ -565,206 +549,113 @@ impl MemberRemoveArgs {
         let source = self.cluster.source().await?;
         let (c, sync) = self.read(&source).await?;
         let name = scaler.victim(self.member.as_deref(), &c).await?;
-        let mut report = RemoveReport {
-            operation: "member remove",
-            member: name.clone(),
-            result: "refused",
-            refusal: None,
-            steps: Vec::new(),
+        let mut plan = member_rule::plan(&c, &self.request(&name, sync));
+        if plan.refusal.is_none() {
+            // What the flags add after the member is gone: its claims, then its slot.
+            if self.delete_pvc {
+                plan.steps.push(OpStep::new(
+                    Action::DeleteClaim,
+                    &name,
+                    "--delete-pvc: the claims of its pod, each confirmed",
+                ));
+            }
+            if self.drop_slot {
+                plan.steps.push(OpStep::new(
+                    Action::DropSlot,
+                    pgpatrol_core::slots::slot_name_from_member_name(&name),
+                    "--drop-slot: the slot Patroni kept for it on the leader, by slot drop's rules",
+                ));
+            }
+        }
+        if plan.refusal.is_none() && !self.op.dry_run {
+            confirm_op(
+                &self.op,
+                &format!(
+                    "Remove {name} from the cluster? It is stopped and its data directory deleted."
+                ),
+                "remove a member",
+            )?;
+        }
+        let audit = if self.op.dry_run || plan.refusal.is_some() {
+            Audit::disabled()
+        } else {
+            Audit::open(
+                self.op.audit_log.as_deref(),
+                c.scope.as_deref().unwrap_or("cluster"),
+            )?
+        };
+        let quiet = crate::executor::Quiet;
+        let ops = Ops::new(&source, "member remove", self.op.dry_run, &audit, &quiet).json(json);
+        let mut run = MemberRemoveOp {
+            args: &self,
+            scaler: &mut scaler,
+            name: name.clone(),
+            switched: false,
+            ordinal: None,
             done: Vec::new(),
             slot: None,
-            requests: Vec::new(),
-            total_secs: 0.0,
+            slot_kept: false,
+            last: None,
         };
-        let steps = match member_rule::remove(&c, &self.request(&name, sync)) {
-            Ok(s) => s,
-            Err(r) => return self.refused(report, r, json),
+        let mut report = runner::run(&mut run, &ops, plan).await;
+        let (done, mut slot, slot_kept) = (run.done, run.slot, run.slot_kept);
+        if report.ok() && slot.is_none() && !self.op.dry_run {
+            // Without --drop-slot the slot is reported, not touched.
+            slot = Some(self.slot_state(&ops, &name).await);
+        }
+        report.result = match (report.result.as_str(), report.steps.last()) {
+            ("done", _) => "removed".into(),
+            ("failed", Some(s)) if slot_kept && s.action == Action::DropSlot.as_str() => {
+                "removed_slot_kept".into()
+            }
+            ("failed", Some(s)) if s.action == Action::Switchover.as_str() => {
+                "switchover_failed".into()
+            }
+            ("failed", Some(s)) if s.action == Action::RemoveMember.as_str() => {
+                "key_not_gone".into()
+            }
+            (r, _) => r.to_string(),
         };
-        report.steps = steps.clone();
-        if self.op.dry_run {
-            report.result = "dry_run";
-            if json {
-                emit_json(&report)?;
-            } else {
-                for s in &steps {
-                    match s {
-                        RemoveStep::Switchover { from, reason } => {
-                            println!(
-                                "dry run: would hand the leader role over from {from} ({reason})"
-                            )
-                        }
-                        RemoveStep::Remove { member, reason } => println!(
-                            "dry run: would remove {member} from {} ({reason})",
-                            scaler.describe()
-                        ),
-                    }
-                }
+        report.put("member", &name);
+        report.put("done", &done);
+        report.put("slot", &slot);
+        if let Some(Refusal::Unsafe(why)) = report.refusal() {
+            eprintln!("pgpatrol: refused: {why}; nothing more was done");
+        }
+        if json {
+            emit_json(&report)?;
+        } else if report.refusal().is_none() {
+            if self.op.dry_run {
+                crate::ops::runner::print_plan(&report.plan);
             }
-            return Ok(Outcome::Ok);
-        }
-        confirm_op(
-            &self.op,
-            &format!(
-                "Remove {name} from the cluster? It is stopped and its data directory deleted."
-            ),
-            "remove a member",
-        )?;
-        let audit = Audit::open(
-            self.op.audit_log.as_deref(),
-            c.scope.as_deref().unwrap_or("cluster"),
-        )?;
-        let quiet = crate::executor::Quiet;
-        let ops = Ops::new(&source, "member remove", false, &audit, &quiet).json(json);
-        let mut ordinal: Option<i32> = None;
-        let mut switched = false;
-        // Read again and decide again before each step.
-        loop {
-            let (c, sync) = self.read(&source).await?;
-            let steps = match member_rule::remove(&c, &self.request(&name, sync)) {
-                Ok(s) => s,
-                Err(r) => {
-                    report.requests = ops.sent();
-                    return self.refused(report, r, json);
-                }
-            };
-            match steps.first() {
-                Some(RemoveStep::Switchover { from, .. }) if switched => {
-                    // Never a second handover: something else moved the role back.
-                    return self.refused(
-                        report,
-                        Refusal::Unsafe(format!(
-                            "{from} leads again after the switchover: removing nothing"
-                        )),
-                        json,
-                    );
-                }
-                Some(RemoveStep::Switchover { from, .. }) => {
-                    switched = true;
-                    let settings = TakeoverSettings::from_config(&source.config().await?);
-                    let cands =
-                        candidates::candidates(&c, &settings, candidates::Takeover::Switchover);
-                    let Some(best) = candidates::best(&cands).map(|b| b.name.clone()) else {
-                        let why: Vec<String> = cands
-                            .iter()
-                            .map(|x| format!("{}: {}", x.name, x.reasons.join(", ")))
-                            .collect();
-                        return self.refused(
-                            report,
-                            Refusal::Unsafe(format!(
-                                "{from} leads and no replica can take over ({})",
-                                why.join("; ")
-                            )),
-                            json,
-                        );
-                    };
-                    let leader = c
-                        .member(from)
-                        .cloned()
-                        .ok_or_else(|| anyhow::anyhow!("{from} left /cluster"))?;
-                    let so = switchover::run(
-                        &ops,
-                        &c,
-                        &leader,
-                        &Takeover {
-                            operation: "switchover",
-                            leader: Some(from.clone()),
-                            candidate: Some(best.clone()),
-                            scheduled_at: None,
-                            timeout: self.timeout,
-                        },
-                        cands,
-                    )
-                    .await?;
-                    if so.result != TakeoverResult::Switched {
-                        report.result = "switchover_failed";
-                        report.done.push(format!("switchover: {}", so.detail));
-                        return self.finish(report, &ops, t0, json, Outcome::Problem);
-                    }
-                    report
-                        .done
-                        .push(format!("switchover from {from} to {best}: {}", so.detail));
-                }
-                Some(RemoveStep::Remove { member, .. }) => {
-                    // On a StatefulSet the pod that goes must still be this member's.
-                    let still = scaler.victim(Some(member), &c).await?;
-                    let (done, o) = scaler.remove(&still).await?;
-                    audit.record_kube("member remove", &still, &done, "done");
-                    report.done.push(done);
-                    ordinal = o;
-                    break;
-                }
-                None => break,
+            for d in &done {
+                println!("member remove: {d}");
             }
-        }
-        // Followed until Patroni's member key is gone (a stopped Patroni deletes it).
-        let mut gone = false;
-        let mut poll = Poll::new(self.timeout, Duration::from_millis(500));
-        while poll.next().await {
-            if let Ok(s) = source.snapshot(Detail::Lag).await {
-                if s.cluster.member(&name).is_none() {
-                    gone = true;
-                    break;
-                }
+            if let Some(s) = &slot {
+                println!("member remove: {s}");
             }
-        }
-        if !gone {
-            report.result = "key_not_gone";
-            report.done.push(format!(
-                "{name} is still listed in /cluster after {}",
-                humantime::format_duration(self.timeout)
-            ));
-            return self.finish(report, &ops, t0, json, Outcome::Problem);
-        }
-        report.done.push(format!("{name}'s member key is gone"));
-        let (slot, slot_ok) = self.slot_report(&source, &name, &audit).await;
-        report.slot = Some(slot);
-        report.result = if slot_ok {
-            "removed"
-        } else {
-            "removed_slot_kept"
-        };
-        if let (true, Scaler::Kube(w), Some(ordinal)) = (self.delete_pvc, &scaler, ordinal) {
-            for claim in w.claims(ordinal).await? {
-                if let Err(e) = confirm_op(
-                    &self.op,
-                    &format!(
-                        "Delete PersistentVolumeClaim {claim}? The data on it is lost for good."
-                    ),
-                    "delete the claim",
-                ) {
-                    report.done.push(format!("claim {claim} kept: {e}"));
-                    continue;
-                }
-                let deleted = w.delete_claim(&claim).await?;
-                let what = if deleted { "deleted" } else { "was not there" };
-                audit.record_kube(
-                    "member remove",
-                    &name,
-                    &format!("DELETE persistentvolumeclaims/{claim}"),
-                    what,
-                );
-                report.done.push(format!("claim {claim} {what}"));
+            if let Some(why) = &report.stopped {
+                println!("member remove: {why}");
             }
+            println!(
+                "member remove {name}: {} ({:.1} s)",
+                report.result, report.total_secs
+            );
         }
-        let outcome = if slot_ok {
+        if let Some(Refusal::Invalid(why)) = report.refusal() {
+            anyhow::bail!("{why}");
+        }
+        Ok(if report.ok() {
             Outcome::Ok
         } else {
             Outcome::Problem
-        };
-        self.finish(report, &ops, t0, json, outcome)
+        })
     }
 
-    /// What became of the replication slot Patroni kept for the member on the leader.
-    /// What became of the slot, and whether that is what was asked (`--drop-slot`: gone).
-    async fn slot_report(&self, source: &RestSource, name: &str, audit: &Audit) -> (String, bool) {
-        let said = self.slot_state(source, name, audit).await;
-        let gone =
-            said.contains(" dropped on the leader ") || said.contains(": none on the leader ");
-        let ok = !self.drop_slot || gone;
-        (said, ok)
-    }
-
-    async fn slot_state(&self, source: &RestSource, name: &str, audit: &Audit) -> String {
+    /// What became of the replication slot Patroni kept for the member on the leader; with
+    /// --drop-slot, dropped by `slot drop`'s rules through the one sender (`Ops::send_sql`).
+    async fn slot_state(&self, ops: &Ops<'_>, name: &str) -> String {
+        let source = ops.source;
         let slot = pgpatrol_core::slots::slot_name_from_member_name(name);
         let login = match self.pg.login(&self.cluster) {
             Ok(Some(l)) => l,
@@ -838,30 +729,18 @@ impl MemberRemoveArgs {
                     None => {
                         let target = format!("postgresql://{host}:{port}");
                         let sql = format!("SELECT pg_drop_replication_slot('{slot}')");
-                        match client
-                            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-                            .await
-                        {
-                            Ok(_) => {
-                                audit.record_sql(
-                                    "member remove",
-                                    &l.name,
-                                    &target,
-                                    &sql,
-                                    "dropped",
-                                );
-                                Ok(())
-                            }
-                            Err(e) => {
-                                let e = crate::doctor::pg::error_line(e);
-                                audit.record_sql("member remove", &l.name, &target, &sql, &e);
-                                // Patroni dropped it between the read and the drop: gone.
-                                if e.contains("does not exist") {
-                                    Ok(())
-                                } else {
-                                    Err(e)
-                                }
-                            }
+                        let run = async {
+                            client
+                                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                                .await
+                                .map(|_| "dropped".to_string())
+                                .map_err(crate::doctor::pg::error_line)
+                        };
+                        match ops.send_sql(&l.name, &target, &sql, run).await {
+                            Ok(_) => Ok(()),
+                            // Patroni dropped it between the read and the drop: gone.
+                            Err(e) if e.contains("does not exist") => Ok(()),
+                            Err(e) => Err(e),
                         }
                     }
                 })
@@ -904,46 +783,254 @@ impl MemberRemoveArgs {
             },
         }
     }
+}
 
-    fn refused(&self, mut report: RemoveReport, r: Refusal, json: bool) -> anyhow::Result<Outcome> {
-        report.result = "refused";
-        report.refusal = Some(r.clone());
-        if json {
-            emit_json(&report)?;
+/// `member remove` as the runner carries it out: before each step the cluster and the
+/// dynamic configuration are read again and core's `ops::member` rule decided again; the
+/// role is handed over at most once; the member goes through the workload (a scale-down,
+/// or the lab), followed until its member key is gone; then its claims and its slot.
+struct MemberRemoveOp<'a> {
+    args: &'a MemberRemoveArgs,
+    scaler: &'a mut Scaler,
+    name: String,
+    switched: bool,
+    ordinal: Option<i32>,
+    done: Vec<String>,
+    slot: Option<String>,
+    /// --drop-slot found the slot kept (Patroni 4.0+'s member_slots_ttl, or a slot rule).
+    slot_kept: bool,
+    last: Option<Cluster>,
+}
+
+impl Operation for MemberRemoveOp<'_> {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+        if matches!(step.action, Action::DeleteClaim | Action::DropSlot) {
+            // The member is gone: what remains are its claims and its slot, each judged by
+            // its own rule when it is done.
+            return Ok(());
         }
-        match r {
-            Refusal::Unsafe(why) => {
-                eprintln!("pgpatrol: refused: {why}; nothing more was done");
-                Ok(Outcome::Problem)
+        let (c, sync) = self
+            .args
+            .read(ops.source)
+            .await
+            .map_err(|e| e.to_string())?;
+        let again = member_rule::remove(&c, &self.args.request(&self.name, sync))
+            .map_err(|r| r.to_string())?;
+        let next = again.first().map(|s| s.action);
+        match (step.action, next) {
+            // A dry run hands nothing over: the member still leads when its removal is shown.
+            (Action::RemoveMember, Some(Action::Switchover)) if self.switched && ops.dry_run => {}
+            (Action::RemoveMember | Action::Switchover, Some(Action::Switchover))
+                if self.switched =>
+            {
+                return Err(format!(
+                    "{} leads again after the switchover: removing nothing",
+                    self.name
+                ))
             }
-            Refusal::Invalid(why) => Err(anyhow::anyhow!(why)),
+            (a, Some(n)) if a == n => {}
+            (a, n) => {
+                return Err(format!(
+                    "the plan changed: {} was next, now {}",
+                    a.as_str(),
+                    n.map_or("nothing", |n| n.as_str())
+                ))
+            }
+        }
+        self.last = Some(c);
+        Ok(())
+    }
+
+    async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let t0 = Instant::now();
+        let mut out = match step.action {
+            Action::Switchover => self.hand_over(ops, step).await,
+            Action::RemoveMember => self.remove(ops, step).await,
+            Action::DeleteClaim => self.delete_claims(ops, step).await,
+            _ => self.drop_slot(ops, step).await,
+        };
+        out.secs = crate::ops::round1(t0.elapsed().as_secs_f64());
+        out
+    }
+}
+
+impl MemberRemoveOp<'_> {
+    async fn hand_over(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let out = StepOutcome::failed(step);
+        self.switched = true;
+        let Some(c) = self.last.take() else {
+            return out.with(StepResult::Failed, "the cluster was not read");
+        };
+        let settings = match ops.source.config().await {
+            Ok(cfg) => TakeoverSettings::from_config(&cfg),
+            Err(e) => {
+                return out.with(
+                    StepResult::Failed,
+                    format!("cannot read the dynamic configuration: {e}"),
+                )
+            }
+        };
+        let cands = candidates::candidates(&c, &settings, candidates::Takeover::Switchover);
+        let Some(best) = candidates::best(&cands).map(|b| b.name.clone()) else {
+            let why: Vec<String> = cands
+                .iter()
+                .map(|x| format!("{}: {}", x.name, x.reasons.join(", ")))
+                .collect();
+            return out.with(
+                StepResult::Failed,
+                format!(
+                    "{} leads and no replica can take over ({})",
+                    step.member,
+                    why.join("; ")
+                ),
+            );
+        };
+        let Some(leader) = c.member(&step.member).cloned() else {
+            return out.with(StepResult::Failed, format!("{} left /cluster", step.member));
+        };
+        let t = Takeover {
+            operation: "switchover",
+            leader: Some(step.member.clone()),
+            candidate: Some(best.clone()),
+            scheduled_at: None,
+            timeout: self.args.timeout,
+        };
+        match switchover::run(ops, &c, &leader, &t, cands).await {
+            Ok(so) if so.result == TakeoverResult::Switched => {
+                self.done.push(format!(
+                    "switchover from {} to {best}: {}",
+                    step.member, so.detail
+                ));
+                let mut out = out.with(StepResult::SwitchedOver, so.detail);
+                out.write_gap = so.write_gap;
+                out
+            }
+            Ok(so) if so.result == TakeoverResult::DryRun => {
+                out.with(StepResult::DryRun, so.detail)
+            }
+            Ok(so) => {
+                self.done.push(format!("switchover: {}", so.detail));
+                out.with(StepResult::Failed, so.detail)
+            }
+            Err(e) => out.with(StepResult::Failed, e.to_string()),
         }
     }
 
-    fn finish(
-        &self,
-        mut report: RemoveReport,
-        ops: &Ops<'_>,
-        t0: Instant,
-        json: bool,
-        outcome: Outcome,
-    ) -> anyhow::Result<Outcome> {
-        report.requests = ops.sent();
-        report.total_secs = crate::ops::round1(t0.elapsed().as_secs_f64());
-        if json {
-            emit_json(&report)?;
-        } else {
-            for d in &report.done {
-                println!("member remove: {d}");
+    async fn remove(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let out = StepOutcome::failed(step);
+        let Some(c) = self.last.take() else {
+            return out.with(StepResult::Failed, "the cluster was not read");
+        };
+        if ops.dry_run {
+            let what = format!(
+                "dry run: would remove {} from {} ({})",
+                step.member,
+                self.scaler.describe(),
+                step.reason
+            );
+            if !self.args.op.format.eq(&OpFormat::Json) {
+                println!("{what}");
             }
-            if let Some(s) = &report.slot {
-                println!("member remove: {s}");
+            return out.with(StepResult::DryRun, what);
+        }
+        // On a StatefulSet the pod that goes must still be this member's.
+        let still = match self.scaler.victim(Some(&step.member), &c).await {
+            Ok(s) => s,
+            Err(e) => return out.with(StepResult::Failed, e.to_string()),
+        };
+        match self.scaler.remove(&still).await {
+            Ok((done, o)) => {
+                ops.audit
+                    .record_kube("member remove", &still, &done, "done");
+                self.done.push(done);
+                self.ordinal = o;
             }
-            println!(
-                "member remove {}: {} ({:.1} s)",
-                report.member, report.result, report.total_secs
+            Err(e) => return out.with(StepResult::Failed, e.to_string()),
+        }
+        // Followed until Patroni's member key is gone (a stopped Patroni deletes it).
+        let mut poll = Poll::new(self.args.timeout, Duration::from_millis(500));
+        while poll.next().await {
+            if let Ok(s) = ops.source.snapshot(Detail::Lag).await {
+                if s.cluster.member(&self.name).is_none() {
+                    self.done
+                        .push(format!("{}'s member key is gone", self.name));
+                    return out.with(StepResult::Done, format!("{} is gone", self.name));
+                }
+            }
+        }
+        let why = format!(
+            "{} is still listed in /cluster after {}",
+            self.name,
+            humantime::format_duration(self.args.timeout)
+        );
+        self.done.push(why.clone());
+        out.with(StepResult::Failed, why)
+    }
+
+    async fn delete_claims(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let out = StepOutcome::failed(step);
+        let (Scaler::Kube(w), Some(ordinal)) = (&*self.scaler, self.ordinal) else {
+            return if ops.dry_run {
+                out.with(
+                    StepResult::DryRun,
+                    "dry run: would delete the claims of its pod",
+                )
+            } else {
+                out.with(
+                    StepResult::Failed,
+                    "no StatefulSet ordinal for the removed pod",
+                )
+            };
+        };
+        let claims = match w.claims(ordinal).await {
+            Ok(c) => c,
+            Err(e) => return out.with(StepResult::Failed, e.to_string()),
+        };
+        for claim in claims {
+            if let Err(e) = confirm_op(
+                &self.args.op,
+                &format!("Delete PersistentVolumeClaim {claim}? The data on it is lost for good."),
+                "delete the claim",
+            ) {
+                self.done.push(format!("claim {claim} kept: {e}"));
+                continue;
+            }
+            let what = match w.delete_claim(&claim).await {
+                Ok(true) => "deleted",
+                Ok(false) => "was not there",
+                Err(e) => return out.with(StepResult::Failed, e.to_string()),
+            };
+            ops.audit.record_kube(
+                "member remove",
+                &self.name,
+                &format!("DELETE persistentvolumeclaims/{claim}"),
+                what,
+            );
+            self.done.push(format!("claim {claim} {what}"));
+        }
+        out.with(StepResult::Done, "the claims of its pod")
+    }
+
+    async fn drop_slot(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let out = StepOutcome::failed(step);
+        if ops.dry_run {
+            return out.with(
+                StepResult::DryRun,
+                format!(
+                    "dry run: would drop slot {} by slot drop's rules",
+                    step.member
+                ),
             );
         }
-        Ok(outcome)
+        let said = self.args.slot_state(ops, &self.name).await;
+        let gone =
+            said.contains(" dropped on the leader ") || said.contains(": none on the leader ");
+        self.slot = Some(said.clone());
+        if gone {
+            out.with(StepResult::Done, said)
+        } else {
+            self.slot_kept = true;
+            out.with(StepResult::Failed, said)
+        }
     }
 }
