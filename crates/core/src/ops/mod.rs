@@ -9,6 +9,7 @@
 //! | restart (one, several, rolling, pending, scheduled) | [`restart`] | a step while another member is down or behind, the leader changed, or the cluster is paused; a schedule for several members, or a second schedule in the cluster |
 //! | standby promote / demote | [`standby`] | promoting while the source may still have a primary, or cannot be read; demoting under a source that has no running leader, is another database, or cannot be compared |
 //! | slot drop | [`slot`] | an active slot, a permanent slot, a member's own slot |
+//! | reinit | [`reinit`] | the leader (or standby leader); a member not in the cluster |
 //! | remove | [`remove`] | while any Patroni of the scope answers, or the leader key is held |
 //! | member remove | [`member`] | the leader unless handed over first, the only synchronous standby, fewer healthy replicas than promised, a paused or leaderless cluster |
 //!
@@ -19,6 +20,7 @@
 pub mod maintenance;
 pub mod member;
 pub mod plan;
+pub mod reinit;
 pub mod remove;
 pub mod restart;
 pub mod slot;

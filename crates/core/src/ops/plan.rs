@@ -35,6 +35,8 @@ pub enum Action {
     Promote,
     /// `PATCH /config` adding `standby_cluster`: the leader follows another cluster.
     Demote,
+    /// `POST /reinitialize`: the replica's data directory is wiped and cloned again.
+    Reinitialize,
     /// `pg_drop_replication_slot` on the leader.
     DropSlot,
     /// Delete every key of the scope in the DCS.
@@ -60,6 +62,7 @@ impl Action {
             Action::PatchConfig => "patch config",
             Action::Promote => "promote",
             Action::Demote => "demote",
+            Action::Reinitialize => "reinitialize",
             Action::DropSlot => "drop slot",
             Action::DeleteKeys => "delete keys",
             Action::RemoveMember => "remove member",

@@ -6,14 +6,20 @@ use std::time::Duration;
 
 use clap::Args;
 
+use pgpatrol_core::ops::reinit as reinit_rule;
+use pgpatrol_core::ops::{OpStep, Refusal};
 use pgpatrol_core::{ByteSize, LagKind};
 
 use super::common::ClusterArgs;
 use super::confirm;
+use super::ops::OpFormat;
 use super::progress::Spinner;
 use super::Outcome;
-use crate::executor::{self, ReinitOptions, ReinitResult};
-use crate::source::rest::Detail;
+use crate::executor::{self, ReinitOptions, ReinitOutcome, ReinitResult};
+use crate::ops::audit::Audit;
+use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
+use crate::ops::Ops;
+use crate::source::rest::{Detail, Request};
 
 /// Reinitialize one replica: wipe its data directory and re-clone it from the leader.
 ///
@@ -53,6 +59,14 @@ pub struct ReinitArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
+    /// Print the request it would send (after the same checks), and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Result format: a line for a person, or JSON (the plan, the step, the outcome).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: OpFormat,
+
     /// Append one JSON line per request sent (see `pgpatrol switchover --help`).
     #[arg(long, env = "PGPATROL_AUDIT_LOG")]
     pub audit_log: Option<std::path::PathBuf>,
@@ -62,53 +76,22 @@ impl ReinitArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
         let source = self.cluster.source().await?;
         let cluster = source.snapshot(Detail::Full).await?.cluster;
-        let Some(member) = cluster.member(&self.member) else {
-            let names: Vec<&str> = cluster.members.iter().map(|m| m.name.as_str()).collect();
-            anyhow::bail!(
-                "no member named {:?} in the cluster (members: {})",
-                self.member,
-                names.join(", ")
-            );
-        };
-        if member.role.is_leader() {
-            eprintln!(
-                "pgpatrol: refused: {} is the {}; pgpatrol never reinitializes the leader",
-                member.name,
-                member.role.title().to_lowercase()
-            );
-            return Ok(Outcome::Problem);
+        let plan = reinit_rule::plan(&cluster, &self.member);
+        if let Some(Refusal::Invalid(why)) = &plan.refusal {
+            anyhow::bail!("{why}");
         }
-        let api = member.api_url.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} has no api_url in /cluster: cannot reach it",
-                member.name
-            )
-        })?;
-        if self.force {
-            if !self.yes && !confirm::interactive() {
-                anyhow::bail!("--force cancels what Patroni is doing on {}: add --yes to confirm when not on a terminal", member.name);
-            }
-            if !self.yes
-                && !confirm::ask(&format!(
-                    "Force a reinitialize of {}? It cancels any running reinit or basebackup.",
-                    member.name
-                ))?
-            {
-                anyhow::bail!("not confirmed: nothing was done");
-            }
-        } else if !self.yes && !confirm::interactive() {
-            anyhow::bail!(
-                "not on a terminal: add --yes to reinitialize {} (its data directory is wiped)",
-                member.name
-            );
-        } else if !self.yes
-            && !confirm::ask(&format!(
-                "Reinitialize {}? Its data directory is wiped and re-cloned.",
-                member.name
-            ))?
-        {
-            anyhow::bail!("not confirmed: nothing was done");
+        let json = self.format == OpFormat::Json;
+        if plan.refusal.is_none() && !self.dry_run {
+            self.confirm()?;
         }
+        let audit = std::sync::Arc::new(if self.dry_run || plan.refusal.is_some() {
+            Audit::disabled()
+        } else {
+            Audit::open(
+                self.audit_log.as_deref(),
+                cluster.scope.as_deref().unwrap_or("cluster"),
+            )?
+        });
         let opts = ReinitOptions {
             tolerance: self.tolerance.0,
             lag: LagKind::Replay,
@@ -118,23 +101,40 @@ impl ReinitArgs {
             wait: self.wait,
             from_leader: self.from_leader,
             caller: "reinit",
-            audit: std::sync::Arc::new(crate::ops::audit::Audit::open(
-                self.audit_log.as_deref(),
-                cluster.scope.as_deref().unwrap_or("cluster"),
-            )?),
+            audit: audit.clone(),
         };
-        let leader_api = cluster.leader().and_then(|l| l.api_url.clone());
         let spinner = Spinner::new();
-        let o = executor::reinitialize(
-            &source,
-            &member.name,
-            &api,
-            leader_api.as_deref(),
-            &opts,
-            &spinner,
-        )
-        .await;
+        let ops = Ops::new(&source, "reinit", self.dry_run, &audit, &spinner).json(json);
+        let mut run = ReinitOp {
+            opts,
+            outcome: None,
+            apis: None,
+        };
+        let mut report = runner::run(&mut run, &ops, plan).await;
         spinner.finish();
+        report.put("member", &self.member);
+        if let Some(o) = &run.outcome {
+            report.result = serde_json::to_value(&o.result)?
+                .as_str()
+                .unwrap_or("failed")
+                .to_string();
+            report.put("outcome", o);
+        }
+        if let Some(r) = report.refusal() {
+            eprintln!("pgpatrol: refused: {r}");
+        }
+        if json {
+            super::ops::emit_json(&report)?;
+        } else if let Some(why) = report.stopped.as_ref().filter(|_| run.outcome.is_none()) {
+            eprintln!("pgpatrol: {why}");
+        }
+        let Some(o) = &run.outcome else {
+            return Ok(if report.ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Problem
+            });
+        };
         let joined = if o.joined_running {
             " (joined a reinitialization already running)"
         } else {
@@ -142,10 +142,12 @@ impl ReinitArgs {
         };
         match o.result {
             ReinitResult::Healed | ReinitResult::Started => {
-                println!(
-                    "{}: {} in {:.1} s{joined}",
-                    o.member, o.detail, o.duration_secs
-                );
+                if !json {
+                    println!(
+                        "{}: {} in {:.1} s{joined}",
+                        o.member, o.detail, o.duration_secs
+                    );
+                }
                 Ok(Outcome::Ok)
             }
             ReinitResult::Failed => anyhow::bail!("{}: {}", o.member, o.detail),
@@ -154,5 +156,105 @@ impl ReinitArgs {
                 Ok(Outcome::Problem)
             }
         }
+    }
+
+    /// `--yes`, or a person on a terminal who says yes; `--force` asks its own question.
+    fn confirm(&self) -> anyhow::Result<()> {
+        let member = &self.member;
+        if self.force {
+            if !self.yes && !confirm::interactive() {
+                anyhow::bail!("--force cancels what Patroni is doing on {member}: add --yes to confirm when not on a terminal");
+            }
+            if !self.yes
+                && !confirm::ask(&format!(
+                    "Force a reinitialize of {member}? It cancels any running reinit or basebackup."
+                ))?
+            {
+                anyhow::bail!("not confirmed: nothing was done");
+            }
+        } else if !self.yes && !confirm::interactive() {
+            anyhow::bail!(
+                "not on a terminal: add --yes to reinitialize {member} (its data directory is wiped)"
+            );
+        } else if !self.yes
+            && !confirm::ask(&format!(
+                "Reinitialize {member}? Its data directory is wiped and re-cloned."
+            ))?
+        {
+            anyhow::bail!("not confirmed: nothing was done");
+        }
+        Ok(())
+    }
+}
+
+/// One reinitialization as the runner carries it out: the member read again and the rule
+/// decided again first (it may have become the leader meanwhile), then the executor's
+/// `POST /reinitialize` (the same as heal's), or in a dry run that request printed.
+struct ReinitOp {
+    opts: ReinitOptions,
+    outcome: Option<ReinitOutcome>,
+    /// The member's and the leader's REST URLs, as read just before the step.
+    apis: Option<(String, Option<String>)>,
+}
+
+impl Operation for ReinitOp {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+        let c = ops
+            .read()
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+        if let Some(r) = reinit_rule::plan(&c, &step.member).refusal {
+            return Err(r.to_string());
+        }
+        let api = c
+            .member(&step.member)
+            .and_then(|m| m.api_url.clone())
+            .ok_or_else(|| {
+                format!(
+                    "{} has no api_url in /cluster: cannot reach it",
+                    step.member
+                )
+            })?;
+        self.apis = Some((api, c.leader().and_then(|l| l.api_url.clone())));
+        Ok(())
+    }
+
+    async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
+        let out = StepOutcome::failed(step);
+        let Some((api, leader_api)) = self.apis.take() else {
+            return out.with(StepResult::Failed, "the cluster was not read");
+        };
+        if ops.dry_run {
+            let mut body = serde_json::json!({ "force": self.opts.force });
+            if self.opts.from_leader {
+                body["from_leader"] = true.into();
+            }
+            return match crate::source::rest::base_url(&api) {
+                Ok(base) => {
+                    let _ = ops
+                        .send(&step.member, Request::post(&base, "/reinitialize", body))
+                        .await;
+                    out.with(StepResult::DryRun, "dry run: nothing was sent")
+                }
+                Err(e) => out.with(StepResult::Failed, e.to_string()),
+            };
+        }
+        let o = executor::reinitialize(
+            ops.source,
+            &step.member,
+            &api,
+            leader_api.as_deref(),
+            &self.opts,
+            ops.progress,
+        )
+        .await;
+        let result = match o.result {
+            ReinitResult::Healed | ReinitResult::Started => StepResult::Done,
+            _ => StepResult::Failed,
+        };
+        let mut out = out.with(result, o.detail.clone());
+        out.secs = o.duration_secs;
+        self.outcome = Some(o);
+        out
     }
 }

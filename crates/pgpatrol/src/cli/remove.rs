@@ -5,8 +5,16 @@ use std::io::Write;
 
 use clap::Args;
 
+use pgpatrol_core::ops::remove as remove_rule;
+
 use super::common::ClusterArgs;
+use super::ops::{emit_json, OpFormat};
+use super::progress::Spinner;
 use super::{confirm, Outcome};
+use crate::ops::audit::Audit;
+use crate::ops::remove::RemoveOp;
+use crate::ops::runner::{self, StepResult};
+use crate::ops::Ops;
 use crate::source::dcs::remove;
 use crate::source::dcs::DcsSettings;
 
@@ -37,6 +45,18 @@ pub struct RemoveArgs {
     /// Off a terminal: confirm without typing the cluster name.
     #[arg(long)]
     pub yes_i_am_aware: bool,
+
+    /// Survey and judge as for the real run, print what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Result format: lines for a person, or JSON (the plan, the step, the keys).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: OpFormat,
+
+    /// Append one JSON line for the deletion (see `pgpatrol switchover --help`).
+    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 impl RemoveArgs {
@@ -79,49 +99,81 @@ impl RemoveArgs {
                 survey.prefix
             );
         }
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "Cluster {name}: {} key(s) under {} in etcd at {}:",
-            survey.keys.len(),
-            survey.prefix,
-            survey.answered_by
-        )?;
-        for k in &survey.keys {
-            writeln!(out, "  {k}")?;
-        }
-        out.flush()?;
-        if let Some(refusal) = survey.refusal(&name) {
-            if !self.force {
-                return Err(refusal.into());
+        let json = self.format == OpFormat::Json;
+        if !json {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "Cluster {name}: {} key(s) under {} in etcd at {}:",
+                survey.keys.len(),
+                survey.prefix,
+                survey.answered_by
+            )?;
+            for k in &survey.keys {
+                writeln!(out, "  {k}")?;
             }
-            writeln!(out, "--force: {refusal}")?;
+            out.flush()?;
         }
-        if confirm::interactive() {
-            let typed = confirm::ask_text(&format!(
-                "Type the cluster name ({name}) to delete these keys:"
-            ))?;
-            if typed != name {
-                anyhow::bail!("not confirmed ({typed:?} is not {name:?}): nothing was deleted");
+        let plan = remove_rule::plan(&name, &survey.running, survey.leader.as_deref(), self.force);
+        if let (Some(step), false) = (plan.steps.first(), json) {
+            if step.reason.starts_with("--force") {
+                println!("{}", step.reason);
             }
-        } else if !self.yes_i_am_aware {
-            anyhow::bail!(
-                "not on a terminal: pass --yes-i-am-aware to remove {name} without typing its name; nothing was deleted"
-            );
         }
-        let settle = survey.loop_wait + std::time::Duration::from_secs(1);
-        writeln!(
-            out,
-            "deleting; reading back after {} s (loop_wait + 1 s: a live Patroni writes its key again within a loop)",
-            settle.as_secs()
-        )?;
-        out.flush()?;
-        let deleted = remove::delete(dcs, settle).await?;
-        writeln!(
-            out,
-            "removed {name}: {deleted} key(s) deleted, nothing left under {}",
-            survey.prefix
-        )?;
-        Ok(Outcome::Ok)
+        if plan.refusal.is_none() && !self.dry_run {
+            if confirm::interactive() {
+                let typed = confirm::ask_text(&format!(
+                    "Type the cluster name ({name}) to delete these keys:"
+                ))?;
+                if typed != name {
+                    anyhow::bail!("not confirmed ({typed:?} is not {name:?}): nothing was deleted");
+                }
+            } else if !self.yes_i_am_aware {
+                anyhow::bail!(
+                    "not on a terminal: pass --yes-i-am-aware to remove {name} without typing its name; nothing was deleted"
+                );
+            }
+        }
+        let audit = if self.dry_run || plan.refusal.is_some() {
+            Audit::disabled()
+        } else {
+            Audit::open(self.audit_log.as_deref(), &name)?
+        };
+        let progress = Spinner::new();
+        let ops = Ops::new(&source, "remove", self.dry_run, &audit, &progress).json(json);
+        let mut run = RemoveOp::new(dcs, source.http(), self.cluster.connect_timeout, self.force);
+        let mut report = runner::run(&mut run, &ops, plan).await;
+        progress.finish();
+        report.put("cluster", &name);
+        report.put("prefix", &survey.prefix);
+        report.put("keys", &survey.keys);
+        if report.result == "done" {
+            report.result = "removed".into();
+        }
+        if json {
+            emit_json(&report)?;
+        }
+        if let Some(r) = report.refusal() {
+            // Deleting a live cluster's keys is never a retry away: the refusal is the
+            // command's error (exit 2), as patronictl's users expect of `remove`.
+            anyhow::bail!("{}", r.reason());
+        }
+        match (report.steps.first(), &report.stopped) {
+            (Some(s), _) if s.result == StepResult::Done => {
+                if !json {
+                    println!("removed {name}: {}", s.detail);
+                }
+                Ok(Outcome::Ok)
+            }
+            (Some(s), _) if s.result == StepResult::DryRun => Ok(Outcome::Ok),
+            (Some(s), _) => anyhow::bail!("{}", s.detail),
+            (None, Some(why)) => {
+                if !json {
+                    eprintln!("pgpatrol: {why}; nothing was deleted");
+                }
+                Ok(Outcome::Problem)
+            }
+            (None, None) => Ok(Outcome::Ok),
+        }
     }
 }

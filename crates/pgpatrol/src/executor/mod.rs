@@ -223,22 +223,11 @@ pub async fn reinitialize(
     }
     progress.update(member, "asking Patroni to reinitialize");
     let req = Request::post(&base, "/reinitialize", body);
-    let answer = source.http().send(&req).await;
+    let (answer, _) =
+        crate::ops::send_audited(source, &opts.audit, opts.caller, member, &req).await;
     // No answer is not "not done": Patroni holds this request until its async executor is
     // free (up to a whole HA cycle on a slow DCS) and may run it after the client gave up.
     let mut unanswered = false;
-    match &answer {
-        Ok(resp) => opts.audit.record(
-            opts.caller,
-            member,
-            &req,
-            Some(resp.status.as_u16()),
-            &crate::text::snippet(resp.body.trim()),
-        ),
-        Err(e) => opts
-            .audit
-            .record(opts.caller, member, &req, None, &e.to_string()),
-    }
     match answer {
         Ok(resp) if resp.status == StatusCode::OK => {}
         Ok(resp)

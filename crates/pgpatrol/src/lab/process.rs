@@ -1043,7 +1043,7 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
 
     if let Some(pid) = state.etcd.pid.filter(|p| alive(*p, "etcd")) {
         // Best effort: the keys go away with etcd's data anyway unless --keep-data.
-        let _ = crate::source::dcs::remove::unattended(
+        let _ = crate::ops::remove::unattended(
             &format!("etcd3://127.0.0.1:{}", state.etcd.client_port),
             &state.scope,
         )

@@ -101,24 +101,18 @@ impl Audit {
         );
     }
 
-    /// Records one SQL statement sent to a member's PostgreSQL (`method` "SQL").
-    pub fn record_sql(
+    /// Records one write that is not a Patroni request (`method` "SQL", "DCS"), its body
+    /// without secrets.
+    pub fn record_write(
         &self,
         operation: &str,
         member: &str,
+        method: &str,
         target: &str,
-        sql: &str,
+        body: &Value,
         outcome: &str,
     ) {
-        self.record_raw(
-            operation,
-            member,
-            "SQL",
-            target,
-            Some(&json!({ "sql": sql })),
-            None,
-            outcome,
-        );
+        self.record_raw(operation, member, method, target, Some(body), None, outcome);
     }
 
     /// Records one Kubernetes API call an operation made (`method` "KUBE": a scale, a

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod config;
 pub mod maintenance;
+pub mod remove;
 pub mod restart;
 pub mod runner;
 pub mod slot;
@@ -101,30 +102,12 @@ impl<'a> Ops<'a> {
             self.push(record);
             return Ok(None);
         }
-        let result = self.source.http().send(&req).await;
-        match &result {
-            Ok(resp) => {
-                // A JSON answer (PATCH /config echoes the configuration) loses its secrets.
-                let answer = match serde_json::from_str::<serde_json::Value>(&resp.body) {
-                    Ok(v) if v.is_object() => crate::text::snippet(&audit::redact(&v).to_string()),
-                    _ => crate::text::snippet(resp.body.trim()),
-                };
-                self.audit.record(
-                    self.operation,
-                    member,
-                    &req,
-                    Some(resp.status.as_u16()),
-                    &answer,
-                );
-                record.status = Some(resp.status.as_u16());
-                record.answer = Some(answer);
-            }
-            Err(e) => {
-                self.audit
-                    .record(self.operation, member, &req, None, &e.to_string());
-                record.answer = Some(e.to_string());
-            }
+        let (result, answer) =
+            send_audited(self.source, self.audit, self.operation, member, &req).await;
+        if let Ok(resp) = &result {
+            record.status = Some(resp.status.as_u16());
         }
+        record.answer = Some(answer);
         self.push(record);
         result.map(Some)
     }
@@ -142,17 +125,43 @@ impl<'a> Ops<'a> {
     where
         F: std::future::Future<Output = Result<String, String>>,
     {
+        self.send_other(
+            "SQL",
+            member,
+            target,
+            serde_json::json!({ "sql": statement }),
+            &format!("run on {member} ({target}): {statement}"),
+            run,
+        )
+        .await
+    }
+
+    /// A write that is not a Patroni request (`method` "SQL" on PostgreSQL, "DCS" on the
+    /// DCS), carried by `run`: audited with `body`, listed with the requests; in a dry run
+    /// "dry run: would `what`" is printed instead and `run` is never polled.
+    pub async fn send_other<F>(
+        &self,
+        method: &str,
+        member: &str,
+        target: &str,
+        body: serde_json::Value,
+        what: &str,
+        run: F,
+    ) -> Result<Option<String>, String>
+    where
+        F: std::future::Future<Output = Result<String, String>>,
+    {
         let mut record = SentRequest {
             member: member.to_string(),
-            method: "SQL".into(),
+            method: method.into(),
             url: target.to_string(),
-            body: Some(serde_json::json!({ "sql": statement })),
+            body: Some(body.clone()),
             status: None,
             answer: None,
         };
         if self.dry_run {
             if !self.json {
-                println!("dry run: would run on {member} ({target}): {statement}");
+                println!("dry run: would {what}");
             }
             self.push(record);
             return Ok(None);
@@ -162,7 +171,7 @@ impl<'a> Ops<'a> {
             Ok(a) | Err(a) => a.clone(),
         };
         self.audit
-            .record_sql(self.operation, member, target, statement, &answer);
+            .record_write(self.operation, member, method, target, &body, &answer);
         record.answer = Some(answer);
         self.push(record);
         result.map(Some)
@@ -215,6 +224,37 @@ impl<'a> Ops<'a> {
             .await?
             .cluster)
     }
+}
+
+/// The one place a request to Patroni is sent: through the source's transport (REST, or
+/// Kubernetes port-forward), with one audit line for it whatever came back. `Ops::send`
+/// (every operation) and the executor's `POST /reinitialize` (heal, watch, reinit) both
+/// send through it. Returns the answer and what the audit line says of it (a JSON answer
+/// without its secrets).
+pub async fn send_audited(
+    source: &RestSource,
+    audit: &Audit,
+    operation: &str,
+    member: &str,
+    req: &Request,
+) -> (Result<Response, RestError>, String) {
+    let result = source.http().send(req).await;
+    let answer = match &result {
+        Ok(resp) => {
+            // A JSON answer (PATCH /config echoes the configuration) loses its secrets.
+            let answer = match serde_json::from_str::<serde_json::Value>(&resp.body) {
+                Ok(v) if v.is_object() => crate::text::snippet(&audit::redact(&v).to_string()),
+                _ => crate::text::snippet(resp.body.trim()),
+            };
+            audit.record(operation, member, req, Some(resp.status.as_u16()), &answer);
+            answer
+        }
+        Err(e) => {
+            audit.record(operation, member, req, None, &e.to_string());
+            e.to_string()
+        }
+    };
+    (result, answer)
 }
 
 /// An answer Patroni gave that was not the one asked for, as one line.

@@ -1,8 +1,7 @@
-//! Removing a cluster from its DCS, like `patronictl remove`: every key under
-//! `/<namespace>/<scope>/`. The REST API has no endpoint for it. Guarded: [`survey`] lists
-//! the keys and asks every member the DCS names whether it runs; [`delete`] deletes the
-//! prefix and reads it back. The CLI (`pgpatrol remove`) confirms in between; the lab's
-//! `down` calls [`unattended`] once its members are stopped.
+//! What removing a cluster from its DCS would delete, and who would object: [`survey`]
+//! lists the keys under `/<namespace>/<scope>/` and asks every member the DCS names whether
+//! its Patroni answers. Reading only: the deletion itself is an operation
+//! (`crate::ops::remove`), sent through the one sender.
 
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use super::{Dcs, DcsError};
-use crate::source::rest::{base_url, Http, HttpOptions, Request};
+use crate::source::rest::{base_url, Http, Request};
 
 /// What a removal would delete, and who would object.
 #[derive(Debug, Clone)]
@@ -120,47 +119,6 @@ impl Survey {
         pgpatrol_core::ops::remove::refusal(scope, &self.running, self.leader.as_deref())
             .map(RemoveError::Refused)
     }
-}
-
-/// Deletes the prefix, waits out `settle` (a `loop_wait` and a second, in which a Patroni
-/// that still runs writes its member key again) and reads it back: `Ok(deleted)` only when
-/// nothing is left.
-pub async fn delete(dcs: &Dcs, settle: Duration) -> Result<u64, RemoveError> {
-    let (deleted, _) = dcs.delete().await?;
-    tokio::time::sleep(settle).await;
-    let (left, _) = dcs.keys().await?;
-    if !left.is_empty() {
-        return Err(RemoveError::LeftBehind {
-            prefix: dcs.prefix.clone(),
-            left: left.len(),
-            keys: left
-                .iter()
-                .map(|kv| kv.key.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    Ok(deleted)
-}
-
-/// The lab's removal, after its members were stopped: refuses if one still runs, deletes
-/// `/service/<scope>/` from the etcd at `url`, reads it back.
-pub async fn unattended(url: &str, scope: &str) -> Result<u64, RemoveError> {
-    let target = super::DcsSettings {
-        url: Some(url.to_string()),
-        scope: Some(scope.to_string()),
-        ..Default::default()
-    }
-    .resolve(None, None, &HttpOptions::default())
-    .map_err(|e| RemoveError::Setup(e.to_string()))?;
-    let dcs = Dcs::new(&target).map_err(|e| RemoveError::Setup(e.to_string()))?;
-    let http = Http::new(&HttpOptions::default()).map_err(|e| RemoveError::Setup(e.to_string()))?;
-    let s = survey(&dcs, &http, Duration::from_secs(2)).await?;
-    if let Some(why) = pgpatrol_core::ops::remove::refusal(scope, &s.running, None) {
-        return Err(RemoveError::Refused(why));
-    }
-    // Its members were stopped by the lab itself: nothing writes the keys again.
-    delete(&dcs, Duration::ZERO).await
 }
 
 /// The member names of a survey's keys (for the confirmation text).
