@@ -756,6 +756,22 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
         (!pgpatrol::lab::process::alive(pid, "patroni")).then_some(())
     });
 
+    // A dry run: the same survey and rule, the deletion it would make, nothing deleted.
+    let dry = bare(
+        &["remove", scope, "--dcs", &url, "--dry-run", "-o", "json"],
+        &[],
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout(&dry)).unwrap_or_else(|e| {
+        panic!(
+            "remove --dry-run -o json is not JSON ({e}): {}",
+            stdout(&dry)
+        )
+    });
+    assert_eq!(code(&dry), 0, "{r:#}");
+    assert_eq!(r["result"], "dry_run", "{r:#}");
+    assert_eq!(r["plan"]["steps"][0]["action"], "delete_keys", "{r:#}");
+    assert_eq!(r["requests"][0]["method"], "DCS", "{r:#}");
+    assert!(read()["members"].is_array(), "the keys are still there");
     let unconfirmed = bare(&["remove", scope, "--dcs", &url], &[]);
     one_line_error(&unconfirmed, "--yes-i-am-aware");
     // On a terminal (script(1) gives it one): a wrong name deletes nothing, the name does.

@@ -103,6 +103,35 @@ fn heal_and_reinit_need_yes_off_a_terminal(lab: &Lab) {
         &lab.pgpatrol(&["reinit", &target, "--audit-log", &a]),
         "not on a terminal: add --yes",
     );
+    // reinit --dry-run: the same check, the plan and the request it would send, nothing sent.
+    let out = lab.pgpatrol(&[
+        "reinit",
+        &target,
+        "--dry-run",
+        "-o",
+        "json",
+        "--audit-log",
+        &a,
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("reinit --dry-run -o json is not JSON ({e})"));
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["result"], "dry_run", "{r:#}");
+    assert_eq!(r["plan"]["steps"][0]["action"], "reinitialize", "{r:#}");
+    assert_eq!(r["plan"]["steps"][0]["member"], target.as_str(), "{r:#}");
+    assert!(
+        r["requests"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/reinitialize")),
+        "{r:#}"
+    );
+    // The leader's dry run shows the refusal the real run would give.
+    let leader = lab.leader();
+    let out = lab.pgpatrol(&["reinit", &leader, "--dry-run", "-o", "json"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).expect("JSON");
+    assert_eq!(code(&out), 1, "{r:#}");
+    assert_eq!(r["refusal"]["kind"], "unsafe", "{r:#}");
     assert!(
         crate::util::audit_lines(&audit).is_empty(),
         "nothing was sent"

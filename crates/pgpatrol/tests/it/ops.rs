@@ -148,6 +148,10 @@ pub(crate) fn a_lagging_candidate_is_refused_and_a_dry_run_sends_nothing(lab: &L
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)));
     assert_eq!(v["operation"], "switchover", "{v:#}");
     assert_eq!(v["result"], "refused", "{v:#}");
+    // The refusal is core's plan value: no step, the refusal with its kind.
+    assert_eq!(v["plan"]["refusal"]["kind"], "unsafe", "{v:#}");
+    assert_eq!(v["plan"]["steps"], serde_json::json!([]), "{v:#}");
+    assert_eq!(v["exit"]["code"], 1, "{v:#}");
     assert!(
         v["reason"]
             .as_str()
@@ -173,6 +177,8 @@ pub(crate) fn a_lagging_candidate_is_refused_and_a_dry_run_sends_nothing(lab: &L
     let out = lab.pgpatrol(&["switchover", "--dry-run", "-o", "json", "--audit-log", &a]);
     let r = json_of("switchover --dry-run", &out);
     assert_eq!(r["result"], "dry_run");
+    assert_eq!(r["plan"]["steps"][0]["action"], "switchover", "{r:#}");
+    assert_eq!(r["plan"]["steps"][0]["to"], near.as_str(), "{r:#}");
     assert_eq!(r["candidate"], near.as_str());
     assert_eq!(r["requests"][0]["body"]["candidate"], near.as_str());
     assert!(r["requests"][0]["status"].is_null());
@@ -409,6 +415,14 @@ pub(crate) fn emergency_failover_promotes_the_member_with_the_most_data(lab: &La
 
 pub(crate) fn pause_and_resume_wait_for_every_member(lab: &Lab) {
     let _resume = Resume(lab);
+    // A dry run: the plan and the PATCH it would send, nothing sent.
+    let out = lab.pgpatrol(&["pause", "--dry-run", "-o", "json"]);
+    let r = json_of("pause --dry-run", &out);
+    assert_eq!(code(&out), 0, "{r:#}");
+    assert_eq!(r["result"], "dry_run", "{r:#}");
+    assert_eq!(r["plan"]["steps"][0]["action"], "pause", "{r:#}");
+    assert_eq!(r["requests"][0]["body"]["pause"], true, "{r:#}");
+    assert!(lab.cluster_json().get("pause").is_none(), "not paused");
     let out = lab.pgpatrol(&["pause", "--wait", "--yes", "-o", "json"]);
     let r = json_of("pause", &out);
     assert_eq!(code(&out), 0, "{r:#}");
@@ -590,6 +604,21 @@ pub(crate) fn a_rolling_restart_stops_before_the_leader_when_a_replica_is_broken
     let out = lab.pgpatrol(&["restart", "--rolling", "--dry-run", "-o", "json"]);
     let r = json_of("restart --dry-run", &out);
     assert_eq!(code(&out), 1, "{r:#}");
+    // The plan is the whole run (replicas, hand-over, former leader); the dry run stops
+    // where the real run would, before the first step.
+    let planned: Vec<&str> = r["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        planned,
+        ["restart", "restart", "switchover", "restart"],
+        "{r:#}"
+    );
+    assert_eq!(r["result"], "stopped", "{r:#}");
+    assert_eq!(r["steps"], serde_json::json!([]), "{r:#}");
     let why = r["stopped"].as_str().unwrap_or_default();
     assert!(
         why.contains(&reps[1]) && why.contains("a second member would be down"),
@@ -762,11 +791,10 @@ pub(crate) fn bad_input_is_one_line_and_exit_2(lab: &Lab) {
     assert_eq!(lab.leader(), leader);
 }
 
-/// Spec (docs/SAFETY.md §10, read back): an edit that someone else's change overtakes
-/// between edit-config's read and its PATCH is reported (exit 1, the key named), never kept
-/// silently. The race is made certain: edit-config waits at its question on a terminal
-/// (script(1)) while another edit lands. Fails without the guard: the read-back checked
-/// only the edit's own keys and said "applied".
+/// Spec (docs/SAFETY.md §10): an edit that someone else's change overtakes between
+/// edit-config's read and its PATCH is stopped before the PATCH (exit 1, the key named),
+/// never sent on top of it nor kept silently. The race is made certain: edit-config waits
+/// at its question on a terminal (script(1)) while another edit lands.
 pub(crate) fn edit_config_names_a_change_made_between_its_read_and_its_patch(lab: &Lab) {
     use std::io::{Read, Write};
     struct Reset<'a>(&'a Lab);
@@ -838,13 +866,22 @@ pub(crate) fn edit_config_names_a_change_made_between_its_read_and_its_patch(lab
     assert_eq!(status.code(), Some(1), "{all}");
     assert!(
         all.contains("changed between the read and the PATCH")
-            && all.contains("postgresql.parameters.work_mem"),
+            && all.contains("postgresql.parameters.work_mem")
+            && all.contains("nothing was sent"),
         "{all}"
     );
-    // Both edits are in the DCS: nothing was overwritten, and the operator was told.
+    // The other edit stands, and this one was not sent on top of it: the runner read the
+    // configuration again before the PATCH and stopped (fails without that check: the
+    // PATCH went out and log_min_duration_statement became 1000).
     let cfg = crate::util::get_json(&format!("{}/config", lab.urls()[0]));
     assert_eq!(
         cfg["postgresql"]["parameters"]["work_mem"], "8MB",
+        "{cfg:#}"
+    );
+    assert!(
+        cfg["postgresql"]["parameters"]
+            .get("log_min_duration_statement")
+            .is_none(),
         "{cfg:#}"
     );
 }
