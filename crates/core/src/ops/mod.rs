@@ -1,21 +1,24 @@
-//! What each day-2 operation refuses, and why: one file per operation, every rule a pure
-//! function of what was read for it (the cluster, the source cluster, positions, slots).
-//! The commands read, call these, and send; none decides on its own, and every rule here
-//! has a unit test that fails without it.
+//! What each day-2 operation does and refuses, and why: one file per operation, every rule
+//! a pure function of what was read for it (the cluster, the source cluster, positions,
+//! slots, the configuration) that returns an [`OpPlan`] — ordered steps, each with its
+//! reason, or a [`Refusal`]. pgpatrol's one operation runner carries a plan out and calls
+//! the same rule again before every step; none decides on its own, and every rule here has
+//! a unit test that fails without it.
 //!
 //! | operation | file | refuses |
 //! |---|---|---|
 //! | switchover, failover | [`takeover`] (and [`crate::candidates`], Patroni's takeover rule) | a candidate Patroni would not promote; a failover candidate that may lack data another member has; counts a takeover done only when the new leader runs (and, for a switchover, the former one replicates) |
 //! | restart (one, several, rolling, pending, scheduled) | [`restart`] | a step while another member is down or behind, the leader changed, or the cluster is paused; a schedule for several members, or a second schedule in the cluster |
+//! | pause, resume, reload, flush, edit-config | [`maintenance`] | nothing up front; before the step: a pause already made, a schedule already gone, a configuration changed since it was read |
 //! | standby promote / demote | [`standby`] | promoting while the source may still have a primary, or cannot be read; demoting under a source that has no running leader, is another database, or cannot be compared |
 //! | slot drop | [`slot`] | an active slot, a permanent slot, a member's own slot |
 //! | reinit | [`reinit`] | the leader (or standby leader); a member not in the cluster |
 //! | remove | [`remove`] | while any Patroni of the scope answers, or the leader key is held |
 //! | member remove | [`member`] | the leader unless handed over first, the only synchronous standby, fewer healthy replicas than promised, a paused or leaderless cluster |
 //!
-//! edit-config's read-back comparison and the audit's redaction live with the commands
-//! (`pgpatrol::ops::config`, `pgpatrol::ops::audit`): they compare and rewrite documents,
-//! they do not decide whether to act.
+//! edit-config's patch, its read-back comparison and the audit's redaction live with the
+//! commands (`pgpatrol::ops::config`, `pgpatrol::ops::audit`): they compute, compare and
+//! rewrite documents; they do not decide whether to act.
 
 pub mod maintenance;
 pub mod member;

@@ -223,8 +223,7 @@ pub async fn reinitialize(
     }
     progress.update(member, "asking Patroni to reinitialize");
     let req = Request::post(&base, "/reinitialize", body);
-    let (answer, _) =
-        crate::ops::send_audited(source, &opts.audit, opts.caller, member, &req).await;
+    let (answer, _) = crate::ops::audit::send(source, &opts.audit, opts.caller, member, &req).await;
     // No answer is not "not done": Patroni holds this request until its async executor is
     // free (up to a whole HA cycle on a slow DCS) and may run it after the client gave up.
     let mut unanswered = false;

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::source::rest::Request;
+use crate::source::rest::{Request, Response, RestError, RestSource};
 
 /// Where audit lines go: a file, or nowhere.
 #[derive(Debug)]
@@ -335,6 +335,37 @@ fn local_host() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The one place a request to Patroni is sent: through the source's transport (REST, or
+/// Kubernetes port-forward), with one audit line for it whatever came back. `Ops::send`
+/// (every operation) and the executor's `POST /reinitialize` (heal, watch, reinit) both
+/// send through it. Returns the answer and what the audit line says of it (a JSON answer
+/// without its secrets).
+pub async fn send(
+    source: &RestSource,
+    audit: &Audit,
+    operation: &str,
+    member: &str,
+    req: &Request,
+) -> (Result<Response, RestError>, String) {
+    let result = source.http().send(req).await;
+    let answer = match &result {
+        Ok(resp) => {
+            // A JSON answer (PATCH /config echoes the configuration) loses its secrets.
+            let answer = match serde_json::from_str::<serde_json::Value>(&resp.body) {
+                Ok(v) if v.is_object() => crate::text::snippet(&redact(&v).to_string()),
+                _ => crate::text::snippet(resp.body.trim()),
+            };
+            audit.record(operation, member, req, Some(resp.status.as_u16()), &answer);
+            answer
+        }
+        Err(e) => {
+            audit.record(operation, member, req, None, &e.to_string());
+            e.to_string()
+        }
+    };
+    (result, answer)
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ impl<'a> Ops<'a> {
             return Ok(None);
         }
         let (result, answer) =
-            send_audited(self.source, self.audit, self.operation, member, &req).await;
+            audit::send(self.source, self.audit, self.operation, member, &req).await;
         if let Ok(resp) = &result {
             record.status = Some(resp.status.as_u16());
         }
@@ -224,37 +224,6 @@ impl<'a> Ops<'a> {
             .await?
             .cluster)
     }
-}
-
-/// The one place a request to Patroni is sent: through the source's transport (REST, or
-/// Kubernetes port-forward), with one audit line for it whatever came back. `Ops::send`
-/// (every operation) and the executor's `POST /reinitialize` (heal, watch, reinit) both
-/// send through it. Returns the answer and what the audit line says of it (a JSON answer
-/// without its secrets).
-pub async fn send_audited(
-    source: &RestSource,
-    audit: &Audit,
-    operation: &str,
-    member: &str,
-    req: &Request,
-) -> (Result<Response, RestError>, String) {
-    let result = source.http().send(req).await;
-    let answer = match &result {
-        Ok(resp) => {
-            // A JSON answer (PATCH /config echoes the configuration) loses its secrets.
-            let answer = match serde_json::from_str::<serde_json::Value>(&resp.body) {
-                Ok(v) if v.is_object() => crate::text::snippet(&audit::redact(&v).to_string()),
-                _ => crate::text::snippet(resp.body.trim()),
-            };
-            audit.record(operation, member, req, Some(resp.status.as_u16()), &answer);
-            answer
-        }
-        Err(e) => {
-            audit.record(operation, member, req, None, &e.to_string());
-            e.to_string()
-        }
-    };
-    (result, answer)
 }
 
 /// An answer Patroni gave that was not the one asked for, as one line.
