@@ -15,6 +15,7 @@
 
 pub mod candidates;
 pub mod checks;
+pub mod events;
 pub mod fixtures;
 pub mod lsn;
 pub mod model;

@@ -12,6 +12,7 @@ pub mod common;
 pub mod completions;
 pub mod confirm;
 pub mod doctor;
+pub mod events;
 pub mod heal;
 pub mod history;
 pub mod lab;
@@ -91,6 +92,7 @@ pub enum Command {
     #[command(subcommand)]
     Member(member::MemberCommand),
     Report(report::ReportArgs),
+    Events(events::EventsArgs),
     /// Run a real local Patroni cluster (PostgreSQL + etcd + Patroni on loopback).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -170,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::History(args) => args.run(color).await,
         Command::ShowConfig(args) => args.run().await,
         Command::Remove(args) => args.run().await,
+        Command::Events(args) => args.run().await,
         Command::Member(member::MemberCommand::Add(args)) => args.run().await,
         Command::Member(member::MemberCommand::Remove(args)) => args.run().await,
         Command::Report(args) => args.run().await,

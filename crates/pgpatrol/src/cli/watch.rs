@@ -137,6 +137,7 @@ impl WatchArgs {
                 };
                 let cfg = WatchConfig {
                     listen: default_listen(),
+                    listen_auth: None,
                     interval: self.interval,
                     timeout: self.cluster.request_timeout,
                     state_file: self.state_file.clone(),

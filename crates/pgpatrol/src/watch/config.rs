@@ -74,6 +74,10 @@ fn default_timeout() -> Duration {
 pub struct WatchConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Basic authentication on the listener: the page, `/events`, `/plan` and `/metrics`
+    /// ask for it (`/healthz` and `/readyz` stay open for probes).
+    #[serde(default)]
+    pub listen_auth: Option<ListenAuth>,
     #[serde(default = "default_interval", deserialize_with = "duration")]
     pub interval: Duration,
     #[serde(default = "default_timeout", deserialize_with = "duration")]
@@ -97,6 +101,29 @@ pub struct WatchConfig {
     #[serde(default)]
     pub checks: Option<crate::doctor::config::ChecksConfig>,
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// `listen_auth:`: who may read the listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenAuth {
+    pub username: String,
+    /// A file holding the password (its first line).
+    pub password_file: PathBuf,
+}
+
+impl ListenAuth {
+    /// The `Authorization` header value a client must send.
+    pub fn expected(&self) -> Result<String, String> {
+        use base64::Engine as _;
+        let password = crate::source::target::read_password_file(&self.password_file)
+            .map_err(|e| format!("listen_auth: {e}"))?;
+        Ok(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{password}", self.username))
+        ))
+    }
 }
 
 fn default_alert_queue() -> usize {

@@ -17,6 +17,12 @@ pub struct ClusterL {
     pub cluster: String,
 }
 
+/// An event kind (core `events::EventKind`, a closed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindL {
+    pub kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberL {
     pub cluster: String,
@@ -133,6 +139,8 @@ pub struct Metrics {
     pub heal_escalations: Family<ClusterL, Counter>,
     /// Alerts dropped because the queue to Alertmanager/the webhook was full.
     pub alerts_dropped: Counter,
+    /// Events of the event log, by kind.
+    pub events: Family<KindL, Counter>,
     /// doctor's checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN (with a `checks:` section).
     pub checks: Family<ClusterCheckL, Gauge>,
     /// Replay lag in seconds from PostgreSQL (clusters with `postgres:`).
@@ -323,6 +331,11 @@ impl Metrics {
             "check",
             "doctor's runbook checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN",
             self.checks.clone(),
+        );
+        p.register(
+            "events",
+            "Events of the event log (/events), by kind",
+            self.events.clone(),
         );
         p.register(
             "alerts_dropped",

@@ -15,8 +15,10 @@
 pub mod alerts;
 pub mod autoheal;
 pub mod config;
+pub mod events;
 pub mod lease;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod state;
 
@@ -63,6 +65,9 @@ pub struct ClusterView {
     /// ... or why it could not be computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standby_error: Option<String>,
+    /// The last good reading, for the status page (not in `/plan`).
+    #[serde(skip)]
+    pub cluster: Option<pgpatrol_core::Cluster>,
 }
 
 /// State shared by the pollers and the HTTP server.
@@ -76,6 +81,10 @@ pub struct Shared {
     /// The size of the last /metrics body: the next one is allocated at once, not grown by
     /// doubling (a fleet of 1,000 clusters is a 3 MiB body).
     pub metrics_size: std::sync::atomic::AtomicUsize,
+    /// What happened, per cluster (`/events`, `/events/stream`).
+    pub events: events::Events,
+    /// Each cluster's settings the page shows (tolerance, SLO, source).
+    pub settings: BTreeMap<String, events::PageSettings>,
 }
 
 impl Shared {
@@ -95,7 +104,18 @@ impl Shared {
             samples: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             metrics_size: Default::default(),
+            events: events::Events::default(),
+            settings: cfg
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), events::PageSettings::of(c)))
+                .collect(),
         }
+    }
+
+    /// Emits an event: logged, counted, journaled, streamed.
+    pub fn emit(&self, e: pgpatrol_core::events::Event) {
+        self.events.emit(e, &self.metrics);
     }
 
     fn view<R>(&self, cluster: &str, f: impl FnOnce(&mut ClusterView) -> R) -> R {

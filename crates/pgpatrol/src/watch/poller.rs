@@ -48,6 +48,9 @@ pub(super) struct Poller {
     pub(super) slo_of: SloOf,
     /// The first read at the standby leader's current replayed position, and when.
     pub(super) standby_seen: Option<(crate::source::standby::StandbyLag, Instant)>,
+    /// The last good reading, and what else the event log compares with.
+    pub(super) last_cluster: Option<pgpatrol_core::Cluster>,
+    pub(super) seen: super::events::Seen,
 }
 
 impl Poller {
@@ -91,6 +94,27 @@ impl Poller {
                 ),
             )),
         };
+        let at = humantime::format_rfc3339_seconds(now).to_string();
+        if let Some(e) = self.seen.reachability(
+            &self.name,
+            snapshot.as_ref().err().map(|(_, msg)| msg.as_str()),
+            &at,
+        ) {
+            self.shared.emit(e);
+        }
+        if let Ok(cluster) = &snapshot {
+            let settings = self.shared.settings.get(&self.name);
+            let (lag, tolerance) =
+                settings.map_or((self.slo_lag, 5 << 20), |s| (s.lag, s.tolerance));
+            if let Some(before) = &self.last_cluster {
+                for e in
+                    pgpatrol_core::events::derive(&self.name, before, cluster, lag, tolerance, &at)
+                {
+                    self.shared.emit(e);
+                }
+            }
+            self.last_cluster = Some(cluster.clone());
+        }
         match &snapshot {
             Ok(cluster) => {
                 m.cluster_up.get_or_create(&c).set(1);
@@ -208,6 +232,29 @@ impl Poller {
             None => None,
         };
         let heal_view = self.healer.as_ref().map(|h| h.view()).unwrap_or_default();
+        let mut happened = Vec::new();
+        if let Some(c) = &checks {
+            happened.extend(self.seen.checks(&self.name, c, &at));
+        }
+        if heal_view.enabled || plan.is_some() {
+            let stop = heal_view.last_stop.as_ref().map(|s| {
+                let kind = serde_json::to_value(s.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                format!("{kind}: {}", s.detail)
+            });
+            happened.extend(self.seen.heal(
+                &self.name,
+                plan.as_ref(),
+                &heal_view.history,
+                stop,
+                &at,
+            ));
+        }
+        for e in happened {
+            self.shared.emit(e);
+        }
         self.shared.view(&self.name, |v| {
             if let Some(c) = checks {
                 v.checks = c;
@@ -215,6 +262,9 @@ impl Poller {
             v.polled = true;
             v.last_poll = Some(humantime::format_rfc3339_seconds(now).to_string());
             v.up = snapshot.is_ok();
+            if let Ok(c) = &snapshot {
+                v.cluster = Some(c.clone());
+            }
             v.error = snapshot.as_ref().err().map(|(_, msg)| msg.clone());
             v.sli_bytes = sli.as_ref().and_then(|s| s.max_bytes);
             match standby {
@@ -461,6 +511,23 @@ impl Poller {
                     ),
                     labels: [("slo_alert".to_string(), a.name.clone())].into_iter().collect(),
                 };
+                let time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                self.shared.emit(pgpatrol_core::events::Event::new(
+                    &time,
+                    &self.name,
+                    None,
+                    if a.firing {
+                        pgpatrol_core::events::EventKind::AlertFired
+                    } else {
+                        pgpatrol_core::events::EventKind::AlertResolved
+                    },
+                    format!(
+                        "SLO alert {} {}: {}",
+                        a.name,
+                        if a.firing { "fired" } else { "resolved" },
+                        ev.summary
+                    ),
+                ));
                 self.alerts.push(ev);
             }
         }
@@ -530,6 +597,8 @@ pub(super) mod tests {
             standby_source: None,
             slo_of: SloOf::Replicas,
             standby_seen: None,
+            last_cluster: None,
+            seen: Default::default(),
         }
     }
 

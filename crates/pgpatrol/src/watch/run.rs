@@ -15,7 +15,17 @@ use super::{alerts, autoheal, detail_for, server, sli_kind, slo_spec, state, Sha
 
 /// Runs the daemon until `shutdown` turns true.
 pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared::new(&cfg));
+    let mut shared = Shared::new(&cfg);
+    if let Some(p) = &cfg.state_file {
+        // The event journal lives beside the state file.
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        shared.events = super::events::Events::with_journal(dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot open events.jsonl: {e}", dir.display()))?;
+    }
+    let shared = Arc::new(shared);
     let alert_queue =
         alerts::AlertQueue::new(cfg.alert_queue, shared.metrics.alerts_dropped.clone());
     let sinks = alerts::AlertSinks {
@@ -103,6 +113,8 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             standby_source: c.source.clone(),
             slo_of: c.slo.as_ref().map(|s| s.of).unwrap_or_default(),
             standby_seen: None,
+            last_cluster: None,
+            seen: Default::default(),
         });
     }
 
@@ -115,7 +127,16 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
             )
         })?;
     tracing::info!(listen = %cfg.listen, clusters = cfg.clusters.len(), "pgpatrol watch started");
-    let server = tokio::spawn(server::serve(listener, shared.clone(), shutdown.clone()));
+    let expected = match &cfg.listen_auth {
+        Some(a) => Some(a.expected().map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let server = tokio::spawn(server::serve(
+        listener,
+        shared.clone(),
+        expected,
+        shutdown.clone(),
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     let n = pollers.len();

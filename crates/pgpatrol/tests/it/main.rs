@@ -72,6 +72,7 @@ mod k8s_dcs;
 mod k8s_fixture;
 mod lab;
 mod ops;
+mod page;
 mod read;
 mod standby;
 mod supervise;
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
         ("standby", standby::tests),
         ("trend", trend::tests),
         ("watch", watch::tests),
+        ("page", page::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),
         ("k8s", k8s::tests),
