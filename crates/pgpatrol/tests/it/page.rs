@@ -330,7 +330,13 @@ fn the_fleet_page_follows_the_lab_live_and_survives_a_lost_stream(lab: &Lab) {
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
     // The stream dropped (watch restarted): said, then recovered.
-    watch.kill();
+    // SIGTERM with the page's stream open: the watcher still stops at once (it used to
+    // wait for the stream to end, and was killed after 15 s).
+    assert_eq!(
+        watch.terminate(),
+        Some(0),
+        "watch did not stop on SIGTERM with an event stream open"
+    );
     wait_for(
         "the page says the stream is lost",
         Duration::from_secs(20),
@@ -434,6 +440,46 @@ fn events_are_served_streamed_and_followed(lab: &Lab) {
     .expect("GET");
     assert_eq!(code, 200);
 
+    // The page without JavaScript is a plain table, and carries no password.
+    let (code, html) = request(
+        "GET",
+        &format!("{url}/"),
+        None,
+        Some(&auth),
+        Duration::from_secs(5),
+    )
+    .expect("GET /");
+    assert_eq!(code, 200, "{html}");
+    assert!(
+        html.contains("<table id=\"fleet\">") && html.contains("data-cluster=\"lab\""),
+        "{html}"
+    );
+    let (code, cluster_html) = request(
+        "GET",
+        &format!("{url}/cluster/lab"),
+        None,
+        Some(&auth),
+        Duration::from_secs(5),
+    )
+    .expect("GET /cluster/lab");
+    assert_eq!(code, 200);
+    let rest_password =
+        std::fs::read_to_string(lab.dir().join("restapi.password")).expect("password");
+    for page in [&html, &cluster_html] {
+        assert!(
+            !page.contains(rest_password.trim()) && !page.contains("s3cret"),
+            "a password on the page"
+        );
+    }
+    let (code, _) = request(
+        "GET",
+        &format!("{url}/cluster/nope"),
+        None,
+        Some(&auth),
+        Duration::from_secs(5),
+    )
+    .expect("GET");
+    assert_eq!(code, 404);
     let follow_log = dir.join("follow.out");
     let mut follow = Proc::spawn(
         "pgpatrol events --follow",
