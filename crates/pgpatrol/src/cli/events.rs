@@ -54,6 +54,11 @@ pub struct EventsArgs {
     /// A file holding that user's password.
     #[arg(long, env = "PGPATROL_WATCH_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+
+    /// With an https:// listener (`listen_tls:`): the CA (PEM) that signed its certificate,
+    /// when the system's roots did not.
+    #[arg(long, env = "PGPATROL_WATCH_CACERT")]
+    pub cacert: Option<PathBuf>,
 }
 
 impl EventsArgs {
@@ -97,9 +102,16 @@ impl EventsArgs {
         if !base.starts_with("http://") && !base.starts_with("https://") {
             anyhow::bail!("--watch-url {base:?} is not an http(s) URL: give the watcher's listener, e.g. http://127.0.0.1:9187");
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.cacert {
+            let pem =
+                std::fs::read(ca).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                anyhow::anyhow!("--cacert {}: not a PEM certificate: {e}", ca.display())
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build()?;
         let mut url = format!("{base}/events?since={}&limit={}", self.since, self.limit);
         if let Some(c) = &self.cluster {
             url.push_str(&format!("&cluster={}", crate::watch::page::urlencode(c)));

@@ -138,6 +138,8 @@ impl WatchArgs {
                 let cfg = WatchConfig {
                     listen: default_listen(),
                     listen_auth: None,
+                    listen_tls: None,
+                    event_webhook: None,
                     interval: self.interval,
                     timeout: self.cluster.request_timeout,
                     state_file: self.state_file.clone(),

@@ -403,7 +403,19 @@ impl Healer {
         // other watcher of the same cluster, whatever they call it, share it.
         let key = cluster.scope.as_deref().unwrap_or(name);
         let held = match self.lease.try_acquire(key, &self.owner).await {
-            Ok(Some(h)) => h,
+            Ok(Some(h)) => {
+                shared.emit(pgpatrol_core::events::Event::new(
+                    &humantime::format_rfc3339_seconds(now).to_string(),
+                    name,
+                    None,
+                    pgpatrol_core::events::EventKind::LeaseGained,
+                    format!(
+                        "this watcher ({}) holds the heal lease of {key}",
+                        self.owner
+                    ),
+                ));
+                h
+            }
             Ok(None) => {
                 refuse("lease_held");
                 return plan;

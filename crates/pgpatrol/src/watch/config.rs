@@ -78,6 +78,13 @@ pub struct WatchConfig {
     /// ask for it (`/healthz` and `/readyz` stay open for probes).
     #[serde(default)]
     pub listen_auth: Option<ListenAuth>,
+    /// HTTPS on the listener: a PEM certificate chain and its key.
+    #[serde(default)]
+    pub listen_tls: Option<ListenTls>,
+    /// Every event of the event log, POSTed as JSON to this URL (5 s timeout, never retried,
+    /// a failure logged and counted).
+    #[serde(default)]
+    pub event_webhook: Option<String>,
     #[serde(default = "default_interval", deserialize_with = "duration")]
     pub interval: Duration,
     #[serde(default = "default_timeout", deserialize_with = "duration")]
@@ -123,6 +130,50 @@ impl ListenAuth {
             base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{password}", self.username))
         ))
+    }
+}
+
+/// `listen_tls:`: the listener's certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    /// PEM: the certificate, then its chain.
+    pub cert: PathBuf,
+    /// PEM: its private key.
+    pub key: PathBuf,
+}
+
+impl ListenTls {
+    /// The rustls server configuration, or a one-line error naming the file.
+    pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|i| i.collect::<Result<_, _>>())
+            .map_err(|e| format!("listen_tls.cert {}: {e}", self.cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "listen_tls.cert {}: no PEM certificate in it",
+                self.cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("listen_tls.key {}: {e}", self.key.display()))?;
+        let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("listen_tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "listen_tls: {} and {} do not make a certificate and its key: {e}",
+                self.cert.display(),
+                self.key.display()
+            )
+        })?;
+        Ok(std::sync::Arc::new(cfg))
     }
 }
 

@@ -343,3 +343,48 @@ impl PageSettings {
         }
     }
 }
+
+/// Posts every event (as JSON) to `url` until shutdown; one at a time, 5 s each, a failure
+/// logged and counted in `pgpatrol_event_webhook_failures_total` (events are not retried:
+/// the log and the journal keep them).
+pub async fn post_to(
+    url: String,
+    shared: std::sync::Arc<super::Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut rx = shared.events.subscribe();
+    let http = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "event webhook: cannot build the HTTP client");
+            return;
+        }
+    };
+    loop {
+        let e = tokio::select! {
+            _ = shutdown.changed() => return,
+            e = rx.recv() => match e {
+                Ok(e) => e,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    shared.metrics.event_webhook_failures.inc_by(n);
+                    tracing::warn!(missed = n, "event webhook: too slow, events skipped");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let sent = http.post(&url).json(&e).send().await;
+        let failed = match sent {
+            Ok(r) if r.status().is_success() => None,
+            Ok(r) => Some(format!("HTTP {}", r.status().as_u16())),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(why) = failed {
+            shared.metrics.event_webhook_failures.inc();
+            tracing::warn!(url = %url, error = %why, "event webhook: not delivered");
+        }
+    }
+}

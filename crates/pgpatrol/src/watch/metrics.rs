@@ -141,6 +141,8 @@ pub struct Metrics {
     pub alerts_dropped: Counter,
     /// Events of the event log, by kind.
     pub events: Family<KindL, Counter>,
+    /// Events the event webhook did not take.
+    pub event_webhook_failures: Counter,
     /// doctor's checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN (with a `checks:` section).
     pub checks: Family<ClusterCheckL, Gauge>,
     /// Replay lag in seconds from PostgreSQL (clusters with `postgres:`).
@@ -336,6 +338,11 @@ impl Metrics {
             "events",
             "Events of the event log (/events), by kind",
             self.events.clone(),
+        );
+        p.register(
+            "event_webhook_failures",
+            "Events not delivered to event_webhook (a failed or refused POST, or skipped while it was too slow)",
+            self.event_webhook_failures.clone(),
         );
         p.register(
             "alerts_dropped",

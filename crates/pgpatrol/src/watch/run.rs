@@ -131,12 +131,28 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         Some(a) => Some(a.expected().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let server = tokio::spawn(server::serve(
-        listener,
-        shared.clone(),
-        expected,
-        shutdown.clone(),
-    ));
+    let server = match &cfg.listen_tls {
+        Some(t) => tokio::spawn(server::serve_tls(
+            listener,
+            t.server_config().map_err(anyhow::Error::msg)?,
+            shared.clone(),
+            expected,
+            shutdown.clone(),
+        )),
+        None => tokio::spawn(server::serve(
+            listener,
+            shared.clone(),
+            expected,
+            shutdown.clone(),
+        )),
+    };
+    let webhook = cfg.event_webhook.clone().map(|url| {
+        tokio::spawn(super::events::post_to(
+            url,
+            shared.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     let mut tasks = tokio::task::JoinSet::new();
     let n = pollers.len();
@@ -167,6 +183,9 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         sf.save(&shared);
     }
     let _ = server.await;
+    if let Some(w) = webhook {
+        let _ = tokio::time::timeout(Duration::from_secs(6), w).await;
+    }
     // What is queued still goes out, within one send timeout; a dead receiver does not
     // hold up the exit.
     alert_queue.close();

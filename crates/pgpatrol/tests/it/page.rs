@@ -28,6 +28,10 @@ pub fn tests() -> Vec<Test> {
             "events_are_served_streamed_and_followed",
             events_are_served_streamed_and_followed,
         ),
+        test(
+            "the_listener_speaks_tls_and_events_reach_the_webhook",
+            the_listener_speaks_tls_and_events_reach_the_webhook,
+        ),
     ]
 }
 
@@ -576,4 +580,81 @@ fn events_are_served_streamed_and_followed(lab: &Lab) {
         .output()
         .expect("run");
     crate::util::one_line_error(&out, "asks for a login");
+}
+
+/// `listen_tls:` serves the page and `/events` over HTTPS (the test's own CA), `pgpatrol
+/// events --cacert` reads them, and `event_webhook:` receives every event as JSON.
+fn the_listener_speaks_tls_and_events_reach_the_webhook(lab: &Lab) {
+    let (dir, cfg, port) = page_watch(lab, "page-tls", None);
+    let pki = crate::tls::Pki::new();
+    let (hook, got) = crate::watch::webhook_receiver();
+    let mut y = std::fs::read_to_string(&cfg).expect("watch.yml");
+    y = format!(
+        "listen_tls: {{cert: {}, key: {}}}\nevent_webhook: {hook}\n{y}",
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    std::fs::write(&cfg, y).expect("watch.yml");
+    let _watch = Proc::spawn(
+        "pgpatrol watch",
+        crate::harness::pgpatrol_cmd()
+            .args(["watch", "--config"])
+            .arg(&cfg),
+        &dir.join("watch.log"),
+    );
+    let url = format!("https://127.0.0.1:{port}");
+    let events = |extra: &[&str]| {
+        crate::harness::pgpatrol_cmd()
+            .args([
+                "events",
+                "--watch-url",
+                &url,
+                "--cacert",
+                &pki.path("ca.pem"),
+            ])
+            .args(extra)
+            .output()
+            .expect("run pgpatrol events")
+    };
+    wait_for(
+        "the HTTPS listener answers",
+        Duration::from_secs(30),
+        || (events(&[]).status.code() == Some(0)).then_some(()),
+    );
+    // Plain HTTP to the TLS port is no answer; a certificate of an unknown CA is refused.
+    assert!(request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/events"),
+        None,
+        None,
+        Duration::from_secs(3)
+    )
+    .map_or(true, |(code, _)| code != 200));
+    let out = crate::harness::pgpatrol_cmd()
+        .args([
+            "events",
+            "--watch-url",
+            &url,
+            "--cacert",
+            &pki.path("other-ca.pem"),
+        ])
+        .output()
+        .expect("run");
+    crate::util::one_line_error(&out, "cannot read the watcher");
+    let replica = lab.replica();
+    lab.break_lag(&replica, 20);
+    wait_for("the event over HTTPS", Duration::from_secs(30), || {
+        let out = events(&["--cluster", "lab", "--json"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("lag_over_tolerance")
+            .then_some(())
+    });
+    wait_for("the event at the webhook", Duration::from_secs(30), || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "lag_over_tolerance" && e["member"] == replica.as_str())
+            .then_some(())
+    });
+    lab.repair();
 }

@@ -294,7 +294,7 @@ fn active_alerts(am: &str) -> Vec<Value> {
 }
 
 /// A webhook receiver on loopback that keeps every JSON body POSTed to it.
-fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+pub(crate) fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
