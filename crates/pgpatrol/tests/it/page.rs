@@ -257,14 +257,13 @@ fn page_watch(lab: &Lab, name: &str, heal: Option<&str>) -> (PathBuf, PathBuf, u
 /// recovers; no console error.
 fn the_fleet_page_follows_the_lab_live_and_survives_a_lost_stream(lab: &Lab) {
     let (dir, cfg, port) = page_watch(lab, "page-live", None);
-    // A second cluster: the lab once more under another name (two rows, two readers).
+    // A second cluster: a lab of its own (two rows, two clusters).
+    let second = crate::standby::OwnLab::up("page-second", &["--members", "2"]);
     let mut y = std::fs::read_to_string(&cfg).expect("watch.yml");
-    let second = y[y.find("  - name: lab").expect("cluster entry")..].replacen(
-        "name: lab",
-        "name: second",
-        1,
-    );
-    y.push_str(&second);
+    y.push_str(&format!(
+        "  - name: second\n    urls: [{}]\n",
+        second.state().urls().join(", ")
+    ));
     std::fs::write(&cfg, y).expect("watch.yml");
     let mut watch = start_watch(&dir, &cfg, port);
     let url = format!("http://127.0.0.1:{port}");
@@ -307,6 +306,12 @@ fn the_fleet_page_follows_the_lab_live_and_survives_a_lost_stream(lab: &Lab) {
         "the page was reloaded"
     );
     b.screenshot("fleet.png");
+    // "Unhealthy only" hides the healthy row; a header click sorts, a second one reverses.
+    let visible = "return Array.prototype.filter.call(document.querySelectorAll('#fleet tbody tr'), function (r) { return r.style.display !== 'none'; }).map(function (r) { return r.getAttribute('data-cluster'); }).join(',');";
+    b.eval("var u = document.getElementById('unhealthy'); u.checked = true; u.dispatchEvent(new Event('change')); return 1;");
+    assert_eq!(b.eval(visible), json!("lab"));
+    b.eval("var u = document.getElementById('unhealthy'); u.checked = false; u.dispatchEvent(new Event('change')); var th = document.querySelector('#fleet th'); th.click(); th.click(); return 1;");
+    assert_eq!(b.eval(visible), json!("second,lab"));
     lab.repair();
 
     b.go(&format!("{url}/cluster/lab"));
