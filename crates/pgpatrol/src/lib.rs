@@ -2,6 +2,7 @@
 //! world — sources (REST, Kubernetes, DCS), the executor, the CLI, outputs and the lab —
 //! around the pure `pgpatrol-core`.
 
+pub mod audit;
 pub mod cli;
 pub mod doctor;
 pub mod etcd;
@@ -15,6 +16,7 @@ pub mod lab;
 pub mod ops;
 pub mod output;
 pub mod poll;
+pub mod progress;
 pub mod source;
 pub mod supervise;
 pub mod text;

@@ -17,7 +17,7 @@
 //! | member remove | [`member`] | the leader unless handed over first, the only synchronous standby, fewer healthy replicas than promised, a paused or leaderless cluster |
 //!
 //! edit-config's patch, its read-back comparison and the audit's redaction live with the
-//! commands (`pgpatrol::ops::config`, `pgpatrol::ops::audit`): they compute, compare and
+//! commands (`pgpatrol::ops::config`, `pgpatrol::audit`): they compute, compare and
 //! rewrite documents; they do not decide whether to act.
 
 pub mod maintenance;

@@ -18,9 +18,9 @@ use super::progress::Spinner;
 use super::sli::LagArg;
 use super::Outcome;
 use crate::executor::runner::{self, ConfirmedPlan, RunOptions};
-use crate::executor::Progress as _;
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::output::report::{self, HealReport};
+use crate::progress::Progress as _;
 use crate::source::rest::{Detail, RestSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -379,7 +379,7 @@ impl HealArgs {
             }
         }
 
-        let audit = crate::ops::audit::Audit::open(
+        let audit = crate::audit::Audit::open(
             self.audit_log.as_deref(),
             before.scope.as_deref().unwrap_or("cluster"),
         )?;
@@ -465,7 +465,7 @@ impl HealArgs {
         plan: &pgpatrol_core::plan::Plan,
         evidence: Evidence,
         report: &mut HealReport,
-        audit: crate::ops::audit::Audit,
+        audit: crate::audit::Audit,
         held: Option<&crate::watch::lease::Held>,
     ) {
         let spinner = Spinner::new();

@@ -17,10 +17,11 @@ use pgpatrol_core::{ByteSize, Cluster, LagKind};
 use super::common::{ClusterArgs, PgArgs};
 use super::ops::{confirm_op, emit_json, OpArgs, OpFormat};
 use super::Outcome;
+use crate::audit::Audit;
 use crate::lab::{process, LabPaths, LabState};
 use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
-use crate::ops::{audit::Audit, Ops};
+use crate::ops::Ops;
 use crate::poll::Poll;
 use crate::source::k8s::scale::Workload;
 use crate::source::rest::{Detail, RestSource};
@@ -584,7 +585,7 @@ impl MemberRemoveArgs {
                 c.scope.as_deref().unwrap_or("cluster"),
             )?
         };
-        let quiet = crate::executor::Quiet;
+        let quiet = crate::progress::Quiet;
         let ops = Ops::new(&source, "member remove", self.op.dry_run, &audit, &quiet).json(json);
         let mut run = MemberRemoveOp {
             args: &self,

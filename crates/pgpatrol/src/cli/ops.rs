@@ -17,8 +17,7 @@ use super::common::{write_structured, ClusterArgs, Format};
 use super::confirm;
 use super::progress::Spinner;
 use super::Outcome;
-use crate::executor::Progress;
-use crate::ops::audit::Audit;
+use crate::audit::Audit;
 use crate::ops::maintenance::{pending_of, EditOp, EditResult, PauseOp, Pending, ReloadOp};
 use crate::ops::restart::{FlushOp, RestartOp, RestartOptions};
 use crate::ops::runner::{self, print_plan, print_steps, OpReport, StepResult};
@@ -26,6 +25,7 @@ use crate::ops::switchover::{self, TakeoverOp, TakeoverOutcome, TakeoverResult};
 use crate::ops::{self, Ops};
 use crate::output::table::{self, Emphasis};
 use crate::output::term::{ColorChoice, Look};
+use crate::progress::Progress;
 use crate::source::rest::{Detail, RestSource};
 use pgpatrol_core::ops::maintenance;
 use pgpatrol_core::ops::restart as restart_rule;
@@ -1134,7 +1134,7 @@ impl EditConfigArgs {
                 .unwrap_or("failed")
                 .to_string();
         }
-        report.put("patch", crate::ops::audit::redact(&patch));
+        report.put("patch", crate::audit::redact(&patch));
         report.put("not_applied", &run.missing);
         report.put("changed_concurrently", &run.changed_by_others);
         report.put("needs_restart", &run.restart_params);

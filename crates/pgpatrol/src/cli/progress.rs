@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::executor::Progress;
+use crate::progress::Progress;
 
 /// A spinner on stderr when it is a terminal; silent when piped or in automation.
 #[derive(Debug, Clone)]

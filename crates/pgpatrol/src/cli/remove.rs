@@ -11,7 +11,7 @@ use super::common::ClusterArgs;
 use super::ops::{emit_json, OpFormat};
 use super::progress::Spinner;
 use super::{confirm, Outcome};
-use crate::ops::audit::Audit;
+use crate::audit::Audit;
 use crate::ops::remove::RemoveOp;
 use crate::ops::runner::{self, StepResult};
 use crate::ops::Ops;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::common::{BackrestArgs, ClusterArgs, PgArgs};
 use super::doctor::DoctorArgs;
 use super::Outcome;
-use crate::ops::audit::{redact, redact_text, secret_key};
+use crate::audit::{redact, redact_text, secret_key};
 use crate::output::table::{self, Emphasis};
 use crate::source::rest::{base_url, Detail, Request, RestSource};
 

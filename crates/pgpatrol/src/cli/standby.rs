@@ -11,7 +11,7 @@ use pgpatrol_core::Cluster;
 use super::common::{ClusterArgs, PgArgs};
 use super::ops::{OpArgs, OpFormat};
 use super::Outcome;
-use crate::ops::audit::Audit;
+use crate::audit::Audit;
 use crate::ops::slot;
 use crate::ops::standby::{StandbyInputs, StandbyOp};
 use crate::output::term::ColorChoice;

@@ -34,7 +34,7 @@ pub struct ReinitOptions {
     /// Who asks (`heal`, `reinit`, `auto-heal`): the audit line's operation.
     pub caller: &'static str,
     /// Where the `POST /reinitialize` is recorded.
-    pub audit: std::sync::Arc<crate::ops::audit::Audit>,
+    pub audit: std::sync::Arc<crate::audit::Audit>,
 }
 
 /// How one reinitialization ended.
@@ -94,17 +94,7 @@ impl ReinitOutcome {
 }
 
 /// Live progress, for a spinner or a log line.
-pub trait Progress: Send + Sync {
-    fn update(&self, member: &str, message: &str);
-}
-
-/// No progress output.
-#[derive(Debug)]
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn update(&self, _: &str, _: &str) {}
-}
+pub use crate::progress::{Progress, Quiet};
 
 /// What heal and auto-heal read before every decision: the cluster, and on each replica
 /// at or above the tolerance what keeps it behind on purpose (`source::kept`).
@@ -223,7 +213,7 @@ pub async fn reinitialize(
     }
     progress.update(member, "asking Patroni to reinitialize");
     let req = Request::post(&base, "/reinitialize", body);
-    let (answer, _) = crate::ops::audit::send(source, &opts.audit, opts.caller, member, &req).await;
+    let (answer, _) = crate::audit::send(source, &opts.audit, opts.caller, member, &req).await;
     // No answer is not "not done": Patroni holds this request until its async executor is
     // free (up to a whole HA cycle on a slow DCS) and may run it after the client gave up.
     let mut unanswered = false;

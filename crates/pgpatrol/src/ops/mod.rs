@@ -3,7 +3,6 @@
 //! the request, followed in the DCS after it, audited, and with an exit code that says
 //! what happened. The command-line half is in `cli::ops`; this half knows no flags.
 
-pub mod audit;
 pub mod config;
 pub mod maintenance;
 pub mod remove;
@@ -19,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::executor::Progress;
+use crate::audit::{self, Audit};
+use crate::progress::Progress;
 use crate::source::rest::{base_url, Request, Response, RestError, RestSource};
-use audit::Audit;
 use pgpatrol_core::{Cluster, Member};
 
 /// A request as sent (or, in a dry run, as it would have been).

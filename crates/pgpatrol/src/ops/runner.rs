@@ -272,8 +272,8 @@ pub fn print_steps(steps: &[StepOutcome]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::Progress;
-    use crate::ops::audit::Audit;
+    use crate::audit::Audit;
+    use crate::progress::Progress;
     use crate::source::rest::RestSource;
     use pgpatrol_core::ops::{Action, OpStep};
 

@@ -87,7 +87,7 @@ pub struct Healer {
     history: Arc<Mutex<Vec<ActionRecord>>>,
     progress: Arc<Mutex<Progress>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    audit: Arc<crate::ops::audit::Audit>,
+    audit: Arc<crate::audit::Audit>,
     /// Where every record change is written at once (watch's `state_file`).
     state: Option<Arc<super::state::StateFile>>,
 }
@@ -269,7 +269,7 @@ impl Healer {
             progress: Arc::new(Mutex::new(Progress::default())),
             task: None,
             state: None,
-            audit: Arc::new(crate::ops::audit::Audit::open(
+            audit: Arc::new(crate::audit::Audit::open(
                 cfg.audit_log.as_deref(),
                 &c.name,
             )?),
