@@ -327,6 +327,8 @@ pub struct PageSettings {
     pub lag: pgpatrol_core::LagKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Its REST URLs as configured (to link a standby cluster to a watched source).
+    pub urls: Vec<String>,
 }
 
 impl PageSettings {
@@ -340,6 +342,7 @@ impl PageSettings {
             tolerance,
             lag,
             source: c.source.clone(),
+            urls: c.access.urls.clone(),
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct ClusterView {
     /// The last good reading, for the status page (not in `/plan`).
     #[serde(skip)]
     pub cluster: Option<pgpatrol_core::Cluster>,
+    /// Replay lag in seconds per member, from PostgreSQL (with a `postgres:` login).
+    #[serde(skip)]
+    pub lag_seconds: BTreeMap<String, f64>,
 }
 
 /// State shared by the pollers and the HTTP server.

@@ -350,8 +350,8 @@ pub fn cluster(shared: &Shared, name: &str) -> Option<String> {
         let _ = write!(out, "<p>Last poll {}</p>", esc(last));
     }
     if let Some(c) = &view.cluster {
-        members(&mut out, c, s);
-        topology(&mut out, c, s);
+        members(&mut out, c, s, &view.lag_seconds);
+        topology(&mut out, shared, c, s);
     }
     if let Some(st) = &view.standby {
         let _ = write!(
@@ -412,9 +412,14 @@ pub fn cluster(shared: &Shared, name: &str) -> Option<String> {
     Some(out)
 }
 
-fn members(out: &mut String, c: &Cluster, s: Option<&PageSettings>) {
+fn members(
+    out: &mut String,
+    c: &Cluster,
+    s: Option<&PageSettings>,
+    seconds: &std::collections::BTreeMap<String, f64>,
+) {
     let tol = s.map_or(5 << 20, |s| s.tolerance);
-    out.push_str("<h2>Members</h2><table id=\"members\"><thead><tr><th>Member</th><th>Role</th><th>State</th><th>TL</th><th>Receive lag</th><th>Replay lag</th><th>Tags</th></tr></thead><tbody>");
+    out.push_str("<h2>Members</h2><table id=\"members\"><thead><tr><th>Member</th><th>Role</th><th>State</th><th>TL</th><th>Receive lag</th><th>Replay lag</th><th>Lag (s)</th><th>Tags</th></tr></thead><tbody>");
     for m in &c.members {
         let lag = |k| m.lag(k).map_or(String::new(), lag_text);
         let over = s
@@ -427,12 +432,15 @@ fn members(out: &mut String, c: &Cluster, s: Option<&PageSettings>) {
         };
         let _ = write!(
             out,
-            "<tr data-member=\"{n}\" class=\"{cls}\"><td>{n}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-member=\"{n}\" class=\"{cls}\"><td>{n}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&m.role.title()),
             esc(&m.state.to_string()),
             m.timeline.map_or(String::new(), |t| t.to_string()),
             esc(&lag(LagKind::Receive)),
             esc(&lag(LagKind::Replay)),
+            seconds
+                .get(&m.name)
+                .map_or(String::new(), |s| format!("{s:.1}")),
             esc(&tags),
             n = esc(&m.name),
             cls = if over { "warn" } else { "" },
@@ -441,10 +449,34 @@ fn members(out: &mut String, c: &Cluster, s: Option<&PageSettings>) {
     out.push_str("</tbody></table>");
 }
 
-fn topology(out: &mut String, c: &Cluster, s: Option<&PageSettings>) {
+fn topology(out: &mut String, shared: &Shared, c: &Cluster, s: Option<&PageSettings>) {
     out.push_str("<h2>Topology</h2><ul class=\"topology\">");
     if let Some(src) = s.and_then(|s| s.source.as_deref()) {
-        let _ = write!(out, "<li>source cluster {} ▸</li>", esc(src));
+        // The source, linked to its own page when this watcher watches it too.
+        let base = src.trim_end_matches('/');
+        let watched = shared.settings.iter().find(|(_, o)| {
+            o.urls
+                .iter()
+                .any(|u| u.trim_end_matches('/').trim_end_matches("/patroni") == base)
+        });
+        match watched {
+            Some((name, _)) => {
+                let _ = write!(
+                    out,
+                    "<li id=\"source\">standby cluster of <a href=\"/cluster/{}\">{}</a> ({}) ▸</li>",
+                    esc(&urlencode(name)),
+                    esc(name),
+                    esc(src)
+                );
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "<li id=\"source\">standby cluster of {} ▸</li>",
+                    esc(src)
+                );
+            }
+        }
     }
     for (depth, m) in crate::output::table::topology_order(c) {
         let _ = write!(
@@ -501,6 +533,7 @@ mod tests {
             tolerance: 5 << 20,
             lag: LagKind::Replay,
             source: None,
+            urls: Vec::new(),
         };
         let r = row("demo", &v, Some(&s));
         assert_eq!(r.health, Health::Warn);
@@ -514,6 +547,39 @@ mod tests {
         assert_eq!(
             row("demo", &ClusterView::default(), None).health,
             Health::Unknown
+        );
+    }
+
+    #[test]
+    fn a_standby_cluster_links_its_watched_source_and_lag_seconds_show() {
+        let cfg = super::super::config::WatchConfig::parse(
+            "clusters:\n  - {name: dr, urls: ['http://10.0.0.9:8008'], source: 'http://10.0.0.5:8008'}\n  - {name: main, urls: ['http://10.0.0.5:8008']}\n",
+        )
+        .unwrap();
+        let shared = Shared::new(&cfg);
+        shared.view("dr", |v| {
+            v.polled = true;
+            v.up = true;
+            v.cluster = Some(
+                pgpatrol_core::fixtures::ClusterBuilder::new()
+                    .leader("dr0")
+                    .replica("dr1")
+                    .build(),
+            );
+            v.lag_seconds.insert("dr1".into(), 3.5);
+        });
+        let html = cluster(&shared, "dr").expect("a page");
+        assert!(
+            html.contains("standby cluster of <a href=\"/cluster/main\">main</a>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>3.5</td>"), "{html}");
+        assert!(cluster(&shared, "nope").is_none());
+        let fleet_html = fleet(&shared);
+        assert!(fleet_html.contains("data-cluster=\"dr\""));
+        assert!(
+            fleet_html.contains("data-health=\"unknown\""),
+            "main is not polled yet"
         );
     }
 }

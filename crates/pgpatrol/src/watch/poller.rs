@@ -210,9 +210,10 @@ impl Poller {
             )),
             _ => None,
         };
-        if let (Some(login), Ok(cluster)) = (&self.pg, &snapshot) {
-            self.export_lag_seconds(cluster, login).await;
-        }
+        let lag_seconds = match (&self.pg, &snapshot) {
+            (Some(login), Ok(cluster)) => Some(self.export_lag_seconds(cluster, login).await),
+            _ => None,
+        };
         let checks = match &mut self.checks {
             Some(runner) => {
                 if let Ok(cluster) = &snapshot {
@@ -265,6 +266,9 @@ impl Poller {
             if let Ok(c) = &snapshot {
                 v.cluster = Some(c.clone());
             }
+            if let Some(l) = lag_seconds {
+                v.lag_seconds = l;
+            }
             v.error = snapshot.as_ref().err().map(|(_, msg)| msg.clone());
             v.sli_bytes = sli.as_ref().and_then(|s| s.max_bytes);
             match standby {
@@ -282,12 +286,13 @@ impl Poller {
             v.heal = heal_view;
         });
     }
-    /// `pgpatrol_member_lag_seconds`: doctor's measurement, every poll.
+    /// `pgpatrol_member_lag_seconds`: doctor's measurement, every poll (and for the page).
     async fn export_lag_seconds(
         &self,
         cluster: &pgpatrol_core::Cluster,
         login: &crate::doctor::pg::PgLogin,
-    ) {
+    ) -> std::collections::BTreeMap<String, f64> {
+        let mut seen = std::collections::BTreeMap::new();
         let pg =
             crate::doctor::pg::evidence_with(cluster, login, crate::doctor::pg::Queries::Lag).await;
         let m = &self.shared.metrics;
@@ -298,6 +303,7 @@ impl Poller {
             };
             match secs {
                 Some(s) => {
+                    seen.insert(l.member.clone(), s);
                     m.member_lag_seconds.get_or_create(&l).set(s);
                 }
                 None => {
@@ -305,6 +311,7 @@ impl Poller {
                 }
             }
         }
+        seen
     }
 
     /// `/history` changes rarely: read it once a minute for the failover counts.
