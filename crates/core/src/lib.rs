@@ -17,6 +17,7 @@ pub mod candidates;
 pub mod checks;
 pub mod events;
 pub mod fixtures;
+pub mod history;
 pub mod lsn;
 pub mod model;
 pub mod ops;

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::history::{ActionRecord, RecordOutcome};
 use crate::model::{Cluster, Lag, LagKind};
-use crate::plan::{ActionRecord, RecordOutcome};
 
 /// One reading of a member's lag. `None`: unknown (never counted as a number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

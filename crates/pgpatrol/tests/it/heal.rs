@@ -653,6 +653,32 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     crate::util::wait_for("replay lag of 20 MB", Duration::from_secs(15), || {
         replay_lag().filter(|l| *l >= 20 * MB)
     });
+    // The other replicas replay the same burst: wait until they are under the tolerance,
+    // or heal would (rightly) rebuild one that is still catching up (seen once in CI: pg2
+    // 23.5 MB behind in the same second).
+    let others: Vec<String> = lab
+        .members()
+        .into_iter()
+        .filter(|m| *m != target && *m != lab.leader())
+        .collect();
+    crate::util::wait_for(
+        "the other replicas caught up",
+        Duration::from_secs(60),
+        || {
+            let c = crate::util::get_json(&format!("{leader_url}/cluster"));
+            others
+                .iter()
+                .all(|o| {
+                    c["members"].as_array().is_some_and(|ms| {
+                        ms.iter().any(|m| {
+                            m["name"] == o.as_str()
+                                && m["replay_lag"].as_u64().is_some_and(|l| l < MB)
+                        })
+                    })
+                })
+                .then_some(())
+        },
+    );
     // Its Patroni is stopped: the start time comes from its PostgreSQL.
     let started = "SELECT pg_postmaster_start_time()";
     let before = psql_on(lab, &target, started);
