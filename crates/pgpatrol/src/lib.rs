@@ -17,6 +17,7 @@ pub mod ops;
 pub mod output;
 pub mod poll;
 pub mod progress;
+pub mod redact;
 pub mod source;
 pub mod supervise;
 pub mod text;
@@ -51,5 +52,110 @@ pub(crate) mod test_support {
             .collect();
         found.sort();
         found.into_iter().map(|(_, name)| name).collect()
+    }
+}
+
+#[cfg(test)]
+mod layering {
+    //! The layers of docs/ARCHITECTURE.md, checked on the source: each module family may
+    //! import only what is below it. A `use crate::X` (or a `crate::X::` path) that goes up
+    //! fails here, naming the file and the line.
+
+    use std::path::Path;
+
+    /// (module file or folder under src/, the `crate::` modules it must not name).
+    const RULES: &[(&str, &[&str])] = &[
+        (
+            "text.rs",
+            &[
+                "source", "ops", "executor", "watch", "cli", "lab", "output", "audit", "doctor",
+            ],
+        ),
+        (
+            "time.rs",
+            &[
+                "source", "ops", "executor", "watch", "cli", "lab", "output", "audit", "doctor",
+            ],
+        ),
+        (
+            "yaml.rs",
+            &[
+                "source", "ops", "executor", "watch", "cli", "lab", "output", "audit", "doctor",
+            ],
+        ),
+        (
+            "progress.rs",
+            &[
+                "source", "ops", "executor", "watch", "cli", "lab", "output", "audit", "doctor",
+            ],
+        ),
+        (
+            "redact.rs",
+            &[
+                "source", "ops", "executor", "watch", "cli", "lab", "output", "audit", "doctor",
+            ],
+        ),
+        (
+            "poll.rs",
+            &[
+                "source", "ops", "executor", "watch", "cli", "lab", "output", "audit", "doctor",
+            ],
+        ),
+        (
+            "source",
+            &["ops", "executor", "watch", "cli", "lab", "output", "audit"],
+        ),
+        (
+            "audit.rs",
+            &["ops", "executor", "watch", "cli", "lab", "output"],
+        ),
+        ("executor", &["ops", "watch", "cli", "lab"]),
+        ("ops", &["executor", "watch", "cli", "lab"]),
+        ("output", &["cli", "watch", "lab"]),
+        ("watch", &["cli", "lab"]),
+        ("lab", &["cli", "watch"]),
+    ];
+
+    fn files(p: &Path, out: &mut Vec<std::path::PathBuf>) {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).expect("read_dir").flatten() {
+                files(&e.path(), out);
+            }
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p.to_path_buf());
+        }
+    }
+
+    #[test]
+    fn no_module_imports_a_layer_above_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut broken = Vec::new();
+        for (module, forbidden) in RULES {
+            let mut fs = Vec::new();
+            files(&src.join(module), &mut fs);
+            assert!(!fs.is_empty(), "no source for {module}");
+            for f in fs {
+                let text = std::fs::read_to_string(&f).expect("read");
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.trim_start();
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    for up in *forbidden {
+                        if code.contains(&format!("crate::{up}::"))
+                            || code.contains(&format!("crate::{up};"))
+                            || code.contains(&format!("crate::{up}::{{"))
+                        {
+                            broken.push(format!(
+                                "{}:{}: {module} names crate::{up}",
+                                f.strip_prefix(&src).unwrap_or(&f).display(),
+                                n + 1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(broken.is_empty(), "layers broken:\n{}", broken.join("\n"));
     }
 }

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::common::{BackrestArgs, ClusterArgs, PgArgs};
 use super::doctor::DoctorArgs;
 use super::Outcome;
-use crate::audit::{redact, redact_text, secret_key};
 use crate::output::table::{self, Emphasis};
+use crate::redact::{redact, redact_text, secret_key};
 use crate::source::rest::{base_url, Detail, Request, RestSource};
 
 /// Collect a support bundle: one .tar.gz with the cluster as Patroni, the DCS, PostgreSQL

@@ -81,7 +81,7 @@ pub fn replicates_from(config: &serde_json::Value) -> Option<String> {
     if let Some(rc) = text("restore_command") {
         parts.push(format!(
             "the archive (restore_command {})",
-            crate::audit::redact_text(rc)
+            crate::redact::redact_text(rc)
         ));
     }
     Some(if parts.is_empty() {
