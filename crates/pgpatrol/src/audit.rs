@@ -35,6 +35,16 @@ impl Default for Audit {
 }
 
 impl Audit {
+    /// The audit log of one run: disabled when nothing can be sent (a dry run, or a plan
+    /// that was refused), otherwise opened at `path` (or none) for `scope`, before anything
+    /// is sent.
+    pub fn for_run(sends: bool, path: Option<&Path>, scope: Option<&str>) -> anyhow::Result<Audit> {
+        if !sends {
+            return Ok(Audit::disabled());
+        }
+        Audit::open(path, scope.unwrap_or("cluster"))
+    }
+
     /// No audit log.
     pub fn disabled() -> Audit {
         Audit {

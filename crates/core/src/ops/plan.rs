@@ -169,6 +169,14 @@ impl OpPlan {
         }
     }
 
+    /// `Err(reason)` when refused: how a step's re-check says "no longer".
+    pub fn verdict(&self) -> Result<(), String> {
+        match &self.refusal {
+            Some(r) => Err(r.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// The plan as lines for a person: one per step with its reason, or the refusal.
     pub fn lines(&self) -> Vec<String> {
         if let Some(r) = &self.refusal {

@@ -577,14 +577,11 @@ impl MemberRemoveArgs {
                 "remove a member",
             )?;
         }
-        let audit = if self.op.dry_run || plan.refusal.is_some() {
-            Audit::disabled()
-        } else {
-            Audit::open(
-                self.op.audit_log.as_deref(),
-                c.scope.as_deref().unwrap_or("cluster"),
-            )?
-        };
+        let audit = Audit::for_run(
+            !self.op.dry_run && plan.refusal.is_none(),
+            self.op.audit_log.as_deref(),
+            c.scope.as_deref(),
+        )?;
         let quiet = crate::progress::Quiet;
         let ops = Ops::new(&source, "member remove", self.op.dry_run, &audit, &quiet).json(json);
         let mut run = MemberRemoveOp {

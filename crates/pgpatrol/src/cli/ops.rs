@@ -53,6 +53,23 @@ pub struct OpArgs {
     pub audit_log: Option<PathBuf>,
 }
 
+/// The flags of an operation that asks in its own way (`reinit`, `remove`): no `--yes`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Go through the same checks, print the plan and the request it would send, and send
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Result format: lines for a person, or JSON (the plan, the steps, the outcome).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub format: OpFormat,
+
+    /// Append one JSON line per request sent (see `pgpatrol switchover --help`).
+    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OpFormat {
     Table,
@@ -132,11 +149,7 @@ async fn open(cluster: &ClusterArgs, op: &OpArgs) -> anyhow::Result<Opened> {
         .scope
         .clone()
         .unwrap_or_else(|| "cluster".into());
-    let audit = if op.dry_run {
-        Audit::disabled()
-    } else {
-        Audit::open(op.audit_log.as_deref(), &name)?
-    };
+    let audit = Audit::for_run(!op.dry_run, op.audit_log.as_deref(), Some(&name))?;
     Ok(Opened {
         source,
         cluster: snap.cluster,

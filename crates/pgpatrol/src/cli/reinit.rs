@@ -12,7 +12,7 @@ use pgpatrol_core::{ByteSize, LagKind};
 
 use super::common::ClusterArgs;
 use super::confirm;
-use super::ops::OpFormat;
+use super::ops::{OpFormat, RunArgs};
 use super::progress::Spinner;
 use super::Outcome;
 use crate::audit::Audit;
@@ -59,17 +59,8 @@ pub struct ReinitArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
-    /// Print the request it would send (after the same checks), and send nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Result format: a line for a person, or JSON (the plan, the step, the outcome).
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    pub format: OpFormat,
-
-    /// Append one JSON line per request sent (see `pgpatrol switchover --help`).
-    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
-    pub audit_log: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 impl ReinitArgs {
@@ -80,18 +71,15 @@ impl ReinitArgs {
         if let Some(Refusal::Invalid(why)) = &plan.refusal {
             anyhow::bail!("{why}");
         }
-        let json = self.format == OpFormat::Json;
-        if plan.refusal.is_none() && !self.dry_run {
+        let json = self.run.format == OpFormat::Json;
+        if plan.refusal.is_none() && !self.run.dry_run {
             self.confirm()?;
         }
-        let audit = std::sync::Arc::new(if self.dry_run || plan.refusal.is_some() {
-            Audit::disabled()
-        } else {
-            Audit::open(
-                self.audit_log.as_deref(),
-                cluster.scope.as_deref().unwrap_or("cluster"),
-            )?
-        });
+        let audit = std::sync::Arc::new(Audit::for_run(
+            !self.run.dry_run && plan.refusal.is_none(),
+            self.run.audit_log.as_deref(),
+            cluster.scope.as_deref(),
+        )?);
         let opts = ReinitOptions {
             tolerance: self.tolerance.0,
             lag: LagKind::Replay,
@@ -104,7 +92,7 @@ impl ReinitArgs {
             audit: audit.clone(),
         };
         let spinner = Spinner::new();
-        let ops = Ops::new(&source, "reinit", self.dry_run, &audit, &spinner).json(json);
+        let ops = Ops::new(&source, "reinit", self.run.dry_run, &audit, &spinner).json(json);
         let mut run = ReinitOp {
             opts,
             outcome: None,

@@ -8,7 +8,7 @@ use clap::Args;
 use pgpatrol_core::ops::remove as remove_rule;
 
 use super::common::ClusterArgs;
-use super::ops::{emit_json, OpFormat};
+use super::ops::{emit_json, OpFormat, RunArgs};
 use super::progress::Spinner;
 use super::{confirm, Outcome};
 use crate::audit::Audit;
@@ -46,17 +46,8 @@ pub struct RemoveArgs {
     #[arg(long)]
     pub yes_i_am_aware: bool,
 
-    /// Survey and judge as for the real run, print what would be deleted, delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Result format: lines for a person, or JSON (the plan, the step, the keys).
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    pub format: OpFormat,
-
-    /// Append one JSON line for the deletion (see `pgpatrol switchover --help`).
-    #[arg(long, env = "PGPATROL_AUDIT_LOG")]
-    pub audit_log: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 impl RemoveArgs {
@@ -99,7 +90,7 @@ impl RemoveArgs {
                 survey.prefix
             );
         }
-        let json = self.format == OpFormat::Json;
+        let json = self.run.format == OpFormat::Json;
         if !json {
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -120,7 +111,7 @@ impl RemoveArgs {
                 println!("{}", step.reason);
             }
         }
-        if plan.refusal.is_none() && !self.dry_run {
+        if plan.refusal.is_none() && !self.run.dry_run {
             if confirm::interactive() {
                 let typed = confirm::ask_text(&format!(
                     "Type the cluster name ({name}) to delete these keys:"
@@ -134,13 +125,13 @@ impl RemoveArgs {
                 );
             }
         }
-        let audit = if self.dry_run || plan.refusal.is_some() {
-            Audit::disabled()
-        } else {
-            Audit::open(self.audit_log.as_deref(), &name)?
-        };
+        let audit = Audit::for_run(
+            !self.run.dry_run && plan.refusal.is_none(),
+            self.run.audit_log.as_deref(),
+            Some(&name),
+        )?;
         let progress = Spinner::new();
-        let ops = Ops::new(&source, "remove", self.dry_run, &audit, &progress).json(json);
+        let ops = Ops::new(&source, "remove", self.run.dry_run, &audit, &progress).json(json);
         let mut run = RemoveOp::new(dcs, source.http(), self.cluster.connect_timeout, self.force);
         let mut report = runner::run(&mut run, &ops, plan).await;
         progress.finish();

@@ -112,14 +112,11 @@ impl SlotDropArgs {
                 anyhow::bail!("not confirmed: nothing was done");
             }
         }
-        let audit = if self.op.dry_run || plan.refusal.is_some() {
-            Audit::disabled()
-        } else {
-            Audit::open(
-                self.op.audit_log.as_deref(),
-                c.scope.as_deref().unwrap_or("cluster"),
-            )?
-        };
+        let audit = Audit::for_run(
+            !self.op.dry_run && plan.refusal.is_none(),
+            self.op.audit_log.as_deref(),
+            c.scope.as_deref(),
+        )?;
         let progress = super::progress::Spinner::new();
         let ops = crate::ops::Ops::new(&source, "slot drop", self.op.dry_run, &audit, &progress)
             .json(json);
@@ -266,14 +263,11 @@ async fn run_role_change(
     color: ColorChoice,
 ) -> anyhow::Result<Outcome> {
     let operation = plan.operation;
-    let audit = if op.dry_run || plan.refusal.is_some() {
-        Audit::disabled()
-    } else {
-        Audit::open(
-            op.audit_log.as_deref(),
-            c.scope.as_deref().unwrap_or("cluster"),
-        )?
-    };
+    let audit = Audit::for_run(
+        !op.dry_run && plan.refusal.is_none(),
+        op.audit_log.as_deref(),
+        c.scope.as_deref(),
+    )?;
     let json = op.format == OpFormat::Json;
     if !json && op.dry_run {
         crate::ops::runner::print_plan(&plan);

@@ -177,13 +177,7 @@ impl Operation for ReloadOp {
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
         let t0 = Instant::now();
         let mut out = StepOutcome::failed(step);
-        let base = match self
-            .last
-            .take()
-            .and_then(|c| c.member(&step.member).cloned())
-            .ok_or_else(|| anyhow::anyhow!("{} is not a member", step.member))
-            .and_then(|m| api_of(&m))
-        {
+        let base = match super::api_in(self.last.take(), &step.member) {
             Ok(b) => b,
             Err(e) => return out.with(StepResult::Failed, e.to_string()),
         };

@@ -243,6 +243,15 @@ pub fn api_of(m: &Member) -> anyhow::Result<String> {
     Ok(base_url(raw)?)
 }
 
+/// The REST base URL of `name` in the reading a step's re-check took (`None`: none was).
+pub fn api_in(read: Option<Cluster>, name: &str) -> anyhow::Result<String> {
+    let c = read.ok_or_else(|| anyhow::anyhow!("the cluster was not read"))?;
+    api_of(
+        c.member(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not a member"))?,
+    )
+}
+
 /// The member named `name`, or an error that lists the members.
 pub fn member<'c>(cluster: &'c Cluster, name: &str) -> anyhow::Result<&'c Member> {
     cluster.member(name).ok_or_else(|| {

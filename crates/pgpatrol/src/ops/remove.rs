@@ -67,9 +67,7 @@ impl Operation for RemoveOp<'_> {
             .await
             .map_err(|e| format!("cannot survey the DCS again: {e}"))?;
         let again = remove_rule::plan(&step.member, &s.running, s.leader.as_deref(), self.force);
-        if let Some(r) = again.refusal {
-            return Err(r.to_string());
-        }
+        again.verdict()?;
         self.last = Some(s);
         Ok(())
     }

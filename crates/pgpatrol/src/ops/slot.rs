@@ -126,10 +126,7 @@ impl Operation for SlotDropOp<'_> {
             &permanent_slots(&config),
             &c.members,
         );
-        match again.refusal {
-            Some(r) => Err(r.to_string()),
-            None => Ok(()),
-        }
+        again.verdict()
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {

@@ -102,9 +102,7 @@ impl Operation for StandbyOp {
             .inputs
             .decide(ops.source, &c, step.action == Action::Demote)
             .await;
-        if let Some(r) = again.refusal {
-            return Err(r.to_string());
-        }
+        again.verdict()?;
         match again.steps.first() {
             Some(s) if s.member == step.member => {}
             Some(s) => {
@@ -127,13 +125,7 @@ impl Operation for StandbyOp {
         } else {
             Role::Leader
         };
-        let base = match self
-            .last
-            .take()
-            .and_then(|c| c.member(&step.member).cloned())
-            .ok_or_else(|| anyhow::anyhow!("{} is not a member", step.member))
-            .and_then(|m| api_of(&m))
-        {
+        let base = match super::api_in(self.last.take(), &step.member) {
             Ok(b) => b,
             Err(e) => return out.with(StepResult::Failed, e.to_string()),
         };

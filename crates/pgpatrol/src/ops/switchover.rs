@@ -459,10 +459,7 @@ impl Operation for TakeoverOp {
             self.last = Some((c, cands));
             plan
         };
-        match again.refusal {
-            Some(r) => Err(r.to_string()),
-            None => Ok(()),
-        }
+        again.verdict()
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {

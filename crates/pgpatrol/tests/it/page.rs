@@ -420,57 +420,33 @@ fn events_are_served_streamed_and_followed(lab: &Lab) {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode("viewer:s3cret")
     };
+    // GET a path of the listener, with the login or without.
+    let get = |path: &str, login: bool| -> (u16, String) {
+        request(
+            "GET",
+            &format!("{url}{path}"),
+            None,
+            login.then_some(auth.as_str()),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    };
     // Without the login: 401, but the probes stay open.
-    let (code, _) = request(
-        "GET",
-        &format!("{url}/events"),
-        None,
-        None,
-        Duration::from_secs(5),
-    )
-    .expect("GET");
+    let (code, _) = get("/events", false);
     assert_eq!(code, 401);
-    let (code, _) = request(
-        "GET",
-        &format!("{url}/"),
-        None,
-        None,
-        Duration::from_secs(5),
-    )
-    .expect("GET");
+    let (code, _) = get("/", false);
     assert_eq!(code, 401);
-    let (code, _) = request(
-        "GET",
-        &format!("{url}/healthz"),
-        None,
-        None,
-        Duration::from_secs(5),
-    )
-    .expect("GET");
+    let (code, _) = get("/healthz", false);
     assert_eq!(code, 200);
 
     // The page without JavaScript is a plain table, and carries no password.
-    let (code, html) = request(
-        "GET",
-        &format!("{url}/"),
-        None,
-        Some(&auth),
-        Duration::from_secs(5),
-    )
-    .expect("GET /");
+    let (code, html) = get("/", true);
     assert_eq!(code, 200, "{html}");
     assert!(
         html.contains("<table id=\"fleet\">") && html.contains("data-cluster=\"lab\""),
         "{html}"
     );
-    let (code, cluster_html) = request(
-        "GET",
-        &format!("{url}/cluster/lab"),
-        None,
-        Some(&auth),
-        Duration::from_secs(5),
-    )
-    .expect("GET /cluster/lab");
+    let (code, cluster_html) = get("/cluster/lab", true);
     assert_eq!(code, 200);
     let rest_password =
         std::fs::read_to_string(lab.dir().join("restapi.password")).expect("password");
@@ -480,14 +456,7 @@ fn events_are_served_streamed_and_followed(lab: &Lab) {
             "a password on the page"
         );
     }
-    let (code, _) = request(
-        "GET",
-        &format!("{url}/cluster/nope"),
-        None,
-        Some(&auth),
-        Duration::from_secs(5),
-    )
-    .expect("GET");
+    let (code, _) = get("/cluster/nope", true);
     assert_eq!(code, 404);
     let follow_log = dir.join("follow.out");
     let mut follow = Proc::spawn(
@@ -508,14 +477,7 @@ fn events_are_served_streamed_and_followed(lab: &Lab) {
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
     let got = |q: &str| -> Vec<Value> {
-        let (code, body) = request(
-            "GET",
-            &format!("{url}/events{q}"),
-            None,
-            Some(&auth),
-            Duration::from_secs(5),
-        )
-        .expect("GET /events");
+        let (code, body) = get(&format!("/events{q}"), true);
         assert_eq!(code, 200, "{body}");
         serde_json::from_str::<Vec<Value>>(&body).expect("events JSON")
     };
@@ -557,14 +519,7 @@ fn events_are_served_streamed_and_followed(lab: &Lab) {
         },
     );
     follow.kill();
-    let (_, metrics) = request(
-        "GET",
-        &format!("{url}/metrics"),
-        None,
-        Some(&auth),
-        Duration::from_secs(5),
-    )
-    .expect("metrics");
+    let (_, metrics) = get("/metrics", true);
     assert!(
         metrics.contains("pgpatrol_events_total{kind=\"lag_over_tolerance\"}"),
         "{metrics}"
