@@ -684,25 +684,13 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     let before = psql_on(lab, &target, started);
     // Auto-heal too, started now (the member's key leaves /cluster a ttl after its Patroni
     // stopped): its `postgres:` login reads the pause on the member.
-    let dir = crate::watch::scratch(lab, "kept-paused");
-    let port = crate::watch::free_port();
-    let heal = crate::watch::local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0",
-    );
-    let cfg = crate::watch::watch_yml(
-        lab,
-        &dir,
-        port,
-        &crate::watch::WatchSpec {
-            heal: Some(&heal),
-            // Only the leader: the stopped member's API accepts and never answers.
-            urls: Some(vec![leader_url.clone()]),
-            postgres: Some(crate::util::superuser_password_file(lab, &dir)),
-            ..Default::default()
-        },
-    );
-    let watcher = crate::watch::start_watch(&dir, &cfg, port);
+    let run = crate::watch::WatchRun::new(lab, "kept-paused")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0")
+        // Only the leader: the stopped member's API accepts and never answers.
+        .urls(vec![leader_url.clone()])
+        .postgres();
+    let port = run.port;
+    let watcher = run.start();
     let (rc, report) = heal_json(lab, &["--tolerance", "5", "--min-healthy", "0"]);
     assert_eq!(rc, 1, "refused, nothing done: {report:#}");
     assert!(
@@ -823,23 +811,11 @@ pub(crate) fn delayed_replicas_are_left_alone_and_the_delay_is_named(lab: &Lab) 
     );
     // Auto-heal decides the same way: the breach persists, the refusal is counted with its
     // reason, and nothing is attempted.
-    use crate::watch::{free_port, metrics, sample, scratch, start_watch, watch_yml, WatchSpec};
-    let dir = scratch(lab, "kept-delay");
-    let port = free_port();
-    let heal = crate::watch::local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0",
-    );
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: Some(&heal),
-            ..Default::default()
-        },
-    );
-    let _w = start_watch(&dir, &cfg, port);
+    use crate::watch::{metrics, sample, WatchRun};
+    let run = WatchRun::new(lab, "kept-delay")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 2, min_healthy: 0");
+    let port = run.port;
+    let _w = run.start();
     let refused = "pgpatrol_heal_refused_total{cluster=\"lab\",reason=\"apply_delay\"}";
     crate::util::wait_for(
         "auto-heal to refuse the delayed replicas",

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{test, Lab, Test};
 use crate::util::{request, wait_for};
-use crate::watch::{local_heal, scratch, start_watch, watch_yml, Proc, WatchSpec};
+use crate::watch::{start_watch, Proc, WatchRun};
 
 pub fn tests() -> Vec<Test> {
     vec![
@@ -234,21 +234,14 @@ impl Drop for Browser {
     }
 }
 
+/// A watcher of the lab with a state file (so events are journaled), and auto-heal with
+/// `heal` fields: its folder, its watch.yml (for the test to add to) and its port.
 fn page_watch(lab: &Lab, name: &str, heal: Option<&str>) -> (PathBuf, PathBuf, u16) {
-    let dir = scratch(lab, name);
-    let port = crate::harness::port();
-    let heal = heal.map(|h| local_heal(&dir, h));
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: heal.as_deref(),
-            state_file: Some(dir.join("state.json")),
-            ..Default::default()
-        },
-    );
-    (dir, cfg, port)
+    let mut run = WatchRun::new(lab, name).state();
+    if let Some(h) = heal {
+        run = run.heal(h);
+    }
+    (run.dir.clone(), run.config(), run.port)
 }
 
 /// Spec (issue 26): the fleet table lists the lab healthy; a lagging replica turns its row

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::harness::{stderr, Lab, Test, MB};
 use crate::util::wait_for;
 use crate::util::{code, lab_auth, patch_config, start_times, stdout};
-use crate::watch::{free_port, plan, scratch, start_watch, watch_yml, WatchSpec};
+use crate::watch::{plan, WatchRun};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -267,23 +267,11 @@ fn make_wal_gone(lab: &Lab, target: &str) {
 fn watch_by_trend_rebuilds_a_replica_whose_wal_is_gone_at_once(lab: &Lab) {
     let target = lab.replica();
     let _no_slots = NoSlots::new(lab);
-    let dir = scratch(lab, "trend-wal-gone");
-    let port = free_port();
-    let heal = crate::watch::local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}",
-    );
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: Some(&heal),
-            postgres: Some(crate::util::superuser_password_file(lab, &dir)),
-            ..Default::default()
-        },
-    );
-    let _w = start_watch(&dir, &cfg, port);
+    let run = WatchRun::new(lab, "trend-wal-gone")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s, min_samples: 50}")
+        .postgres();
+    let port = run.port;
+    let _w = run.start();
     let before = start_times(lab);
     make_wal_gone(lab, &target);
     let mut reason = None;
@@ -324,22 +312,10 @@ fn secs_of(t: &Value) -> f64 {
 }
 
 fn after_one_auto_heal_the_estimate_is_its_measured_duration(lab: &Lab) {
-    let dir = scratch(lab, "trend-estimate");
-    let port = free_port();
-    let heal = crate::watch::local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s}",
-    );
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: Some(&heal),
-            ..Default::default()
-        },
-    );
-    let _w = start_watch(&dir, &cfg, port);
+    let run = WatchRun::new(lab, "trend-estimate")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 2, by: trend, trend: {window: 20s}");
+    let port = run.port;
+    let _w = run.start();
     let target = lab.replica();
     lab.break_lag(&target, 20);
     let t0 = Instant::now();

@@ -116,6 +116,119 @@ pub(crate) struct WatchSpec<'a> {
     pub(crate) postgres: Option<PathBuf>,
 }
 
+/// One watcher of the lab for a test, built in one expression:
+/// `WatchRun::new(lab, "name").heal("enabled: true, ...").state().start()`. It owns its
+/// scratch folder and its port; `config()` writes its watch.yml, `start()` writes it and
+/// starts `pgpatrol watch` (stopped when the returned `Proc` drops).
+pub(crate) struct WatchRun<'l> {
+    lab: &'l Lab,
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    heal: Option<String>,
+    alertmanager: Option<String>,
+    webhook: Option<String>,
+    state: bool,
+    checks: Option<String>,
+    urls: Option<Vec<String>>,
+    postgres: bool,
+}
+
+impl<'l> WatchRun<'l> {
+    pub(crate) fn new(lab: &'l Lab, name: &str) -> Self {
+        WatchRun {
+            lab,
+            dir: scratch(lab, name),
+            port: free_port(),
+            heal: None,
+            alertmanager: None,
+            webhook: None,
+            state: false,
+            checks: None,
+            urls: None,
+            postgres: false,
+        }
+    }
+
+    /// Auto-heal with `fields`, its lease a lock file in the scratch folder (`local: true`:
+    /// the test's only watcher of the cluster).
+    pub(crate) fn heal(mut self, fields: &str) -> Self {
+        self.heal = Some(local_heal(&self.dir, fields));
+        self
+    }
+
+    /// Auto-heal with a whole `heal:` section (a lease of its own).
+    pub(crate) fn heal_section(mut self, section: String) -> Self {
+        self.heal = Some(section);
+        self
+    }
+
+    pub(crate) fn alertmanager(mut self, url: &str) -> Self {
+        self.alertmanager = Some(url.to_string());
+        self
+    }
+
+    pub(crate) fn webhook(mut self, url: String) -> Self {
+        self.webhook = Some(url);
+        self
+    }
+
+    /// A state file, `state.json` in the scratch folder.
+    pub(crate) fn state(mut self) -> Self {
+        self.state = true;
+        self
+    }
+
+    pub(crate) fn checks(mut self, section: &str) -> Self {
+        self.checks = Some(section.to_string());
+        self
+    }
+
+    pub(crate) fn urls(mut self, urls: Vec<String>) -> Self {
+        self.urls = Some(urls);
+        self
+    }
+
+    /// A `postgres:` login as the lab's superuser.
+    pub(crate) fn postgres(mut self) -> Self {
+        self.postgres = true;
+        self
+    }
+
+    pub(crate) fn state_file(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    /// Writes its watch.yml (for `port`, so a second watcher can share the settings).
+    pub(crate) fn config_for(&self, port: u16) -> PathBuf {
+        let postgres = self
+            .postgres
+            .then(|| crate::util::superuser_password_file(self.lab, &self.dir));
+        watch_yml(
+            self.lab,
+            &self.dir,
+            port,
+            &WatchSpec {
+                heal: self.heal.as_deref(),
+                alertmanager: self.alertmanager.clone(),
+                webhook: self.webhook.clone(),
+                state_file: self.state.then(|| self.state_file()),
+                checks: self.checks.as_deref(),
+                urls: self.urls.clone(),
+                postgres,
+            },
+        )
+    }
+
+    pub(crate) fn config(&self) -> PathBuf {
+        self.config_for(self.port)
+    }
+
+    /// Writes its watch.yml and starts `pgpatrol watch`, waiting until `/readyz` answers.
+    pub(crate) fn start(&self) -> Proc {
+        start_watch(&self.dir, &self.config(), self.port)
+    }
+}
+
 pub(crate) fn watch_yml(lab: &Lab, dir: &Path, port: u16, spec: &WatchSpec) -> PathBuf {
     let urls = spec.urls.clone().unwrap_or_else(|| lab.urls()).join(", ");
     let mut y = format!(
@@ -199,20 +312,9 @@ pub(crate) fn sample(text: &str, prefix: &str) -> Option<f64> {
 }
 
 pub(crate) fn watch_exports_lag_within_an_interval(lab: &Lab) {
-    let dir = scratch(lab, "lag");
-    let port = free_port();
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: None,
-            alertmanager: None,
-            state_file: None,
-            ..Default::default()
-        },
-    );
-    let _w = start_watch(&dir, &cfg, port);
+    let run = WatchRun::new(lab, "lag");
+    let port = run.port;
+    let _w = run.start();
     assert_eq!(
         http("GET", &format!("http://127.0.0.1:{port}/healthz"), None).0,
         200
@@ -337,21 +439,12 @@ pub(crate) fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec
 }
 
 fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
-    let dir = scratch(lab, "alerts");
-    let am = start_alertmanager(&dir);
+    let run = WatchRun::new(lab, "alerts");
+    let am = start_alertmanager(&run.dir);
     let (hook, hooked) = webhook_receiver();
-    let port = free_port();
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            alertmanager: Some(am.url.clone()),
-            webhook: Some(hook),
-            ..Default::default()
-        },
-    );
-    let _w = start_watch(&dir, &cfg, port);
+    let run = run.alertmanager(&am.url).webhook(hook);
+    let port = run.port;
+    let _w = run.start();
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
     let alert = wait_for(
@@ -424,20 +517,8 @@ fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
 }
 
 fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
-    let dir = scratch(lab, "prometheus");
-    let port = free_port();
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: None,
-            alertmanager: None,
-            state_file: None,
-            checks: Some("{interval: 2s}"),
-            ..Default::default()
-        },
-    );
+    let run = WatchRun::new(lab, "prometheus").checks("{interval: 2s}");
+    let (dir, port, cfg) = (run.dir.clone(), run.port, run.config());
     let rules = dir.join("rules.yml");
     let out = crate::harness::pgpatrol_cmd()
         .args(["slo", "rules", "--config"])
@@ -460,7 +541,7 @@ fn generated_rules_pass_promtool_and_prometheus_scrapes_watch(lab: &Lab) {
     );
     assert!(stdout(&check).contains("SUCCESS"), "{}", stdout(&check));
 
-    let _w = start_watch(&dir, &cfg, port);
+    let _w = run.start();
     let prom_port = free_port();
     let prom_cfg = dir.join("prometheus.yml");
     std::fs::write(
@@ -577,24 +658,10 @@ pub(crate) fn plan(port: u16) -> Value {
 }
 
 fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
-    let dir = scratch(lab, "autoheal");
-    let port = free_port();
-    let heal = local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1",
-    );
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: Some(&heal),
-            alertmanager: None,
-            state_file: None,
-            ..Default::default()
-        },
-    );
-    let _w = start_watch(&dir, &cfg, port);
+    let run = WatchRun::new(lab, "autoheal")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 10, min_healthy: 1");
+    let port = run.port;
+    let _w = run.start();
     let replica = lab.replica();
     let before = crate::util::start_times(lab);
     lab.break_lag(&replica, 20);
@@ -647,22 +714,14 @@ fn auto_heal_acts_only_after_the_breach_persists(lab: &Lab) {
 }
 
 fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
-    let dir = scratch(lab, "escalation");
-    let am = start_alertmanager(&dir);
-    let port = free_port();
+    let run = WatchRun::new(lab, "escalation");
+    let am = start_alertmanager(&run.dir);
     // A 1 s wait is shorter than any reinit: the heal counts as failed, so it escalates.
-    let heal = local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s",
-    );
-    let spec = WatchSpec {
-        heal: Some(&heal),
-        alertmanager: Some(am.url.clone()),
-        state_file: None,
-        ..Default::default()
-    };
-    let cfg = watch_yml(lab, &dir, port, &spec);
-    let _w = start_watch(&dir, &cfg, port);
+    let run = run
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 10, timeout: 1s")
+        .alertmanager(&am.url);
+    let port = run.port;
+    let _w = run.start();
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
     let alert = wait_for(
@@ -699,21 +758,14 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
 }
 
 fn at_the_attempt_cap_auto_heal_escalates_instead_of_acting(lab: &Lab) {
-    let dir = scratch(lab, "cap");
-    let am = start_alertmanager(&dir);
-    let port = free_port();
+    let run = WatchRun::new(lab, "cap");
+    let am = start_alertmanager(&run.dir);
     // One attempt per member per 24 h and no cooldown: the second breach meets the cap.
-    let heal = local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1",
-    );
-    let spec = WatchSpec {
-        heal: Some(&heal),
-        alertmanager: Some(am.url.clone()),
-        ..Default::default()
-    };
-    let cfg = watch_yml(lab, &dir, port, &spec);
-    let _w = start_watch(&dir, &cfg, port);
+    let run = run
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 10, cooldown: 0s, max_attempts: 1")
+        .alertmanager(&am.url);
+    let port = run.port;
+    let _w = run.start();
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
     let first = wait_for("the first auto-heal", Duration::from_secs(90), || {
@@ -821,34 +873,14 @@ fn the_heal_lease_in_etcd_admits_one_holder(lab: &Lab) {
 }
 
 fn two_watchers_never_heal_at_once(lab: &Lab) {
-    let dir = scratch(lab, "two");
-    let heal = format!(
+    // Two watchers with the same settings, the lease in the lab's etcd.
+    let run = WatchRun::new(lab, "two").heal_section(format!(
         "{{enabled: true, tolerance: 5MB, persist_samples: 10, lease: {{etcd: {}}}}}",
         etcd_url(lab)
-    );
-    let (pa, pb) = (free_port(), free_port());
-    let ca = watch_yml(
-        lab,
-        &dir,
-        pa,
-        &WatchSpec {
-            heal: Some(&heal),
-            alertmanager: None,
-            state_file: None,
-            ..Default::default()
-        },
-    );
-    let cb = watch_yml(
-        lab,
-        &dir,
-        pb,
-        &WatchSpec {
-            heal: Some(&heal),
-            alertmanager: None,
-            state_file: None,
-            ..Default::default()
-        },
-    );
+    ));
+    let dir = run.dir.clone();
+    let (pa, pb) = (run.port, free_port());
+    let (ca, cb) = (run.config(), run.config_for(pb));
     let _a = start_watch(&dir, &ca, pa);
     let _b = start_watch(&dir, &cb, pb);
     let replica = lab.replica();
@@ -988,24 +1020,10 @@ fn two_watchers_share_the_lease_on_an_etcd_with_tls_and_authentication(lab: &Lab
 /// state file, and the restarted watch counted it as running for ever: it never healed that
 /// cluster again.
 fn a_watch_stopped_mid_heal_heals_again_after_a_restart(lab: &Lab) {
-    let dir = scratch(lab, "midheal");
-    let port = free_port();
-    let state = dir.join("state.json");
-    let heal = local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1",
-    );
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: Some(&heal),
-            alertmanager: None,
-            state_file: Some(state.clone()),
-            ..Default::default()
-        },
-    );
+    let run = WatchRun::new(lab, "midheal")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 1s, min_healthy: 1")
+        .state();
+    let (dir, port, cfg, state) = (run.dir.clone(), run.port, run.config(), run.state_file());
     let replica = lab.replica();
     let mut w = start_watch(&dir, &cfg, port);
     lab.break_lag(&replica, 20);
@@ -1053,26 +1071,17 @@ fn a_watch_stopped_mid_heal_heals_again_after_a_restart(lab: &Lab) {
 /// second watcher on the same state file refuses to start. Fails without the guard: the
 /// state was written every 30 s only, and the killed watcher left no state file at all.
 fn a_watch_killed_mid_heal_keeps_the_record_and_counts_it_after_a_restart(lab: &Lab) {
-    let dir = scratch(lab, "killed");
-    let port = free_port();
-    let state = dir.join("state.json");
-    let heal = local_heal(
-        &dir,
-        "enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 10m, min_healthy: 1",
-    );
-    let spec = WatchSpec {
-        heal: Some(&heal),
-        state_file: Some(state.clone()),
-        ..Default::default()
-    };
-    let cfg = watch_yml(lab, &dir, port, &spec);
+    let run = WatchRun::new(lab, "killed")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 3, cooldown: 10m, min_healthy: 1")
+        .state();
+    let (dir, port, cfg, state) = (run.dir.clone(), run.port, run.config(), run.state_file());
     let replica = lab.replica();
     let mut w = start_watch(&dir, &cfg, port);
     // One watcher per state file.
     let other = free_port();
     let out = crate::harness::pgpatrol_cmd()
         .args(["watch", "--config"])
-        .arg(watch_yml(lab, &dir, other, &spec))
+        .arg(run.config_for(other))
         .output()
         .expect("run watch");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -1138,20 +1147,8 @@ fn a_watch_killed_mid_heal_keeps_the_record_and_counts_it_after_a_restart(lab: &
 }
 
 fn a_restart_keeps_the_error_budget(lab: &Lab) {
-    let dir = scratch(lab, "restart");
-    let port = free_port();
-    let state = dir.join("state.json");
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: None,
-            alertmanager: None,
-            state_file: Some(state.clone()),
-            ..Default::default()
-        },
-    );
+    let run = WatchRun::new(lab, "restart").state();
+    let (dir, port, cfg, state) = (run.dir.clone(), run.port, run.config(), run.state_file());
     let mut w = start_watch(&dir, &cfg, port);
     let samples = wait_for("a few samples", Duration::from_secs(20), || {
         plan(port)["lab"]["slo"]["samples"]
@@ -1264,22 +1261,13 @@ impl Drop for LeaseEtcd {
 /// reinitialization at a time; the lease's etcd is stopped while the first runs: the run
 /// stops (lease_lost), and the second replica is never touched.
 fn a_lost_lease_stops_auto_heal_before_the_second_action(lab: &Lab) {
-    let dir = scratch(lab, "leaselost");
-    let etcd = LeaseEtcd::start(&dir);
-    let port = free_port();
-    let heal = format!(
+    let run = WatchRun::new(lab, "leaselost");
+    let etcd = LeaseEtcd::start(&run.dir);
+    let run = run.heal_section(format!(
         "{{enabled: true, tolerance: 5MB, persist_samples: 3, min_healthy: 0, max_concurrent: 1, cooldown: 1s, lease: {{etcd: {}}}}}",
         etcd.url
-    );
-    let cfg = watch_yml(
-        lab,
-        &dir,
-        port,
-        &WatchSpec {
-            heal: Some(&heal),
-            ..Default::default()
-        },
-    );
+    ));
+    let port = run.port;
     let leader = lab.leader();
     let replicas: Vec<String> = lab.members().into_iter().filter(|m| *m != leader).collect();
     assert_eq!(replicas.len(), 2, "the lab has two replicas");
@@ -1288,7 +1276,7 @@ fn a_lost_lease_stops_auto_heal_before_the_second_action(lab: &Lab) {
     for r in &replicas {
         lab.break_lag(r, 20);
     }
-    let _w = start_watch(&dir, &cfg, port);
+    let _w = run.start();
     let first = wait_for(
         "the first reinitialization",
         Duration::from_secs(60),
