@@ -395,6 +395,15 @@ fn active_alerts(am: &str) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// Waits (up to `limit`) until Alertmanager at `am` holds an active alert named `name`.
+fn firing_alert(am: &str, name: &str, what: &str, limit: Duration) -> Value {
+    wait_for(what, limit, || {
+        active_alerts(am)
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == name)
+    })
+}
+
 /// A webhook receiver on loopback that keeps every JSON body POSTed to it.
 pub(crate) fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     use std::io::{Read, Write};
@@ -447,14 +456,11 @@ fn burn_rate_alert_reaches_alertmanager_and_resolves_after_repair(lab: &Lab) {
     let _w = run.start();
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
-    let alert = wait_for(
+    let alert = firing_alert(
+        &am.url,
+        "PgpatrolReplicaLagBudgetBurn",
         "the burn-rate alert in Alertmanager",
         Duration::from_secs(60),
-        || {
-            active_alerts(&am.url)
-                .into_iter()
-                .find(|a| a["labels"]["alertname"] == "PgpatrolReplicaLagBudgetBurn")
-        },
     );
     assert_eq!(alert["labels"]["cluster"], "lab");
     assert_eq!(alert["labels"]["severity"], "page");
@@ -724,14 +730,11 @@ fn a_failed_heal_escalates_and_resolves_when_healthy(lab: &Lab) {
     let _w = run.start();
     let replica = lab.replica();
     lab.break_lag(&replica, 20);
-    let alert = wait_for(
+    let alert = firing_alert(
+        &am.url,
+        "PgpatrolHealEscalation",
         "the escalation in Alertmanager",
         Duration::from_secs(60),
-        || {
-            active_alerts(&am.url)
-                .into_iter()
-                .find(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation")
-        },
     );
     assert_eq!(alert["labels"]["member"], replica.as_str());
     assert_eq!(alert["labels"]["severity"], "page");
@@ -781,11 +784,12 @@ fn at_the_attempt_cap_auto_heal_escalates_instead_of_acting(lab: &Lab) {
     // The same fault again: now at the cap, auto-heal pages a person and leaves the member.
     lab.break_lag(&replica, 20);
     let rebuilt = crate::util::start_times(lab);
-    let alert = wait_for("the escalation at the cap", Duration::from_secs(60), || {
-        active_alerts(&am.url)
-            .into_iter()
-            .find(|a| a["labels"]["alertname"] == "PgpatrolHealEscalation")
-    });
+    let alert = firing_alert(
+        &am.url,
+        "PgpatrolHealEscalation",
+        "the escalation at the cap",
+        Duration::from_secs(60),
+    );
     assert_eq!(alert["labels"]["member"], replica.as_str());
     let why = alert["annotations"]["description"]
         .as_str()
