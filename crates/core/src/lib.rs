@@ -16,6 +16,7 @@
 pub mod candidates;
 pub mod checks;
 pub mod events;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod history;
 pub mod lsn;
