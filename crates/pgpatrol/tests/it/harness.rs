@@ -35,13 +35,21 @@ use serde_json::Value;
 /// One integration test: a name and a body that panics on failure.
 pub struct Test {
     pub name: &'static str,
-    pub run: fn(&Lab),
+    pub run: Body,
+}
+
+/// What a test runs on: a lab of the pool, or nothing (a process test that starts what it
+/// needs itself, such as `supervise` in a PID namespace).
+#[derive(Clone, Copy)]
+pub enum Body {
+    Lab(fn(&Lab)),
+    Bare(fn()),
 }
 
 /// A topic: its name (the test-name prefix) and its list of tests.
 pub type Topic = (&'static str, fn() -> Vec<Test>);
 
-type TestFn = fn(&Lab);
+type TestFn = Body;
 
 /// `tests![f, g]`: a `Vec<Test>` with each test named after its function.
 macro_rules! tests {
@@ -52,7 +60,18 @@ macro_rules! tests {
 
 /// One test by hand (topic files usually use `tests![...]`).
 pub fn test(name: &'static str, run: fn(&Lab)) -> Test {
-    Test { name, run }
+    Test {
+        name,
+        run: Body::Lab(run),
+    }
+}
+
+/// A test that needs no lab.
+pub fn bare(name: &'static str, run: fn()) -> Test {
+    Test {
+        name,
+        run: Body::Bare(run),
+    }
 }
 
 pub const MB: u64 = 1024 * 1024;
@@ -683,6 +702,14 @@ impl Pool {
             Ok(self.gate.read().unwrap_or_else(|e| e.into_inner()))
         };
         CURRENT.with(|c| *c.borrow_mut() = name.to_owned());
+        let body = match body {
+            Body::Bare(f) => {
+                f();
+                CURRENT.with(|c| c.borrow_mut().clear());
+                return Ok(());
+            }
+            Body::Lab(f) => f,
+        };
         let result = self.take().and_then(|lab| {
             let lab = self.baseline(lab)?;
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&lab)));

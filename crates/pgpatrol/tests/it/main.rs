@@ -76,6 +76,7 @@ mod page;
 mod read;
 mod standby;
 mod supervise;
+mod supervise_proc;
 mod tls;
 mod toolbox;
 mod trend;
@@ -104,6 +105,7 @@ fn main() -> ExitCode {
         ("k8s", k8s::tests),
         ("k8s", k8s_dcs::tests),
         ("supervise", supervise::tests),
+        ("supervise", supervise_proc::tests),
         ("compat", compat::tests),
         ("toolbox", toolbox::tests),
     ])

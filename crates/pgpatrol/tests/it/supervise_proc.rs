@@ -1,10 +1,46 @@
-//! Process tests of `pgpatrol supervise`: real processes, real signals, and real PID
-//! namespaces (`unshare --pid --fork --mount-proc`, as root, as CI runs). Each reaping test
-//! has a control run under a PID 1 that does not reap, so it cannot pass vacuously.
+//! Topic `supervise`, its process tests (no lab): `pgpatrol supervise` with real
+//! processes, real signals, and real PID namespaces (`unshare --pid --fork --mount-proc`, as
+//! root, as CI runs). Each reaping test has a control run under a PID 1 that does not reap,
+//! so it cannot pass vacuously.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::harness::{bare, Test};
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        bare(
+            "as_pid_1_orphans_that_exit_are_reaped",
+            as_pid_1_orphans_that_exit_are_reaped,
+        ),
+        bare(
+            "as_pid_1_signals_from_outside_reach_the_child",
+            as_pid_1_signals_from_outside_reach_the_child,
+        ),
+        bare(
+            "the_exit_code_is_the_childs_or_128_plus_the_signal",
+            the_exit_code_is_the_childs_or_128_plus_the_signal,
+        ),
+        bare(
+            "a_missing_command_is_one_line_and_exit_2",
+            a_missing_command_is_one_line_and_exit_2,
+        ),
+        bare(
+            "after_sigterm_the_grace_period_ends_in_sigkill",
+            after_sigterm_the_grace_period_ends_in_sigkill,
+        ),
+        bare(
+            "outside_pid_1_it_becomes_a_subreaper_and_reaps_orphans",
+            outside_pid_1_it_becomes_a_subreaper_and_reaps_orphans,
+        ),
+        bare(
+            "with_process_group_signals_reach_the_whole_group",
+            with_process_group_signals_reach_the_whole_group,
+        ),
+    ]
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgpatrol");
 
@@ -140,7 +176,6 @@ fn read_pid(path: &Path) -> u32 {
     }
 }
 
-#[test]
 fn as_pid_1_orphans_that_exit_are_reaped() {
     let control = output(in_namespace(&[
         "/usr/bin/python3",
@@ -169,7 +204,6 @@ fn as_pid_1_orphans_that_exit_are_reaped() {
     );
 }
 
-#[test]
 fn as_pid_1_signals_from_outside_reach_the_child() {
     // A namespace init drops signals it has no handler for; supervise must catch and forward.
     for (sig, code) in [
@@ -193,7 +227,6 @@ fn as_pid_1_signals_from_outside_reach_the_child() {
     }
 }
 
-#[test]
 fn the_exit_code_is_the_childs_or_128_plus_the_signal() {
     let out = output({
         let mut c = Command::new(BIN);
@@ -220,7 +253,6 @@ fn the_exit_code_is_the_childs_or_128_plus_the_signal() {
     assert_eq!(out.status.code(), Some(143), "{}", text(&out));
 }
 
-#[test]
 fn a_missing_command_is_one_line_and_exit_2() {
     let out = output({
         let mut c = Command::new(BIN);
@@ -236,7 +268,6 @@ fn a_missing_command_is_one_line_and_exit_2() {
     );
 }
 
-#[test]
 fn after_sigterm_the_grace_period_ends_in_sigkill() {
     let mut cmd = Command::new(BIN);
     cmd.args([
@@ -265,7 +296,6 @@ fn after_sigterm_the_grace_period_ends_in_sigkill() {
     assert!(!running(sh));
 }
 
-#[test]
 fn outside_pid_1_it_becomes_a_subreaper_and_reaps_orphans() {
     for subreaper in [true, false] {
         let dir = scratch(if subreaper {
@@ -321,7 +351,6 @@ fn outside_pid_1_it_becomes_a_subreaper_and_reaps_orphans() {
     }
 }
 
-#[test]
 fn with_process_group_signals_reach_the_whole_group() {
     for group in [true, false] {
         let dir = scratch(if group { "group" } else { "nogroup" });
