@@ -154,6 +154,9 @@ pub struct Seen {
     pub planned: BTreeSet<String>,
     pub blockers: BTreeSet<String>,
     pub stop: Option<String>,
+    /// The heal history has been read once: what it held then (records a restarted watcher
+    /// loaded from its state file) is not news.
+    pub heal_primed: bool,
 }
 
 fn stamp(t: std::time::SystemTime) -> String {
@@ -264,10 +267,14 @@ impl Seen {
             }
             self.blockers = blockers;
         }
+        let primed = std::mem::replace(&mut self.heal_primed, true);
         for r in history {
             let key = (r.member.clone(), stamp(r.started));
             let done = r.finished.is_some();
             let before = self.records.insert(key, done);
+            if !primed {
+                continue;
+            }
             if before.is_none() {
                 out.push(Event::new(
                     &stamp(r.started),
@@ -389,5 +396,40 @@ pub async fn post_to(
             shared.metrics.event_webhook_failures.inc();
             tracing::warn!(url = %url, error = %why, "event webhook: not delivered");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_heal_is_started_then_finished_and_old_records_are_not_news() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut old = ActionRecord::starting("pg2", t0);
+        old.finish(RecordOutcome::Healed, t0 + Duration::from_secs(30));
+        let mut seen = Seen::default();
+        // A restarted watcher's first poll: the history from its state file says nothing.
+        assert!(seen
+            .heal("demo", None, &[old.clone()], None, "T")
+            .is_empty());
+        let mut run = ActionRecord::starting("pg1", t0 + Duration::from_secs(60));
+        let es = seen.heal("demo", None, &[old.clone(), run.clone()], None, "T");
+        let kinds: Vec<EventKind> = es.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EventKind::HealStarted]);
+        run.finish(RecordOutcome::Failed, t0 + Duration::from_secs(90));
+        let es = seen.heal("demo", None, &[old, run], None, "T");
+        assert_eq!(es.len(), 1);
+        assert_eq!(es[0].kind, EventKind::HealFinished);
+        assert!(es[0].message.ends_with("failed"), "{}", es[0].message);
+        let lost = seen.heal(
+            "demo",
+            None,
+            &[],
+            Some("lease_lost: renewal failed".into()),
+            "T",
+        );
+        assert_eq!(lost[0].kind, EventKind::LeaseLost);
     }
 }
