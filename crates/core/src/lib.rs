@@ -25,6 +25,7 @@ pub mod ops;
 pub mod pgparams;
 pub mod plan;
 pub mod policy;
+pub mod shard;
 pub mod sli;
 pub mod slo;
 pub mod slots;

@@ -15,7 +15,9 @@ use super::Outcome;
 use pgpatrol_core::slo::parse_objective;
 
 use crate::output::term::ColorChoice;
-use crate::watch::config::{default_listen, ClusterConfig, SloConfig, SloOf, WatchConfig};
+use crate::watch::config::{
+    default_listen, ClusterConfig, ShardConfig, SloConfig, SloOf, WatchConfig,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SloOfArg {
@@ -94,6 +96,28 @@ pub struct WatchArgs {
     #[arg(long)]
     pub alertmanager: Option<String>,
 
+    /// Poll only this share of the clusters: watcher I of --total-shards (0 to N-1). Every
+    /// watcher lists the same clusters; each polls those whose name hashes to its number.
+    /// Overrides the file's `shard:`.
+    #[arg(
+        long,
+        value_name = "I",
+        requires = "total_shards",
+        conflicts_with = "shard_from_pod"
+    )]
+    pub shard: Option<u32>,
+
+    /// How many watchers share the clusters (with --shard, or with --shard-from-pod instead
+    /// of the StatefulSet's replicas).
+    #[arg(long, value_name = "N")]
+    pub total_shards: Option<u32>,
+
+    /// The shard is this pod's StatefulSet ordinal (POD_NAME, else HOSTNAME: `NAME-2` is
+    /// shard 2); the total is --total-shards or the StatefulSet's spec.replicas, followed:
+    /// when it changes the watcher exits so that its restarted pod takes its new share.
+    #[arg(long)]
+    pub shard_from_pod: bool,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -149,6 +173,7 @@ impl WatchArgs {
                     webhook: None,
                     alert_queue: 1024,
                     checks: None,
+                    shard: None,
                     clusters: vec![cluster],
                 };
                 cfg.validate().map_err(anyhow::Error::msg)?;
@@ -165,6 +190,19 @@ impl WatchArgs {
         }
         if let Some(a) = &self.audit_log {
             cfg.audit_log = Some(a.clone());
+        }
+        if self.shard.is_some() || self.shard_from_pod {
+            let shard = ShardConfig {
+                index: self.shard,
+                total: self.total_shards,
+                from_pod: self.shard_from_pod,
+            };
+            shard
+                .check()
+                .map_err(|e| anyhow::anyhow!("--shard: {}", e.trim_start_matches("shard: ")))?;
+            cfg.shard = Some(shard);
+        } else if self.total_shards.is_some() {
+            anyhow::bail!("--total-shards needs --shard I (or --shard-from-pod)");
         }
         Ok(cfg)
     }
@@ -222,6 +260,24 @@ mod tests {
         let cfg = WatchConfig::parse(&raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
         let t = cfg.target(&cfg.clusters[0]).expect("target");
         (cfg, t)
+    }
+
+    #[test]
+    fn shard_flags_give_the_share_and_override_the_file() {
+        let (cfg, _) = by_flags(&["--url=http://a:8008", "--shard=1", "--total-shards=3"]);
+        let want = ShardConfig {
+            index: Some(1),
+            total: Some(3),
+            from_pod: false,
+        };
+        assert_eq!(cfg.shard, Some(want));
+        let (cfg, _) = by_flags(&["--url=http://a:8008", "--shard-from-pod"]);
+        assert_eq!(cfg.shard.map(|s| s.from_pod), Some(true));
+        let (cfg, _) = by_flags(&["--url=http://a:8008"]);
+        assert_eq!(cfg.shard, None);
+        let raw = "shard: {from_pod: true, total: 4}\nclusters:\n  - name: a\n    urls: [http://a:8008]\n";
+        let cfg = WatchConfig::parse(raw).expect("parse");
+        assert_eq!(cfg.shard.as_ref().and_then(|s| s.total), Some(4));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! alertmanager: http://127.0.0.1:9093             # POST /api/v2/alerts
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
 //! alert_queue: 1024               # alerts waiting to be sent; beyond it the oldest is dropped
+//! shard: {index: 0, total: 3}     # several watchers share the clusters (or {from_pod: true})
 //! clusters:
 //!   - name: demo
 //!     urls: [http://10.0.0.5:8008, http://10.0.0.6:8008]   # or patroni_yml: /etc/patroni.yml
@@ -107,7 +108,46 @@ pub struct WatchConfig {
     /// Thresholds of the runbook's checks (`pgpatrol doctor --checks` reads this section).
     #[serde(default)]
     pub checks: Option<crate::doctor::config::ChecksConfig>,
+    /// Several watchers share `clusters`: this one polls only its share (`--shard`,
+    /// `--total-shards`, `--shard-from-pod` override it).
+    #[serde(default)]
+    pub shard: Option<ShardConfig>,
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// `shard:`: which share of `clusters` this watcher polls. Watcher `index` of `total` polls
+/// the clusters whose name hashes to `index` (core `shard`); every watcher lists the same
+/// clusters. With `from_pod`, the index is the ordinal of this pod's name (`POD_NAME`, else
+/// `HOSTNAME`) and the total, unless given, the `spec.replicas` of its StatefulSet.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    #[serde(default)]
+    pub index: Option<u32>,
+    #[serde(default)]
+    pub total: Option<u32>,
+    #[serde(default)]
+    pub from_pod: bool,
+}
+
+impl ShardConfig {
+    /// What can be told without Kubernetes: `index` and `total` together, or `from_pod`.
+    pub fn check(&self) -> Result<(), String> {
+        match (self.index, self.total, self.from_pod) {
+            (Some(_), _, true) => Err("shard: give `index` or `from_pod: true`, not both".into()),
+            (Some(i), Some(t), false) => pgpatrol_core::shard::Shard::new(i, t)
+                .map(|_| ())
+                .map_err(|e| format!("shard: {e}")),
+            (Some(_), None, false) => {
+                Err("shard: `index` needs `total` (how many watchers share the clusters)".into())
+            }
+            (None, Some(t), true) => pgpatrol_core::shard::Shard::new(0, t)
+                .map(|_| ())
+                .map_err(|e| format!("shard: {e}")),
+            (None, None, true) => Ok(()),
+            (None, _, false) => Err("shard: give `index` and `total`, or `from_pod: true`".into()),
+        }
+    }
 }
 
 /// `listen_auth:`: who may read the listener.
@@ -507,6 +547,9 @@ impl WatchConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.clusters.is_empty() {
             return Err("no clusters: list at least one under `clusters:`".into());
+        }
+        if let Some(s) = &self.shard {
+            s.check()?;
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &self.clusters {

@@ -19,6 +19,11 @@ pub struct ClusterL {
 
 /// An event kind (core `events::EventKind`, a closed set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardL {
+    pub shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindL {
     pub kind: String,
 }
@@ -152,6 +157,9 @@ pub struct Metrics {
     pub standby_lag_seconds: Family<SourceL, FGauge>,
     pub standby_lag_unknown: Family<SourceL, Gauge>,
     pub standby_replicating: Family<SourceL, Gauge>,
+    pub shard_clusters: Family<ShardL, Gauge>,
+    pub shard_members: Family<ShardL, Gauge>,
+    pub shard_total: Gauge,
 }
 
 impl Metrics {
@@ -348,6 +356,21 @@ impl Metrics {
             "alerts_dropped",
             "Alerts dropped because the send queue was full (a slow or dead receiver)",
             self.alerts_dropped.clone(),
+        );
+        p.register(
+            "shard_clusters",
+            "Clusters this watcher polls: its share of the listed ones",
+            self.shard_clusters.clone(),
+        );
+        p.register(
+            "shard_members",
+            "Patroni members in this watcher's clusters, as their last polls read them",
+            self.shard_members.clone(),
+        );
+        p.register(
+            "shard_total",
+            "How many watchers share the listed clusters (1 without sharding)",
+            self.shard_total.clone(),
         );
     }
 }

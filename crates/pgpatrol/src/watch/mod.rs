@@ -26,6 +26,7 @@ mod checks;
 mod export;
 mod poller;
 mod run;
+mod shard;
 
 pub use run::run;
 
@@ -88,6 +89,8 @@ pub struct Shared {
     pub events: events::Events,
     /// Each cluster's settings the page shows (tolerance, SLO, source).
     pub settings: BTreeMap<String, events::PageSettings>,
+    /// This watcher's share of the listed clusters (`shard:`).
+    pub shard: pgpatrol_core::shard::Shard,
 }
 
 impl Shared {
@@ -113,6 +116,7 @@ impl Shared {
                 .iter()
                 .map(|c| (c.name.clone(), events::PageSettings::of(c)))
                 .collect(),
+            shard: pgpatrol_core::shard::Shard::ALL,
         }
     }
 

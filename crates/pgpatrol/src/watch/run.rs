@@ -14,8 +14,21 @@ use super::poller::Poller;
 use super::{alerts, autoheal, detail_for, server, sli_kind, slo_spec, state, Shared};
 
 /// Runs the daemon until `shutdown` turns true.
-pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // This watcher's share: every listed cluster's settings are checked, its own are polled.
+    let share = super::shard::resolve(cfg.shard.as_ref(), cfg.timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    for c in &cfg.clusters {
+        cfg.target(c).map_err(anyhow::Error::msg)?;
+    }
+    let listed = cfg.clusters.len();
+    cfg.clusters.retain(|c| share.shard.owns(&c.name));
+    // Everything below stops on `shutdown`: the caller's (`outside`), or a share that
+    // changed under a watcher that follows its StatefulSet.
+    let (stop, shutdown) = watch::channel(false);
     let mut shared = Shared::new(&cfg);
+    shared.shard = share.shard;
     if let Some(p) = &cfg.state_file {
         // The event journal lives beside the state file.
         let dir = p
@@ -126,7 +139,23 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
                 cfg.listen
             )
         })?;
-    tracing::info!(listen = %cfg.listen, clusters = cfg.clusters.len(), "pgpatrol watch started");
+    tracing::info!(
+        listen = %cfg.listen,
+        clusters = cfg.clusters.len(),
+        listed,
+        shard = share.shard.index,
+        total_shards = share.shard.total,
+        "pgpatrol watch started"
+    );
+    let sl = super::metrics::ShardL {
+        shard: share.shard.index.to_string(),
+    };
+    shared
+        .metrics
+        .shard_clusters
+        .get_or_create(&sl)
+        .set(cfg.clusters.len() as i64);
+    shared.metrics.shard_total.set(i64::from(share.shard.total));
     let expected = match &cfg.listen_auth {
         Some(a) => Some(a.expected().map_err(anyhow::Error::msg)?),
         None => None,
@@ -173,8 +202,28 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
         })
     });
 
-    let _ = shutdown.changed().await;
-    tracing::info!("shutting down");
+    let follow = share.follow.map(|w| {
+        tokio::spawn(super::shard::replicas_changed(
+            w,
+            share.shard.total,
+            cfg.interval,
+        ))
+    });
+    let mut failure = None;
+    match follow {
+        Some(mut f) => tokio::select! {
+            _ = outside.changed() => f.abort(),
+            why = &mut f => failure = why.ok(),
+        },
+        None => {
+            let _ = outside.changed().await;
+        }
+    }
+    let _ = stop.send(true);
+    match &failure {
+        Some(why) => tracing::error!("{why}"),
+        None => tracing::info!("shutting down"),
+    }
     while tasks.join_next().await.is_some() {}
     if let Some(s) = saver {
         let _ = s.await;
@@ -190,7 +239,10 @@ pub async fn run(cfg: WatchConfig, mut shutdown: watch::Receiver<bool>) -> anyho
     // hold up the exit.
     alert_queue.close();
     let _ = tokio::time::timeout(alerts::SEND_TIMEOUT * 2, alert_task).await;
-    Ok(())
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// When the `i`-th of `n` pollers polls first. Pollers that all started at once would poll

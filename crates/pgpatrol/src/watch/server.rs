@@ -21,6 +21,21 @@ use super::Shared;
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     use std::sync::atomic::Ordering;
+    // The members of this watcher's clusters, as their last polls read them.
+    let members: usize = s
+        .views
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter_map(|v| v.cluster.as_ref())
+        .map(|c| c.members.len())
+        .sum();
+    s.metrics
+        .shard_members
+        .get_or_create(&super::metrics::ShardL {
+            shard: s.shard.index.to_string(),
+        })
+        .set(members as i64);
     let last = s.metrics_size.load(Ordering::Relaxed);
     let mut body = String::with_capacity(last + last / 16);
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {

@@ -31,6 +31,9 @@
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
+//! - `fleet`: watchers sharing one list of clusters: static shards (`--shard`, `shard:`),
+//!   `--shard-from-pod` against a StatefulSet in the Kubernetes fixture; no lab.
+//!
 //! - `dcs`: the etcd v3 DCS source against the lab's etcd (list --dcs equals list --url,
 //!   every Patroni stopped, watch, bad input), separate etcd servers with authentication and
 //!   with TLS, and `remove` on a side lab.
@@ -66,6 +69,7 @@ mod badinput;
 mod compat;
 mod dcs;
 mod doctor;
+mod fleet;
 mod heal;
 mod k8s;
 mod k8s_dcs;
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         ("trend", trend::tests),
         ("watch", watch::tests),
         ("page", page::tests),
+        ("fleet", fleet::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),
         ("k8s", k8s::tests),

@@ -61,6 +61,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// `Some(exit code)` once the process has ended (`Some(None)`: killed by a signal).
+    pub(crate) fn try_exit(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
     /// SIGKILL and wait: no chance to save anything on the way out.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();

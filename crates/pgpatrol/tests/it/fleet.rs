@@ -1,0 +1,294 @@
+//! `fleet`: several watchers sharing one list of clusters (`watch --shard`, `shard:` in
+//! watch.yml, `--shard-from-pod`). No lab: the clusters are one fake Patroni (a capture of
+//! 4.1.5's `/cluster`) under 300 names, and the StatefulSet of `--shard-from-pod` lives in
+//! the Kubernetes fixture.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::{bare, pgpatrol_cmd, test_tmp, Test};
+use crate::k8s_fixture::{FakeWorkload, Fixture, World};
+use crate::util::{capture, routes_server, wait_for, Route};
+use crate::watch::{metrics, sample, Proc};
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        bare(
+            "three_static_shards_poll_300_clusters_each_exactly_once",
+            three_static_shards_poll_300_clusters_each_exactly_once,
+        ),
+        bare(
+            "a_pod_takes_its_share_from_its_statefulset_and_stops_when_it_scales",
+            a_pod_takes_its_share_from_its_statefulset_and_stops_when_it_scales,
+        ),
+        bare(
+            "bad_shard_settings_are_one_line_errors",
+            bad_shard_settings_are_one_line_errors,
+        ),
+    ]
+}
+
+const CLUSTERS: usize = 300;
+
+/// A watch.yml listing `CLUSTERS` clusters, all answered by the fake Patroni at `url`, and
+/// `extra` at the top level.
+fn watch_yml(dir: &Path, url: &str, extra: &str) -> PathBuf {
+    let mut yml = format!("interval: 2s\n{extra}clusters:\n");
+    for i in 0..CLUSTERS {
+        yml.push_str(&format!("  - name: c{i:03}\n    urls: [{url}]\n"));
+    }
+    let path = dir.join("watch.yml");
+    std::fs::write(&path, yml).expect("watch.yml");
+    path
+}
+
+/// A watcher on its own port; its log in `dir/NAME.log`.
+fn watcher(name: &str, dir: &Path, yml: &Path, args: &[&str], env: &[(&str, &str)]) -> (Proc, u16) {
+    let port = crate::harness::port();
+    let mut cmd = pgpatrol_cmd();
+    cmd.args(["watch", "--config"])
+        .arg(yml)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let proc = Proc::spawn("pgpatrol watch", &mut cmd, &dir.join(format!("{name}.log")));
+    (proc, port)
+}
+
+/// Waits until the watcher is ready (each of its clusters polled once), then the clusters
+/// its /metrics reports up.
+fn polled(port: u16) -> BTreeSet<String> {
+    wait_for(
+        &format!("the watcher on {port} ready"),
+        Duration::from_secs(60),
+        || {
+            let (status, _) = crate::util::request(
+                "GET",
+                &format!("http://127.0.0.1:{port}/readyz"),
+                None,
+                None,
+                Duration::from_secs(5),
+            )
+            .ok()?;
+            (status == 200).then_some(())
+        },
+    );
+    metrics(port)
+        .lines()
+        .filter_map(|l| l.strip_prefix("pgpatrol_cluster_up{cluster=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter(|(_, v)| *v == "1")
+        .map(|(c, _)| c.to_string())
+        .collect()
+}
+
+fn fake_patroni() -> (String, crate::util::RoutesServer) {
+    routes_server(vec![(
+        "/cluster",
+        Route::Json(200, capture("4.1.5/cluster.json")),
+    )])
+}
+
+/// Spec (issue 25, static sharding): three watchers given `--shard 0..2 --total-shards 3`
+/// over the same 300 clusters poll each cluster exactly once between them: no cluster in two
+/// watchers' /metrics, none in none, `pgpatrol_shard_clusters` summing to 300, and each
+/// share near a third. A fourth watcher takes shard 1 from `shard:` in its watch.yml and
+/// polls exactly what `--shard 1` polls. Control: an unsharded watcher polls all 300.
+fn three_static_shards_poll_300_clusters_each_exactly_once() {
+    let dir = test_tmp();
+    let (url, _patroni) = fake_patroni();
+    let yml = watch_yml(&dir, &url, "");
+    let watchers: Vec<(Proc, u16)> = (0..3)
+        .map(|i| {
+            let shard = i.to_string();
+            watcher(
+                &format!("shard{i}"),
+                &dir,
+                &yml,
+                &["--shard", &shard, "--total-shards", "3"],
+                &[],
+            )
+        })
+        .collect();
+    let shares: Vec<BTreeSet<String>> = watchers.iter().map(|(_, port)| polled(*port)).collect();
+    let mut all = BTreeSet::new();
+    for (i, share) in shares.iter().enumerate() {
+        say!("shard {i} polls {} clusters", share.len());
+        assert!(
+            (60..=140).contains(&share.len()),
+            "shard {i} polls {} of {CLUSTERS}",
+            share.len()
+        );
+        let text = metrics(watchers[i].1);
+        let key = format!("pgpatrol_shard_clusters{{shard=\"{i}\"}}");
+        assert_eq!(sample(&text, &key), Some(share.len() as f64), "{key}");
+        assert_eq!(sample(&text, "pgpatrol_shard_total "), Some(3.0));
+        // The capture has 3 members.
+        let key = format!("pgpatrol_shard_members{{shard=\"{i}\"}}");
+        assert_eq!(sample(&text, &key), Some(3.0 * share.len() as f64), "{key}");
+        for c in share {
+            assert!(all.insert(c.clone()), "{c} is polled by two watchers");
+        }
+    }
+    assert_eq!(all.len(), CLUSTERS, "every cluster polled by one watcher");
+
+    // The same share from the file.
+    let file = dir.join("file");
+    std::fs::create_dir_all(&file).expect("mkdir");
+    let yml1 = watch_yml(&file, &url, "shard: {index: 1, total: 3}\n");
+    let (_w, port) = watcher("file", &dir, &yml1, &[], &[]);
+    assert_eq!(polled(port), shares[1], "shard: in the file is --shard");
+    drop(watchers);
+
+    // Control: without sharding one watcher polls them all.
+    let (_w, port) = watcher("all", &dir, &yml, &[], &[]);
+    assert_eq!(polled(port).len(), CLUSTERS);
+    assert_eq!(sample(&metrics(port), "pgpatrol_shard_total "), Some(1.0));
+}
+
+/// Spec (issue 25, `--shard-from-pod`): a watcher in pod `pgpatrol-watch-1` of a StatefulSet
+/// with 3 replicas (the Kubernetes fixture) is shard 1 of 3, polling exactly what
+/// `--shard 1 --total-shards 3` polls; with `--total-shards` given it does not need the
+/// StatefulSet. Scaled to 4, the watcher stops with an error naming the new total, so that
+/// its restarted pod takes its new share; with `--total-shards` it keeps running. The
+/// fixture allows only what deploy/rbac.yaml's `pgpatrol-shard` Role grants.
+fn a_pod_takes_its_share_from_its_statefulset_and_stops_when_it_scales() {
+    let dir = test_tmp();
+    let (url, _patroni) = fake_patroni();
+    let yml = watch_yml(&dir, &url, "");
+    let mut world = World::default();
+    world.workloads.push(FakeWorkload {
+        kind: "StatefulSet",
+        namespace: "mydata".into(),
+        name: "pgpatrol-watch".into(),
+        selector: [("app".to_string(), "pgpatrol-watch".to_string())].into(),
+    });
+    world
+        .replicas
+        .insert(("mydata".into(), "pgpatrol-watch".into()), 3);
+    // Only what deploy/rbac.yaml's pgpatrol-shard grants.
+    world.allowed = Some(crate::k8s::role_rules("pgpatrol-shard"));
+    let fx = Fixture::start(world, &dir.join("k8s"));
+    let kubeconfig = fx.kubeconfig.display().to_string();
+    let pod = [
+        ("POD_NAME", "pgpatrol-watch-1"),
+        ("POD_NAMESPACE", "mydata"),
+        ("KUBECONFIG", kubeconfig.as_str()),
+    ];
+    let (mut from_pod, port) = watcher("pod", &dir, &yml, &["--shard-from-pod"], &pod);
+    let share = polled(port);
+    let text = metrics(port);
+    assert_eq!(sample(&text, "pgpatrol_shard_total "), Some(3.0), "{text}");
+    assert_eq!(
+        sample(&text, "pgpatrol_shard_clusters{shard=\"1\"}"),
+        Some(share.len() as f64)
+    );
+    let (_w, port1) = watcher(
+        "shard1",
+        &dir,
+        &yml,
+        &["--shard", "1", "--total-shards", "3"],
+        &[],
+    );
+    assert_eq!(polled(port1), share, "the pod's share is shard 1 of 3");
+    assert!(
+        fx.log()
+            .iter()
+            .any(|l| l.contains("statefulsets/pgpatrol-watch/scale")),
+        "the total came from the StatefulSet: {:?}",
+        fx.log()
+    );
+    // With the total given, the StatefulSet is not needed (the hostname's ordinal is).
+    let (mut given, port_given) = watcher(
+        "given",
+        &dir,
+        &yml,
+        &["--shard-from-pod", "--total-shards", "3"],
+        &[
+            ("HOSTNAME", "pgpatrol-watch-1"),
+            ("KUBECONFIG", "/nonexistent"),
+        ],
+    );
+    assert_eq!(
+        polled(port_given),
+        share,
+        "HOSTNAME's ordinal, the total given"
+    );
+
+    fx.world
+        .lock()
+        .expect("world")
+        .replicas
+        .insert(("mydata".into(), "pgpatrol-watch".into()), 4);
+    let code = wait_for(
+        "the pod's watcher to stop after the scale",
+        Duration::from_secs(30),
+        || from_pod.try_exit(),
+    );
+    assert_ne!(code, Some(0), "stopped with an error");
+    let log = std::fs::read_to_string(dir.join("pod.log")).expect("log");
+    assert!(
+        log.contains("statefulset/pgpatrol-watch now has 4 replicas"),
+        "{log}"
+    );
+    assert_eq!(
+        given.try_exit(),
+        None,
+        "the watcher with --total-shards runs on"
+    );
+}
+
+/// Spec: bad shard settings are one line naming what is wrong, exit 2, before anything runs.
+fn bad_shard_settings_are_one_line_errors() {
+    let dir = test_tmp();
+    let yml = watch_yml(&dir, "http://127.0.0.1:1", "");
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["--shard", "3", "--total-shards", "3"],
+            "",
+            "shard 3 does not exist among 3 (shards are numbered 0 to 2)",
+        ),
+        (
+            vec!["--total-shards", "3"],
+            "",
+            "--total-shards needs --shard I",
+        ),
+        (vec![], "shard: {index: 1}\n", "`index` needs `total`"),
+        (
+            vec![],
+            "shard: {index: 1, total: 2, from_pod: true}\n",
+            "give `index` or `from_pod: true`, not both",
+        ),
+        (vec![], "shard: {total: 0, from_pod: true}\n", "at least 1"),
+        (vec![], "shard: {count: 2}\n", "unknown field `count`"),
+        (
+            vec!["--shard-from-pod"],
+            "",
+            "neither POD_NAME nor HOSTNAME is set",
+        ),
+    ];
+    for (args, extra, needle) in cases {
+        let yml = if extra.is_empty() {
+            yml.clone()
+        } else {
+            let d = dir.join(format!("case{}", extra.len()));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            watch_yml(&d, "http://127.0.0.1:1", extra)
+        };
+        let out = pgpatrol_cmd()
+            .args(["watch", "--config"])
+            .arg(&yml)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env_remove("POD_NAME")
+            .env_remove("HOSTNAME")
+            .output()
+            .expect("run pgpatrol");
+        crate::util::one_line_error(&out, needle);
+    }
+}
