@@ -204,6 +204,20 @@ impl RestartOp {
     }
 }
 
+/// The member a step sends to must answer its own `GET /patroni` first: `/cluster` keeps a
+/// hung or cut-off member's key (and its last state) for up to a ttl, and a restart sent to
+/// it would wait out `--timeout` (5 minutes) before the run could stop. Seen under the fault
+/// matrix's observer (a member's Patroni SIGSTOPped mid-way through a rolling restart).
+async fn answers(ops: &Ops<'_>, m: &Member) -> Result<(), String> {
+    let api = api_of(m).map_err(|e| e.to_string())?;
+    ops.source.member_status(&api).await.map(|_| ()).map_err(|e| {
+        format!(
+            "{}'s Patroni does not answer GET /patroni ({e}): it may be hung or cut off; nothing is sent to it",
+            m.name
+        )
+    })
+}
+
 impl Operation for RestartOp {
     async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
         let c = ops
@@ -211,9 +225,10 @@ impl Operation for RestartOp {
             .await
             .map_err(|e| format!("cannot read the cluster: {e}"))?;
         let name = step.member.as_str();
-        if c.member(name).is_none() {
+        let Some(m) = c.member(name) else {
             return Err(format!("{name} is no longer a member of the cluster"));
-        }
+        };
+        answers(ops, m).await?;
         let verdict = match step.action {
             Action::ScheduleRestart => {
                 if c.paused {

@@ -429,7 +429,7 @@ impl Lab {
 
     /// `pgpatrol` pointed at this lab (PATRONI_URL, PATRONI_RESTAPI_USERNAME,
     /// PGPATROL_PASSWORD_FILE, PATRONICTL_CONFIG_FILE set).
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let state = self.state();
         let paths = LabPaths::new(&self.dir).expect("lab paths");
         let mut c = pgpatrol_cmd();

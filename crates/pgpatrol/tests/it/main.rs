@@ -31,6 +31,10 @@
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
+//! - `faults`: pgpatrol's actions under real faults (a leader killed, a receiver stopped
+//!   mid-action), judged by an independent observer (tests/observer/observer.py: writes
+//!   rows, polls every member, checks the invariants); a control proves it can fail.
+//!
 //! - `fleet`: watchers sharing one list of clusters: static shards (`--shard`, `shard:`),
 //!   `--shard-from-pod` against a StatefulSet in the Kubernetes fixture; no lab.
 //!
@@ -69,6 +73,7 @@ mod badinput;
 mod compat;
 mod dcs;
 mod doctor;
+mod faults;
 mod fleet;
 mod heal;
 mod k8s;
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
         ("watch", watch::tests),
         ("page", page::tests),
         ("fleet", fleet::tests),
+        ("faults", faults::tests),
         ("tls", tls::tests),
         ("dcs", dcs::tests),
         ("k8s", k8s::tests),
