@@ -225,6 +225,21 @@ impl<'a> Ops<'a> {
     }
 }
 
+/// The member a step sends to (or relies on) must answer its own `GET /patroni` first:
+/// `/cluster` keeps a hung or cut-off member's key (and its last state) for up to a ttl, and
+/// a restart sent to it would wait out `--timeout` (5 minutes) before the run could stop.
+/// Seen under the fault matrix's observer (a member's Patroni SIGSTOPped before a rolling
+/// restart reached it).
+pub async fn answers(ops: &Ops<'_>, m: &Member) -> Result<(), String> {
+    let api = api_of(m).map_err(|e| e.to_string())?;
+    ops.source.member_status(&api).await.map(|_| ()).map_err(|e| {
+        format!(
+            "{}'s Patroni does not answer GET /patroni ({e}): it may be hung or cut off; nothing is sent to it",
+            m.name
+        )
+    })
+}
+
 /// An answer Patroni gave that was not the one asked for, as one line.
 pub fn answered(r: &Response) -> String {
     format!(

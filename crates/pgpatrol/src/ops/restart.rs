@@ -19,7 +19,7 @@ use pgpatrol_core::{Cluster, LagKind, Member};
 
 use super::runner::{Operation, StepOutcome, StepResult};
 use super::switchover::{self, Takeover, TakeoverResult};
-use super::{api_of, round1, with_write_gap, Ops};
+use super::{answers, api_of, round1, with_write_gap, Ops};
 use crate::poll::Poll;
 use crate::source::rest::Request;
 use pgpatrol_core::ops::{Action, OpStep};
@@ -202,20 +202,6 @@ impl RestartOp {
             last: None,
         }
     }
-}
-
-/// The member a step sends to must answer its own `GET /patroni` first: `/cluster` keeps a
-/// hung or cut-off member's key (and its last state) for up to a ttl, and a restart sent to
-/// it would wait out `--timeout` (5 minutes) before the run could stop. Seen under the fault
-/// matrix's observer (a member's Patroni SIGSTOPped mid-way through a rolling restart).
-async fn answers(ops: &Ops<'_>, m: &Member) -> Result<(), String> {
-    let api = api_of(m).map_err(|e| e.to_string())?;
-    ops.source.member_status(&api).await.map(|_| ()).map_err(|e| {
-        format!(
-            "{}'s Patroni does not answer GET /patroni ({e}): it may be hung or cut off; nothing is sent to it",
-            m.name
-        )
-    })
 }
 
 impl Operation for RestartOp {

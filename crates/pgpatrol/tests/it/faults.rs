@@ -26,6 +26,8 @@ pub fn tests() -> Vec<Test> {
         control_a_failover_forced_by_hand_to_a_lagging_member_is_a_violation,
         a_rolling_restart_meets_a_hung_member_and_stops_before_it,
         a_scheduled_restart_of_every_member_is_refused_and_nobody_goes_down,
+        a_switchover_to_a_hung_candidate_changes_nothing,
+        edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says,
     ]
 }
 
@@ -519,4 +521,152 @@ fn a_scheduled_restart_of_every_member_is_refused_and_nobody_goes_down(lab: &Lab
     assert_eq!(r["result"], "refused", "{r:#}");
     assert_held(&v);
     assert_eq!(v["restarted"], json!([]), "{v:#}");
+}
+
+/// SIGSTOPs a member's Patroni (its API accepts and never answers; its PostgreSQL runs on)
+/// and lets it run again when dropped, also when the test fails.
+struct Hung(u32);
+
+impl Hung {
+    fn member(lab: &Lab, name: &str) -> Hung {
+        let pid = lab
+            .state()
+            .member(name)
+            .ok()
+            .and_then(|m| m.pid)
+            .expect("its Patroni");
+        pgpatrol::lab::process::signal(pid, nix::sys::signal::Signal::SIGSTOP)
+            .expect("SIGSTOP its Patroni");
+        Hung(pid)
+    }
+}
+
+impl Drop for Hung {
+    fn drop(&mut self) {
+        let _ = pgpatrol::lab::process::signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Spec (issue 24): a switchover to a candidate whose Patroni hangs (SIGSTOP; `/cluster`
+/// still lists it as streaming). pgpatrol stops before sending anything, naming the member
+/// that does not answer; the cluster keeps its leader: no leader change, nobody down,
+/// nothing lost. Fails without the guard (checked): the `POST /switchover` went out and
+/// Patroni's leader refused it ("no good candidates have been found", HTTP 412) — safe, but
+/// sent, and not saying why.
+fn a_switchover_to_a_hung_candidate_changes_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "hung-candidate");
+    let audit = dir.join("audit.jsonl");
+    let _restore = Restore(lab);
+    let leader = lab.leader();
+    let candidate = replicas(lab)[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 0,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let hung = Hung::member(lab, &candidate);
+    let a = audit.display().to_string();
+    let out = lab.pgpatrol(&[
+        "switchover",
+        "--candidate",
+        &candidate,
+        "--yes",
+        "--timeout",
+        "30s",
+        "--audit-log",
+        &a,
+        "-o",
+        "json",
+    ]);
+    drop(hung);
+    let r = json_of("switchover to a hung candidate", &out);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("switchover to {candidate}, its Patroni hung"),
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    assert_eq!(code(&out), 1, "{r:#}");
+    assert_eq!(v["final_leader"], leader.as_str(), "{v:#}");
+    assert!(
+        r["stopped"].as_str().unwrap_or_default().contains(&format!(
+            "{candidate}'s Patroni does not answer GET /patroni"
+        )),
+        "{r:#}"
+    );
+    let sent = crate::util::audit_lines(&audit);
+    assert!(sent.is_empty(), "nothing sent: {sent:#?}");
+}
+
+/// Spec (issue 24): `edit-config` while the leader's Patroni hangs (SIGSTOP, shorter than a
+/// ttl so Patroni does not fail over). It reads and writes the dynamic configuration through
+/// a member that answers; its exit code agrees with what the configuration then holds, and
+/// nobody goes down.
+fn edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "edit-config");
+    let audit = dir.join("audit.jsonl");
+    let _restore = Restore(lab);
+    let leader = lab.leader();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 0,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let before = crate::util::get_json(&format!("{}/config", lab.url_of(&replicas(lab)[0])));
+    let want = before["postgresql"]["parameters"]["work_mem"]
+        .as_str()
+        .map_or("8MB", |w| if w == "8MB" { "16MB" } else { "8MB" })
+        .to_string();
+    let hung = Hung::member(lab, &leader);
+    let a = audit.display().to_string();
+    let out = lab.pgpatrol(&[
+        "edit-config",
+        "--pg",
+        &format!("work_mem={want}"),
+        "--yes",
+        "--request-timeout",
+        "2s",
+        "--audit-log",
+        &a,
+    ]);
+    drop(hung);
+    let after = crate::util::get_json(&format!("{}/config", lab.url_of(&replicas(lab)[0])));
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line("edit-config, the leader's Patroni hung", &v, code(&out), t0);
+    assert_held(&v);
+    let set = after["postgresql"]["parameters"]["work_mem"] == want.as_str();
+    assert_eq!(
+        code(&out) == 0,
+        set,
+        "exit {} and work_mem {} (wanted {want}): {}{}",
+        code(&out),
+        after["postgresql"]["parameters"]["work_mem"],
+        stdout(&out),
+        stderr(&out)
+    );
+    // Put it back.
+    let old = before["postgresql"]["parameters"]["work_mem"]
+        .as_str()
+        .map_or("null".to_string(), |w| format!("\"{w}\""));
+    patch_config(
+        &lab.url_of(&lab.leader()),
+        &lab_auth(lab),
+        &format!(r#"{{"postgresql": {{"parameters": {{"work_mem": {old}}}}}}}"#),
+    );
 }
