@@ -456,8 +456,9 @@ impl Operation for TakeoverOp {
             }
             let cands = candidates::candidates(&c, &self.settings, Kind::Switchover);
             let plan = takeover::switchover(&c, &cands, step.to.as_deref(), step.at.as_deref());
-            // A switchover now to a named candidate: it must answer for itself (Patroni's
-            // leader asks it too, and refuses with "no good candidates" when it does not).
+            // A switchover now: its candidate (named or chosen) must answer for itself
+            // (Patroni's leader asks it too, and refuses with "no good candidates" when it
+            // does not).
             if plan.refusal.is_none() && step.at.is_none() {
                 if let Some(m) = step.to.as_deref().and_then(|n| c.member(n)) {
                     super::answers(ops, m).await?;
