@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{stderr, Lab, Test};
-use crate::util::{code, lab_auth, patch_config, stdout, superuser_password_file, wait_for};
+use crate::util::{
+    code, json_of, lab_auth, patch_config, replicas, stdout, superuser_password_file, wait_for,
+};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -28,6 +30,8 @@ pub fn tests() -> Vec<Test> {
         a_scheduled_restart_of_every_member_is_refused_and_nobody_goes_down,
         a_switchover_to_a_hung_candidate_changes_nothing,
         edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says,
+        auto_heal_with_its_watcher_killed_mid_heal_rebuilds_once_and_never_the_leader,
+        heal_with_the_dcs_stopped_rebuilds_nothing,
     ]
 }
 
@@ -130,8 +134,12 @@ impl Drop for Observer {
     }
 }
 
-/// The scenario's one line.
+/// The scenario's one line (`exit`: pgpatrol's exit code, or the control's tool's).
 fn line(scenario: &str, v: &Value, exit: i32, t0: Instant) {
+    line_of(scenario, v, "pgpatrol", exit, t0)
+}
+
+fn line_of(scenario: &str, v: &Value, tool: &str, exit: i32, t0: Instant) {
     let broken: Vec<&str> = v["invariants"]
         .as_object()
         .map(|o| {
@@ -142,7 +150,7 @@ fn line(scenario: &str, v: &Value, exit: i32, t0: Instant) {
         })
         .unwrap_or_default();
     say!(
-        "scenario {scenario}: {}; pgpatrol exit {exit}; {} rows acknowledged, {} lost; {:.1} s",
+        "scenario {scenario}: {}; {tool} exit {exit}; {} rows acknowledged, {} lost; {:.1} s",
         if broken.is_empty() {
             "invariants held".to_string()
         } else {
@@ -176,28 +184,11 @@ fn rows_grow(lab: &Lab, n: u64) {
     );
 }
 
-fn json_of(what: &str, out: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}\nstderr: {}",
-            stdout(out),
-            stderr(out)
-        )
-    })
-}
-
 fn scratch(lab: &Lab, name: &str) -> PathBuf {
     let d = lab.dir().join("faults").join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("mkdir");
     d
-}
-
-fn replicas(lab: &Lab) -> Vec<String> {
-    let leader = lab.leader();
-    let mut r: Vec<String> = lab.members().into_iter().filter(|m| *m != leader).collect();
-    r.sort();
-    r
 }
 
 /// Resumes the cluster and turns synchronous mode off when dropped (also when the test
@@ -258,26 +249,7 @@ fn failover_to_a_lagging_member_is_refused_and_the_best_one_keeps_every_row(lab:
     let audit = dir.join("audit.jsonl");
     let a = audit.display().to_string();
     let _restore = Restore(lab);
-    patch_config(
-        &lab.url_of(&lab.leader()),
-        &lab_auth(lab),
-        r#"{"synchronous_mode": true}"#,
-    );
-    let near = wait_for(
-        "a synchronous standby in /cluster",
-        Duration::from_secs(30),
-        || {
-            lab.cluster_json()["members"]
-                .as_array()?
-                .iter()
-                .find(|m| m["role"] == "sync_standby")
-                .and_then(|m| m["name"].as_str().map(str::to_owned))
-        },
-    );
-    let far = replicas(lab)
-        .into_iter()
-        .find(|r| *r != near)
-        .expect("an asynchronous replica");
+    let (near, far) = synchronous(lab);
     let obs = Observer::start(
         lab,
         &dir,
@@ -375,9 +347,10 @@ fn control_a_failover_forced_by_hand_to_a_lagging_member_is_a_violation(lab: &La
         || (lab.leader_now().as_deref() == Some(far.as_str())).then_some(()),
     );
     let v = obs.finish();
-    line(
+    line_of(
         "control: patronictl failover --force to a lagging member",
         &v,
+        "patronictl",
         code(&out),
         t0,
     );
@@ -669,4 +642,152 @@ fn edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says(lab: &Lab)
         &lab_auth(lab),
         &format!(r#"{{"postgresql": {{"parameters": {{"work_mem": {old}}}}}}}"#),
     );
+}
+
+/// Turns synchronous mode on and returns the synchronous standby and the asynchronous
+/// replica (`Restore` turns it off again).
+fn synchronous(lab: &Lab) -> (String, String) {
+    patch_config(
+        &lab.url_of(&lab.leader()),
+        &lab_auth(lab),
+        r#"{"synchronous_mode": true}"#,
+    );
+    let near = wait_for(
+        "a synchronous standby in /cluster",
+        Duration::from_secs(30),
+        || {
+            lab.cluster_json()["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["role"] == "sync_standby")
+                .and_then(|m| m["name"].as_str().map(str::to_owned))
+        },
+    );
+    let far = replicas(lab)
+        .into_iter()
+        .find(|r| *r != near)
+        .expect("an asynchronous replica");
+    (near, far)
+}
+
+/// The `POST /reinitialize` lines of an audit log: their members.
+fn reinitialized(audit: &Path) -> Vec<String> {
+    crate::util::audit_lines(audit)
+        .iter()
+        .filter(|l| {
+            l["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/reinitialize"))
+        })
+        .filter_map(|l| l["member"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Spec (issue 24: what runs unattended survives SIGKILL mid-action): auto-heal rebuilds a
+/// replica whose receiver was stopped while the observer writes; its watcher is SIGKILLed
+/// the moment the `POST /reinitialize` is in the audit log and started again. Patroni
+/// finishes the rebuild; the restarted watcher does not send a second one (its record says
+/// the first is in flight, then the cooldown holds). One reinitialization in all, of that
+/// replica, never the leader; nothing lost; one member down at a time.
+fn auto_heal_with_its_watcher_killed_mid_heal_rebuilds_once_and_never_the_leader(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "autoheal-killed");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let run = crate::watch::WatchRun::new(lab, "faults-killed")
+        .heal("enabled: true, tolerance: 5MB, persist_samples: 2, cooldown: 10m, min_healthy: 1")
+        .state();
+    let (wdir, port, cfg) = (run.dir.clone(), run.port, run.config());
+    let replica = lab.replica();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 1,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let flags = ["--audit-log", a.as_str()];
+    let mut w = crate::watch::start_watch_with(&wdir, &cfg, port, &flags);
+    lab.break_lag(&replica, 20);
+    wait_for(
+        "auto-heal's POST /reinitialize in the audit log",
+        Duration::from_secs(90),
+        || (!reinitialized(&audit).is_empty()).then_some(()),
+    );
+    w.kill();
+    let w2 = crate::watch::start_watch_with(&wdir, &cfg, port, &flags);
+    wait_for(
+        "Patroni to finish the rebuild",
+        Duration::from_secs(120),
+        || lab.healthy().then_some(()),
+    );
+    // Two more polls of the restarted watcher, with the rebuilt replica healthy.
+    crate::watch::wait_polls(port, "lab", 2.0, Duration::from_secs(30));
+    let mut w2 = w2;
+    let exit = w2.terminate().unwrap_or(-1);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line_of(
+        "auto-heal, its watcher SIGKILLed mid-heal and restarted",
+        &v,
+        "the restarted watch (SIGTERM)",
+        exit,
+        t0,
+    );
+    assert_eq!(exit, 0, "the restarted watcher stops cleanly");
+    assert_held(&v);
+    assert_eq!(
+        reinitialized(&audit),
+        std::slice::from_ref(&replica),
+        "one rebuild, of {replica}"
+    );
+    let restarted: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert_eq!(restarted, [replica], "{v:#}");
+}
+
+/// Spec (issue 24, guardrail 2 under an observer): a replica's receiver stopped (synchronous
+/// mode on, so the observer's rows are on the synchronous standby), then etcd stopped. `heal
+/// --yes` cannot read the cluster and refuses: exit non-zero, no `POST /reinitialize`. Once
+/// etcd is back, every acknowledged row is on the leader.
+fn heal_with_the_dcs_stopped_rebuilds_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "heal-dcs-down");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let (_, far) = synchronous(lab);
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 0,
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    lab.break_lag(&far, 20);
+    crate::harness::ok("lab break dcs", &lab.lab(&["break", "dcs"]));
+    let out = lab.pgpatrol(&[
+        "heal",
+        "--tolerance",
+        "5",
+        "--yes",
+        "--audit-log",
+        &a,
+        "-o",
+        "json",
+    ]);
+    lab.repair();
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line("heal with etcd stopped", &v, code(&out), t0);
+    assert_held(&v);
+    assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(reinitialized(&audit).is_empty(), "nothing rebuilt");
+    let restarted: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert!(!restarted.contains(&far), "{far} was not rebuilt: {v:#}");
 }

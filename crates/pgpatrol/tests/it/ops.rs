@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::harness::{ok, stderr, Lab, Test};
 use crate::util::{
-    audit_lines, audit_path, code, eventually, fake_server, one_line_error, start_times, stdout,
+    audit_lines, audit_path, code, eventually, fake_server, json_of, one_line_error, replicas,
+    start_times, stdout,
 };
 
 pub fn tests() -> Vec<Test> {
@@ -31,16 +32,6 @@ pub fn tests() -> Vec<Test> {
     ]
 }
 
-fn json_of(what: &str, out: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}\nstderr: {}",
-            stdout(out),
-            stderr(out)
-        )
-    })
-}
-
 /// Waits until /cluster shows `member` as a replica that streams (the former leader back).
 fn wait_streaming(lab: &Lab, member: &str) {
     let t0 = Instant::now();
@@ -57,13 +48,6 @@ fn wait_streaming(lab: &Lab, member: &str) {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-fn replicas(lab: &Lab) -> Vec<String> {
-    let leader = lab.leader();
-    let mut r: Vec<String> = lab.members().into_iter().filter(|m| *m != leader).collect();
-    r.sort();
-    r
 }
 
 pub(crate) fn switchover_to_a_named_candidate_and_to_the_best_one(lab: &Lab) {

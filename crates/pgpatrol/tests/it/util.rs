@@ -501,3 +501,22 @@ pub fn audit_path(lab: &Lab, name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_file(&p);
     p
 }
+
+/// A command's stdout as JSON; panics with its stdout and stderr when it is not.
+pub fn json_of(what: &str, out: &Output) -> Value {
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {}\nstderr: {}",
+            stdout(out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The lab's replicas (every member but the leader), by name.
+pub fn replicas(lab: &Lab) -> Vec<String> {
+    let leader = lab.leader();
+    let mut r: Vec<String> = lab.members().into_iter().filter(|m| *m != leader).collect();
+    r.sort();
+    r
+}

@@ -279,11 +279,17 @@ pub(crate) fn local_heal(dir: &Path, fields: &str) -> String {
 }
 
 pub(crate) fn start_watch(dir: &Path, cfg: &Path, port: u16) -> Proc {
+    start_watch_with(dir, cfg, port, &[])
+}
+
+/// [`start_watch`] with more flags (`--audit-log PATH`).
+pub(crate) fn start_watch_with(dir: &Path, cfg: &Path, port: u16, flags: &[&str]) -> Proc {
     let p = Proc::spawn(
         "pgpatrol watch",
         crate::harness::pgpatrol_cmd()
             .args(["watch", "--config"])
-            .arg(cfg),
+            .arg(cfg)
+            .args(flags),
         &dir.join(format!("watch-{port}.log")),
     );
     wait_for("watch /readyz", Duration::from_secs(20), || {
