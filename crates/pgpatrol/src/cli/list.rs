@@ -12,7 +12,7 @@ use super::common::{write_structured, ClusterArgs, Format};
 use super::Outcome;
 use crate::output::live::{self, Tracker};
 use crate::output::patronictl;
-use crate::output::table::{self, Emphasis};
+use crate::output::table::{self, Emphasis, FleetLine};
 use crate::output::term::{ColorChoice, Look};
 use crate::source::rest::{Detail, RestSource};
 use crate::source::target::Target;
@@ -73,10 +73,19 @@ pub struct ListArgs {
     /// (`standby_lag` in JSON). The system identifiers must match.
     #[arg(long, value_name = "URL")]
     pub source_url: Option<String>,
+
+    /// Every Patroni cluster in the DCS: one line each (leader, members running of all, the
+    /// worst replay lag, timeline, paused, pending restarts), read in one range over
+    /// Patroni's namespace (`--dcs`, `--dcs-namespace`, default /service). No --scope.
+    #[arg(long, conflicts_with_all = ["watch", "source_url"])]
+    pub all: bool,
 }
 
 impl ListArgs {
     pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+        if self.all {
+            return self.all(color).await;
+        }
         if let Some(every) = self.watch {
             return self.watch(every, color).await;
         }
@@ -162,6 +171,46 @@ impl ListArgs {
             }
         }
         Ok(Outcome::Ok)
+    }
+
+    /// `list --all`: every cluster under the DCS namespace. Exit 1 when a cluster's keys
+    /// could not be read as Patroni's (it is listed with the reason).
+    async fn all(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+        if self.format == ListFormat::PatronictlJson {
+            anyhow::bail!("--all prints -o table, json or yaml (patronictl-json is one cluster's)");
+        }
+        let target = self.cluster.target()?;
+        let (etcd, namespace) = target.dcs_namespace()?;
+        let (clusters, url) = crate::source::dcs::read_namespace(&etcd, &namespace).await?;
+        if clusters.is_empty() {
+            anyhow::bail!(
+                "etcd at {url} has no Patroni cluster under {namespace}: check --dcs-namespace (Patroni's namespace)"
+            );
+        }
+        let lines: Vec<FleetLine> = clusters
+            .iter()
+            .map(|(scope, keys)| {
+                match keys
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|k| crate::source::rest::cluster_from_dcs(k, scope))
+                {
+                    Ok(c) => FleetLine::of(scope, &c),
+                    Err(bad) => FleetLine::unreadable(scope, bad.to_string()),
+                }
+            })
+            .collect();
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            ListFormat::Json => write_structured(&mut out, Format::Json, &lines)?,
+            ListFormat::Yaml => write_structured(&mut out, Format::Yaml, &lines)?,
+            _ => table::fleet(&mut out, &lines, self.tolerance.0, &Look::stdout(color))?,
+        }
+        Ok(if lines.iter().any(|l| l.error.is_some()) {
+            Outcome::Problem
+        } else {
+            Outcome::Ok
+        })
     }
 
     async fn watch(self, every: Duration, color: ColorChoice) -> anyhow::Result<Outcome> {

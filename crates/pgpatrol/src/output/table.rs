@@ -748,3 +748,148 @@ mod tests {
         assert_eq!(topology_order(&c).len(), 2);
     }
 }
+
+/// One cluster of `list --all`: the fleet-wide `patronictl list`, a line per cluster.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct FleetLine {
+    pub cluster: String,
+    /// The one member holding the leader lock; none while leaderless (or with two).
+    pub leader: Option<String>,
+    pub members: usize,
+    /// Members running (the leader) or replicating (`running`, `streaming`, `in archive
+    /// recovery`).
+    pub running: usize,
+    /// The worst known replay lag of a replica, in bytes, and whose it is.
+    pub worst_lag: Option<u64>,
+    pub worst_member: Option<String>,
+    /// Replicas whose replay lag is unknown.
+    pub lag_unknown: Vec<String>,
+    /// The leader's timeline.
+    pub timeline: Option<u64>,
+    pub paused: bool,
+    pub pending_restart: Vec<String>,
+    /// Why the cluster's keys could not be read as Patroni's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl FleetLine {
+    pub fn of(name: &str, c: &Cluster) -> FleetLine {
+        let sli = pgpatrol_core::sli::Sli::measure(c, LagKind::Replay);
+        let leader = c.leader();
+        FleetLine {
+            cluster: name.to_string(),
+            leader: leader.map(|l| l.name.clone()),
+            members: c.members.len(),
+            running: c
+                .members
+                .iter()
+                .filter(|m| m.state.is_healthy_replica())
+                .count(),
+            worst_lag: sli.max_bytes.filter(|_| sli.worst.is_some()),
+            worst_member: sli.worst.clone(),
+            lag_unknown: sli.unknown.clone(),
+            timeline: leader.and_then(|l| l.timeline),
+            paused: c.paused,
+            pending_restart: c
+                .members
+                .iter()
+                .filter(|m| m.pending_restart)
+                .map(|m| m.name.clone())
+                .collect(),
+            error: None,
+        }
+    }
+
+    pub fn unreadable(name: &str, why: String) -> FleetLine {
+        FleetLine {
+            cluster: name.to_string(),
+            leader: None,
+            members: 0,
+            running: 0,
+            worst_lag: None,
+            worst_member: None,
+            lag_unknown: Vec::new(),
+            timeline: None,
+            paused: false,
+            pending_restart: Vec::new(),
+            error: Some(why),
+        }
+    }
+}
+
+/// The `list --all` table: red for no leader, a member down, lag at or above `tolerance`,
+/// or keys that could not be read; yellow for maintenance mode and pending restarts.
+pub fn fleet(
+    out: &mut impl Write,
+    lines: &[FleetLine],
+    tolerance: u64,
+    look: &Look,
+) -> std::io::Result<()> {
+    let mut t = new_table(look);
+    t.set_header(
+        [
+            "Cluster",
+            "Leader",
+            "Members",
+            "Worst replay lag",
+            "TL",
+            "Paused",
+            "Pending restart",
+        ]
+        .map(|h| Cell::new(h).add_attribute(Attribute::Bold)),
+    );
+    let red = |text: String, bad: bool| {
+        let c = Cell::new(text);
+        if bad && look.color {
+            c.fg(Color::Red)
+        } else {
+            c
+        }
+    };
+    let yellow = |text: String, on: bool| {
+        let c = Cell::new(text);
+        if on && look.color {
+            c.fg(Color::Yellow)
+        } else {
+            c
+        }
+    };
+    for l in lines {
+        if let Some(e) = &l.error {
+            t.add_row(vec![
+                red(l.cluster.clone(), true),
+                red(format!("unreadable: {e}"), true),
+            ]);
+            continue;
+        }
+        let lag = match (l.worst_lag, &l.worst_member) {
+            (Some(b), Some(m)) => format!("{} ({m})", pgpatrol_core::units::human(b)),
+            _ if l.members <= 1 => "no replica".to_string(),
+            _ => "unknown".to_string(),
+        };
+        let lag = if l.lag_unknown.is_empty() || l.worst_lag.is_none() {
+            lag
+        } else {
+            format!("{lag}, {} unknown", l.lag_unknown.len())
+        };
+        let lag_bad = l.worst_lag.is_some_and(|b| b >= tolerance)
+            || (!l.lag_unknown.is_empty() && l.members > 1);
+        t.add_row(vec![
+            Cell::new(&l.cluster),
+            red(
+                l.leader.clone().unwrap_or_else(|| "none".into()),
+                l.leader.is_none(),
+            ),
+            red(
+                format!("{}/{}", l.running, l.members),
+                l.running < l.members,
+            ),
+            red(lag, lag_bad),
+            Cell::new(l.timeline.map_or(String::new(), |t| t.to_string())),
+            yellow(if l.paused { "yes" } else { "" }.into(), l.paused),
+            yellow(l.pending_restart.join(", "), !l.pending_restart.is_empty()),
+        ]);
+    }
+    writeln!(out, "{t}")
+}

@@ -215,6 +215,23 @@ impl Target {
         ))
     }
 
+    /// The etcd and Patroni namespace of `dcs:` settings (else patroni.yml's `etcd3`
+    /// section), for every cluster under it (`list --all`): no scope is needed.
+    pub fn dcs_namespace(&self) -> Result<(super::dcs::etcd::EtcdOptions, String), SourceError> {
+        let yml = self.read_yml()?;
+        let settings = match (&self.dcs, yml.as_ref().and_then(|y| y.etcd3.as_ref())) {
+            (Some(d), _) => d.clone(),
+            (None, Some(e)) if !e.endpoints.is_empty() => DcsSettings::default(),
+            _ => {
+                return Err(SourceError::BadInput(
+                    "--all reads every cluster from etcd: pass --dcs etcd3://HOST:PORT (or -c patroni.yml with an etcd3 section)".into(),
+                ))
+            }
+        };
+        let (_, opts) = self.resolve_with(yml.as_ref())?;
+        settings.resolve_namespace(self.dcs_password.clone(), yml.as_ref(), &opts)
+    }
+
     fn read_yml(&self) -> Result<Option<PatroniYml>, SourceError> {
         match &self.patroni_yml {
             Some(p) => Ok(Some(PatroniYml::read(p).map_err(SourceError::BadInput)?)),

@@ -30,6 +30,7 @@ pub fn tests() -> Vec<Test> {
         etcd_with_authentication,
         etcd_with_tls,
         remove_is_refused_while_running_and_done_after_stop,
+        list_all_shows_every_cluster_in_the_namespace,
     ]
 }
 
@@ -849,4 +850,114 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
         &bare(&["remove", scope, "--dcs", &url, "--yes-i-am-aware"], &[]),
     );
     assert!(done.contains("nothing left under /service/gone/"), "{done}");
+}
+
+/// Spec (issue 25, `list --all`): every Patroni scope under the namespace, one line each,
+/// from one etcd. The lab's etcd gets a copy of the lab's keys under a second scope and a
+/// scope whose member key is not Patroni's: `list --all -o json` lists the three — the two
+/// readable ones with the lab's leader, members and timeline, the third with its reason
+/// (exit 1). Without it, exit 0 and a table row per cluster. Bad input is one line.
+fn list_all_shows_every_cluster_in_the_namespace(lab: &Lab) {
+    let (url, scope) = dcs(lab);
+    let client = format!("http://127.0.0.1:{}", lab.state().etcd.client_port);
+    /// Deletes the planted scopes, also when the test fails.
+    struct Planted(String);
+    impl Drop for Planted {
+        fn drop(&mut self) {
+            let _ = std::panic::catch_unwind(|| {
+                delete_prefix(&self.0, "/service/copy/");
+                delete_prefix(&self.0, "/service/junk/");
+            });
+        }
+    }
+    let _planted = Planted(client.clone());
+    // The lab's keys, copied under scope `copy`.
+    let prefix = format!("/service/{scope}/");
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
+    let (status, text) = http("POST", &format!("{client}/v3/kv/range"), Some(&body));
+    assert_eq!(status, 200, "{text}");
+    let range: Value = serde_json::from_str(&text).expect("range JSON");
+    let decode = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    for kv in range["kvs"].as_array().expect("kvs") {
+        let key = decode(&kv["key"]).replacen(&prefix, "/service/copy/", 1);
+        put(&client, &key, &decode(&kv["value"]));
+    }
+    put(&client, "/service/junk/members/x", "not json");
+
+    let all = |extra: &[&str]| {
+        let mut args = vec!["list", "--all", "--dcs", url.as_str()];
+        args.extend_from_slice(extra);
+        bare(&args, &[])
+    };
+    let out = all(&["-o", "json"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let lines: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let names: Vec<&str> = lines
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|l| l["cluster"].as_str())
+        .collect();
+    assert_eq!(names, ["copy", scope.as_str(), "junk"], "{lines:#}");
+    let leader = lab.leader();
+    for l in &lines.as_array().expect("array")[..2] {
+        assert_eq!(l["leader"], leader.as_str(), "{l:#}");
+        assert_eq!(l["members"], 3, "{l:#}");
+        assert_eq!(l["running"], 3, "{l:#}");
+        assert_eq!(l["paused"], false, "{l:#}");
+        assert!(l["worst_lag"].is_u64(), "{l:#}");
+        assert!(l.get("error").is_none(), "{l:#}");
+    }
+    let junk = &lines[2];
+    assert!(
+        junk["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("members/x"),
+        "{junk:#}"
+    );
+
+    delete_prefix(&client, "/service/junk/");
+    let out = all(&[]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let table = stdout(&out);
+    for name in ["copy", scope.as_str()] {
+        let row = table
+            .lines()
+            .find(|l| l.split('|').nth(1).is_some_and(|c| c.trim() == name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"));
+        assert!(row.contains(&leader) && row.contains("3/3"), "{row}");
+    }
+
+    // Bad input: one line, exit 2.
+    one_line_error(
+        &bare(&["list", "--all"], &[]),
+        "--all reads every cluster from etcd",
+    );
+    one_line_error(
+        &all(&["--dcs-namespace", "/nothing"]),
+        "has no Patroni cluster under /nothing",
+    );
+    one_line_error(
+        &all(&["-o", "patronictl-json"]),
+        "--all prints -o table, json or yaml",
+    );
+    let out = all(&["--watch"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -77,6 +77,38 @@ impl DcsSettings {
         yml: Option<&PatroniYml>,
         http: &HttpOptions,
     ) -> Result<DcsTarget, SourceError> {
+        let (etcd, namespace) = self.resolve_namespace(password, yml, http)?;
+        let scope = self
+            .scope
+            .clone()
+            .or_else(|| yml.and_then(|y| y.scope.clone()))
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                SourceError::BadInput(
+                    "the DCS needs the cluster's scope: pass --scope NAME (Patroni's scope:)"
+                        .into(),
+                )
+            })?;
+        if scope.contains('/') {
+            return Err(SourceError::BadInput(format!(
+                "--scope {scope:?}: a scope has no '/': give the name alone, and the namespace with --dcs-namespace"
+            )));
+        }
+        Ok(DcsTarget {
+            prefix: base_path(&namespace, &scope),
+            scope,
+            etcd,
+        })
+    }
+
+    /// The etcd and Patroni namespace these settings name, without a scope (every cluster
+    /// under the namespace: `list --all`), patroni.yml filling what they leave out.
+    pub fn resolve_namespace(
+        &self,
+        password: Option<String>,
+        yml: Option<&PatroniYml>,
+        http: &HttpOptions,
+    ) -> Result<(EtcdOptions, String), SourceError> {
         let bad = SourceError::BadInput;
         let y3 = yml.and_then(|y| y.etcd3.as_ref());
         let endpoints = match self.url.as_deref().filter(|u| !u.trim().is_empty()) {
@@ -92,22 +124,6 @@ impl DcsSettings {
                 }
             },
         };
-        let scope = self
-            .scope
-            .clone()
-            .or_else(|| yml.and_then(|y| y.scope.clone()))
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| {
-                bad(
-                    "the DCS needs the cluster's scope: pass --scope NAME (Patroni's scope:)"
-                        .into(),
-                )
-            })?;
-        if scope.contains('/') {
-            return Err(bad(format!(
-                "--scope {scope:?}: a scope has no '/': give the name alone, and the namespace with --dcs-namespace"
-            )));
-        }
         let namespace = self
             .namespace
             .clone()
@@ -148,10 +164,8 @@ impl DcsSettings {
                     .into(),
             ));
         }
-        Ok(DcsTarget {
-            prefix: base_path(&namespace, &scope),
-            scope,
-            etcd: EtcdOptions {
+        Ok((
+            EtcdOptions {
                 endpoints,
                 auth,
                 http: HttpOptions {
@@ -162,8 +176,41 @@ impl DcsSettings {
                     ..http.clone()
                 },
             },
-        })
+            namespace,
+        ))
     }
+}
+
+/// Every cluster under Patroni's `namespace` in one etcd (`list --all`): one range over
+/// `/<namespace>/`, the keys split by scope, each scope decoded as [`Dcs::read`] decodes
+/// one (a scope that does not decode keeps its reason). And the endpoint that answered.
+pub async fn read_namespace(
+    etcd: &EtcdOptions,
+    namespace: &str,
+) -> Result<(Vec<(String, Result<DcsCluster, BadValue>)>, String), DcsError> {
+    let etcd = Etcd::new(etcd).map_err(DcsError::Etcd)?;
+    let prefix = base_path(namespace, "");
+    let (kvs, url) = etcd.range(&prefix).await.map_err(DcsError::from_attempts)?;
+    let mut by_scope: std::collections::BTreeMap<String, Vec<Kv>> = Default::default();
+    for kv in kvs {
+        let scope = kv
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(scope, _)| scope.to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(scope) = scope {
+            by_scope.entry(scope).or_default().push(kv);
+        }
+    }
+    let clusters = by_scope
+        .into_iter()
+        .map(|(scope, kvs)| {
+            let decoded = wire::parse(&base_path(namespace, &scope), &kvs);
+            (scope, decoded)
+        })
+        .collect();
+    Ok((clusters, url))
 }
 
 /// `etcd3://h1:2379,h2:2379` → `http://h1:2379`, `http://h2:2379`; `etcd3s://` → https.

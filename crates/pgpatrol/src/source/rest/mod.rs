@@ -472,6 +472,18 @@ fn needs_legacy_replay(wire: &ClusterWire) -> bool {
         .any(|m| !pgpatrol_core::Role::parse(&m.role).is_leader() && !m.has_split_lag())
 }
 
+/// A cluster from its DCS keys alone, as its `/cluster` and its leader's `/patroni` would
+/// say (`list --all`). No member is asked, so before Patroni 4.1 replay positions stay
+/// unknown.
+pub fn cluster_from_dcs(
+    keys: &crate::source::dcs::wire::DcsCluster,
+    scope: &str,
+) -> Result<Cluster, crate::source::dcs::wire::BadValue> {
+    let wire = keys.cluster_wire(scope)?;
+    let status = keys.status_wire(scope);
+    Ok(wire::into_cluster(wire, Some(&status), None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
