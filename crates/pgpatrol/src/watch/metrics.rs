@@ -2,7 +2,10 @@
 //! names come from the config and from Patroni; roles, states, kinds, windows and reasons
 //! are closed sets). Names and meanings are documented in docs/METRICS.md.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +14,72 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub type FGauge = Gauge<f64, AtomicU64>;
+
+/// A label set that names the cluster its series belongs to.
+pub trait ClusterLabel {
+    fn cluster(&self) -> &str;
+}
+
+/// A [`Family`] of series labelled by cluster, with an index of the label sets each cluster
+/// has, so that a cluster this watcher stops polling takes every one of its series with it
+/// ([`Fam::forget`]): prometheus-client's `Family` removes a label set it is given but
+/// cannot list them.
+#[derive(Debug)]
+pub struct Fam<L, M> {
+    family: Family<L, M>,
+    index: Mutex<HashMap<String, HashSet<L>>>,
+}
+
+impl<L: Clone + Hash + Eq, M: Default> Default for Fam<L, M> {
+    fn default() -> Self {
+        Fam {
+            family: Family::default(),
+            index: Mutex::default(),
+        }
+    }
+}
+
+impl<L: Clone + Hash + Eq + ClusterLabel, M: Default> Fam<L, M> {
+    pub fn get_or_create(&self, labels: &L) -> impl std::ops::Deref<Target = M> + '_ {
+        {
+            let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let set = index.entry(labels.cluster().to_string()).or_default();
+            if !set.contains(labels) {
+                set.insert(labels.clone());
+            }
+        }
+        self.family.get_or_create(labels)
+    }
+
+    pub fn remove(&self, labels: &L) -> bool {
+        if let Some(set) = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(labels.cluster())
+        {
+            set.remove(labels);
+        }
+        self.family.remove(labels)
+    }
+
+    /// Removes every series of `cluster`.
+    pub fn forget(&self, cluster: &str) {
+        let gone = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+        for labels in gone.into_iter().flatten() {
+            self.family.remove(&labels);
+        }
+    }
+
+    /// The family, for registration.
+    pub fn family(&self) -> Family<L, M> {
+        self.family.clone()
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterL {
@@ -110,38 +179,116 @@ pub struct AlertL {
 }
 
 /// The watch's metric families.
+impl ClusterLabel for ClusterL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for MemberL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for MemberKindL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for MemberRoleL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for MemberStateL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for ClusterKindL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for ClusterCheckL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for ClusterReasonL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for ClusterResultL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for ClusterWindowL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for SourceL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for SourceKindL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
+impl ClusterLabel for AlertL {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub member_lag_bytes: Family<MemberKindL, FGauge>,
-    pub member_lag_unknown: Family<MemberKindL, Gauge>,
-    pub member_role: Family<MemberRoleL, Gauge>,
-    pub member_state: Family<MemberStateL, Gauge>,
-    pub member_timeline: Family<MemberL, Gauge>,
-    pub member_up: Family<MemberL, Gauge>,
-    pub cluster_up: Family<ClusterL, Gauge>,
-    pub cluster_sli_bytes: Family<ClusterKindL, FGauge>,
-    pub cluster_lag_unknown_members: Family<ClusterL, Gauge>,
-    pub cluster_leaders: Family<ClusterL, Gauge>,
-    pub cluster_paused: Family<ClusterL, Gauge>,
-    pub cluster_members: Family<ClusterL, Gauge>,
-    pub cluster_timeline: Family<ClusterL, Gauge>,
-    pub cluster_failovers: Family<ClusterL, Gauge>,
-    pub cluster_failovers_24h: Family<ClusterL, Gauge>,
-    pub poll_duration_seconds: Family<ClusterL, FGauge>,
-    pub polls: Family<ClusterL, Counter>,
-    pub poll_errors: Family<ClusterReasonL, Counter>,
-    pub slo_samples: Family<ClusterResultL, Counter>,
-    pub slo_objective: Family<ClusterL, FGauge>,
-    pub slo_threshold_bytes: Family<ClusterL, FGauge>,
-    pub slo_good_ratio: Family<ClusterL, FGauge>,
-    pub slo_error_budget_remaining: Family<ClusterL, FGauge>,
-    pub slo_burn_rate: Family<ClusterWindowL, FGauge>,
-    pub slo_alert_firing: Family<AlertL, Gauge>,
-    pub heal_attempted: Family<ClusterL, Counter>,
-    pub heal_succeeded: Family<ClusterL, Counter>,
-    pub heal_failed: Family<ClusterL, Counter>,
-    pub heal_refused: Family<ClusterReasonL, Counter>,
-    pub heal_escalations: Family<ClusterL, Counter>,
+    pub member_lag_bytes: Fam<MemberKindL, FGauge>,
+    pub member_lag_unknown: Fam<MemberKindL, Gauge>,
+    pub member_role: Fam<MemberRoleL, Gauge>,
+    pub member_state: Fam<MemberStateL, Gauge>,
+    pub member_timeline: Fam<MemberL, Gauge>,
+    pub member_up: Fam<MemberL, Gauge>,
+    pub cluster_up: Fam<ClusterL, Gauge>,
+    pub cluster_sli_bytes: Fam<ClusterKindL, FGauge>,
+    pub cluster_lag_unknown_members: Fam<ClusterL, Gauge>,
+    pub cluster_leaders: Fam<ClusterL, Gauge>,
+    pub cluster_paused: Fam<ClusterL, Gauge>,
+    pub cluster_members: Fam<ClusterL, Gauge>,
+    pub cluster_timeline: Fam<ClusterL, Gauge>,
+    pub cluster_failovers: Fam<ClusterL, Gauge>,
+    pub cluster_failovers_24h: Fam<ClusterL, Gauge>,
+    pub poll_duration_seconds: Fam<ClusterL, FGauge>,
+    pub polls: Fam<ClusterL, Counter>,
+    pub poll_errors: Fam<ClusterReasonL, Counter>,
+    pub slo_samples: Fam<ClusterResultL, Counter>,
+    pub slo_objective: Fam<ClusterL, FGauge>,
+    pub slo_threshold_bytes: Fam<ClusterL, FGauge>,
+    pub slo_good_ratio: Fam<ClusterL, FGauge>,
+    pub slo_error_budget_remaining: Fam<ClusterL, FGauge>,
+    pub slo_burn_rate: Fam<ClusterWindowL, FGauge>,
+    pub slo_alert_firing: Fam<AlertL, Gauge>,
+    pub heal_attempted: Fam<ClusterL, Counter>,
+    pub heal_succeeded: Fam<ClusterL, Counter>,
+    pub heal_failed: Fam<ClusterL, Counter>,
+    pub heal_refused: Fam<ClusterReasonL, Counter>,
+    pub heal_escalations: Fam<ClusterL, Counter>,
     /// Alerts dropped because the queue to Alertmanager/the webhook was full.
     pub alerts_dropped: Counter,
     /// Events of the event log, by kind.
@@ -149,198 +296,238 @@ pub struct Metrics {
     /// Events the event webhook did not take.
     pub event_webhook_failures: Counter,
     /// doctor's checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN (with a `checks:` section).
-    pub checks: Family<ClusterCheckL, Gauge>,
+    pub checks: Fam<ClusterCheckL, Gauge>,
     /// Replay lag in seconds from PostgreSQL (clusters with `postgres:`).
-    pub member_lag_seconds: Family<MemberL, FGauge>,
+    pub member_lag_seconds: Fam<MemberL, FGauge>,
     /// A standby cluster's lag against its `source:`.
-    pub standby_lag_bytes: Family<SourceKindL, FGauge>,
-    pub standby_lag_seconds: Family<SourceL, FGauge>,
-    pub standby_lag_unknown: Family<SourceL, Gauge>,
-    pub standby_replicating: Family<SourceL, Gauge>,
+    pub standby_lag_bytes: Fam<SourceKindL, FGauge>,
+    pub standby_lag_seconds: Fam<SourceL, FGauge>,
+    pub standby_lag_unknown: Fam<SourceL, Gauge>,
+    pub standby_replicating: Fam<SourceL, Gauge>,
     pub shard_clusters: Family<ShardL, Gauge>,
     pub shard_members: Family<ShardL, Gauge>,
     pub shard_total: Gauge,
 }
 
 impl Metrics {
+    /// Removes every series of `cluster` (a cluster this watcher no longer polls).
+    pub fn forget(&self, cluster: &str) {
+        self.member_lag_bytes.forget(cluster);
+        self.member_lag_unknown.forget(cluster);
+        self.member_role.forget(cluster);
+        self.member_state.forget(cluster);
+        self.member_timeline.forget(cluster);
+        self.member_up.forget(cluster);
+        self.cluster_up.forget(cluster);
+        self.cluster_sli_bytes.forget(cluster);
+        self.cluster_lag_unknown_members.forget(cluster);
+        self.cluster_leaders.forget(cluster);
+        self.cluster_paused.forget(cluster);
+        self.cluster_members.forget(cluster);
+        self.cluster_timeline.forget(cluster);
+        self.cluster_failovers.forget(cluster);
+        self.cluster_failovers_24h.forget(cluster);
+        self.poll_duration_seconds.forget(cluster);
+        self.polls.forget(cluster);
+        self.poll_errors.forget(cluster);
+        self.slo_samples.forget(cluster);
+        self.slo_objective.forget(cluster);
+        self.slo_threshold_bytes.forget(cluster);
+        self.slo_good_ratio.forget(cluster);
+        self.slo_error_budget_remaining.forget(cluster);
+        self.slo_burn_rate.forget(cluster);
+        self.slo_alert_firing.forget(cluster);
+        self.heal_attempted.forget(cluster);
+        self.heal_succeeded.forget(cluster);
+        self.heal_failed.forget(cluster);
+        self.heal_refused.forget(cluster);
+        self.heal_escalations.forget(cluster);
+        self.checks.forget(cluster);
+        self.member_lag_seconds.forget(cluster);
+        self.standby_lag_bytes.forget(cluster);
+        self.standby_lag_seconds.forget(cluster);
+        self.standby_lag_unknown.forget(cluster);
+        self.standby_replicating.forget(cluster);
+    }
+
     /// Registers every family under `pgpatrol_` (counters get `_total` when encoded).
     pub fn register(&self, r: &mut Registry) {
         let p = r.sub_registry_with_prefix("pgpatrol");
         p.register(
             "member_lag_bytes",
             "Replica lag in bytes (absent while unknown)",
-            self.member_lag_bytes.clone(),
+            self.member_lag_bytes.family(),
         );
         p.register(
             "member_lag_unknown",
             "1 when Patroni does not know the member's lag",
-            self.member_lag_unknown.clone(),
+            self.member_lag_unknown.family(),
         );
         p.register(
             "member_role",
             "1 for the member's current role",
-            self.member_role.clone(),
+            self.member_role.family(),
         );
         p.register(
             "member_state",
             "1 for the member's current state",
-            self.member_state.clone(),
+            self.member_state.family(),
         );
         p.register(
             "member_timeline",
             "The member's PostgreSQL timeline",
-            self.member_timeline.clone(),
+            self.member_timeline.family(),
         );
         p.register(
             "member_up",
             "1 when the member runs (running, streaming, in archive recovery)",
-            self.member_up.clone(),
+            self.member_up.family(),
         );
         p.register(
             "cluster_up",
             "1 when the last poll read the cluster",
-            self.cluster_up.clone(),
+            self.cluster_up.family(),
         );
         p.register(
             "cluster_sli_bytes",
             "Maximum known replica lag in bytes (the SLI)",
-            self.cluster_sli_bytes.clone(),
+            self.cluster_sli_bytes.family(),
         );
         p.register(
             "cluster_lag_unknown_members",
             "Replicas whose lag is unknown",
-            self.cluster_lag_unknown_members.clone(),
+            self.cluster_lag_unknown_members.family(),
         );
         p.register(
             "cluster_leaders",
             "Members holding the leader role (1 when healthy)",
-            self.cluster_leaders.clone(),
+            self.cluster_leaders.family(),
         );
         p.register(
             "cluster_paused",
             "1 in maintenance mode",
-            self.cluster_paused.clone(),
+            self.cluster_paused.family(),
         );
         p.register(
             "cluster_members",
             "Members in /cluster",
-            self.cluster_members.clone(),
+            self.cluster_members.family(),
         );
         p.register(
             "cluster_timeline",
             "The leader's timeline",
-            self.cluster_timeline.clone(),
+            self.cluster_timeline.family(),
         );
         p.register(
             "cluster_failovers",
             "Failovers and switchovers in /history",
-            self.cluster_failovers.clone(),
+            self.cluster_failovers.family(),
         );
         p.register(
             "cluster_failovers_24h",
             "Failovers and switchovers in the last 24 hours",
-            self.cluster_failovers_24h.clone(),
+            self.cluster_failovers_24h.family(),
         );
         p.register(
             "poll_duration_seconds",
             "How long the last poll took",
-            self.poll_duration_seconds.clone(),
+            self.poll_duration_seconds.family(),
         );
-        p.register("polls", "Polls of the cluster", self.polls.clone());
+        p.register("polls", "Polls of the cluster", self.polls.family());
         p.register(
             "poll_errors",
             "Failed polls, by reason",
-            self.poll_errors.clone(),
+            self.poll_errors.family(),
         );
         p.register(
             "slo_samples",
             "SLI samples, good or bad (unknown is bad)",
-            self.slo_samples.clone(),
+            self.slo_samples.family(),
         );
         p.register(
             "slo_objective",
             "The SLO's objective (fraction of good samples)",
-            self.slo_objective.clone(),
+            self.slo_objective.family(),
         );
         p.register(
             "slo_threshold_bytes",
             "A sample is good at or below this lag",
-            self.slo_threshold_bytes.clone(),
+            self.slo_threshold_bytes.family(),
         );
         p.register(
             "slo_good_ratio",
             "Good samples over the SLO window",
-            self.slo_good_ratio.clone(),
+            self.slo_good_ratio.family(),
         );
         p.register(
             "slo_error_budget_remaining",
             "Error budget left over the SLO window (1 = all, below 0 = overspent)",
-            self.slo_error_budget_remaining.clone(),
+            self.slo_error_budget_remaining.family(),
         );
         p.register(
             "slo_burn_rate",
             "Error-budget burn rate over a window",
-            self.slo_burn_rate.clone(),
+            self.slo_burn_rate.family(),
         );
         p.register(
             "slo_alert_firing",
             "1 while a burn-rate alert fires",
-            self.slo_alert_firing.clone(),
+            self.slo_alert_firing.family(),
         );
         p.register(
             "heal_attempted",
             "Reinitializations started by auto-heal",
-            self.heal_attempted.clone(),
+            self.heal_attempted.family(),
         );
         p.register(
             "heal_succeeded",
             "Reinitializations that healed",
-            self.heal_succeeded.clone(),
+            self.heal_succeeded.family(),
         );
         p.register(
             "heal_failed",
             "Reinitializations that did not heal",
-            self.heal_failed.clone(),
+            self.heal_failed.family(),
         );
         p.register(
             "heal_refused",
             "Heals a guardrail refused, by reason",
-            self.heal_refused.clone(),
+            self.heal_refused.family(),
         );
         p.register(
             "heal_escalations",
             "Escalation alerts after failed or capped heals",
-            self.heal_escalations.clone(),
+            self.heal_escalations.family(),
         );
         p.register(
             "member_lag_seconds",
             "Replica replay lag in seconds, from PostgreSQL (0 when caught up; absent while unknown)",
-            self.member_lag_seconds.clone(),
+            self.member_lag_seconds.family(),
         );
         p.register(
             "standby_lag_bytes",
             "A standby cluster's lag against its source: the source leader's position minus the standby leader's received or replayed one (absent while unknown)",
-            self.standby_lag_bytes.clone(),
+            self.standby_lag_bytes.family(),
         );
         p.register(
             "standby_lag_seconds",
             "Seconds since the last transaction the standby leader replayed, 0 when caught up (absent while it cannot be told)",
-            self.standby_lag_seconds.clone(),
+            self.standby_lag_seconds.family(),
         );
         p.register(
             "standby_lag_unknown",
             "1 when the standby cluster's lag against its source cannot be computed",
-            self.standby_lag_unknown.clone(),
+            self.standby_lag_unknown.family(),
         );
         p.register(
             "standby_replicating",
             "1 while the standby leader streams or recovers from the archive and replay is not paused",
-            self.standby_replicating.clone(),
+            self.standby_replicating.family(),
         );
         p.register(
             "check",
             "doctor's runbook checks: 0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN",
-            self.checks.clone(),
+            self.checks.family(),
         );
         p.register(
             "events",
@@ -372,5 +559,71 @@ impl Metrics {
             "How many watchers share the listed clusters (1 without sharding)",
             self.shard_total.clone(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_a_cluster_removes_every_series_it_had_and_no_other() {
+        let m = Metrics::default();
+        let mut r = Registry::default();
+        m.register(&mut r);
+        for c in ["a", "b"] {
+            let cl = ClusterL { cluster: c.into() };
+            m.cluster_up.get_or_create(&cl).set(1);
+            m.polls.get_or_create(&cl).inc();
+            m.poll_errors
+                .get_or_create(&ClusterReasonL {
+                    cluster: c.into(),
+                    reason: "timeout".into(),
+                })
+                .inc();
+            for member in ["pg0", "pg1"] {
+                m.member_role
+                    .get_or_create(&MemberRoleL {
+                        cluster: c.into(),
+                        member: member.into(),
+                        role: "replica".into(),
+                    })
+                    .set(1);
+                m.member_lag_bytes
+                    .get_or_create(&MemberKindL {
+                        cluster: c.into(),
+                        member: member.into(),
+                        kind: "replay".into(),
+                    })
+                    .set(42.0);
+            }
+            m.slo_alert_firing
+                .get_or_create(&AlertL {
+                    cluster: c.into(),
+                    alert: "page-1h".into(),
+                    severity: "page".into(),
+                })
+                .set(0);
+        }
+        // One removed by hand first: forgetting does not trip over it.
+        m.member_role.remove(&MemberRoleL {
+            cluster: "a".into(),
+            member: "pg0".into(),
+            role: "replica".into(),
+        });
+        m.forget("a");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(!text.contains("cluster=\"a\""), "{text}");
+        for series in [
+            "pgpatrol_cluster_up{cluster=\"b\"} 1",
+            "pgpatrol_polls_total{cluster=\"b\"} 1",
+            "pgpatrol_poll_errors_total{cluster=\"b\",reason=\"timeout\"} 1",
+            "pgpatrol_member_role{cluster=\"b\",member=\"pg1\",role=\"replica\"} 1",
+            "pgpatrol_member_lag_bytes{cluster=\"b\",member=\"pg0\",kind=\"replay\"} 42.0",
+            "pgpatrol_slo_alert_firing{cluster=\"b\",alert=\"page-1h\",severity=\"page\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing in {text}");
+        }
     }
 }
