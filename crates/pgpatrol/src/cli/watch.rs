@@ -174,6 +174,7 @@ impl WatchArgs {
                     alert_queue: 1024,
                     checks: None,
                     shard: None,
+                    discover: None,
                     clusters: vec![cluster],
                 };
                 cfg.validate().map_err(anyhow::Error::msg)?;

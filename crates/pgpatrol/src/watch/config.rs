@@ -12,6 +12,7 @@
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
 //! alert_queue: 1024               # alerts waiting to be sent; beyond it the oldest is dropped
 //! shard: {index: 0, total: 3}     # several watchers share the clusters (or {from_pod: true})
+//! discover: {dcs: {url: 'etcd3://10.0.0.1:2379'}, interval: 30s, grace: 5m, template: {slo: ...}}
 //! clusters:
 //!   - name: demo
 //!     urls: [http://10.0.0.5:8008, http://10.0.0.6:8008]   # or patroni_yml: /etc/patroni.yml
@@ -112,7 +113,74 @@ pub struct WatchConfig {
     /// `--total-shards`, `--shard-from-pod` override it).
     #[serde(default)]
     pub shard: Option<ShardConfig>,
+    /// Clusters found in a DCS, beside (or instead of) the listed ones.
+    #[serde(default)]
+    pub discover: Option<DiscoverConfig>,
+    #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// `discover:`: every Patroni cluster under a namespace in one etcd is watched, read from
+/// the DCS (`dcs:` with its scope) with the `template`'s settings. A scope that appears is
+/// watched within one `interval`; one gone from the DCS for `grace` is dropped (its series
+/// and its page go). A listed cluster of the same name wins; sharding applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverConfig {
+    /// The etcd and namespace: `url` (`etcd3://HOST:PORT[,...]`), `namespace` (default
+    /// /service), `username`, `password_file`, `cacert`, `cert`, `key` — no `scope`.
+    pub dcs: crate::source::dcs::DcsSettings,
+    #[serde(default = "default_discover_interval", deserialize_with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "default_discover_grace", deserialize_with = "duration")]
+    pub grace: Duration,
+    /// Every discovered cluster's entry, without `name` and without where it is (`urls`,
+    /// `patroni_yml`, `kubernetes`, `dcs`): credentials for its REST API, `slo`, `heal`, ...
+    #[serde(default)]
+    pub template: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_discover_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_discover_grace() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl DiscoverConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.dcs.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            return Err("discover.dcs: give `url` (etcd3://HOST:PORT)".into());
+        }
+        if self.dcs.scope.is_some() {
+            return Err(
+                "discover.dcs: no `scope`: every scope under the namespace is discovered".into(),
+            );
+        }
+        for key in ["name", "urls", "patroni_yml", "kubernetes", "dcs"] {
+            if self.template.contains_key(key) {
+                return Err(format!(
+                    "discover.template: no `{key}` (each discovered cluster is named by its scope and read from discover.dcs)"
+                ));
+            }
+        }
+        if self.interval < Duration::from_secs(1) {
+            return Err("discover.interval: at least 1s".into());
+        }
+        // The template makes a valid cluster entry.
+        self.entry("template-check").map(|_| ())
+    }
+
+    /// The entry of the discovered cluster `scope`: the template, named, read from the DCS.
+    pub fn entry(&self, scope: &str) -> Result<ClusterConfig, String> {
+        let mut v = self.template.clone();
+        v.insert("name".into(), scope.into());
+        let mut dcs = serde_json::to_value(&self.dcs).map_err(|e| e.to_string())?;
+        dcs["scope"] = scope.into();
+        v.insert("dcs".into(), dcs);
+        serde_json::from_value(serde_json::Value::Object(v))
+            .map_err(|e| format!("discover.template: {e}"))
+    }
 }
 
 /// `shard:`: which share of `clusters` this watcher polls. Watcher `index` of `total` polls
@@ -545,8 +613,14 @@ impl WatchConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.clusters.is_empty() {
-            return Err("no clusters: list at least one under `clusters:`".into());
+        if self.clusters.is_empty() && self.discover.is_none() {
+            return Err(
+                "no clusters: list at least one under `clusters:` (or find them with `discover:`)"
+                    .into(),
+            );
+        }
+        if let Some(d) = &self.discover {
+            d.check()?;
         }
         if let Some(s) = &self.shard {
             s.check()?;

@@ -307,6 +307,8 @@ pub struct Metrics {
     pub shard_clusters: Family<ShardL, Gauge>,
     pub shard_members: Family<ShardL, Gauge>,
     pub shard_total: Gauge,
+    pub discovered_clusters: Gauge,
+    pub discover_errors: Counter,
 }
 
 impl Metrics {
@@ -553,6 +555,16 @@ impl Metrics {
             "shard_members",
             "Patroni members in this watcher's clusters, as their last polls read them",
             self.shard_members.clone(),
+        );
+        p.register(
+            "discovered_clusters",
+            "Clusters found by discover: and watched now",
+            self.discovered_clusters.clone(),
+        );
+        p.register(
+            "discover_errors",
+            "Discovery passes that could not read the DCS, and discovered clusters that could not be watched",
+            self.discover_errors.clone(),
         );
         p.register(
             "shard_total",

@@ -23,6 +23,7 @@ pub mod server;
 pub mod state;
 
 mod checks;
+mod discover;
 mod export;
 mod poller;
 mod run;
@@ -87,10 +88,13 @@ pub struct Shared {
     pub metrics_size: std::sync::atomic::AtomicUsize,
     /// What happened, per cluster (`/events`, `/events/stream`).
     pub events: events::Events,
-    /// Each cluster's settings the page shows (tolerance, SLO, source).
-    pub settings: BTreeMap<String, events::PageSettings>,
+    /// Each cluster's settings the page shows (tolerance, SLO, source); discovered clusters
+    /// come and go.
+    settings: Mutex<BTreeMap<String, events::PageSettings>>,
     /// This watcher's share of the listed clusters (`shard:`).
     pub shard: pgpatrol_core::shard::Shard,
+    /// The first discovery pass is done (true without `discover:`): `/readyz` waits for it.
+    pub discovered: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -111,18 +115,62 @@ impl Shared {
             started: Instant::now(),
             metrics_size: Default::default(),
             events: events::Events::default(),
-            settings: cfg
-                .clusters
-                .iter()
-                .map(|c| (c.name.clone(), events::PageSettings::of(c)))
-                .collect(),
+            settings: Mutex::new(
+                cfg.clusters
+                    .iter()
+                    .map(|c| (c.name.clone(), events::PageSettings::of(c)))
+                    .collect(),
+            ),
             shard: pgpatrol_core::shard::Shard::ALL,
+            discovered: std::sync::atomic::AtomicBool::new(cfg.discover.is_none()),
         }
     }
 
     /// Emits an event: logged, counted, journaled, streamed.
     pub fn emit(&self, e: pgpatrol_core::events::Event) {
         self.events.emit(e, &self.metrics);
+    }
+
+    /// Every cluster's page settings, as they are now.
+    pub fn settings(&self) -> BTreeMap<String, events::PageSettings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// One cluster's page settings.
+    pub fn setting(&self, cluster: &str) -> Option<events::PageSettings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .cloned()
+    }
+
+    /// A cluster this watcher starts polling now (discovered).
+    fn add(&self, c: &ClusterConfig) {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(c.name.clone(), events::PageSettings::of(c));
+    }
+
+    /// A cluster this watcher no longer polls: its view, settings, samples and series go.
+    fn drop_cluster(&self, cluster: &str) {
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+        self.metrics.forget(cluster);
     }
 
     fn view<R>(&self, cluster: &str, f: impl FnOnce(&mut ClusterView) -> R) -> R {

@@ -177,9 +177,10 @@ pub fn fleet(shared: &Shared) -> String {
         .clone();
     let mut out = String::with_capacity(4096 + views.len() * 600);
     head(&mut out, "pgpatrol: fleet", "fleet");
+    let settings = shared.settings();
     let rows: Vec<Row> = views
         .iter()
-        .map(|(n, v)| row(n, v, shared.settings.get(n)))
+        .map(|(n, v)| row(n, v, settings.get(n)))
         .collect();
     let bad = rows.iter().filter(|r| r.health != Health::Ok).count();
     let _ = write!(
@@ -195,7 +196,7 @@ pub fn fleet(shared: &Shared) -> String {
     );
     for r in &rows {
         let v = r.view;
-        let s = shared.settings.get(r.name);
+        let s = settings.get(r.name);
         let (leader, up, worst, paused, pending, scheduled) = match &v.cluster {
             Some(c) => {
                 let kind = s.map_or(LagKind::Replay, |s| s.lag);
@@ -335,7 +336,8 @@ pub fn cluster(shared: &Shared, name: &str) -> Option<String> {
         .unwrap_or_else(|p| p.into_inner())
         .get(name)?
         .clone();
-    let s = shared.settings.get(name);
+    let setting = shared.setting(name);
+    let s = setting.as_ref();
     let r = row(name, &view, s);
     let mut out = String::with_capacity(8192);
     head(&mut out, &format!("pgpatrol: {name}"), name);
@@ -454,7 +456,8 @@ fn topology(out: &mut String, shared: &Shared, c: &Cluster, s: Option<&PageSetti
     if let Some(src) = s.and_then(|s| s.source.as_deref()) {
         // The source, linked to its own page when this watcher watches it too.
         let base = src.trim_end_matches('/');
-        let watched = shared.settings.iter().find(|(_, o)| {
+        let settings = shared.settings();
+        let watched = settings.iter().find(|(_, o)| {
             o.urls
                 .iter()
                 .any(|u| u.trim_end_matches('/').trim_end_matches("/patroni") == base)

@@ -103,9 +103,10 @@ impl Poller {
             self.shared.emit(e);
         }
         if let Ok(cluster) = &snapshot {
-            let settings = self.shared.settings.get(&self.name);
-            let (lag, tolerance) =
-                settings.map_or((self.slo_lag, 5 << 20), |s| (s.lag, s.tolerance));
+            let (lag, tolerance) = self
+                .shared
+                .setting(&self.name)
+                .map_or((self.slo_lag, 5 << 20), |s| (s.lag, s.tolerance));
             if let Some(before) = &self.last_cluster {
                 for e in
                     pgpatrol_core::events::derive(&self.name, before, cluster, lag, tolerance, &at)

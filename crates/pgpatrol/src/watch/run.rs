@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use pgpatrol_core::slo::SampleLog;
 
-use super::config::WatchConfig;
+use super::config::{ClusterConfig, WatchConfig};
 use super::poller::Poller;
 use super::{alerts, autoheal, detail_for, server, sli_kind, slo_spec, state, Shared};
 
@@ -61,74 +61,16 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     };
     // Clusters with the same TLS and timeout settings share one HTTP client.
     let mut clients = crate::source::rest::HttpCache::default();
+    let persisted = Arc::new(persisted);
+    let kit = Kit {
+        cfg: Arc::new(cfg.clone()),
+        shared: shared.clone(),
+        alerts: alert_queue.clone(),
+        persisted: persisted.clone(),
+        state_file: state_file.clone(),
+    };
     for c in &cfg.clusters {
-        let source = cfg
-            .target(c)
-            .map_err(anyhow::Error::msg)?
-            .connect_with(&mut clients)
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster {:?}: {e}", c.name))?;
-        let spec = slo_spec(c).map_err(anyhow::Error::msg)?;
-        let log = match (&spec, persisted.samples.get(&c.name)) {
-            (Some(spec), Some(log)) if same_shape(log, &SampleLog::for_spec(spec)) => {
-                Some(log.clone())
-            }
-            (Some(spec), _) => Some(SampleLog::for_spec(spec)),
-            (None, _) => None,
-        };
-        if let Some(log) = log {
-            shared
-                .samples
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(c.name.clone(), log);
-        }
-        let mut healer = match &c.heal {
-            Some(h) if h.enabled => Some(autoheal::Healer::new(
-                &cfg,
-                c,
-                h,
-                persisted
-                    .heal_history
-                    .get(&c.name)
-                    .cloned()
-                    .unwrap_or_default(),
-            )?),
-            _ => None,
-        };
-        if let (Some(h), Some(sf)) = (healer.as_mut(), &state_file) {
-            h.persist_to(&c.name, sf.clone());
-        }
-        if healer.is_some() {
-            autoheal::init_metrics(&shared.metrics, &c.name);
-        }
-        pollers.push(Poller {
-            name: c.name.clone(),
-            interval: cfg.interval(c),
-            timeout: cfg.timeout(c),
-            detail: detail_for(c),
-            source,
-            spec,
-            slo_lag: sli_kind(c),
-            heal_policy: c.heal.as_ref().map(autoheal::policy),
-            healer,
-            shared: shared.clone(),
-            alerts: alert_queue.clone(),
-            firing: BTreeSet::new(),
-            exported: BTreeMap::new(),
-            last_history: None,
-            checks: super::checks::CheckRunner::new(&cfg, c).map_err(anyhow::Error::msg)?,
-            pg: match &c.postgres {
-                Some(p) => Some(p.login(&c.name).map_err(anyhow::Error::msg)?),
-                None => None,
-            },
-            trend: Default::default(),
-            standby_source: c.source.clone(),
-            slo_of: c.slo.as_ref().map(|s| s.of).unwrap_or_default(),
-            standby_seen: None,
-            last_cluster: None,
-            seen: Default::default(),
-        });
+        pollers.push(kit.poller(c, &mut clients).await?);
     }
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -189,6 +131,17 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         let first = first_poll_offset(i, n, p.interval);
         tasks.spawn(p.run(first, shutdown.clone()));
     }
+    // Discovered clusters: polled by their own tasks, started and stopped as the DCS says.
+    let discovery = match &cfg.discover {
+        Some(d) => Some(tokio::spawn(super::discover::run(
+            d.clone(),
+            kit,
+            share.shard,
+            clients,
+            shutdown.clone(),
+        ))),
+        None => None,
+    };
     let saver = state_file.clone().map(|sf| {
         let (shared, mut stop) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -225,6 +178,9 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         None => tracing::info!("shutting down"),
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(d) = discovery {
+        let _ = d.await;
+    }
     if let Some(s) = saver {
         let _ = s.await;
     }
@@ -242,6 +198,96 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     match failure {
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
+    }
+}
+
+/// What a poller is built from: the configuration, the shared state, the alert queue, and
+/// what the state file kept.
+#[derive(Clone)]
+pub(super) struct Kit {
+    pub(super) cfg: Arc<WatchConfig>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) alerts: alerts::AlertQueue,
+    pub(super) persisted: Arc<state::Persisted>,
+    pub(super) state_file: Option<Arc<state::StateFile>>,
+}
+
+impl Kit {
+    /// The poller of cluster `c` (its source connected, its SLO log and heal history taken
+    /// from the state file).
+    pub(super) async fn poller(
+        &self,
+        c: &ClusterConfig,
+        clients: &mut crate::source::rest::HttpCache,
+    ) -> anyhow::Result<Poller> {
+        let (cfg, shared, persisted) = (&*self.cfg, &self.shared, &*self.persisted);
+        let source = cfg
+            .target(c)
+            .map_err(anyhow::Error::msg)?
+            .connect_with(clients)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster {:?}: {e}", c.name))?;
+        let spec = slo_spec(c).map_err(anyhow::Error::msg)?;
+        let log = match (&spec, persisted.samples.get(&c.name)) {
+            (Some(spec), Some(log)) if same_shape(log, &SampleLog::for_spec(spec)) => {
+                Some(log.clone())
+            }
+            (Some(spec), _) => Some(SampleLog::for_spec(spec)),
+            (None, _) => None,
+        };
+        if let Some(log) = log {
+            shared
+                .samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(c.name.clone(), log);
+        }
+        let mut healer = match &c.heal {
+            Some(h) if h.enabled => Some(autoheal::Healer::new(
+                cfg,
+                c,
+                h,
+                persisted
+                    .heal_history
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_default(),
+            )?),
+            _ => None,
+        };
+        if let (Some(h), Some(sf)) = (healer.as_mut(), &self.state_file) {
+            h.persist_to(&c.name, sf.clone());
+        }
+        if healer.is_some() {
+            autoheal::init_metrics(&shared.metrics, &c.name);
+        }
+        Ok(Poller {
+            name: c.name.clone(),
+            interval: cfg.interval(c),
+            timeout: cfg.timeout(c),
+            detail: detail_for(c),
+            source,
+            spec,
+            slo_lag: sli_kind(c),
+            heal_policy: c.heal.as_ref().map(autoheal::policy),
+            healer,
+            shared: shared.clone(),
+            alerts: self.alerts.clone(),
+            firing: BTreeSet::new(),
+            exported: BTreeMap::new(),
+            last_history: None,
+            checks: super::checks::CheckRunner::new(cfg, c).map_err(anyhow::Error::msg)?,
+            pg: match &c.postgres {
+                Some(p) => Some(p.login(&c.name).map_err(anyhow::Error::msg)?),
+                None => None,
+            },
+            trend: Default::default(),
+            standby_source: c.source.clone(),
+            slo_of: c.slo.as_ref().map(|s| s.of).unwrap_or_default(),
+            standby_seen: None,
+            last_cluster: None,
+            seen: Default::default(),
+        })
     }
 }
 

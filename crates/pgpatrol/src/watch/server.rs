@@ -63,6 +63,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    if !s.discovered.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "discovering: the DCS has not been read yet\n".to_string(),
+        );
+    }
     let views = s.views.lock().unwrap_or_else(|p| p.into_inner());
     let waiting: Vec<&str> = views
         .iter()

@@ -31,6 +31,7 @@ pub fn tests() -> Vec<Test> {
         etcd_with_tls,
         remove_is_refused_while_running_and_done_after_stop,
         list_all_shows_every_cluster_in_the_namespace,
+        watch_discovers_clusters_as_they_come_and_go,
     ]
 }
 
@@ -871,28 +872,7 @@ fn list_all_shows_every_cluster_in_the_namespace(lab: &Lab) {
         }
     }
     let _planted = Planted(client.clone());
-    // The lab's keys, copied under scope `copy`.
-    let prefix = format!("/service/{scope}/");
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
-    let (status, text) = http("POST", &format!("{client}/v3/kv/range"), Some(&body));
-    assert_eq!(status, 200, "{text}");
-    let range: Value = serde_json::from_str(&text).expect("range JSON");
-    let decode = |v: &Value| {
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(v.as_str().unwrap_or_default())
-                .expect("base64"),
-        )
-        .expect("utf-8")
-    };
-    for kv in range["kvs"].as_array().expect("kvs") {
-        let key = decode(&kv["key"]).replacen(&prefix, "/service/copy/", 1);
-        put(&client, &key, &decode(&kv["value"]));
-    }
+    copy_scope(lab, &client, "copy");
     put(&client, "/service/junk/members/x", "not json");
 
     let all = |extra: &[&str]| {
@@ -960,4 +940,118 @@ fn list_all_shows_every_cluster_in_the_namespace(lab: &Lab) {
         "{}",
         stderr(&out)
     );
+}
+
+/// Copies the lab's keys under scope `to` in the lab's etcd.
+fn copy_scope(lab: &Lab, client: &str, to: &str) {
+    let scope = lab.state().scope.clone();
+    let prefix = format!("/service/{scope}/");
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
+    let (status, text) = http("POST", &format!("{client}/v3/kv/range"), Some(&body));
+    assert_eq!(status, 200, "{text}");
+    let range: Value = serde_json::from_str(&text).expect("range JSON");
+    let decode = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    for kv in range["kvs"].as_array().expect("kvs") {
+        let key = decode(&kv["key"]).replacen(&prefix, &format!("/service/{to}/"), 1);
+        put(client, &key, &decode(&kv["value"]));
+    }
+}
+
+/// Spec (issue 25, `discover:`): a watcher with no listed cluster and `discover:` on the
+/// lab's etcd watches the lab's scope once it has read the DCS (`/readyz` waits for that);
+/// a scope that appears (the lab's keys copied under `copy`) is polled within a few
+/// discovery intervals; while etcd is stopped nothing is dropped (a failed read is not
+/// "gone"); once `copy` is deleted it is dropped after the grace period — no series of it
+/// left in /metrics, no page.
+fn watch_discovers_clusters_as_they_come_and_go(lab: &Lab) {
+    let client = format!("http://127.0.0.1:{}", lab.state().etcd.client_port);
+    let (url, scope) = dcs(lab);
+    struct Planted(String);
+    impl Drop for Planted {
+        fn drop(&mut self) {
+            let _ = std::panic::catch_unwind(|| delete_prefix(&self.0, "/service/copy/"));
+        }
+    }
+    let _planted = Planted(client.clone());
+    let dir = scratch(lab, "discover");
+    let port = free_port();
+    let yml = dir.join("watch.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "listen: 127.0.0.1:{port}\ninterval: 1s\ndiscover:\n  dcs: {{url: '{url}'}}\n  interval: 1s\n  grace: 4s\n  template:\n    slo: {{objective: 99%, threshold: 5MB, window: 1h}}\n"
+        ),
+    )
+    .expect("watch.yml");
+    let _w = start_watch(&dir, &yml, port);
+    let up = |c: &str| {
+        sample(
+            &metrics(port),
+            &format!("pgpatrol_cluster_up{{cluster=\"{c}\"}}"),
+        )
+    };
+    wait_for("the lab's scope watched", Duration::from_secs(20), || {
+        (up(&scope) == Some(1.0)).then_some(())
+    });
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_discovered_clusters "),
+        Some(1.0)
+    );
+
+    copy_scope(lab, &client, "copy");
+    wait_for("the new scope watched", Duration::from_secs(20), || {
+        (up("copy") == Some(1.0)).then_some(())
+    });
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_discovered_clusters "),
+        Some(2.0)
+    );
+    let (status, _) = http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/cluster/copy"),
+        None,
+    );
+    assert_eq!(status, 200, "its page");
+
+    // etcd stopped: reads fail, nothing is dropped (longer than the grace period).
+    ok("lab break dcs", &lab.lab(&["break", "dcs"]));
+    let errors = || sample(&metrics(port), "pgpatrol_discover_errors_total").unwrap_or(0.0);
+    let before = errors();
+    wait_for(
+        "failed discovery passes past the grace",
+        Duration::from_secs(30),
+        || (errors() >= before + 6.0).then_some(()),
+    );
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_discovered_clusters "),
+        Some(2.0)
+    );
+    lab.repair();
+
+    delete_prefix(&client, "/service/copy/");
+    wait_for("the gone scope dropped", Duration::from_secs(30), || {
+        (!metrics(port).contains("cluster=\"copy\"")).then_some(())
+    });
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_discovered_clusters "),
+        Some(1.0)
+    );
+    assert_eq!(up(&scope), Some(1.0), "the lab's scope stays");
+    let (status, _) = http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/cluster/copy"),
+        None,
+    );
+    assert_eq!(status, 404, "its page is gone");
 }

@@ -24,7 +24,7 @@ pub const PASSWORD_ENV: &str = "PATRONI_ETCD3_PASSWORD";
 /// How to read a cluster from its DCS: the same settings, by the same names, from the flags
 /// (`--dcs`, `--scope`, `--dcs-namespace`, `--dcs-username`, ...) and from a watch.yml
 /// cluster entry (`dcs: {url, scope, namespace, username, ...}`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DcsSettings {
     /// `etcd3://HOST:PORT[,HOST:PORT…]` (`etcd3s://` for https). None: the `etcd3:` section of
