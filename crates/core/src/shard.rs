@@ -73,6 +73,64 @@ impl Shard {
     }
 }
 
+/// A consistent-hash ring of watchers (dynamic sharding): each watcher stands at
+/// [`VNODES`] points, a cluster belongs to the first `r` distinct watchers clockwise from its
+/// own point. When a watcher leaves, only its clusters move (to the next ones on the ring);
+/// when one joins, it takes about `1/n` of the clusters, from every other watcher a little.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ring {
+    points: Vec<(u64, usize)>,
+    members: Vec<String>,
+}
+
+/// Points per watcher: with 64, three watchers own shares within a few percent of a third.
+pub const VNODES: u32 = 64;
+
+impl Ring {
+    pub fn new(members: impl IntoIterator<Item = String>) -> Ring {
+        let mut members: Vec<String> = members.into_iter().collect();
+        members.sort();
+        members.dedup();
+        let mut points: Vec<(u64, usize)> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| (0..VNODES).map(move |v| (hash(&format!("{m}#{v}")), i)))
+            .collect();
+        points.sort_unstable();
+        Ring { points, members }
+    }
+
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    /// The first `r` distinct watchers clockwise from `key`'s point (fewer when fewer
+    /// watchers are on the ring).
+    pub fn owners(&self, key: &str, r: usize) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::with_capacity(r);
+        if self.points.is_empty() {
+            return out;
+        }
+        let h = hash(key);
+        let start = self.points.partition_point(|(p, _)| *p < h);
+        for i in 0..self.points.len() {
+            let (_, m) = self.points[(start + i) % self.points.len()];
+            let name = self.members[m].as_str();
+            if !out.contains(&name) {
+                out.push(name);
+                if out.len() == r {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    pub fn owns(&self, member: &str, key: &str, r: usize) -> bool {
+        self.owners(key, r).contains(&member)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +195,54 @@ mod tests {
         );
         assert_eq!(Shard::statefulset_of_pod("pgpatrol"), None);
         assert_eq!(Shard::statefulset_of_pod("-2"), None);
+    }
+
+    fn ring(members: &[&str]) -> Ring {
+        Ring::new(members.iter().map(|m| m.to_string()))
+    }
+
+    #[test]
+    fn a_ring_gives_every_cluster_r_distinct_owners_and_balances() {
+        let r3 = ring(&["w-a", "w-b", "w-c"]);
+        let all = names(3000);
+        for name in &all {
+            let one = r3.owners(name, 1);
+            assert_eq!(one.len(), 1);
+            let two = r3.owners(name, 2);
+            assert_eq!(two.len(), 2);
+            assert_ne!(two[0], two[1]);
+            assert_eq!(two[0], one[0], "the first owner is the same for any r");
+            assert_eq!(r3.owners(name, 5).len(), 3, "no more owners than watchers");
+        }
+        for m in r3.members() {
+            let n = all.iter().filter(|c| r3.owns(m, c, 1)).count();
+            assert!((700..=1300).contains(&n), "{m} owns {n} of 3000");
+        }
+        assert!(Ring::new(Vec::new()).owners("x", 1).is_empty());
+    }
+
+    #[test]
+    fn a_watcher_leaving_moves_only_its_clusters_and_one_joining_takes_a_share() {
+        let before = ring(&["w-a", "w-b", "w-c"]);
+        let after = ring(&["w-a", "w-c"]);
+        let all = names(3000);
+        for name in &all {
+            let (was, now) = (before.owners(name, 1)[0], after.owners(name, 1)[0]);
+            if was != "w-b" {
+                assert_eq!(was, now, "{name} moved though its owner stayed");
+            }
+        }
+        let joined = ring(&["w-a", "w-b", "w-c", "w-d"]);
+        let moved: Vec<&String> = all
+            .iter()
+            .filter(|c| before.owners(c, 1)[0] != joined.owners(c, 1)[0])
+            .collect();
+        assert!(
+            moved.iter().all(|c| joined.owners(c, 1)[0] == "w-d"),
+            "what moves goes to the newcomer"
+        );
+        assert!((450..=1050).contains(&moved.len()), "{} moved", moved.len());
+        // The order of the members given does not matter.
+        assert_eq!(ring(&["w-c", "w-a", "w-b"]), before);
     }
 }

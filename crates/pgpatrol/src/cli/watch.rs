@@ -197,6 +197,7 @@ impl WatchArgs {
                 index: self.shard,
                 total: self.total_shards,
                 from_pod: self.shard_from_pod,
+                ..Default::default()
             };
             shard
                 .check()
@@ -269,7 +270,7 @@ mod tests {
         let want = ShardConfig {
             index: Some(1),
             total: Some(3),
-            from_pod: false,
+            ..Default::default()
         };
         assert_eq!(cfg.shard, Some(want));
         let (cfg, _) = by_flags(&["--url=http://a:8008", "--shard-from-pod"]);

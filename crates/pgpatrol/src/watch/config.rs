@@ -11,7 +11,8 @@
 //! alertmanager: http://127.0.0.1:9093             # POST /api/v2/alerts
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
 //! alert_queue: 1024               # alerts waiting to be sent; beyond it the oldest is dropped
-//! shard: {index: 0, total: 3}     # several watchers share the clusters (or {from_pod: true})
+//! shard: {index: 0, total: 3}     # several watchers share the clusters (or {from_pod: true},
+//!                                 # or {dcs: {url: 'etcd3://...'}, ttl: 15s, replicas: 1}: dynamic)
 //! discover: {dcs: {url: 'etcd3://10.0.0.1:2379'}, interval: 30s, grace: 5m, template: {slo: ...}}
 //! clusters:
 //!   - name: demo
@@ -187,7 +188,12 @@ impl DiscoverConfig {
 /// the clusters whose name hashes to `index` (core `shard`); every watcher lists the same
 /// clusters. With `from_pod`, the index is the ordinal of this pod's name (`POD_NAME`, else
 /// `HOSTNAME`) and the total, unless given, the `spec.replicas` of its StatefulSet.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+///
+/// Dynamic (`dcs:`): every watcher registers under `prefix` in that etcd on a lease of `ttl`,
+/// and the clusters are spread over the watchers alive by a consistent-hash ring
+/// (`core::shard::Ring`), each polled by `replicas` of them. A watcher that dies loses its
+/// key after `ttl`; its clusters move to the others at their next reading (every `ttl/3`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ShardConfig {
     #[serde(default)]
@@ -196,11 +202,60 @@ pub struct ShardConfig {
     pub total: Option<u32>,
     #[serde(default)]
     pub from_pod: bool,
+    /// Dynamic sharding: the etcd the watchers register in (`url`, and `username`,
+    /// `password_file`, `cacert`, `cert`, `key`).
+    #[serde(default)]
+    pub dcs: Option<crate::source::dcs::DcsSettings>,
+    /// The key prefix of the registrations (default /pgpatrol/watchers/).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A registration's lease (default 15s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub ttl: Option<Duration>,
+    /// How many watchers poll each cluster (default 1).
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// This watcher's name on the ring (default HOST:PID; set POD_NAME's value in a pod).
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 impl ShardConfig {
-    /// What can be told without Kubernetes: `index` and `total` together, or `from_pod`.
+    pub fn is_dynamic(&self) -> bool {
+        self.dcs.is_some()
+    }
+
+    /// What can be told without Kubernetes: `index` and `total` together, or `from_pod`; or
+    /// `dcs:` alone (dynamic).
     pub fn check(&self) -> Result<(), String> {
+        if let Some(d) = &self.dcs {
+            if self.index.is_some() || self.total.is_some() || self.from_pod {
+                return Err(
+                    "shard: `dcs` (dynamic) or `index`/`total`/`from_pod` (static), not both"
+                        .into(),
+                );
+            }
+            if d.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                return Err("shard.dcs: give `url` (etcd3://HOST:PORT)".into());
+            }
+            if self.replicas == Some(0) {
+                return Err("shard.replicas: at least 1".into());
+            }
+            if self.ttl.is_some_and(|t| t < Duration::from_secs(3)) {
+                return Err("shard.ttl: at least 3s".into());
+            }
+            return Ok(());
+        }
+        if self.prefix.is_some()
+            || self.ttl.is_some()
+            || self.replicas.is_some()
+            || self.id.is_some()
+        {
+            return Err(
+                "shard: `prefix`, `ttl`, `replicas` and `id` go with `dcs` (dynamic sharding)"
+                    .into(),
+            );
+        }
         match (self.index, self.total, self.from_pod) {
             (Some(_), _, true) => Err("shard: give `index` or `from_pod: true`, not both".into()),
             (Some(i), Some(t), false) => pgpatrol_core::shard::Shard::new(i, t)

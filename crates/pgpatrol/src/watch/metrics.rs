@@ -309,6 +309,7 @@ pub struct Metrics {
     pub shard_total: Gauge,
     pub discovered_clusters: Gauge,
     pub discover_errors: Counter,
+    pub shard_errors: Counter,
 }
 
 impl Metrics {
@@ -565,6 +566,11 @@ impl Metrics {
             "discover_errors",
             "Discovery passes that could not read the DCS, and discovered clusters that could not be watched",
             self.discover_errors.clone(),
+        );
+        p.register(
+            "shard_errors",
+            "Readings of the ring of watchers (dynamic sharding) that failed: the shares stayed",
+            self.shard_errors.clone(),
         );
         p.register(
             "shard_total",

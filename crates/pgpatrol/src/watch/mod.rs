@@ -23,8 +23,9 @@ pub mod server;
 pub mod state;
 
 mod checks;
-mod discover;
 mod export;
+mod fleet;
+mod members;
 mod poller;
 mod run;
 mod shard;
@@ -93,7 +94,8 @@ pub struct Shared {
     settings: Mutex<BTreeMap<String, events::PageSettings>>,
     /// This watcher's share of the listed clusters (`shard:`).
     pub shard: pgpatrol_core::shard::Shard,
-    /// The first discovery pass is done (true without `discover:`): `/readyz` waits for it.
+    /// The fleet task's first pass is done (the DCS read, the ring of watchers known; true
+    /// without `discover:` and dynamic sharding): `/readyz` waits for it.
     pub discovered: std::sync::atomic::AtomicBool,
 }
 
@@ -122,7 +124,9 @@ impl Shared {
                     .collect(),
             ),
             shard: pgpatrol_core::shard::Shard::ALL,
-            discovered: std::sync::atomic::AtomicBool::new(cfg.discover.is_none()),
+            discovered: std::sync::atomic::AtomicBool::new(
+                cfg.discover.is_none() && !cfg.shard.as_ref().is_some_and(|s| s.is_dynamic()),
+            ),
         }
     }
 

@@ -23,7 +23,15 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         cfg.target(c).map_err(anyhow::Error::msg)?;
     }
     let listed = cfg.clusters.len();
-    cfg.clusters.retain(|c| share.shard.owns(&c.name));
+    // Dynamic sharding: every listed cluster goes to the fleet task, which polls those the
+    // ring gives this watcher; otherwise this watcher's share is polled from start to end.
+    let dynamic = cfg.shard.clone().filter(|s| s.is_dynamic());
+    let managed = if dynamic.is_some() {
+        std::mem::take(&mut cfg.clusters)
+    } else {
+        cfg.clusters.retain(|c| share.shard.owns(&c.name));
+        Vec::new()
+    };
     // Everything below stops on `shutdown`: the caller's (`outside`), or a share that
     // changed under a watcher that follows its StatefulSet.
     let (stop, shutdown) = watch::channel(false);
@@ -72,6 +80,14 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     for c in &cfg.clusters {
         pollers.push(kit.poller(c, &mut clients).await?);
     }
+    let ownership = match &dynamic {
+        Some(s) => Some(super::fleet::Ownership::Ring {
+            membership: membership(s, cfg.timeout).map_err(anyhow::Error::msg)?,
+            replicas: s.replicas.unwrap_or(1),
+        }),
+        None if cfg.discover.is_some() => Some(super::fleet::Ownership::Static(share.shard)),
+        None => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -85,19 +101,20 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         listen = %cfg.listen,
         clusters = cfg.clusters.len(),
         listed,
-        shard = share.shard.index,
-        total_shards = share.shard.total,
+        shard = %if dynamic.is_some() { "dynamic (the ring of watchers)".to_string() } else { format!("{} of {}", share.shard.index, share.shard.total) },
         "pgpatrol watch started"
     );
-    let sl = super::metrics::ShardL {
-        shard: share.shard.index.to_string(),
-    };
-    shared
-        .metrics
-        .shard_clusters
-        .get_or_create(&sl)
-        .set(cfg.clusters.len() as i64);
-    shared.metrics.shard_total.set(i64::from(share.shard.total));
+    if dynamic.is_none() {
+        let sl = super::metrics::ShardL {
+            shard: share.shard.index.to_string(),
+        };
+        shared
+            .metrics
+            .shard_clusters
+            .get_or_create(&sl)
+            .set(cfg.clusters.len() as i64);
+        shared.metrics.shard_total.set(i64::from(share.shard.total));
+    }
     let expected = match &cfg.listen_auth {
         Some(a) => Some(a.expected().map_err(anyhow::Error::msg)?),
         None => None,
@@ -131,17 +148,17 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         let first = first_poll_offset(i, n, p.interval);
         tasks.spawn(p.run(first, shutdown.clone()));
     }
-    // Discovered clusters: polled by their own tasks, started and stopped as the DCS says.
-    let discovery = match &cfg.discover {
-        Some(d) => Some(tokio::spawn(super::discover::run(
-            d.clone(),
-            kit,
-            share.shard,
-            clients,
-            shutdown.clone(),
-        ))),
-        None => None,
-    };
+    // Discovered clusters, and all of them under dynamic sharding: polled by tasks started
+    // and stopped as the DCS and the ring of watchers say.
+    let discovery = ownership.map(|ownership| {
+        let spec = super::fleet::FleetSpec {
+            listed: managed,
+            fixed: cfg.clusters.iter().map(|c| c.name.clone()).collect(),
+            discover: cfg.discover.clone(),
+            ownership,
+        };
+        tokio::spawn(super::fleet::run(spec, kit, clients, shutdown.clone()))
+    });
     let saver = state_file.clone().map(|sf| {
         let (shared, mut stop) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -199,6 +216,36 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         Some(why) => Err(anyhow::anyhow!(why)),
         None => Ok(()),
     }
+}
+
+/// Dynamic sharding's registration: the etcd of `shard.dcs`, this watcher's id (`id`, else
+/// `POD_NAME`, else HOST:PID), the prefix and the lease's ttl.
+fn membership(
+    s: &super::config::ShardConfig,
+    timeout: Duration,
+) -> Result<super::members::Membership, String> {
+    let d = s.dcs.as_ref().ok_or("shard: no dcs")?;
+    let (etcd, _) = d
+        .password()
+        .and_then(|pw| d.resolve_namespace(pw, None, &super::fleet::etcd_http(timeout)))
+        .map_err(|e| format!("shard.dcs: {e}"))?;
+    let id =
+        s.id.clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}:{}", host.trim(), std::process::id())
+            });
+    let prefix = s
+        .prefix
+        .clone()
+        .unwrap_or_else(|| "/pgpatrol/watchers/".into());
+    super::members::Membership::new(
+        &etcd,
+        &prefix,
+        &id,
+        s.ttl.unwrap_or(Duration::from_secs(15)),
+    )
 }
 
 /// What a poller is built from: the configuration, the shared state, the alert queue, and

@@ -41,6 +41,13 @@ pub async fn resolve(cfg: Option<&ShardConfig>, timeout: Duration) -> Result<Res
         });
     };
     cfg.check()?;
+    if cfg.is_dynamic() {
+        // The ring decides, as watchers come and go (watch/fleet.rs).
+        return Ok(Resolved {
+            shard: Shard::ALL,
+            follow: None,
+        });
+    }
     if !cfg.from_pod {
         let (Some(index), Some(total)) = (cfg.index, cfg.total) else {
             unreachable!("checked: index and total together")

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::{bare, pgpatrol_cmd, test_tmp, Test};
+use crate::harness::{bare, pgpatrol_cmd, test_tmp, Lab, Test};
 use crate::k8s_fixture::{FakeWorkload, Fixture, World};
 use crate::util::{capture, routes_server, wait_for, Route};
 use crate::watch::{metrics, sample, Proc};
@@ -25,6 +25,10 @@ pub fn tests() -> Vec<Test> {
         bare(
             "bad_shard_settings_are_one_line_errors",
             bad_shard_settings_are_one_line_errors,
+        ),
+        crate::harness::test(
+            "dynamic_shards_over_etcd_split_move_and_take_back_300_clusters",
+            dynamic_shards_over_etcd_split_move_and_take_back_300_clusters,
         ),
     ]
 }
@@ -267,6 +271,21 @@ fn bad_shard_settings_are_one_line_errors() {
         (vec![], "shard: {total: 0, from_pod: true}\n", "at least 1"),
         (vec![], "shard: {count: 2}\n", "unknown field `count`"),
         (
+            vec![],
+            "shard: {dcs: {url: 'etcd3://127.0.0.1:1'}, index: 1, total: 2}\n",
+            "`dcs` (dynamic) or `index`/`total`/`from_pod` (static), not both",
+        ),
+        (
+            vec![],
+            "shard: {dcs: {url: 'etcd3://127.0.0.1:1'}, replicas: 0}\n",
+            "shard.replicas: at least 1",
+        ),
+        (
+            vec![],
+            "shard: {index: 0, total: 2, ttl: 5s}\n",
+            "go with `dcs` (dynamic sharding)",
+        ),
+        (
             vec!["--shard-from-pod"],
             "",
             "neither POD_NAME nor HOSTNAME is set",
@@ -291,4 +310,123 @@ fn bad_shard_settings_are_one_line_errors() {
             .expect("run pgpatrol");
         crate::util::one_line_error(&out, needle);
     }
+}
+
+/// A watcher's /metrics now; empty while it does not answer yet.
+fn metrics_now(port: u16) -> String {
+    match crate::util::request(
+        "GET",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        None,
+        None,
+        Duration::from_secs(5),
+    ) {
+        Ok((200, text)) => text,
+        _ => String::new(),
+    }
+}
+
+/// The clusters a watcher's /metrics reports up now (no waiting).
+fn up_now(port: u16) -> BTreeSet<String> {
+    metrics_now(port)
+        .lines()
+        .filter_map(|l| l.strip_prefix("pgpatrol_cluster_up{cluster=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter(|(_, v)| *v == "1")
+        .map(|(c, _)| c.to_string())
+        .collect()
+}
+
+/// Waits until the watchers on `ports` poll every one of the `CLUSTERS` clusters exactly
+/// `r` times between them, each watcher's ring holding `ports.len()` watchers. Returns
+/// each one's share.
+fn settled(ports: &[u16], r: usize, what: &str) -> Vec<BTreeSet<String>> {
+    wait_for(what, Duration::from_secs(60), || {
+        let shares: Vec<BTreeSet<String>> = ports.iter().map(|p| up_now(*p)).collect();
+        let mut count: std::collections::BTreeMap<&String, usize> = Default::default();
+        for s in &shares {
+            for c in s {
+                *count.entry(c).or_default() += 1;
+            }
+        }
+        let ring_full = ports
+            .iter()
+            .all(|p| sample(&metrics_now(*p), "pgpatrol_shard_total ") == Some(ports.len() as f64));
+        (ring_full && count.len() == CLUSTERS && count.values().all(|n| *n == r)).then_some(shares)
+    })
+}
+
+/// Spec (issue 25, dynamic sharding): three watchers register in the lab's etcd (`shard:
+/// {dcs: ..., ttl: 3s}`) over the same 300 clusters: every cluster is polled by exactly one
+/// of them. One SIGKILLed: once its lease expires the other two poll its clusters, still each
+/// exactly once. Started again (same id), it takes a share back and the others drop it —
+/// no series of a cluster stays where it is no longer polled. With `replicas: 2` every
+/// cluster is polled by exactly two.
+fn dynamic_shards_over_etcd_split_move_and_take_back_300_clusters(lab: &Lab) {
+    let dir = test_tmp();
+    let (url, _patroni) = fake_patroni();
+    let etcd = format!("etcd3://127.0.0.1:{}", lab.state().etcd.client_port);
+    let prefix = format!("/pgpatrol/it-watchers-{}/", std::process::id());
+    let yml = |id: &str, replicas: usize| {
+        let d = dir.join(format!("{id}-r{replicas}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        watch_yml(
+            &d,
+            &url,
+            &format!(
+                "shard: {{dcs: {{url: '{etcd}'}}, prefix: '{prefix}', ttl: 3s, replicas: {replicas}, id: {id}}}\n"
+            ),
+        )
+    };
+    let ids = ["w0", "w1", "w2"];
+    let mut watchers: Vec<(Proc, u16)> = ids
+        .iter()
+        .map(|id| watcher(id, &dir, &yml(id, 1), &[], &[]))
+        .collect();
+    let ports: Vec<u16> = watchers.iter().map(|(_, p)| *p).collect();
+    let shares = settled(&ports, 1, "three watchers to share the 300 clusters");
+    for (id, s) in ids.iter().zip(&shares) {
+        say!("{id} polls {} clusters", s.len());
+        assert!((60..=140).contains(&s.len()), "{id}: {}", s.len());
+        let key = format!("pgpatrol_shard_clusters{{shard=\"{id}\"}}");
+        assert_eq!(
+            sample(
+                &metrics(ports[ids.iter().position(|i| i == id).unwrap()]),
+                &key
+            ),
+            Some(s.len() as f64)
+        );
+    }
+
+    // w1 killed: its lease expires (3 s) and the others take its clusters.
+    let t0 = std::time::Instant::now();
+    watchers[1].0.kill();
+    let left = [ports[0], ports[2]];
+    let after = settled(&left, 1, "the two left to take w1's clusters");
+    say!(
+        "w1's {} clusters polled by the others {:.1} s after its SIGKILL (ttl 3 s)",
+        shares[1].len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        after[0].is_superset(&shares[0]) && after[1].is_superset(&shares[2]),
+        "only w1's clusters moved"
+    );
+
+    // Started again with the same id: it takes its share back.
+    watchers[1] = watcher("w1-again", &dir, &yml("w1", 1), &[], &[]);
+    let ports: Vec<u16> = watchers.iter().map(|(_, p)| *p).collect();
+    let back = settled(&ports, 1, "w1 back with its share");
+    assert_eq!(back, shares, "the same ring, the same shares");
+
+    // Two replicas of each cluster.
+    drop(watchers);
+    let watchers: Vec<(Proc, u16)> = ids
+        .iter()
+        .map(|id| watcher(&format!("{id}-r2"), &dir, &yml(id, 2), &[], &[]))
+        .collect();
+    let ports: Vec<u16> = watchers.iter().map(|(_, p)| *p).collect();
+    let shares = settled(&ports, 2, "every cluster polled by two watchers");
+    let total: usize = shares.iter().map(BTreeSet::len).sum();
+    assert_eq!(total, 2 * CLUSTERS);
 }

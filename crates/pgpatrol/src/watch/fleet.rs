@@ -1,0 +1,282 @@
+//! The clusters that come and go: discovered in a DCS (`discover:`), or moved between
+//! watchers by dynamic sharding (`shard: {dcs: ...}`). One task owns their pollers: every
+//! turn it reads what it needs, works out which clusters this watcher should poll, and
+//! starts and stops pollers to match.
+//!
+//! - **Discovery**: every `discover.interval` one range over Patroni's namespace
+//!   (`source::dcs::read_namespace`) gives the scopes; a scope not listed gets an entry from
+//!   the template (read from the DCS, `dcs:` with its scope); one missing from the DCS for
+//!   `grace` is forgotten. A read that fails changes nothing: "could not read etcd" is never
+//!   "every cluster is gone".
+//! - **Ownership**: a static shard (`core::shard::Shard`), or the ring of the watchers
+//!   registered now (`watch/members.rs`, `core::shard::Ring`), each cluster polled by
+//!   `replicas` of them. A reading of the ring that fails keeps the last ring.
+//!
+//! A cluster this watcher stops polling loses its poller, its page, its samples and every
+//! series (`Shared::drop_cluster`). Auto-heal still acts only under the cluster's own heal
+//! lease, so two watchers that both poll a cluster for a moment never heal it at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use pgpatrol_core::shard::{Ring, Shard};
+
+use super::config::{ClusterConfig, DiscoverConfig};
+use super::members::Membership;
+use super::run::Kit;
+use crate::source::rest::{HttpCache, HttpOptions};
+
+/// Who owns which cluster.
+pub(super) enum Ownership {
+    Static(Shard),
+    Ring {
+        membership: Membership,
+        replicas: usize,
+    },
+}
+
+/// What the task manages.
+pub(super) struct FleetSpec {
+    /// Listed clusters whose pollers this task starts and stops (every listed cluster under
+    /// dynamic sharding; none otherwise).
+    pub(super) listed: Vec<ClusterConfig>,
+    /// Listed clusters polled from start to end (static sharding): their names are taken.
+    pub(super) fixed: BTreeSet<String>,
+    pub(super) discover: Option<DiscoverConfig>,
+    pub(super) ownership: Ownership,
+}
+
+/// A poller this task started: its own stop, and its task.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    discovered: bool,
+}
+
+/// The HTTP options for etcd: the watcher's timeouts.
+pub(super) fn etcd_http(timeout: Duration) -> HttpOptions {
+    HttpOptions {
+        auth: None,
+        ca_file: None,
+        client_cert: None,
+        insecure: false,
+        connect_timeout: timeout.min(Duration::from_secs(2)),
+        timeout,
+    }
+}
+
+pub(super) async fn run(
+    spec: FleetSpec,
+    kit: Kit,
+    mut clients: HttpCache,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let shared = kit.shared.clone();
+    let FleetSpec {
+        listed,
+        fixed,
+        discover,
+        mut ownership,
+    } = spec;
+    let dcs = match &discover {
+        Some(d) => match d.dcs.password().and_then(|pw| {
+            d.dcs
+                .resolve_namespace(pw, None, &etcd_http(kit.cfg.timeout))
+        }) {
+            Ok(r) => Some((d, r.0, r.1)),
+            Err(e) => {
+                tracing::error!(error = %e, "discover: cannot reach the DCS: no cluster is discovered");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut every = Duration::from_secs(3600);
+    if let Some((d, _, _)) = &dcs {
+        every = every.min(d.interval);
+    }
+    if let Ownership::Ring { membership, .. } = &ownership {
+        every = every.min(membership.refresh_every());
+    }
+    let shard_label = match &ownership {
+        Ownership::Static(s) => s.index.to_string(),
+        Ownership::Ring { membership, .. } => membership.id.clone(),
+    };
+    let listed_names: BTreeSet<String> = listed.iter().map(|c| c.name.clone()).collect();
+    // Discovered scopes: their entry, and since when they are missing from the DCS.
+    let mut known: BTreeMap<String, ClusterConfig> = BTreeMap::new();
+    let mut missing_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut last_read: Option<Instant> = None;
+    let mut discovered_once = dcs.is_none();
+    let mut ring: Option<Ring> = None;
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        // Who else is there.
+        if let Ownership::Ring { membership, .. } = &mut ownership {
+            let read = match membership.renew().await {
+                Ok(()) => membership.members().await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(mut members) => {
+                    if !members.contains(&membership.id) {
+                        members.push(membership.id.clone());
+                    }
+                    let next = Ring::new(members);
+                    if ring.as_ref() != Some(&next) {
+                        tracing::info!(watchers = ?next.members(), "shard: the ring of watchers");
+                    }
+                    shared.metrics.shard_total.set(next.members().len() as i64);
+                    ring = Some(next);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shard: cannot read the watchers: the shares stay as they are");
+                    shared.metrics.shard_errors.inc();
+                }
+            }
+        }
+        // What is in the DCS.
+        if let Some((d, etcd, namespace)) = &dcs {
+            let due = last_read.is_none_or(|t| t.elapsed() >= d.interval);
+            if due {
+                last_read = Some(Instant::now());
+                match crate::source::dcs::read_namespace(etcd, namespace).await {
+                    Ok((scopes, _)) => {
+                        discovered_once = true;
+                        let present: BTreeSet<String> =
+                            scopes.iter().map(|(s, _)| s.clone()).collect();
+                        for (scope, keys) in &scopes {
+                            if fixed.contains(scope)
+                                || listed_names.contains(scope)
+                                || known.contains_key(scope)
+                            {
+                                continue;
+                            }
+                            if let Err(bad) = keys {
+                                tracing::warn!(cluster = %scope, error = %bad, "discover: not Patroni's keys: not watched");
+                                continue;
+                            }
+                            match d.entry(scope) {
+                                Ok(c) => {
+                                    tracing::info!(cluster = %scope, "discover: a new cluster in the DCS");
+                                    known.insert(scope.clone(), c);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(cluster = %scope, error = %e, "discover: cannot watch it");
+                                    shared.metrics.discover_errors.inc();
+                                }
+                            }
+                        }
+                        let now = Instant::now();
+                        missing_since.retain(|name, _| !present.contains(name));
+                        known.retain(|name, _| {
+                            if present.contains(name) {
+                                return true;
+                            }
+                            let since = *missing_since.entry(name.clone()).or_insert(now);
+                            let keep = now.duration_since(since) < d.grace;
+                            if !keep {
+                                tracing::info!(cluster = %name, grace = %humantime::format_duration(d.grace), "discover: gone from the DCS");
+                            }
+                            keep
+                        });
+                        missing_since.retain(|name, _| known.contains_key(name));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "discover: cannot read the DCS: nothing added or dropped");
+                        shared.metrics.discover_errors.inc();
+                    }
+                }
+            }
+        }
+        // Which clusters are this watcher's now.
+        let owns = |name: &str| match &ownership {
+            Ownership::Static(s) => s.owns(name),
+            Ownership::Ring {
+                membership,
+                replicas,
+            } => ring
+                .as_ref()
+                .is_some_and(|r| r.owns(&membership.id, name, *replicas)),
+        };
+        let ring_known = !matches!(ownership, Ownership::Ring { .. }) || ring.is_some();
+        let mut wanted: BTreeMap<&str, (&ClusterConfig, bool)> = BTreeMap::new();
+        for c in &listed {
+            wanted.insert(c.name.as_str(), (c, false));
+        }
+        for (name, c) in &known {
+            wanted.entry(name.as_str()).or_insert((c, true));
+        }
+        if ring_known {
+            wanted.retain(|name, _| owns(name));
+            let stale: Vec<String> = running
+                .keys()
+                .filter(|n| !wanted.contains_key(n.as_str()))
+                .cloned()
+                .collect();
+            for name in stale {
+                if let Some(r) = running.remove(&name) {
+                    let _ = r.stop.send(true);
+                    let _ = r.task.await;
+                }
+                shared.drop_cluster(&name);
+                tracing::info!(cluster = %name, "no longer polled by this watcher");
+            }
+            for (name, (c, discovered)) in wanted {
+                if running.contains_key(name) {
+                    continue;
+                }
+                match kit.poller(c, &mut clients).await {
+                    Ok(poller) => {
+                        shared.add(c);
+                        let (stop, rx) = watch::channel(false);
+                        let task = tokio::spawn(poller.run(Duration::ZERO, rx));
+                        running.insert(
+                            name.to_string(),
+                            Running {
+                                stop,
+                                task,
+                                discovered,
+                            },
+                        );
+                        tracing::info!(cluster = %name, "polled by this watcher");
+                    }
+                    Err(e) => {
+                        tracing::warn!(cluster = %name, error = %e, "cannot poll it");
+                        shared.metrics.discover_errors.inc();
+                    }
+                }
+            }
+        }
+        shared
+            .metrics
+            .discovered_clusters
+            .set(running.values().filter(|r| r.discovered).count() as i64);
+        shared
+            .metrics
+            .shard_clusters
+            .get_or_create(&super::metrics::ShardL {
+                shard: shard_label.clone(),
+            })
+            .set((fixed.len() + running.len()) as i64);
+        if discovered_once && ring_known {
+            shared.discovered.store(true, Ordering::Relaxed);
+        }
+    }
+    for (_, r) in running {
+        let _ = r.stop.send(true);
+        let _ = r.task.await;
+    }
+    if let Ownership::Ring { membership, .. } = &mut ownership {
+        membership.leave().await;
+    }
+}

@@ -1,0 +1,122 @@
+//! Dynamic sharding's membership: each watcher holds the key `<prefix><id>` in etcd on a
+//! lease of `ttl`, renewed every `ttl/3`, and reads the prefix to learn which watchers are
+//! alive. A watcher that dies stops renewing: its key goes with its lease, and the others
+//! see it gone at their next reading. A watcher whose lease expired (etcd unreachable for a
+//! `ttl`) registers again.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::source::dcs::etcd::{Etcd, EtcdOptions};
+
+pub(super) struct Membership {
+    etcd: Etcd,
+    prefix: String,
+    pub(super) id: String,
+    ttl: Duration,
+    lease: Option<String>,
+}
+
+fn b64(s: &str) -> String {
+    crate::etcd::base64(s.as_bytes())
+}
+
+impl Membership {
+    pub(super) fn new(
+        opts: &EtcdOptions,
+        prefix: &str,
+        id: &str,
+        ttl: Duration,
+    ) -> Result<Self, String> {
+        Ok(Membership {
+            etcd: Etcd::new(opts).map_err(|e| e.to_string())?,
+            prefix: prefix.to_string(),
+            id: id.to_string(),
+            ttl,
+            lease: None,
+        })
+    }
+
+    pub(super) fn refresh_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.etcd
+            .request(path, body)
+            .await
+            .map(|(v, _)| v)
+            .map_err(|errors| {
+                format!(
+                    "etcd: {}",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
+    }
+
+    /// Keeps this watcher registered: renews its lease, or (first time, or after it expired)
+    /// takes a new one and writes its key on it.
+    pub(super) async fn renew(&mut self) -> Result<(), String> {
+        if let Some(id) = &self.lease {
+            let v = self.call("/lease/keepalive", json!({ "ID": id })).await?;
+            let r = v.get("result").unwrap_or(&v);
+            let ttl = r["TTL"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .or_else(|| r["TTL"].as_i64())
+                .unwrap_or(0);
+            if ttl > 0 {
+                return Ok(());
+            }
+            tracing::warn!(id = %self.id, "shard: this watcher's registration expired: registering again");
+            self.lease = None;
+        }
+        let grant = self
+            .call("/lease/grant", json!({ "TTL": self.ttl.as_secs() }))
+            .await?;
+        let lease = grant["ID"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()))
+            .ok_or_else(|| format!("etcd: lease grant without an ID: {grant}"))?;
+        let key = format!("{}{}", self.prefix, self.id);
+        self.call(
+            "/kv/put",
+            json!({"key": b64(&key), "value": b64(&self.id), "lease": lease}),
+        )
+        .await?;
+        self.lease = Some(lease);
+        Ok(())
+    }
+
+    /// The watchers registered now (their ids).
+    pub(super) async fn members(&self) -> Result<Vec<String>, String> {
+        let (kvs, _) = self.etcd.range(&self.prefix).await.map_err(|errors| {
+            format!(
+                "etcd: {}",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        Ok(kvs
+            .into_iter()
+            .filter_map(|kv| kv.key.strip_prefix(&self.prefix).map(str::to_string))
+            .filter(|id| !id.is_empty())
+            .collect())
+    }
+
+    /// Leaves the ring at once (a clean stop), rather than after the lease's ttl.
+    pub(super) async fn leave(&mut self) {
+        if let Some(id) = self.lease.take() {
+            let _ = self.call("/lease/revoke", json!({ "ID": id })).await;
+        }
+    }
+}
