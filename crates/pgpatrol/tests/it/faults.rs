@@ -32,6 +32,7 @@ pub fn tests() -> Vec<Test> {
         edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says,
         auto_heal_with_its_watcher_killed_mid_heal_rebuilds_once_and_never_the_leader,
         heal_with_the_dcs_stopped_rebuilds_nothing,
+        remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing,
     ]
 }
 
@@ -790,4 +791,94 @@ fn heal_with_the_dcs_stopped_rebuilds_nothing(lab: &Lab) {
     assert!(reinitialized(&audit).is_empty(), "nothing rebuilt");
     let restarted: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
     assert!(!restarted.contains(&far), "{far} was not rebuilt: {v:#}");
+}
+
+/// Spec (issue 24, issue 22's `remove` defect under an observer): the cluster paused and
+/// one replica's PostgreSQL stopped (its Patroni alive, answering `stopped`). `remove
+/// <scope> --yes-i-am-aware` is refused — a live Patroni answers — and deletes nothing: every
+/// key is still there, the observer saw no other member down and no leader change, and the
+/// replica comes back once resumed.
+fn remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "remove");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let replica = replicas(lab)[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 1,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let out = lab.pgpatrol(&["pause", "--wait", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Its PostgreSQL killed; paused, Patroni leaves it stopped and answers `stopped`.
+    let pm = lab
+        .state()
+        .member(&replica)
+        .ok()
+        .and_then(|m| m.postmaster());
+    if let Some(pm) = pm {
+        let _ = pgpatrol::lab::process::signal(pm, nix::sys::signal::Signal::SIGKILL);
+    }
+    wait_for(
+        "the replica's PostgreSQL down, its Patroni answering",
+        Duration::from_secs(30),
+        || {
+            let m = lab.member_json(&replica);
+            (m["state"] != "running" && m["state"] != "streaming").then_some(())
+        },
+    );
+    let (dcs_url, scope) = (
+        format!("etcd3://127.0.0.1:{}", lab.state().etcd.client_port),
+        lab.state().scope.clone(),
+    );
+    let keys_before = lab.pgpatrol(&["list", "--dcs", &dcs_url, "--scope", &scope, "-o", "json"]);
+    assert_eq!(code(&keys_before), 0, "{}", stderr(&keys_before));
+    let out = lab.pgpatrol(&[
+        "remove",
+        &scope,
+        "--dcs",
+        &dcs_url,
+        "--yes-i-am-aware",
+        "--audit-log",
+        &a,
+        "-o",
+        "json",
+    ]);
+    let r = json_of("remove", &out);
+    let keys_after = lab.pgpatrol(&["list", "--dcs", &dcs_url, "--scope", &scope, "-o", "json"]);
+    let out_resume = lab.pgpatrol(&["resume", "--wait", "--yes"]);
+    assert_eq!(code(&out_resume), 0, "{}", stderr(&out_resume));
+    wait_for("the replica back", Duration::from_secs(60), || {
+        let m = lab.member_json(&replica);
+        (m["state"] == "streaming" || m["state"] == "running").then_some(())
+    });
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        "remove of a paused cluster with a PostgreSQL down",
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    // Refused as unsafe: exit 2, as every `remove` refusal (docs/GUIDE.md).
+    assert_eq!(code(&out), 2, "{r:#}");
+    assert_eq!(r["result"], "refused", "{r:#}");
+    assert_eq!(
+        code(&keys_after),
+        0,
+        "every key is still there: {}",
+        stderr(&keys_after)
+    );
+    assert!(
+        crate::util::audit_lines(&audit).is_empty(),
+        "nothing deleted, nothing audited"
+    );
 }
