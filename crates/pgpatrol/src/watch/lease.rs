@@ -40,25 +40,38 @@ pub enum Held {
     },
 }
 
+/// Every endpoint's failure, in one line.
+pub(super) fn joined(errors: &[crate::source::dcs::etcd::EtcdError]) -> String {
+    format!(
+        "etcd: {}",
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
 /// One call to etcd; every endpoint's failure in one line.
-async fn call(etcd: &Etcd, path: &str, body: Value) -> Result<Value, String> {
+pub(super) async fn call(etcd: &Etcd, path: &str, body: Value) -> Result<Value, String> {
     etcd.request(path, body)
         .await
         .map(|(v, _)| v)
-        .map_err(|errors| {
-            format!(
-                "etcd: {}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })
+        .map_err(|errors| joined(&errors))
+}
+
+/// Grants a lease of `ttl`: its ID.
+pub(super) async fn grant(etcd: &Etcd, ttl: Duration) -> Result<String, String> {
+    let grant = call(etcd, "/lease/grant", json!({ "TTL": ttl.as_secs() })).await?;
+    grant["ID"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()))
+        .ok_or_else(|| format!("etcd: lease grant without an ID: {grant}"))
 }
 
 /// Renews lease `id` once: `Err` when etcd does not answer or says it expired.
-async fn keepalive(etcd: &Etcd, id: &str) -> Result<(), String> {
+pub(super) async fn keepalive(etcd: &Etcd, id: &str) -> Result<(), String> {
     let v = call(etcd, "/lease/keepalive", json!({ "ID": id })).await?;
     // etcd's gateway wraps stream answers in `result`; a TTL of 0 (omitted) means expired.
     let r = v.get("result").unwrap_or(&v);
@@ -214,15 +227,9 @@ impl LeaseStore {
                 }))
             }
             LeaseStore::Etcd { etcd, shown } => {
-                let grant = call(etcd, "/lease/grant", json!({ "TTL": TTL_SECS }))
+                let id = grant(etcd, Duration::from_secs(TTL_SECS))
                     .await
                     .map_err(|e| format!("{shown}: {e}"))?;
-                let id = grant["ID"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()));
-                let id =
-                    id.ok_or_else(|| format!("etcd {shown}: lease grant without an ID: {grant}"))?;
                 let key = b64(&format!("/pgpatrol/heal/{cluster}"));
                 let txn = json!({
                     "compare": [{"key": key, "target": "CREATE", "create_revision": "0"}],

@@ -1,13 +1,14 @@
 //! Dynamic sharding's membership: each watcher holds the key `<prefix><id>` in etcd on a
 //! lease of `ttl`, renewed every `ttl/3`, and reads the prefix to learn which watchers are
 //! alive. A watcher that dies stops renewing: its key goes with its lease, and the others
-//! see it gone at their next reading. A watcher whose lease expired (etcd unreachable for a
-//! `ttl`) registers again.
+//! see it gone at their next reading. A watcher whose lease lapsed (etcd unreachable for a
+//! `ttl`) registers again. The etcd calls are the heal lease's (`watch/lease.rs`).
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::lease::{call, grant, joined, keepalive};
 use crate::source::dcs::etcd::{Etcd, EtcdOptions};
 
 pub(super) struct Membership {
@@ -42,50 +43,22 @@ impl Membership {
         self.ttl / 3
     }
 
-    async fn call(&self, path: &str, body: Value) -> Result<Value, String> {
-        self.etcd
-            .request(path, body)
-            .await
-            .map(|(v, _)| v)
-            .map_err(|errors| {
-                format!(
-                    "etcd: {}",
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )
-            })
-    }
-
     /// Keeps this watcher registered: renews its lease, or (first time, or after it expired)
     /// takes a new one and writes its key on it.
     pub(super) async fn renew(&mut self) -> Result<(), String> {
         if let Some(id) = &self.lease {
-            let v = self.call("/lease/keepalive", json!({ "ID": id })).await?;
-            let r = v.get("result").unwrap_or(&v);
-            let ttl = r["TTL"]
-                .as_str()
-                .and_then(|t| t.parse::<i64>().ok())
-                .or_else(|| r["TTL"].as_i64())
-                .unwrap_or(0);
-            if ttl > 0 {
-                return Ok(());
+            match keepalive(&self.etcd, id).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(id = %self.id, error = %e, "shard: this watcher's registration lapsed: registering again");
+                    self.lease = None;
+                }
             }
-            tracing::warn!(id = %self.id, "shard: this watcher's registration expired: registering again");
-            self.lease = None;
         }
-        let grant = self
-            .call("/lease/grant", json!({ "TTL": self.ttl.as_secs() }))
-            .await?;
-        let lease = grant["ID"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()))
-            .ok_or_else(|| format!("etcd: lease grant without an ID: {grant}"))?;
+        let lease = grant(&self.etcd, self.ttl).await?;
         let key = format!("{}{}", self.prefix, self.id);
-        self.call(
+        call(
+            &self.etcd,
             "/kv/put",
             json!({"key": b64(&key), "value": b64(&self.id), "lease": lease}),
         )
@@ -96,16 +69,11 @@ impl Membership {
 
     /// The watchers registered now (their ids).
     pub(super) async fn members(&self) -> Result<Vec<String>, String> {
-        let (kvs, _) = self.etcd.range(&self.prefix).await.map_err(|errors| {
-            format!(
-                "etcd: {}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+        let (kvs, _) = self
+            .etcd
+            .range(&self.prefix)
+            .await
+            .map_err(|errors| joined(&errors))?;
         Ok(kvs
             .into_iter()
             .filter_map(|kv| kv.key.strip_prefix(&self.prefix).map(str::to_string))
@@ -116,7 +84,7 @@ impl Membership {
     /// Leaves the ring at once (a clean stop), rather than after the lease's ttl.
     pub(super) async fn leave(&mut self) {
         if let Some(id) = self.lease.take() {
-            let _ = self.call("/lease/revoke", json!({ "ID": id })).await;
+            let _ = call(&self.etcd, "/lease/revoke", json!({ "ID": id })).await;
         }
     }
 }

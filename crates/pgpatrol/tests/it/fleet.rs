@@ -82,13 +82,7 @@ fn polled(port: u16) -> BTreeSet<String> {
             (status == 200).then_some(())
         },
     );
-    metrics(port)
-        .lines()
-        .filter_map(|l| l.strip_prefix("pgpatrol_cluster_up{cluster=\""))
-        .filter_map(|l| l.split_once("\"} "))
-        .filter(|(_, v)| *v == "1")
-        .map(|(c, _)| c.to_string())
-        .collect()
+    up_now(port)
 }
 
 fn fake_patroni() -> (String, crate::util::RoutesServer) {
