@@ -17,7 +17,16 @@ pub struct Slot<'a> {
 /// Why `slot` may not be dropped, or `None`. `permanent` are the slots of the dynamic
 /// configuration (`slots:`), `members` the cluster's members, whose own slots Patroni keeps
 /// by its member-to-slot rule ([`slot_name_from_member_name`]).
-pub fn drop_refusal(slot: &Slot<'_>, permanent: &[String], members: &[Member]) -> Option<String> {
+///
+/// `retained` are the slots Patroni 4.0+ keeps for members whose key is gone
+/// (`retain_slots` in the DCS's `/status`, for `member_slots_ttl`): such a member is most
+/// likely down, not gone, and comes back to its slot.
+pub fn drop_refusal(
+    slot: &Slot<'_>,
+    permanent: &[String],
+    members: &[Member],
+    retained: &[String],
+) -> Option<String> {
     let name = slot.name;
     if slot.active {
         return Some(format!(
@@ -29,7 +38,7 @@ pub fn drop_refusal(slot: &Slot<'_>, permanent: &[String], members: &[Member]) -
             "Patroni keeps {name} as a permanent slot (`slots` in the dynamic configuration): dropped, it would come back; remove it there: pgpatrol edit-config --set slots.{name}=null"
         ));
     }
-    members
+    let member = members
         .iter()
         .find(|m| slot_name_from_member_name(&m.name) == name)
         .map(|m| {
@@ -37,7 +46,14 @@ pub fn drop_refusal(slot: &Slot<'_>, permanent: &[String], members: &[Member]) -
                 "{name} is the slot Patroni keeps for the member {}: dropped, that member would need a rebuild to replicate again",
                 m.name
             )
+        });
+    member.or_else(|| {
+        retained.iter().any(|r| r == name).then(|| {
+            format!(
+                "Patroni keeps {name} for a member whose key is gone (retain_slots in the DCS's /status, for member_slots_ttl): that member is most likely down and comes back to it; dropped, it would need a rebuild to replicate again. Wait out member_slots_ttl, or remove the member first"
+            )
         })
+    })
 }
 
 /// `slot drop` as a plan: one step dropping `slot` on `leader`, or [`drop_refusal`]'s
@@ -47,8 +63,9 @@ pub fn drop_plan(
     slot: &Slot<'_>,
     permanent: &[String],
     members: &[Member],
+    retained: &[String],
 ) -> OpPlan {
-    match drop_refusal(slot, permanent, members) {
+    match drop_refusal(slot, permanent, members, retained) {
         Some(why) => OpPlan::refused("slot drop", Refusal::Unsafe(why)),
         None => OpPlan::go(
             "slot drop",
@@ -81,16 +98,25 @@ mod tests {
             .build();
         let permanent = vec!["keepme".to_string()];
         // Each refusal on its own: the active slot is neither permanent nor a member's.
-        let why = drop_refusal(&slot("logical_feed", true), &permanent, &c.members).unwrap();
+        let why = drop_refusal(&slot("logical_feed", true), &permanent, &c.members, &[]).unwrap();
         assert!(why.contains("is active"), "{why}");
-        let why = drop_refusal(&slot("keepme", false), &permanent, &c.members).unwrap();
+        let why = drop_refusal(&slot("keepme", false), &permanent, &c.members, &[]).unwrap();
         assert!(why.contains("permanent slot"), "{why}");
-        let why = drop_refusal(&slot("db_2", false), &permanent, &c.members).unwrap();
+        let why = drop_refusal(&slot("db_2", false), &permanent, &c.members, &[]).unwrap();
         assert!(why.contains("for the member DB-2"), "{why}");
-        let why = drop_refusal(&slot("db0_example_com", false), &permanent, &c.members).unwrap();
+        let why =
+            drop_refusal(&slot("db0_example_com", false), &permanent, &c.members, &[]).unwrap();
         assert!(why.contains("db0.example.com"), "{why}");
         assert_eq!(
-            drop_refusal(&slot("abandoned", false), &permanent, &c.members),
+            drop_refusal(&slot("abandoned", false), &permanent, &c.members, &[]),
+            None
+        );
+        // A slot Patroni 4.0+ keeps for a member whose key is gone (retain_slots).
+        let retained = vec!["pg1".to_string()];
+        let why = drop_refusal(&slot("pg1", false), &permanent, &c.members, &retained).unwrap();
+        assert!(why.contains("retain_slots"), "{why}");
+        assert_eq!(
+            drop_refusal(&slot("abandoned", false), &permanent, &c.members, &retained),
             None
         );
     }

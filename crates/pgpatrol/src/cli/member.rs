@@ -345,20 +345,6 @@ async fn basebackup_streamed(c: &Cluster, login: &crate::doctor::pg::PgLogin) ->
     row.map(|r| r.get::<_, f64>(0).max(0.0) as u64)
 }
 
-/// `member_slots_ttl` says zero (`0`, `"0"`, `"0s"`, `"0min"`); unset is Patroni's 30min.
-fn ttl_is_zero(v: Option<&serde_json::Value>) -> bool {
-    match v {
-        Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
-        Some(serde_json::Value::String(s)) => s
-            .trim()
-            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-            .trim()
-            .parse::<f64>()
-            .is_ok_and(|x| x == 0.0),
-        _ => false,
-    }
-}
-
 /// Bytes under `dir` (a new member's data directory as its clone fills it).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -701,7 +687,7 @@ impl MemberRemoveArgs {
                 let ttl = config.as_ref().and_then(|c| c.get("member_slots_ttl"));
                 let retained = match snap.cluster.patroni_version {
                     Some(v) if v >= pgpatrol_core::PatroniVersion::new(4, 0, 0) => {
-                        (!ttl_is_zero(ttl)).then(|| {
+                        (!crate::ops::slot::ttl_is_zero(ttl)).then(|| {
                             format!(
                                 "Patroni {v} keeps a gone member's slot for member_slots_ttl ({}) and creates it again if it is dropped; it goes by itself then (member_slots_ttl: 0 in the dynamic configuration makes Patroni drop it at once)",
                                 ttl.map_or("30min, the default".to_string(), |t| t
@@ -720,6 +706,8 @@ impl MemberRemoveArgs {
                         },
                         &permanent,
                         &snap.cluster.members,
+                        // Kept slots are refused above, by the member_slots_ttl rule.
+                        &[],
                     )
                 });
                 Some(match refusal {

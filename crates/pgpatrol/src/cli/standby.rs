@@ -58,7 +58,8 @@ impl SlotDropArgs {
             anyhow::bail!("slot drop runs SQL on the leader: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)");
         };
         let source = self.cluster.source().await?;
-        let c = source.snapshot(Detail::Lag).await?.cluster;
+        // Full: the Patroni version (whether it keeps absent members' slots).
+        let c = source.snapshot(Detail::Full).await?.cluster;
         let leader = c.leader().ok_or_else(|| {
             anyhow::anyhow!("the cluster has no leader: slots live on the leader")
         })?;
@@ -70,6 +71,11 @@ impl SlotDropArgs {
             ),
         };
         let config = source.config().await?;
+        // The DCS: Patroni 4.0+ lists the slots it keeps for absent members only there.
+        let dcs = match self.cluster.target()?.dcs_target()? {
+            Some(t) => Some(crate::source::dcs::Dcs::new(&t)?),
+            None => None,
+        };
         let (client, driver) =
             crate::doctor::pg::connect(&host, port, &login, "pgpatrol slot drop")
                 .await
@@ -91,6 +97,9 @@ impl SlotDropArgs {
             },
             &slot::permanent_slots(&config),
             &c.members,
+            &slot::retained_slots(dcs.as_ref(), &c, &config)
+                .await
+                .map_err(|e| anyhow::anyhow!("slot drop refused: {e}"))?,
         );
         let json = self.op.format == OpFormat::Json;
         if !json && plan.refusal.is_none() {
@@ -122,6 +131,7 @@ impl SlotDropArgs {
             .json(json);
         let mut run = slot::SlotDropOp {
             client: &client,
+            dcs,
             slot: self.name.clone(),
             target: format!("postgresql://{host}:{port}"),
             checkpoint: self.checkpoint,

@@ -82,9 +82,63 @@ pub struct Released {
     pub slots_retain_after: Option<u64>,
 }
 
+/// `member_slots_ttl` says zero (`0`, `"0"`, `"0s"`, `"0min"`); unset is Patroni's 30min.
+pub fn ttl_is_zero(v: Option<&serde_json::Value>) -> bool {
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|x| x == 0.0),
+        _ => false,
+    }
+}
+
+/// The slots Patroni keeps for members whose key is gone: on 4.0+ (with `member_slots_ttl`
+/// not 0) the `retain_slots` of the DCS's `/status`, read through `dcs` (`-c patroni.yml`'s
+/// etcd3 section, or `--dcs`). Fails closed:
+/// when they cannot be read, `Err` says what could not be, and no slot is dropped.
+pub async fn retained_slots(
+    dcs: Option<&crate::source::dcs::Dcs>,
+    cluster: &pgpatrol_core::Cluster,
+    config: &serde_json::Value,
+) -> Result<Vec<String>, String> {
+    let v = match cluster.patroni_version {
+        Some(v) if v >= pgpatrol_core::PatroniVersion::new(4, 0, 0) => v,
+        Some(_) => return Ok(Vec::new()),
+        None => {
+            return Err(
+                "the Patroni version is unknown: cannot tell whether it keeps the slots of absent members (4.0+)"
+                    .into(),
+            )
+        }
+    };
+    if ttl_is_zero(config.get("member_slots_ttl")) {
+        return Ok(Vec::new());
+    }
+    let Some(dcs) = dcs else {
+        return Err(format!(
+            "Patroni {v} keeps the slots of members whose key is gone (member_slots_ttl) and lists them only in the DCS's /status: give -c patroni.yml with its etcd3 section, or --dcs, so pgpatrol can tell"
+        ));
+    };
+    let (keys, url) = dcs
+        .read()
+        .await
+        .map_err(|e| format!("cannot read the DCS's /status (retain_slots): {e}"))?;
+    keys.retain_slots.ok_or_else(|| {
+        format!(
+            "{url} has no /status key: cannot tell which slots Patroni keeps for absent members"
+        )
+    })
+}
+
 /// `slot drop NAME` on the leader, through `client` (a connection to it).
 pub struct SlotDropOp<'c> {
     pub client: &'c Client,
+    /// The cluster's DCS, for the slots Patroni keeps for absent members.
+    pub dcs: Option<crate::source::dcs::Dcs>,
     pub slot: String,
     /// `postgresql://host:port` of the leader.
     pub target: String,
@@ -117,6 +171,7 @@ impl Operation for SlotDropOp<'_> {
                 format!("cannot read the dynamic configuration (permanent slots): {e}")
             })?;
         let read = read_slot(self.client, &self.slot).await?;
+        let retained = retained_slots(self.dcs.as_ref(), &c, &config).await?;
         let again = slot_rule::drop_plan(
             &step.member,
             &Slot {
@@ -125,6 +180,7 @@ impl Operation for SlotDropOp<'_> {
             },
             &permanent_slots(&config),
             &c.members,
+            &retained,
         );
         again.verdict()
     }

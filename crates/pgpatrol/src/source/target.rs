@@ -215,6 +215,22 @@ impl Target {
         ))
     }
 
+    /// The cluster in its etcd as the DCS source would reach it (`dcs:` settings, else
+    /// patroni.yml's `etcd3` section, its scope and namespace), or `None` when neither names
+    /// one.
+    pub fn dcs_target(&self) -> Result<Option<super::dcs::DcsTarget>, SourceError> {
+        let yml = self.read_yml()?;
+        let settings = match (&self.dcs, yml.as_ref().and_then(|y| y.etcd3.as_ref())) {
+            (Some(d), _) => d.clone(),
+            (None, Some(e)) if !e.endpoints.is_empty() => DcsSettings::default(),
+            _ => return Ok(None),
+        };
+        let (_, opts) = self.resolve_with(yml.as_ref())?;
+        settings
+            .resolve(self.dcs_password.clone(), yml.as_ref(), &opts)
+            .map(Some)
+    }
+
     /// The etcd and Patroni namespace of `dcs:` settings (else patroni.yml's `etcd3`
     /// section), for every cluster under it (`list --all`): no scope is needed.
     pub fn dcs_namespace(&self) -> Result<(super::dcs::etcd::EtcdOptions, String), SourceError> {

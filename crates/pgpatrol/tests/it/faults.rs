@@ -33,6 +33,7 @@ pub fn tests() -> Vec<Test> {
         auto_heal_with_its_watcher_killed_mid_heal_rebuilds_once_and_never_the_leader,
         heal_with_the_dcs_stopped_rebuilds_nothing,
         remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing,
+        slot_drop_of_a_down_members_kept_slot_is_refused,
     ]
 }
 
@@ -881,4 +882,60 @@ fn remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing(lab: &L
         crate::util::audit_lines(&audit).is_empty(),
         "nothing deleted, nothing audited"
     );
+}
+
+/// Spec (issue 24, seed 003's danger under an observer): a replica down — its Patroni hung,
+/// its PostgreSQL killed — until its member key expires (ttl 20 s). Patroni 4.0+'s leader
+/// keeps its slot (`retain_slots` in the DCS's `/status`, for `member_slots_ttl`), and
+/// `slot drop <its slot> --yes` is refused: nothing else says that slot is a member's now.
+/// Once its Patroni runs again the replica streams from its slot; nothing lost, nothing
+/// rebuilt. Fails without the guard (checked): the slot was dropped.
+fn slot_drop_of_a_down_members_kept_slot_is_refused(lab: &Lab) {
+    if crate::harness::patroni_version() != "4.1" {
+        return;
+    }
+    let t0 = Instant::now();
+    let dir = scratch(lab, "slot-drop");
+    let _restore = Restore(lab);
+    let replica = replicas(lab)[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 1,
+            leader_changes: Some(0),
+            audit: None,
+        },
+    );
+    rows_grow(lab, 20);
+    let pm = lab
+        .state()
+        .member(&replica)
+        .ok()
+        .and_then(|m| m.postmaster())
+        .expect("its postmaster");
+    let hung = Hung::member(lab, &replica);
+    let _ = pgpatrol::lab::process::signal(pm, nix::sys::signal::Signal::SIGKILL);
+    wait_for(
+        "its member key to expire (ttl 20 s)",
+        Duration::from_secs(60),
+        || lab.member_json(&replica).is_null().then_some(()),
+    );
+    let out = lab.pgpatrol(&["slot", "drop", &replica, "--yes"]);
+    let kept = lab.psql(&format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{replica}'"
+    ));
+    drop(hung);
+    wait_for(
+        "the replica streaming again",
+        Duration::from_secs(90),
+        || (lab.member_json(&replica)["state"] == "streaming").then_some(()),
+    );
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line("slot drop of a down member's kept slot", &v, code(&out), t0);
+    assert_held(&v);
+    assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("retain_slots"), "{}", stderr(&out));
+    assert_eq!(kept, "1", "the slot is still there");
 }

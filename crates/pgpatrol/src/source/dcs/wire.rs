@@ -46,6 +46,9 @@ pub struct DcsCluster {
     pub leader: Option<String>,
     /// The leader's last known WAL position (`status.optime`, else `optime/leader`).
     pub optime: Option<u64>,
+    /// Patroni 4.0+: the slots the leader keeps for members whose key is gone
+    /// (`status.retain_slots`; absent from a `status` means none). `None` without a `status`.
+    pub retain_slots: Option<Vec<String>>,
     /// `members/<name>`, by name.
     pub members: Vec<(String, Map<String, Value>)>,
     pub failover: Option<Failover>,
@@ -107,7 +110,19 @@ pub fn parse(prefix: &str, kvs: &[Kv]) -> Result<DcsCluster, BadValue> {
             "status" => {
                 status_seen = true;
                 c.optime = match serde_json::from_str::<Value>(raw) {
-                    Ok(Value::Object(m)) => parse_int(m.get("optime")),
+                    Ok(Value::Object(m)) => {
+                        c.retain_slots = Some(
+                            m.get("retain_slots")
+                                .and_then(Value::as_array)
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|s| s.as_str().map(str::to_string))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        );
+                        parse_int(m.get("optime"))
+                    }
                     Ok(v @ Value::Number(_)) => parse_int(Some(&v)),
                     _ => {
                         return Err(BadValue {
