@@ -197,10 +197,11 @@ impl Target {
         RestSource::new(cache.get(&opts)?, &urls)
     }
 
-    /// The cluster's etcd as the DCS source would reach it — from `dcs:` settings, else the
-    /// `etcd3` section of patroni.yml (every host, TLS, client certificate, credentials) —
-    /// or `None` when neither names one.
-    pub fn etcd_options(&self) -> Result<Option<super::dcs::etcd::EtcdOptions>, SourceError> {
+    /// The DCS settings to use — `dcs:`, else patroni.yml's `etcd3` section — with patroni.yml
+    /// and the HTTP options they are resolved with; `None` when neither names an etcd.
+    fn dcs_settings(
+        &self,
+    ) -> Result<Option<(DcsSettings, Option<PatroniYml>, HttpOptions)>, SourceError> {
         let yml = self.read_yml()?;
         let settings = match (&self.dcs, yml.as_ref().and_then(|y| y.etcd3.as_ref())) {
             (Some(d), _) => d.clone(),
@@ -208,24 +209,23 @@ impl Target {
             _ => return Ok(None),
         };
         let (_, opts) = self.resolve_with(yml.as_ref())?;
-        Ok(Some(
-            settings
-                .resolve(self.dcs_password.clone(), yml.as_ref(), &opts)?
-                .etcd,
-        ))
+        Ok(Some((settings, yml, opts)))
+    }
+
+    /// The cluster's etcd as the DCS source would reach it — from `dcs:` settings, else the
+    /// `etcd3` section of patroni.yml (every host, TLS, client certificate, credentials) —
+    /// or `None` when neither names one.
+    pub fn etcd_options(&self) -> Result<Option<super::dcs::etcd::EtcdOptions>, SourceError> {
+        Ok(self.dcs_target()?.map(|t| t.etcd))
     }
 
     /// The cluster in its etcd as the DCS source would reach it (`dcs:` settings, else
     /// patroni.yml's `etcd3` section, its scope and namespace), or `None` when neither names
     /// one.
     pub fn dcs_target(&self) -> Result<Option<super::dcs::DcsTarget>, SourceError> {
-        let yml = self.read_yml()?;
-        let settings = match (&self.dcs, yml.as_ref().and_then(|y| y.etcd3.as_ref())) {
-            (Some(d), _) => d.clone(),
-            (None, Some(e)) if !e.endpoints.is_empty() => DcsSettings::default(),
-            _ => return Ok(None),
+        let Some((settings, yml, opts)) = self.dcs_settings()? else {
+            return Ok(None);
         };
-        let (_, opts) = self.resolve_with(yml.as_ref())?;
         settings
             .resolve(self.dcs_password.clone(), yml.as_ref(), &opts)
             .map(Some)
@@ -234,17 +234,11 @@ impl Target {
     /// The etcd and Patroni namespace of `dcs:` settings (else patroni.yml's `etcd3`
     /// section), for every cluster under it (`list --all`): no scope is needed.
     pub fn dcs_namespace(&self) -> Result<(super::dcs::etcd::EtcdOptions, String), SourceError> {
-        let yml = self.read_yml()?;
-        let settings = match (&self.dcs, yml.as_ref().and_then(|y| y.etcd3.as_ref())) {
-            (Some(d), _) => d.clone(),
-            (None, Some(e)) if !e.endpoints.is_empty() => DcsSettings::default(),
-            _ => {
-                return Err(SourceError::BadInput(
-                    "--all reads every cluster from etcd: pass --dcs etcd3://HOST:PORT (or -c patroni.yml with an etcd3 section)".into(),
-                ))
-            }
+        let Some((settings, yml, opts)) = self.dcs_settings()? else {
+            return Err(SourceError::BadInput(
+                "--all reads every cluster from etcd: pass --dcs etcd3://HOST:PORT (or -c patroni.yml with an etcd3 section)".into(),
+            ));
         };
-        let (_, opts) = self.resolve_with(yml.as_ref())?;
         settings.resolve_namespace(self.dcs_password.clone(), yml.as_ref(), &opts)
     }
 

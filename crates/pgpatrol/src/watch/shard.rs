@@ -50,7 +50,7 @@ pub async fn resolve(cfg: Option<&ShardConfig>, timeout: Duration) -> Result<Res
     }
     if !cfg.from_pod {
         let (Some(index), Some(total)) = (cfg.index, cfg.total) else {
-            unreachable!("checked: index and total together")
+            return Err("shard: give `index` and `total`, or `from_pod: true`".into());
         };
         return Ok(Resolved {
             shard: Shard::new(index, total)?,

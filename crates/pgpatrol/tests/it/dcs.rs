@@ -309,13 +309,30 @@ fn put(client: &str, key: &str, value: &str) {
     assert_eq!(status, 200, "put {key}: {text}");
 }
 
+/// A gateway request body over every key under `prefix`.
+fn prefix_body(prefix: &str) -> String {
+    let end = pgpatrol::source::dcs::etcd::prefix_range_end(prefix.as_bytes());
+    json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string()
+}
+
+/// Every key under `prefix` in the etcd at `client`, as the gateway gives them (base64).
+fn range(client: &str, prefix: &str) -> Vec<Value> {
+    let (status, text) = http(
+        "POST",
+        &format!("{client}/v3/kv/range"),
+        Some(&prefix_body(prefix)),
+    );
+    assert_eq!(status, 200, "range {prefix}: {text}");
+    let v: Value = serde_json::from_str(&text).expect("range JSON");
+    v["kvs"].as_array().cloned().unwrap_or_default()
+}
+
 fn delete_prefix(client: &str, prefix: &str) {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
-    let (status, text) = http("POST", &format!("{client}/v3/kv/deleterange"), Some(&body));
+    let (status, text) = http(
+        "POST",
+        &format!("{client}/v3/kv/deleterange"),
+        Some(&prefix_body(prefix)),
+    );
     assert_eq!(status, 200, "deleterange {prefix}: {text}");
 }
 
@@ -439,20 +456,10 @@ impl TestEtcd {
     /// Copies every key of the lab's cluster (its real Patroni values) into this etcd.
     fn copy_lab_keys(&self, lab: &Lab) -> usize {
         let s = lab.state();
-        let prefix = format!("/service/{}/", s.scope);
-        let mut end = prefix.as_bytes().to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
-        let (status, text) = http(
-            "POST",
-            &format!("http://127.0.0.1:{}/v3/kv/range", s.etcd.client_port),
-            Some(&body),
+        let kvs = range(
+            &format!("http://127.0.0.1:{}", s.etcd.client_port),
+            &format!("/service/{}/", s.scope),
         );
-        assert_eq!(status, 200, "{text}");
-        let v: Value = serde_json::from_str(&text).expect("range JSON");
-        let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
         for kv in &kvs {
             let body = json!({"key": kv["key"], "value": kv["value"]}).to_string();
             let (status, text) = http("POST", &format!("{}/v3/kv/put", self.plain), Some(&body));
@@ -952,14 +959,6 @@ fn list_all_shows_every_cluster_in_the_namespace(lab: &Lab) {
 fn copy_scope(lab: &Lab, client: &str, to: &str) {
     let scope = lab.state().scope.clone();
     let prefix = format!("/service/{scope}/");
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)}).to_string();
-    let (status, text) = http("POST", &format!("{client}/v3/kv/range"), Some(&body));
-    assert_eq!(status, 200, "{text}");
-    let range: Value = serde_json::from_str(&text).expect("range JSON");
     let decode = |v: &Value| {
         String::from_utf8(
             base64::engine::general_purpose::STANDARD
@@ -968,7 +967,7 @@ fn copy_scope(lab: &Lab, client: &str, to: &str) {
         )
         .expect("utf-8")
     };
-    for kv in range["kvs"].as_array().expect("kvs") {
+    for kv in range(client, &prefix) {
         let key = decode(&kv["key"]).replacen(&prefix, &format!("/service/{to}/"), 1);
         put(client, &key, &decode(&kv["value"]));
     }
