@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::source::rest::{Request, Response, RestError, RestSource};
+use crate::source::http::{HttpError, Request, Response};
+use crate::source::ClusterSource;
 
 pub use crate::redact::{redact, redact_text, secret_key};
 
@@ -199,12 +200,12 @@ fn local_host() -> String {
 /// send through it. Returns the answer and what the audit line says of it (a JSON answer
 /// without its secrets).
 pub async fn send(
-    source: &RestSource,
+    source: &ClusterSource,
     audit: &Audit,
     operation: &str,
     member: &str,
     req: &Request,
-) -> (Result<Response, RestError>, String) {
+) -> (Result<Response, HttpError>, String) {
     let result = source.http().send(req).await;
     let answer = match &result {
         Ok(resp) => {

@@ -22,9 +22,9 @@ use pgpatrol_core::checks::{self, Thresholds};
 use pgpatrol_core::plan::{Plan, Policy};
 use pgpatrol_core::{Cluster, Kept, Lag, LagKind, Lsn};
 
-use crate::source::rest::client::decode;
-use crate::source::rest::wire::{self, ClusterWire, HistoryWire, StatusWire};
-use crate::source::rest::RestError;
+use crate::source::http::client::decode;
+use crate::source::http::HttpError;
+use crate::source::wire::rest::{self as wire, ClusterWire, HistoryWire, StatusWire};
 
 /// A fuzz target: raw bytes in, a panic when an invariant breaks.
 pub type Target = fn(&[u8]);
@@ -59,12 +59,12 @@ fn one_line(what: &str, e: &str) {
 
 /// A decode error of a REST body says where: the JSON path of the field that does not fit,
 /// or the line and column where the JSON broke, or that the body was empty or HTML.
-fn names_where(e: &RestError) {
+fn names_where(e: &HttpError) {
     let line = e.to_string();
     one_line("decode", &line);
     match e {
-        RestError::Shape { path, .. } => assert!(!path.is_empty(), "{line}"),
-        RestError::NotJson { what, .. } => assert!(
+        HttpError::Shape { path, .. } => assert!(!path.is_empty(), "{line}"),
+        HttpError::NotJson { what, .. } => assert!(
             what.contains(" line ")
                 || what.contains("empty")
                 || what.contains("HTML")
@@ -283,7 +283,8 @@ pub fn config(data: &[u8]) {
 
 /// etcd's `/v3/kv/range` answer for a scope's prefix, decoded and read as Patroni's keys.
 pub fn etcd(data: &[u8]) {
-    use crate::source::dcs::{etcd::decode_range, wire as dcs};
+    use crate::source::dcs::etcd::decode_range;
+    use crate::source::wire::dcs;
     let url = format!("{BASE}/v3/kv/range");
     let Ok(answer) = serde_json::from_slice::<Value>(data) else {
         // Not JSON: the client's own error (tested with the client), before any parser here.
@@ -302,7 +303,7 @@ pub fn etcd(data: &[u8]) {
 }
 
 fn dcs_invariants(
-    parsed: Result<crate::source::dcs::wire::DcsCluster, crate::source::dcs::wire::BadValue>,
+    parsed: Result<crate::source::wire::dcs::DcsCluster, crate::source::wire::dcs::BadValue>,
     scope: &str,
 ) {
     let c = match parsed {
@@ -362,7 +363,7 @@ pub fn kubernetes(data: &[u8]) {
     let pods = pod_statuses(pods.items.iter().map(|p| &p.metadata));
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     dcs_invariants(
-        crate::source::dcs::wire::from_kubernetes(scope, &objects, use_endpoints, &pods, now),
+        crate::source::wire::dcs::from_kubernetes(scope, &objects, use_endpoints, &pods, now),
         scope,
     );
 }

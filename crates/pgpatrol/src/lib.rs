@@ -5,7 +5,6 @@
 pub mod audit;
 pub mod cli;
 pub mod doctor;
-pub mod etcd;
 pub mod executor;
 /// The fuzz targets: built for the unit tests and for `fuzz/` (feature `fuzzing`), never
 /// into the shipped binary.
@@ -157,5 +156,119 @@ mod layering {
             }
         }
         assert!(broken.is_empty(), "layers broken:\n{}", broken.join("\n"));
+    }
+
+    /// Inside `source/`: (module, the sibling modules it must not name). `http` is the leaf,
+    /// `wire` decodes above it, `rest`, `dcs` and `k8s` build on both and never on each other;
+    /// only `cluster` (and `target`, which builds it) put them together.
+    const SOURCE_RULES: &[(&str, &[&str])] = &[
+        (
+            "http",
+            &[
+                "wire", "rest", "dcs", "k8s", "cluster", "target", "kept", "standby",
+            ],
+        ),
+        (
+            "wire",
+            &["rest", "dcs", "k8s", "cluster", "target", "kept", "standby"],
+        ),
+        (
+            "rest",
+            &["dcs", "k8s", "cluster", "target", "kept", "standby"],
+        ),
+        (
+            "dcs",
+            &["rest", "k8s", "cluster", "target", "kept", "standby"],
+        ),
+        (
+            "k8s",
+            &["rest", "dcs", "cluster", "target", "kept", "standby"],
+        ),
+    ];
+
+    /// The `source` sibling a path names from `file` (`crate::source::X`, or `super::X` /
+    /// `super::super::X` resolved from where the file sits), for each path on the line.
+    fn source_siblings_named(file: &Path, source: &Path, line: &str) -> Vec<String> {
+        let rel = file.strip_prefix(source).expect("under source");
+        // How many `super::` reach `source` from this file: `source/x/mod.rs` is module
+        // `source::x` (one), `source/x/y.rs` is `source::x::y` (two).
+        let depth = match rel.components().count() {
+            1 => 0,
+            _ if rel.file_name().is_some_and(|n| n == "mod.rs") => rel.components().count() - 1,
+            n => n,
+        };
+        let mut named = Vec::new();
+        let mut prefixes = vec!["crate::source::".to_string()];
+        if depth > 0 {
+            prefixes.push("super::".repeat(depth));
+        }
+        for prefix in prefixes {
+            let mut rest = line;
+            while let Some(at) = rest.find(&prefix) {
+                let before = rest[..at].chars().last();
+                let after = &rest[at + prefix.len()..];
+                rest = after;
+                // `super::super::x` also contains `super::x`: count only the whole prefix.
+                if prefix.starts_with("super")
+                    && (before == Some(':') || after.starts_with("super::"))
+                {
+                    continue;
+                }
+                let name: String = after
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    named.push(name);
+                }
+            }
+        }
+        named
+    }
+
+    #[test]
+    fn source_modules_do_not_import_their_siblings() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/source");
+        let mut broken = Vec::new();
+        for (module, forbidden) in SOURCE_RULES {
+            let mut fs = Vec::new();
+            files(&source.join(module), &mut fs);
+            assert!(!fs.is_empty(), "no source for source/{module}");
+            for f in fs {
+                let text = std::fs::read_to_string(&f).expect("read");
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.trim_start();
+                    if code.starts_with("//") {
+                        continue;
+                    }
+                    for name in source_siblings_named(&f, &source, code) {
+                        if forbidden.contains(&name.as_str()) {
+                            broken.push(format!(
+                                "source/{}:{}: source::{module} names source::{name}",
+                                f.strip_prefix(&source).unwrap_or(&f).display(),
+                                n + 1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            broken.is_empty(),
+            "source layers broken:\n{}",
+            broken.join("\n")
+        );
+    }
+
+    #[test]
+    fn sibling_paths_are_resolved_from_where_the_file_sits() {
+        let source = Path::new("/s/source");
+        let named =
+            |file: &str, line: &str| source_siblings_named(&source.join(file), source, line);
+        assert_eq!(named("k8s/mod.rs", "use super::rest::X;"), ["rest"]);
+        // In k8s/lease.rs, `super::dcs` is k8s's own dcs module, not source::dcs.
+        assert!(named("k8s/lease.rs", "use super::dcs::X;").is_empty());
+        assert_eq!(named("k8s/lease.rs", "use super::super::dcs::X;"), ["dcs"]);
+        assert_eq!(named("wire/dcs.rs", "x(crate::source::rest::Y)"), ["rest"]);
     }
 }

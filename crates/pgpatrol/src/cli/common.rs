@@ -7,8 +7,8 @@ use clap::{Args, ValueEnum};
 
 use crate::source::dcs::DcsSettings;
 use crate::source::k8s::{Access, K8sTarget};
-use crate::source::rest::RestSource;
 use crate::source::target::{AccessSettings, Target};
+use crate::source::ClusterSource;
 
 /// How to reach a cluster through Patroni's REST API.
 #[derive(Debug, Clone, Args)]
@@ -266,7 +266,7 @@ impl ClusterArgs {
 
     /// Resolves flags, environment, patroni.yml or the Kubernetes workload into a REST
     /// source.
-    pub async fn source(&self) -> anyhow::Result<RestSource> {
+    pub async fn source(&self) -> anyhow::Result<ClusterSource> {
         Ok(self.target()?.connect().await?)
     }
 }
@@ -351,7 +351,7 @@ impl PgArgs {
         let (user, password) = match &self.pg_user {
             Some(u) => {
                 let password = match &self.pg_password_file {
-                    Some(f) => Some(crate::source::target::read_password_file(f)?),
+                    Some(f) => Some(crate::source::http::read_password_file(f)?),
                     None => std::env::var("PGPASSWORD").ok(),
                 };
                 (u.clone(), password)

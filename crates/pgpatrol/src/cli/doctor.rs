@@ -106,7 +106,7 @@ impl DoctorArgs {
         // standby leader whose replay did not move over the window is not replicating.
         let first_standby = match &self.source_url {
             Some(url) if !self.observe.is_zero() => {
-                let snap = source.snapshot(crate::source::rest::Detail::Lag).await?;
+                let snap = source.snapshot(crate::source::Detail::Lag).await?;
                 Some((
                     crate::source::standby::standby_lag(&source, &snap.cluster, url).await?,
                     std::time::Instant::now(),

@@ -87,7 +87,7 @@ impl EventsArgs {
         let mut req = client.get(url);
         if let Some(user) = &self.username {
             let password = match &self.password_file {
-                Some(f) => crate::source::target::read_password_file(f)?,
+                Some(f) => crate::source::http::read_password_file(f)?,
                 None => anyhow::bail!(
                     "--username needs --password-file (the watcher's listen_auth password)"
                 ),

@@ -21,7 +21,7 @@ use crate::executor::runner::{self, ConfirmedPlan, RunOptions};
 use crate::executor::{self, ReinitOptions, ReinitResult};
 use crate::output::report::{self, HealReport};
 use crate::progress::Progress as _;
-use crate::source::rest::{Detail, RestSource};
+use crate::source::{ClusterSource, Detail};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ByArg {
@@ -249,7 +249,7 @@ impl HealArgs {
     /// (WAL gone, data size) when a login is given. Returns the last reading.
     async fn observe_trend(
         &self,
-        source: &RestSource,
+        source: &ClusterSource,
         policy: &Policy,
         evidence: &mut Evidence,
     ) -> anyhow::Result<Cluster> {
@@ -588,7 +588,7 @@ enum LeaseTaken {
 /// up to 15 s to show the `expected` members caught up before reporting, so the report does
 /// not show stale lag. What still lags then is reported as it is.
 async fn settled_snapshot(
-    source: &RestSource,
+    source: &ClusterSource,
     policy: &Policy,
     expected: &[&str],
 ) -> Option<Cluster> {

@@ -14,9 +14,9 @@ use crate::output::live::{self, Tracker};
 use crate::output::patronictl;
 use crate::output::table::{self, Emphasis, FleetLine};
 use crate::output::term::{ColorChoice, Look};
-use crate::source::rest::{Detail, RestSource};
 use crate::source::target::Target;
 use crate::source::SourceError;
+use crate::source::{ClusterSource, Detail};
 
 /// Output formats of `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -193,7 +193,7 @@ impl ListArgs {
                 match keys
                     .as_ref()
                     .map_err(Clone::clone)
-                    .and_then(|k| crate::source::rest::cluster_from_dcs(k, scope))
+                    .and_then(|k| crate::source::wire::dcs::cluster_from_dcs(k, scope))
                 {
                     Ok(c) => FleetLine::of(scope, &c),
                     Err(bad) => FleetLine::unreadable(scope, bad.to_string()),
@@ -273,7 +273,7 @@ impl ListArgs {
 
 /// One reading. After a failure the source is built again on the next reading (for a
 /// Kubernetes target that finds the pods anew).
-async fn read(target: &Target, source: &mut Option<RestSource>) -> Result<Cluster, String> {
+async fn read(target: &Target, source: &mut Option<ClusterSource>) -> Result<Cluster, String> {
     let s = match source {
         Some(s) => s,
         None => source.insert(target.connect().await.map_err(describe)?),

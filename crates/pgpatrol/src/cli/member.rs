@@ -24,7 +24,7 @@ use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::Ops;
 use crate::poll::Poll;
 use crate::source::k8s::scale::Workload;
-use crate::source::rest::{Detail, RestSource};
+use crate::source::{ClusterSource, Detail};
 
 /// Scale the cluster: add members and follow them until they stream, or remove one safely.
 #[derive(Debug, Subcommand)]
@@ -274,7 +274,7 @@ impl Scaler {
                         c.members.iter().find(|m| {
                             m.api_url
                                 .as_deref()
-                                .and_then(|u| crate::source::rest::base_url(u).ok())
+                                .and_then(|u| crate::source::http::base_url(u).ok())
                                 .is_some_and(|b| Some(b) == address)
                         })
                     })
@@ -516,7 +516,7 @@ impl MemberRemoveArgs {
 
     /// The cluster and whether it runs in synchronous mode; the configuration must be read
     /// (the only synchronous standby cannot be told otherwise).
-    async fn read(&self, source: &RestSource) -> anyhow::Result<(Cluster, bool)> {
+    async fn read(&self, source: &ClusterSource) -> anyhow::Result<(Cluster, bool)> {
         let c = source.snapshot(Detail::Lag).await?.cluster;
         let config = source.config().await.map_err(|e| {
             anyhow::anyhow!("cannot read the dynamic configuration ({e}): cannot tell whether synchronous_mode is on, so cannot tell that the member is not the only synchronous standby")

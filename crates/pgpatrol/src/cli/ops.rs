@@ -26,7 +26,7 @@ use crate::ops::{self, Ops};
 use crate::output::table::{self, Emphasis};
 use crate::output::term::{ColorChoice, Look};
 use crate::progress::Progress;
-use crate::source::rest::{Detail, RestSource};
+use crate::source::{ClusterSource, Detail};
 use pgpatrol_core::ops::maintenance;
 use pgpatrol_core::ops::restart as restart_rule;
 use pgpatrol_core::ops::takeover::{self as takeover_rule, Position};
@@ -128,7 +128,7 @@ fn confirmed(op: &OpArgs, question: &str, verb: &str) -> anyhow::Result<()> {
 }
 
 struct Opened {
-    source: RestSource,
+    source: ClusterSource,
     cluster: Cluster,
     audit: Audit,
 }
@@ -157,7 +157,7 @@ async fn open(cluster: &ClusterArgs, op: &OpArgs) -> anyhow::Result<Opened> {
     })
 }
 
-async fn settings(source: &RestSource) -> (TakeoverSettings, serde_json::Value) {
+async fn settings(source: &ClusterSource) -> (TakeoverSettings, serde_json::Value) {
     match source.config().await {
         Ok(c) => (TakeoverSettings::from_config(&c), c),
         Err(e) => {
@@ -215,7 +215,7 @@ fn candidate_table(cands: &[Candidate], positions: Option<&[Position]>) -> Strin
     t.to_string()
 }
 
-async fn print_cluster(source: &RestSource, color: ColorChoice) {
+async fn print_cluster(source: &ClusterSource, color: ColorChoice) {
     if let Ok(s) = source.snapshot(Detail::Full).await {
         let emphasis = Emphasis {
             look: Look::stdout(color),
@@ -341,7 +341,7 @@ impl SwitchoverArgs {
 /// code: 0 switched or scheduled, 1 refused, stopped or not done, 2 when Patroni never
 /// answered (unreachable, credentials, TLS: an error, not a refusal).
 async fn report_takeover(
-    source: &RestSource,
+    source: &ClusterSource,
     report: &mut OpReport,
     o: Option<&TakeoverOutcome>,
     json: bool,
@@ -782,7 +782,7 @@ async fn finish_report(
     report: &OpReport,
     json: bool,
     show_cluster: bool,
-    source: &RestSource,
+    source: &ClusterSource,
     color: ColorChoice,
 ) -> anyhow::Result<Outcome> {
     // An unsafe refusal is said on stderr, and with -o json as the result on stdout too;

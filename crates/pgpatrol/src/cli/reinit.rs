@@ -19,7 +19,8 @@ use crate::audit::Audit;
 use crate::executor::{self, ReinitOptions, ReinitOutcome, ReinitResult};
 use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
 use crate::ops::Ops;
-use crate::source::rest::{Detail, Request};
+use crate::source::http::Request;
+use crate::source::Detail;
 
 /// Reinitialize one replica: wipe its data directory and re-clone it from the leader.
 ///
@@ -217,7 +218,7 @@ impl Operation for ReinitOp {
             if self.opts.from_leader {
                 body["from_leader"] = true.into();
             }
-            return match crate::source::rest::base_url(&api) {
+            return match crate::source::http::base_url(&api) {
                 Ok(base) => {
                     let _ = ops
                         .send(&step.member, Request::post(&base, "/reinitialize", body))

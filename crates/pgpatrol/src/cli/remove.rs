@@ -12,10 +12,10 @@ use super::ops::{emit_json, OpFormat, RunArgs};
 use super::progress::Spinner;
 use super::{confirm, Outcome};
 use crate::audit::Audit;
+use crate::ops::remove;
 use crate::ops::remove::RemoveOp;
 use crate::ops::runner::{self, StepResult};
 use crate::ops::Ops;
-use crate::source::dcs::remove;
 use crate::source::dcs::DcsSettings;
 
 /// Remove a cluster from its DCS: every key under /<namespace>/<scope>/ (patronictl remove).
@@ -79,7 +79,7 @@ impl RemoveArgs {
             .target(self.cluster.request_timeout)?
             .connect()
             .await?;
-        let Some(dcs) = source.dcs() else {
+        let Some(dcs) = source.etcd() else {
             anyhow::bail!("remove needs a DCS: pass --dcs etcd3://HOST:PORT");
         };
         let survey = remove::survey(dcs, source.http(), self.cluster.connect_timeout).await?;

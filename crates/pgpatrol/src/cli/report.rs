@@ -15,7 +15,8 @@ use super::doctor::DoctorArgs;
 use super::Outcome;
 use crate::output::table::{self, Emphasis};
 use crate::redact::{redact, redact_text, secret_key};
-use crate::source::rest::{base_url, Detail, Request, RestSource};
+use crate::source::http::{base_url, Request};
+use crate::source::{ClusterSource, Detail};
 
 /// Collect a support bundle: one .tar.gz with the cluster as Patroni, the DCS, PostgreSQL
 /// and pgBackRest see it, pgpatrol's own views, and the members' logs.
@@ -122,7 +123,7 @@ fn as_json(body: &str) -> Value {
 
 /// `GET path` on the first of `bases` that answers 200: the answer and who gave it.
 async fn first_answer(
-    source: &RestSource,
+    source: &ClusterSource,
     bases: &[String],
     path: &str,
 ) -> Result<(String, String), String> {
@@ -332,7 +333,7 @@ impl ReportArgs {
             },
             Err(e) => return b.miss(name, e),
         };
-        let Some(dcs) = source.dcs() else {
+        let Some(dcs) = source.etcd() else {
             return b.miss(name, "the configuration names no etcd (an etcd3 section)");
         };
         match dcs.keys().await {

@@ -16,7 +16,7 @@ use pgpatrol_core::{LagKind, LagSource, Unit};
 
 use super::common::{ClusterArgs, PgArgs};
 use super::Outcome;
-use crate::source::rest::Detail;
+use crate::source::Detail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LagArg {

@@ -15,7 +15,7 @@ use crate::audit::Audit;
 use crate::ops::slot;
 use crate::ops::standby::{StandbyInputs, StandbyOp};
 use crate::output::term::ColorChoice;
-use crate::source::rest::{Detail, RestSource};
+use crate::source::{ClusterSource, Detail};
 
 // ---------------------------------------------------------------------------------------
 // slot drop
@@ -266,7 +266,7 @@ pub struct DemoteArgs {
 /// invalid request.
 async fn run_role_change(
     op: &OpArgs,
-    source: &RestSource,
+    source: &ClusterSource,
     c: &Cluster,
     plan: pgpatrol_core::ops::OpPlan,
     mut run: StandbyOp,

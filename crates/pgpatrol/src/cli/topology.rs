@@ -10,7 +10,8 @@ use super::common::{write_structured, ClusterArgs, Format};
 use super::Outcome;
 use crate::output::table::{self, Emphasis};
 use crate::output::term::{ColorChoice, Look};
-use crate::source::rest::{base_url, Detail, RestSource};
+use crate::source::http::base_url;
+use crate::source::{ClusterSource, Detail};
 
 /// Show the replication tree: leader first, cascading replicas under their upstream.
 ///
@@ -80,7 +81,7 @@ impl TopologyArgs {
             Some(url) => {
                 let lag = crate::source::standby::standby_lag(&source, cluster, url).await?;
                 let base = base_url(url)?;
-                let src = RestSource::new(source.http().clone(), std::slice::from_ref(&base))?
+                let src = ClusterSource::new(source.http().clone(), std::slice::from_ref(&base))?
                     .snapshot(Detail::Full)
                     .await
                     .map_err(|e| anyhow::anyhow!("--source-url {url}: {e}"))?;

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use pgpatrol_core::checks::{self, Check, RestEvidence, Status};
 
-use crate::source::rest::{Detail, RestSource};
 use crate::source::SourceError;
+use crate::source::{ClusterSource, Detail};
 
 /// What doctor found.
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +54,7 @@ pub struct Observe {
 /// Reads everything the REST checks need. `Err` only when no member answers anything at all
 /// (not `/cluster`, not their own `/patroni`).
 pub async fn rest_evidence(
-    source: &RestSource,
+    source: &ClusterSource,
     observe: Observe,
 ) -> Result<RestEvidence, SourceError> {
     let t0 = Instant::now();
@@ -90,7 +90,11 @@ pub async fn rest_evidence(
 /// What the checks need besides `/cluster` readings: each member's own `/patroni` (from the
 /// API URLs `cluster` lists), failovers in the last 24 h from `/history`, and the dynamic
 /// configuration's `maximum_lag_on_failover`, synchronous mode and permanent slots.
-pub async fn extras(source: &RestSource, cluster: &pgpatrol_core::Cluster, e: &mut RestEvidence) {
+pub async fn extras(
+    source: &ClusterSource,
+    cluster: &pgpatrol_core::Cluster,
+    e: &mut RestEvidence,
+) {
     let urls: Vec<(String, String)> = cluster
         .members
         .iter()

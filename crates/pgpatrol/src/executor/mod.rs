@@ -10,7 +10,8 @@ use serde::Serialize;
 use pgpatrol_core::{Lag, LagKind, PatroniVersion, State};
 
 use crate::poll::Poll;
-use crate::source::rest::{base_url, Detail, Request, RestError, RestSource};
+use crate::source::http::{base_url, HttpError, Request};
+use crate::source::{ClusterSource, Detail};
 
 pub mod runner;
 
@@ -99,7 +100,7 @@ pub use crate::progress::{Progress, Quiet};
 /// What heal and auto-heal read before every decision: the cluster, and on each replica
 /// at or above the tolerance what keeps it behind on purpose (`source::kept`).
 pub struct HealReader<'a> {
-    pub source: &'a RestSource,
+    pub source: &'a ClusterSource,
     pub lag: LagKind,
     pub tolerance: u64,
     /// A PostgreSQL login, to read `recovery_min_apply_delay` on the members themselves.
@@ -135,7 +136,7 @@ impl runner::ClusterReader for HealReader<'_> {
 
 /// The REST executor as the plan runner drives it.
 pub struct RestReinit<'a> {
-    pub source: &'a RestSource,
+    pub source: &'a ClusterSource,
     pub opts: ReinitOptions,
     pub progress: &'a dyn Progress,
 }
@@ -164,7 +165,7 @@ const FROM_LEADER_SINCE: PatroniVersion = PatroniVersion::new(4, 1, 0);
 /// Reinitializes `member` (whose API is at `api_url`), with `leader_api` the leader's API, and
 /// (if asked) waits until it streams again below the tolerance.
 pub async fn reinitialize(
-    source: &RestSource,
+    source: &ClusterSource,
     member: &str,
     api_url: &str,
     leader_api: Option<&str>,
@@ -256,7 +257,7 @@ pub async fn reinitialize(
         // The request went out and no answer came: whether Patroni runs it is unknown
         // until the member's own state shows it. The record stays open meanwhile (its slot
         // held), bounded by the timeout.
-        Err(e @ (RestError::Timeout { .. } | RestError::NotHttp { .. })) => {
+        Err(e @ (HttpError::Timeout { .. } | HttpError::NotHttp { .. })) => {
             unanswered = true;
             progress.update(
                 member,
@@ -416,7 +417,7 @@ pub async fn reinitialize(
 /// `Ok` when `/cluster` lists `member` as a healthy replica with a known lag below the
 /// tolerance; otherwise what it shows instead.
 async fn cluster_view(
-    source: &RestSource,
+    source: &ClusterSource,
     member: &str,
     opts: &ReinitOptions,
 ) -> Result<(), String> {
@@ -456,7 +457,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::source::rest::Http;
+    use crate::source::http::Http;
 
     /// `/cluster` shows the member "creating replica" for this many reads after the reinit.
     struct Fake {
@@ -566,7 +567,7 @@ mod tests {
                 .with_state(Arc::clone(&fake)),
         )
         .await;
-        let source = RestSource::new(
+        let source = ClusterSource::new(
             Http::new(&Default::default()).unwrap(),
             std::slice::from_ref(&leader),
         )

@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use pgpatrol_core::{Cluster, Lag, LagKind, MemberStatus, State};
 
-use crate::source::rest::{Detail, Http, HttpOptions, RestSource};
+use crate::source::http::{Http, HttpOptions};
+use crate::source::{ClusterSource, Detail};
 
 /// Version of the `lab.json` layout.
 pub const STATE_VERSION: u32 = 1;
@@ -384,14 +385,14 @@ async fn get_json(url: &str) -> Result<Value> {
 }
 
 /// A REST source for the lab's members (the same client every command uses).
-fn source(urls: &[String]) -> Result<RestSource> {
+fn source(urls: &[String]) -> Result<ClusterSource> {
     let http = Http::new(&HttpOptions {
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         ..HttpOptions::default()
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    RestSource::new(http, urls).map_err(|e| anyhow::anyhow!("{e}"))
+    ClusterSource::new(http, urls).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The cluster from the first member that answers, in the core model (on Patroni < 4.1 with

@@ -16,7 +16,8 @@ use super::config as cfg;
 use super::runner::{Operation, StepOutcome, StepResult};
 use super::{api_of, round1, Ops};
 use crate::poll::Poll;
-use crate::source::rest::{Detail, Request};
+use crate::source::http::Request;
+use crate::source::Detail;
 
 /// A member with a pending restart, and why (Patroni 3.3+ says which parameters).
 #[derive(Debug, Clone, Serialize)]

@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use crate::audit::{self, Audit};
 use crate::progress::Progress;
-use crate::source::rest::{base_url, Request, Response, RestError, RestSource};
+use crate::source::http::{base_url, HttpError, Request, Response};
+use crate::source::ClusterSource;
 use pgpatrol_core::{Cluster, Member};
 
 /// A request as sent (or, in a dry run, as it would have been).
@@ -40,7 +41,7 @@ pub struct SentRequest {
 
 /// Sends an operation's requests: audits each one, or only prints it in a dry run.
 pub struct Ops<'a> {
-    pub source: &'a RestSource,
+    pub source: &'a ClusterSource,
     pub dry_run: bool,
     pub audit: &'a Audit,
     pub operation: &'static str,
@@ -52,7 +53,7 @@ pub struct Ops<'a> {
 
 impl<'a> Ops<'a> {
     pub fn new(
-        source: &'a RestSource,
+        source: &'a ClusterSource,
         operation: &'static str,
         dry_run: bool,
         audit: &'a Audit,
@@ -80,7 +81,7 @@ impl<'a> Ops<'a> {
     }
 
     /// Sends `req` to `member`. `Ok(None)` in a dry run (the request is printed to stdout).
-    pub async fn send(&self, member: &str, req: Request) -> Result<Option<Response>, RestError> {
+    pub async fn send(&self, member: &str, req: Request) -> Result<Option<Response>, HttpError> {
         let mut record = SentRequest {
             member: member.to_string(),
             method: req.method.to_string(),
@@ -199,7 +200,7 @@ impl<'a> Ops<'a> {
                 .await
             {
                 Ok(r) => return Ok((m.name.clone(), r)),
-                Err(e @ (RestError::Connect { .. } | RestError::Timeout { .. })) => {
+                Err(e @ (HttpError::Connect { .. } | HttpError::Timeout { .. })) => {
                     self.progress
                         .update(&m.name, &format!("{e}; trying the next member"));
                     last = Some(e);
@@ -219,7 +220,7 @@ impl<'a> Ops<'a> {
     pub async fn read(&self) -> anyhow::Result<Cluster> {
         Ok(self
             .source
-            .snapshot(crate::source::rest::Detail::Full)
+            .snapshot(crate::source::Detail::Full)
             .await?
             .cluster)
     }
@@ -311,7 +312,7 @@ pub struct WriteGap {
 
 /// Polls `apis` until `done` is set; returns the gaps in writability it saw.
 pub async fn measure_writability(
-    source: &RestSource,
+    source: &ClusterSource,
     apis: &[String],
     done: &AtomicBool,
 ) -> WriteGap {
@@ -358,7 +359,7 @@ pub async fn measure_writability(
 
 /// Runs `op` while measuring writability; returns both.
 pub async fn with_write_gap<T>(
-    source: &RestSource,
+    source: &ClusterSource,
     apis: &[String],
     op: impl std::future::Future<Output = T>,
 ) -> (T, WriteGap) {

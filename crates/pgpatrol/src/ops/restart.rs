@@ -21,7 +21,7 @@ use super::runner::{Operation, StepOutcome, StepResult};
 use super::switchover::{self, Takeover, TakeoverResult};
 use super::{answers, api_of, round1, with_write_gap, Ops};
 use crate::poll::Poll;
-use crate::source::rest::Request;
+use crate::source::http::Request;
 use pgpatrol_core::ops::{Action, OpStep};
 
 /// How to restart and when a member counts as back.

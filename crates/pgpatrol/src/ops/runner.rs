@@ -274,7 +274,7 @@ mod tests {
     use super::*;
     use crate::audit::Audit;
     use crate::progress::Progress;
-    use crate::source::rest::RestSource;
+    use crate::source::ClusterSource;
     use pgpatrol_core::ops::{Action, OpStep};
 
     struct Quiet;
@@ -318,8 +318,8 @@ mod tests {
     }
 
     async fn go(script: &mut Script, plan: OpPlan) -> OpReport {
-        let http = crate::source::rest::Http::new(&Default::default()).unwrap();
-        let source = RestSource::new(http, &["http://127.0.0.1:9".to_string()]).unwrap();
+        let http = crate::source::http::Http::new(&Default::default()).unwrap();
+        let source = ClusterSource::new(http, &["http://127.0.0.1:9".to_string()]).unwrap();
         let audit = Audit::disabled();
         let ops = Ops::new(&source, "restart", false, &audit, &Quiet);
         run(script, &ops, plan).await

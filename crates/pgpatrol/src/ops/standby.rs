@@ -13,14 +13,15 @@ use pgpatrol_core::{Cluster, Role};
 use super::runner::{Operation, StepOutcome, StepResult};
 use super::{api_of, round1, Ops};
 use crate::poll::Poll;
-use crate::source::rest::{Detail, Request, RestSource};
+use crate::source::http::Request;
+use crate::source::{ClusterSource, Detail};
 
 /// The cluster at `url`, as read from its `/cluster` and its leader's `/patroni` (for the
 /// system identifier); `Err` names what could not be read, so that the caller fails closed
 /// (core `ops::standby` never takes "could not tell" as "no primary").
-pub async fn read_source(http: &RestSource, url: &str) -> Result<Cluster, String> {
-    let base = crate::source::rest::base_url(url).map_err(|e| e.to_string())?;
-    let src = RestSource::new(http.http().clone(), std::slice::from_ref(&base))
+pub async fn read_source(http: &ClusterSource, url: &str) -> Result<Cluster, String> {
+    let base = crate::source::http::base_url(url).map_err(|e| e.to_string())?;
+    let src = ClusterSource::new(http.http().clone(), std::slice::from_ref(&base))
         .map_err(|e| e.to_string())?;
     let snap = src
         .snapshot(Detail::Full)
@@ -48,7 +49,7 @@ pub struct StandbyInputs {
 
 impl StandbyInputs {
     /// Reads what the rule needs and decides: promote (`demote` false) or demote.
-    pub async fn decide(&self, source: &RestSource, c: &Cluster, demote: bool) -> OpPlan {
+    pub async fn decide(&self, source: &ClusterSource, c: &Cluster, demote: bool) -> OpPlan {
         let read = match &self.source_url {
             Some(url) => Some((url.as_str(), read_source(source, url).await)),
             None => None,

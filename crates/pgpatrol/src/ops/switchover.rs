@@ -18,7 +18,7 @@ use pgpatrol_core::{Cluster, Lsn, Member};
 use super::runner::{Operation, StepOutcome, StepResult};
 use super::{api_of, round1, with_write_gap, Ops, SentRequest, WriteGap};
 use crate::poll::Poll;
-use crate::source::rest::Request;
+use crate::source::http::Request;
 
 /// How a switchover or failover ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,7 +138,7 @@ pub async fn run(
             Ok(Some(resp)) => Ok(resp),
             // Only a timeout leaves the outcome open; a refused connection, credentials or
             // TLS mean Patroni never got the request.
-            Err(e @ crate::source::rest::RestError::Timeout { .. }) => Err(e.to_string()),
+            Err(e @ crate::source::http::HttpError::Timeout { .. }) => Err(e.to_string()),
             Err(e) => return Err(Some(e.to_string())),
         };
         let hint = match &answer {

@@ -152,7 +152,7 @@ pub fn rows(cluster: &Cluster, version: PatroniVersion) -> Vec<Map<String, Value
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::rest::wire::{into_cluster, ClusterWire, StatusWire};
+    use crate::source::wire::rest::{into_cluster, ClusterWire, StatusWire};
     use crate::test_support::capture;
 
     fn rows_of(cluster_file: &str, version: PatroniVersion) -> Value {

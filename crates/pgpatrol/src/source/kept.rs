@@ -9,13 +9,13 @@
 
 use pgpatrol_core::{Cluster, Kept, Lag, LagKind};
 
-use super::rest::RestSource;
+use super::ClusterSource;
 use crate::doctor::pg::PgLogin;
 
 /// Fills `kept` on every replica of `cluster` whose `kind` lag is at least `tolerance`
 /// (unknown lag is never a candidate, and is left alone).
 pub async fn read(
-    source: &RestSource,
+    source: &ClusterSource,
     cluster: &mut Cluster,
     kind: LagKind,
     tolerance: u64,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::rest::Credentials;
+use super::http::Credentials;
 
 /// What a client takes from patroni.yml.
 #[derive(Debug, Clone, Default)]

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use pgpatrol_core::{Cluster, Lsn, Role};
 
-use super::rest::wire::StatusWire;
-use super::rest::{base_url, Detail, RestSource};
+use super::http::base_url;
+use super::wire::rest::StatusWire;
+use super::{ClusterSource, Detail};
 
 /// The standby cluster's position against its source.
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +94,7 @@ pub fn replicates_from(config: &serde_json::Value) -> Option<String> {
 
 /// Where `cluster` replicates from when it is a standby cluster (its configuration read
 /// through `source`); `None` for a primary cluster or when the configuration cannot be read.
-pub async fn replicates_from_of(source: &RestSource, cluster: &Cluster) -> Option<String> {
+pub async fn replicates_from_of(source: &ClusterSource, cluster: &Cluster) -> Option<String> {
     if !cluster.leaders().any(|m| m.role == Role::StandbyLeader) {
         return None;
     }
@@ -102,7 +103,7 @@ pub async fn replicates_from_of(source: &RestSource, cluster: &Cluster) -> Optio
 
 /// Reads the source at `source_url` and the standby cluster's leader; errors are one line.
 pub async fn standby_lag(
-    standby_source: &RestSource,
+    standby_source: &ClusterSource,
     standby: &Cluster,
     source_url: &str,
 ) -> anyhow::Result<StandbyLag> {
@@ -124,7 +125,7 @@ pub async fn standby_lag(
         })?)?;
     let mine: StatusWire = standby_source.http().get_json(&api, "/patroni").await?;
     let base = base_url(source_url)?;
-    let src = RestSource::new(standby_source.http().clone(), std::slice::from_ref(&base))?;
+    let src = ClusterSource::new(standby_source.http().clone(), std::slice::from_ref(&base))?;
     let snap = src
         .snapshot(Detail::Full)
         .await

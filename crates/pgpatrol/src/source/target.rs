@@ -1,15 +1,17 @@
 //! How the operator names one cluster (URLs or a patroni.yml, credentials, TLS, timeouts),
-//! resolved into a REST source. The CLI flags and the watch config both become a `Target`.
+//! resolved into a [`ClusterSource`]. The CLI flags and the watch config both become a `Target`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::cluster::{ClusterSource, DcsSource};
 use super::dcs::{Dcs, DcsSettings};
+use super::http::{Credentials, HttpCache, HttpOptions};
 use super::k8s::K8sTarget;
 use super::patroni_yml::PatroniYml;
-use super::rest::{Credentials, HttpCache, HttpOptions, RestSource};
+use super::rest::RestSource;
 use super::SourceError;
 
 /// How to reach one cluster: the same settings, by the same names, whether they come from a
@@ -88,7 +90,7 @@ impl AccessSettings {
             return Ok(None);
         }
         if let Some(f) = &self.password_file {
-            return read_password_file(f).map(Some);
+            return Ok(Some(super::http::read_password_file(f)?));
         }
         let var = self.password_env.as_deref().unwrap_or(PASSWORD_ENV);
         std::env::var(var).map(Some).map_err(|_| {
@@ -157,19 +159,22 @@ pub struct Target {
 impl Target {
     /// Resolves the target into a REST source: through Kubernetes when a workload is named
     /// and no URL or patroni.yml is, else as [`Target::source`].
-    pub async fn connect(&self) -> Result<RestSource, SourceError> {
+    pub async fn connect(&self) -> Result<ClusterSource, SourceError> {
         self.connect_with(&mut HttpCache::default()).await
     }
 
     /// As [`Target::connect`], with the HTTP client taken from `cache`: a daemon watching many
     /// clusters builds one client per distinct TLS/timeout setting, not one per cluster.
-    pub async fn connect_with(&self, cache: &mut HttpCache) -> Result<RestSource, SourceError> {
+    pub async fn connect_with(&self, cache: &mut HttpCache) -> Result<ClusterSource, SourceError> {
         let urls_given = self.urls.iter().any(|u| !u.trim().is_empty());
         if let Some(dcs) = &self.dcs {
             let yml = self.read_yml()?;
             let (urls, opts) = self.resolve_with(yml.as_ref())?;
             let target = dcs.resolve(self.dcs_password.clone(), yml.as_ref(), &opts)?;
-            return RestSource::with_dcs(cache.get(&opts)?, &urls, Dcs::new(&target)?);
+            return Ok(ClusterSource::Dcs {
+                rest: RestSource::members(cache.get(&opts)?, &urls)?,
+                dcs: std::sync::Arc::new(DcsSource::Etcd(Dcs::new(&target)?)),
+            });
         }
         match &self.k8s {
             Some(k8s) if !urls_given && self.patroni_yml.is_none() => {
@@ -181,20 +186,21 @@ impl Target {
                     self.request_timeout,
                 )
                 .await
+                .and_then(ClusterSource::from_k8s)
             }
             _ => self.source_with(cache),
         }
     }
 
     /// Resolves URLs and credentials (flags first, then patroni.yml) into a REST source.
-    pub fn source(&self) -> Result<RestSource, SourceError> {
+    pub fn source(&self) -> Result<ClusterSource, SourceError> {
         self.source_with(&mut HttpCache::default())
     }
 
     /// As [`Target::source`], with the HTTP client taken from `cache`.
-    pub fn source_with(&self, cache: &mut HttpCache) -> Result<RestSource, SourceError> {
+    pub fn source_with(&self, cache: &mut HttpCache) -> Result<ClusterSource, SourceError> {
         let (urls, opts) = self.resolve()?;
-        RestSource::new(cache.get(&opts)?, &urls)
+        Ok(RestSource::new(cache.get(&opts)?, &urls)?.into())
     }
 
     /// The DCS settings to use — `dcs:`, else patroni.yml's `etcd3` section — with patroni.yml
@@ -297,15 +303,4 @@ impl Target {
         };
         Ok((urls, opts))
     }
-}
-
-/// Reads a password file's first line.
-pub fn read_password_file(path: &std::path::Path) -> Result<String, SourceError> {
-    let raw = std::fs::read_to_string(path).map_err(|e| {
-        SourceError::BadInput(format!(
-            "cannot read the password file {}: {e}",
-            path.display()
-        ))
-    })?;
-    Ok(raw.lines().next().unwrap_or_default().to_string())
 }

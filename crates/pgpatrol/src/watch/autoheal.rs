@@ -23,7 +23,7 @@ use super::metrics::{ClusterL, ClusterReasonL, Metrics};
 use super::Shared;
 use crate::executor::runner::{self, ConfirmedPlan, RunOptions, Stop, StopKind};
 use crate::executor::{self, ReinitOptions, ReinitResult};
-use crate::source::rest::RestSource;
+use crate::source::ClusterSource;
 
 /// The heal policy of a cluster's `heal:` section.
 pub fn policy(h: &HealConfig) -> Policy {
@@ -113,7 +113,7 @@ fn lease_store(cfg: &WatchConfig, c: &ClusterConfig, h: &HealConfig) -> anyhow::
         let mut opts = dcs_etcd.unwrap_or(crate::source::dcs::etcd::EtcdOptions {
             endpoints: Vec::new(),
             auth: None,
-            http: crate::source::rest::HttpOptions {
+            http: crate::source::http::HttpOptions {
                 timeout: std::time::Duration::from_secs(5),
                 ..Default::default()
             },
@@ -292,7 +292,7 @@ impl Healer {
         &mut self,
         name: &str,
         cluster: &Cluster,
-        source: &RestSource,
+        source: &ClusterSource,
         login: Option<&crate::doctor::pg::PgLogin>,
         shared: &Arc<Shared>,
         alerts: &AlertQueue,
@@ -584,7 +584,7 @@ impl Healer {
 /// that failed.
 struct WatchReinit {
     name: String,
-    source: RestSource,
+    source: ClusterSource,
     opts: ReinitOptions,
     shared: Arc<Shared>,
     alerts: AlertQueue,

@@ -15,7 +15,7 @@ use super::config::{ClusterConfig, WatchConfig};
 use super::metrics::{ClusterCheckL, Metrics};
 use crate::doctor::backup::Backrest;
 use crate::doctor::pg::PgLogin;
-use crate::source::rest::RestSource;
+use crate::source::ClusterSource;
 
 /// Readings kept for the transitional-state check.
 const RECENT: usize = 5;
@@ -74,7 +74,7 @@ impl CheckRunner {
     pub(super) async fn run(
         &mut self,
         name: &str,
-        source: &RestSource,
+        source: &ClusterSource,
         cluster_error: Option<String>,
         metrics: &Metrics,
     ) -> Vec<Check> {

@@ -286,7 +286,7 @@ impl ListenAuth {
     /// The `Authorization` header value a client must send.
     pub fn expected(&self) -> Result<String, String> {
         use base64::Engine as _;
-        let password = crate::source::target::read_password_file(&self.password_file)
+        let password = crate::source::http::read_password_file(&self.password_file)
             .map_err(|e| format!("listen_auth: {e}"))?;
         Ok(format!(
             "Basic {}",
@@ -404,7 +404,7 @@ impl PgConfig {
     pub fn login(&self, cluster: &str) -> Result<crate::doctor::pg::PgLogin, String> {
         let password = match (&self.password_file, &self.password_env) {
             (Some(f), _) => {
-                Some(crate::source::target::read_password_file(f).map_err(|e| e.to_string())?)
+                Some(crate::source::http::read_password_file(f).map_err(|e| e.to_string())?)
             }
             (None, Some(v)) => Some(std::env::var(v).map_err(|_| {
                 format!("cluster {cluster:?}: postgres.password_env {v} is not set")
@@ -733,7 +733,7 @@ impl WatchConfig {
                 }
             }
             if let Some(src) = &c.source {
-                crate::source::rest::base_url(src)
+                crate::source::http::base_url(src)
                     .map_err(|e| format!("cluster {:?}: source: {e}", c.name))?;
                 if c.access.kubernetes.is_some() {
                     return Err(format!(

@@ -27,7 +27,7 @@ use pgpatrol_core::shard::{Ring, Shard};
 use super::config::{ClusterConfig, DiscoverConfig};
 use super::members::Membership;
 use super::run::Kit;
-use crate::source::rest::{HttpCache, HttpOptions};
+use crate::source::http::{HttpCache, HttpOptions};
 
 /// Who owns which cluster.
 pub(super) enum Ownership {

@@ -177,7 +177,7 @@ async fn kube_lease(
 }
 
 fn b64(s: &str) -> String {
-    crate::etcd::base64(s.as_bytes())
+    crate::source::dcs::etcd::base64(s.as_bytes())
 }
 
 impl LeaseStore {

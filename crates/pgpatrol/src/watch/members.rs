@@ -20,7 +20,7 @@ pub(super) struct Membership {
 }
 
 fn b64(s: &str) -> String {
-    crate::etcd::base64(s.as_bytes())
+    crate::source::dcs::etcd::base64(s.as_bytes())
 }
 
 impl Membership {

@@ -43,7 +43,7 @@ use pgpatrol_core::plan::Plan;
 use pgpatrol_core::slo::{self, SampleLog, SloSpec, SloStatus};
 use pgpatrol_core::LagKind;
 
-use crate::source::rest::Detail;
+use crate::source::Detail;
 use config::{ClusterConfig, WatchConfig};
 use metrics::*;
 

@@ -15,14 +15,14 @@ use super::alerts::{self, AlertEvent};
 use super::config::SloOf;
 use super::metrics::*;
 use super::{autoheal, cl, Shared};
-use crate::source::rest::{Detail, RestSource};
+use crate::source::{ClusterSource, Detail};
 
 pub(super) struct Poller {
     pub(super) name: String,
     pub(super) interval: Duration,
     pub(super) timeout: Duration,
     pub(super) detail: Detail,
-    pub(super) source: RestSource,
+    pub(super) source: ClusterSource,
     pub(super) spec: Option<SloSpec>,
     /// Which lag the SLI (and so the SLO) is measured on.
     pub(super) slo_lag: LagKind,
@@ -583,13 +583,13 @@ pub(super) mod tests {
     use super::*;
 
     pub(in crate::watch) fn test_poller(shared: Arc<Shared>) -> Poller {
-        let http = crate::source::rest::Http::new(&Default::default()).unwrap();
+        let http = crate::source::http::Http::new(&Default::default()).unwrap();
         Poller {
             name: "demo".into(),
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
             detail: Detail::Lag,
-            source: RestSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
+            source: ClusterSource::new(http, &["http://127.0.0.1:1".to_string()]).unwrap(),
             spec: None,
             slo_lag: LagKind::Replay,
             heal_policy: None,

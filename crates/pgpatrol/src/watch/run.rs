@@ -68,7 +68,7 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         None => state::Persisted::default(),
     };
     // Clusters with the same TLS and timeout settings share one HTTP client.
-    let mut clients = crate::source::rest::HttpCache::default();
+    let mut clients = crate::source::http::HttpCache::default();
     let persisted = Arc::new(persisted);
     let kit = Kit {
         cfg: Arc::new(cfg.clone()),
@@ -265,7 +265,7 @@ impl Kit {
     pub(super) async fn poller(
         &self,
         c: &ClusterConfig,
-        clients: &mut crate::source::rest::HttpCache,
+        clients: &mut crate::source::http::HttpCache,
     ) -> anyhow::Result<Poller> {
         let (cfg, shared, persisted) = (&*self.cfg, &self.shared, &*self.persisted);
         let source = cfg

@@ -188,7 +188,7 @@ pub fn auth_for(dir: &std::path::Path) -> String {
 }
 
 fn basic(s: &str) -> String {
-    pgpatrol::etcd::base64(s.as_bytes())
+    pgpatrol::source::dcs::etcd::base64(s.as_bytes())
 }
 
 pub(crate) fn patch_config(url: &str, auth: &str, body: &str) {

@@ -848,7 +848,7 @@ pub(crate) fn etcd_lease(lab: &Lab) -> pgpatrol::watch::lease::LeaseStore {
     let etcd = Etcd::new(&EtcdOptions {
         endpoints: vec![url.clone()],
         auth: None,
-        http: pgpatrol::source::rest::HttpOptions::default(),
+        http: pgpatrol::source::http::HttpOptions::default(),
     })
     .expect("etcd client");
     pgpatrol::watch::lease::LeaseStore::Etcd { etcd, shown: url }

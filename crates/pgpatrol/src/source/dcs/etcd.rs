@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::source::rest::client::{reqwest_client, tls_reason};
-use crate::source::rest::{Credentials, HttpOptions};
+use crate::source::http::client::{reqwest_client, tls_reason};
+use crate::source::http::{Credentials, HttpOptions};
+pub use crate::source::wire::dcs::Kv;
 use crate::text::{error_chain, snippet};
 
 /// Every way a call to etcd can fail, each naming the endpoint and saying what to do.
@@ -61,15 +62,6 @@ impl EtcdError {
 struct Session {
     prefix: &'static str,
     token: Option<String>,
-}
-
-/// One key and its value, decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kv {
-    pub key: String,
-    pub value: String,
-    /// The lease the key is attached to (members and leader live on their node's lease).
-    pub lease: Option<String>,
 }
 
 /// How to reach etcd: client URLs (`http(s)://host:port`), a user, TLS and timeouts.
@@ -128,7 +120,7 @@ pub fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
 /// field that does not fit, or which key or value is not base64).
 pub fn decode_range(url: &str, answer: Value) -> Result<Vec<Kv>, EtcdError> {
     let wire: RangeWire = serde_path_to_error::deserialize(answer).map_err(|e| {
-        let path = crate::source::rest::client::json_path(e.path());
+        let path = crate::source::http::client::json_path(e.path());
         EtcdError::NotEtcd {
             url: url.to_string(),
             what: format!("not a range answer: at {path}, {}", e.into_inner()),
@@ -465,8 +457,8 @@ impl Etcd {
     pub async fn range(&self, prefix: &str) -> Result<(Vec<Kv>, String), Vec<EtcdError>> {
         self.first(|base| async move {
             let body = json!({
-                "key": crate::etcd::base64(prefix.as_bytes()),
-                "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
+                "key": base64(prefix.as_bytes()),
+                "range_end": base64(&prefix_range_end(prefix.as_bytes())),
             });
             let (v, url) = self.call_in_session(&base, "/kv/range", body).await?;
             decode_range(&url, v)
@@ -498,8 +490,8 @@ impl Etcd {
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(u64, String), Vec<EtcdError>> {
         self.first(|base| async move {
             let body = json!({
-                "key": crate::etcd::base64(prefix.as_bytes()),
-                "range_end": crate::etcd::base64(&prefix_range_end(prefix.as_bytes())),
+                "key": base64(prefix.as_bytes()),
+                "range_end": base64(&prefix_range_end(prefix.as_bytes())),
             });
             let (v, _) = self.call_in_session(&base, "/kv/deleterange", body).await?;
             Ok(v.get("deleted")
@@ -510,9 +502,25 @@ impl Etcd {
     }
 }
 
+/// Standard base64 with padding: etcd's JSON gateway carries keys and values this way.
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"/service/demo/"), "L3NlcnZpY2UvZGVtby8=");
+    }
 
     #[test]
     fn the_range_end_of_a_prefix() {

@@ -1,21 +1,19 @@
 //! Patroni's DCS as a source of cluster snapshots, read the way patronictl reads it: an
 //! etcd v3 cluster (`--dcs etcd3://HOST:PORT[,…]`, `--scope`, `--dcs-namespace`, or the
 //! `etcd3:` section of `-c patroni.yml`). Read-only: the snapshot is built from Patroni's
-//! keys by [`wire`], then by the REST source's one wire→model function. Only
-//! `pgpatrol remove` deletes, through [`Dcs::delete`].
+//! keys by `wire::dcs`, then by the one wire→model function (`wire::rest::into_cluster`).
+//! Nothing here deletes: `pgpatrol remove` (an operation) deletes through [`Dcs::etcd`].
 
 pub mod etcd;
-pub mod remove;
-pub mod wire;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use self::etcd::{Etcd, EtcdError, EtcdOptions, Kv};
-use self::wire::{BadValue, DcsCluster};
+use super::http::{Credentials, HttpOptions};
 use super::patroni_yml::PatroniYml;
-use super::rest::{Credentials, HttpOptions};
+use super::wire::dcs::{self as wire, BadValue, DcsCluster};
 use super::SourceError;
 
 /// Patroni's etcd v3 password variable (Patroni reads `PATRONI_ETCD3_PASSWORD` too).
@@ -60,7 +58,7 @@ impl DcsSettings {
             return Ok(None);
         }
         if let Some(f) = &self.password_file {
-            return super::target::read_password_file(f).map(Some);
+            return Ok(Some(crate::source::http::read_password_file(f)?));
         }
         let var = self.password_env.as_deref().unwrap_or(PASSWORD_ENV);
         std::env::var(var).map(Some).map_err(|_| {
@@ -285,15 +283,10 @@ pub enum DcsError {
     NotPatroni { url: String, bad: BadValue },
     #[error("{url} has no config under {prefix}: the cluster has not been bootstrapped")]
     NoConfig { url: String, prefix: String },
-    /// Another DCS (the Kubernetes one) could not be read: its one-line reason.
-    #[error("{0}")]
-    Reader(String),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 impl DcsError {
-    fn from_attempts(mut errors: Vec<EtcdError>) -> Self {
+    pub fn from_attempts(mut errors: Vec<EtcdError>) -> Self {
         match errors.len() {
             1 => DcsError::Etcd(errors.remove(0)),
             _ => DcsError::AllFailed(errors),
@@ -308,67 +301,36 @@ impl DcsError {
             DcsError::NoKeys { .. } => "dcs_no_keys",
             DcsError::NotPatroni { .. } => "dcs_not_patroni",
             DcsError::NoConfig { .. } => "dcs_no_config",
-            DcsError::Reader(_) => "dcs_read",
-            DcsError::Unsupported(_) => "dcs_unsupported",
         }
     }
 }
 
-/// A DCS other than etcd (the Kubernetes one, `source::k8s::dcs`), read as a whole: the
-/// port that keeps `dcs` from naming `k8s`.
-pub trait DcsReader: Send + Sync + std::fmt::Debug {
-    /// The cluster's objects, decoded, and where they were read.
-    fn read(&self) -> crate::source::rest::BoxFuture<'_, Result<(DcsCluster, String), DcsError>>;
-}
-
-#[derive(Debug, Clone)]
-enum Backend {
-    Etcd(Etcd),
-    Other(std::sync::Arc<dyn DcsReader>),
-}
-
-/// A cluster in its DCS: in etcd, one range over its prefix.
+/// A cluster in its etcd: one range over its prefix.
 #[derive(Debug, Clone)]
 pub struct Dcs {
-    backend: Backend,
+    etcd: Etcd,
     pub scope: String,
-    /// `/<namespace>/<scope>/` in etcd; where the objects are otherwise.
+    /// `/<namespace>/<scope>/`.
     pub prefix: String,
 }
 
 impl Dcs {
     pub fn new(t: &DcsTarget) -> Result<Self, SourceError> {
         Ok(Dcs {
-            backend: Backend::Etcd(
-                Etcd::new(&t.etcd).map_err(|e| SourceError::BadInput(e.to_string()))?,
-            ),
+            etcd: Etcd::new(&t.etcd).map_err(|e| SourceError::BadInput(e.to_string()))?,
             scope: t.scope.clone(),
             prefix: t.prefix.clone(),
         })
     }
 
-    /// A DCS read by `reader` (the Kubernetes DCS).
-    pub fn other(reader: std::sync::Arc<dyn DcsReader>, scope: &str, prefix: &str) -> Self {
-        Dcs {
-            backend: Backend::Other(reader),
-            scope: scope.to_string(),
-            prefix: prefix.to_string(),
-        }
-    }
-
-    fn etcd(&self) -> Result<&Etcd, DcsError> {
-        match &self.backend {
-            Backend::Etcd(e) => Ok(e),
-            Backend::Other(_) => Err(DcsError::Unsupported(format!(
-                "removing a cluster from the Kubernetes DCS is not supported: delete its objects with kubectl delete configmaps,endpoints -l cluster-name={}",
-                self.scope
-            ))),
-        }
+    /// The etcd client (`pgpatrol remove` deletes the prefix through it, as an operation).
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
     }
 
     /// Every key under the prefix, as they are (for `remove`): none is not an error here.
     pub async fn keys(&self) -> Result<(Vec<Kv>, String), DcsError> {
-        self.etcd()?
+        self.etcd
             .range(&self.prefix)
             .await
             .map_err(DcsError::from_attempts)
@@ -376,9 +338,6 @@ impl Dcs {
 
     /// The cluster's keys, decoded; and the endpoint that answered.
     pub async fn read(&self) -> Result<(DcsCluster, String), DcsError> {
-        if let Backend::Other(r) = &self.backend {
-            return r.read().await;
-        }
         let (kvs, url) = self.keys().await?;
         if kvs.is_empty() {
             return Err(DcsError::NoKeys {
@@ -391,25 +350,6 @@ impl Dcs {
             bad,
         })?;
         Ok((c, url))
-    }
-
-    /// The dynamic configuration (`config` key), as `GET /config` serves it.
-    pub async fn config(&self) -> Result<serde_json::Value, DcsError> {
-        let (c, url) = self.read().await?;
-        c.config
-            .map(serde_json::Value::Object)
-            .ok_or_else(|| DcsError::NoConfig {
-                url,
-                prefix: self.prefix.clone(),
-            })
-    }
-
-    /// Deletes every key under the prefix; how many went.
-    pub async fn delete(&self) -> Result<(u64, String), DcsError> {
-        self.etcd()?
-            .delete_prefix(&self.prefix)
-            .await
-            .map_err(DcsError::from_attempts)
     }
 }
 

@@ -2,7 +2,7 @@
 //! ConfigMaps (default) or Endpoints (`use_endpoints`) labelled `cluster-name=<scope>` and
 //! the pods with the same label, whose `status` annotation is each member's data. Read-only;
 //! RBAC: list on configmaps (or endpoints) and pods. The objects become a
-//! `dcs::wire::DcsCluster` in `dcs::wire::from_kubernetes`.
+//! `wire::dcs::DcsCluster` in `wire::dcs::from_kubernetes`.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -12,12 +12,30 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use super::errors::api_error;
-use crate::source::dcs::wire::{self, Annotations, DcsCluster};
-use crate::source::dcs::{DcsError, DcsReader};
-use crate::source::rest::BoxFuture;
+use crate::source::wire::dcs::{self as wire, Annotations, BadValue, DcsCluster};
 
 /// Patroni's default `kubernetes.scope_label`.
 pub const SCOPE_LABEL: &str = "cluster-name";
+
+/// Why the Kubernetes DCS could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeDcsError {
+    /// The API server refused or failed a list, or no object carries the scope's label.
+    #[error("{0}")]
+    Read(String),
+    #[error("{origin}: {bad}")]
+    NotPatroni { origin: String, bad: BadValue },
+}
+
+impl KubeDcsError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            KubeDcsError::Read(_) => "dcs_read",
+            KubeDcsError::NotPatroni { .. } => "dcs_not_patroni",
+        }
+    }
+}
 
 /// One cluster's objects in one namespace.
 #[derive(Clone)]
@@ -71,10 +89,16 @@ impl KubeDcs {
         format!("{SCOPE_LABEL}={}", self.scope)
     }
 
-    async fn read_now(&self) -> Result<(DcsCluster, String), DcsError> {
+    /// `<namespace>/cluster-name=<scope>`: where the objects are (a snapshot's origin).
+    pub fn prefix(&self) -> String {
+        format!("{}/{}", self.namespace, self.selector())
+    }
+
+    /// The cluster's objects, decoded, and where they were read.
+    pub async fn read(&self) -> Result<(DcsCluster, String), KubeDcsError> {
         let ns = self.namespace.as_str();
         let lp = ListParams::default().labels(&self.selector());
-        let fail = |e, resource| DcsError::Reader(api_error(e, "list", resource, ns).to_string());
+        let fail = |e, resource| KubeDcsError::Read(api_error(e, "list", resource, ns).to_string());
         let cms = by_name(
             Api::<ConfigMap>::namespaced(self.client.clone(), ns)
                 .list(&lp)
@@ -100,7 +124,7 @@ impl KubeDcs {
         };
         let origin = format!("Kubernetes {kind} {} in namespace {ns}", self.selector());
         if objects.is_empty() {
-            return Err(DcsError::Reader(format!(
+            return Err(KubeDcsError::Read(format!(
                 "no Patroni ConfigMaps or Endpoints labelled {} in namespace {ns}: check --scope (Patroni's scope) and --namespace",
                 self.selector()
             )));
@@ -121,16 +145,10 @@ impl KubeDcs {
             &pods,
             SystemTime::now(),
         )
-        .map_err(|bad| DcsError::NotPatroni {
-            url: origin.clone(),
+        .map_err(|bad| KubeDcsError::NotPatroni {
+            origin: origin.clone(),
             bad,
         })?;
         Ok((c, origin))
-    }
-}
-
-impl DcsReader for KubeDcs {
-    fn read(&self) -> BoxFuture<'_, Result<(DcsCluster, String), DcsError>> {
-        Box::pin(self.read_now())
     }
 }

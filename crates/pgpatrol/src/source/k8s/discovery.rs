@@ -12,7 +12,7 @@ use kube::Client;
 
 use super::errors::api_error;
 use super::{K8sError, K8sTarget, DEFAULT_PORT};
-use crate::source::rest::Credentials;
+use crate::source::http::Credentials;
 use crate::text::{error_chain, one_line};
 
 /// A workload kind pgpatrol can find pods from.

@@ -1,7 +1,7 @@
 //! What the Kubernetes source says when it cannot go on: [`K8sError`], the API server's
 //! `Status` as one line, and an RBAC denial as the verb and resource to grant.
 
-use crate::source::rest::RestError;
+use crate::source::http::HttpError;
 use crate::source::SourceError;
 use crate::text::{error_chain, one_line};
 
@@ -87,10 +87,10 @@ pub(super) fn status_error(
 
 /// A Kubernetes error on a Patroni call: an RBAC denial stands alone (it is the same for
 /// every pod, and says what to grant); anything else names the call.
-pub(super) fn rest_error(url: &str, e: K8sError) -> RestError {
+pub(super) fn rest_error(url: &str, e: K8sError) -> HttpError {
     match e {
-        K8sError::Forbidden { .. } => RestError::KubernetesDenied(e.to_string()),
-        other => RestError::Kubernetes {
+        K8sError::Forbidden { .. } => HttpError::KubernetesDenied(e.to_string()),
+        other => HttpError::Kubernetes {
             url: url.to_string(),
             reason: other.to_string(),
         },

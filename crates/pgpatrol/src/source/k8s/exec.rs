@@ -12,7 +12,7 @@ use kube::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::errors::{rest_error, status_error};
-use crate::source::rest::{Credentials, Request, Response, RestError};
+use crate::source::http::{Credentials, HttpError, Request, Response};
 use crate::text::{error_chain, one_line, snippet};
 
 /// What follows the body on stdout: a newline and the status code.
@@ -112,9 +112,9 @@ pub async fn exec(
     req: &Request,
     auth: Option<&Credentials>,
     max_time: u64,
-) -> Result<Response, RestError> {
+) -> Result<Response, HttpError> {
     let url = req.url();
-    let fail = |reason: String| RestError::Kubernetes {
+    let fail = |reason: String| HttpError::Kubernetes {
         url: url.clone(),
         reason,
     };
@@ -167,11 +167,11 @@ pub async fn exec(
             .unwrap_or_default();
         let said = one_line(err.trim());
         return Err(match exit.as_str() {
-            "7" => RestError::Connect {
+            "7" => HttpError::Connect {
                 url,
                 reason: format!("curl in pod {pod}: {said}"),
             },
-            "28" => RestError::Timeout {
+            "28" => HttpError::Timeout {
                 url,
                 timeout: format!("{max_time}s"),
             },

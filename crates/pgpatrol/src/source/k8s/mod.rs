@@ -1,6 +1,6 @@
 //! The Kubernetes source: finds a Patroni cluster's pods from a workload
 //! (`statefulset/NAME`, `deployment/NAME`, `pod/NAME`) and carries Patroni's REST calls
-//! through the API server, so that [`RestSource`] works unchanged on top of it.
+//! through the API server, so that the REST source works unchanged on top of it.
 //!
 //! Reads (`GET /cluster`, `/patroni`, ...) go through the `pods/proxy` subresource. Writes
 //! (`POST /reinitialize`, ...) go through `pods/portforward`, because the API server's proxy
@@ -23,8 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dcs::Dcs;
-use super::rest::{Http, RestSource};
+use super::http::Http;
 use super::SourceError;
 
 pub use discovery::{
@@ -94,13 +93,35 @@ impl Default for K8sTarget {
     }
 }
 
-/// Builds the REST source: the ready pods are the members tried for cluster-wide reads.
+/// Where a workload's snapshots are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// A ready pod's `/cluster`.
+    Rest,
+    /// The Kubernetes DCS (`--k8s-dcs`, or no pod ready while the DCS answers).
+    Dcs,
+    /// A ready pod's `/cluster`, the DCS when no pod answers.
+    RestThenDcs,
+}
+
+/// A workload's members (the ready pods' REST API URLs, and the client that reaches them),
+/// its Kubernetes DCS when the scope is known, and which to read snapshots from
+/// (`source::cluster` puts them together).
+#[derive(Debug, Clone)]
+pub struct K8sSource {
+    pub http: Http,
+    pub urls: Vec<String>,
+    pub dcs: Option<dcs::KubeDcs>,
+    pub read_from: ReadFrom,
+}
+
+/// Finds a workload's members: the ready pods are the members tried for cluster-wide reads.
 pub async fn source(
     t: &K8sTarget,
     http: Http,
     connect_timeout: Duration,
     http_timeout: Duration,
-) -> Result<RestSource, SourceError> {
+) -> Result<K8sSource, SourceError> {
     // Discovered as for the DCS (no ready pod needed): when no pod is ready (Patroni's REST
     // API, the usual readiness probe, is down), the DCS may still answer.
     let found = discover(
@@ -138,14 +159,10 @@ pub async fn source(
                 .map(str::to_string)
         })
     });
-    let kube_dcs = scope.map(|scope| {
-        let prefix = format!("{}/{}={scope}", found.namespace, dcs::SCOPE_LABEL);
-        let reader = dcs::KubeDcs {
-            client: found.client.clone(),
-            namespace: found.namespace.clone(),
-            scope: scope.clone(),
-        };
-        Dcs::other(Arc::new(reader), &scope, &prefix)
+    let kube_dcs = scope.map(|scope| dcs::KubeDcs {
+        client: found.client.clone(),
+        namespace: found.namespace.clone(),
+        scope,
     });
     let http = match t.access {
         Access::Direct => http,
@@ -154,24 +171,32 @@ pub async fn source(
             http.with_transport(Arc::new(ApiServer::new(found, http_timeout).by_exec()))
         }
     };
+    let workload = |dcs, read_from| {
+        Ok(K8sSource {
+            http: http.clone(),
+            urls: bases.clone(),
+            dcs,
+            read_from,
+        })
+    };
     if !t.dcs && bases.is_empty() {
         // No member to ask over REST: the DCS if it answers, else discovery's own words.
         if let Some(d) = kube_dcs {
             if d.read().await.is_ok() {
-                return RestSource::with_dcs(http, &bases, d);
+                return workload(Some(d), ReadFrom::Dcs);
             }
         }
         discover(t, connect_timeout, http_timeout).await?;
-        return RestSource::new(http, &bases);
+        return workload(None, ReadFrom::Rest);
     }
     match (t.dcs, kube_dcs) {
-        (true, Some(d)) => RestSource::with_dcs(http, &bases, d),
+        (true, Some(d)) => workload(Some(d), ReadFrom::Dcs),
         (true, None) => Err(SourceError::BadInput(format!(
             "--k8s-dcs needs Patroni's scope: pass --scope NAME ({} has no {} label in its selector)",
             t.resource,
             dcs::SCOPE_LABEL
         ))),
-        (false, Some(d)) => Ok(RestSource::new(http, &bases)?.with_fallback(d)),
-        (false, None) => RestSource::new(http, &bases),
+        (false, d @ Some(_)) => workload(d, ReadFrom::RestThenDcs),
+        (false, None) => workload(None, ReadFrom::Rest),
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::discovery::{list_pods, Discovered, PodInfo};
 use super::errors::{rest_error, status_error};
 use super::DEFAULT_PORT;
-use crate::source::rest::{BoxFuture, Credentials, Request, Response, RestError, Transport};
+use crate::source::http::{BoxFuture, Credentials, HttpError, Request, Response, Transport};
 use crate::text::{error_chain, one_line};
 
 /// Carries Patroni requests through the API server: `base` names a pod by its IP (and
@@ -63,13 +63,13 @@ impl ApiServer {
 
     /// The pod name and port a member's base URL stands for, listing the pods again once
     /// when none matches.
-    async fn pod_for(&self, base: &str) -> Result<(String, u16), RestError> {
+    async fn pod_for(&self, base: &str) -> Result<(String, u16), HttpError> {
         let found = {
             let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
             find_pod(&pods, base, &self.namespace)
         };
         match found {
-            Err(RestError::Kubernetes { .. }) => {
+            Err(HttpError::Kubernetes { .. }) => {
                 let fresh = list_pods(
                     &self.client,
                     &self.namespace,
@@ -77,7 +77,7 @@ impl ApiServer {
                     self.port,
                 )
                 .await
-                .map_err(|e| RestError::Kubernetes {
+                .map_err(|e| HttpError::Kubernetes {
                     url: base.to_string(),
                     reason: e.to_string(),
                 })?;
@@ -92,8 +92,8 @@ impl ApiServer {
 
 /// The pod a member's base URL stands for: by IP and port, by IP alone when one pod has
 /// it, else by name as the first label of a host name.
-fn find_pod(pods: &[PodInfo], base: &str, namespace: &str) -> Result<(String, u16), RestError> {
-    let url = reqwest::Url::parse(base).map_err(|e| RestError::Kubernetes {
+fn find_pod(pods: &[PodInfo], base: &str, namespace: &str) -> Result<(String, u16), HttpError> {
+    let url = reqwest::Url::parse(base).map_err(|e| HttpError::Kubernetes {
         url: base.to_string(),
         reason: format!("not a URL: {e}"),
     })?;
@@ -118,7 +118,7 @@ fn find_pod(pods: &[PodInfo], base: &str, namespace: &str) -> Result<(String, u1
             let label = host.split('.').next().unwrap_or_default();
             pods.iter().find(|p| p.name == label)
         })
-        .ok_or_else(|| RestError::Kubernetes {
+        .ok_or_else(|| HttpError::Kubernetes {
             url: base.to_string(),
             reason: format!(
                 "no pod of the workload in namespace {namespace} has IP or name {host}"
@@ -136,7 +136,7 @@ impl Transport for ApiServer {
         &'a self,
         req: &'a Request,
         auth: Option<&'a Credentials>,
-    ) -> BoxFuture<'a, Result<Response, RestError>> {
+    ) -> BoxFuture<'a, Result<Response, HttpError>> {
         Box::pin(self.send_one(req, auth))
     }
 }
@@ -146,7 +146,7 @@ impl ApiServer {
         &self,
         req: &Request,
         auth: Option<&Credentials>,
-    ) -> Result<Response, RestError> {
+    ) -> Result<Response, HttpError> {
         let (pod, port) = self.pod_for(&req.base).await?;
         let timeout = req.timeout.unwrap_or(self.timeout);
         let call = async {
@@ -169,18 +169,18 @@ impl ApiServer {
         };
         tokio::time::timeout(timeout, call)
             .await
-            .map_err(|_| RestError::Timeout {
+            .map_err(|_| HttpError::Timeout {
                 url: req.url(),
                 timeout: humantime::format_duration(timeout).to_string(),
             })?
     }
 
-    async fn proxy(&self, req: &Request, pod: &str, port: u16) -> Result<Response, RestError> {
+    async fn proxy(&self, req: &Request, pod: &str, port: u16) -> Result<Response, HttpError> {
         let path = format!(
             "/api/v1/namespaces/{}/pods/{pod}:{port}/proxy{}",
             self.namespace, req.path
         );
-        let fail = |reason: String| RestError::Kubernetes {
+        let fail = |reason: String| HttpError::Kubernetes {
             url: req.url(),
             reason,
         };
@@ -233,8 +233,8 @@ impl ApiServer {
         pod: &str,
         port: u16,
         auth: Option<&Credentials>,
-    ) -> Result<Response, RestError> {
-        let fail = |reason: String| RestError::Kubernetes {
+    ) -> Result<Response, HttpError> {
+        let fail = |reason: String| HttpError::Kubernetes {
             url: req.url(),
             reason,
         };

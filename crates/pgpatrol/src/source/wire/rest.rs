@@ -76,11 +76,11 @@ impl ClusterWire {
     /// are keys in the DCS). A name listed twice would let a decision about one entry be
     /// carried out on the other (a replica's reinit sent to the leader's API), so the answer
     /// is refused, naming the second entry.
-    pub fn checked(self, url: &str) -> Result<ClusterWire, crate::source::rest::RestError> {
+    pub fn checked(self, url: &str) -> Result<ClusterWire, crate::source::http::HttpError> {
         let mut seen = std::collections::BTreeSet::new();
         for (i, m) in self.members.iter().enumerate() {
             if !seen.insert(m.name.as_str()) {
-                return Err(crate::source::rest::RestError::Shape {
+                return Err(crate::source::http::HttpError::Shape {
                     url: url.to_string(),
                     endpoint: "/cluster".into(),
                     path: format!("members[{i}].name"),
@@ -358,6 +358,14 @@ pub fn into_history(wire: HistoryWire) -> Result<Vec<HistoryEntry>, BadHistoryLi
             })
         })
         .collect()
+}
+
+/// `/cluster` in the pre-4.1 shape: replicas carry `lag` but no `replay_lag`, so their
+/// replay positions must be asked of the members themselves.
+pub fn needs_legacy_replay(wire: &ClusterWire) -> bool {
+    wire.members
+        .iter()
+        .any(|m| !Role::parse(&m.role).is_leader() && !m.has_split_lag())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! A call to Patroni as values ([`Request`], [`Response`], [`RestError`]) and the port that
-//! carries it ([`Transport`]): straight over HTTP (`client::Direct`), or through a carrier
-//! outside this module, such as the Kubernetes API server. `rest` names no carrier, so a
-//! carrier depends on `rest` and never the other way round.
+//! A call as values ([`Request`], [`Response`], [`HttpError`]) and the port that carries it
+//! ([`Transport`]): straight over HTTP (`client::Direct`), or through a carrier outside this
+//! module, such as the Kubernetes API server (`source::k8s`). `http` names no carrier, so a
+//! carrier depends on `http` and never the other way round.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -20,7 +20,7 @@ pub trait Transport: Send + Sync + Debug {
         &'a self,
         req: &'a Request,
         auth: Option<&'a Credentials>,
-    ) -> BoxFuture<'a, Result<Response, RestError>>;
+    ) -> BoxFuture<'a, Result<Response, HttpError>>;
 }
 
 /// Basic-auth credentials. `Debug` never shows the password.
@@ -117,7 +117,7 @@ pub struct Response {
 
 /// Every way a call to Patroni can fail, each naming the URL.
 #[derive(Debug, thiserror::Error)]
-pub enum RestError {
+pub enum HttpError {
     #[error("cannot connect to {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("{url} did not answer within {timeout}: raise --timeout, or check that the member is not hung")]
@@ -167,39 +167,39 @@ pub enum RestError {
     KubernetesDenied(String),
 }
 
-impl RestError {
+impl HttpError {
     /// A bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            RestError::Connect { .. } => "connect",
-            RestError::Timeout { .. } => "timeout",
-            RestError::Tls { .. } => "tls",
-            RestError::NotHttp { .. } => "not_http",
-            RestError::Auth { .. } => "auth",
-            RestError::Status { .. } => "status",
-            RestError::NotJson { .. } => "not_json",
-            RestError::Shape { .. } => "shape",
-            RestError::Setup(_) => "setup",
-            RestError::Kubernetes { .. } => "kubernetes",
-            RestError::KubernetesDenied(_) => "kubernetes_denied",
+            HttpError::Connect { .. } => "connect",
+            HttpError::Timeout { .. } => "timeout",
+            HttpError::Tls { .. } => "tls",
+            HttpError::NotHttp { .. } => "not_http",
+            HttpError::Auth { .. } => "auth",
+            HttpError::Status { .. } => "status",
+            HttpError::NotJson { .. } => "not_json",
+            HttpError::Shape { .. } => "shape",
+            HttpError::Setup(_) => "setup",
+            HttpError::Kubernetes { .. } => "kubernetes",
+            HttpError::KubernetesDenied(_) => "kubernetes_denied",
         }
     }
 
     /// The server answered, with a body that is not what Patroni sends (JSON that does not
     /// fit the endpoint's shape, or no JSON at all): nothing points at the DCS.
     pub fn is_malformed_answer(&self) -> bool {
-        matches!(self, RestError::Shape { .. } | RestError::NotJson { .. })
+        matches!(self, HttpError::Shape { .. } | HttpError::NotJson { .. })
     }
 
     /// No answer came: the connection failed or was dropped, timed out, or the server said
     /// it could not serve (5xx): what Patroni's `/cluster` does when its DCS is down.
     pub fn is_no_answer(&self) -> bool {
         match self {
-            RestError::Connect { .. }
-            | RestError::Timeout { .. }
-            | RestError::NotHttp { .. }
-            | RestError::Kubernetes { .. } => true,
-            RestError::Status { status, .. } => *status >= 500,
+            HttpError::Connect { .. }
+            | HttpError::Timeout { .. }
+            | HttpError::NotHttp { .. }
+            | HttpError::Kubernetes { .. } => true,
+            HttpError::Status { status, .. } => *status >= 500,
             _ => false,
         }
     }

@@ -11,15 +11,22 @@ use pgpatrol_core::ops::OpStep;
 
 use super::runner::{Operation, StepOutcome, StepResult};
 use super::{round1, Ops};
-use crate::source::dcs::remove::{survey, RemoveError, Survey};
-use crate::source::dcs::{Dcs, DcsSettings};
-use crate::source::rest::{Http, HttpOptions};
+pub use survey::{member_names, survey, RemoveError, Survey};
+
+use crate::source::dcs::{Dcs, DcsError, DcsSettings};
+use crate::source::http::{Http, HttpOptions};
+
+mod survey;
 
 /// Deletes the prefix, waits out `settle` (a `loop_wait` and a second, in which a Patroni
 /// that still runs writes its member key again) and reads it back: `Ok(deleted)` only when
 /// nothing is left.
 async fn delete(dcs: &Dcs, settle: Duration) -> Result<u64, RemoveError> {
-    let (deleted, _) = dcs.delete().await?;
+    let (deleted, _) = dcs
+        .etcd()
+        .delete_prefix(&dcs.prefix)
+        .await
+        .map_err(DcsError::from_attempts)?;
     tokio::time::sleep(settle).await;
     let (left, _) = dcs.keys().await?;
     if !left.is_empty() {

@@ -1,15 +1,14 @@
 //! What removing a cluster from its DCS would delete, and who would object: [`survey`]
 //! lists the keys under `/<namespace>/<scope>/` and asks every member the DCS names whether
-//! its Patroni answers. Reading only: the deletion itself is an operation
-//! (`crate::ops::remove`), sent through the one sender.
+//! its Patroni answers. Reading only: the deletion is `super`'s, sent through the one sender.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use super::{Dcs, DcsError};
-use crate::source::rest::{base_url, Http, Request};
+use crate::source::dcs::{Dcs, DcsError};
+use crate::source::http::{base_url, Http, Request};
 
 /// What a removal would delete, and who would object.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! HTTP to Patroni: requests are built as values and sent in one place ([`Http::send`]),
-//! and every way a call can fail becomes a typed [`RestError`], never a panic.
+//! and every way a call can fail becomes a typed [`HttpError`], never a panic.
 //! Patroni speaks HTTP/1.0 with close-delimited bodies, plain-text (`text/html`) answers
 //! and sometimes Python's HTML error pages; all of that is handled here.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::transport::{BoxFuture, Credentials, Request, Response, RestError, Transport};
+use super::transport::{BoxFuture, Credentials, HttpError, Request, Response, Transport};
 use crate::text::{error_chain, snippet};
 
 /// How to reach Patroni's REST API: TLS, credentials and timeouts.
@@ -65,7 +65,7 @@ impl Transport for Direct {
         &'a self,
         req: &'a Request,
         auth: Option<&'a Credentials>,
-    ) -> BoxFuture<'a, Result<Response, RestError>> {
+    ) -> BoxFuture<'a, Result<Response, HttpError>> {
         Box::pin(async move {
             let url = req.url();
             let mut rb = self.client.request(req.method.clone(), &url);
@@ -89,7 +89,7 @@ impl Transport for Direct {
 }
 
 impl Http {
-    pub fn new(opts: &HttpOptions) -> Result<Self, RestError> {
+    pub fn new(opts: &HttpOptions) -> Result<Self, HttpError> {
         Ok(Http {
             transport: Arc::new(Direct {
                 client: reqwest_client(opts)?,
@@ -103,7 +103,7 @@ impl Http {
 
 /// A reqwest client with `opts`' TLS settings and timeouts, every bad file named in the
 /// error (also the etcd gateway's client, `source::dcs::etcd`).
-pub(crate) fn reqwest_client(opts: &HttpOptions) -> Result<reqwest::Client, RestError> {
+pub(crate) fn reqwest_client(opts: &HttpOptions) -> Result<reqwest::Client, HttpError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .timeout(opts.timeout)
@@ -111,16 +111,16 @@ pub(crate) fn reqwest_client(opts: &HttpOptions) -> Result<reqwest::Client, Rest
         .danger_accept_invalid_certs(opts.insecure);
     if let Some(ca) = &opts.ca_file {
         let pem = std::fs::read(ca)
-            .map_err(|e| RestError::Setup(format!("cannot read CA file {}: {e}", ca.display())))?;
+            .map_err(|e| HttpError::Setup(format!("cannot read CA file {}: {e}", ca.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            RestError::Setup(format!(
+            HttpError::Setup(format!(
                 "CA file {} is not PEM: {}",
                 ca.display(),
                 inner(&e)
             ))
         })?;
         if certs.is_empty() {
-            return Err(RestError::Setup(format!(
+            return Err(HttpError::Setup(format!(
                 "CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
                 ca.display()
             )));
@@ -136,7 +136,7 @@ pub(crate) fn reqwest_client(opts: &HttpOptions) -> Result<reqwest::Client, Rest
     if let Some((cert, key)) = &opts.client_cert {
         let read = |p: &PathBuf| {
             std::fs::read(p)
-                .map_err(|e| RestError::Setup(format!("cannot read {}: {e}", p.display())))
+                .map_err(|e| HttpError::Setup(format!("cannot read {}: {e}", p.display())))
         };
         let mut pem = read(cert)?;
         // ctl.certfile without ctl.keyfile: one file holds both; read it once.
@@ -152,11 +152,11 @@ pub(crate) fn reqwest_client(opts: &HttpOptions) -> Result<reqwest::Client, Rest
             )
         };
         let id = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| RestError::Setup(format!("{}: {}", what(), inner(&e))))?;
+            .map_err(|e| HttpError::Setup(format!("{}: {}", what(), inner(&e))))?;
         try_build(reqwest::Client::builder().identity(id.clone()), what)?;
         b = b.identity(id);
     }
-    b.build().map_err(|e| RestError::Setup(error_chain(&e)))
+    b.build().map_err(|e| HttpError::Setup(error_chain(&e)))
 }
 
 impl Http {
@@ -176,7 +176,7 @@ impl Http {
     }
 
     /// Sends one request; any status is returned (callers decide what a 503 means).
-    pub async fn send(&self, req: &Request) -> Result<Response, RestError> {
+    pub async fn send(&self, req: &Request) -> Result<Response, HttpError> {
         let auth = self.auth.as_ref().filter(|_| req.is_unsafe());
         let resp = self.transport.send(req, auth).await?;
         check_auth(req.url(), resp)
@@ -187,12 +187,12 @@ impl Http {
         &self,
         base: &str,
         path: &str,
-    ) -> Result<T, RestError> {
+    ) -> Result<T, HttpError> {
         let req = Request::get(base, path);
         let resp = self.send(&req).await?;
         let url = req.url();
         if resp.status != StatusCode::OK {
-            return Err(RestError::Status {
+            return Err(HttpError::Status {
                 url,
                 status: resp.status.as_u16(),
                 body: snippet(&resp.body),
@@ -224,7 +224,7 @@ struct ClientKey {
 
 impl HttpCache {
     /// A client for `opts`: a shared one when an earlier call had the same settings.
-    pub fn get(&mut self, opts: &HttpOptions) -> Result<Http, RestError> {
+    pub fn get(&mut self, opts: &HttpOptions) -> Result<Http, HttpError> {
         let key = ClientKey {
             ca_file: opts.ca_file.clone(),
             client_cert: opts.client_cert.clone(),
@@ -251,9 +251,9 @@ impl HttpCache {
 }
 
 /// Patroni's 401/403 means the credentials were refused.
-fn check_auth(url: String, resp: Response) -> Result<Response, RestError> {
+fn check_auth(url: String, resp: Response) -> Result<Response, HttpError> {
     if resp.status == StatusCode::UNAUTHORIZED || resp.status == StatusCode::FORBIDDEN {
-        return Err(RestError::Auth {
+        return Err(HttpError::Auth {
             url,
             status: resp.status.as_u16(),
             body: snippet(&resp.body),
@@ -263,7 +263,7 @@ fn check_auth(url: String, resp: Response) -> Result<Response, RestError> {
 }
 
 /// Decodes a JSON body, telling HTML, empty and truncated bodies apart from wrong shapes.
-pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Result<T, RestError> {
+pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Result<T, HttpError> {
     let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
         let trimmed = body.trim_start();
         let what = if trimmed.is_empty() {
@@ -275,12 +275,12 @@ pub fn decode<T: DeserializeOwned>(url: &str, endpoint: &str, body: &str) -> Res
         } else {
             format!("{e}: {}", snippet(body))
         };
-        RestError::NotJson {
+        HttpError::NotJson {
             url: url.to_string(),
             what,
         }
     })?;
-    serde_path_to_error::deserialize(value).map_err(|e| RestError::Shape {
+    serde_path_to_error::deserialize(value).map_err(|e| HttpError::Shape {
         url: url.to_string(),
         endpoint: endpoint.to_string(),
         path: json_path(e.path()),
@@ -308,10 +308,10 @@ fn inner(e: &reqwest::Error) -> String {
 
 /// reqwest checks certificates and keys only when a client is built: build one with a single
 /// TLS setting so that a bad file is named in the error.
-fn try_build(b: reqwest::ClientBuilder, what: impl FnOnce() -> String) -> Result<(), RestError> {
+fn try_build(b: reqwest::ClientBuilder, what: impl FnOnce() -> String) -> Result<(), HttpError> {
     b.build()
         .map(drop)
-        .map_err(|e| RestError::Setup(format!("{}: {}", what(), inner(&e))))
+        .map_err(|e| HttpError::Setup(format!("{}: {}", what(), inner(&e))))
 }
 
 /// rustls's own words from an error chain (`invalid peer certificate: UnknownIssuer`,
@@ -369,10 +369,10 @@ fn tls_hint(reason: &str, client_cert: bool) -> String {
     }
 }
 
-fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) -> RestError {
+fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) -> HttpError {
     let url = url.to_string();
     if e.is_timeout() {
-        return RestError::Timeout {
+        return HttpError::Timeout {
             url,
             timeout: humantime::format_duration(timeout).to_string(),
         };
@@ -400,7 +400,7 @@ fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) 
     {
         let reason = tls_reason(&full);
         let hint = tls_hint(&reason, client_cert);
-        return RestError::Tls { url, reason, hint };
+        return HttpError::Tls { url, reason, hint };
     }
     // TLS 1.3 sends a client-certificate refusal after the handshake: when it lands before
     // the request is written, hyper reports only that the connection was not ready, and the
@@ -408,11 +408,11 @@ fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) 
     if url.starts_with("https://") && lower.contains("connection was not ready") {
         let reason = "the server closed the connection right after the TLS handshake".to_string();
         let hint = tls_hint("received fatal alert: CertificateRequired", client_cert);
-        return RestError::Tls { url, reason, hint };
+        return HttpError::Tls { url, reason, hint };
     }
     if lower.contains("invalid http") || lower.contains("invalid status") || lower.contains("parse")
     {
-        return RestError::NotHttp {
+        return HttpError::NotHttp {
             url,
             reason: full.rsplit(": ").next().unwrap_or(&full).to_string(),
         };
@@ -437,7 +437,7 @@ fn classify(url: &str, timeout: Duration, client_cert: bool, e: reqwest::Error) 
         }
         _ => full.clone(),
     };
-    RestError::Connect { url, reason }
+    HttpError::Connect { url, reason }
 }
 
 #[cfg(test)]
@@ -455,7 +455,7 @@ mod tests {
         let html = "<!DOCTYPE HTML>\n<html><head><title>Error response</title></head>\
                     <body><h1>Error response</h1><p>Error code: 400</p></body></html>";
         let e = decode::<Shape>("http://x/cluster", "/cluster", html).unwrap_err();
-        assert!(matches!(e, RestError::NotJson { .. }), "{e}");
+        assert!(matches!(e, HttpError::NotJson { .. }), "{e}");
         assert!(e.to_string().contains("Error code: 400"), "{e}");
     }
 
@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn wrong_shape_is_not_a_decode_panic() {
         let e = decode::<Shape>("http://x/cluster", "/cluster", r#"{"hello": 1}"#).unwrap_err();
-        assert!(matches!(e, RestError::Shape { .. }), "{e}");
+        assert!(matches!(e, HttpError::Shape { .. }), "{e}");
         let e = decode::<Shape>("http://x/cluster", "/cluster", "").unwrap_err();
         assert!(e.to_string().contains("empty"), "{e}");
     }
@@ -539,7 +539,7 @@ mod tests {
             &'a self,
             req: &'a Request,
             auth: Option<&'a Credentials>,
-        ) -> BoxFuture<'a, Result<Response, RestError>> {
+        ) -> BoxFuture<'a, Result<Response, HttpError>> {
             let user = auth.map(|a| a.username.clone());
             self.sent.lock().unwrap().push((req.url(), user));
             Box::pin(async move {
@@ -583,7 +583,7 @@ mod tests {
             sent: Default::default(),
         });
         let e = http.with_transport(refusing).send(&post).await.unwrap_err();
-        assert!(matches!(e, RestError::Auth { status: 401, .. }), "{e}");
+        assert!(matches!(e, HttpError::Auth { status: 401, .. }), "{e}");
         assert!(e.to_string().contains("(HTTP 401: no)"), "{e}");
     }
 

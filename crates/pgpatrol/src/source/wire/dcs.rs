@@ -13,8 +13,16 @@ use serde_json::{json, Map, Value};
 use pgpatrol_core::candidates::{patroni_bool, synchronous_mode_of};
 use pgpatrol_core::{Lsn, PatroniVersion};
 
-use super::etcd::Kv;
-use crate::source::rest::wire::{ClusterWire, HistoryWire, PatroniInfoWire, StatusWire};
+/// One key and its value, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: String,
+    pub value: String,
+    /// The lease the key is attached to (members and leader live on their node's lease).
+    pub lease: Option<String>,
+}
+
+use super::rest::{ClusterWire, HistoryWire, PatroniInfoWire, StatusWire};
 
 /// A value that is not what Patroni writes under that key.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -518,7 +526,7 @@ impl DcsCluster {
             what: "member data",
             reason: format!(
                 "at {} of the /cluster built from them, {}",
-                crate::source::rest::client::json_path(e.path()),
+                crate::source::http::client::json_path(e.path()),
                 e.into_inner()
             ),
         })
@@ -550,6 +558,18 @@ impl DcsCluster {
     }
 }
 
+/// A cluster from its DCS keys alone, as its `/cluster` and its leader's `/patroni` would
+/// say (`list --all`). No member is asked, so before Patroni 4.1 replay positions stay
+/// unknown.
+pub fn cluster_from_dcs(
+    keys: &DcsCluster,
+    scope: &str,
+) -> Result<pgpatrol_core::Cluster, BadValue> {
+    let wire = keys.cluster_wire(scope)?;
+    let status = keys.status_wire(scope);
+    Ok(super::rest::into_cluster(wire, Some(&status), None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,7 +585,7 @@ mod tests {
 
     fn cluster(kvs: &[Kv]) -> pgpatrol_core::Cluster {
         let c = parse("/service/demo/", kvs).unwrap();
-        crate::source::rest::wire::into_cluster(
+        crate::source::wire::rest::into_cluster(
             c.cluster_wire("demo").unwrap(),
             Some(&c.status_wire("demo")),
             None,
@@ -781,7 +801,7 @@ mod tests {
     }
 
     fn k8s_cluster(c: DcsCluster) -> pgpatrol_core::Cluster {
-        crate::source::rest::wire::into_cluster(
+        crate::source::wire::rest::into_cluster(
             c.cluster_wire("demo").unwrap(),
             Some(&c.status_wire("demo")),
             None,
