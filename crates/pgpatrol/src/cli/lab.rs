@@ -10,8 +10,8 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
 use super::Outcome;
 use crate::lab::faults::{self, LagKind};
-use crate::lab::process::{self, UpOptions};
-use crate::lab::{self, Init, LabPaths, LabState, PatroniVersion};
+use crate::lab::up::{self, UpOptions};
+use crate::lab::{self, cluster, os, Init, LabPaths, LabState, PatroniVersion};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -81,7 +81,7 @@ pub struct UpArgs {
     /// gets WAL only through restore_command from DIR's WAL archive (DIR must run with
     /// --archive); its first copy is a pg_basebackup without WAL.
     #[arg(long, value_enum, default_value = "streaming", requires = "standby_of")]
-    pub standby_mode: process::StandbyMode,
+    pub standby_mode: up::StandbyMode,
     /// Archive every member's WAL into DIR/archive (archive_command cp, archive_timeout 5s):
     /// the archive an archive-only standby lab restores from.
     #[arg(long)]
@@ -248,8 +248,8 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         archive: args.archive,
         nostream: args.nostream,
     };
-    let (paths, state) = process::up(&opts).await?;
-    let leader = lab::any_cluster(&state)
+    let (paths, state) = up::up(&opts).await?;
+    let leader = cluster::any_cluster(&state)
         .await
         .ok()
         .and_then(|c| c.leader().map(|l| l.name.clone()))
@@ -338,7 +338,7 @@ fn alive_word(alive: bool) -> &'static str {
 async fn status(dir: &Path) -> Result<Outcome> {
     let paths = LabPaths::new(dir)?;
     let state = LabState::load(&paths)?;
-    let cluster = lab::any_cluster(&state).await;
+    let cluster = cluster::any_cluster(&state).await;
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_header([
         "member",
@@ -364,7 +364,7 @@ async fn status(dir: &Path) -> Result<Outcome> {
     for m in &state.members {
         let pid = m
             .pid
-            .map(|p| format!("{p} {}", alive_word(process::alive(p, "patroni"))))
+            .map(|p| format!("{p} {}", alive_word(os::alive(p, "patroni"))))
             .unwrap_or_else(|| "-".into());
         table.add_row([
             m.name.clone(),
@@ -378,7 +378,7 @@ async fn status(dir: &Path) -> Result<Outcome> {
         ]);
     }
     println!("{table}");
-    let etcd_alive = state.etcd.pid.is_some_and(|p| process::alive(p, "etcd"));
+    let etcd_alive = state.etcd.pid.is_some_and(|p| os::alive(p, "etcd"));
     println!(
         "etcd: pid {} {}, client 127.0.0.1:{}",
         state
@@ -396,7 +396,7 @@ async fn status(dir: &Path) -> Result<Outcome> {
     for s in state
         .stopped
         .iter()
-        .filter(|s| process::alive(s.pid, "postgres"))
+        .filter(|s| os::alive(s.pid, "postgres"))
     {
         println!(
             "fault: {}'s {} (PID {}) is SIGSTOPped",
@@ -423,14 +423,14 @@ async fn status(dir: &Path) -> Result<Outcome> {
         }
     }
     let verdict = match &cluster {
-        Ok(c) => match lab::check_health(
+        Ok(c) => match cluster::check_health(
             c,
             state.members.len(),
             Some(lab::HEALTHY_MAX_LAG),
             state.patroni.streaming_state(),
         ) {
             // /cluster is the DCS's view: the members' own answers must agree.
-            Ok(()) => process::members_agree(&state, c).await,
+            Ok(()) => cluster::members_agree(&state, c).await,
             Err(why) => Err(why),
         },
         Err(e) => Err(format!("{e:#}")),
@@ -467,7 +467,7 @@ fn logs(args: LogsArgs) -> Result<Outcome> {
         if many {
             println!("==> {} <==", paths.log(&name).display());
         }
-        println!("{}", lab::tail(&paths.log(&name), args.lines));
+        println!("{}", cluster::tail(&paths.log(&name), args.lines));
     }
     Ok(Outcome::Ok)
 }
@@ -475,12 +475,10 @@ fn logs(args: LogsArgs) -> Result<Outcome> {
 async fn down(dir: &Path, keep_data: bool) -> Result<Outcome> {
     let t0 = Instant::now();
     let paths = LabPaths::new(dir)?;
-    if !paths.state().exists() {
+    if !lab::down::down(&paths, keep_data).await? {
         println!("no lab in {}", paths.dir.display());
         return Ok(Outcome::Ok);
     }
-    let state = LabState::load(&paths)?;
-    process::teardown(&paths, &state, keep_data).await?;
     println!(
         "lab down: {} stopped{} ({:.1} s)",
         paths.dir.display(),
@@ -593,9 +591,9 @@ async fn psql(args: PsqlArgs) -> Result<Outcome> {
     let state = LabState::load(&paths)?;
     let member = match &args.member {
         Some(m) => state.member(m)?,
-        None => faults::leader(&state).await?,
+        None => cluster::leader(&state).await?,
     };
-    let out = faults::psql(member, &args.sql).await?;
+    let out = cluster::psql(member, &args.sql).await?;
     if !out.is_empty() {
         println!("{out}");
     }

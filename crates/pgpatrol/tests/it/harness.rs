@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use libtest_mimic::{Arguments, Trial};
-use pgpatrol::lab::faults::{self, LagKind};
+use pgpatrol::lab::cluster;
+use pgpatrol::lab::faults::LagKind;
 use pgpatrol::lab::{self as lablib, LabPaths, LabState};
 use serde_json::Value;
 
@@ -422,7 +423,7 @@ impl Lab {
         let state = self.state();
         let m = state.member(member).expect("member").clone();
         self.rt
-            .block_on(faults::reported_lag(&state, &m, LagKind::Replay))
+            .block_on(cluster::reported_lag(&state, &m, LagKind::Replay))
             .expect("replay lag")
             .expect("a numeric replay lag")
     }
@@ -558,7 +559,7 @@ impl Lab {
                 "---- last lines of {}'s Patroni log in {} ----\n{}",
                 m.name,
                 self.dir.display(),
-                pgpatrol::lab::tail(&paths.log(&m.name), 25)
+                pgpatrol::lab::cluster::tail(&paths.log(&m.name), 25)
             );
         }
     }
