@@ -158,6 +158,107 @@ mod layering {
         assert!(broken.is_empty(), "layers broken:\n{}", broken.join("\n"));
     }
 
+    /// (file under src/lab/, the sibling modules it must not name as `super::X` or
+    /// `crate::lab::X`): os ← cluster ← down ← up, and faults above them all, so no two lab
+    /// files import each other.
+    const LAB_RULES: &[(&str, &[&str])] = &[
+        (
+            "os.rs",
+            &["config", "cluster", "up", "down", "faults", "backup"],
+        ),
+        (
+            "config.rs",
+            &["os", "cluster", "up", "down", "faults", "backup"],
+        ),
+        ("cluster.rs", &["up", "down", "faults", "backup"]),
+        ("down.rs", &["up", "faults", "backup"]),
+        ("up.rs", &["faults", "backup"]),
+        ("faults.rs", &["backup"]),
+        ("backup.rs", &["up", "down", "faults"]),
+    ];
+
+    /// The modules a source names through `prefix` (`super::`): `super::a::b`, `super::a;`
+    /// and every item of a group, `super::{a, b::c, self}`, also across lines.
+    fn named_after(code: &str, prefix: &str) -> Vec<String> {
+        let first = |path: &str| -> String {
+            path.trim()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let mut names = Vec::new();
+        for (at, _) in code.match_indices(prefix) {
+            let rest = &code[at + prefix.len()..];
+            let Some(group) = rest.strip_prefix('{') else {
+                names.push(first(rest));
+                continue;
+            };
+            // The group up to its closing brace; items split at commas outside inner braces.
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.push(first(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            names.push(first(&item));
+        }
+        names.retain(|n| !n.is_empty());
+        names
+    }
+
+    #[test]
+    fn no_lab_file_imports_one_above_it() {
+        let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lab");
+        let mut broken = Vec::new();
+        for (file, forbidden) in LAB_RULES {
+            let path = lab.join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            // Comments dropped, lines kept (a `use super::{...}` group may span several).
+            let code: String = text
+                .lines()
+                .map(|l| {
+                    if l.trim_start().starts_with("//") {
+                        ""
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            for prefix in ["super::", "crate::lab::"] {
+                for name in named_after(&code, prefix) {
+                    if forbidden.contains(&name.as_str()) {
+                        broken.push(format!("lab/{file} names {prefix}{name}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            broken.is_empty(),
+            "lab layers broken:\n{}",
+            broken.join("\n")
+        );
+    }
+
+    #[test]
+    fn named_after_reads_paths_and_groups() {
+        let code = "use super::os::{alive, RunAs};\nuse super::{\n    config, cluster::{leader, psql},\n    LabPaths,\n};\nlet x = super::up::up(o);";
+        assert_eq!(
+            named_after(code, "super::"),
+            ["os", "config", "cluster", "LabPaths", "up"]
+        );
+    }
+
     /// Inside `source/`: (module, the sibling modules it must not name). `http` is the leaf,
     /// `wire` decodes above it, `rest`, `dcs` and `k8s` build on both and never on each other;
     /// only `cluster` (and `target`, which builds it) put them together.

@@ -1,6 +1,7 @@
 //! `pgpatrol lab`: a real local Patroni cluster (PostgreSQL 15 + etcd + Patroni on
 //! 127.0.0.1) to try every command on, and the integration tests' fixture.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
 use super::Outcome;
 use crate::lab::faults::{self, LagKind};
-use crate::lab::process::{self, UpOptions};
-use crate::lab::{self, Init, LabPaths, LabState, PatroniVersion};
+use crate::lab::up::{self, UpOptions};
+use crate::lab::{self, cluster, os, Init, LabPaths, LabState, PatroniVersion};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -81,7 +82,7 @@ pub struct UpArgs {
     /// gets WAL only through restore_command from DIR's WAL archive (DIR must run with
     /// --archive); its first copy is a pg_basebackup without WAL.
     #[arg(long, value_enum, default_value = "streaming", requires = "standby_of")]
-    pub standby_mode: process::StandbyMode,
+    pub standby_mode: up::StandbyMode,
     /// Archive every member's WAL into DIR/archive (archive_command cp, archive_timeout 5s):
     /// the archive an archive-only standby lab restores from.
     #[arg(long)]
@@ -202,33 +203,42 @@ pub struct LagArgs {
 }
 
 impl LabCommand {
+    /// Runs the subcommand; what it reports goes to stdout (progress goes to stderr).
     pub async fn run(self) -> Result<Outcome> {
+        self.run_to(&mut std::io::stdout().lock()).await
+    }
+
+    /// Runs the subcommand, writing its report to `out`.
+    pub async fn run_to(self, out: &mut impl Write) -> Result<Outcome> {
         match self {
-            LabCommand::Up(args) => up(args).await,
-            LabCommand::Status(args) => status(&args.dir).await,
-            LabCommand::Logs(args) => logs(args),
-            LabCommand::Down(args) => down(&args.dir.dir, args.keep_data).await,
-            LabCommand::Break(fault) => break_(fault).await,
-            LabCommand::Repair(args) => repair(args).await,
-            LabCommand::Psql(args) => psql(args).await,
-            LabCommand::Backup(d) => {
-                let t0 = Instant::now();
-                let paths = LabPaths::new(&d.dir)?;
-                let state = LabState::load(&paths)?;
-                let conf = lab::backup::backup(&paths, &state).await?;
-                println!(
-                    "lab backup: stanza {} with a full backup ({:.1} s); pgbackrest --config={} info",
-                    lab::backup::STANZA,
-                    t0.elapsed().as_secs_f64(),
-                    conf.display()
-                );
-                Ok(Outcome::Ok)
-            }
+            LabCommand::Up(args) => up(args, out).await,
+            LabCommand::Status(args) => status(&args.dir, out).await,
+            LabCommand::Logs(args) => logs(args, out),
+            LabCommand::Down(args) => down(&args.dir.dir, args.keep_data, out).await,
+            LabCommand::Break(fault) => break_(fault, out).await,
+            LabCommand::Repair(args) => repair(args, out).await,
+            LabCommand::Psql(args) => psql(args, out).await,
+            LabCommand::Backup(d) => backup(&d.dir, out).await,
         }
     }
 }
 
-async fn up(args: UpArgs) -> Result<Outcome> {
+async fn backup(dir: &Path, out: &mut impl Write) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let paths = LabPaths::new(dir)?;
+    let state = LabState::load(&paths)?;
+    let conf = lab::backup::backup(&paths, &state).await?;
+    writeln!(
+        out,
+        "lab backup: stanza {} with a full backup ({:.1} s); pgbackrest --config={} info",
+        lab::backup::STANZA,
+        t0.elapsed().as_secs_f64(),
+        conf.display()
+    )?;
+    Ok(Outcome::Ok)
+}
+
+async fn up(args: UpArgs, out: &mut impl Write) -> Result<Outcome> {
     let t0 = Instant::now();
     let opts = UpOptions {
         dir: args.dir.dir,
@@ -248,8 +258,8 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         archive: args.archive,
         nostream: args.nostream,
     };
-    let (paths, state) = process::up(&opts).await?;
-    let leader = lab::any_cluster(&state)
+    let (paths, state) = up::up(&opts).await?;
+    let leader = cluster::any_cluster(&state)
         .await
         .ok()
         .and_then(|c| c.leader().map(|l| l.name.clone()))
@@ -262,7 +272,8 @@ async fn up(args: UpArgs) -> Result<Outcome> {
     } else {
         String::new()
     };
-    println!(
+    writeln!(
+        out,
         "lab up: {} member(s), scope {}, Patroni {} ({}){init}, in {} ({:.1} s)",
         state.members.len(),
         state.scope,
@@ -270,34 +281,37 @@ async fn up(args: UpArgs) -> Result<Outcome> {
         state.venv.display(),
         paths.dir.display(),
         t0.elapsed().as_secs_f64()
-    );
+    )?;
     for m in &state.members {
         let role = match (m.name == leader, state.standby_of.is_some()) {
             (true, true) => "standby leader",
             (true, false) => "leader",
             (false, _) => "replica",
         };
-        println!(
+        writeln!(
+            out,
             "  {:<5} {:<14} REST {}  PostgreSQL 127.0.0.1:{}",
             m.name,
             role,
             m.url(),
             m.pg_port
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "  etcd                 http://127.0.0.1:{}",
         state.etcd.client_port
-    );
+    )?;
     for line in pair_lines(&state) {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
-    println!(
+    writeln!(
+        out,
         "REST API user {}; its password is in {} (mode 0600)",
         lab::REST_USER,
         paths.password().display()
-    );
-    println!("{}", state.export_line(&paths));
+    )?;
+    writeln!(out, "{}", state.export_line(&paths))?;
     Ok(Outcome::Ok)
 }
 
@@ -335,10 +349,10 @@ fn alive_word(alive: bool) -> &'static str {
     }
 }
 
-async fn status(dir: &Path) -> Result<Outcome> {
+async fn status(dir: &Path, out: &mut impl Write) -> Result<Outcome> {
     let paths = LabPaths::new(dir)?;
     let state = LabState::load(&paths)?;
-    let cluster = lab::any_cluster(&state).await;
+    let cluster = cluster::any_cluster(&state).await;
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_header([
         "member",
@@ -364,7 +378,7 @@ async fn status(dir: &Path) -> Result<Outcome> {
     for m in &state.members {
         let pid = m
             .pid
-            .map(|p| format!("{p} {}", alive_word(process::alive(p, "patroni"))))
+            .map(|p| format!("{p} {}", alive_word(os::alive(p, "patroni"))))
             .unwrap_or_else(|| "-".into());
         table.add_row([
             m.name.clone(),
@@ -377,9 +391,10 @@ async fn status(dir: &Path) -> Result<Outcome> {
             field(&m.name, &lag(pgpatrol_core::LagKind::Replay)),
         ]);
     }
-    println!("{table}");
-    let etcd_alive = state.etcd.pid.is_some_and(|p| process::alive(p, "etcd"));
-    println!(
+    writeln!(out, "{table}")?;
+    let etcd_alive = state.etcd.pid.is_some_and(|p| os::alive(p, "etcd"));
+    writeln!(
+        out,
         "etcd: pid {} {}, client 127.0.0.1:{}",
         state
             .etcd
@@ -388,23 +403,24 @@ async fn status(dir: &Path) -> Result<Outcome> {
             .unwrap_or_else(|| "-".into()),
         alive_word(etcd_alive),
         state.etcd.client_port
-    );
+    )?;
     for line in pair_lines(&state) {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
     // A record whose process is gone was undone by a rebuild (heal, reinit): not a fault.
     for s in state
         .stopped
         .iter()
-        .filter(|s| process::alive(s.pid, "postgres"))
+        .filter(|s| os::alive(s.pid, "postgres"))
     {
-        println!(
+        writeln!(
+            out,
             "fault: {}'s {} (PID {}) is SIGSTOPped",
             s.member, s.process, s.pid
-        );
+        )?;
     }
     for k in &state.killed {
-        println!("fault: {k} was killed");
+        writeln!(out, "fault: {k} was killed")?;
     }
     for m in &state.members {
         let zombies = m.zombies();
@@ -413,45 +429,46 @@ async fn status(dir: &Path) -> Result<Outcome> {
                 .iter()
                 .map(|(pid, comm)| format!("{comm} (PID {pid})"))
                 .collect();
-            println!(
+            writeln!(
+                out,
                 "zombies: {} in {}'s PID namespace (init {}): {}",
                 zombies.len(),
                 m.name,
                 state.init.as_str(),
                 list.join(", ")
-            );
+            )?;
         }
     }
     let verdict = match &cluster {
-        Ok(c) => match lab::check_health(
+        Ok(c) => match cluster::check_health(
             c,
             state.members.len(),
             Some(lab::HEALTHY_MAX_LAG),
             state.patroni.streaming_state(),
         ) {
             // /cluster is the DCS's view: the members' own answers must agree.
-            Ok(()) => process::members_agree(&state, c).await,
+            Ok(()) => cluster::members_agree(&state, c).await,
             Err(why) => Err(why),
         },
         Err(e) => Err(format!("{e:#}")),
     };
     match verdict {
         Ok(()) if etcd_alive => {
-            println!("healthy");
+            writeln!(out, "healthy")?;
             Ok(Outcome::Ok)
         }
         Ok(()) => {
-            println!("not healthy: etcd is not running");
+            writeln!(out, "not healthy: etcd is not running")?;
             Ok(Outcome::Problem)
         }
         Err(why) => {
-            println!("not healthy: {why}");
+            writeln!(out, "not healthy: {why}")?;
             Ok(Outcome::Problem)
         }
     }
 }
 
-fn logs(args: LogsArgs) -> Result<Outcome> {
+fn logs(args: LogsArgs, out: &mut impl Write) -> Result<Outcome> {
     let paths = LabPaths::new(&args.dir.dir)?;
     let state = LabState::load(&paths)?;
     let mut names: Vec<String> = match args.member {
@@ -465,23 +482,22 @@ fn logs(args: LogsArgs) -> Result<Outcome> {
     }
     for name in names {
         if many {
-            println!("==> {} <==", paths.log(&name).display());
+            writeln!(out, "==> {} <==", paths.log(&name).display())?;
         }
-        println!("{}", lab::tail(&paths.log(&name), args.lines));
+        writeln!(out, "{}", cluster::tail(&paths.log(&name), args.lines))?;
     }
     Ok(Outcome::Ok)
 }
 
-async fn down(dir: &Path, keep_data: bool) -> Result<Outcome> {
+async fn down(dir: &Path, keep_data: bool, out: &mut impl Write) -> Result<Outcome> {
     let t0 = Instant::now();
     let paths = LabPaths::new(dir)?;
-    if !paths.state().exists() {
-        println!("no lab in {}", paths.dir.display());
+    if !lab::down::down(&paths, keep_data).await? {
+        writeln!(out, "no lab in {}", paths.dir.display())?;
         return Ok(Outcome::Ok);
     }
-    let state = LabState::load(&paths)?;
-    process::teardown(&paths, &state, keep_data).await?;
-    println!(
+    writeln!(
+        out,
         "lab down: {} stopped{} ({:.1} s)",
         paths.dir.display(),
         if keep_data {
@@ -490,27 +506,34 @@ async fn down(dir: &Path, keep_data: bool) -> Result<Outcome> {
             ", data removed"
         },
         t0.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(Outcome::Ok)
 }
 
-async fn break_(fault: Fault) -> Result<Outcome> {
+async fn break_(fault: Fault, out: &mut impl Write) -> Result<Outcome> {
     let t0 = Instant::now();
     match fault {
-        Fault::Lag(a) => break_lag(a, LagKind::Receive, t0).await,
-        Fault::Replay(a) => break_lag(a, LagKind::Replay, t0).await,
+        Fault::Lag(a) => break_lag(a, LagKind::Receive, t0, out).await,
+        Fault::Replay(a) => break_lag(a, LagKind::Replay, t0, out).await,
         Fault::CrashLeader(d) => {
             let paths = LabPaths::new(&d.dir)?;
             let mut state = LabState::load(&paths)?;
             let name = faults::crash_leader(&paths, &mut state).await?;
-            println!("killed the leader {name} (Patroni and postmaster, SIGKILL); a replica takes over after ttl (about 20 s)");
+            writeln!(
+                out,
+                "killed the leader {name} (Patroni and postmaster, SIGKILL); a replica takes over after ttl (about 20 s)"
+            )?;
             Ok(Outcome::Ok)
         }
         Fault::Archive(d) => {
             let paths = LabPaths::new(&d.dir)?;
             let mut state = LabState::load(&paths)?;
             let n = faults::break_archive(&paths, &mut state, Duration::from_secs(60)).await?;
-            println!("archive_command fails on the leader: {n} failure(s) so far; undo with `pgpatrol lab repair` ({:.1} s)", t0.elapsed().as_secs_f64());
+            writeln!(
+                out,
+                "archive_command fails on the leader: {n} failure(s) so far; undo with `pgpatrol lab repair` ({:.1} s)",
+                t0.elapsed().as_secs_f64()
+            )?;
             Ok(Outcome::Ok)
         }
         Fault::Slot(a) => {
@@ -518,19 +541,24 @@ async fn break_(fault: Fault) -> Result<Outcome> {
             let mut state = LabState::load(&paths)?;
             let held =
                 faults::break_slot(&paths, &mut state, a.mb, Duration::from_secs(120)).await?;
-            println!(
+            writeln!(
+                out,
                 "the inactive slot {} holds {:.1} MB of WAL on the leader; undo with `pgpatrol lab repair` ({:.1} s)",
                 faults::ABANDONED_SLOT,
                 held as f64 / 1048576.0,
                 t0.elapsed().as_secs_f64()
-            );
+            )?;
             Ok(Outcome::Ok)
         }
         Fault::Connections(a) => {
             let paths = LabPaths::new(&a.dir.dir)?;
             let mut state = LabState::load(&paths)?;
             let pid = faults::break_connections(&paths, &mut state, a.count).await?;
-            println!("{} client connections held open on the leader by pgbench (PID {pid}); undo with `pgpatrol lab repair`", a.count);
+            writeln!(
+                out,
+                "{} client connections held open on the leader by pgbench (PID {pid}); undo with `pgpatrol lab repair`",
+                a.count
+            )?;
             Ok(Outcome::Ok)
         }
         Fault::Stuck(a) => {
@@ -538,20 +566,32 @@ async fn break_(fault: Fault) -> Result<Outcome> {
             let mut state = LabState::load(&paths)?;
             let st =
                 faults::break_stuck(&paths, &mut state, &a.member, Duration::from_secs(30)).await?;
-            println!("{} is stuck {st} (its startup process stopped during a restart); undo with `pgpatrol lab repair`", a.member);
+            writeln!(
+                out,
+                "{} is stuck {st} (its startup process stopped during a restart); undo with `pgpatrol lab repair`",
+                a.member
+            )?;
             Ok(Outcome::Ok)
         }
         Fault::Dcs(d) => {
             let paths = LabPaths::new(&d.dir)?;
             let mut state = LabState::load(&paths)?;
             let pid = faults::stop_dcs(&paths, &mut state)?;
-            println!("stopped etcd (PID {pid}, SIGKILL): the DCS is unreachable; undo with `pgpatrol lab repair`");
+            writeln!(
+                out,
+                "stopped etcd (PID {pid}, SIGKILL): the DCS is unreachable; undo with `pgpatrol lab repair`"
+            )?;
             Ok(Outcome::Ok)
         }
     }
 }
 
-async fn break_lag(args: LagArgs, kind: LagKind, t0: Instant) -> Result<Outcome> {
+async fn break_lag(
+    args: LagArgs,
+    kind: LagKind,
+    t0: Instant,
+    out: &mut impl Write,
+) -> Result<Outcome> {
     let paths = LabPaths::new(&args.dir.dir)?;
     let mut state = LabState::load(&paths)?;
     let lag = faults::break_lag(
@@ -567,37 +607,84 @@ async fn break_lag(args: LagArgs, kind: LagKind, t0: Instant) -> Result<Outcome>
         LagKind::Receive => "lag (walreceiver stopped)",
         LagKind::Replay => "replay lag (startup process stopped)",
     };
-    println!(
+    writeln!(
+        out,
         "{} is {:.1} MB behind: {what}; undo with `pgpatrol lab repair` ({:.1} s)",
         args.member,
         lag as f64 / (1024.0 * 1024.0),
         t0.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(Outcome::Ok)
 }
 
-async fn repair(args: RepairArgs) -> Result<Outcome> {
+async fn repair(args: RepairArgs, out: &mut impl Write) -> Result<Outcome> {
     let t0 = Instant::now();
     let paths = LabPaths::new(&args.dir.dir)?;
     let mut state = LabState::load(&paths)?;
     let done = faults::repair(&paths, &mut state, args.timeout).await?;
     for line in &done {
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
-    println!("lab healthy ({:.1} s)", t0.elapsed().as_secs_f64());
+    writeln!(out, "lab healthy ({:.1} s)", t0.elapsed().as_secs_f64())?;
     Ok(Outcome::Ok)
 }
 
-async fn psql(args: PsqlArgs) -> Result<Outcome> {
+async fn psql(args: PsqlArgs, out: &mut impl Write) -> Result<Outcome> {
     let paths = LabPaths::new(&args.dir.dir)?;
     let state = LabState::load(&paths)?;
     let member = match &args.member {
         Some(m) => state.member(m)?,
-        None => faults::leader(&state).await?,
+        None => cluster::leader(&state).await?,
     };
-    let out = faults::psql(member, &args.sql).await?;
-    if !out.is_empty() {
-        println!("{out}");
+    let rows = cluster::psql(member, &args.sql).await?;
+    if !rows.is_empty() {
+        writeln!(out, "{rows}")?;
     }
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn down_args(dir: &Path) -> LabCommand {
+        LabCommand::Down(DownArgs {
+            dir: DirArg {
+                dir: dir.to_path_buf(),
+            },
+            keep_data: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn down_without_a_lab_writes_to_the_given_writer() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-nolab-{}", std::process::id()));
+        let mut out = Vec::new();
+        let outcome = down_args(&dir).run_to(&mut out).await.unwrap();
+        assert_eq!(outcome, Outcome::Ok);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("no lab in {}\n", dir.display())
+        );
+    }
+
+    /// A reader that went away (`pgpatrol lab status | head -1`).
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_pipe_is_an_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("pgpatrol-nolab-{}", std::process::id()));
+        let e = down_args(&dir).run_to(&mut ClosedPipe).await.unwrap_err();
+        let io = e.downcast_ref::<std::io::Error>().expect("an io error");
+        assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+    }
 }

@@ -18,7 +18,7 @@ use super::common::{ClusterArgs, PgArgs};
 use super::ops::{confirm_op, emit_json, OpArgs, OpFormat};
 use super::Outcome;
 use crate::audit::Audit;
-use crate::lab::{process, LabPaths, LabState};
+use crate::lab::{down, up, LabPaths, LabState};
 use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::Ops;
@@ -197,7 +197,7 @@ impl Scaler {
             Scaler::Lab { paths, state } => {
                 let mut names = Vec::new();
                 for _ in 0..count {
-                    names.push(process::add_member(paths, state)?);
+                    names.push(up::add_member(paths, state)?);
                 }
                 Ok(format!("lab member(s) {} started", names.join(", ")))
             }
@@ -302,7 +302,7 @@ impl Scaler {
     async fn remove(&mut self, member: &str) -> anyhow::Result<(String, Option<i32>)> {
         match self {
             Scaler::Lab { paths, state } => {
-                process::remove_member(paths, state, member).await?;
+                down::remove_member(paths, state, member).await?;
                 Ok((
                     format!("{member} stopped, its data directory deleted"),
                     None,

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::faults::psql;
-use super::process::RunAs;
+use super::cluster::{leader, psql, tail};
+use super::os::RunAs;
 use super::{LabPaths, LabState};
 
 /// The stanza the lab's repository holds.
@@ -39,7 +39,7 @@ fn run(run_as: &RunAs, paths: &LabPaths, args: &[&str]) -> Result<()> {
             "pgbackrest {} failed ({status}); {} says: {}",
             args.join(" "),
             log.display(),
-            super::tail(&log, 3).replace('\n', " | ")
+            tail(&log, 3).replace('\n', " | ")
         );
     }
     Ok(())
@@ -59,7 +59,7 @@ pub async fn backup(paths: &LabPaths, state: &LabState) -> Result<PathBuf> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         run_as.own(&dir)?;
     }
-    let leader = super::faults::leader(state).await?.clone();
+    let leader = leader(state).await?.clone();
     // The leader as pg1 (a backup is taken from pg1 when it is the primary); every member is
     // listed so archive-push works from whichever member leads later.
     let mut conf = format!(

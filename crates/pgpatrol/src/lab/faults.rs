@@ -1,5 +1,7 @@
 //! Real faults for the lab and their repair: a stalled walreceiver (receive lag that Patroni
-//! still calls "streaming"), a stalled startup process (replay-only lag), a crashed leader.
+//! still calls "streaming"), a stalled startup process (replay-only lag), a crashed leader,
+//! a replica stuck in a restart, a failing archive_command, an abandoned slot, held
+//! connections, a stopped DCS.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 
-use super::process::{self, alive, RunAs};
+use super::cluster::{self, leader, patch_config, psql, reported_lag, tail, wait_healthy};
+use super::os::{self, alive, RunAs};
+use super::up::{start_etcd, start_member};
 use super::{config, LabPaths, LabState, MemberState, StoppedPid, PG_BIN_DIR};
 
 const MB: u64 = 1024 * 1024;
@@ -32,66 +36,6 @@ fn process_for(kind: LagKind) -> &'static str {
         LagKind::Receive => "walreceiver",
         LagKind::Replay => "startup",
     }
-}
-
-/// Runs SQL on a member over TCP as the superuser; returns psql's unaligned output.
-pub async fn psql(member: &MemberState, sql: &str) -> Result<String> {
-    let yaml = std::fs::read_to_string(&member.config)
-        .with_context(|| format!("cannot read {}", member.config.display()))?;
-    let password = config::superuser_password(&yaml)?;
-    let out = tokio::process::Command::new(Path::new(PG_BIN_DIR).join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &member.pg_port.to_string()])
-        .args([
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-        ])
-        .arg("-c")
-        .arg(sql)
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("cannot run psql")?;
-    if !out.status.success() {
-        bail!(
-            "psql on {} failed: {}",
-            member.name,
-            crate::text::one_line(&String::from_utf8_lossy(&out.stderr))
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The current leader's member record, from /cluster.
-pub async fn leader(state: &LabState) -> Result<&MemberState> {
-    let cluster = super::any_cluster(state).await?;
-    let name = cluster
-        .leader()
-        .map(|l| l.name.clone())
-        .context("the cluster has no leader right now")?;
-    state.member(&name)
-}
-
-/// The lag of `member` in bytes, as every pgpatrol command reads it (`/cluster`, and on
-/// Patroni < 4.1 replay lag from the members' own `/patroni`); `None` while unknown.
-pub async fn reported_lag(
-    state: &LabState,
-    member: &MemberState,
-    kind: LagKind,
-) -> Result<Option<u64>> {
-    let cluster = super::any_cluster(state).await?;
-    Ok(cluster
-        .member(&member.name)
-        .and_then(|m| m.lag(kind))
-        .and_then(|l| l.bytes()))
 }
 
 /// SIGSTOPs the member's walreceiver (receive lag) or startup process (replay lag), then
@@ -124,13 +68,13 @@ pub async fn break_lag(
     // Emptied first so repeated faults do not grow the table without bound.
     psql(&leader, LOAD_TABLE_SQL).await?;
     for attempt in 1..=3 {
-        let pid = *process::children(pm, what).first().with_context(|| {
+        let pid = *os::children(pm, what).first().with_context(|| {
             format!("{member} has no {what} process (is it a streaming replica?)")
         })?;
         if kind == LagKind::Replay {
             wait_startup_idle(pid).await;
         }
-        process::signal(pid, Signal::SIGSTOP)?;
+        os::signal(pid, Signal::SIGSTOP)?;
         // Breaking the same member twice finds the same stopped process: record it once.
         if !state.stopped.iter().any(|s| s.pid == pid) {
             state.stopped.push(StoppedPid {
@@ -148,7 +92,7 @@ pub async fn break_lag(
         // The startup process was stopped holding a lock the walreceiver needs, so nothing
         // is received either: that is not replay-only lag. Resume it and try again.
         eprintln!("lab: {member} stopped receiving too (attempt {attempt}); resuming and retrying");
-        process::signal(pid, Signal::SIGCONT)?;
+        os::signal(pid, Signal::SIGCONT)?;
         state.stopped.retain(|s| s.pid != pid);
         state.save(paths)?;
         if attempt < 3 {
@@ -204,7 +148,7 @@ async fn settle_others(state: &LabState, leader: &MemberState) {
 async fn wait_startup_idle(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if process::cmdline(pid).is_some_and(|c| c.contains("waiting for")) {
+        if os::cmdline(pid).is_some_and(|c| c.contains("waiting for")) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -288,13 +232,13 @@ pub async fn crash_leader(paths: &LabPaths, state: &mut LabState) -> Result<Stri
     match leader.init_pid.filter(|p| alive(*p, &config)) {
         // In its own PID namespace: SIGKILL its PID 1 and the kernel kills the rest, as when
         // a pod is deleted.
-        Some(init) => process::signal(init, Signal::SIGKILL)?,
+        Some(init) => os::signal(init, Signal::SIGKILL)?,
         None => {
             if let Some(pid) = leader.pid.filter(|p| alive(*p, "patroni")) {
-                process::signal(pid, Signal::SIGKILL)?;
+                os::signal(pid, Signal::SIGKILL)?;
             }
             if let Some(pm) = pm {
-                process::signal(pm, Signal::SIGKILL)?;
+                os::signal(pm, Signal::SIGKILL)?;
             }
         }
     }
@@ -323,11 +267,11 @@ pub async fn break_stuck(
     let pm = target
         .postmaster()
         .with_context(|| format!("{member}'s postgres is not running"))?;
-    let pid = *process::children(pm, "startup")
+    let pid = *os::children(pm, "startup")
         .first()
         .with_context(|| format!("{member} has no startup process (is it a replica?)"))?;
     wait_startup_idle(pid).await;
-    process::signal(pid, Signal::SIGSTOP)?;
+    os::signal(pid, Signal::SIGSTOP)?;
     if !state.stopped.iter().any(|s| s.pid == pid) {
         state.stopped.push(StoppedPid {
             pid,
@@ -349,7 +293,7 @@ pub async fn break_stuck(
     let _ = req.await;
     let deadline = Instant::now() + timeout;
     loop {
-        let seen = super::any_cluster(state)
+        let seen = cluster::any_cluster(state)
             .await
             .ok()
             .and_then(|c| c.member(member).map(|m| m.state.clone()));
@@ -365,29 +309,6 @@ pub async fn break_stuck(
 
 /// The abandoned slot `lab break slot` makes.
 pub const ABANDONED_SLOT: &str = "pgpatrol_abandoned";
-
-/// PATCH /config on a member with the lab's REST credentials.
-pub async fn patch_config(
-    paths: &LabPaths,
-    member: &MemberState,
-    body: serde_json::Value,
-) -> Result<()> {
-    let password = std::fs::read_to_string(paths.password())
-        .with_context(|| format!("cannot read {}", paths.password().display()))?;
-    let url = format!("{}/config", member.url());
-    let resp = reqwest::Client::new()
-        .patch(&url)
-        .basic_auth(super::REST_USER, Some(password.trim()))
-        .json(&body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .with_context(|| format!("PATCH {url}"))?;
-    if !resp.status().is_success() {
-        bail!("PATCH {url}: HTTP {}", resp.status());
-    }
-    Ok(())
-}
 
 /// Makes the leader's archive_command fail (ALTER SYSTEM, reloaded) and switches WAL until
 /// pg_stat_archiver counts failures; returns the failure count.
@@ -535,7 +456,7 @@ pub async fn break_connections(paths: &LabPaths, state: &mut LabState, count: u3
             bail!(
                 "pgbench holds {n} of {count} connections; its log {} says: {}",
                 log.display(),
-                super::tail(&log, 3).replace('\n', " | ")
+                tail(&log, 3).replace('\n', " | ")
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -546,7 +467,7 @@ pub async fn break_connections(paths: &LabPaths, state: &mut LabState, count: u3
 async fn repair_pg(paths: &LabPaths, state: &mut LabState, done: &mut Vec<String>) -> Result<()> {
     for pid in std::mem::take(&mut state.holders) {
         if alive(pid, "pgbench") {
-            let _ = process::signal(pid, Signal::SIGTERM);
+            let _ = os::signal(pid, Signal::SIGTERM);
             done.push(format!("stopped the connection holder (PID {pid})"));
         }
     }
@@ -581,7 +502,7 @@ pub fn stop_dcs(paths: &LabPaths, state: &mut LabState) -> Result<u32> {
         .pid
         .filter(|p| alive(*p, "etcd"))
         .context("etcd is not running (already stopped? `pgpatrol lab repair` starts it)")?;
-    process::signal(pid, Signal::SIGKILL)?;
+    os::signal(pid, Signal::SIGKILL)?;
     if !state.killed.iter().any(|k| k == "etcd") {
         state.killed.push("etcd".to_owned());
     }
@@ -599,7 +520,7 @@ pub async fn repair(
     let mut done = Vec::new();
     for s in std::mem::take(&mut state.stopped) {
         if alive(s.pid, "postgres") {
-            process::signal(s.pid, Signal::SIGCONT)?;
+            os::signal(s.pid, Signal::SIGCONT)?;
             done.push(format!(
                 "resumed {}'s {} (PID {})",
                 s.member, s.process, s.pid
@@ -609,7 +530,7 @@ pub async fn repair(
     state.save(paths)?;
     let run_as = RunAs::resolve(&paths.dir)?;
     if !state.etcd.pid.is_some_and(|p| alive(p, "etcd")) {
-        process::start_etcd(paths, state, &run_as).await?;
+        start_etcd(paths, state, &run_as).await?;
         done.push("restarted etcd".to_owned());
     }
     for i in 0..state.members.len() {
@@ -619,12 +540,12 @@ pub async fn repair(
         }
         // A killed postmaster's children can outlive it for a moment; Patroni copes.
         let name = m.name.clone();
-        process::start_member(paths, state, i, &run_as)?;
+        start_member(paths, state, i, &run_as)?;
         done.push(format!("restarted {name}'s Patroni"));
     }
     state.killed.clear();
     state.save(paths)?;
-    process::wait_healthy(state, timeout).await?;
+    wait_healthy(state, timeout).await?;
     repair_pg(paths, state, &mut done).await?;
     Ok(done)
 }

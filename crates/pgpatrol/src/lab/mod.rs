@@ -6,26 +6,37 @@
 //!
 //! ```text
 //! DIR/lab.json            state (this module)     DIR/config/pgN.yml   config.rs
-//! DIR/restapi.password    0600, never printed     DIR/logs/*.log       process.rs
+//! DIR/restapi.password    0600, never printed     DIR/logs/*.log       os.rs (spawn)
 //! DIR/data/pgN, DIR/etcd  data (removed by down)  DIR/run              sockets, pgpass
+//! DIR/archive             WAL (`up --archive`)    DIR/pgbackrest       backup.rs
+//! ```
+//!
+//! The modules, each using only those above it (the `layering` test checks it):
+//!
+//! ```text
+//! os.rs       processes and files: RunAs, spawn, alive, signal, /proc; knows nothing of Patroni
+//! config.rs   each member's patroni.yml, ports, secrets
+//! cluster.rs  reading a running lab: /cluster, /patroni, etcd health, check_health,
+//!             wait_healthy, psql, leader, reported_lag, PATCH /config, log tails
+//! down.rs     stopping and cleaning up: `lab down` (teardown), a standby's source slot,
+//!             remove_member
+//! up.rs       starting: `lab up`, etcd, members under --init, add_member, find_venv
+//! faults.rs   `lab break ...` and `lab repair`
+//! backup.rs   `lab backup`: a pgBackRest repository
 //! ```
 
 pub mod backup;
+pub mod cluster;
 pub mod config;
+pub mod down;
 pub mod faults;
-pub mod process;
+pub mod os;
+pub mod up;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use pgpatrol_core::{Cluster, Lag, LagKind, MemberStatus, State};
-
-use crate::source::http::{Http, HttpOptions};
-use crate::source::{ClusterSource, Detail};
 
 /// Version of the `lab.json` layout.
 pub const STATE_VERSION: u32 = 1;
@@ -181,12 +192,11 @@ impl LabPaths {
     pub fn run(&self) -> PathBuf {
         self.dir.join("run")
     }
-    /// The WAL archive of a lab started with `--archive`.
     /// The lab's pgBackRest repository, config and logs (`lab backup`).
     pub fn pgbackrest(&self) -> PathBuf {
         self.dir.join("pgbackrest")
     }
-
+    /// The WAL archive of a lab started with `--archive`.
     pub fn archive(&self) -> PathBuf {
         self.dir.join("archive")
     }
@@ -274,19 +284,19 @@ impl MemberState {
     /// The running postmaster's host PID. `postmaster.pid` holds the PID PostgreSQL saw, which
     /// inside a PID namespace is the namespace's number, so it is translated there.
     pub fn postmaster(&self) -> Option<u32> {
-        let pid = process::postmaster_pid(&self.data_dir)?;
+        let pid = os::postmaster_pid(&self.data_dir)?;
         let host = match self.init_pid {
             None => pid,
-            Some(init) => process::host_pid(init, pid)?,
+            Some(init) => os::host_pid(init, pid)?,
         };
-        process::alive(host, "postgres").then_some(host)
+        os::alive(host, "postgres").then_some(host)
     }
 
     /// Zombies in the member's PID namespace (`(host PID, command)`), when it has one.
     pub fn zombies(&self) -> Vec<(u32, String)> {
         match self.init_pid {
-            Some(init) if process::alive(init, &self.config.to_string_lossy()) => {
-                process::zombies_under(init)
+            Some(init) if os::alive(init, &self.config.to_string_lossy()) => {
+                os::zombies_under(init)
             }
             _ => Vec::new(),
         }
@@ -341,9 +351,9 @@ impl LabState {
         let patroni = self
             .members
             .iter()
-            .any(|m| m.pid.is_some_and(|p| process::alive(p, "patroni")));
+            .any(|m| m.pid.is_some_and(|p| os::alive(p, "patroni")));
         let postmaster = self.members.iter().any(|m| m.postmaster().is_some());
-        let etcd = self.etcd.pid.is_some_and(|p| process::alive(p, "etcd"));
+        let etcd = self.etcd.pid.is_some_and(|p| os::alive(p, "etcd"));
         patroni || postmaster || etcd
     }
 
@@ -363,263 +373,9 @@ impl LabState {
     }
 }
 
-fn http() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .context("cannot build an HTTP client")
-}
-
-async fn get_json(url: &str) -> Result<Value> {
-    let resp = http()?
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = resp.status();
-    let body = resp.text().await.with_context(|| format!("GET {url}"))?;
-    if !status.is_success() {
-        bail!("GET {url}: HTTP {status}: {}", crate::text::one_line(&body));
-    }
-    serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
-}
-
-/// A REST source for the lab's members (the same client every command uses).
-fn source(urls: &[String]) -> Result<ClusterSource> {
-    let http = Http::new(&HttpOptions {
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(2),
-        ..HttpOptions::default()
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ClusterSource::new(http, urls).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// The cluster from the first member that answers, in the core model (on Patroni < 4.1 with
-/// replay lag from each member's own `/patroni`, as every command reads it).
-pub async fn any_cluster(state: &LabState) -> Result<Cluster> {
-    if state.members.is_empty() {
-        bail!("the lab has no members");
-    }
-    let snap = source(&state.urls())?
-        .snapshot(Detail::Lag)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(snap.cluster)
-}
-
-/// What the member at `url` says of itself (`GET /patroni`).
-pub async fn member_status(url: &str) -> Result<MemberStatus> {
-    source(&[url.to_string()])?
-        .member_status(url)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// True when etcd answers `/health` with `"health":"true"`.
-pub async fn etcd_healthy(client_port: u16) -> bool {
-    let url = format!("http://127.0.0.1:{client_port}/health");
-    matches!(get_json(&url).await, Ok(v) if v["health"] == "true")
-}
-
-/// Checks the cluster: exactly one running leader, `members - 1` replicas in the version's
-/// streaming state, and (when `max_lag` is set) every replica's receive and replay lag known
-/// and at most `max_lag` bytes. `Err` carries a one-line reason.
-pub fn check_health(
-    cluster: &Cluster,
-    members: usize,
-    max_lag: Option<u64>,
-    streaming_state: &str,
-) -> Result<(), String> {
-    let mut leaders = 0;
-    let mut streaming = 0;
-    let mut problems = Vec::new();
-    for m in &cluster.members {
-        if m.role.is_leader() {
-            // A standby leader shows its replication state (`streaming`) in /cluster.
-            let running = m.state == State::Running
-                || (m.role == pgpatrol_core::Role::StandbyLeader && m.state.is_healthy_replica());
-            if running {
-                leaders += 1;
-            } else {
-                problems.push(format!("leader {} is {}", m.name, m.state));
-            }
-            continue;
-        }
-        // An archive-only replica (`lab up --nostream`) is in archive recovery, receives
-        // nothing (its receive lag is unknown) and replays a segment at a time.
-        let archive_only = m.nostream() && m.state.as_str() == "in archive recovery";
-        if m.state.as_str() == streaming_state || archive_only {
-            streaming += 1;
-        } else {
-            problems.push(format!("{} is {}/{}", m.name, m.role, m.state));
-        }
-        if let Some(max) = max_lag {
-            let kinds: &[LagKind] = if archive_only {
-                &[LagKind::Replay]
-            } else {
-                &[LagKind::Receive, LagKind::Replay]
-            };
-            for &kind in kinds {
-                match m.lag(kind) {
-                    Some(Lag::Bytes(b)) if b <= max => {}
-                    Some(lag) => problems.push(format!("{} {} lag {lag}", m.name, kind.as_str())),
-                    None => {}
-                }
-            }
-        }
-    }
-    if cluster.members.len() != members {
-        problems.insert(
-            0,
-            format!("{} of {members} members in /cluster", cluster.members.len()),
-        );
-    }
-    if leaders != 1 {
-        problems.insert(0, format!("{leaders} running leaders"));
-    }
-    if problems.is_empty() && streaming + 1 == members {
-        Ok(())
-    } else {
-        Err(problems.join(", "))
-    }
-}
-
-/// The last `n` lines of a file ("" when it cannot be read).
-pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Finds the Patroni venv: `--venv`/`PGPATROL_PATRONI_VENV` if given, else
-/// `.tools/patroni-<ver>*` walking up from the running binary's folder, then from the cwd
-/// (so both `target/debug/pgpatrol` and a copy elsewhere find the project's venvs).
-pub fn find_venv(explicit: Option<&Path>, version: PatroniVersion) -> Result<PathBuf> {
-    let not_found = || {
-        anyhow::anyhow!(
-            "Patroni {} venv not found (.tools/patroni-{}.*): run scripts/setup, or pass --venv",
-            version.as_str(),
-            version.as_str()
-        )
-    };
-    if explicit.is_none() && version == PatroniVersion::Debian {
-        let prefix = Path::new(DEBIAN_PREFIX);
-        if prefix.join("bin/patroni").is_file() {
-            return Ok(prefix.to_path_buf());
-        }
-        bail!("Debian's patroni package is not installed (no /usr/bin/patroni): run scripts/setup");
-    }
-    if let Some(dir) = explicit {
-        if dir.join("bin/patroni").is_file() {
-            return LabPaths::new(dir).map(|p| p.dir);
-        }
-        bail!(
-            "Patroni venv not found at {} (no bin/patroni): run scripts/setup",
-            dir.display()
-        );
-    }
-    let mut starts = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        starts.push(dir);
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        starts.push(cwd);
-    }
-    let prefix = format!("patroni-{}.", version.as_str());
-    for start in starts {
-        for dir in start.ancestors() {
-            let Ok(entries) = std::fs::read_dir(dir.join(".tools")) else {
-                continue;
-            };
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(&prefix))
-                        && p.join("bin/patroni").is_file()
-                })
-                .collect();
-            found.sort();
-            if let Some(venv) = found.pop() {
-                return Ok(venv);
-            }
-        }
-    }
-    Err(not_found())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn healthy_cluster_needs_one_leader_and_streaming_replicas() {
-        use pgpatrol_core::fixtures::ClusterBuilder;
-        let ok = ClusterBuilder::new()
-            .leader("pg0")
-            .replica("pg1")
-            .lag_mb(0)
-            .replica("pg2")
-            .lag_mb(0)
-            .build();
-        assert_eq!(
-            check_health(&ok, 3, Some(HEALTHY_MAX_LAG), "streaming"),
-            Ok(())
-        );
-        assert!(check_health(&ok, 2, None, "streaming").is_err());
-
-        let lagging = ClusterBuilder::new()
-            .leader("pg0")
-            .replica("pg1")
-            .lag_mb(64)
-            .build();
-        assert!(check_health(&lagging, 2, None, "streaming").is_ok());
-        // Patroni 2.1 says `running` for a streaming replica.
-        assert!(check_health(&lagging, 2, None, "running").is_err());
-        let why = check_health(&lagging, 2, Some(HEALTHY_MAX_LAG), "streaming").unwrap_err();
-        assert!(why.contains("pg1 receive lag 67108864"), "{why}");
-
-        let unknown = ClusterBuilder::new()
-            .leader("pg0")
-            .replica("pg1")
-            .unknown_lag()
-            .build();
-        let why = check_health(&unknown, 2, Some(HEALTHY_MAX_LAG), "streaming").unwrap_err();
-        assert!(why.contains("pg1 receive lag unknown"), "{why}");
-
-        let two_running = ClusterBuilder::new()
-            .leader("pg0")
-            .replica("pg1")
-            .state(State::Running)
-            .build();
-        assert!(check_health(&two_running, 2, None, "streaming")
-            .unwrap_err()
-            .contains("pg1 is replica/running"));
-
-        // `lab up --nostream pg1`: in archive recovery, receiving nothing, is healthy; the
-        // same state without the tag is not.
-        let mut archive_only = ClusterBuilder::new()
-            .leader("pg0")
-            .replica("pg1")
-            .lag_mb(0)
-            .state(State::InArchiveRecovery)
-            .tag("nostream", serde_json::json!(true))
-            .build();
-        archive_only.members[1].receive_lag = Some(Lag::Unknown);
-        assert_eq!(
-            check_health(&archive_only, 2, Some(HEALTHY_MAX_LAG), "streaming"),
-            Ok(())
-        );
-        archive_only.members[1].tags.clear();
-        assert!(check_health(&archive_only, 2, Some(HEALTHY_MAX_LAG), "streaming").is_err());
-    }
 
     #[test]
     fn export_line_lists_every_member() {

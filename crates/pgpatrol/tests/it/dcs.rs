@@ -73,7 +73,7 @@ impl Stopped {
     fn all(lab: &Lab) -> Stopped {
         let pids: Vec<u32> = lab.state().members.iter().filter_map(|m| m.pid).collect();
         for p in &pids {
-            pgpatrol::lab::process::signal(*p, Signal::SIGSTOP).expect("SIGSTOP");
+            pgpatrol::lab::os::signal(*p, Signal::SIGSTOP).expect("SIGSTOP");
         }
         Stopped(pids)
     }
@@ -82,7 +82,7 @@ impl Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         for p in &self.0 {
-            let _ = pgpatrol::lab::process::signal(*p, Signal::SIGCONT);
+            let _ = pgpatrol::lab::os::signal(*p, Signal::SIGCONT);
         }
     }
 }
@@ -727,8 +727,8 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
         "pause",
         &bare(&["pause", "--url", &api, "--wait", "--yes"], &auth),
     );
-    let pm = pgpatrol::lab::process::postmaster_pid(&m.data_dir).expect("postmaster pid");
-    pgpatrol::lab::process::signal(pm, Signal::SIGKILL).expect("SIGKILL postmaster");
+    let pm = pgpatrol::lab::os::postmaster_pid(&m.data_dir).expect("postmaster pid");
+    pgpatrol::lab::os::signal(pm, Signal::SIGKILL).expect("SIGKILL postmaster");
     wait_for(
         "Patroni to see PostgreSQL down",
         Duration::from_secs(60),
@@ -760,9 +760,9 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
 
     // Stop Patroni (it stops PostgreSQL); etcd stays.
     let pid = m.pid.expect("patroni pid");
-    pgpatrol::lab::process::signal(pid, Signal::SIGTERM).expect("SIGTERM");
+    pgpatrol::lab::os::signal(pid, Signal::SIGTERM).expect("SIGTERM");
     wait_for("Patroni to stop", Duration::from_secs(60), || {
-        (!pgpatrol::lab::process::alive(pid, "patroni")).then_some(())
+        (!pgpatrol::lab::os::alive(pid, "patroni")).then_some(())
     });
 
     // A dry run: the same survey and rule, the deletion it would make, nothing deleted.
@@ -849,9 +849,9 @@ fn remove_is_refused_while_running_and_done_after_stop(_lab: &Lab) {
     let pid = LabState::load(&paths).expect("lab.json").members[0]
         .pid
         .expect("patroni pid");
-    pgpatrol::lab::process::signal(pid, Signal::SIGTERM).expect("SIGTERM");
+    pgpatrol::lab::os::signal(pid, Signal::SIGTERM).expect("SIGTERM");
     wait_for("Patroni to stop", Duration::from_secs(60), || {
-        (!pgpatrol::lab::process::alive(pid, "patroni")).then_some(())
+        (!pgpatrol::lab::os::alive(pid, "patroni")).then_some(())
     });
     let done = ok(
         "remove --yes-i-am-aware",

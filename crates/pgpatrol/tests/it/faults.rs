@@ -66,7 +66,7 @@ impl Observer {
         let members_file = dir.join("members.json");
         std::fs::write(&members_file, Value::Array(members).to_string()).expect("members.json");
         let password = superuser_password_file(lab, dir);
-        let venv = pgpatrol::lab::find_venv(None, pgpatrol::lab::PatroniVersion::V4_1)
+        let venv = pgpatrol::lab::up::find_venv(None, pgpatrol::lab::PatroniVersion::V4_1)
             .expect("the Patroni 4.1 venv (psycopg2) for the observer");
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -334,7 +334,7 @@ fn control_a_failover_forced_by_hand_to_a_lagging_member_is_a_violation(lab: &La
     // Its receiver runs again (a promotion waits for it to exit), with no leader to receive
     // from: what it missed stays missing.
     for s in lab.state().stopped.iter().filter(|s| s.member == far) {
-        let _ = pgpatrol::lab::process::signal(s.pid, nix::sys::signal::Signal::SIGCONT);
+        let _ = pgpatrol::lab::os::signal(s.pid, nix::sys::signal::Signal::SIGCONT);
     }
     let out = lab.patronictl(&["failover", "--candidate", &far, "--force"]);
     assert!(
@@ -409,11 +409,11 @@ fn a_rolling_restart_meets_a_hung_member_and_stops_before_it(lab: &Lab) {
     struct Cont(u32);
     impl Drop for Cont {
         fn drop(&mut self) {
-            let _ = pgpatrol::lab::process::signal(self.0, Signal::SIGCONT);
+            let _ = pgpatrol::lab::os::signal(self.0, Signal::SIGCONT);
         }
     }
     let cont = Cont(pid);
-    pgpatrol::lab::process::signal(pid, Signal::SIGSTOP).expect("SIGSTOP its Patroni");
+    pgpatrol::lab::os::signal(pid, Signal::SIGSTOP).expect("SIGSTOP its Patroni");
     let a = audit.display().to_string();
     let out = lab.pgpatrol(&[
         "restart",
@@ -510,7 +510,7 @@ impl Hung {
             .ok()
             .and_then(|m| m.pid)
             .expect("its Patroni");
-        pgpatrol::lab::process::signal(pid, nix::sys::signal::Signal::SIGSTOP)
+        pgpatrol::lab::os::signal(pid, nix::sys::signal::Signal::SIGSTOP)
             .expect("SIGSTOP its Patroni");
         Hung(pid)
     }
@@ -518,7 +518,7 @@ impl Hung {
 
 impl Drop for Hung {
     fn drop(&mut self) {
-        let _ = pgpatrol::lab::process::signal(self.0, nix::sys::signal::Signal::SIGCONT);
+        let _ = pgpatrol::lab::os::signal(self.0, nix::sys::signal::Signal::SIGCONT);
     }
 }
 
@@ -825,7 +825,7 @@ fn remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing(lab: &L
         .ok()
         .and_then(|m| m.postmaster());
     if let Some(pm) = pm {
-        let _ = pgpatrol::lab::process::signal(pm, nix::sys::signal::Signal::SIGKILL);
+        let _ = pgpatrol::lab::os::signal(pm, nix::sys::signal::Signal::SIGKILL);
     }
     wait_for(
         "the replica's PostgreSQL down, its Patroni answering",
@@ -915,7 +915,7 @@ fn slot_drop_of_a_down_members_kept_slot_is_refused(lab: &Lab) {
         .and_then(|m| m.postmaster())
         .expect("its postmaster");
     let hung = Hung::member(lab, &replica);
-    let _ = pgpatrol::lab::process::signal(pm, nix::sys::signal::Signal::SIGKILL);
+    let _ = pgpatrol::lab::os::signal(pm, nix::sys::signal::Signal::SIGKILL);
     wait_for(
         "its member key to expire (ttl 20 s)",
         Duration::from_secs(60),

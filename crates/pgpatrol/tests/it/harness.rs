@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use libtest_mimic::{Arguments, Trial};
-use pgpatrol::lab::faults::{self, LagKind};
+use pgpatrol::lab::cluster;
+use pgpatrol::lab::faults::LagKind;
 use pgpatrol::lab::{self as lablib, LabPaths, LabState};
 use serde_json::Value;
 
@@ -380,7 +381,7 @@ impl Lab {
     }
 
     /// Patroni's GET /cluster from the first member that answers, as it came (the tests
-    /// check the wire; the product reads it through `source::rest` only).
+    /// check the wire; the product reads it through `source::wire` only).
     /// A member that is being killed or restarted can accept a connection and reset it:
     /// the next member is asked, and the round repeated a few times, before giving up.
     pub fn cluster_json(&self) -> Value {
@@ -422,7 +423,7 @@ impl Lab {
         let state = self.state();
         let m = state.member(member).expect("member").clone();
         self.rt
-            .block_on(faults::reported_lag(&state, &m, LagKind::Replay))
+            .block_on(cluster::reported_lag(&state, &m, LagKind::Replay))
             .expect("replay lag")
             .expect("a numeric replay lag")
     }
@@ -558,7 +559,7 @@ impl Lab {
                 "---- last lines of {}'s Patroni log in {} ----\n{}",
                 m.name,
                 self.dir.display(),
-                pgpatrol::lab::tail(&paths.log(&m.name), 25)
+                pgpatrol::lab::cluster::tail(&paths.log(&m.name), 25)
             );
         }
     }

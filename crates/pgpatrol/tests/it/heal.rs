@@ -695,7 +695,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
     struct Release<'a>(&'a Lab, String, u32, String);
     impl Drop for Release<'_> {
         fn drop(&mut self) {
-            let _ = pgpatrol::lab::process::signal(self.2, Signal::SIGCONT);
+            let _ = pgpatrol::lab::os::signal(self.2, Signal::SIGCONT);
             let _ = self.0.lab(&[
                 "psql",
                 "--member",
@@ -725,7 +725,7 @@ pub(crate) fn a_replica_whose_replay_is_paused_is_left_alone(lab: &Lab) {
         Duration::from_secs(30),
         || replay_lag().map(|_| ()),
     );
-    pgpatrol::lab::process::signal(patroni, Signal::SIGSTOP).expect("SIGSTOP patroni");
+    pgpatrol::lab::os::signal(patroni, Signal::SIGSTOP).expect("SIGSTOP patroni");
     let stopped_at = std::time::Instant::now();
     psql_on(lab, &target, "SELECT pg_wal_replay_pause()");
     // A burst just over the 5 MB tolerance: the other replicas replay it quickly too.

@@ -737,7 +737,7 @@ async fn reconcile(world: Shared, ns: String, name: String, dir: PathBuf, want: 
         let mut state = pgpatrol::lab::LabState::load(&paths).expect("lab state");
         if have < want {
             let member =
-                pgpatrol::lab::process::add_member(&paths, &mut state).expect("add a lab member");
+                pgpatrol::lab::up::add_member(&paths, &mut state).expect("add a lab member");
             let m = state.member(&member).expect("the new member").clone();
             let pod = format!("{name}-{have}");
             let mut w = world.lock().expect("world");
@@ -776,7 +776,7 @@ async fn reconcile(world: Shared, ns: String, name: String, dir: PathBuf, want: 
                     .map(|m| m.name.clone())
             });
             if let Some(member) = member {
-                pgpatrol::lab::process::remove_member(&paths, &mut state, &member)
+                pgpatrol::lab::down::remove_member(&paths, &mut state, &member)
                     .await
                     .expect("remove a lab member");
             }

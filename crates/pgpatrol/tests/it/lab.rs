@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 
-use pgpatrol::lab::process::alive;
+use pgpatrol::lab::os::alive;
 use pgpatrol::lab::{LabPaths, LabState};
 
 use crate::harness::{free_port_base, it_root, ok, run, stderr, Lab, Test, MB};
@@ -167,7 +167,7 @@ fn second_lab_side_by_side_and_down_leaves_nothing(lab: &Lab) {
     let postmasters: Vec<u32> = state
         .members
         .iter()
-        .filter_map(|m| pgpatrol::lab::process::postmaster_pid(&m.data_dir))
+        .filter_map(|m| pgpatrol::lab::os::postmaster_pid(&m.data_dir))
         .collect();
     assert_eq!(postmasters.len(), 2);
     ok("side lab down", &run(&["lab", "down", "--dir", &d]));
@@ -222,9 +222,9 @@ fn up_replaces_a_stale_lab(_lab: &Lab) {
     let state = LabState::load(&LabPaths::new(&dir).expect("paths")).expect("lab.json");
     let m = &state.members[0];
     let mut pids = vec![m.pid.expect("patroni"), state.etcd.pid.expect("etcd")];
-    pids.extend(pgpatrol::lab::process::postmaster_pid(&m.data_dir));
+    pids.extend(pgpatrol::lab::os::postmaster_pid(&m.data_dir));
     for pid in &pids {
-        pgpatrol::lab::process::signal(*pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
+        pgpatrol::lab::os::signal(*pid, nix::sys::signal::Signal::SIGKILL).expect("kill");
     }
     while pids.iter().any(|p| alive(*p, "")) {
         std::thread::sleep(std::time::Duration::from_millis(100));

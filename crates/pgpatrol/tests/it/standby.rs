@@ -103,10 +103,10 @@ impl StandbyLab {
         let state = self.state();
         let m = state.member(member).unwrap();
         let pm = m.postmaster().expect("postmaster");
-        let pid = *pgpatrol::lab::process::children(pm, "walreceiver")
+        let pid = *pgpatrol::lab::os::children(pm, "walreceiver")
             .first()
             .expect("a walreceiver");
-        pgpatrol::lab::process::signal(pid, Signal::SIGSTOP).unwrap();
+        pgpatrol::lab::os::signal(pid, Signal::SIGSTOP).unwrap();
         pid
     }
 }
@@ -123,7 +123,7 @@ struct Cont(u32);
 
 impl Drop for Cont {
     fn drop(&mut self) {
-        let _ = pgpatrol::lab::process::signal(self.0, Signal::SIGCONT);
+        let _ = pgpatrol::lab::os::signal(self.0, Signal::SIGCONT);
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use pgpatrol::lab::process;
+use pgpatrol::lab::os;
 use serde_json::Value;
 
 use crate::harness::{stderr, Lab, Test, MB};
@@ -56,19 +56,19 @@ impl SlowReplay {
             .expect("member")
             .postmaster()
             .expect("its postmaster");
-        let pid = *process::children(pm, "startup")
+        let pid = *os::children(pm, "startup")
             .first()
             .expect("a startup process");
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::SeqCst) {
-                let _ = process::signal(pid, Signal::SIGCONT);
+                let _ = os::signal(pid, Signal::SIGCONT);
                 std::thread::sleep(run);
-                let _ = process::signal(pid, Signal::SIGSTOP);
+                let _ = os::signal(pid, Signal::SIGSTOP);
                 std::thread::sleep(stop);
             }
-            let _ = process::signal(pid, Signal::SIGCONT);
+            let _ = os::signal(pid, Signal::SIGCONT);
         });
         SlowReplay {
             stop: done,
