@@ -261,29 +261,38 @@ mod layering {
 
     /// Inside `source/`: (module, the sibling modules it must not name). `http` is the leaf,
     /// `wire` decodes above it, `rest`, `dcs` and `k8s` build on both and never on each other;
-    /// only `cluster` (and `target`, which builds it) put them together.
+    /// `pg` (PostgreSQL) stands alone; only `cluster` (and `target`, which builds it) put
+    /// them together.
     const SOURCE_RULES: &[(&str, &[&str])] = &[
         (
             "http",
             &[
-                "wire", "rest", "dcs", "k8s", "cluster", "target", "kept", "standby",
+                "wire", "rest", "dcs", "k8s", "pg", "cluster", "target", "kept", "standby",
             ],
         ),
         (
             "wire",
-            &["rest", "dcs", "k8s", "cluster", "target", "kept", "standby"],
+            &[
+                "rest", "dcs", "k8s", "pg", "cluster", "target", "kept", "standby",
+            ],
         ),
         (
             "rest",
-            &["dcs", "k8s", "cluster", "target", "kept", "standby"],
+            &["dcs", "k8s", "pg", "cluster", "target", "kept", "standby"],
         ),
         (
             "dcs",
-            &["rest", "k8s", "cluster", "target", "kept", "standby"],
+            &["rest", "k8s", "pg", "cluster", "target", "kept", "standby"],
         ),
         (
             "k8s",
-            &["rest", "dcs", "cluster", "target", "kept", "standby"],
+            &["rest", "dcs", "pg", "cluster", "target", "kept", "standby"],
+        ),
+        (
+            "pg",
+            &[
+                "http", "wire", "rest", "dcs", "k8s", "cluster", "target", "kept", "standby",
+            ],
         ),
     ];
 

@@ -334,7 +334,7 @@ pub struct PgArgs {
         default_value = "prefer",
         help_heading = "PostgreSQL"
     )]
-    pub pg_sslmode: crate::doctor::pgtls::SslMode,
+    pub pg_sslmode: crate::source::pg::tls::SslMode,
 
     /// PEM CA certificate(s) for --pg-sslmode verify-full.
     #[arg(long, help_heading = "PostgreSQL")]
@@ -347,7 +347,7 @@ impl PgArgs {
     pub fn login(
         &self,
         cluster: &ClusterArgs,
-    ) -> anyhow::Result<Option<crate::doctor::pg::PgLogin>> {
+    ) -> anyhow::Result<Option<crate::source::pg::PgLogin>> {
         let (user, password) = match &self.pg_user {
             Some(u) => {
                 let password = match &self.pg_password_file {
@@ -372,9 +372,9 @@ impl PgArgs {
             }
         };
         let tls =
-            crate::doctor::pgtls::client_config(self.pg_sslmode, self.pg_sslrootcert.as_deref())
+            crate::source::pg::tls::client_config(self.pg_sslmode, self.pg_sslrootcert.as_deref())
                 .map_err(anyhow::Error::msg)?;
-        Ok(Some(crate::doctor::pg::PgLogin {
+        Ok(Some(crate::source::pg::PgLogin {
             user,
             password,
             dbname: self.pg_dbname.clone(),
@@ -382,7 +382,7 @@ impl PgArgs {
             tls,
             tls_required: !matches!(
                 self.pg_sslmode,
-                crate::doctor::pgtls::SslMode::Prefer | crate::doctor::pgtls::SslMode::Disable
+                crate::source::pg::tls::SslMode::Prefer | crate::source::pg::tls::SslMode::Disable
             ),
         }))
     }

@@ -127,8 +127,8 @@ impl DoctorArgs {
         let mut walfile = None;
         match (self.pg.login(&self.cluster)?, evidence.samples.last()) {
             (Some(login), Some(cluster)) => {
-                let pg = doctor::pg::evidence(cluster, &login).await;
-                walfile = doctor::pg::leader_walfile(&pg);
+                let pg = crate::source::pg::evidence(cluster, &login).await;
+                walfile = crate::source::pg::leader_walfile(&pg);
                 checks.extend(pgpatrol_core::checks::pg_checks(
                     &pg,
                     &evidence.permanent_slots,

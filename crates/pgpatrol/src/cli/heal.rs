@@ -294,10 +294,10 @@ impl HealArgs {
             None => source.snapshot(Detail::Full).await?.cluster,
         };
         if let Some(login) = self.pg.login(&self.cluster)? {
-            let pg = crate::doctor::pg::evidence_with(
+            let pg = crate::source::pg::evidence_with(
                 &cluster,
                 &login,
-                crate::doctor::pg::Queries::Trend,
+                crate::source::pg::Queries::Trend,
             )
             .await;
             for m in &pg {

@@ -327,10 +327,10 @@ impl Scaler {
 
 /// Bytes the leader's running basebackups have streamed (`pg_stat_progress_basebackup`):
 /// a new member's clone as the leader sees it. `None` when it cannot be read.
-async fn basebackup_streamed(c: &Cluster, login: &crate::doctor::pg::PgLogin) -> Option<u64> {
+async fn basebackup_streamed(c: &Cluster, login: &crate::source::pg::PgLogin) -> Option<u64> {
     let l = c.leader()?;
     let (client, driver) =
-        crate::doctor::pg::connect(l.host.as_deref()?, l.port?, login, "pgpatrol member add")
+        crate::source::pg::connect(l.host.as_deref()?, l.port?, login, "pgpatrol member add")
             .await
             .ok()?;
     let row = client
@@ -660,7 +660,7 @@ impl MemberRemoveArgs {
             return format!("slot {slot} not checked: no address for the leader");
         };
         let (client, driver) =
-            match crate::doctor::pg::connect(host, port, &login, "pgpatrol member remove").await {
+            match crate::source::pg::connect(host, port, &login, "pgpatrol member remove").await {
                 Ok(c) => c,
                 Err(e) => return format!("slot {slot} not checked: {e}"),
             };
@@ -720,7 +720,7 @@ impl MemberRemoveArgs {
                                 .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
                                 .await
                                 .map(|_| "dropped".to_string())
-                                .map_err(crate::doctor::pg::error_line)
+                                .map_err(crate::source::pg::error_line)
                         };
                         match ops.send_sql(&l.name, &target, &sql, run).await {
                             Ok(_) => Ok(()),
@@ -764,7 +764,7 @@ impl MemberRemoveArgs {
                 }
                 Err(e) => format!(
                     "slot {slot} not checked: {}",
-                    crate::doctor::pg::error_line(e)
+                    crate::source::pg::error_line(e)
                 ),
             },
         }

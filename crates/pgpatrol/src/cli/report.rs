@@ -382,7 +382,7 @@ impl ReportArgs {
                 continue;
             };
             let (client, driver) =
-                match crate::doctor::pg::connect(host, port, &login, "pgpatrol report").await {
+                match crate::source::pg::connect(host, port, &login, "pgpatrol report").await {
                     Ok(c) => c,
                     Err(e) => {
                         b.miss(
@@ -423,7 +423,7 @@ impl ReportArgs {
                             .collect();
                         b.json(name, &Value::Array(rows), what);
                     }
-                    Err(e) => b.miss(name, crate::doctor::pg::error_line(e)),
+                    Err(e) => b.miss(name, crate::source::pg::error_line(e)),
                 }
             }
             drop(client);

@@ -131,10 +131,10 @@ impl SliArgs {
             );
         };
         let snap = self.cluster.source().await?.snapshot(Detail::Lag).await?;
-        let pg = crate::doctor::pg::evidence_with(
+        let pg = crate::source::pg::evidence_with(
             &snap.cluster,
             &login,
-            crate::doctor::pg::Queries::Lag,
+            crate::source::pg::Queries::Lag,
         )
         .await;
         let figures = pgpatrol_core::checks::lag_seconds_by_member(&pg);

@@ -77,7 +77,7 @@ impl SlotDropArgs {
             None => None,
         };
         let (client, driver) =
-            crate::doctor::pg::connect(&host, port, &login, "pgpatrol slot drop")
+            crate::source::pg::connect(&host, port, &login, "pgpatrol slot drop")
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!("{}'s PostgreSQL at {host}:{port}: {e}", leader.name)

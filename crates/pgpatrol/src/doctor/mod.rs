@@ -5,8 +5,6 @@
 
 pub mod backup;
 pub mod config;
-pub mod pg;
-pub mod pgtls;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};

@@ -104,7 +104,7 @@ pub struct HealReader<'a> {
     pub lag: LagKind,
     pub tolerance: u64,
     /// A PostgreSQL login, to read `recovery_min_apply_delay` on the members themselves.
-    pub login: Option<crate::doctor::pg::PgLogin>,
+    pub login: Option<crate::source::pg::PgLogin>,
 }
 
 impl HealReader<'_> {

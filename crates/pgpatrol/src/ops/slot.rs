@@ -13,7 +13,7 @@ use pgpatrol_core::ops::OpStep;
 
 use super::runner::{Operation, StepOutcome, StepResult};
 use super::{round1, Ops};
-use crate::doctor::pg::error_line;
+use crate::source::pg::error_line;
 
 /// The slot as read on the leader: whether a walsender uses it, and the WAL it holds.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -10,7 +10,7 @@
 use pgpatrol_core::{Cluster, Kept, Lag, LagKind};
 
 use super::ClusterSource;
-use crate::doctor::pg::PgLogin;
+use crate::source::pg::PgLogin;
 
 /// Fills `kept` on every replica of `cluster` whose `kind` lag is at least `tolerance`
 /// (unknown lag is never a candidate, and is left alone).
@@ -126,7 +126,7 @@ pub async fn read(
 /// Whether the member's replay is paused (or a pause is requested), and the
 /// `recovery_min_apply_delay` it runs with, from its own PostgreSQL.
 async fn member_facts(host: &str, port: u16, login: &PgLogin) -> MemberFacts {
-    let (client, driver) = crate::doctor::pg::connect(host, port, login, "pgpatrol heal").await?;
+    let (client, driver) = crate::source::pg::connect(host, port, login, "pgpatrol heal").await?;
     let r = client
         .query_one(
             "SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused(), current_setting('recovery_min_apply_delay'), pg_last_wal_replay_lsn()::text",
@@ -140,7 +140,7 @@ async fn member_facts(host: &str, port: u16, login: &PgLogin) -> MemberFacts {
                 row.get::<_, Option<String>>(2),
             )
         })
-        .map_err(crate::doctor::pg::error_line);
+        .map_err(crate::source::pg::error_line);
     drop(client);
     let _ = driver.await;
     r
@@ -180,14 +180,14 @@ fn behind_archive(
 /// The leader's newest archived WAL file (`pg_stat_archiver.last_archived_wal`) and its WAL
 /// segment size in bytes.
 async fn leader_archive(host: &str, port: u16, login: &PgLogin) -> Result<(String, u64), String> {
-    let (client, driver) = crate::doctor::pg::connect(host, port, login, "pgpatrol heal").await?;
+    let (client, driver) = crate::source::pg::connect(host, port, login, "pgpatrol heal").await?;
     let r = client
         .query_one(
             "SELECT last_archived_wal, (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver",
             &[],
         )
         .await
-        .map_err(|e| format!("the leader's archiver: {}", crate::doctor::pg::error_line(e)))
+        .map_err(|e| format!("the leader's archiver: {}", crate::source::pg::error_line(e)))
         .and_then(|row| {
             let wal: Option<String> = row.get(0);
             let segment: i64 = row.get(1);

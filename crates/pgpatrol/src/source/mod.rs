@@ -8,6 +8,7 @@ pub mod http;
 pub mod k8s;
 pub mod kept;
 pub mod patroni_yml;
+pub mod pg;
 pub mod rest;
 pub mod standby;
 pub mod target;

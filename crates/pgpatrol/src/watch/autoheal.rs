@@ -293,7 +293,7 @@ impl Healer {
         name: &str,
         cluster: &Cluster,
         source: &ClusterSource,
-        login: Option<&crate::doctor::pg::PgLogin>,
+        login: Option<&crate::source::pg::PgLogin>,
         shared: &Arc<Shared>,
         alerts: &AlertQueue,
         evidence: &Evidence,

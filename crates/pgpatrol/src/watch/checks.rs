@@ -14,7 +14,7 @@ use pgpatrol_core::Cluster;
 use super::config::{ClusterConfig, WatchConfig};
 use super::metrics::{ClusterCheckL, Metrics};
 use crate::doctor::backup::Backrest;
-use crate::doctor::pg::PgLogin;
+use crate::source::pg::PgLogin;
 use crate::source::ClusterSource;
 
 /// Readings kept for the transitional-state check.
@@ -104,8 +104,8 @@ impl CheckRunner {
         let mut out = checks::rest_checks(&e, &self.thresholds);
         let mut walfile = None;
         if let (Some(login), Some(latest)) = (&self.pg, e.samples.last()) {
-            let pg = crate::doctor::pg::evidence(latest, login).await;
-            walfile = crate::doctor::pg::leader_walfile(&pg);
+            let pg = crate::source::pg::evidence(latest, login).await;
+            walfile = crate::source::pg::leader_walfile(&pg);
             out.extend(checks::pg_checks(&pg, &e.permanent_slots, &self.thresholds));
         }
         if let Some(b) = &self.backrest {

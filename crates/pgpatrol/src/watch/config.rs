@@ -401,7 +401,7 @@ fn default_dbname() -> String {
 
 impl PgConfig {
     /// The login, the password resolved.
-    pub fn login(&self, cluster: &str) -> Result<crate::doctor::pg::PgLogin, String> {
+    pub fn login(&self, cluster: &str) -> Result<crate::source::pg::PgLogin, String> {
         let password = match (&self.password_file, &self.password_env) {
             (Some(f), _) => {
                 Some(crate::source::http::read_password_file(f).map_err(|e| e.to_string())?)
@@ -411,7 +411,7 @@ impl PgConfig {
             })?),
             (None, None) => None,
         };
-        use crate::doctor::pgtls::SslMode;
+        use crate::source::pg::tls::SslMode;
         let mode = match self.sslmode.as_deref().unwrap_or("prefer") {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -423,9 +423,9 @@ impl PgConfig {
                 ))
             }
         };
-        let tls = crate::doctor::pgtls::client_config(mode, self.sslrootcert.as_deref())
+        let tls = crate::source::pg::tls::client_config(mode, self.sslrootcert.as_deref())
             .map_err(|e| format!("cluster {cluster:?}: postgres: {e}"))?;
-        Ok(crate::doctor::pg::PgLogin {
+        Ok(crate::source::pg::PgLogin {
             user: self.user.clone(),
             password,
             dbname: self.dbname.clone(),

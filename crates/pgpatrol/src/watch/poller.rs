@@ -38,7 +38,7 @@ pub(super) struct Poller {
     /// doctor's checks, with a `checks:` section.
     pub(super) checks: Option<super::checks::CheckRunner>,
     /// The PostgreSQL login for lag in seconds (a cluster's `postgres:`).
-    pub(super) pg: Option<crate::doctor::pg::PgLogin>,
+    pub(super) pg: Option<crate::source::pg::PgLogin>,
     /// Heal's `by: trend` evidence: the lag samples of the polls in the trend window, and
     /// what PostgreSQL says of WAL gone and the data size.
     pub(super) trend: pgpatrol_core::trend::Evidence,
@@ -291,11 +291,11 @@ impl Poller {
     async fn export_lag_seconds(
         &self,
         cluster: &pgpatrol_core::Cluster,
-        login: &crate::doctor::pg::PgLogin,
+        login: &crate::source::pg::PgLogin,
     ) -> std::collections::BTreeMap<String, f64> {
         let mut seen = std::collections::BTreeMap::new();
         let pg =
-            crate::doctor::pg::evidence_with(cluster, login, crate::doctor::pg::Queries::Lag).await;
+            crate::source::pg::evidence_with(cluster, login, crate::source::pg::Queries::Lag).await;
         let m = &self.shared.metrics;
         for (member, secs) in pgpatrol_core::checks::lag_seconds_by_member(&pg) {
             let l = MemberL {
@@ -569,7 +569,7 @@ impl Poller {
             return;
         };
         let pg =
-            crate::doctor::pg::evidence_with(cluster, login, crate::doctor::pg::Queries::Trend)
+            crate::source::pg::evidence_with(cluster, login, crate::source::pg::Queries::Trend)
                 .await;
         self.trend.wal_gone = pgpatrol_core::trend::wal_gone(&pg);
         if let Some(b) = pgpatrol_core::trend::data_bytes(&pg) {

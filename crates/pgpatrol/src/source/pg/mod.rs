@@ -1,6 +1,9 @@
-//! PostgreSQL evidence for doctor: one connection per member (opened concurrently, closed
-//! after its queries), through tokio-postgres. Every failure is one line on that member; the
-//! other members and the REST checks go on.
+//! PostgreSQL as a source: the one client of doctor, heal, watch, sli and slot drop. One
+//! connection per member (opened concurrently, closed after its queries), through
+//! tokio-postgres, with TLS by rustls ([`tls`]). Every failure is one line on that member;
+//! the other members and the REST checks go on.
+
+pub mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -116,7 +119,7 @@ pub async fn connect(
             } else {
                 tokio_postgres::config::SslMode::Prefer
             });
-            let connect = cfg.connect(super::pgtls::MakeRustls(tls.clone()));
+            let connect = cfg.connect(tls::MakeRustls(tls.clone()));
             let (client, conn) = tokio::time::timeout(login.connect_timeout, connect)
                 .await
                 .map_err(|_| timed_out())?
