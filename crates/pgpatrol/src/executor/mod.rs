@@ -122,13 +122,8 @@ impl HealReader<'_> {
 }
 
 impl runner::ClusterReader for HealReader<'_> {
-    async fn read(&self) -> Result<pgpatrol_core::Cluster, String> {
-        let mut c = self
-            .source
-            .snapshot(Detail::Full)
-            .await
-            .map(|s| s.cluster)
-            .map_err(|e| e.to_string())?;
+    async fn read(&self) -> Result<pgpatrol_core::Cluster, crate::source::SourceError> {
+        let mut c = self.source.snapshot(Detail::Full).await?.cluster;
         self.kept(&mut c).await;
         Ok(c)
     }

@@ -23,10 +23,38 @@ use pgpatrol_core::trend::Evidence;
 use pgpatrol_core::{Cluster, Member};
 
 use super::{ReinitOutcome, ReinitResult};
+use crate::source::SourceError;
 
 /// Reads the cluster, fresh, before each action.
 pub trait ClusterReader: Send + Sync {
-    fn read(&self) -> impl Future<Output = Result<Cluster, String>> + Send;
+    fn read(&self) -> impl Future<Output = Result<Cluster, SourceError>> + Send;
+}
+
+/// Why a heal lease is not (or no longer) held: the port's error, so that a stop keeps a
+/// bounded reason ([`LeaseError::metric_label`]) besides its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// The lease store (etcd, the Kubernetes API server, the lock file) could not be reached
+    /// or refused the call.
+    #[error("{0}")]
+    Store(String),
+    /// The store answered: the lease expired, or another healer holds it now.
+    #[error("{0}")]
+    Expired(String),
+    /// The task that renews the lease ended.
+    #[error("the lease keepalive stopped")]
+    KeepaliveStopped,
+}
+
+impl LeaseError {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            LeaseError::Store(_) => "lease_store",
+            LeaseError::Expired(_) => "lease_expired",
+            LeaseError::KeepaliveStopped => "lease_keepalive_stopped",
+        }
+    }
 }
 
 /// Carries out one reinitialization of `member` (with `leader` the leader now) and waits
@@ -42,8 +70,8 @@ pub trait Reinitializer: Send + Sync {
 /// The heal lease: one healer per cluster. `confirm` renews it right before an action;
 /// `lost` resolves when a renewal fails or the lease expires.
 pub trait HealLock: Send + Sync {
-    fn confirm(&self) -> impl Future<Output = Result<(), String>> + Send;
-    fn lost(&self) -> impl Future<Output = String> + Send;
+    fn confirm(&self) -> impl Future<Output = Result<(), LeaseError>> + Send;
+    fn lost(&self) -> impl Future<Output = LeaseError> + Send;
 }
 
 /// No lease at all: the caller is the one healer.
@@ -51,10 +79,10 @@ pub trait HealLock: Send + Sync {
 pub struct NoLock;
 
 impl HealLock for NoLock {
-    async fn confirm(&self) -> Result<(), String> {
+    async fn confirm(&self) -> Result<(), LeaseError> {
         Ok(())
     }
-    async fn lost(&self) -> String {
+    async fn lost(&self) -> LeaseError {
         std::future::pending().await
     }
 }
@@ -62,13 +90,13 @@ impl HealLock for NoLock {
 /// A lease that may not have been taken (`pgpatrol heal --no-lease`, or no etcd known):
 /// `None` acts as [`NoLock`].
 impl<L: HealLock> HealLock for Option<&L> {
-    async fn confirm(&self) -> Result<(), String> {
+    async fn confirm(&self) -> Result<(), LeaseError> {
         match self {
             Some(l) => l.confirm().await,
             None => Ok(()),
         }
     }
-    async fn lost(&self) -> String {
+    async fn lost(&self) -> LeaseError {
         match self {
             Some(l) => l.lost().await,
             None => std::future::pending().await,
@@ -163,6 +191,9 @@ pub enum StopKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stop {
     pub kind: StopKind,
+    /// A bounded reason for metrics: the read's or the lease's error label
+    /// (`timeout`, `lease_expired`…), else the kind's own (`leader_changed`, `refused`).
+    pub cause: &'static str,
     pub detail: String,
 }
 
@@ -250,6 +281,7 @@ where
                         if let Err(why) = lease.confirm().await {
                             report.stopped = Some(Stop {
                                 kind: StopKind::LeaseLost,
+                                cause: why.metric_label(),
                                 detail: format!("the heal lease was lost ({why}): stopped acting"),
                             });
                             break;
@@ -300,6 +332,7 @@ where
         match event {
             Event::LeaseLost(why) => {
                 // Stop at once: what runs is left to Patroni, nothing new starts.
+                let cause = why.metric_label();
                 let detail = format!(
                     "the heal lease was lost ({why}): stopped acting; Patroni finishes what it started"
                 );
@@ -321,6 +354,7 @@ where
                 opts.on_record.call();
                 report.stopped = Some(Stop {
                     kind: StopKind::LeaseLost,
+                    cause,
                     detail,
                 });
                 break 'run;
@@ -334,6 +368,7 @@ where
                 if o.result == ReinitResult::LeaderLost && report.stopped.is_none() {
                     report.stopped = Some(Stop {
                         kind: StopKind::LeaderChanged,
+                        cause: "leader_changed",
                         detail: o.detail.clone(),
                     });
                 }
@@ -363,7 +398,7 @@ where
 }
 
 enum Event {
-    LeaseLost(String),
+    LeaseLost(LeaseError),
     Ended(ReinitOutcome),
     Tick,
 }
@@ -383,12 +418,14 @@ async fn next_batch<R: ClusterReader>(
 ) -> Result<(Cluster, Vec<String>), Stop> {
     let fresh = source.read().await.map_err(|e| Stop {
         kind: StopKind::ReadFailed,
+        cause: e.metric_label(),
         detail: format!("cannot re-read the cluster before acting: {e}"),
     })?;
     let leader = fresh.leader().map(|l| l.name.clone());
     if leader != plan.leader {
         return Err(Stop {
             kind: StopKind::LeaderChanged,
+            cause: "leader_changed",
             detail: format!(
                 "the leader changed from {} to {} since the plan was made",
                 plan.leader.as_deref().unwrap_or("none"),
@@ -408,6 +445,7 @@ async fn next_batch<R: ClusterReader>(
     if let Some(b) = decided.blockers.first() {
         return Err(Stop {
             kind: StopKind::Refused,
+            cause: "refused",
             detail: format!("a guardrail now refuses: {b}"),
         });
     }
@@ -459,13 +497,21 @@ mod tests {
         max_running: AtomicUsize,
         /// Members whose reinit never ends on its own.
         hang: Mutex<BTreeSet<String>>,
+        /// Reads fail (a member's REST API times out) once this many reinits started.
+        unreadable_after: Mutex<Option<usize>>,
     }
 
     struct Reader(Arc<World>);
     impl ClusterReader for Reader {
-        async fn read(&self) -> Result<Cluster, String> {
+        async fn read(&self) -> Result<Cluster, SourceError> {
             self.0.reads.fetch_add(1, Ordering::SeqCst);
             let started = lock(&self.0.started).len();
+            if lock(&self.0.unreadable_after).is_some_and(|n| started >= n) {
+                return Err(SourceError::Http(crate::source::http::HttpError::Timeout {
+                    url: "http://pg0:8008/cluster".into(),
+                    timeout: "5s".into(),
+                }));
+            }
             let mut c = lock(&self.0.cluster);
             if let Some(f) = lock(&self.0.on_read).as_mut() {
                 f(started, &mut c);
@@ -536,16 +582,16 @@ mod tests {
         is_lost: std::sync::atomic::AtomicBool,
     }
     impl HealLock for Arc<TestLease> {
-        async fn confirm(&self) -> Result<(), String> {
+        async fn confirm(&self) -> Result<(), LeaseError> {
             if self.is_lost.load(Ordering::SeqCst) {
-                Err("keepalive failed".into())
+                Err(LeaseError::Expired("keepalive failed".into()))
             } else {
                 Ok(())
             }
         }
-        async fn lost(&self) -> String {
+        async fn lost(&self) -> LeaseError {
             self.lost.notified().await;
-            "keepalive failed".into()
+            LeaseError::Expired("keepalive failed".into())
         }
     }
 
@@ -592,6 +638,7 @@ mod tests {
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             hang: Mutex::new(BTreeSet::new()),
+            unreadable_after: Mutex::new(None),
         })
     }
 
@@ -680,6 +727,7 @@ mod tests {
         assert_eq!(*lock(&w.started), ["pg1"]);
         let stop = report.stopped.expect("stopped");
         assert_eq!(stop.kind, StopKind::Refused);
+        assert_eq!(stop.cause, "refused");
         assert!(stop.detail.contains("paused"), "{}", stop.detail);
         assert_eq!(history.len(), 1);
         assert_eq!(report.not_acted[0].member, "pg2");
@@ -708,7 +756,25 @@ mod tests {
         assert_eq!(*lock(&w.started), ["pg1"]);
         let stop = report.stopped.expect("stopped");
         assert_eq!(stop.kind, StopKind::LeaderChanged);
+        assert_eq!(stop.cause, "leader_changed");
         assert!(stop.detail.contains("from pg0 to ok1"), "{}", stop.detail);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_mid_plan_stops_the_rest_with_its_label() {
+        let w = world(cluster(&["pg1", "pg2"]));
+        *lock(&w.unreadable_after) = Some(1);
+        let (report, _) = run(&w, &policy(1), &NoLock).await;
+        assert_eq!(*lock(&w.started), ["pg1"], "nothing after the read failed");
+        let stop = report.stopped.expect("stopped");
+        assert_eq!(stop.kind, StopKind::ReadFailed);
+        // The read's own metric label, not a string: pgpatrol_heal_stops_total{reason}.
+        assert_eq!(stop.cause, "timeout");
+        assert!(
+            stop.detail.contains("did not answer within 5s"),
+            "{}",
+            stop.detail
+        );
     }
 
     #[tokio::test]
@@ -750,6 +816,7 @@ mod tests {
         assert_eq!(*lock(&w.started), ["pg1"], "no second action");
         let stop = report.stopped.expect("stopped");
         assert_eq!(stop.kind, StopKind::LeaseLost);
+        assert_eq!(stop.cause, "lease_expired");
         assert_eq!(report.outcomes.len(), 1);
         assert_eq!(report.outcomes[0].result, ReinitResult::Abandoned);
         assert_eq!(history[0].outcome, Some(RecordOutcome::Abandoned));

@@ -19,7 +19,7 @@ use pgpatrol_core::{Cluster, Member};
 use super::alerts::{AlertEvent, AlertQueue};
 use super::config::{ClusterConfig, HealConfig, WatchConfig};
 use super::lease::LeaseStore;
-use super::metrics::{ClusterL, ClusterReasonL, Metrics};
+use super::metrics::{ClusterL, ClusterReasonL, Metrics, ReasonL};
 use super::Shared;
 use crate::executor::runner::{self, ConfirmedPlan, RunOptions, Stop, StopKind};
 use crate::executor::{self, ReinitOptions, ReinitResult};
@@ -499,7 +499,14 @@ impl Healer {
             )
             .await;
             if let Some(stop) = &report.stopped {
-                tracing::warn!(cluster = %name, reason = ?stop.kind, detail = %stop.detail, "auto-heal: stopped before the plan was done");
+                tracing::warn!(cluster = %name, reason = ?stop.kind, cause = stop.cause, detail = %stop.detail, "auto-heal: stopped before the plan was done");
+                shared
+                    .metrics
+                    .heal_stops
+                    .get_or_create(&ReasonL {
+                        reason: stop.cause.to_string(),
+                    })
+                    .inc();
                 if stop.kind == StopKind::LeaseLost {
                     shared
                         .metrics

@@ -16,8 +16,11 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
 
-use crate::source::dcs::etcd::Etcd;
 use tokio::sync::watch;
+
+use crate::executor::runner::LeaseError;
+use crate::source::dcs::etcd::Etcd;
+use crate::source::k8s::lease::{KubeLease, KubeLeaseError};
 
 /// A held lease; dropping a file lock releases it, an etcd lease is revoked by `release`.
 #[derive(Debug)]
@@ -27,16 +30,16 @@ pub enum Held {
         id: String,
         keepalive: tokio::task::JoinHandle<()>,
         /// `Some(why)` once a renewal failed or found the lease expired.
-        lost: watch::Receiver<Option<String>>,
-        lost_tx: watch::Sender<Option<String>>,
+        lost: watch::Receiver<Option<LeaseError>>,
+        lost_tx: watch::Sender<Option<LeaseError>>,
     },
     File(#[allow(dead_code)] Flock<File>),
     Kubernetes {
-        lease: Box<crate::source::k8s::lease::KubeLease>,
+        lease: Box<KubeLease>,
         owner: String,
         keepalive: tokio::task::JoinHandle<()>,
-        lost: watch::Receiver<Option<String>>,
-        lost_tx: watch::Sender<Option<String>>,
+        lost: watch::Receiver<Option<LeaseError>>,
+        lost_tx: watch::Sender<Option<LeaseError>>,
     },
 }
 
@@ -53,30 +56,30 @@ pub(super) fn joined(errors: &[crate::source::dcs::etcd::EtcdError]) -> String {
 }
 
 /// One call to etcd; every endpoint's failure in one line.
-pub(super) async fn call(etcd: &Etcd, path: &str, body: Value) -> Result<Value, String> {
+pub(super) async fn call(etcd: &Etcd, path: &str, body: Value) -> Result<Value, LeaseError> {
     etcd.request(path, body)
         .await
         .map(|(v, _)| v)
-        .map_err(|errors| joined(&errors))
+        .map_err(|errors| LeaseError::Store(joined(&errors)))
 }
 
 /// Grants a lease of `ttl`: its ID.
-pub(super) async fn grant(etcd: &Etcd, ttl: Duration) -> Result<String, String> {
+pub(super) async fn grant(etcd: &Etcd, ttl: Duration) -> Result<String, LeaseError> {
     let grant = call(etcd, "/lease/grant", json!({ "TTL": ttl.as_secs() })).await?;
     grant["ID"]
         .as_str()
         .map(str::to_string)
         .or_else(|| grant["ID"].as_i64().map(|n| n.to_string()))
-        .ok_or_else(|| format!("etcd: lease grant without an ID: {grant}"))
+        .ok_or_else(|| LeaseError::Store(format!("etcd: lease grant without an ID: {grant}")))
 }
 
 /// Renews lease `id` once: `Err` when etcd does not answer or says it expired.
-pub(super) async fn keepalive(etcd: &Etcd, id: &str) -> Result<(), String> {
+pub(super) async fn keepalive(etcd: &Etcd, id: &str) -> Result<(), LeaseError> {
     let v = call(etcd, "/lease/keepalive", json!({ "ID": id })).await?;
     // etcd's gateway wraps stream answers in `result`; a TTL of 0 (omitted) means expired.
     let r = v.get("result").unwrap_or(&v);
     if let Some(e) = v.get("error") {
-        return Err(format!("etcd: keepalive refused: {e}"));
+        return Err(LeaseError::Expired(format!("etcd: keepalive refused: {e}")));
     }
     let ttl = r["TTL"]
         .as_str()
@@ -84,13 +87,21 @@ pub(super) async fn keepalive(etcd: &Etcd, id: &str) -> Result<(), String> {
         .or_else(|| r["TTL"].as_i64())
         .unwrap_or(0);
     if ttl <= 0 {
-        return Err(format!("etcd: the lease {id} expired"));
+        return Err(LeaseError::Expired(format!("etcd: the lease {id} expired")));
     }
     Ok(())
 }
 
+/// A Kubernetes Lease call's failure as the heal lock's.
+fn kube(e: KubeLeaseError) -> LeaseError {
+    match e {
+        KubeLeaseError::Api(_) => LeaseError::Store(e.to_string()),
+        KubeLeaseError::HeldBy { .. } => LeaseError::Expired(e.to_string()),
+    }
+}
+
 impl crate::executor::runner::HealLock for Held {
-    async fn confirm(&self) -> Result<(), String> {
+    async fn confirm(&self) -> Result<(), LeaseError> {
         match self {
             Held::File(_) => Ok(()),
             Held::Etcd {
@@ -117,14 +128,14 @@ impl crate::executor::runner::HealLock for Held {
                 if let Some(why) = lost.borrow().clone() {
                     return Err(why);
                 }
-                lease.renew(owner).await.inspect_err(|why| {
+                lease.renew(owner).await.map_err(kube).inspect_err(|why| {
                     let _ = lost_tx.send(Some(why.clone()));
                 })
             }
         }
     }
 
-    async fn lost(&self) -> String {
+    async fn lost(&self) -> LeaseError {
         match self {
             Held::File(_) => std::future::pending().await,
             Held::Etcd { lost, .. } | Held::Kubernetes { lost, .. } => {
@@ -134,7 +145,7 @@ impl crate::executor::runner::HealLock for Held {
                         return why;
                     }
                     if rx.changed().await.is_err() {
-                        return "the lease keepalive stopped".to_string();
+                        return LeaseError::KeepaliveStopped;
                     }
                 }
             }
@@ -166,14 +177,15 @@ const TTL_SECS: u64 = 30;
 async fn kube_lease(
     target: &crate::source::k8s::K8sTarget,
     name: &str,
-) -> Result<crate::source::k8s::lease::KubeLease, String> {
-    crate::source::k8s::lease::KubeLease::new(
+) -> Result<KubeLease, LeaseError> {
+    KubeLease::new(
         target,
         name,
         Duration::from_secs(TTL_SECS),
         Duration::from_secs(5),
     )
     .await
+    .map_err(kube)
 }
 
 fn b64(s: &str) -> String {
@@ -182,27 +194,34 @@ fn b64(s: &str) -> String {
 
 impl LeaseStore {
     /// Tries to take the lease for `cluster`: `Ok(None)` when another healer holds it.
-    pub async fn try_acquire(&self, cluster: &str, owner: &str) -> Result<Option<Held>, String> {
+    pub async fn try_acquire(
+        &self,
+        cluster: &str,
+        owner: &str,
+    ) -> Result<Option<Held>, LeaseError> {
         match self {
             LeaseStore::File { dir } => {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("lock dir {}: {e}", dir.display()))?;
+                    .map_err(|e| LeaseError::Store(format!("lock dir {}: {e}", dir.display())))?;
                 let path = dir.join(format!("pgpatrol-heal-{cluster}.lock"));
                 let file = File::options()
                     .create(true)
                     .truncate(false)
                     .write(true)
                     .open(&path)
-                    .map_err(|e| format!("lock file {}: {e}", path.display()))?;
+                    .map_err(|e| LeaseError::Store(format!("lock file {}: {e}", path.display())))?;
                 match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                     Ok(lock) => Ok(Some(Held::File(lock))),
                     Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-                    Err((_, e)) => Err(format!("lock file {}: {e}", path.display())),
+                    Err((_, e)) => Err(LeaseError::Store(format!(
+                        "lock file {}: {e}",
+                        path.display()
+                    ))),
                 }
             }
             LeaseStore::Kubernetes { target, name } => {
                 let lease = kube_lease(target, name).await?;
-                if !lease.try_acquire(owner).await? {
+                if !lease.try_acquire(owner).await.map_err(kube)? {
                     return Ok(None);
                 }
                 let (lost_tx, lost) = watch::channel(None);
@@ -213,7 +232,7 @@ impl LeaseStore {
                         tokio::time::sleep(Duration::from_secs(TTL_SECS / 3)).await;
                         if let Err(e) = ka_lease.renew(&ka_owner).await {
                             tracing::warn!(error = %e, "heal Lease renewal failed: auto-heal stops acting");
-                            let _ = ka_tx.send(Some(e));
+                            let _ = ka_tx.send(Some(kube(e)));
                             break;
                         }
                     }
@@ -229,7 +248,7 @@ impl LeaseStore {
             LeaseStore::Etcd { etcd, shown } => {
                 let id = grant(etcd, Duration::from_secs(TTL_SECS))
                     .await
-                    .map_err(|e| format!("{shown}: {e}"))?;
+                    .map_err(|e| LeaseError::Store(format!("{shown}: {e}")))?;
                 let key = b64(&format!("/pgpatrol/heal/{cluster}"));
                 let txn = json!({
                     "compare": [{"key": key, "target": "CREATE", "create_revision": "0"}],
@@ -239,7 +258,9 @@ impl LeaseStore {
                 let won = matches!(&res, Ok(r) if r["succeeded"] == Value::Bool(true));
                 if !won {
                     let _ = call(etcd, "/lease/revoke", json!({ "ID": id })).await;
-                    return res.map(|_| None).map_err(|e| format!("{shown}: {e}"));
+                    return res
+                        .map(|_| None)
+                        .map_err(|e| LeaseError::Store(format!("{shown}: {e}")));
                 }
                 let (lost_tx, lost) = watch::channel(None);
                 let (ka_etcd, ka_id, ka_tx) = (etcd.clone(), id.clone(), lost_tx.clone());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::lease::{call, grant, joined, keepalive};
+use crate::executor::runner::LeaseError;
 use crate::source::dcs::etcd::{Etcd, EtcdOptions};
 
 pub(super) struct Membership {
@@ -45,7 +46,7 @@ impl Membership {
 
     /// Keeps this watcher registered: renews its lease, or (first time, or after it expired)
     /// takes a new one and writes its key on it.
-    pub(super) async fn renew(&mut self) -> Result<(), String> {
+    pub(super) async fn renew(&mut self) -> Result<(), LeaseError> {
         if let Some(id) = &self.lease {
             match keepalive(&self.etcd, id).await {
                 Ok(()) => return Ok(()),
@@ -68,12 +69,12 @@ impl Membership {
     }
 
     /// The watchers registered now (their ids).
-    pub(super) async fn members(&self) -> Result<Vec<String>, String> {
+    pub(super) async fn members(&self) -> Result<Vec<String>, LeaseError> {
         let (kvs, _) = self
             .etcd
             .range(&self.prefix)
             .await
-            .map_err(|errors| joined(&errors))?;
+            .map_err(|errors| LeaseError::Store(joined(&errors)))?;
         Ok(kvs
             .into_iter()
             .filter_map(|kv| kv.key.strip_prefix(&self.prefix).map(str::to_string))

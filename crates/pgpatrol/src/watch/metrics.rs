@@ -92,6 +92,12 @@ pub struct ShardL {
     pub shard: String,
 }
 
+/// Why an auto-heal run stopped (a bounded label: `executor::runner::Stop::cause`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonL {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindL {
     pub kind: String,
@@ -310,6 +316,8 @@ pub struct Metrics {
     pub discovered_clusters: Gauge,
     pub discover_errors: Counter,
     pub shard_errors: Counter,
+    /// Auto-heal runs that stopped before their plan was done, by cause.
+    pub heal_stops: Family<ReasonL, Counter>,
 }
 
 impl Metrics {
@@ -571,6 +579,11 @@ impl Metrics {
             "shard_errors",
             "Readings of the ring of watchers (dynamic sharding) that failed: the shares stayed",
             self.shard_errors.clone(),
+        );
+        p.register(
+            "heal_stops",
+            "Auto-heal runs that stopped before their plan was done, by cause: the read's or the heal lease's error (timeout, connect, lease_expired, ...), leader_changed or refused",
+            self.heal_stops.clone(),
         );
         p.register(
             "shard_total",

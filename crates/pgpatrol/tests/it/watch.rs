@@ -1313,6 +1313,8 @@ fn a_lost_lease_stops_auto_heal_before_the_second_action(lab: &Lab) {
         },
     );
     assert_eq!(stop["kind"], "lease_lost", "{stop:#}");
+    // The lease's etcd does not answer: its keepalive's error, typed and labelled.
+    assert_eq!(stop["cause"], "lease_store", "{stop:#}");
     // Several more polls: the lease cannot be taken again while its etcd is stopped.
     wait_polls(port, "lab", 8.0, Duration::from_secs(60));
     let p = plan(port);
@@ -1335,6 +1337,11 @@ fn a_lost_lease_stops_auto_heal_before_the_second_action(lab: &Lab) {
         )
         .unwrap_or(0.0)
             >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "pgpatrol_heal_stops_total{reason=\"lease_store\"}"),
+        Some(1.0),
         "{m}"
     );
     drop(_w);

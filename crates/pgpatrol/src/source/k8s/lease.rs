@@ -14,6 +14,17 @@ use kube::{Api, Client};
 use super::errors::api_error;
 use super::K8sTarget;
 
+/// Why a Lease call did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubeLeaseError {
+    /// The API server could not be reached, or refused the call (RBAC, conflict, gone).
+    #[error("{0}")]
+    Api(String),
+    /// Renewing: another holder has the Lease now.
+    #[error("the Lease {lease} is held by {holder:?} now")]
+    HeldBy { lease: String, holder: String },
+}
+
 /// One Lease: the API handle, its name and namespace.
 #[derive(Clone)]
 pub struct KubeLease {
@@ -54,10 +65,10 @@ impl KubeLease {
         name: &str,
         ttl: Duration,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KubeLeaseError> {
         let (client, namespace) = super::discovery::client(target, timeout, timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| KubeLeaseError::Api(e.to_string()))?;
         Ok(Self::with_client(client, &namespace, name, ttl))
     }
 
@@ -70,8 +81,8 @@ impl KubeLease {
         }
     }
 
-    fn err(&self, e: kube::Error, verb: &str) -> String {
-        api_error(e, verb, "leases", &self.namespace).to_string()
+    fn err(&self, e: kube::Error, verb: &str) -> KubeLeaseError {
+        KubeLeaseError::Api(api_error(e, verb, "leases", &self.namespace).to_string())
     }
 
     fn spec(&self, owner: &str, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {
@@ -86,7 +97,7 @@ impl KubeLease {
     }
 
     /// Who holds the lease now (`holderIdentity`), when it is held and not expired.
-    pub async fn holder(&self) -> Result<Option<String>, String> {
+    pub async fn holder(&self) -> Result<Option<String>, KubeLeaseError> {
         let current = self
             .api
             .get_opt(&self.name)
@@ -99,7 +110,7 @@ impl KubeLease {
     }
 
     /// Takes the lease for `owner`: `Ok(false)` when another holder has it.
-    pub async fn try_acquire(&self, owner: &str) -> Result<bool, String> {
+    pub async fn try_acquire(&self, owner: &str) -> Result<bool, KubeLeaseError> {
         let current = self
             .api
             .get_opt(&self.name)
@@ -145,7 +156,7 @@ impl KubeLease {
     }
 
     /// Renews the lease: `Err` when it is no longer `owner`'s or cannot be written.
-    pub async fn renew(&self, owner: &str) -> Result<(), String> {
+    pub async fn renew(&self, owner: &str) -> Result<(), KubeLeaseError> {
         let mut lease = self
             .api
             .get(&self.name)
@@ -153,12 +164,10 @@ impl KubeLease {
             .map_err(|e| self.err(e, "get"))?;
         let mut spec = lease.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(owner) {
-            return Err(format!(
-                "the Lease {}/{} is held by {:?} now",
-                self.namespace,
-                self.name,
-                spec.holder_identity.unwrap_or_default()
-            ));
+            return Err(KubeLeaseError::HeldBy {
+                lease: format!("{}/{}", self.namespace, self.name),
+                holder: spec.holder_identity.unwrap_or_default(),
+            });
         }
         spec.renew_time = Some(now());
         lease.spec = Some(spec);
@@ -170,7 +179,7 @@ impl KubeLease {
     }
 
     /// Releases the lease if `owner` still holds it (best effort).
-    pub async fn release(&self, owner: &str) -> Result<(), String> {
+    pub async fn release(&self, owner: &str) -> Result<(), KubeLeaseError> {
         let mut lease = self
             .api
             .get(&self.name)
