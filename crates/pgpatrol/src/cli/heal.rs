@@ -7,9 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use pgpatrol_core::plan::{DecideBy, Policy};
-use pgpatrol_core::policy::decide_with;
-use pgpatrol_core::trend::{Evidence, TrendPolicy};
+use pgpatrol_core::heal::{decide_with, DecideBy, Evidence, Policy, TrendPolicy};
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
 use super::common::{ClusterArgs, PgArgs};
@@ -305,8 +303,8 @@ impl HealArgs {
                     tracing::warn!(member = %m.name, error = %e, "heal: no PostgreSQL evidence for the trend");
                 }
             }
-            evidence.wal_gone = pgpatrol_core::trend::wal_gone(&pg);
-            evidence.data_bytes = pgpatrol_core::trend::data_bytes(&pg);
+            evidence.wal_gone = pgpatrol_core::heal::wal_gone(&pg);
+            evidence.data_bytes = pgpatrol_core::heal::data_bytes(&pg);
         }
         Ok(cluster)
     }
@@ -462,7 +460,7 @@ impl HealArgs {
         reader: &executor::HealReader<'_>,
         policy: &Policy,
         before: &Cluster,
-        plan: &pgpatrol_core::plan::Plan,
+        plan: &pgpatrol_core::heal::Plan,
         evidence: Evidence,
         report: &mut HealReport,
         audit: crate::audit::Audit,
