@@ -23,6 +23,7 @@ pub mod history;
 pub mod lsn;
 pub mod model;
 pub mod ops;
+pub mod pg;
 pub mod pgparams;
 pub mod shard;
 pub mod sli;
