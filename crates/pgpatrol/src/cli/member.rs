@@ -19,7 +19,7 @@ use super::ops::{confirm_op, emit_json, OpArgs, OpFormat};
 use super::Outcome;
 use crate::audit::Audit;
 use crate::lab::{process, LabPaths, LabState};
-use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
+use crate::ops::runner::{self, OpResult, Operation, StepOutcome, StepResult};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::Ops;
 use crate::poll::Poll;
@@ -132,9 +132,32 @@ pub struct MemberRemoveArgs {
 #[derive(Debug, Serialize)]
 struct AddReport {
     operation: &'static str,
-    result: &'static str,
+    result: AddResult,
     members: Vec<Added>,
     total_secs: f64,
+}
+
+/// How `member add` ended: every new member streams below the tolerance, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum AddResult {
+    Streaming,
+    NotStreaming,
+}
+
+impl AddResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            AddResult::Streaming => "streaming",
+            AddResult::NotStreaming => "not_streaming",
+        }
+    }
+}
+
+impl std::fmt::Display for AddResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -468,7 +491,11 @@ impl MemberAddArgs {
         let ok = members.len() >= self.count && members.iter().all(|m| m.streaming);
         let report = AddReport {
             operation: "member add",
-            result: if ok { "streaming" } else { "not_streaming" },
+            result: if ok {
+                AddResult::Streaming
+            } else {
+                AddResult::NotStreaming
+            },
             members,
             total_secs: crate::ops::round1(t0.elapsed().as_secs_f64()),
         };
@@ -585,20 +612,18 @@ impl MemberRemoveArgs {
         let (done, mut slot, slot_kept) = (run.done, run.slot, run.slot_kept);
         if report.ok() && slot.is_none() && !self.op.dry_run {
             // Without --drop-slot the slot is reported, not touched.
-            slot = Some(self.slot_state(&ops, &name).await);
+            slot = Some(self.slot_state(&ops, &name).await.said);
         }
-        report.result = match (report.result.as_str(), report.steps.last()) {
-            ("done", _) => "removed".into(),
-            ("failed", Some(s)) if slot_kept && s.action == Action::DropSlot.as_str() => {
-                "removed_slot_kept".into()
+        report.result = match (report.result, report.steps.last()) {
+            (OpResult::Done, _) => OpResult::Removed,
+            (OpResult::Failed, Some(s)) if slot_kept && s.action == Action::DropSlot => {
+                OpResult::RemovedSlotKept
             }
-            ("failed", Some(s)) if s.action == Action::Switchover.as_str() => {
-                "switchover_failed".into()
+            (OpResult::Failed, Some(s)) if s.action == Action::Switchover => {
+                OpResult::SwitchoverFailed
             }
-            ("failed", Some(s)) if s.action == Action::RemoveMember.as_str() => {
-                "key_not_gone".into()
-            }
-            (r, _) => r.to_string(),
+            (OpResult::Failed, Some(s)) if s.action == Action::RemoveMember => OpResult::KeyNotGone,
+            (r, _) => r,
         };
         report.put("member", &name);
         report.put("done", &done);
@@ -638,31 +663,35 @@ impl MemberRemoveArgs {
 
     /// What became of the replication slot Patroni kept for the member on the leader; with
     /// --drop-slot, dropped by `slot drop`'s rules through the one sender (`Ops::send_sql`).
-    async fn slot_state(&self, ops: &Ops<'_>, name: &str) -> String {
+    async fn slot_state(&self, ops: &Ops<'_>, name: &str) -> SlotState {
         let source = ops.source;
         let slot = pgpatrol_core::slots::slot_name_from_member_name(name);
         let login = match self.pg.login(&self.cluster) {
             Ok(Some(l)) => l,
             _ => {
-                return format!(
+                return SlotState::there(format!(
                     "slot {slot} not checked: no PostgreSQL login (--pg-user, or -c patroni.yml)"
-                )
+                ))
             }
         };
         // Full: the Patroni version (member_slots_ttl) comes from the members' /patroni.
         let Ok(snap) = source.snapshot(Detail::Full).await else {
-            return format!("slot {slot} not checked: the cluster could not be read");
+            return SlotState::there(format!(
+                "slot {slot} not checked: the cluster could not be read"
+            ));
         };
         let Some(l) = snap.cluster.leader() else {
-            return format!("slot {slot} not checked: no leader");
+            return SlotState::there(format!("slot {slot} not checked: no leader"));
         };
         let (Some(host), Some(port)) = (&l.host, l.port) else {
-            return format!("slot {slot} not checked: no address for the leader");
+            return SlotState::there(format!(
+                "slot {slot} not checked: no address for the leader"
+            ));
         };
         let (client, driver) =
             match crate::doctor::pg::connect(host, port, &login, "pgpatrol member remove").await {
                 Ok(c) => c,
-                Err(e) => return format!("slot {slot} not checked: {e}"),
+                Err(e) => return SlotState::there(format!("slot {slot} not checked: {e}")),
             };
         let row = client
             .query_opt(
@@ -736,38 +765,58 @@ impl MemberRemoveArgs {
         drop(client);
         let _ = driver.await;
         match (row, dropped) {
-            (Ok(Some(r)), Some(Ok(()))) => format!(
+            (Ok(Some(r)), Some(Ok(()))) => SlotState::gone(format!(
                 "slot {slot} dropped on the leader {} (it held {})",
                 l.name,
                 r.get::<_, Option<f64>>(1)
                     .map_or("an unknown amount of WAL".into(), |b| {
                         pgpatrol_core::units::human(b.max(0.0) as u64)
                     })
-            ),
-            (Ok(Some(_)), Some(Err(why))) => format!("slot {slot} not dropped: {why}"),
+            )),
+            (Ok(Some(_)), Some(Err(why))) => {
+                SlotState::there(format!("slot {slot} not dropped: {why}"))
+            }
             (row, _) => match row {
-                Ok(None) => format!(
+                Ok(None) => SlotState::gone(format!(
                     "slot {slot}: none on the leader {} (Patroni dropped it, or kept none)",
                     l.name
-                ),
+                )),
                 Ok(Some(r)) => {
                     let held = r
                         .get::<_, Option<f64>>(1)
                         .map_or("an unknown amount of".into(), |b| {
                             pgpatrol_core::units::human(b.max(0.0) as u64)
                         });
-                    format!(
+                    SlotState::there(format!(
                     "slot {slot} remains on the leader {} ({}, holds {held} WAL): Patroni keeps a gone member's slot for member_slots_ttl (4.0+) and then drops it; --drop-slot (or `pgpatrol slot drop {slot}`) frees it now",
                     l.name,
                     if r.get::<_, bool>(0) { "active" } else { "inactive" }
-                )
+                ))
                 }
-                Err(e) => format!(
+                Err(e) => SlotState::there(format!(
                     "slot {slot} not checked: {}",
                     crate::doctor::pg::error_line(e)
-                ),
+                )),
             },
         }
+    }
+}
+
+/// What became of a removed member's slot on the leader: whether it is gone (dropped now,
+/// or none is left), and what was seen, in words.
+struct SlotState {
+    gone: bool,
+    said: String,
+}
+
+impl SlotState {
+    fn gone(said: String) -> Self {
+        SlotState { gone: true, said }
+    }
+
+    /// Still there, or not known.
+    fn there(said: String) -> Self {
+        SlotState { gone: false, said }
     }
 }
 
@@ -875,7 +924,7 @@ impl MemberRemoveOp<'_> {
             return out.with(StepResult::Failed, format!("{} left /cluster", step.member));
         };
         let t = Takeover {
-            operation: "switchover",
+            operation: candidates::Takeover::Switchover,
             leader: Some(step.member.clone()),
             candidate: Some(best.clone()),
             scheduled_at: None,
@@ -1008,15 +1057,25 @@ impl MemberRemoveOp<'_> {
                 ),
             );
         }
-        let said = self.args.slot_state(ops, &self.name).await;
-        let gone =
-            said.contains(" dropped on the leader ") || said.contains(": none on the leader ");
+        let SlotState { gone, said } = self.args.slot_state(ops, &self.name).await;
         self.slot = Some(said.clone());
         if gone {
             out.with(StepResult::Done, said)
         } else {
             self.slot_kept = true;
             out.with(StepResult::Failed, said)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_add_result_reads_as_its_json_word() {
+        for r in [AddResult::Streaming, AddResult::NotStreaming] {
+            assert_eq!(serde_json::json!(r), r.as_str(), "{r:?}");
         }
     }
 }

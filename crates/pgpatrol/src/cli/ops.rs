@@ -20,7 +20,7 @@ use super::Outcome;
 use crate::audit::Audit;
 use crate::ops::maintenance::{pending_of, EditOp, EditResult, PauseOp, Pending, ReloadOp};
 use crate::ops::restart::{FlushOp, RestartOp, RestartOptions};
-use crate::ops::runner::{self, print_plan, print_steps, OpReport, StepResult};
+use crate::ops::runner::{self, print_plan, print_steps, OpReport, OpResult, StepResult};
 use crate::ops::switchover::{self, TakeoverOp, TakeoverOutcome, TakeoverResult};
 use crate::ops::{self, Ops};
 use crate::output::table::{self, Emphasis};
@@ -352,13 +352,7 @@ async fn report_takeover(
         report.put("reason", reason);
     }
     if let Some(o) = o {
-        report.result = match o.result {
-            TakeoverResult::Switched => "switched",
-            TakeoverResult::Scheduled => "scheduled",
-            TakeoverResult::DryRun => "dry_run",
-            TakeoverResult::Failed => "failed",
-        }
-        .into();
+        report.result = o.result.into();
         report.put("detail", &o.detail);
         report.put("leader_before", &o.leader_before);
         report.put("leader_after", &o.leader_after);
@@ -601,9 +595,9 @@ impl PauseArgs {
         let mut report = runner::run(&mut run, &ops, plan).await;
         narrator.done();
         if report.plan.nothing.is_some() {
-            report.result = "unchanged".into();
+            report.result = OpResult::Unchanged;
         } else if !run.lagging.is_empty() {
-            report.result = "not_seen".into();
+            report.result = OpResult::NotSeen;
         }
         let detail = match (&report.plan.nothing, report.steps.first()) {
             (Some(n), _) => n.clone(),
@@ -616,7 +610,7 @@ impl PauseArgs {
             emit_json(&report)?;
         } else {
             println!("{op}: {detail}");
-            if report.result == "done" {
+            if report.result == OpResult::Done {
                 print_cluster(&o.source, color).await;
             }
         }
@@ -924,6 +918,39 @@ fn print_pending(p: &[Pending]) {
     }
 }
 
+/// How one member took the reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ReloadResult {
+    Accepted,
+    DryRun,
+    Refused,
+}
+
+impl ReloadResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Accepted => "accepted",
+            ReloadResult::DryRun => "dry_run",
+            ReloadResult::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One member of reload's report (`members`).
+#[derive(Debug, Serialize)]
+struct Reloaded {
+    member: String,
+    result: ReloadResult,
+    detail: String,
+}
+
 impl ReloadArgs {
     pub async fn run(self) -> anyhow::Result<Outcome> {
         let o = open(&self.cluster, &self.op).await?;
@@ -971,16 +998,17 @@ impl ReloadArgs {
             pending = pending_of(&o.source.snapshot(Detail::Lag).await?.cluster);
         }
         narrator.done();
-        let members: Vec<serde_json::Value> = report
+        let members: Vec<Reloaded> = report
             .steps
             .iter()
-            .map(|s| {
-                let result = match s.result {
-                    StepResult::Accepted => "accepted",
-                    StepResult::DryRun => "dry_run",
-                    _ => "refused",
-                };
-                serde_json::json!({"member": s.member, "result": result, "detail": s.detail})
+            .map(|s| Reloaded {
+                member: s.member.clone(),
+                result: match s.result {
+                    StepResult::Accepted => ReloadResult::Accepted,
+                    StepResult::DryRun => ReloadResult::DryRun,
+                    _ => ReloadResult::Refused,
+                },
+                detail: s.detail.clone(),
             })
             .collect();
         report.put("members", &members);
@@ -989,12 +1017,7 @@ impl ReloadArgs {
             emit_json(&report)?;
         } else {
             for r in &members {
-                println!(
-                    "reload {}: {}: {}",
-                    r["member"].as_str().unwrap_or_default(),
-                    r["result"].as_str().unwrap_or_default(),
-                    r["detail"].as_str().unwrap_or_default()
-                );
+                println!("reload {}: {}: {}", r.member, r.result, r.detail);
             }
             if let Some(why) = &report.stopped {
                 println!("{why}");
@@ -1117,7 +1140,7 @@ impl EditConfigArgs {
         let Some(patch) = patch else {
             if json {
                 let mut report = OpReport::unrun(plan);
-                report.result = "unchanged".into();
+                report.result = OpResult::Unchanged;
                 emit_json(&report)?;
             } else {
                 println!("edit-config: not changed: the configuration already holds that");
@@ -1140,12 +1163,9 @@ impl EditConfigArgs {
         let mut report = runner::run(&mut run, &ops, plan).await;
         narrator.done();
         if report.steps.is_empty() {
-            report.result = "stopped".into();
+            report.result = OpResult::Stopped;
         } else {
-            report.result = serde_json::to_value(run.result)?
-                .as_str()
-                .unwrap_or("failed")
-                .to_string();
+            report.result = run.result.into();
         }
         report.put("patch", crate::audit::redact(&patch));
         report.put("not_applied", &run.missing);
@@ -1176,5 +1196,30 @@ impl EditConfigArgs {
         } else {
             Outcome::Problem
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reloaded_member_keeps_its_json_shape() {
+        let r = Reloaded {
+            member: "pg1".into(),
+            result: ReloadResult::DryRun,
+            detail: "d".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"member":"pg1","result":"dry_run","detail":"d"}"#
+        );
+        for r in [
+            ReloadResult::Accepted,
+            ReloadResult::DryRun,
+            ReloadResult::Refused,
+        ] {
+            assert_eq!(serde_json::json!(r), r.as_str(), "{r:?}");
+        }
     }
 }

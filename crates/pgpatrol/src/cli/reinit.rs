@@ -17,7 +17,7 @@ use super::progress::Spinner;
 use super::Outcome;
 use crate::audit::Audit;
 use crate::executor::{self, ReinitOptions, ReinitOutcome, ReinitResult};
-use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
+use crate::ops::runner::{self, OpResult, Operation, StepOutcome, StepResult};
 use crate::ops::Ops;
 use crate::source::rest::{Detail, Request};
 
@@ -102,10 +102,7 @@ impl ReinitArgs {
         spinner.finish();
         report.put("member", &self.member);
         if let Some(o) = &run.outcome {
-            report.result = serde_json::to_value(&o.result)?
-                .as_str()
-                .unwrap_or("failed")
-                .to_string();
+            report.result = op_result(&o.result);
             report.put("outcome", o);
         }
         if let Some(r) = report.refusal() {
@@ -185,6 +182,20 @@ struct ReinitOp {
     apis: Option<(String, Option<String>)>,
 }
 
+/// The report's result for how the reinitialization ended (the same word).
+fn op_result(r: &ReinitResult) -> OpResult {
+    match r {
+        ReinitResult::Healed => OpResult::Healed,
+        ReinitResult::Started => OpResult::Started,
+        ReinitResult::Refused => OpResult::Refused,
+        ReinitResult::TimedOut => OpResult::TimedOut,
+        ReinitResult::LeaderLost => OpResult::LeaderLost,
+        ReinitResult::Failed => OpResult::Failed,
+        ReinitResult::Abandoned => OpResult::Abandoned,
+        ReinitResult::Unknown => OpResult::Unknown,
+    }
+}
+
 impl Operation for ReinitOp {
     async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
         let c = ops
@@ -244,5 +255,27 @@ impl Operation for ReinitOp {
         out.secs = o.duration_secs;
         self.outcome = Some(o);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reinit_result_is_the_reports_result_word_for_word() {
+        use ReinitResult as R;
+        for r in [
+            R::Healed,
+            R::Started,
+            R::Refused,
+            R::TimedOut,
+            R::LeaderLost,
+            R::Failed,
+            R::Abandoned,
+            R::Unknown,
+        ] {
+            assert_eq!(serde_json::json!(r), op_result(&r).as_str(), "{r:?}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::progress::Spinner;
 use super::{confirm, Outcome};
 use crate::audit::Audit;
 use crate::ops::remove::RemoveOp;
-use crate::ops::runner::{self, StepResult};
+use crate::ops::runner::{self, OpResult, StepResult};
 use crate::ops::Ops;
 use crate::source::dcs::remove;
 use crate::source::dcs::DcsSettings;
@@ -105,11 +105,12 @@ impl RemoveArgs {
             }
             out.flush()?;
         }
+        // --force over a refusal: the step's reason says what it overrides.
+        let forced = self.force
+            && remove_rule::refusal(&name, &survey.running, survey.leader.as_deref()).is_some();
         let plan = remove_rule::plan(&name, &survey.running, survey.leader.as_deref(), self.force);
-        if let (Some(step), false) = (plan.steps.first(), json) {
-            if step.reason.starts_with("--force") {
-                println!("{}", step.reason);
-            }
+        if let (Some(step), true, false) = (plan.steps.first(), forced, json) {
+            println!("{}", step.reason);
         }
         if plan.refusal.is_none() && !self.run.dry_run {
             if confirm::interactive() {
@@ -138,8 +139,8 @@ impl RemoveArgs {
         report.put("cluster", &name);
         report.put("prefix", &survey.prefix);
         report.put("keys", &survey.keys);
-        if report.result == "done" {
-            report.result = "removed".into();
+        if report.result == OpResult::Done {
+            report.result = OpResult::Removed;
         }
         if json {
             emit_json(&report)?;

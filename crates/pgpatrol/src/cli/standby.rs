@@ -12,6 +12,7 @@ use super::common::{ClusterArgs, PgArgs};
 use super::ops::{OpArgs, OpFormat};
 use super::Outcome;
 use crate::audit::Audit;
+use crate::ops::runner::OpResult;
 use crate::ops::slot;
 use crate::ops::standby::{StandbyInputs, StandbyOp};
 use crate::output::term::ColorChoice;
@@ -142,8 +143,8 @@ impl SlotDropArgs {
         let released = run.released;
         drop(client);
         let _ = driver.await;
-        if report.result == "done" {
-            report.result = "dropped".into();
+        if report.result == OpResult::Done {
+            report.result = OpResult::Dropped;
         }
         let detail = match (report.steps.first(), &report.stopped, report.refusal()) {
             (Some(s), _, _) => s.detail.clone(),
@@ -286,8 +287,8 @@ async fn run_role_change(
     let ops = crate::ops::Ops::new(source, operation, op.dry_run, &audit, &progress).json(json);
     let mut report = crate::ops::runner::run(&mut run, &ops, plan).await;
     progress.finish();
-    if report.result == "failed" {
-        report.result = "not_done".into();
+    if report.result == OpResult::Failed {
+        report.result = OpResult::NotDone;
     }
     let detail = match (report.steps.first(), &report.stopped, report.refusal()) {
         (Some(s), _, _) => s.detail.clone(),
@@ -305,7 +306,7 @@ async fn run_role_change(
         super::ops::emit_json(&report)?;
     } else if report.refusal().is_none() {
         println!("{operation}: {detail} ({:.1} s)", report.total_secs);
-        if report.result == "done" {
+        if report.result == OpResult::Done {
             if let Ok(s) = source.snapshot(Detail::Full).await {
                 let emphasis = crate::output::table::Emphasis {
                     look: crate::output::term::Look::stdout(color),
