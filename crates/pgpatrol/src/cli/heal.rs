@@ -309,7 +309,7 @@ impl HealArgs {
         Ok(cluster)
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl std::io::Write) -> anyhow::Result<Outcome> {
         self.check()?;
         let source = self.cluster.source().await?;
         let policy = self.policy();
@@ -350,7 +350,7 @@ impl HealArgs {
         if self.dry_run || plan.actions.is_empty() {
             report.finished = now_text();
             report.still_unhealthy = unhealthy(&before, &policy);
-            self.print(&report)?;
+            self.print(out, &report)?;
             let problem =
                 !plan.actions.is_empty() || plan.refused() || !report.still_unhealthy.is_empty();
             return Ok(if problem {
@@ -400,7 +400,7 @@ impl HealArgs {
                 report.stopped = Some(why);
                 report.finished = now_text();
                 report.still_unhealthy = unhealthy(&before, &policy);
-                self.print(&report)?;
+                self.print(out, &report)?;
                 return Ok(Outcome::Problem);
             }
         };
@@ -439,7 +439,7 @@ impl HealArgs {
             .unwrap_or_default();
         report.after = after;
         report.finished = now_text();
-        self.print(&report)?;
+        self.print(out, &report)?;
         let all_healed = report
             .outcomes
             .iter()
@@ -561,13 +561,12 @@ impl HealArgs {
         })
     }
 
-    fn print(&self, report: &HealReport) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
+    fn print(&self, out: &mut impl std::io::Write, report: &HealReport) -> anyhow::Result<()> {
         match self.report {
-            ReportFormat::Md => report::markdown(&mut out, report)?,
+            ReportFormat::Md => report::markdown(out, report)?,
             ReportFormat::Json => {
-                serde_json::to_writer_pretty(&mut out, report)?;
-                std::io::Write::write_all(&mut out, b"\n")?;
+                serde_json::to_writer_pretty(&mut *out, report)?;
+                out.write_all(b"\n")?;
             }
         }
         Ok(())

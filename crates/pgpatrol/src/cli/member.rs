@@ -3,6 +3,7 @@
 //! StatefulSet (`--k8s-resource statefulset/NAME`: its `scale` subresource; the highest
 //! ordinal goes) or a lab (`--lab DIR`: a member is started or stopped as a pod would be).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -384,7 +385,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 impl MemberAddArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.count == 0 {
             anyhow::bail!("--count must be at least 1");
         }
@@ -398,18 +399,22 @@ impl MemberAddArgs {
         let json = self.op.format == OpFormat::Json;
         if self.op.dry_run {
             if json {
-                emit_json(&serde_json::json!({
-                    "operation": "member add",
-                    "result": "dry_run",
-                    "count": self.count,
-                    "workload": scaler.describe(),
-                }))?;
+                emit_json(
+                    out,
+                    &serde_json::json!({
+                        "operation": "member add",
+                        "result": "dry_run",
+                        "count": self.count,
+                        "workload": scaler.describe(),
+                    }),
+                )?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "dry run: would add {} member(s) to {} and follow each until it streams",
                     self.count,
                     scaler.describe()
-                );
+                )?;
             }
             return Ok(Outcome::Ok);
         }
@@ -500,10 +505,11 @@ impl MemberAddArgs {
             total_secs: crate::ops::round1(t0.elapsed().as_secs_f64()),
         };
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else {
             for m in &report.members {
-                println!(
+                writeln!(
+                    out,
                     "{}: {}{}",
                     m.name,
                     if m.streaming {
@@ -514,16 +520,21 @@ impl MemberAddArgs {
                     m.replay_lag
                         .map(|l| format!(", replay lag {}", pgpatrol_core::units::human(l)))
                         .unwrap_or_default()
-                );
+                )?;
             }
             if report.members.len() < self.count {
-                println!(
+                writeln!(
+                    out,
                     "{} of {} new member(s) listed by Patroni",
                     report.members.len(),
                     self.count
-                );
+                )?;
             }
-            println!("member add: {} ({:.1} s)", report.result, report.total_secs);
+            writeln!(
+                out,
+                "member add: {} ({:.1} s)",
+                report.result, report.total_secs
+            )?;
         }
         Ok(if ok { Outcome::Ok } else { Outcome::Problem })
     }
@@ -551,7 +562,7 @@ impl MemberRemoveArgs {
         Ok((c, candidates::synchronous_mode(&config).0))
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let mut scaler = Scaler::open(self.lab.as_deref(), &self.cluster).await?;
         if self.drop_slot && !matches!(self.pg.login(&self.cluster), Ok(Some(_))) {
             anyhow::bail!("--drop-slot drops the slot on the leader's PostgreSQL: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)");
@@ -607,9 +618,14 @@ impl MemberRemoveArgs {
             slot: None,
             slot_kept: false,
             last: None,
+            out: &mut *out,
+            write_error: None,
         };
         let mut report = runner::run(&mut run, &ops, plan).await;
         let (done, mut slot, slot_kept) = (run.done, run.slot, run.slot_kept);
+        if let Some(e) = run.write_error {
+            return Err(e.into());
+        }
         if report.ok() && slot.is_none() && !self.op.dry_run {
             // Without --drop-slot the slot is reported, not touched.
             slot = Some(self.slot_state(&ops, &name).await.said);
@@ -632,24 +648,25 @@ impl MemberRemoveArgs {
             eprintln!("pgpatrol: refused: {why}; nothing more was done");
         }
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else if report.refusal().is_none() {
             if self.op.dry_run {
-                crate::ops::runner::print_plan(&report.plan);
+                crate::ops::runner::write_plan(out, &report.plan)?;
             }
             for d in &done {
-                println!("member remove: {d}");
+                writeln!(out, "member remove: {d}")?;
             }
             if let Some(s) = &slot {
-                println!("member remove: {s}");
+                writeln!(out, "member remove: {s}")?;
             }
             if let Some(why) = &report.stopped {
-                println!("member remove: {why}");
+                writeln!(out, "member remove: {why}")?;
             }
-            println!(
+            writeln!(
+                out,
                 "member remove {name}: {} ({:.1} s)",
                 report.result, report.total_secs
-            );
+            )?;
         }
         if let Some(Refusal::Invalid(why)) = report.refusal() {
             anyhow::bail!("{why}");
@@ -835,6 +852,10 @@ struct MemberRemoveOp<'a> {
     /// --drop-slot found the slot kept (Patroni 4.0+'s member_slots_ttl, or a slot rule).
     slot_kept: bool,
     last: Option<Cluster>,
+    /// Where the command writes (a dry run's line is said when its step runs), and the
+    /// first error writing there, returned once the run is over.
+    out: &'a mut dyn Write,
+    write_error: Option<std::io::Error>,
 }
 
 impl Operation for MemberRemoveOp<'_> {
@@ -964,7 +985,9 @@ impl MemberRemoveOp<'_> {
                 step.reason
             );
             if !self.args.op.format.eq(&OpFormat::Json) {
-                println!("{what}");
+                if let Err(e) = writeln!(self.out, "{what}") {
+                    self.write_error.get_or_insert(e);
+                }
             }
             return out.with(StepResult::DryRun, what);
         }

@@ -2,6 +2,7 @@
 //! Allowed on a paused cluster (as patronictl allows); never the leader; never `force` over
 //! a running reinit unless `--force` is given and confirmed.
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
@@ -64,7 +65,7 @@ pub struct ReinitArgs {
 }
 
 impl ReinitArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let source = self.cluster.source().await?;
         let cluster = source.snapshot(Detail::Full).await?.cluster;
         let plan = reinit_rule::plan(&cluster, &self.member);
@@ -109,7 +110,7 @@ impl ReinitArgs {
             eprintln!("pgpatrol: refused: {r}");
         }
         if json {
-            super::ops::emit_json(&report)?;
+            super::ops::emit_json(out, &report)?;
         } else if let Some(why) = report.stopped.as_ref().filter(|_| run.outcome.is_none()) {
             eprintln!("pgpatrol: {why}");
         }
@@ -128,10 +129,11 @@ impl ReinitArgs {
         match o.result {
             ReinitResult::Healed | ReinitResult::Started => {
                 if !json {
-                    println!(
+                    writeln!(
+                        out,
                         "{}: {} in {:.1} s{joined}",
                         o.member, o.detail, o.duration_secs
-                    );
+                    )?;
                 }
                 Ok(Outcome::Ok)
             }

@@ -386,33 +386,36 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
 }
 
 /// The plan as a person reads it, before the confirmation (or as the dry run's plan).
-pub fn print_plan(plan: &OpPlan) {
+pub fn write_plan(out: &mut impl std::io::Write, plan: &OpPlan) -> std::io::Result<()> {
     if plan.refusal.is_some() || plan.nothing.is_some() {
-        return;
+        return Ok(());
     }
-    println!("plan:");
+    writeln!(out, "plan:")?;
     for l in plan.lines() {
-        println!("  {l}");
+        writeln!(out, "  {l}")?;
     }
+    Ok(())
 }
 
 /// The steps as lines for a person.
-pub fn print_steps(steps: &[StepOutcome]) {
+pub fn write_steps(out: &mut impl std::io::Write, steps: &[StepOutcome]) -> std::io::Result<()> {
     for s in steps {
         let gap = s
             .write_gap
             .as_ref()
             .map(|g| format!(" (no writable leader for {:.1} s)", g.longest_secs))
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "{} {}: {} in {:.1} s: {}{gap}",
             s.action.as_str(),
             s.member,
             s.result,
             s.secs,
             s.detail
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -595,6 +598,33 @@ mod tests {
             "test",
         ));
         assert_eq!(serde_json::json!(out)["action"], "drop slot");
+    }
+
+    #[test]
+    fn steps_are_written_as_lines_and_a_closed_pipe_is_an_error() {
+        let steps = vec![StepOutcome::failed(&OpStep::new(
+            pgpatrol_core::ops::Action::DropSlot,
+            "pg1",
+            "test",
+        ))
+        .with(StepResult::Done, "dropped")];
+        let mut out = Vec::new();
+        write_steps(&mut out, &steps).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "drop slot pg1: done in 0.0 s: dropped\n"
+        );
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = write_plan(&mut Closed, &plan()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
     }
 
     #[tokio::test]
