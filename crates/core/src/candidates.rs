@@ -97,10 +97,27 @@ pub fn synchronous_mode_of(v: Option<&Value>) -> (bool, bool) {
 }
 
 /// Switchover (a running leader hands over) or failover (the leader is gone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Takeover {
     Switchover,
     Failover,
+}
+
+impl Takeover {
+    /// Patroni's word for it, also its endpoint (`/switchover`, `/failover`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Takeover::Switchover => "switchover",
+            Takeover::Failover => "failover",
+        }
+    }
+}
+
+impl std::fmt::Display for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One member as a possible new leader.
@@ -225,6 +242,14 @@ mod tests {
             .filter(|c| c.eligible)
             .map(|c| c.name.as_str())
             .collect()
+    }
+
+    #[test]
+    fn a_takeover_reads_as_patronis_word() {
+        for k in [Takeover::Switchover, Takeover::Failover] {
+            assert_eq!(serde_json::json!(k), k.as_str());
+            assert_eq!(k.to_string(), k.as_str());
+        }
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! What healers did: one record per reinitialization (started, finished, how it ended, what
 //! it copied), and the rules that read the history — cooldowns, the slot a running action
-//! holds, stale records of a healer that died, pruning. A leaf: the heal policy
-//! ([`crate::plan`], [`crate::policy`]) and the trend ([`crate::trend`]) read it, it reads
-//! neither.
+//! holds, stale records of a healer that died, pruning. A leaf: heal ([`crate::heal`], its
+//! decision and its trend) reads it, it reads nothing of heal.
 
 use std::time::{Duration, SystemTime};
 

@@ -12,9 +12,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use pgpatrol_core::fixtures::ClusterBuilder;
-use pgpatrol_core::plan::{DecideBy, Policy};
-use pgpatrol_core::policy::decide_with;
-use pgpatrol_core::trend::Evidence;
+use pgpatrol_core::heal::{decide_with, DecideBy, Evidence, Policy};
 use pgpatrol_core::{Cluster, LagKind};
 
 fn arg(name: &str, default: usize) -> usize {
@@ -79,7 +77,7 @@ fn run(by: DecideBy, clusters: usize, rounds: usize) -> (Duration, usize) {
 
 /// One trend over an hour of samples a second apart, capped (as decided) and over every pair.
 fn at_the_cap() {
-    use pgpatrol_core::trend::{trend, LagSample, MAX_TREND_POINTS};
+    use pgpatrol_core::heal::{trend, LagSample, MAX_TREND_POINTS};
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     // (seconds before now, lag in bytes), oldest first.
     let points: Vec<(u64, u64)> = (0..3600u64)

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use pgpatrol_core::checks::{self, Thresholds};
-use pgpatrol_core::plan::{Plan, Policy};
+use pgpatrol_core::heal::{Plan, Policy};
 use pgpatrol_core::{Cluster, Kept, Lag, LagKind, Lsn};
 
 use crate::source::http::client::decode;
@@ -100,7 +100,7 @@ fn eager_decide(cluster: &Cluster) -> Plan {
         max_concurrent: usize::MAX,
         ..Policy::default()
     };
-    pgpatrol_core::policy::decide(&c, &policy, &[], SystemTime::UNIX_EPOCH)
+    pgpatrol_core::heal::decide(&c, &policy, &[], SystemTime::UNIX_EPOCH)
 }
 
 /// What must hold of a cluster built from `members` (the input's member objects, in order).

@@ -241,6 +241,7 @@ mod tests {
     #[allow(unused_imports)]
     use super::{backup::*, checklist::*, pg::*, rest::*, standby::*};
     use crate::fixtures::ClusterBuilder;
+    use crate::pg::{Archiver, PgFacts, PgMember, Slot};
 
     #[test]
     fn the_standby_check_wants_replication_a_walsender_and_little_lag() {

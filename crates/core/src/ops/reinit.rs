@@ -1,6 +1,6 @@
 //! `reinit MEMBER`: one reinitialization by hand. It wipes the member's data directory and
 //! clones it again, so it is never the leader's (nor a standby leader's): that would take
-//! the cluster's only copy of its newest data down. Heal's guardrails (`crate::policy`)
+//! the cluster's only copy of its newest data down. Heal's guardrails (`crate::heal`)
 //! decide the unattended ones; this is the rule for the one a person asks for.
 
 use super::plan::{Action, OpPlan, OpStep};

@@ -21,9 +21,8 @@ pub struct CompletionsArgs {
 }
 
 impl CompletionsArgs {
-    pub fn run(self) -> anyhow::Result<Outcome> {
-        let mut out = std::io::stdout().lock();
-        write(self.shell, &mut out)?;
+    pub fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
+        write(self.shell, out)?;
         out.flush()?;
         Ok(Outcome::Ok)
     }

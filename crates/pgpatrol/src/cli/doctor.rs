@@ -80,13 +80,16 @@ pub struct DoctorArgs {
 }
 
 impl DoctorArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(
+        self,
+        color: ColorChoice,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<Outcome> {
         let report = self.report().await?;
-        let mut out = std::io::stdout().lock();
         match (self.format, &report.checklist) {
-            (Format::Table, Some(list)) => table::checklist(&mut out, list, &Look::stdout(color))?,
-            (Format::Table, None) => table::doctor(&mut out, &report.checks, &Look::stdout(color))?,
-            (f, _) => write_structured(&mut out, f, &report)?,
+            (Format::Table, Some(list)) => table::checklist(out, list, &Look::stdout(color))?,
+            (Format::Table, None) => table::doctor(out, &report.checks, &Look::stdout(color))?,
+            (f, _) => write_structured(out, f, &report)?,
         }
         Ok(if report.status.is_problem() {
             Outcome::Problem

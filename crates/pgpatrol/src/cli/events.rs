@@ -97,7 +97,7 @@ impl EventsArgs {
         Ok(req)
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let base = self.watch_url.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             anyhow::bail!("--watch-url {base:?} is not an http(s) URL: give the watcher's listener, e.g. http://127.0.0.1:9187");
@@ -140,20 +140,19 @@ impl EventsArgs {
             .await
             .map_err(|e| anyhow::anyhow!("{url} did not answer with pgpatrol's events: {e}"))?;
         let mut last = self.since;
-        {
-            let mut out = std::io::stdout().lock();
-            for e in &events {
-                writeln!(out, "{}", self.line(e))?;
-                last = last.max(e.id);
-            }
-            out.flush()?;
+        for e in &events {
+            writeln!(out, "{}", self.line(e))?;
+            last = last.max(e.id);
         }
+        out.flush()?;
         if !self.follow {
             return Ok(Outcome::Ok);
         }
         loop {
-            match self.follow_once(&client, &base, &mut last).await {
+            match self.follow_once(&client, &base, &mut last, out).await {
                 Ok(()) => eprintln!("pgpatrol: the stream from {base} ended; reconnecting"),
+                // Writing the events failed (a closed pipe): reconnecting cannot help.
+                Err(e) if e.downcast_ref::<std::io::Error>().is_some() => return Err(e),
                 Err(e) => eprintln!("pgpatrol: {e}; reconnecting in 2 s"),
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -166,6 +165,7 @@ impl EventsArgs {
         client: &reqwest::Client,
         base: &str,
         last: &mut u64,
+        out: &mut impl Write,
     ) -> anyhow::Result<()> {
         let mut resp = self
             .request(client, format!("{base}/events/stream"))?
@@ -201,7 +201,6 @@ impl EventsArgs {
                     continue;
                 }
                 *last = e.id;
-                let mut out = std::io::stdout().lock();
                 writeln!(out, "{}", self.line(&e))?;
                 out.flush()?;
             }

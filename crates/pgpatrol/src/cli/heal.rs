@@ -7,9 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use pgpatrol_core::plan::{DecideBy, Policy};
-use pgpatrol_core::policy::decide_with;
-use pgpatrol_core::trend::{Evidence, TrendPolicy};
+use pgpatrol_core::heal::{decide_with, DecideBy, Evidence, Policy, TrendPolicy};
 use pgpatrol_core::{ByteSize, Cluster, LagKind};
 
 use super::common::{ClusterArgs, PgArgs};
@@ -305,13 +303,13 @@ impl HealArgs {
                     tracing::warn!(member = %m.name, error = %e, "heal: no PostgreSQL evidence for the trend");
                 }
             }
-            evidence.wal_gone = pgpatrol_core::trend::wal_gone(&pg);
-            evidence.data_bytes = pgpatrol_core::trend::data_bytes(&pg);
+            evidence.wal_gone = pgpatrol_core::heal::wal_gone(&pg);
+            evidence.data_bytes = pgpatrol_core::heal::data_bytes(&pg);
         }
         Ok(cluster)
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl std::io::Write) -> anyhow::Result<Outcome> {
         self.check()?;
         let source = self.cluster.source().await?;
         let policy = self.policy();
@@ -352,7 +350,7 @@ impl HealArgs {
         if self.dry_run || plan.actions.is_empty() {
             report.finished = now_text();
             report.still_unhealthy = unhealthy(&before, &policy);
-            self.print(&report)?;
+            self.print(out, &report)?;
             let problem =
                 !plan.actions.is_empty() || plan.refused() || !report.still_unhealthy.is_empty();
             return Ok(if problem {
@@ -402,7 +400,7 @@ impl HealArgs {
                 report.stopped = Some(why);
                 report.finished = now_text();
                 report.still_unhealthy = unhealthy(&before, &policy);
-                self.print(&report)?;
+                self.print(out, &report)?;
                 return Ok(Outcome::Problem);
             }
         };
@@ -441,7 +439,7 @@ impl HealArgs {
             .unwrap_or_default();
         report.after = after;
         report.finished = now_text();
-        self.print(&report)?;
+        self.print(out, &report)?;
         let all_healed = report
             .outcomes
             .iter()
@@ -462,7 +460,7 @@ impl HealArgs {
         reader: &executor::HealReader<'_>,
         policy: &Policy,
         before: &Cluster,
-        plan: &pgpatrol_core::plan::Plan,
+        plan: &pgpatrol_core::heal::Plan,
         evidence: Evidence,
         report: &mut HealReport,
         audit: crate::audit::Audit,
@@ -563,13 +561,12 @@ impl HealArgs {
         })
     }
 
-    fn print(&self, report: &HealReport) -> anyhow::Result<()> {
-        let mut out = std::io::stdout().lock();
+    fn print(&self, out: &mut impl std::io::Write, report: &HealReport) -> anyhow::Result<()> {
         match self.report {
-            ReportFormat::Md => report::markdown(&mut out, report)?,
+            ReportFormat::Md => report::markdown(out, report)?,
             ReportFormat::Json => {
-                serde_json::to_writer_pretty(&mut out, report)?;
-                std::io::Write::write_all(&mut out, b"\n")?;
+                serde_json::to_writer_pretty(&mut *out, report)?;
+                out.write_all(b"\n")?;
             }
         }
         Ok(())

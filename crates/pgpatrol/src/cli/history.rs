@@ -19,12 +19,15 @@ pub struct HistoryArgs {
 }
 
 impl HistoryArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(
+        self,
+        color: ColorChoice,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<Outcome> {
         let entries = self.cluster.source().await?.history().await?;
-        let mut out = std::io::stdout().lock();
         match self.format {
-            Format::Table => table::history(&mut out, &entries, &Look::stdout(color))?,
-            f => write_structured(&mut out, f, &entries)?,
+            Format::Table => table::history(out, &entries, &Look::stdout(color))?,
+            f => write_structured(out, f, &entries)?,
         }
         Ok(Outcome::Ok)
     }

@@ -82,12 +82,12 @@ pub struct ListArgs {
 }
 
 impl ListArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.all {
-            return self.all(color).await;
+            return self.all(color, out).await;
         }
         if let Some(every) = self.watch {
-            return self.watch(every, color).await;
+            return self.watch(every, color, out).await;
         }
         let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Full).await?;
@@ -107,7 +107,6 @@ impl ListArgs {
         };
         // A standby cluster: where it replicates from, as its dynamic configuration says.
         let replicates_from = crate::source::standby::replicates_from_of(&source, cluster).await;
-        let mut out = std::io::stdout().lock();
         match self.format {
             ListFormat::Table => {
                 let emphasis = Emphasis {
@@ -115,7 +114,7 @@ impl ListArgs {
                     tolerance: Some(self.tolerance.0),
                     changed: None,
                 };
-                table::list(&mut out, cluster, &emphasis)?;
+                table::list(out, cluster, &emphasis)?;
                 for s in &silent {
                     writeln!(
                         out,
@@ -137,7 +136,7 @@ impl ListArgs {
                     Format::Yaml
                 };
                 if standby.is_none() && replicates_from.is_none() {
-                    write_structured(&mut out, format, cluster)?
+                    write_structured(out, format, cluster)?
                 } else {
                     let mut v = serde_json::to_value(cluster)?;
                     if let Some(from) = &replicates_from {
@@ -146,7 +145,7 @@ impl ListArgs {
                     if let Some(sb) = &standby {
                         v["standby_lag"] = serde_json::to_value(sb)?;
                     }
-                    write_structured(&mut out, format, &v)?
+                    write_structured(out, format, &v)?
                 }
             }
             ListFormat::PatronictlJson => {
@@ -157,7 +156,7 @@ impl ListArgs {
                     )
                 })?;
                 let rows = patronictl::rows(cluster, version);
-                serde_json::to_writer(&mut out, &rows)?;
+                serde_json::to_writer(&mut *out, &rows)?;
                 writeln!(out)?;
             }
         }
@@ -175,7 +174,7 @@ impl ListArgs {
 
     /// `list --all`: every cluster under the DCS namespace. Exit 1 when a cluster's keys
     /// could not be read as Patroni's (it is listed with the reason).
-    async fn all(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    async fn all(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.format == ListFormat::PatronictlJson {
             anyhow::bail!("--all prints -o table, json or yaml (patronictl-json is one cluster's)");
         }
@@ -200,11 +199,10 @@ impl ListArgs {
                 }
             })
             .collect();
-        let mut out = std::io::stdout().lock();
         match self.format {
-            ListFormat::Json => write_structured(&mut out, Format::Json, &lines)?,
-            ListFormat::Yaml => write_structured(&mut out, Format::Yaml, &lines)?,
-            _ => table::fleet(&mut out, &lines, self.tolerance.0, &Look::stdout(color))?,
+            ListFormat::Json => write_structured(out, Format::Json, &lines)?,
+            ListFormat::Yaml => write_structured(out, Format::Yaml, &lines)?,
+            _ => table::fleet(out, &lines, self.tolerance.0, &Look::stdout(color))?,
         }
         Ok(if lines.iter().any(|l| l.error.is_some()) {
             Outcome::Problem
@@ -213,7 +211,12 @@ impl ListArgs {
         })
     }
 
-    async fn watch(self, every: Duration, color: ColorChoice) -> anyhow::Result<Outcome> {
+    async fn watch(
+        self,
+        every: Duration,
+        color: ColorChoice,
+        out: &mut impl Write,
+    ) -> anyhow::Result<Outcome> {
         if self.format != ListFormat::Table {
             anyhow::bail!(
                 "--watch redraws a table: drop -o {} (for a stream of JSON, run `pgpatrol list -o json` in a loop)",
@@ -264,7 +267,7 @@ impl ListArgs {
             let look = Look::stdout(color);
             let mut frame = Vec::new();
             tracker.render(&mut frame, &look, &header(at))?;
-            live::write_frame(&mut std::io::stdout().lock(), &frame, terminal, first)?;
+            live::write_frame(out, &frame, terminal, first)?;
             first = false;
         }
         Ok(Outcome::Ok)

@@ -20,10 +20,9 @@ pub struct ManArgs {
 }
 
 impl ManArgs {
-    pub fn run(self) -> anyhow::Result<Outcome> {
+    pub fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| anyhow::anyhow!("cannot create the folder {}: {e}", self.dir.display()))?;
-        let mut out = std::io::stdout().lock();
         for page in pages()? {
             let path = self.dir.join(&page.file);
             std::fs::write(&path, &page.roff)

@@ -3,6 +3,7 @@
 //! StatefulSet (`--k8s-resource statefulset/NAME`: its `scale` subresource; the highest
 //! ordinal goes) or a lab (`--lab DIR`: a member is started or stopped as a pod would be).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use super::ops::{confirm_op, emit_json, OpArgs, OpFormat};
 use super::Outcome;
 use crate::audit::Audit;
 use crate::lab::{down, up, LabPaths, LabState};
-use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
+use crate::ops::runner::{self, OpResult, Operation, StepOutcome, StepResult};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::Ops;
 use crate::poll::Poll;
@@ -132,9 +133,32 @@ pub struct MemberRemoveArgs {
 #[derive(Debug, Serialize)]
 struct AddReport {
     operation: &'static str,
-    result: &'static str,
+    result: AddResult,
     members: Vec<Added>,
     total_secs: f64,
+}
+
+/// How `member add` ended: every new member streams below the tolerance, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum AddResult {
+    Streaming,
+    NotStreaming,
+}
+
+impl AddResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            AddResult::Streaming => "streaming",
+            AddResult::NotStreaming => "not_streaming",
+        }
+    }
+}
+
+impl std::fmt::Display for AddResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -361,7 +385,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 impl MemberAddArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.count == 0 {
             anyhow::bail!("--count must be at least 1");
         }
@@ -375,18 +399,22 @@ impl MemberAddArgs {
         let json = self.op.format == OpFormat::Json;
         if self.op.dry_run {
             if json {
-                emit_json(&serde_json::json!({
-                    "operation": "member add",
-                    "result": "dry_run",
-                    "count": self.count,
-                    "workload": scaler.describe(),
-                }))?;
+                emit_json(
+                    out,
+                    &serde_json::json!({
+                        "operation": "member add",
+                        "result": "dry_run",
+                        "count": self.count,
+                        "workload": scaler.describe(),
+                    }),
+                )?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "dry run: would add {} member(s) to {} and follow each until it streams",
                     self.count,
                     scaler.describe()
-                );
+                )?;
             }
             return Ok(Outcome::Ok);
         }
@@ -468,15 +496,20 @@ impl MemberAddArgs {
         let ok = members.len() >= self.count && members.iter().all(|m| m.streaming);
         let report = AddReport {
             operation: "member add",
-            result: if ok { "streaming" } else { "not_streaming" },
+            result: if ok {
+                AddResult::Streaming
+            } else {
+                AddResult::NotStreaming
+            },
             members,
             total_secs: crate::ops::round1(t0.elapsed().as_secs_f64()),
         };
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else {
             for m in &report.members {
-                println!(
+                writeln!(
+                    out,
                     "{}: {}{}",
                     m.name,
                     if m.streaming {
@@ -487,16 +520,21 @@ impl MemberAddArgs {
                     m.replay_lag
                         .map(|l| format!(", replay lag {}", pgpatrol_core::units::human(l)))
                         .unwrap_or_default()
-                );
+                )?;
             }
             if report.members.len() < self.count {
-                println!(
+                writeln!(
+                    out,
                     "{} of {} new member(s) listed by Patroni",
                     report.members.len(),
                     self.count
-                );
+                )?;
             }
-            println!("member add: {} ({:.1} s)", report.result, report.total_secs);
+            writeln!(
+                out,
+                "member add: {} ({:.1} s)",
+                report.result, report.total_secs
+            )?;
         }
         Ok(if ok { Outcome::Ok } else { Outcome::Problem })
     }
@@ -524,7 +562,7 @@ impl MemberRemoveArgs {
         Ok((c, candidates::synchronous_mode(&config).0))
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let mut scaler = Scaler::open(self.lab.as_deref(), &self.cluster).await?;
         if self.drop_slot && !matches!(self.pg.login(&self.cluster), Ok(Some(_))) {
             anyhow::bail!("--drop-slot drops the slot on the leader's PostgreSQL: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)");
@@ -580,25 +618,28 @@ impl MemberRemoveArgs {
             slot: None,
             slot_kept: false,
             last: None,
+            out: &mut *out,
+            write_error: None,
         };
         let mut report = runner::run(&mut run, &ops, plan).await;
         let (done, mut slot, slot_kept) = (run.done, run.slot, run.slot_kept);
+        if let Some(e) = run.write_error {
+            return Err(e.into());
+        }
         if report.ok() && slot.is_none() && !self.op.dry_run {
             // Without --drop-slot the slot is reported, not touched.
-            slot = Some(self.slot_state(&ops, &name).await);
+            slot = Some(self.slot_state(&ops, &name).await.said);
         }
-        report.result = match (report.result.as_str(), report.steps.last()) {
-            ("done", _) => "removed".into(),
-            ("failed", Some(s)) if slot_kept && s.action == Action::DropSlot.as_str() => {
-                "removed_slot_kept".into()
+        report.result = match (report.result, report.steps.last()) {
+            (OpResult::Done, _) => OpResult::Removed,
+            (OpResult::Failed, Some(s)) if slot_kept && s.action == Action::DropSlot => {
+                OpResult::RemovedSlotKept
             }
-            ("failed", Some(s)) if s.action == Action::Switchover.as_str() => {
-                "switchover_failed".into()
+            (OpResult::Failed, Some(s)) if s.action == Action::Switchover => {
+                OpResult::SwitchoverFailed
             }
-            ("failed", Some(s)) if s.action == Action::RemoveMember.as_str() => {
-                "key_not_gone".into()
-            }
-            (r, _) => r.to_string(),
+            (OpResult::Failed, Some(s)) if s.action == Action::RemoveMember => OpResult::KeyNotGone,
+            (r, _) => r,
         };
         report.put("member", &name);
         report.put("done", &done);
@@ -607,24 +648,25 @@ impl MemberRemoveArgs {
             eprintln!("pgpatrol: refused: {why}; nothing more was done");
         }
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else if report.refusal().is_none() {
             if self.op.dry_run {
-                crate::ops::runner::print_plan(&report.plan);
+                crate::ops::runner::write_plan(out, &report.plan)?;
             }
             for d in &done {
-                println!("member remove: {d}");
+                writeln!(out, "member remove: {d}")?;
             }
             if let Some(s) = &slot {
-                println!("member remove: {s}");
+                writeln!(out, "member remove: {s}")?;
             }
             if let Some(why) = &report.stopped {
-                println!("member remove: {why}");
+                writeln!(out, "member remove: {why}")?;
             }
-            println!(
+            writeln!(
+                out,
                 "member remove {name}: {} ({:.1} s)",
                 report.result, report.total_secs
-            );
+            )?;
         }
         if let Some(Refusal::Invalid(why)) = report.refusal() {
             anyhow::bail!("{why}");
@@ -638,31 +680,35 @@ impl MemberRemoveArgs {
 
     /// What became of the replication slot Patroni kept for the member on the leader; with
     /// --drop-slot, dropped by `slot drop`'s rules through the one sender (`Ops::send_sql`).
-    async fn slot_state(&self, ops: &Ops<'_>, name: &str) -> String {
+    async fn slot_state(&self, ops: &Ops<'_>, name: &str) -> SlotState {
         let source = ops.source;
         let slot = pgpatrol_core::slots::slot_name_from_member_name(name);
         let login = match self.pg.login(&self.cluster) {
             Ok(Some(l)) => l,
             _ => {
-                return format!(
+                return SlotState::there(format!(
                     "slot {slot} not checked: no PostgreSQL login (--pg-user, or -c patroni.yml)"
-                )
+                ))
             }
         };
         // Full: the Patroni version (member_slots_ttl) comes from the members' /patroni.
         let Ok(snap) = source.snapshot(Detail::Full).await else {
-            return format!("slot {slot} not checked: the cluster could not be read");
+            return SlotState::there(format!(
+                "slot {slot} not checked: the cluster could not be read"
+            ));
         };
         let Some(l) = snap.cluster.leader() else {
-            return format!("slot {slot} not checked: no leader");
+            return SlotState::there(format!("slot {slot} not checked: no leader"));
         };
         let (Some(host), Some(port)) = (&l.host, l.port) else {
-            return format!("slot {slot} not checked: no address for the leader");
+            return SlotState::there(format!(
+                "slot {slot} not checked: no address for the leader"
+            ));
         };
         let (client, driver) =
             match crate::source::pg::connect(host, port, &login, "pgpatrol member remove").await {
                 Ok(c) => c,
-                Err(e) => return format!("slot {slot} not checked: {e}"),
+                Err(e) => return SlotState::there(format!("slot {slot} not checked: {e}")),
             };
         let row = client
             .query_opt(
@@ -736,38 +782,58 @@ impl MemberRemoveArgs {
         drop(client);
         let _ = driver.await;
         match (row, dropped) {
-            (Ok(Some(r)), Some(Ok(()))) => format!(
+            (Ok(Some(r)), Some(Ok(()))) => SlotState::gone(format!(
                 "slot {slot} dropped on the leader {} (it held {})",
                 l.name,
                 r.get::<_, Option<f64>>(1)
                     .map_or("an unknown amount of WAL".into(), |b| {
                         pgpatrol_core::units::human(b.max(0.0) as u64)
                     })
-            ),
-            (Ok(Some(_)), Some(Err(why))) => format!("slot {slot} not dropped: {why}"),
+            )),
+            (Ok(Some(_)), Some(Err(why))) => {
+                SlotState::there(format!("slot {slot} not dropped: {why}"))
+            }
             (row, _) => match row {
-                Ok(None) => format!(
+                Ok(None) => SlotState::gone(format!(
                     "slot {slot}: none on the leader {} (Patroni dropped it, or kept none)",
                     l.name
-                ),
+                )),
                 Ok(Some(r)) => {
                     let held = r
                         .get::<_, Option<f64>>(1)
                         .map_or("an unknown amount of".into(), |b| {
                             pgpatrol_core::units::human(b.max(0.0) as u64)
                         });
-                    format!(
+                    SlotState::there(format!(
                     "slot {slot} remains on the leader {} ({}, holds {held} WAL): Patroni keeps a gone member's slot for member_slots_ttl (4.0+) and then drops it; --drop-slot (or `pgpatrol slot drop {slot}`) frees it now",
                     l.name,
                     if r.get::<_, bool>(0) { "active" } else { "inactive" }
-                )
+                ))
                 }
-                Err(e) => format!(
+                Err(e) => SlotState::there(format!(
                     "slot {slot} not checked: {}",
                     crate::source::pg::error_line(e)
-                ),
+                )),
             },
         }
+    }
+}
+
+/// What became of a removed member's slot on the leader: whether it is gone (dropped now,
+/// or none is left), and what was seen, in words.
+struct SlotState {
+    gone: bool,
+    said: String,
+}
+
+impl SlotState {
+    fn gone(said: String) -> Self {
+        SlotState { gone: true, said }
+    }
+
+    /// Still there, or not known.
+    fn there(said: String) -> Self {
+        SlotState { gone: false, said }
     }
 }
 
@@ -786,6 +852,10 @@ struct MemberRemoveOp<'a> {
     /// --drop-slot found the slot kept (Patroni 4.0+'s member_slots_ttl, or a slot rule).
     slot_kept: bool,
     last: Option<Cluster>,
+    /// Where the command writes (a dry run's line is said when its step runs), and the
+    /// first error writing there, returned once the run is over.
+    out: &'a mut dyn Write,
+    write_error: Option<std::io::Error>,
 }
 
 impl Operation for MemberRemoveOp<'_> {
@@ -875,7 +945,7 @@ impl MemberRemoveOp<'_> {
             return out.with(StepResult::Failed, format!("{} left /cluster", step.member));
         };
         let t = Takeover {
-            operation: "switchover",
+            operation: candidates::Takeover::Switchover,
             leader: Some(step.member.clone()),
             candidate: Some(best.clone()),
             scheduled_at: None,
@@ -915,7 +985,9 @@ impl MemberRemoveOp<'_> {
                 step.reason
             );
             if !self.args.op.format.eq(&OpFormat::Json) {
-                println!("{what}");
+                if let Err(e) = writeln!(self.out, "{what}") {
+                    self.write_error.get_or_insert(e);
+                }
             }
             return out.with(StepResult::DryRun, what);
         }
@@ -1008,15 +1080,25 @@ impl MemberRemoveOp<'_> {
                 ),
             );
         }
-        let said = self.args.slot_state(ops, &self.name).await;
-        let gone =
-            said.contains(" dropped on the leader ") || said.contains(": none on the leader ");
+        let SlotState { gone, said } = self.args.slot_state(ops, &self.name).await;
         self.slot = Some(said.clone());
         if gone {
             out.with(StepResult::Done, said)
         } else {
             self.slot_kept = true;
             out.with(StepResult::Failed, said)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_add_result_reads_as_its_json_word() {
+        for r in [AddResult::Streaming, AddResult::NotStreaming] {
+            assert_eq!(serde_json::json!(r), r.as_str(), "{r:?}");
         }
     }
 }

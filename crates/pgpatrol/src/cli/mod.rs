@@ -149,42 +149,46 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let color = cli.color;
+    // What a command prints goes here (lab still prints for itself). The handle, not its
+    // lock: a command awaits between lines, and every line is written whole.
+    let out = &mut std::io::stdout();
     match cli.command {
-        Command::List(args) => args.run(color).await,
-        Command::Sli(args) => args.run().await,
-        Command::Doctor(args) => args.run(color).await,
-        Command::Heal(args) => args.run().await,
-        Command::Reinit(args) => args.run().await,
-        Command::Switchover(args) => args.run(color).await,
-        Command::Failover(args) => args.run(color).await,
-        Command::Pause(args) => args.run(true, color).await,
-        Command::Resume(args) => args.run(false, color).await,
-        Command::Restart(args) => args.run(color).await,
-        Command::Flush(args) => args.run(color).await,
-        Command::Reload(args) => args.run().await,
-        Command::EditConfig(args) => args.run().await,
-        Command::Slot(standby::SlotCommand::Drop(args)) => args.run().await,
-        Command::Standby(standby::StandbyCommand::Promote(args)) => args.run(color).await,
-        Command::Standby(standby::StandbyCommand::Demote(args)) => args.run(color).await,
-        Command::Topology(args) => args.run(color).await,
+        Command::List(args) => args.run(color, out).await,
+        Command::Sli(args) => args.run(out).await,
+        Command::Doctor(args) => args.run(color, out).await,
+        Command::Heal(args) => args.run(out).await,
+        Command::Reinit(args) => args.run(out).await,
+        Command::Switchover(args) => args.run(color, out).await,
+        Command::Failover(args) => args.run(color, out).await,
+        Command::Pause(args) => args.run(true, color, out).await,
+        Command::Resume(args) => args.run(false, color, out).await,
+        Command::Restart(args) => args.run(color, out).await,
+        Command::Flush(args) => args.run(color, out).await,
+        Command::Reload(args) => args.run(out).await,
+        Command::EditConfig(args) => args.run(out).await,
+        Command::Slot(standby::SlotCommand::Drop(args)) => args.run(out).await,
+        Command::Standby(standby::StandbyCommand::Promote(args)) => args.run(color, out).await,
+        Command::Standby(standby::StandbyCommand::Demote(args)) => args.run(color, out).await,
+        Command::Topology(args) => args.run(color, out).await,
         Command::Watch(args) => args.run(color).await,
-        Command::Slo(cmd) => cmd.run().await,
-        Command::History(args) => args.run(color).await,
-        Command::ShowConfig(args) => args.run().await,
-        Command::Remove(args) => args.run().await,
-        Command::Events(args) => args.run().await,
-        Command::Member(member::MemberCommand::Add(args)) => args.run().await,
-        Command::Member(member::MemberCommand::Remove(args)) => args.run().await,
-        Command::Report(args) => args.run().await,
+        Command::Slo(cmd) => cmd.run(out).await,
+        Command::History(args) => args.run(color, out).await,
+        Command::ShowConfig(args) => args.run(out).await,
+        Command::Remove(args) => args.run(out).await,
+        Command::Events(args) => args.run(out).await,
+        Command::Member(member::MemberCommand::Add(args)) => args.run(out).await,
+        Command::Member(member::MemberCommand::Remove(args)) => args.run(out).await,
+        Command::Report(args) => args.run(out).await,
         Command::Lab(cmd) => cmd.run().await,
         Command::Supervise(_) => anyhow::bail!("supervise runs before the async runtime starts"),
-        Command::Completions(args) => args.run(),
-        Command::Man(args) => args.run(),
+        Command::Completions(args) => args.run(out),
+        Command::Man(args) => args.run(out),
     }
 }
 
 /// `println!` panics when stdout is a closed pipe (`pgpatrol lab status | head -3`): like a
 /// write error on a closed pipe (see [`fail`]), that is the reader's choice, not a crash.
+/// Still needed while `lab` and the operations' dry-run lines (`ops::Ops`) print directly.
 fn quiet_on_closed_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -20,7 +20,7 @@ use super::Outcome;
 use crate::audit::Audit;
 use crate::ops::maintenance::{pending_of, EditOp, EditResult, PauseOp, Pending, ReloadOp};
 use crate::ops::restart::{FlushOp, RestartOp, RestartOptions};
-use crate::ops::runner::{self, print_plan, print_steps, OpReport, StepResult};
+use crate::ops::runner::{self, write_plan, write_steps, OpReport, OpResult, StepResult};
 use crate::ops::switchover::{self, TakeoverOp, TakeoverOutcome, TakeoverResult};
 use crate::ops::{self, Ops};
 use crate::output::table::{self, Emphasis};
@@ -215,19 +215,24 @@ fn candidate_table(cands: &[Candidate], positions: Option<&[Position]>) -> Strin
     t.to_string()
 }
 
-async fn print_cluster(source: &ClusterSource, color: ColorChoice) {
+/// The cluster after the operation, when it can be read.
+async fn write_cluster(
+    out: &mut impl Write,
+    source: &ClusterSource,
+    color: ColorChoice,
+) -> std::io::Result<()> {
     if let Ok(s) = source.snapshot(Detail::Full).await {
         let emphasis = Emphasis {
             look: Look::stdout(color),
             ..Emphasis::plain()
         };
-        let mut out = std::io::stdout().lock();
-        let _ = table::list(&mut out, &s.cluster, &emphasis);
+        table::list(out, &s.cluster, &emphasis)?;
     }
+    Ok(())
 }
 
-pub(crate) fn emit_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    write_structured(&mut std::io::stdout().lock(), Format::Json, v)
+pub(crate) fn emit_json<T: Serialize>(out: &mut impl Write, v: &T) -> anyhow::Result<()> {
+    write_structured(out, Format::Json, v)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -271,7 +276,7 @@ pub struct SwitchoverArgs {
 }
 
 impl SwitchoverArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let scheduled = self
             .scheduled
             .as_deref()
@@ -300,7 +305,8 @@ impl SwitchoverArgs {
         let at = scheduled.map(|s| s.to_string());
         let plan = takeover_rule::switchover(c, &cands, self.candidate.as_deref(), at.as_deref());
         if let (false, Some(leader)) = (json, c.leader()) {
-            println!(
+            writeln!(
+                out,
                 "Switchover from {} ({}); maximum_lag_on_failover {}{}",
                 leader.name,
                 leader.role.title(),
@@ -310,9 +316,9 @@ impl SwitchoverArgs {
                 } else {
                     ""
                 }
-            );
-            println!("{}", candidate_table(&cands, None));
-            print_plan(&plan);
+            )?;
+            writeln!(out, "{}", candidate_table(&cands, None))?;
+            write_plan(out, &plan)?;
         }
         if let Some(step) = plan.steps.first() {
             let when = at.as_ref().map_or("now".to_string(), |s| format!("at {s}"));
@@ -333,7 +339,15 @@ impl SwitchoverArgs {
         let mut report = runner::run(&mut op, &ops, plan).await;
         narrator.done();
         report.put("candidates", &cands);
-        report_takeover(&o.source, &mut report, op.outcome.as_ref(), json, color).await
+        report_takeover(
+            out,
+            &o.source,
+            &mut report,
+            op.outcome.as_ref(),
+            json,
+            color,
+        )
+        .await
     }
 }
 
@@ -341,6 +355,7 @@ impl SwitchoverArgs {
 /// code: 0 switched or scheduled, 1 refused, stopped or not done, 2 when Patroni never
 /// answered (unreachable, credentials, TLS: an error, not a refusal).
 async fn report_takeover(
+    out: &mut impl Write,
     source: &ClusterSource,
     report: &mut OpReport,
     o: Option<&TakeoverOutcome>,
@@ -352,13 +367,7 @@ async fn report_takeover(
         report.put("reason", reason);
     }
     if let Some(o) = o {
-        report.result = match o.result {
-            TakeoverResult::Switched => "switched",
-            TakeoverResult::Scheduled => "scheduled",
-            TakeoverResult::DryRun => "dry_run",
-            TakeoverResult::Failed => "failed",
-        }
-        .into();
+        report.result = o.result.into();
         report.put("detail", &o.detail);
         report.put("leader_before", &o.leader_before);
         report.put("leader_after", &o.leader_after);
@@ -373,38 +382,41 @@ async fn report_takeover(
         eprintln!("pgpatrol: refused: {r}; nothing was sent");
     }
     if json {
-        emit_json(&*report)?;
+        emit_json(out, &*report)?;
     } else if let Some(why) = &report.stopped.as_ref().filter(|_| o.is_none()) {
-        println!("{why}");
+        writeln!(out, "{why}")?;
     } else if let Some(o) = o {
         match o.result {
             TakeoverResult::Switched => {
-                println!(
+                writeln!(
+                    out,
                     "{}: {} → {} in {:.1} s: {}",
                     o.operation,
                     o.leader_before.as_deref().unwrap_or("(none)"),
                     o.leader_after.as_deref().unwrap_or("?"),
                     o.total_secs,
                     o.detail
-                );
+                )?;
                 if let Some(g) = &o.write_gap {
-                    println!(
+                    writeln!(
+                        out,
                         "no writable leader for {:.1} s (longest stretch; {:.1} s in all, {} polls of every member's /patroni)",
                         g.longest_secs, g.total_secs, g.polls
-                    );
+                    )?;
                 }
-                print_cluster(source, color).await;
+                write_cluster(out, source, color).await?;
             }
             TakeoverResult::Scheduled => {
-                println!(
+                writeln!(
+                    out,
                     "{} scheduled at {}: {}",
                     o.operation,
                     o.scheduled_at.as_deref().unwrap_or("?"),
                     o.detail
-                );
-                print_cluster(source, color).await;
+                )?;
+                write_cluster(out, source, color).await?;
             }
-            TakeoverResult::DryRun => println!("{}", o.detail),
+            TakeoverResult::DryRun => writeln!(out, "{}", o.detail)?,
             TakeoverResult::Failed => {}
         }
     }
@@ -466,7 +478,7 @@ pub struct FailoverArgs {
 }
 
 impl FailoverArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let o = open(&self.cluster, &self.op).await?;
         let c = &o.cluster;
         let cand = ops::member(c, &self.candidate)?.clone();
@@ -486,20 +498,22 @@ impl FailoverArgs {
         }
         let (positions, cands, risk) = (&reading.positions, &reading.candidates, &reading.risk);
         if !json {
-            println!(
+            writeln!(
+                out,
                 "Failover to {}; last known leader position {}",
                 cand.name,
                 reading
                     .leader_pos
                     .map_or("unknown".to_string(), |l| l.to_string())
-            );
-            println!("{}", candidate_table(cands, Some(positions)));
+            )?;
+            writeln!(out, "{}", candidate_table(cands, Some(positions)))?;
             if let Some(b) = takeover_rule::most_data(positions) {
-                println!(
+                writeln!(
+                    out,
                     "most data: {} ({})",
                     b.name,
                     b.data().map(|d| d.to_string()).unwrap_or_default()
-                );
+                )?;
             }
         }
         let eligible = cands.iter().any(|x| x.name == cand.name && x.eligible);
@@ -537,7 +551,7 @@ impl FailoverArgs {
         }
         let plan = takeover_rule::failover(&cand.name, cands, risk, accepted);
         if !json {
-            print_plan(&plan);
+            write_plan(out, &plan)?;
         }
         let mut op = TakeoverOp::new(settings, self.timeout);
         op.accepted = accepted;
@@ -558,7 +572,15 @@ impl FailoverArgs {
         );
         // Bytes of WAL another member had and the candidate did not (0 when unknown).
         report.put("data_at_risk_bytes", judged.risk.bytes);
-        report_takeover(&o.source, &mut report, op.outcome.as_ref(), json, color).await
+        report_takeover(
+            out,
+            &o.source,
+            &mut report,
+            op.outcome.as_ref(),
+            json,
+            color,
+        )
+        .await
     }
 }
 
@@ -587,13 +609,18 @@ pub struct PauseArgs {
 }
 
 impl PauseArgs {
-    pub async fn run(self, pause: bool, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(
+        self,
+        pause: bool,
+        color: ColorChoice,
+        out: &mut impl Write,
+    ) -> anyhow::Result<Outcome> {
         let op = if pause { "pause" } else { "resume" };
         let o = open(&self.cluster, &self.op).await?;
         let json = self.op.format == OpFormat::Json;
         let plan = maintenance::pause(&o.cluster, pause);
         if !json && self.op.dry_run {
-            print_plan(&plan);
+            write_plan(out, &plan)?;
         }
         let narrator = Narrator::new(json);
         let ops = o.ops(op, &self.op, &narrator);
@@ -601,9 +628,9 @@ impl PauseArgs {
         let mut report = runner::run(&mut run, &ops, plan).await;
         narrator.done();
         if report.plan.nothing.is_some() {
-            report.result = "unchanged".into();
+            report.result = OpResult::Unchanged;
         } else if !run.lagging.is_empty() {
-            report.result = "not_seen".into();
+            report.result = OpResult::NotSeen;
         }
         let detail = match (&report.plan.nothing, report.steps.first()) {
             (Some(n), _) => n.clone(),
@@ -613,11 +640,11 @@ impl PauseArgs {
         report.put("detail", &detail);
         report.put("lagging", &run.lagging);
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else {
-            println!("{op}: {detail}");
-            if report.result == "done" {
-                print_cluster(&o.source, color).await;
+            writeln!(out, "{op}: {detail}")?;
+            if report.result == OpResult::Done {
+                write_cluster(out, &o.source, color).await?;
             }
         }
         Ok(if report.ok() {
@@ -702,7 +729,7 @@ pub struct RestartArgs {
 }
 
 impl RestartArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let scheduled = self
             .scheduled
             .as_deref()
@@ -747,8 +774,8 @@ impl RestartArgs {
         }
         if plan.refusal.is_none() && plan.nothing.is_none() {
             if !json {
-                println!("restart {}", selected.join(", "));
-                print_plan(&plan);
+                writeln!(out, "restart {}", selected.join(", "))?;
+                write_plan(out, &plan)?;
             }
             confirmed(
                 &self.op,
@@ -772,13 +799,14 @@ impl RestartArgs {
         let mut op = RestartOp::new(c, opts, self.rolling, settings, scheduled);
         let report = runner::run(&mut op, &ops, plan).await;
         narrator.done();
-        finish_report(&report, json, !self.op.dry_run, &o.source, color).await
+        finish_report(out, &report, json, !self.op.dry_run, &o.source, color).await
     }
 }
 
 /// Says the report — JSON, or the steps, where it stopped and what was not touched — and
 /// maps it onto the exit code.
 async fn finish_report(
+    out: &mut impl Write,
     report: &OpReport,
     json: bool,
     show_cluster: bool,
@@ -791,20 +819,20 @@ async fn finish_report(
         eprintln!("pgpatrol: refused: {r}; nothing was sent");
     }
     if json {
-        emit_json(report)?;
+        emit_json(out, report)?;
     } else {
         if let Some(n) = &report.plan.nothing {
-            println!("{}: nothing to do: {n}", report.operation);
+            writeln!(out, "{}: nothing to do: {n}", report.operation)?;
         }
-        print_steps(&report.steps);
+        write_steps(out, &report.steps)?;
         if let Some(why) = &report.stopped {
-            println!("{why}");
+            writeln!(out, "{why}")?;
             if !report.untouched.is_empty() {
-                println!("not done: {}", report.untouched.join(", "));
+                writeln!(out, "not done: {}", report.untouched.join(", "))?;
             }
         }
         if show_cluster && !report.steps.is_empty() {
-            print_cluster(source, color).await;
+            write_cluster(out, source, color).await?;
         }
     }
     Ok(match report.exit.code {
@@ -845,7 +873,7 @@ pub struct FlushArgs {
 }
 
 impl FlushArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let o = open(&self.cluster, &self.op).await?;
         let c = &o.cluster;
         for m in &self.members {
@@ -857,7 +885,7 @@ impl FlushArgs {
             FlushWhat::Switchover => maintenance::flush_switchover(c),
         };
         if !json && self.op.dry_run {
-            print_plan(&plan);
+            write_plan(out, &plan)?;
         }
         let narrator = Narrator::new(json);
         let ops = o.ops("flush", &self.op, &narrator);
@@ -865,7 +893,7 @@ impl FlushArgs {
         narrator.done();
         report.put("what", format!("{:?}", self.what).to_lowercase());
         report.put("detail", report.plan.nothing.clone());
-        finish_report(&report, json, !self.op.dry_run, &o.source, color).await
+        finish_report(out, &report, json, !self.op.dry_run, &o.source, color).await
     }
 }
 
@@ -897,9 +925,9 @@ pub struct ReloadArgs {
     pub op: OpArgs,
 }
 
-fn print_pending(p: &[Pending]) {
+fn write_pending(out: &mut impl Write, p: &[Pending]) -> std::io::Result<()> {
     if p.is_empty() {
-        println!("no member has a pending restart");
+        writeln!(out, "no member has a pending restart")?;
     }
     for p in p {
         let why = match p.reason.as_ref().and_then(|r| r.as_object()) {
@@ -920,12 +948,46 @@ fn print_pending(p: &[Pending]) {
                 .join(", "),
             _ => "Patroni does not say which parameters (it reports them from 3.3 on)".into(),
         };
-        println!("{} has a pending restart: {why}", p.member);
+        writeln!(out, "{} has a pending restart: {why}", p.member)?;
+    }
+    Ok(())
+}
+
+/// How one member took the reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ReloadResult {
+    Accepted,
+    DryRun,
+    Refused,
+}
+
+impl ReloadResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Accepted => "accepted",
+            ReloadResult::DryRun => "dry_run",
+            ReloadResult::Refused => "refused",
+        }
     }
 }
 
+impl std::fmt::Display for ReloadResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One member of reload's report (`members`).
+#[derive(Debug, Serialize)]
+struct Reloaded {
+    member: String,
+    result: ReloadResult,
+    detail: String,
+}
+
 impl ReloadArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let o = open(&self.cluster, &self.op).await?;
         let c = &o.cluster;
         for m in &self.members {
@@ -942,7 +1004,7 @@ impl ReloadArgs {
             .collect();
         let plan = maintenance::reload(&selected);
         if !json && self.op.dry_run {
-            print_plan(&plan);
+            write_plan(out, &plan)?;
         }
         let narrator = Narrator::new(json);
         let ops = o.ops("reload", &self.op, &narrator);
@@ -971,36 +1033,32 @@ impl ReloadArgs {
             pending = pending_of(&o.source.snapshot(Detail::Lag).await?.cluster);
         }
         narrator.done();
-        let members: Vec<serde_json::Value> = report
+        let members: Vec<Reloaded> = report
             .steps
             .iter()
-            .map(|s| {
-                let result = match s.result {
-                    StepResult::Accepted => "accepted",
-                    StepResult::DryRun => "dry_run",
-                    _ => "refused",
-                };
-                serde_json::json!({"member": s.member, "result": result, "detail": s.detail})
+            .map(|s| Reloaded {
+                member: s.member.clone(),
+                result: match s.result {
+                    StepResult::Accepted => ReloadResult::Accepted,
+                    StepResult::DryRun => ReloadResult::DryRun,
+                    _ => ReloadResult::Refused,
+                },
+                detail: s.detail.clone(),
             })
             .collect();
         report.put("members", &members);
         report.put("pending_restart", &pending);
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else {
             for r in &members {
-                println!(
-                    "reload {}: {}: {}",
-                    r["member"].as_str().unwrap_or_default(),
-                    r["result"].as_str().unwrap_or_default(),
-                    r["detail"].as_str().unwrap_or_default()
-                );
+                writeln!(out, "reload {}: {}: {}", r.member, r.result, r.detail)?;
             }
             if let Some(why) = &report.stopped {
-                println!("{why}");
+                writeln!(out, "{why}")?;
             }
             if !self.op.dry_run {
-                print_pending(&pending);
+                write_pending(out, &pending)?;
             }
         }
         Ok(if report.ok() {
@@ -1070,7 +1128,7 @@ fn read_yaml(path: &str, flag: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 impl EditConfigArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         use crate::ops::config as cfg;
         if self.set.is_empty()
             && self.pg.is_empty()
@@ -1117,21 +1175,25 @@ impl EditConfigArgs {
         let Some(patch) = patch else {
             if json {
                 let mut report = OpReport::unrun(plan);
-                report.result = "unchanged".into();
-                emit_json(&report)?;
+                report.result = OpResult::Unchanged;
+                emit_json(out, &report)?;
             } else {
-                println!("edit-config: not changed: the configuration already holds that");
+                writeln!(
+                    out,
+                    "edit-config: not changed: the configuration already holds that"
+                )?;
             }
             return Ok(Outcome::Ok);
         };
         let mut run = EditOp::new(current.clone(), patch.clone(), new.clone(), self.timeout);
         if !json {
-            print!("{}", cfg::diff(&current, &new));
+            write!(out, "{}", cfg::diff(&current, &new))?;
             if !run.restart_params.is_empty() {
-                println!(
+                writeln!(
+                    out,
                     "needs a PostgreSQL restart to take effect: {}",
                     run.restart_params.join(", ")
-                );
+                )?;
             }
         }
         confirmed(&self.op, "Apply these changes?", "change the configuration")?;
@@ -1140,12 +1202,9 @@ impl EditConfigArgs {
         let mut report = runner::run(&mut run, &ops, plan).await;
         narrator.done();
         if report.steps.is_empty() {
-            report.result = "stopped".into();
+            report.result = OpResult::Stopped;
         } else {
-            report.result = serde_json::to_value(run.result)?
-                .as_str()
-                .unwrap_or("failed")
-                .to_string();
+            report.result = run.result.into();
         }
         report.put("patch", crate::audit::redact(&patch));
         report.put("not_applied", &run.missing);
@@ -1153,28 +1212,53 @@ impl EditConfigArgs {
         report.put("needs_restart", &run.restart_params);
         report.put("pending_restart", &run.pending);
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         } else {
             match (report.steps.first(), &report.stopped) {
-                (None, Some(why)) => println!("{why}; nothing was sent"),
-                (Some(s), _) if run.result == EditResult::DryRun => println!("{}", s.detail),
+                (None, Some(why)) => writeln!(out, "{why}; nothing was sent")?,
+                (Some(s), _) if run.result == EditResult::DryRun => writeln!(out, "{}", s.detail)?,
                 (Some(s), _) => {
-                    println!("{}", s.detail);
+                    writeln!(out, "{}", s.detail)?;
                     if run.result == EditResult::Applied && !run.restart_params.is_empty() {
-                        print_pending(&run.pending);
+                        write_pending(out, &run.pending)?;
                         if !run.pending.is_empty() {
-                            println!("to apply it: pgpatrol restart --pending --rolling");
+                            writeln!(out, "to apply it: pgpatrol restart --pending --rolling")?;
                         }
                     }
                 }
                 _ => {}
             }
         }
-        let _ = std::io::stdout().flush();
+        out.flush()?;
         Ok(if report.ok() {
             Outcome::Ok
         } else {
             Outcome::Problem
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reloaded_member_keeps_its_json_shape() {
+        let r = Reloaded {
+            member: "pg1".into(),
+            result: ReloadResult::DryRun,
+            detail: "d".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"member":"pg1","result":"dry_run","detail":"d"}"#
+        );
+        for r in [
+            ReloadResult::Accepted,
+            ReloadResult::DryRun,
+            ReloadResult::Refused,
+        ] {
+            assert_eq!(serde_json::json!(r), r.as_str(), "{r:?}");
+        }
     }
 }

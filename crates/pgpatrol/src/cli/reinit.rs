@@ -2,6 +2,7 @@
 //! Allowed on a paused cluster (as patronictl allows); never the leader; never `force` over
 //! a running reinit unless `--force` is given and confirmed.
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
@@ -17,7 +18,7 @@ use super::progress::Spinner;
 use super::Outcome;
 use crate::audit::Audit;
 use crate::executor::{self, ReinitOptions, ReinitOutcome, ReinitResult};
-use crate::ops::runner::{self, Operation, StepOutcome, StepResult};
+use crate::ops::runner::{self, OpResult, Operation, StepOutcome, StepResult};
 use crate::ops::Ops;
 use crate::source::http::Request;
 use crate::source::Detail;
@@ -65,7 +66,7 @@ pub struct ReinitArgs {
 }
 
 impl ReinitArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let source = self.cluster.source().await?;
         let cluster = source.snapshot(Detail::Full).await?.cluster;
         let plan = reinit_rule::plan(&cluster, &self.member);
@@ -103,17 +104,14 @@ impl ReinitArgs {
         spinner.finish();
         report.put("member", &self.member);
         if let Some(o) = &run.outcome {
-            report.result = serde_json::to_value(&o.result)?
-                .as_str()
-                .unwrap_or("failed")
-                .to_string();
+            report.result = op_result(&o.result);
             report.put("outcome", o);
         }
         if let Some(r) = report.refusal() {
             eprintln!("pgpatrol: refused: {r}");
         }
         if json {
-            super::ops::emit_json(&report)?;
+            super::ops::emit_json(out, &report)?;
         } else if let Some(why) = report.stopped.as_ref().filter(|_| run.outcome.is_none()) {
             eprintln!("pgpatrol: {why}");
         }
@@ -132,10 +130,11 @@ impl ReinitArgs {
         match o.result {
             ReinitResult::Healed | ReinitResult::Started => {
                 if !json {
-                    println!(
+                    writeln!(
+                        out,
                         "{}: {} in {:.1} s{joined}",
                         o.member, o.detail, o.duration_secs
-                    );
+                    )?;
                 }
                 Ok(Outcome::Ok)
             }
@@ -184,6 +183,20 @@ struct ReinitOp {
     outcome: Option<ReinitOutcome>,
     /// The member's and the leader's REST URLs, as read just before the step.
     apis: Option<(String, Option<String>)>,
+}
+
+/// The report's result for how the reinitialization ended (the same word).
+fn op_result(r: &ReinitResult) -> OpResult {
+    match r {
+        ReinitResult::Healed => OpResult::Healed,
+        ReinitResult::Started => OpResult::Started,
+        ReinitResult::Refused => OpResult::Refused,
+        ReinitResult::TimedOut => OpResult::TimedOut,
+        ReinitResult::LeaderLost => OpResult::LeaderLost,
+        ReinitResult::Failed => OpResult::Failed,
+        ReinitResult::Abandoned => OpResult::Abandoned,
+        ReinitResult::Unknown => OpResult::Unknown,
+    }
 }
 
 impl Operation for ReinitOp {
@@ -245,5 +258,27 @@ impl Operation for ReinitOp {
         out.secs = o.duration_secs;
         self.outcome = Some(o);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reinit_result_is_the_reports_result_word_for_word() {
+        use ReinitResult as R;
+        for r in [
+            R::Healed,
+            R::Started,
+            R::Refused,
+            R::TimedOut,
+            R::LeaderLost,
+            R::Failed,
+            R::Abandoned,
+            R::Unknown,
+        ] {
+            assert_eq!(serde_json::json!(r), op_result(&r).as_str(), "{r:?}");
+        }
     }
 }

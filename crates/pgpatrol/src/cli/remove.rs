@@ -14,7 +14,7 @@ use super::{confirm, Outcome};
 use crate::audit::Audit;
 use crate::ops::remove;
 use crate::ops::remove::RemoveOp;
-use crate::ops::runner::{self, StepResult};
+use crate::ops::runner::{self, OpResult, StepResult};
 use crate::ops::Ops;
 use crate::source::dcs::DcsSettings;
 
@@ -51,7 +51,7 @@ pub struct RemoveArgs {
 }
 
 impl RemoveArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let name = self.name.trim().to_string();
         if name.is_empty() {
             anyhow::bail!("remove needs the cluster's name (its scope): pgpatrol remove NAME");
@@ -92,7 +92,6 @@ impl RemoveArgs {
         }
         let json = self.run.format == OpFormat::Json;
         if !json {
-            let mut out = std::io::stdout().lock();
             writeln!(
                 out,
                 "Cluster {name}: {} key(s) under {} in etcd at {}:",
@@ -105,11 +104,12 @@ impl RemoveArgs {
             }
             out.flush()?;
         }
+        // --force over a refusal: the step's reason says what it overrides.
+        let forced = self.force
+            && remove_rule::refusal(&name, &survey.running, survey.leader.as_deref()).is_some();
         let plan = remove_rule::plan(&name, &survey.running, survey.leader.as_deref(), self.force);
-        if let (Some(step), false) = (plan.steps.first(), json) {
-            if step.reason.starts_with("--force") {
-                println!("{}", step.reason);
-            }
+        if let (Some(step), true, false) = (plan.steps.first(), forced, json) {
+            writeln!(out, "{}", step.reason)?;
         }
         if plan.refusal.is_none() && !self.run.dry_run {
             if confirm::interactive() {
@@ -138,11 +138,11 @@ impl RemoveArgs {
         report.put("cluster", &name);
         report.put("prefix", &survey.prefix);
         report.put("keys", &survey.keys);
-        if report.result == "done" {
-            report.result = "removed".into();
+        if report.result == OpResult::Done {
+            report.result = OpResult::Removed;
         }
         if json {
-            emit_json(&report)?;
+            emit_json(out, &report)?;
         }
         if let Some(r) = report.refusal() {
             // Deleting a live cluster's keys is never a retry away: the refusal is the
@@ -152,7 +152,7 @@ impl RemoveArgs {
         match (report.steps.first(), &report.stopped) {
             (Some(s), _) if s.result == StepResult::Done => {
                 if !json {
-                    println!("removed {name}: {}", s.detail);
+                    writeln!(out, "removed {name}: {}", s.detail)?;
                 }
                 Ok(Outcome::Ok)
             }

@@ -172,7 +172,7 @@ const PG_QUERIES: [(&str, &str, &str); 5] = [
 ];
 
 impl ReportArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.no_redact {
             eprintln!("pgpatrol: warning: --no-redact: passwords and other secrets are kept in the archive; share it only where they may be read");
         }
@@ -308,7 +308,7 @@ impl ReportArgs {
             .and_then(|c| c.scope.clone())
             .unwrap_or_else(|| "cluster".into());
         let path = self.write(&scope, b)?;
-        println!("{}", path.display());
+        writeln!(out, "{}", path.display())?;
         Ok(Outcome::Ok)
     }
 

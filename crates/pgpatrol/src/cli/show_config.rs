@@ -17,14 +17,14 @@ pub struct ShowConfigArgs {
 }
 
 impl ShowConfigArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl std::io::Write) -> anyhow::Result<Outcome> {
         let config = self.cluster.source().await?.config().await?;
         let format = if self.format == Format::Table {
             Format::Yaml
         } else {
             self.format
         };
-        write_structured(&mut std::io::stdout().lock(), format, &config)?;
+        write_structured(out, format, &config)?;
         Ok(Outcome::Ok)
     }
 }

@@ -124,7 +124,7 @@ struct SliReport<'a> {
 
 impl SliArgs {
     /// `--lag-seconds`: the same measurement as doctor's lag_seconds check.
-    async fn seconds(&self) -> anyhow::Result<Outcome> {
+    async fn seconds(&self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let Some(login) = self.pg.login(&self.cluster)? else {
             anyhow::bail!(
                 "--lag-seconds reads PostgreSQL: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)"
@@ -162,7 +162,6 @@ impl SliArgs {
                 unknown.join(", ")
             );
         }
-        let mut out = std::io::stdout().lock();
         match self.format {
             SliFormat::Text => {
                 if let Some((_, s)) = worst {
@@ -178,7 +177,7 @@ impl SliArgs {
                     members: figures.iter().map(|(n, s)| (n.as_str(), *s)).collect(),
                     time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                 };
-                serde_json::to_writer_pretty(&mut out, &report)?;
+                serde_json::to_writer_pretty(&mut *out, &report)?;
                 writeln!(out)?;
             }
         }
@@ -190,7 +189,7 @@ impl SliArgs {
     }
 
     /// `--source-url`: the standby cluster's lag against its source.
-    async fn standby(&self, source_url: &str) -> anyhow::Result<Outcome> {
+    async fn standby(&self, source_url: &str, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Lag).await?;
         let lag = crate::source::standby::standby_lag(&source, &snap.cluster, source_url).await?;
@@ -198,7 +197,6 @@ impl SliArgs {
             LagArg::Replay => lag.replay_lag,
             LagArg::Receive => lag.receive_lag,
         };
-        let mut out = std::io::stdout().lock();
         match self.format {
             SliFormat::Text => match bytes {
                 Some(b) => writeln!(out, "{}", self.unit.round(b))?,
@@ -207,7 +205,7 @@ impl SliArgs {
                 }
             },
             SliFormat::Json => {
-                serde_json::to_writer_pretty(&mut out, &lag)?;
+                serde_json::to_writer_pretty(&mut *out, &lag)?;
                 writeln!(out)?;
             }
         }
@@ -218,12 +216,12 @@ impl SliArgs {
         })
     }
 
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.lag_seconds {
-            return self.seconds().await;
+            return self.seconds(out).await;
         }
         if let Some(url) = self.source_url.clone() {
-            return self.standby(&url).await;
+            return self.standby(&url, out).await;
         }
         let kind = match self.lag {
             LagArg::Replay => LagKind::Replay,
@@ -262,7 +260,6 @@ impl SliArgs {
             eprintln!("pgpatrol: {p}");
         }
 
-        let mut out = std::io::stdout().lock();
         match self.format {
             SliFormat::Text => {
                 if let Some(v) = value {
@@ -285,7 +282,7 @@ impl SliArgs {
                     time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                     members: &sli.members,
                 };
-                serde_json::to_writer_pretty(&mut out, &report)?;
+                serde_json::to_writer_pretty(&mut *out, &report)?;
                 writeln!(out)?;
             }
         }

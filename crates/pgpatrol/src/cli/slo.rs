@@ -34,9 +34,9 @@ pub struct RulesArgs {
 }
 
 impl SloCommand {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         match self {
-            SloCommand::Rules(args) => args.run(),
+            SloCommand::Rules(args) => args.run(out),
         }
     }
 }
@@ -153,7 +153,7 @@ pub fn check_rules(doc_link: Option<&str>) -> Value {
 }
 
 impl RulesArgs {
-    fn run(self) -> anyhow::Result<Outcome> {
+    fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let cfg = WatchConfig::read(&self.config).map_err(anyhow::Error::msg)?;
         let mut groups = Vec::new();
         for c in &cfg.clusters {
@@ -174,7 +174,7 @@ impl RulesArgs {
         match &self.output {
             Some(p) => std::fs::write(p, yaml)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
-            None => std::io::stdout().lock().write_all(yaml.as_bytes())?,
+            None => out.write_all(yaml.as_bytes())?,
         }
         Ok(Outcome::Ok)
     }

@@ -2,6 +2,7 @@
 //! promote|demote` (Patroni's `standby_cluster` section, each waited for, each checked so
 //! that there are never two writable leaders on purpose).
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -12,6 +13,7 @@ use super::common::{ClusterArgs, PgArgs};
 use super::ops::{OpArgs, OpFormat};
 use super::Outcome;
 use crate::audit::Audit;
+use crate::ops::runner::OpResult;
 use crate::ops::slot;
 use crate::ops::standby::{StandbyInputs, StandbyOp};
 use crate::output::term::ColorChoice;
@@ -53,7 +55,7 @@ pub struct SlotDropArgs {
 }
 
 impl SlotDropArgs {
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let Some(login) = self.pg.login(&self.cluster)? else {
             anyhow::bail!("slot drop runs SQL on the leader: give --pg-user and --pg-password-file (or -c patroni.yml with postgresql.authentication.superuser)");
         };
@@ -103,12 +105,13 @@ impl SlotDropArgs {
         );
         let json = self.op.format == OpFormat::Json;
         if !json && plan.refusal.is_none() {
-            println!(
+            writeln!(
+                out,
                 "slot {} on {}: inactive, holds {held} of WAL (wal_status {})",
                 self.name,
                 leader.name,
                 read.wal_status.as_deref().unwrap_or("?")
-            );
+            )?;
         }
         if plan.refusal.is_none() && !self.op.dry_run && !self.op.yes {
             if !super::confirm::interactive() {
@@ -142,8 +145,8 @@ impl SlotDropArgs {
         let released = run.released;
         drop(client);
         let _ = driver.await;
-        if report.result == "done" {
-            report.result = "dropped".into();
+        if report.result == OpResult::Done {
+            report.result = OpResult::Dropped;
         }
         let detail = match (report.steps.first(), &report.stopped, report.refusal()) {
             (Some(s), _, _) => s.detail.clone(),
@@ -162,11 +165,11 @@ impl SlotDropArgs {
             eprintln!("pgpatrol: refused: {r}; nothing was done");
         }
         if json {
-            super::ops::emit_json(&report)?;
+            super::ops::emit_json(out, &report)?;
         } else if report.refusal().is_none() && !self.op.dry_run {
-            println!("slot {}: {detail}", self.name);
+            writeln!(out, "slot {}: {detail}", self.name)?;
             if let Some(why) = &report.stopped {
-                println!("{why}");
+                writeln!(out, "{why}")?;
             }
         }
         Ok(if report.ok() {
@@ -271,6 +274,7 @@ async fn run_role_change(
     plan: pgpatrol_core::ops::OpPlan,
     mut run: StandbyOp,
     color: ColorChoice,
+    out: &mut impl Write,
 ) -> anyhow::Result<Outcome> {
     let operation = plan.operation;
     let audit = Audit::for_run(
@@ -280,14 +284,14 @@ async fn run_role_change(
     )?;
     let json = op.format == OpFormat::Json;
     if !json && op.dry_run {
-        crate::ops::runner::print_plan(&plan);
+        crate::ops::runner::write_plan(out, &plan)?;
     }
     let progress = super::progress::Spinner::new();
     let ops = crate::ops::Ops::new(source, operation, op.dry_run, &audit, &progress).json(json);
     let mut report = crate::ops::runner::run(&mut run, &ops, plan).await;
     progress.finish();
-    if report.result == "failed" {
-        report.result = "not_done".into();
+    if report.result == OpResult::Failed {
+        report.result = OpResult::NotDone;
     }
     let detail = match (report.steps.first(), &report.stopped, report.refusal()) {
         (Some(s), _, _) => s.detail.clone(),
@@ -302,20 +306,16 @@ async fn run_role_change(
         eprintln!("pgpatrol: refused: {why}; nothing was sent");
     }
     if json {
-        super::ops::emit_json(&report)?;
+        super::ops::emit_json(out, &report)?;
     } else if report.refusal().is_none() {
-        println!("{operation}: {detail} ({:.1} s)", report.total_secs);
-        if report.result == "done" {
+        writeln!(out, "{operation}: {detail} ({:.1} s)", report.total_secs)?;
+        if report.result == OpResult::Done {
             if let Ok(s) = source.snapshot(Detail::Full).await {
                 let emphasis = crate::output::table::Emphasis {
                     look: crate::output::term::Look::stdout(color),
                     ..Default::default()
                 };
-                let _ = crate::output::table::list(
-                    &mut std::io::stdout().lock(),
-                    &s.cluster,
-                    &emphasis,
-                );
+                crate::output::table::list(out, &s.cluster, &emphasis)?;
             }
         }
     }
@@ -330,7 +330,7 @@ async fn run_role_change(
 }
 
 impl PromoteArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let source = self.cluster.source().await?;
         let c = source.snapshot(Detail::Full).await?.cluster;
         let inputs = StandbyInputs {
@@ -354,12 +354,12 @@ impl PromoteArgs {
             serde_json::json!({"standby_cluster": null}),
             self.timeout,
         );
-        run_role_change(&self.op, &source, &c, plan, run, color).await
+        run_role_change(&self.op, &source, &c, plan, run, color, out).await
     }
 }
 
 impl DemoteArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         if self.source_host.is_none()
             && self.source_port.is_none()
             && self.restore_command.is_none()
@@ -405,6 +405,6 @@ impl DemoteArgs {
             serde_json::json!({"standby_cluster": sc}),
             self.timeout,
         );
-        run_role_change(&self.op, &source, &c, plan, run, color).await
+        run_role_change(&self.op, &source, &c, plan, run, color, out).await
     }
 }

@@ -71,7 +71,7 @@ fn tree(cluster: &pgpatrol_core::Cluster) -> Vec<Node<'_>> {
 }
 
 impl TopologyArgs {
-    pub async fn run(self, color: ColorChoice) -> anyhow::Result<Outcome> {
+    pub async fn run(self, color: ColorChoice, out: &mut impl Write) -> anyhow::Result<Outcome> {
         let source = self.cluster.source().await?;
         let snap = source.snapshot(Detail::Full).await?;
         let cluster = &snap.cluster;
@@ -89,7 +89,6 @@ impl TopologyArgs {
             }
             None => None,
         };
-        let mut out = std::io::stdout().lock();
         let emphasis = Emphasis {
             look: Look::stdout(color),
             ..Emphasis::plain()
@@ -98,16 +97,11 @@ impl TopologyArgs {
         if self.format == Format::Table {
             if let Some((url, src, _)) = &across {
                 writeln!(out, "Source cluster {} ({url})", name(src))?;
-                table::members(&mut out, src, &table::topology_order(src), &emphasis)?;
+                table::members(out, src, &table::topology_order(src), &emphasis)?;
                 writeln!(out)?;
                 writeln!(out, "Standby cluster {}", name(cluster))?;
             }
-            table::members(
-                &mut out,
-                cluster,
-                &table::topology_order(cluster),
-                &emphasis,
-            )?;
+            table::members(out, cluster, &table::topology_order(cluster), &emphasis)?;
             if let Some(from) = &replicates_from {
                 writeln!(out, " Standby cluster: replicates from {from}")?;
             }
@@ -119,9 +113,9 @@ impl TopologyArgs {
         match &across {
             // Without --source-url the JSON stays the tree alone (`list -o json` carries
             // `replicates_from`).
-            None => write_structured(&mut out, self.format, &tree(cluster))?,
+            None => write_structured(out, self.format, &tree(cluster))?,
             Some((url, src, lag)) => write_structured(
-                &mut out,
+                out,
                 self.format,
                 &serde_json::json!({
                     "source": {"url": url, "scope": src.scope, "members": tree(src)},

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 
-use pgpatrol_core::plan::{ActionRecord, DecideBy, Plan, Policy, RecordOutcome, SkipReason};
-use pgpatrol_core::policy::decide_with;
-use pgpatrol_core::trend::Evidence;
+use pgpatrol_core::heal::{decide_with, DecideBy, Evidence, Plan, Policy, SkipReason};
+use pgpatrol_core::history::{ActionRecord, RecordOutcome};
 use pgpatrol_core::{Cluster, Member};
 
 use super::{ReinitOutcome, ReinitResult};
@@ -659,7 +658,7 @@ mod tests {
     /// read; without them nothing would be acted on ("not enough samples").
     #[tokio::test]
     async fn trend_mode_re_decides_from_the_samples_and_each_fresh_read() {
-        use pgpatrol_core::trend::LagSample;
+        use pgpatrol_core::heal::LagSample;
         const MB: u64 = 1024 * 1024;
         let w = world(cluster(&["pg1", "pg2"]));
         let p = Policy {

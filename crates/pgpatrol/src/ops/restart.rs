@@ -301,7 +301,7 @@ async fn hand_over(
         c,
         leader,
         &Takeover {
-            operation: "switchover",
+            operation: candidates::Takeover::Switchover,
             leader: Some(leader.name.clone()),
             candidate: Some(best),
             scheduled_at: None,

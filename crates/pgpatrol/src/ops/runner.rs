@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use pgpatrol_core::ops::{OpPlan, OpStep, Refusal};
+use pgpatrol_core::ops::{Action, OpPlan, OpStep, Refusal};
 
 use super::{round1, Ops, SentRequest, WriteGap};
 
@@ -35,11 +35,149 @@ pub enum StepResult {
     DryRun,
 }
 
+impl StepResult {
+    /// The word the report and the JSON use (`done`, `switched_over`, `dry_run`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Done => "done",
+            StepResult::Restarted => "restarted",
+            StepResult::SwitchedOver => "switched_over",
+            StepResult::Scheduled => "scheduled",
+            StepResult::Cancelled => "cancelled",
+            StepResult::Accepted => "accepted",
+            StepResult::Skipped => "skipped",
+            StepResult::Failed => "failed",
+            StepResult::DryRun => "dry_run",
+        }
+    }
+}
+
+impl std::fmt::Display for StepResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an operation ended, its report's `result`: the runner's own words, or an
+/// operation's word for how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpResult {
+    /// Every step done.
+    Done,
+    /// Nothing was sent.
+    DryRun,
+    /// The plan was refused: nothing was sent.
+    Refused,
+    /// The plan had nothing to do.
+    Nothing,
+    /// A step could no longer go (its re-check said no).
+    Stopped,
+    /// A step failed.
+    Failed,
+    /// switchover, failover: the leader changed (or a scheduled one was accepted).
+    Switched,
+    Scheduled,
+    /// pause, resume: already so; edit-config: nothing to change.
+    Unchanged,
+    /// pause, resume: a member did not show the change within the wait.
+    NotSeen,
+    /// edit-config (its `EditResult`).
+    Applied,
+    NotApplied,
+    ChangedConcurrently,
+    /// reinit (its `ReinitResult`).
+    Healed,
+    Started,
+    TimedOut,
+    LeaderLost,
+    Abandoned,
+    Unknown,
+    /// remove, member remove: done.
+    Removed,
+    /// member remove: the member is gone, its slot is kept.
+    RemovedSlotKept,
+    /// member remove: the switchover before it failed.
+    SwitchoverFailed,
+    /// member remove: the member's key is still in the DCS.
+    KeyNotGone,
+    /// slot drop: done.
+    Dropped,
+    /// standby promote, demote: the step failed.
+    NotDone,
+}
+
+impl OpResult {
+    /// The word the report and the JSON use (`done`, `dry_run`, `removed_slot_kept`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpResult::Done => "done",
+            OpResult::DryRun => "dry_run",
+            OpResult::Refused => "refused",
+            OpResult::Nothing => "nothing",
+            OpResult::Stopped => "stopped",
+            OpResult::Failed => "failed",
+            OpResult::Switched => "switched",
+            OpResult::Scheduled => "scheduled",
+            OpResult::Unchanged => "unchanged",
+            OpResult::NotSeen => "not_seen",
+            OpResult::Applied => "applied",
+            OpResult::NotApplied => "not_applied",
+            OpResult::ChangedConcurrently => "changed_concurrently",
+            OpResult::Healed => "healed",
+            OpResult::Started => "started",
+            OpResult::TimedOut => "timed_out",
+            OpResult::LeaderLost => "leader_lost",
+            OpResult::Abandoned => "abandoned",
+            OpResult::Unknown => "unknown",
+            OpResult::Removed => "removed",
+            OpResult::RemovedSlotKept => "removed_slot_kept",
+            OpResult::SwitchoverFailed => "switchover_failed",
+            OpResult::KeyNotGone => "key_not_gone",
+            OpResult::Dropped => "dropped",
+            OpResult::NotDone => "not_done",
+        }
+    }
+}
+
+impl std::fmt::Display for OpResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<super::maintenance::EditResult> for OpResult {
+    fn from(r: super::maintenance::EditResult) -> Self {
+        use super::maintenance::EditResult;
+        match r {
+            EditResult::Applied => OpResult::Applied,
+            EditResult::NotApplied => OpResult::NotApplied,
+            EditResult::ChangedConcurrently => OpResult::ChangedConcurrently,
+            EditResult::Failed => OpResult::Failed,
+            EditResult::DryRun => OpResult::DryRun,
+        }
+    }
+}
+
+impl From<super::switchover::TakeoverResult> for OpResult {
+    fn from(r: super::switchover::TakeoverResult) -> Self {
+        use super::switchover::TakeoverResult;
+        match r {
+            TakeoverResult::Switched => OpResult::Switched,
+            TakeoverResult::Scheduled => OpResult::Scheduled,
+            TakeoverResult::DryRun => OpResult::DryRun,
+            TakeoverResult::Failed => OpResult::Failed,
+        }
+    }
+}
+
 /// One step as carried out.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepOutcome {
     pub member: String,
-    pub action: &'static str,
+    /// Written as a person reads it (`drop slot`, not the plan's `drop_slot`).
+    #[serde(serialize_with = "action_words")]
+    pub action: Action,
     pub result: StepResult,
     pub detail: String,
     pub secs: f64,
@@ -48,12 +186,16 @@ pub struct StepOutcome {
     pub write_gap: Option<WriteGap>,
 }
 
+fn action_words<S: serde::Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.as_str())
+}
+
 impl StepOutcome {
     /// A step not done yet: `Failed` until something says otherwise.
     pub fn failed(step: &OpStep) -> Self {
         StepOutcome {
             member: step.member.clone(),
-            action: step.action.as_str(),
+            action: step.action,
             result: StepResult::Failed,
             detail: String::new(),
             secs: 0.0,
@@ -95,8 +237,8 @@ pub struct Exit {
 pub struct OpReport {
     pub operation: &'static str,
     /// `done`, `dry_run`, `refused`, `nothing`, `stopped`, `failed`, or the operation's
-    /// own word for done (`switched`, `applied`, …).
-    pub result: String,
+    /// own word for how it ended (`switched`, `applied`, …).
+    pub result: OpResult,
     pub plan: OpPlan,
     /// The plan's refusal, when it was refused (also in `plan`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,7 +260,7 @@ impl OpReport {
     pub fn unrun(plan: OpPlan) -> Self {
         let (result, exit) = match (&plan.refusal, &plan.nothing) {
             (Some(r), _) => (
-                "refused",
+                OpResult::Refused,
                 Exit {
                     code: match r {
                         Refusal::Invalid(_) => 2,
@@ -128,14 +270,14 @@ impl OpReport {
                 },
             ),
             (None, Some(n)) => (
-                "nothing",
+                OpResult::Nothing,
                 Exit {
                     code: 0,
                     reason: format!("nothing to do: {n}"),
                 },
             ),
             (None, None) => (
-                "done",
+                OpResult::Done,
                 Exit {
                     code: 0,
                     reason: "no step".into(),
@@ -144,7 +286,7 @@ impl OpReport {
         };
         OpReport {
             operation: plan.operation,
-            result: result.into(),
+            result,
             refusal: plan.refusal.clone(),
             plan,
             steps: Vec::new(),
@@ -170,8 +312,8 @@ impl OpReport {
     }
 
     /// Marks the run as not done for `reason` (exit 1), keeping the steps.
-    pub fn problem(&mut self, result: &str, reason: impl Into<String>) {
-        self.result = result.into();
+    pub fn problem(&mut self, result: OpResult, reason: impl Into<String>) {
+        self.result = result;
         self.exit = Exit {
             code: 1,
             reason: reason.into(),
@@ -222,14 +364,21 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
                 .last()
                 .is_some_and(|s| s.result == StepResult::Failed);
             let why = why.clone();
-            report.problem(if failed { "failed" } else { "stopped" }, why);
+            report.problem(
+                if failed {
+                    OpResult::Failed
+                } else {
+                    OpResult::Stopped
+                },
+                why,
+            );
         }
         None if ops.dry_run => {
-            report.result = "dry_run".into();
+            report.result = OpResult::DryRun;
             report.exit.reason = "dry run: nothing was sent".into();
         }
         None => {
-            report.result = "done".into();
+            report.result = OpResult::Done;
             report.exit.reason = "every step done".into();
         }
     }
@@ -237,36 +386,36 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
 }
 
 /// The plan as a person reads it, before the confirmation (or as the dry run's plan).
-pub fn print_plan(plan: &OpPlan) {
+pub fn write_plan(out: &mut impl std::io::Write, plan: &OpPlan) -> std::io::Result<()> {
     if plan.refusal.is_some() || plan.nothing.is_some() {
-        return;
+        return Ok(());
     }
-    println!("plan:");
+    writeln!(out, "plan:")?;
     for l in plan.lines() {
-        println!("  {l}");
+        writeln!(out, "  {l}")?;
     }
+    Ok(())
 }
 
 /// The steps as lines for a person.
-pub fn print_steps(steps: &[StepOutcome]) {
+pub fn write_steps(out: &mut impl std::io::Write, steps: &[StepOutcome]) -> std::io::Result<()> {
     for s in steps {
         let gap = s
             .write_gap
             .as_ref()
             .map(|g| format!(" (no writable leader for {:.1} s)", g.longest_secs))
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "{} {}: {} in {:.1} s: {}{gap}",
-            s.action,
+            s.action.as_str(),
             s.member,
-            serde_json::to_value(s.result)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            s.result,
             s.secs,
             s.detail
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -344,7 +493,7 @@ mod tests {
                 "do pg0"
             ]
         );
-        assert_eq!(r.result, "done");
+        assert_eq!(r.result.as_str(), "done");
         assert_eq!(r.exit.code, 0);
         assert_eq!(r.steps.len(), 3);
     }
@@ -358,7 +507,7 @@ mod tests {
         };
         let r = go(&mut s, plan()).await;
         assert_eq!(s.seen, vec!["check pg1", "do pg1", "check pg2"]);
-        assert_eq!(r.result, "stopped");
+        assert_eq!(r.result.as_str(), "stopped");
         assert_eq!(r.exit.code, 1);
         assert_eq!(r.untouched, vec!["pg2", "pg0"]);
         assert!(r.stopped.unwrap().contains("a replica is behind"));
@@ -373,8 +522,109 @@ mod tests {
         };
         let r = go(&mut s, plan()).await;
         assert_eq!(s.seen, vec!["check pg1", "do pg1"]);
-        assert_eq!(r.result, "failed");
+        assert_eq!(r.result.as_str(), "failed");
         assert_eq!(r.untouched, vec!["pg2", "pg0"]);
+    }
+
+    /// `as_str` (the text a person reads) is the word the JSON carries, for every variant.
+    #[test]
+    fn results_read_as_their_json_word() {
+        use OpResult as R;
+        for r in [
+            R::Done,
+            R::DryRun,
+            R::Refused,
+            R::Nothing,
+            R::Stopped,
+            R::Failed,
+            R::Switched,
+            R::Scheduled,
+            R::Unchanged,
+            R::NotSeen,
+            R::Applied,
+            R::NotApplied,
+            R::ChangedConcurrently,
+            R::Healed,
+            R::Started,
+            R::TimedOut,
+            R::LeaderLost,
+            R::Abandoned,
+            R::Unknown,
+            R::Removed,
+            R::RemovedSlotKept,
+            R::SwitchoverFailed,
+            R::KeyNotGone,
+            R::Dropped,
+            R::NotDone,
+        ] {
+            assert_eq!(serde_json::json!(r), r.as_str(), "{r:?}");
+            assert_eq!(r.to_string(), r.as_str());
+        }
+        use StepResult as S;
+        for r in [
+            S::Done,
+            S::Restarted,
+            S::SwitchedOver,
+            S::Scheduled,
+            S::Cancelled,
+            S::Accepted,
+            S::Skipped,
+            S::Failed,
+            S::DryRun,
+        ] {
+            assert_eq!(serde_json::json!(r), r.as_str(), "{r:?}");
+        }
+        use super::super::maintenance::EditResult as E;
+        for r in [
+            E::Applied,
+            E::NotApplied,
+            E::ChangedConcurrently,
+            E::Failed,
+            E::DryRun,
+        ] {
+            assert_eq!(serde_json::json!(r), OpResult::from(r).as_str(), "{r:?}");
+        }
+        use super::super::switchover::TakeoverResult as T;
+        for r in [T::Switched, T::Scheduled, T::Failed, T::DryRun] {
+            assert_eq!(serde_json::json!(r), OpResult::from(r).as_str(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_step_outcome_names_its_action_as_a_person_reads_it() {
+        let out = StepOutcome::failed(&OpStep::new(
+            pgpatrol_core::ops::Action::DropSlot,
+            "pg1",
+            "test",
+        ));
+        assert_eq!(serde_json::json!(out)["action"], "drop slot");
+    }
+
+    #[test]
+    fn steps_are_written_as_lines_and_a_closed_pipe_is_an_error() {
+        let steps = vec![StepOutcome::failed(&OpStep::new(
+            pgpatrol_core::ops::Action::DropSlot,
+            "pg1",
+            "test",
+        ))
+        .with(StepResult::Done, "dropped")];
+        let mut out = Vec::new();
+        write_steps(&mut out, &steps).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "drop slot pg1: done in 0.0 s: dropped\n"
+        );
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = write_plan(&mut Closed, &plan()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
     }
 
     #[tokio::test]
@@ -387,7 +637,7 @@ mod tests {
         let p = OpPlan::refused("restart", Refusal::Invalid("no leader".into()));
         let r = go(&mut s, p).await;
         assert!(s.seen.is_empty());
-        assert_eq!(r.result, "refused");
+        assert_eq!(r.result.as_str(), "refused");
         assert_eq!(r.exit.code, 2);
     }
 }

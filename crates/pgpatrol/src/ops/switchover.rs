@@ -38,7 +38,7 @@ pub enum TakeoverResult {
 /// What a switchover or failover did, for the report and `-o json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TakeoverOutcome {
-    pub operation: &'static str,
+    pub operation: Kind,
     pub result: TakeoverResult,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,8 +60,7 @@ pub struct TakeoverOutcome {
 /// What to ask Patroni for.
 #[derive(Debug, Clone)]
 pub struct Takeover {
-    /// `switchover` or `failover`.
-    pub operation: &'static str,
+    pub operation: Kind,
     /// The leader handing over (switchover only).
     pub leader: Option<String>,
     pub candidate: Option<String>,
@@ -90,7 +89,7 @@ pub async fn run(
     if let Some(at) = t.scheduled_at {
         body["scheduled_at"] = at.to_string().into();
     }
-    let path = format!("/{}", t.operation);
+    let path = format!("/{}", t.operation.as_str());
     // Patroni holds the call for up to 2*max(10, loop_wait) s before it answers.
     let req = Request::post(&base, &path, body).with_timeout(Duration::from_secs(75));
     let mut out = TakeoverOutcome {
@@ -220,7 +219,7 @@ async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<Str
                     None => "no running leader".to_string(),
                 };
                 let (new_leader, done) =
-                    match takeover::progress(&c, old, t.operation == "switchover") {
+                    match takeover::progress(&c, old, t.operation == Kind::Switchover) {
                         takeover::Progress::Waiting => (None, false),
                         takeover::Progress::NewLeader { leader } => (Some(leader), false),
                         takeover::Progress::Done { leader } => (Some(leader), true),
@@ -234,7 +233,7 @@ async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<Str
                             }
                             _ => format!("{l} is the leader and runs"),
                         };
-                        if let (Some(o), "switchover") = (old, t.operation) {
+                        if let (Some(o), Kind::Switchover) = (old, t.operation) {
                             detail.push_str(&format!("; {o} replicates from it"));
                         }
                         return Followed {
@@ -484,7 +483,11 @@ impl Operation for TakeoverOp {
         };
         let failover = step.action == Action::Failover;
         let t = Takeover {
-            operation: if failover { "failover" } else { "switchover" },
+            operation: if failover {
+                Kind::Failover
+            } else {
+                Kind::Switchover
+            },
             leader: (!failover).then(|| step.member.clone()),
             candidate: step.to.clone(),
             scheduled_at: self.scheduled_at,

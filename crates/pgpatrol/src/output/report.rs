@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use pgpatrol_core::plan::{Plan, SkipReason};
+use pgpatrol_core::heal::{Plan, SkipReason};
 use pgpatrol_core::units::human;
 use pgpatrol_core::{Cluster, Lag, LagKind};
 
@@ -22,7 +22,7 @@ pub struct HealReport {
     pub tolerance_bytes: u64,
     pub lag: LagKind,
     /// How candidates were judged: `threshold`, or `trend` (after observing the lag).
-    pub by: pgpatrol_core::plan::DecideBy,
+    pub by: pgpatrol_core::heal::DecideBy,
     pub before: Cluster,
     pub plan: Plan,
     pub outcomes: Vec<ReinitOutcome>,
@@ -94,9 +94,9 @@ pub fn plan_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
 /// Trend mode's view of each replica beyond the tolerance.
 pub fn trend_table(
     out: &mut impl Write,
-    trends: &[pgpatrol_core::plan::MemberTrend],
+    trends: &[pgpatrol_core::heal::MemberTrend],
 ) -> std::io::Result<()> {
-    use pgpatrol_core::trend::{human_rate, RebuildEstimate};
+    use pgpatrol_core::heal::{human_rate, RebuildEstimate};
     if trends.is_empty() {
         return Ok(());
     }
@@ -185,8 +185,8 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
         human(r.tolerance_bytes),
         r.lag.as_str(),
         match r.by {
-            pgpatrol_core::plan::DecideBy::Threshold => "",
-            pgpatrol_core::plan::DecideBy::Trend =>
+            pgpatrol_core::heal::DecideBy::Threshold => "",
+            pgpatrol_core::heal::DecideBy::Trend =>
                 ", decided by trend: only what cannot catch up sooner by itself is rebuilt",
         },
         r.started,
@@ -249,8 +249,8 @@ pub fn markdown(out: &mut impl Write, r: &HealReport) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use pgpatrol_core::plan::MemberTrend;
-    use pgpatrol_core::trend::{RebuildEstimate, Trend};
+    use pgpatrol_core::heal::MemberTrend;
+    use pgpatrol_core::heal::{RebuildEstimate, Trend};
 
     #[test]
     fn the_trend_table_shows_each_member_with_its_numbers() {

@@ -9,11 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use pgpatrol_core::plan::{
-    abandon_stale, prune_history, ActionRecord, Blocker, Plan, Policy, RecordOutcome, SkipReason,
-};
-use pgpatrol_core::policy::decide_with;
-use pgpatrol_core::trend::Evidence;
+use pgpatrol_core::heal::{decide_with, Blocker, Evidence, Plan, Policy, SkipReason};
+use pgpatrol_core::history::{abandon_stale, prune_history, ActionRecord, RecordOutcome};
 use pgpatrol_core::{Cluster, Member};
 
 use super::alerts::{AlertEvent, AlertQueue};

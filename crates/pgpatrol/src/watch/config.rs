@@ -35,9 +35,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use pgpatrol_core::plan::DecideBy;
+use pgpatrol_core::heal::DecideBy;
+use pgpatrol_core::heal::TrendPolicy;
 use pgpatrol_core::slo::parse_objective;
-use pgpatrol_core::trend::TrendPolicy;
 use pgpatrol_core::{ByteSize, LagKind};
 
 use crate::source::target::{duration, opt_duration, AccessSettings, Target};

@@ -13,7 +13,8 @@ use tokio::sync::broadcast;
 
 use pgpatrol_core::checks::{Check, Status};
 use pgpatrol_core::events::{Event, EventKind, EventLog};
-use pgpatrol_core::plan::{ActionRecord, Plan, RecordOutcome};
+use pgpatrol_core::heal::Plan;
+use pgpatrol_core::history::{ActionRecord, RecordOutcome};
 
 use super::metrics::KindL;
 

@@ -39,7 +39,7 @@ use std::time::Instant;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use pgpatrol_core::plan::Plan;
+use pgpatrol_core::heal::Plan;
 use pgpatrol_core::slo::{self, SampleLog, SloSpec, SloStatus};
 use pgpatrol_core::LagKind;
 

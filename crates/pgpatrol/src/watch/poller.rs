@@ -26,7 +26,7 @@ pub(super) struct Poller {
     pub(super) spec: Option<SloSpec>,
     /// Which lag the SLI (and so the SLO) is measured on.
     pub(super) slo_lag: LagKind,
-    pub(super) heal_policy: Option<pgpatrol_core::plan::Policy>,
+    pub(super) heal_policy: Option<pgpatrol_core::heal::Policy>,
     pub(super) healer: Option<autoheal::Healer>,
     pub(super) shared: Arc<Shared>,
     pub(super) alerts: alerts::AlertQueue,
@@ -41,7 +41,7 @@ pub(super) struct Poller {
     pub(super) pg: Option<crate::source::pg::PgLogin>,
     /// Heal's `by: trend` evidence: the lag samples of the polls in the trend window, and
     /// what PostgreSQL says of WAL gone and the data size.
-    pub(super) trend: pgpatrol_core::trend::Evidence,
+    pub(super) trend: pgpatrol_core::heal::Evidence,
     /// A standby cluster's `source:` URL: its lag against it, every poll.
     pub(super) standby_source: Option<String>,
     /// What the SLO is held on (`slo.of`).
@@ -165,7 +165,7 @@ impl Poller {
             self.record_slo(good, now).await;
         }
         if let (Ok(cluster), Some(policy)) = (&snapshot, &self.heal_policy) {
-            if policy.by == pgpatrol_core::plan::DecideBy::Trend {
+            if policy.by == pgpatrol_core::heal::DecideBy::Trend {
                 self.trend
                     .record(cluster, policy.lag, now, policy.trend.window);
                 self.trend_evidence(cluster, policy.clone()).await;
@@ -202,7 +202,7 @@ impl Poller {
                     )
                     .await,
             ),
-            (Ok(cluster), None, Some(policy)) => Some(pgpatrol_core::policy::decide_with(
+            (Ok(cluster), None, Some(policy)) => Some(pgpatrol_core::heal::decide_with(
                 cluster,
                 policy,
                 &[],
@@ -557,7 +557,7 @@ impl Poller {
     async fn trend_evidence(
         &mut self,
         cluster: &pgpatrol_core::Cluster,
-        policy: pgpatrol_core::plan::Policy,
+        policy: pgpatrol_core::heal::Policy,
     ) {
         let breaching = cluster.replicas().any(|m| {
             m.lag(policy.lag)
@@ -571,8 +571,8 @@ impl Poller {
         let pg =
             crate::source::pg::evidence_with(cluster, login, crate::source::pg::Queries::Trend)
                 .await;
-        self.trend.wal_gone = pgpatrol_core::trend::wal_gone(&pg);
-        if let Some(b) = pgpatrol_core::trend::data_bytes(&pg) {
+        self.trend.wal_gone = pgpatrol_core::heal::wal_gone(&pg);
+        if let Some(b) = pgpatrol_core::heal::data_bytes(&pg) {
             self.trend.data_bytes = Some(b);
         }
     }

@@ -17,7 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 
-use pgpatrol_core::plan::ActionRecord;
+use pgpatrol_core::history::ActionRecord;
 use pgpatrol_core::slo::SampleLog;
 
 use super::Shared;

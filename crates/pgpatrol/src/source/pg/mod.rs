@@ -8,7 +8,7 @@ pub mod tls;
 use std::path::Path;
 use std::time::Duration;
 
-use pgpatrol_core::checks::{Archiver, PgFacts, PgMember, Slot};
+use pgpatrol_core::pg::{Archiver, PgFacts, PgMember, Slot};
 use pgpatrol_core::{Cluster, Lsn};
 use tokio_postgres::{Client, NoTls};
 

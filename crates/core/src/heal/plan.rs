@@ -1,75 +1,10 @@
-//! Decisions as values. `policy::decide` returns a [`Plan`]; `--dry-run`, the report, logs
+//! Decisions as values. `heal::decide` returns a [`Plan`]; `--dry-run`, the report, logs
 //! and `/plan` all show this same value, and the executor only executes plans.
 
-use std::time::Duration;
+use serde::Serialize;
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::{Lag, LagKind};
-use crate::trend::{RebuildEstimate, Trend, TrendPolicy};
-
-/// How heal decides. Built at the edge (flags, env, config); core only reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Policy {
-    /// A replica whose lag is at or above this many bytes is a candidate.
-    pub tolerance: u64,
-    /// Which lag the tolerance applies to (replay by default).
-    pub lag: LagKind,
-    /// At most this many reinitializations at once, counting ones already in progress.
-    pub max_concurrent: usize,
-    /// Keep at least this many healthy replicas that are not being remediated.
-    pub min_healthy: usize,
-    /// Do not act on a member again within this long after an earlier action on it.
-    pub cooldown: Duration,
-    /// An unfinished action older than this no longer counts as in progress: its healer was
-    /// stopped mid-action and never recorded the end (the heal timeout plus a margin).
-    pub stale_after: Duration,
-    /// How a candidate beyond the tolerance is judged: by the tolerance alone (the default),
-    /// or also by its lag trend (rebuilt only when it cannot catch up sooner by itself).
-    pub by: DecideBy,
-    /// Trend mode's settings (read only with `by: trend`).
-    pub trend: TrendPolicy,
-}
-
-/// How heal decides about a replica beyond the tolerance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DecideBy {
-    /// Rebuild it (behind the guardrails).
-    #[default]
-    Threshold,
-    /// Rebuild it only when its lag is not shrinking, its catch-up ETA exceeds the rebuild
-    /// estimate by the factor, its lag is at the hard ceiling, or its WAL is gone.
-    Trend,
-}
-
-impl DecideBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecideBy::Threshold => "threshold",
-            DecideBy::Trend => "trend",
-        }
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            tolerance: 5 * 1024 * 1024,
-            lag: LagKind::Replay,
-            max_concurrent: 1,
-            min_healthy: 1,
-            cooldown: Duration::from_secs(30 * 60),
-            stale_after: Duration::from_secs(15 * 60),
-            by: DecideBy::Threshold,
-            trend: TrendPolicy::default(),
-        }
-    }
-}
-
-pub use crate::history::{
-    abandon_stale, cooldown_left, prune_history, ActionRecord, RecordOutcome,
-};
+use super::trend::{human_rate, RebuildEstimate, Trend};
+use crate::model::Lag;
 
 /// One reinitialization to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,13 +172,13 @@ impl std::fmt::Display for SkipReason {
                 f,
                 "lag {}, shrinking {}, caught up in ~{eta_secs} s; a rebuild takes ~{rebuild_secs} s: waiting",
                 human(*lag),
-                crate::trend::human_rate(*rate)
+                human_rate(*rate)
             ),
             SkipReason::NoRebuildEstimate { lag, rate, eta_secs } => write!(
                 f,
                 "lag {}, shrinking {}, caught up in ~{eta_secs} s; no rebuild estimate (no earlier heal, no data size): waiting",
                 human(*lag),
-                crate::trend::human_rate(*rate)
+                human_rate(*rate)
             ),
             SkipReason::ReplayPaused => f.write_str(
                 "its replay is paused (pg_wal_replay_pause()): kept behind on purpose, a rebuild would destroy what it holds; resume replay (pg_wal_replay_resume()) to let it catch up",

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::history::{ActionRecord, RecordOutcome};
 use crate::model::{Cluster, Lag, LagKind};
+use crate::pg::PgMember;
 
 /// One reading of a member's lag. `None`: unknown (never counted as a number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,7 +309,7 @@ fn segment_of(lsn: crate::Lsn, segment_size: u64) -> Option<String> {
 /// has no archive to restore from and the WAL segment it needs next is older than the
 /// oldest one left in the leader's `pg_wal` (its WAL receiver then fails with "requested
 /// WAL segment … has already been removed"). Member → why.
-pub fn wal_gone(pg: &[crate::checks::PgMember]) -> BTreeMap<String, String> {
+pub fn wal_gone(pg: &[PgMember]) -> BTreeMap<String, String> {
     let mut gone = BTreeMap::new();
     let Some(leader) = pg
         .iter()
@@ -366,7 +367,7 @@ pub fn wal_gone(pg: &[crate::checks::PgMember]) -> BTreeMap<String, String> {
 }
 
 /// The leader's data size, when its PostgreSQL answered.
-pub fn data_bytes(pg: &[crate::checks::PgMember]) -> Option<u64> {
+pub fn data_bytes(pg: &[PgMember]) -> Option<u64> {
     pg.iter()
         .filter(|m| m.leader)
         .find_map(|m| m.facts.as_ref().ok().and_then(|f| f.data_bytes))
@@ -545,7 +546,7 @@ mod tests {
 
     #[test]
     fn wal_is_gone_when_the_slot_is_lost_or_the_segment_removed() {
-        use crate::checks::{PgFacts, PgMember, Slot};
+        use crate::pg::{PgFacts, Slot};
         use crate::Lsn;
         let leader = |slots: Vec<Slot>| PgMember {
             name: "pg0".into(),

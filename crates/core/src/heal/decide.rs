@@ -8,12 +8,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
+use super::plan::{Action, Blocker, MemberTrend, Plan, Skip, SkipReason};
+use super::policy::{DecideBy, Policy};
+use super::trend::{human_rate, rebuild_estimate, trend, Evidence, RebuildEstimate};
+use crate::history::{cooldown_left, ActionRecord};
 use crate::model::{Cluster, Lag, Member};
-use crate::plan::{
-    cooldown_left, Action, ActionRecord, Blocker, DecideBy, MemberTrend, Plan, Policy, Skip,
-    SkipReason,
-};
-use crate::trend::{human_rate, rebuild_estimate, trend, Evidence, RebuildEstimate};
 use crate::units::human;
 
 /// A non-leader member whose lag is at or above the tolerance.
@@ -24,7 +23,19 @@ struct Candidate<'a> {
     bytes: u64,
 }
 
-pub(super) fn decide(
+/// Decides what heal does on `cluster`, without trend evidence (in `by: trend` mode every
+/// candidate is then "not enough samples").
+pub fn decide(
+    cluster: &Cluster,
+    policy: &Policy,
+    history: &[ActionRecord],
+    now: SystemTime,
+) -> Plan {
+    decide_with(cluster, policy, history, &Evidence::default(), now)
+}
+
+/// As [`decide`], with lag samples, WAL-gone findings and the data size for trend mode.
+pub fn decide_with(
     cluster: &Cluster,
     policy: &Policy,
     history: &[ActionRecord],
@@ -399,8 +410,8 @@ fn ceil_secs(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::fixtures::ClusterBuilder;
+    use crate::history::RecordOutcome;
     use crate::model::{LagKind, State};
-    use crate::plan::RecordOutcome;
     use proptest::prelude::*;
 
     const MB: u64 = 1024 * 1024;
@@ -414,7 +425,7 @@ mod tests {
     }
 
     fn plan(cluster: &Cluster) -> Plan {
-        decide(
+        decide_with(
             cluster,
             &Policy::default(),
             &[],
@@ -504,7 +515,7 @@ mod tests {
             by: DecideBy::Trend,
             ..Policy::default()
         };
-        let p = decide(&c, &trend, &[], &Evidence::default(), now());
+        let p = decide_with(&c, &trend, &[], &Evidence::default(), now());
         assert_eq!(skip_of(&p, "pg1"), Some(&SkipReason::ReplayPaused));
         assert_eq!(skip_of(&p, "pg3"), Some(&SkipReason::NohealTag));
     }
@@ -793,7 +804,7 @@ mod tests {
             max_concurrent: 3,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], &Evidence::default(), now());
+        let p = decide_with(&c, &policy, &[], &Evidence::default(), now());
         assert_eq!(acted(&p), ["pg2", "pg1", "pg3"]);
         let skipped: Vec<&str> = p.skips.iter().map(|s| s.member.as_str()).collect();
         assert_eq!(skipped, ["pg0", "pg4"]);
@@ -839,7 +850,7 @@ mod tests {
             .replica("pg3")
             .build();
         let history = [record("pg1", ago(10), None)];
-        let p = decide(
+        let p = decide_with(
             &c,
             &Policy::default(),
             &history,
@@ -878,14 +889,16 @@ mod tests {
             ..Policy::default()
         };
         let left_behind = [record("pg1", ago(16 * 60), None)];
-        let p = decide(&c, &policy, &left_behind, &Evidence::default(), now());
+        let p = decide_with(&c, &policy, &left_behind, &Evidence::default(), now());
         assert_eq!(p.actions.len(), 1, "{p:?}");
         assert_eq!(p.actions[0].member, "pg1");
         // A fresh one still does, and so does any unfinished record for the cooldown.
         let running = [record("pg1", ago(14 * 60), None)];
-        assert!(decide(&c, &policy, &running, &Evidence::default(), now())
-            .actions
-            .is_empty());
+        assert!(
+            decide_with(&c, &policy, &running, &Evidence::default(), now())
+                .actions
+                .is_empty()
+        );
     }
 
     #[test]
@@ -902,7 +915,7 @@ mod tests {
             record("pg2", ago(2 * 86_400), None),
             r,
         ];
-        crate::plan::prune_history(&mut h, Duration::from_secs(86_400), now());
+        crate::history::prune_history(&mut h, Duration::from_secs(86_400), now());
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].member, "pg1");
     }
@@ -941,7 +954,7 @@ mod tests {
             min_healthy: 0,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], &Evidence::default(), now());
+        let p = decide_with(&c, &policy, &[], &Evidence::default(), now());
         assert_eq!(acted(&p), ["pg1"]);
     }
 
@@ -1031,7 +1044,7 @@ mod tests {
             max_concurrent: 2,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], &Evidence::default(), now());
+        let p = decide_with(&c, &policy, &[], &Evidence::default(), now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -1056,7 +1069,7 @@ mod tests {
             record("pg1", ago(3 * 3600), Some(ago(3 * 3600 - 60))),
             record("pg1", ago(600), Some(ago(500))),
         ];
-        let p = decide(
+        let p = decide_with(
             &c,
             &Policy::default(),
             &history,
@@ -1083,7 +1096,7 @@ mod tests {
             .build();
         let started = now() - Duration::from_secs(1800) + Duration::from_millis(300);
         let history = [record("pg1", started, Some(started))];
-        let p = decide(
+        let p = decide_with(
             &c,
             &Policy::default(),
             &history,
@@ -1105,7 +1118,7 @@ mod tests {
             .replica("pg2")
             .build();
         let history = [record("pg1", ago(1800), Some(ago(1700)))];
-        let p = decide(
+        let p = decide_with(
             &c,
             &Policy::default(),
             &history,
@@ -1131,7 +1144,7 @@ mod tests {
             min_healthy: 0,
             ..Policy::default()
         };
-        let p = decide(&c, &policy, &[], &Evidence::default(), now());
+        let p = decide_with(&c, &policy, &[], &Evidence::default(), now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -1156,7 +1169,7 @@ mod tests {
             .replay_lag_mb(100)
             .replica("pg2")
             .build();
-        let replay = decide(&c, &Policy::default(), &[], &Evidence::default(), now());
+        let replay = decide_with(&c, &Policy::default(), &[], &Evidence::default(), now());
         assert_eq!(acted(&replay), ["pg1"]);
         assert_eq!(
             replay.actions[0].reason,
@@ -1167,7 +1180,7 @@ mod tests {
             lag: LagKind::Receive,
             ..Policy::default()
         };
-        let p = decide(&c, &receive, &[], &Evidence::default(), now());
+        let p = decide_with(&c, &receive, &[], &Evidence::default(), now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -1247,7 +1260,7 @@ mod tests {
                         ..Policy::default()
                     };
                     for hist in [&history[..], &[]] {
-                        let p = decide(cluster, &policy, hist, &Evidence::default(), now());
+                        let p = decide_with(cluster, &policy, hist, &Evidence::default(), now());
                         check_invariants(cluster, &policy, &p);
                     }
                 }
@@ -1273,7 +1286,7 @@ mod tests {
             lags_mb
                 .iter()
                 .enumerate()
-                .map(|(i, mb)| crate::trend::LagSample {
+                .map(|(i, mb)| crate::heal::LagSample {
                     at: now() - Duration::from_secs(n - 1 - i as u64),
                     bytes: Some((mb * MB as f64) as u64),
                 })
@@ -1302,7 +1315,7 @@ mod tests {
         // 82 MB, shrinking 19 MB/s; the last heal of the cluster took 40 s.
         let lags: Vec<f64> = (0..6).map(|i| 177.0 - 19.0 * i as f64).collect();
         let e = samples_of("pg1", &lags);
-        let p = decide(&lagging(82), &by_trend(), &[healed_in(40)], &e, now());
+        let p = decide_with(&lagging(82), &by_trend(), &[healed_in(40)], &e, now());
         assert!(p.actions.is_empty(), "{p:?}");
         let skip = skip_of(&p, "pg1").unwrap();
         assert_eq!(
@@ -1322,7 +1335,7 @@ mod tests {
     #[test]
     fn trend_a_stalled_replica_is_rebuilt() {
         let e = samples_of("pg1", &[40.0; 8]);
-        let p = decide(&lagging(40), &by_trend(), &[], &e, now());
+        let p = decide_with(&lagging(40), &by_trend(), &[], &e, now());
         assert_eq!(acted(&p), ["pg1"]);
         assert_eq!(
             p.actions[0].reason,
@@ -1333,7 +1346,7 @@ mod tests {
     #[test]
     fn trend_a_growing_lag_is_rebuilt() {
         let e = samples_of("pg1", &[10.0, 12.0, 14.0, 16.0, 18.0, 20.0]);
-        let p = decide(&lagging(20), &by_trend(), &[], &e, now());
+        let p = decide_with(&lagging(20), &by_trend(), &[], &e, now());
         assert_eq!(acted(&p), ["pg1"]);
         assert!(
             p.actions[0].reason.contains("growing 2.0 MB/s"),
@@ -1347,14 +1360,14 @@ mod tests {
         // 100 MB shrinking 1 MB/s: ~100 s, against a 20 s rebuild × 2.
         let lags: Vec<f64> = (0..10).map(|i| 109.0 - i as f64).collect();
         let e = samples_of("pg1", &lags);
-        let p = decide(&lagging(100), &by_trend(), &[healed_in(20)], &e, now());
+        let p = decide_with(&lagging(100), &by_trend(), &[healed_in(20)], &e, now());
         assert_eq!(acted(&p), ["pg1"]);
         assert_eq!(
             p.actions[0].reason,
             "lag 100.0 MB, shrinking 1.0 MB/s, caught up in ~100 s; a rebuild takes ~20 s: rebuilding"
         );
         // With a 60 s rebuild (× 2 = 120 s) waiting wins.
-        let p = decide(&lagging(100), &by_trend(), &[healed_in(60)], &e, now());
+        let p = decide_with(&lagging(100), &by_trend(), &[healed_in(60)], &e, now());
         assert!(matches!(
             skip_of(&p, "pg1"),
             Some(SkipReason::CatchingUp {
@@ -1371,7 +1384,7 @@ mod tests {
             60.0, 58.6, 55.9, 54.4, 52.1, 50.3, 47.5, 46.6, 43.9, 300.0, 40.1, 38.4,
         ];
         let e = samples_of("pg1", &lags);
-        let p = decide(&lagging(38), &by_trend(), &[healed_in(60)], &e, now());
+        let p = decide_with(&lagging(38), &by_trend(), &[healed_in(60)], &e, now());
         assert!(
             matches!(skip_of(&p, "pg1"), Some(SkipReason::CatchingUp { .. })),
             "{p:?}"
@@ -1381,7 +1394,7 @@ mod tests {
     #[test]
     fn trend_too_few_samples_is_a_clear_skip_never_a_guess() {
         let e = samples_of("pg1", &[30.0, 20.0]);
-        let p = decide(&lagging(20), &by_trend(), &[], &e, now());
+        let p = decide_with(&lagging(20), &by_trend(), &[], &e, now());
         assert!(p.actions.is_empty());
         assert_eq!(
             skip_of(&p, "pg1"),
@@ -1392,7 +1405,7 @@ mod tests {
             "not enough samples to tell a trend (2 of 5 in the window): not guessing"
         );
         // Without any evidence at all, the same.
-        let p = decide(&lagging(20), &by_trend(), &[], &Evidence::default(), now());
+        let p = decide_with(&lagging(20), &by_trend(), &[], &Evidence::default(), now());
         assert_eq!(
             skip_of(&p, "pg1"),
             Some(&SkipReason::NotEnoughSamples { have: 0, need: 5 })
@@ -1403,7 +1416,7 @@ mod tests {
     fn trend_without_a_rebuild_estimate_waits_while_it_shrinks() {
         let lags: Vec<f64> = (0..10).map(|i| 109.0 - i as f64).collect();
         let e = samples_of("pg1", &lags);
-        let p = decide(&lagging(100), &by_trend(), &[], &e, now());
+        let p = decide_with(&lagging(100), &by_trend(), &[], &e, now());
         assert!(matches!(
             skip_of(&p, "pg1"),
             Some(SkipReason::NoRebuildEstimate { eta_secs: 100, .. })
@@ -1411,7 +1424,7 @@ mod tests {
         // The data size gives one: 10 GB at 50 MB/s is ~205 s, so 100 s of catch-up waits.
         let mut e = e;
         e.data_bytes = Some(10 * 1024 * MB);
-        let p = decide(&lagging(100), &by_trend(), &[], &e, now());
+        let p = decide_with(&lagging(100), &by_trend(), &[], &e, now());
         assert!(matches!(
             skip_of(&p, "pg1"),
             Some(SkipReason::CatchingUp {
@@ -1429,21 +1442,21 @@ mod tests {
             "pg1".into(),
             "the leader's slot pg1 has wal_status lost".into(),
         );
-        let p = decide(&lagging(50), &by_trend(), &[healed_in(600)], &e, now());
+        let p = decide_with(&lagging(50), &by_trend(), &[healed_in(600)], &e, now());
         assert_eq!(acted(&p), ["pg1"]);
         assert_eq!(
             p.actions[0].reason,
             "its WAL is gone (the leader's slot pg1 has wal_status lost): it can never catch up; rebuilt at once"
         );
         let policy = Policy {
-            trend: crate::trend::TrendPolicy {
+            trend: crate::heal::TrendPolicy {
                 ceiling: 40 * MB,
                 ..Default::default()
             },
             ..by_trend()
         };
         let e = samples_of("pg1", &lags);
-        let p = decide(&lagging(50), &policy, &[healed_in(600)], &e, now());
+        let p = decide_with(&lagging(50), &policy, &[healed_in(600)], &e, now());
         assert_eq!(acted(&p), ["pg1"]);
         assert!(p.actions[0].reason.contains("hard ceiling"));
     }
@@ -1454,7 +1467,7 @@ mod tests {
         e.wal_gone.insert("pg1".into(), "gone".into());
         // Cooldown.
         let recent = [record("pg1", ago(60), Some(ago(30)))];
-        let p = decide(&lagging(40), &by_trend(), &recent, &e, now());
+        let p = decide_with(&lagging(40), &by_trend(), &recent, &e, now());
         assert!(matches!(
             skip_of(&p, "pg1"),
             Some(SkipReason::Cooldown { .. })
@@ -1467,7 +1480,7 @@ mod tests {
             .replica("pg2")
             .paused()
             .build();
-        assert!(decide(&paused, &by_trend(), &[], &e, now())
+        assert!(decide_with(&paused, &by_trend(), &[], &e, now())
             .actions
             .is_empty());
         // Min healthy: the only replica.
@@ -1476,7 +1489,7 @@ mod tests {
             .replica("pg1")
             .lag_mb(40)
             .build();
-        let p = decide(&alone, &by_trend(), &[], &e, now());
+        let p = decide_with(&alone, &by_trend(), &[], &e, now());
         assert!(matches!(
             skip_of(&p, "pg1"),
             Some(SkipReason::MinHealthy { .. })
@@ -1484,7 +1497,7 @@ mod tests {
         // The leader, even when named WAL-gone.
         let mut e2 = e.clone();
         e2.wal_gone.insert("pg0".into(), "gone".into());
-        let p = decide(&lagging(40), &by_trend(), &[], &e2, now());
+        let p = decide_with(&lagging(40), &by_trend(), &[], &e2, now());
         assert_eq!(skip_of(&p, "pg0"), Some(&SkipReason::Leader));
     }
 
@@ -1549,13 +1562,13 @@ mod tests {
             }
             let cluster = b.build();
             let policy = Policy { max_concurrent, min_healthy, ..Policy::default() };
-            let p = decide(&cluster, &policy, &[], &Evidence::default(), now());
+            let p = decide_with(&cluster, &policy, &[], &Evidence::default(), now());
             check_invariants(&cluster, &policy, &p);
             // Trend mode, whatever its evidence, only ever acts where threshold mode does.
             let trend = Policy { by: DecideBy::Trend, ..policy.clone() };
             let mut e = Evidence::default();
             for (i, m) in cluster.members.iter().enumerate() {
-                let flat = (0..6).map(|k| crate::trend::LagSample {
+                let flat = (0..6).map(|k| crate::heal::LagSample {
                     at: now() - Duration::from_secs(k),
                     bytes: Some(((i as u64 + k) % 3) * MB),
                 });
@@ -1564,7 +1577,7 @@ mod tests {
                     e.wal_gone.insert(m.name.clone(), "gone".into());
                 }
             }
-            let t = decide(&cluster, &trend, &[], &e, now());
+            let t = decide_with(&cluster, &trend, &[], &e, now());
             check_invariants(&cluster, &trend, &t);
             for a in &t.actions {
                 prop_assert!(
