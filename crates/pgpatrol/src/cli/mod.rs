@@ -121,7 +121,6 @@ impl From<Outcome> for ExitCode {
 
 /// Parses arguments, runs the command, prints an error as one line, returns the exit code.
 pub fn main() -> ExitCode {
-    quiet_on_closed_pipe();
     let Cli { command, color } = Cli::parse();
     // supervise is an init: synchronous, single-threaded, no runtime (crate::supervise).
     let cli = match command {
@@ -184,25 +183,6 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Completions(args) => args.run(out),
         Command::Man(args) => args.run(out),
     }
-}
-
-/// `println!` panics when stdout is a closed pipe (`pgpatrol lab status | head -3`): like a
-/// write error on a closed pipe (see [`fail`]), that is the reader's choice, not a crash.
-/// Still needed while `lab` and the operations' dry-run lines (`ops::Ops`) print directly.
-fn quiet_on_closed_pipe() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info)
-    }));
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {

@@ -39,6 +39,15 @@ pub struct SentRequest {
     pub answer: Option<String>,
 }
 
+/// A dry run's line, on stdout as the request would have gone. A write that fails here (a
+/// closed pipe: `pgpatrol restart --dry-run | head -1`) is not this step's to report: the
+/// command writes its report next, to the same stdout, and that write's error ends it (a
+/// closed pipe quietly, see `cli::fail`).
+fn dry_run_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// Sends an operation's requests: audits each one, or only prints it in a dry run.
 pub struct Ops<'a> {
     pub source: &'a ClusterSource,
@@ -97,7 +106,10 @@ impl<'a> Ops<'a> {
                 .map(|b| format!(" {b}"))
                 .unwrap_or_default();
             if !self.json {
-                println!("dry run: would send {} {}{body}", record.method, record.url);
+                dry_run_line(format_args!(
+                    "dry run: would send {} {}{body}",
+                    record.method, record.url
+                ));
             }
             self.push(record);
             return Ok(None);
@@ -161,7 +173,7 @@ impl<'a> Ops<'a> {
         };
         if self.dry_run {
             if !self.json {
-                println!("dry run: would {what}");
+                dry_run_line(format_args!("dry run: would {what}"));
             }
             self.push(record);
             return Ok(None);

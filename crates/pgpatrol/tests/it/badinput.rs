@@ -1,11 +1,15 @@
 //! Bad input and faults: each gives one clear line on stderr naming the problem, exit 2,
 //! and no panic. Servers that misbehave are real sockets on loopback.
 
-use crate::harness::{run, Lab, Test};
+use crate::harness::{bare, pgpatrol_cmd, run, Lab, Test};
 use crate::util::{capture, code, fake_server, one_line_error, routes_server, stdout, Route};
 
 pub fn tests() -> Vec<Test> {
-    tests![
+    let mut all = vec![bare(
+        "a_closed_stdout_ends_every_command_quietly",
+        a_closed_stdout_ends_every_command_quietly,
+    )];
+    all.extend(tests![
         nothing_listening,
         a_port_serving_html,
         garbage_and_truncated_json,
@@ -19,7 +23,8 @@ pub fn tests() -> Vec<Test> {
         config_without_restapi_and_missing_password,
         a_dead_url_is_skipped_for_a_live_one,
         unknown_member_for_reinit,
-    ]
+    ]);
+    all
 }
 
 fn dead_port() -> u16 {
@@ -215,4 +220,63 @@ fn unknown_member_for_reinit(lab: &Lab) {
         &lab.pgpatrol(&["reinit", "pg9", "--yes"]),
         "no member named \"pg9\"",
     );
+}
+
+/// A reader that stops reading (`pgpatrol list | head -1`) is its choice, not a crash: with
+/// stdout a pipe whose reading end is already closed, every command that writes ends with
+/// exit 0 and says nothing on stderr, with no panic hook to hide a `println!` (each command
+/// writes to a writer and returns the write's error). Checked without it: a `println!` put
+/// back in `list` panics ("failed printing to stdout: Broken pipe") and exits 101.
+fn a_closed_stdout_ends_every_command_quietly() {
+    use std::os::fd::OwnedFd;
+    let (url, _patroni) = routes_server(vec![
+        ("/cluster", Route::Json(200, capture("4.1.5/cluster.json"))),
+        (
+            "/patroni",
+            Route::Json(200, capture("4.1.5/patroni_leader.json")),
+        ),
+        ("/history", Route::Json(200, capture("4.1.5/history.json"))),
+        ("/config", Route::Json(200, capture("4.1.5/config.json"))),
+    ]);
+    let dir = crate::harness::test_tmp();
+    let commands: Vec<Vec<String>> = [
+        vec!["list", "--url", &url],
+        vec!["list", "--url", &url, "-o", "json"],
+        vec!["topology", "--url", &url],
+        vec!["history", "--url", &url],
+        vec!["show-config", "--url", &url],
+        vec!["sli", "--url", &url],
+        vec!["doctor", "--url", &url],
+        vec!["reload", "--url", &url, "--dry-run", "--yes"],
+        vec!["completions", "bash"],
+        vec!["lab", "status", "--dir", dir.to_str().unwrap_or_default()],
+    ]
+    .into_iter()
+    .map(|c| c.into_iter().map(str::to_owned).collect())
+    .collect();
+    for args in commands {
+        let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = pgpatrol_cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run pgpatrol");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "{args:?} panicked on a closed stdout: {stderr}"
+        );
+        // doctor and sli judge the cluster (exit 1 or 2 for what they find); the others
+        // have nothing to report but the closed pipe, which is not an error.
+        if !matches!(args[0].as_str(), "doctor" | "sli" | "lab") {
+            assert_eq!(
+                code(&out),
+                0,
+                "{args:?} on a closed stdout: exit {:?}, stderr {stderr}",
+                out.status
+            );
+        }
+    }
 }
