@@ -20,7 +20,7 @@ use super::ops::{confirm_op, emit_json, OpArgs, OpFormat};
 use super::Outcome;
 use crate::audit::Audit;
 use crate::lab::{down, up, LabPaths, LabState};
-use crate::ops::runner::{self, OpResult, Operation, StepOutcome, StepResult};
+use crate::ops::runner::{self, OpResult, Operation, Recheck, StepOutcome, StepResult};
 use crate::ops::switchover::{self, Takeover, TakeoverResult};
 use crate::ops::Ops;
 use crate::poll::Poll;
@@ -859,7 +859,7 @@ struct MemberRemoveOp<'a> {
 }
 
 impl Operation for MemberRemoveOp<'_> {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
         if matches!(step.action, Action::DeleteClaim | Action::DropSlot) {
             // The member is gone: what remains are its claims and its slot, each judged by
             // its own rule when it is done.
@@ -869,7 +869,11 @@ impl Operation for MemberRemoveOp<'_> {
             .args
             .read(ops.source)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Recheck::Unreadable {
+                what: "the cluster and its synchronous settings".into(),
+                label: "read",
+                error: format!("{e:#}"),
+            })?;
         let again = member_rule::remove(&c, &self.args.request(&self.name, sync))
             .map_err(|r| r.to_string())?;
         let next = again.first().map(|s| s.action);
@@ -882,7 +886,8 @@ impl Operation for MemberRemoveOp<'_> {
                 return Err(format!(
                     "{} leads again after the switchover: removing nothing",
                     self.name
-                ))
+                )
+                .into())
             }
             (a, Some(n)) if a == n => {}
             (a, n) => {
@@ -890,7 +895,8 @@ impl Operation for MemberRemoveOp<'_> {
                     "the plan changed: {} was next, now {}",
                     a.as_str(),
                     n.map_or("nothing", |n| n.as_str())
-                ))
+                )
+                .into())
             }
         }
         self.last = Some(c);

@@ -18,7 +18,7 @@ use super::progress::Spinner;
 use super::Outcome;
 use crate::audit::Audit;
 use crate::executor::{self, ReinitOptions, ReinitOutcome, ReinitResult};
-use crate::ops::runner::{self, OpResult, Operation, StepOutcome, StepResult};
+use crate::ops::runner::{self, OpResult, Operation, Recheck, StepOutcome, StepResult};
 use crate::ops::Ops;
 use crate::source::http::Request;
 use crate::source::Detail;
@@ -200,13 +200,10 @@ fn op_result(r: &ReinitResult) -> OpResult {
 }
 
 impl Operation for ReinitOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops
-            .read()
-            .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         if let Some(r) = reinit_rule::plan(&c, &step.member).refusal {
-            return Err(r.to_string());
+            return Err(r.to_string().into());
         }
         let api = c
             .member(&step.member)

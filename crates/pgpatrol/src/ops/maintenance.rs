@@ -13,7 +13,7 @@ use pgpatrol_core::ops::OpStep;
 use pgpatrol_core::Cluster;
 
 use super::config as cfg;
-use super::runner::{Operation, StepOutcome, StepResult};
+use super::runner::{Operation, Recheck, StepOutcome, StepResult};
 use super::{api_of, round1, Ops};
 use crate::poll::Poll;
 use crate::source::http::Request;
@@ -41,10 +41,6 @@ pub fn pending_of(c: &Cluster) -> Vec<Pending> {
         .collect()
 }
 
-fn read_error(e: anyhow::Error) -> String {
-    format!("cannot read the cluster: {e}")
-}
-
 /// `pause` or `resume`: one `PATCH /config`, then (with `wait`) every member's own
 /// `/patroni` followed until it reports the new state.
 pub struct PauseOp {
@@ -67,11 +63,11 @@ impl PauseOp {
 }
 
 impl Operation for PauseOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, _: &OpStep) -> Result<(), String> {
-        let c = ops.read().await.map_err(read_error)?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, _: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         let verdict = maintenance::pause_still_needed(&c, self.pause);
         self.last = Some(c);
-        verdict
+        Ok(verdict?)
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
@@ -166,10 +162,10 @@ pub struct ReloadOp {
 }
 
 impl Operation for ReloadOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops.read().await.map_err(read_error)?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         if c.member(&step.member).is_none() {
-            return Err(format!("{} is no longer a member", step.member));
+            return Err(format!("{} is no longer a member", step.member).into());
         }
         self.last = Some(c);
         Ok(())
@@ -257,14 +253,14 @@ impl EditOp {
 }
 
 impl Operation for EditOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, _: &OpStep) -> Result<(), String> {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, _: &OpStep) -> Result<(), Recheck> {
         let now = ops
             .source
             .config()
             .await
-            .map_err(|e| format!("cannot read the configuration again: {e}"))?;
+            .map_err(|e| Recheck::read("the configuration again", &e))?;
         maintenance::config_unchanged(&self.read, &now)?;
-        self.last = Some(ops.read().await.map_err(read_error)?);
+        self.last = Some(ops.reread().await?);
         Ok(())
     }
 

@@ -229,12 +229,19 @@ impl<'a> Ops<'a> {
     }
 
     /// Reads the cluster (fresh, with each member's own figures).
-    pub async fn read(&self) -> anyhow::Result<Cluster> {
+    pub async fn read(&self) -> Result<Cluster, crate::source::SourceError> {
         Ok(self
             .source
             .snapshot(crate::source::Detail::Full)
             .await?
             .cluster)
+    }
+
+    /// The cluster, read again for a step's re-check.
+    pub async fn reread(&self) -> Result<Cluster, runner::Recheck> {
+        self.read()
+            .await
+            .map_err(|e| runner::Recheck::read("the cluster", &e))
     }
 }
 
@@ -243,13 +250,13 @@ impl<'a> Ops<'a> {
 /// a restart sent to it would wait out `--timeout` (5 minutes) before the run could stop.
 /// Seen under the fault matrix's observer (a member's Patroni SIGSTOPped before a rolling
 /// restart reached it).
-pub async fn answers(ops: &Ops<'_>, m: &Member) -> Result<(), String> {
-    let api = api_of(m).map_err(|e| e.to_string())?;
+pub async fn answers(ops: &Ops<'_>, m: &Member) -> Result<(), runner::Recheck> {
+    let api = api_of(m).map_err(|e| runner::Recheck::Refused(e.to_string()))?;
     ops.source.member_status(&api).await.map(|_| ()).map_err(|e| {
-        format!(
+        runner::Recheck::Silent(format!(
             "{}'s Patroni does not answer GET /patroni ({e}): it may be hung or cut off; nothing is sent to it",
             m.name
-        )
+        ))
     })
 }
 

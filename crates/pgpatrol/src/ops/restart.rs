@@ -17,7 +17,7 @@ use pgpatrol_core::candidates::{self, TakeoverSettings};
 use pgpatrol_core::ops::restart as restart_rule;
 use pgpatrol_core::{Cluster, LagKind, Member};
 
-use super::runner::{Operation, StepOutcome, StepResult};
+use super::runner::{Operation, Recheck, StepOutcome, StepResult};
 use super::switchover::{self, Takeover, TakeoverResult};
 use super::{answers, api_of, round1, with_write_gap, Ops};
 use crate::poll::Poll;
@@ -205,14 +205,11 @@ impl RestartOp {
 }
 
 impl Operation for RestartOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops
-            .read()
-            .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         let name = step.member.as_str();
         let Some(m) = c.member(name) else {
-            return Err(format!("{name} is no longer a member of the cluster"));
+            return Err(format!("{name} is no longer a member of the cluster").into());
         };
         answers(ops, m).await?;
         let verdict = match step.action {
@@ -234,7 +231,7 @@ impl Operation for RestartOp {
             _ => gate(&c, name, None, &self.opts),
         };
         self.last = Some(c);
-        verdict
+        Ok(verdict?)
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {
@@ -381,19 +378,15 @@ impl Default for FlushOp {
 }
 
 impl Operation for FlushOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops
-            .read()
-            .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
-        let verdict = match step.action {
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
+        let verdict: Result<(), Recheck> = match step.action {
             Action::CancelRestart => match c.member(&step.member) {
                 Some(m) if m.scheduled_restart.is_some() => Ok(()),
-                Some(_) => Err(format!(
-                    "{} no longer holds a scheduled restart",
-                    step.member
-                )),
-                None => Err(format!("{} is no longer a member", step.member)),
+                Some(_) => {
+                    Err(format!("{} no longer holds a scheduled restart", step.member).into())
+                }
+                None => Err(format!("{} is no longer a member", step.member).into()),
             },
             _ if c.scheduled_switchover.is_none() => {
                 Err("no switchover is scheduled any more".into())

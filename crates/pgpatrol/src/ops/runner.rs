@@ -210,13 +210,66 @@ impl StepOutcome {
     }
 }
 
+/// Why a step may not go now: [`Operation::recheck`]'s error, with a bounded reason for
+/// reports and metrics ([`Recheck::metric_label`]) besides its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Recheck {
+    /// What the step's rule needs could not be read again: the run stops (fails closed).
+    /// `label` is the read's own (`timeout`, `dcs_unreachable`, `postgres`…).
+    #[error("cannot read {what}: {error}")]
+    Unreadable {
+        what: String,
+        label: &'static str,
+        error: String,
+    },
+    /// The member the step sends to does not answer its own `GET /patroni`.
+    #[error("{0}")]
+    Silent(String),
+    /// The rule, decided again on what was read, refuses the step now.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Recheck {
+    /// A source read that failed: `what` names what the rule needed.
+    pub fn read(what: impl Into<String>, e: &crate::source::SourceError) -> Self {
+        Recheck::Unreadable {
+            what: what.into(),
+            label: e.metric_label(),
+            error: e.to_string(),
+        }
+    }
+
+    /// A bounded label: the read's own, `member_silent` or `refused`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Recheck::Unreadable { label, .. } => label,
+            Recheck::Silent(_) => "member_silent",
+            Recheck::Refused(_) => "refused",
+        }
+    }
+}
+
+/// Core's rules refuse with their reason as a string: that is a refusal.
+impl From<String> for Recheck {
+    fn from(why: String) -> Self {
+        Recheck::Refused(why)
+    }
+}
+
+impl From<&str> for Recheck {
+    fn from(why: &str) -> Self {
+        Recheck::Refused(why.to_string())
+    }
+}
+
 /// An operation the runner can carry out: its plan comes from core; these two say whether
 /// a step may still go and do it.
 #[allow(async_fn_in_trait)] // run on the caller's task, never spawned: no Send bound needed
 pub trait Operation {
     /// Reads the cluster (and what the operation's rule needs) again and decides again
     /// whether `step`, number `index` of the plan, may go now. `Err` says why not.
-    async fn recheck(&mut self, ops: &Ops<'_>, index: usize, step: &OpStep) -> Result<(), String>;
+    async fn recheck(&mut self, ops: &Ops<'_>, index: usize, step: &OpStep) -> Result<(), Recheck>;
 
     /// Carries `step` out through `ops` (which prints instead of sending in a dry run) and
     /// follows it until it is done.
@@ -246,6 +299,10 @@ pub struct OpReport {
     pub steps: Vec<StepOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// Why a step's re-check stopped the run, as a bounded label (`refused`, `member_silent`,
+    /// or the failed read's: `timeout`, `dcs_unreachable`, `postgres`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_cause: Option<&'static str>,
     /// Members (or objects) of planned steps that were not touched.
     pub untouched: Vec<String>,
     pub requests: Vec<SentRequest>,
@@ -291,6 +348,7 @@ impl OpReport {
             plan,
             steps: Vec::new(),
             stopped: None,
+            stop_cause: None,
             untouched: Vec::new(),
             requests: Vec::new(),
             total_secs: 0.0,
@@ -338,6 +396,7 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
     for (i, step) in plan.steps.iter().enumerate() {
         if let Err(why) = op.recheck(ops, i, step).await {
             report.stopped = Some(format!("stopped before {step}: {why}"));
+            report.stop_cause = Some(why.metric_label());
             report.untouched = plan.steps[i..].iter().map(|s| s.member.clone()).collect();
             break;
         }
@@ -439,7 +498,7 @@ mod tests {
     }
 
     impl Operation for Script {
-        async fn recheck(&mut self, _: &Ops<'_>, i: usize, s: &OpStep) -> Result<(), String> {
+        async fn recheck(&mut self, _: &Ops<'_>, i: usize, s: &OpStep) -> Result<(), Recheck> {
             self.seen.push(format!("check {}", s.member));
             if self.stop_at == Some(i) {
                 return Err("a replica is behind".into());
@@ -511,6 +570,38 @@ mod tests {
         assert_eq!(r.exit.code, 1);
         assert_eq!(r.untouched, vec!["pg2", "pg0"]);
         assert!(r.stopped.unwrap().contains("a replica is behind"));
+        assert_eq!(r.stop_cause, Some("refused"));
+    }
+
+    /// Re-reads the cluster before each step, as every real operation does.
+    struct ReadsAgain;
+    impl Operation for ReadsAgain {
+        async fn recheck(&mut self, ops: &Ops<'_>, _: usize, _: &OpStep) -> Result<(), Recheck> {
+            ops.reread().await?;
+            Ok(())
+        }
+        async fn perform(&mut self, _: &Ops<'_>, s: &OpStep) -> StepOutcome {
+            StepOutcome::failed(s).with(StepResult::Done, "ok")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_cannot_be_read_again_stops_the_run_with_the_reads_label() {
+        let http = crate::source::http::Http::new(&Default::default()).unwrap();
+        // Nothing listens on port 9: the re-read is refused.
+        let source = ClusterSource::new(http, &["http://127.0.0.1:9".to_string()]).unwrap();
+        let audit = Audit::disabled();
+        let ops = Ops::new(&source, "restart", false, &audit, &Quiet);
+        let r = run(&mut ReadsAgain, &ops, plan()).await;
+        assert!(r.steps.is_empty(), "{r:?}");
+        assert_eq!(r.untouched, vec!["pg1", "pg2", "pg0"]);
+        assert_eq!(r.stop_cause, Some("connect"), "{r:?}");
+        let stopped = r.stopped.unwrap_or_default();
+        assert!(
+            stopped.contains("cannot read the cluster: cannot connect to http://127.0.0.1:9"),
+            "{stopped}"
+        );
+        assert_eq!(r.exit.code, 1);
     }
 
     #[tokio::test]

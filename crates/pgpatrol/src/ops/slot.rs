@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use pgpatrol_core::ops::slot::{self as slot_rule, Slot};
 use pgpatrol_core::ops::OpStep;
 
-use super::runner::{Operation, StepOutcome, StepResult};
+use super::runner::{Operation, Recheck, StepOutcome, StepResult};
 use super::{round1, Ops};
 use crate::source::pg::error_line;
 
@@ -151,27 +151,39 @@ const WAL_SIZE: &str =
     "SELECT sum(size)::float8, min(name) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'";
 
 impl Operation for SlotDropOp<'_> {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops
-            .read()
-            .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         match c.leader() {
             Some(l) if l.name == step.member => {}
             Some(l) => {
                 return Err(format!(
                     "the leader changed from {} to {}: the slot lives on the leader",
                     step.member, l.name
-                ))
+                )
+                .into())
             }
             None => return Err("the cluster has no leader".into()),
         }
-        let config =
-            ops.source.config().await.map_err(|e| {
-                format!("cannot read the dynamic configuration (permanent slots): {e}")
+        let config = ops
+            .source
+            .config()
+            .await
+            .map_err(|e| Recheck::read("the dynamic configuration (permanent slots)", &e))?;
+        let read =
+            read_slot(self.client, &self.slot)
+                .await
+                .map_err(|error| Recheck::Unreadable {
+                    what: format!("the slot {:?} on the leader", self.slot),
+                    label: "postgres",
+                    error,
+                })?;
+        let retained = retained_slots(self.dcs.as_ref(), &c, &config)
+            .await
+            .map_err(|error| Recheck::Unreadable {
+                what: "which slots Patroni keeps for absent members".into(),
+                label: "retain_slots",
+                error,
             })?;
-        let read = read_slot(self.client, &self.slot).await?;
-        let retained = retained_slots(self.dcs.as_ref(), &c, &config).await?;
         let again = slot_rule::drop_plan(
             &step.member,
             &Slot {
@@ -182,7 +194,7 @@ impl Operation for SlotDropOp<'_> {
             &c.members,
             &retained,
         );
-        again.verdict()
+        Ok(again.verdict()?)
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {

@@ -10,7 +10,7 @@ use pgpatrol_core::ops::standby as standby_rule;
 use pgpatrol_core::ops::{Action, OpPlan, OpStep};
 use pgpatrol_core::{Cluster, Role};
 
-use super::runner::{Operation, StepOutcome, StepResult};
+use super::runner::{Operation, Recheck, StepOutcome, StepResult};
 use super::{api_of, round1, Ops};
 use crate::poll::Poll;
 use crate::source::http::Request;
@@ -94,11 +94,8 @@ impl StandbyOp {
 }
 
 impl Operation for StandbyOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops
-            .read()
-            .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         let again = self
             .inputs
             .decide(ops.source, &c, step.action == Action::Demote)
@@ -107,10 +104,9 @@ impl Operation for StandbyOp {
         match again.steps.first() {
             Some(s) if s.member == step.member => {}
             Some(s) => {
-                return Err(format!(
-                    "the leader changed from {} to {}",
-                    step.member, s.member
-                ))
+                return Err(
+                    format!("the leader changed from {} to {}", step.member, s.member).into(),
+                )
             }
             None => return Err("nothing to do any more".into()),
         }

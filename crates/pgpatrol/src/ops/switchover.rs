@@ -15,7 +15,7 @@ use pgpatrol_core::ops::takeover::{self, Position};
 use pgpatrol_core::ops::{Action, OpStep};
 use pgpatrol_core::{Cluster, Lsn, Member};
 
-use super::runner::{Operation, StepOutcome, StepResult};
+use super::runner::{Operation, Recheck, StepOutcome, StepResult};
 use super::{api_of, round1, with_write_gap, Ops, SentRequest, WriteGap};
 use crate::poll::Poll;
 use crate::source::http::Request;
@@ -424,18 +424,15 @@ impl TakeoverOp {
 }
 
 impl Operation for TakeoverOp {
-    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
-        let c = ops
-            .read()
-            .await
-            .map_err(|e| format!("cannot read the cluster: {e}"))?;
+    async fn recheck(&mut self, ops: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
+        let c = ops.reread().await?;
         let again = if step.action == Action::Failover {
             let r = read_failover(ops, &c, &self.settings, &step.member).await;
             if let Some(l) = &r.leader_running {
                 return Err(format!(
                     "the leader {l} is running: use `pgpatrol switchover --candidate {}` (a failover is for a dead or unreachable leader)",
                     step.member
-                ));
+                ).into());
             }
             let plan = takeover::failover(&step.member, &r.candidates, &r.risk, self.accepted);
             let cands = r.candidates.clone();
@@ -446,12 +443,11 @@ impl Operation for TakeoverOp {
             match c.leader() {
                 Some(l) if l.name == step.member => {}
                 Some(l) => {
-                    return Err(format!(
-                        "the leader changed from {} to {}",
-                        step.member, l.name
-                    ))
+                    return Err(
+                        format!("the leader changed from {} to {}", step.member, l.name).into(),
+                    )
                 }
-                None => return Err(format!("the leader {} is gone", step.member)),
+                None => return Err(format!("the leader {} is gone", step.member).into()),
             }
             let cands = candidates::candidates(&c, &self.settings, Kind::Switchover);
             let plan = takeover::switchover(&c, &cands, step.to.as_deref(), step.at.as_deref());
@@ -466,7 +462,7 @@ impl Operation for TakeoverOp {
             self.last = Some((c, cands));
             plan
         };
-        again.verdict()
+        Ok(again.verdict()?)
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {

@@ -444,6 +444,7 @@ fn a_rolling_restart_meets_a_hung_member_and_stops_before_it(lab: &Lab) {
         stopped.contains(&format!("{hung}'s Patroni does not answer GET /patroni")),
         "{r:#}"
     );
+    assert_eq!(r["stop_cause"], "member_silent", "{r:#}");
     let sent: Vec<Value> = crate::util::audit_lines(&audit);
     assert!(
         sent.iter().all(|l| l["member"] != hung.as_str()),
@@ -578,6 +579,7 @@ fn a_switchover_to_a_hung_candidate_changes_nothing(lab: &Lab) {
         )),
         "{r:#}"
     );
+    assert_eq!(r["stop_cause"], "member_silent", "{r:#}");
     let sent = crate::util::audit_lines(&audit);
     assert!(sent.is_empty(), "nothing sent: {sent:#?}");
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use pgpatrol_core::ops::remove as remove_rule;
 use pgpatrol_core::ops::OpStep;
 
-use super::runner::{Operation, StepOutcome, StepResult};
+use super::runner::{Operation, Recheck, StepOutcome, StepResult};
 use super::{round1, Ops};
 pub use survey::{member_names, survey, RemoveError, Survey};
 
@@ -69,10 +69,14 @@ impl<'d> RemoveOp<'d> {
 }
 
 impl Operation for RemoveOp<'_> {
-    async fn recheck(&mut self, _: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), String> {
+    async fn recheck(&mut self, _: &Ops<'_>, _: usize, step: &OpStep) -> Result<(), Recheck> {
         let s = survey(self.dcs, self.http, self.connect_timeout)
             .await
-            .map_err(|e| format!("cannot survey the DCS again: {e}"))?;
+            .map_err(|e| Recheck::Unreadable {
+                what: "the DCS again (its keys and who answers)".into(),
+                label: e.metric_label(),
+                error: e.to_string(),
+            })?;
         let again = remove_rule::plan(&step.member, &s.running, s.leader.as_deref(), self.force);
         again.verdict()?;
         self.last = Some(s);
