@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::harness::{free_port_base, it_root, ok, run, stderr, Lab, Test};
 use crate::tls::Pki;
 use crate::util::wait_for;
-use crate::util::{code, http, one_line_error, stdout};
+use crate::util::{code, http, one_line_error, stdout, until_agree};
 use crate::watch::{free_port, metrics, sample, scratch, start_watch, Proc};
 
 pub fn tests() -> Vec<Test> {
@@ -92,34 +92,29 @@ impl Drop for Stopped {
 /// from the DCS, replay from each member's /patroni, as over REST).
 fn list_from_the_dcs_equals_list_from_rest(lab: &Lab) {
     let (url, scope) = dcs(lab);
-    let mut last = (Value::Null, Value::Null);
-    for _ in 0..10 {
-        let rest = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
-        let from_dcs = json_of(
-            "list --dcs",
-            &bare(
-                &["list", "--dcs", &url, "--scope", &scope, "-o", "json"],
-                &[],
-            ),
-        );
-        if rest == from_dcs {
-            assert_eq!(rest["members"].as_array().map(Vec::len), Some(3));
-            // The table says the same and names no silent member.
-            let table = ok(
-                "list --dcs (table)",
-                &bare(&["list", "--dcs", &url, "--scope", &scope], &[]),
+    // A reading between two Patroni loops may differ in an LSN: read again.
+    let (rest, _) = until_agree(
+        "list --url and list --dcs",
+        |_| {
+            let rest = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
+            let from_dcs = json_of(
+                "list --dcs",
+                &bare(
+                    &["list", "--dcs", &url, "--scope", &scope, "-o", "json"],
+                    &[],
+                ),
             );
-            assert!(!table.contains("does not answer REST"), "{table}");
-            return;
-        }
-        last = (rest, from_dcs);
-        // A reading between two Patroni loops may differ in an LSN: read again.
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!(
-        "list --dcs never equalled list --url:\nREST: {:#}\nDCS:  {:#}",
-        last.0, last.1
+            (rest, from_dcs)
+        },
+        |rest, from_dcs| rest == from_dcs,
     );
+    assert_eq!(rest["members"].as_array().map(Vec::len), Some(3));
+    // The table says the same and names no silent member.
+    let table = ok(
+        "list --dcs (table)",
+        &bare(&["list", "--dcs", &url, "--scope", &scope], &[]),
+    );
+    assert!(!table.contains("does not answer REST"), "{table}");
 }
 
 /// Spec: with every Patroni process stopped (SIGSTOP), `list --dcs` still answers from etcd

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{ok, Lab, Test};
 use crate::k8s_fixture::{FakeObject, FakePod, FakeWorkload, Fixture, World};
-use crate::util::{http, one_line_error};
+use crate::util::{http, one_line_error, until_agree};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -221,60 +221,55 @@ fn reads_like_rest(lab: &Lab, use_endpoints: bool) {
     // Only what deploy/rbac.yaml's pgpatrol-read grants.
     fx.world.lock().expect("world").allowed = Some(crate::k8s::role_rules("pgpatrol-read"));
     let scope = lab.state().scope;
-    let mut last = (Value::Null, Value::Null);
-    for n in 0..10 {
-        if n > 0 {
-            // The copy of the DCS is a snapshot; the members write theirs every loop. A
-            // fresh copy each try, so that both sides can meet (what the fixture allows and
-            // what it logged stay).
-            let fresh = world(lab, use_endpoints);
-            let mut w = fx.world.lock().expect("world");
-            w.objects = fresh.objects;
-            w.pod_annotations = fresh.pod_annotations;
-            w.pods = fresh.pods;
-        }
-        let rest = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
-        let k8s = json_of(
-            "list --k8s-dcs",
-            &pgpatrol(&fx, &scope, &["list", "--k8s-dcs", "-o", "json"]),
-        );
-        if rest == k8s {
-            let log = fx.log();
-            let kind = if use_endpoints {
-                "endpoints"
-            } else {
-                "configmaps"
-            };
-            assert!(
-                log.iter()
-                    .any(|l| l.starts_with(&format!("LIST {kind} {NS} cluster-name={scope}"))),
-                "{log:?}"
+    let _ = until_agree(
+        "list --url and list --k8s-dcs",
+        |n| {
+            if n > 0 {
+                // The copy of the DCS is a snapshot; the members write theirs every loop. A
+                // fresh copy each try, so that both sides can meet (what the fixture allows
+                // and what it logged stay).
+                let fresh = world(lab, use_endpoints);
+                let mut w = fx.world.lock().expect("world");
+                w.objects = fresh.objects;
+                w.pod_annotations = fresh.pod_annotations;
+                w.pods = fresh.pods;
+            }
+            let rest = json_of("list --url", &lab.pgpatrol(&["list", "-o", "json"]));
+            let k8s = json_of(
+                "list --k8s-dcs",
+                &pgpatrol(&fx, &scope, &["list", "--k8s-dcs", "-o", "json"]),
             );
-            // The cluster-wide read came from the DCS objects, not a member's /cluster.
-            assert!(!log.iter().any(|l| l.contains("/proxy/cluster")), "{log:?}");
-            // history and show-config from the config object's annotations.
-            assert_eq!(
-                json_of(
-                    "history --k8s-dcs",
-                    &pgpatrol(&fx, &scope, &["history", "--k8s-dcs", "-o", "json"])
-                ),
-                json_of("history --url", &lab.pgpatrol(&["history", "-o", "json"]))
-            );
-            assert_eq!(
-                ok(
-                    "show-config --k8s-dcs",
-                    &pgpatrol(&fx, &scope, &["show-config", "--k8s-dcs"])
-                ),
-                ok("show-config --url", &lab.pgpatrol(&["show-config"]))
-            );
-            return;
-        }
-        last = (rest, k8s);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!(
-        "list --k8s-dcs never equalled list --url:\nREST: {:#}\nK8s:  {:#}",
-        last.0, last.1
+            (rest, k8s)
+        },
+        |rest, k8s| rest == k8s,
+    );
+    let log = fx.log();
+    let kind = if use_endpoints {
+        "endpoints"
+    } else {
+        "configmaps"
+    };
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with(&format!("LIST {kind} {NS} cluster-name={scope}"))),
+        "{log:?}"
+    );
+    // The cluster-wide read came from the DCS objects, not a member's /cluster.
+    assert!(!log.iter().any(|l| l.contains("/proxy/cluster")), "{log:?}");
+    // history and show-config from the config object's annotations.
+    assert_eq!(
+        json_of(
+            "history --k8s-dcs",
+            &pgpatrol(&fx, &scope, &["history", "--k8s-dcs", "-o", "json"])
+        ),
+        json_of("history --url", &lab.pgpatrol(&["history", "-o", "json"]))
+    );
+    assert_eq!(
+        ok(
+            "show-config --k8s-dcs",
+            &pgpatrol(&fx, &scope, &["show-config", "--k8s-dcs"])
+        ),
+        ok("show-config --url", &lab.pgpatrol(&["show-config"]))
     );
 }
 

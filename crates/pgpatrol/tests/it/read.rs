@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::harness::{ok, patroni_version, Lab, Test, MB};
-use crate::util::{code, get_json, stdout, Paused};
+use crate::util::{code, get_json, stdout, until_agree, Paused};
 
 pub fn tests() -> Vec<Test> {
     tests![
@@ -70,20 +70,14 @@ fn list_differences(ours: &Value, theirs: &Value) -> Vec<String> {
 pub(crate) fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
     // The two reads are moments apart; a member's DCS key refreshed between them (every
     // loop, and a fresh lab still settles) can move a lag or a state. Read both again.
-    let mut ours = Value::Null;
-    let mut diffs = Vec::new();
-    for _ in 0..10 {
-        ours = list_json(lab);
-        let theirs = get_json(&format!("{}/cluster", lab.urls()[0]));
-        diffs = list_differences(&ours, &theirs);
-        if diffs.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    assert!(
-        diffs.is_empty(),
-        "list -o json never agreed with /cluster: {diffs:#?}"
+    let (ours, _) = until_agree(
+        "list -o json and Patroni's /cluster",
+        |_| {
+            let ours = list_json(lab);
+            let theirs = get_json(&format!("{}/cluster", lab.urls()[0]));
+            (ours, theirs)
+        },
+        |ours, theirs| list_differences(ours, theirs).is_empty(),
     );
     assert_eq!(ours["scope"], "demo");
     let line = patroni_version();
@@ -95,38 +89,33 @@ pub(crate) fn list_json_agrees_with_patronis_cluster(lab: &Lab) {
 }
 
 pub(crate) fn patronictl_json_equals_patronictl(lab: &Lab) {
-    let mut last = (Value::Null, Value::Null);
-    for _ in 0..10 {
-        let theirs = lab.patronictl(&["list", "-f", "json"]);
-        let theirs: Value =
-            serde_json::from_str(&ok("patronictl list -f json", &theirs)).expect("patronictl JSON");
-        let ours: Value = serde_json::from_str(&ok(
-            "list -o patronictl-json",
-            &lab.pgpatrol(&["list", "-o", "patronictl-json"]),
-        ))
-        .expect("our JSON");
-        if ours == theirs {
-            // Same keys in the same order, so even text comparisons of scripts keep working.
-            for (o, t) in ours
-                .as_array()
-                .unwrap()
-                .iter()
-                .zip(theirs.as_array().unwrap())
-            {
-                let ok: Vec<&String> = o.as_object().unwrap().keys().collect();
-                let tk: Vec<&String> = t.as_object().unwrap().keys().collect();
-                assert_eq!(ok, tk);
-            }
-            return;
-        }
-        last = (ours, theirs);
-        // A DCS key refreshed between the two reads: read again.
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    panic!(
-        "-o patronictl-json never equalled patronictl:\nours:   {:#}\ntheirs: {:#}",
-        last.0, last.1
+    // A DCS key refreshed between the two reads: read again.
+    let (ours, theirs) = until_agree(
+        "list -o patronictl-json and patronictl list -f json",
+        |_| {
+            let theirs = lab.patronictl(&["list", "-f", "json"]);
+            let theirs: Value = serde_json::from_str(&ok("patronictl list -f json", &theirs))
+                .expect("patronictl JSON");
+            let ours: Value = serde_json::from_str(&ok(
+                "list -o patronictl-json",
+                &lab.pgpatrol(&["list", "-o", "patronictl-json"]),
+            ))
+            .expect("our JSON");
+            (ours, theirs)
+        },
+        |ours, theirs| ours == theirs,
     );
+    // Same keys in the same order, so even text comparisons of scripts keep working.
+    for (o, t) in ours
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(theirs.as_array().unwrap())
+    {
+        let ok: Vec<&String> = o.as_object().unwrap().keys().collect();
+        let tk: Vec<&String> = t.as_object().unwrap().keys().collect();
+        assert_eq!(ok, tk);
+    }
 }
 
 fn sli_mb(lab: &Lab, args: &[&str]) -> u64 {

@@ -486,6 +486,33 @@ pub fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     wait_for(what, limit, || f().then_some(()));
 }
 
+/// Two readings of the same cluster taken moments apart (`list --url` and `list --dcs`,
+/// ours and Patroni's): `read` takes both (its argument is the try, from 0), until `agree`
+/// says they do, at most ten times 500 ms apart (a DCS key a Patroni loop refreshed between
+/// the two moves a lag or a state). Gives the pair that agreed; panics with the last pair,
+/// named by `what`, when none did.
+pub fn until_agree<T: std::fmt::Debug>(
+    what: &str,
+    mut read: impl FnMut(usize) -> (T, T),
+    agree: impl Fn(&T, &T) -> bool,
+) -> (T, T) {
+    let mut last = None;
+    for n in 0..10 {
+        if n > 0 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let (a, b) = read(n);
+        if agree(&a, &b) {
+            return (a, b);
+        }
+        last = Some((a, b));
+    }
+    panic!(
+        "{what} never agreed; the last reading:\n{:#?}",
+        last.expect("ten readings")
+    );
+}
+
 /// The lines of an audit log (`--audit-log`), each a JSON object; none when it is missing.
 pub fn audit_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
