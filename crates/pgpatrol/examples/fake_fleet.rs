@@ -23,8 +23,15 @@
 //! 5MB over 30d, interval 10s), prints `ready` on stdout once every listener is bound, and
 //! on SIGTERM/SIGINT prints how many requests it served.
 //!
+//! One process holds 3 listeners per cluster, and a process's open files are limited
+//! (`ulimit -n`, 20,000 here and not raisable): `--from F --count N` serves only clusters
+//! F..F+N of the `--clusters` fleet, so several processes share a fleet of any size
+//! (`scripts/bench-fleet` starts as many as the limit needs; the `watch.yml` lists all).
+//!
 //! ```text
 //! cargo run --release --example fake_fleet -- --clusters 1000 --port 18008 --watch-yml /tmp/w.yml
+//! fake_fleet --clusters 10000 --from 0 --count 5000 --watch-yml /tmp/w.yml &
+//! fake_fleet --clusters 10000 --from 5000 --count 5000 &
 //! ```
 
 use std::fmt::Write as _;
@@ -41,19 +48,24 @@ const MEMBERS: usize = 3;
 
 struct Args {
     clusters: usize,
+    /// The clusters this process serves: `from..from + count` (all by default).
+    from: usize,
+    count: Option<usize>,
     port: u16,
     watch_yml: Option<PathBuf>,
     interval: String,
 }
 
 fn usage() -> ! {
-    eprintln!("usage: fake_fleet [--clusters N] [--port PORT] [--watch-yml PATH] [--interval 10s]");
+    eprintln!("usage: fake_fleet [--clusters N] [--from F --count N] [--port PORT] [--watch-yml PATH] [--interval 10s]");
     std::process::exit(2)
 }
 
 fn args() -> Args {
     let mut a = Args {
         clusters: 1000,
+        from: 0,
+        count: None,
         port: 18008,
         watch_yml: None,
         interval: "10s".into(),
@@ -64,6 +76,8 @@ fn args() -> Args {
         match flag.as_str() {
             "--clusters" => a.clusters = value().parse().unwrap_or_else(|_| usage()),
             "--port" => a.port = value().parse().unwrap_or_else(|_| usage()),
+            "--from" => a.from = value().parse().unwrap_or_else(|_| usage()),
+            "--count" => a.count = Some(value().parse().unwrap_or_else(|_| usage())),
             "--watch-yml" => a.watch_yml = Some(value().into()),
             "--interval" => a.interval = value(),
             _ => usage(),
@@ -73,7 +87,19 @@ fn args() -> Args {
         eprintln!("--clusters must be 1..=65536");
         std::process::exit(2);
     }
+    if a.from + a.count.unwrap_or(0) > a.clusters || a.count == Some(0) {
+        eprintln!("--from F --count N must lie within --clusters");
+        std::process::exit(2);
+    }
     a
+}
+
+impl Args {
+    /// The clusters this process serves.
+    fn served(&self) -> std::ops::Range<usize> {
+        let n = self.count.unwrap_or(self.clusters - self.from);
+        self.from..self.from + n
+    }
 }
 
 /// The loopback address of member `m` of cluster `i`.
@@ -315,7 +341,7 @@ async fn main() {
         rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         started,
     });
-    for i in 0..a.clusters {
+    for i in a.served() {
         for m in 0..MEMBERS {
             let sa = SocketAddr::from((addr(i, m), a.port));
             let listener = match TcpListener::bind(sa).await {
@@ -353,10 +379,14 @@ async fn main() {
             std::process::exit(1);
         }
     }
+    let served = a.served();
     println!(
-        "ready: {} clusters, {} members, 127.10.0.0-127.{}.255.255 port {}",
+        "ready: {} clusters ({}..{} of {}), {} members, 127.10.0.0-127.{}.255.255 port {}",
+        served.len(),
+        served.start,
+        served.end,
         a.clusters,
-        a.clusters * MEMBERS,
+        served.len() * MEMBERS,
         10 + MEMBERS - 1,
         a.port
     );

@@ -174,6 +174,7 @@ impl WatchArgs {
                     alert_queue: 1024,
                     checks: None,
                     shard: None,
+                    metrics: Default::default(),
                     discover: None,
                     clusters: vec![cluster],
                 };

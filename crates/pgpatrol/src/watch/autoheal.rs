@@ -741,10 +741,10 @@ mod tests {
 
         let m = Metrics::default();
         init_metrics(&m, "c");
-        let mut r = prometheus_client::registry::Registry::default();
+        let mut r = crate::watch::metrics::Families::default();
         m.register(&mut r);
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        r.encode(&mut text).unwrap();
         assert!(
             text.contains("pgpatrol_heal_attempted_total{cluster=\"c\"} 0"),
             "{text}"

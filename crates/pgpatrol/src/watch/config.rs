@@ -114,11 +114,25 @@ pub struct WatchConfig {
     /// `--total-shards`, `--shard-from-pod` override it).
     #[serde(default)]
     pub shard: Option<ShardConfig>,
+    /// `metrics:`: which optional series `/metrics` carries.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Clusters found in a DCS, beside (or instead of) the listed ones.
     #[serde(default)]
     pub discover: Option<DiscoverConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+}
+
+/// `metrics:`: the optional series of `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Export `pgpatrol_slo_burn_rate` for each window of the SLO alerts (7 series per
+    /// cluster): off by default, as Prometheus computes them from
+    /// `pgpatrol_slo_samples_total` (docs/METRICS.md).
+    #[serde(default)]
+    pub burn_rates: bool,
 }
 
 /// `discover:`: every Patroni cluster under a namespace in one etcd is watched, read from

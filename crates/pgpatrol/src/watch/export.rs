@@ -61,9 +61,10 @@ impl Poller {
                     kind: kind.as_str().into(),
                 };
                 match lag.bytes() {
+                    // `member_lag_unknown` only while unknown: a healthy fleet has none.
                     Some(b) => {
                         m.member_lag_bytes.get_or_create(&l).set(b as f64);
-                        m.member_lag_unknown.get_or_create(&l).set(0);
+                        m.member_lag_unknown.remove(&l);
                     }
                     None => {
                         m.member_lag_bytes.remove(&l);
@@ -256,7 +257,7 @@ mod tests {
         p.export_standby(src, &Ok(lag.clone()));
         let text = {
             let mut t = String::new();
-            prometheus_client::encoding::text::encode(&mut t, &shared.registry).unwrap();
+            shared.registry.encode(&mut t).unwrap();
             t
         };
         let l = r#"{cluster="demo",source="http://src:8008""#;
@@ -301,7 +302,7 @@ mod tests {
         assert!(series(&shared, "standby_lag_bytes").is_empty());
         assert!(series(&shared, "standby_lag_seconds").is_empty());
         let mut t = String::new();
-        prometheus_client::encoding::text::encode(&mut t, &shared.registry).unwrap();
+        shared.registry.encode(&mut t).unwrap();
         assert!(
             t.contains(&format!("pgpatrol_standby_lag_unknown{l}}} 1")),
             "{t}"

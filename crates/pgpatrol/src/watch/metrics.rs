@@ -15,6 +15,62 @@ use prometheus_client::registry::Registry;
 
 pub type FGauge = Gauge<f64, AtomicU64>;
 
+/// The metric families, each in a registry of its own, so that `/metrics` is encoded and
+/// sent one family at a time: a scrape holds one family's text at once, never the whole
+/// body (a 10,000-cluster fleet is tens of MB of text). Each family's last size is kept so
+/// that its next text is allocated at once, not grown by doubling.
+#[derive(Debug, Default)]
+pub struct Families {
+    registries: Vec<Registry>,
+    sizes: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+impl Families {
+    pub fn register<M: prometheus_client::registry::Metric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) {
+        let mut r = Registry::with_prefix("pgpatrol");
+        r.register(name, help, metric);
+        self.registries.push(r);
+        self.sizes.push(Default::default());
+    }
+
+    /// How many families: chunks 0..len are families, chunk len is the end (`# EOF`).
+    pub fn len(&self) -> usize {
+        self.registries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registries.is_empty()
+    }
+
+    /// Chunk `i` of the body: family `i` as OpenMetrics text, or `# EOF` after the last.
+    pub fn chunk(&self, i: usize) -> Result<String, std::fmt::Error> {
+        use std::sync::atomic::Ordering;
+        let Some(r) = self.registries.get(i) else {
+            let mut eof = String::new();
+            prometheus_client::encoding::text::encode_eof(&mut eof)?;
+            return Ok(eof);
+        };
+        let last = self.sizes[i].load(Ordering::Relaxed);
+        let mut text = String::with_capacity(last + last / 16);
+        prometheus_client::encoding::text::encode_registry(&mut text, r)?;
+        self.sizes[i].store(text.len(), Ordering::Relaxed);
+        Ok(text)
+    }
+
+    /// The whole body at once (tests, and readers that want one string).
+    pub fn encode(&self, out: &mut String) -> Result<(), std::fmt::Error> {
+        for i in 0..=self.len() {
+            out.push_str(&self.chunk(i)?);
+        }
+        Ok(())
+    }
+}
+
 /// A label set that names the cluster its series belongs to.
 pub trait ClusterLabel {
     fn cluster(&self) -> &str;
@@ -279,7 +335,6 @@ pub struct Metrics {
     pub cluster_members: Fam<ClusterL, Gauge>,
     pub cluster_timeline: Fam<ClusterL, Gauge>,
     pub cluster_failovers: Fam<ClusterL, Gauge>,
-    pub cluster_failovers_24h: Fam<ClusterL, Gauge>,
     pub poll_duration_seconds: Fam<ClusterL, FGauge>,
     pub polls: Fam<ClusterL, Counter>,
     pub poll_errors: Fam<ClusterReasonL, Counter>,
@@ -337,7 +392,6 @@ impl Metrics {
         self.cluster_members.forget(cluster);
         self.cluster_timeline.forget(cluster);
         self.cluster_failovers.forget(cluster);
-        self.cluster_failovers_24h.forget(cluster);
         self.poll_duration_seconds.forget(cluster);
         self.polls.forget(cluster);
         self.poll_errors.forget(cluster);
@@ -361,9 +415,9 @@ impl Metrics {
         self.standby_replicating.forget(cluster);
     }
 
-    /// Registers every family under `pgpatrol_` (counters get `_total` when encoded).
-    pub fn register(&self, r: &mut Registry) {
-        let p = r.sub_registry_with_prefix("pgpatrol");
+    /// Registers every family under `pgpatrol_` (counters get `_total` when encoded), each
+    /// in a registry of its own (see [`Families`]).
+    pub fn register(&self, p: &mut Families) {
         p.register(
             "member_lag_bytes",
             "Replica lag in bytes (absent while unknown)",
@@ -371,7 +425,7 @@ impl Metrics {
         );
         p.register(
             "member_lag_unknown",
-            "1 when Patroni does not know the member's lag",
+            "1 while Patroni does not know the member's lag (the series exists only then)",
             self.member_lag_unknown.family(),
         );
         p.register(
@@ -435,11 +489,6 @@ impl Metrics {
             self.cluster_failovers.family(),
         );
         p.register(
-            "cluster_failovers_24h",
-            "Failovers and switchovers in the last 24 hours",
-            self.cluster_failovers_24h.family(),
-        );
-        p.register(
             "poll_duration_seconds",
             "How long the last poll took",
             self.poll_duration_seconds.family(),
@@ -477,12 +526,12 @@ impl Metrics {
         );
         p.register(
             "slo_burn_rate",
-            "Error-budget burn rate over a window",
+            "Error-budget burn rate over a window (with metrics: {burn_rates: true})",
             self.slo_burn_rate.family(),
         );
         p.register(
             "slo_alert_firing",
-            "1 while a burn-rate alert fires",
+            "1 while a burn-rate alert fires (the series exists only then)",
             self.slo_alert_firing.family(),
         );
         p.register(
@@ -600,7 +649,7 @@ mod tests {
     #[test]
     fn forgetting_a_cluster_removes_every_series_it_had_and_no_other() {
         let m = Metrics::default();
-        let mut r = Registry::default();
+        let mut r = Families::default();
         m.register(&mut r);
         for c in ["a", "b"] {
             let cl = ClusterL { cluster: c.into() };
@@ -644,7 +693,7 @@ mod tests {
         });
         m.forget("a");
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        r.encode(&mut text).unwrap();
         assert!(!text.contains("cluster=\"a\""), "{text}");
         for series in [
             "pgpatrol_cluster_up{cluster=\"b\"} 1",

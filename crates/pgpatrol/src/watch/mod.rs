@@ -36,7 +36,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use pgpatrol_core::heal::Plan;
@@ -80,13 +79,13 @@ pub struct ClusterView {
 #[derive(Debug)]
 pub struct Shared {
     pub metrics: Metrics,
-    pub registry: Registry,
+    /// Every family, each encoded on its own (`/metrics` streams them).
+    pub registry: metrics::Families,
+    /// `metrics: {burn_rates: true}`: export each SLO window's burn rate.
+    pub burn_rates: bool,
     pub views: Mutex<BTreeMap<String, ClusterView>>,
     pub samples: Mutex<BTreeMap<String, SampleLog>>,
     pub started: Instant,
-    /// The size of the last /metrics body: the next one is allocated at once, not grown by
-    /// doubling (a fleet of 1,000 clusters is a 3 MiB body).
-    pub metrics_size: std::sync::atomic::AtomicUsize,
     /// What happened, per cluster (`/events`, `/events/stream`).
     pub events: events::Events,
     /// Each cluster's settings the page shows (tolerance, SLO, source); discovered clusters
@@ -102,7 +101,7 @@ pub struct Shared {
 impl Shared {
     fn new(cfg: &WatchConfig) -> Self {
         let metrics = Metrics::default();
-        let mut registry = Registry::default();
+        let mut registry = metrics::Families::default();
         metrics.register(&mut registry);
         let views = cfg
             .clusters
@@ -112,10 +111,10 @@ impl Shared {
         Shared {
             metrics,
             registry,
+            burn_rates: cfg.metrics.burn_rates,
             views: Mutex::new(views),
             samples: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
-            metrics_size: Default::default(),
             events: events::Events::default(),
             settings: Mutex::new(
                 cfg.clusters

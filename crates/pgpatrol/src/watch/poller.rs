@@ -330,16 +330,10 @@ impl Poller {
         };
         let m = &self.shared.metrics;
         let c = cl(&self.name);
+        // The last 24 h are `increase(pgpatrol_cluster_failovers[24h])` in Prometheus.
         m.cluster_failovers
             .get_or_create(&c)
             .set(history.len() as i64);
-        let day_ago = SystemTime::now() - Duration::from_secs(86_400);
-        let recent = history
-            .iter()
-            .filter_map(|h| h.timestamp.as_deref().and_then(crate::time::parse_iso8601))
-            .filter(|t| *t >= day_ago)
-            .count();
-        m.cluster_failovers_24h.get_or_create(&c).set(recent as i64);
     }
 
     /// The standby leader's lag against `url`, within the poll timeout; errors in one line.
@@ -473,7 +467,7 @@ impl Poller {
         if let Some(b) = status.error_budget_remaining {
             m.slo_error_budget_remaining.get_or_create(&c).set(b);
         }
-        for (window, rate) in &status.burn_rates {
+        for (window, rate) in status.burn_rates.iter().filter(|_| self.shared.burn_rates) {
             m.slo_burn_rate
                 .get_or_create(&ClusterWindowL {
                     cluster: self.name.clone(),
@@ -486,13 +480,17 @@ impl Poller {
                 slo::Severity::Page => "page",
                 slo::Severity::Ticket => "ticket",
             };
-            m.slo_alert_firing
-                .get_or_create(&AlertL {
-                    cluster: self.name.clone(),
-                    alert: a.name.clone(),
-                    severity: sev.into(),
-                })
-                .set(i64::from(a.firing));
+            // Only while it fires, as Prometheus's own ALERTS: a quiet fleet has none.
+            let alert = AlertL {
+                cluster: self.name.clone(),
+                alert: a.name.clone(),
+                severity: sev.into(),
+            };
+            if a.firing {
+                m.slo_alert_firing.get_or_create(&alert).set(1);
+            } else {
+                m.slo_alert_firing.remove(&alert);
+            }
             let was = self.firing.contains(&a.name);
             if a.firing != was {
                 if a.firing {
@@ -612,7 +610,7 @@ pub(super) mod tests {
 
     pub(in crate::watch) fn series(shared: &Shared, family: &str) -> Vec<String> {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &shared.registry).unwrap();
+        shared.registry.encode(&mut text).unwrap();
         let prefix = format!("pgpatrol_{family}{{");
         let mut v: Vec<String> = text
             .lines()

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::Shared;
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    use std::sync::atomic::Ordering;
+    use futures::StreamExt as _;
     // The members of this watcher's clusters, as their last polls read them.
     let members: usize = s
         .views
@@ -36,26 +36,23 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             shard: s.shard.index.to_string(),
         })
         .set(members as i64);
-    let last = s.metrics_size.load(Ordering::Relaxed);
-    let mut body = String::with_capacity(last + last / 16);
-    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
-        Ok(()) => {
-            s.metrics_size.store(body.len(), Ordering::Relaxed);
-            (
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                body,
-            )
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            e.to_string(),
-        ),
-    }
+    // One family at a time, each encoded when the client takes the one before: the whole
+    // body never sits in memory (families are locked only while each is encoded).
+    let families = s.registry.len();
+    let body = futures::stream::iter(0..=families).map(move |i| {
+        s.registry
+            .chunk(i)
+            .map(axum::body::Bytes::from)
+            .map_err(|e| std::io::Error::other(format!("cannot encode metric family {i}: {e}")))
+    });
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        axum::body::Body::from_stream(body),
+    )
 }
 
 async fn healthz() -> &'static str {

@@ -26,6 +26,10 @@ pub fn tests() -> Vec<Test> {
             "bad_shard_settings_are_one_line_errors",
             bad_shard_settings_are_one_line_errors,
         ),
+        bare(
+            "the_default_series_stay_within_12_per_member",
+            the_default_series_stay_within_12_per_member,
+        ),
         crate::harness::test(
             "dynamic_shards_over_etcd_split_move_and_take_back_300_clusters",
             dynamic_shards_over_etcd_split_move_and_take_back_300_clusters,
@@ -423,4 +427,102 @@ fn dynamic_shards_over_etcd_split_move_and_take_back_300_clusters(lab: &Lab) {
     let shares = settled(&ports, 2, "every cluster polled by two watchers");
     let total: usize = shares.iter().map(BTreeSet::len).sum();
     assert_eq!(total, 2 * CLUSTERS);
+}
+
+/// Spec (issue 25, the series budget): by default `/metrics` carries at most 12 series per
+/// member for a fleet with SLOs (3-member clusters, as the capture): role and state one
+/// series each, `member_lag_unknown` and `slo_alert_firing` only while true, no per-window
+/// burn rates. `metrics: {burn_rates: true}` adds the seven windows per cluster. Checked
+/// without the budget's changes: 16.3 series per member.
+fn the_default_series_stay_within_12_per_member() {
+    let dir = test_tmp();
+    let (url, _patroni) = fake_patroni();
+    let n = 40;
+    let yml = |extra: &str, name: &str| {
+        let mut y = format!("interval: 1s\n{extra}clusters:\n");
+        for i in 0..n {
+            y.push_str(&format!(
+                "  - name: s{i:02}\n    urls: [{url}]\n    slo: {{objective: 99.5%, threshold: 5MB, window: 30d}}\n"
+            ));
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, y).expect("watch.yml");
+        path
+    };
+    // Per-cluster series once every cluster has been polled twice (the SLO's first
+    // evaluation needs samples).
+    let settled = |port: u16| -> String {
+        polled(port);
+        wait_for(
+            "every cluster polled twice",
+            Duration::from_secs(60),
+            || {
+                let text = metrics(port);
+                let twice = (0..n).all(|i| {
+                    sample(
+                        &text,
+                        &format!("pgpatrol_polls_total{{cluster=\"s{i:02}\"}}"),
+                    )
+                    .is_some_and(|v| v >= 2.0)
+                });
+                twice.then_some(text)
+            },
+        )
+    };
+    let per_cluster = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains("cluster=\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (w, port) = watcher("default", &dir, &yml("", "default.yml"), &[], &[]);
+    let text = settled(port);
+    let series = per_cluster(&text);
+    let members = 3 * n;
+    let per_member = series.len() as f64 / members as f64;
+    say!(
+        "{} per-cluster series for {members} members: {per_member:.1} per member",
+        series.len()
+    );
+    assert!(
+        per_member <= 12.0,
+        "{per_member:.1} series per member:\n{}",
+        series.join("\n")
+    );
+    assert!(
+        !text.contains("pgpatrol_slo_burn_rate{"),
+        "burn rates are off by default"
+    );
+    assert!(
+        !text.contains("pgpatrol_member_lag_unknown{"),
+        "every lag is known"
+    );
+    assert!(
+        !text.contains("pgpatrol_slo_alert_firing{"),
+        "no alert fires"
+    );
+    // One series per member for role and for state, the value in the label.
+    for family in ["pgpatrol_member_role{", "pgpatrol_member_state{"] {
+        let count = series.iter().filter(|l| l.starts_with(family)).count();
+        assert_eq!(count, members, "{family}");
+    }
+    drop(w);
+
+    let (_w, port) = watcher(
+        "burn",
+        &dir,
+        &yml("metrics: {burn_rates: true}\n", "burn.yml"),
+        &[],
+        &[],
+    );
+    let text = settled(port);
+    let burn = text
+        .lines()
+        .filter(|l| l.starts_with("pgpatrol_slo_burn_rate{"))
+        .count();
+    assert_eq!(
+        burn,
+        7 * n,
+        "seven windows per cluster with burn_rates: true"
+    );
 }

@@ -598,9 +598,10 @@ fn the_dashboard_queries_return_data_from_a_real_prometheus(lab: &Lab) {
         "pgpatrol_cluster_sli_bytes",
         "pgpatrol_slo_threshold_bytes",
         "pgpatrol_slo_error_budget_remaining",
-        "pgpatrol_slo_burn_rate",
+        // Burn rates from the sample counters (`pgpatrol_slo_burn_rate` is off by default).
+        "pgpatrol_slo_samples_total",
         "pgpatrol_heal_attempted_total",
-        "pgpatrol_cluster_failovers_24h",
+        "pgpatrol_cluster_failovers",
     ] {
         assert!(names.contains(m), "no panel shows {m}");
     }
