@@ -194,7 +194,7 @@ pub const REFUSAL_REASONS: [&str; 21] = [
 /// and a dashboard should read 0, not "no data", while nothing has been healed.
 pub fn init_metrics(m: &Metrics, cluster: &str) {
     let c = ClusterL {
-        cluster: cluster.to_string(),
+        cluster: cluster.into(),
     };
     let _ = m.heal_attempted.get_or_create(&c);
     let _ = m.heal_succeeded.get_or_create(&c);
@@ -202,8 +202,8 @@ pub fn init_metrics(m: &Metrics, cluster: &str) {
     let _ = m.heal_escalations.get_or_create(&c);
     for reason in REFUSAL_REASONS {
         let _ = m.heal_refused.get_or_create(&ClusterReasonL {
-            cluster: cluster.to_string(),
-            reason: reason.to_string(),
+            cluster: cluster.into(),
+            reason: reason.into(),
         });
     }
 }
@@ -346,8 +346,8 @@ impl Healer {
         let refuse = |reason: &str| {
             m.heal_refused
                 .get_or_create(&ClusterReasonL {
-                    cluster: name.to_string(),
-                    reason: reason.to_string(),
+                    cluster: name.into(),
+                    reason: reason.into(),
                 })
                 .inc();
         };
@@ -379,7 +379,7 @@ impl Healer {
                 if first {
                     m.heal_escalations
                         .get_or_create(&ClusterL {
-                            cluster: name.to_string(),
+                            cluster: name.into(),
                         })
                         .inc();
                     let why = format!(
@@ -501,7 +501,7 @@ impl Healer {
                     .metrics
                     .heal_stops
                     .get_or_create(&ReasonL {
-                        reason: stop.cause.to_string(),
+                        reason: stop.cause.into(),
                     })
                     .inc();
                 if stop.kind == StopKind::LeaseLost {
@@ -509,8 +509,8 @@ impl Healer {
                         .metrics
                         .heal_refused
                         .get_or_create(&ClusterReasonL {
-                            cluster: name.clone(),
-                            reason: "lease_lost".to_string(),
+                            cluster: (&name).into(),
+                            reason: "lease_lost".into(),
                         })
                         .inc();
                 }
@@ -602,7 +602,7 @@ impl runner::Reinitializer for WatchReinit {
         leader: Option<&Member>,
     ) -> executor::ReinitOutcome {
         let c = ClusterL {
-            cluster: self.name.clone(),
+            cluster: (&self.name).into(),
         };
         let m = &self.shared.metrics;
         m.heal_attempted.get_or_create(&c).inc();

@@ -121,8 +121,8 @@ impl CheckRunner {
         let mut now = BTreeSet::new();
         for c in checks {
             let l = ClusterCheckL {
-                cluster: name.to_string(),
-                check: c.id.to_string(),
+                cluster: name.into(),
+                check: c.id.to_string().into(),
             };
             match c.status.code() {
                 Some(v) => {
@@ -137,8 +137,8 @@ impl CheckRunner {
         // A check that no longer runs (the DCS went down: only two run) loses its series.
         for gone in self.exported.difference(&now) {
             m.checks.remove(&ClusterCheckL {
-                cluster: name.to_string(),
-                check: gone.to_string(),
+                cluster: name.into(),
+                check: (*gone).into(),
             });
         }
         self.exported = now;

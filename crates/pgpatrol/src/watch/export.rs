@@ -15,12 +15,14 @@ impl Poller {
     pub(super) fn export_cluster(&mut self, cluster: &Cluster) {
         let m = &self.shared.metrics;
         let name = self.name.clone();
-        let c = cl(&name);
+        let c = cl(name.clone());
         let mut present = BTreeMap::new();
         for member in &cluster.members {
+            // One allocation for the member's name, shared by its series.
+            let mname: Name = member.name.as_str().into();
             let ml = MemberL {
                 cluster: name.clone(),
-                member: member.name.clone(),
+                member: mname.clone(),
             };
             let (role, state) = (bounded_role(member), bounded_state(&member.state));
             if let Some((old_role, old_state)) = self.exported.get(&member.name) {
@@ -33,15 +35,15 @@ impl Poller {
             m.member_role
                 .get_or_create(&MemberRoleL {
                     cluster: name.clone(),
-                    member: member.name.clone(),
-                    role: role.clone(),
+                    member: mname.clone(),
+                    role: role.as_str().into(),
                 })
                 .set(1);
             m.member_state
                 .get_or_create(&MemberStateL {
                     cluster: name.clone(),
-                    member: member.name.clone(),
-                    state: state.clone(),
+                    member: mname.clone(),
+                    state: state.as_str().into(),
                 })
                 .set(1);
             present.insert(member.name.clone(), (role, state));
@@ -57,7 +59,7 @@ impl Poller {
                 };
                 let l = MemberKindL {
                     cluster: name.clone(),
-                    member: member.name.clone(),
+                    member: mname.clone(),
                     kind: kind.as_str().into(),
                 };
                 match lag.bytes() {
@@ -118,14 +120,14 @@ impl Poller {
             m.member_role.remove(&MemberRoleL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                role: role.clone(),
+                role: role.as_str().into(),
             });
         }
         if let Some(state) = state {
             m.member_state.remove(&MemberStateL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                state: state.clone(),
+                state: state.as_str().into(),
             });
         }
     }

@@ -239,7 +239,7 @@ pub(super) async fn run(
                     Ok(poller) => {
                         shared.add(c);
                         let (stop, rx) = watch::channel(false);
-                        let task = tokio::spawn(poller.run(Duration::ZERO, rx));
+                        let task = tokio::spawn(Box::new(poller).run(Duration::ZERO, rx));
                         running.insert(
                             name.to_string(),
                             Running {
@@ -265,7 +265,7 @@ pub(super) async fn run(
             .metrics
             .shard_clusters
             .get_or_create(&super::metrics::ShardL {
-                shard: shard_label.clone(),
+                shard: (&shard_label).into(),
             })
             .set((fixed.len() + running.len()) as i64);
         if discovered_once && ring_known {

@@ -15,6 +15,58 @@ use prometheus_client::registry::Registry;
 
 pub type FGauge = Gauge<f64, AtomicU64>;
 
+/// A label value, one shared allocation that every series carrying it points to (a
+/// cluster's name in its 30-odd series, a member's in its ten): a clone is a pointer, not
+/// a copy of the text. 10,000 clusters are 300,000 series.
+#[derive(Clone, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Name(std::sync::Arc<str>);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(s.into())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name(s.into())
+    }
+}
+
+impl From<&String> for Name {
+    fn from(s: &String) -> Self {
+        Name(s.as_str().into())
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Name {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        prometheus_client::encoding::EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 /// The metric families, each in a registry of its own, so that `/metrics` is encoded and
 /// sent one family at a time: a scrape holds one family's text at once, never the whole
 /// body (a 10,000-cluster fleet is tens of MB of text). Each family's last size is kept so
@@ -139,105 +191,105 @@ impl<L: Clone + Hash + Eq + ClusterLabel, M: Default> Fam<L, M> {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterL {
-    pub cluster: String,
+    pub cluster: Name,
 }
 
 /// An event kind (core `events::EventKind`, a closed set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardL {
-    pub shard: String,
+    pub shard: Name,
 }
 
 /// Why an auto-heal run stopped (a bounded label: `executor::runner::Stop::cause`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonL {
-    pub reason: String,
+    pub reason: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindL {
-    pub kind: String,
+    pub kind: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberL {
-    pub cluster: String,
-    pub member: String,
+    pub cluster: Name,
+    pub member: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberKindL {
-    pub cluster: String,
-    pub member: String,
+    pub cluster: Name,
+    pub member: Name,
     /// `receive` or `replay`.
-    pub kind: String,
+    pub kind: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberRoleL {
-    pub cluster: String,
-    pub member: String,
-    pub role: String,
+    pub cluster: Name,
+    pub member: Name,
+    pub role: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberStateL {
-    pub cluster: String,
-    pub member: String,
-    pub state: String,
+    pub cluster: Name,
+    pub member: Name,
+    pub state: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterKindL {
-    pub cluster: String,
-    pub kind: String,
+    pub cluster: Name,
+    pub kind: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterCheckL {
-    pub cluster: String,
-    pub check: String,
+    pub cluster: Name,
+    pub check: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterReasonL {
-    pub cluster: String,
-    pub reason: String,
+    pub cluster: Name,
+    pub reason: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterResultL {
-    pub cluster: String,
+    pub cluster: Name,
     /// `good` or `bad`.
-    pub result: String,
+    pub result: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterWindowL {
-    pub cluster: String,
-    pub window: String,
+    pub cluster: Name,
+    pub window: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceL {
-    pub cluster: String,
+    pub cluster: Name,
     /// The `source:` URL of a standby cluster.
-    pub source: String,
+    pub source: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceKindL {
-    pub cluster: String,
-    pub source: String,
+    pub cluster: Name,
+    pub source: Name,
     /// `receive` or `replay`.
-    pub kind: String,
+    pub kind: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertL {
-    pub cluster: String,
-    pub alert: String,
-    pub severity: String,
+    pub cluster: Name,
+    pub alert: Name,
+    pub severity: Name,
 }
 
 /// The watch's metric families.

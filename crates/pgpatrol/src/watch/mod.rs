@@ -182,9 +182,11 @@ impl Shared {
     }
 }
 
-fn cl(cluster: &str) -> ClusterL {
+/// The `cluster` label of a cluster named `cluster` (its poller's shared name when given
+/// one, see [`metrics::Name`]).
+fn cl(cluster: impl Into<metrics::Name>) -> ClusterL {
     ClusterL {
-        cluster: cluster.to_string(),
+        cluster: cluster.into(),
     }
 }
 

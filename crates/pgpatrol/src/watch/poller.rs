@@ -18,7 +18,8 @@ use super::{autoheal, cl, Shared};
 use crate::source::{ClusterSource, Detail};
 
 pub(super) struct Poller {
-    pub(super) name: String,
+    /// The cluster's name: the `cluster` label every series of it shares.
+    pub(super) name: super::metrics::Name,
     pub(super) interval: Duration,
     pub(super) timeout: Duration,
     pub(super) detail: Detail,
@@ -27,7 +28,9 @@ pub(super) struct Poller {
     /// Which lag the SLI (and so the SLO) is measured on.
     pub(super) slo_lag: LagKind,
     pub(super) heal_policy: Option<pgpatrol_core::heal::Policy>,
-    pub(super) healer: Option<autoheal::Healer>,
+    /// Boxed, as the other optional parts: a cluster without them costs a pointer each
+    /// in its task, not their size (10,000 tasks).
+    pub(super) healer: Option<Box<autoheal::Healer>>,
     pub(super) shared: Arc<Shared>,
     pub(super) alerts: alerts::AlertQueue,
     pub(super) firing: BTreeSet<String>,
@@ -36,7 +39,7 @@ pub(super) struct Poller {
     pub(super) exported: BTreeMap<String, (String, String)>,
     pub(super) last_history: Option<Instant>,
     /// doctor's checks, with a `checks:` section.
-    pub(super) checks: Option<super::checks::CheckRunner>,
+    pub(super) checks: Option<Box<super::checks::CheckRunner>>,
     /// The PostgreSQL login for lag in seconds (a cluster's `postgres:`).
     pub(super) pg: Option<crate::source::pg::PgLogin>,
     /// Heal's `by: trend` evidence: the lag samples of the polls in the trend window, and
@@ -47,14 +50,20 @@ pub(super) struct Poller {
     /// What the SLO is held on (`slo.of`).
     pub(super) slo_of: SloOf,
     /// The first read at the standby leader's current replayed position, and when.
-    pub(super) standby_seen: Option<(crate::source::standby::StandbyLag, Instant)>,
+    pub(super) standby_seen: Option<Box<(crate::source::standby::StandbyLag, Instant)>>,
     /// The last good reading, and what else the event log compares with.
     pub(super) last_cluster: Option<pgpatrol_core::Cluster>,
     pub(super) seen: super::events::Seen,
 }
 
 impl Poller {
-    pub(super) async fn run(mut self, first: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// Polls until `shutdown`. Boxed `self`: an async fn keeps its arguments beside its
+    /// locals, so a poller moved in by value would sit twice in every cluster's task.
+    pub(super) async fn run(
+        mut self: Box<Self>,
+        first: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let start = tokio::time::Instant::now() + first;
         let mut tick = tokio::time::interval_at(start, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,19 +72,22 @@ impl Poller {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            self.poll_once().await;
+            // Boxed: a poll's state (requests, the snapshot, the SLO evaluation) is several
+            // KiB and exists only while a poll runs; inline it would sit in every cluster's
+            // task between polls (10,000 clusters: over 100 MiB).
+            Box::pin(self.poll_once()).await;
         }
         if let Some(h) = self.healer.take() {
             // The view is what the state file persists: with the reinit in flight marked
             // interrupted, a restarted watch can act on that member again.
-            let view = h.shutdown().await;
+            let view = Box::pin(h.shutdown()).await;
             self.shared.view(&self.name, |v| v.heal = view);
         }
     }
 
     async fn poll_once(&mut self) {
         let m = &self.shared.metrics;
-        let c = cl(&self.name);
+        let c = cl(self.name.clone());
         let t0 = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.source.snapshot(self.detail)).await;
         m.poll_duration_seconds
@@ -128,7 +140,7 @@ impl Poller {
                 m.poll_errors
                     .get_or_create(&ClusterReasonL {
                         cluster: self.name.clone(),
-                        reason: label.to_string(),
+                        reason: (*label).into(),
                     })
                     .inc();
             }
@@ -300,11 +312,11 @@ impl Poller {
         for (member, secs) in pgpatrol_core::checks::lag_seconds_by_member(&pg) {
             let l = MemberL {
                 cluster: self.name.clone(),
-                member,
+                member: member.as_str().into(),
             };
             match secs {
                 Some(s) => {
-                    seen.insert(l.member.clone(), s);
+                    seen.insert(member, s);
                     m.member_lag_seconds.get_or_create(&l).set(s);
                 }
                 None => {
@@ -329,7 +341,7 @@ impl Poller {
             return;
         };
         let m = &self.shared.metrics;
-        let c = cl(&self.name);
+        let c = cl(self.name.clone());
         // The last 24 h are `increase(pgpatrol_cluster_failovers[24h])` in Prometheus.
         m.cluster_failovers
             .get_or_create(&c)
@@ -365,14 +377,14 @@ impl Poller {
         now: Instant,
     ) {
         use crate::source::standby::ARCHIVE_STALL_AFTER;
-        match &self.standby_seen {
+        match self.standby_seen.as_deref() {
             Some((first, since)) if lag.archive_stalled_since(first) => {
                 let stood = now.saturating_duration_since(*since);
                 if stood >= ARCHIVE_STALL_AFTER {
                     lag.archive_stalled_seconds = Some(stood.as_secs());
                 }
             }
-            _ => self.standby_seen = Some((lag.clone(), now)),
+            _ => self.standby_seen = Some(Box::new((lag.clone(), now))),
         }
     }
 
@@ -385,7 +397,7 @@ impl Poller {
         let m = &self.shared.metrics;
         let l = SourceL {
             cluster: self.name.clone(),
-            source: url.to_string(),
+            source: url.into(),
         };
         let ok = lag.as_ref().ok();
         if let Err(e) = lag {
@@ -394,7 +406,7 @@ impl Poller {
         for kind in [LagKind::Receive, LagKind::Replay] {
             let k = SourceKindL {
                 cluster: self.name.clone(),
-                source: url.to_string(),
+                source: url.into(),
                 kind: kind.as_str().into(),
             };
             match ok.and_then(|l| standby_bytes(l, kind)) {
@@ -436,13 +448,13 @@ impl Poller {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let log = samples
-                .entry(self.name.clone())
+                .entry(self.name.to_string())
                 .or_insert_with(|| SampleLog::for_spec(spec));
             log.record(now, good);
             slo::evaluate(spec, log, now)
         };
         let m = &self.shared.metrics;
-        let c = cl(&self.name);
+        let c = cl(self.name.clone());
         // Both series exist from the first sample on, so rates over them are defined
         // (a ratio over a missing `bad` series would have no value at all).
         for result in ["good", "bad"] {
@@ -471,7 +483,7 @@ impl Poller {
             m.slo_burn_rate
                 .get_or_create(&ClusterWindowL {
                     cluster: self.name.clone(),
-                    window: window.clone(),
+                    window: window.as_str().into(),
                 })
                 .set(*rate);
         }
@@ -483,7 +495,7 @@ impl Poller {
             // Only while it fires, as Prometheus's own ALERTS: a quiet fleet has none.
             let alert = AlertL {
                 cluster: self.name.clone(),
-                alert: a.name.clone(),
+                alert: (&a.name).into(),
                 severity: sev.into(),
             };
             if a.firing {
@@ -500,7 +512,7 @@ impl Poller {
                 }
                 let ev = AlertEvent {
                     alertname: "PgpatrolReplicaLagBudgetBurn".into(),
-                    cluster: self.name.clone(),
+                    cluster: self.name.to_string(),
                     severity: sev.into(),
                     firing: a.firing,
                     summary: match (self.slo_of, &self.standby_source) {
@@ -619,5 +631,35 @@ pub(super) mod tests {
             .collect();
         v.sort();
         v
+    }
+}
+#[cfg(test)]
+mod size {
+    /// Every cluster is one task holding its poller between polls: 10,000 clusters are
+    /// 10,000 of them (docs/BENCHMARKS.md, the watch at 10,000 clusters). The poller keeps
+    /// its optional parts boxed and the task holds it by pointer; a poll's own state is
+    /// boxed too and exists only while it runs. Before: 2,184 bytes of poller, held twice
+    /// (an async fn keeps its arguments beside its locals), and the poll inline: about
+    /// 6.5 KiB a task.
+    #[test]
+    fn a_clusters_task_between_polls_stays_small() {
+        let cfg = crate::watch::config::WatchConfig::parse(
+            "clusters: [{name: demo, urls: ['http://127.0.0.1:1']}]",
+        )
+        .unwrap();
+        let shared = std::sync::Arc::new(crate::watch::Shared::new(&cfg));
+        let p = super::tests::test_poller(shared);
+        assert!(
+            std::mem::size_of_val(&p) <= 1024,
+            "{}",
+            std::mem::size_of_val(&p)
+        );
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let task = Box::new(p).run(std::time::Duration::ZERO, rx);
+        assert!(
+            std::mem::size_of_val(&task) <= 512,
+            "{}",
+            std::mem::size_of_val(&task)
+        );
     }
 }

@@ -70,6 +70,10 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     // Clusters with the same TLS and timeout settings share one HTTP client.
     let mut clients = crate::source::http::HttpCache::default();
     let persisted = Arc::new(persisted);
+    // The cluster entries are read once, here, into their pollers: neither the kit (which
+    // needs the top-level settings) nor this function keeps them (10,000 entries are tens
+    // of MiB).
+    let clusters = std::mem::take(&mut cfg.clusters);
     let kit = Kit {
         cfg: Arc::new(cfg.clone()),
         shared: shared.clone(),
@@ -77,9 +81,11 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         persisted: persisted.clone(),
         state_file: state_file.clone(),
     };
-    for c in &cfg.clusters {
+    for c in &clusters {
         pollers.push(kit.poller(c, &mut clients).await?);
     }
+    let fixed: Vec<String> = clusters.iter().map(|c| c.name.clone()).collect();
+    drop(clusters);
     let ownership = match &dynamic {
         Some(s) => Some(super::fleet::Ownership::Ring {
             membership: membership(s, cfg.timeout).map_err(anyhow::Error::msg)?,
@@ -99,20 +105,20 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         })?;
     tracing::info!(
         listen = %cfg.listen,
-        clusters = cfg.clusters.len(),
+        clusters = fixed.len(),
         listed,
         shard = %if dynamic.is_some() { "dynamic (the ring of watchers)".to_string() } else { format!("{} of {}", share.shard.index, share.shard.total) },
         "pgpatrol watch started"
     );
     if dynamic.is_none() {
         let sl = super::metrics::ShardL {
-            shard: share.shard.index.to_string(),
+            shard: share.shard.index.to_string().into(),
         };
         shared
             .metrics
             .shard_clusters
             .get_or_create(&sl)
-            .set(cfg.clusters.len() as i64);
+            .set(fixed.len() as i64);
         shared.metrics.shard_total.set(i64::from(share.shard.total));
     }
     let expected = match &cfg.listen_auth {
@@ -146,14 +152,14 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     let n = pollers.len();
     for (i, p) in pollers.into_iter().enumerate() {
         let first = first_poll_offset(i, n, p.interval);
-        tasks.spawn(p.run(first, shutdown.clone()));
+        tasks.spawn(Box::new(p).run(first, shutdown.clone()));
     }
     // Discovered clusters, and all of them under dynamic sharding: polled by tasks started
     // and stopped as the DCS and the ring of watchers say.
     let discovery = ownership.map(|ownership| {
         let spec = super::fleet::FleetSpec {
             listed: managed,
-            fixed: cfg.clusters.iter().map(|c| c.name.clone()).collect(),
+            fixed: fixed.into_iter().collect(),
             discover: cfg.discover.clone(),
             ownership,
         };
@@ -309,7 +315,7 @@ impl Kit {
             autoheal::init_metrics(&shared.metrics, &c.name);
         }
         Ok(Poller {
-            name: c.name.clone(),
+            name: c.name.as_str().into(),
             interval: cfg.interval(c),
             timeout: cfg.timeout(c),
             detail: detail_for(c),
@@ -317,13 +323,15 @@ impl Kit {
             spec,
             slo_lag: sli_kind(c),
             heal_policy: c.heal.as_ref().map(autoheal::policy),
-            healer,
+            healer: healer.map(Box::new),
             shared: shared.clone(),
             alerts: self.alerts.clone(),
             firing: BTreeSet::new(),
             exported: BTreeMap::new(),
             last_history: None,
-            checks: super::checks::CheckRunner::new(cfg, c).map_err(anyhow::Error::msg)?,
+            checks: super::checks::CheckRunner::new(cfg, c)
+                .map_err(anyhow::Error::msg)?
+                .map(Box::new),
             pg: match &c.postgres {
                 Some(p) => Some(p.login(&c.name).map_err(anyhow::Error::msg)?),
                 None => None,

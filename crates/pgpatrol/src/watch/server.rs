@@ -33,7 +33,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     s.metrics
         .shard_members
         .get_or_create(&super::metrics::ShardL {
-            shard: s.shard.index.to_string(),
+            shard: s.shard.index.to_string().into(),
         })
         .set(members as i64);
     // One family at a time, each encoded when the client takes the one before: the whole
