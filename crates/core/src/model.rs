@@ -126,7 +126,7 @@ pub enum State {
 }
 
 impl State {
-    const NAMES: [(&'static str, State); 18] = [
+    pub const NAMES: [(&'static str, State); 18] = [
         ("running", State::Running),
         ("streaming", State::Streaming),
         ("in archive recovery", State::InArchiveRecovery),

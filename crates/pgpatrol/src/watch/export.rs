@@ -28,22 +28,22 @@ impl Poller {
             if let Some((old_role, old_state)) = self.exported.get(&member.name) {
                 self.clear_role_state(
                     &member.name,
-                    (old_role != &role).then_some(old_role),
-                    (old_state != &state).then_some(old_state),
+                    (*old_role != role).then_some(*old_role),
+                    (*old_state != state).then_some(*old_state),
                 );
             }
             m.member_role
                 .get_or_create(&MemberRoleL {
                     cluster: name.clone(),
                     member: mname.clone(),
-                    role: role.as_str().into(),
+                    role: Name::from_static(role),
                 })
                 .set(1);
             m.member_state
                 .get_or_create(&MemberStateL {
                     cluster: name.clone(),
                     member: mname.clone(),
-                    state: state.as_str().into(),
+                    state: Name::from_static(state),
                 })
                 .set(1);
             present.insert(member.name.clone(), (role, state));
@@ -60,7 +60,7 @@ impl Poller {
                 let l = MemberKindL {
                     cluster: name.clone(),
                     member: mname.clone(),
-                    kind: kind.as_str().into(),
+                    kind: Name::from_static(kind.as_str()),
                 };
                 match lag.bytes() {
                     // `member_lag_unknown` only while unknown: a healthy fleet has none.
@@ -77,7 +77,7 @@ impl Poller {
         }
         for (gone, (role, state)) in &self.exported {
             if !present.contains_key(gone) {
-                self.clear_role_state(gone, Some(role), Some(state));
+                self.clear_role_state(gone, Some(*role), Some(*state));
                 self.clear_member(gone);
             }
         }
@@ -86,7 +86,7 @@ impl Poller {
             let sli = Sli::measure(cluster, kind);
             let l = ClusterKindL {
                 cluster: name.clone(),
-                kind: kind.as_str().into(),
+                kind: Name::from_static(kind.as_str()),
             };
             if let Some(b) = sli.max_bytes {
                 m.cluster_sli_bytes.get_or_create(&l).set(b as f64);
@@ -114,20 +114,25 @@ impl Poller {
     }
 
     /// Removes a member's role and/or state series (the values given).
-    fn clear_role_state(&self, member: &str, role: Option<&String>, state: Option<&String>) {
+    fn clear_role_state(
+        &self,
+        member: &str,
+        role: Option<&'static str>,
+        state: Option<&'static str>,
+    ) {
         let m = &self.shared.metrics;
         if let Some(role) = role {
             m.member_role.remove(&MemberRoleL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                role: role.as_str().into(),
+                role: Name::from_static(role),
             });
         }
         if let Some(state) = state {
             m.member_state.remove(&MemberStateL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                state: state.as_str().into(),
+                state: Name::from_static(state),
             });
         }
     }
@@ -146,7 +151,7 @@ impl Poller {
             let l = MemberKindL {
                 cluster: self.name.clone(),
                 member: member.into(),
-                kind: kind.into(),
+                kind: Name::from_static(kind),
             };
             m.member_lag_bytes.remove(&l);
             m.member_lag_unknown.remove(&l);
@@ -155,18 +160,25 @@ impl Poller {
 }
 
 /// Roles outside Patroni's set become `other`, so label values stay bounded.
-fn bounded_role(m: &pgpatrol_core::Member) -> String {
+/// A role's label: Patroni's word (static text, never allocated), else `other`.
+fn bounded_role(m: &pgpatrol_core::Member) -> &'static str {
+    use pgpatrol_core::Role;
     match &m.role {
-        pgpatrol_core::Role::Other(_) => "other".into(),
-        r => r.as_str().into(),
+        Role::Leader => "leader",
+        Role::StandbyLeader => "standby_leader",
+        Role::SyncStandby => "sync_standby",
+        Role::QuorumStandby => "quorum_standby",
+        Role::Replica => "replica",
+        Role::Other(_) => "other",
     }
 }
 
-fn bounded_state(s: &State) -> String {
-    match s {
-        State::Other(_) => "other".into(),
-        s => s.as_str().into(),
-    }
+/// A state's label: Patroni's words, else `other`.
+fn bounded_state(s: &State) -> &'static str {
+    State::NAMES
+        .iter()
+        .find(|(_, known)| known == s)
+        .map_or("other", |(name, _)| name)
 }
 
 #[cfg(test)]

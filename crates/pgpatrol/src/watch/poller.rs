@@ -36,7 +36,7 @@ pub(super) struct Poller {
     pub(super) firing: BTreeSet<String>,
     /// The role and state label values exported for each member, so that a change removes
     /// the one old series instead of every possible value.
-    pub(super) exported: BTreeMap<String, (String, String)>,
+    pub(super) exported: BTreeMap<String, (&'static str, &'static str)>,
     pub(super) last_history: Option<Instant>,
     /// doctor's checks, with a `checks:` section.
     pub(super) checks: Option<Box<super::checks::CheckRunner>>,
@@ -460,13 +460,13 @@ impl Poller {
         for result in ["good", "bad"] {
             let _ = m.slo_samples.get_or_create(&ClusterResultL {
                 cluster: self.name.clone(),
-                result: result.into(),
+                result: Name::from_static(result),
             });
         }
         m.slo_samples
             .get_or_create(&ClusterResultL {
                 cluster: self.name.clone(),
-                result: if good { "good" } else { "bad" }.into(),
+                result: Name::from_static(if good { "good" } else { "bad" }),
             })
             .inc();
         m.slo_objective.get_or_create(&c).set(spec.objective);
