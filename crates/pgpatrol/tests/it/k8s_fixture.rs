@@ -85,6 +85,13 @@ pub struct World {
     pub denied: Vec<(String, String, String)>,
     /// When set, only these (verb, resource) pairs are allowed, as with a single Role.
     pub allowed: Option<Vec<(String, String)>>,
+    /// When set, `allowed` holds only in these namespaces (a Role bound in each): a list
+    /// across all namespaces, or in another namespace, is forbidden. Unset: everywhere (a
+    /// ClusterRole).
+    pub role_namespaces: Option<Vec<String>>,
+    /// Every list (pods, ConfigMaps, Endpoints, Leases) answers 500, as an API server whose
+    /// etcd is down.
+    pub failing: bool,
     /// Every request: "METHOD path" plus " auth" when it carried Authorization to the pod.
     pub log: Vec<String>,
     /// StatefulSets (namespace, name) backed by a lab's folder: scaling one starts or stops
@@ -231,6 +238,8 @@ fn router(world: Shared) -> Router {
         )
         .route("/api/v1/namespaces/{ns}/endpoints", get(list_endpoints))
         .route("/api/v1/pods", get(list_all_pods))
+        .route("/api/v1/configmaps", get(list_all_configmaps))
+        .route("/api/v1/endpoints", get(list_all_endpoints))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
         .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
         .route(
@@ -290,15 +299,36 @@ fn not_found(kind: &str, group: &str, name: &str) -> Response {
 /// A 403 when the world denies (verb, resource) in `ns`, worded like the real API server.
 fn check(world: &Shared, ns: &str, verb: &str, resource: &str, name: &str) -> Option<Response> {
     let w = world.lock().expect("world");
+    if w.failing && verb == "list" {
+        return Some(status(
+            500,
+            "InternalError",
+            "Internal error occurred: etcdserver: request timed out".into(),
+            json!({}),
+        ));
+    }
     let denied = w
         .denied
         .iter()
         .any(|(n, v, r)| n == ns && v == verb && r == resource)
         || w.allowed
             .as_ref()
-            .is_some_and(|a| !a.iter().any(|(v, r)| v == verb && r == resource));
+            .is_some_and(|a| !a.iter().any(|(v, r)| v == verb && r == resource))
+        || w.role_namespaces
+            .as_ref()
+            .is_some_and(|nss| !nss.iter().any(|n| n == ns));
     if !denied {
         return None;
+    }
+    if ns.is_empty() {
+        return Some(status(
+            403,
+            "Forbidden",
+            format!(
+                "{resource} is forbidden: User \"system:serviceaccount:mydata:pgpatrol\" cannot {verb} resource \"{resource}\" in API group \"\" at the cluster scope"
+            ),
+            json!({"kind": resource}),
+        ));
     }
     let (kind, _) = resource.split_once('/').unwrap_or((resource, ""));
     let group = if matches!(kind, "statefulsets" | "deployments") {
@@ -600,7 +630,8 @@ async fn list_objects(
     kind: &'static str,
     resource: &str,
 ) -> Response {
-    record(&world, format!("LIST {resource} {ns} {sel}"));
+    let at = if ns.is_empty() { "*" } else { ns.as_str() };
+    record(&world, format!("LIST {resource} {at} {sel}"));
     if let Some(r) = check(&world, &ns, "list", resource, "") {
         return r;
     }
@@ -608,7 +639,9 @@ async fn list_objects(
     let items: Vec<Value> = w
         .objects
         .iter()
-        .filter(|o| o.kind == kind && o.namespace == ns && matches(&sel, &o.labels))
+        .filter(|o| {
+            o.kind == kind && (ns.is_empty() || o.namespace == ns) && matches(&sel, &o.labels)
+        })
         .map(object_json)
         .collect();
     json_response(
@@ -929,9 +962,40 @@ async fn list_pods(
     )
 }
 
-async fn list_all_pods(State(world): State<Shared>) -> Response {
+/// Pods across all namespaces (`kubectl get pods -A`, `list --all -A`).
+async fn list_all_pods(
+    State(world): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    record(&world, format!("LIST pods * {sel}"));
+    if let Some(r) = check(&world, "", "list", "pods", "") {
+        return r;
+    }
     let w = world.lock().expect("world");
-    pod_list(w.pods.iter().map(pod_json).collect())
+    pod_list(
+        w.pods
+            .iter()
+            .filter(|p| matches(&sel, &p.labels))
+            .map(|p| pod_json_in(&w, p))
+            .collect(),
+    )
+}
+
+async fn list_all_configmaps(
+    State(world): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, String::new(), sel, "ConfigMap", "configmaps").await
+}
+
+async fn list_all_endpoints(
+    State(world): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, String::new(), sel, "Endpoints", "endpoints").await
 }
 
 /// A namespace exists when something lives in it (kubectl asks after a NotFound).
