@@ -48,7 +48,9 @@ pub(super) struct FleetSpec {
     pub(super) listed: Vec<ClusterConfig>,
     /// Listed clusters polled from start to end (static sharding): their names are taken.
     pub(super) fixed: BTreeSet<String>,
-    pub(super) discover: Option<DiscoverConfig>,
+    /// `discover:` and where it looks (built before anything starts: a bad setting stops
+    /// the watcher).
+    pub(super) discover: Option<(DiscoverConfig, Finder)>,
     pub(super) ownership: Ownership,
 }
 
@@ -73,7 +75,7 @@ pub(super) fn etcd_http(timeout: Duration) -> HttpOptions {
 
 /// Where discovery looks: the scopes under an etcd namespace, or the Kubernetes DCS objects
 /// a label selector matches.
-enum Finder {
+pub(super) enum Finder {
     Etcd {
         etcd: crate::source::dcs::etcd::EtcdOptions,
         namespace: String,
@@ -85,7 +87,7 @@ enum Finder {
 }
 
 impl Finder {
-    async fn new(d: &DiscoverConfig, timeout: Duration) -> Result<Self, String> {
+    pub(super) async fn new(d: &DiscoverConfig, timeout: Duration) -> Result<Self, String> {
         if let Some(k) = &d.kubernetes {
             let t = K8sTarget {
                 kubeconfig: k.kubeconfig.clone(),
@@ -168,16 +170,7 @@ pub(super) async fn run(
         discover,
         mut ownership,
     } = spec;
-    let dcs = match &discover {
-        Some(d) => match Finder::new(d, kit.cfg.timeout).await {
-            Ok(f) => Some((d, f)),
-            Err(e) => {
-                tracing::error!(error = %e, "discover: cannot reach the DCS: no cluster is discovered");
-                None
-            }
-        },
-        None => None,
-    };
+    let dcs = discover.as_ref().map(|(d, f)| (d, f));
     let mut every = Duration::from_secs(3600);
     if let Some((d, _)) = &dcs {
         every = every.min(d.interval);

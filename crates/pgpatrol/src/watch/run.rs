@@ -22,6 +22,15 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     for c in &cfg.clusters {
         cfg.target(c).map_err(anyhow::Error::msg)?;
     }
+    // Where discovery looks: a bad setting (an etcd URL, a kubeconfig or context) stops here.
+    let finder = match &cfg.discover {
+        Some(d) => Some(
+            super::fleet::Finder::new(d, cfg.timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("discover: {e}"))?,
+        ),
+        None => None,
+    };
     let listed = cfg.clusters.len();
     // Dynamic sharding: every listed cluster goes to the fleet task, which polls those the
     // ring gives this watcher; otherwise this watcher's share is polled from start to end.
@@ -154,7 +163,7 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         let spec = super::fleet::FleetSpec {
             listed: managed,
             fixed: cfg.clusters.iter().map(|c| c.name.clone()).collect(),
-            discover: cfg.discover.clone(),
+            discover: cfg.discover.clone().zip(finder),
             ownership,
         };
         tokio::spawn(super::fleet::run(spec, kit, clients, shutdown.clone()))

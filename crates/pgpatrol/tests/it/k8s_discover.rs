@@ -442,6 +442,26 @@ fn bad_kubernetes_discovery_settings_are_one_line_errors() {
         one_line_error(&out, needle);
     }
     let fx = Fixture::start(world(), &dir.join("k8s"));
+    // A context the kubeconfig lacks: found before the watcher starts.
+    let d = dir.join("context");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let yml = watch_yml(
+        &d,
+        0,
+        &format!(
+            "  kubernetes: {{selector: a=b, context: nowhere, kubeconfig: '{}'}}\n",
+            fx.kubeconfig.display()
+        ),
+    );
+    let out = cmd()
+        .args(["watch", "--config"])
+        .arg(&yml)
+        .output()
+        .expect("run pgpatrol");
+    one_line_error(
+        &out,
+        "discover: context \"nowhere\" is not in the kubeconfig",
+    );
     for (args, needle) in [
         (
             vec!["--selector", "app=a=b"],
