@@ -36,6 +36,10 @@ pub enum LogFormat {
 /// With --config, everything comes from the file (docs/GUIDE.md shows one). Without it, one
 /// cluster is watched from the usual --url/-c flags, with an SLO from the --slo-* flags.
 /// Serves /metrics, /healthz, /readyz and /plan. Stops cleanly on SIGTERM or SIGINT.
+///
+/// The file's `discover:` watches clusters as they come and go: every scope under an etcd
+/// namespace (`dcs: {url}`), or every Patroni cluster whose Kubernetes DCS objects carry a
+/// label selector (`kubernetes: {selector, namespaces}`, named NAMESPACE/SCOPE).
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// The watch configuration (clusters, SLOs, alerting, auto-heal).
