@@ -24,6 +24,10 @@ pub fn tests() -> Vec<Test> {
             watch_discovers_kubernetes_clusters_by_selector_as_they_come_and_go,
         ),
         bare(
+            "watch_discovers_in_every_namespace_without_namespaces",
+            watch_discovers_in_every_namespace_without_namespaces,
+        ),
+        bare(
             "list_all_through_kubernetes_prints_every_selected_cluster",
             list_all_through_kubernetes_prints_every_selected_cluster,
         ),
@@ -331,6 +335,46 @@ fn watch_discovers_kubernetes_clusters_by_selector_as_they_come_and_go() {
         .filter(|l| l.starts_with("LIST ") && !(l.contains(" a ") || l.contains(" b ")))
         .collect();
     assert!(outside.is_empty(), "{outside:?}");
+}
+
+/// Spec: without `namespaces`, one list of each kind across every namespace (a
+/// ClusterRoleBinding's reach) finds the clusters of all of them.
+fn watch_discovers_in_every_namespace_without_namespaces() {
+    let dir = test_tmp();
+    let fx = Fixture::start(world(), &dir.join("k8s"));
+    let port = crate::harness::port();
+    let yml = watch_yml(
+        &dir,
+        port,
+        &format!(
+            "  kubernetes: {{selector: '{SELECTOR}', kubeconfig: '{}'}}\n",
+            fx.kubeconfig.display()
+        ),
+    );
+    let mut c = cmd();
+    c.args(["watch", "--config"]).arg(&yml);
+    let _w = Proc::spawn("pgpatrol watch", &mut c, &dir.join("watch.log"));
+    wait_for("all three watched", Duration::from_secs(30), || {
+        ["a/pg", "b/pg", "c/other"]
+            .iter()
+            .all(|c| up(port, c) == Some(1.0))
+            .then_some(())
+    });
+    assert_eq!(
+        sample(&metrics(port), "pgpatrol_discovered_clusters "),
+        Some(3.0)
+    );
+    let across: Vec<String> = fx
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("LIST ") && l.contains(" * "))
+        .collect();
+    assert!(
+        ["configmaps", "endpoints", "pods"].iter().all(|k| across
+            .iter()
+            .any(|l| l.starts_with(&format!("LIST {k} * ")))),
+        "{across:?}"
+    );
 }
 
 fn list(fx: &Fixture, args: &[&str]) -> Output {
