@@ -12,7 +12,8 @@
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
 //! alert_queue: 1024               # alerts waiting to be sent; beyond it the oldest is dropped
 //! shard: {index: 0, total: 3}     # several watchers share the clusters (or {from_pod: true},
-//!                                 # or {dcs: {url: 'etcd3://...'}, ttl: 15s, replicas: 1}: dynamic)
+//!                                 # or {dcs: {url: 'etcd3://...'}, ttl: 15s, replicas: 1}: dynamic,
+//!                                 # or {kubernetes: {lease_prefix: pgpatrol-watch-, namespace: ns}}: dynamic on Leases)
 //! discover: {dcs: {url: 'etcd3://10.0.0.1:2379'}, interval: 30s, grace: 5m, template: {slo: ...}}
 //!   # or Patroni's Kubernetes DCS: {kubernetes: {selector: application=spilo, namespaces: [a, b]}, ...}
 //! clusters:
@@ -397,6 +398,10 @@ pub struct ShardConfig {
     /// `password_file`, `cacert`, `cert`, `key`).
     #[serde(default)]
     pub dcs: Option<crate::source::dcs::DcsSettings>,
+    /// Dynamic sharding over Kubernetes: each watcher holds a Lease
+    /// `<lease_prefix><id>` in `namespace` and lists the others' by label.
+    #[serde(default)]
+    pub kubernetes: Option<KubeShard>,
     /// The key prefix of the registrations (default /pgpatrol/watchers/).
     #[serde(default)]
     pub prefix: Option<String>,
@@ -411,14 +416,101 @@ pub struct ShardConfig {
     pub id: Option<String>,
 }
 
+/// `shard.kubernetes`: where the watchers' Leases live.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KubeShard {
+    /// Each watcher's Lease is `<lease_prefix><id>` (the id made a valid name), labelled
+    /// `pgpatrol/ring: <lease_prefix without its trailing ->` (default `pgpatrol-watch-`).
+    #[serde(default)]
+    pub lease_prefix: Option<String>,
+    /// Default: the context's namespace (in a pod, its own).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// The default `shard.kubernetes.lease_prefix`.
+pub const LEASE_PREFIX: &str = "pgpatrol-watch-";
+
+impl KubeShard {
+    pub fn lease_prefix(&self) -> &str {
+        self.lease_prefix.as_deref().unwrap_or(LEASE_PREFIX)
+    }
+
+    /// The ring's label value: the prefix without its trailing `-` or `.`.
+    pub fn ring(&self) -> String {
+        self.lease_prefix().trim_end_matches(['-', '.']).to_string()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let p = self.lease_prefix();
+        let ok = !p.is_empty()
+            && p.len() <= 60
+            && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !self.ring().is_empty();
+        if !ok {
+            return Err(format!(
+                "shard.kubernetes.lease_prefix {p:?}: lower-case letters, digits, - and ., starting with a letter or digit, at most 60"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The Lease name of watcher `id`: the prefix and the id, lower-cased, every character a
+/// Lease name may not hold made `-`.
+pub fn lease_name(prefix: &str, id: &str) -> String {
+    let id: String = id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = format!("{prefix}{}", id.trim_matches(['-', '.']));
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
 impl ShardConfig {
     pub fn is_dynamic(&self) -> bool {
-        self.dcs.is_some()
+        self.dcs.is_some() || self.kubernetes.is_some()
     }
 
     /// What can be told without Kubernetes: `index` and `total` together, or `from_pod`; or
     /// `dcs:` alone (dynamic).
     pub fn check(&self) -> Result<(), String> {
+        if self.dcs.is_some() && self.kubernetes.is_some() {
+            return Err(
+                "shard: the watchers register in `dcs` (etcd) or `kubernetes` (Leases), not both"
+                    .into(),
+            );
+        }
+        if let Some(k) = &self.kubernetes {
+            if self.index.is_some() || self.total.is_some() || self.from_pod {
+                return Err(
+                    "shard: `kubernetes` (dynamic) or `index`/`total`/`from_pod` (static), not both"
+                        .into(),
+                );
+            }
+            if self.prefix.is_some() {
+                return Err(
+                    "shard: `prefix` is etcd's key prefix: with `kubernetes`, give `kubernetes.lease_prefix`"
+                        .into(),
+                );
+            }
+            k.check()?;
+        }
         if let Some(d) = &self.dcs {
             if self.index.is_some() || self.total.is_some() || self.from_pod {
                 return Err(
@@ -429,6 +521,8 @@ impl ShardConfig {
             if d.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
                 return Err("shard.dcs: give `url` (etcd3://HOST:PORT)".into());
             }
+        }
+        if self.is_dynamic() {
             if self.replicas == Some(0) {
                 return Err("shard.replicas: at least 1".into());
             }
@@ -443,7 +537,7 @@ impl ShardConfig {
             || self.id.is_some()
         {
             return Err(
-                "shard: `prefix`, `ttl`, `replicas` and `id` go with `dcs` (dynamic sharding)"
+                "shard: `prefix`, `ttl`, `replicas` and `id` go with `dcs` or `kubernetes` (dynamic sharding)"
                     .into(),
             );
         }
@@ -1132,6 +1226,46 @@ mod tests {
         }
         for ok in ["a=b", "a==b,c!=d", "!a,b", "x.io/y in (a,b),z notin (c)"] {
             assert_eq!(check_selector(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn dynamic_sharding_on_kubernetes_leases() {
+        let c = WatchConfig::parse(
+            "shard: {kubernetes: {namespace: watchers}, ttl: 6s, replicas: 2}\nclusters:\n  - {name: a, urls: [x]}\n",
+        )
+        .unwrap();
+        let s = c.shard.unwrap();
+        assert!(s.is_dynamic());
+        let k = s.kubernetes.unwrap();
+        assert_eq!(k.lease_prefix(), "pgpatrol-watch-");
+        assert_eq!(k.ring(), "pgpatrol-watch");
+        assert_eq!(
+            lease_name("pgpatrol-watch-", "Host_1:4242"),
+            "pgpatrol-watch-host-1-4242"
+        );
+        assert_eq!(lease_name("w.", "pod-0"), "w.pod-0");
+        assert!(lease_name("p-", &"x".repeat(400)).len() <= 253);
+        for (yml, want) in [
+            (
+                "shard: {kubernetes: {}, dcs: {url: 'etcd3://x:1'}}",
+                "`dcs` (etcd) or `kubernetes` (Leases), not both",
+            ),
+            ("shard: {kubernetes: {}, index: 0, total: 2}", "not both"),
+            (
+                "shard: {kubernetes: {lease_prefix: Bad_}}",
+                "lease_prefix \"Bad_\"",
+            ),
+            ("shard: {kubernetes: {lease_prefix: '-'}}", "lease_prefix"),
+            (
+                "shard: {kubernetes: {}, prefix: /x/}",
+                "kubernetes.lease_prefix",
+            ),
+            ("shard: {kubernetes: {namspace: a}}", "namspace"),
+        ] {
+            let e = WatchConfig::parse(&format!("{yml}\nclusters:\n  - {{name: a, urls: [x]}}\n"))
+                .unwrap_err();
+            assert!(e.contains(want) && !e.contains('\n'), "{yml}: {e}");
         }
     }
 }

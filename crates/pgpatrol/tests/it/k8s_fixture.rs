@@ -9,7 +9,7 @@
 //! (`v5.channel.k8s.io`, else `v4`): stdin on channel 0 until the close signal (255), the
 //! command really run here (only `curl`: the pods' Patroni is the lab's), its stdout and
 //! stderr on channels 1 and 2 and its exit as a `Status` on channel 3. Leases with the API
-//! server's optimistic concurrency.
+//! server's optimistic concurrency, listed by labelSelector.
 //!
 //! It is not an API server: no watch, no auth, no admission. Every pod has
 //! `status.podIP` 127.0.0.1 and its Patroni container port is the lab member's REST port, so
@@ -230,7 +230,7 @@ fn router(world: Shared) -> Router {
         .route("/api/v1/namespaces/{ns}/configmaps", get(list_configmaps))
         .route(
             "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
-            axum::routing::post(create_lease),
+            axum::routing::post(create_lease).get(list_leases),
         )
         .route(
             "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
@@ -532,6 +532,34 @@ async fn get_lease(
             json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"}),
         ),
     }
+}
+
+/// Leases of a namespace by `labelSelector` (the shard ring's watchers).
+async fn list_leases(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    record(&world, format!("LIST leases {ns} {sel}"));
+    if let Some(r) = check(&world, &ns, "list", "leases", "") {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    let items: Vec<Value> = w
+        .leases
+        .iter()
+        .filter(|((n, _), (_, v))| {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(v["metadata"]["labels"].clone()).unwrap_or_default();
+            n == &ns && matches(&sel, &labels)
+        })
+        .map(|(_, (rv, v))| lease_json(*rv, v))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {"resourceVersion": "9"}, "items": items}),
+    )
 }
 
 async fn create_lease(
