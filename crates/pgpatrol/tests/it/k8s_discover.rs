@@ -438,6 +438,35 @@ fn list_all_through_kubernetes_prints_every_selected_cluster() {
         assert_eq!(l["worst_lag"], 1 << 20, "{l}");
         assert_eq!(l["worst_member"], format!("{scope}-1"), "{l}");
     }
+    // One of them by its scope alone (no workload): the same leader and members.
+    let mut c = cmd();
+    c.args([
+        "list",
+        "--k8s-dcs",
+        "--scope",
+        "pg",
+        "--namespace",
+        "b",
+        "-o",
+        "json",
+        "--kubeconfig",
+    ])
+    .arg(&fx.kubeconfig);
+    let out = c.output().expect("run pgpatrol");
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let one: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let members: Vec<&str> = one["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(members, ["pg-0", "pg-1", "pg-2"], "{one:#}");
+    assert!(
+        fx.log().iter().any(|l| l == "LIST pods b cluster-name=pg"),
+        "{:?}",
+        fx.log()
+    );
     // The context's namespace (mydata) holds none: one line, exit 2.
     let out = list(&fx, &["--selector", SELECTOR]);
     one_line_error(
