@@ -219,7 +219,9 @@ pub async fn read_selected(
 ) -> Result<Vec<Found>, KubeDcsError> {
     let lp = ListParams::default().labels(selector);
     let all = [None];
-    let each: Vec<Option<&str>> = namespaces.iter().map(|n| Some(n.as_str())).collect();
+    let mut each: Vec<Option<&str>> = namespaces.iter().map(|n| Some(n.as_str())).collect();
+    each.sort_unstable();
+    each.dedup();
     let scopes: &[Option<&str>] = if namespaces.is_empty() { &all } else { &each };
     let (mut cms, mut eps, mut pods) = (Vec::new(), Vec::new(), Vec::new());
     for ns in scopes {
