@@ -210,13 +210,21 @@ pub struct K8sArgs {
     /// Read the cluster from Patroni's Kubernetes DCS (its ConfigMaps or Endpoints and the
     /// pods' `status` annotations; --scope, else the workload's cluster-name label) instead
     /// of a member's /cluster. Without it the DCS is read when no member's REST API answers.
+    /// With --scope, no --k8s-resource is needed: the pods are those labelled
+    /// cluster-name=SCOPE.
     #[arg(long = "k8s-dcs", help_heading = "Kubernetes")]
     pub dcs: bool,
 }
 
 impl K8sArgs {
-    fn target(&self) -> Option<K8sTarget> {
-        let resource = self.resource.clone().filter(|r| !r.trim().is_empty())?;
+    /// The workload, or with --k8s-dcs and `scope` (--scope) but no --k8s-resource, the
+    /// cluster's Kubernetes DCS alone (its pods found by their cluster-name label).
+    fn target(&self, scope: Option<String>) -> Option<K8sTarget> {
+        let resource = match self.resource.clone().filter(|r| !r.trim().is_empty()) {
+            Some(r) => r,
+            None if self.dcs && scope.is_some() => String::new(),
+            None => return None,
+        };
         Some(K8sTarget {
             resource,
             namespace: self.namespace.clone(),
@@ -230,7 +238,7 @@ impl K8sArgs {
             port: self.port,
             secret: self.secret.clone().filter(|s| !s.is_empty()),
             dcs: self.dcs,
-            scope: None,
+            scope,
         })
     }
 }
@@ -251,10 +259,9 @@ impl ClusterArgs {
             insecure: self.insecure,
             connect_timeout: Some(self.connect_timeout),
             request_timeout: Some(self.request_timeout),
-            kubernetes: self.k8s.target().map(|k| K8sTarget {
-                scope: self.dcs.scope.clone().filter(|s| !s.is_empty()),
-                ..k
-            }),
+            kubernetes: self
+                .k8s
+                .target(self.dcs.scope.clone().filter(|s| !s.is_empty())),
             dcs: self.dcs.settings(),
         }
     }

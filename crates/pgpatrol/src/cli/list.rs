@@ -77,8 +77,28 @@ pub struct ListArgs {
     /// Every Patroni cluster in the DCS: one line each (leader, members running of all, the
     /// worst replay lag, timeline, paused, pending restarts), read in one range over
     /// Patroni's namespace (`--dcs`, `--dcs-namespace`, default /service). No --scope.
+    ///
+    /// With --k8s-dcs and --selector: every Patroni cluster whose Kubernetes DCS objects
+    /// (ConfigMaps or Endpoints) and pods carry the label selector, in --namespace (default:
+    /// the context's) or every namespace (--all-namespaces), named NAMESPACE/SCOPE; one list
+    /// of ConfigMaps, Endpoints and pods per namespace.
     #[arg(long, conflicts_with_all = ["watch", "source_url"])]
     pub all: bool,
+
+    /// With --all --k8s-dcs: a label selector the Patroni ConfigMaps, Endpoints and pods
+    /// carry (Patroni's kubernetes.labels), e.g. application=spilo.
+    #[arg(
+        long,
+        requires = "all",
+        value_name = "LABELS",
+        help_heading = "Kubernetes"
+    )]
+    pub selector: Option<String>,
+
+    /// With --all --k8s-dcs: look in every namespace the account may list (a ClusterRole),
+    /// not just --namespace.
+    #[arg(short = 'A', long, requires = "selector", help_heading = "Kubernetes")]
+    pub all_namespaces: bool,
 }
 
 impl ListArgs {
@@ -178,6 +198,9 @@ impl ListArgs {
         if self.format == ListFormat::PatronictlJson {
             anyhow::bail!("--all prints -o table, json or yaml (patronictl-json is one cluster's)");
         }
+        if self.cluster.k8s.dcs || self.selector.is_some() {
+            return self.all_kubernetes(color, out).await;
+        }
         let target = self.cluster.target()?;
         let (etcd, namespace) = target.dcs_namespace()?;
         let (clusters, url) = crate::source::dcs::read_namespace(&etcd, &namespace).await?;
@@ -188,21 +211,78 @@ impl ListArgs {
         }
         let lines: Vec<FleetLine> = clusters
             .iter()
-            .map(|(scope, keys)| {
-                match keys
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|k| crate::source::wire::dcs::cluster_from_dcs(k, scope))
-                {
-                    Ok(c) => FleetLine::of(scope, &c),
-                    Err(bad) => FleetLine::unreadable(scope, bad.to_string()),
-                }
-            })
+            .map(|(scope, keys)| fleet_line(scope, scope, keys))
             .collect();
+        self.print_fleet(color, out, &lines)
+    }
+
+    /// `list --all --k8s-dcs --selector`: every cluster the selector finds in Patroni's
+    /// Kubernetes DCS, named NAMESPACE/SCOPE.
+    async fn all_kubernetes(
+        self,
+        color: ColorChoice,
+        out: &mut impl Write,
+    ) -> anyhow::Result<Outcome> {
+        let k = &self.cluster.k8s;
+        if !k.dcs {
+            anyhow::bail!("--selector lists Patroni's Kubernetes DCS: add --k8s-dcs");
+        }
+        let Some(selector) = self.selector.as_deref() else {
+            anyhow::bail!(
+                "--all --k8s-dcs needs --selector LABELS (the labels Patroni puts on its ConfigMaps and pods, e.g. application=spilo)"
+            );
+        };
+        crate::watch::config::check_selector(selector)
+            .map_err(|e| anyhow::anyhow!("--selector: {e}"))?;
+        if k.resource.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+            anyhow::bail!("--all --k8s-dcs lists by --selector: drop --k8s-resource");
+        }
+        let t = crate::source::k8s::K8sTarget {
+            namespace: k.namespace.clone().filter(|n| !n.is_empty()),
+            context: k.context.clone().filter(|c| !c.is_empty()),
+            kubeconfig: k.kubeconfig.clone().filter(|p| !p.as_os_str().is_empty()),
+            distribution: k.distribution.clone(),
+            ..Default::default()
+        };
+        let (client, namespace) = crate::source::k8s::client(
+            &t,
+            self.cluster.connect_timeout,
+            self.cluster.request_timeout,
+        )
+        .await?;
+        let namespaces = if self.all_namespaces {
+            Vec::new()
+        } else {
+            vec![namespace.clone()]
+        };
+        let found = crate::source::k8s::dcs::read_selected(&client, &namespaces, selector).await?;
+        if found.is_empty() {
+            let where_ = if self.all_namespaces {
+                "in any namespace".to_string()
+            } else {
+                format!("in namespace {namespace}")
+            };
+            anyhow::bail!(
+                "no Patroni ConfigMaps or Endpoints labelled {selector} {where_}: check --selector (Patroni's kubernetes.labels) and --namespace"
+            );
+        }
+        let lines: Vec<FleetLine> = found
+            .iter()
+            .map(|f| fleet_line(&format!("{}/{}", f.namespace, f.scope), &f.scope, &f.keys))
+            .collect();
+        self.print_fleet(color, out, &lines)
+    }
+
+    fn print_fleet(
+        &self,
+        color: ColorChoice,
+        out: &mut impl Write,
+        lines: &[FleetLine],
+    ) -> anyhow::Result<Outcome> {
         match self.format {
             ListFormat::Json => write_structured(out, Format::Json, &lines)?,
             ListFormat::Yaml => write_structured(out, Format::Yaml, &lines)?,
-            _ => table::fleet(out, &lines, self.tolerance.0, &Look::stdout(color))?,
+            _ => table::fleet(out, lines, self.tolerance.0, &Look::stdout(color))?,
         }
         Ok(if lines.iter().any(|l| l.error.is_some()) {
             Outcome::Problem
@@ -271,6 +351,22 @@ impl ListArgs {
             first = false;
         }
         Ok(Outcome::Ok)
+    }
+}
+
+/// One line of `list --all`: the cluster `name` from the keys of `scope`.
+fn fleet_line(
+    name: &str,
+    scope: &str,
+    keys: &Result<crate::source::wire::dcs::DcsCluster, crate::source::wire::dcs::BadValue>,
+) -> FleetLine {
+    match keys
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|k| crate::source::wire::dcs::cluster_from_dcs(k, scope))
+    {
+        Ok(c) => FleetLine::of(name, &c),
+        Err(bad) => FleetLine::unreadable(name, bad.to_string()),
     }
 }
 

@@ -36,6 +36,13 @@ pub enum LogFormat {
 /// With --config, everything comes from the file (docs/GUIDE.md shows one). Without it, one
 /// cluster is watched from the usual --url/-c flags, with an SLO from the --slo-* flags.
 /// Serves /metrics, /healthz, /readyz and /plan. Stops cleanly on SIGTERM or SIGINT.
+///
+/// The file's `discover:` watches clusters as they come and go: every scope under an etcd
+/// namespace (`dcs: {url}`), or every Patroni cluster whose Kubernetes DCS objects carry a
+/// label selector (`kubernetes: {selector, namespaces}`, named NAMESPACE/SCOPE). Its
+/// `shard:` splits the clusters among watchers: fixed (`index`/`total`, `from_pod`), or a
+/// ring of the watchers alive, registered in etcd (`dcs:`) or on Kubernetes Leases
+/// (`kubernetes: {lease_prefix, namespace}`).
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// The watch configuration (clusters, SLOs, alerting, auto-heal).

@@ -12,8 +12,10 @@
 //! webhook: http://127.0.0.1:8080/hook             # plain JSON
 //! alert_queue: 1024               # alerts waiting to be sent; beyond it the oldest is dropped
 //! shard: {index: 0, total: 3}     # several watchers share the clusters (or {from_pod: true},
-//!                                 # or {dcs: {url: 'etcd3://...'}, ttl: 15s, replicas: 1}: dynamic)
+//!                                 # or {dcs: {url: 'etcd3://...'}, ttl: 15s, replicas: 1}: dynamic,
+//!                                 # or {kubernetes: {lease_prefix: pgpatrol-watch-, namespace: ns}}: dynamic on Leases)
 //! discover: {dcs: {url: 'etcd3://10.0.0.1:2379'}, interval: 30s, grace: 5m, template: {slo: ...}}
+//!   # or Patroni's Kubernetes DCS: {kubernetes: {selector: application=spilo, namespaces: [a, b]}, ...}
 //! clusters:
 //!   - name: demo
 //!     urls: [http://10.0.0.5:8008, http://10.0.0.6:8008]   # or patroni_yml: /etc/patroni.yml
@@ -135,16 +137,23 @@ pub struct MetricsConfig {
     pub burn_rates: bool,
 }
 
-/// `discover:`: every Patroni cluster under a namespace in one etcd is watched, read from
-/// the DCS (`dcs:` with its scope) with the `template`'s settings. A scope that appears is
-/// watched within one `interval`; one gone from the DCS for `grace` is dropped (its series
-/// and its page go). A listed cluster of the same name wins; sharding applies.
+/// `discover:`: every Patroni cluster under a namespace in one etcd (`dcs:`), or every one
+/// whose Kubernetes DCS objects match a label selector (`kubernetes:`), is watched with the
+/// `template`'s settings. A cluster that appears is watched within one `interval`; one gone
+/// for `grace` is dropped (its series and its page go). A reading that fails adds and drops
+/// nothing. A listed cluster of the same name wins; sharding applies.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverConfig {
     /// The etcd and namespace: `url` (`etcd3://HOST:PORT[,...]`), `namespace` (default
-    /// /service), `username`, `password_file`, `cacert`, `cert`, `key` — no `scope`.
-    pub dcs: crate::source::dcs::DcsSettings,
+    /// /service), `username`, `password_file`, `cacert`, `cert`, `key` — no `scope`. Each
+    /// cluster is named by its scope and read from the DCS (`dcs:` with its scope).
+    #[serde(default)]
+    pub dcs: Option<crate::source::dcs::DcsSettings>,
+    /// Patroni's Kubernetes DCS: each cluster is named `<namespace>/<scope>` and read from
+    /// its ConfigMaps or Endpoints and pods (`--k8s-dcs`).
+    #[serde(default)]
+    pub kubernetes: Option<KubeDiscover>,
     #[serde(default = "default_discover_interval", deserialize_with = "duration")]
     pub interval: Duration,
     #[serde(default = "default_discover_grace", deserialize_with = "duration")]
@@ -153,6 +162,117 @@ pub struct DiscoverConfig {
     /// `patroni_yml`, `kubernetes`, `dcs`): credentials for its REST API, `slo`, `heal`, ...
     #[serde(default)]
     pub template: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `discover.kubernetes`: where to look and how to reach the API server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KubeDiscover {
+    /// A label selector (`application=spilo`, `a=b,c`): the Patroni ConfigMaps, Endpoints
+    /// and pods carry it (Patroni's `kubernetes.labels`).
+    pub selector: String,
+    /// The namespaces to look in; none: every namespace (a ClusterRole's list).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub distribution: Option<String>,
+    /// How REST calls reach the pods (for heal): `proxy` (default), `direct` or `exec`.
+    #[serde(default)]
+    pub access: crate::source::k8s::Access,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A Secret in each cluster's namespace with Patroni's REST `username` and `password`.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A cluster discovery found: a scope in etcd, or a scope in a Kubernetes namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FoundAt {
+    Etcd { scope: String },
+    Kubernetes { namespace: String, scope: String },
+}
+
+impl FoundAt {
+    /// Its name on metrics, alerts and the page: the scope, or `<namespace>/<scope>` (two
+    /// namespaces may hold the same scope).
+    pub fn name(&self) -> String {
+        match self {
+            FoundAt::Etcd { scope } => scope.clone(),
+            FoundAt::Kubernetes { namespace, scope } => format!("{namespace}/{scope}"),
+        }
+    }
+}
+
+/// A label selector pgpatrol can pass on: `key=value`, `key==value`, `key!=value`, `key`,
+/// `!key`, `key in (a,b)`, `key notin (a,b)`, comma-separated.
+pub fn check_selector(raw: &str) -> Result<(), String> {
+    let bad = |why: String| {
+        Err(format!(
+            "selector {raw:?}: {why} (write e.g. application=spilo)"
+        ))
+    };
+    if raw.trim().is_empty() {
+        return bad("empty".into());
+    }
+    // Split on commas outside parentheses.
+    let (mut terms, mut depth, mut cur) = (Vec::new(), 0i32, String::new());
+    for ch in raw.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                terms.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return bad("a ')' without its '('".into());
+        }
+        cur.push(ch);
+    }
+    if depth != 0 {
+        return bad("a '(' without its ')'".into());
+    }
+    terms.push(cur);
+    let key_ok = |k: &str| {
+        let k = k.trim();
+        !k.is_empty()
+            && k.len() <= 317
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    };
+    let value_ok = |v: &str| {
+        let v = v.trim();
+        v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    for t in &terms {
+        let t = t.trim();
+        let ok = if let Some((k, v)) = t.split_once("!=") {
+            key_ok(k) && value_ok(v)
+        } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+            key_ok(k) && value_ok(v)
+        } else if let Some((k, set)) = t.split_once(" notin ").or_else(|| t.split_once(" in ")) {
+            let set = set.trim();
+            key_ok(k)
+                && set.starts_with('(')
+                && set.ends_with(')')
+                && set[1..set.len() - 1].split(',').all(value_ok)
+        } else {
+            key_ok(t.strip_prefix('!').unwrap_or(t))
+        };
+        if !ok {
+            return bad(format!("{t:?} is not a label requirement"));
+        }
+    }
+    Ok(())
 }
 
 fn default_discover_interval() -> Duration {
@@ -164,18 +284,51 @@ fn default_discover_grace() -> Duration {
 
 impl DiscoverConfig {
     pub fn check(&self) -> Result<(), String> {
-        if self.dcs.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
-            return Err("discover.dcs: give `url` (etcd3://HOST:PORT)".into());
-        }
-        if self.dcs.scope.is_some() {
-            return Err(
-                "discover.dcs: no `scope`: every scope under the namespace is discovered".into(),
-            );
+        match (&self.dcs, &self.kubernetes) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "discover: `dcs` (etcd) or `kubernetes` (label selector), not both".into(),
+                )
+            }
+            (None, None) => {
+                return Err(
+                    "discover: give `dcs: {url: etcd3://HOST:PORT}` or `kubernetes: {selector: LABEL=VALUE}`"
+                        .into(),
+                )
+            }
+            (Some(dcs), None) => {
+                if dcs.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                    return Err("discover.dcs: give `url` (etcd3://HOST:PORT)".into());
+                }
+                if dcs.scope.is_some() {
+                    return Err(
+                        "discover.dcs: no `scope`: every scope under the namespace is discovered"
+                            .into(),
+                    );
+                }
+            }
+            (None, Some(k)) => {
+                check_selector(&k.selector).map_err(|e| format!("discover.kubernetes: {e}"))?;
+                for ns in &k.namespaces {
+                    let ok = !ns.is_empty()
+                        && ns.len() <= 63
+                        && ns
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        && !ns.starts_with('-')
+                        && !ns.ends_with('-');
+                    if !ok {
+                        return Err(format!(
+                            "discover.kubernetes.namespaces: {ns:?} is not a namespace name (lower-case letters, digits, -)"
+                        ));
+                    }
+                }
+            }
         }
         for key in ["name", "urls", "patroni_yml", "kubernetes", "dcs"] {
             if self.template.contains_key(key) {
                 return Err(format!(
-                    "discover.template: no `{key}` (each discovered cluster is named by its scope and read from discover.dcs)"
+                    "discover.template: no `{key}` (each discovered cluster is named by its scope and read from its DCS)"
                 ));
             }
         }
@@ -183,16 +336,55 @@ impl DiscoverConfig {
             return Err("discover.interval: at least 1s".into());
         }
         // The template makes a valid cluster entry.
-        self.entry("template-check").map(|_| ())
+        let probe = match &self.kubernetes {
+            Some(_) => FoundAt::Kubernetes {
+                namespace: "template-check".into(),
+                scope: "template-check".into(),
+            },
+            None => FoundAt::Etcd {
+                scope: "template-check".into(),
+            },
+        };
+        self.entry(&probe).map(|_| ())
     }
 
-    /// The entry of the discovered cluster `scope`: the template, named, read from the DCS.
-    pub fn entry(&self, scope: &str) -> Result<ClusterConfig, String> {
+    /// The entry of a discovered cluster: the template, named, read from its DCS.
+    pub fn entry(&self, at: &FoundAt) -> Result<ClusterConfig, String> {
         let mut v = self.template.clone();
-        v.insert("name".into(), scope.into());
-        let mut dcs = serde_json::to_value(&self.dcs).map_err(|e| e.to_string())?;
-        dcs["scope"] = scope.into();
-        v.insert("dcs".into(), dcs);
+        v.insert("name".into(), at.name().into());
+        match (at, &self.dcs, &self.kubernetes) {
+            (FoundAt::Etcd { scope }, Some(dcs), _) => {
+                let mut dcs = serde_json::to_value(dcs).map_err(|e| e.to_string())?;
+                dcs["scope"] = scope.as_str().into();
+                v.insert("dcs".into(), dcs);
+            }
+            (FoundAt::Kubernetes { namespace, scope }, _, Some(k)) => {
+                let mut t = serde_json::json!({
+                    "resource": "",
+                    "namespace": namespace,
+                    "scope": scope,
+                    "dcs": true,
+                    "access": k.access,
+                });
+                if let Some(p) = &k.kubeconfig {
+                    t["kubeconfig"] = p.to_string_lossy().into_owned().into();
+                }
+                if let Some(c) = &k.context {
+                    t["context"] = c.as_str().into();
+                }
+                if let Some(d) = &k.distribution {
+                    t["distribution"] = d.as_str().into();
+                }
+                if let Some(p) = k.port {
+                    t["port"] = p.into();
+                }
+                if let Some(s) = &k.secret {
+                    t["secret"] = s.as_str().into();
+                }
+                v.insert("kubernetes".into(), t);
+            }
+            _ => return Err("discover: the cluster was not found where discover looks".into()),
+        }
         serde_json::from_value(serde_json::Value::Object(v))
             .map_err(|e| format!("discover.template: {e}"))
     }
@@ -220,6 +412,10 @@ pub struct ShardConfig {
     /// `password_file`, `cacert`, `cert`, `key`).
     #[serde(default)]
     pub dcs: Option<crate::source::dcs::DcsSettings>,
+    /// Dynamic sharding over Kubernetes: each watcher holds a Lease
+    /// `<lease_prefix><id>` in `namespace` and lists the others' by label.
+    #[serde(default)]
+    pub kubernetes: Option<KubeShard>,
     /// The key prefix of the registrations (default /pgpatrol/watchers/).
     #[serde(default)]
     pub prefix: Option<String>,
@@ -234,14 +430,101 @@ pub struct ShardConfig {
     pub id: Option<String>,
 }
 
+/// `shard.kubernetes`: where the watchers' Leases live.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KubeShard {
+    /// Each watcher's Lease is `<lease_prefix><id>` (the id made a valid name), labelled
+    /// `pgpatrol/ring: <lease_prefix without its trailing ->` (default `pgpatrol-watch-`).
+    #[serde(default)]
+    pub lease_prefix: Option<String>,
+    /// Default: the context's namespace (in a pod, its own).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// The default `shard.kubernetes.lease_prefix`.
+pub const LEASE_PREFIX: &str = "pgpatrol-watch-";
+
+impl KubeShard {
+    pub fn lease_prefix(&self) -> &str {
+        self.lease_prefix.as_deref().unwrap_or(LEASE_PREFIX)
+    }
+
+    /// The ring's label value: the prefix without its trailing `-` or `.`.
+    pub fn ring(&self) -> String {
+        self.lease_prefix().trim_end_matches(['-', '.']).to_string()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let p = self.lease_prefix();
+        let ok = !p.is_empty()
+            && p.len() <= 60
+            && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !self.ring().is_empty();
+        if !ok {
+            return Err(format!(
+                "shard.kubernetes.lease_prefix {p:?}: lower-case letters, digits, - and ., starting with a letter or digit, at most 60"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The Lease name of watcher `id`: the prefix and the id, lower-cased, every character a
+/// Lease name may not hold made `-`.
+pub fn lease_name(prefix: &str, id: &str) -> String {
+    let id: String = id
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = format!("{prefix}{}", id.trim_matches(['-', '.']));
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
 impl ShardConfig {
     pub fn is_dynamic(&self) -> bool {
-        self.dcs.is_some()
+        self.dcs.is_some() || self.kubernetes.is_some()
     }
 
     /// What can be told without Kubernetes: `index` and `total` together, or `from_pod`; or
     /// `dcs:` alone (dynamic).
     pub fn check(&self) -> Result<(), String> {
+        if self.dcs.is_some() && self.kubernetes.is_some() {
+            return Err(
+                "shard: the watchers register in `dcs` (etcd) or `kubernetes` (Leases), not both"
+                    .into(),
+            );
+        }
+        if let Some(k) = &self.kubernetes {
+            if self.index.is_some() || self.total.is_some() || self.from_pod {
+                return Err(
+                    "shard: `kubernetes` (dynamic) or `index`/`total`/`from_pod` (static), not both"
+                        .into(),
+                );
+            }
+            if self.prefix.is_some() {
+                return Err(
+                    "shard: `prefix` is etcd's key prefix: with `kubernetes`, give `kubernetes.lease_prefix`"
+                        .into(),
+                );
+            }
+            k.check()?;
+        }
         if let Some(d) = &self.dcs {
             if self.index.is_some() || self.total.is_some() || self.from_pod {
                 return Err(
@@ -252,6 +535,8 @@ impl ShardConfig {
             if d.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
                 return Err("shard.dcs: give `url` (etcd3://HOST:PORT)".into());
             }
+        }
+        if self.is_dynamic() {
             if self.replicas == Some(0) {
                 return Err("shard.replicas: at least 1".into());
             }
@@ -266,7 +551,7 @@ impl ShardConfig {
             || self.id.is_some()
         {
             return Err(
-                "shard: `prefix`, `ttl`, `replicas` and `id` go with `dcs` (dynamic sharding)"
+                "shard: `prefix`, `ttl`, `replicas` and `id` go with `dcs` or `kubernetes` (dynamic sharding)"
                     .into(),
             );
         }
@@ -728,7 +1013,12 @@ impl WatchConfig {
                     c.name
                 ));
             }
-            if let Some(k) = &c.access.kubernetes {
+            if let Some(k) = c
+                .access
+                .kubernetes
+                .as_ref()
+                .filter(|k| !(k.resource.trim().is_empty() && k.dcs && k.scope.is_some()))
+            {
                 crate::source::k8s::parse_resource(&k.resource)
                     .map_err(|e| format!("cluster {:?}: kubernetes.resource: {e}", c.name))?;
             }
@@ -892,5 +1182,104 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("source") && e.contains("replicas"), "{e}");
+    }
+
+    #[test]
+    fn discover_by_kubernetes_label_selector() {
+        let c = WatchConfig::parse(
+            "discover:\n  kubernetes: {selector: 'application=spilo,env in (prod, stage)', namespaces: [a, b], context: other, secret: patroni-rest}\n  interval: 5s\n  template: {slo: {objective: 99%, threshold: 5MB, window: 1h}}\n",
+        )
+        .unwrap();
+        let d = c.discover.unwrap();
+        let k = d.kubernetes.as_ref().unwrap();
+        assert_eq!(k.namespaces, ["a", "b"]);
+        let at = FoundAt::Kubernetes {
+            namespace: "a".into(),
+            scope: "pg".into(),
+        };
+        let e = d.entry(&at).unwrap();
+        assert_eq!(e.name, "a/pg");
+        let t = e.access.kubernetes.unwrap();
+        assert_eq!(t.resource, "");
+        assert_eq!(t.namespace.as_deref(), Some("a"));
+        assert_eq!(t.scope.as_deref(), Some("pg"));
+        assert!(t.dcs);
+        assert_eq!(t.context.as_deref(), Some("other"));
+        assert_eq!(t.secret.as_deref(), Some("patroni-rest"));
+        assert!(e.slo.is_some());
+        // A listed cluster may name its Kubernetes DCS the same way.
+        WatchConfig::parse(
+            "clusters:\n  - {name: x, kubernetes: {namespace: a, scope: pg, dcs: true}}\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_kubernetes_discovery_is_one_line() {
+        for (yml, want) in [
+            ("discover: {kubernetes: {selector: 'a=b=c'}}", "selector"),
+            ("discover: {kubernetes: {selector: ''}}", "empty"),
+            ("discover: {kubernetes: {selector: 'app in (a'}}", "'('"),
+            (
+                "discover: {kubernetes: {selector: a=b, namespaces: [Bad_NS]}}",
+                "Bad_NS",
+            ),
+            ("discover: {kubernetes: {selectr: a=b}}", "selectr"),
+            (
+                "discover: {kubernetes: {selector: a=b}, dcs: {url: 'etcd3://x:2379'}}",
+                "not both",
+            ),
+            ("discover: {interval: 5s}", "give `dcs"),
+            (
+                "discover: {kubernetes: {selector: a=b}, template: {kubernetes: {}}}",
+                "no `kubernetes`",
+            ),
+        ] {
+            let e = WatchConfig::parse(&format!("{yml}\n")).unwrap_err();
+            assert!(e.contains(want) && !e.contains('\n'), "{yml}: {e}");
+        }
+        for ok in ["a=b", "a==b,c!=d", "!a,b", "x.io/y in (a,b),z notin (c)"] {
+            assert_eq!(check_selector(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn dynamic_sharding_on_kubernetes_leases() {
+        let c = WatchConfig::parse(
+            "shard: {kubernetes: {namespace: watchers}, ttl: 6s, replicas: 2}\nclusters:\n  - {name: a, urls: [x]}\n",
+        )
+        .unwrap();
+        let s = c.shard.unwrap();
+        assert!(s.is_dynamic());
+        let k = s.kubernetes.unwrap();
+        assert_eq!(k.lease_prefix(), "pgpatrol-watch-");
+        assert_eq!(k.ring(), "pgpatrol-watch");
+        assert_eq!(
+            lease_name("pgpatrol-watch-", "Host_1:4242"),
+            "pgpatrol-watch-host-1-4242"
+        );
+        assert_eq!(lease_name("w.", "pod-0"), "w.pod-0");
+        assert!(lease_name("p-", &"x".repeat(400)).len() <= 253);
+        for (yml, want) in [
+            (
+                "shard: {kubernetes: {}, dcs: {url: 'etcd3://x:1'}}",
+                "`dcs` (etcd) or `kubernetes` (Leases), not both",
+            ),
+            ("shard: {kubernetes: {}, index: 0, total: 2}", "not both"),
+            (
+                "shard: {kubernetes: {lease_prefix: Bad_}}",
+                "lease_prefix \"Bad_\"",
+            ),
+            ("shard: {kubernetes: {lease_prefix: '-'}}", "lease_prefix"),
+            (
+                "shard: {kubernetes: {}, prefix: /x/}",
+                "kubernetes.lease_prefix",
+            ),
+            ("shard: {kubernetes: {namspace: a}}", "namspace"),
+        ] {
+            let e = WatchConfig::parse(&format!("{yml}\nclusters:\n  - {{name: a, urls: [x]}}\n"))
+                .unwrap_err();
+            assert!(e.contains(want) && !e.contains('\n'), "{yml}: {e}");
+        }
     }
 }

@@ -4,9 +4,11 @@
 //! starts and stops pollers to match.
 //!
 //! - **Discovery**: every `discover.interval` one range over Patroni's namespace
-//!   (`source::dcs::read_namespace`) gives the scopes; a scope not listed gets an entry from
-//!   the template (read from the DCS, `dcs:` with its scope); one missing from the DCS for
-//!   `grace` is forgotten. A read that fails changes nothing: "could not read etcd" is never
+//!   (`source::dcs::read_namespace`), or one list of ConfigMaps, Endpoints and pods by label
+//!   selector per Kubernetes namespace (`source::k8s::dcs::read_selected`), gives the
+//!   clusters; one not listed gets an entry from the template (read from its DCS: `dcs:`
+//!   with its scope, or `kubernetes: {namespace, scope, dcs: true}` named
+//!   `<namespace>/<scope>`); one missing for `grace` is forgotten. A read that fails changes nothing: "could not read etcd" is never
 //!   "every cluster is gone".
 //! - **Ownership**: a static shard (`core::shard::Shard`), or the ring of the watchers
 //!   registered now (`watch/members.rs`, `core::shard::Ring`), each cluster polled by
@@ -24,10 +26,11 @@ use tokio::sync::watch;
 
 use pgpatrol_core::shard::{Ring, Shard};
 
-use super::config::{ClusterConfig, DiscoverConfig};
+use super::config::{ClusterConfig, DiscoverConfig, FoundAt, KubeDiscover};
 use super::members::Membership;
 use super::run::Kit;
 use crate::source::http::{HttpCache, HttpOptions};
+use crate::source::k8s::K8sTarget;
 
 /// Who owns which cluster.
 pub(super) enum Ownership {
@@ -45,7 +48,9 @@ pub(super) struct FleetSpec {
     pub(super) listed: Vec<ClusterConfig>,
     /// Listed clusters polled from start to end (static sharding): their names are taken.
     pub(super) fixed: BTreeSet<String>,
-    pub(super) discover: Option<DiscoverConfig>,
+    /// `discover:` and where it looks (built before anything starts: a bad setting stops
+    /// the watcher).
+    pub(super) discover: Option<(DiscoverConfig, Finder)>,
     pub(super) ownership: Ownership,
 }
 
@@ -68,6 +73,90 @@ pub(super) fn etcd_http(timeout: Duration) -> HttpOptions {
     }
 }
 
+/// Where discovery looks: the scopes under an etcd namespace, or the Kubernetes DCS objects
+/// a label selector matches.
+pub(super) enum Finder {
+    Etcd {
+        etcd: crate::source::dcs::etcd::EtcdOptions,
+        namespace: String,
+    },
+    Kubernetes {
+        client: kube::Client,
+        spec: KubeDiscover,
+    },
+}
+
+impl Finder {
+    pub(super) async fn new(d: &DiscoverConfig, timeout: Duration) -> Result<Self, String> {
+        if let Some(k) = &d.kubernetes {
+            let t = K8sTarget {
+                kubeconfig: k.kubeconfig.clone(),
+                context: k.context.clone(),
+                distribution: k.distribution.clone(),
+                ..K8sTarget::default()
+            };
+            let (client, _) =
+                crate::source::k8s::client(&t, timeout.min(Duration::from_secs(2)), timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            return Ok(Finder::Kubernetes {
+                client,
+                spec: k.clone(),
+            });
+        }
+        let dcs = d
+            .dcs
+            .as_ref()
+            .ok_or_else(|| "discover: neither `dcs` nor `kubernetes`".to_string())?;
+        let (etcd, namespace) = dcs
+            .password()
+            .and_then(|pw| dcs.resolve_namespace(pw, None, &etcd_http(timeout)))
+            .map_err(|e| e.to_string())?;
+        Ok(Finder::Etcd { etcd, namespace })
+    }
+
+    /// Every cluster there now, each with why its keys are not Patroni's, if they are not.
+    async fn read(&self) -> Result<Vec<(FoundAt, Result<(), String>)>, String> {
+        match self {
+            Finder::Etcd { etcd, namespace } => {
+                let (scopes, _) = crate::source::dcs::read_namespace(etcd, namespace)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(scopes
+                    .into_iter()
+                    .map(|(scope, keys)| {
+                        (
+                            FoundAt::Etcd { scope },
+                            keys.map(|_| ()).map_err(|b| b.to_string()),
+                        )
+                    })
+                    .collect())
+            }
+            Finder::Kubernetes { client, spec } => {
+                let found = crate::source::k8s::dcs::read_selected(
+                    client,
+                    &spec.namespaces,
+                    &spec.selector,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(found
+                    .into_iter()
+                    .map(|f| {
+                        (
+                            FoundAt::Kubernetes {
+                                namespace: f.namespace,
+                                scope: f.scope,
+                            },
+                            f.keys.map(|_| ()).map_err(|b| b.to_string()),
+                        )
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
 pub(super) async fn run(
     spec: FleetSpec,
     kit: Kit,
@@ -81,21 +170,9 @@ pub(super) async fn run(
         discover,
         mut ownership,
     } = spec;
-    let dcs = match &discover {
-        Some(d) => match d.dcs.password().and_then(|pw| {
-            d.dcs
-                .resolve_namespace(pw, None, &etcd_http(kit.cfg.timeout))
-        }) {
-            Ok(r) => Some((d, r.0, r.1)),
-            Err(e) => {
-                tracing::error!(error = %e, "discover: cannot reach the DCS: no cluster is discovered");
-                None
-            }
-        },
-        None => None,
-    };
+    let dcs = discover.as_ref().map(|(d, f)| (d, f));
     let mut every = Duration::from_secs(3600);
-    if let Some((d, _, _)) = &dcs {
+    if let Some((d, _)) = &dcs {
         every = every.min(d.interval);
     }
     if let Ownership::Ring { membership, .. } = &ownership {
@@ -145,33 +222,34 @@ pub(super) async fn run(
             }
         }
         // What is in the DCS.
-        if let Some((d, etcd, namespace)) = &dcs {
+        if let Some((d, finder)) = &dcs {
             let due = last_read.is_none_or(|t| t.elapsed() >= d.interval);
             if due {
                 last_read = Some(Instant::now());
-                match crate::source::dcs::read_namespace(etcd, namespace).await {
-                    Ok((scopes, _)) => {
+                match finder.read().await {
+                    Ok(found) => {
                         discovered_once = true;
                         let present: BTreeSet<String> =
-                            scopes.iter().map(|(s, _)| s.clone()).collect();
-                        for (scope, keys) in &scopes {
-                            if fixed.contains(scope)
-                                || listed_names.contains(scope)
-                                || known.contains_key(scope)
+                            found.iter().map(|(at, _)| at.name()).collect();
+                        for (at, keys) in &found {
+                            let name = at.name();
+                            if fixed.contains(&name)
+                                || listed_names.contains(&name)
+                                || known.contains_key(&name)
                             {
                                 continue;
                             }
                             if let Err(bad) = keys {
-                                tracing::warn!(cluster = %scope, error = %bad, "discover: not Patroni's keys: not watched");
+                                tracing::warn!(cluster = %name, error = %bad, "discover: not Patroni's keys: not watched");
                                 continue;
                             }
-                            match d.entry(scope) {
+                            match d.entry(at) {
                                 Ok(c) => {
-                                    tracing::info!(cluster = %scope, "discover: a new cluster in the DCS");
-                                    known.insert(scope.clone(), c);
+                                    tracing::info!(cluster = %name, "discover: a new cluster in the DCS");
+                                    known.insert(name, c);
                                 }
                                 Err(e) => {
-                                    tracing::warn!(cluster = %scope, error = %e, "discover: cannot watch it");
+                                    tracing::warn!(cluster = %name, error = %e, "discover: cannot watch it");
                                     shared.metrics.discover_errors.inc();
                                 }
                             }

@@ -22,6 +22,15 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     for c in &cfg.clusters {
         cfg.target(c).map_err(anyhow::Error::msg)?;
     }
+    // Where discovery looks: a bad setting (an etcd URL, a kubeconfig or context) stops here.
+    let finder = match &cfg.discover {
+        Some(d) => Some(
+            super::fleet::Finder::new(d, cfg.timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("discover: {e}"))?,
+        ),
+        None => None,
+    };
     let listed = cfg.clusters.len();
     // Dynamic sharding: every listed cluster goes to the fleet task, which polls those the
     // ring gives this watcher; otherwise this watcher's share is polled from start to end.
@@ -88,7 +97,9 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
     drop(clusters);
     let ownership = match &dynamic {
         Some(s) => Some(super::fleet::Ownership::Ring {
-            membership: membership(s, cfg.timeout).map_err(anyhow::Error::msg)?,
+            membership: membership(s, cfg.timeout)
+                .await
+                .map_err(anyhow::Error::msg)?,
             replicas: s.replicas.unwrap_or(1),
         }),
         None if cfg.discover.is_some() => Some(super::fleet::Ownership::Static(share.shard)),
@@ -160,7 +171,7 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
         let spec = super::fleet::FleetSpec {
             listed: managed,
             fixed: fixed.into_iter().collect(),
-            discover: cfg.discover.clone(),
+            discover: cfg.discover.clone().zip(finder),
             ownership,
         };
         tokio::spawn(super::fleet::run(spec, kit, clients, shutdown.clone()))
@@ -226,15 +237,10 @@ pub async fn run(mut cfg: WatchConfig, mut outside: watch::Receiver<bool>) -> an
 
 /// Dynamic sharding's registration: the etcd of `shard.dcs`, this watcher's id (`id`, else
 /// `POD_NAME`, else HOST:PID), the prefix and the lease's ttl.
-fn membership(
+async fn membership(
     s: &super::config::ShardConfig,
     timeout: Duration,
 ) -> Result<super::members::Membership, String> {
-    let d = s.dcs.as_ref().ok_or("shard: no dcs")?;
-    let (etcd, _) = d
-        .password()
-        .and_then(|pw| d.resolve_namespace(pw, None, &super::fleet::etcd_http(timeout)))
-        .map_err(|e| format!("shard.dcs: {e}"))?;
     let id =
         s.id.clone()
             .or_else(|| std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()))
@@ -242,16 +248,38 @@ fn membership(
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
                 format!("{}:{}", host.trim(), std::process::id())
             });
+    let ttl = s.ttl.unwrap_or(Duration::from_secs(15));
+    if let Some(k) = &s.kubernetes {
+        let t = crate::source::k8s::K8sTarget {
+            namespace: k.namespace.clone().filter(|n| !n.is_empty()),
+            kubeconfig: k.kubeconfig.clone(),
+            context: k.context.clone(),
+            ..Default::default()
+        };
+        let (client, namespace) =
+            crate::source::k8s::client(&t, timeout.min(Duration::from_secs(2)), timeout)
+                .await
+                .map_err(|e| format!("shard.kubernetes: {e}"))?;
+        let name = super::config::lease_name(k.lease_prefix(), &id);
+        return Ok(super::members::Membership::kubernetes(
+            client,
+            &namespace,
+            &name,
+            &k.ring(),
+            &id,
+            ttl,
+        ));
+    }
+    let d = s.dcs.as_ref().ok_or("shard: no dcs")?;
+    let (etcd, _) = d
+        .password()
+        .and_then(|pw| d.resolve_namespace(pw, None, &super::fleet::etcd_http(timeout)))
+        .map_err(|e| format!("shard.dcs: {e}"))?;
     let prefix = s
         .prefix
         .clone()
         .unwrap_or_else(|| "/pgpatrol/watchers/".into());
-    super::members::Membership::new(
-        &etcd,
-        &prefix,
-        &id,
-        s.ttl.unwrap_or(Duration::from_secs(15)),
-    )
+    super::members::Membership::new(&etcd, &prefix, &id, ttl)
 }
 
 /// What a poller is built from: the configuration, the shared state, the alert queue, and

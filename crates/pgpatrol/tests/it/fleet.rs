@@ -4,6 +4,8 @@
 //! the Kubernetes fixture.
 
 use std::collections::BTreeSet;
+
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +31,10 @@ pub fn tests() -> Vec<Test> {
         bare(
             "the_default_series_stay_within_12_per_member",
             the_default_series_stay_within_12_per_member,
+        ),
+        bare(
+            "dynamic_shards_over_kubernetes_leases_split_and_move_300_clusters",
+            dynamic_shards_over_kubernetes_leases_split_and_move_300_clusters,
         ),
         crate::harness::test(
             "dynamic_shards_over_etcd_split_move_and_take_back_300_clusters",
@@ -281,12 +287,22 @@ fn bad_shard_settings_are_one_line_errors() {
         (
             vec![],
             "shard: {index: 0, total: 2, ttl: 5s}\n",
-            "go with `dcs` (dynamic sharding)",
+            "go with `dcs` or `kubernetes` (dynamic sharding)",
         ),
         (
             vec!["--shard-from-pod"],
             "",
             "neither POD_NAME nor HOSTNAME is set",
+        ),
+        (
+            vec![],
+            "shard: {kubernetes: {lease_prefix: Bad_}}\n",
+            "shard.kubernetes.lease_prefix \"Bad_\"",
+        ),
+        (
+            vec![],
+            "shard: {kubernetes: {kubeconfig: /nonexistent/kubeconfig}}\n",
+            "shard.kubernetes: cannot read the kubeconfig /nonexistent/kubeconfig",
         ),
     ];
     for (args, extra, needle) in cases {
@@ -427,6 +443,91 @@ fn dynamic_shards_over_etcd_split_move_and_take_back_300_clusters(lab: &Lab) {
     let shares = settled(&ports, 2, "every cluster polled by two watchers");
     let total: usize = shares.iter().map(BTreeSet::len).sum();
     assert_eq!(total, 2 * CLUSTERS);
+}
+
+/// Spec (issue 25, dynamic sharding on Kubernetes): three watchers each hold a Lease in the
+/// fixture (`shard: {kubernetes: {namespace}, ttl: 3s}`), labelled with the ring, and list
+/// them: every one of 300 clusters is polled by exactly one. One SIGKILLed: its Lease is not
+/// renewed, expires after 3 s and drops out; the other two take its clusters and only those.
+/// One stopped cleanly releases its Lease (no holder): the last takes every cluster. Only
+/// deploy/rbac.yaml's pgpatrol-ring is allowed.
+fn dynamic_shards_over_kubernetes_leases_split_and_move_300_clusters() {
+    let dir = test_tmp();
+    let (url, _patroni) = fake_patroni();
+    let world = World {
+        allowed: Some(crate::k8s::role_rules("pgpatrol-ring")),
+        ..World::default()
+    };
+    let fx = Fixture::start(world, &dir.join("k8s"));
+    let kubeconfig = fx.kubeconfig.display().to_string();
+    let yml = |id: &str| {
+        let d = dir.join(id);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        watch_yml(
+            &d,
+            &url,
+            &format!(
+                "shard: {{kubernetes: {{namespace: watchers, kubeconfig: '{kubeconfig}'}}, ttl: 3s, id: 'host:{id}'}}\n"
+            ),
+        )
+    };
+    let ids = ["w0", "w1", "w2"];
+    let mut watchers: Vec<(Proc, u16)> = ids
+        .iter()
+        .map(|id| watcher(id, &dir, &yml(id), &[], &[]))
+        .collect();
+    let ports: Vec<u16> = watchers.iter().map(|(_, p)| *p).collect();
+    let shares = settled(&ports, 1, "three watchers to share the 300 clusters");
+    for (id, s) in ids.iter().zip(&shares) {
+        say!("{id} polls {} clusters", s.len());
+        assert!((60..=140).contains(&s.len()), "{id}: {}", s.len());
+    }
+    let holder = |name: &str| {
+        let w = fx.world.lock().expect("world");
+        let (_, v) = w
+            .leases
+            .get(&("watchers".to_string(), name.to_string()))
+            .unwrap_or_else(|| panic!("no Lease {name}: {:?}", w.leases.keys()));
+        assert_eq!(v["metadata"]["labels"]["pgpatrol/ring"], "pgpatrol-watch");
+        v["spec"]["holderIdentity"].clone()
+    };
+    // The id made a Lease name (`host:w1` → `pgpatrol-watch-host-w1`), held by the id itself.
+    assert_eq!(holder("pgpatrol-watch-host-w1"), "host:w1");
+
+    // w1 killed: its Lease expires (3 s) and the others take its clusters.
+    let t0 = std::time::Instant::now();
+    watchers[1].0.kill();
+    let left = [ports[0], ports[2]];
+    let after = settled(&left, 1, "the two left to take w1's clusters");
+    say!(
+        "w1's {} clusters polled by the others {:.1} s after its SIGKILL (ttl 3 s)",
+        shares[1].len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "before its Lease expired"
+    );
+    assert!(
+        after[0].is_superset(&shares[0]) && after[1].is_superset(&shares[2]),
+        "only w1's clusters moved"
+    );
+    assert_eq!(
+        holder("pgpatrol-watch-host-w1"),
+        "host:w1",
+        "expired, not released"
+    );
+
+    // w2 stopped cleanly: its Lease released at once, w0 takes everything.
+    assert_eq!(watchers[2].0.terminate(), Some(0));
+    assert_eq!(holder("pgpatrol-watch-host-w2"), Value::Null, "released");
+    settled(&[ports[0]], 1, "w0 alone");
+    assert!(
+        fx.log()
+            .iter()
+            .any(|l| l.starts_with("LIST leases watchers pgpatrol/ring=pgpatrol-watch")),
+        "the ring was listed by label"
+    );
 }
 
 /// Spec (issue 25, the series budget): by default `/metrics` carries at most 12 series per

@@ -707,14 +707,14 @@ fn watch_finds_the_cluster_through_kubernetes(lab: &Lab) {
     );
 }
 
-/// The (verb, resource) pairs of a Role in deploy/rbac.yaml.
+/// The (verb, resource) pairs of a Role or ClusterRole in deploy/rbac.yaml.
 pub(crate) fn role_rules(role: &str) -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/rbac.yaml");
     let text = std::fs::read_to_string(path).expect("deploy/rbac.yaml");
     let mut out = Vec::new();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("rbac.yaml is YAML");
     for v in docs {
-        if v["kind"] != "Role" || v["metadata"]["name"] != role {
+        if !(v["kind"] == "Role" || v["kind"] == "ClusterRole") || v["metadata"]["name"] != role {
             continue;
         }
         for rule in v["rules"].as_array().expect("rules") {

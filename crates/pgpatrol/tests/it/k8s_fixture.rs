@@ -9,7 +9,7 @@
 //! (`v5.channel.k8s.io`, else `v4`): stdin on channel 0 until the close signal (255), the
 //! command really run here (only `curl`: the pods' Patroni is the lab's), its stdout and
 //! stderr on channels 1 and 2 and its exit as a `Status` on channel 3. Leases with the API
-//! server's optimistic concurrency.
+//! server's optimistic concurrency, listed by labelSelector.
 //!
 //! It is not an API server: no watch, no auth, no admission. Every pod has
 //! `status.podIP` 127.0.0.1 and its Patroni container port is the lab member's REST port, so
@@ -85,6 +85,13 @@ pub struct World {
     pub denied: Vec<(String, String, String)>,
     /// When set, only these (verb, resource) pairs are allowed, as with a single Role.
     pub allowed: Option<Vec<(String, String)>>,
+    /// When set, `allowed` holds only in these namespaces (a Role bound in each): a list
+    /// across all namespaces, or in another namespace, is forbidden. Unset: everywhere (a
+    /// ClusterRole).
+    pub role_namespaces: Option<Vec<String>>,
+    /// Every list (pods, ConfigMaps, Endpoints, Leases) answers 500, as an API server whose
+    /// etcd is down.
+    pub failing: bool,
     /// Every request: "METHOD path" plus " auth" when it carried Authorization to the pod.
     pub log: Vec<String>,
     /// StatefulSets (namespace, name) backed by a lab's folder: scaling one starts or stops
@@ -223,7 +230,7 @@ fn router(world: Shared) -> Router {
         .route("/api/v1/namespaces/{ns}/configmaps", get(list_configmaps))
         .route(
             "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
-            axum::routing::post(create_lease),
+            axum::routing::post(create_lease).get(list_leases),
         )
         .route(
             "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}",
@@ -231,6 +238,8 @@ fn router(world: Shared) -> Router {
         )
         .route("/api/v1/namespaces/{ns}/endpoints", get(list_endpoints))
         .route("/api/v1/pods", get(list_all_pods))
+        .route("/api/v1/configmaps", get(list_all_configmaps))
+        .route("/api/v1/endpoints", get(list_all_endpoints))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
         .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
         .route(
@@ -290,15 +299,36 @@ fn not_found(kind: &str, group: &str, name: &str) -> Response {
 /// A 403 when the world denies (verb, resource) in `ns`, worded like the real API server.
 fn check(world: &Shared, ns: &str, verb: &str, resource: &str, name: &str) -> Option<Response> {
     let w = world.lock().expect("world");
+    if w.failing && verb == "list" {
+        return Some(status(
+            500,
+            "InternalError",
+            "Internal error occurred: etcdserver: request timed out".into(),
+            json!({}),
+        ));
+    }
     let denied = w
         .denied
         .iter()
         .any(|(n, v, r)| n == ns && v == verb && r == resource)
         || w.allowed
             .as_ref()
-            .is_some_and(|a| !a.iter().any(|(v, r)| v == verb && r == resource));
+            .is_some_and(|a| !a.iter().any(|(v, r)| v == verb && r == resource))
+        || w.role_namespaces
+            .as_ref()
+            .is_some_and(|nss| !nss.iter().any(|n| n == ns));
     if !denied {
         return None;
+    }
+    if ns.is_empty() {
+        return Some(status(
+            403,
+            "Forbidden",
+            format!(
+                "{resource} is forbidden: User \"system:serviceaccount:mydata:pgpatrol\" cannot {verb} resource \"{resource}\" in API group \"\" at the cluster scope"
+            ),
+            json!({"kind": resource}),
+        ));
     }
     let (kind, _) = resource.split_once('/').unwrap_or((resource, ""));
     let group = if matches!(kind, "statefulsets" | "deployments") {
@@ -504,6 +534,34 @@ async fn get_lease(
     }
 }
 
+/// Leases of a namespace by `labelSelector` (the shard ring's watchers).
+async fn list_leases(
+    State(world): State<Shared>,
+    UrlPath(ns): UrlPath<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    record(&world, format!("LIST leases {ns} {sel}"));
+    if let Some(r) = check(&world, &ns, "list", "leases", "") {
+        return r;
+    }
+    let w = world.lock().expect("world");
+    let items: Vec<Value> = w
+        .leases
+        .iter()
+        .filter(|((n, _), (_, v))| {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(v["metadata"]["labels"].clone()).unwrap_or_default();
+            n == &ns && matches(&sel, &labels)
+        })
+        .map(|(_, (rv, v))| lease_json(*rv, v))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1", "metadata": {"resourceVersion": "9"}, "items": items}),
+    )
+}
+
 async fn create_lease(
     State(world): State<Shared>,
     UrlPath(ns): UrlPath<String>,
@@ -600,7 +658,8 @@ async fn list_objects(
     kind: &'static str,
     resource: &str,
 ) -> Response {
-    record(&world, format!("LIST {resource} {ns} {sel}"));
+    let at = if ns.is_empty() { "*" } else { ns.as_str() };
+    record(&world, format!("LIST {resource} {at} {sel}"));
     if let Some(r) = check(&world, &ns, "list", resource, "") {
         return r;
     }
@@ -608,7 +667,9 @@ async fn list_objects(
     let items: Vec<Value> = w
         .objects
         .iter()
-        .filter(|o| o.kind == kind && o.namespace == ns && matches(&sel, &o.labels))
+        .filter(|o| {
+            o.kind == kind && (ns.is_empty() || o.namespace == ns) && matches(&sel, &o.labels)
+        })
         .map(object_json)
         .collect();
     json_response(
@@ -929,9 +990,40 @@ async fn list_pods(
     )
 }
 
-async fn list_all_pods(State(world): State<Shared>) -> Response {
+/// Pods across all namespaces (`kubectl get pods -A`, `list --all -A`).
+async fn list_all_pods(
+    State(world): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    record(&world, format!("LIST pods * {sel}"));
+    if let Some(r) = check(&world, "", "list", "pods", "") {
+        return r;
+    }
     let w = world.lock().expect("world");
-    pod_list(w.pods.iter().map(pod_json).collect())
+    pod_list(
+        w.pods
+            .iter()
+            .filter(|p| matches(&sel, &p.labels))
+            .map(|p| pod_json_in(&w, p))
+            .collect(),
+    )
+}
+
+async fn list_all_configmaps(
+    State(world): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, String::new(), sel, "ConfigMap", "configmaps").await
+}
+
+async fn list_all_endpoints(
+    State(world): State<Shared>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let sel = q.get("labelSelector").cloned().unwrap_or_default();
+    list_objects(world, String::new(), sel, "Endpoints", "endpoints").await
 }
 
 /// A namespace exists when something lives in it (kubectl asks after a NotFound).

@@ -44,7 +44,8 @@
 //!
 //! - `k8s`: the Kubernetes source through an API server fixture (k8s_fixture.rs: real
 //!   object JSON, pods/proxy to the lab, pods/portforward over websocket) in front of the lab;
-//!   `k8s_dcs` (also named `k8s::`): Patroni's Kubernetes DCS objects in the fixture.
+//!   `k8s_dcs` (also named `k8s::`): Patroni's Kubernetes DCS objects in the fixture;
+//!   `k8s_discover` (also `k8s::`, no lab): discovery and `list --all` by label selector.
 //!
 //! - `supervise`: seed 001's hang live: members in their own PID namespaces under a PID 1
 //!   that does not reap (the hang is asserted) and under `pgpatrol supervise` (it is gone).
@@ -78,6 +79,7 @@ mod fleet;
 mod heal;
 mod k8s;
 mod k8s_dcs;
+mod k8s_discover;
 mod k8s_fixture;
 mod lab;
 mod ops;
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         ("dcs", dcs::tests),
         ("k8s", k8s::tests),
         ("k8s", k8s_dcs::tests),
+        ("k8s", k8s_discover::tests),
         ("supervise", supervise::tests),
         ("supervise", supervise_proc::tests),
         ("compat", compat::tests),

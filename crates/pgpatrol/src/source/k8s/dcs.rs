@@ -152,3 +152,116 @@ impl KubeDcs {
         Ok((c, origin))
     }
 }
+
+/// One Patroni cluster a label selector found: its namespace, its scope (the `cluster-name`
+/// label), and its objects decoded (or why they are not Patroni's).
+#[derive(Debug)]
+pub struct Found {
+    pub namespace: String,
+    pub scope: String,
+    pub keys: Result<DcsCluster, BadValue>,
+}
+
+/// The metadata of every `K` matching `lp` in `ns` (every namespace the caller may list
+/// when `None`).
+async fn list_metas<K>(
+    client: &Client,
+    ns: Option<&str>,
+    lp: &ListParams,
+    resource: &str,
+) -> Result<Vec<kube::api::ObjectMeta>, KubeDcsError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = match ns {
+        Some(n) => Api::<K>::namespaced(client.clone(), n),
+        None => Api::<K>::all(client.clone()),
+    };
+    api.list(lp)
+        .await
+        .map(|l| l.items.into_iter().map(|o| o.meta().clone()).collect())
+        .map_err(|e| {
+            KubeDcsError::Read(api_error(e, "list", resource, ns.unwrap_or("*")).to_string())
+        })
+}
+
+/// Objects of one namespace grouped by their `cluster-name` label.
+type ByScope = BTreeMap<(String, String), BTreeMap<String, Annotations>>;
+
+fn by_scope(metas: &[kube::api::ObjectMeta]) -> ByScope {
+    let mut out = ByScope::new();
+    for m in metas {
+        let Some(scope) = m.labels.as_ref().and_then(|l| l.get(SCOPE_LABEL)) else {
+            continue;
+        };
+        let ns = m.namespace.clone().unwrap_or_default();
+        let (name, a) = annotations(m);
+        out.entry((ns, scope.clone())).or_default().insert(name, a);
+    }
+    out
+}
+
+/// Every Patroni cluster whose Kubernetes DCS objects match `selector` in `namespaces`
+/// (every namespace when empty): in each, one list of ConfigMaps, one of Endpoints and one
+/// of pods, all by `selector` (Patroni puts its `kubernetes.labels` on all three). A cluster
+/// is a `cluster-name` label value on a `<scope>-config` or `<scope>-leader` ConfigMap, else
+/// on a `<scope>` or `<scope>-config` Endpoints; its members are the pods with that label.
+/// One list that fails fails the whole reading: a partial answer is never "the others are
+/// gone".
+pub async fn read_selected(
+    client: &Client,
+    namespaces: &[String],
+    selector: &str,
+) -> Result<Vec<Found>, KubeDcsError> {
+    let lp = ListParams::default().labels(selector);
+    let all = [None];
+    let mut each: Vec<Option<&str>> = namespaces.iter().map(|n| Some(n.as_str())).collect();
+    each.sort_unstable();
+    each.dedup();
+    let scopes: &[Option<&str>] = if namespaces.is_empty() { &all } else { &each };
+    let (mut cms, mut eps, mut pods) = (Vec::new(), Vec::new(), Vec::new());
+    for ns in scopes {
+        cms.extend(list_metas::<ConfigMap>(client, *ns, &lp, "configmaps").await?);
+        eps.extend(list_metas::<Endpoints>(client, *ns, &lp, "endpoints").await?);
+        pods.extend(list_metas::<Pod>(client, *ns, &lp, "pods").await?);
+    }
+    let (cms, eps) = (by_scope(&cms), by_scope(&eps));
+    let mut members: BTreeMap<(String, String), Vec<&kube::api::ObjectMeta>> = BTreeMap::new();
+    for p in &pods {
+        if let Some(scope) = p.labels.as_ref().and_then(|l| l.get(SCOPE_LABEL)) {
+            members
+                .entry((p.namespace.clone().unwrap_or_default(), scope.clone()))
+                .or_default()
+                .push(p);
+        }
+    }
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        cms.keys().chain(eps.keys()).collect();
+    let now = SystemTime::now();
+    let mut found = Vec::new();
+    for key @ (ns, scope) in keys {
+        let empty = BTreeMap::new();
+        let in_cms = cms.get(key).unwrap_or(&empty);
+        let in_eps = eps.get(key).unwrap_or(&empty);
+        let (objects, use_endpoints) = if in_configmaps(scope, in_cms) {
+            (in_cms, false)
+        } else if in_eps.contains_key(scope.as_str())
+            || in_eps.contains_key(&format!("{scope}-config"))
+        {
+            (in_eps, true)
+        } else {
+            continue;
+        };
+        let statuses = pod_statuses(members.get(key).into_iter().flatten().copied());
+        found.push(Found {
+            namespace: ns.clone(),
+            scope: scope.clone(),
+            keys: wire::from_kubernetes(scope, objects, use_endpoints, &statuses, now),
+        });
+    }
+    Ok(found)
+}

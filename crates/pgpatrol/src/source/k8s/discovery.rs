@@ -274,7 +274,13 @@ pub async fn discover(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<Discovered, K8sError> {
-    let (kind, name) = parse_resource(&t.resource)?;
+    // No workload, a scope (a cluster found by its Kubernetes DCS): its pods are those
+    // labelled with the scope, as Patroni lists them.
+    let scope_only = t.resource.trim().is_empty();
+    let (kind, name) = match (&t.scope, scope_only) {
+        (Some(scope), true) => (Kind::Pod, scope.clone()),
+        _ => parse_resource(&t.resource)?,
+    };
     let (client, namespace) = client(t, connect_timeout, request_timeout).await?;
     let ns = namespace.as_str();
     let not_found = |what: &str| {
@@ -312,6 +318,7 @@ pub async fn discover(
                 &d.spec.map(|s| s.selector).unwrap_or_default(),
             )?)
         }
+        Kind::Pod if scope_only => Some(format!("{}={name}", super::dcs::SCOPE_LABEL)),
         Kind::Pod => None,
     };
     let pods = match &selector {
@@ -325,7 +332,7 @@ pub async fn discover(
             vec![PodInfo::from_pod(&pod, t.port)]
         }
     };
-    if pods.is_empty() {
+    if pods.is_empty() && !(scope_only && t.dcs) {
         return Err(K8sError::Discovery(format!(
             "{} in namespace {ns} has no pods (selector {})",
             t.resource,

@@ -2,7 +2,8 @@
 //! by replacing an expired or released one at the `resourceVersion` read (the API server
 //! refuses a stale one with 409, so two takers cannot both win); renewed by replacing it
 //! with a new `renewTime` while its `holderIdentity` is still ours; released by clearing the
-//! holder. RBAC: get, create, update on leases (deploy/rbac.yaml).
+//! holder. RBAC: get, create, update on leases (deploy/rbac.yaml). Dynamic sharding holds
+//! one labelled Lease per watcher and lists them (`holders`): list on leases too.
 
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub struct KubeLease {
     pub name: String,
     pub namespace: String,
     ttl: Duration,
+    /// Labels set on the Lease when it is created or taken (the shard ring lists by them).
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for KubeLease {
@@ -78,7 +81,18 @@ impl KubeLease {
             name: name.to_string(),
             namespace: namespace.to_string(),
             ttl,
+            labels: Default::default(),
         }
+    }
+
+    /// The same Lease, created (or taken) with these labels.
+    pub fn with_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    fn meta_labels(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        (!self.labels.is_empty()).then(|| self.labels.clone())
     }
 
     fn err(&self, e: kube::Error, verb: &str) -> KubeLeaseError {
@@ -121,6 +135,7 @@ impl KubeLease {
                 metadata: ObjectMeta {
                     name: Some(self.name.clone()),
                     namespace: Some(self.namespace.clone()),
+                    labels: self.meta_labels(),
                     ..ObjectMeta::default()
                 },
                 spec: Some(self.spec(owner, None, 0)),
@@ -143,6 +158,13 @@ impl KubeLease {
             None
         };
         lease.spec = Some(self.spec(owner, acquired, transitions));
+        if let Some(labels) = self.meta_labels() {
+            lease
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .extend(labels);
+        }
         // Replacing at the resourceVersion read: a concurrent taker gets 409.
         match self
             .api
@@ -198,6 +220,28 @@ impl KubeLease {
             .map(drop)
             .map_err(|e| self.err(e, "update"))
     }
+}
+
+/// The holders of the Leases matching `selector` in `namespace` that are held and not
+/// expired now (one list): the shard ring's watchers alive.
+pub async fn holders(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+) -> Result<Vec<String>, KubeLeaseError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .map_err(|e| KubeLeaseError::Api(api_error(e, "list", "leases", namespace).to_string()))?;
+    let at = jiff::Timestamp::now();
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|l| l.spec)
+        .filter(|spec| !free(spec, at))
+        .filter_map(|spec| spec.holder_identity)
+        .collect())
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use super::http::Http;
 use super::SourceError;
 
 pub use discovery::{
-    discover, parse_resource, patroni_port, secret_credentials, selector_string, Discovered, Kind,
-    PodInfo,
+    client, discover, parse_resource, patroni_port, secret_credentials, selector_string,
+    Discovered, Kind, PodInfo,
 };
 pub use errors::K8sError;
 pub use transport::ApiServer;
@@ -37,7 +37,17 @@ pub use transport::ApiServer;
 pub const DEFAULT_PORT: u16 = 8008;
 
 /// How Patroni's REST calls reach the pods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
     /// Reads through the API server's `pods/proxy`, writes through `pods/portforward`.
