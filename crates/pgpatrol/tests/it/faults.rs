@@ -37,6 +37,7 @@ pub fn tests() -> Vec<Test> {
         a_switchover_whose_candidate_is_killed_mid_way_is_reported_as_it_ended,
         a_rolling_restart_with_etcd_stopped_between_members_stops_before_the_next,
         a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed,
+        reinit_with_etcd_stopped_rebuilds_nothing,
         pause_and_resume_with_etcd_stopped_change_nothing,
     ]
 }
@@ -1346,6 +1347,88 @@ fn a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed(lab: &Lab) 
         "pgpatrol's report against the observer's: {r:#}\n{v:#}"
     );
     assert_eq!(said, [first], "{r:#}");
+}
+
+/// Spec (issue 24, fail closed): `reinit <replica> --yes` while etcd is stopped (SIGSTOP,
+/// until pgpatrol exits; synchronous mode on), once no member's `GET /cluster` answers. Refused or failed (exit non-zero) and nothing
+/// rebuilt: no `POST /reinitialize` that Patroni carried out, the replica's PostgreSQL never
+/// restarted, nothing lost once etcd runs again.
+fn reinit_with_etcd_stopped_rebuilds_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "reinit-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let (_, far) = synchronous(lab);
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The leader stopped by Patroni when it cannot reach the DCS; a rebuild on top of
+            // it would be a second.
+            down: 1,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let etcd = EtcdStopped::now(lab);
+    // Stopped for good, as the cluster shows it: no member's Patroni answers `/cluster` any
+    // more (its etcd watch had served the last one read until then). A reinit sent the
+    // moment etcd froze is Patroni's to carry out: `/cluster` still answered.
+    wait_for(
+        "no member's GET /cluster answering",
+        Duration::from_secs(60),
+        || {
+            lab.urls()
+                .iter()
+                .all(|u| {
+                    !matches!(
+                        crate::util::request(
+                            "GET",
+                            &format!("{u}/cluster"),
+                            None,
+                            None,
+                            Duration::from_secs(3)
+                        ),
+                        Ok((200, _))
+                    )
+                })
+                .then_some(())
+        },
+    );
+    let out = lab.pgpatrol(&[
+        "reinit",
+        &far,
+        "--yes",
+        "--wait",
+        "--timeout",
+        "30s",
+        "--request-timeout",
+        "5s",
+        "--audit-log",
+        &a,
+        "-o",
+        "json",
+    ]);
+    drop(etcd);
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line("reinit of a replica with etcd stopped", &v, code(&out), t0);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(code(&out), 0, "{said}");
+    let done: Vec<Value> = crate::util::audit_lines(&audit)
+        .into_iter()
+        .filter(|l| l["status"] == 200)
+        .collect();
+    assert!(
+        done.is_empty(),
+        "nothing carried out with etcd stopped: {done:#?}\npgpatrol: {said}\nobserver: {v:#}"
+    );
+    let restarted: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert!(!restarted.contains(&far), "{far} was not rebuilt: {v:#}");
+    assert_held(&v);
 }
 
 /// `pause` in the dynamic configuration, read through a member that answers.
