@@ -1200,7 +1200,9 @@ fn a_rolling_restart_with_etcd_stopped_between_members_stops_before_the_next(lab
             // The restarted member, and the leader stopped by Patroni when it cannot reach
             // the DCS.
             down: 2,
-            leader_changes: Some(0),
+            // Patroni's own: etcd running again expires the leases it froze, the leader key's
+            // too, and a new leader race may go to the synchronous standby.
+            leader_changes: None,
             audit: Some(audit.clone()),
         },
     );
@@ -1367,7 +1369,8 @@ fn reinit_with_etcd_stopped_rebuilds_nothing(lab: &Lab) {
             // The leader stopped by Patroni when it cannot reach the DCS; a rebuild on top of
             // it would be a second.
             down: 1,
-            leader_changes: Some(0),
+            // Patroni's own leader race once etcd runs again (its leases expired meanwhile).
+            leader_changes: None,
             audit: Some(audit.clone()),
         },
     );
@@ -1440,7 +1443,7 @@ fn paused(lab: &Lab) -> bool {
 /// pgpatrol exits, then — the cluster paused by hand — `resume --yes --wait` the same way.
 /// Each exits non-zero and changes nothing (once etcd runs again the cluster is not paused,
 /// then still paused); its exit code agrees with what the configuration then holds. While
-/// paused the leader keeps its role without the DCS; no leader change, nothing lost.
+/// paused the leader keeps its role without the DCS; never two writable, nothing lost.
 fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
     let t0 = Instant::now();
     let dir = scratch(lab, "pause-etcd-stopped");
@@ -1454,7 +1457,8 @@ fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
         &Allow {
             // The leader stopped by Patroni when it cannot reach the DCS (not paused).
             down: 1,
-            leader_changes: Some(0),
+            // Patroni's own leader race once etcd runs again (its leases expired meanwhile).
+            leader_changes: None,
             audit: Some(audit.clone()),
         },
     );
@@ -1477,7 +1481,7 @@ fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
     healthy_again(lab);
     let after_pause = paused(lab);
     let out = lab.pgpatrol(&["pause", "--yes", "--wait"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let etcd = EtcdStopped::now(lab);
     let resume = lab.pgpatrol(&[&["resume"][..], &flags[..]].concat());
     drop(etcd);
@@ -1493,8 +1497,13 @@ fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
         .filter(|(s, _)| *s == 200)
     });
     let after_resume = paused(lab);
-    let out = lab.pgpatrol(&["resume", "--yes", "--wait"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Resumed by hand: once the members have settled after etcd's return (a leader race may
+    // still run), it succeeds.
+    wait_for(
+        "resume --yes --wait to succeed with etcd running",
+        Duration::from_secs(120),
+        || (code(&lab.pgpatrol(&["resume", "--yes", "--wait"])) == 0).then_some(()),
+    );
     healthy_again(lab);
     rows_grow(lab, 20);
     let v = obs.finish();
