@@ -38,6 +38,7 @@ pub fn tests() -> Vec<Test> {
         a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed,
         reinit_with_etcd_stopped_rebuilds_nothing,
         pause_and_resume_with_etcd_stopped_change_nothing,
+        doctor_with_a_members_api_hung_returns_and_names_it,
     ]
 }
 
@@ -1451,4 +1452,61 @@ fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
     );
     assert_ne!(code(&pause), 0, "{}{}", stdout(&pause), stderr(&pause));
     assert_ne!(code(&resume), 0, "{}{}", stdout(&resume), stderr(&resume));
+}
+
+/// Spec (issue 24): `doctor` while a replica's Patroni hangs (SIGSTOP: its API accepts and
+/// never answers). It returns within its request timeout (not hanging with the member) and
+/// names the member; the observer saw nothing change: nobody down, nobody restarted, no
+/// leader change.
+fn doctor_with_a_members_api_hung_returns_and_names_it(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "doctor-hung");
+    let replica = replicas(lab)[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 0,
+            leader_changes: Some(0),
+            audit: None,
+        },
+    );
+    rows_grow(lab, 20);
+    let hung = Hung::member(lab, &replica);
+    let t = Instant::now();
+    let out = lab.pgpatrol(&[
+        "doctor",
+        "-o",
+        "json",
+        "--observe",
+        "2s",
+        "--request-timeout",
+        "3s",
+    ]);
+    let took = t.elapsed();
+    drop(hung);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("doctor, {replica}'s Patroni hung"),
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    assert_eq!(v["restarted"], json!([]), "{v:#}");
+    assert!(
+        took < Duration::from_secs(30),
+        "doctor took {took:?} with a 3 s request timeout"
+    );
+    let r = json_of("doctor", &out);
+    assert_ne!(code(&out), 0, "{r:#}");
+    let named: Vec<&Value> = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["status"] != "ok" && c["status"] != "skipped")
+        .filter(|c| c.to_string().contains(&replica))
+        .collect();
+    assert!(!named.is_empty(), "no check names {replica}: {r:#}");
 }
