@@ -34,6 +34,7 @@ pub fn tests() -> Vec<Test> {
         heal_with_the_dcs_stopped_rebuilds_nothing,
         remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing,
         slot_drop_of_a_down_members_kept_slot_is_refused,
+        a_switchover_with_etcd_stopped_mid_way_claims_nothing_it_did_not_see,
         a_switchover_whose_candidate_is_killed_mid_way_is_reported_as_it_ended,
         a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed,
         reinit_with_etcd_stopped_rebuilds_nothing,
@@ -1059,6 +1060,103 @@ fn healthy_again(lab: &Lab) {
     wait_for("the lab healthy again", Duration::from_secs(180), || {
         lab.healthy().then_some(())
     });
+}
+
+/// Spec (issue 24): etcd stopped (SIGSTOP) mid-switchover, the moment pgpatrol's `POST
+/// /switchover` is in the audit log, and let run again once pgpatrol has exited. Synchronous
+/// mode on, so that what Patroni does on its own when the DCS is gone (the leader demotes
+/// itself after `retry_timeout`; the leader race once etcd answers again) cannot lose
+/// acknowledged rows either. Never two writable, every acknowledged row kept; pgpatrol says
+/// switched (exit 0) only for a leader the observer saw writable, other than the former one.
+fn a_switchover_with_etcd_stopped_mid_way_claims_nothing_it_did_not_see(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "switchover-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let _ = synchronous(lab);
+    let before = lab.leader();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The former leader restarting as a replica, and the new one stopped by Patroni
+            // when it cannot reach the DCS.
+            down: 2,
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let run = Running::start(
+        lab,
+        &dir,
+        &[
+            "switchover",
+            "--yes",
+            "--timeout",
+            "30s",
+            "--request-timeout",
+            "5s",
+            "--audit-log",
+            &a,
+            "-o",
+            "json",
+        ],
+    );
+    wait_for(
+        "pgpatrol's POST /switchover in the audit log",
+        Duration::from_secs(90),
+        || (!posted(&audit, "/switchover").is_empty()).then_some(()),
+    );
+    let etcd = EtcdStopped::now(lab);
+    let out = run.finish(Duration::from_secs(180));
+    let r = json_of("switchover", &out);
+    // What the leader pgpatrol names says of itself as pgpatrol exits (etcd still stopped).
+    let named_role = r["leader_after"]
+        .as_str()
+        .map(|l| role_of(lab, l))
+        .unwrap_or_default();
+    drop(etcd);
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        "switchover, etcd stopped once the POST /switchover is answered",
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    if code(&out) == 0 {
+        assert_eq!(r["result"], "switched", "{r:#}");
+        let after = r["leader_after"].as_str().expect("leader_after");
+        assert_ne!(after, before, "{r:#}");
+        assert!(
+            v["leaders"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x == after)),
+            "pgpatrol says {after} leads; the observer never saw it writable: {r:#}\n{v:#}"
+        );
+        assert_eq!(
+            named_role, "primary",
+            "pgpatrol exits 0 saying {after} is the leader; as it exits {after}'s own Patroni says {named_role}: {r:#}\n{v:#}"
+        );
+    } else {
+        assert_ne!(r["result"], "switched", "{r:#}");
+    }
+}
+
+/// A member's role as its own Patroni says (`GET /patroni`), or what came instead.
+fn role_of(lab: &Lab, member: &str) -> String {
+    let url = format!("{}/patroni", lab.url_of(member));
+    match crate::util::request("GET", &url, None, None, Duration::from_secs(3)) {
+        Ok((_, body)) => serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["role"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("no role in {body}")),
+        Err(e) => format!("no answer ({e})"),
+    }
 }
 
 /// Spec (issue 24): the switchover's candidate killed (its Patroni and PostgreSQL, SIGKILL)
