@@ -36,6 +36,7 @@ pub fn tests() -> Vec<Test> {
         slot_drop_of_a_down_members_kept_slot_is_refused,
         a_switchover_with_etcd_stopped_mid_way_claims_nothing_it_did_not_see,
         a_switchover_whose_candidate_is_killed_mid_way_is_reported_as_it_ended,
+        a_rolling_restart_with_etcd_stopped_between_members_stops_before_the_next,
         a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed,
         reinit_with_etcd_stopped_rebuilds_nothing,
         pause_and_resume_with_etcd_stopped_change_nothing,
@@ -1275,6 +1276,86 @@ fn said_restarted(r: &Value) -> Vec<String> {
         .unwrap_or_default();
     said.sort();
     said
+}
+
+/// Spec (issue 24): etcd stopped (SIGSTOP) mid rolling restart, the moment the first
+/// member's `POST /restart` is in the audit log, until pgpatrol exits. Synchronous mode on
+/// (what Patroni does on its own without its DCS cannot lose acknowledged rows). The run
+/// stops before the next member: one `POST /restart` in all, exit non-zero, and what it
+/// says it restarted is that one member, which the observer saw restart.
+fn a_rolling_restart_with_etcd_stopped_between_members_stops_before_the_next(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "rolling-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let _ = synchronous(lab);
+    let order = rolling_order(lab);
+    let first = order[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The restarted member, and the leader stopped by Patroni when it cannot reach
+            // the DCS.
+            down: 2,
+            // Patroni's own: etcd running again expires the leases it froze, the leader key's
+            // too, and a new leader race may go to the synchronous standby.
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let run = Running::start(
+        lab,
+        &dir,
+        &[
+            "restart",
+            "--rolling",
+            "--yes",
+            "--timeout",
+            "30s",
+            "--request-timeout",
+            "5s",
+            "--audit-log",
+            &a,
+            "-o",
+            "json",
+        ],
+    );
+    wait_for(
+        "the first POST /restart in the audit log",
+        Duration::from_secs(120),
+        || (!posted(&audit, "/restart").is_empty()).then_some(()),
+    );
+    let etcd = EtcdStopped::now(lab);
+    let out = run.finish(Duration::from_secs(300));
+    drop(etcd);
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("rolling restart, etcd stopped after {first}'s restart"),
+        &v,
+        code(&out),
+        t0,
+    );
+    let r = json_of("restart --rolling", &out);
+    assert_held(&v);
+    assert_ne!(code(&out), 0, "{r:#}");
+    assert_eq!(
+        posted(&audit, "/restart"),
+        std::slice::from_ref(&first),
+        "{r:#}"
+    );
+    let said = said_restarted(&r);
+    assert!(said.is_empty() || said == [first.clone()], "{r:#}");
+    let seen: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert!(seen.contains(&first), "{v:#}");
+    assert!(
+        posted(&audit, "/switchover").is_empty(),
+        "no switchover: {r:#}"
+    );
 }
 
 /// Spec (issue 24): a rolling restart while the observer writes; the next replica's Patroni
