@@ -34,6 +34,13 @@ pub fn tests() -> Vec<Test> {
         heal_with_the_dcs_stopped_rebuilds_nothing,
         remove_of_a_running_cluster_paused_with_postgres_down_deletes_nothing,
         slot_drop_of_a_down_members_kept_slot_is_refused,
+        a_switchover_with_etcd_stopped_mid_way_claims_nothing_it_did_not_see,
+        a_switchover_whose_candidate_is_killed_mid_way_is_reported_as_it_ended,
+        a_rolling_restart_with_etcd_stopped_between_members_stops_before_the_next,
+        a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed,
+        reinit_with_etcd_stopped_rebuilds_nothing,
+        pause_and_resume_with_etcd_stopped_change_nothing,
+        doctor_with_a_members_api_hung_returns_and_names_it,
     ]
 }
 
@@ -940,4 +947,745 @@ fn slot_drop_of_a_down_members_kept_slot_is_refused(lab: &Lab) {
     assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains("retain_slots"), "{}", stderr(&out));
     assert_eq!(kept, "1", "the slot is still there");
+}
+
+/// pgpatrol running in the background (stdout and stderr to files in the scenario's folder),
+/// so a fault can be injected at a chosen moment of its action; killed when dropped (also
+/// when the test fails).
+struct Running {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Running {
+    fn start(lab: &Lab, dir: &Path, args: &[&str]) -> Running {
+        let (out, err) = (dir.join("pgpatrol.out"), dir.join("pgpatrol.err"));
+        let child = lab
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("start pgpatrol");
+        Running {
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    /// Its exit status once it has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Waits until it exits (at most `limit`) and gives its output.
+    fn finish(mut self, limit: Duration) -> std::process::Output {
+        let status = wait_for("pgpatrol to exit", limit, || self.exited());
+        self.child = None;
+        std::process::Output {
+            status,
+            stdout: std::fs::read(&self.out).unwrap_or_default(),
+            stderr: std::fs::read(&self.err).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// SIGSTOPs the lab's etcd (it accepts connections and never answers, as a DCS cut off
+/// would) and lets it run again when dropped, also when the test fails.
+struct EtcdStopped(u32);
+
+impl EtcdStopped {
+    fn now(lab: &Lab) -> EtcdStopped {
+        let pid = lab.state().etcd.pid.expect("etcd's PID");
+        pgpatrol::lab::os::signal(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP etcd");
+        say!("faults: etcd (PID {pid}) stopped");
+        EtcdStopped(pid)
+    }
+}
+
+impl Drop for EtcdStopped {
+    fn drop(&mut self) {
+        let _ = pgpatrol::lab::os::signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// The audit lines of `POST` requests whose URL ends with `suffix`: their members.
+fn posted(audit: &Path, suffix: &str) -> Vec<String> {
+    crate::util::audit_lines(audit)
+        .iter()
+        .filter(|l| l["method"] == "POST" && l["url"].as_str().is_some_and(|u| u.ends_with(suffix)))
+        .filter_map(|l| l["member"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// SIGKILLs a member's Patroni and its postmaster (its whole PID namespace under `--init`),
+/// as `lab break crash-leader` does to the leader; `lab repair` starts it again.
+fn kill_member(lab: &Lab, name: &str) {
+    use nix::sys::signal::Signal;
+    let s = lab.state();
+    let m = s.member(name).expect("the member").clone();
+    let pm = m.postmaster();
+    match m.init_pid {
+        Some(init) => {
+            let _ = pgpatrol::lab::os::signal(init, Signal::SIGKILL);
+        }
+        None => {
+            if let Some(pid) = m.pid {
+                let _ = pgpatrol::lab::os::signal(pid, Signal::SIGKILL);
+            }
+            if let Some(pm) = pm {
+                let _ = pgpatrol::lab::os::signal(pm, Signal::SIGKILL);
+            }
+        }
+    }
+    say!("faults: {name}'s Patroni and PostgreSQL killed");
+}
+
+/// Waits until the lab is healthy again after a fault that ended (etcd running again, a
+/// member restarted by Patroni).
+fn healthy_again(lab: &Lab) {
+    wait_for("the lab healthy again", Duration::from_secs(180), || {
+        lab.healthy().then_some(())
+    });
+}
+
+/// Spec (issue 24): etcd stopped (SIGSTOP) mid-switchover, the moment pgpatrol's `POST
+/// /switchover` is in the audit log, and let run again once pgpatrol has exited. Synchronous
+/// mode on, so that what Patroni does on its own when the DCS is gone (the leader demotes
+/// itself after `retry_timeout`; the leader race once etcd answers again) cannot lose
+/// acknowledged rows either. Never two writable, every acknowledged row kept; pgpatrol says
+/// switched (exit 0) only for a leader the observer saw writable, other than the former one.
+fn a_switchover_with_etcd_stopped_mid_way_claims_nothing_it_did_not_see(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "switchover-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let _ = synchronous(lab);
+    let before = lab.leader();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The former leader restarting as a replica, and the new one stopped by Patroni
+            // when it cannot reach the DCS.
+            down: 2,
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let run = Running::start(
+        lab,
+        &dir,
+        &[
+            "switchover",
+            "--yes",
+            "--timeout",
+            "30s",
+            "--request-timeout",
+            "5s",
+            "--audit-log",
+            &a,
+            "-o",
+            "json",
+        ],
+    );
+    wait_for(
+        "pgpatrol's POST /switchover in the audit log",
+        Duration::from_secs(90),
+        || (!posted(&audit, "/switchover").is_empty()).then_some(()),
+    );
+    let etcd = EtcdStopped::now(lab);
+    let out = run.finish(Duration::from_secs(180));
+    let r = json_of("switchover", &out);
+    // What the leader pgpatrol names says of itself as pgpatrol exits (etcd still stopped).
+    let named_role = r["leader_after"]
+        .as_str()
+        .map(|l| role_of(lab, l))
+        .unwrap_or_default();
+    drop(etcd);
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        "switchover, etcd stopped once the POST /switchover is answered",
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    if code(&out) == 0 {
+        assert_eq!(r["result"], "switched", "{r:#}");
+        let after = r["leader_after"].as_str().expect("leader_after");
+        assert_ne!(after, before, "{r:#}");
+        assert!(
+            v["leaders"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x == after)),
+            "pgpatrol says {after} leads; the observer never saw it writable: {r:#}\n{v:#}"
+        );
+        assert_eq!(
+            named_role, "primary",
+            "pgpatrol exits 0 saying {after} is the leader; as it exits {after}'s own Patroni says {named_role}: {r:#}\n{v:#}"
+        );
+    } else {
+        assert_ne!(r["result"], "switched", "{r:#}");
+    }
+}
+
+/// A member's role as its own Patroni says (`GET /patroni`), or what came instead.
+fn role_of(lab: &Lab, member: &str) -> String {
+    let url = format!("{}/patroni", lab.url_of(member));
+    match crate::util::request("GET", &url, None, None, Duration::from_secs(3)) {
+        Ok((_, body)) => serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["role"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("no role in {body}")),
+        Err(e) => format!("no answer ({e})"),
+    }
+}
+
+/// Spec (issue 24): the switchover's candidate killed (its Patroni and PostgreSQL, SIGKILL)
+/// mid-switchover: the moment the former leader's Patroni no longer says it runs as the
+/// leader (it is demoting), before the candidate has taken over. Never two writable, every
+/// acknowledged row kept (the former leader's shutdown checkpoint reached both replicas);
+/// pgpatrol says switched (exit 0) only for a leader that runs, and never the dead
+/// candidate; otherwise it fails (exit non-zero).
+fn a_switchover_whose_candidate_is_killed_mid_way_is_reported_as_it_ended(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "switchover-candidate-killed");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let before = lab.leader();
+    let candidate = replicas(lab)[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The demoting leader and the killed candidate.
+            down: 2,
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let old_api = format!("{}/patroni", lab.url_of(&before));
+    let run = Running::start(
+        lab,
+        &dir,
+        &[
+            "switchover",
+            "--candidate",
+            &candidate,
+            "--yes",
+            "--timeout",
+            "60s",
+            "--audit-log",
+            &a,
+            "-o",
+            "json",
+        ],
+    );
+    let mut run = run;
+    let seen = wait_for(
+        "the former leader demoting (or the POST /switchover answered)",
+        Duration::from_secs(90),
+        || {
+            if !posted(&audit, "/switchover").is_empty() || run.exited().is_some() {
+                return Some("answered".to_string());
+            }
+            let s = crate::util::request("GET", &old_api, None, None, Duration::from_secs(1))
+                .ok()
+                .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok());
+            match s {
+                Some(s) if s["role"] == "primary" && s["state"] == "running" => None,
+                Some(s) => Some(format!("{} {}", s["role"], s["state"])),
+                None => Some("not answering".into()),
+            }
+        },
+    );
+    kill_member(lab, &candidate);
+    say!("faults: the former leader was {seen} when {candidate} was killed");
+    let out = run.finish(Duration::from_secs(180));
+    wait_for("a leader that runs", Duration::from_secs(120), || {
+        lab.cluster_json()["members"].as_array()?.iter().find(|m| {
+            m["state"] == "running"
+                && m["role"]
+                    .as_str()
+                    .is_some_and(|r| pgpatrol_core::Role::parse(r).is_leader())
+        })?;
+        Some(())
+    });
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("switchover to {candidate}, killed mid-way"),
+        &v,
+        code(&out),
+        t0,
+    );
+    let r = json_of("switchover", &out);
+    assert_held(&v);
+    if code(&out) == 0 {
+        assert_eq!(r["result"], "switched", "{r:#}");
+        assert_ne!(r["leader_after"], candidate.as_str(), "{r:#}");
+        assert_eq!(r["leader_after"], v["final_leader"], "{r:#}\n{v:#}");
+    } else {
+        assert_ne!(r["result"], "switched", "{r:#}");
+    }
+}
+
+/// The members of a rolling restart, in the order it will take them.
+fn rolling_order(lab: &Lab) -> Vec<String> {
+    let out = lab.pgpatrol(&["restart", "--rolling", "--dry-run", "-o", "json"]);
+    let plan = json_of("restart --rolling --dry-run", &out);
+    plan["plan"]["steps"]
+        .as_array()
+        .expect("plan steps")
+        .iter()
+        .filter_map(|s| s["member"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The members a rolling restart's report says it restarted, sorted.
+fn said_restarted(r: &Value) -> Vec<String> {
+    let mut said: Vec<String> = r["steps"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter(|s| s["result"] == "restarted")
+                .filter_map(|s| s["member"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    said.sort();
+    said
+}
+
+/// Spec (issue 24): etcd stopped (SIGSTOP) mid rolling restart, the moment the first
+/// member's `POST /restart` is in the audit log, until pgpatrol exits. Synchronous mode on
+/// (what Patroni does on its own without its DCS cannot lose acknowledged rows). The run
+/// stops before the next member: one `POST /restart` in all, exit non-zero, and what it
+/// says it restarted is that one member, which the observer saw restart.
+fn a_rolling_restart_with_etcd_stopped_between_members_stops_before_the_next(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "rolling-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let _ = synchronous(lab);
+    let order = rolling_order(lab);
+    let first = order[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The restarted member, and the leader stopped by Patroni when it cannot reach
+            // the DCS.
+            down: 2,
+            // Patroni's own: etcd running again expires the leases it froze, the leader key's
+            // too, and a new leader race may go to the synchronous standby.
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let run = Running::start(
+        lab,
+        &dir,
+        &[
+            "restart",
+            "--rolling",
+            "--yes",
+            "--timeout",
+            "30s",
+            "--request-timeout",
+            "5s",
+            "--audit-log",
+            &a,
+            "-o",
+            "json",
+        ],
+    );
+    wait_for(
+        "the first POST /restart in the audit log",
+        Duration::from_secs(120),
+        || (!posted(&audit, "/restart").is_empty()).then_some(()),
+    );
+    let etcd = EtcdStopped::now(lab);
+    let out = run.finish(Duration::from_secs(300));
+    drop(etcd);
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("rolling restart, etcd stopped after {first}'s restart"),
+        &v,
+        code(&out),
+        t0,
+    );
+    let r = json_of("restart --rolling", &out);
+    assert_held(&v);
+    assert_ne!(code(&out), 0, "{r:#}");
+    assert_eq!(
+        posted(&audit, "/restart"),
+        std::slice::from_ref(&first),
+        "{r:#}"
+    );
+    let said = said_restarted(&r);
+    assert!(said.is_empty() || said == [first.clone()], "{r:#}");
+    let seen: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert!(seen.contains(&first), "{v:#}");
+    assert!(
+        posted(&audit, "/switchover").is_empty(),
+        "no switchover: {r:#}"
+    );
+}
+
+/// Spec (issue 24): a rolling restart while the observer writes; the next replica's Patroni
+/// SIGKILLed while the first member's restart runs (its PostgreSQL down or the restart
+/// answered). Its PostgreSQL streams on, and `/cluster` lists it until its key's ttl. The run
+/// stops before it (its `GET /patroni` does not answer): nothing sent to it, one member down
+/// at a time, no leader change, and what pgpatrol says it restarted is what the observer saw
+/// restart.
+fn a_rolling_restart_stops_before_a_replica_whose_patroni_was_killed(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "rolling-patroni-killed");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let order = rolling_order(lab);
+    let (first, next) = (order[0].clone(), order[1].clone());
+    assert_ne!(next, lab.leader(), "{order:?}");
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 1,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let first_api = format!("{}/patroni", lab.url_of(&first));
+    let mut run = Running::start(
+        lab,
+        &dir,
+        &[
+            "restart",
+            "--rolling",
+            "--yes",
+            "--timeout",
+            "30s",
+            "--audit-log",
+            &a,
+            "-o",
+            "json",
+        ],
+    );
+    let seen = wait_for(
+        &format!("{first}'s restart under way"),
+        Duration::from_secs(120),
+        || {
+            if !posted(&audit, "/restart").is_empty() || run.exited().is_some() {
+                return Some("answered".to_string());
+            }
+            let s = crate::util::request("GET", &first_api, None, None, Duration::from_secs(1))
+                .ok()
+                .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok());
+            match s {
+                Some(s) if s["state"] == "running" || s["state"] == "streaming" => None,
+                Some(s) => Some(s["state"].to_string()),
+                None => Some("not answering".into()),
+            }
+        },
+    );
+    let pid = lab
+        .state()
+        .member(&next)
+        .ok()
+        .and_then(|m| m.pid)
+        .expect("its Patroni");
+    pgpatrol::lab::os::signal(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    say!("faults: {next}'s Patroni killed while {first}'s restart was {seen}");
+    let out = run.finish(Duration::from_secs(300));
+    let r = json_of("restart --rolling", &out);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("rolling restart, {next}'s Patroni killed during {first}'s restart"),
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    assert_ne!(code(&out), 0, "{r:#}");
+    let sent = crate::util::audit_lines(&audit);
+    assert!(
+        sent.iter().all(|l| l["member"] != next.as_str()),
+        "nothing was sent to {next}: {sent:#?}"
+    );
+    let said = said_restarted(&r);
+    let seen: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert_eq!(
+        said, seen,
+        "pgpatrol's report against the observer's: {r:#}\n{v:#}"
+    );
+    assert_eq!(said, [first], "{r:#}");
+}
+
+/// Spec (issue 24, fail closed): `reinit <replica> --yes` while etcd is stopped (SIGSTOP,
+/// until pgpatrol exits; synchronous mode on), once no member's `GET /cluster` answers. Refused or failed (exit non-zero) and nothing
+/// rebuilt: no `POST /reinitialize` that Patroni carried out, the replica's PostgreSQL never
+/// restarted, nothing lost once etcd runs again.
+fn reinit_with_etcd_stopped_rebuilds_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "reinit-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let (_, far) = synchronous(lab);
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The leader stopped by Patroni when it cannot reach the DCS; a rebuild on top of
+            // it would be a second.
+            down: 1,
+            // Patroni's own leader race once etcd runs again (its leases expired meanwhile).
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let etcd = EtcdStopped::now(lab);
+    // Stopped for good, as the cluster shows it: no member's Patroni answers `/cluster` any
+    // more (its etcd watch had served the last one read until then). A reinit sent the
+    // moment etcd froze is Patroni's to carry out: `/cluster` still answered.
+    wait_for(
+        "no member's GET /cluster answering",
+        Duration::from_secs(60),
+        || {
+            lab.urls()
+                .iter()
+                .all(|u| {
+                    !matches!(
+                        crate::util::request(
+                            "GET",
+                            &format!("{u}/cluster"),
+                            None,
+                            None,
+                            Duration::from_secs(3)
+                        ),
+                        Ok((200, _))
+                    )
+                })
+                .then_some(())
+        },
+    );
+    let out = lab.pgpatrol(&[
+        "reinit",
+        &far,
+        "--yes",
+        "--wait",
+        "--timeout",
+        "30s",
+        "--request-timeout",
+        "5s",
+        "--audit-log",
+        &a,
+        "-o",
+        "json",
+    ]);
+    drop(etcd);
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line("reinit of a replica with etcd stopped", &v, code(&out), t0);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(code(&out), 0, "{said}");
+    let done: Vec<Value> = crate::util::audit_lines(&audit)
+        .into_iter()
+        .filter(|l| l["status"] == 200)
+        .collect();
+    assert!(
+        done.is_empty(),
+        "nothing carried out with etcd stopped: {done:#?}\npgpatrol: {said}\nobserver: {v:#}"
+    );
+    let restarted: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
+    assert!(!restarted.contains(&far), "{far} was not rebuilt: {v:#}");
+    assert_held(&v);
+}
+
+/// `pause` in the dynamic configuration, read through a member that answers.
+fn paused(lab: &Lab) -> bool {
+    crate::util::get_json(&format!("{}/config", lab.url_of(&lab.leader())))["pause"] == true
+}
+
+/// Spec (issue 24, fail closed): `pause --yes --wait` with etcd stopped (SIGSTOP) until
+/// pgpatrol exits, then — the cluster paused by hand — `resume --yes --wait` the same way.
+/// Each exits non-zero and changes nothing (once etcd runs again the cluster is not paused,
+/// then still paused); its exit code agrees with what the configuration then holds. While
+/// paused the leader keeps its role without the DCS; never two writable, nothing lost.
+fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "pause-etcd-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let _ = synchronous(lab);
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The leader stopped by Patroni when it cannot reach the DCS (not paused).
+            down: 1,
+            // Patroni's own leader race once etcd runs again (its leases expired meanwhile).
+            leader_changes: None,
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    let flags = [
+        "--yes",
+        "--wait",
+        "--timeout",
+        "20s",
+        "--request-timeout",
+        "5s",
+        "--audit-log",
+        &a,
+        "-o",
+        "json",
+    ];
+    let etcd = EtcdStopped::now(lab);
+    let pause = lab.pgpatrol(&[&["pause"][..], &flags[..]].concat());
+    drop(etcd);
+    healthy_again(lab);
+    let after_pause = paused(lab);
+    let out = lab.pgpatrol(&["pause", "--yes", "--wait"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let etcd = EtcdStopped::now(lab);
+    let resume = lab.pgpatrol(&[&["resume"][..], &flags[..]].concat());
+    drop(etcd);
+    wait_for("etcd answering again", Duration::from_secs(120), || {
+        crate::util::request(
+            "GET",
+            &format!("{}/config", lab.url_of(&lab.leader())),
+            None,
+            None,
+            Duration::from_secs(5),
+        )
+        .ok()
+        .filter(|(s, _)| *s == 200)
+    });
+    let after_resume = paused(lab);
+    // Resumed by hand: once the members have settled after etcd's return (a leader race may
+    // still run), it succeeds.
+    wait_for(
+        "resume --yes --wait to succeed with etcd running",
+        Duration::from_secs(120),
+        || (code(&lab.pgpatrol(&["resume", "--yes", "--wait"])) == 0).then_some(()),
+    );
+    healthy_again(lab);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        "pause, then resume, with etcd stopped",
+        &v,
+        code(&pause).max(code(&resume)),
+        t0,
+    );
+    assert_held(&v);
+    assert_eq!(
+        code(&pause) == 0,
+        after_pause,
+        "pause exit {} and paused {after_pause}: {}{}",
+        code(&pause),
+        stdout(&pause),
+        stderr(&pause)
+    );
+    assert_eq!(
+        code(&resume) == 0,
+        !after_resume,
+        "resume exit {} and paused {after_resume}: {}{}",
+        code(&resume),
+        stdout(&resume),
+        stderr(&resume)
+    );
+    assert_ne!(code(&pause), 0, "{}{}", stdout(&pause), stderr(&pause));
+    assert_ne!(code(&resume), 0, "{}{}", stdout(&resume), stderr(&resume));
+}
+
+/// Spec (issue 24): `doctor` while a replica's Patroni hangs (SIGSTOP: its API accepts and
+/// never answers). It returns within its request timeout (not hanging with the member) and
+/// names the member; the observer saw nothing change: nobody down, nobody restarted, no
+/// leader change.
+fn doctor_with_a_members_api_hung_returns_and_names_it(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "doctor-hung");
+    let replica = replicas(lab)[0].clone();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 0,
+            leader_changes: Some(0),
+            audit: None,
+        },
+    );
+    rows_grow(lab, 20);
+    let hung = Hung::member(lab, &replica);
+    let t = Instant::now();
+    let out = lab.pgpatrol(&[
+        "doctor",
+        "-o",
+        "json",
+        "--observe",
+        "2s",
+        "--request-timeout",
+        "3s",
+    ]);
+    let took = t.elapsed();
+    drop(hung);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        &format!("doctor, {replica}'s Patroni hung"),
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    assert_eq!(v["restarted"], json!([]), "{v:#}");
+    assert!(
+        took < Duration::from_secs(30),
+        "doctor took {took:?} with a 3 s request timeout"
+    );
+    let r = json_of("doctor", &out);
+    assert_ne!(code(&out), 0, "{r:#}");
+    let named: Vec<&Value> = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["status"] != "ok" && c["status"] != "skipped")
+        .filter(|c| c.to_string().contains(&replica))
+        .collect();
+    assert!(!named.is_empty(), "no check names {replica}: {r:#}");
 }

@@ -31,8 +31,8 @@
 //!
 //! - `watch`: the daemon against the lab, a real Alertmanager and a real Prometheus.
 //!
-//! - `faults`: pgpatrol's actions under real faults (a leader killed, a receiver stopped
-//!   mid-action), judged by an independent observer (tests/observer/observer.py: writes
+//! - `faults`: pgpatrol's actions under real faults (a leader killed, a receiver stopped,
+//!   etcd stopped or a member killed mid-action), judged by an independent observer (tests/observer/observer.py: writes
 //!   rows, polls every member, checks the invariants); a control proves it can fail.
 //!
 //! - `fleet`: watchers sharing one list of clusters: static shards (`--shard`, `shard:`),
