@@ -326,6 +326,9 @@ pub struct MemberStatus {
     /// `pending_restart`: a changed setting waits for a PostgreSQL restart.
     pub pending_restart: bool,
     pub timeline: Option<u64>,
+    /// `dcs_last_seen`: when this member's Patroni last reached the DCS (seconds since the
+    /// epoch, on the member's own clock).
+    pub dcs_last_seen: Option<u64>,
 }
 
 /// The first Patroni that reports `replication_state` in `/patroni`.
@@ -733,6 +736,7 @@ mod tests {
             replay_paused: false,
             pending_restart: false,
             timeline: None,
+            dcs_last_seen: None,
         };
         let standby_leader = status(Role::StandbyLeader, None, Some(5000));
         let cascade = status(Role::Replica, None, Some(1000));

@@ -321,6 +321,7 @@ mod tests {
             replay_paused: false,
             pending_restart: false,
             timeline: None,
+            dcs_last_seen: None,
         })
     }
 
@@ -477,6 +478,42 @@ mod tests {
             crate::candidates::Takeover::Failover,
         );
         assert!(failover.iter().all(|c| !c.eligible));
+    }
+
+    /// Seen under the fault matrix (issue 24): a replica's Patroni hung (SIGSTOP) still
+    /// streams in `/cluster` for up to a ttl. doctor said every check was OK and listed it
+    /// as a failover candidate; its own `/patroni` is what tells.
+    #[test]
+    fn a_replica_whose_patroni_does_not_answer_is_named_and_no_candidate() {
+        let c = ClusterBuilder::new()
+            .leader("pg0")
+            .replica("pg1")
+            .lag_mb(0)
+            .replica("pg2")
+            .lag_mb(0)
+            .build();
+        let mut e = evidence(c);
+        e.own.insert(
+            "pg1".into(),
+            Err("http://pg1:8008 did not answer within 3s".into()),
+        );
+        let checks = rest_checks(&e, &Thresholds::default());
+        let r = get(&checks, "replication");
+        assert_eq!(r.status, Status::Warn, "{}", r.evidence);
+        assert!(
+            r.evidence
+                .contains("pg1 (its Patroni does not answer GET /patroni"),
+            "{}",
+            r.evidence
+        );
+        let f = get(&checks, "failover_candidate");
+        assert_eq!(f.status, Status::Ok, "{}", f.evidence);
+        assert_eq!(f.evidence, "failover candidate(s): pg2");
+        // The only other replica silent too: no candidate at all.
+        e.own.insert("pg2".into(), Err("refused".into()));
+        let checks = rest_checks(&e, &Thresholds::default());
+        assert_eq!(get(&checks, "failover_candidate").status, Status::Crit);
+        assert_eq!(get(&checks, "replication").status, Status::Crit);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub fn rest_checks(e: &RestEvidence, t: &Thresholds) -> Vec<Check> {
     out.push(Check::new("dcs", Status::Ok, "the DCS answers (/cluster)"));
     out.push(split_brain(e, Some(c)));
     out.push(timeline(c));
-    out.push(streaming(c));
+    out.push(streaming(e, c));
     out.push(lag_bytes(c, t));
     out.push(lag_unknown(c));
     out.push(transitional(e));
@@ -208,12 +208,21 @@ pub(super) fn timeline(c: &Cluster) -> Check {
     }
 }
 
-pub(super) fn streaming(c: &Cluster) -> Check {
+/// Every replica replicating: by `/cluster`, and answering for itself. A replica whose own
+/// `GET /patroni` failed is not counted as replicating whatever `/cluster` says: `/cluster`
+/// keeps a hung or cut-off member's key, and its last state, for up to a ttl.
+pub(super) fn streaming(e: &RestEvidence, c: &Cluster) -> Check {
     let total = c.replicas().count();
     let not: Vec<String> = c
         .replicas()
-        .filter(|m| !m.state.is_healthy_replica())
-        .map(|m| format!("{} {}", m.name, m.state))
+        .filter_map(|m| match e.own.get(&m.name) {
+            Some(Err(why)) => Some(format!(
+                "{} (its Patroni does not answer GET /patroni: {why})",
+                m.name
+            )),
+            _ if !m.state.is_healthy_replica() => Some(format!("{} {}", m.name, m.state)),
+            _ => None,
+        })
         .collect();
     if not.is_empty() {
         return Check::new(
@@ -427,10 +436,18 @@ pub(super) fn failover_candidate(e: &RestEvidence, c: &Cluster) -> Check {
     let mut good = Vec::new();
     let mut why = Vec::new();
     for cand in crate::candidates::candidates(c, &settings, crate::candidates::Takeover::Failover) {
-        if cand.eligible {
-            good.push(cand.name);
-        } else {
-            why.push(format!("{}: {}", cand.name, cand.reasons.join(", ")));
+        // Patroni asks a candidate for itself before promoting it; one that does not answer
+        // is no candidate (switchover refuses it too).
+        let silent = match e.own.get(&cand.name) {
+            Some(Err(err)) => Some(format!("its Patroni does not answer GET /patroni: {err}")),
+            _ => None,
+        };
+        match silent {
+            None if cand.eligible => good.push(cand.name),
+            silent => {
+                let reasons: Vec<String> = cand.reasons.iter().cloned().chain(silent).collect();
+                why.push(format!("{}: {}", cand.name, reasons.join(", ")));
+            }
         }
     }
     if !good.is_empty() {

@@ -139,12 +139,37 @@ async fn wait_back(
                 } else {
                     m.is_back(opts.lag, opts.tolerance) && !m.pending_restart
                 };
-                if back {
-                    return Ok(if leader {
-                        "restarted; the leader runs".to_string()
-                    } else {
-                        format!("restarted; {} again", m.state)
-                    });
+                // `/cluster` is what Patroni serves from its DCS watch, for a while also when
+                // the DCS froze: the member itself must have reached the DCS since its
+                // PostgreSQL started again.
+                let dcs = if back {
+                    match m.api_url.as_deref() {
+                        Some(api) => ops.source.member_status(api).await.ok(),
+                        None => None,
+                    }
+                } else {
+                    None
+                };
+                match dcs.as_ref().map(dcs_since_start) {
+                    Some(DcsSinceStart::Yes | DcsSinceStart::CannotTell) => {
+                        return Ok(if leader {
+                            "restarted; the leader runs".to_string()
+                        } else {
+                            format!("restarted; {} again", m.state)
+                        });
+                    }
+                    Some(DcsSinceStart::No) => {
+                        let seen = format!(
+                            "{}, but its Patroni has not reached the DCS since PostgreSQL started",
+                            m.state
+                        );
+                        if seen != last {
+                            ops.progress.update(name, &seen);
+                            last = seen;
+                        }
+                        continue;
+                    }
+                    None => {}
                 }
                 let seen = format!(
                     "{}{}",
@@ -166,6 +191,38 @@ async fn wait_back(
         "not back within {} (last seen: {last})",
         humantime::format_duration(opts.timeout)
     ))
+}
+
+/// Whether a member's Patroni reached the DCS since its PostgreSQL started: both times are
+/// the member's own (`dcs_last_seen`, `postmaster_start_time` of its `/patroni`), so no
+/// clock of another host is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DcsSinceStart {
+    Yes,
+    No,
+    /// A Patroni that does not say (`dcs_last_seen` is absent before Patroni 2.1) or a start
+    /// time that does not parse: the cluster view alone decides, as before.
+    CannotTell,
+}
+
+pub fn dcs_since_start(s: &pgpatrol_core::MemberStatus) -> DcsSinceStart {
+    let started = s
+        .postmaster_start_time
+        .as_deref()
+        .and_then(crate::time::parse_iso8601);
+    match (s.dcs_last_seen, started) {
+        (Some(seen), Some(started)) => {
+            let started = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if seen >= started {
+                DcsSinceStart::Yes
+            } else {
+                DcsSinceStart::No
+            }
+        }
+        _ => DcsSinceStart::CannotTell,
+    }
 }
 
 /// A restart (one member, several, rolling, pending, scheduled) as the runner carries it
@@ -463,6 +520,32 @@ async fn cancel(ops: &Ops<'_>, m: &Member, path: &str, planned: &OpStep) -> (Ste
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seen under the fault matrix (issue 24): etcd frozen right after a member's restart,
+    /// `/cluster` (Patroni's DCS watch) still said it streamed and a rolling restart went
+    /// on to the next member. Back means its Patroni reached the DCS since PostgreSQL
+    /// started, by the member's own two times.
+    #[test]
+    fn a_member_is_back_only_once_its_patroni_reached_the_dcs_since_it_started() {
+        let wire: crate::source::wire::rest::StatusWire =
+            serde_json::from_str(&crate::test_support::capture("4.1.5/patroni_replica.json"))
+                .unwrap();
+        let mut s = wire.to_status();
+        // The capture: started 09:21:04.25, the DCS reached at 09:21:05.
+        assert_eq!(dcs_since_start(&s), DcsSinceStart::Yes);
+        // The DCS last reached a minute before PostgreSQL started: frozen since.
+        s.dcs_last_seen = s.dcs_last_seen.map(|t| t - 61);
+        assert_eq!(dcs_since_start(&s), DcsSinceStart::No);
+        // Within the same second (dcs_last_seen is whole seconds): reached.
+        s.postmaster_start_time = Some("2026-12-01 09:21:04.999+00:00".into());
+        s.dcs_last_seen = crate::time::parse_iso8601("2026-12-01T09:21:04Z")
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        assert_eq!(dcs_since_start(&s), DcsSinceStart::Yes);
+        // A Patroni that does not say: the cluster view decides, as before.
+        s.dcs_last_seen = None;
+        assert_eq!(dcs_since_start(&s), DcsSinceStart::CannotTell);
+    }
 
     fn opts() -> RestartOptions {
         RestartOptions {

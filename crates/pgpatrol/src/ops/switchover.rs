@@ -208,9 +208,16 @@ async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<Str
     let mut poll = Poll::new(t.timeout, Duration::from_millis(300));
     let mut last_seen = String::new();
     let mut changed_to: Option<String> = None;
+    // The members' API URLs as last read (to ask the new leader for itself at the end).
+    let mut apis: std::collections::BTreeMap<String, String> = Default::default();
     while poll.next().await {
         match ops.read().await {
             Ok(c) => {
+                for m in &c.members {
+                    if let Some(api) = &m.api_url {
+                        apis.insert(m.name.clone(), api.clone());
+                    }
+                }
                 let leader = c
                     .leader()
                     .filter(|l| l.state == pgpatrol_core::State::Running);
@@ -259,20 +266,49 @@ async fn follow(ops: &Ops<'_>, old: Option<&str>, t: &Takeover, hint: Option<Str
     }
     let waited = humantime::format_duration(t.timeout);
     match changed_to {
-        Some(new) => Followed {
-            result: TakeoverResult::Switched,
-            leader: Some(new.clone()),
-            detail: format!(
-                "{new} is the leader, but the former leader {} does not replicate yet after {waited} ({last_seen}): check it",
-                old.unwrap_or("?")
-            ),
-        },
+        // The leader changed at some point, but the switchover never reached done: switched
+        // only if the new leader, asked for itself now, runs as the leader (`/cluster` is
+        // Patroni's DCS watch, which a frozen DCS leaves as it was). Seen under the fault
+        // matrix (issue 24): etcd stopped once Patroni answered, the new leader demoted
+        // itself, and this said "switched" with no writable member for 31 s.
+        Some(new) => {
+            let own = match apis.get(&new) {
+                Some(api) => ops
+                    .source
+                    .member_status(api)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("{new} has no api_url in /cluster")),
+            };
+            match own {
+                Ok(s) if s.is_running_leader() => Followed {
+                    result: TakeoverResult::Switched,
+                    leader: Some(new.clone()),
+                    detail: format!(
+                        "{new} is the leader, but the former leader {} does not replicate yet after {waited} ({last_seen}): check it",
+                        old.unwrap_or("?")
+                    ),
+                },
+                own => Followed {
+                    result: TakeoverResult::Failed,
+                    leader: None,
+                    detail: format!(
+                        "not confirmed within {waited}: {new} took the leader lock, but {} ({last_seen}): check the cluster and its DCS",
+                        match own {
+                            Ok(s) => format!("says of itself it is {} and {}", s.role.as_str(), s.state),
+                            Err(e) => format!("does not answer for itself ({e})"),
+                        }
+                    ),
+                },
+            }
+        }
         None => Followed {
             result: TakeoverResult::Failed,
             leader: old.map(str::to_string),
             detail: format!(
                 "the leader did not change within {waited} ({last_seen}){}",
-                hint.map(|h| format!("; the request: {h}")).unwrap_or_default()
+                hint.map(|h| format!("; the request: {h}"))
+                    .unwrap_or_default()
             ),
         },
     }

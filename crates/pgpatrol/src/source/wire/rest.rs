@@ -172,6 +172,7 @@ impl StatusWire {
             replay_paused: x.and_then(|x| x.paused).unwrap_or(false),
             pending_restart: self.pending_restart.unwrap_or(false),
             timeline: self.timeline,
+            dcs_last_seen: self.dcs_last_seen,
         }
     }
 
