@@ -27,6 +27,10 @@ use crate::poll::Poll;
 use crate::source::k8s::scale::Workload;
 use crate::source::{ClusterSource, Detail};
 
+/// How long `member remove --drop-slot` waits for the leader's walsender to let go of the
+/// removed member's slot before the drop is refused as active.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(15);
+
 /// Scale the cluster: add members and follow them until they stream, or remove one safely.
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -710,12 +714,25 @@ impl MemberRemoveArgs {
                 Ok(c) => c,
                 Err(e) => return SlotState::there(format!("slot {slot} not checked: {e}")),
             };
-        let row = client
-            .query_opt(
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&slot];
+        let read = || {
+            client.query_opt(
                 "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
+                &params,
             )
-            .await;
+        };
+        let mut row = read().await;
+        // The member was just stopped: the leader's walsender may hold its slot a moment
+        // longer (seen on Patroni 3.0). With --drop-slot, wait a bounded while for it to let
+        // go; still active then, the drop is refused as before.
+        let deadline = Instant::now() + SLOT_RELEASE_WAIT;
+        while self.drop_slot
+            && matches!(&row, Ok(Some(r)) if r.get::<_, bool>(0))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            row = read().await;
+        }
         // --drop-slot: `slot drop`'s rules (core ops::slot) on what was just read.
         let dropped = match (&row, self.drop_slot) {
             (Ok(Some(r)), true) => {

@@ -1089,27 +1089,53 @@ fn a_switchover_with_etcd_stopped_mid_way_claims_nothing_it_did_not_see(lab: &La
         },
     );
     rows_grow(lab, 20);
-    let run = Running::start(
-        lab,
-        &dir,
-        &[
-            "switchover",
-            "--yes",
-            "--timeout",
-            "30s",
-            "--request-timeout",
-            "5s",
-            "--audit-log",
-            &a,
-            "-o",
-            "json",
-        ],
-    );
-    wait_for(
-        "pgpatrol's POST /switchover in the audit log",
-        Duration::from_secs(90),
-        || (!posted(&audit, "/switchover").is_empty()).then_some(()),
-    );
+    // Right after synchronous mode is turned on Patroni may still move the synchronous
+    // standby; a switchover read in that moment is refused ("not a synchronous standby"),
+    // rightly, and sends nothing: start it again once a synchronous standby is listed.
+    let mut tries = 0;
+    let run = loop {
+        tries += 1;
+        let mut run = Running::start(
+            lab,
+            &dir,
+            &[
+                "switchover",
+                "--yes",
+                "--timeout",
+                "30s",
+                "--request-timeout",
+                "5s",
+                "--audit-log",
+                &a,
+                "-o",
+                "json",
+            ],
+        );
+        let sent = wait_for(
+            "pgpatrol's POST /switchover in the audit log, or its exit",
+            Duration::from_secs(90),
+            || {
+                if !posted(&audit, "/switchover").is_empty() {
+                    return Some(true);
+                }
+                run.exited().map(|_| false)
+            },
+        );
+        if sent {
+            break run;
+        }
+        let out = run.finish(Duration::from_secs(5));
+        let r = json_of("switchover", &out);
+        assert!(
+            tries < 3 && r["result"] == "refused",
+            "the switchover was not sent: {r:#}"
+        );
+        say!(
+            "switchover refused before anything was sent (try {tries}): {}",
+            r["exit"]["reason"]
+        );
+        synchronous(lab);
+    };
     let etcd = EtcdStopped::now(lab);
     let out = run.finish(Duration::from_secs(180));
     let r = json_of("switchover", &out);
