@@ -125,6 +125,23 @@ mod layering {
         }
     }
 
+    /// A source file's text with its comment lines blanked (lines kept, so a `use
+    /// super::{...}` group spanning several stays whole).
+    fn code(path: &Path) -> String {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.lines()
+            .map(|l| {
+                if l.trim_start().starts_with("//") {
+                    ""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn no_module_imports_a_layer_above_it() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -221,20 +238,7 @@ mod layering {
         let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lab");
         let mut broken = Vec::new();
         for (file, forbidden) in LAB_RULES {
-            let path = lab.join(file);
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-            // Comments dropped, lines kept (a `use super::{...}` group may span several).
-            let code: String = text
-                .lines()
-                .map(|l| {
-                    if l.trim_start().starts_with("//") {
-                        ""
-                    } else {
-                        l
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+            let code = code(&lab.join(file));
             for prefix in ["super::", "crate::lab::"] {
                 for name in named_after(&code, prefix) {
                     if forbidden.contains(&name.as_str()) {
@@ -296,43 +300,23 @@ mod layering {
         ),
     ];
 
-    /// The `source` sibling a path names from `file` (`crate::source::X`, or `super::X` /
-    /// `super::super::X` resolved from where the file sits), for each path on the line.
-    fn source_siblings_named(file: &Path, source: &Path, line: &str) -> Vec<String> {
+    /// The `source` siblings `code` in `file` names: through `crate::source::`, or through as
+    /// many `super::` as reach `source` from where the file sits (`source/x/mod.rs` is
+    /// `source::x`: one; `source/x/y.rs` is `source::x::y`: two), groups included.
+    fn source_siblings_named(file: &Path, source: &Path, code: &str) -> Vec<String> {
         let rel = file.strip_prefix(source).expect("under source");
-        // How many `super::` reach `source` from this file: `source/x/mod.rs` is module
-        // `source::x` (one), `source/x/y.rs` is `source::x::y` (two).
         let depth = match rel.components().count() {
             1 => 0,
-            _ if rel.file_name().is_some_and(|n| n == "mod.rs") => rel.components().count() - 1,
+            n if rel.file_name().is_some_and(|f| f == "mod.rs") => n - 1,
             n => n,
         };
-        let mut named = Vec::new();
         let mut prefixes = vec!["crate::source::".to_string()];
         if depth > 0 {
             prefixes.push("super::".repeat(depth));
         }
-        for prefix in prefixes {
-            let mut rest = line;
-            while let Some(at) = rest.find(&prefix) {
-                let before = rest[..at].chars().last();
-                let after = &rest[at + prefix.len()..];
-                rest = after;
-                // `super::super::x` also contains `super::x`: count only the whole prefix.
-                if prefix.starts_with("super")
-                    && (before == Some(':') || after.starts_with("super::"))
-                {
-                    continue;
-                }
-                let name: String = after
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    named.push(name);
-                }
-            }
-        }
+        let mut named: Vec<String> = prefixes.iter().flat_map(|p| named_after(code, p)).collect();
+        // `super::super::x` read with the one-`super::` prefix: not a sibling.
+        named.retain(|n| n != "super");
         named
     }
 
@@ -345,20 +329,12 @@ mod layering {
             files(&source.join(module), &mut fs);
             assert!(!fs.is_empty(), "no source for source/{module}");
             for f in fs {
-                let text = std::fs::read_to_string(&f).expect("read");
-                for (n, line) in text.lines().enumerate() {
-                    let code = line.trim_start();
-                    if code.starts_with("//") {
-                        continue;
-                    }
-                    for name in source_siblings_named(&f, &source, code) {
-                        if forbidden.contains(&name.as_str()) {
-                            broken.push(format!(
-                                "source/{}:{}: source::{module} names source::{name}",
-                                f.strip_prefix(&source).unwrap_or(&f).display(),
-                                n + 1
-                            ));
-                        }
+                for name in source_siblings_named(&f, &source, &code(&f)) {
+                    if forbidden.contains(&name.as_str()) {
+                        broken.push(format!(
+                            "source/{}: source::{module} names source::{name}",
+                            f.strip_prefix(&source).unwrap_or(&f).display(),
+                        ));
                     }
                 }
             }
