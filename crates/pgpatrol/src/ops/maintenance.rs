@@ -77,14 +77,7 @@ impl Operation for PauseOp {
             return out.with(StepResult::Failed, "the cluster was not read");
         };
         let body = serde_json::json!({ "pause": if self.pause { Value::Bool(true) } else { Value::Null } });
-        let mut sent = ops.patch_config(&c, body.clone()).await;
-        // HTTP 409: Patroni's write of the configuration key lost to another write (seen as
-        // the DCS came back under the fault matrix). The patch sets `pause` alone and
-        // Patroni applies it to the configuration it reads then: sent once more.
-        if matches!(&sent, Ok((_, Some(r))) if r.status == StatusCode::CONFLICT) {
-            sent = ops.patch_config(&c, body).await;
-        }
-        match sent {
+        match ops.patch_config(&c, body).await {
             Err(e) => out.detail = e.to_string(),
             Ok((_, None)) => {
                 out.result = StepResult::DryRun;
