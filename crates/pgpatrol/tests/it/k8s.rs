@@ -354,14 +354,16 @@ fn heal_takes_the_kubernetes_lease_a_watcher_holds(lab: &Lab) {
             },
         })
     };
+    let target = lab.replica();
+    lab.break_lag(&target, 20);
+    others_caught_up(lab, &target);
+    // Taken now, not before the lag is made: a loaded machine may spend longer than the
+    // Lease's 30 s on that, and an expired Lease is one heal may take.
     fx.world
         .lock()
         .expect("world")
         .leases
         .insert(key.clone(), (1, held_by("watch-host:4242")));
-    let target = lab.replica();
-    lab.break_lag(&target, 20);
-    others_caught_up(lab, &target);
     let heal = || {
         let out = seeded(
             lab,
