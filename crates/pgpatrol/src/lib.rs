@@ -181,11 +181,15 @@ mod layering {
     const LAB_RULES: &[(&str, &[&str])] = &[
         (
             "os.rs",
+            &["net", "config", "cluster", "up", "down", "faults", "backup"],
+        ),
+        (
+            "net.rs",
             &["config", "cluster", "up", "down", "faults", "backup"],
         ),
         (
             "config.rs",
-            &["os", "cluster", "up", "down", "faults", "backup"],
+            &["os", "net", "cluster", "up", "down", "faults", "backup"],
         ),
         ("cluster.rs", &["up", "down", "faults", "backup"]),
         ("down.rs", &["up", "faults", "backup"]),

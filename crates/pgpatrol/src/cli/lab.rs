@@ -92,6 +92,11 @@ pub struct UpArgs {
     /// 3.2+); tagged `nofailover` too, so it never leads.
     #[arg(long, value_name = "MEMBER", requires = "archive")]
     pub nostream: Option<String>,
+    /// Put etcd and each member on a host of its own: a network namespace with its own
+    /// address (10.x.y.z) on a bridge of the lab, so `lab break partition` and `dcs-slow` can
+    /// cut or slow the network between them. Needs root and iproute2.
+    #[arg(long, conflicts_with = "standby_of")]
+    pub netns: bool,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +163,35 @@ pub enum Fault {
     /// Leave a replica stuck in a transitional state: its startup process stopped, then a
     /// restart asked of Patroni (PostgreSQL's shutdown waits for the stopped process).
     Stuck(StuckArgs),
+    /// Cut a member's host off (a lab started with --netns): blackhole routes both ways
+    /// between it and etcd and the other members (--from), so connections across stall as on
+    /// a real cut. This host still reaches it unless --from host.
+    Partition(PartitionArgs),
+    /// Slow the DCS (a lab started with --netns): etcd's link capped at --kbit kbit/s both
+    /// ways (a token bucket), so its answers queue behind each other.
+    DcsSlow(DcsSlowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The member to cut off.
+    #[arg(long)]
+    pub member: String,
+    /// What to cut it from (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["etcd", "members"])]
+    pub from: Vec<faults::Side>,
+}
+
+#[derive(Debug, Args)]
+pub struct DcsSlowArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The link's rate in kbit/s (64 kbit/s: 8 KB a second; a member's loop reads and
+    /// writes a few KB).
+    #[arg(long, default_value_t = 64)]
+    pub kbit: u32,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +291,7 @@ async fn up(args: UpArgs, out: &mut impl Write) -> Result<Outcome> {
         standby_mode: args.standby_mode,
         archive: args.archive,
         nostream: args.nostream,
+        netns: args.netns,
     };
     let (paths, state) = up::up(&opts).await?;
     let leader = cluster::any_cluster(&state)
@@ -290,18 +325,24 @@ async fn up(args: UpArgs, out: &mut impl Write) -> Result<Outcome> {
         };
         writeln!(
             out,
-            "  {:<5} {:<14} REST {}  PostgreSQL 127.0.0.1:{}",
+            "  {:<5} {:<14} REST {}  PostgreSQL {}:{}",
             m.name,
             role,
             m.url(),
+            m.addr(),
             m.pg_port
         )?;
     }
-    writeln!(
-        out,
-        "  etcd                 http://127.0.0.1:{}",
-        state.etcd.client_port
-    )?;
+    writeln!(out, "  etcd                 {}", state.etcd.client_url())?;
+    if let Some(net) = &state.net {
+        writeln!(
+            out,
+            "  network              a namespace per host on bridge {} ({}); this host is {}",
+            net.bridge(),
+            net.subnet(),
+            net.gateway
+        )?;
+    }
     for line in pair_lines(&state) {
         writeln!(out, "{line}")?;
     }
@@ -395,13 +436,14 @@ async fn status(dir: &Path, out: &mut impl Write) -> Result<Outcome> {
     let etcd_alive = state.etcd.pid.is_some_and(|p| os::alive(p, "etcd"));
     writeln!(
         out,
-        "etcd: pid {} {}, client 127.0.0.1:{}",
+        "etcd: pid {} {}, client {}:{}",
         state
             .etcd
             .pid
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into()),
         alive_word(etcd_alive),
+        state.etcd.addr(),
         state.etcd.client_port
     )?;
     for line in pair_lines(&state) {
@@ -570,6 +612,29 @@ async fn break_(fault: Fault, out: &mut impl Write) -> Result<Outcome> {
                 out,
                 "{} is stuck {st} (its startup process stopped during a restart); undo with `pgpatrol lab repair`",
                 a.member
+            )?;
+            Ok(Outcome::Ok)
+        }
+        Fault::Partition(a) => {
+            let paths = LabPaths::new(&a.dir.dir)?;
+            let mut state = LabState::load(&paths)?;
+            let from = faults::partition(&paths, &mut state, &a.member, &a.from)?;
+            writeln!(
+                out,
+                "cut {} off from {}; undo with `pgpatrol lab repair`",
+                a.member,
+                from.join(", ")
+            )?;
+            Ok(Outcome::Ok)
+        }
+        Fault::DcsSlow(a) => {
+            let paths = LabPaths::new(&a.dir.dir)?;
+            let mut state = LabState::load(&paths)?;
+            faults::dcs_slow(&paths, &mut state, a.kbit)?;
+            writeln!(
+                out,
+                "etcd's link is capped at {} kbit/s both ways; undo with `pgpatrol lab repair`",
+                a.kbit
             )?;
             Ok(Outcome::Ok)
         }

@@ -189,7 +189,10 @@ fn lab(dir: &std::path::Path) -> anyhow::Result<(LabPaths, LabState)> {
 
 /// Where members come from and go to: a StatefulSet's pods, or a lab's processes.
 enum Scaler {
-    Lab { paths: LabPaths, state: LabState },
+    Lab {
+        paths: LabPaths,
+        state: Box<LabState>,
+    },
     Kube(Workload),
 }
 
@@ -200,7 +203,10 @@ impl Scaler {
     ) -> anyhow::Result<Self> {
         if let Some(d) = lab_dir {
             let (paths, state) = lab(d)?;
-            return Ok(Scaler::Lab { paths, state });
+            return Ok(Scaler::Lab {
+                paths,
+                state: Box::new(state),
+            });
         }
         match cluster.access().kubernetes {
             Some(t) => Ok(Scaler::Kube(

@@ -12,7 +12,9 @@ use serde_json::Value;
 use pgpatrol_core::{Cluster, Lag, LagKind, MemberStatus, State};
 
 use super::os::alive;
-use super::{config, LabPaths, LabState, MemberState, HEALTHY_MAX_LAG, PG_BIN_DIR, REST_USER};
+use super::{
+    config, EtcdState, LabPaths, LabState, MemberState, HEALTHY_MAX_LAG, PG_BIN_DIR, REST_USER,
+};
 use crate::source::http::{Http, HttpOptions};
 use crate::source::{ClusterSource, Detail};
 
@@ -70,8 +72,8 @@ pub async fn member_status(url: &str) -> Result<MemberStatus> {
 }
 
 /// True when etcd answers `/health` with `"health":"true"`.
-pub async fn etcd_healthy(client_port: u16) -> bool {
-    let url = format!("http://127.0.0.1:{client_port}/health");
+pub async fn etcd_healthy(etcd: &EtcdState) -> bool {
+    let url = format!("{}/health", etcd.client_url());
     matches!(get_json(&url).await, Ok(v) if v["health"] == "true")
 }
 
@@ -255,7 +257,12 @@ pub async fn psql(member: &MemberState, sql: &str) -> Result<String> {
         .with_context(|| format!("cannot read {}", member.config.display()))?;
     let password = config::superuser_password(&yaml)?;
     let out = tokio::process::Command::new(Path::new(PG_BIN_DIR).join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &member.pg_port.to_string()])
+        .args([
+            "-h",
+            &member.addr().to_string(),
+            "-p",
+            &member.pg_port.to_string(),
+        ])
         .args([
             "-U",
             "postgres",

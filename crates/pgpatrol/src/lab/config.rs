@@ -205,6 +205,30 @@ pub fn member_config(
     }))
 }
 
+/// Moves a member's configuration onto its own host (`lab up --netns`): its REST API and
+/// PostgreSQL on `me`, etcd at `etcd`, and the lab's `subnet` (where the other members and
+/// the host are) let in by pg_hba.
+pub fn place(config: &mut Value, me: std::net::Ipv4Addr, etcd: std::net::Ipv4Addr, subnet: &str) {
+    let port_of = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default()
+    };
+    let rest = port_of(&config["restapi"]["listen"]);
+    let pg = port_of(&config["postgresql"]["listen"]);
+    let etcd_port = port_of(&config["etcd3"]["hosts"]);
+    for (section, port) in [("restapi", &rest), ("postgresql", &pg)] {
+        config[section]["listen"] = format!("{me}:{port}").into();
+        config[section]["connect_address"] = format!("{me}:{port}").into();
+    }
+    config["etcd3"]["hosts"] = format!("{etcd}:{etcd_port}").into();
+    if let Some(hba) = config["postgresql"]["pg_hba"].as_array_mut() {
+        hba.push(format!("host replication replicator {subnet} md5").into());
+        hba.push(format!("host all all {subnet} md5").into());
+    }
+}
+
 /// The superuser password written in a member config (psql needs it for TCP logins).
 pub fn superuser_password(config_yaml: &str) -> Result<String> {
     let v: Value = crate::yaml::from_str(config_yaml)
@@ -266,5 +290,28 @@ mod tests {
         assert_eq!(c["bootstrap"]["dcs"]["loop_wait"], 2);
         let yaml = to_yaml(&c).unwrap();
         assert_eq!(superuser_password(&yaml).unwrap(), secrets.superuser);
+    }
+
+    #[test]
+    fn place_moves_every_address_onto_the_members_host() {
+        let paths = LabPaths::new(Path::new("/tmp/lab")).unwrap();
+        let ports = Ports::fixed(40000, 2).unwrap();
+        let secrets = Secrets::generate().unwrap();
+        let mut c = member_config("demo", "pg1", 1, &ports, &paths, &secrets).unwrap();
+        let me = "10.70.1.11".parse().unwrap();
+        place(&mut c, me, "10.70.1.2".parse().unwrap(), "10.70.1.0/24");
+        assert_eq!(c["restapi"]["listen"], "10.70.1.11:40004");
+        assert_eq!(c["restapi"]["connect_address"], "10.70.1.11:40004");
+        assert_eq!(c["postgresql"]["listen"], "10.70.1.11:40005");
+        assert_eq!(c["postgresql"]["connect_address"], "10.70.1.11:40005");
+        assert_eq!(c["etcd3"]["hosts"], "10.70.1.2:40000");
+        let hba: Vec<&str> = c["postgresql"]["pg_hba"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(hba.contains(&"host replication replicator 10.70.1.0/24 md5"));
+        assert!(hba.contains(&"host all all 10.70.1.0/24 md5"));
     }
 }

@@ -24,8 +24,17 @@ pub async fn down(paths: &LabPaths, keep_data: bool) -> Result<bool> {
 
 /// Stops everything a lab started and removes its data: SIGCONT stopped PIDs, SIGTERM every
 /// Patroni (it stops its postgres), SIGKILL what is left after 30 s, delete the cluster's
-/// DCS keys, stop etcd, remove data and `lab.json`. Idempotent.
+/// DCS keys, stop etcd, delete a `--netns` lab's namespaces and bridge, remove data and
+/// `lab.json`. Idempotent.
 pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Result<()> {
+    // A cut or slowed network first: Patroni's shutdown talks to etcd.
+    if let Some(net) = &state.net {
+        let mut net = net.clone();
+        net.mend();
+        if let Some(etcd) = &state.etcd.net {
+            net.unslow(etcd);
+        }
+    }
     release_standby_slot(state).await;
     for pid in state
         .holders
@@ -83,7 +92,7 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
     if let Some(pid) = state.etcd.pid.filter(|p| alive(*p, "etcd")) {
         // Best effort: the keys go away with etcd's data anyway unless --keep-data.
         let _ = crate::ops::remove::unattended(
-            &format!("etcd3://127.0.0.1:{}", state.etcd.client_port),
+            &format!("etcd3://{}:{}", state.etcd.addr(), state.etcd.client_port),
             &state.scope,
         )
         .await;
@@ -93,6 +102,10 @@ pub async fn teardown(paths: &LabPaths, state: &LabState, keep_data: bool) -> Re
             signal(pid, Signal::SIGKILL)?;
             wait_gone(&[(pid, "etcd")], Duration::from_secs(5)).await;
         }
+    }
+    // Its namespaces (their veths go with them) and its bridge, once nothing runs there.
+    if let Some(net) = &state.net {
+        net.destroy();
     }
     if !keep_data {
         for dir in [

@@ -1,7 +1,8 @@
 //! Real faults for the lab and their repair: a stalled walreceiver (receive lag that Patroni
 //! still calls "streaming"), a stalled startup process (replay-only lag), a crashed leader,
 //! a replica stuck in a restart, a failing archive_command, an abandoned slot, held
-//! connections, a stopped DCS.
+//! connections, a stopped DCS; on a `--netns` lab also a member partitioned from the others,
+//! etcd or the host, and a slow link to etcd.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -411,7 +412,7 @@ pub async fn break_connections(paths: &LabPaths, state: &mut LabState, count: u3
     let child = std::process::Command::new(Path::new(PG_BIN_DIR).join("pgbench"))
         .args([
             "-h",
-            "127.0.0.1",
+            &leader.addr().to_string(),
             "-p",
             &leader.pg_port.to_string(),
             "-U",
@@ -510,14 +511,111 @@ pub fn stop_dcs(paths: &LabPaths, state: &mut LabState) -> Result<u32> {
     Ok(pid)
 }
 
-/// Undoes every fault: SIGCONT stopped PIDs, restart etcd if it died, restart every member
-/// whose Patroni is not running, wait until healthy, forget the records.
+/// What a member is cut from by `lab break partition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    /// etcd's host: the member cannot reach the DCS.
+    Etcd,
+    /// Every other member's host.
+    Members,
+    /// This host, where pgpatrol, patronictl and the tests run.
+    Host,
+}
+
+/// The lab's network, or the one-line error of a fault that needs `--netns`.
+fn net_of<'a>(state: &'a LabState, what: &str) -> Result<&'a super::net::Net> {
+    state.net.as_ref().with_context(|| {
+        format!("lab break {what} needs hosts of their own: start the lab with `pgpatrol lab up --netns`")
+    })
+}
+
+/// `lab break partition`: cuts `member`'s host from `from` (both directions, blackhole
+/// routes). Returns what was cut from, as words.
+pub fn partition(
+    paths: &LabPaths,
+    state: &mut LabState,
+    member: &str,
+    from: &[Side],
+) -> Result<Vec<String>> {
+    let net = net_of(state, "partition")?.clone();
+    let me = state.member(member)?;
+    let host = me
+        .net
+        .clone()
+        .context("the member has no host of its own")?;
+    let mut others: Vec<(Option<String>, std::net::Ipv4Addr)> = Vec::new();
+    let mut said = Vec::new();
+    for side in from {
+        match side {
+            Side::Etcd => {
+                let e = state
+                    .etcd
+                    .net
+                    .clone()
+                    .context("etcd has no host of its own")?;
+                others.push((Some(e.ns), e.addr));
+                said.push("etcd".to_owned());
+            }
+            Side::Members => {
+                for m in state.members.iter().filter(|m| m.name != member) {
+                    if let Some(h) = &m.net {
+                        others.push((Some(h.ns.clone()), h.addr));
+                        said.push(m.name.clone());
+                    }
+                }
+            }
+            Side::Host => {
+                others.push((None, net.gateway));
+                said.push("this host".to_owned());
+            }
+        }
+    }
+    let mut net = net;
+    let cut = net.cut(&host, &others);
+    state.net = Some(net);
+    state.save(paths)?;
+    cut?;
+    Ok(said)
+}
+
+/// `lab break dcs-slow`: etcd's link capped at `kbit` kbit/s both ways.
+pub fn dcs_slow(paths: &LabPaths, state: &mut LabState, kbit: u32) -> Result<()> {
+    if kbit == 0 {
+        bail!("--kbit 0 stops the link: give at least 1 (or `lab break dcs` to stop etcd)");
+    }
+    let mut net = net_of(state, "dcs-slow")?.clone();
+    let etcd = state
+        .etcd
+        .net
+        .clone()
+        .context("etcd has no host of its own")?;
+    let slowed = net.slow(&etcd, kbit);
+    state.net = Some(net);
+    state.save(paths)?;
+    slowed
+}
+
+/// Undoes every fault: mend a cut or slowed network, SIGCONT stopped PIDs, restart etcd if
+/// it died, restart every member whose Patroni is not running, wait until healthy, forget
+/// the records.
 pub async fn repair(
     paths: &LabPaths,
     state: &mut LabState,
     timeout: Duration,
 ) -> Result<Vec<String>> {
     let mut done = Vec::new();
+    if let Some(mut net) = state.net.clone() {
+        if !net.cuts.is_empty() {
+            net.mend();
+            done.push("mended the network partition".to_owned());
+        }
+        if let (Some(_), Some(etcd)) = (net.dcs_kbit, &state.etcd.net) {
+            net.unslow(etcd);
+            done.push("took the cap off etcd's link".to_owned());
+        }
+        state.net = Some(net);
+        state.save(paths)?;
+    }
     for s in std::mem::take(&mut state.stopped) {
         if alive(s.pid, "postgres") {
             os::signal(s.pid, Signal::SIGCONT)?;

@@ -15,6 +15,7 @@
 //!
 //! ```text
 //! os.rs       processes and files: RunAs, spawn, alive, signal, /proc; knows nothing of Patroni
+//! net.rs      `--netns`: the bridge, a namespace and address per host, cuts, a slow DCS link
 //! config.rs   each member's patroni.yml, ports, secrets
 //! cluster.rs  reading a running lab: /cluster, /patroni, etcd health, check_health,
 //!             wait_healthy, psql, leader, reported_lag, PATCH /config, log tails
@@ -30,9 +31,11 @@ pub mod cluster;
 pub mod config;
 pub mod down;
 pub mod faults;
+pub mod net;
 pub mod os;
 pub mod up;
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -232,6 +235,9 @@ pub struct LabState {
     /// Where every member archives its WAL (`lab up --archive`).
     #[serde(default)]
     pub archive: Option<PathBuf>,
+    /// `lab up --netns`: the lab's bridge and namespaces; `None` on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<net::Net>,
 }
 
 /// Where a standby lab replicates from.
@@ -250,6 +256,21 @@ pub struct EtcdState {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Its namespace and address with `--netns`; `None`: 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<net::NetHost>,
+}
+
+impl EtcdState {
+    /// The address etcd listens on.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.net.as_ref().map_or(Ipv4Addr::LOCALHOST, |h| h.addr)
+    }
+
+    /// `http://ADDR:PORT`, its client URL.
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{}", self.addr(), self.client_port)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +287,9 @@ pub struct MemberState {
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Its namespace and address with `--netns`; `None`: 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<net::NetHost>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,8 +301,13 @@ pub struct StoppedPid {
 }
 
 impl MemberState {
+    /// The address its REST API and PostgreSQL listen on.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.net.as_ref().map_or(Ipv4Addr::LOCALHOST, |h| h.addr)
+    }
+
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.rest_port)
+        format!("http://{}:{}", self.addr(), self.rest_port)
     }
 
     /// The running postmaster's host PID. `postmaster.pid` holds the PID PostgreSQL saw, which
@@ -389,6 +418,7 @@ mod tests {
             data_dir: paths.data(&format!("pg{i}")),
             config: paths.config(&format!("pg{i}")),
             log: paths.log(&format!("pg{i}")),
+            net: None,
         };
         let state = LabState {
             version: STATE_VERSION,
@@ -402,6 +432,7 @@ mod tests {
                 peer_port: 2,
                 data_dir: paths.etcd_data(),
                 log: paths.log("etcd"),
+                net: None,
             },
             members: vec![member(0), member(1)],
             stopped: vec![],
@@ -410,6 +441,7 @@ mod tests {
             holders: Vec::new(),
             standby_of: None,
             archive: None,
+            net: None,
         };
         assert_eq!(
             state.export_line(&paths),

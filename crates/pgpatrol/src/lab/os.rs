@@ -127,6 +127,32 @@ pub(super) fn spawn(mut cmd: Command, what: &str) -> Result<u32> {
     Ok(child.id())
 }
 
+/// [`spawn`], but the process starts in the network namespace `/run/netns/NS` (`lab up
+/// --netns`): the spawning thread enters it first (`setns`), and a child inherits its
+/// parent thread's namespace. The thread is a fresh one, so no other code runs in there.
+pub(super) fn spawn_in(cmd: Command, what: &str, netns: Option<&str>) -> Result<u32> {
+    let Some(ns) = netns else {
+        return spawn(cmd, what);
+    };
+    let path = Path::new("/run/netns").join(ns);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let f = std::fs::File::open(&path).with_context(|| {
+                format!(
+                    "cannot start {what}: no network namespace {}",
+                    path.display()
+                )
+            })?;
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| {
+                format!("cannot start {what}: cannot enter the network namespace {ns}")
+            })?;
+            spawn(cmd, what)
+        })
+        .join()
+        .unwrap_or_else(|_| bail!("cannot start {what}: the spawning thread panicked"))
+    })
+}
+
 /// True when `pid` runs (not a zombie) and its command line contains `needle`, so a
 /// recycled PID is never mistaken for a lab process.
 pub fn alive(pid: u32, needle: &str) -> bool {

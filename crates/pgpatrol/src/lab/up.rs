@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::cluster::{self, etcd_healthy, tail, wait_healthy};
 use super::config::{self, Ports, Secrets};
 use super::down::teardown;
-use super::os::{alive, cmdline, create_dir, descendants, spawn, write_private, RunAs};
+use super::os::{alive, cmdline, create_dir, descendants, spawn_in, write_private, RunAs};
 use super::{
     EtcdState, Init, LabPaths, LabState, MemberState, PatroniVersion, StandbyOf, DEBIAN_PREFIX,
     ETCD_BIN, PG_BIN_DIR, STATE_VERSION,
@@ -38,6 +38,8 @@ pub struct UpOptions {
     /// With `archive`: this member runs archive-only (`nostream` tag, restore_command from
     /// DIR/archive).
     pub nostream: Option<String>,
+    /// etcd and each member in a network namespace of its own on a bridge (needs root).
+    pub netns: bool,
 }
 
 /// How a standby lab's leader gets WAL from its source.
@@ -158,8 +160,16 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         // A stale lab.json (its processes are gone): clean it up and start afresh.
         teardown(&paths, &old, false).await?;
     }
+    if opts.netns && opts.standby_of.is_some() {
+        bail!("--netns with --standby-of: a standby lab runs on loopback; start the source lab with --netns instead");
+    }
     let venv = find_venv(opts.venv.as_deref(), opts.patroni)?;
     check_installed(&venv)?;
+    let net = if opts.netns {
+        Some(super::net::Net::plan()?)
+    } else {
+        None
+    };
     let run_as = RunAs::resolve(&paths.dir)?;
     run_as.check_reachable(&paths.data_root(), "lab folder")?;
     run_as.check_reachable(&venv.join("bin/patroni"), "Patroni venv")?;
@@ -222,12 +232,13 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     // everything after, also what makes the copy consistent, comes through restore_command.
     if let Some(StandbySource {
         archive: Some(_),
+        leader_addr,
         leader_pg_port,
         ..
     }) = &standby
     {
         let script = format!(
-            "#!/bin/sh\n# pgpatrol lab: the first copy of an archive-only standby leader, without WAL.\nfor a in \"$@\"; do case \"$a\" in --datadir=*) datadir=\"${{a#--datadir=}}\" ;; esac; done\n[ -n \"$datadir\" ] || {{ echo \"labcopy: no --datadir\" >&2; exit 1; }}\nPGPASSWORD='{}' exec {PG_BIN_DIR}/pg_basebackup -h 127.0.0.1 -p {leader_pg_port} -U replicator -D \"$datadir\" -X none -c fast\n",
+            "#!/bin/sh\n# pgpatrol lab: the first copy of an archive-only standby leader, without WAL.\nfor a in \"$@\"; do case \"$a\" in --datadir=*) datadir=\"${{a#--datadir=}}\" ;; esac; done\n[ -n \"$datadir\" ] || {{ echo \"labcopy: no --datadir\" >&2; exit 1; }}\nPGPASSWORD='{}' exec {PG_BIN_DIR}/pg_basebackup -h {leader_addr} -p {leader_pg_port} -U replicator -D \"$datadir\" -X none -c fast\n",
             secrets.replication
         );
         write_private(
@@ -257,7 +268,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         match standby.as_ref().map(|sb| (sb, &sb.archive)) {
             Some((sb, None)) => {
                 config["bootstrap"]["dcs"]["standby_cluster"] = serde_json::json!({
-                    "host": "127.0.0.1",
+                    "host": sb.leader_addr.to_string(),
                     "port": sb.leader_pg_port,
                     "primary_slot_name": sb.slot,
                     "create_replica_methods": ["basebackup"],
@@ -275,6 +286,14 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             }
             None => {}
         }
+        let host = match &net {
+            Some(n) => {
+                let host = n.member_host(&name, i)?;
+                config::place(&mut config, host.addr, n.etcd_host().addr, &n.subnet());
+                Some(host)
+            }
+            None => None,
+        };
         let yaml = config::to_yaml(&config)?;
         write_private(&paths.config(&name), &yaml, Some(&run_as))?;
         let (rest_port, pg_port) = ports.members[i];
@@ -286,6 +305,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             data_dir: paths.data(&name),
             config: paths.config(&name),
             log: paths.log(&name),
+            net: host,
             name,
         });
     }
@@ -301,6 +321,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             peer_port: ports.etcd_peer,
             data_dir: paths.etcd_data(),
             log: paths.log("etcd"),
+            net: net.as_ref().map(super::net::Net::etcd_host),
         },
         members,
         stopped: Vec::new(),
@@ -312,12 +333,20 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             slot: sb.archive.is_none().then(|| sb.slot.clone()),
         }),
         archive: opts.archive.then(|| paths.archive()),
+        net,
     };
     // Written before anything starts, so `lab down` can clean up whatever follows.
     state.save(&paths)?;
 
     let started = async {
-        eprintln!("lab: starting etcd on 127.0.0.1:{}", ports.etcd_client);
+        if state.net.is_some() {
+            make_hosts(&paths, &mut state)?;
+        }
+        eprintln!(
+            "lab: starting etcd on {}:{}",
+            state.etcd.addr(),
+            ports.etcd_client
+        );
         start_etcd(&paths, &mut state, &run_as).await?;
         eprintln!(
             "lab: starting {} Patroni {} member(s); waiting for 1 leader and {} streaming replica(s)",
@@ -338,10 +367,37 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
     Ok((paths, state))
 }
 
-/// The source of a standby lab: its folder, its leader's PostgreSQL port, the slot (or,
-/// archive-only, the source's WAL archive).
+/// `--netns`: the bridge, then etcd's and each member's namespace, the state saved after
+/// each so `down` removes what was made even when a step fails.
+fn make_hosts(paths: &LabPaths, state: &mut LabState) -> Result<()> {
+    let hosts: Vec<_> = std::iter::once(state.etcd.net.clone())
+        .chain(state.members.iter().map(|m| m.net.clone()))
+        .flatten()
+        .collect();
+    let Some(net) = state.net.as_mut() else {
+        return Ok(());
+    };
+    eprintln!(
+        "lab: a network namespace per host on bridge {} ({})",
+        net.bridge(),
+        net.subnet()
+    );
+    let made = net.create_bridge();
+    state.save(paths)?;
+    made?;
+    for host in &hosts {
+        let made = state.net.as_mut().map_or(Ok(()), |n| n.create(host));
+        state.save(paths)?;
+        made?;
+    }
+    Ok(())
+}
+
+/// The source of a standby lab: its folder, its leader's address and PostgreSQL port, the
+/// slot (or, archive-only, the source's WAL archive).
 struct StandbySource {
     paths: LabPaths,
+    leader_addr: std::net::Ipv4Addr,
     leader_pg_port: u16,
     slot: String,
     archive: Option<PathBuf>,
@@ -381,6 +437,7 @@ async fn standby_source(dir: &Path, scope: &str, mode: StandbyMode) -> Result<St
         })?;
         return Ok(StandbySource {
             paths,
+            leader_addr: leader.addr(),
             leader_pg_port: leader.pg_port,
             slot,
             archive: Some(archive),
@@ -394,6 +451,7 @@ async fn standby_source(dir: &Path, scope: &str, mode: StandbyMode) -> Result<St
     .await?;
     Ok(StandbySource {
         paths,
+        leader_addr: leader.addr(),
         leader_pg_port: leader.pg_port,
         slot,
         archive: None,
@@ -403,8 +461,8 @@ async fn standby_source(dir: &Path, scope: &str, mode: StandbyMode) -> Result<St
 /// Starts etcd and waits (10 s at most) until it answers `/health`.
 pub async fn start_etcd(paths: &LabPaths, state: &mut LabState, run_as: &RunAs) -> Result<()> {
     let e = &state.etcd;
-    let client = format!("http://127.0.0.1:{}", e.client_port);
-    let peer = format!("http://127.0.0.1:{}", e.peer_port);
+    let client = e.client_url();
+    let peer = format!("http://{}:{}", e.addr(), e.peer_port);
     let mut cmd = run_as.command(Path::new(ETCD_BIN), &e.log)?;
     cmd.arg("--name")
         .arg("lab")
@@ -428,12 +486,12 @@ pub async fn start_etcd(paths: &LabPaths, state: &mut LabState, run_as: &RunAs) 
         .arg("--initial-cluster-token")
         .arg(format!("pgpatrol-lab-{}", state.scope))
         .current_dir(&paths.dir);
-    let pid = spawn(cmd, "etcd")?;
+    let pid = spawn_in(cmd, "etcd", e.net.as_ref().map(|h| h.ns.as_str()))?;
     state.etcd.pid = Some(pid);
     state.save(paths)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if etcd_healthy(state.etcd.client_port).await {
+        if etcd_healthy(&state.etcd).await {
             return Ok(());
         }
         if !alive(pid, "etcd") {
@@ -469,14 +527,15 @@ pub fn start_member(
     let m = &state.members[i];
     let patroni = state.venv.join("bin/patroni");
     let what = format!("Patroni for {}", m.name);
+    let ns = m.net.as_ref().map(|h| h.ns.as_str());
     let (pid, init_pid) = if state.init.namespaced() {
-        let unshare = spawn(namespaced(state.init, run_as, &patroni, m)?, &what)?;
+        let unshare = spawn_in(namespaced(state.init, run_as, &patroni, m)?, &what, ns)?;
         let (init, pid) = find_namespaced_patroni(unshare, &state.venv, &m.log)?;
         (pid, Some(init))
     } else {
         let mut cmd = run_as.command(&patroni, &m.log)?;
         cmd.arg(&m.config).current_dir(&paths.dir);
-        (spawn(cmd, &what)?, None)
+        (spawn_in(cmd, &what, ns)?, None)
     };
     state.members[i].pid = Some(pid);
     state.members[i].init_pid = init_pid;
@@ -607,6 +666,14 @@ pub fn add_member(paths: &LabPaths, state: &mut LabState) -> Result<String> {
     let index = state.members.len();
     let secrets = config::Secrets::of_config(&first.config)?;
     let mut cfg = config::member_config(&state.scope, &name, index, &ports, paths, &secrets)?;
+    let host = match &state.net {
+        Some(n) => {
+            let host = n.member_host(&name, index)?;
+            config::place(&mut cfg, host.addr, n.etcd_host().addr, &n.subnet());
+            Some(host)
+        }
+        None => None,
+    };
     if let Some(a) = &state.archive {
         let a = a.display().to_string();
         cfg["postgresql"]["parameters"]["archive_command"] =
@@ -623,9 +690,15 @@ pub fn add_member(paths: &LabPaths, state: &mut LabState) -> Result<String> {
         data_dir: paths.data(&name),
         config: paths.config(&name),
         log: paths.log(&name),
+        net: host.clone(),
         name: name.clone(),
     });
     state.save(paths)?;
+    if let (Some(net), Some(host)) = (state.net.as_mut(), &host) {
+        let made = net.create(host);
+        state.save(paths)?;
+        made?;
+    }
     start_member(paths, state, index, &run_as)?;
     Ok(name)
 }

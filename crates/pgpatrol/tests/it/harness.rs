@@ -44,6 +44,9 @@ pub struct Test {
 #[derive(Clone, Copy)]
 pub enum Body {
     Lab(fn(&Lab)),
+    /// A lab whose etcd and members each have a host of their own (`lab up --netns`), for
+    /// network faults; taken from a pool of its own.
+    NetLab(fn(&Lab)),
     Bare(fn()),
 }
 
@@ -64,6 +67,14 @@ pub fn test(name: &'static str, run: fn(&Lab)) -> Test {
     Test {
         name,
         run: Body::Lab(run),
+    }
+}
+
+/// A test on a `--netns` lab.
+pub fn on_net(name: &'static str, run: fn(&Lab)) -> Test {
+    Test {
+        name,
+        run: Body::NetLab(run),
     }
 }
 
@@ -274,17 +285,17 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Brings a pool lab up in `<it_root>/labN` on ports of its own.
-    fn up(n: usize) -> Result<Lab, String> {
+    /// Brings a pool lab up in `<it_root>/labN` (`netN` with `--netns`) on ports of its own.
+    fn up(n: usize, netns: bool) -> Result<Lab, String> {
         let root = it_root();
         std::fs::create_dir_all(&root)
             .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-        let dir = root.join(format!("lab{n}"));
+        let dir = root.join(format!("{}{n}", if netns { "net" } else { "lab" }));
         let d = dir.to_string_lossy().into_owned();
         let ver = patroni_version();
         let base = ports(LAB_PORTS).to_string();
         let t0 = std::time::Instant::now();
-        let out = run(&[
+        let mut args = vec![
             "lab",
             "up",
             "--dir",
@@ -295,7 +306,11 @@ impl Lab {
             &base,
             "--timeout",
             "120s",
-        ]);
+        ];
+        if netns {
+            args.push("--netns");
+        }
+        let out = run(&args);
         if !out.status.success() {
             return Err(format!("lab up in {d} failed: {}", stderr(&out).trim()));
         }
@@ -532,7 +547,12 @@ impl Lab {
 
     /// Before each test: a healthy lab, repaired if a previous test left a fault.
     fn baseline(&self) -> Result<(), String> {
-        if self.healthy() {
+        // A cut or slowed network can leave the members healthy to `lab status`.
+        let net_fault = self
+            .state()
+            .net
+            .is_some_and(|n| !n.cuts.is_empty() || n.dcs_kbit.is_some());
+        if !net_fault && self.healthy() {
             return Ok(());
         }
         let out = self.lab(&["repair"]);
@@ -600,6 +620,8 @@ struct Pool {
     all: Mutex<Vec<Arc<Lab>>>,
     ready: Condvar,
     max: usize,
+    /// Its labs are `--netns` labs.
+    netns: bool,
     gate: RwLock<()>,
 }
 
@@ -614,12 +636,13 @@ struct PoolState {
 }
 
 impl Pool {
-    fn new(max: usize) -> Pool {
+    fn new(max: usize, netns: bool) -> Pool {
         Pool {
             state: Mutex::new(PoolState::default()),
             all: Mutex::new(Vec::new()),
             ready: Condvar::new(),
             max,
+            netns,
             gate: RwLock::new(()),
         }
     }
@@ -646,7 +669,7 @@ impl Pool {
                 st.next += 1;
                 st.live += 1;
                 drop(st);
-                return match Lab::up(n) {
+                return match Lab::up(n, self.netns) {
                     Ok(lab) => Ok(self.keep(lab)),
                     Err(e) => {
                         self.lost();
@@ -690,7 +713,7 @@ impl Pool {
             st.next += 1;
             st.next - 1
         };
-        match Lab::up(n) {
+        match Lab::up(n, self.netns) {
             Ok(fresh) => Ok(self.keep(fresh)),
             Err(e2) => {
                 self.lost();
@@ -713,7 +736,7 @@ impl Pool {
                 CURRENT.with(|c| c.borrow_mut().clear());
                 return Ok(());
             }
-            Body::Lab(f) => f,
+            Body::Lab(f) | Body::NetLab(f) => f,
         };
         let result = self.take().and_then(|lab| {
             let lab = self.baseline(lab)?;
@@ -844,14 +867,25 @@ pub fn main(topics: &[Topic]) -> ExitCode {
         patroni_version(),
         root.display()
     );
-    let pool = Arc::new(Pool::new(jobs));
+    let pool = Arc::new(Pool::new(jobs, false));
+    // One `--netns` lab, its tests one after another (each repairs it for the next); its
+    // gate is the other pool's, so an ALONE test still runs with nothing beside it.
+    let net_pool = Arc::new(Pool::new(1, true));
     let trials = tests
         .into_iter()
         .map(|(name, body, alone)| {
             let pool = Arc::clone(&pool);
+            let net_pool = Arc::clone(&net_pool);
             let label = name.clone();
             Trial::test(name, move || {
-                pool.run(&label, body, alone).map_err(Into::into)
+                match body {
+                    Body::NetLab(_) => {
+                        let _gate = pool.gate.read().unwrap_or_else(|e| e.into_inner());
+                        net_pool.run(&label, body, alone)
+                    }
+                    _ => pool.run(&label, body, alone),
+                }
+                .map_err(Into::into)
             })
         })
         .collect();
@@ -859,6 +893,7 @@ pub fn main(topics: &[Topic]) -> ExitCode {
     let conclusion = libtest_mimic::run(&args, trials);
     let t0 = std::time::Instant::now();
     pool.down();
+    net_pool.down();
     eprintln!(
         "harness: labs down took {:.1} s",
         t0.elapsed().as_secs_f64()

@@ -20,7 +20,123 @@ pub fn tests() -> Vec<Test> {
         up_replaces_a_stale_lab,
         logs_show_a_member_and_etcd,
         second_lab_side_by_side_and_down_leaves_nothing,
+        network_faults_need_a_netns_lab,
     ]
+    .into_iter()
+    .chain([crate::harness::on_net(
+        "a_netns_lab_cuts_a_member_off_and_repair_mends_it",
+        a_netns_lab_cuts_a_member_off_and_repair_mends_it,
+    )])
+    .collect()
+}
+
+/// On the loopback lab the network faults say in one line what they need; `--netns` with
+/// `--standby-of` is refused before anything starts.
+fn network_faults_need_a_netns_lab(lab: &Lab) {
+    for args in [
+        &["break", "partition", "--member", "pg1"][..],
+        &["break", "dcs-slow"][..],
+    ] {
+        let out = lab.lab(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("pgpatrol lab up --netns"), "{args:?}: {err}");
+    }
+    let d = lab.dir().to_string_lossy().into_owned();
+    let out = run(&[
+        "lab",
+        "up",
+        "--dir",
+        "/tmp/never",
+        "--netns",
+        "--standby-of",
+        &d,
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--netns"), "{}", stderr(&out));
+}
+
+/// iproute2's `name` (`ip`, `tc`): in /usr/sbin on Debian, which a test's PATH may lack.
+fn sbin(name: &str) -> String {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// `ip ARGS` as this host runs it; its stdout.
+fn ip(args: &[&str]) -> String {
+    let out = std::process::Command::new(sbin("ip"))
+        .args(args)
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `--netns` lab: each host its own address; `lab break partition` cuts a replica off
+/// from etcd and the members (its member key expires from the others' `/cluster` while its
+/// own `/patroni` still answers this host); `lab break dcs-slow` puts a token bucket on
+/// etcd's link; `lab repair` removes both and the cluster is healthy again.
+fn a_netns_lab_cuts_a_member_off_and_repair_mends_it(lab: &Lab) {
+    let s = lab.state();
+    let net = s.net.clone().expect("a --netns lab");
+    let mut addrs: Vec<String> = s.members.iter().map(|m| m.addr().to_string()).collect();
+    addrs.push(s.etcd.addr().to_string());
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), s.members.len() + 1, "{addrs:?}");
+    assert!(addrs.iter().all(|a| a.starts_with("10.")), "{addrs:?}");
+    let replica = lab.replica();
+    let m = s.member(&replica).expect("member").clone();
+    let ns = m.net.clone().expect("its host").ns;
+    ok(
+        "lab break partition",
+        &lab.lab(&["break", "partition", "--member", &replica]),
+    );
+    assert!(
+        ip(&["-n", &ns, "route", "show", "type", "blackhole"]).contains(&s.etcd.addr().to_string())
+    );
+    crate::util::wait_for(
+        &format!("{replica} gone from the others' /cluster (its key expired)"),
+        std::time::Duration::from_secs(90),
+        || {
+            let names: Vec<String> = lab.cluster_json()["members"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                .collect();
+            (!names.contains(&replica)).then_some(())
+        },
+    );
+    let own = crate::util::get_json(&format!("{}/patroni", m.url()));
+    assert!(own["state"].is_string(), "{own}");
+    let etcd_ns = s.etcd.net.clone().expect("etcd's host").ns;
+    ok(
+        "lab break dcs-slow",
+        &lab.lab(&["break", "dcs-slow", "--kbit", "256"]),
+    );
+    assert!(
+        std::process::Command::new(sbin("tc"))
+            .args(["-n", &etcd_ns, "qdisc", "show", "dev", "eth0"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("tbf"))
+            .unwrap_or(false),
+        "a token bucket on etcd's link"
+    );
+    ok("lab repair", &lab.lab(&["repair"]));
+    assert_eq!(
+        ip(&["-n", &ns, "route", "show", "type", "blackhole"]).trim(),
+        ""
+    );
+    let after = lab.state().net.expect("net");
+    assert!(
+        after.cuts.is_empty() && after.dcs_kbit.is_none(),
+        "{after:?}"
+    );
+    assert_eq!(after.id, net.id);
+    assert!(lab.healthy());
 }
 
 fn lag_field(m: &serde_json::Value, key: &str) -> u64 {
