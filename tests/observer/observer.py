@@ -25,6 +25,7 @@ members.json: [{"name": "pg0", "host": "127.0.0.1", "port": 5432,
 """
 
 import argparse
+import concurrent.futures
 import json
 import signal
 import sys
@@ -127,9 +128,14 @@ class Observer:
         return seen
 
     def poller(self):
+        # Every member at the same moment (one thread each), so a round is a snapshot: polled
+        # one after another, a member that takes its 1 s timeout would push the next one's
+        # reading seconds later, and "down at once" would join moments that were apart.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.members))
         while not self.stop.is_set():
             t = now()
-            members = {m["name"]: self.member_now(m) for m in self.members}
+            seen = list(pool.map(self.member_now, self.members))
+            members = {m["name"]: s for m, s in zip(self.members, seen)}
             with self.lock:
                 self.rounds.append({"t": t, "members": members})
             time.sleep(max(0.0, POLL_EVERY - (now() - t)))

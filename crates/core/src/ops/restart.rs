@@ -162,6 +162,35 @@ pub fn gate(
     Ok(())
 }
 
+/// The rolling restart's last step: the former leader is restarted only once it is back as
+/// a replica after the switchover (replicating, lag below `tolerance`), and the cluster
+/// passes [`gate`]. A former leader whose demotion has not ended (PostgreSQL waits at
+/// shutdown for every connected standby to confirm the last WAL, so a standby cut off holds
+/// it for up to `wal_sender_timeout`) is in no state to be restarted; the run stops there and
+/// says so. Seen under the fault matrix (issue 24): a replica cut off just after its own
+/// restart; the switchover that followed left the former leader stopping for a minute, and
+/// the run sent it `POST /restart` (Patroni: "demote already in progress").
+pub fn former_leader_gate(
+    c: &Cluster,
+    name: &str,
+    lag: LagKind,
+    tolerance: u64,
+) -> Result<(), String> {
+    let Some(m) = c.member(name) else {
+        return Err(format!("{name} is no longer a member of the cluster"));
+    };
+    if m.role.is_leader() {
+        return Err(format!("{name} still leads after the switchover"));
+    }
+    if !m.is_back(lag, tolerance) {
+        return Err(format!(
+            "the former leader {name} is {} and not replicating yet after the switchover: it is not restarted; once it replicates, restart it with `pgpatrol restart {name} --yes`",
+            m.state
+        ));
+    }
+    gate(c, name, None, lag, tolerance)
+}
+
 /// Why scheduling a restart of `selected` (member names) in `cluster` is refused, or
 /// `None` when it may be sent: exactly one member, and no other member of the cluster
 /// already holds a scheduled restart.
@@ -217,6 +246,30 @@ mod tests {
         assert!(e.contains("a second member would be down"), "{e}");
         // pg2 itself may be restarted: the others are fine.
         assert!(gate(&c, "pg2", Some("pg0"), LagKind::Replay, MB).is_ok());
+    }
+
+    #[test]
+    fn the_former_leader_is_restarted_only_once_it_replicates() {
+        let back = ClusterBuilder::new()
+            .leader("pg1")
+            .replica("pg0")
+            .replica("pg2")
+            .build();
+        assert!(former_leader_gate(&back, "pg0", LagKind::Replay, MB).is_ok());
+        let stopping = ClusterBuilder::new()
+            .leader("pg1")
+            .replica("pg0")
+            .state(State::Stopping)
+            .unknown_lag()
+            .replica("pg2")
+            .build();
+        let e = former_leader_gate(&stopping, "pg0", LagKind::Replay, MB).unwrap_err();
+        assert!(
+            e.contains("not replicating yet after the switchover"),
+            "{e}"
+        );
+        let still = ClusterBuilder::new().leader("pg0").replica("pg1").build();
+        assert!(former_leader_gate(&still, "pg0", LagKind::Replay, MB).is_err());
     }
 
     #[test]

@@ -281,7 +281,9 @@ impl Operation for RestartOp {
             // The former leader of a dry run has not handed over: the real run judges it
             // as a replica, after the switchover.
             Action::Restart if self.handed_over && ops.dry_run => Ok(()),
-            Action::Restart if self.handed_over => gate(&c, name, None, &self.opts),
+            Action::Restart if self.handed_over => {
+                restart_rule::former_leader_gate(&c, name, self.opts.lag, self.opts.tolerance)
+            }
             Action::Restart | Action::Switchover if self.rolling => {
                 gate(&c, name, self.leader.as_deref(), &self.opts)
             }
