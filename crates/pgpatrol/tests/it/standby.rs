@@ -30,12 +30,12 @@ pub fn tests() -> Vec<Test> {
 }
 
 /// A standby lab of the shared lab; down when dropped (also when the test panics).
-struct StandbyLab {
+pub(crate) struct StandbyLab {
     dir: PathBuf,
 }
 
 impl StandbyLab {
-    fn up(lab: &Lab, name: &str) -> Self {
+    pub(crate) fn up(lab: &Lab, name: &str) -> Self {
         Self::up_of(lab.dir(), name, &[])
     }
 
@@ -62,20 +62,20 @@ impl StandbyLab {
         StandbyLab { dir }
     }
 
-    fn state(&self) -> pgpatrol::lab::LabState {
+    pub(crate) fn state(&self) -> pgpatrol::lab::LabState {
         let paths = pgpatrol::lab::LabPaths::new(&self.dir).unwrap();
         pgpatrol::lab::LabState::load(&paths).unwrap()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.state().urls()[0].clone()
     }
 
-    fn cluster(&self) -> Value {
+    pub(crate) fn cluster(&self) -> Value {
         get_json(&format!("{}/cluster", self.url()))
     }
 
-    fn leader(&self) -> String {
+    pub(crate) fn leader(&self) -> String {
         self.cluster()["members"]
             .as_array()
             .unwrap()
@@ -86,7 +86,7 @@ impl StandbyLab {
     }
 
     /// Runs pgpatrol against this lab (its URLs and credentials).
-    fn pgpatrol(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn pgpatrol(&self, args: &[&str]) -> std::process::Output {
         let state = self.state();
         crate::harness::pgpatrol_cmd()
             .args(args)

@@ -22,6 +22,7 @@ pub fn tests() -> Vec<Test> {
         a_rolling_restart_with_the_next_replica_cut_off_stops_and_says_what_it_did,
         heal_with_the_dcs_link_slow_rebuilds_only_the_lagging_replica,
         edit_config_with_the_leader_cut_off_from_etcd_says_what_it_changed,
+        standby_promote_with_the_source_leader_cut_off_promotes_nothing,
     ]
 }
 
@@ -443,4 +444,79 @@ fn edit_config_with_the_leader_cut_off_from_etcd_says_what_it_changed(lab: &Lab)
         &lab_auth(lab),
         &format!(r#"{{"postgresql": {{"parameters": {{"work_mem": {old}}}}}}}"#),
     );
+}
+
+/// Spec (issue 24, "the source cluster partitioned during standby promote"): a standby
+/// cluster (on this host's loopback) streams from this `--netns` lab; the source's leader is
+/// cut off from this host (it still runs, leads and reaches etcd and its replicas: a DR
+/// site that has lost sight of production). `standby promote --source-url <that leader>
+/// --yes` cannot read the source, so it cannot tell there is no primary: refused (exit 1),
+/// no `PATCH /config` sent, the standby cluster still a standby — never two writable
+/// clusters. The source keeps every acknowledged row, no leader change.
+fn standby_promote_with_the_source_leader_cut_off_promotes_nothing(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "standby-promote-source-cut");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let sb = crate::standby::StandbyLab::up(lab, "net-standby-promote");
+    let leader = lab.leader();
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            // The cut leader: the observer runs on this host, so it cannot reach it either.
+            down: 1,
+            leader_changes: Some(0),
+            audit: None,
+        },
+    );
+    rows_grow(lab, 20);
+    cut(lab, &leader, "host");
+    let out = sb.pgpatrol(&[
+        "standby",
+        "promote",
+        "--source-url",
+        &lab.url_of(&leader),
+        "--yes",
+        "--request-timeout",
+        "3s",
+        "--audit-log",
+        &a,
+    ]);
+    let sb_roles: Vec<String> = sb.cluster()["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["role"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    lab.repair();
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        "standby promote, the source's leader cut off from this host",
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the source"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        crate::util::audit_lines(&audit).is_empty(),
+        "nothing was sent: {:?}",
+        crate::util::audit_lines(&audit)
+    );
+    assert!(
+        sb_roles.iter().any(|r| r == "standby_leader")
+            && !sb_roles.iter().any(|r| r == "leader" || r == "primary"),
+        "still a standby cluster: {sb_roles:?}"
+    );
+    assert_eq!(v["final_leader"], leader.as_str(), "{v:#}");
 }
