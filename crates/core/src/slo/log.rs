@@ -13,8 +13,8 @@ use super::{HOUR, MINUTE};
 /// buckets, where an edge error of one bucket is small relative to the window.
 pub const FINE_SPAN_MAX: Duration = Duration::from_secs(6 * HOUR);
 
-/// Bucket budget per ring chosen by [`SampleLog::for_spec`]: 360 + 720 buckets of 8 bytes
-/// keep one cluster's log under 10 KiB, so 1,000 clusters fit easily in the daemon's 64 MiB.
+/// Bucket budget per ring chosen by [`SampleLog::for_spec`]: 360–720 + 720 buckets of 4
+/// bytes keep one cluster's log under 6 KiB (10,000 clusters: under 60 MiB).
 const FINE_BUCKETS: u64 = 360;
 const COARSE_BUCKETS: u64 = 720;
 
@@ -23,12 +23,21 @@ const COARSE_BUCKETS: u64 = 720;
 const MAX_RING_BUCKETS: u64 = 1 << 16;
 
 /// Counts of one bucket. The bucket's start is implicit (its position in the ring), so a
-/// bucket costs 8 bytes in memory; the state file spells starts out.
+/// bucket costs 4 bytes in memory; the state file spells starts out. A bucket holds at most
+/// [`SLOT_MAX`] samples: widths are capped at [`MAX_WIDTH`] seconds, so a sample a second
+/// (the shortest poll interval) never fills one; a sample that would is dropped whole, so
+/// that good never exceeds total.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Slot {
-    good: u32,
-    total: u32,
+    good: u16,
+    total: u16,
 }
+
+/// The most samples one bucket counts.
+const SLOT_MAX: u32 = u16::MAX as u32;
+
+/// The widest bucket, in seconds: at one sample a second it is never full.
+const MAX_WIDTH: u64 = SLOT_MAX as u64;
 
 /// A ring of consecutive buckets of `width` seconds, the newest holding bucket index
 /// `newest` (= start_secs / width). Long enough to cover `span` from any instant in the
@@ -54,8 +63,12 @@ struct RingState {
 impl Ring {
     fn new(width: Duration, span: Duration) -> Ring {
         let span = ceil_secs(span);
-        // Sub-second widths round up to 1 s: samples come every few seconds at most.
-        let width = ceil_secs(width).max(1).max(span.div_ceil(MAX_RING_BUCKETS));
+        // Sub-second widths round up to 1 s: samples come every few seconds at most. A
+        // bucket stays at most MAX_WIDTH wide (more buckets for windows over ~1.5 years).
+        let width = ceil_secs(width)
+            .max(1)
+            .max(span.div_ceil(MAX_RING_BUCKETS))
+            .min(MAX_WIDTH);
         Ring {
             width,
             span,
@@ -77,6 +90,10 @@ impl Ring {
     /// its old end) when `idx` is newer than anything seen. A bucket older than the ring
     /// can hold is dropped: it is outside every window the ring serves.
     fn add(&mut self, idx: u64, good: u32, total: u32) {
+        // More than a bucket holds comes only from a state file written by hand; kept as
+        // much of it as fits, good never above total.
+        let total = total.min(SLOT_MAX) as u16;
+        let good = good.min(u32::from(total)) as u16;
         let cap = self.len_cap();
         if self.slots.capacity() < cap {
             // Exactly once per ring: growing by doubling would waste up to half the memory.
@@ -106,8 +123,10 @@ impl Ring {
         if back < len {
             let pos = self.slots.len() - 1 - back as usize;
             if let Some(s) = self.slots.get_mut(pos) {
-                s.good = s.good.saturating_add(good);
-                s.total = s.total.saturating_add(total);
+                if let Some(t) = s.total.checked_add(total) {
+                    s.total = t;
+                    s.good += good;
+                }
             }
         } else if back < cap as u64 {
             // Older than the oldest bucket but still within reach (samples out of order):
@@ -153,7 +172,13 @@ impl From<Ring> for RingState {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.total > 0)
-            .map(|(i, s)| ((oldest + i as u64) * r.width, s.good, s.total))
+            .map(|(i, s)| {
+                (
+                    (oldest + i as u64) * r.width,
+                    u32::from(s.good),
+                    u32::from(s.total),
+                )
+            })
             .collect();
         RingState {
             width_secs: r.width,
@@ -391,14 +416,32 @@ mod tests {
         feed_with(&mut log, 0, 30 * DAY, |k| k % 7 != 0);
         assert!(log.bucket_count() <= 1200, "{} buckets", log.bucket_count());
         assert!(
-            log.approx_bytes() < 16 * 1024,
+            log.approx_bytes() < 6 * 1024,
             "{} bytes",
             log.approx_bytes()
         );
-        // 1,000 clusters stay far inside the daemon's 64 MiB.
-        assert!(1000 * log.approx_bytes() < 16 * 1024 * 1024);
+        // 10,000 clusters' logs stay under 60 MiB.
+        assert!(10_000 * log.approx_bytes() < 60 * 1024 * 1024);
         let (_, total) = log.counts(spec.window, at(30 * DAY));
         assert_eq!(total, 30 * DAY / STEP);
+    }
+
+    #[test]
+    fn a_full_bucket_drops_a_sample_whole_and_widths_are_capped() {
+        let mut ring = Ring::new(Duration::from_secs(60), Duration::from_secs(600));
+        ring.add(5, SLOT_MAX - 1, SLOT_MAX);
+        ring.add(5, 1, 1);
+        assert_eq!(
+            ring.sum(5, 5),
+            (u64::from(SLOT_MAX - 1), u64::from(SLOT_MAX))
+        );
+        // A state file's oversized bucket is kept as far as it fits, good never above total.
+        ring.add(6, 70_000, 70_000);
+        assert_eq!(ring.sum(6, 6), (u64::from(SLOT_MAX), u64::from(SLOT_MAX)));
+        // Two years in 720 buckets would be 87,600 s wide: capped, so a sample a second
+        // never fills one.
+        let long = Ring::new(Duration::from_secs(87_600), Duration::from_secs(730 * DAY));
+        assert_eq!(long.width, MAX_WIDTH);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub struct ClusterView {
     pub standby_error: Option<String>,
     /// The last good reading, for the status page (not in `/plan`).
     #[serde(skip)]
-    pub cluster: Option<pgpatrol_core::Cluster>,
+    pub cluster: Option<std::sync::Arc<pgpatrol_core::Cluster>>,
     /// Replay lag in seconds per member, from PostgreSQL (with a `postgres:` login).
     #[serde(skip)]
     pub lag_seconds: BTreeMap<String, f64>,

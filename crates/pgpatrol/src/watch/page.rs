@@ -529,7 +529,7 @@ mod tests {
         let v = ClusterView {
             polled: true,
             up: true,
-            cluster: Some(c),
+            cluster: Some(std::sync::Arc::new(c)),
             ..Default::default()
         };
         let s = PageSettings {
@@ -563,12 +563,12 @@ mod tests {
         shared.view("dr", |v| {
             v.polled = true;
             v.up = true;
-            v.cluster = Some(
+            v.cluster = Some(std::sync::Arc::new(
                 pgpatrol_core::fixtures::ClusterBuilder::new()
                     .leader("dr0")
                     .replica("dr1")
                     .build(),
-            );
+            ));
             v.lag_seconds.insert("dr1".into(), 3.5);
         });
         let html = cluster(&shared, "dr").expect("a page");

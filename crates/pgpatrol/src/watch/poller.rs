@@ -51,8 +51,9 @@ pub(super) struct Poller {
     pub(super) slo_of: SloOf,
     /// The first read at the standby leader's current replayed position, and when.
     pub(super) standby_seen: Option<Box<(crate::source::standby::StandbyLag, Instant)>>,
-    /// The last good reading, and what else the event log compares with.
-    pub(super) last_cluster: Option<pgpatrol_core::Cluster>,
+    /// The last good reading, and what else the event log compares with: the same
+    /// allocation as the page's view of it (10,000 clusters: one copy each, not two).
+    pub(super) last_cluster: Option<Arc<pgpatrol_core::Cluster>>,
     pub(super) seen: super::events::Seen,
 }
 
@@ -126,7 +127,6 @@ impl Poller {
                     self.shared.emit(e);
                 }
             }
-            self.last_cluster = Some(cluster.clone());
         }
         match &snapshot {
             Ok(cluster) => {
@@ -269,20 +269,28 @@ impl Poller {
         for e in happened {
             self.shared.emit(e);
         }
+        let (up, error) = match snapshot {
+            Ok(c) => {
+                self.last_cluster = Some(Arc::new(c));
+                (true, None)
+            }
+            Err((_, msg)) => (false, Some(msg)),
+        };
+        let last = if up { self.last_cluster.clone() } else { None };
         self.shared.view(&self.name, |v| {
             if let Some(c) = checks {
                 v.checks = c;
             }
             v.polled = true;
             v.last_poll = Some(humantime::format_rfc3339_seconds(now).to_string());
-            v.up = snapshot.is_ok();
-            if let Ok(c) = &snapshot {
-                v.cluster = Some(c.clone());
+            v.up = up;
+            if last.is_some() {
+                v.cluster = last;
             }
             if let Some(l) = lag_seconds {
                 v.lag_seconds = l;
             }
-            v.error = snapshot.as_ref().err().map(|(_, msg)| msg.clone());
+            v.error = error;
             v.sli_bytes = sli.as_ref().and_then(|s| s.max_bytes);
             match standby {
                 Some(Ok(lag)) => {
