@@ -124,7 +124,7 @@ pub fn demote<'c>(
     }
     if let Some((addr, false)) = source_pg {
         return Err(Refusal::Unsafe(format!(
-            "nothing answers at {addr} (the source's PostgreSQL): the standby leader could not replicate"
+            "no PostgreSQL answers at {addr} (the source's; a connection alone is not an answer): the standby leader could not replicate"
         )));
     }
     Ok(leader)
@@ -287,7 +287,10 @@ mod tests {
     fn demote_is_refused_when_the_source_postgres_does_not_answer() {
         let me = primary(Some("7000"));
         let e = demote(&me, None, Some(("127.0.0.1:9", false))).unwrap_err();
-        assert!(e.reason().contains("nothing answers at 127.0.0.1:9"), "{e}");
+        assert!(
+            e.reason().contains("no PostgreSQL answers at 127.0.0.1:9"),
+            "{e}"
+        );
         assert!(demote(&me, None, Some(("127.0.0.1:9", true))).is_ok());
         assert!(matches!(
             demote(&standby(), None, None),

@@ -221,8 +221,9 @@ pub struct PromoteArgs {
 /// Demote this cluster into a standby cluster of another one (`PATCH /config
 /// {"standby_cluster": {...}}`), waited for until its leader is a standby leader that
 /// replicates. Its data must be the source's (the same system identifier): a standby of an
-/// unrelated cluster cannot replicate. Refused, with nothing sent, when nothing answers at
-/// the source's PostgreSQL, or when `--source-url` cannot be read, has no running leader,
+/// unrelated cluster cannot replicate. Refused, with nothing sent, when no PostgreSQL answers
+/// at the source's address (an `SSLRequest` replied to within 3 s: a hung postmaster whose
+/// kernel still accepts connections does not count), or when `--source-url` cannot be read, has no running leader,
 /// or either system identifier cannot be read (could not tell it is the same database).
 ///
 /// Exit codes: 0 demoted and replicating; 1 refused or not replicating in time; 2 error

@@ -30,11 +30,26 @@ pub async fn read_source(http: &ClusterSource, url: &str) -> Result<Cluster, Str
     Ok(snap.cluster)
 }
 
-/// Whether something accepts a TCP connection at `addr` within 3 s.
+/// Whether a PostgreSQL answers at `addr` within 3 s: it is sent an `SSLRequest` (the first
+/// message of any connection, no login needed) and must reply `S` or `N`. A TCP connection
+/// alone is not enough: the kernel accepts connections for a postmaster that is hung or
+/// stopped, which could never serve the standby leader (seen under the fault matrix: a
+/// demote toward a SIGSTOPped source was sent).
 pub async fn answers(addr: &str) -> bool {
-    let reach =
-        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await;
-    matches!(reach, Ok(Ok(_)))
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Length 8, then the request code 80877103.
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(&SSL_REQUEST).await.ok()?;
+        let mut reply = [0u8; 1];
+        s.read_exact(&mut reply).await.ok()?;
+        matches!(reply[0], b'S' | b'N').then_some(())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), probe).await,
+        Ok(Some(()))
+    )
 }
 
 /// What promote or demote needs: the source at `--source-url`, the operator's word that

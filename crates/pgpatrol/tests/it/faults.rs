@@ -41,6 +41,7 @@ pub fn tests() -> Vec<Test> {
         reinit_with_etcd_stopped_rebuilds_nothing,
         pause_and_resume_with_etcd_stopped_change_nothing,
         doctor_with_a_members_api_hung_returns_and_names_it,
+        standby_demote_toward_a_stopped_source_is_refused,
     ]
     .into_iter()
     .chain(net::tests())
@@ -1745,4 +1746,77 @@ fn doctor_with_a_members_api_hung_returns_and_names_it(lab: &Lab) {
         .filter(|c| c.to_string().contains(&replica))
         .collect();
     assert!(!named.is_empty(), "no check names {replica}: {r:#}");
+}
+
+/// Spec (issue 24, fail closed): the first step of a planned DR switchover — `standby demote
+/// --source-host H --source-port P --yes` of this lab toward the standby leader of its DR
+/// cluster — while that standby leader's postmaster is stopped (SIGSTOP: its port still
+/// accepts connections, the kernel completes them, but nothing answers). The new source
+/// could never serve this cluster's leader: refused (exit 1), no `PATCH /config` sent, this
+/// cluster keeps its primary and every row; nobody down, no leader change. Found: the check
+/// was a TCP connection, which succeeded, and the demote was sent; now PostgreSQL must reply
+/// to an `SSLRequest` (`ops::standby::answers`).
+fn standby_demote_toward_a_stopped_source_is_refused(lab: &Lab) {
+    let t0 = Instant::now();
+    let dir = scratch(lab, "standby-demote-source-stopped");
+    let audit = dir.join("audit.jsonl");
+    let a = audit.display().to_string();
+    let _restore = Restore(lab);
+    let sb = crate::standby::StandbyLab::up(lab, "faults-demote-dr");
+    let leader = lab.leader();
+    let source = sb
+        .state()
+        .member(&sb.leader())
+        .expect("the standby leader")
+        .clone();
+    let pm = source
+        .postmaster()
+        .expect("the standby leader's postmaster");
+    let obs = Observer::start(
+        lab,
+        &dir,
+        &Allow {
+            down: 0,
+            leader_changes: Some(0),
+            audit: Some(audit.clone()),
+        },
+    );
+    rows_grow(lab, 20);
+    pgpatrol::lab::os::signal(pm, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let stopped = Hung(pm);
+    say!("faults: {}'s postmaster (PID {pm}) stopped", source.name);
+    let out = lab.pgpatrol(&[
+        "standby",
+        "demote",
+        "--source-host",
+        &source.addr().to_string(),
+        "--source-port",
+        &source.pg_port.to_string(),
+        "--yes",
+        "--audit-log",
+        &a,
+    ]);
+    drop(stopped);
+    rows_grow(lab, 20);
+    let v = obs.finish();
+    line(
+        "standby demote toward a source whose postmaster is stopped",
+        &v,
+        code(&out),
+        t0,
+    );
+    assert_held(&v);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("no PostgreSQL answers"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        crate::util::audit_lines(&audit).is_empty(),
+        "nothing was sent: {:?}",
+        crate::util::audit_lines(&audit)
+    );
+    assert_eq!(v["final_leader"], leader.as_str(), "{v:#}");
+    assert_eq!(role_of(lab, &leader), "primary");
 }

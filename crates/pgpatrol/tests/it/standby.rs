@@ -441,7 +441,11 @@ pub(crate) fn a_source_url_that_is_not_the_source_is_one_line_and_exit_2(lab: &L
             other_port.as_str(),
             "has no running leader",
         ),
-        ("", closed_port.as_str(), "nothing answers at 127.0.0.1:"),
+        (
+            "",
+            closed_port.as_str(),
+            "no PostgreSQL answers at 127.0.0.1:",
+        ),
     ] {
         let out = demote(url, port, &[]);
         assert_eq!(code(&out), 1, "{url}: {}", stderr(&out));
