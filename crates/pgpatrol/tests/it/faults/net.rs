@@ -100,7 +100,8 @@ fn a_switchover_with_the_leader_cut_off_claims_nothing_it_did_not_see(lab: &Lab)
 /// standby (the only member it may switch to) cut off from etcd and the other members the
 /// moment the `POST /switchover` is in the audit log. The new leader cannot keep its leader
 /// key and demotes itself; Patroni elects again. Never two writable, every acknowledged row
-/// kept; pgpatrol's exit code and report agree with what the observer saw.
+/// kept; pgpatrol says switched only for a leader the observer saw writable, other than the
+/// former one (its role as pgpatrol exits is not asked: the cut takes it away by itself).
 fn a_switchover_whose_new_leader_is_cut_off_once_answered_is_reported_as_it_ended(lab: &Lab) {
     let t0 = Instant::now();
     let dir = scratch(lab, "switchover-new-leader-cut");
@@ -123,10 +124,6 @@ fn a_switchover_whose_new_leader_is_cut_off_once_answered_is_reported_as_it_ende
     cut(lab, &near, "etcd,members");
     let out = run.finish(Duration::from_secs(180));
     let r = json_of("switchover", &out);
-    let named_role = r["leader_after"]
-        .as_str()
-        .map(|l| role_of(lab, l))
-        .unwrap_or_default();
     lab.repair();
     rows_grow(lab, 20);
     let v = obs.finish();
@@ -137,7 +134,10 @@ fn a_switchover_whose_new_leader_is_cut_off_once_answered_is_reported_as_it_ende
         t0,
     );
     assert_held(&v);
-    switch_agrees(&out, &r, &v, &before, &named_role);
+    // The cut new leader steps down within `retry_timeout` of the cut, whatever pgpatrol
+    // saw before: its role as pgpatrol exits is the fault's doing (seen in CI: switched
+    // and done per Patroni, then the new leader a replica a moment later).
+    switch_agrees_when(&out, &r, &v, &before, None);
 }
 
 /// Spec (issue 24, fail closed): `switchover --candidate R --yes` where R is a healthy
@@ -274,8 +274,9 @@ fn a_rolling_restart_with_the_next_replica_cut_off_stops_and_says_what_it_did(la
     );
     assert_held(&v);
     assert_ne!(code(&out), 0, "{r:#}");
-    // What Patroni accepted (`200` to `POST /restart`, in the report's requests) is what the
-    // observer saw restart; a step the report calls restarted is among them.
+    // What Patroni accepted (`200` to `POST /restart`, in the report's requests, and the
+    // former leader of a switchover step) is what the observer saw restart; a step the report
+    // calls restarted is among them.
     let mut accepted: Vec<String> = r["requests"]
         .as_array()
         .map(|q| {
@@ -287,7 +288,15 @@ fn a_rolling_restart_with_the_next_replica_cut_off_stops_and_says_what_it_did(la
                 .collect()
         })
         .unwrap_or_default();
+    // A switchover restarts the former leader's PostgreSQL too (it demotes).
+    if let Some(s) = r["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["result"] == "switched_over"))
+    {
+        accepted.extend(s["member"].as_str().map(str::to_owned));
+    }
     accepted.sort();
+    accepted.dedup();
     let seen: Vec<String> = serde_json::from_value(v["restarted"].clone()).expect("restarted");
     assert_eq!(
         accepted, seen,
