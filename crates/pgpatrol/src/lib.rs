@@ -189,7 +189,7 @@ mod layering {
         ),
         (
             "config.rs",
-            &["os", "net", "cluster", "up", "down", "faults", "backup"],
+            &["net", "cluster", "up", "down", "faults", "backup"],
         ),
         ("cluster.rs", &["up", "down", "faults", "backup"]),
         ("down.rs", &["up", "faults", "backup"]),

@@ -126,11 +126,8 @@ impl Secrets {
 
 /// 16 random bytes as hex, from the kernel.
 fn random_hex() -> Result<String> {
-    use std::io::Read;
     let mut buf = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("cannot read /dev/urandom")?;
+    super::os::random_bytes(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -537,7 +537,7 @@ pub fn partition(
     member: &str,
     from: &[Side],
 ) -> Result<Vec<String>> {
-    let net = net_of(state, "partition")?.clone();
+    let mut net = net_of(state, "partition")?.clone();
     let me = state.member(member)?;
     let host = me
         .net
@@ -570,7 +570,6 @@ pub fn partition(
             }
         }
     }
-    let mut net = net;
     let cut = net.cut(&host, &others);
     state.net = Some(net);
     state.save(paths)?;

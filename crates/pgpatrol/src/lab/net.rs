@@ -69,8 +69,9 @@ fn tool(name: &str) -> String {
     name.to_string()
 }
 
-/// Runs `ip ARGS` (or `tc`); an error names the command and what it said.
-fn run(prog: &str, args: &[&str]) -> Result<()> {
+/// Runs `ip ARGS` (or `tc`) and gives its stdout; an error names the command and what it
+/// said.
+fn run(prog: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(tool(prog))
         .args(args)
         .stdin(Stdio::null())
@@ -85,28 +86,12 @@ fn run(prog: &str, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The same, for cleanup: what is already gone is not an error.
 fn run_quiet(prog: &str, args: &[&str]) {
-    let _ = Command::new(tool(prog))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn output(prog: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(tool(prog))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| {
-            format!("cannot run {prog}: install iproute2 (scripts/setup installs it)")
-        })?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let _ = run(prog, args);
 }
 
 impl Net {
@@ -118,12 +103,12 @@ impl Net {
         }
         let used = format!(
             "{}\n{}",
-            output("ip", &["-4", "-o", "addr", "show"])?,
-            output("ip", &["-4", "route", "show", "table", "all"])?
+            run("ip", &["-4", "-o", "addr", "show"])?,
+            run("ip", &["-4", "route", "show", "table", "all"])?
         );
         for _ in 0..64 {
             let mut b = [0u8; 3];
-            getrandom(&mut b)?;
+            super::os::random_bytes(&mut b)?;
             let id = format!("{:02x}{:02x}{:02x}", b[0], b[1], b[2]);
             let gateway = Ipv4Addr::new(10, 64 + (b[0] & 0x3f), b[1], 1);
             let [a, bb, c, _] = gateway.octets();
@@ -167,7 +152,8 @@ impl Net {
             "ip",
             &["addr", "add", &format!("{}/24", self.gateway), "dev", &br],
         )?;
-        run("ip", &["link", "set", &br, "up"])
+        run("ip", &["link", "set", &br, "up"])?;
+        Ok(())
     }
 
     /// Etcd's host (`.2`), not made yet.
@@ -228,7 +214,8 @@ impl Net {
         run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
         run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
         run("ip", &["link", "set", &outer, "master", &self.bridge()])?;
-        run("ip", &["link", "set", &outer, "up"])
+        run("ip", &["link", "set", &outer, "up"])?;
+        Ok(())
     }
 
     /// Deletes every namespace (their veths go with them) and the bridge, and the host's
@@ -265,7 +252,7 @@ impl Net {
         match &cut.ns {
             Some(ns) => run("ip", &["-n", ns, "route", "add", "blackhole", &dest])?,
             None => run("ip", &["route", "add", "blackhole", &dest])?,
-        }
+        };
         self.cuts.push(cut);
         Ok(())
     }
@@ -303,7 +290,8 @@ impl Net {
                 &tbf[..],
             ]
             .concat(),
-        )
+        )?;
+        Ok(())
     }
 
     /// Takes the cap off etcd's link.
@@ -316,13 +304,6 @@ impl Net {
         );
         self.dcs_kbit = None;
     }
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .context("cannot read /dev/urandom")
 }
 
 #[cfg(test)]

@@ -115,6 +115,14 @@ impl RunAs {
     }
 }
 
+/// Fills `buf` with random bytes from the kernel (secrets, a `--netns` lab's id).
+pub(super) fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .context("cannot read /dev/urandom")
+}
+
 pub(super) fn spawn(mut cmd: Command, what: &str) -> Result<u32> {
     let child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {

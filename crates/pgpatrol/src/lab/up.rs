@@ -286,14 +286,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             }
             None => {}
         }
-        let host = match &net {
-            Some(n) => {
-                let host = n.member_host(&name, i)?;
-                config::place(&mut config, host.addr, n.etcd_host().addr, &n.subnet());
-                Some(host)
-            }
-            None => None,
-        };
+        let host = on_own_host(net.as_ref(), &mut config, &name, i)?;
         let yaml = config::to_yaml(&config)?;
         write_private(&paths.config(&name), &yaml, Some(&run_as))?;
         let (rest_port, pg_port) = ports.members[i];
@@ -365,6 +358,19 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
         return Err(e);
     }
     Ok((paths, state))
+}
+
+/// With `--netns`: member `index`'s host, its config placed on it (`None` on loopback).
+fn on_own_host(
+    net: Option<&super::net::Net>,
+    config: &mut serde_json::Value,
+    name: &str,
+    index: usize,
+) -> Result<Option<super::net::NetHost>> {
+    let Some(n) = net else { return Ok(None) };
+    let host = n.member_host(name, index)?;
+    config::place(config, host.addr, n.etcd_host().addr, &n.subnet());
+    Ok(Some(host))
 }
 
 /// `--netns`: the bridge, then etcd's and each member's namespace, the state saved after
@@ -666,14 +672,7 @@ pub fn add_member(paths: &LabPaths, state: &mut LabState) -> Result<String> {
     let index = state.members.len();
     let secrets = config::Secrets::of_config(&first.config)?;
     let mut cfg = config::member_config(&state.scope, &name, index, &ports, paths, &secrets)?;
-    let host = match &state.net {
-        Some(n) => {
-            let host = n.member_host(&name, index)?;
-            config::place(&mut cfg, host.addr, n.etcd_host().addr, &n.subnet());
-            Some(host)
-        }
-        None => None,
-    };
+    let host = on_own_host(state.net.as_ref(), &mut cfg, &name, index)?;
     if let Some(a) = &state.archive {
         let a = a.display().to_string();
         cfg["postgresql"]["parameters"]["archive_command"] =

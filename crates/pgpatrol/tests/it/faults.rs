@@ -618,10 +618,7 @@ fn edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says(lab: &Lab)
     );
     rows_grow(lab, 20);
     let before = crate::util::get_json(&format!("{}/config", lab.url_of(&replicas(lab)[0])));
-    let want = before["postgresql"]["parameters"]["work_mem"]
-        .as_str()
-        .map_or("8MB", |w| if w == "8MB" { "16MB" } else { "8MB" })
-        .to_string();
+    let want = other_work_mem(&before);
     let hung = Hung::member(lab, &leader);
     let a = audit.display().to_string();
     let out = lab.pgpatrol(&[
@@ -640,17 +637,35 @@ fn edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says(lab: &Lab)
     let v = obs.finish();
     line("edit-config, the leader's Patroni hung", &v, code(&out), t0);
     assert_held(&v);
-    let set = after["postgresql"]["parameters"]["work_mem"] == want.as_str();
+    work_mem_agrees(&out, &after, &want);
+    put_work_mem_back(lab, &before);
+}
+
+/// The work_mem an edit-config scenario sets: not the one `config` (`GET /config`) holds.
+fn other_work_mem(config: &Value) -> String {
+    config["postgresql"]["parameters"]["work_mem"]
+        .as_str()
+        .map_or("8MB", |w| if w == "8MB" { "16MB" } else { "8MB" })
+        .to_string()
+}
+
+/// edit-config's exit code against the configuration after it: exit 0 exactly when work_mem
+/// was set to `want`.
+fn work_mem_agrees(out: &std::process::Output, after: &Value, want: &str) {
+    let set = after["postgresql"]["parameters"]["work_mem"] == want;
     assert_eq!(
-        code(&out) == 0,
+        code(out) == 0,
         set,
         "exit {} and work_mem {} (wanted {want}): {}{}",
-        code(&out),
+        code(out),
         after["postgresql"]["parameters"]["work_mem"],
-        stdout(&out),
-        stderr(&out)
+        stdout(out),
+        stderr(out)
     );
-    // Put it back.
+}
+
+/// Puts work_mem back as `before` (`GET /config` before the scenario) had it.
+fn put_work_mem_back(lab: &Lab, before: &Value) {
     let old = before["postgresql"]["parameters"]["work_mem"]
         .as_str()
         .map_or("null".to_string(), |w| format!("\"{w}\""));
@@ -659,6 +674,14 @@ fn edit_config_with_the_leaders_api_hung_changes_exactly_what_it_says(lab: &Lab)
         &lab_auth(lab),
         &format!(r#"{{"postgresql": {{"parameters": {{"work_mem": {old}}}}}}}"#),
     );
+}
+
+/// A command refused with nothing sent: exit 1, `says` on stderr, an empty audit log.
+fn refused_sending_nothing(out: &std::process::Output, says: &str, audit: &Path) {
+    assert_eq!(code(out), 1, "{}{}", stdout(out), stderr(out));
+    assert!(stderr(out).contains(says), "{}", stderr(out));
+    let sent = crate::util::audit_lines(audit);
+    assert!(sent.is_empty(), "nothing was sent: {sent:?}");
 }
 
 /// Turns synchronous mode on and returns the synchronous standby and the asynchronous
@@ -1821,17 +1844,7 @@ fn standby_demote_toward_a_stopped_source_is_refused(lab: &Lab) {
         t0,
     );
     assert_held(&v);
-    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stderr(&out).contains("no PostgreSQL answers"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        crate::util::audit_lines(&audit).is_empty(),
-        "nothing was sent: {:?}",
-        crate::util::audit_lines(&audit)
-    );
+    refused_sending_nothing(&out, "no PostgreSQL answers", &audit);
     assert_eq!(v["final_leader"], leader.as_str(), "{v:#}");
     assert_eq!(role_of(lab, &leader), "primary");
 }

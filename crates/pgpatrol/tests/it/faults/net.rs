@@ -409,10 +409,7 @@ fn edit_config_with_the_leader_cut_off_from_etcd_says_what_it_changed(lab: &Lab)
     let config =
         |lab: &Lab| crate::util::get_json(&format!("{}/config", lab.url_of(&lab.leader())));
     let before = config(lab);
-    let want = before["postgresql"]["parameters"]["work_mem"]
-        .as_str()
-        .map_or("8MB", |w| if w == "8MB" { "16MB" } else { "8MB" })
-        .to_string();
+    let want = other_work_mem(&before);
     cut(lab, &leader, "etcd");
     let out = lab.pgpatrol(&[
         "edit-config",
@@ -435,24 +432,8 @@ fn edit_config_with_the_leader_cut_off_from_etcd_says_what_it_changed(lab: &Lab)
         t0,
     );
     assert_held(&v);
-    let set = after["postgresql"]["parameters"]["work_mem"] == want.as_str();
-    assert_eq!(
-        code(&out) == 0,
-        set,
-        "exit {} and work_mem {} (wanted {want}): {}{}",
-        code(&out),
-        after["postgresql"]["parameters"]["work_mem"],
-        stdout(&out),
-        stderr(&out)
-    );
-    let old = before["postgresql"]["parameters"]["work_mem"]
-        .as_str()
-        .map_or("null".to_string(), |w| format!("\"{w}\""));
-    patch_config(
-        &lab.url_of(&lab.leader()),
-        &lab_auth(lab),
-        &format!(r#"{{"postgresql": {{"parameters": {{"work_mem": {old}}}}}}}"#),
-    );
+    work_mem_agrees(&out, &after, &want);
+    put_work_mem_back(lab, &before);
 }
 
 /// Spec (issue 24, "the source cluster partitioned during standby promote"): a standby
@@ -511,17 +492,7 @@ fn standby_promote_with_the_source_leader_cut_off_promotes_nothing(lab: &Lab) {
         t0,
     );
     assert_held(&v);
-    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot read the source"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        crate::util::audit_lines(&audit).is_empty(),
-        "nothing was sent: {:?}",
-        crate::util::audit_lines(&audit)
-    );
+    refused_sending_nothing(&out, "cannot read the source", &audit);
     assert!(
         sb_roles.iter().any(|r| r == "standby_leader")
             && !sb_roles.iter().any(|r| r == "leader" || r == "primary"),
