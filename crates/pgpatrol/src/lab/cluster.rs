@@ -78,8 +78,9 @@ pub async fn etcd_healthy(etcd: &EtcdState) -> bool {
 }
 
 /// Checks the cluster: exactly one running leader, `members - 1` replicas in the version's
-/// streaming state, and (when `max_lag` is set) every replica's receive and replay lag known
-/// and at most `max_lag` bytes. `Err` carries a one-line reason.
+/// streaming state on the leader's timeline (a replica reports the new timeline a Patroni
+/// loop after a leader change), and (when `max_lag` is set) every replica's receive and
+/// replay lag known and at most `max_lag` bytes. `Err` carries a one-line reason.
 pub fn check_health(
     cluster: &Cluster,
     members: usize,
@@ -89,6 +90,11 @@ pub fn check_health(
     let mut leaders = 0;
     let mut streaming = 0;
     let mut problems = Vec::new();
+    let leader_timeline = cluster
+        .members
+        .iter()
+        .find(|m| m.role.is_leader())
+        .and_then(|m| m.timeline);
     for m in &cluster.members {
         if m.role.is_leader() {
             // A standby leader shows its replication state (`streaming`) in /cluster.
@@ -108,6 +114,15 @@ pub fn check_health(
             streaming += 1;
         } else {
             problems.push(format!("{} is {}/{}", m.name, m.role, m.state));
+        }
+        // An archive-only replica finds the new timeline when its history file is archived.
+        if let (Some(tl), Some(leader_tl), false) = (m.timeline, leader_timeline, archive_only) {
+            if tl != leader_tl {
+                problems.push(format!(
+                    "{} on timeline {tl}, the leader on {leader_tl}",
+                    m.name
+                ));
+            }
         }
         if let Some(max) = max_lag {
             let kinds: &[LagKind] = if archive_only {
@@ -388,5 +403,21 @@ mod tests {
         );
         archive_only.members[1].tags.clear();
         assert!(check_health(&archive_only, 2, Some(HEALTHY_MAX_LAG), "streaming").is_err());
+
+        // After a leader change a streaming replica reports the old timeline for a loop.
+        let mut old_timeline = ClusterBuilder::new()
+            .leader("pg0")
+            .timeline(2)
+            .replica("pg1")
+            .lag_mb(0)
+            .timeline(1)
+            .build();
+        let why = check_health(&old_timeline, 2, Some(HEALTHY_MAX_LAG), "streaming").unwrap_err();
+        assert!(why.contains("pg1 on timeline 1, the leader on 2"), "{why}");
+        old_timeline.members[1].timeline = Some(2);
+        assert_eq!(
+            check_health(&old_timeline, 2, Some(HEALTHY_MAX_LAG), "streaming"),
+            Ok(())
+        );
     }
 }
