@@ -5,8 +5,9 @@ While a scenario runs, it writes numbered rows through one multi-host read-write
 (libpq's target_session_attrs=read-write, through psycopg2) and records each row the server
 acknowledged; every 200 ms it asks every member's PostgreSQL directly whether it is in
 recovery, its timeline and its start time, and every member's Patroni for its role. On
-SIGTERM it stops writing, finds the leader, reads the rows back, checks the invariants and
-writes its verdict (JSON) to --out, and prints one line:
+SIGTERM it stops writing, polls until a round sees every member up (at most 15 s, so a member
+back a moment before is seen restarted), finds the leader, reads the rows back, checks the
+invariants and writes its verdict (JSON) to --out, and prints one line:
 
   acknowledged_kept       every acknowledged row is on the final leader
   one_writable            never two members writable at once
@@ -37,6 +38,7 @@ from datetime import datetime, timezone
 import psycopg2
 
 POLL_EVERY = 0.2
+SETTLE_FOR = 15
 WRITE_EVERY = 0.02
 
 
@@ -138,6 +140,18 @@ class Observer:
             members = {m["name"]: s for m, s in zip(self.members, seen)}
             with self.lock:
                 self.rounds.append({"t": t, "members": members})
+            time.sleep(max(0.0, POLL_EVERY - (now() - t)))
+        # Once stopped, rounds go on until one sees every member up (at most SETTLE_FOR): a
+        # member that came back a moment before the stop (a former leader whose demotion
+        # ended as the scenario repaired the lab) is then seen with its new start time.
+        deadline = now() + SETTLE_FOR
+        while True:
+            t = now()
+            seen = list(pool.map(self.member_now, self.members))
+            with self.lock:
+                self.rounds.append({"t": t, "members": {m["name"]: s for m, s in zip(self.members, seen)}})
+            if all(s["pg_up"] for s in seen) or now() > deadline:
+                break
             time.sleep(max(0.0, POLL_EVERY - (now() - t)))
 
     def leader_rows(self):
@@ -271,7 +285,7 @@ class Observer:
         while not self.stop.is_set():
             self.stop.wait(0.2)
         for t in threads:
-            t.join(10)
+            t.join(SETTLE_FOR + 10)
         v = self.verdict()
         json.dump(v, open(self.args.out, "w"), indent=1)
         broke = [k for k, i in v["invariants"].items() if not i["held"]]
