@@ -36,15 +36,33 @@ pub fn tests() -> Vec<Test> {
 fn wait_streaming(lab: &Lab, member: &str) {
     let t0 = Instant::now();
     loop {
-        let m = lab.member_json(member);
+        // The member streams, and every replica says the leader's timeline (a replica
+        // publishes the new one at its next Patroni loop; until then a takeover's pre-flight
+        // rightly counts it behind).
+        let c = lab.cluster_json();
+        let members = c["members"].as_array().cloned().unwrap_or_default();
+        let m = members
+            .iter()
+            .find(|m| m["name"] == member)
+            .cloned()
+            .unwrap_or(Value::Null);
         let role = m["role"].as_str().unwrap_or_default();
         let state = m["state"].as_str().unwrap_or_default();
-        if role == "replica" && (state == "streaming" || state == "running") {
+        let leader_tl = members
+            .iter()
+            .find(|m| m["role"] == "leader")
+            .map(|m| m["timeline"].clone());
+        let on_leaders_timeline = members
+            .iter()
+            .filter(|m| m["role"] != "leader")
+            .all(|m| m["timeline"].is_null() || Some(&m["timeline"]) == leader_tl.as_ref());
+        if role == "replica" && (state == "streaming" || state == "running") && on_leaders_timeline
+        {
             return;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
-            "{member} does not stream again: {m}"
+            "{member} does not stream again on the leader's timeline: {c}"
         );
         std::thread::sleep(Duration::from_millis(300));
     }
