@@ -133,25 +133,20 @@ class Observer:
         # Every member at the same moment (one thread each), so a round is a snapshot: polled
         # one after another, a member that takes its 1 s timeout would push the next one's
         # reading seconds later, and "down at once" would join moments that were apart.
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.members))
-        while not self.stop.is_set():
-            t = now()
-            seen = list(pool.map(self.member_now, self.members))
-            members = {m["name"]: s for m, s in zip(self.members, seen)}
-            with self.lock:
-                self.rounds.append({"t": t, "members": members})
-            time.sleep(max(0.0, POLL_EVERY - (now() - t)))
         # Once stopped, rounds go on until one sees every member up (at most SETTLE_FOR): a
         # member that came back a moment before the stop (a former leader whose demotion
         # ended as the scenario repaired the lab) is then seen with its new start time.
-        deadline = now() + SETTLE_FOR
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.members))
+        settle_until = None
         while True:
             t = now()
             seen = list(pool.map(self.member_now, self.members))
             with self.lock:
                 self.rounds.append({"t": t, "members": {m["name"]: s for m, s in zip(self.members, seen)}})
-            if all(s["pg_up"] for s in seen) or now() > deadline:
-                break
+            if self.stop.is_set():
+                settle_until = settle_until or now() + SETTLE_FOR
+                if all(s["pg_up"] for s in seen) or now() > settle_until:
+                    break
             time.sleep(max(0.0, POLL_EVERY - (now() - t)))
 
     def leader_rows(self):
