@@ -393,7 +393,8 @@ fn alive_word(alive: bool) -> &'static str {
 async fn status(dir: &Path, out: &mut impl Write) -> Result<Outcome> {
     let paths = LabPaths::new(dir)?;
     let state = LabState::load(&paths)?;
-    let cluster = cluster::any_cluster(&state).await;
+    let health = cluster::health(&state).await;
+    let cluster = health.cluster;
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_header([
         "member",
@@ -406,7 +407,7 @@ async fn status(dir: &Path, out: &mut impl Write) -> Result<Outcome> {
         "replay lag",
     ]);
     let field = |name: &str, f: &dyn Fn(&pgpatrol_core::Member) -> String| -> String {
-        let Ok(c) = &cluster else { return "?".into() };
+        let Some(c) = &cluster else { return "?".into() };
         c.member(name).map(f).unwrap_or_else(|| "absent".into())
     };
     let lag = |kind: pgpatrol_core::LagKind| {
@@ -481,19 +482,7 @@ async fn status(dir: &Path, out: &mut impl Write) -> Result<Outcome> {
             )?;
         }
     }
-    let verdict = match &cluster {
-        Ok(c) => match cluster::check_health(
-            c,
-            state.members.len(),
-            Some(lab::HEALTHY_MAX_LAG),
-            state.patroni.streaming_state(),
-        ) {
-            // /cluster is the DCS's view: the members' own answers must agree.
-            Ok(()) => cluster::members_agree(&state, c).await,
-            Err(why) => Err(why),
-        },
-        Err(e) => Err(format!("{e:#}")),
-    };
+    let verdict = health.verdict;
     match verdict {
         Ok(()) if etcd_alive => {
             writeln!(out, "healthy")?;

@@ -155,26 +155,47 @@ pub fn check_health(
     }
 }
 
-/// Polls /cluster until the lab is healthy (see [`check_health`]); on timeout the error
+/// What `lab status` shows and `lab up`/`lab repair` wait for: `/cluster` as read now
+/// (`None` when no member answers it), and the verdict.
+pub struct Health {
+    pub cluster: Option<Cluster>,
+    pub verdict: Result<(), String>,
+}
+
+/// The lab's health now: each Patroni reached the DCS since etcd last started, then
+/// [`check_health`] on `/cluster`, then [`members_agree`].
+pub async fn health(state: &LabState) -> Health {
+    // Before /cluster: reading it through a member counts as that member reaching the DCS.
+    let seen = reached_dcs_since_etcd_started(state).await;
+    let cluster = any_cluster(state).await;
+    let verdict = match (seen, &cluster) {
+        (Err(why), _) => Err(why),
+        (Ok(()), Err(e)) => Err(format!("{e:#}")),
+        (Ok(()), Ok(c)) => match check_health(
+            c,
+            state.members.len(),
+            Some(HEALTHY_MAX_LAG),
+            state.patroni.streaming_state(),
+        ) {
+            Ok(()) => members_agree(state, c).await,
+            Err(why) => Err(why),
+        },
+    };
+    Health {
+        cluster: cluster.ok(),
+        verdict,
+    }
+}
+
+/// Polls until the lab is healthy (see [`check_health`]); on timeout the error
 /// carries the reason and the tail of the first unhealthy member's log.
 pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut why;
     loop {
-        match any_cluster(state).await {
-            Ok(cluster) => match check_health(
-                &cluster,
-                state.members.len(),
-                Some(HEALTHY_MAX_LAG),
-                state.patroni.streaming_state(),
-            ) {
-                Ok(()) => match members_agree(state, &cluster).await {
-                    Ok(()) => return Ok(()),
-                    Err(reason) => why = reason,
-                },
-                Err(reason) => why = reason,
-            },
-            Err(e) => why = format!("{e:#}"),
+        match health(state).await.verdict {
+            Ok(()) => return Ok(()),
+            Err(reason) => why = reason,
         }
         if state
             .members
@@ -203,6 +224,41 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
         "the lab did not become healthy within {} ({why}){log}",
         humantime::format_duration(timeout)
     )
+}
+
+/// Once etcd was started again (`lab repair` after `lab break dcs`), the keys it serves are
+/// the ones written before it stopped, and a Patroni can still be inside a loop that began
+/// while it was down: a leader whose loop then fails demotes itself, a moment after the old
+/// keys looked healthy. So each member's Patroni must say (`dcs_last_seen` in its own
+/// `/patroni`) that it reached the DCS since etcd started. Ask before reading `/cluster`.
+pub async fn reached_dcs_since_etcd_started(state: &LabState) -> Result<(), String> {
+    let Some(since) = state.etcd.started else {
+        return Ok(());
+    };
+    for m in &state.members {
+        let me = member_status(&m.url())
+            .await
+            .map_err(|e| format!("{} does not answer: {e:#}", m.name))?;
+        if let Some(why) = dcs_not_seen_since(&m.name, me.dcs_last_seen, since) {
+            return Err(why);
+        }
+    }
+    Ok(())
+}
+
+/// Why `member`'s Patroni, which last reached the DCS at `last_seen`, has not done so since
+/// etcd started at `since` (both in seconds since the epoch); `None` when it has.
+pub fn dcs_not_seen_since(member: &str, last_seen: Option<u64>, since: u64) -> Option<String> {
+    match last_seen {
+        Some(t) if t >= since => None,
+        Some(t) => Some(format!(
+            "{member}'s Patroni has not reached etcd since it started again ({}s before)",
+            since - t
+        )),
+        None => Some(format!(
+            "{member}'s Patroni does not say when it last reached the DCS (no dcs_last_seen)"
+        )),
+    }
 }
 
 /// /cluster is the DCS's view, which lags reality: a killed leader still shows as "leader
@@ -342,6 +398,18 @@ pub fn tail(path: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_etcd_started_again_each_patroni_must_have_reached_it() {
+        // etcd started at 1000: a member last seen at 999 read the keys of before the outage.
+        let why = dcs_not_seen_since("pg0", Some(999), 1000).expect("not seen since");
+        assert!(why.contains("pg0's Patroni has not reached etcd"), "{why}");
+        assert!(why.contains("1s before"), "{why}");
+        assert_eq!(dcs_not_seen_since("pg0", Some(1000), 1000), None);
+        assert_eq!(dcs_not_seen_since("pg0", Some(1005), 1000), None);
+        // A Patroni that does not say is not taken as having reached it.
+        assert!(dcs_not_seen_since("pg1", None, 1000).is_some());
+    }
 
     #[test]
     fn healthy_cluster_needs_one_leader_and_streaming_replicas() {

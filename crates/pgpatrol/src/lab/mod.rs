@@ -259,6 +259,11 @@ pub struct EtcdState {
     /// Its namespace and address with `--netns`; `None`: 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<net::NetHost>,
+    /// When the lab last started etcd (seconds since the epoch, rounded down). Until each
+    /// member's Patroni says it reached the DCS since then, the keys etcd serves may be the
+    /// ones written before it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
 }
 
 impl EtcdState {
@@ -433,6 +438,7 @@ mod tests {
                 data_dir: paths.etcd_data(),
                 log: paths.log("etcd"),
                 net: None,
+                started: None,
             },
             members: vec![member(0), member(1)],
             stopped: vec![],

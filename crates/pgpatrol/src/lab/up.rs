@@ -315,6 +315,7 @@ pub async fn up(opts: &UpOptions) -> Result<(LabPaths, LabState)> {
             data_dir: paths.etcd_data(),
             log: paths.log("etcd"),
             net: net.as_ref().map(super::net::Net::etcd_host),
+            started: None,
         },
         members,
         stopped: Vec::new(),
@@ -492,8 +493,12 @@ pub async fn start_etcd(paths: &LabPaths, state: &mut LabState, run_as: &RunAs) 
         .arg("--initial-cluster-token")
         .arg(format!("pgpatrol-lab-{}", state.scope))
         .current_dir(&paths.dir);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let pid = spawn_in(cmd, "etcd", e.net.as_ref().map(|h| h.ns.as_str()))?;
     state.etcd.pid = Some(pid);
+    state.etcd.started = Some(started);
     state.save(paths)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
