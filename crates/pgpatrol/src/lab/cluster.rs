@@ -251,8 +251,9 @@ pub async fn reached_dcs_since_etcd_started(state: &LabState) -> Result<(), Stri
 pub fn dcs_not_seen_since(member: &str, last_seen: Option<u64>, since: u64) -> Option<String> {
     match last_seen {
         Some(t) if t >= since => None,
+        Some(0) => Some(format!("{member}'s Patroni has not reached etcd yet")),
         Some(t) => Some(format!(
-            "{member}'s Patroni has not reached etcd since it started again ({}s before)",
+            "{member}'s Patroni has not reached etcd since it started again (last {}s before)",
             since - t
         )),
         None => Some(format!(
@@ -404,7 +405,13 @@ mod tests {
         // etcd started at 1000: a member last seen at 999 read the keys of before the outage.
         let why = dcs_not_seen_since("pg0", Some(999), 1000).expect("not seen since");
         assert!(why.contains("pg0's Patroni has not reached etcd"), "{why}");
-        assert!(why.contains("1s before"), "{why}");
+        assert!(why.contains("last 1s before"), "{why}");
+        // A Patroni that started a moment ago says 0 until its first loop.
+        let why = dcs_not_seen_since("pg2", Some(0), 1000).expect("not seen yet");
+        assert!(
+            why.contains("pg2's Patroni has not reached etcd yet"),
+            "{why}"
+        );
         assert_eq!(dcs_not_seen_since("pg0", Some(1000), 1000), None);
         assert_eq!(dcs_not_seen_since("pg0", Some(1005), 1000), None);
         // A Patroni that does not say is not taken as having reached it.
