@@ -77,42 +77,74 @@ impl Operation for PauseOp {
             return out.with(StepResult::Failed, "the cluster was not read");
         };
         let body = serde_json::json!({ "pause": if self.pause { Value::Bool(true) } else { Value::Null } });
-        match ops.patch_config(&c, body).await {
-            Err(e) => out.detail = e.to_string(),
+        let confirmed = match ops.patch_config(&c, body).await {
+            Err(e) => {
+                out.detail = e.to_string();
+                None
+            }
             Ok((_, None)) => {
                 out.result = StepResult::DryRun;
                 out.detail = "dry run: nothing was sent".into();
+                None
             }
-            Ok((_, Some(r))) if r.status == StatusCode::OK => {
-                out.result = StepResult::Done;
-                out.detail = if self.pause {
-                    "maintenance mode on: Patroni takes no automatic action".into()
-                } else {
-                    "maintenance mode off".into()
-                };
-                if let Some(timeout) = self.wait {
-                    self.lagging = wait_pause(ops, &c, self.pause, timeout).await;
-                    if self.lagging.is_empty() {
-                        out.detail
-                            .push_str(&format!("; every member ({}) reports it", c.members.len()));
-                    } else {
-                        out.result = StepResult::Failed;
-                        out.detail = format!(
-                            "{} did not report {} within {}",
-                            self.lagging.join(", "),
-                            if self.pause { "paused" } else { "resumed" },
-                            humantime::format_duration(timeout)
-                        );
+            Ok((_, Some(r))) if r.status == StatusCode::OK => Some(String::new()),
+            Ok((target, Some(r))) if r.status == StatusCode::CONFLICT => {
+                let said = format!("PATCH /config on {target}: {}", super::answered(&r));
+                match ops.reread().await {
+                    Ok(now) if now.paused == self.pause => {
+                        Some(format!("{said}, yet the DCS holds it (read back); "))
+                    }
+                    _ => {
+                        out.result = StepResult::Unknown;
+                        out.detail = unconfirmed(&said);
+                        None
                     }
                 }
             }
             Ok((target, Some(r))) => {
-                out.detail = format!("PATCH /config on {target}: {}", super::answered(&r))
+                out.detail = format!("PATCH /config on {target}: {}", super::answered(&r));
+                None
+            }
+        };
+        if let Some(said) = confirmed {
+            out.result = StepResult::Done;
+            out.detail = format!(
+                "{said}{}",
+                if self.pause {
+                    "maintenance mode on: Patroni takes no automatic action"
+                } else {
+                    "maintenance mode off"
+                }
+            );
+            if let Some(timeout) = self.wait {
+                self.lagging = wait_pause(ops, &c, self.pause, timeout).await;
+                if self.lagging.is_empty() {
+                    out.detail
+                        .push_str(&format!("; every member ({}) reports it", c.members.len()));
+                } else {
+                    out.result = StepResult::Failed;
+                    out.detail = format!(
+                        "{} did not report {} within {}",
+                        self.lagging.join(", "),
+                        if self.pause { "paused" } else { "resumed" },
+                        humantime::format_duration(timeout)
+                    );
+                }
             }
         }
         out.secs = round1(t0.elapsed().as_secs_f64());
         out
     }
+}
+
+/// Patroni answers `PATCH /config` with 409 when its write to the DCS returned false: a
+/// change that raced this one, or a write the DCS did not confirm in time, which can still
+/// land (etcd applies a request it received before it stalled). Neither "done" nor
+/// "failed" can be said; `said` is what Patroni answered.
+pub fn unconfirmed(said: &str) -> String {
+    format!(
+        "{said}: Patroni could not confirm its write to the DCS (a change that raced it, or a DCS that did not answer in time, and then it can still land); read the cluster again with `pgpatrol list` once the DCS answers"
+    )
 }
 
 /// Polls each member's own /patroni until it reports `pause`; returns those that did not.
@@ -208,6 +240,9 @@ pub enum EditResult {
     /// Another edit landed between the read and the PATCH.
     ChangedConcurrently,
     Failed,
+    /// Patroni could not confirm its DCS write (HTTP 409) and the DCS does not show the
+    /// change: it may still land.
+    Unknown,
     DryRun,
 }
 
@@ -277,8 +312,23 @@ impl Operation for EditOp {
                 out.result = StepResult::DryRun;
                 out.detail = "dry run: nothing was sent".into();
             }
-            Ok((_, Some(r))) if r.status == StatusCode::CONFLICT => {
-                out.detail = "the configuration changed while it was being edited (HTTP 409): run edit-config again".into();
+            Ok((target, Some(r))) if r.status == StatusCode::CONFLICT => {
+                let said = format!("PATCH /config on {target}: {}", super::answered(&r));
+                let holds = matches!(ops.source.config().await, Ok(now) if cfg::not_applied(&self.patch, &now).is_empty());
+                if holds {
+                    let (result, detail) = self.read_back(ops).await;
+                    self.result = result;
+                    out.result = if result == EditResult::Applied {
+                        StepResult::Done
+                    } else {
+                        StepResult::Failed
+                    };
+                    out.detail = format!("{said}, yet the DCS holds the change: {detail}");
+                } else {
+                    self.result = EditResult::Unknown;
+                    out.result = StepResult::Unknown;
+                    out.detail = unconfirmed(&said);
+                }
             }
             Ok((target, Some(r))) if r.status != StatusCode::OK => {
                 out.detail = format!("PATCH /config on {target}: {}", super::answered(&r));

@@ -32,6 +32,9 @@ pub enum StepResult {
     /// Patroni had nothing to do (no pending restart; nothing scheduled).
     Skipped,
     Failed,
+    /// Sent, but whether it took effect could not be told (a write Patroni could not
+    /// confirm in the DCS): the run stops, as after a failure, and says so.
+    Unknown,
     DryRun,
 }
 
@@ -47,6 +50,7 @@ impl StepResult {
             StepResult::Accepted => "accepted",
             StepResult::Skipped => "skipped",
             StepResult::Failed => "failed",
+            StepResult::Unknown => "unknown",
             StepResult::DryRun => "dry_run",
         }
     }
@@ -154,6 +158,7 @@ impl From<super::maintenance::EditResult> for OpResult {
             EditResult::NotApplied => OpResult::NotApplied,
             EditResult::ChangedConcurrently => OpResult::ChangedConcurrently,
             EditResult::Failed => OpResult::Failed,
+            EditResult::Unknown => OpResult::Unknown,
             EditResult::DryRun => OpResult::DryRun,
         }
     }
@@ -401,11 +406,15 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
             break;
         }
         let out = op.perform(ops, step).await;
-        let failed = out.result == StepResult::Failed;
+        let result = out.result;
         let detail = out.detail.clone();
         report.steps.push(out);
-        if failed {
-            report.stopped = Some(format!("stopped: {step} failed: {detail}"));
+        if matches!(result, StepResult::Failed | StepResult::Unknown) {
+            report.stopped = Some(if result == StepResult::Unknown {
+                format!("stopped: whether {step} took effect is unknown: {detail}")
+            } else {
+                format!("stopped: {step} failed: {detail}")
+            });
             report.untouched = plan.steps[i + 1..]
                 .iter()
                 .map(|s| s.member.clone())
@@ -418,19 +427,13 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
     report.total_secs = round1(t0.elapsed().as_secs_f64());
     match &report.stopped {
         Some(why) => {
-            let failed = report
-                .steps
-                .last()
-                .is_some_and(|s| s.result == StepResult::Failed);
+            let result = match report.steps.last().map(|s| s.result) {
+                Some(StepResult::Failed) => OpResult::Failed,
+                Some(StepResult::Unknown) => OpResult::Unknown,
+                _ => OpResult::Stopped,
+            };
             let why = why.clone();
-            report.problem(
-                if failed {
-                    OpResult::Failed
-                } else {
-                    OpResult::Stopped
-                },
-                why,
-            );
+            report.problem(result, why);
         }
         None if ops.dry_run => {
             report.result = OpResult::DryRun;

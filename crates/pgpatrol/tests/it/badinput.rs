@@ -5,10 +5,16 @@ use crate::harness::{bare, pgpatrol_cmd, run, Lab, Test};
 use crate::util::{capture, code, fake_server, one_line_error, routes_server, stdout, Route};
 
 pub fn tests() -> Vec<Test> {
-    let mut all = vec![bare(
-        "a_closed_stdout_ends_every_command_quietly",
-        a_closed_stdout_ends_every_command_quietly,
-    )];
+    let mut all = vec![
+        bare(
+            "a_closed_stdout_ends_every_command_quietly",
+            a_closed_stdout_ends_every_command_quietly,
+        ),
+        bare(
+            "a_config_write_patroni_could_not_confirm_is_unknown_not_failed",
+            a_config_write_patroni_could_not_confirm_is_unknown_not_failed,
+        ),
+    ];
     all.extend(tests![
         nothing_listening,
         a_port_serving_html,
@@ -278,5 +284,61 @@ fn a_closed_stdout_ends_every_command_quietly() {
                 out.status
             );
         }
+    }
+}
+
+/// Patroni answers `PATCH /config` with 409 when its write to the DCS returned false: a
+/// change that raced it, or a write the DCS did not confirm in time, which can still land
+/// (a CI run saw `resume` answered 409 while etcd was stalled, and the cluster resumed once
+/// etcd ran again). So pause, resume and edit-config call it unknown, never failed, unless
+/// the DCS already shows the change; exit 1 either way. Checked without it: "failed".
+fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
+    let mut cluster: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/cluster.json")).expect("the capture is JSON");
+    for m in cluster["members"].as_array_mut().expect("members") {
+        m["api_url"] = "{URL}/patroni".into();
+    }
+    cluster["pause"] = true.into();
+    let (url, _patroni) = routes_server(vec![
+        ("/cluster", Route::Json(200, cluster.to_string())),
+        (
+            "/patroni",
+            Route::Json(200, capture("4.1.5/patroni_leader.json")),
+        ),
+        ("/history", Route::Json(200, capture("4.1.5/history.json"))),
+        ("PATCH /config", Route::Json(409, "Conflict".into())),
+        ("/config", Route::Json(200, capture("4.1.5/config.json"))),
+    ]);
+    for args in [
+        vec!["resume", "--url", &url, "--yes", "-o", "json"],
+        vec![
+            "edit-config",
+            "--url",
+            &url,
+            "--set",
+            "loop_wait=7",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    ] {
+        let out = run(&args);
+        let r: serde_json::Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&out)));
+        assert_eq!(code(&out), 1, "{args:?}: {r:#}");
+        assert_eq!(r["result"], "unknown", "{args:?}: {r:#}");
+        assert_eq!(r["steps"][0]["result"], "unknown", "{args:?}: {r:#}");
+        let said = r["steps"][0]["detail"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("HTTP 409") && said.contains("could not confirm its write to the DCS"),
+            "{args:?}: {said}"
+        );
+        assert!(
+            r["exit"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("is unknown"),
+            "{args:?}: {r:#}"
+        );
     }
 }

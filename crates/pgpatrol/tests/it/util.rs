@@ -378,14 +378,16 @@ pub enum Route {
     Drop,
 }
 
-/// A server on loopback that answers by path (`/cluster`, `/patroni`, ...; 404 for others),
-/// for every connection until the handle is dropped. Returns its base URL.
+/// A server on loopback that answers by method and path (`PATCH /config`), else by path
+/// (`/cluster`, `/patroni`, ...; 404 for others), for every connection until the handle is
+/// dropped; `{URL}` in a body is its own base URL. Returns that URL.
 pub fn routes_server(routes: Vec<(&'static str, Route)>) -> (String, RoutesServer) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
+    let own = url.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             if stopped.load(Ordering::SeqCst) {
@@ -396,6 +398,7 @@ pub fn routes_server(routes: Vec<(&'static str, Route)>) -> (String, RoutesServe
             let Some((head, _)) = read_message(&mut s) else {
                 continue;
             };
+            let method = head.split_whitespace().next().unwrap_or("GET").to_string();
             let path = head
                 .split_whitespace()
                 .nth(1)
@@ -404,10 +407,15 @@ pub fn routes_server(routes: Vec<(&'static str, Route)>) -> (String, RoutesServe
                 .next()
                 .unwrap_or("/")
                 .to_string();
-            let route = routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r);
+            let exact = format!("{method} {path}");
+            let route = routes
+                .iter()
+                .find(|(p, _)| *p == exact)
+                .or_else(|| routes.iter().find(|(p, _)| *p == path))
+                .map(|(_, r)| r);
             let (status, body) = match route {
                 Some(Route::Drop) => continue,
-                Some(Route::Json(status, body)) => (*status, body.clone()),
+                Some(Route::Json(status, body)) => (*status, body.replace("{URL}", &own)),
                 None => (404, "{}".to_string()),
             };
             let _ = write!(
