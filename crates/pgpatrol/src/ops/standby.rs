@@ -153,6 +153,15 @@ impl Operation for StandbyOp {
                 out.result = StepResult::DryRun;
                 out.detail = "dry run: nothing was sent".into();
             }
+            // A write Patroni could not confirm can still land: never "not done".
+            Ok(Some(r)) if r.status == reqwest::StatusCode::CONFLICT => {
+                out.result = StepResult::Unknown;
+                out.detail = super::maintenance::unconfirmed(&format!(
+                    "PATCH /config on {}: {}",
+                    step.member,
+                    super::answered(&r)
+                ));
+            }
             Ok(Some(r)) if r.status != reqwest::StatusCode::OK => {
                 out.detail = format!("PATCH /config on {}: {}", step.member, super::answered(&r));
             }

@@ -291,7 +291,8 @@ fn a_closed_stdout_ends_every_command_quietly() {
 /// change that raced it, or a write the DCS did not confirm in time, which can still land
 /// (a CI run saw `resume` answered 409 while etcd was stalled, and the cluster resumed once
 /// etcd ran again). So pause, resume and edit-config call it unknown, never failed, unless
-/// the DCS already shows the change; exit 1 either way. Checked without it: "failed".
+/// the DCS already shows the change, and standby promote/demote call it unknown, never
+/// "not done"; exit 1 either way. Checked without it: "failed" and "not_done".
 fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
     let mut cluster: serde_json::Value =
         serde_json::from_str(&capture("4.1.5/cluster.json")).expect("the capture is JSON");
@@ -309,6 +310,28 @@ fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
         ("PATCH /config", Route::Json(409, "Conflict".into())),
         ("/config", Route::Json(200, capture("4.1.5/config.json"))),
     ]);
+    // A standby cluster (its leader a standby leader) to promote: the same 409.
+    let mut standby = cluster.clone();
+    standby["pause"] = serde_json::Value::Null;
+    for m in standby["members"].as_array_mut().expect("members") {
+        if m["role"] == "leader" {
+            m["role"] = "standby_leader".into();
+            m["state"] = "streaming".into();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/config.json")).expect("the capture is JSON");
+    config["standby_cluster"] = serde_json::json!({"host": "127.0.0.1", "port": 5432});
+    let (standby_url, _standby) = routes_server(vec![
+        ("/cluster", Route::Json(200, standby.to_string())),
+        (
+            "/patroni",
+            Route::Json(200, capture("4.1.5/patroni_leader.json")),
+        ),
+        ("/history", Route::Json(200, capture("4.1.5/history.json"))),
+        ("PATCH /config", Route::Json(409, "Conflict".into())),
+        ("/config", Route::Json(200, config.to_string())),
+    ]);
     for args in [
         vec!["resume", "--url", &url, "--yes", "-o", "json"],
         vec![
@@ -317,6 +340,16 @@ fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
             &url,
             "--set",
             "loop_wait=7",
+            "--yes",
+            "-o",
+            "json",
+        ],
+        vec![
+            "standby",
+            "promote",
+            "--url",
+            &standby_url,
+            "--source-gone",
             "--yes",
             "-o",
             "json",
