@@ -165,22 +165,21 @@ pub struct Health {
 /// The lab's health now: each Patroni reached the DCS since etcd last started, then
 /// [`check_health`] on `/cluster`, then [`members_agree`].
 pub async fn health(state: &LabState) -> Health {
-    // Before /cluster: reading it through a member counts as that member reaching the DCS.
-    let seen = reached_dcs_since_etcd_started(state).await;
+    // Each member's own /patroni first: reading /cluster through a member counts as that
+    // member reaching the DCS.
+    let statuses = member_statuses(state).await;
     let cluster = any_cluster(state).await;
-    let verdict = match (seen, &cluster) {
-        (Err(why), _) => Err(why),
-        (Ok(()), Err(e)) => Err(format!("{e:#}")),
-        (Ok(()), Ok(c)) => match check_health(
+    let verdict = statuses.and_then(|statuses| {
+        reached_dcs_since_etcd_started(state, &statuses)?;
+        let c = cluster.as_ref().map_err(|e| format!("{e:#}"))?;
+        check_health(
             c,
             state.members.len(),
             Some(HEALTHY_MAX_LAG),
             state.patroni.streaming_state(),
-        ) {
-            Ok(()) => members_agree(state, c).await,
-            Err(why) => Err(why),
-        },
-    };
+        )?;
+        members_agree(state, c, &statuses)
+    });
     Health {
         cluster: cluster.ok(),
         verdict,
@@ -231,19 +230,33 @@ pub async fn wait_healthy(state: &LabState, timeout: Duration) -> Result<()> {
 /// while it was down: a leader whose loop then fails demotes itself, a moment after the old
 /// keys looked healthy. So each member's Patroni must say (`dcs_last_seen` in its own
 /// `/patroni`) that it reached the DCS since etcd started. Ask before reading `/cluster`.
-pub async fn reached_dcs_since_etcd_started(state: &LabState) -> Result<(), String> {
+/// `statuses` are the members' own answers, in `state.members`' order.
+pub fn reached_dcs_since_etcd_started(
+    state: &LabState,
+    statuses: &[MemberStatus],
+) -> Result<(), String> {
     let Some(since) = state.etcd.started else {
         return Ok(());
     };
-    for m in &state.members {
-        let me = member_status(&m.url())
-            .await
-            .map_err(|e| format!("{} does not answer: {e:#}", m.name))?;
+    for (m, me) in state.members.iter().zip(statuses) {
         if let Some(why) = dcs_not_seen_since(&m.name, me.dcs_last_seen, since) {
             return Err(why);
         }
     }
     Ok(())
+}
+
+/// Each member's own `/patroni`, in `state.members`' order; `Err` names the first member
+/// that does not answer.
+async fn member_statuses(state: &LabState) -> Result<Vec<MemberStatus>, String> {
+    let mut statuses = Vec::with_capacity(state.members.len());
+    for m in &state.members {
+        let me = member_status(&m.url())
+            .await
+            .map_err(|e| format!("{} does not answer: {e:#}", m.name))?;
+        statuses.push(me);
+    }
+    Ok(statuses)
 }
 
 /// Why `member`'s Patroni, which last reached the DCS at `last_seen`, has not done so since
@@ -264,20 +277,21 @@ pub fn dcs_not_seen_since(member: &str, last_seen: Option<u64>, since: u64) -> O
 
 /// /cluster is the DCS's view, which lags reality: a killed leader still shows as "leader
 /// running" until its key expires. So each member's own /patroni must answer, say "running",
-/// and agree on its role.
-pub async fn members_agree(state: &LabState, cluster: &Cluster) -> Result<(), String> {
+/// and agree on its role (`statuses` in `state.members`' order).
+pub fn members_agree(
+    state: &LabState,
+    cluster: &Cluster,
+    statuses: &[MemberStatus],
+) -> Result<(), String> {
     let leader = cluster.leader().map(|l| l.name.clone()).unwrap_or_default();
-    let mut senders = Vec::new();
-    for m in &state.members {
-        let me = member_status(&m.url())
-            .await
-            .map_err(|e| format!("{} does not answer: {e:#}", m.name))?;
+    let mut senders: &[String] = &[];
+    for (m, me) in state.members.iter().zip(statuses) {
         let is_leader = me.role.is_leader();
         if me.state != State::Running || is_leader != (m.name == leader) {
             return Err(format!("{} says {}/{}", m.name, me.role, me.state));
         }
         if is_leader {
-            senders = me.streaming_to;
+            senders = &me.streaming_to;
         }
     }
     // The leader's pg_stat_replication: every replica streams (but an archive-only one,

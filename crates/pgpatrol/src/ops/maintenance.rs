@@ -314,16 +314,10 @@ impl Operation for EditOp {
             }
             Ok((target, Some(r))) if r.status == StatusCode::CONFLICT => {
                 let said = format!("PATCH /config on {target}: {}", super::answered(&r));
-                let holds = matches!(ops.source.config().await, Ok(now) if cfg::not_applied(&self.patch, &now).is_empty());
-                if holds {
-                    let (result, detail) = self.read_back(ops).await;
-                    self.result = result;
-                    out.result = if result == EditResult::Applied {
-                        StepResult::Done
-                    } else {
-                        StepResult::Failed
-                    };
-                    out.detail = format!("{said}, yet the DCS holds the change: {detail}");
+                let now = ops.source.config().await;
+                if now.is_ok_and(|now| cfg::not_applied(&self.patch, &now).is_empty()) {
+                    (out.result, out.detail) = self.read_back_step(ops).await;
+                    out.detail = format!("{said}, yet the DCS holds the change: {}", out.detail);
                 } else {
                     self.result = EditResult::Unknown;
                     out.result = StepResult::Unknown;
@@ -333,16 +327,7 @@ impl Operation for EditOp {
             Ok((target, Some(r))) if r.status != StatusCode::OK => {
                 out.detail = format!("PATCH /config on {target}: {}", super::answered(&r));
             }
-            Ok(_) => {
-                let (result, detail) = self.read_back(ops).await;
-                self.result = result;
-                out.result = if result == EditResult::Applied {
-                    StepResult::Done
-                } else {
-                    StepResult::Failed
-                };
-                out.detail = detail;
-            }
+            Ok(_) => (out.result, out.detail) = self.read_back_step(ops).await,
         }
         out.secs = round1(t0.elapsed().as_secs_f64());
         out
@@ -350,6 +335,18 @@ impl Operation for EditOp {
 }
 
 impl EditOp {
+    /// [`EditOp::read_back`] as the step's result: done only when applied.
+    async fn read_back_step(&mut self, ops: &Ops<'_>) -> (StepResult, String) {
+        let (result, detail) = self.read_back(ops).await;
+        self.result = result;
+        let step = if result == EditResult::Applied {
+            StepResult::Done
+        } else {
+            StepResult::Failed
+        };
+        (step, detail)
+    }
+
     /// Reads the configuration back until the DCS holds the change, compares the whole
     /// document with the one intended, then waits for the pending restarts it needs.
     async fn read_back(&mut self, ops: &Ops<'_>) -> (EditResult, String) {

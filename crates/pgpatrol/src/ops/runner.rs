@@ -406,15 +406,17 @@ pub async fn run<O: Operation>(op: &mut O, ops: &Ops<'_>, plan: OpPlan) -> OpRep
             break;
         }
         let out = op.perform(ops, step).await;
-        let result = out.result;
-        let detail = out.detail.clone();
+        let stopped = match out.result {
+            StepResult::Failed => Some(format!("stopped: {step} failed: {}", out.detail)),
+            StepResult::Unknown => Some(format!(
+                "stopped: whether {step} took effect is unknown: {}",
+                out.detail
+            )),
+            _ => None,
+        };
         report.steps.push(out);
-        if matches!(result, StepResult::Failed | StepResult::Unknown) {
-            report.stopped = Some(if result == StepResult::Unknown {
-                format!("stopped: whether {step} took effect is unknown: {detail}")
-            } else {
-                format!("stopped: {step} failed: {detail}")
-            });
+        if stopped.is_some() {
+            report.stopped = stopped;
             report.untouched = plan.steps[i + 1..]
                 .iter()
                 .map(|s| s.member.clone())

@@ -300,16 +300,20 @@ fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
         m["api_url"] = "{URL}/patroni".into();
     }
     cluster["pause"] = true.into();
-    let (url, _patroni) = routes_server(vec![
-        ("/cluster", Route::Json(200, cluster.to_string())),
-        (
-            "/patroni",
-            Route::Json(200, capture("4.1.5/patroni_leader.json")),
-        ),
-        ("/history", Route::Json(200, capture("4.1.5/history.json"))),
-        ("PATCH /config", Route::Json(409, "Conflict".into())),
-        ("/config", Route::Json(200, capture("4.1.5/config.json"))),
-    ]);
+    // A Patroni serving `cluster` and `config`, answering every PATCH /config with 409.
+    let patroni = |cluster: &serde_json::Value, config: String| {
+        routes_server(vec![
+            ("/cluster", Route::Json(200, cluster.to_string())),
+            (
+                "/patroni",
+                Route::Json(200, capture("4.1.5/patroni_leader.json")),
+            ),
+            ("/history", Route::Json(200, capture("4.1.5/history.json"))),
+            ("PATCH /config", Route::Json(409, "Conflict".into())),
+            ("/config", Route::Json(200, config)),
+        ])
+    };
+    let (url, _patroni) = patroni(&cluster, capture("4.1.5/config.json"));
     // A standby cluster (its leader a standby leader) to promote: the same 409.
     let mut standby = cluster.clone();
     standby["pause"] = serde_json::Value::Null;
@@ -322,16 +326,7 @@ fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
     let mut config: serde_json::Value =
         serde_json::from_str(&capture("4.1.5/config.json")).expect("the capture is JSON");
     config["standby_cluster"] = serde_json::json!({"host": "127.0.0.1", "port": 5432});
-    let (standby_url, _standby) = routes_server(vec![
-        ("/cluster", Route::Json(200, standby.to_string())),
-        (
-            "/patroni",
-            Route::Json(200, capture("4.1.5/patroni_leader.json")),
-        ),
-        ("/history", Route::Json(200, capture("4.1.5/history.json"))),
-        ("PATCH /config", Route::Json(409, "Conflict".into())),
-        ("/config", Route::Json(200, config.to_string())),
-    ]);
+    let (standby_url, _standby) = patroni(&standby, config.to_string());
     for args in [
         vec!["resume", "--url", &url, "--yes", "-o", "json"],
         vec![
