@@ -45,6 +45,38 @@ pub fn pause_still_needed(c: &Cluster, pause: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether every member that answered sees maintenance mode as the cluster read does:
+/// `views` holds each member's own `pause` (from its `GET /config`, which Patroni serves
+/// from its own view of the DCS), `None` when it did not answer. Patroni applies
+/// `PATCH /config` to its own view: a member whose view already holds the requested state
+/// answers 200 and writes nothing (seen under the fault matrix, with etcd stalled: a resume
+/// answered 200 and the DCS still held `pause` once etcd ran again). So when the members
+/// disagree, nothing is sent.
+pub fn members_agree_on_pause(
+    paused: bool,
+    views: &[(String, Option<bool>)],
+) -> Result<(), String> {
+    let word = |p: bool| if p { "paused" } else { "resumed" };
+    let apart: Vec<&str> = views
+        .iter()
+        .filter(|(_, v)| v.is_some_and(|v| v != paused))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if apart.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the cluster reads {} but {} own configuration says {}: Patroni's members do not agree on what the DCS holds (is it answering?), and a PATCH /config to a member that already sees the change writes nothing; read again with `pgpatrol list` once they agree",
+        word(paused),
+        if apart.len() == 1 {
+            format!("{}'s", apart[0])
+        } else {
+            format!("{}'", apart.join(", "))
+        },
+        word(!paused)
+    ))
+}
+
 /// `POST /reload` on each of `selected`.
 pub fn reload(selected: &[String]) -> OpPlan {
     if selected.is_empty() {
@@ -178,6 +210,27 @@ mod tests {
         let p = ClusterBuilder::new().leader("pg0").paused().build();
         assert_eq!(pause(&p, false).steps[0].action, Action::Resume);
         assert!(pause_still_needed(&p, true).is_err());
+    }
+
+    #[test]
+    fn members_that_see_another_pause_state_stop_the_write() {
+        let v = |p: &[(&str, Option<bool>)]| -> Vec<(String, Option<bool>)> {
+            p.iter().map(|(n, b)| (n.to_string(), *b)).collect()
+        };
+        assert!(members_agree_on_pause(true, &v(&[("pg0", Some(true)), ("pg1", None)])).is_ok());
+        assert!(members_agree_on_pause(false, &v(&[])).is_ok());
+        let why = members_agree_on_pause(true, &v(&[("pg0", Some(false)), ("pg1", Some(true))]))
+            .expect_err("pg0 sees no pause");
+        assert!(
+            why.contains("reads paused but pg0's own configuration says resumed"),
+            "{why}"
+        );
+        let why = members_agree_on_pause(false, &v(&[("pg0", Some(true)), ("pg1", Some(true))]))
+            .expect_err("both see a pause");
+        assert!(
+            why.contains("pg0, pg1' own configuration says paused"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -65,9 +65,23 @@ impl PauseOp {
 impl Operation for PauseOp {
     async fn recheck(&mut self, ops: &Ops<'_>, _: usize, _: &OpStep) -> Result<(), Recheck> {
         let c = ops.reread().await?;
-        let verdict = maintenance::pause_still_needed(&c, self.pause);
+        maintenance::pause_still_needed(&c, self.pause)?;
+        // Each member's own view: a member that already sees the change would answer the
+        // PATCH with 200 and write nothing.
+        let views = futures::future::join_all(c.members.iter().map(|m| async move {
+            let seen = match api_of(m) {
+                Ok(api) => ops.source.member_config(&api).await.ok(),
+                Err(_) => None,
+            };
+            (
+                m.name.clone(),
+                seen.map(|v| pgpatrol_core::candidates::config_flag(&v, "pause")),
+            )
+        }))
+        .await;
+        maintenance::members_agree_on_pause(c.paused, &views)?;
         self.last = Some(c);
-        Ok(verdict?)
+        Ok(())
     }
 
     async fn perform(&mut self, ops: &Ops<'_>, step: &OpStep) -> StepOutcome {

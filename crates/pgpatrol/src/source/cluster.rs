@@ -208,6 +208,11 @@ impl ClusterSource {
         self.rest().member_status(api_url).await
     }
 
+    /// The dynamic configuration as the member at `api_url` sees it (its own `GET /config`).
+    pub async fn member_config(&self, api_url: &str) -> Result<serde_json::Value, SourceError> {
+        self.rest().member_config(api_url).await
+    }
+
     /// Each given URL's own `/patroni`, by member name.
     pub async fn own_statuses(&self) -> BTreeMap<String, Result<MemberStatus, String>> {
         self.rest().own_statuses().await

@@ -14,6 +14,10 @@ pub fn tests() -> Vec<Test> {
             "a_config_write_patroni_could_not_confirm_is_unknown_not_failed",
             a_config_write_patroni_could_not_confirm_is_unknown_not_failed,
         ),
+        bare(
+            "pause_and_resume_send_nothing_while_members_disagree_on_it",
+            pause_and_resume_send_nothing_while_members_disagree_on_it,
+        ),
     ];
     all.extend(tests![
         nothing_listening,
@@ -287,6 +291,68 @@ fn a_closed_stdout_ends_every_command_quietly() {
     }
 }
 
+/// Patroni applies `PATCH /config` to its own view of the DCS: a member that already sees
+/// the requested state answers 200 and writes nothing. The fault matrix saw it with etcd
+/// stalled: `resume` answered 200, every member then reported resumed, and etcd still held
+/// `pause` once it ran again. So pause and resume read each member's own `GET /config`
+/// before the step and send nothing while one of them disagrees with the cluster read;
+/// exit 1, the reason named. Here the members' configuration says the opposite of
+/// `/cluster`, and a PATCH would be answered 200. Checked without the check: `done`, exit 0.
+fn pause_and_resume_send_nothing_while_members_disagree_on_it() {
+    let cluster: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/cluster.json")).expect("the capture is JSON");
+    let config: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/config.json")).expect("the capture is JSON");
+    for (op, paused) in [("resume", true), ("pause", false)] {
+        let mut cluster = cluster.clone();
+        for m in cluster["members"].as_array_mut().expect("members") {
+            m["api_url"] = "{URL}/patroni".into();
+        }
+        cluster["pause"] = if paused {
+            true.into()
+        } else {
+            serde_json::Value::Null
+        };
+        let mut seen = config.clone();
+        seen["pause"] = if paused {
+            serde_json::Value::Null
+        } else {
+            true.into()
+        };
+        let (url, _patroni) = routes_server(vec![
+            ("/cluster", Route::Json(200, cluster.to_string())),
+            (
+                "/patroni",
+                Route::Json(200, capture("4.1.5/patroni_leader.json")),
+            ),
+            ("/history", Route::Json(200, capture("4.1.5/history.json"))),
+            ("PATCH /config", Route::Json(200, seen.to_string())),
+            ("/config", Route::Json(200, seen.to_string())),
+        ]);
+        let out = run(&[op, "--url", &url, "--yes", "-o", "json"]);
+        let r: serde_json::Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{op}: not JSON ({e}): {}", stdout(&out)));
+        assert_eq!(code(&out), 1, "{op}: {r:#}");
+        assert_eq!(r["result"], "stopped", "{op}: {r:#}");
+        assert_eq!(r["stop_cause"], "refused", "{op}: {r:#}");
+        assert_eq!(
+            r["requests"],
+            serde_json::json!([]),
+            "{op}: nothing sent: {r:#}"
+        );
+        let why = r["stopped"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("members do not agree on what the DCS holds")
+                && why.contains(if paused {
+                    "says resumed"
+                } else {
+                    "says paused"
+                }),
+            "{op}: {why}"
+        );
+    }
+}
+
 /// Patroni answers `PATCH /config` with 409 when its write to the DCS returned false: a
 /// change that raced it, or a write the DCS did not confirm in time, which can still land
 /// (a CI run saw `resume` answered 409 while etcd was stalled, and the cluster resumed once
@@ -313,7 +379,11 @@ fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
             ("/config", Route::Json(200, config)),
         ])
     };
-    let (url, _patroni) = patroni(&cluster, capture("4.1.5/config.json"));
+    // Each member's own configuration agrees with the cluster: paused.
+    let mut paused: serde_json::Value =
+        serde_json::from_str(&capture("4.1.5/config.json")).expect("the capture is JSON");
+    paused["pause"] = true.into();
+    let (url, _patroni) = patroni(&cluster, paused.to_string());
     // A standby cluster (its leader a standby leader) to promote: the same 409.
     let mut standby = cluster.clone();
     standby["pause"] = serde_json::Value::Null;

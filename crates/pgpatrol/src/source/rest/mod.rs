@@ -284,6 +284,16 @@ impl RestSource {
             .to_status())
     }
 
+    /// The dynamic configuration as the member at `api_url` sees it (`GET /config` there:
+    /// Patroni serves it from its own view of the DCS).
+    pub async fn member_config(&self, api_url: &str) -> Result<serde_json::Value, SourceError> {
+        let base = base_url(api_url)?;
+        Ok(self
+            .http
+            .get_json::<serde_json::Value>(&base, "/config")
+            .await?)
+    }
+
     pub async fn history(&self) -> Result<Vec<HistoryEntry>, SourceError> {
         let http = &self.http;
         let (wire, base) = self
