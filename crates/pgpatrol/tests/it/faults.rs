@@ -1649,16 +1649,58 @@ fn reinit_with_etcd_stopped_rebuilds_nothing(lab: &Lab) {
     assert_held(&v);
 }
 
-/// `pause` in the dynamic configuration, read through a member that answers.
-fn paused(lab: &Lab) -> bool {
-    crate::util::get_json(&format!("{}/config", lab.url_of(&lab.leader())))["pause"] == true
+/// The dynamic configuration as the member at `url` sees it (its own `GET /config`).
+fn own_config(url: &str) -> Option<Value> {
+    let (status, body) = crate::util::request(
+        "GET",
+        &format!("{url}/config"),
+        None,
+        None,
+        Duration::from_secs(5),
+    )
+    .ok()?;
+    serde_json::from_str(&body).ok().filter(|_| status == 200)
+}
+
+/// Once etcd runs again after a `pause` it stalled: whether the pause landed, read from
+/// etcd once the lab has settled (healthy, or paused). Patroni's 409 covers a write etcd
+/// received before it stalled, which it applies when it runs again. If the leader stopped
+/// itself meanwhile (etcd stalled past `retry_timeout`, the cluster not yet paused), the
+/// cluster then stays paused without a leader, since nobody races for the lock while
+/// paused (seen here): a landed pause is resumed with etcd running before the scenario
+/// goes on.
+fn pause_landed(lab: &Lab) -> bool {
+    wait_for("etcd answering again", Duration::from_secs(120), || {
+        dcs_config(lab)
+    });
+    let landed = wait_for(
+        "the lab healthy again, or paused",
+        Duration::from_secs(180),
+        || {
+            let paused = dcs_config(lab)?["pause"] == true;
+            (paused || lab.healthy()).then_some(paused)
+        },
+    );
+    if landed {
+        wait_for(
+            "resume --yes --wait to succeed with etcd running",
+            Duration::from_secs(120),
+            || {
+                let resumed = code(&lab.pgpatrol(&["resume", "--yes", "--wait"])) == 0;
+                (resumed && dcs_config(lab)?["pause"] != true).then_some(())
+            },
+        );
+    }
+    healthy_again(lab);
+    landed
 }
 
 /// Spec (issue 24, fail closed): `pause --yes --wait` with etcd stopped (SIGSTOP) until
-/// pgpatrol exits, then — the cluster paused by hand — `resume --yes --wait` the same way.
-/// Each exits non-zero and changes nothing (once etcd runs again the cluster is not paused,
-/// then still paused); its exit code agrees with what the configuration then holds. While
-/// paused the leader keeps its role without the DCS; never two writable, nothing lost.
+/// pgpatrol exits, then — the cluster paused by hand, in every member's own view — `resume
+/// --yes --wait` the same way. Each exits non-zero, and what it said agrees with what etcd
+/// holds once it runs again: `failed` or a refusal when unchanged, `done` only when changed,
+/// `unknown` (Patroni's 409: a write that may still land) either way. While paused the
+/// leader keeps its role without the DCS; never two writable, nothing lost.
 fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
     let t0 = Instant::now();
     let dir = scratch(lab, "pause-etcd-stopped");
@@ -1693,10 +1735,21 @@ fn pause_and_resume_with_etcd_stopped_change_nothing(lab: &Lab) {
     let etcd = EtcdStopped::now(lab);
     let pause = lab.pgpatrol(&[&["pause"][..], &flags[..]].concat());
     drop(etcd);
-    healthy_again(lab);
-    let after_pause = paused(lab);
+    let after_pause = pause_landed(lab);
     let out = lab.pgpatrol(&["pause", "--yes", "--wait"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    // Paused in every member's own view of the DCS before etcd stalls: the resume is then
+    // a real write, not one a member with an older view would answer without writing.
+    wait_for(
+        "every member's own configuration paused",
+        Duration::from_secs(30),
+        || {
+            lab.urls()
+                .iter()
+                .all(|u| own_config(u).is_some_and(|c| c["pause"] == true))
+                .then_some(())
+        },
+    );
     let etcd = EtcdStopped::now(lab);
     let resume = lab.pgpatrol(&[&["resume"][..], &flags[..]].concat());
     drop(etcd);
