@@ -166,6 +166,33 @@ pub fn config_unchanged(read: &Value, now: &Value) -> Result<(), String> {
     ))
 }
 
+/// Whether every member that answered holds the configuration edit-config read: `views`
+/// holds each member's own `GET /config` (its own view of the DCS), `None` when it did not
+/// answer. Patroni applies a `PATCH /config` to the receiving member's view and writes
+/// nothing when that view already has the change, so an edit sent while the members
+/// disagree could be answered 200 and read back as applied by a member as behind as the
+/// one that took it.
+pub fn members_agree_on_config(
+    read: &Value,
+    views: &[(String, Option<Value>)],
+) -> Result<(), String> {
+    let apart: Vec<String> = views
+        .iter()
+        .filter_map(|(name, view)| {
+            let mut changed = Vec::new();
+            differing_paths(read, view.as_ref()?, "", &mut changed);
+            (!changed.is_empty()).then(|| format!("{name} ({})", changed.join(", ")))
+        })
+        .collect();
+    if apart.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the own configuration of {} differs from the one read: Patroni's members do not agree on what the DCS holds (is it answering, or is a change still reaching them?), and a PATCH /config to a member that already sees the change writes nothing; run edit-config again once they agree",
+        apart.join(", ")
+    ))
+}
+
 fn differing_paths(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
     let join = |k: &str| {
         if at.is_empty() {
@@ -229,6 +256,27 @@ mod tests {
             .expect_err("both see a pause");
         assert!(
             why.contains("pg0, pg1' own configuration says paused"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn members_whose_configuration_differs_stop_the_edit() {
+        let read = json!({"ttl": 30, "postgresql": {"parameters": {"work_mem": "4MB"}}});
+        let mut behind = read.clone();
+        behind["postgresql"]["parameters"]["work_mem"] = json!("8MB");
+        let ok = [
+            ("pg0".to_string(), Some(read.clone())),
+            ("pg1".to_string(), None),
+        ];
+        assert!(members_agree_on_config(&read, &ok).is_ok());
+        let apart = [
+            ("pg0".to_string(), Some(read.clone())),
+            ("pg1".to_string(), Some(behind)),
+        ];
+        let why = members_agree_on_config(&read, &apart).expect_err("pg1 differs");
+        assert!(
+            why.contains("own configuration of pg1 (postgresql.parameters.work_mem) differs"),
             "{why}"
         );
     }

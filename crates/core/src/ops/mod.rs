@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | switchover, failover | [`takeover`] (and [`crate::candidates`], Patroni's takeover rule) | a candidate Patroni would not promote; a failover candidate that may lack data another member has; counts a takeover done only when the new leader runs (and, for a switchover, the former one replicates) |
 //! | restart (one, several, rolling, pending, scheduled) | [`restart`] | a step while another member is down or behind, the leader changed, or the cluster is paused; a schedule for several members, or a second schedule in the cluster |
-//! | pause, resume, reload, flush, edit-config | [`maintenance`] | nothing up front; before the step: a pause already made, members that disagree on it, a schedule already gone, a configuration changed since it was read |
+//! | pause, resume, reload, flush, edit-config | [`maintenance`] | nothing up front; before the step: a pause already made, members that disagree on it, a schedule already gone, a configuration changed since it was read or held otherwise by a member |
 //! | standby promote / demote | [`standby`] | promoting while the source may still have a primary, or cannot be read; demoting under a source that has no running leader, is another database, or cannot be compared |
 //! | slot drop | [`slot`] | an active slot, a permanent slot, a member's own slot |
 //! | reinit | [`reinit`] | the leader (or standby leader); a member not in the cluster |

@@ -68,18 +68,19 @@ impl Operation for PauseOp {
         maintenance::pause_still_needed(&c, self.pause)?;
         // Each member's own view: a member that already sees the change would answer the
         // PATCH with 200 and write nothing.
-        let views = futures::future::join_all(c.members.iter().map(|m| async move {
-            let seen = match api_of(m) {
-                Ok(api) => ops.source.member_config(&api).await.ok(),
-                Err(_) => None,
-            };
-            (
-                m.name.clone(),
-                seen.map(|v| pgpatrol_core::candidates::config_flag(&v, "pause")),
-            )
-        }))
-        .await;
-        maintenance::members_agree_on_pause(c.paused, &views)?;
+        members_agree(ops, &c, |views| {
+            let views: Vec<(String, Option<bool>)> = views
+                .iter()
+                .map(|(m, v)| {
+                    let paused = v
+                        .as_ref()
+                        .map(|v| pgpatrol_core::candidates::config_flag(v, "pause"));
+                    (m.clone(), paused)
+                })
+                .collect();
+            maintenance::members_agree_on_pause(c.paused, &views)
+        })
+        .await?;
         self.last = Some(c);
         Ok(())
     }
@@ -160,6 +161,39 @@ pub fn unconfirmed(said: &str) -> String {
         "{said}: Patroni could not confirm its write to the DCS (a change that raced it, or a DCS that did not answer in time, and then it can still land); read the cluster again with `pgpatrol list` once the DCS answers"
     )
 }
+
+/// Judges each member's own `GET /config` (Patroni serves it from its own view of the DCS,
+/// the one a `PATCH /config` it receives is applied to) with `rule`, read again for up to
+/// [`AGREE_WITHIN`] while the rule refuses: a change that is still reaching the members
+/// settles within that, a DCS that does not answer does not. A member that does not answer
+/// is `None`, and not asked to agree, so that a cluster with a member down can still be
+/// paused or edited.
+async fn members_agree(
+    ops: &Ops<'_>,
+    c: &Cluster,
+    rule: impl Fn(&[(String, Option<Value>)]) -> Result<(), String>,
+) -> Result<(), Recheck> {
+    let mut poll = Poll::new(AGREE_WITHIN, Duration::from_millis(250));
+    let mut verdict = Ok(());
+    while poll.next().await {
+        let views = futures::future::join_all(c.members.iter().map(|m| async move {
+            let seen = match api_of(m) {
+                Ok(api) => ops.source.member_config(&api).await.ok(),
+                Err(_) => None,
+            };
+            (m.name.clone(), seen)
+        }))
+        .await;
+        verdict = rule(&views);
+        if verdict.is_ok() {
+            break;
+        }
+    }
+    Ok(verdict?)
+}
+
+/// How long the members' own views are read again before a disagreement stops the step.
+const AGREE_WITHIN: Duration = Duration::from_secs(3);
 
 /// Polls each member's own /patroni until it reports `pause`; returns those that did not.
 async fn wait_pause(ops: &Ops<'_>, c: &Cluster, pause: bool, timeout: Duration) -> Vec<String> {
@@ -309,7 +343,12 @@ impl Operation for EditOp {
             .await
             .map_err(|e| Recheck::read("the configuration again", &e))?;
         maintenance::config_unchanged(&self.read, &now)?;
-        self.last = Some(ops.reread().await?);
+        let c = ops.reread().await?;
+        members_agree(ops, &c, |views| {
+            maintenance::members_agree_on_config(&self.read, views)
+        })
+        .await?;
+        self.last = Some(c);
         Ok(())
     }
 

@@ -15,8 +15,8 @@ pub fn tests() -> Vec<Test> {
             a_config_write_patroni_could_not_confirm_is_unknown_not_failed,
         ),
         bare(
-            "pause_and_resume_send_nothing_while_members_disagree_on_it",
-            pause_and_resume_send_nothing_while_members_disagree_on_it,
+            "config_writes_send_nothing_while_members_disagree_on_the_config",
+            config_writes_send_nothing_while_members_disagree_on_the_config,
         ),
     ];
     all.extend(tests![
@@ -294,11 +294,11 @@ fn a_closed_stdout_ends_every_command_quietly() {
 /// Patroni applies `PATCH /config` to its own view of the DCS: a member that already sees
 /// the requested state answers 200 and writes nothing. The fault matrix saw it with etcd
 /// stalled: `resume` answered 200, every member then reported resumed, and etcd still held
-/// `pause` once it ran again. So pause and resume read each member's own `GET /config`
-/// before the step and send nothing while one of them disagrees with the cluster read;
-/// exit 1, the reason named. Here the members' configuration says the opposite of
-/// `/cluster`, and a PATCH would be answered 200. Checked without the check: `done`, exit 0.
-fn pause_and_resume_send_nothing_while_members_disagree_on_it() {
+/// `pause` once it ran again. So pause, resume and edit-config read each member's own
+/// `GET /config` before the step (again for up to 3 s) and send nothing while one of them
+/// disagrees with what was read; exit 1, the reason named. Checked without the check:
+/// `done`, exit 0 (pause, resume), and a PATCH sent (edit-config).
+fn config_writes_send_nothing_while_members_disagree_on_the_config() {
     let cluster: serde_json::Value =
         serde_json::from_str(&capture("4.1.5/cluster.json")).expect("the capture is JSON");
     let config: serde_json::Value =
@@ -351,6 +351,63 @@ fn pause_and_resume_send_nothing_while_members_disagree_on_it() {
             "{op}: {why}"
         );
     }
+    // edit-config: the leader (pg1) already holds loop_wait 7 while the member read (pg0,
+    // the --url) does not; a PATCH to the leader would be answered 200 and write nothing.
+    let mut ahead = config.clone();
+    ahead["loop_wait"] = 7.into();
+    let (leader_url, _leader) = routes_server(vec![
+        (
+            "/patroni",
+            Route::Json(200, capture("4.1.5/patroni_leader.json")),
+        ),
+        ("PATCH /config", Route::Json(200, ahead.to_string())),
+        ("/config", Route::Json(200, ahead.to_string())),
+    ]);
+    let mut cluster = cluster.clone();
+    for m in cluster["members"].as_array_mut().expect("members") {
+        m["api_url"] = if m["role"] == "leader" {
+            format!("{leader_url}/patroni").into()
+        } else {
+            "{URL}/patroni".into()
+        };
+    }
+    let (url, _replica) = routes_server(vec![
+        ("/cluster", Route::Json(200, cluster.to_string())),
+        (
+            "/patroni",
+            Route::Json(200, capture("4.1.5/patroni_replica.json")),
+        ),
+        ("/history", Route::Json(200, capture("4.1.5/history.json"))),
+        ("PATCH /config", Route::Json(200, ahead.to_string())),
+        ("/config", Route::Json(200, config.to_string())),
+    ]);
+    let args = [
+        "edit-config",
+        "--url",
+        &url,
+        "--set",
+        "loop_wait=7",
+        "--timeout",
+        "3s",
+        "--yes",
+        "-o",
+        "json",
+    ];
+    let out = run(&args);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("edit-config: not JSON ({e}): {}", stdout(&out)));
+    assert_eq!(code(&out), 1, "edit-config: {r:#}");
+    assert_eq!(r["stop_cause"], "refused", "edit-config: {r:#}");
+    assert_eq!(
+        r["requests"],
+        serde_json::json!([]),
+        "edit-config: nothing sent: {r:#}"
+    );
+    let why = r["stopped"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("own configuration of pg1 (loop_wait) differs"),
+        "edit-config: {why}"
+    );
 }
 
 /// Patroni answers `PATCH /config` with 409 when its write to the DCS returned false: a
