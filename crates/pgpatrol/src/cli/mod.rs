@@ -68,7 +68,12 @@ pub enum Command {
     Pause(ops::PauseArgs),
     /// Leave maintenance mode: Patroni acts on its own again.
     ///
-    /// Exit codes: 0 resumed (or was not paused); 1 not every member saw it (--wait); 2 error.
+    /// Before the PATCH each member's own GET /config is read: while one disagrees with the
+    /// cluster read (Patroni's members do not agree on what the DCS holds), nothing is sent.
+    ///
+    /// Exit codes: 0 resumed (or was not paused); 1 stopped before sending (members
+    /// disagree), unknown (Patroni could not confirm its write: HTTP 409), or not every
+    /// member saw it (--wait); 2 error.
     Resume(ops::PauseArgs),
     Restart(ops::RestartArgs),
     Flush(ops::FlushArgs),

@@ -589,8 +589,12 @@ impl FailoverArgs {
 
 /// Put the cluster in maintenance mode (Patroni takes no automatic action).
 ///
-/// Exit codes: 0 paused (or already); 1 not every member saw it within --timeout (--wait);
-/// 2 error.
+/// Before the PATCH each member's own GET /config is read: while one disagrees with the
+/// cluster read (Patroni's members do not agree on what the DCS holds), nothing is sent.
+///
+/// Exit codes: 0 paused (or already); 1 stopped before sending (members disagree), unknown
+/// (Patroni could not confirm its write: HTTP 409), or not every member saw it within
+/// --timeout (--wait); 2 error.
 #[derive(Debug, Args)]
 pub struct PauseArgs {
     #[command(flatten)]
@@ -1078,9 +1082,12 @@ impl ReloadArgs {
 ///
 /// After the PATCH the whole configuration is read back and compared with the document this
 /// edit intended: a key someone else changed in between is named (exit 1), never kept
-/// silently.
+/// silently. Before it, the configuration is read again and so is each member's own GET
+/// /config: a change since the diff, or a member holding another configuration, sends
+/// nothing (exit 1).
 ///
-/// Exit codes: 0 applied and read back (or nothing to change); 1 the read-back differs;
+/// Exit codes: 0 applied and read back (or nothing to change); 1 stopped before sending,
+/// unknown (Patroni could not confirm its write: HTTP 409), or the read-back differs;
 /// 2 error.
 #[derive(Debug, Args)]
 pub struct EditConfigArgs {
