@@ -57,10 +57,10 @@ pub fn members_agree_on_pause(
     views: &[(String, Option<bool>)],
 ) -> Result<(), String> {
     let word = |p: bool| if p { "paused" } else { "resumed" };
-    let apart: Vec<&str> = views
+    let apart: Vec<String> = views
         .iter()
         .filter(|(_, v)| v.is_some_and(|v| v != paused))
-        .map(|(n, _)| n.as_str())
+        .map(|(n, _)| format!("{n}'s"))
         .collect();
     if apart.is_empty() {
         return Ok(());
@@ -68,11 +68,7 @@ pub fn members_agree_on_pause(
     Err(format!(
         "the cluster reads {} but {} own configuration says {}: Patroni's members do not agree on what the DCS holds (is it answering?), and a PATCH /config to a member that already sees the change writes nothing; read again with `pgpatrol list` once they agree",
         word(paused),
-        if apart.len() == 1 {
-            format!("{}'s", apart[0])
-        } else {
-            format!("{}'", apart.join(", "))
-        },
+        apart.join(" and "),
         word(!paused)
     ))
 }
@@ -255,7 +251,7 @@ mod tests {
         let why = members_agree_on_pause(false, &v(&[("pg0", Some(true)), ("pg1", Some(true))]))
             .expect_err("both see a pause");
         assert!(
-            why.contains("pg0, pg1' own configuration says paused"),
+            why.contains("pg0's and pg1's own configuration says paused"),
             "{why}"
         );
     }
