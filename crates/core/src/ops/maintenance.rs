@@ -46,20 +46,23 @@ pub fn pause_still_needed(c: &Cluster, pause: bool) -> Result<(), String> {
 }
 
 /// Whether every member that answered sees maintenance mode as the cluster read does:
-/// `views` holds each member's own `pause` (from its `GET /config`, which Patroni serves
-/// from its own view of the DCS), `None` when it did not answer. Patroni applies
-/// `PATCH /config` to its own view: a member whose view already holds the requested state
-/// answers 200 and writes nothing (seen under the fault matrix, with etcd stalled: a resume
+/// `views` holds each member's own `GET /config` (Patroni serves it from its own view of
+/// the DCS; `pause` read as Patroni's `check_mode` does), `None` when it did not answer.
+/// Patroni applies `PATCH /config` to its own view: a member whose view already holds the
+/// requested state answers 200 and writes nothing (seen under the fault matrix, with etcd stalled: a resume
 /// answered 200 and the DCS still held `pause` once etcd ran again). So when the members
 /// disagree, nothing is sent.
 pub fn members_agree_on_pause(
     paused: bool,
-    views: &[(String, Option<bool>)],
+    views: &[(String, Option<Value>)],
 ) -> Result<(), String> {
     let word = |p: bool| if p { "paused" } else { "resumed" };
     let apart: Vec<String> = views
         .iter()
-        .filter(|(_, v)| v.is_some_and(|v| v != paused))
+        .filter(|(_, v)| {
+            v.as_ref()
+                .is_some_and(|v| crate::candidates::config_flag(v, "pause") != paused)
+        })
         .map(|(n, _)| format!("{n}'s"))
         .collect();
     if apart.is_empty() {
@@ -237,8 +240,16 @@ mod tests {
 
     #[test]
     fn members_that_see_another_pause_state_stop_the_write() {
-        let v = |p: &[(&str, Option<bool>)]| -> Vec<(String, Option<bool>)> {
-            p.iter().map(|(n, b)| (n.to_string(), *b)).collect()
+        // Each member's own /config: `pause` set, absent, or not answered.
+        let v = |p: &[(&str, Option<bool>)]| -> Vec<(String, Option<Value>)> {
+            p.iter()
+                .map(|(n, b)| {
+                    (
+                        n.to_string(),
+                        b.map(|b| if b { json!({"pause": true}) } else { json!({}) }),
+                    )
+                })
+                .collect()
         };
         assert!(members_agree_on_pause(true, &v(&[("pg0", Some(true)), ("pg1", None)])).is_ok());
         assert!(members_agree_on_pause(false, &v(&[])).is_ok());

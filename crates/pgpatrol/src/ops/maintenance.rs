@@ -68,17 +68,8 @@ impl Operation for PauseOp {
         maintenance::pause_still_needed(&c, self.pause)?;
         // Each member's own view: a member that already sees the change would answer the
         // PATCH with 200 and write nothing.
-        members_agree(ops, &c, |views| {
-            let views: Vec<(String, Option<bool>)> = views
-                .iter()
-                .map(|(m, v)| {
-                    let paused = v
-                        .as_ref()
-                        .map(|v| pgpatrol_core::candidates::config_flag(v, "pause"));
-                    (m.clone(), paused)
-                })
-                .collect();
-            maintenance::members_agree_on_pause(c.paused, &views)
+        own_configs_agree(ops, &c, |views| {
+            maintenance::members_agree_on_pause(c.paused, views)
         })
         .await?;
         self.last = Some(c);
@@ -168,7 +159,7 @@ pub fn unconfirmed(said: &str) -> String {
 /// settles within that, a DCS that does not answer does not. A member that does not answer
 /// is `None`, and not asked to agree, so that a cluster with a member down can still be
 /// paused or edited.
-async fn members_agree(
+async fn own_configs_agree(
     ops: &Ops<'_>,
     c: &Cluster,
     rule: impl Fn(&[(String, Option<Value>)]) -> Result<(), String>,
@@ -344,7 +335,7 @@ impl Operation for EditOp {
             .map_err(|e| Recheck::read("the configuration again", &e))?;
         maintenance::config_unchanged(&self.read, &now)?;
         let c = ops.reread().await?;
-        members_agree(ops, &c, |views| {
+        own_configs_agree(ops, &c, |views| {
             maintenance::members_agree_on_config(&self.read, views)
         })
         .await?;

@@ -2,7 +2,9 @@
 //! and no panic. Servers that misbehave are real sockets on loopback.
 
 use crate::harness::{bare, pgpatrol_cmd, run, Lab, Test};
-use crate::util::{capture, code, fake_server, one_line_error, routes_server, stdout, Route};
+use crate::util::{
+    capture, code, fake_server, json_of, one_line_error, routes_server, stdout, Route,
+};
 
 pub fn tests() -> Vec<Test> {
     let mut all = vec![
@@ -299,6 +301,19 @@ fn a_closed_stdout_ends_every_command_quietly() {
 /// disagrees with what was read; exit 1, the reason named. Checked without the check:
 /// `done`, exit 0 (pause, resume), and a PATCH sent (edit-config).
 fn config_writes_send_nothing_while_members_disagree_on_the_config() {
+    // Stopped before its step, exit 1, nothing sent: the report, and why it stopped.
+    let stopped_unsent = |what: &str, out: &std::process::Output| {
+        let r = json_of(what, out);
+        assert_eq!(code(out), 1, "{what}: {r:#}");
+        assert_eq!(r["stop_cause"], "refused", "{what}: {r:#}");
+        assert_eq!(
+            r["requests"],
+            serde_json::json!([]),
+            "{what}: nothing sent: {r:#}"
+        );
+        let why = r["stopped"].as_str().unwrap_or_default().to_string();
+        (r, why)
+    };
     let cluster: serde_json::Value =
         serde_json::from_str(&capture("4.1.5/cluster.json")).expect("the capture is JSON");
     let config: serde_json::Value =
@@ -330,17 +345,8 @@ fn config_writes_send_nothing_while_members_disagree_on_the_config() {
             ("/config", Route::Json(200, seen.to_string())),
         ]);
         let out = run(&[op, "--url", &url, "--yes", "-o", "json"]);
-        let r: serde_json::Value = serde_json::from_str(&stdout(&out))
-            .unwrap_or_else(|e| panic!("{op}: not JSON ({e}): {}", stdout(&out)));
-        assert_eq!(code(&out), 1, "{op}: {r:#}");
+        let (r, why) = stopped_unsent(op, &out);
         assert_eq!(r["result"], "stopped", "{op}: {r:#}");
-        assert_eq!(r["stop_cause"], "refused", "{op}: {r:#}");
-        assert_eq!(
-            r["requests"],
-            serde_json::json!([]),
-            "{op}: nothing sent: {r:#}"
-        );
-        let why = r["stopped"].as_str().unwrap_or_default();
         assert!(
             why.contains("members do not agree on what the DCS holds")
                 && why.contains(if paused {
@@ -393,17 +399,7 @@ fn config_writes_send_nothing_while_members_disagree_on_the_config() {
         "-o",
         "json",
     ];
-    let out = run(&args);
-    let r: serde_json::Value = serde_json::from_str(&stdout(&out))
-        .unwrap_or_else(|e| panic!("edit-config: not JSON ({e}): {}", stdout(&out)));
-    assert_eq!(code(&out), 1, "edit-config: {r:#}");
-    assert_eq!(r["stop_cause"], "refused", "edit-config: {r:#}");
-    assert_eq!(
-        r["requests"],
-        serde_json::json!([]),
-        "edit-config: nothing sent: {r:#}"
-    );
-    let why = r["stopped"].as_str().unwrap_or_default();
+    let (_, why) = stopped_unsent("edit-config", &run(&args));
     assert!(
         why.contains("own configuration of pg1 (loop_wait) differs"),
         "edit-config: {why}"
@@ -478,8 +474,7 @@ fn a_config_write_patroni_could_not_confirm_is_unknown_not_failed() {
         ],
     ] {
         let out = run(&args);
-        let r: serde_json::Value = serde_json::from_str(&stdout(&out))
-            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&out)));
+        let r = json_of(&format!("{args:?}"), &out);
         assert_eq!(code(&out), 1, "{args:?}: {r:#}");
         assert_eq!(r["result"], "unknown", "{args:?}: {r:#}");
         assert_eq!(r["steps"][0]["result"], "unknown", "{args:?}: {r:#}");
